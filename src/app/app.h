@@ -1,0 +1,31 @@
+/* app.h — the social-network application behind `agora server`.
+ *
+ * One struct app per worker thread: it owns that thread's database connection (through the
+ * store interface, store.h) and is used by that thread only. The HTTP server (src/http/server.c)
+ * reads a whole request (body ≤ max body size, default 64 KiB) and calls app_handle(), which
+ * routes it (JSON API under /api/v1/, static web UI from web_dir otherwise) and fills the
+ * response. app_handle never fails: every problem becomes an HTTP error response with a JSON
+ * body {"error": "..."}. */
+#ifndef AGORA_APP_H
+#define AGORA_APP_H
+#include <stddef.h>
+
+#include "http/message.h"
+
+struct app;
+
+struct app_config {
+    const char *db_url;    /* "sqlite:PATH" (later also "postgres://...") */
+    const char *served_by; /* value of the X-Served-By header, e.g. "127.0.0.1:8001" */
+    const char *web_dir;   /* directory of the static UI files, e.g. "web" */
+};
+
+/* Opens the database (creating/migrating the schema) and returns a new app, or NULL with a
+ * message in err (errlen bytes) on failure. */
+struct app *app_open(const struct app_config *cfg, char *err, size_t errlen);
+/* Handles one request; matches http_handler_fn (ctx is the struct app). */
+void app_handle(void *app, const struct http_request *req, struct http_response *resp);
+/* Closes the database and frees the app. NULL is allowed. */
+void app_close(struct app *app);
+
+#endif

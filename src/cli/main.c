@@ -1,0 +1,48 @@
+/* main.c — the agora executable: dispatches to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "lb/lb.h"
+
+#define AGORA_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: agora <command> [options]\n\n"
+               "commands:\n"
+               "  up       run the whole platform on this machine: balancer + web servers\n"
+               "  lb       the load balancer (reverse proxy)\n"
+               "  server   a web server of the social network\n"
+               "  seed     fill a database with a synthetic social graph\n\n"
+               "  agora <command> --help   options of a command\n"
+               "  agora --version          print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("agora %s\n", AGORA_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "lb"))
+        return lb_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "server"))
+        return cmd_server(argc - 1, argv + 1);
+    if (!strcmp(cmd, "up"))
+        return cmd_up(argc - 1, argv + 1);
+    if (!strcmp(cmd, "seed"))
+        return cmd_seed(argc - 1, argv + 1);
+    fprintf(stderr, "agora: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

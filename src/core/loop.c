@@ -1,0 +1,297 @@
+/* loop.c — epoll + timer-heap event loop; see loop.h for the contract. */
+#include "core/loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct watch {
+    loop_io_fn *fn;
+    void *data;
+    int mask;    /* current interest */
+    unsigned gen; /* bumped on unwatch so stale events of this iteration are dropped */
+};
+
+struct deferred {
+    loop_call_fn *fn;
+    void *data;
+};
+
+struct loop {
+    int epfd;
+    int wakefd;
+    int max_fds;
+    int stop;
+    uint64_t now_ms;
+    struct watch *watches;
+    struct loop_timer **heap;
+    size_t nheap, capheap;
+    struct deferred *defer;
+    size_t ndefer, capdefer;
+    loop_call_fn *wake_fn;
+    void *wake_data;
+};
+
+uint64_t loop_clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t clock_ms(void) { return loop_clock_us() / 1000u; }
+
+uint64_t loop_now(const struct loop *loop) { return loop->now_ms; }
+
+struct loop *loop_create(int max_fds)
+{
+    struct loop *loop = calloc(1, sizeof(*loop));
+    if (!loop)
+        return NULL;
+    loop->max_fds = max_fds;
+    loop->watches = calloc((size_t)max_fds, sizeof(*loop->watches));
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    loop->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!loop->watches || loop->epfd < 0 || loop->wakefd < 0)
+        goto fail;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wakefd, &ev) < 0)
+        goto fail;
+    loop->now_ms = clock_ms();
+    return loop;
+fail:
+    loop_destroy(loop);
+    return NULL;
+}
+
+void loop_destroy(struct loop *loop)
+{
+    if (!loop)
+        return;
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    if (loop->wakefd >= 0)
+        close(loop->wakefd);
+    free(loop->watches);
+    free(loop->heap);
+    free(loop->defer);
+    free(loop);
+}
+
+static uint32_t to_epoll(int mask)
+{
+    return (mask & LOOP_READ ? EPOLLIN : 0) | (mask & LOOP_WRITE ? EPOLLOUT : 0);
+}
+
+int loop_watch(struct loop *loop, int fd, int mask, loop_io_fn *fn, void *data)
+{
+    if (fd < 0 || fd >= loop->max_fds)
+        return -EMFILE;
+    struct watch *w = &loop->watches[fd];
+    struct epoll_event ev = {.events = to_epoll(mask), .data.u64 = (uint64_t)fd | ((uint64_t)w->gen << 32)};
+    int op = w->fn ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(loop->epfd, op, fd, &ev) < 0)
+        return -errno;
+    w->fn = fn;
+    w->data = data;
+    w->mask = mask;
+    return 0;
+}
+
+int loop_set_mask(struct loop *loop, int fd, int mask)
+{
+    struct watch *w = &loop->watches[fd];
+    if (w->mask == mask)
+        return 0;
+    struct epoll_event ev = {.events = to_epoll(mask), .data.u64 = (uint64_t)fd | ((uint64_t)w->gen << 32)};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+        return -errno;
+    w->mask = mask;
+    return 0;
+}
+
+void loop_unwatch(struct loop *loop, int fd)
+{
+    if (fd < 0 || fd >= loop->max_fds || !loop->watches[fd].fn)
+        return;
+    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+    struct watch *w = &loop->watches[fd];
+    w->fn = NULL;
+    w->data = NULL;
+    w->mask = 0;
+    w->gen++;
+}
+
+/* ---- timers: binary min-heap on when_ms; heap_idx is 1-based so 0 means "not armed" ---- */
+
+static void heap_swap(struct loop *loop, size_t a, size_t b)
+{
+    struct loop_timer *t = loop->heap[a];
+    loop->heap[a] = loop->heap[b];
+    loop->heap[b] = t;
+    loop->heap[a]->heap_idx = a + 1;
+    loop->heap[b]->heap_idx = b + 1;
+}
+
+static void heap_up(struct loop *loop, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (loop->heap[p]->when_ms <= loop->heap[i]->when_ms)
+            break;
+        heap_swap(loop, p, i);
+        i = p;
+    }
+}
+
+static void heap_down(struct loop *loop, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < loop->nheap && loop->heap[l]->when_ms < loop->heap[m]->when_ms)
+            m = l;
+        if (r < loop->nheap && loop->heap[r]->when_ms < loop->heap[m]->when_ms)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(loop, i, m);
+        i = m;
+    }
+}
+
+void loop_timer_cancel(struct loop *loop, struct loop_timer *t)
+{
+    if (!t->heap_idx)
+        return;
+    size_t i = t->heap_idx - 1;
+    size_t last = --loop->nheap;
+    if (i != last) {
+        heap_swap(loop, i, last);
+        heap_down(loop, i);
+        heap_up(loop, i);
+    }
+    t->heap_idx = 0;
+}
+
+void loop_timer_arm(struct loop *loop, struct loop_timer *t, uint64_t delay_ms)
+{
+    uint64_t when = loop->now_ms + delay_ms;
+    if (t->heap_idx) {
+        size_t i = t->heap_idx - 1;
+        uint64_t old = t->when_ms;
+        t->when_ms = when;
+        if (when < old)
+            heap_up(loop, i);
+        else if (when > old)
+            heap_down(loop, i);
+        return;
+    }
+    if (loop->nheap == loop->capheap) {
+        loop->capheap = loop->capheap ? loop->capheap * 2 : 64;
+        loop->heap = realloc(loop->heap, loop->capheap * sizeof(*loop->heap));
+        if (!loop->heap)
+            abort();
+    }
+    t->when_ms = when;
+    loop->heap[loop->nheap] = t;
+    t->heap_idx = ++loop->nheap;
+    heap_up(loop, loop->nheap - 1);
+}
+
+static void run_timers(struct loop *loop)
+{
+    while (loop->nheap > 0 && loop->heap[0]->when_ms <= loop->now_ms) {
+        struct loop_timer *t = loop->heap[0];
+        loop_timer_cancel(loop, t);
+        t->fn(loop, t);
+    }
+}
+
+/* ---- deferred calls and cross-thread wake-ups ---- */
+
+void loop_defer(struct loop *loop, loop_call_fn *fn, void *data)
+{
+    if (loop->ndefer == loop->capdefer) {
+        loop->capdefer = loop->capdefer ? loop->capdefer * 2 : 64;
+        loop->defer = realloc(loop->defer, loop->capdefer * sizeof(*loop->defer));
+        if (!loop->defer)
+            abort();
+    }
+    loop->defer[loop->ndefer++] = (struct deferred){fn, data};
+}
+
+static void run_deferred(struct loop *loop)
+{
+    /* A deferred call may defer more; run until none is left. */
+    for (size_t i = 0; i < loop->ndefer; i++)
+        loop->defer[i].fn(loop, loop->defer[i].data);
+    loop->ndefer = 0;
+}
+
+void loop_on_wake(struct loop *loop, loop_call_fn *fn, void *data)
+{
+    loop->wake_fn = fn;
+    loop->wake_data = data;
+}
+
+void loop_wake(struct loop *loop)
+{
+    uint64_t one = 1;
+    ssize_t r = write(loop->wakefd, &one, sizeof(one));
+    (void)r;
+}
+
+void loop_stop(struct loop *loop) { loop->stop = 1; }
+
+int loop_run(struct loop *loop)
+{
+    struct epoll_event evs[256];
+    loop->stop = 0;
+    while (!loop->stop) {
+        int timeout = -1;
+        if (loop->ndefer)
+            timeout = 0;
+        else if (loop->nheap) {
+            uint64_t now = clock_ms();
+            uint64_t when = loop->heap[0]->when_ms;
+            timeout = when <= now ? 0 : (int)(when - now > 60000 ? 60000 : when - now);
+        }
+        int n = epoll_wait(loop->epfd, evs, 256, timeout);
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        loop->now_ms = clock_ms();
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u64 == UINT64_MAX) {
+                uint64_t v;
+                ssize_t r = read(loop->wakefd, &v, sizeof(v));
+                (void)r;
+                if (loop->wake_fn)
+                    loop->wake_fn(loop, loop->wake_data);
+                continue;
+            }
+            int fd = (int)(evs[i].data.u64 & 0xffffffffu);
+            unsigned gen = (unsigned)(evs[i].data.u64 >> 32);
+            struct watch *w = &loop->watches[fd];
+            if (!w->fn || w->gen != gen)
+                continue;
+            int ev = 0;
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                ev |= LOOP_READ;
+            if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+                ev |= LOOP_WRITE;
+            /* Hang-ups and errors are always delivered, even to a paused descriptor: its owner
+             * must close it, or level-triggered epoll would report it forever. */
+            if (!(evs[i].events & (EPOLLHUP | EPOLLERR)))
+                ev &= w->mask;
+            if (ev)
+                w->fn(loop, fd, ev, w->data);
+        }
+        run_timers(loop);
+        run_deferred(loop);
+    }
+    return 0;
+}

@@ -1,0 +1,67 @@
+/* loop.h — the event loop: epoll for descriptors, a min-heap for timers (after Redis ae.c).
+ *
+ * One loop per thread; a loop is used only by the thread that runs it, except loop_wake(),
+ * which any thread may call. Descriptor callbacks are level-triggered: a callback registered for
+ * LOOP_READ is called while the descriptor stays readable. Timers are intrusive (struct
+ * loop_timer lives inside its owner), so arming and cancelling never allocate.
+ * Deferred calls (loop_defer) run after every callback of the current iteration has returned:
+ * that is where connections are freed, so no callback ever sees a freed object. */
+#ifndef AGORA_LOOP_H
+#define AGORA_LOOP_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define LOOP_READ 1
+#define LOOP_WRITE 2
+
+struct loop;
+struct loop_timer;
+
+typedef void loop_io_fn(struct loop *loop, int fd, int events, void *data);
+typedef void loop_timer_fn(struct loop *loop, struct loop_timer *t);
+typedef void loop_call_fn(struct loop *loop, void *data);
+
+struct loop_timer {
+    uint64_t when_ms;   /* absolute, loop clock */
+    size_t heap_idx;    /* position in the heap + 1; 0 = not armed */
+    loop_timer_fn *fn;
+    void *data;
+};
+
+/* Creates a loop able to watch descriptors below max_fds. NULL on failure (errno set). */
+struct loop *loop_create(int max_fds);
+void loop_destroy(struct loop *loop);
+
+/* Watches fd for the events in mask (LOOP_READ|LOOP_WRITE), calling fn(loop, fd, events, data).
+ * Replaces any previous registration of fd. Returns 0 or -errno. */
+int loop_watch(struct loop *loop, int fd, int mask, loop_io_fn *fn, void *data);
+/* Changes the event mask of a watched fd (0 = watch nothing but keep the registration).
+ * Cheap when the mask is unchanged. Returns 0 or -errno. */
+int loop_set_mask(struct loop *loop, int fd, int mask);
+/* Stops watching fd (call before close). Pending events for fd in this iteration are dropped. */
+void loop_unwatch(struct loop *loop, int fd);
+
+/* Arms (or re-arms) t to fire once after delay_ms. fn/data must be set in t beforehand. */
+void loop_timer_arm(struct loop *loop, struct loop_timer *t, uint64_t delay_ms);
+void loop_timer_cancel(struct loop *loop, struct loop_timer *t);
+static inline int loop_timer_armed(const struct loop_timer *t) { return t->heap_idx != 0; }
+
+/* Schedules fn(loop, data) to run after the current iteration's callbacks. Never fails. */
+void loop_defer(struct loop *loop, loop_call_fn *fn, void *data);
+/* Sets the function run when another thread calls loop_wake() (in the loop's thread). */
+void loop_on_wake(struct loop *loop, loop_call_fn *fn, void *data);
+/* Thread-safe: wakes the loop and makes it run its on-wake function. */
+void loop_wake(struct loop *loop);
+
+/* Milliseconds of the loop's monotonic clock, refreshed once per iteration. */
+uint64_t loop_now(const struct loop *loop);
+/* Monotonic clock in microseconds, read now. */
+uint64_t loop_clock_us(void);
+
+/* Runs until loop_stop(). Returns 0, or -errno if epoll_wait failed. */
+int loop_run(struct loop *loop);
+/* Makes loop_run() return after the current iteration (same thread only; use loop_wake + an
+ * on-wake function from other threads). */
+void loop_stop(struct loop *loop);
+
+#endif

@@ -1,0 +1,29 @@
+/* net.h — socket helpers: address parsing, listening and non-blocking connecting sockets.
+ * All functions return a descriptor or 0 on success, and -errno (or -EINVAL for a bad address
+ * string) on failure; no function leaves a descriptor open when it fails. */
+#ifndef AGORA_NET_H
+#define AGORA_NET_H
+#include <netinet/in.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct net_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+/* Parses "HOST:PORT", "[V6]:PORT" or ":PORT"/"PORT" (all interfaces). HOST is an IP literal or
+ * "localhost" (resolved with getaddrinfo, IPv4 preferred). */
+int net_parse_addr(const char *s, struct net_addr *out);
+/* Formats the address as "ip:port" into out (at least 64 bytes). */
+void net_format_addr(const struct net_addr *a, char *out, size_t outlen);
+/* Formats only the IP of a peer address. */
+void net_format_ip(const struct sockaddr *sa, char *out, size_t outlen);
+/* Creates a non-blocking listening TCP socket (SO_REUSEADDR; SO_REUSEPORT if reuseport). */
+int net_listen(const struct net_addr *a, int reuseport, int backlog);
+/* Starts a non-blocking connect with TCP_NODELAY; the connect may still be in progress. */
+int net_connect(const struct net_addr *a);
+/* Sets O_NONBLOCK and TCP_NODELAY (nodelay ignored on non-TCP sockets). */
+int net_tune(int fd);
+
+#endif

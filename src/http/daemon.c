@@ -1,0 +1,254 @@
+/* daemon.c — worker threads, signals and graceful stop; see daemon.h. */
+#include "http/daemon.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "core/net.h"
+
+#define MAX_FDS 65536
+
+struct worker_thread {
+    const struct http_daemon_ops *ops;
+    void *ctx;
+    unsigned id;
+    int lfd;
+    pthread_t tid;
+    struct loop *loop;
+    void *worker;
+    atomic_int stopping;   /* set by the main thread before loop_wake */
+    atomic_int done;
+    uint64_t deadline_ms;
+    struct loop_timer poll;
+    char err[256];
+    int failed;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started;
+};
+
+struct daemon {
+    const struct http_daemon_config *cfg;
+    const struct http_daemon_ops *ops;
+    void *ctx;
+    struct worker_thread *w;
+    unsigned n;
+    struct loop *main;
+    int sfd;
+    int stopping;
+    struct loop_timer poll;
+};
+
+unsigned http_daemon_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static void on_worker_poll(struct loop *loop, struct loop_timer *t)
+{
+    struct worker_thread *wt = t->data;
+    if (wt->ops->worker_conns(wt->worker) == 0 || loop_now(loop) >= wt->deadline_ms) {
+        loop_stop(loop);
+        return;
+    }
+    loop_timer_arm(loop, t, 50);
+}
+
+static void on_worker_wake(struct loop *loop, void *data)
+{
+    struct worker_thread *wt = data;
+    if (!atomic_load(&wt->stopping) || loop_timer_armed(&wt->poll))
+        return;
+    wt->ops->worker_shutdown(wt->worker);
+    wt->poll.fn = on_worker_poll;
+    wt->poll.data = wt;
+    loop_timer_arm(loop, &wt->poll, 0);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker_thread *wt = arg;
+    wt->loop = loop_create(MAX_FDS);
+    if (wt->loop)
+        wt->worker = wt->ops->worker_create(wt->ctx, wt->loop, wt->lfd, wt->id, wt->err, sizeof(wt->err));
+    else
+        snprintf(wt->err, sizeof(wt->err), "cannot create event loop: %s", strerror(errno));
+    pthread_mutex_lock(&wt->mu);
+    wt->failed = !wt->worker;
+    wt->started = 1;
+    pthread_cond_signal(&wt->cv);
+    pthread_mutex_unlock(&wt->mu);
+    if (!wt->worker) {
+        close(wt->lfd);
+        loop_destroy(wt->loop);
+        wt->loop = NULL;
+        atomic_store(&wt->done, 1);
+        return NULL;
+    }
+    loop_on_wake(wt->loop, on_worker_wake, wt);
+    loop_run(wt->loop);
+    wt->ops->worker_free(wt->worker);
+    wt->worker = NULL;
+    loop_destroy(wt->loop);
+    atomic_store(&wt->done, 1);
+    return NULL;
+}
+
+static void begin_stop(struct daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    for (unsigned i = 0; i < d->n; i++) {
+        struct worker_thread *wt = &d->w[i];
+        wt->deadline_ms = loop_clock_us() / 1000 + d->cfg->shutdown_ms;
+        atomic_store(&wt->stopping, 1);
+        loop_wake(wt->loop);
+    }
+}
+
+static void on_main_poll(struct loop *loop, struct loop_timer *t)
+{
+    struct daemon *d = t->data;
+    int all = 1;
+    for (unsigned i = 0; i < d->n; i++)
+        all &= atomic_load(&d->w[i].done);
+    if (all) {
+        loop_stop(loop);
+        return;
+    }
+    loop_timer_arm(loop, t, 50);
+}
+
+static void on_signal(struct loop *loop, int fd, int events, void *data)
+{
+    struct daemon *d = data;
+    struct signalfd_siginfo si;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            if (d->ops->reload)
+                d->ops->reload(d->ctx);
+        } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            if (d->stopping) {
+                fprintf(stderr, "%s: second stop signal, exiting now\n", d->cfg->name);
+                _exit(1);
+            }
+            fprintf(stderr, "%s: stopping (finishing in-flight requests, up to %u ms)\n", d->cfg->name,
+                    d->cfg->shutdown_ms);
+            begin_stop(d);
+            d->poll.fn = on_main_poll;
+            d->poll.data = d;
+            loop_timer_arm(loop, &d->poll, 0);
+        }
+    }
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max > MAX_FDS ? MAX_FDS : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daemon_ops *ops, void *ctx)
+{
+    struct daemon d = {.cfg = cfg, .ops = ops, .ctx = ctx, .sfd = -1};
+    int rc = 1;
+    struct net_addr addr;
+    if (net_parse_addr(cfg->listen, &addr) < 0) {
+        fprintf(stderr, "%s: invalid listen address '%s' (expected HOST:PORT)\n", cfg->name, cfg->listen);
+        return 1;
+    }
+    raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    /* Blocked in every thread (workers inherit the mask); delivered through the signalfd. */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    d.n = cfg->workers ? cfg->workers : 1;
+    d.w = calloc(d.n, sizeof(*d.w));
+    d.main = loop_create(1024);
+    d.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (!d.w || !d.main || d.sfd < 0) {
+        fprintf(stderr, "%s: start-up failed: %s\n", cfg->name, strerror(errno));
+        goto out;
+    }
+    for (unsigned i = 0; i < d.n; i++) {
+        int fd = net_listen(&addr, 1, 4096);
+        if (fd < 0) {
+            fprintf(stderr, "%s: cannot listen on %s: %s\n", cfg->name, cfg->listen, strerror(-fd));
+            for (unsigned k = 0; k < i; k++)
+                close(d.w[k].lfd);
+            goto out;
+        }
+        d.w[i].lfd = fd;
+    }
+    unsigned started = 0;
+    for (unsigned i = 0; i < d.n; i++) {
+        struct worker_thread *wt = &d.w[i];
+        wt->ops = ops;
+        wt->ctx = ctx;
+        wt->id = i;
+        pthread_mutex_init(&wt->mu, NULL);
+        pthread_cond_init(&wt->cv, NULL);
+        if (pthread_create(&wt->tid, NULL, worker_main, wt) != 0) {
+            fprintf(stderr, "%s: cannot start worker thread\n", cfg->name);
+            close(wt->lfd);
+            break;
+        }
+        pthread_mutex_lock(&wt->mu);
+        while (!wt->started)
+            pthread_cond_wait(&wt->cv, &wt->mu);
+        pthread_mutex_unlock(&wt->mu);
+        started++;
+        if (wt->failed) {
+            fprintf(stderr, "%s: worker %u failed to start: %s\n", cfg->name, i, wt->err);
+            break;
+        }
+    }
+    int ok = started == d.n;
+    for (unsigned i = 0; ok && i < d.n; i++)
+        ok = !d.w[i].failed;
+    if (ok) {
+        if (ops->main_start)
+            ops->main_start(ctx, d.main);
+        loop_watch(d.main, d.sfd, LOOP_READ, on_signal, &d);
+        rc = 0;
+        loop_run(d.main);
+    } else {
+        for (unsigned i = started; i < d.n; i++)
+            close(d.w[i].lfd);
+        for (unsigned i = 0; i < started; i++) {
+            struct worker_thread *wt = &d.w[i];
+            if (wt->loop && !atomic_load(&wt->done)) {
+                wt->deadline_ms = 0;
+                atomic_store(&wt->stopping, 1);
+                loop_wake(wt->loop);
+            }
+        }
+    }
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(d.w[i].tid, NULL);
+    if (ok && ops->main_stop)
+        ops->main_stop(ctx);
+out:
+    if (d.sfd >= 0)
+        close(d.sfd);
+    loop_destroy(d.main);
+    free(d.w);
+    return rc;
+}

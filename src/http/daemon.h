@@ -1,0 +1,46 @@
+/* daemon.h — run a multi-threaded HTTP service: worker threads, signals, graceful stop.
+ *
+ * Shared by `agora lb` and `agora server`. The calling (main) thread binds one SO_REUSEPORT
+ * listening socket per worker (so a busy port is reported before anything starts), starts the
+ * workers, each with its own loop, and then runs a main loop of its own that handles signals
+ * (through a signalfd) and whatever the service adds to it (the balancer's health checks):
+ *   SIGTERM, SIGINT  graceful stop: workers stop accepting, finish in-flight requests, and the
+ *                    process returns from http_daemon_run once all are idle or the deadline passed
+ *   SIGHUP           ops->reload(ctx) in the main thread (if set)
+ * Worker objects are created, shut down and freed on their own threads. */
+#ifndef AGORA_HTTP_DAEMON_H
+#define AGORA_HTTP_DAEMON_H
+#include <stddef.h>
+
+#include "core/loop.h"
+
+struct http_daemon_ops {
+    /* Creates a worker on its thread's loop serving listen_fd (owned by the worker on success).
+     * Returns NULL on failure with a message in err. */
+    void *(*worker_create)(void *ctx, struct loop *loop, int listen_fd, unsigned id, char *err, size_t errlen);
+    void (*worker_shutdown)(void *worker);
+    unsigned (*worker_conns)(void *worker);
+    void (*worker_free)(void *worker);
+    /* Main thread: called once before serving with the main loop (may be NULL). */
+    void (*main_start)(void *ctx, struct loop *main_loop);
+    /* Main thread: called after the workers stopped (may be NULL). */
+    void (*main_stop)(void *ctx);
+    /* SIGHUP (may be NULL). */
+    void (*reload)(void *ctx);
+};
+
+struct http_daemon_config {
+    const char *listen;        /* "ADDR:PORT" */
+    unsigned workers;          /* >= 1 */
+    unsigned shutdown_ms;      /* graceful-stop deadline */
+    const char *name;          /* for messages, e.g. "agora lb" */
+};
+
+/* Runs until SIGTERM/SIGINT and the graceful stop. Returns 0 on a clean stop, 1 on a start-up
+ * failure (message printed to stderr). */
+int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daemon_ops *ops, void *ctx);
+
+/* Number of online CPUs (at least 1). */
+unsigned http_daemon_cpus(void);
+
+#endif

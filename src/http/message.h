@@ -1,0 +1,33 @@
+/* message.h — a complete, buffered HTTP request and the response a handler builds for it.
+ *
+ * This is what the web servers' handlers see (the balancer streams instead and never buffers a
+ * whole message). The server reads the head and the whole body (bounded by its max body size,
+ * chunked bodies already decoded) and calls the handler once; the handler fills a response
+ * synchronously; the server adds Date, Content-Length, Connection and Server headers and writes
+ * it. Everything in the request is owned by the server and valid only during the call. */
+#ifndef AGORA_HTTP_MESSAGE_H
+#define AGORA_HTTP_MESSAGE_H
+#include "core/buf.h"
+#include "http/parser.h"
+
+struct http_request {
+    const struct http_head *head; /* method, path, query, headers */
+    const char *body;             /* decoded body, NUL-terminated; "" when none */
+    size_t body_len;
+    const char *remote_addr;      /* client IP as text */
+};
+
+struct http_response {
+    int status;          /* default 200 */
+    struct buf headers;  /* extra header lines, each "Name: value\r\n" */
+    struct buf body;     /* the body (ignored for HEAD requests, but Content-Length kept) */
+};
+
+/* Appends a header line "name: value" to resp->headers (value printf-formatted). */
+void http_response_header(struct http_response *resp, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Request handler: fills resp for req. Must not keep pointers into req after returning. */
+typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
+
+#endif

@@ -1,0 +1,804 @@
+/* server.c — server side of HTTP/1.1; see server.h for the contract.
+ *
+ * A connection moves through these states:
+ *   HEAD   waiting for (more of) a request head; timer = idle or header deadline
+ *   BODY   head handed to the handler, body being read and passed on; timer = body timeout
+ *   WAIT   body complete, handler producing the response; reading paused (pipelined bytes wait)
+ *   CLOSE  closing: the rest of the output is flushed, then the descriptor is closed
+ * The response may be produced while the body is still arriving (BODY), e.g. an early 413. */
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/net.h"
+
+#define READ_CHUNK 16384
+#define OUT_HIGH_WATER (256 * 1024)
+
+enum conn_state { ST_HEAD, ST_BODY, ST_WAIT, ST_CLOSE };
+
+struct http_conn {
+    struct http_server *srv;
+    struct http_conn *prev, *next;
+    int fd;
+    enum conn_state state;
+    struct buf in;
+    struct buf out;
+    struct buf headbuf;         /* the current request head, copied out of `in` */
+    struct http_head head;
+    struct loop_timer timer;
+    int body_kind;
+    uint64_t body_left;         /* HTTP_BODY_LENGTH */
+    uint64_t body_seen;
+    struct http_chunked chunked;
+    int body_done;
+    int response_done;          /* handler finished the current response */
+    int owned;                  /* handler owns the current request */
+    int keep_alive;
+    int paused;                 /* handler asked to pause the body */
+    int want_drain;             /* handler was told to stop producing */
+    int in_process;             /* inside process_input (re-entrancy guard) */
+    int freed;                  /* free is scheduled */
+    int hup;                    /* peer hung up */
+    uint64_t req_start_us;
+    uint64_t resp_bytes;
+    void *data;
+    char ip[48];
+    unsigned port;
+};
+
+struct http_server {
+    struct loop *loop;
+    int lfd;
+    int accepting;
+    int shutting_down;
+    const struct http_server_ops *ops;
+    void *ctx;
+    struct http_server_limits lim;
+    struct http_limits plim;
+    struct http_conn *conns;
+    unsigned nconns;
+};
+
+static void conn_close(struct http_conn *c);
+static void process_input(struct http_conn *c);
+static void conn_update_mask(struct http_conn *c);
+static int conn_flush(struct http_conn *c);
+
+/* ---- dates ---- */
+
+const char *http_date_now(void)
+{
+    /* Per-thread cache: formatting a date per response is measurable at high request rates. */
+    static __thread char cached[32];
+    static __thread time_t cached_at;
+    time_t now = time(NULL);
+    if (now != cached_at) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(cached, sizeof(cached), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached_at = now;
+    }
+    return cached;
+}
+
+void http_write_status_line(struct buf *b, int status)
+{
+    buf_printf(b, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, http_reason(status), http_date_now());
+}
+
+void http_server_limits_default(struct http_server_limits *lim)
+{
+    memset(lim, 0, sizeof(*lim));
+    lim->max_line = 8192;
+    lim->max_head = 16384;
+    lim->header_timeout_ms = 30000;
+    lim->idle_timeout_ms = 60000;
+    lim->body_timeout_ms = 30000;
+    lim->send_timeout_ms = 60000;
+}
+
+/* ---- timers ---- */
+
+static void on_timer(struct loop *loop, struct loop_timer *t)
+{
+    struct http_conn *c = t->data;
+    switch (c->state) {
+    case ST_HEAD:
+        if (buf_used(&c->in) > 0 && !c->owned) {
+            http_conn_respond_error(c, 408, "request header timeout: the request head was not received in time", 1);
+            return;
+        }
+        conn_close(c); /* idle keep-alive connection */
+        return;
+    case ST_BODY:
+        if (!c->response_done && c->owned) {
+            /* The handler owns the request: it is aborted, then the client gets a 408. */
+            c->owned = 0;
+            if (c->srv->ops->on_abort)
+                c->srv->ops->on_abort(c->srv->ctx, c);
+            c->data = NULL;
+            http_conn_respond_error(c, 408, "request body timeout: no body data received in time", 1);
+            return;
+        }
+        conn_close(c);
+        return;
+    case ST_WAIT:
+    case ST_CLOSE:
+        conn_close(c); /* the client did not read its response in time */
+        return;
+    }
+}
+
+/* Sets the timer for the connection's state. */
+static void conn_arm_timer(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    unsigned ms = 0;
+    if (c->state == ST_HEAD)
+        ms = buf_used(&c->in) > 0 || c->resp_bytes == 0 ? s->lim.header_timeout_ms : s->lim.idle_timeout_ms;
+    else if (c->state == ST_BODY && !c->paused && !c->body_done)
+        ms = s->lim.body_timeout_ms;
+    if (buf_used(&c->out) > 0 && (ms == 0 || s->lim.send_timeout_ms < ms))
+        ms = s->lim.send_timeout_ms;
+    if (ms)
+        loop_timer_arm(s->loop, &c->timer, ms);
+    else
+        loop_timer_cancel(s->loop, &c->timer);
+}
+
+/* ---- output ---- */
+
+/* Writes as much queued output as the socket takes. Returns 0, or -1 if the connection failed
+ * (it is then being closed). */
+static int conn_flush(struct http_conn *c)
+{
+    while (buf_used(&c->out) > 0) {
+        ssize_t n = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        conn_close(c);
+        return -1;
+    }
+    if (buf_used(&c->out) == 0) {
+        if (c->state == ST_CLOSE) {
+            conn_close(c);
+            return -1;
+        }
+        if (c->want_drain) {
+            c->want_drain = 0;
+            if (c->owned && c->srv->ops->on_drain)
+                c->srv->ops->on_drain(c->srv->ctx, c);
+        }
+    }
+    return 0;
+}
+
+int http_conn_send(struct http_conn *c, const void *p, size_t n)
+{
+    if (c->state == ST_CLOSE && c->freed)
+        return 0;
+    c->resp_bytes += n;
+    if (buf_used(&c->out) == 0 && !c->in_process) {
+        /* Nothing queued: write straight from the caller's memory. */
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            conn_close(c);
+            return 0;
+        }
+        if (w > 0) {
+            p = (const char *)p + w;
+            n -= (size_t)w;
+        }
+        if (n == 0)
+            return 1;
+    }
+    buf_append(&c->out, p, n);
+    if (!c->in_process) {
+        conn_update_mask(c);
+        conn_arm_timer(c);
+    }
+    if (buf_used(&c->out) >= OUT_HIGH_WATER) {
+        c->want_drain = 1;
+        return 0;
+    }
+    return 1;
+}
+
+size_t http_conn_pending(const struct http_conn *c) { return buf_used(&c->out); }
+
+/* ---- connection bookkeeping ---- */
+
+static void conn_free(struct loop *loop, void *data)
+{
+    struct http_conn *c = data;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    buf_free(&c->headbuf);
+    free(c);
+}
+
+static void server_maybe_accept(struct http_server *s);
+
+static void conn_close(struct http_conn *c)
+{
+    if (c->freed)
+        return;
+    struct http_server *s = c->srv;
+    c->freed = 1;
+    c->state = ST_CLOSE;
+    if (c->owned) {
+        c->owned = 0;
+        if (s->ops->on_abort)
+            s->ops->on_abort(s->ctx, c);
+    }
+    loop_timer_cancel(s->loop, &c->timer);
+    loop_unwatch(s->loop, c->fd);
+    close(c->fd);
+    c->fd = -1;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    loop_defer(s->loop, conn_free, c);
+    server_maybe_accept(s);
+}
+
+static void conn_update_mask(struct http_conn *c)
+{
+    if (c->freed)
+        return;
+    int mask = 0;
+    if (c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done))
+        mask |= LOOP_READ;
+    if (buf_used(&c->out) > 0)
+        mask |= LOOP_WRITE;
+    loop_set_mask(c->srv->loop, c->fd, mask);
+}
+
+/* ---- responses ---- */
+
+void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after)
+{
+    struct buf b = {0};
+    http_write_status_line(&b, status);
+    size_t mlen = strlen(message);
+    if (c->srv->lim.json_errors) {
+        /* Messages are our own constant strings: no characters need escaping. */
+        buf_printf(&b, "Content-Type: application/json\r\nContent-Length: %zu\r\n", mlen + 13);
+    } else {
+        buf_printf(&b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n", mlen + 1);
+    }
+    if (close_after || !c->keep_alive)
+        buf_puts(&b, "Connection: close\r\n");
+    if (status == 503 || status == 429)
+        buf_puts(&b, "Retry-After: 1\r\n");
+    buf_puts(&b, "\r\n");
+    if (!(c->head.method == HTTP_HEAD && c->state != ST_HEAD)) {
+        if (c->srv->lim.json_errors)
+            buf_printf(&b, "{\"error\":\"%s\"}\n", message);
+        else
+            buf_printf(&b, "%s\n", message);
+    }
+    http_conn_send(c, buf_head(&b), buf_used(&b));
+    buf_free(&b);
+    http_conn_response_done(c, !close_after);
+}
+
+void http_conn_response_done(struct http_conn *c, int keep_alive)
+{
+    if (c->freed)
+        return;
+    c->owned = 0;
+    c->response_done = 1;
+    c->data = NULL;
+    if (!keep_alive || c->srv->shutting_down)
+        c->keep_alive = 0;
+    if (!c->body_done) {
+        /* The body was not read: what follows on the connection cannot be framed. */
+        c->keep_alive = 0;
+    }
+    if (!c->keep_alive) {
+        c->state = ST_CLOSE;
+        shutdown(c->fd, SHUT_RD);
+        if (c->in_process)
+            return;
+        if (conn_flush(c) < 0)
+            return;
+        conn_update_mask(c);
+        conn_arm_timer(c);
+        return;
+    }
+    if (c->body_done) {
+        c->state = ST_HEAD;
+        buf_reset(&c->headbuf);
+        if (!c->in_process)
+            process_input(c);
+    }
+}
+
+/* ---- input ---- */
+
+/* Copies the parsed head out of the input buffer (so `in` may move) and re-points the head. */
+static void keep_head(struct http_conn *c, size_t len)
+{
+    buf_reset(&c->headbuf);
+    buf_append(&c->headbuf, buf_head(&c->in), len);
+    const char *old = buf_head(&c->in), *neu = c->headbuf.data;
+#define REBASE(s)                                                                                                      \
+    do {                                                                                                               \
+        if ((s).p)                                                                                                     \
+            (s).p = neu + ((s).p - old);                                                                               \
+    } while (0)
+    REBASE(c->head.method_str);
+    REBASE(c->head.target);
+    REBASE(c->head.path);
+    REBASE(c->head.query);
+    REBASE(c->head.reason);
+    REBASE(c->head.host);
+    REBASE(c->head.connection);
+    for (int i = 0; i < c->head.nheaders; i++) {
+        REBASE(c->head.headers[i].name);
+        REBASE(c->head.headers[i].value);
+    }
+#undef REBASE
+    buf_consume(&c->in, len);
+}
+
+/* Starts a new request from a parsed head. Returns 0 to keep processing, -1 when the
+ * connection is done (error answered or closed). */
+static int start_request(struct http_conn *c, size_t len)
+{
+    struct http_server *s = c->srv;
+    keep_head(c, len);
+    c->req_start_us = loop_clock_us();
+    c->resp_bytes = 0;
+    c->body_kind = c->head.body;
+    c->body_left = c->head.body == HTTP_BODY_LENGTH ? (uint64_t)c->head.content_length : 0;
+    c->body_seen = 0;
+    c->body_done = c->head.body == HTTP_BODY_NONE;
+    http_chunked_init(&c->chunked);
+    c->response_done = 0;
+    c->keep_alive = c->head.keep_alive && !s->shutting_down;
+    c->paused = 0;
+    c->data = NULL;
+    if (c->head.upgrade || c->head.method == HTTP_CONNECT) {
+        http_conn_respond_error(c, 501, "not implemented: CONNECT and protocol upgrades are not supported", 1);
+        return -1;
+    }
+    if (s->lim.max_body && c->head.body == HTTP_BODY_LENGTH && (uint64_t)c->head.content_length > s->lim.max_body) {
+        http_conn_respond_error(c, 413, "request body too large", 1);
+        return -1;
+    }
+    c->state = c->body_done ? ST_WAIT : ST_BODY;
+    if (c->head.expect_continue && !c->body_done && s->ops->auto_continue)
+        http_conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    c->owned = 1;
+    s->ops->on_request(s->ctx, c, &c->head);
+    if (c->freed)
+        return -1;
+    if (c->body_done && c->owned)
+        s->ops->on_body_end(s->ctx, c);
+    return c->freed ? -1 : 0;
+}
+
+/* Passes buffered body bytes to the handler. Returns -1 if the connection is done. */
+static int feed_body(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    while (!c->body_done && !c->paused && buf_used(&c->in) > 0 && !c->freed) {
+        const char *p = buf_head(&c->in);
+        size_t n = buf_used(&c->in);
+        if (c->body_kind == HTTP_BODY_LENGTH) {
+            size_t take = n < c->body_left ? n : (size_t)c->body_left;
+            c->body_left -= take;
+            c->body_seen += take;
+            buf_consume(&c->in, take);
+            if (c->body_left == 0)
+                c->body_done = 1;
+            if (c->owned)
+                s->ops->on_body(s->ctx, c, p, take);
+        } else {
+            const char *data = NULL;
+            size_t dlen = 0;
+            long used = http_chunked_feed(&c->chunked, p, n, &data, &dlen);
+            if (used < 0) {
+                c->keep_alive = 0;
+                if (c->owned && !c->response_done) {
+                    c->owned = 0;
+                    if (s->ops->on_abort)
+                        s->ops->on_abort(s->ctx, c);
+                    c->data = NULL;
+                    http_conn_respond_error(c, 400, "bad request: malformed chunked body", 1);
+                } else {
+                    conn_close(c);
+                }
+                return -1;
+            }
+            if (dlen > 0) {
+                c->body_seen += dlen;
+                if (s->lim.max_body && c->body_seen > s->lim.max_body) {
+                    if (c->owned && !c->response_done) {
+                        c->owned = 0;
+                        if (s->ops->on_abort)
+                            s->ops->on_abort(s->ctx, c);
+                        c->data = NULL;
+                        http_conn_respond_error(c, 413, "request body too large", 1);
+                    } else {
+                        conn_close(c);
+                    }
+                    return -1;
+                }
+            }
+            if (c->chunked.done)
+                c->body_done = 1;
+            /* data points into `in`: hand it over before consuming. */
+            if (dlen > 0 && c->owned)
+                s->ops->on_body(s->ctx, c, data, dlen);
+            if (!c->freed)
+                buf_consume(&c->in, (size_t)used);
+        }
+        if (c->freed)
+            return -1;
+        if (c->body_done) {
+            if (c->response_done) {
+                /* The response went out before the body ended: continue with the next request. */
+                if (c->keep_alive) {
+                    c->state = ST_HEAD;
+                    buf_reset(&c->headbuf);
+                } else {
+                    c->state = ST_CLOSE;
+                }
+            } else {
+                c->state = ST_WAIT;
+                if (c->owned)
+                    s->ops->on_body_end(s->ctx, c);
+            }
+        }
+    }
+    return c->freed ? -1 : 0;
+}
+
+static void process_input(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    c->in_process = 1;
+    for (;;) {
+        if (c->freed)
+            return;
+        if (c->state == ST_HEAD) {
+            if (buf_used(&c->in) == 0)
+                break;
+            int r = http_parse_request(buf_head(&c->in), buf_used(&c->in), &s->plim, &c->head);
+            if (r == HTTP_AGAIN)
+                break;
+            if (r == HTTP_ERROR) {
+                c->keep_alive = 0;
+                c->in_process = 0;
+                c->state = ST_WAIT; /* so a HEAD-less error keeps its body */
+                c->head.method = HTTP_OTHER;
+                http_conn_respond_error(c, c->head.error_status ? c->head.error_status : 400,
+                                        c->head.error ? c->head.error : "bad request", 1);
+                return;
+            }
+            if (start_request(c, (size_t)r) < 0)
+                return;
+            continue;
+        }
+        if (c->state == ST_BODY) {
+            if (feed_body(c) < 0)
+                return;
+            if (c->state == ST_BODY || c->state == ST_WAIT)
+                break;
+            continue;
+        }
+        break; /* WAIT or CLOSE: pipelined bytes wait */
+    }
+    c->in_process = 0;
+    if (c->state == ST_CLOSE && !c->keep_alive)
+        shutdown(c->fd, SHUT_RD);
+    if (conn_flush(c) < 0)
+        return;
+    conn_update_mask(c);
+    conn_arm_timer(c);
+}
+
+static void on_conn_io(struct loop *loop, int fd, int events, void *data)
+{
+    struct http_conn *c = data;
+    if (events & LOOP_WRITE) {
+        if (conn_flush(c) < 0)
+            return;
+        conn_update_mask(c);
+        conn_arm_timer(c);
+    }
+    if (!(events & LOOP_READ) || c->freed)
+        return;
+    int reading = c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done);
+    if (!reading) {
+        /* Readable while not reading: a hang-up, or an early pipelined request/EOF. Peek for EOF. */
+        char tmp;
+        ssize_t n = recv(c->fd, &tmp, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            if (c->state == ST_CLOSE || n < 0 || c->state == ST_BODY) {
+                conn_close(c);
+                return;
+            }
+            /* Half-close after a complete request: finish the response, then close. */
+            c->keep_alive = 0;
+            c->hup = 1;
+        }
+        loop_set_mask(loop, fd, buf_used(&c->out) ? LOOP_WRITE : 0);
+        return;
+    }
+    for (int rounds = 0; rounds < 4; rounds++) {
+        char *dst = buf_reserve(&c->in, READ_CHUNK);
+        ssize_t n = recv(c->fd, dst, READ_CHUNK, 0);
+        if (n > 0) {
+            buf_commit(&c->in, (size_t)n);
+            if ((size_t)n < READ_CHUNK)
+                break;
+            if (c->state == ST_HEAD && buf_used(&c->in) > c->srv->lim.max_head + READ_CHUNK)
+                break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        /* EOF or error */
+        if (c->state == ST_HEAD && buf_used(&c->in) == 0) {
+            conn_close(c);
+            return;
+        }
+        if (c->state == ST_HEAD || n < 0) {
+            conn_close(c);
+            return;
+        }
+        /* EOF in the body: the body can never complete. */
+        conn_close(c);
+        return;
+    }
+    process_input(c);
+}
+
+/* ---- accepting ---- */
+
+static void on_accept(struct loop *loop, int fd, int events, void *data);
+
+static void server_maybe_accept(struct http_server *s)
+{
+    if (s->lfd < 0 || s->shutting_down)
+        return;
+    int want = !s->lim.max_conns || s->nconns < s->lim.max_conns;
+    if (want && !s->accepting) {
+        loop_set_mask(s->loop, s->lfd, LOOP_READ);
+        s->accepting = 1;
+    } else if (!want && s->accepting) {
+        loop_set_mask(s->loop, s->lfd, 0);
+        s->accepting = 0;
+    }
+}
+
+static void on_accept(struct loop *loop, int lfd, int events, void *data)
+{
+    struct http_server *s = data;
+    for (int i = 0; i < 64; i++) {
+        if (s->lim.max_conns && s->nconns >= s->lim.max_conns)
+            break;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break; /* EAGAIN, or EMFILE etc.: try again on the next event */
+        }
+        net_tune(fd);
+        struct http_conn *c = calloc(1, sizeof(*c));
+        if (!c)
+            abort();
+        c->srv = s;
+        c->fd = fd;
+        c->state = ST_HEAD;
+        c->keep_alive = 1;
+        net_format_ip((struct sockaddr *)&ss, c->ip, sizeof(c->ip));
+        c->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                           : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        c->timer.fn = on_timer;
+        c->timer.data = c;
+        if (loop_watch(loop, fd, LOOP_READ, on_conn_io, c) < 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+        conn_arm_timer(c);
+    }
+    server_maybe_accept(s);
+}
+
+struct http_server *http_server_create(struct loop *loop, int listen_fd, const struct http_server_ops *ops, void *ctx,
+                                      const struct http_server_limits *lim)
+{
+    struct http_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->loop = loop;
+    s->lfd = listen_fd;
+    s->ops = ops;
+    s->ctx = ctx;
+    struct http_server_limits def;
+    http_server_limits_default(&def);
+    s->lim = lim ? *lim : def;
+#define DEF(f)                                                                                                         \
+    if (!s->lim.f)                                                                                                     \
+    s->lim.f = def.f
+    DEF(max_line);
+    DEF(max_head);
+    DEF(header_timeout_ms);
+    DEF(idle_timeout_ms);
+    DEF(body_timeout_ms);
+    DEF(send_timeout_ms);
+#undef DEF
+    s->plim.max_line = s->lim.max_line;
+    s->plim.max_head = s->lim.max_head;
+    if (loop_watch(loop, listen_fd, LOOP_READ, on_accept, s) < 0) {
+        free(s);
+        return NULL;
+    }
+    s->accepting = 1;
+    return s;
+}
+
+void http_server_shutdown(struct http_server *s)
+{
+    if (s->shutting_down)
+        return;
+    s->shutting_down = 1;
+    if (s->lfd >= 0) {
+        loop_unwatch(s->loop, s->lfd);
+        close(s->lfd);
+        s->lfd = -1;
+    }
+    struct http_conn *c = s->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        c->keep_alive = 0;
+        if (c->state == ST_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0)
+            conn_close(c);
+    }
+}
+
+unsigned http_server_conns(const struct http_server *s) { return s->nconns; }
+
+void http_server_free(struct http_server *s)
+{
+    if (!s)
+        return;
+    if (s->lfd >= 0) {
+        loop_unwatch(s->loop, s->lfd);
+        close(s->lfd);
+    }
+    while (s->conns) {
+        struct http_conn *c = s->conns;
+        conn_close(c);
+    }
+    free(s);
+}
+
+/* ---- small accessors ---- */
+
+void http_conn_pause_body(struct http_conn *c, int paused)
+{
+    if (c->freed || c->paused == paused)
+        return;
+    c->paused = paused;
+    if (!paused && c->state == ST_BODY && !c->in_process) {
+        process_input(c);
+        return;
+    }
+    if (!c->in_process) {
+        conn_update_mask(c);
+        conn_arm_timer(c);
+    }
+}
+
+const char *http_conn_remote_ip(const struct http_conn *c) { return c->ip; }
+unsigned http_conn_remote_port(const struct http_conn *c) { return c->port; }
+uint64_t http_conn_request_start_us(const struct http_conn *c) { return c->req_start_us; }
+uint64_t http_conn_response_bytes(const struct http_conn *c) { return c->resp_bytes; }
+int http_conn_body_complete(const struct http_conn *c) { return c->body_done; }
+struct loop *http_conn_loop(const struct http_conn *c) { return c->srv->loop; }
+void *http_conn_get_data(const struct http_conn *c) { return c->data; }
+void http_conn_set_data(struct http_conn *c, void *data) { c->data = data; }
+
+/* ---- the buffered adapter ---- */
+
+struct buffered_req {
+    struct buf body;
+};
+
+static void buf_on_request(void *ctx, struct http_conn *c, const struct http_head *h)
+{
+    struct buffered_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        abort();
+    http_conn_set_data(c, r);
+}
+
+static void buf_on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
+{
+    struct buffered_req *r = http_conn_get_data(c);
+    buf_append(&r->body, p, n);
+}
+
+static void buf_on_abort(void *ctx, struct http_conn *c)
+{
+    struct buffered_req *r = http_conn_get_data(c);
+    if (r) {
+        buf_free(&r->body);
+        free(r);
+    }
+}
+
+static void buf_on_body_end(void *ctx, struct http_conn *c)
+{
+    struct http_buffered *hb = ctx;
+    struct buffered_req *r = http_conn_get_data(c);
+    struct http_request req = {
+        .head = &c->head,
+        .body = buf_cstr(&r->body),
+        .body_len = buf_used(&r->body),
+        .remote_addr = c->ip,
+    };
+    struct http_response resp = {.status = 200};
+    hb->fn(hb->fn_ctx, &req, &resp);
+    struct buf out = {0};
+    int no_body = resp.status == 204 || resp.status == 304 || resp.status < 200;
+    http_write_status_line(&out, resp.status);
+    if (!no_body)
+        buf_printf(&out, "Content-Length: %zu\r\n", buf_used(&resp.body));
+    if (!c->keep_alive)
+        buf_puts(&out, "Connection: close\r\n");
+    buf_append(&out, buf_head(&resp.headers), buf_used(&resp.headers));
+    buf_puts(&out, "\r\n");
+    if (c->head.method != HTTP_HEAD && !no_body)
+        buf_append(&out, buf_head(&resp.body), buf_used(&resp.body));
+    http_conn_send(c, buf_head(&out), buf_used(&out));
+    buf_free(&out);
+    buf_free(&resp.headers);
+    buf_free(&resp.body);
+    buf_free(&r->body);
+    free(r);
+    http_conn_response_done(c, 1);
+}
+
+const struct http_server_ops http_server_buffered_ops = {
+    .on_request = buf_on_request,
+    .on_body = buf_on_body,
+    .on_body_end = buf_on_body_end,
+    .on_abort = buf_on_abort,
+    .auto_continue = 1,
+};

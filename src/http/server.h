@@ -1,0 +1,116 @@
+/* server.h — server side of HTTP/1.1: accepting, reading requests, writing responses.
+ *
+ * One struct http_server per worker thread and listening socket; it runs on that thread's loop.
+ * The server owns each client connection (struct http_conn): it reads and parses request heads
+ * with the strict parser (parser.h), enforces limits and timeouts, decodes request bodies
+ * (Content-Length or chunked) and hands them to a handler in pieces, and queues whatever the
+ * handler sends. Keep-alive and pipelining are handled here: requests on one connection are
+ * handled one at a time, in order; the next pipelined request is parsed only after the handler
+ * has called http_conn_response_done() for the current one.
+ *
+ * The handler (struct http_server_ops) is either the balancer's proxy, which streams, or the
+ * buffered adapter (http_server_buffered_ops) that collects the whole body and calls an
+ * http_handler_fn (message.h) for the web servers.
+ *
+ * Errors the server detects itself (malformed request → 400/501/505, too long → 414/431, body too
+ * large → 413, header deadline → 408) are answered by the server, and the connection is closed.
+ *
+ * Lifetime: the handler may keep a struct http_conn pointer while it owns a request (between
+ * on_request and http_conn_response_done, or until on_abort). After on_abort the pointer is dead.
+ * The connection is freed only from a deferred call, never inside a handler callback. */
+#ifndef AGORA_HTTP_SERVER_H
+#define AGORA_HTTP_SERVER_H
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "http/message.h"
+#include "http/parser.h"
+
+struct http_conn;
+struct http_server;
+
+struct http_server_limits {
+    size_t max_line;              /* request line, → 414; default 8192 */
+    size_t max_head;              /* whole head, → 431; default 16384 */
+    uint64_t max_body;            /* → 413; 0 = unlimited */
+    unsigned header_timeout_ms;   /* whole-head deadline from its first byte, → 408; default 30000 */
+    unsigned idle_timeout_ms;     /* keep-alive idle between requests; default 60000 */
+    unsigned body_timeout_ms;     /* no body byte for this long, → 408; default 30000 */
+    unsigned send_timeout_ms;     /* client reads nothing for this long → close; default 60000 */
+    unsigned max_conns;           /* per server (worker); 0 = unlimited */
+    int json_errors;              /* server-made errors as {"error": "..."} instead of text */
+};
+
+struct http_server_ops {
+    /* A request head is complete. h is valid until http_conn_response_done() or on_abort. */
+    void (*on_request)(void *ctx, struct http_conn *c, const struct http_head *h);
+    /* A piece of decoded request body (never called with n == 0). */
+    void (*on_body)(void *ctx, struct http_conn *c, const char *p, size_t n);
+    /* The request body is complete (also called right after on_request when there is none). */
+    void (*on_body_end)(void *ctx, struct http_conn *c);
+    /* The output queue drained (after http_conn_send reported it as full). May be NULL. */
+    void (*on_drain)(void *ctx, struct http_conn *c);
+    /* The connection failed or timed out while the handler owned a request: the handler must drop
+     * every reference to c. Not called after http_conn_response_done(). */
+    void (*on_abort)(void *ctx, struct http_conn *c);
+    /* Send "100 Continue" by itself when a request expects it (the proxy says 0 and relays the
+     * backend's own). */
+    int auto_continue;
+};
+
+/* Creates a server that accepts on listen_fd (owned by the server from now on) using ops/ctx.
+ * lim may be NULL for defaults; fields left 0 take their defaults (max_body 0 = unlimited). */
+struct http_server *http_server_create(struct loop *loop, int listen_fd, const struct http_server_ops *ops, void *ctx,
+                                      const struct http_server_limits *lim);
+/* Graceful stop: closes the listening socket, closes idle connections now, and makes busy ones
+ * close after their current response. */
+void http_server_shutdown(struct http_server *s);
+/* Number of open client connections. */
+unsigned http_server_conns(const struct http_server *s);
+/* Closes every connection (aborting handlers) and frees the server. */
+void http_server_free(struct http_server *s);
+/* Default limits, as documented in struct http_server_limits. */
+void http_server_limits_default(struct http_server_limits *lim);
+
+/* Queues n bytes for the client and tries to write them. Returns 1 while the queue is below its
+ * high-water mark, 0 when the caller should stop producing until on_drain. */
+int http_conn_send(struct http_conn *c, const void *p, size_t n);
+/* Bytes queued and not yet written. */
+size_t http_conn_pending(const struct http_conn *c);
+/* The handler has queued the whole response. keep_alive 0 forces the connection to close after
+ * it is written. The head passed to on_request is dead after this call. */
+void http_conn_response_done(struct http_conn *c, int keep_alive);
+/* Answers the current request with a small complete response (server-made: text or JSON per the
+ * limits' json_errors) and calls http_conn_response_done. close_after forces Connection: close. */
+void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after);
+/* Stops (1) or resumes (0) reading the request body from the client (backpressure). */
+void http_conn_pause_body(struct http_conn *c, int paused);
+/* Client IP and port as text, e.g. "127.0.0.1", and the accept time in µs (loop_clock_us). */
+const char *http_conn_remote_ip(const struct http_conn *c);
+unsigned http_conn_remote_port(const struct http_conn *c);
+/* Time the current request's head was complete (loop_clock_us). */
+uint64_t http_conn_request_start_us(const struct http_conn *c);
+/* Bytes of response sent for the current request (for access logs). */
+uint64_t http_conn_response_bytes(const struct http_conn *c);
+/* 1 if the request body has been read completely. */
+int http_conn_body_complete(const struct http_conn *c);
+/* The loop the connection runs on. */
+struct loop *http_conn_loop(const struct http_conn *c);
+/* Per-request slot for the handler's state (NULL at on_request). */
+void *http_conn_get_data(const struct http_conn *c);
+void http_conn_set_data(struct http_conn *c, void *data);
+
+/* Writes an "HTTP/1.1 status reason" line plus a Date header into b. */
+void http_write_status_line(struct buf *b, int status);
+/* Formats the current time as an IMF-fixdate (cached per second per thread); 29 chars + NUL. */
+const char *http_date_now(void);
+
+/* The adapter for buffered handlers (web servers): ctx must point to a struct http_buffered. */
+struct http_buffered {
+    http_handler_fn fn;
+    void *fn_ctx;
+};
+extern const struct http_server_ops http_server_buffered_ops;
+
+#endif

@@ -1,0 +1,59 @@
+/* config.h — the balancer's configuration: defaults, INI file and command-line flags.
+ *
+ * One table of options drives both the file (section + key) and the flags (--name), so every
+ * setting can be given either way; flags override the file. The file format is INI (parsed by
+ * inih): "key = value", "# comment", sections [lb], [backends], [health], [timeouts], [limits].
+ * Durations accept "250ms", "10s", "2m" or a plain number of seconds; sizes accept "512", "16k",
+ * "64KiB", "1m", "2g". See docs/CONFIG.md for every option. */
+#ifndef AGORA_LB_CONFIG_H
+#define AGORA_LB_CONFIG_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define LB_MAX_BACKENDS 256
+
+struct lb_config {
+    char listen[128];
+    char *backends[LB_MAX_BACKENDS]; /* specs "http://host:port[,weight=N]", owned */
+    size_t nbackends;
+    char policy[32];
+    char hash_key[128];              /* "client", "header:NAME" or "cookie:NAME" */
+    unsigned workers;                /* 0 = number of cores */
+    char access_log[512];            /* "off", "stdout" or a file path */
+    /* health checks */
+    char health_path[256];
+    unsigned health_interval_ms, health_timeout_ms;
+    unsigned health_status;          /* expected status */
+    unsigned rise, fall;
+    /* timeouts */
+    unsigned client_header_timeout_ms, client_idle_timeout_ms, client_body_timeout_ms, client_send_timeout_ms;
+    unsigned connect_timeout_ms, response_timeout_ms, shutdown_timeout_ms;
+    /* limits */
+    uint64_t max_header_size, max_line_size, max_body_size;
+    unsigned max_connections;        /* per worker */
+    unsigned pool_idle_max;          /* idle keep-alive connections kept per backend per worker */
+    unsigned pool_idle_timeout_ms;
+    int trust_forwarded;             /* keep a client's X-Forwarded-For (append to it) */
+    char config_path[512];           /* the file read, if any (for SIGHUP) */
+};
+
+/* Fills the defaults: listen :8000, backends 127.0.0.1:8001-8003, least-conn, health GET /health
+ * every 10 s with a 5 s timeout, rise 2, fall 3, and the timeouts and limits documented. */
+void lb_config_defaults(struct lb_config *cfg);
+/* Reads an INI file on top of cfg. Returns 0, or -1 with a message (file:line: what) in err. */
+int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size_t errlen);
+/* Applies command-line flags (argv[0] is the subcommand name). --config FILE is read first, then
+ * the other flags override it. Returns 0; 1 if --help was given (usage printed); -1 with err set
+ * on a bad flag or value. */
+int lb_config_from_args(struct lb_config *cfg, int argc, char **argv, char *err, size_t errlen);
+/* Prints the flag reference to stdout. */
+void lb_config_usage(void);
+/* Frees owned strings (backend specs); cfg may be reused after lb_config_defaults. */
+void lb_config_free(struct lb_config *cfg);
+
+/* Parses a duration ("250ms", "10s", "2m", "1h", "5" = seconds) into ms. Returns 0 or -1. */
+int lb_parse_duration(const char *s, unsigned *ms);
+/* Parses a size ("512", "16k", "64KiB", "1m", "2g") into bytes. Returns 0 or -1. */
+int lb_parse_size(const char *s, uint64_t *bytes);
+
+#endif

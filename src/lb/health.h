@@ -1,0 +1,27 @@
+/* health.h — active health checks: every server checked concurrently, in the background.
+ *
+ * The checker runs on a loop of its own thread (the balancer's main thread) and never blocks
+ * traffic: each round it sends "GET <path>" over a fresh connection to every server of the
+ * current snapshot at once, each with its own timeout. A server goes down after `fall`
+ * consecutive failures and comes back after `rise` consecutive passes; the very first check of a
+ * server decides its state at once (so a server that is down at start is out within one check).
+ * The verdict is published in lb_server.healthy (atomic), read by the workers on every pick. */
+#ifndef AGORA_LB_HEALTH_H
+#define AGORA_LB_HEALTH_H
+#include "core/loop.h"
+#include "lb/config.h"
+#include "lb/servers.h"
+
+struct lb_health;
+
+/* Starts checking on loop (first round immediately). Returns NULL on out-of-memory. */
+struct lb_health *lb_health_start(struct loop *loop, const struct lb_config *cfg, struct lb_registry *reg);
+/* Runs a round now (e.g. after the server set changed); servers with a check in flight are
+ * skipped. */
+void lb_health_kick(struct lb_health *h);
+/* Applies a new verdict to a server (rise/fall logic); exposed for unit tests. */
+void lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what);
+/* Cancels checks in flight and frees everything. */
+void lb_health_stop(struct lb_health *h);
+
+#endif

@@ -1,0 +1,201 @@
+/* lb.c — `agora lb`: configuration, the server set, workers, health checks, SIGHUP reload.
+ *
+ * The main thread owns the configuration and the registry; workers read the registry's
+ * snapshots. A reload (SIGHUP) re-reads the config file (then the command-line flags again, so
+ * flags keep overriding the file) and applies a changed backend list: servers that stay keep
+ * their object (state, counters, pooled connections), new ones are created and checked at once,
+ * removed ones leave the set while their in-flight requests finish. Other settings need a
+ * restart; the reload says so when they changed. */
+#include "lb/lb.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http/daemon.h"
+#include "lb/config.h"
+#include "lb/health.h"
+#include "lb/proxy.h"
+
+struct lb {
+    struct lb_config cfg;
+    struct lb_shared sh;
+    struct lb_health *health;
+    struct loop *main_loop;
+    int argc;
+    char **argv;
+};
+
+/* Builds servers for the specs; reuses (with a new reference) those of `old` with the same URL.
+ * Returns the count, or -1 with err set. out must hold LB_MAX_BACKENDS. */
+static int build_servers(const struct lb_config *cfg, const struct lb_set *old, struct lb_server **out, char *err,
+                         size_t errlen)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nbackends; i++) {
+        struct lb_server *s = lb_server_new(cfg->backends[i], err, errlen);
+        if (!s)
+            goto fail;
+        for (size_t k = 0; k < n; k++) {
+            if (!strcmp(out[k]->key, s->key)) {
+                snprintf(err, errlen, "backend %s is listed twice", s->url);
+                lb_server_unref(s);
+                goto fail;
+            }
+        }
+        int at = old ? lb_set_find(old, s->key) : -1;
+        if (at >= 0) {
+            struct lb_server *keep = old->servers[at];
+            atomic_store(&keep->weight, atomic_load(&s->weight));
+            lb_server_unref(s);
+            lb_server_ref(keep);
+            s = keep;
+        }
+        out[n++] = s;
+    }
+    return (int)n;
+fail:
+    while (n > 0)
+        lb_server_unref(out[--n]);
+    return -1;
+}
+
+static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned id, char *err, size_t errlen)
+{
+    struct lb *lb = ctx;
+    struct lb_worker *w = lb_worker_create(&lb->sh, loop, listen_fd, id);
+    if (!w)
+        snprintf(err, errlen, "out of memory or descriptors");
+    return w;
+}
+
+static void worker_shutdown(void *w) { lb_worker_shutdown(w); }
+static unsigned worker_conns(void *w) { return lb_worker_conns(w); }
+static void worker_free(void *w) { lb_worker_free(w); }
+
+static void main_start(void *ctx, struct loop *loop)
+{
+    struct lb *lb = ctx;
+    lb->main_loop = loop;
+    lb->health = lb_health_start(loop, &lb->cfg, &lb->sh.registry);
+}
+
+static void main_stop(void *ctx)
+{
+    struct lb *lb = ctx;
+    lb_health_stop(lb->health);
+    lb->health = NULL;
+}
+
+static void reload(void *ctx)
+{
+    struct lb *lb = ctx;
+    struct lb_config next;
+    char err[512];
+    lb_config_defaults(&next);
+    if (lb_config_from_args(&next, lb->argc, lb->argv, err, sizeof(err)) != 0) {
+        fprintf(stderr, "agora lb: reload failed, keeping the running configuration: %s\n", err);
+        lb_config_free(&next);
+        return;
+    }
+    struct lb_set *old = lb_registry_get(&lb->sh.registry);
+    struct lb_server *servers[LB_MAX_BACKENDS];
+    int n = build_servers(&next, old, servers, err, sizeof(err));
+    lb_set_unref(old);
+    if (n < 0) {
+        fprintf(stderr, "agora lb: reload failed, keeping the running configuration: %s\n", err);
+        lb_config_free(&next);
+        return;
+    }
+    lb_registry_replace(&lb->sh.registry, servers, (size_t)n);
+    for (int i = 0; i < n; i++)
+        lb_server_unref(servers[i]);
+    /* Keep the new backend list in the running configuration. */
+    lb_config_free(&lb->cfg);
+    for (size_t i = 0; i < next.nbackends; i++) {
+        lb->cfg.backends[i] = next.backends[i];
+        next.backends[i] = NULL;
+    }
+    lb->cfg.nbackends = next.nbackends;
+    next.nbackends = 0;
+    if (strcmp(next.listen, lb->cfg.listen) || strcmp(next.policy, lb->cfg.policy) || next.workers != lb->cfg.workers)
+        fprintf(stderr, "agora lb: reload: listen, policy and workers changes need a restart\n");
+    lb_config_free(&next);
+    fprintf(stderr, "agora lb: reloaded: %d backend(s)\n", n);
+    if (lb->health)
+        lb_health_kick(lb->health);
+}
+
+int lb_main(int argc, char **argv)
+{
+    struct lb *lb = calloc(1, sizeof(*lb));
+    char err[512];
+    int rc = 1;
+    if (!lb)
+        return 1;
+    lb->argc = argc;
+    lb->argv = argv;
+    lb_config_defaults(&lb->cfg);
+    int r = lb_config_from_args(&lb->cfg, argc, argv, err, sizeof(err));
+    if (r == 1) {
+        rc = 0;
+        goto out;
+    }
+    if (r < 0) {
+        fprintf(stderr, "agora lb: %s\n", err);
+        goto out;
+    }
+    lb->sh.cfg = &lb->cfg;
+    lb->sh.policy = lb_policy_find(lb->cfg.policy);
+    if (!lb->sh.policy) {
+        fprintf(stderr, "agora lb: unknown policy '%s' (least-conn, round-robin, random-two, peak-ewma, hash)\n",
+                lb->cfg.policy);
+        goto out;
+    }
+    struct lb_server *servers[LB_MAX_BACKENDS];
+    int n = build_servers(&lb->cfg, NULL, servers, err, sizeof(err));
+    if (n < 0) {
+        fprintf(stderr, "agora lb: %s\n", err);
+        goto out;
+    }
+    lb_registry_init(&lb->sh.registry, lb_set_new(servers, (size_t)n, 1));
+    for (int i = 0; i < n; i++)
+        lb_server_unref(servers[i]);
+    lb->sh.access_log_fd = -1;
+    if (!strcmp(lb->cfg.access_log, "stdout"))
+        lb->sh.access_log_fd = STDOUT_FILENO;
+    else if (strcmp(lb->cfg.access_log, "off")) {
+        lb->sh.access_log_fd = open(lb->cfg.access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (lb->sh.access_log_fd < 0) {
+            fprintf(stderr, "agora lb: cannot open access log '%s': %m\n", lb->cfg.access_log);
+            lb_registry_destroy(&lb->sh.registry);
+            goto out;
+        }
+    }
+    unsigned workers = lb->cfg.workers ? lb->cfg.workers : http_daemon_cpus();
+    fprintf(stderr, "agora lb: listening on %s, %u worker(s), policy %s, %d backend(s)\n", lb->cfg.listen, workers,
+            lb->sh.policy->name, n);
+    struct http_daemon_config dc = {
+        .listen = lb->cfg.listen, .workers = workers, .shutdown_ms = lb->cfg.shutdown_timeout_ms, .name = "agora lb"};
+    struct http_daemon_ops ops = {
+        .worker_create = worker_create,
+        .worker_shutdown = worker_shutdown,
+        .worker_conns = worker_conns,
+        .worker_free = worker_free,
+        .main_start = main_start,
+        .main_stop = main_stop,
+        .reload = reload,
+    };
+    rc = http_daemon_run(&dc, &ops, lb);
+    if (lb->sh.access_log_fd > STDOUT_FILENO)
+        close(lb->sh.access_log_fd);
+    lb_registry_destroy(&lb->sh.registry);
+    if (rc == 0)
+        fprintf(stderr, "agora lb: stopped\n");
+out:
+    lb_config_free(&lb->cfg);
+    free(lb);
+    return rc;
+}

@@ -1,0 +1,72 @@
+/* peak_ewma.c — `peak-ewma` (Finagle's / Linkerd's peak-EWMA balancer): the power of two choices
+ * on cost = latency_us * (inflight + 1) / weight, so that a server is charged both for how slowly
+ * it has been answering and for the work already queued on it. Stateless; the latency estimate is
+ * kept by the balancer per server with lb_ewma_update() below.
+ *
+ * A target with no sample yet (latency_us == 0) is costed at the smallest latency sampled on any
+ * target, or at 1 ms if no target has one: a new server looks as good as the best known one, so it
+ * is probed promptly, but its cost still grows with its inflight count, so it cannot swallow every
+ * request before its first response tells us how fast it really is.
+ *
+ * The pair is drawn from rnd exactly as in random_two.c: the first of m selectable targets is
+ * number (rnd & 0xffffffff) % m, the second number (rnd >> 32) % (m - 1) among the others; the
+ * first drawn wins a tie. */
+#include "lb/policy.h"
+
+#include <math.h>
+
+#define UNSAMPLED_DEFAULT_US 1000.0
+
+/* Returns the index of the k-th (from 0) target with a non-zero weight, skipping index `skip`. */
+static size_t nth_selectable(const struct lb_target *t, size_t n, size_t k, size_t skip)
+{
+    size_t i = 0;
+    for (;; i++)
+        if (t[i].weight != 0 && i != skip && k-- == 0)
+            break;
+    return i;
+}
+
+static double cost(const struct lb_target *t, double unsampled_us)
+{
+    double lat = t->latency_us > 0 ? t->latency_us : unsampled_us;
+    return lat * ((double)t->inflight + 1.0) / (double)t->weight;
+}
+
+static void *pe_create(const struct lb_target *targets, size_t n) { return NULL; }
+
+static int pe_pick(void *self, const struct lb_target *t, size_t n, uint64_t hash, uint64_t rnd)
+{
+    size_t m = 0;
+    double min_lat = 0;
+    for (size_t i = 0; i < n; i++) {
+        m += t[i].weight != 0;
+        if (t[i].latency_us > 0 && (min_lat == 0 || t[i].latency_us < min_lat))
+            min_lat = t[i].latency_us;
+    }
+    if (m == 0)
+        return -1;
+    size_t a = nth_selectable(t, n, (rnd & 0xffffffffu) % m, n);
+    if (m == 1)
+        return (int)a;
+    size_t b = nth_selectable(t, n, (rnd >> 32) % (m - 1), a);
+    double unsampled = min_lat > 0 ? min_lat : UNSAMPLED_DEFAULT_US;
+    return (int)(cost(&t[b], unsampled) < cost(&t[a], unsampled) ? b : a);
+}
+
+static void pe_destroy(void *self) {}
+
+const struct lb_policy_ops lb_policy_peak_ewma = {
+    .name = "peak-ewma", .create = pe_create, .pick = pe_pick, .destroy = pe_destroy};
+
+void lb_ewma_update(double *ewma, uint64_t *stamp_us, double sample_us, uint64_t now_us, double tau_us)
+{
+    uint64_t dt = now_us > *stamp_us ? now_us - *stamp_us : 0; /* a clock step back counts as 0 */
+    *stamp_us = now_us;
+    if (*ewma <= 0 || sample_us > *ewma || tau_us <= 0) {
+        *ewma = sample_us;
+        return;
+    }
+    double w = exp(-(double)dt / tau_us);
+    *ewma = *ewma * w + sample_us * (1.0 - w);
+}

@@ -1,0 +1,59 @@
+/* policy.h — the balancing-policy interface (after h2o's balancer.h).
+ *
+ * A policy chooses one server for a request from an array of targets. It never touches a socket
+ * and is unit-tested with plain arrays. The balancer keeps one policy instance per worker thread
+ * per server-set generation: create() is called with the server set's targets (their count and
+ * keys are fixed for the life of the instance; the balancer calls create() again whenever the set
+ * changes). For each request the balancer refreshes the live fields of every target (weight,
+ * inflight, latency) and calls pick().
+ *
+ * A target with weight 0 is not selectable (down, draining, or already tried for this request).
+ * pick() returns the index of the chosen target, or -1 when none is selectable. `hash` is the
+ * request's affinity hash (client address, header or cookie; used by the hash policy only) and
+ * `rnd` a fresh 64-bit random number (policies must not keep their own global RNG state). */
+#ifndef AGORA_LB_POLICY_H
+#define AGORA_LB_POLICY_H
+#include <stddef.h>
+#include <stdint.h>
+
+struct lb_target {
+    const char *key;        /* stable identity, e.g. "127.0.0.1:8001" (hash ring points) */
+    unsigned weight;        /* effective weight now; 0 = not selectable */
+    unsigned inflight;      /* requests in flight on this server, across all workers */
+    double latency_us;      /* peak-EWMA response latency in microseconds; 0 = no sample yet */
+};
+
+struct lb_policy_ops {
+    const char *name;
+    /* Returns the policy's per-instance state (may be NULL if it needs none; never fails
+     * except on out-of-memory, which aborts). */
+    void *(*create)(const struct lb_target *targets, size_t n);
+    /* `targets` must have the n (same count, same keys, same order) given to create(); only the
+     * live fields may differ. Stateful policies (round-robin) update self: one instance must not
+     * be used by two threads at once. */
+    int (*pick)(void *self, const struct lb_target *targets, size_t n, uint64_t hash, uint64_t rnd);
+    void (*destroy)(void *self);
+};
+
+extern const struct lb_policy_ops lb_policy_least_conn;  /* least_conn.c */
+extern const struct lb_policy_ops lb_policy_round_robin; /* round_robin.c: smooth weighted */
+extern const struct lb_policy_ops lb_policy_random_two;  /* random_two.c: power of two choices */
+extern const struct lb_policy_ops lb_policy_peak_ewma;   /* peak_ewma.c */
+extern const struct lb_policy_ops lb_policy_hash;        /* hash.c: consistent hashing */
+
+/* Looks a policy up by name ("least-conn", "round-robin", "random-two", "peak-ewma", "hash");
+ * NULL if unknown. */
+const struct lb_policy_ops *lb_policy_find(const char *name);
+
+/* Peak-EWMA latency update (Finagle/Linkerd): if sample > *ewma the estimate jumps to the sample
+ * (peak-sensitive); otherwise it decays towards it with weight exp(-dt/tau_us), where dt is the
+ * time since the previous update (*stamp_us, updated; a clock stepping back counts as dt = 0). A
+ * zero *ewma takes the sample as is, and so does tau_us <= 0. tau_us is the decay time constant:
+ * 10 s (10e6) is Finagle's and Linkerd's default and what the balancer is expected to pass. Not
+ * thread-safe: the caller serialises updates of one server's estimate. */
+void lb_ewma_update(double *ewma, uint64_t *stamp_us, double sample_us, uint64_t now_us, double tau_us);
+
+/* 64-bit hash (FNV-1a then a 64-bit finaliser) used for affinity keys and ring points. */
+uint64_t lb_hash64(const void *p, size_t n);
+
+#endif

@@ -1,0 +1,1016 @@
+/* proxy.c — forwarding requests to backends and streaming responses back; see proxy.h.
+ *
+ * An exchange (struct px) ties one client request to one backend connection (struct upstream).
+ * Request:  client --(http_server on_request/on_body)--> px --> upstream.out --> backend
+ * Response: backend --> upstream.in --(parse head, decode body)--> px --> http_conn_send --> client
+ * Both bodies are re-framed: Content-Length is kept, chunked bodies are decoded and re-chunked
+ * (which also normalises chunk extensions and drops trailers), and a close-delimited response is
+ * sent chunked to HTTP/1.1 clients. Hop-by-hop headers and those named in Connection are removed.
+ *
+ * Backpressure: when the backend's output queue passes HIGH_WATER the client body is paused;
+ * when the client's output queue is full, reading from the backend stops until on_drain.
+ * A backend connection that fails before any byte was written (connect refused, reset of a stale
+ * pooled connection) is retried on another server: nothing reached a backend, so it is safe for
+ * every method. */
+#include "lb/proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "http/parser.h"
+#include "http/server.h"
+
+#define HIGH_WATER (256 * 1024)
+#define READ_CHUNK 65536
+#define MAX_TRIES 3
+#define EWMA_TAU_US 10e6 /* Finagle's default decay time */
+
+struct upstream;
+
+/* Idle keep-alive connections to one server, kept by one worker. */
+struct pool {
+    struct lb_server *server; /* reference held */
+    struct upstream *idle;    /* most recently used first */
+    unsigned nidle;
+};
+
+struct lb_worker {
+    struct lb_shared *sh;
+    struct loop *loop;
+    struct http_server *srv;
+    unsigned id;
+    unsigned gen;          /* generation of `set` */
+    struct lb_set *set;    /* reference held */
+    void *policy;          /* instance for `set` */
+    struct pool *pools;    /* parallel to set->servers */
+    uint64_t rng;
+    struct buf log;        /* access-log lines not yet written */
+    struct loop_timer log_timer;
+    struct lb_target *targets;
+};
+
+enum up_state { UP_CONNECTING, UP_ACTIVE, UP_IDLE };
+
+struct upstream {
+    struct lb_worker *w;
+    struct lb_server *server; /* reference held */
+    struct upstream *next;    /* in the pool's idle list */
+    int fd;
+    enum up_state state;
+    struct buf in, out;
+    uint64_t bytes_written;   /* on this connection, for the current exchange */
+    int reading;              /* read interest wanted */
+    struct px *px;
+    struct loop_timer idle_timer;
+};
+
+enum resp_state { RS_HEAD, RS_BODY, RS_DONE };
+
+struct px {
+    struct lb_worker *w;
+    struct http_conn *client;
+    const struct http_head *req;
+    struct upstream *up;
+    struct lb_server *server; /* reference held while counted in inflight */
+    int tries;
+    struct lb_server *tried[MAX_TRIES];
+    int req_chunked;          /* request body is sent chunked to the backend */
+    int req_body_done;
+    int client_keep_alive;
+    enum resp_state rs;
+    int resp_kind;
+    uint64_t resp_left;
+    struct http_chunked resp_chunked;
+    int resp_chunked_out;     /* response re-chunked to the client */
+    int resp_keep_alive;      /* backend connection reusable afterwards */
+    int client_paused;        /* client's output is full: backend reads stopped */
+    int status;
+    int head_sent;            /* response head sent to the client */
+    uint64_t start_us;
+    struct loop_timer timer;
+    char req_line[160];       /* for the access log */
+    char referer[128], agent[160];
+};
+
+static void px_finish(struct px *px, int reuse_upstream);
+static void px_fail(struct px *px, int status, const char *msg);
+static void up_close(struct upstream *u);
+static void up_io(struct loop *loop, int fd, int events, void *data);
+static void up_process(struct upstream *u);
+static int px_start_upstream(struct px *px, struct buf *pending);
+
+/* ---- small helpers ---- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* xorshift64* */
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+static int is_hop_by_hop(struct http_str name, struct http_str connection)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "te",
+                                      "trailer",    "transfer-encoding", "upgrade"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (http_str_ieq(name, hop[i]))
+            return 1;
+    if (connection.n) {
+        char tok[64];
+        if (name.n < sizeof(tok)) {
+            memcpy(tok, name.p, name.n);
+            tok[name.n] = '\0';
+            if (http_list_has_token(connection, tok))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- server set and pools ---- */
+
+static void pools_free(struct pool *pools, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        while (pools[i].idle) {
+            struct upstream *u = pools[i].idle;
+            pools[i].idle = u->next;
+            u->state = UP_ACTIVE; /* so up_close does not search the pool */
+            up_close(u);
+        }
+        lb_server_unref(pools[i].server);
+    }
+    free(pools);
+}
+
+/* Takes the registry's current snapshot if it changed: new policy instance, pools carried over
+ * for servers that remain. */
+static void worker_refresh(struct lb_worker *w)
+{
+    struct lb_shared *sh = w->sh;
+    if (w->set && atomic_load_explicit(&sh->registry.gen, memory_order_acquire) == w->gen)
+        return;
+    struct lb_set *set = lb_registry_get(&sh->registry);
+    struct pool *pools = calloc(set->n ? set->n : 1, sizeof(*pools));
+    if (!pools)
+        abort();
+    for (size_t i = 0; i < set->n; i++) {
+        pools[i].server = set->servers[i];
+        lb_server_ref(set->servers[i]);
+        if (w->set) {
+            for (size_t j = 0; j < w->set->n; j++) {
+                if (w->pools[j].server == set->servers[i]) {
+                    pools[i].idle = w->pools[j].idle;
+                    pools[i].nidle = w->pools[j].nidle;
+                    w->pools[j].idle = NULL;
+                    w->pools[j].nidle = 0;
+                }
+            }
+        }
+    }
+    if (w->set) {
+        pools_free(w->pools, w->set->n);
+        sh->policy->destroy(w->policy);
+        lb_set_unref(w->set);
+    }
+    free(w->targets);
+    w->targets = calloc(set->n ? set->n : 1, sizeof(*w->targets));
+    for (size_t i = 0; i < set->n; i++) {
+        w->targets[i].key = set->servers[i]->key;
+        w->targets[i].weight = atomic_load(&set->servers[i]->weight);
+    }
+    w->set = set;
+    w->gen = set->gen;
+    w->pools = pools;
+    w->policy = sh->policy->create(w->targets, set->n);
+}
+
+static struct pool *pool_of(struct lb_worker *w, struct lb_server *s)
+{
+    for (size_t i = 0; i < w->set->n; i++)
+        if (w->pools[i].server == s)
+            return &w->pools[i];
+    return NULL;
+}
+
+static uint64_t affinity_hash(struct lb_worker *w, struct px *px)
+{
+    const char *key = w->sh->cfg->hash_key;
+    if (!strncmp(key, "header:", 7)) {
+        const struct http_header *h = http_find_header(px->req, key + 7);
+        if (h)
+            return lb_hash64(h->value.p, h->value.n);
+    } else if (!strncmp(key, "cookie:", 7)) {
+        const struct http_header *h = http_find_header(px->req, "cookie");
+        size_t nl = strlen(key + 7);
+        if (h) {
+            const char *p = h->value.p, *end = p + h->value.n;
+            while (p < end) {
+                while (p < end && (*p == ' ' || *p == ';'))
+                    p++;
+                const char *eq = memchr(p, '=', (size_t)(end - p));
+                if (!eq)
+                    break;
+                const char *semi = memchr(eq, ';', (size_t)(end - eq));
+                if (!semi)
+                    semi = end;
+                if ((size_t)(eq - p) == nl && !memcmp(p, key + 7, nl))
+                    return lb_hash64(eq + 1, (size_t)(semi - eq - 1));
+                p = semi;
+            }
+        }
+    }
+    const char *ip = http_conn_remote_ip(px->client);
+    return lb_hash64(ip, strlen(ip));
+}
+
+/* Chooses a server not yet tried for px. Returns NULL if none is usable. */
+static struct lb_server *pick_server(struct lb_worker *w, struct px *px)
+{
+    struct lb_set *set = w->set;
+    size_t usable = 0;
+    for (size_t i = 0; i < set->n; i++) {
+        struct lb_server *s = set->servers[i];
+        struct lb_target *t = &w->targets[i];
+        int ok = lb_server_usable(s);
+        for (int k = 0; k < px->tries && ok; k++)
+            if (px->tried[k] == s)
+                ok = 0;
+        t->weight = ok ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
+        t->inflight = (unsigned)atomic_load_explicit(&s->inflight, memory_order_relaxed);
+        t->latency_us = s->ewma_us; /* a racy read of a double is fine for a hint */
+        usable += ok;
+    }
+    if (!usable)
+        return NULL;
+    uint64_t hash = w->sh->policy == &lb_policy_hash ? affinity_hash(w, px) : 0;
+    int i = w->sh->policy->pick(w->policy, w->targets, set->n, hash, rng_next(&w->rng));
+    return i < 0 ? NULL : set->servers[i];
+}
+
+/* ---- access log ---- */
+
+static void log_flush(struct lb_worker *w)
+{
+    if (buf_used(&w->log) == 0 || w->sh->access_log_fd < 0)
+        return;
+    ssize_t n = write(w->sh->access_log_fd, buf_head(&w->log), buf_used(&w->log));
+    (void)n; /* a full disk must not stop the proxy */
+    buf_reset(&w->log);
+}
+
+static void on_log_timer(struct loop *loop, struct loop_timer *t)
+{
+    struct lb_worker *w = t->data;
+    log_flush(w);
+    loop_timer_arm(loop, t, 1000);
+}
+
+static void copy_header(const struct http_head *h, const char *name, char *out, size_t outlen)
+{
+    const struct http_header *hd = http_find_header(h, name);
+    size_t n = 0;
+    if (hd)
+        for (size_t i = 0; i < hd->value.n && n + 1 < outlen; i++) {
+            char ch = hd->value.p[i];
+            out[n++] = ch == '"' || ch == '\\' ? '\'' : ch;
+        }
+    out[n] = '\0';
+    if (!n && outlen > 1)
+        snprintf(out, outlen, "-");
+}
+
+static void log_request(struct px *px, int status)
+{
+    struct lb_worker *w = px->w;
+    if (w->sh->access_log_fd < 0)
+        return;
+    time_t now = time(NULL);
+    struct tm tm;
+    char date[40];
+    localtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%d/%b/%Y:%H:%M:%S %z", &tm);
+    double ms = (double)(loop_clock_us() - px->start_us) / 1000.0;
+    buf_printf(&w->log, "%s - - [%s] \"%s\" %d %llu \"%s\" \"%s\" %s %.3f\n", http_conn_remote_ip(px->client), date,
+               px->req_line, status, (unsigned long long)http_conn_response_bytes(px->client), px->referer,
+               px->agent, px->server ? px->server->key : "-", ms);
+    if (buf_used(&w->log) > 32768)
+        log_flush(w);
+}
+
+/* ---- exchanges ---- */
+
+static void px_release_server(struct px *px)
+{
+    if (!px->server)
+        return;
+    atomic_fetch_sub_explicit(&px->server->inflight, 1, memory_order_relaxed);
+    lb_server_unref(px->server);
+    px->server = NULL;
+}
+
+static void px_free(struct px *px)
+{
+    loop_timer_cancel(px->w->loop, &px->timer);
+    px_release_server(px);
+    free(px);
+}
+
+static void px_arm(struct px *px, unsigned ms) { loop_timer_arm(px->w->loop, &px->timer, ms); }
+
+static void on_px_timer(struct loop *loop, struct loop_timer *t)
+{
+    struct px *px = t->data;
+    if (px->up && px->up->state == UP_CONNECTING)
+        px_fail(px, 502, "Error communicating with backend server");
+    else
+        px_fail(px, 504, "Backend server timed out");
+}
+
+/* The backend failed. Before any byte was written, try another server; otherwise answer the
+ * client (if it has no response head yet) or cut it off. */
+static void px_backend_failed(struct px *px, int timeout)
+{
+    struct upstream *u = px->up;
+    if (px->server)
+        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+    if (u && u->bytes_written == 0 && px->rs == RS_HEAD && px->tries < MAX_TRIES && !timeout) {
+        /* Nothing reached the backend: move what is queued to another server. */
+        struct buf pending = u->out;
+        memset(&u->out, 0, sizeof(u->out));
+        u->px = NULL;
+        px->up = NULL;
+        up_close(u);
+        px_release_server(px);
+        struct lb_server *s = pick_server(px->w, px);
+        if (s) {
+            px->server = s;
+            lb_server_ref(s);
+            atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
+            px->tried[px->tries++] = s;
+            if (px_start_upstream(px, &pending) == 0)
+                return;
+        }
+        buf_free(&pending);
+        px_fail(px, 502, "Error communicating with backend server");
+        return;
+    }
+    px_fail(px, timeout ? 504 : 502, timeout ? "Backend server timed out" : "Error communicating with backend server");
+}
+
+/* Ends the exchange with an error: an error response if nothing was sent yet, else the client
+ * connection is cut (the response cannot be completed). */
+static void px_fail(struct px *px, int status, const char *msg)
+{
+    if (px->up) {
+        struct upstream *u = px->up;
+        u->px = NULL;
+        px->up = NULL;
+        up_close(u);
+    }
+    if (px->server && status >= 500)
+        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+    struct http_conn *c = px->client;
+    http_conn_set_data(c, NULL);
+    log_request(px, px->head_sent ? px->status : status);
+    int head_sent = px->head_sent;
+    px_free(px);
+    if (head_sent) {
+        http_conn_response_done(c, 0); /* truncated: the client sees the connection close */
+        return;
+    }
+    http_conn_respond_error(c, status, msg, 1);
+}
+
+/* Response complete. */
+static void px_finish(struct px *px, int reuse_upstream)
+{
+    struct lb_worker *w = px->w;
+    struct upstream *u = px->up;
+    uint64_t now = loop_clock_us();
+    if (px->server) {
+        uint64_t lat = now - px->start_us;
+        lb_hist_record(px->server, lat);
+        pthread_spin_lock(&px->server->ewma_lock);
+        lb_ewma_update(&px->server->ewma_us, &px->server->ewma_stamp_us, (double)lat, now, EWMA_TAU_US);
+        pthread_spin_unlock(&px->server->ewma_lock);
+        if (px->status >= 500)
+            atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+    }
+    px->up = NULL;
+    if (u) {
+        u->px = NULL;
+        struct pool *pool = reuse_upstream && !atomic_load(&w->sh->stopping) ? pool_of(w, u->server) : NULL;
+        if (pool && pool->nidle < w->sh->cfg->pool_idle_max && buf_used(&u->in) == 0 && buf_used(&u->out) == 0) {
+            u->state = UP_IDLE;
+            u->next = pool->idle;
+            pool->idle = u;
+            pool->nidle++;
+            u->reading = 1;
+            loop_set_mask(w->loop, u->fd, LOOP_READ); /* notice the backend closing it */
+            loop_timer_arm(w->loop, &u->idle_timer, w->sh->cfg->pool_idle_timeout_ms);
+        } else {
+            up_close(u);
+        }
+    }
+    struct http_conn *c = px->client;
+    log_request(px, px->status);
+    int keep = px->client_keep_alive;
+    http_conn_set_data(c, NULL);
+    px_free(px);
+    http_conn_response_done(c, keep);
+}
+
+/* ---- upstream connections ---- */
+
+static void up_idle_timeout(struct loop *loop, struct loop_timer *t)
+{
+    struct upstream *u = t->data;
+    up_close(u);
+}
+
+static void up_close(struct upstream *u)
+{
+    struct lb_worker *w = u->w;
+    if (u->state == UP_IDLE) {
+        struct pool *pool = w->set ? pool_of(w, u->server) : NULL;
+        if (pool) {
+            struct upstream **pp = &pool->idle;
+            while (*pp && *pp != u)
+                pp = &(*pp)->next;
+            if (*pp) {
+                *pp = u->next;
+                pool->nidle--;
+            }
+        }
+    }
+    loop_timer_cancel(w->loop, &u->idle_timer);
+    if (u->fd >= 0) {
+        loop_unwatch(w->loop, u->fd);
+        close(u->fd);
+    }
+    buf_free(&u->in);
+    buf_free(&u->out);
+    lb_server_unref(u->server);
+    free(u);
+}
+
+static void up_update_mask(struct upstream *u)
+{
+    int mask = 0;
+    if (u->state == UP_CONNECTING || buf_used(&u->out) > 0)
+        mask |= LOOP_WRITE;
+    if (u->reading && u->state != UP_CONNECTING)
+        mask |= LOOP_READ;
+    loop_set_mask(u->w->loop, u->fd, mask);
+}
+
+/* Writes queued bytes. Returns 0, or -1 if the exchange failed (px handled). */
+static int up_flush(struct upstream *u)
+{
+    while (buf_used(&u->out) > 0) {
+        ssize_t n = send(u->fd, buf_head(&u->out), buf_used(&u->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(&u->out, (size_t)n);
+            u->bytes_written += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (u->px)
+            px_backend_failed(u->px, 0);
+        else
+            up_close(u);
+        return -1;
+    }
+    struct px *px = u->px;
+    if (px && buf_used(&u->out) < HIGH_WATER / 2 && !px->req_body_done)
+        http_conn_pause_body(px->client, 0);
+    return 0;
+}
+
+static void up_send(struct upstream *u, const void *p, size_t n)
+{
+    buf_append(&u->out, p, n);
+    if (u->state == UP_ACTIVE && up_flush(u) < 0)
+        return;
+    up_update_mask(u);
+}
+
+/* Starts (or reuses) a backend connection for px->server and queues `pending` (the request
+ * bytes so far; taken over). Returns 0, or -1 if no connection could be started. */
+static int px_start_upstream(struct px *px, struct buf *pending)
+{
+    struct lb_worker *w = px->w;
+    struct pool *pool = pool_of(w, px->server);
+    struct upstream *u = NULL;
+    if (pool && pool->idle) {
+        u = pool->idle;
+        pool->idle = u->next;
+        pool->nidle--;
+        u->next = NULL;
+        loop_timer_cancel(w->loop, &u->idle_timer);
+        u->state = UP_ACTIVE;
+    } else {
+        int fd = net_connect(&px->server->addr);
+        if (fd < 0)
+            return -1;
+        u = calloc(1, sizeof(*u));
+        if (!u)
+            abort();
+        u->w = w;
+        u->fd = fd;
+        u->server = px->server;
+        lb_server_ref(u->server);
+        u->state = UP_CONNECTING;
+        u->idle_timer.fn = up_idle_timeout;
+        u->idle_timer.data = u;
+        if (loop_watch(w->loop, fd, LOOP_WRITE, up_io, u) < 0) {
+            u->fd = -1;
+            close(fd);
+            up_close(u);
+            return -1;
+        }
+    }
+    u->px = px;
+    u->bytes_written = 0;
+    u->reading = 1;
+    px->up = u;
+    buf_free(&u->out);
+    u->out = *pending;
+    memset(pending, 0, sizeof(*pending));
+    if (u->state == UP_CONNECTING) {
+        px_arm(px, w->sh->cfg->connect_timeout_ms);
+    } else {
+        px_arm(px, w->sh->cfg->response_timeout_ms);
+        if (up_flush(u) < 0)
+            return 0; /* px already handled */
+    }
+    up_update_mask(u);
+    return 0;
+}
+
+/* Serialises the response head for the client. */
+static void send_response_head(struct px *px, const struct http_head *r)
+{
+    struct buf b = {0};
+    buf_printf(&b, "HTTP/1.1 %d %.*s\r\n", r->status, (int)r->reason.n, r->reason.p);
+    for (int i = 0; i < r->nheaders; i++) {
+        const struct http_header *h = &r->headers[i];
+        if (is_hop_by_hop(h->name, r->connection))
+            continue;
+        buf_append(&b, h->name.p, h->name.n);
+        buf_append(&b, ": ", 2);
+        buf_append(&b, h->value.p, h->value.n);
+        buf_append(&b, "\r\n", 2);
+    }
+    int req_minor = px->req->minor;
+    px->resp_chunked_out = 0;
+    if (r->body == HTTP_BODY_CHUNKED || r->body == HTTP_BODY_EOF) {
+        if (req_minor >= 1) {
+            buf_puts(&b, "Transfer-Encoding: chunked\r\n");
+            px->resp_chunked_out = 1;
+        } else {
+            px->client_keep_alive = 0; /* HTTP/1.0 client: the body ends when we close */
+        }
+    }
+    if (!px->client_keep_alive)
+        buf_puts(&b, "Connection: close\r\n");
+    else if (req_minor == 0)
+        buf_puts(&b, "Connection: keep-alive\r\n");
+    buf_puts(&b, "\r\n");
+    px->head_sent = 1;
+    http_conn_send(px->client, buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+/* Sends decoded response body bytes to the client. Returns 0 if the client's queue is full. */
+static int send_body(struct px *px, const char *p, size_t n)
+{
+    if (!px->resp_chunked_out)
+        return http_conn_send(px->client, p, n);
+    char hdr[24];
+    int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+    http_conn_send(px->client, hdr, (size_t)hl);
+    http_conn_send(px->client, p, n);
+    return http_conn_send(px->client, "\r\n", 2);
+}
+
+static void resp_complete(struct px *px)
+{
+    if (px->resp_chunked_out)
+        http_conn_send(px->client, "0\r\n\r\n", 5);
+    px->rs = RS_DONE;
+    int reuse = px->resp_keep_alive && px->req_body_done;
+    px_finish(px, reuse);
+}
+
+/* Handles bytes in u->in for the current exchange. */
+static void up_process(struct upstream *u)
+{
+    struct px *px = u->px;
+    while (px && px == u->px && !px->client_paused) {
+        if (px->rs == RS_HEAD) {
+            if (buf_used(&u->in) == 0)
+                return;
+            struct http_head r;
+            int n = http_parse_response(buf_head(&u->in), buf_used(&u->in), px->req->method, NULL, &r);
+            if (n == HTTP_AGAIN)
+                return;
+            if (n == HTTP_ERROR) {
+                px_fail(px, 502, "Error communicating with backend server");
+                return;
+            }
+            if (r.status >= 100 && r.status < 200) {
+                if (r.status == 100 && px->req->expect_continue)
+                    http_conn_send(px->client, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                buf_consume(&u->in, (size_t)n);
+                continue;
+            }
+            px->status = r.status;
+            px->resp_kind = r.body;
+            px->resp_left = r.body == HTTP_BODY_LENGTH ? (uint64_t)r.content_length : 0;
+            px->resp_keep_alive = r.keep_alive && r.body != HTTP_BODY_EOF;
+            http_chunked_init(&px->resp_chunked);
+            send_response_head(px, &r);
+            buf_consume(&u->in, (size_t)n);
+            px->rs = RS_BODY;
+            px_arm(px, px->w->sh->cfg->response_timeout_ms);
+            if (r.body == HTTP_BODY_NONE || (r.body == HTTP_BODY_LENGTH && px->resp_left == 0)) {
+                resp_complete(px);
+                return;
+            }
+            continue;
+        }
+        if (px->rs != RS_BODY || buf_used(&u->in) == 0)
+            return;
+        const char *p = buf_head(&u->in);
+        size_t n = buf_used(&u->in);
+        int more = 1;
+        if (px->resp_kind == HTTP_BODY_LENGTH) {
+            size_t take = n < px->resp_left ? n : (size_t)px->resp_left;
+            px->resp_left -= take;
+            more = send_body(px, p, take);
+            buf_consume(&u->in, take);
+            if (px->resp_left == 0) {
+                resp_complete(px);
+                return;
+            }
+        } else if (px->resp_kind == HTTP_BODY_EOF) {
+            more = send_body(px, p, n);
+            buf_consume(&u->in, n);
+        } else {
+            const char *data;
+            size_t dlen;
+            long used = http_chunked_feed(&px->resp_chunked, p, n, &data, &dlen);
+            if (used < 0) {
+                px_fail(px, 502, "Error communicating with backend server");
+                return;
+            }
+            if (dlen)
+                more = send_body(px, data, dlen);
+            buf_consume(&u->in, (size_t)used);
+            if (px->resp_chunked.done) {
+                resp_complete(px);
+                return;
+            }
+        }
+        if (!more) {
+            px->client_paused = 1;
+            u->reading = 0;
+            up_update_mask(u);
+            return;
+        }
+    }
+}
+
+static void up_io(struct loop *loop, int fd, int events, void *data)
+{
+    struct upstream *u = data;
+    struct px *px = u->px;
+    if (u->state == UP_IDLE) {
+        /* An idle pooled connection became readable: the backend closed it (or sent garbage). */
+        up_close(u);
+        return;
+    }
+    if (u->state == UP_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+            if (px)
+                px_backend_failed(px, 0);
+            else
+                up_close(u);
+            return;
+        }
+        if (!(events & LOOP_WRITE))
+            return;
+        u->state = UP_ACTIVE;
+        if (px)
+            px_arm(px, u->w->sh->cfg->response_timeout_ms);
+    }
+    if (events & LOOP_WRITE) {
+        if (up_flush(u) < 0)
+            return;
+    }
+    if ((events & LOOP_READ) && u->reading) {
+        for (int rounds = 0; rounds < 4; rounds++) {
+            char *dst = buf_reserve(&u->in, READ_CHUNK);
+            ssize_t n = recv(fd, dst, READ_CHUNK, 0);
+            if (n > 0) {
+                buf_commit(&u->in, (size_t)n);
+                if ((size_t)n < READ_CHUNK)
+                    break;
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+            /* EOF or error from the backend */
+            px = u->px;
+            if (px && px->rs == RS_BODY && px->resp_kind == HTTP_BODY_EOF) {
+                up_process(u);
+                if (u->px == px) {
+                    px->resp_keep_alive = 0;
+                    resp_complete(px);
+                }
+                return;
+            }
+            if (px) {
+                up_process(u); /* a complete response may precede the close */
+                if (u->px == px)
+                    px_backend_failed(px, 0);
+            } else {
+                up_close(u);
+            }
+            return;
+        }
+        if (u->px)
+            up_process(u);
+        else if (buf_used(&u->in) > 0)
+            up_close(u); /* bytes with no exchange: protocol error */
+        return;
+    }
+    up_update_mask(u);
+}
+
+/* ---- http_server handler ---- */
+
+static void answer_local(struct lb_worker *w, struct http_conn *c, const struct http_head *h)
+{
+    struct buf body = {0}, out = {0};
+    int is_stats = h->path.n == 6;
+    if (is_stats) {
+        lb_stats_json(w->set, w->sh->policy->name, &body);
+    } else {
+        buf_puts(&body, "OK");
+    }
+    http_write_status_line(&out, 200);
+    buf_printf(&out, "Content-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n%s\r\n",
+               is_stats ? "application/json" : "text/plain; charset=utf-8", buf_used(&body),
+               h->keep_alive ? "" : "Connection: close\r\n");
+    if (h->method != HTTP_HEAD)
+        buf_append(&out, buf_head(&body), buf_used(&body));
+    http_conn_send(c, buf_head(&out), buf_used(&out));
+    buf_free(&body);
+    buf_free(&out);
+}
+
+static void on_request(void *ctx, struct http_conn *c, const struct http_head *h)
+{
+    struct lb_worker *w = ctx;
+    worker_refresh(w);
+    if ((h->method == HTTP_GET || h->method == HTTP_HEAD) && h->query.n == 0 &&
+        ((h->path.n == 7 && !memcmp(h->path.p, "/health", 7)) || (h->path.n == 6 && !memcmp(h->path.p, "/stats", 6)))) {
+        answer_local(w, c, h);
+        http_conn_set_data(c, NULL);
+        /* on_body_end completes it (the request has no body to wait for, or we drain it). */
+        return;
+    }
+    struct px *px = calloc(1, sizeof(*px));
+    if (!px)
+        abort();
+    px->w = w;
+    px->client = c;
+    px->req = h;
+    px->start_us = http_conn_request_start_us(c);
+    px->client_keep_alive = h->keep_alive;
+    px->timer.fn = on_px_timer;
+    px->timer.data = px;
+    px->req_body_done = h->body == HTTP_BODY_NONE;
+    if (w->sh->access_log_fd >= 0) {
+        snprintf(px->req_line, sizeof(px->req_line), "%.*s %.*s HTTP/1.%d", (int)h->method_str.n, h->method_str.p,
+                 (int)(h->target.n > 100 ? 100 : h->target.n), h->target.p, h->minor);
+        copy_header(h, "referer", px->referer, sizeof(px->referer));
+        copy_header(h, "user-agent", px->agent, sizeof(px->agent));
+    }
+    http_conn_set_data(c, px);
+    struct lb_server *s = pick_server(w, px);
+    if (!s) {
+        http_conn_set_data(c, NULL);
+        log_request(px, 503);
+        px_free(px);
+        http_conn_respond_error(c, 503, "No healthy servers available", 0);
+        return;
+    }
+    px->server = s;
+    lb_server_ref(s);
+    atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
+    px->tried[px->tries++] = s;
+
+    /* The request head for the backend. */
+    struct buf b = {0};
+    buf_append(&b, h->method_str.p, h->method_str.n);
+    buf_append(&b, " ", 1);
+    buf_append(&b, h->target.p, h->target.n);
+    buf_puts(&b, " HTTP/1.1\r\n");
+    const struct http_header *xff = NULL;
+    for (int i = 0; i < h->nheaders; i++) {
+        const struct http_header *hd = &h->headers[i];
+        if (is_hop_by_hop(hd->name, h->connection))
+            continue;
+        if (http_str_ieq(hd->name, "x-forwarded-for")) {
+            if (w->sh->cfg->trust_forwarded && !xff)
+                xff = hd;
+            continue;
+        }
+        if (http_str_ieq(hd->name, "x-forwarded-proto"))
+            continue;
+        buf_append(&b, hd->name.p, hd->name.n);
+        buf_append(&b, ": ", 2);
+        buf_append(&b, hd->value.p, hd->value.n);
+        buf_append(&b, "\r\n", 2);
+    }
+    if (!h->host.n)
+        buf_printf(&b, "Host: %s\r\n", s->host_header);
+    if (xff)
+        buf_printf(&b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.n, xff->value.p, http_conn_remote_ip(c));
+    else
+        buf_printf(&b, "X-Forwarded-For: %s\r\n", http_conn_remote_ip(c));
+    buf_puts(&b, "X-Forwarded-Proto: http\r\n");
+    if (h->body == HTTP_BODY_CHUNKED) {
+        buf_puts(&b, "Transfer-Encoding: chunked\r\n");
+        px->req_chunked = 1;
+    }
+    buf_puts(&b, "\r\n");
+    if (px_start_upstream(px, &b) < 0) {
+        buf_free(&b);
+        px_backend_failed(px, 0);
+    }
+}
+
+static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
+{
+    struct px *px = http_conn_get_data(c);
+    if (!px || !px->up)
+        return;
+    struct upstream *u = px->up;
+    if (px->req_chunked) {
+        char hdr[24];
+        int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+        buf_append(&u->out, hdr, (size_t)hl);
+        buf_append(&u->out, p, n);
+        buf_append(&u->out, "\r\n", 2);
+    } else {
+        buf_append(&u->out, p, n);
+    }
+    if (u->state == UP_ACTIVE && up_flush(u) < 0)
+        return;
+    if (px->up != u)
+        return;
+    up_update_mask(u);
+    if (buf_used(&u->out) >= HIGH_WATER)
+        http_conn_pause_body(c, 1);
+}
+
+static void on_body_end(void *ctx, struct http_conn *c)
+{
+    struct px *px = http_conn_get_data(c);
+    if (!px) {
+        /* A local answer (/health, /stats): its response is already queued. */
+        http_conn_response_done(c, 1);
+        return;
+    }
+    if (px->req_body_done)
+        return;
+    px->req_body_done = 1;
+    if (px->req_chunked && px->up)
+        up_send(px->up, "0\r\n\r\n", 5);
+}
+
+static void on_drain(void *ctx, struct http_conn *c)
+{
+    struct px *px = http_conn_get_data(c);
+    if (!px || !px->client_paused)
+        return;
+    px->client_paused = 0;
+    struct upstream *u = px->up;
+    if (!u)
+        return;
+    u->reading = 1;
+    up_update_mask(u);
+    up_process(u);
+}
+
+static void on_abort(void *ctx, struct http_conn *c)
+{
+    struct px *px = http_conn_get_data(c);
+    if (!px)
+        return;
+    if (px->up) {
+        struct upstream *u = px->up;
+        u->px = NULL;
+        px->up = NULL;
+        up_close(u);
+    }
+    log_request(px, px->head_sent ? px->status : 499);
+    http_conn_set_data(c, NULL);
+    px_free(px);
+}
+
+static const struct http_server_ops proxy_ops = {
+    .on_request = on_request,
+    .on_body = on_body,
+    .on_body_end = on_body_end,
+    .on_drain = on_drain,
+    .on_abort = on_abort,
+    .auto_continue = 0,
+};
+
+/* ---- worker lifecycle ---- */
+
+struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int listen_fd, unsigned id)
+{
+    struct lb_worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->sh = sh;
+    w->loop = loop;
+    w->id = id;
+    w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)id << 32) ^ loop_clock_us();
+    if (!w->rng)
+        w->rng = 1;
+    const struct lb_config *cfg = sh->cfg;
+    struct http_server_limits lim;
+    http_server_limits_default(&lim);
+    lim.max_line = cfg->max_line_size;
+    lim.max_head = cfg->max_header_size;
+    lim.max_body = cfg->max_body_size;
+    lim.header_timeout_ms = cfg->client_header_timeout_ms;
+    lim.idle_timeout_ms = cfg->client_idle_timeout_ms;
+    lim.body_timeout_ms = cfg->client_body_timeout_ms;
+    lim.send_timeout_ms = cfg->client_send_timeout_ms;
+    lim.max_conns = cfg->max_connections;
+    worker_refresh(w);
+    w->srv = http_server_create(loop, listen_fd, &proxy_ops, w, &lim);
+    if (!w->srv) {
+        lb_worker_free(w);
+        return NULL;
+    }
+    w->log_timer.fn = on_log_timer;
+    w->log_timer.data = w;
+    if (sh->access_log_fd >= 0)
+        loop_timer_arm(loop, &w->log_timer, 1000);
+    return w;
+}
+
+void lb_worker_shutdown(struct lb_worker *w)
+{
+    if (w->srv)
+        http_server_shutdown(w->srv);
+}
+
+unsigned lb_worker_conns(const struct lb_worker *w) { return w->srv ? http_server_conns(w->srv) : 0; }
+
+void lb_worker_free(struct lb_worker *w)
+{
+    if (!w)
+        return;
+    if (w->srv)
+        http_server_free(w->srv);
+    log_flush(w);
+    buf_free(&w->log);
+    loop_timer_cancel(w->loop, &w->log_timer);
+    if (w->set) {
+        pools_free(w->pools, w->set->n);
+        w->sh->policy->destroy(w->policy);
+        lb_set_unref(w->set);
+    }
+    free(w->targets);
+    free(w);
+}

@@ -1,0 +1,38 @@
+/* proxy.h — the balancer's per-worker request path: choose a server, forward, stream back.
+ *
+ * A struct lb_worker runs on one thread with its own loop, its own listening socket
+ * (SO_REUSEPORT) and its own pools of keep-alive connections to the backends. It is the
+ * http_server handler (server.h) for its clients: for each request it picks a server with the
+ * configured policy over the current server-set snapshot, sends the request head and streams the
+ * body to a pooled (or new) backend connection, parses the response head and streams the
+ * response back, with backpressure in both directions. /health and /stats are answered by the
+ * balancer itself. Shared state (struct lb_shared) is read-only except for atomics. */
+#ifndef AGORA_LB_PROXY_H
+#define AGORA_LB_PROXY_H
+#include <stdatomic.h>
+
+#include "core/loop.h"
+#include "lb/config.h"
+#include "lb/policy.h"
+#include "lb/servers.h"
+
+struct lb_shared {
+    const struct lb_config *cfg;    /* immutable while workers run (reload swaps servers only) */
+    struct lb_registry registry;
+    const struct lb_policy_ops *policy;
+    int access_log_fd;              /* -1 = off */
+    atomic_int stopping;            /* graceful shutdown requested */
+};
+
+struct lb_worker;
+
+/* Creates a worker on loop that accepts on listen_fd (owned from now on). NULL on failure. */
+struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int listen_fd, unsigned id);
+/* Begins a graceful stop: no new connections; busy ones close after their response. */
+void lb_worker_shutdown(struct lb_worker *w);
+/* Client connections still open. */
+unsigned lb_worker_conns(const struct lb_worker *w);
+/* Closes everything and frees the worker (on its own thread, after its loop stopped). */
+void lb_worker_free(struct lb_worker *w);
+
+#endif

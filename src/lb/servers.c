@@ -1,0 +1,275 @@
+/* servers.c — backends, snapshots and the registry; see servers.h. */
+#include "lb/servers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/loop.h"
+
+struct lb_server *lb_server_new(const char *spec, char *err, size_t errlen)
+{
+    char url[512];
+    unsigned weight = 1;
+    const char *comma = strchr(spec, ',');
+    size_t ulen = comma ? (size_t)(comma - spec) : strlen(spec);
+    if (ulen == 0 || ulen >= sizeof(url)) {
+        snprintf(err, errlen, "backend '%s': empty or too long URL", spec);
+        return NULL;
+    }
+    memcpy(url, spec, ulen);
+    url[ulen] = '\0';
+    while (comma) {
+        const char *opt = comma + 1;
+        comma = strchr(opt, ',');
+        size_t olen = comma ? (size_t)(comma - opt) : strlen(opt);
+        if (olen > 7 && !strncmp(opt, "weight=", 7)) {
+            char *end;
+            long w = strtol(opt + 7, &end, 10);
+            if (end != opt + olen || w < 1 || w > 1000) {
+                snprintf(err, errlen, "backend '%s': weight must be an integer from 1 to 1000", spec);
+                return NULL;
+            }
+            weight = (unsigned)w;
+        } else {
+            snprintf(err, errlen, "backend '%s': unknown option '%.*s' (expected weight=N)", spec, (int)olen, opt);
+            return NULL;
+        }
+    }
+    const char *hp = url;
+    if (!strncmp(hp, "http://", 7))
+        hp += 7;
+    else if (strstr(hp, "://")) {
+        snprintf(err, errlen, "backend '%s': only http:// backends are supported", spec);
+        return NULL;
+    }
+    char authority[300];
+    size_t alen = strcspn(hp, "/");
+    if (alen == 0 || alen >= sizeof(authority) || (hp[alen] == '/' && hp[alen + 1] != '\0')) {
+        snprintf(err, errlen, "backend '%s': expected http://HOST:PORT", spec);
+        return NULL;
+    }
+    memcpy(authority, hp, alen);
+    authority[alen] = '\0';
+    if (!strchr(authority, ':') || authority[alen - 1] == ']') {
+        /* No port: HTTP's default. */
+        if (alen + 3 >= sizeof(authority)) {
+            snprintf(err, errlen, "backend '%s': address too long", spec);
+            return NULL;
+        }
+        strcat(authority, ":80");
+    }
+    struct net_addr addr;
+    if (net_parse_addr(authority, &addr) < 0) {
+        snprintf(err, errlen, "backend '%s': cannot resolve address '%s'", spec, authority);
+        return NULL;
+    }
+    struct lb_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        abort();
+    atomic_init(&s->refs, 1);
+    s->url = strdup(url);
+    if (s->url[strlen(s->url) - 1] == '/')
+        s->url[strlen(s->url) - 1] = '\0';
+    char key[80];
+    net_format_addr(&addr, key, sizeof(key));
+    s->key = strdup(key);
+    s->host_header = strdup(authority);
+    s->addr = addr;
+    atomic_init(&s->weight, weight);
+    atomic_init(&s->healthy, 1);
+    atomic_init(&s->up_since_ms, loop_clock_us() / 1000);
+    pthread_spin_init(&s->ewma_lock, PTHREAD_PROCESS_PRIVATE);
+    snprintf(s->hc_last, sizeof(s->hc_last), "not checked yet");
+    return s;
+}
+
+void lb_server_ref(struct lb_server *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
+
+void lb_server_unref(struct lb_server *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_spin_destroy(&s->ewma_lock);
+    free(s->url);
+    free(s->key);
+    free(s->host_header);
+    free(s);
+}
+
+struct lb_set *lb_set_new(struct lb_server *const *servers, size_t n, unsigned gen)
+{
+    struct lb_set *set = calloc(1, sizeof(*set) + n * sizeof(set->servers[0]));
+    if (!set)
+        abort();
+    atomic_init(&set->refs, 1);
+    set->gen = gen;
+    set->n = n;
+    for (size_t i = 0; i < n; i++) {
+        set->servers[i] = servers[i];
+        lb_server_ref(servers[i]);
+    }
+    return set;
+}
+
+void lb_set_unref(struct lb_set *set)
+{
+    if (!set || atomic_fetch_sub_explicit(&set->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        lb_server_unref(set->servers[i]);
+    free(set);
+}
+
+int lb_set_find(const struct lb_set *set, const char *key)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (!strcmp(set->servers[i]->key, key))
+            return (int)i;
+    return -1;
+}
+
+void lb_registry_init(struct lb_registry *r, struct lb_set *initial)
+{
+    pthread_mutex_init(&r->mu, NULL);
+    r->cur = initial;
+    atomic_init(&r->gen, initial->gen);
+}
+
+struct lb_set *lb_registry_get(struct lb_registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    struct lb_set *set = r->cur;
+    atomic_fetch_add_explicit(&set->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&r->mu);
+    return set;
+}
+
+void lb_registry_replace(struct lb_registry *r, struct lb_server *const *servers, size_t n)
+{
+    pthread_mutex_lock(&r->mu);
+    struct lb_set *old = r->cur;
+    r->cur = lb_set_new(servers, n, old->gen + 1);
+    atomic_store(&r->gen, r->cur->gen);
+    pthread_mutex_unlock(&r->mu);
+    lb_set_unref(old);
+}
+
+void lb_registry_destroy(struct lb_registry *r)
+{
+    lb_set_unref(r->cur);
+    r->cur = NULL;
+    pthread_mutex_destroy(&r->mu);
+}
+
+int lb_server_usable(const struct lb_server *s)
+{
+    return atomic_load_explicit(&s->healthy, memory_order_relaxed) &&
+           atomic_load_explicit(&s->admin, memory_order_relaxed) == LB_ADMIN_ACTIVE;
+}
+
+/* ---- latency histogram: log-linear buckets, 4 per power of two, from 1 µs to ~2^24 s ---- */
+
+static unsigned hist_bucket(uint64_t us)
+{
+    if (us < 4)
+        return (unsigned)us;
+    unsigned lg = 63u - (unsigned)__builtin_clzll(us); /* >= 2 */
+    unsigned sub = (unsigned)(us >> (lg - 2)) & 3u;
+    unsigned b = 4 + (lg - 2) * 4 + sub;
+    return b < LB_HIST_BUCKETS ? b : LB_HIST_BUCKETS - 1;
+}
+
+static uint64_t hist_upper(unsigned b)
+{
+    if (b < 4)
+        return b;
+    unsigned lg = (b - 4) / 4 + 2, sub = (b - 4) % 4;
+    return ((uint64_t)(4 + sub + 1) << (lg - 2)) - 1;
+}
+
+void lb_hist_record(struct lb_server *s, uint64_t us)
+{
+    atomic_fetch_add_explicit(&s->hist[hist_bucket(us)], 1, memory_order_relaxed);
+}
+
+uint64_t lb_hist_percentile(const struct lb_server *s, double pct)
+{
+    uint64_t counts[LB_HIST_BUCKETS], total = 0;
+    for (unsigned i = 0; i < LB_HIST_BUCKETS; i++) {
+        counts[i] = atomic_load_explicit(&s->hist[i], memory_order_relaxed);
+        total += counts[i];
+    }
+    if (total == 0)
+        return 0;
+    uint64_t rank = (uint64_t)ceil(pct / 100.0 * (double)total), seen = 0;
+    if (rank == 0)
+        rank = 1;
+    for (unsigned i = 0; i < LB_HIST_BUCKETS; i++) {
+        seen += counts[i];
+        if (seen >= rank)
+            return hist_upper(i);
+    }
+    return hist_upper(LB_HIST_BUCKETS - 1);
+}
+
+/* ---- /stats ---- */
+
+static const char *admin_name(int a)
+{
+    return a == LB_ADMIN_DRAINING ? "draining" : a == LB_ADMIN_PARKED ? "parked" : "active";
+}
+
+/* Appends s as a JSON string; server URLs and keys are our own validated ASCII, but escape the
+ * two characters that could break the document anyway. */
+static void json_str(struct buf *out, const char *s)
+{
+    buf_append(out, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_append(out, "\\", 1);
+        buf_append(out, s, 1);
+    }
+    buf_append(out, "\"", 1);
+}
+
+void lb_stats_json(const struct lb_set *set, const char *policy, struct buf *out)
+{
+    buf_puts(out, "{\"health\": {");
+    for (size_t i = 0; i < set->n; i++) {
+        struct lb_server *s = set->servers[i];
+        buf_puts(out, i ? ", " : "");
+        json_str(out, s->url);
+        buf_puts(out, atomic_load(&s->healthy) ? ": true" : ": false");
+    }
+    buf_puts(out, "}, \"connections\": {");
+    for (size_t i = 0; i < set->n; i++) {
+        struct lb_server *s = set->servers[i];
+        buf_puts(out, i ? ", " : "");
+        json_str(out, s->url);
+        buf_printf(out, ": %d", atomic_load(&s->inflight));
+    }
+    buf_printf(out, "}, \"policy\": \"%s\", \"servers\": [", policy);
+    for (size_t i = 0; i < set->n; i++) {
+        struct lb_server *s = set->servers[i];
+        int healthy = atomic_load(&s->healthy);
+        int admin = atomic_load(&s->admin);
+        buf_puts(out, i ? ", " : "");
+        buf_puts(out, "{\"url\": ");
+        json_str(out, s->url);
+        buf_puts(out, ", \"address\": ");
+        json_str(out, s->key);
+        buf_printf(out,
+                   ", \"state\": \"%s\", \"healthy\": %s, \"admin\": \"%s\", \"weight\": %u, \"in_flight\": %d, "
+                   "\"requests\": %llu, \"errors\": %llu, \"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, "
+                   "\"last_check\": ",
+                   admin != LB_ADMIN_ACTIVE ? admin_name(admin) : healthy ? "up" : "down", healthy ? "true" : "false",
+                   admin_name(admin), atomic_load(&s->weight), atomic_load(&s->inflight),
+                   (unsigned long long)atomic_load(&s->total), (unsigned long long)atomic_load(&s->errors),
+                   (double)lb_hist_percentile(s, 50) / 1000.0, (double)lb_hist_percentile(s, 99) / 1000.0);
+        json_str(out, s->hc_last);
+        buf_puts(out, "}");
+    }
+    buf_puts(out, "]}\n");
+}
