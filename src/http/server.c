@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/net.h"
+#include "http/climits.h"
 
 #define READ_CHUNK 16384
 #define OUT_HIGH_WATER (256 * 1024)
@@ -48,6 +49,8 @@ struct http_conn {
     int in_process;             /* inside process_input (re-entrancy guard) */
     int freed;                  /* free is scheduled */
     int hup;                    /* peer hung up */
+    int counted;                /* counted in the per-address connection limit */
+    unsigned retry_after;       /* Retry-After seconds for a 429/503 made here */
     uint64_t req_start_us;
     uint64_t resp_bytes;
     void *data;
@@ -249,6 +252,8 @@ static void conn_close(struct http_conn *c)
     loop_timer_cancel(s->loop, &c->timer);
     loop_unwatch(s->loop, c->fd);
     close(c->fd);
+    if (c->counted)
+        http_climits_conn_close(s->lim.climits, c->ip);
     c->fd = -1;
     if (c->prev)
         c->prev->next = c->next;
@@ -289,7 +294,7 @@ void http_conn_respond_error(struct http_conn *c, int status, const char *messag
     if (close_after || !c->keep_alive)
         buf_puts(&b, "Connection: close\r\n");
     if (status == 503 || status == 429)
-        buf_puts(&b, "Retry-After: 1\r\n");
+        buf_printf(&b, "Retry-After: %u\r\n", c->retry_after ? c->retry_after : 1);
     buf_puts(&b, "\r\n");
     if (!(c->head.method == HTTP_HEAD && c->state != ST_HEAD)) {
         if (c->srv->lim.json_errors)
@@ -386,6 +391,14 @@ static int start_request(struct http_conn *c, size_t len)
     if (s->lim.max_body && c->head.body == HTTP_BODY_LENGTH && (uint64_t)c->head.content_length > s->lim.max_body) {
         http_conn_respond_error(c, 413, "request body too large", 1);
         return -1;
+    }
+    unsigned retry_after;
+    if (s->lim.climits && http_climits_rate_limited(s->lim.climits) &&
+        !http_climits_take(s->lim.climits, c->ip, loop_now(s->loop), &retry_after)) {
+        c->retry_after = retry_after;
+        c->state = c->body_done ? ST_WAIT : ST_BODY;
+        http_conn_respond_error(c, 429, "too many requests from your address: slow down", 0);
+        return c->freed ? -1 : 0;
     }
     c->state = c->body_done ? ST_WAIT : ST_BODY;
     if (c->head.expect_continue && !c->body_done && s->ops->auto_continue)
@@ -612,6 +625,22 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
             break; /* EAGAIN, or EMFILE etc.: try again on the next event */
         }
         net_tune(fd);
+        char ip[48];
+        net_format_ip((struct sockaddr *)&ss, ip, sizeof(ip));
+        int counted = 0;
+        if (http_climits_conn_limited(s->lim.climits)) {
+            if (!http_climits_conn_open(s->lim.climits, ip)) {
+                /* Refused cleanly: a short answer, then close (as nginx's limit_conn does). */
+                static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                                          "Content-Length: 39\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                                          "too many connections from your address\n";
+                ssize_t w = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
+                (void)w;
+                close(fd);
+                continue;
+            }
+            counted = 1;
+        }
         struct http_conn *c = calloc(1, sizeof(*c));
         if (!c)
             abort();
@@ -619,13 +648,16 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
         c->fd = fd;
         c->state = ST_HEAD;
         c->keep_alive = 1;
-        net_format_ip((struct sockaddr *)&ss, c->ip, sizeof(c->ip));
+        c->counted = counted;
+        memcpy(c->ip, ip, sizeof(c->ip));
         c->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                            : ntohs(((struct sockaddr_in *)&ss)->sin_port);
         c->timer.fn = on_timer;
         c->timer.data = c;
         if (loop_watch(loop, fd, LOOP_READ, on_conn_io, c) < 0) {
             close(fd);
+            if (counted)
+                http_climits_conn_close(s->lim.climits, ip);
             free(c);
             continue;
         }

@@ -40,6 +40,7 @@ struct http_server_limits {
     unsigned send_timeout_ms;     /* client reads nothing for this long → close; default 60000 */
     unsigned max_conns;           /* per server (worker); 0 = unlimited */
     int json_errors;              /* server-made errors as {"error": "..."} instead of text */
+    struct http_climits *climits; /* per-address connection/rate limits (climits.h); NULL = none */
 };
 
 struct http_server_ops {

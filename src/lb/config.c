@@ -65,6 +65,30 @@ static const struct opt opts[] = {
      "client connections per worker (default 10000)"},
     {"limits", "pool_idle_max", "pool-size", T_UINT, O(pool_idle_max), 0,
      "idle keep-alive connections kept per backend per worker (default 128)"},
+    {"health", "passive", "passive-health", T_BOOL, O(passive_health), 0,
+     "eject a server at once on connect failure, reset, timeout or consecutive 5xx (default on)"},
+    {"health", "eject_5xx", "eject-5xx", T_UINT, O(eject_5xx), 0, "consecutive 5xx responses that eject (default 5)"},
+    {"health", "eject_base", "eject-time", T_DURATION, O(eject_base_ms), 0,
+     "first ejection time; doubles with each repeated ejection (default 2s)"},
+    {"health", "eject_max", "eject-max-time", T_DURATION, O(eject_max_ms), 0, "longest ejection (default 60s)"},
+    {"health", "panic_percent", "panic-threshold", T_UINT, O(panic_percent), 0,
+     "when fewer than this % of servers are healthy, balance over all of them (default 50; 0 = off)"},
+    {"health", "slow_start", "slow-start", T_DURATION, O(slow_start_ms), 0,
+     "weight ramp for new and recovering servers (default 10s; 0 = off)"},
+    {"retries", "retries", "retries", T_UINT, O(retries), 0, "extra attempts on another server (default 2)"},
+    {"retries", "budget_percent", "retry-budget", T_UINT, O(retry_budget_percent), 0,
+     "retries after a request was sent, as % of requests (default 20)"},
+    {"retries", "replay_buffer", "replay-buffer", T_SIZE, O(replay_buffer), 0,
+     "request bytes kept so a request can be retried after sending (default 64k)"},
+    {"limits", "max_conns_per_ip", "max-conns-per-ip", T_UINT, O(max_conns_per_ip), 0,
+     "client connections per address, 0 = unlimited (default 0)"},
+    {"limits", "rate_limit", "rate-limit", T_UINT, O(rate_limit), 0,
+     "requests per second per client address, then 429; 0 = off (default 0)"},
+    {"limits", "rate_burst", "rate-burst", T_UINT, O(rate_burst), 0, "burst for --rate-limit (default = rate)"},
+    {"admin", "listen", "admin-listen", T_STR, O(admin_listen), S(admin_listen),
+     "admin API address, or off (default 127.0.0.1:8404)"},
+    {"admin", "token", "admin-token", T_STR, O(admin_token), S(admin_token),
+     "admin API bearer token (or env AGORA_ADMIN_TOKEN); needed by non-loopback clients"},
     {"timeouts", "pool_idle", "pool-idle-timeout", T_DURATION, O(pool_idle_timeout_ms), 0,
      "close idle backend connections after (default 30s)"},
 };
@@ -102,6 +126,19 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->max_connections = 10000;
     cfg->pool_idle_max = 128;
     cfg->pool_idle_timeout_ms = 30000;
+    cfg->passive_health = 1;
+    cfg->eject_5xx = 5;
+    cfg->eject_base_ms = 2000;
+    cfg->eject_max_ms = 60000;
+    cfg->panic_percent = 50;
+    cfg->slow_start_ms = 10000;
+    cfg->retries = 2;
+    cfg->retry_budget_percent = 20;
+    cfg->replay_buffer = 65536;
+    snprintf(cfg->admin_listen, sizeof(cfg->admin_listen), "127.0.0.1:8404");
+    const char *tok = getenv("AGORA_ADMIN_TOKEN");
+    if (tok)
+        snprintf(cfg->admin_token, sizeof(cfg->admin_token), "%s", tok);
 }
 
 void lb_config_free(struct lb_config *cfg)
@@ -243,6 +280,14 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
     }
     if (cfg->health_path[0] != '/') {
         snprintf(err, errlen, "health path must start with '/'");
+        return -1;
+    }
+    if (cfg->panic_percent > 100 || cfg->retry_budget_percent > 100) {
+        snprintf(err, errlen, "panic-threshold and retry-budget are percentages (0..100)");
+        return -1;
+    }
+    if (cfg->retries > 8) {
+        snprintf(err, errlen, "retries: at most 8");
         return -1;
     }
     if (cfg->workers > 256) {

@@ -34,6 +34,23 @@ struct lb_config {
     unsigned pool_idle_max;          /* idle keep-alive connections kept per backend per worker */
     unsigned pool_idle_timeout_ms;
     int trust_forwarded;             /* keep a client's X-Forwarded-For (append to it) */
+    /* passive health (outlier detection) */
+    int passive_health;              /* eject on connect failure/reset/timeout/consecutive 5xx */
+    unsigned eject_5xx;              /* consecutive 5xx responses that eject */
+    unsigned eject_base_ms, eject_max_ms;
+    unsigned panic_percent;          /* below this share of usable servers, balance over all */
+    unsigned slow_start_ms;          /* weight ramp for new and recovering servers; 0 = off */
+    /* retries */
+    unsigned retries;                /* extra attempts per request */
+    unsigned retry_budget_percent;   /* retries after sending, as a share of requests */
+    uint64_t replay_buffer;          /* request bytes kept for a retry after sending */
+    /* client limits (off by default) */
+    unsigned max_conns_per_ip;       /* 0 = unlimited */
+    unsigned rate_limit;             /* requests per second per client address; 0 = off */
+    unsigned rate_burst;             /* token-bucket size; 0 = same as rate_limit */
+    /* admin API */
+    char admin_listen[128];          /* "off" to disable */
+    char admin_token[128];           /* required from non-loopback clients; env AGORA_ADMIN_TOKEN */
     char config_path[512];           /* the file read, if any (for SIGHUP) */
 };
 

@@ -75,6 +75,8 @@ static void check_done(struct check *c, int passed, const char *what)
         atomic_store(&s->healthy, passed);
         s->hc_rise = s->hc_fall = 0;
         snprintf(s->hc_last, sizeof(s->hc_last), "%s", what);
+    } else if (passed && loop_clock_us() / 1000 < atomic_load(&s->ejected_until_ms)) {
+        snprintf(s->hc_last, sizeof(s->hc_last), "%s (ejected)", what); /* too early to come back */
     } else {
         lb_health_apply(s, passed, c->h->cfg->rise, c->h->cfg->fall, what);
     }

@@ -14,7 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "http/climits.h"
 #include "http/daemon.h"
+#include "lb/admin.h"
 #include "lb/config.h"
 #include "lb/health.h"
 #include "lb/proxy.h"
@@ -23,6 +25,7 @@ struct lb {
     struct lb_config cfg;
     struct lb_shared sh;
     struct lb_health *health;
+    struct lb_admin *admin;
     struct loop *main_loop;
     int argc;
     char **argv;
@@ -80,11 +83,21 @@ static void main_start(void *ctx, struct loop *loop)
     struct lb *lb = ctx;
     lb->main_loop = loop;
     lb->health = lb_health_start(loop, &lb->cfg, &lb->sh.registry);
+    if (strcmp(lb->cfg.admin_listen, "off")) {
+        char err[300];
+        lb->admin = lb_admin_start(loop, &lb->sh, lb->health, err, sizeof(err));
+        if (!lb->admin)
+            fprintf(stderr, "agora lb: admin API disabled: %s\n", err);
+        else
+            fprintf(stderr, "agora lb: admin API on %s\n", lb->cfg.admin_listen);
+    }
 }
 
 static void main_stop(void *ctx)
 {
     struct lb *lb = ctx;
+    lb_admin_stop(lb->admin);
+    lb->admin = NULL;
     lb_health_stop(lb->health);
     lb->health = NULL;
 }
@@ -174,6 +187,8 @@ int lb_main(int argc, char **argv)
             goto out;
         }
     }
+    if (lb->cfg.max_conns_per_ip || lb->cfg.rate_limit)
+        lb->sh.climits = http_climits_new(lb->cfg.max_conns_per_ip, lb->cfg.rate_limit, lb->cfg.rate_burst);
     unsigned workers = lb->cfg.workers ? lb->cfg.workers : http_daemon_cpus();
     fprintf(stderr, "agora lb: listening on %s, %u worker(s), policy %s, %d backend(s)\n", lb->cfg.listen, workers,
             lb->sh.policy->name, n);
@@ -192,6 +207,7 @@ int lb_main(int argc, char **argv)
     if (lb->sh.access_log_fd > STDOUT_FILENO)
         close(lb->sh.access_log_fd);
     lb_registry_destroy(&lb->sh.registry);
+    http_climits_free(lb->sh.climits);
     if (rc == 0)
         fprintf(stderr, "agora lb: stopped\n");
 out:

@@ -28,7 +28,8 @@
 
 #define HIGH_WATER (256 * 1024)
 #define READ_CHUNK 65536
-#define MAX_TRIES 3
+#define MAX_TRIES 9 /* 1 + the most retries the configuration allows */
+#define WEIGHT_SCALE 100
 #define EWMA_TAU_US 10e6 /* Finagle's default decay time */
 
 struct upstream;
@@ -53,6 +54,7 @@ struct lb_worker {
     struct buf log;        /* access-log lines not yet written */
     struct loop_timer log_timer;
     struct lb_target *targets;
+    long retry_milli;      /* retry budget, in thousandths of a retry */
 };
 
 enum up_state { UP_CONNECTING, UP_ACTIVE, UP_IDLE };
@@ -65,6 +67,7 @@ struct upstream {
     enum up_state state;
     struct buf in, out;
     uint64_t bytes_written;   /* on this connection, for the current exchange */
+    unsigned uses;            /* exchanges served, including the current one */
     int reading;              /* read interest wanted */
     struct px *px;
     struct loop_timer idle_timer;
@@ -81,6 +84,9 @@ struct px {
     int tries;
     struct lb_server *tried[MAX_TRIES];
     int req_chunked;          /* request body is sent chunked to the backend */
+    int safe;                 /* may be sent again after a failure: idempotent or Idempotency-Key */
+    int replayable;           /* `replay` holds every request byte sent so far */
+    struct buf replay;
     int req_body_done;
     int client_keep_alive;
     enum resp_state rs;
@@ -98,7 +104,10 @@ struct px {
     char referer[128], agent[160];
 };
 
+enum fail_kind { FAIL_CONNECT, FAIL_IO, FAIL_TIMEOUT };
+
 static void px_finish(struct px *px, int reuse_upstream);
+static void px_backend_failed(struct px *px, enum fail_kind kind);
 static void px_fail(struct px *px, int status, const char *msg);
 static void up_close(struct upstream *u);
 static void up_io(struct loop *loop, int fd, int events, void *data);
@@ -187,7 +196,7 @@ static void worker_refresh(struct lb_worker *w)
     w->targets = calloc(set->n ? set->n : 1, sizeof(*w->targets));
     for (size_t i = 0; i < set->n; i++) {
         w->targets[i].key = set->servers[i]->key;
-        w->targets[i].weight = atomic_load(&set->servers[i]->weight);
+        w->targets[i].weight = atomic_load(&set->servers[i]->weight) * WEIGHT_SCALE;
     }
     w->set = set;
     w->gen = set->gen;
@@ -234,19 +243,42 @@ static uint64_t affinity_hash(struct lb_worker *w, struct px *px)
     return lb_hash64(ip, strlen(ip));
 }
 
-/* Chooses a server not yet tried for px. Returns NULL if none is usable. */
+/* Chooses a server not yet tried for px. Returns NULL if none is usable.
+ * Servers that are down or ejected are skipped, except in panic: when fewer than panic_percent
+ * of the active servers are healthy (but at least one is), every active server is a candidate,
+ * so that a wrong health verdict cannot overload the few that remain (as in Envoy). Servers in
+ * slow start get a share of their weight that grows linearly over the window (from 10%). */
 static struct lb_server *pick_server(struct lb_worker *w, struct px *px)
 {
+    const struct lb_config *cfg = w->sh->cfg;
     struct lb_set *set = w->set;
-    size_t usable = 0;
+    size_t active = 0, healthy = 0, usable = 0;
+    for (size_t i = 0; i < set->n; i++) {
+        struct lb_server *s = set->servers[i];
+        if (atomic_load_explicit(&s->admin, memory_order_relaxed) != LB_ADMIN_ACTIVE)
+            continue;
+        active++;
+        healthy += atomic_load_explicit(&s->healthy, memory_order_relaxed) != 0;
+    }
+    int panic = cfg->panic_percent && healthy > 0 && healthy * 100 < active * cfg->panic_percent;
+    uint64_t now = loop_now(w->loop);
     for (size_t i = 0; i < set->n; i++) {
         struct lb_server *s = set->servers[i];
         struct lb_target *t = &w->targets[i];
-        int ok = lb_server_usable(s);
+        int ok = atomic_load_explicit(&s->admin, memory_order_relaxed) == LB_ADMIN_ACTIVE &&
+                 (panic || atomic_load_explicit(&s->healthy, memory_order_relaxed));
         for (int k = 0; k < px->tries && ok; k++)
             if (px->tried[k] == s)
                 ok = 0;
-        t->weight = ok ? atomic_load_explicit(&s->weight, memory_order_relaxed) : 0;
+        unsigned weight = atomic_load_explicit(&s->weight, memory_order_relaxed) * WEIGHT_SCALE;
+        uint64_t up = now - atomic_load_explicit(&s->up_since_ms, memory_order_relaxed);
+        if (cfg->slow_start_ms && up < cfg->slow_start_ms) {
+            uint64_t floor = weight / 10, ramp = (uint64_t)weight * up / cfg->slow_start_ms;
+            weight = (unsigned)(ramp > floor ? ramp : floor);
+            if (!weight)
+                weight = 1;
+        }
+        t->weight = ok ? weight : 0;
         t->inflight = (unsigned)atomic_load_explicit(&s->inflight, memory_order_relaxed);
         t->latency_us = s->ewma_us; /* a racy read of a double is fine for a hint */
         usable += ok;
@@ -256,6 +288,16 @@ static struct lb_server *pick_server(struct lb_worker *w, struct px *px)
     uint64_t hash = w->sh->policy == &lb_policy_hash ? affinity_hash(w, px) : 0;
     int i = w->sh->policy->pick(w->policy, w->targets, set->n, hash, rng_next(&w->rng));
     return i < 0 ? NULL : set->servers[i];
+}
+
+/* Counts an attempt on s for px. */
+static void px_use_server(struct px *px, struct lb_server *s)
+{
+    px->server = s;
+    lb_server_ref(s);
+    atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
+    px->tried[px->tries++] = s;
 }
 
 /* ---- access log ---- */
@@ -322,6 +364,7 @@ static void px_release_server(struct px *px)
 static void px_free(struct px *px)
 {
     loop_timer_cancel(px->w->loop, &px->timer);
+    buf_free(&px->replay);
     px_release_server(px);
     free(px);
 }
@@ -332,41 +375,95 @@ static void on_px_timer(struct loop *loop, struct loop_timer *t)
 {
     struct px *px = t->data;
     if (px->up && px->up->state == UP_CONNECTING)
-        px_fail(px, 502, "Error communicating with backend server");
+        px_backend_failed(px, FAIL_CONNECT); /* connect timeout: nothing was sent */
     else
-        px_fail(px, 504, "Backend server timed out");
+        px_backend_failed(px, FAIL_TIMEOUT);
 }
 
-/* The backend failed. Before any byte was written, try another server; otherwise answer the
- * client (if it has no response head yet) or cut it off. */
-static void px_backend_failed(struct px *px, int timeout)
+/* Passive health: a connect failure, a reset or a timeout ejects the server at once. A failure
+ * on a reused pooled connection before any response byte is most likely the backend closing an
+ * idle connection as we wrote to it, and does not count against the server. */
+static void passive_fail(struct px *px, enum fail_kind kind, int stale)
 {
+    const struct lb_config *cfg = px->w->sh->cfg;
+    if (!px->server || !cfg->passive_health || stale)
+        return;
+    lb_server_eject(px->server, cfg->eject_base_ms, cfg->eject_max_ms,
+                    kind == FAIL_CONNECT ? "connect failed" : kind == FAIL_TIMEOUT ? "response timeout"
+                                                                                 : "connection reset");
+}
+
+/* Takes one retry from the worker's budget: each request earns budget_percent/100 of a retry
+ * (at most 100 saved; 10 to start with), so retries after sending stay a bounded share of the
+ * traffic and cannot multiply an outage. Returns 1 if a retry may be made. */
+static int retry_budget_take(struct lb_worker *w)
+{
+    if (w->retry_milli < 1000)
+        return 0;
+    w->retry_milli -= 1000;
+    return 1;
+}
+
+/* Starts px on px->server or, when connecting fails at once (a refused connection on loopback
+ * fails inside connect()), on other servers. pending is taken over. Returns 0, or -1 when no
+ * server could be reached (px is not answered yet). */
+static int px_dispatch(struct px *px, struct buf *pending)
+{
+    struct lb_worker *w = px->w;
+    for (;;) {
+        if (px_start_upstream(px, pending) == 0)
+            return 0;
+        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+        passive_fail(px, FAIL_CONNECT, 0);
+        px_release_server(px);
+        struct lb_server *s = px->tries <= (int)w->sh->cfg->retries ? pick_server(w, px) : NULL;
+        if (!s)
+            break;
+        px_use_server(px, s);
+    }
+    buf_free(pending);
+    return -1;
+}
+
+/* The backend failed. Retry on another server when nothing reached the backend (any method), or
+ * when the request is safe to repeat and fully replayable and the retry budget allows; otherwise
+ * answer the client (if it has no response head yet) or cut it off. */
+static void px_backend_failed(struct px *px, enum fail_kind kind)
+{
+    struct lb_worker *w = px->w;
     struct upstream *u = px->up;
+    int stale = u && u->uses > 1 && kind == FAIL_IO;
     if (px->server)
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
-    if (u && u->bytes_written == 0 && px->rs == RS_HEAD && px->tries < MAX_TRIES && !timeout) {
+    passive_fail(px, kind, stale);
+    int can = px->rs == RS_HEAD && px->tries <= (int)w->sh->cfg->retries && kind != FAIL_TIMEOUT && u;
+    struct buf pending = {0};
+    if (can && u->bytes_written == 0) {
         /* Nothing reached the backend: move what is queued to another server. */
-        struct buf pending = u->out;
+        pending = u->out;
         memset(&u->out, 0, sizeof(u->out));
+    } else if (can && px->safe && px->replayable && buf_used(&u->in) == 0 && (stale || retry_budget_take(w))) {
+        buf_append(&pending, buf_head(&px->replay), buf_used(&px->replay));
+    } else {
+        can = 0;
+    }
+    if (can) {
         u->px = NULL;
         px->up = NULL;
         up_close(u);
         px_release_server(px);
-        struct lb_server *s = pick_server(px->w, px);
+        struct lb_server *s = pick_server(w, px);
         if (s) {
-            px->server = s;
-            lb_server_ref(s);
-            atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
-            px->tried[px->tries++] = s;
-            if (px_start_upstream(px, &pending) == 0)
+            px_use_server(px, s);
+            if (px_dispatch(px, &pending) == 0)
                 return;
         }
         buf_free(&pending);
         px_fail(px, 502, "Error communicating with backend server");
         return;
     }
-    px_fail(px, timeout ? 504 : 502, timeout ? "Backend server timed out" : "Error communicating with backend server");
+    px_fail(px, kind == FAIL_TIMEOUT ? 504 : 502,
+            kind == FAIL_TIMEOUT ? "Backend server timed out" : "Error communicating with backend server");
 }
 
 /* Ends the exchange with an error: an error response if nothing was sent yet, else the client
@@ -491,7 +588,7 @@ static int up_flush(struct upstream *u)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (u->px)
-            px_backend_failed(u->px, 0);
+            px_backend_failed(u->px, u->bytes_written ? FAIL_IO : FAIL_CONNECT);
         else
             up_close(u);
         return -1;
@@ -546,6 +643,7 @@ static int px_start_upstream(struct px *px, struct buf *pending)
         }
     }
     u->px = px;
+    u->uses++;
     u->bytes_written = 0;
     u->reading = 1;
     px->up = u;
@@ -641,6 +739,17 @@ static void up_process(struct upstream *u)
                 continue;
             }
             px->status = r.status;
+            if (px->server) {
+                const struct lb_config *cfg = px->w->sh->cfg;
+                if (r.status >= 500) {
+                    unsigned k = atomic_fetch_add(&px->server->consec_5xx, 1) + 1;
+                    if (cfg->passive_health && cfg->eject_5xx && k >= cfg->eject_5xx &&
+                        lb_server_eject(px->server, cfg->eject_base_ms, cfg->eject_max_ms, "consecutive 5xx"))
+                        atomic_store(&px->server->consec_5xx, 0);
+                } else if (atomic_load_explicit(&px->server->consec_5xx, memory_order_relaxed)) {
+                    atomic_store(&px->server->consec_5xx, 0);
+                }
+            }
             px->resp_kind = r.body;
             px->resp_left = r.body == HTTP_BODY_LENGTH ? (uint64_t)r.content_length : 0;
             px->resp_keep_alive = r.keep_alive && r.body != HTTP_BODY_EOF;
@@ -711,7 +820,7 @@ static void up_io(struct loop *loop, int fd, int events, void *data)
         socklen_t len = sizeof(err);
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
             if (px)
-                px_backend_failed(px, 0);
+                px_backend_failed(px, FAIL_CONNECT);
             else
                 up_close(u);
             return;
@@ -753,7 +862,7 @@ static void up_io(struct loop *loop, int fd, int events, void *data)
             if (px) {
                 up_process(u); /* a complete response may precede the close */
                 if (u->px == px)
-                    px_backend_failed(px, 0);
+                    px_backend_failed(px, FAIL_IO);
             } else {
                 up_close(u);
             }
@@ -827,11 +936,14 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         http_conn_respond_error(c, 503, "No healthy servers available", 0);
         return;
     }
-    px->server = s;
-    lb_server_ref(s);
-    atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
-    px->tried[px->tries++] = s;
+    px_use_server(px, s);
+    w->retry_milli += (long)w->sh->cfg->retry_budget_percent * 10;
+    if (w->retry_milli > 100000)
+        w->retry_milli = 100000;
+    px->safe = h->method == HTTP_GET || h->method == HTTP_HEAD || h->method == HTTP_OPTIONS ||
+               h->method == HTTP_PUT || h->method == HTTP_DELETE || h->method == HTTP_TRACE ||
+               http_find_header(h, "idempotency-key") != NULL;
+    px->replayable = px->safe && w->sh->cfg->replay_buffer > 0;
 
     /* The request head for the backend. */
     struct buf b = {0};
@@ -868,10 +980,10 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         px->req_chunked = 1;
     }
     buf_puts(&b, "\r\n");
-    if (px_start_upstream(px, &b) < 0) {
-        buf_free(&b);
-        px_backend_failed(px, 0);
-    }
+    if (px->replayable)
+        buf_append(&px->replay, buf_head(&b), buf_used(&b));
+    if (px_dispatch(px, &b) < 0)
+        px_fail(px, 502, "Error communicating with backend server");
 }
 
 static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
@@ -880,6 +992,7 @@ static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
     if (!px || !px->up)
         return;
     struct upstream *u = px->up;
+    size_t before = buf_used(&u->out);
     if (px->req_chunked) {
         char hdr[24];
         int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
@@ -888,6 +1001,15 @@ static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
         buf_append(&u->out, "\r\n", 2);
     } else {
         buf_append(&u->out, p, n);
+    }
+    if (px->replayable) {
+        size_t added = buf_used(&u->out) - before;
+        if (buf_used(&px->replay) + added > px->w->sh->cfg->replay_buffer) {
+            px->replayable = 0; /* too large to keep: this request will not be retried after sending */
+            buf_free(&px->replay);
+        } else {
+            buf_append(&px->replay, buf_head(&u->out) + before, added);
+        }
     }
     if (u->state == UP_ACTIVE && up_flush(u) < 0)
         return;
@@ -909,8 +1031,11 @@ static void on_body_end(void *ctx, struct http_conn *c)
     if (px->req_body_done)
         return;
     px->req_body_done = 1;
-    if (px->req_chunked && px->up)
+    if (px->req_chunked && px->up) {
+        if (px->replayable)
+            buf_append(&px->replay, "0\r\n\r\n", 5);
         up_send(px->up, "0\r\n\r\n", 5);
+    }
 }
 
 static void on_drain(void *ctx, struct http_conn *c)
@@ -976,6 +1101,7 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     lim.body_timeout_ms = cfg->client_body_timeout_ms;
     lim.send_timeout_ms = cfg->client_send_timeout_ms;
     lim.max_conns = cfg->max_connections;
+    lim.climits = sh->climits;
     worker_refresh(w);
     w->srv = http_server_create(loop, listen_fd, &proxy_ops, w, &lim);
     if (!w->srv) {

@@ -21,6 +21,7 @@ struct lb_shared {
     struct lb_registry registry;
     const struct lb_policy_ops *policy;
     int access_log_fd;              /* -1 = off */
+    struct http_climits *climits;   /* per-address limits, NULL when off */
     atomic_int stopping;            /* graceful shutdown requested */
 };
 

@@ -169,6 +169,25 @@ int lb_server_usable(const struct lb_server *s)
            atomic_load_explicit(&s->admin, memory_order_relaxed) == LB_ADMIN_ACTIVE;
 }
 
+int lb_server_eject(struct lb_server *s, unsigned base_ms, unsigned max_ms, const char *why)
+{
+    int one = 1;
+    if (!atomic_compare_exchange_strong(&s->healthy, &one, 0))
+        return 0;
+    uint64_t now = loop_clock_us() / 1000;
+    /* A server that stayed up for a long while starts again from the base time. */
+    if (now - atomic_load(&s->up_since_ms) > (uint64_t)max_ms * 5)
+        atomic_store(&s->ejections, 0);
+    unsigned k = atomic_fetch_add(&s->ejections, 1);
+    uint64_t ms = (uint64_t)base_ms << (k > 16 ? 16 : k);
+    if (ms > max_ms)
+        ms = max_ms;
+    atomic_store(&s->ejected_until_ms, now + ms);
+    atomic_fetch_add(&s->ejections_total, 1);
+    fprintf(stderr, "agora lb: server %s ejected for %llu ms: %s\n", s->url, (unsigned long long)ms, why);
+    return 1;
+}
+
 /* ---- latency histogram: log-linear buckets, 4 per power of two, from 1 µs to ~2^24 s ---- */
 
 static unsigned hist_bucket(uint64_t us)
@@ -262,11 +281,12 @@ void lb_stats_json(const struct lb_set *set, const char *policy, struct buf *out
         json_str(out, s->key);
         buf_printf(out,
                    ", \"state\": \"%s\", \"healthy\": %s, \"admin\": \"%s\", \"weight\": %u, \"in_flight\": %d, "
-                   "\"requests\": %llu, \"errors\": %llu, \"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, "
+                   "\"requests\": %llu, \"errors\": %llu, \"ejections\": %llu, \"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, "
                    "\"last_check\": ",
                    admin != LB_ADMIN_ACTIVE ? admin_name(admin) : healthy ? "up" : "down", healthy ? "true" : "false",
                    admin_name(admin), atomic_load(&s->weight), atomic_load(&s->inflight),
                    (unsigned long long)atomic_load(&s->total), (unsigned long long)atomic_load(&s->errors),
+                   (unsigned long long)atomic_load(&s->ejections_total),
                    (double)lb_hist_percentile(s, 50) / 1000.0, (double)lb_hist_percentile(s, 99) / 1000.0);
         json_str(out, s->hc_last);
         buf_puts(out, "}");

@@ -33,12 +33,18 @@ struct lb_server {
     struct net_addr addr;
     atomic_uint weight;         /* configured weight, >= 1 */
     atomic_int admin;           /* enum lb_admin_state */
+    atomic_int drain_remove;    /* when drained: 1 = remove from the set, 0 = park */
     atomic_int healthy;         /* last health verdict (1 = up) */
     atomic_int inflight;        /* requests in flight, all workers */
     atomic_uint_fast64_t total; /* requests sent */
     atomic_uint_fast64_t errors;/* failed requests: connect/send/receive failures, timeouts, 5xx */
     atomic_uint_fast64_t fails_5xx;
     atomic_uint_fast64_t up_since_ms;   /* wall-clock-independent: loop clock ms when it came up */
+    /* passive health (outlier detection), written by workers */
+    atomic_uint_fast64_t ejected_until_ms; /* loop clock; no passing check counts before it */
+    atomic_uint ejections;      /* consecutive ejections, for the growing ejection time */
+    atomic_uint consec_5xx;
+    atomic_uint_fast64_t ejections_total;
     atomic_uint_fast64_t hist[LB_HIST_BUCKETS]; /* response latency histogram (see lb_hist_*) */
     /* peak-EWMA latency, updated by all workers under a tiny lock */
     pthread_spinlock_t ewma_lock;
@@ -82,6 +88,11 @@ struct lb_set *lb_registry_get(struct lb_registry *r);
  * passes them); the generation number increases. */
 void lb_registry_replace(struct lb_registry *r, struct lb_server *const *servers, size_t n);
 void lb_registry_destroy(struct lb_registry *r);
+
+/* Passive ejection: takes a healthy server out at once for base·2^(k-1) ms (k = consecutive
+ * ejections, capped at max_ms); an active check that passes after that time brings it back
+ * (rise applies). Returns 1 if this call ejected it, 0 if it was already out. */
+int lb_server_eject(struct lb_server *s, unsigned base_ms, unsigned max_ms, const char *why);
 
 /* Whether a server may get new requests now (healthy and active, weight > 0). */
 int lb_server_usable(const struct lb_server *s);
