@@ -7,6 +7,7 @@
 int cmd_server(int argc, char **argv); /* cli/server.c */
 int cmd_up(int argc, char **argv);     /* cli/up.c */
 int cmd_seed(int argc, char **argv);   /* cli/seed.c */
+int cmd_ctl(int argc, char **argv);    /* cli/ctl.c */
 
 /* Directory of the web UI: $AGORA_WEB, else <dir of executable>/../web, else ./web. Writes into
  * out (outlen bytes) and returns it. */

@@ -14,7 +14,8 @@ static void usage(FILE *f)
                "  up       run the whole platform on this machine: balancer + web servers\n"
                "  lb       the load balancer (reverse proxy)\n"
                "  server   a web server of the social network\n"
-               "  seed     fill a database with a synthetic social graph\n\n"
+               "  seed     fill a database with a synthetic social graph\n"
+               "  ctl      change a running balancer or `agora up` (add, drain, remove servers)\n\n"
                "  agora <command> --help   options of a command\n"
                "  agora --version          print the version\n");
 }
@@ -40,6 +41,8 @@ int main(int argc, char **argv)
         return cmd_server(argc - 1, argv + 1);
     if (!strcmp(cmd, "up"))
         return cmd_up(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ctl"))
+        return cmd_ctl(argc - 1, argv + 1);
     if (!strcmp(cmd, "seed"))
         return cmd_seed(argc - 1, argv + 1);
     fprintf(stderr, "agora: unknown command '%s'\n\n", cmd);

@@ -6,7 +6,15 @@
  * exits unexpectedly is restarted with a growing back-off (0.25 s doubling to 8 s, reset after
  * it has run 30 s); meanwhile the balancer routes around the missing server (connect failures
  * are retried on another server and health checks take it out). SIGINT/SIGTERM stop everything:
- * children get SIGTERM and up to 15 s to finish, then SIGKILL. */
+ * children get SIGTERM and up to 15 s to finish, then SIGKILL.
+ *
+ * The balancer's admin API listens on 127.0.0.1:(balancer port + 404), e.g. 8404 for :8000.
+ * A control socket DATA/agora-up.sock takes one-line commands from `agora ctl server ...`:
+ *   add            start one more web server on the next port and add it to the balancer
+ *   remove PORT    drain that server in the balancer (no new requests; in-flight ones finish),
+ *                  then stop its process (it is not restarted)
+ *   list           the supervised processes
+ * and answers with one line of JSON. */
 #include <errno.h>
 #include <stdarg.h>
 #include <arpa/inet.h>
@@ -15,12 +23,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/client.h"
 #include "cli/commands.h"
 #include "core/loop.h"
 #include "core/net.h"
@@ -36,6 +48,9 @@ struct child {
     uint64_t started_ms;
     uint64_t restart_at_ms; /* 0 = not waiting */
     unsigned backoff_ms;
+    unsigned port;          /* web servers: their port */
+    int retiring;           /* being drained for removal: not restarted, stopped when drained */
+    int retired;            /* removed for good */
 };
 
 struct up {
@@ -43,6 +58,13 @@ struct up {
     int nkids;
     char exe[PATH_MAX];
     int stopping;
+    char admin[64];         /* balancer admin API address */
+    char db[PATH_MAX + 16];
+    char web[PATH_MAX];
+    unsigned server_workers;
+    unsigned next_port;
+    int ctl_fd;
+    char ctl_path[PATH_MAX];
 };
 
 static uint64_t now_ms(void) { return loop_clock_us() / 1000; }
@@ -129,9 +151,191 @@ static int wait_port(const struct net_addr *a, unsigned ms)
     return -1;
 }
 
+/* Fills slot c as a web server on port. */
+static void make_server(struct up *u, struct child *c, unsigned port)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "server %u", port);
+    c->port = port;
+    child_arg(c, "agora");
+    child_arg(c, "server");
+    child_arg(c, "--listen");
+    child_arg(c, "127.0.0.1:%u", port);
+    child_arg(c, "--db");
+    child_arg(c, "%s", u->db);
+    child_arg(c, "--workers");
+    child_arg(c, "%u", u->server_workers);
+    child_arg(c, "--web");
+    child_arg(c, "%s", u->web);
+}
+
+static void ctl_answer(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ctl_answer(int fd, const char *fmt, ...)
+{
+    char line[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    ssize_t w = write(fd, line, (size_t)n);
+    (void)w;
+}
+
+/* Asks the balancer's admin API; returns the HTTP status or -1. */
+static int admin(struct up *u, const char *method, const char *path, const char *body)
+{
+    int status = -1;
+    struct buf out = {0};
+    char err[256];
+    if (cli_http(u->admin, method, path, NULL, body, 5000, &status, &out, err, sizeof(err)) < 0) {
+        fprintf(stderr, "agora up: admin API: %s\n", err);
+        status = -1;
+    }
+    buf_free(&out);
+    return status;
+}
+
+static void ctl_add(struct up *u, int fd)
+{
+    if (u->nkids >= MAX_CHILDREN) {
+        ctl_answer(fd, "{\"error\": \"at most %d processes\"}", MAX_CHILDREN);
+        return;
+    }
+    unsigned port = u->next_port++;
+    struct child *c = &u->kids[u->nkids];
+    make_server(u, c, port);
+    if (spawn(u, c) < 0) {
+        ctl_answer(fd, "{\"error\": \"cannot start a server process\"}");
+        return;
+    }
+    u->nkids++;
+    struct net_addr sa;
+    char a[64], body[128];
+    snprintf(a, sizeof(a), "127.0.0.1:%u", port);
+    net_parse_addr(a, &sa);
+    if (wait_port(&sa, 10000) < 0) {
+        ctl_answer(fd, "{\"error\": \"server on port %u did not start listening\"}", port);
+        return;
+    }
+    snprintf(body, sizeof(body), "{\"url\": \"http://127.0.0.1:%u\"}", port);
+    int st = admin(u, "POST", "/servers", body);
+    if (st != 201 && st != 409) {
+        ctl_answer(fd, "{\"error\": \"balancer refused the new server (status %d)\"}", st);
+        return;
+    }
+    fprintf(stderr, "agora up: added server on port %u\n", port);
+    ctl_answer(fd, "{\"added\": \"http://127.0.0.1:%u\", \"pid\": %d}", port, (int)c->pid);
+}
+
+static void ctl_remove(struct up *u, int fd, unsigned port)
+{
+    for (int i = 0; i < u->nkids; i++) {
+        struct child *c = &u->kids[i];
+        if (c->port != port || c->retired)
+            continue;
+        char path[96];
+        snprintf(path, sizeof(path), "/servers/127.0.0.1:%u/drain", port);
+        int st = admin(u, "POST", path, "{\"then\": \"remove\"}");
+        if (st != 202 && st != 404) {
+            ctl_answer(fd, "{\"error\": \"balancer refused to drain (status %d)\"}", st);
+            return;
+        }
+        c->retiring = 1;
+        fprintf(stderr, "agora up: draining server on port %u\n", port);
+        ctl_answer(fd, "{\"draining\": \"http://127.0.0.1:%u\"}", port);
+        return;
+    }
+    ctl_answer(fd, "{\"error\": \"no web server on port %u\"}", port);
+}
+
+static void ctl_list(struct up *u, int fd)
+{
+    char line[4000];
+    size_t n = 0;
+    n += (size_t)snprintf(line + n, sizeof(line) - n, "{\"processes\": [");
+    for (int i = 0; i < u->nkids && n < sizeof(line) - 200; i++) {
+        struct child *c = &u->kids[i];
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "%s{\"name\": \"%s\", \"pid\": %d, \"state\": \"%s\"}",
+                              i ? ", " : "", c->name, (int)c->pid,
+                              c->retired ? "removed" : c->retiring ? "draining" : c->pid > 0 ? "running" : "restarting");
+    }
+    snprintf(line + n, sizeof(line) - n, "]}");
+    ctl_answer(fd, "%s", line);
+}
+
+static void on_ctl(struct up *u)
+{
+    int fd = accept4(u->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char cmd[128];
+    ssize_t n = read(fd, cmd, sizeof(cmd) - 1);
+    if (n > 0) {
+        cmd[n] = '\0';
+        cmd[strcspn(cmd, "\r\n")] = '\0';
+        unsigned port;
+        if (u->stopping)
+            ctl_answer(fd, "{\"error\": \"agora up is stopping\"}");
+        else if (!strcmp(cmd, "add"))
+            ctl_add(u, fd);
+        else if (!strcmp(cmd, "list"))
+            ctl_list(u, fd);
+        else if (sscanf(cmd, "remove %u", &port) == 1)
+            ctl_remove(u, fd, port);
+        else
+            ctl_answer(fd, "{\"error\": \"unknown command (add, remove PORT, list)\"}");
+    }
+    close(fd);
+}
+
+/* Stops retiring servers once the balancer no longer lists them. */
+static void check_retiring(struct up *u)
+{
+    for (int i = 0; i < u->nkids; i++) {
+        struct child *c = &u->kids[i];
+        if (!c->retiring || c->retired)
+            continue;
+        char path[64];
+        snprintf(path, sizeof(path), "/servers/127.0.0.1:%u/drain", c->port);
+        /* A drain request on a server that is gone answers 404: drained and removed. */
+        int st = admin(u, "POST", path, "{\"then\": \"remove\"}");
+        if (st == 404) {
+            c->retired = 1;
+            c->restart_at_ms = 0;
+            if (c->pid > 0)
+                kill(c->pid, SIGTERM);
+            fprintf(stderr, "agora up: server on port %u drained and stopped\n", c->port);
+        }
+    }
+}
+
+static int ctl_listen(struct up *u, const char *data)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agora-up.sock", data) >= (int)sizeof(sa.sun_path))
+        return -1;
+    snprintf(u->ctl_path, sizeof(u->ctl_path), "%s", sa.sun_path);
+    unlink(sa.sun_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    chmod(sa.sun_path, 0600);
+    u->ctl_fd = fd;
+    return 0;
+}
+
 int cmd_up(int argc, char **argv)
 {
-    static struct up u; /* large; lives for the whole process (main's setup, not shared state) */
     char listen[128] = ":8000", data[PATH_MAX] = "data", policy[32] = "least-conn", access_log[PATH_MAX] = "off";
     unsigned nservers = 3, server_workers = 1, lb_workers = 0;
     for (int i = 1; i < argc; i++) {
@@ -174,35 +378,49 @@ int cmd_up(int argc, char **argv)
         }
     }
     struct net_addr la;
-    if (net_parse_addr(listen, &la) < 0) {
-        fprintf(stderr, "agora up: invalid --listen '%s' (expected HOST:PORT)\n", listen);
+    if (net_parse_addr(listen, &la) < 0 || la.ss.ss_family != AF_INET) {
+        fprintf(stderr, "agora up: invalid --listen '%s' (expected IPv4 HOST:PORT)\n", listen);
         return 2;
     }
     unsigned port = ntohs(((struct sockaddr_in *)&la.ss)->sin_port);
-    if (port == 0 || port + nservers > 65535) {
-        fprintf(stderr, "agora up: --listen needs a port with %u free ports after it\n", nservers);
+    if (port == 0 || port + 404 > 65535 || port + nservers > 65535) {
+        fprintf(stderr, "agora up: --listen needs a port with %u free ports after it (and port + 404 for admin)\n",
+                nservers);
         return 2;
     }
     if (mkdir(data, 0755) < 0 && errno != EEXIST) {
         fprintf(stderr, "agora up: cannot create data directory '%s': %s\n", data, strerror(errno));
         return 1;
     }
-    ssize_t n = readlink("/proc/self/exe", u.exe, sizeof(u.exe) - 1);
+    struct up *u = calloc(1, sizeof(*u));
+    if (!u)
+        return 1;
+    int rc = 1;
+    ssize_t n = readlink("/proc/self/exe", u->exe, sizeof(u->exe) - 1);
     if (n <= 0) {
         fprintf(stderr, "agora up: cannot find my own executable\n");
-        return 1;
+        goto out;
     }
-    u.exe[n] = '\0';
-    char web[PATH_MAX];
-    cli_default_web_dir(web, sizeof(web));
+    u->exe[n] = '\0';
+    u->ctl_fd = -1;
+    cli_default_web_dir(u->web, sizeof(u->web));
+    snprintf(u->db, sizeof(u->db), "sqlite:%s/agora.db", data);
+    snprintf(u->admin, sizeof(u->admin), "127.0.0.1:%u", port + 404);
+    u->server_workers = server_workers;
+    u->next_port = port + 1 + nservers;
+    if (ctl_listen(u, data) < 0)
+        fprintf(stderr, "agora up: control socket unavailable in %s: %s (agora ctl server ... will not work)\n", data,
+                strerror(errno));
 
-    /* Children: servers first, then the balancer. */
-    struct child *lb = &u.kids[nservers];
+    /* Children: the servers in slots 0..N-1, the balancer in the last slot used at start. */
+    struct child *lb = &u->kids[nservers];
     snprintf(lb->name, sizeof(lb->name), "balancer");
     child_arg(lb, "agora");
     child_arg(lb, "lb");
     child_arg(lb, "--listen");
     child_arg(lb, "%s", listen);
+    child_arg(lb, "--admin-listen");
+    child_arg(lb, "%s", u->admin);
     child_arg(lb, "--policy");
     child_arg(lb, "%s", policy);
     child_arg(lb, "--health-interval");
@@ -216,22 +434,11 @@ int cmd_up(int argc, char **argv)
         child_arg(lb, "%u", lb_workers);
     }
     for (unsigned i = 0; i < nservers; i++) {
-        struct child *c = &u.kids[i];
-        snprintf(c->name, sizeof(c->name), "server %u", port + 1 + i);
-        child_arg(c, "agora");
-        child_arg(c, "server");
-        child_arg(c, "--listen");
-        child_arg(c, "127.0.0.1:%u", port + 1 + i);
-        child_arg(c, "--db");
-        child_arg(c, "sqlite:%s/agora.db", data);
-        child_arg(c, "--workers");
-        child_arg(c, "%u", server_workers);
-        child_arg(c, "--web");
-        child_arg(c, "%s", web);
+        make_server(u, &u->kids[i], port + 1 + i);
         child_arg(lb, "--backend");
         child_arg(lb, "http://127.0.0.1:%u", port + 1 + i);
     }
-    u.nkids = (int)nservers + 1;
+    u->nkids = (int)nservers + 1;
 
     sigset_t set;
     sigemptyset(&set);
@@ -239,21 +446,21 @@ int cmd_up(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, NULL);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0) {
         fprintf(stderr, "agora up: signalfd: %s\n", strerror(errno));
-        return 1;
+        goto out;
     }
-    for (int i = 0; i < u.nkids; i++) {
-        if (spawn(&u, &u.kids[i]) < 0)
-            return 1;
-        if (i == (int)nservers - 1) {
+    for (int i = 0; i < u->nkids; i++) {
+        if (spawn(u, &u->kids[i]) < 0)
+            goto out;
+        if (i == 0) {
             /* Let the first server create the schema before the others race for it. */
             struct net_addr sa;
             char a[64];
             snprintf(a, sizeof(a), "127.0.0.1:%u", port + 1);
             net_parse_addr(a, &sa);
-            wait_port(&sa, 5000);
+            wait_port(&sa, 10000);
         }
     }
     struct net_addr probe = la;
@@ -267,38 +474,40 @@ int cmd_up(int argc, char **argv)
         printf("agora up: the balancer is not answering on %s yet; still trying\n", shown);
     fflush(stdout);
 
-    uint64_t kill_at = 0;
+    uint64_t kill_at = 0, next_retire_check = 0;
     for (;;) {
         int alive = 0;
         uint64_t next_wake = 0;
-        for (int i = 0; i < u.nkids; i++) {
-            alive += u.kids[i].pid > 0;
-            if (u.kids[i].restart_at_ms && (!next_wake || u.kids[i].restart_at_ms < next_wake))
-                next_wake = u.kids[i].restart_at_ms;
+        for (int i = 0; i < u->nkids; i++) {
+            alive += u->kids[i].pid > 0;
+            if (u->kids[i].restart_at_ms && (!next_wake || u->kids[i].restart_at_ms < next_wake))
+                next_wake = u->kids[i].restart_at_ms;
         }
-        if (u.stopping && !alive)
+        if (u->stopping && !alive)
             break;
-        if (u.stopping && now_ms() >= kill_at) {
-            for (int i = 0; i < u.nkids; i++)
-                if (u.kids[i].pid > 0)
-                    kill(u.kids[i].pid, SIGKILL);
+        if (u->stopping && now_ms() >= kill_at) {
+            for (int i = 0; i < u->nkids; i++)
+                if (u->kids[i].pid > 0)
+                    kill(u->kids[i].pid, SIGKILL);
         }
-        int timeout_ms = 1000;
-        if (next_wake && !u.stopping)
+        int timeout_ms = 200;
+        if (next_wake && !u->stopping && next_wake < now_ms() + 200)
             timeout_ms = next_wake > now_ms() ? (int)(next_wake - now_ms()) : 0;
-        struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
-        siginfo_t si;
-        int sig = sigtimedwait(&set, &si, &ts);
-        if (sig == SIGINT || sig == SIGTERM) {
-            if (!u.stopping) {
+        struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN}, {.fd = u->ctl_fd, .events = POLLIN}};
+        int np = poll(pf, u->ctl_fd >= 0 ? 2 : 1, timeout_ms);
+        if (np > 0 && (pf[1].revents & POLLIN))
+            on_ctl(u);
+        struct signalfd_siginfo si;
+        while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+            if ((si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) && !u->stopping) {
                 printf("agora up: stopping...\n");
                 fflush(stdout);
-                u.stopping = 1;
+                u->stopping = 1;
                 kill_at = now_ms() + 15000;
                 /* The balancer first, so it stops taking requests, then the servers. */
-                for (int i = u.nkids - 1; i >= 0; i--)
-                    if (u.kids[i].pid > 0)
-                        kill(u.kids[i].pid, SIGTERM);
+                for (int i = u->nkids - 1; i >= 0; i--)
+                    if (u->kids[i].pid > 0)
+                        kill(u->kids[i].pid, SIGTERM);
             }
         }
         /* Reap whatever exited (SIGCHLD may coalesce). */
@@ -307,12 +516,12 @@ int cmd_up(int argc, char **argv)
             pid_t pid = waitpid(-1, &status, WNOHANG);
             if (pid <= 0)
                 break;
-            for (int i = 0; i < u.nkids; i++) {
-                struct child *c = &u.kids[i];
+            for (int i = 0; i < u->nkids; i++) {
+                struct child *c = &u->kids[i];
                 if (c->pid != pid)
                     continue;
                 c->pid = 0;
-                if (u.stopping)
+                if (u->stopping || c->retired)
                     break;
                 uint64_t ran = now_ms() - c->started_ms;
                 c->backoff_ms = ran > 30000 || !c->backoff_ms ? 250 : (c->backoff_ms * 2 > 8000 ? 8000 : c->backoff_ms * 2);
@@ -326,18 +535,29 @@ int cmd_up(int argc, char **argv)
                 break;
             }
         }
-        if (!u.stopping) {
-            for (int i = 0; i < u.nkids; i++) {
-                struct child *c = &u.kids[i];
-                if (!c->pid && c->restart_at_ms && now_ms() >= c->restart_at_ms)
-                    spawn(&u, c);
+        if (!u->stopping) {
+            for (int i = 0; i < u->nkids; i++) {
+                struct child *c = &u->kids[i];
+                if (!c->pid && !c->retired && c->restart_at_ms && now_ms() >= c->restart_at_ms)
+                    spawn(u, c);
+            }
+            if (now_ms() >= next_retire_check) {
+                check_retiring(u);
+                next_retire_check = now_ms() + 500;
             }
         }
     }
     close(sfd);
     printf("agora up: stopped\n");
-    for (int i = 0; i < u.nkids; i++)
-        for (int k = 0; k < u.kids[i].argc; k++)
-            free(u.kids[i].argv[k]);
-    return 0;
+    rc = 0;
+out:
+    if (u->ctl_fd >= 0) {
+        close(u->ctl_fd);
+        unlink(u->ctl_path);
+    }
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        for (int k = 0; k < u->kids[i].argc; k++)
+            free(u->kids[i].argv[k]);
+    free(u);
+    return rc;
 }
