@@ -361,12 +361,16 @@ static void px_release_server(struct px *px)
     px->server = NULL;
 }
 
+static void free_later(struct loop *loop, void *p) { free(p); }
+
+/* Ends px. Its memory is freed after the current loop iteration, so callers up the stack may
+ * still compare pointers to it (e.g. `u->px == px`) but must not use it otherwise. */
 static void px_free(struct px *px)
 {
     loop_timer_cancel(px->w->loop, &px->timer);
     buf_free(&px->replay);
     px_release_server(px);
-    free(px);
+    loop_defer(px->w->loop, free_later, px);
 }
 
 static void px_arm(struct px *px, unsigned ms) { loop_timer_arm(px->w->loop, &px->timer, ms); }
@@ -556,11 +560,16 @@ static void up_close(struct upstream *u)
     if (u->fd >= 0) {
         loop_unwatch(w->loop, u->fd);
         close(u->fd);
+        u->fd = -1;
     }
     buf_free(&u->in);
     buf_free(&u->out);
     lb_server_unref(u->server);
-    free(u);
+    u->server = NULL;
+    u->px = NULL;
+    u->reading = 0;
+    /* Freed after this iteration: a caller up the stack may still look at u->px. */
+    loop_defer(w->loop, free_later, u);
 }
 
 static void up_update_mask(struct upstream *u)
