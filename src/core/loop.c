@@ -104,6 +104,8 @@ int loop_watch(struct loop *loop, int fd, int mask, loop_io_fn *fn, void *data)
 
 int loop_set_mask(struct loop *loop, int fd, int mask)
 {
+    if (fd < 0 || fd >= loop->max_fds)
+        return -EBADF;
     struct watch *w = &loop->watches[fd];
     if (w->mask == mask)
         return 0;

@@ -71,6 +71,8 @@ static const struct opt opts[] = {
     {"health", "eject_base", "eject-time", T_DURATION, O(eject_base_ms), 0,
      "first ejection time; doubles with each repeated ejection (default 2s)"},
     {"health", "eject_max", "eject-max-time", T_DURATION, O(eject_max_ms), 0, "longest ejection (default 60s)"},
+    {"health", "max_ejection_percent", "max-ejection", T_UINT, O(max_eject_percent), 0,
+     "passive health never ejects more than this % of the servers (default 50)"},
     {"health", "panic_percent", "panic-threshold", T_UINT, O(panic_percent), 0,
      "when fewer than this % of servers are healthy, balance over all of them (default 50; 0 = off)"},
     {"health", "slow_start", "slow-start", T_DURATION, O(slow_start_ms), 0,
@@ -130,6 +132,7 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->eject_5xx = 5;
     cfg->eject_base_ms = 2000;
     cfg->eject_max_ms = 60000;
+    cfg->max_eject_percent = 50;
     cfg->panic_percent = 50;
     cfg->slow_start_ms = 10000;
     cfg->retries = 2;
@@ -282,8 +285,8 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "health path must start with '/'");
         return -1;
     }
-    if (cfg->panic_percent > 100 || cfg->retry_budget_percent > 100) {
-        snprintf(err, errlen, "panic-threshold and retry-budget are percentages (0..100)");
+    if (cfg->panic_percent > 100 || cfg->retry_budget_percent > 100 || cfg->max_eject_percent > 100) {
+        snprintf(err, errlen, "panic-threshold, max-ejection and retry-budget are percentages (0..100)");
         return -1;
     }
     if (cfg->retries > 8) {

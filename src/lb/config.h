@@ -38,6 +38,7 @@ struct lb_config {
     int passive_health;              /* eject on connect failure/reset/timeout/consecutive 5xx */
     unsigned eject_5xx;              /* consecutive 5xx responses that eject */
     unsigned eject_base_ms, eject_max_ms;
+    unsigned max_eject_percent;      /* passive ejection never takes out more than this share */
     unsigned panic_percent;          /* below this share of usable servers, balance over all */
     unsigned slow_start_ms;          /* weight ramp for new and recovering servers; 0 = off */
     /* retries */

@@ -102,12 +102,14 @@ struct px {
     struct loop_timer timer;
     char req_line[160];       /* for the access log */
     char referer[128], agent[160];
+    int dead;                 /* ended (px_free); memory stays valid until the iteration ends */
 };
 
-enum fail_kind { FAIL_CONNECT, FAIL_IO, FAIL_TIMEOUT };
+enum fail_kind { FAIL_CONNECT, FAIL_IO, FAIL_TIMEOUT, FAIL_5XX };
 
 static void px_finish(struct px *px, int reuse_upstream);
 static void px_backend_failed(struct px *px, enum fail_kind kind);
+static void passive_fail(struct px *px, enum fail_kind kind, int stale);
 static void px_fail(struct px *px, int status, const char *msg);
 static void up_close(struct upstream *u);
 static void up_io(struct loop *loop, int fd, int events, void *data);
@@ -367,6 +369,7 @@ static void free_later(struct loop *loop, void *p) { free(p); }
  * still compare pointers to it (e.g. `u->px == px`) but must not use it otherwise. */
 static void px_free(struct px *px)
 {
+    px->dead = 1;
     loop_timer_cancel(px->w->loop, &px->timer);
     buf_free(&px->replay);
     px_release_server(px);
@@ -390,11 +393,24 @@ static void on_px_timer(struct loop *loop, struct loop_timer *t)
 static void passive_fail(struct px *px, enum fail_kind kind, int stale)
 {
     const struct lb_config *cfg = px->w->sh->cfg;
-    if (!px->server || !cfg->passive_health || stale)
+    if (!px->server || !cfg->passive_health || stale || !atomic_load(&px->server->healthy))
+        return;
+    /* Never eject so many that the rest are overwhelmed: at most max_eject_percent may be out. */
+    struct lb_set *set = px->w->set;
+    size_t active = 0, down = 0;
+    for (size_t i = 0; i < set->n; i++) {
+        if (atomic_load_explicit(&set->servers[i]->admin, memory_order_relaxed) != LB_ADMIN_ACTIVE)
+            continue;
+        active++;
+        down += !atomic_load_explicit(&set->servers[i]->healthy, memory_order_relaxed);
+    }
+    if ((down + 1) * 100 > active * cfg->max_eject_percent)
         return;
     lb_server_eject(px->server, cfg->eject_base_ms, cfg->eject_max_ms,
-                    kind == FAIL_CONNECT ? "connect failed" : kind == FAIL_TIMEOUT ? "response timeout"
-                                                                                 : "connection reset");
+                    kind == FAIL_CONNECT   ? "connect failed"
+                    : kind == FAIL_TIMEOUT ? "response timeout"
+                    : kind == FAIL_5XX     ? "consecutive 5xx responses"
+                                           : "connection reset");
 }
 
 /* Takes one retry from the worker's budget: each request earns budget_percent/100 of a retry
@@ -716,10 +732,14 @@ static int send_body(struct px *px, const char *p, size_t n)
     return http_conn_send(px->client, "\r\n", 2);
 }
 
+/* Sending to the client can fail and abort the exchange (on_abort frees px): every caller of
+ * send_* checks px->dead afterwards. */
 static void resp_complete(struct px *px)
 {
     if (px->resp_chunked_out)
         http_conn_send(px->client, "0\r\n\r\n", 5);
+    if (px->dead)
+        return;
     px->rs = RS_DONE;
     int reuse = px->resp_keep_alive && px->req_body_done;
     px_finish(px, reuse);
@@ -744,6 +764,8 @@ static void up_process(struct upstream *u)
             if (r.status >= 100 && r.status < 200) {
                 if (r.status == 100 && px->req->expect_continue)
                     http_conn_send(px->client, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                if (px->dead)
+                    return;
                 buf_consume(&u->in, (size_t)n);
                 continue;
             }
@@ -752,9 +774,10 @@ static void up_process(struct upstream *u)
                 const struct lb_config *cfg = px->w->sh->cfg;
                 if (r.status >= 500) {
                     unsigned k = atomic_fetch_add(&px->server->consec_5xx, 1) + 1;
-                    if (cfg->passive_health && cfg->eject_5xx && k >= cfg->eject_5xx &&
-                        lb_server_eject(px->server, cfg->eject_base_ms, cfg->eject_max_ms, "consecutive 5xx"))
+                    if (cfg->eject_5xx && k >= cfg->eject_5xx) {
                         atomic_store(&px->server->consec_5xx, 0);
+                        passive_fail(px, FAIL_5XX, 0);
+                    }
                 } else if (atomic_load_explicit(&px->server->consec_5xx, memory_order_relaxed)) {
                     atomic_store(&px->server->consec_5xx, 0);
                 }
@@ -764,6 +787,8 @@ static void up_process(struct upstream *u)
             px->resp_keep_alive = r.keep_alive && r.body != HTTP_BODY_EOF;
             http_chunked_init(&px->resp_chunked);
             send_response_head(px, &r);
+            if (px->dead)
+                return;
             buf_consume(&u->in, (size_t)n);
             px->rs = RS_BODY;
             px_arm(px, px->w->sh->cfg->response_timeout_ms);
@@ -782,6 +807,8 @@ static void up_process(struct upstream *u)
             size_t take = n < px->resp_left ? n : (size_t)px->resp_left;
             px->resp_left -= take;
             more = send_body(px, p, take);
+            if (px->dead)
+                return;
             buf_consume(&u->in, take);
             if (px->resp_left == 0) {
                 resp_complete(px);
@@ -789,6 +816,8 @@ static void up_process(struct upstream *u)
             }
         } else if (px->resp_kind == HTTP_BODY_EOF) {
             more = send_body(px, p, n);
+            if (px->dead)
+                return;
             buf_consume(&u->in, n);
         } else {
             const char *data;
@@ -800,6 +829,8 @@ static void up_process(struct upstream *u)
             }
             if (dlen)
                 more = send_body(px, data, dlen);
+            if (px->dead)
+                return;
             buf_consume(&u->in, (size_t)used);
             if (px->resp_chunked.done) {
                 resp_complete(px);

@@ -1,0 +1,188 @@
+/* api.c — helpers shared by the JSON API handlers; see api.h. */
+#include "app/api.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "app/auth.h"
+#include "app/json.h"
+#include "app/req.h"
+
+void api_error(struct api *a, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    a->resp->status = status;
+    buf_reset(&a->resp->body);
+    json_put_error(&a->resp->body, msg);
+    if (status == 401)
+        http_response_header(a->resp, "WWW-Authenticate", "Bearer");
+    else if (status == 503)
+        http_response_header(a->resp, "Retry-After", "1");
+}
+
+void api_store_error(struct api *a, int rc, const char *what)
+{
+    if (rc == STORE_NOT_FOUND) {
+        api_error(a, 404, "%s", what);
+    } else if (rc == STORE_BUSY) {
+        fprintf(stderr, "agora: database busy: %s\n", store_errmsg(a->app->store));
+        api_error(a, 503, "the database is busy, try again");
+    } else {
+        fprintf(stderr, "agora: database error: %s\n", store_errmsg(a->app->store));
+        api_error(a, 500, "internal error");
+    }
+}
+
+int api_auth(struct api *a, int required)
+{
+    if (a->auth == 0) {
+        struct http_str tok;
+        unsigned char hash[STORE_TOKEN_HASH_LEN];
+        a->auth = -1;
+        if (auth_request_token(a->head, &tok) == 1 && auth_token_hash(tok.p, tok.n, hash) == 0) {
+            int rc = store_session_account(a->app->store, hash, &a->me);
+            if (rc == STORE_OK) {
+                a->auth = 1;
+            } else if (rc != STORE_NOT_FOUND) {
+                a->auth = 0;
+                api_store_error(a, rc, "");
+                return -1;
+            }
+        }
+    }
+    if (a->auth < 0 && required) {
+        api_error(a, 401, "authentication required: send Authorization: Bearer <token> or the %s cookie",
+                  AUTH_COOKIE);
+        return -1;
+    }
+    return a->auth > 0;
+}
+
+json_t *api_body(struct api *a)
+{
+    json_error_t err;
+    json_t *obj;
+    if (a->req->body_len > API_MAX_BODY) {
+        api_error(a, 413, "request body too large (at most %d bytes)", API_MAX_BODY);
+        return NULL;
+    }
+    if (!json_utf8_valid(a->req->body, a->req->body_len, NULL)) {
+        api_error(a, 400, "request body is not valid UTF-8");
+        return NULL;
+    }
+    if (a->req->body_len == 0) {
+        api_error(a, 400, "request body must be a JSON object");
+        return NULL;
+    }
+    obj = json_loadb(a->req->body, a->req->body_len, JSON_REJECT_DUPLICATES, &err);
+    if (obj == NULL) {
+        api_error(a, 400, "invalid JSON: %s (line %d, column %d)", err.text, err.line, err.column);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        api_error(a, 400, "request body must be a JSON object");
+        return NULL;
+    }
+    return obj;
+}
+
+int api_string(struct api *a, json_t *obj, const char *name, const char **s, size_t *n)
+{
+    json_t *v = json_object_get(obj, name);
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v)) {
+        api_error(a, 400, "%s: must be a string", name);
+        return -1;
+    }
+    *s = json_string_value(v);
+    *n = json_string_length(v);
+    return 1;
+}
+
+/* Reads query parameter name as an id into *out (0 when absent). Returns 0 or -1 after a 400. */
+static int query_id(struct api *a, const char *name, int64_t *out)
+{
+    char v[32];
+    int rc = req_query_param(a->head->query, name, v, sizeof v);
+    *out = 0;
+    if (rc == 0)
+        return 0;
+    if (rc < 0 || !req_parse_id(v, strlen(v), out)) {
+        api_error(a, 400, "%s: must be a positive integer id", name);
+        return -1;
+    }
+    return 0;
+}
+
+int api_page(struct api *a, struct store_page *pg, int *limit)
+{
+    char v[32];
+    int64_t n = API_DEFAULT_LIMIT;
+    int rc = req_query_param(a->head->query, "limit", v, sizeof v);
+    if (rc != 0 && (rc < 0 || !req_parse_id(v, strlen(v), &n) || n > API_MAX_LIMIT)) {
+        api_error(a, 400, "limit: must be an integer from 1 to %d", API_MAX_LIMIT);
+        return -1;
+    }
+    if (query_id(a, "max_id", &pg->max_id) < 0 || query_id(a, "since_id", &pg->since_id) < 0)
+        return -1;
+    *limit = (int)n;
+    pg->limit = (int)n + 1;
+    return 0;
+}
+
+void api_list_begin(struct api_list *l, struct api *a, int limit)
+{
+    memset(l, 0, sizeof *l);
+    l->a = a;
+    l->limit = limit;
+    buf_append(&a->resp->body, "[", 1);
+}
+
+/* Accounts for one more row; returns 1 if it is beyond the page (so the stream stops). */
+static int list_row(struct api_list *l, int64_t id)
+{
+    if (l->count == l->limit) {
+        l->more = 1;
+        return 1;
+    }
+    if (l->count++ > 0)
+        buf_append(&l->a->resp->body, ",", 1);
+    l->last_id = id;
+    return 0;
+}
+
+int api_list_post(void *ctx, const struct store_post *p)
+{
+    struct api_list *l = ctx;
+    if (list_row(l, p->id))
+        return 1;
+    json_put_post(&l->a->resp->body, p);
+    return 0;
+}
+
+int api_list_account(void *ctx, const struct store_account *acc)
+{
+    struct api_list *l = ctx;
+    if (list_row(l, acc->id))
+        return 1;
+    json_put_account(&l->a->resp->body, acc);
+    return 0;
+}
+
+void api_list_end(struct api_list *l, int oldest_first)
+{
+    struct api *a = l->a;
+    buf_append(&a->resp->body, "]", 1);
+    a->resp->status = 200;
+    if (l->more)
+        http_response_header(a->resp, "Link", "<%.*s?limit=%d&%s=%" PRId64 ">; rel=\"next\"", (int)a->head->path.n,
+                             a->head->path.p, l->limit, oldest_first ? "since_id" : "max_id", l->last_id);
+}

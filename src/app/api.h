@@ -1,0 +1,93 @@
+/* api.h — what the JSON API handlers share: the app object, the per-request context, and helpers
+ * for authentication, request bodies, pagination, lists and error responses.
+ *
+ * Internal to src/app. A handler receives a struct api for one request, validates its input,
+ * calls the store, and writes the JSON body into a->resp->body (with a->resp->status). On any
+ * problem it calls api_error() (or a helper that does) and returns; the error replaces whatever
+ * body was written so far. The router adds Content-Type for every response that has a body. */
+#ifndef AGORA_APP_API_H
+#define AGORA_APP_API_H
+#include <jansson.h>
+#include <stdint.h>
+
+#include "app/app.h"
+#include "app/store.h"
+
+#define API_MAX_BODY (64 * 1024)
+#define API_DEFAULT_LIMIT 20
+#define API_MAX_LIMIT 100
+
+struct app {
+    struct store *store;
+    char *served_by;
+    char *web_dir;
+    char *dummy_hash; /* Argon2id hash of a random password, made on first failed log-in */
+};
+
+struct api {
+    struct app *app;
+    const struct http_request *req;
+    const struct http_head *head;
+    struct http_response *resp;
+    struct http_str param; /* the {username} or {id} segment of the path, if the route has one */
+    int auth;              /* 0 not yet looked up, 1 authenticated (me is set), -1 anonymous */
+    struct store_account me;
+    int64_t now; /* request time, ms since the epoch */
+};
+
+typedef void (*api_fn)(struct api *a);
+
+/* Replaces the response with status and {"error": message} (printf-formatted). A 401 also gets
+ * "WWW-Authenticate: Bearer". */
+void api_error(struct api *a, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Answers a failed store call: 404 for STORE_NOT_FOUND (with what, e.g. "post not found"), 503
+ * for STORE_BUSY, 500 otherwise (the store's message goes to stderr, not to the client). */
+void api_store_error(struct api *a, int rc, const char *what);
+/* Resolves the caller from the request's token (once per request). With required set, answers
+ * 401 and returns -1 when there is no valid token; otherwise returns 1 (authenticated) or 0. */
+int api_auth(struct api *a, int required);
+/* Parses the body as a JSON object. Returns it (caller json_decref()s), or NULL after answering
+ * 413 (too large) or 400 (not UTF-8, malformed, not an object). */
+json_t *api_body(struct api *a);
+/* Reads an optional string member. Returns 1 with *s and *n set, 0 if absent or null, or -1 after
+ * answering 400 when it has another type. */
+int api_string(struct api *a, json_t *obj, const char *name, const char **s, size_t *n);
+/* Parses ?limit, ?max_id and ?since_id into pg (pg->limit = limit + 1, to detect a next page);
+ * *limit gets the requested page size. Returns 0, or -1 after answering 400. */
+int api_page(struct api *a, struct store_page *pg, int *limit);
+
+/* Streams a list response: api_list_begin writes "[", the callbacks append rows (stopping after
+ * limit rows), api_list_end writes "]" and, when a further row existed, a Link header for the
+ * next page (max_id = last id for newest-first lists, since_id for oldest-first). */
+struct api_list {
+    struct api *a;
+    int limit;
+    int count;
+    int more;
+    int64_t last_id;
+};
+void api_list_begin(struct api_list *l, struct api *a, int limit);
+int api_list_post(void *ctx, const struct store_post *p);
+int api_list_account(void *ctx, const struct store_account *acc);
+void api_list_end(struct api_list *l, int oldest_first);
+
+/* Handlers (api_accounts.c, api_posts.c). */
+void api_accounts_create(struct api *a);
+void api_accounts_get(struct api *a);
+void api_accounts_follow(struct api *a);
+void api_accounts_unfollow(struct api *a);
+void api_accounts_followers(struct api *a);
+void api_accounts_following(struct api *a);
+void api_accounts_posts(struct api *a);
+void api_sessions_create(struct api *a);
+void api_sessions_get(struct api *a);
+void api_sessions_delete(struct api *a);
+void api_posts_create(struct api *a);
+void api_posts_get(struct api *a);
+void api_posts_delete(struct api *a);
+void api_posts_like(struct api *a);
+void api_posts_unlike(struct api *a);
+void api_posts_replies(struct api *a);
+void api_timelines_home(struct api *a);
+
+#endif

@@ -1,0 +1,238 @@
+/* api_posts.c — post, like, reply and timeline handlers of the JSON API.
+ *
+ *   POST   /api/v1/posts               {"text", "reply_to"?} → 201 post; Idempotency-Key honoured
+ *   GET    /api/v1/posts/{id}          → post
+ *   DELETE /api/v1/posts/{id}          → 204 (author only, else 403)
+ *   POST   /api/v1/posts/{id}/like     → post (idempotent)
+ *   DELETE /api/v1/posts/{id}/like     → post (idempotent)
+ *   GET    /api/v1/posts/{id}/replies  → posts, oldest first (next page: ?since_id=)
+ *   GET    /api/v1/timelines/home      → the caller's home timeline, newest first (?max_id=) */
+#include <string.h>
+
+#include "app/api.h"
+#include "app/json.h"
+#include "app/req.h"
+
+#define TEXT_MAX 500      /* code points, after trimming */
+#define IDEM_KEY_MAX 128
+
+/* Decodes the code point starting at s[0] (valid UTF-8 assumed); sets *len to its byte length. */
+static unsigned decode(const unsigned char *s, size_t *len)
+{
+    if (s[0] < 0x80)
+        return *len = 1, s[0];
+    if ((s[0] & 0xe0) == 0xc0)
+        return *len = 2, ((s[0] & 0x1fu) << 6) | (s[1] & 0x3fu);
+    if ((s[0] & 0xf0) == 0xe0)
+        return *len = 3, ((s[0] & 0x0fu) << 12) | ((s[1] & 0x3fu) << 6) | (s[2] & 0x3fu);
+    return *len = 4, ((s[0] & 0x07u) << 18) | ((s[1] & 0x3fu) << 12) | ((s[2] & 0x3fu) << 6) | (s[3] & 0x3fu);
+}
+
+/* Unicode White_Space. */
+static int is_space(unsigned c)
+{
+    return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+/* Trims leading and trailing white space of valid UTF-8 s[0,*n); returns the new start. */
+static const char *trim(const char *s, size_t *n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + *n;
+    size_t len;
+    while (p < end && is_space(decode(p, &len)))
+        p += len;
+    while (end > p) {
+        const unsigned char *q = end - 1;
+        while (q > p && (*q & 0xc0) == 0x80)
+            q--;
+        if (!is_space(decode(q, &len)))
+            break;
+        end = q;
+    }
+    *n = (size_t)(end - p);
+    return (const char *)p;
+}
+
+/* Parses the {id} path parameter; answers 404 and returns -1 if it cannot name a post. */
+static int path_id(struct api *a, int64_t *id)
+{
+    if (!req_parse_id(a->param.p, a->param.n, id)) {
+        api_error(a, 404, "post not found");
+        return -1;
+    }
+    return 0;
+}
+
+static int put_post(void *ctx, const struct store_post *p)
+{
+    json_put_post(&((struct api *)ctx)->resp->body, p);
+    return 0;
+}
+
+/* Answers status with post id as seen by the caller (404 if it vanished meanwhile). */
+static void reply_post(struct api *a, int status, int64_t id)
+{
+    buf_reset(&a->resp->body);
+    int rc = store_post_get(a->app->store, id, a->auth > 0 ? a->me.id : 0, put_post, a);
+    if (rc != STORE_OK)
+        api_store_error(a, rc, "post not found");
+    else
+        a->resp->status = status;
+}
+
+/* Reads the optional Idempotency-Key header into key (NUL-terminated; "" when absent). Returns 0,
+ * or -1 after answering 400 when it is empty, too long or not printable ASCII. */
+static int idempotency_key(struct api *a, char key[IDEM_KEY_MAX + 1])
+{
+    const struct http_str *v = req_header(a->head, "idempotency-key");
+    key[0] = '\0';
+    if (v == NULL)
+        return 0;
+    int ok = v->n >= 1 && v->n <= IDEM_KEY_MAX;
+    for (size_t i = 0; ok && i < v->n; i++)
+        ok = v->p[i] >= 0x20 && v->p[i] <= 0x7e;
+    if (!ok) {
+        api_error(a, 400, "Idempotency-Key: must be 1-%d printable ASCII characters", IDEM_KEY_MAX);
+        return -1;
+    }
+    memcpy(key, v->p, v->n);
+    key[v->n] = '\0';
+    return 0;
+}
+
+/* Reads the optional reply_to member: a post id as a string (or a JSON integer), or null.
+ * Returns 0 with *id (0 = none), or -1 after answering 400/422. */
+static int reply_to(struct api *a, json_t *body, int64_t *id)
+{
+    json_t *v = json_object_get(body, "reply_to");
+    *id = 0;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (json_is_string(v)) {
+        if (req_parse_id(json_string_value(v), json_string_length(v), id))
+            return 0;
+    } else if (json_is_integer(v)) {
+        if ((*id = json_integer_value(v)) > 0)
+            return 0;
+    } else {
+        api_error(a, 400, "reply_to: must be a post id string or null");
+        return -1;
+    }
+    api_error(a, 422, "reply_to: post not found");
+    return -1;
+}
+
+void api_posts_create(struct api *a)
+{
+    char key[IDEM_KEY_MAX + 1];
+    const char *text;
+    size_t n, chars = 0;
+    int64_t parent, id = 0;
+    json_t *body = NULL;
+    int rc;
+    if (api_auth(a, 1) < 0 || idempotency_key(a, key) < 0 || (body = api_body(a)) == NULL)
+        return;
+    if ((rc = api_string(a, body, "text", &text, &n)) <= 0) {
+        if (rc == 0)
+            api_error(a, 422, "text: is required");
+        goto out;
+    }
+    if (!json_utf8_valid(text, n, NULL)) {
+        api_error(a, 400, "text: is not valid UTF-8");
+        goto out;
+    }
+    text = trim(text, &n);
+    json_utf8_valid(text, n, &chars);
+    if (chars < 1 || chars > TEXT_MAX) {
+        api_error(a, 422, "text: must be 1-%d characters after trimming white space", TEXT_MAX);
+        goto out;
+    }
+    if (reply_to(a, body, &parent) < 0)
+        goto out;
+    rc = store_post_create(a->app->store, a->me.id, text, n, parent, key[0] ? key : NULL, a->now, &id);
+    if (rc == STORE_NOT_FOUND) {
+        api_error(a, 422, "reply_to: post not found");
+        goto out;
+    }
+    if (rc != STORE_OK) {
+        api_store_error(a, rc, "");
+        goto out;
+    }
+    reply_post(a, 201, id);
+    if (a->resp->status == 201)
+        http_response_header(a->resp, "Location", "/api/v1/posts/%lld", (long long)id);
+out:
+    json_decref(body);
+}
+
+void api_posts_get(struct api *a)
+{
+    int64_t id;
+    if (path_id(a, &id) == 0 && api_auth(a, 0) >= 0)
+        reply_post(a, 200, id);
+}
+
+void api_posts_delete(struct api *a)
+{
+    int64_t id;
+    if (api_auth(a, 1) < 0 || path_id(a, &id) < 0)
+        return;
+    int rc = store_post_delete(a->app->store, id, a->me.id);
+    if (rc == STORE_FORBIDDEN)
+        api_error(a, 403, "you can only delete your own posts");
+    else if (rc != STORE_OK)
+        api_store_error(a, rc, "post not found");
+    else
+        a->resp->status = 204;
+}
+
+static void like(struct api *a, int on)
+{
+    int64_t id;
+    if (api_auth(a, 1) < 0 || path_id(a, &id) < 0)
+        return;
+    int rc = store_like(a->app->store, id, a->me.id, on, a->now);
+    if (rc != STORE_OK)
+        api_store_error(a, rc, "post not found");
+    else
+        reply_post(a, 200, id);
+}
+
+void api_posts_like(struct api *a) { like(a, 1); }
+void api_posts_unlike(struct api *a) { like(a, 0); }
+
+static int ignore_post(void *ctx, const struct store_post *p) { return 0; }
+
+void api_posts_replies(struct api *a)
+{
+    struct store_page pg = {0};
+    struct api_list l;
+    int64_t id;
+    int limit;
+    if (path_id(a, &id) < 0 || api_page(a, &pg, &limit) < 0 || api_auth(a, 0) < 0)
+        return;
+    api_list_begin(&l, a, limit);
+    int rc = store_replies(a->app->store, id, a->auth > 0 ? a->me.id : 0, &pg, api_list_post, &l);
+    if (rc == STORE_OK && l.count == 0) /* an empty list: tell "no replies" from "no such post" */
+        rc = store_post_get(a->app->store, id, 0, ignore_post, NULL);
+    if (rc != STORE_OK)
+        api_store_error(a, rc, "post not found");
+    else
+        api_list_end(&l, 1);
+}
+
+void api_timelines_home(struct api *a)
+{
+    struct store_page pg = {0};
+    struct api_list l;
+    int limit;
+    if (api_auth(a, 1) < 0 || api_page(a, &pg, &limit) < 0)
+        return;
+    api_list_begin(&l, a, limit);
+    int rc = store_home(a->app->store, a->me.id, &pg, api_list_post, &l);
+    if (rc != STORE_OK)
+        api_store_error(a, rc, "");
+    else
+        api_list_end(&l, 0);
+}

@@ -1,0 +1,98 @@
+/* app.c — the application entry points: open/close, and the top-level split of every request
+ * into the health check, the JSON API (router.c) and the static UI (static.c). See app.h. */
+#include "app/app.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/api.h"
+#include "app/auth.h"
+#include "app/json.h"
+#include "app/router.h"
+#include "app/static.h"
+
+struct app *app_open(const struct app_config *cfg, char *err, size_t errlen)
+{
+    struct app *app = NULL;
+    if (auth_init() != 0) {
+        snprintf(err, errlen, "cannot initialise libsodium");
+        return NULL;
+    }
+    if ((app = calloc(1, sizeof *app)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    app->served_by = strdup(cfg->served_by ? cfg->served_by : "agora");
+    app->web_dir = strdup(cfg->web_dir ? cfg->web_dir : "web");
+    if (app->served_by == NULL || app->web_dir == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if ((app->store = store_open(cfg->db_url, NULL, err, errlen)) == NULL)
+        goto fail;
+    return app;
+fail:
+    app_close(app);
+    return NULL;
+}
+
+void app_close(struct app *app)
+{
+    if (app == NULL)
+        return;
+    store_close(app->store);
+    free(app->served_by);
+    free(app->web_dir);
+    free(app->dummy_hash);
+    free(app);
+}
+
+static int path_is(struct http_str p, const char *lit)
+{
+    size_t n = strlen(lit);
+    return p.n == n && memcmp(p.p, lit, n) == 0;
+}
+
+static int is_get(const struct http_head *h) { return h->method == HTTP_GET || h->method == HTTP_HEAD; }
+
+static void not_allowed(struct http_response *resp)
+{
+    resp->status = 405;
+    json_put_error(&resp->body, "method not allowed (allowed: GET, HEAD)");
+    http_response_header(resp, "Allow", "GET, HEAD");
+    http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+}
+
+static void health(struct app *app, struct http_response *resp)
+{
+    if (store_ping(app->store) == STORE_OK) {
+        resp->status = 200;
+        buf_puts(&resp->body, "{\"status\":\"ok\"}");
+    } else {
+        fprintf(stderr, "agora: health check failed: %s\n", store_errmsg(app->store));
+        resp->status = 503;
+        json_put_error(&resp->body, "database unavailable");
+    }
+    http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+    http_response_header(resp, "Cache-Control", "no-store");
+}
+
+void app_handle(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct app *app = ctx;
+    const struct http_head *h = req->head;
+    http_response_header(resp, "X-Served-By", "%s", app->served_by);
+    if (path_is(h->path, "/health")) {
+        if (is_get(h))
+            health(app, resp);
+        else
+            not_allowed(resp);
+    } else if (path_is(h->path, "/api") || (h->path.n >= 5 && memcmp(h->path.p, "/api/", 5) == 0)) {
+        router_handle(app, req, resp);
+    } else if (!is_get(h)) {
+        not_allowed(resp);
+    } else {
+        static_serve(app->web_dir, req, resp);
+    }
+}

@@ -1,0 +1,107 @@
+/* router.c — the JSON API route table and dispatch; see router.h. */
+#include "app/router.h"
+
+#include <string.h>
+#include <time.h>
+
+struct route {
+    const char *pattern; /* '*' stands for one non-empty path segment */
+    api_fn get, post, del;
+};
+
+static const struct route routes[] = {
+    {"/api/v1/accounts", NULL, api_accounts_create, NULL},
+    {"/api/v1/accounts/*", api_accounts_get, NULL, NULL},
+    {"/api/v1/accounts/*/follow", NULL, api_accounts_follow, api_accounts_unfollow},
+    {"/api/v1/accounts/*/followers", api_accounts_followers, NULL, NULL},
+    {"/api/v1/accounts/*/following", api_accounts_following, NULL, NULL},
+    {"/api/v1/accounts/*/posts", api_accounts_posts, NULL, NULL},
+    {"/api/v1/sessions", api_sessions_get, api_sessions_create, api_sessions_delete},
+    {"/api/v1/posts", NULL, api_posts_create, NULL},
+    {"/api/v1/posts/*", api_posts_get, NULL, api_posts_delete},
+    {"/api/v1/posts/*/like", NULL, api_posts_like, api_posts_unlike},
+    {"/api/v1/posts/*/replies", api_posts_replies, NULL, NULL},
+    {"/api/v1/timelines/home", api_timelines_home, NULL, NULL},
+};
+
+/* Returns 1 if path matches pattern, setting *param to the segment matched by '*'. */
+static int match(const char *pattern, struct http_str path, struct http_str *param)
+{
+    size_t i = 0;
+    for (const char *p = pattern; *p != '\0'; p++) {
+        if (*p == '*') {
+            size_t start = i;
+            while (i < path.n && path.p[i] != '/')
+                i++;
+            if (i == start)
+                return 0;
+            param->p = path.p + start;
+            param->n = i - start;
+        } else if (i < path.n && path.p[i] == *p) {
+            i++;
+        } else {
+            return 0;
+        }
+    }
+    return i == path.n;
+}
+
+static void allow(const struct route *r, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (r->get)
+        strncat(out, "GET, HEAD", n - strlen(out) - 1);
+    if (r->post)
+        strncat(out, out[0] ? ", POST" : "POST", n - strlen(out) - 1);
+    if (r->del)
+        strncat(out, out[0] ? ", DELETE" : "DELETE", n - strlen(out) - 1);
+}
+
+static void dispatch(struct api *a)
+{
+    const struct http_head *h = a->head;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const struct route *r = &routes[i];
+        if (!match(r->pattern, h->path, &a->param))
+            continue;
+        api_fn fn = NULL;
+        if (h->method == HTTP_GET || h->method == HTTP_HEAD)
+            fn = r->get;
+        else if (h->method == HTTP_POST)
+            fn = r->post;
+        else if (h->method == HTTP_DELETE)
+            fn = r->del;
+        if (fn == NULL) {
+            char methods[40];
+            allow(r, methods, sizeof methods);
+            api_error(a, 405, "method %.*s not allowed here (allowed: %s)", (int)h->method_str.n, h->method_str.p,
+                      methods);
+            http_response_header(a->resp, "Allow", "%s", methods);
+            return;
+        }
+        if (a->req->body_len > API_MAX_BODY) {
+            api_error(a, 413, "request body too large (at most %d bytes)", API_MAX_BODY);
+            return;
+        }
+        fn(a);
+        return;
+    }
+    api_error(a, 404, "no such API endpoint: %.*s", (int)h->path.n, h->path.p);
+}
+
+void router_handle(struct app *app, const struct http_request *req, struct http_response *resp)
+{
+    struct timespec ts;
+    struct api a;
+    memset(&a, 0, sizeof a);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    a.app = app;
+    a.req = req;
+    a.head = req->head;
+    a.resp = resp;
+    a.now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    resp->status = 200;
+    dispatch(&a);
+    if (resp->status != 204 && resp->status != 304)
+        http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+}

@@ -1,0 +1,276 @@
+/* store.h — the one interface between the application and its database.
+ *
+ * A store is a connection to one database, used by one thread at a time (each app worker opens
+ * its own). The implementation is chosen by the URL in store_open(): "sqlite:PATH" today
+ * (store_sqlite.c); a PostgreSQL implementation can be added later by filling another
+ * struct store_ops. Handlers call the store_* wrappers below and never see SQL; the store
+ * returns plain structs and never formats JSON.
+ *
+ * Data model: accounts, sessions (only a hash of the token is stored), follows, posts, likes, and
+ * the home-timeline table used for fan-out on write (see docs/TIMELINES.md). Ids are positive
+ * 64-bit integers that grow with insertion order; timestamps are milliseconds since the Unix epoch.
+ * Every write is one transaction that also maintains the denormalised counters, and is retried
+ * when the database is busy, so an acknowledged write (STORE_OK) is committed.
+ *
+ * Return codes of every function returning int: STORE_OK, or one of the negative codes below;
+ * on STORE_ERROR/STORE_BUSY store_errmsg() describes the problem.
+ *
+ * List functions stream rows to a callback instead of returning arrays: the row and every pointer
+ * in it are valid only during the callback. The callback returns 0 to continue or non-zero to stop
+ * early (not an error). Lists are bounded by a struct store_page. */
+#ifndef AGORA_APP_STORE_H
+#define AGORA_APP_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_OK 0
+#define STORE_ERROR (-1)     /* unexpected database error (message in store_errmsg) */
+#define STORE_NOT_FOUND (-2) /* the account/post/session named does not exist */
+#define STORE_CONFLICT (-3)  /* a unique value (username) is taken */
+#define STORE_FORBIDDEN (-4) /* the caller may not do this (deleting another author's post) */
+#define STORE_BUSY (-5)      /* the database stayed locked through every retry */
+
+/* Authors with at least this many followers are not fanned out on write (their posts are merged
+ * into home timelines at read time). */
+#define STORE_FANOUT_LIMIT 1000
+
+#define STORE_USERNAME_MAX 30     /* bytes (usernames are ASCII) */
+#define STORE_DISPLAY_NAME_MAX 50 /* code points, i.e. at most 200 bytes of UTF-8 */
+#define STORE_HASH_MAX 128        /* password hash string incl. NUL (crypto_pwhash_STRBYTES) */
+#define STORE_TOKEN_HASH_LEN 32   /* bytes of a session token hash */
+
+struct store_account {
+    int64_t id;
+    char username[STORE_USERNAME_MAX + 2];
+    char display_name[4 * STORE_DISPLAY_NAME_MAX + 8];
+    int64_t created_at; /* ms since the epoch */
+    int64_t followers_count;
+    int64_t following_count;
+    int64_t posts_count;
+};
+
+struct store_post {
+    int64_t id;
+    struct store_account author;
+    const char *text; /* UTF-8, not NUL-terminated; valid during the callback only */
+    size_t text_len;
+    int64_t created_at;
+    int64_t reply_to; /* 0 = not a reply (or the parent was deleted) */
+    int64_t likes_count;
+    int64_t replies_count;
+    int liked; /* 1 if the viewer passed to the query likes it */
+};
+
+/* A window of a list: only ids < max_id and > since_id (0 = unbounded), at most limit rows. */
+struct store_page {
+    int64_t max_id;
+    int64_t since_id;
+    int limit;
+};
+
+enum store_account_list { STORE_FOLLOWERS, STORE_FOLLOWING };
+
+typedef int (*store_post_cb)(void *ctx, const struct store_post *post);
+typedef int (*store_account_cb)(void *ctx, const struct store_account *account);
+
+/* What bulk_end found after loading (for agora seed's summary). */
+struct store_bulk_stats {
+    int64_t accounts, follows, posts;
+    int64_t fanout_posts;     /* posts delivered by fan-out on write */
+    int64_t home_rows;        /* rows in the home-timeline table */
+    int64_t big_accounts;     /* accounts with >= fanout limit followers */
+    int64_t max_followers;
+};
+
+struct store_options {
+    int fanout_limit; /* <= 0: STORE_FANOUT_LIMIT; tests use small values */
+};
+
+struct store;
+
+struct store_ops {
+    const char *name;
+    void (*close)(struct store *st);
+    int (*ping)(struct store *st);
+
+    int (*account_create)(struct store *st, const char *username, const char *display_name,
+                          const char *password_hash, int64_t now, struct store_account *out);
+    int (*account_by_name)(struct store *st, const char *username, struct store_account *out);
+    int (*account_credentials)(struct store *st, const char *username, struct store_account *out,
+                               char hash[STORE_HASH_MAX]);
+
+    int (*session_create)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t account_id,
+                          int64_t now);
+    int (*session_account)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
+                           struct store_account *out);
+    int (*session_delete)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN]);
+
+    int (*follow)(struct store *st, int64_t follower, int64_t followee, int on, int64_t now);
+    int (*account_list)(struct store *st, enum store_account_list which, int64_t account_id,
+                        const struct store_page *page, store_account_cb cb, void *ctx);
+
+    int (*post_create)(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
+                       const char *idem_key, int64_t now, int64_t *id_out);
+    int (*post_get)(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, void *ctx);
+    int (*post_delete)(struct store *st, int64_t id, int64_t author);
+    int (*like)(struct store *st, int64_t post, int64_t account, int on, int64_t now);
+
+    int (*posts_by_author)(struct store *st, int64_t author, int64_t viewer, const struct store_page *page,
+                           store_post_cb cb, void *ctx);
+    int (*replies)(struct store *st, int64_t post, int64_t viewer, const struct store_page *page,
+                   store_post_cb cb, void *ctx);
+    int (*home)(struct store *st, int64_t owner, const struct store_page *page, store_post_cb cb, void *ctx);
+
+    int (*bulk_begin)(struct store *st, int wipe);
+    int (*bulk_account)(struct store *st, const char *username, const char *display_name,
+                        const char *password_hash, int64_t created_at, int64_t *id_out);
+    int (*bulk_follow)(struct store *st, int64_t follower, int64_t followee, int64_t created_at);
+    int (*bulk_post)(struct store *st, int64_t author, const char *text, int64_t created_at, int64_t *id_out);
+    int (*bulk_end)(struct store *st, int commit, struct store_bulk_stats *stats);
+    int (*count_accounts)(struct store *st, int64_t *n);
+};
+
+/* Every implementation embeds this as its first member. */
+struct store {
+    const struct store_ops *ops;
+    int fanout_limit;
+    char err[256];
+};
+
+/* Opens the database named by url ("sqlite:PATH"), creating or migrating the schema, and returns
+ * a store for the calling thread, or NULL with a message in err. opts may be NULL. */
+struct store *store_open(const char *url, const struct store_options *opts, char *err, size_t errlen);
+/* Closes the connection and frees the store. NULL is allowed. */
+void store_close(struct store *st);
+/* The message describing the last STORE_ERROR/STORE_BUSY. */
+static inline const char *store_errmsg(const struct store *st) { return st->err; }
+
+/* Runs a trivial query; STORE_OK when the database answers. */
+static inline int store_ping(struct store *st) { return st->ops->ping(st); }
+
+/* Creates an account (username unique ignoring ASCII case → STORE_CONFLICT) and fills *out. The
+ * caller validates the fields. */
+static inline int store_account_create(struct store *st, const char *username, const char *display_name,
+                                       const char *password_hash, int64_t now, struct store_account *out)
+{
+    return st->ops->account_create(st, username, display_name, password_hash, now, out);
+}
+/* Looks an account up by username, ignoring ASCII case. STORE_NOT_FOUND if none. */
+static inline int store_account_by_name(struct store *st, const char *username, struct store_account *out)
+{
+    return st->ops->account_by_name(st, username, out);
+}
+/* Like store_account_by_name, also copying the password hash (NUL-terminated) into hash. */
+static inline int store_account_credentials(struct store *st, const char *username, struct store_account *out,
+                                            char hash[STORE_HASH_MAX])
+{
+    return st->ops->account_credentials(st, username, out, hash);
+}
+
+/* Stores a session identified by the hash of its token. */
+static inline int store_session_create(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
+                                       int64_t account_id, int64_t now)
+{
+    return st->ops->session_create(st, hash, account_id, now);
+}
+/* Finds the account of the session with this token hash. STORE_NOT_FOUND if none. */
+static inline int store_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
+                                        struct store_account *out)
+{
+    return st->ops->session_account(st, hash, out);
+}
+/* Deletes the session (STORE_OK also when it did not exist). */
+static inline int store_session_delete(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN])
+{
+    return st->ops->session_delete(st, hash);
+}
+
+/* Makes follower follow (on = 1) or stop following (on = 0) followee; idempotent. Maintains the
+ * counters and the follower's home timeline. STORE_NOT_FOUND if followee does not exist. The
+ * caller rejects following oneself. */
+static inline int store_follow(struct store *st, int64_t follower, int64_t followee, int on, int64_t now)
+{
+    return st->ops->follow(st, follower, followee, on, now);
+}
+/* Streams the followers or followees of account_id, highest account id first; page bounds apply
+ * to account ids. */
+static inline int store_account_list(struct store *st, enum store_account_list which, int64_t account_id,
+                                     const struct store_page *page, store_account_cb cb, void *ctx)
+{
+    return st->ops->account_list(st, which, account_id, page, cb, ctx);
+}
+
+/* Creates a post (text already validated; reply_to 0 = none) and sets *id_out. With an
+ * idem_key (NULL = none), a post by the same author with the same key is returned instead of
+ * creating another one (a UNIQUE constraint guarantees this across processes). STORE_NOT_FOUND
+ * if reply_to names no post. */
+static inline int store_post_create(struct store *st, int64_t author, const char *text, size_t text_len,
+                                    int64_t reply_to, const char *idem_key, int64_t now, int64_t *id_out)
+{
+    return st->ops->post_create(st, author, text, text_len, reply_to, idem_key, now, id_out);
+}
+/* Calls cb once with the post (liked by viewer; 0 = anonymous). STORE_NOT_FOUND if none. */
+static inline int store_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, void *ctx)
+{
+    return st->ops->post_get(st, id, viewer, cb, ctx);
+}
+/* Deletes post id if author wrote it: STORE_NOT_FOUND if missing, STORE_FORBIDDEN if not theirs.
+ * Replies to it keep existing with reply_to cleared. */
+static inline int store_post_delete(struct store *st, int64_t id, int64_t author)
+{
+    return st->ops->post_delete(st, id, author);
+}
+/* Likes (on = 1) or unlikes (on = 0) a post; idempotent. STORE_NOT_FOUND if the post is missing. */
+static inline int store_like(struct store *st, int64_t post, int64_t account, int on, int64_t now)
+{
+    return st->ops->like(st, post, account, on, now);
+}
+
+/* Streams author's posts, newest first. */
+static inline int store_posts_by_author(struct store *st, int64_t author, int64_t viewer,
+                                        const struct store_page *page, store_post_cb cb, void *ctx)
+{
+    return st->ops->posts_by_author(st, author, viewer, page, cb, ctx);
+}
+/* Streams the replies to post, oldest first. */
+static inline int store_replies(struct store *st, int64_t post, int64_t viewer, const struct store_page *page,
+                                store_post_cb cb, void *ctx)
+{
+    return st->ops->replies(st, post, viewer, page, cb, ctx);
+}
+/* Streams owner's home timeline (own posts and those of every account owner follows), newest
+ * first, with liked relative to owner. */
+static inline int store_home(struct store *st, int64_t owner, const struct store_page *page, store_post_cb cb,
+                             void *ctx)
+{
+    return st->ops->home(st, owner, page, cb, ctx);
+}
+
+/* Bulk loading (agora seed) into an empty database. bulk_begin opens one long write transaction
+ * (wipe = 1 first deletes every row; otherwise a non-empty database is STORE_CONFLICT); bulk_account/bulk_follow/bulk_post insert raw rows without maintaining counters or
+ * timelines; bulk_end(commit = 1) recomputes every counter, decides each post's fan-out with
+ * the same rule as store_post_create, fills the home timelines, commits and fills *stats (may be NULL);
+ * commit = 0 rolls back. Follows must not repeat or point to oneself. */
+static inline int store_bulk_begin(struct store *st, int wipe) { return st->ops->bulk_begin(st, wipe); }
+static inline int store_bulk_account(struct store *st, const char *username, const char *display_name,
+                                     const char *password_hash, int64_t created_at, int64_t *id_out)
+{
+    return st->ops->bulk_account(st, username, display_name, password_hash, created_at, id_out);
+}
+static inline int store_bulk_follow(struct store *st, int64_t follower, int64_t followee, int64_t created_at)
+{
+    return st->ops->bulk_follow(st, follower, followee, created_at);
+}
+static inline int store_bulk_post(struct store *st, int64_t author, const char *text, int64_t created_at,
+                                  int64_t *id_out)
+{
+    return st->ops->bulk_post(st, author, text, created_at, id_out);
+}
+static inline int store_bulk_end(struct store *st, int commit, struct store_bulk_stats *stats)
+{
+    return st->ops->bulk_end(st, commit, stats);
+}
+/* Sets *n to the number of accounts. */
+static inline int store_count_accounts(struct store *st, int64_t *n) { return st->ops->count_accounts(st, n); }
+
+#endif

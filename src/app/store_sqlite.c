@@ -1,0 +1,649 @@
+/* store_sqlite.c — SQLite store: connection, schema migrations, statement cache, write
+ * transactions with retry, accounts, sessions and follows. See store_sqlite.h and store.h. */
+#include "app/store_sqlite.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BUSY_TIMEOUT_MS 5000
+#define WRITE_ATTEMPTS 8 /* each waits up to BUSY_TIMEOUT_MS for the lock */
+
+#define POST_COLS "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, " \
+                  "l.account_id IS NOT NULL, " SQ_ACCOUNT_COLS
+
+/* Schema migrations, applied in order; the database's PRAGMA user_version is the number applied.
+ * Never edit an entry once released: append a new one. */
+static const char *const migrations[] = {
+    /* 1: initial schema */
+    "CREATE TABLE accounts ("
+    "  id INTEGER PRIMARY KEY,"
+    "  username TEXT NOT NULL COLLATE NOCASE UNIQUE,"
+    "  display_name TEXT NOT NULL,"
+    "  password_hash TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  followers_count INTEGER NOT NULL DEFAULT 0,"
+    "  following_count INTEGER NOT NULL DEFAULT 0,"
+    "  posts_count INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE sessions ("
+    "  token_hash BLOB PRIMARY KEY,"
+    "  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX sessions_account ON sessions(account_id);"
+    "CREATE TABLE follows ("
+    "  follower INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+    "  followee INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (follower, followee),"
+    "  CHECK (follower <> followee)) WITHOUT ROWID;"
+    "CREATE INDEX follows_followee ON follows(followee, follower);"
+    /* fanout: 1 = delivered into followers' home rows when written; 0 = merged at read time */
+    "CREATE TABLE posts ("
+    "  id INTEGER PRIMARY KEY,"
+    "  author INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+    "  text TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  reply_to INTEGER REFERENCES posts(id) ON DELETE SET NULL,"
+    "  likes_count INTEGER NOT NULL DEFAULT 0,"
+    "  replies_count INTEGER NOT NULL DEFAULT 0,"
+    "  fanout INTEGER NOT NULL DEFAULT 1,"
+    "  idem_key TEXT);"
+    "CREATE INDEX posts_author ON posts(author, id);"
+    "CREATE INDEX posts_unfanned ON posts(author, id) WHERE fanout = 0;"
+    "CREATE INDEX posts_reply ON posts(reply_to, id);"
+    "CREATE UNIQUE INDEX posts_idem ON posts(author, idem_key) WHERE idem_key IS NOT NULL;"
+    "CREATE TABLE likes ("
+    "  post_id INTEGER NOT NULL REFERENCES posts(id) ON DELETE CASCADE,"
+    "  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (post_id, account_id)) WITHOUT ROWID;"
+    "CREATE INDEX likes_account ON likes(account_id);"
+    /* home timelines filled by fan-out on write: (owner, post) for the owner's own posts and for
+     * every fanout = 1 post of an account the owner follows */
+    "CREATE TABLE home ("
+    "  owner INTEGER NOT NULL,"
+    "  post_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (owner, post_id)) WITHOUT ROWID;",
+};
+#define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+static const char *const stmt_sql[SQ__COUNT] = {
+    [SQ_BEGIN] = "BEGIN IMMEDIATE",
+    [SQ_COMMIT] = "COMMIT",
+    [SQ_ROLLBACK] = "ROLLBACK",
+    [SQ_PING] = "SELECT 1 FROM accounts LIMIT 1",
+    [SQ_ACC_INSERT] = "INSERT INTO accounts(username, display_name, password_hash, created_at) "
+                      "VALUES(?1, ?2, ?3, ?4)",
+    [SQ_ACC_BY_NAME] = "SELECT " SQ_ACCOUNT_COLS " FROM accounts a WHERE a.username = ?1",
+    [SQ_ACC_CRED] = "SELECT " SQ_ACCOUNT_COLS ", a.password_hash FROM accounts a WHERE a.username = ?1",
+    [SQ_ACC_BY_ID] = "SELECT " SQ_ACCOUNT_COLS " FROM accounts a WHERE a.id = ?1",
+    [SQ_ACC_EXISTS] = "SELECT 1 FROM accounts WHERE id = ?1",
+    [SQ_ACC_COUNT] = "SELECT count(*) FROM accounts",
+    [SQ_ACC_ADD_FOLLOWERS] = "UPDATE accounts SET followers_count = followers_count + ?2 WHERE id = ?1",
+    [SQ_ACC_ADD_FOLLOWING] = "UPDATE accounts SET following_count = following_count + ?2 WHERE id = ?1",
+    [SQ_ACC_ADD_POSTS] = "UPDATE accounts SET posts_count = posts_count + ?2 WHERE id = ?1",
+    [SQ_SESS_INSERT] = "INSERT INTO sessions(token_hash, account_id, created_at) VALUES(?1, ?2, ?3)",
+    [SQ_SESS_ACCOUNT] = "SELECT " SQ_ACCOUNT_COLS " FROM sessions s JOIN accounts a ON a.id = s.account_id "
+                        "WHERE s.token_hash = ?1",
+    [SQ_SESS_DELETE] = "DELETE FROM sessions WHERE token_hash = ?1",
+    [SQ_FOLLOW_INSERT] = "INSERT OR IGNORE INTO follows(follower, followee, created_at) VALUES(?1, ?2, ?3)",
+    [SQ_FOLLOW_DELETE] = "DELETE FROM follows WHERE follower = ?1 AND followee = ?2",
+    [SQ_HOME_BACKFILL] = "INSERT OR IGNORE INTO home(owner, post_id) "
+                         "SELECT ?1, id FROM posts WHERE author = ?2 AND fanout = 1",
+    [SQ_HOME_UNFILL] = "DELETE FROM home WHERE owner = ?1 AND post_id IN (SELECT id FROM posts WHERE author = ?2)",
+    [SQ_LIST_FOLLOWERS] = "SELECT " SQ_ACCOUNT_COLS " FROM follows f JOIN accounts a ON a.id = f.follower "
+                          "WHERE f.followee = ?1 AND f.follower < ?2 AND f.follower > ?3 "
+                          "ORDER BY f.follower DESC LIMIT ?4",
+    [SQ_LIST_FOLLOWING] = "SELECT " SQ_ACCOUNT_COLS " FROM follows f JOIN accounts a ON a.id = f.followee "
+                          "WHERE f.follower = ?1 AND f.followee < ?2 AND f.followee > ?3 "
+                          "ORDER BY f.followee DESC LIMIT ?4",
+    [SQ_POST_INSERT] = "INSERT INTO posts(author, text, created_at, reply_to, fanout, idem_key) "
+                       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [SQ_POST_BY_KEY] = "SELECT id FROM posts WHERE author = ?1 AND idem_key = ?2 AND idem_key IS NOT NULL",
+    [SQ_POST_EXISTS] = "SELECT 1 FROM posts WHERE id = ?1",
+    [SQ_POST_META] = "SELECT author, reply_to FROM posts WHERE id = ?1",
+    [SQ_POST_DELETE] = "DELETE FROM posts WHERE id = ?1",
+    [SQ_POST_ADD_REPLIES] = "UPDATE posts SET replies_count = replies_count + ?2 WHERE id = ?1",
+    [SQ_POST_ADD_LIKES] = "UPDATE posts SET likes_count = likes_count + ?2 WHERE id = ?1",
+    [SQ_POST_GET] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author "
+                    "LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = ?2 WHERE p.id = ?1",
+    [SQ_HOME_FANOUT] = "INSERT OR IGNORE INTO home(owner, post_id) SELECT follower, ?2 FROM follows "
+                       "WHERE followee = ?1",
+    [SQ_HOME_OWN] = "INSERT OR IGNORE INTO home(owner, post_id) VALUES(?1, ?2)",
+    [SQ_HOME_DELETE_POST] = "DELETE FROM home WHERE post_id = ?2 AND owner IN "
+                            "(SELECT follower FROM follows WHERE followee = ?1 UNION ALL SELECT ?1)",
+    [SQ_LIKE_INSERT] = "INSERT OR IGNORE INTO likes(post_id, account_id, created_at) VALUES(?1, ?2, ?3)",
+    [SQ_LIKE_DELETE] = "DELETE FROM likes WHERE post_id = ?1 AND account_id = ?2",
+    [SQ_LIST_AUTHOR] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author "
+                       "LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = ?5 "
+                       "WHERE p.author = ?1 AND p.id < ?2 AND p.id > ?3 ORDER BY p.id DESC LIMIT ?4",
+    [SQ_LIST_REPLIES] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author "
+                        "LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = ?5 "
+                        "WHERE p.reply_to = ?1 AND p.id < ?2 AND p.id > ?3 ORDER BY p.id ASC LIMIT ?4",
+    /* Hybrid home timeline (docs/TIMELINES.md): the newest rows of the owner's fan-out table,
+     * plus, for each followed account whose posts were not fanned out, its newest posts in the
+     * window (at most ?4 each, from the partial index); the ids are merged and cut to ?4 before
+     * the posts, authors and the owner's likes are joined. */
+    [SQ_LIST_HOME] = "WITH ids(id) AS ("
+                     "  SELECT post_id FROM (SELECT post_id FROM home WHERE owner = ?1 AND post_id < ?2"
+                     "    AND post_id > ?3 ORDER BY post_id DESC LIMIT ?4)"
+                     "  UNION ALL"
+                     "  SELECT q.id FROM follows f, posts q WHERE f.follower = ?1 AND q.id IN"
+                     "    (SELECT r.id FROM posts r WHERE r.author = f.followee AND r.fanout = 0"
+                     "     AND r.id < ?2 AND r.id > ?3 ORDER BY r.id DESC LIMIT ?4)),"
+                     " top(id) AS (SELECT id FROM ids ORDER BY id DESC LIMIT ?4)"
+                     "SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
+                     " JOIN accounts a ON a.id = p.author"
+                     " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = ?1"
+                     " ORDER BY p.id DESC",
+    [SQ_BULK_FOLLOW] = "INSERT INTO follows(follower, followee, created_at) VALUES(?1, ?2, ?3)",
+    [SQ_BULK_POST] = "INSERT INTO posts(author, text, created_at, fanout) VALUES(?1, ?2, ?3, 1)",
+};
+
+int sq_fail(struct sq_store *s, const char *what)
+{
+    int code = sqlite3_errcode(s->db) & 0xff;
+    snprintf(s->base.err, sizeof s->base.err, "%s: %s", what, sqlite3_errmsg(s->db));
+    return code == SQLITE_BUSY || code == SQLITE_LOCKED ? STORE_BUSY : STORE_ERROR;
+}
+
+sqlite3_stmt *sq_stmt(struct sq_store *s, enum sq_stmt id)
+{
+    if (s->stmt[id] == NULL &&
+        sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[id], NULL) != SQLITE_OK) {
+        sq_fail(s, "preparing a statement");
+        s->stmt[id] = NULL;
+    }
+    return s->stmt[id];
+}
+
+int sq_run(struct sq_store *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    int ret = rc == SQLITE_DONE || rc == SQLITE_ROW ? STORE_OK : sq_fail(s, what);
+    sqlite3_reset(st);
+    return ret;
+}
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Runs COMMIT, retrying while SQLite reports busy (the transaction stays open meanwhile). */
+static int commit(struct sq_store *s)
+{
+    sqlite3_stmt *st = sq_stmt(s, SQ_COMMIT);
+    int rc = STORE_ERROR;
+    for (int i = 0; st != NULL && i < WRITE_ATTEMPTS; i++) {
+        rc = sq_run(s, st, "commit");
+        if (rc != STORE_BUSY)
+            break;
+    }
+    return rc;
+}
+
+static void rollback(struct sq_store *s)
+{
+    if (!sqlite3_get_autocommit(s->db)) {
+        sqlite3_stmt *st = sq_stmt(s, SQ_ROLLBACK);
+        if (st != NULL)
+            sq_run(s, st, "rollback");
+    }
+}
+
+int sq_write(struct sq_store *s, int (*fn)(struct sq_store *s, void *arg), void *arg)
+{
+    if (s->in_bulk) /* already inside the bulk transaction */
+        return fn(s, arg);
+    sqlite3_stmt *begin = sq_stmt(s, SQ_BEGIN);
+    if (begin == NULL)
+        return STORE_ERROR;
+    int rc = STORE_BUSY;
+    for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+        if (attempt > 0)
+            nap_ms(attempt * 10);
+        rc = sq_run(s, begin, "begin");
+        if (rc == STORE_BUSY)
+            continue;
+        if (rc != STORE_OK)
+            return rc;
+        rc = fn(s, arg);
+        if (rc == STORE_OK)
+            rc = commit(s);
+        if (rc == STORE_OK)
+            return STORE_OK;
+        rollback(s);
+        if (rc != STORE_BUSY)
+            return rc;
+    }
+    return rc;
+}
+
+void sq_read_account(sqlite3_stmt *st, int col, struct store_account *out)
+{
+    const unsigned char *u = sqlite3_column_text(st, col + 1);
+    const unsigned char *d = sqlite3_column_text(st, col + 2);
+    out->id = sqlite3_column_int64(st, col);
+    snprintf(out->username, sizeof out->username, "%s", u ? (const char *)u : "");
+    snprintf(out->display_name, sizeof out->display_name, "%s", d ? (const char *)d : "");
+    out->created_at = sqlite3_column_int64(st, col + 3);
+    out->followers_count = sqlite3_column_int64(st, col + 4);
+    out->following_count = sqlite3_column_int64(st, col + 5);
+    out->posts_count = sqlite3_column_int64(st, col + 6);
+}
+
+void sq_bind_page(sqlite3_stmt *st, int imax, int isince, int ilimit, const struct store_page *page)
+{
+    sqlite3_bind_int64(st, imax, page->max_id > 0 ? page->max_id : INT64_MAX);
+    sqlite3_bind_int64(st, isince, page->since_id > 0 ? page->since_id : 0);
+    sqlite3_bind_int(st, ilimit, page->limit > 0 ? page->limit : 1);
+}
+
+/* ---- connection and schema ---- */
+
+/* Runs a PRAGMA (or other statement) through sqlite3_exec, retrying while busy. */
+static int exec_retry(struct sq_store *s, const char *sql)
+{
+    for (int i = 0; i < 200; i++) {
+        int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return STORE_OK;
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            break;
+        nap_ms(25);
+    }
+    return sq_fail(s, sql);
+}
+
+static int user_version(struct sq_store *s, int *v)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = STORE_ERROR;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK) {
+        rc = sq_fail(s, "reading the schema version");
+        goto out;
+    }
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        rc = sq_fail(s, "reading the schema version");
+        goto out;
+    }
+    *v = sqlite3_column_int(st, 0);
+    rc = STORE_OK;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Applies the missing migrations in one BEGIN IMMEDIATE transaction: the first server to get the
+ * write lock migrates, the others wait for it, then find nothing to do. */
+static int migrate(struct sq_store *s)
+{
+    int v = 0, rc;
+    char sql[64];
+    if ((rc = user_version(s, &v)) != STORE_OK)
+        return rc;
+    if (v == NMIGRATIONS)
+        return STORE_OK;
+    if ((rc = exec_retry(s, "BEGIN IMMEDIATE")) != STORE_OK)
+        return rc;
+    if ((rc = user_version(s, &v)) != STORE_OK)
+        goto fail;
+    if (v > NMIGRATIONS) {
+        snprintf(s->base.err, sizeof s->base.err,
+                 "database schema version %d is newer than this program supports (%d)", v, NMIGRATIONS);
+        rc = STORE_ERROR;
+        goto fail;
+    }
+    for (; v < NMIGRATIONS; v++) {
+        if (sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL) != SQLITE_OK) {
+            snprintf(sql, sizeof sql, "migration %d", v + 1);
+            rc = sq_fail(s, sql);
+            goto fail;
+        }
+    }
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", NMIGRATIONS);
+    if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        rc = sq_fail(s, "setting the schema version");
+        goto fail;
+    }
+    return exec_retry(s, "COMMIT");
+fail:
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* Switches to WAL (persistent in the file); several processes may race to do it on a new file. */
+static int enable_wal(struct sq_store *s)
+{
+    for (int i = 0; i < 200; i++) {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            const unsigned char *mode = sqlite3_column_text(st, 0);
+            int wal = mode != NULL && strcmp((const char *)mode, "wal") == 0;
+            sqlite3_finalize(st);
+            if (wal)
+                return STORE_OK;
+            snprintf(s->base.err, sizeof s->base.err, "cannot switch the database to WAL mode");
+            return STORE_ERROR;
+        }
+        sqlite3_finalize(st);
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            return sq_fail(s, "enabling WAL mode");
+        nap_ms(25);
+    }
+    return sq_fail(s, "enabling WAL mode");
+}
+
+static void sq_close(struct store *st)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    for (int i = 0; i < SQ__COUNT; i++)
+        sqlite3_finalize(s->stmt[i]);
+    if (s->db != NULL) {
+        if (!sqlite3_get_autocommit(s->db))
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(s->db);
+    }
+    free(s);
+}
+
+static int sq_ping(struct store *st)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    sqlite3_stmt *q = sq_stmt(s, SQ_PING);
+    return q == NULL ? STORE_ERROR : sq_run(s, q, "ping");
+}
+
+/* ---- accounts and sessions ---- */
+
+/* Runs a prepared single-account query; STORE_NOT_FOUND when it returns no row. When hash is
+ * not NULL the 8th column (password hash) is copied into it. */
+static int account_query(struct sq_store *s, sqlite3_stmt *q, struct store_account *out, char *hash)
+{
+    int rc = sqlite3_step(q), ret;
+    if (rc == SQLITE_ROW) {
+        sq_read_account(q, 0, out);
+        if (hash != NULL) {
+            const unsigned char *h = sqlite3_column_text(q, 7);
+            snprintf(hash, STORE_HASH_MAX, "%s", h ? (const char *)h : "");
+        }
+        ret = STORE_OK;
+    } else {
+        ret = rc == SQLITE_DONE ? STORE_NOT_FOUND : sq_fail(s, "looking up an account");
+    }
+    sqlite3_reset(q);
+    return ret;
+}
+
+struct account_args {
+    const char *username, *display_name, *hash;
+    int64_t now;
+    struct store_account *out;
+};
+
+static int account_create_tx(struct sq_store *s, void *arg)
+{
+    struct account_args *a = arg;
+    sqlite3_stmt *q = sq_stmt(s, SQ_ACC_INSERT);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_text(q, 1, a->username, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, a->display_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, a->hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 4, a->now);
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc == SQLITE_CONSTRAINT)
+        return STORE_CONFLICT;
+    if (rc != SQLITE_DONE)
+        return sq_fail(s, "creating an account");
+    memset(a->out, 0, sizeof *a->out);
+    a->out->id = sqlite3_last_insert_rowid(s->db);
+    snprintf(a->out->username, sizeof a->out->username, "%s", a->username);
+    snprintf(a->out->display_name, sizeof a->out->display_name, "%s", a->display_name);
+    a->out->created_at = a->now;
+    return STORE_OK;
+}
+
+static int sq_account_create(struct store *st, const char *username, const char *display_name,
+                             const char *password_hash, int64_t now, struct store_account *out)
+{
+    struct account_args a = {username, display_name, password_hash, now, out};
+    return sq_write((struct sq_store *)st, account_create_tx, &a);
+}
+
+static int sq_account_by_name(struct store *st, const char *username, struct store_account *out)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    sqlite3_stmt *q = sq_stmt(s, SQ_ACC_BY_NAME);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_text(q, 1, username, -1, SQLITE_STATIC);
+    return account_query(s, q, out, NULL);
+}
+
+static int sq_account_credentials(struct store *st, const char *username, struct store_account *out,
+                                  char hash[STORE_HASH_MAX])
+{
+    struct sq_store *s = (struct sq_store *)st;
+    sqlite3_stmt *q = sq_stmt(s, SQ_ACC_CRED);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_text(q, 1, username, -1, SQLITE_STATIC);
+    return account_query(s, q, out, hash);
+}
+
+static int sq_count_accounts(struct store *st, int64_t *n)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    sqlite3_stmt *q = sq_stmt(s, SQ_ACC_COUNT);
+    if (q == NULL)
+        return STORE_ERROR;
+    int rc = sqlite3_step(q), ret = STORE_OK;
+    if (rc == SQLITE_ROW)
+        *n = sqlite3_column_int64(q, 0);
+    else
+        ret = sq_fail(s, "counting accounts");
+    sqlite3_reset(q);
+    return ret;
+}
+
+struct session_args {
+    const unsigned char *hash;
+    int64_t account_id, now;
+};
+
+static int session_create_tx(struct sq_store *s, void *arg)
+{
+    struct session_args *a = arg;
+    sqlite3_stmt *q = sq_stmt(s, SQ_SESS_INSERT);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_blob(q, 1, a->hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, a->account_id);
+    sqlite3_bind_int64(q, 3, a->now);
+    return sq_run(s, q, "creating a session");
+}
+
+static int sq_session_create(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t account_id,
+                             int64_t now)
+{
+    struct session_args a = {hash, account_id, now};
+    return sq_write((struct sq_store *)st, session_create_tx, &a);
+}
+
+static int sq_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
+                              struct store_account *out)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    sqlite3_stmt *q = sq_stmt(s, SQ_SESS_ACCOUNT);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_blob(q, 1, hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
+    return account_query(s, q, out, NULL);
+}
+
+static int session_delete_tx(struct sq_store *s, void *arg)
+{
+    struct session_args *a = arg;
+    sqlite3_stmt *q = sq_stmt(s, SQ_SESS_DELETE);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_blob(q, 1, a->hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
+    return sq_run(s, q, "deleting a session");
+}
+
+static int sq_session_delete(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN])
+{
+    struct session_args a = {hash, 0, 0};
+    return sq_write((struct sq_store *)st, session_delete_tx, &a);
+}
+
+/* ---- follows ---- */
+
+/* Binds ?1 = a, ?2 = b (and ?3 = c when the statement has it), runs it, and returns STORE_OK with
+ * *changes set to the number of rows changed. */
+static int run_ids(struct sq_store *s, enum sq_stmt id, int64_t a, int64_t b, int64_t c, int *changes,
+                   const char *what)
+{
+    sqlite3_stmt *q = sq_stmt(s, id);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(q, 1, a);
+    sqlite3_bind_int64(q, 2, b);
+    if (sqlite3_bind_parameter_count(q) >= 3)
+        sqlite3_bind_int64(q, 3, c);
+    int rc = sq_run(s, q, what);
+    if (changes != NULL)
+        *changes = sqlite3_changes(s->db);
+    return rc;
+}
+
+struct follow_args {
+    int64_t follower, followee, now;
+    int on;
+};
+
+static int follow_tx(struct sq_store *s, void *arg)
+{
+    struct follow_args *a = arg;
+    int changed = 0, rc, dummy;
+    sqlite3_stmt *q = sq_stmt(s, SQ_ACC_EXISTS);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(q, 1, a->followee);
+    rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc == SQLITE_DONE)
+        return STORE_NOT_FOUND;
+    if (rc != SQLITE_ROW)
+        return sq_fail(s, "looking up an account");
+    if (a->on)
+        rc = run_ids(s, SQ_FOLLOW_INSERT, a->follower, a->followee, a->now, &changed, "following");
+    else
+        rc = run_ids(s, SQ_FOLLOW_DELETE, a->follower, a->followee, 0, &changed, "unfollowing");
+    if (rc != STORE_OK || changed == 0)
+        return rc;
+    int64_t d = a->on ? 1 : -1;
+    if ((rc = run_ids(s, SQ_ACC_ADD_FOLLOWERS, a->followee, d, 0, NULL, "counting followers")) != STORE_OK ||
+        (rc = run_ids(s, SQ_ACC_ADD_FOLLOWING, a->follower, d, 0, NULL, "counting followees")) != STORE_OK)
+        return rc;
+    /* keep the follower's fan-out rows exact: the followee's fanned-out posts appear or vanish */
+    return run_ids(s, a->on ? SQ_HOME_BACKFILL : SQ_HOME_UNFILL, a->follower, a->followee, 0, &dummy,
+                   "updating the home timeline");
+}
+
+static int sq_follow(struct store *st, int64_t follower, int64_t followee, int on, int64_t now)
+{
+    struct follow_args a = {follower, followee, now, on};
+    return sq_write((struct sq_store *)st, follow_tx, &a);
+}
+
+static int sq_account_list(struct store *st, enum store_account_list which, int64_t account_id,
+                           const struct store_page *page, store_account_cb cb, void *ctx)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    sqlite3_stmt *q = sq_stmt(s, which == STORE_FOLLOWERS ? SQ_LIST_FOLLOWERS : SQ_LIST_FOLLOWING);
+    struct store_account acc;
+    int rc;
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(q, 1, account_id);
+    sq_bind_page(q, 2, 3, 4, page);
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        sq_read_account(q, 0, &acc);
+        if (cb(ctx, &acc) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    int ret = rc == SQLITE_DONE ? STORE_OK : sq_fail(s, "listing accounts");
+    sqlite3_reset(q);
+    return ret;
+}
+
+static const struct store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .ping = sq_ping,
+    .account_create = sq_account_create,
+    .account_by_name = sq_account_by_name,
+    .account_credentials = sq_account_credentials,
+    .session_create = sq_session_create,
+    .session_account = sq_session_account,
+    .session_delete = sq_session_delete,
+    .follow = sq_follow,
+    .account_list = sq_account_list,
+    .post_create = sq_post_create,
+    .post_get = sq_post_get,
+    .post_delete = sq_post_delete,
+    .like = sq_like,
+    .posts_by_author = sq_posts_by_author,
+    .replies = sq_replies,
+    .home = sq_home,
+    .bulk_begin = sq_bulk_begin,
+    .bulk_account = sq_bulk_account,
+    .bulk_follow = sq_bulk_follow,
+    .bulk_post = sq_bulk_post,
+    .bulk_end = sq_bulk_end,
+    .count_accounts = sq_count_accounts,
+};
+
+struct store *store_sqlite_open(const char *path, const struct store_options *opts, char *err, size_t errlen)
+{
+    struct sq_store *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->base.ops = &sqlite_ops;
+    s->base.fanout_limit = opts != NULL && opts->fanout_limit > 0 ? opts->fanout_limit : STORE_FANOUT_LIMIT;
+    if (path[0] == '\0') {
+        snprintf(err, errlen, "sqlite: empty database path");
+        goto fail;
+    }
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(s->db, 0);
+    if (enable_wal(s) != STORE_OK || exec_retry(s, "PRAGMA synchronous=NORMAL") != STORE_OK ||
+        exec_retry(s, "PRAGMA foreign_keys=ON") != STORE_OK || exec_retry(s, "PRAGMA temp_store=MEMORY") != STORE_OK ||
+        exec_retry(s, "PRAGMA cache_size=-32768") != STORE_OK ||
+        exec_retry(s, "PRAGMA mmap_size=1073741824") != STORE_OK || migrate(s) != STORE_OK) {
+        snprintf(err, errlen, "sqlite: %s: %s", path, s->base.err);
+        goto fail;
+    }
+    return &s->base;
+fail:
+    sq_close(&s->base);
+    return NULL;
+}

@@ -1,0 +1,340 @@
+/* seed.c — `agora seed`: fills an empty database with a deterministic synthetic social graph.
+ *
+ * Accounts user1..userN (display name "User N") all share one password, hashed once. Each user
+ * follows between 15 and 45 others (median 30), drawn from a Zipf distribution over the user
+ * number (P(user r) ∝ 1/r), so follower counts follow a power law: user1, user2, ... are followed
+ * by a large share of everyone. Each user then writes M posts; posts are interleaved (round j
+ * holds the j-th post of every user) with timestamps one second apart from a fixed origin, so ids
+ * and times increase together. All randomness comes from a seeded generator, so the same
+ * command on an empty database produces the same graph. Everything goes through the store's
+ * bulk interface in one transaction; the store then derives counters and home timelines with
+ * the same fan-out rule it uses for live writes. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app/auth.h"
+#include "app/store.h"
+#include "cli/commands.h"
+
+#define MAX_USERS 10000000L
+#define MAX_POSTS_PER_USER 10000L
+#define FOLLOW_MIN 15
+#define FOLLOW_MAX 45
+#define ORIGIN_MS 1767225600000LL /* 2026-01-01T00:00:00Z: first post */
+
+struct seed_opts {
+    long users, posts;
+    const char *db, *password;
+    uint64_t seed;
+    int force;
+};
+
+struct rng {
+    uint64_t s;
+};
+
+/* splitmix64: small, fast, and good enough for synthetic data. */
+static uint64_t rng_next(struct rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(struct rng *r) { return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
+               "\n"
+               "Fills an empty database with a deterministic synthetic social graph:\n"
+               "  --users N           accounts user1..userN (1-%ld)\n"
+               "  --posts-per-user M  posts written by each user (0-%ld, default 10)\n"
+               "  --db URL            database, e.g. sqlite:agora.db\n"
+               "  --password P        password of every account (default password123)\n"
+               "  --seed S            random seed (default 1); same seed, same graph\n"
+               "  --force             delete all existing data first (otherwise a non-empty\n"
+               "                      database is refused)\n",
+            MAX_USERS, MAX_POSTS_PER_USER);
+}
+
+static int parse_long(const char *name, const char *v, long min, long max, long *out)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < min || n > max) {
+        fprintf(stderr, "agora seed: %s must be an integer from %ld to %ld (got \"%s\")\n", name, min, max, v);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* Parses argv into o. Returns 0, 1 when --help was printed, or -1 after printing an error. */
+static int parse_args(int argc, char **argv, struct seed_opts *o)
+{
+    long seed = 1;
+    o->users = -1;
+    o->posts = 10;
+    o->db = NULL;
+    o->password = "password123";
+    o->force = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        char name[32];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--force")) {
+            o->force = 1;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        if (strncmp(a, "--", 2) != 0 || nl >= sizeof name) {
+            fprintf(stderr, "agora seed: unexpected argument \"%s\"\n", a);
+            usage(stderr);
+            return -1;
+        }
+        memcpy(name, a, nl);
+        name[nl] = '\0';
+        if (eq != NULL) {
+            v = eq + 1;
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            fprintf(stderr, "agora seed: %s needs a value\n", name);
+            return -1;
+        }
+        int rc = 0;
+        if (!strcmp(name, "--users"))
+            rc = parse_long(name, v, 1, MAX_USERS, &o->users);
+        else if (!strcmp(name, "--posts-per-user"))
+            rc = parse_long(name, v, 0, MAX_POSTS_PER_USER, &o->posts);
+        else if (!strcmp(name, "--seed"))
+            rc = parse_long(name, v, 0, 0x7fffffffL, &seed);
+        else if (!strcmp(name, "--db"))
+            o->db = v;
+        else if (!strcmp(name, "--password"))
+            o->password = v;
+        else {
+            fprintf(stderr, "agora seed: unknown option %s\n", name);
+            usage(stderr);
+            return -1;
+        }
+        if (rc != 0)
+            return -1;
+    }
+    if (o->users < 0 || o->db == NULL) {
+        fprintf(stderr, "agora seed: --users and --db are required\n");
+        usage(stderr);
+        return -1;
+    }
+    size_t pl = strlen(o->password);
+    if (pl < 8 || pl > 128) {
+        fprintf(stderr, "agora seed: --password must be 8-128 bytes (the sign-up rule)\n");
+        return -1;
+    }
+    o->seed = (uint64_t)seed;
+    return 0;
+}
+
+/* Cumulative Zipf weights: cdf[r-1] = sum_{i<=r} 1/i. */
+static double *zipf_cdf(long n)
+{
+    double *cdf = malloc((size_t)n * sizeof *cdf), sum = 0;
+    if (cdf == NULL)
+        return NULL;
+    for (long r = 1; r <= n; r++)
+        cdf[r - 1] = (sum += 1.0 / (double)r);
+    return cdf;
+}
+
+/* Draws a user number 1..n with probability proportional to 1/number. */
+static long zipf_draw(const double *cdf, long n, struct rng *r)
+{
+    double x = rng_unit(r) * cdf[n - 1];
+    long lo = 0, hi = n - 1;
+    while (lo < hi) {
+        long mid = lo + (hi - lo) / 2;
+        if (cdf[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo + 1;
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+static int chosen(const long *set, int n, long v)
+{
+    for (int i = 0; i < n; i++)
+        if (set[i] == v)
+            return 1;
+    return 0;
+}
+
+/* Picks the accounts user u follows into out (sorted); returns how many. */
+static int pick_followees(long u, long n, const double *cdf, struct rng *r, long out[FOLLOW_MAX])
+{
+    int k = FOLLOW_MIN + (int)(rng_next(r) % (FOLLOW_MAX - FOLLOW_MIN + 1)), got = 0;
+    if (k > n - 1)
+        k = (int)(n - 1);
+    for (int tries = 0; got < k && tries < 64 * k; tries++) {
+        long t = zipf_draw(cdf, n, r);
+        if (t != u && !chosen(out, got, t))
+            out[got++] = t;
+    }
+    for (long t = 1; got < k && t <= n; t++) /* tiny graphs: fill deterministically */
+        if (t != u && !chosen(out, got, t))
+            out[got++] = t;
+    qsort(out, (size_t)got, sizeof out[0], cmp_long);
+    return got;
+}
+
+static const char *const words[] = {
+    "agora", "balance", "coffee", "river", "signal", "garden", "window", "morning", "quiet", "thread",
+    "packet", "socket", "lantern", "harbor", "meadow", "orbit", "pixel", "rhythm", "summit", "tide",
+    "ember", "field", "glacier", "hollow", "island", "jazz", "kernel", "ladder", "marble", "north",
+};
+
+static void post_text(char *out, size_t len, long u, long j, struct rng *r)
+{
+    int n = snprintf(out, len, "Post %ld by user%ld:", j + 1, u);
+    int nw = 3 + (int)(rng_next(r) % 10);
+    for (int i = 0; i < nw && n > 0 && (size_t)n < len; i++)
+        n += snprintf(out + n, len - (size_t)n, " %s", words[rng_next(r) % (sizeof words / sizeof words[0])]);
+}
+
+static double elapsed(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Inserts the graph inside the bulk transaction; *median gets the median followee count. */
+static int load(struct store *st, const struct seed_opts *o, const char *hash, long *median)
+{
+    struct rng rng = {o->seed * 0x2545f4914f6cdd1dull + 1};
+    char name[32], display[48], text[256];
+    long followees[FOLLOW_MAX];
+    int64_t id;
+    int rc = STORE_OK;
+    double *cdf = zipf_cdf(o->users);
+    int *hist = calloc(FOLLOW_MAX + 1, sizeof *hist);
+    if (cdf == NULL || hist == NULL) {
+        fprintf(stderr, "agora seed: out of memory\n");
+        rc = STORE_ERROR;
+        goto out;
+    }
+    for (long u = 1; u <= o->users; u++) {
+        snprintf(name, sizeof name, "user%ld", u);
+        snprintf(display, sizeof display, "User %ld", u);
+        if ((rc = store_bulk_account(st, name, display, hash, ORIGIN_MS - (o->users - u + 1) * 1000, &id)) !=
+            STORE_OK)
+            goto out;
+        if (id != u) {
+            fprintf(stderr, "agora seed: account ids do not start at 1; is the database empty?\n");
+            rc = STORE_ERROR;
+            goto out;
+        }
+    }
+    for (long u = 1; u <= o->users; u++) {
+        int k = pick_followees(u, o->users, cdf, &rng, followees);
+        hist[k]++;
+        for (int i = 0; i < k; i++)
+            if ((rc = store_bulk_follow(st, u, followees[i], ORIGIN_MS - 1000)) != STORE_OK)
+                goto out;
+    }
+    for (long j = 0, t = 0; j < o->posts; j++) {
+        for (long u = 1; u <= o->users; u++, t++) {
+            post_text(text, sizeof text, u, j, &rng);
+            if ((rc = store_bulk_post(st, u, text, ORIGIN_MS + t * 1000, &id)) != STORE_OK)
+                goto out;
+        }
+    }
+    long seen = 0;
+    for (int k = 0; k <= FOLLOW_MAX; k++)
+        if ((seen += hist[k]) * 2 >= o->users) {
+            *median = k;
+            break;
+        }
+out:
+    free(cdf);
+    free(hist);
+    return rc;
+}
+
+int cmd_seed(int argc, char **argv)
+{
+    struct seed_opts o;
+    struct store_bulk_stats stats;
+    struct timespec t0;
+    char err[512], hash[STORE_HASH_MAX];
+    int64_t existing = 0;
+    long median = 0;
+    int rc, status = 1;
+    struct store *st = NULL;
+
+    if ((rc = parse_args(argc, argv, &o)) != 0)
+        return rc > 0 ? 0 : 2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (auth_init() != 0) {
+        fprintf(stderr, "agora seed: cannot initialise libsodium\n");
+        return 1;
+    }
+    if ((st = store_open(o.db, NULL, err, sizeof err)) == NULL) {
+        fprintf(stderr, "agora seed: %s\n", err);
+        return 1;
+    }
+    if (store_count_accounts(st, &existing) != STORE_OK) {
+        fprintf(stderr, "agora seed: %s\n", store_errmsg(st));
+        goto out;
+    }
+    if (existing > 0 && !o.force) {
+        fprintf(stderr,
+                "agora seed: %s already holds %lld accounts; seed only fills an empty database "
+                "(use --force to delete everything first)\n",
+                o.db, (long long)existing);
+        goto out;
+    }
+    if (auth_hash_password(o.password, strlen(o.password), hash) != 0) {
+        fprintf(stderr, "agora seed: cannot hash the password (out of memory?)\n");
+        goto out;
+    }
+    if (store_bulk_begin(st, o.force) != STORE_OK) {
+        fprintf(stderr, "agora seed: %s\n", store_errmsg(st));
+        goto out;
+    }
+    rc = load(st, &o, hash, &median);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "agora seed: %s\n", store_errmsg(st));
+        store_bulk_end(st, 0, NULL);
+        goto out;
+    }
+    if (store_bulk_end(st, 1, &stats) != STORE_OK) {
+        fprintf(stderr, "agora seed: %s\n", store_errmsg(st));
+        goto out;
+    }
+    printf("seeded %s in %.1f s: %lld accounts (password \"%s\"), %lld follows (median %ld followees per user, "
+           "max %lld followers, %lld accounts with >= %d followers), %lld posts (%lld fanned out on write), "
+           "%lld home-timeline rows\n",
+           o.db, elapsed(&t0), (long long)stats.accounts, o.password, (long long)stats.follows, median,
+           (long long)stats.max_followers, (long long)stats.big_accounts, st->fanout_limit, (long long)stats.posts,
+           (long long)stats.fanout_posts, (long long)stats.home_rows);
+    status = 0;
+out:
+    store_close(st);
+    return status;
+}
