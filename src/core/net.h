@@ -23,7 +23,7 @@ void net_format_ip(const struct sockaddr *sa, char *out, size_t outlen);
 int net_listen(const struct net_addr *a, int reuseport, int backlog);
 /* Starts a non-blocking connect with TCP_NODELAY; the connect may still be in progress. */
 int net_connect(const struct net_addr *a);
-/* Sets O_NONBLOCK and TCP_NODELAY (nodelay ignored on non-TCP sockets). */
+/* Sets TCP_NODELAY on an accepted socket (accept4 already made it non-blocking). */
 int net_tune(int fd);
 
 #endif

@@ -47,6 +47,7 @@ struct http_conn {
     int paused;                 /* handler asked to pause the body */
     int want_drain;             /* handler was told to stop producing */
     int in_process;             /* inside process_input (re-entrancy guard) */
+    int corked;                 /* http_conn_cork: queue sends, write on uncork */
     int freed;                  /* free is scheduled */
     int hup;                    /* peer hung up */
     int counted;                /* counted in the per-address connection limit */
@@ -196,7 +197,7 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
     if (c->state == ST_CLOSE && c->freed)
         return 0;
     c->resp_bytes += n;
-    if (buf_used(&c->out) == 0 && !c->in_process) {
+    if (buf_used(&c->out) == 0 && !c->in_process && !c->corked) {
         /* Nothing queued: write straight from the caller's memory. */
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -211,7 +212,7 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
             return 1;
     }
     buf_append(&c->out, p, n);
-    if (!c->in_process) {
+    if (!c->in_process && !c->corked) {
         conn_update_mask(c);
         conn_arm_timer(c);
     }
@@ -223,6 +224,19 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
 }
 
 size_t http_conn_pending(const struct http_conn *c) { return buf_used(&c->out); }
+
+void http_conn_cork(struct http_conn *c) { c->corked = 1; }
+
+void http_conn_uncork(struct http_conn *c)
+{
+    c->corked = 0;
+    if (c->freed || c->in_process)
+        return;
+    if (conn_flush(c) < 0)
+        return;
+    conn_update_mask(c);
+    conn_arm_timer(c);
+}
 
 /* ---- connection bookkeeping ---- */
 
@@ -266,12 +280,21 @@ static void conn_close(struct http_conn *c)
     server_maybe_accept(s);
 }
 
+/* While the handler produces a response (WAIT), read interest stays on so that the common
+ * request/response cycle costs no epoll_ctl: bytes that arrive (a pipelined request) are kept,
+ * up to one head's worth, and an EOF is noted (the response is finished, then the connection
+ * closed). */
+static int wait_reads(const struct http_conn *c)
+{
+    return c->state == ST_WAIT && !c->hup && buf_used(&c->in) < c->srv->lim.max_head + READ_CHUNK;
+}
+
 static void conn_update_mask(struct http_conn *c)
 {
     if (c->freed)
         return;
     int mask = 0;
-    if (c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done))
+    if (c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done) || wait_reads(c))
         mask |= LOOP_READ;
     if (buf_used(&c->out) > 0)
         mask |= LOOP_WRITE;
@@ -546,9 +569,18 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
         return;
     int reading = c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done);
     if (!reading) {
-        /* Readable while not reading: a hang-up, or an early pipelined request/EOF. Peek for EOF. */
-        char tmp;
-        ssize_t n = recv(c->fd, &tmp, 1, MSG_PEEK | MSG_DONTWAIT);
+        ssize_t n = 0;
+        if (wait_reads(c)) {
+            /* Waiting for the handler: keep what arrives for later (see wait_reads). */
+            char *dst = buf_reserve(&c->in, READ_CHUNK);
+            n = recv(c->fd, dst, READ_CHUNK, 0);
+            if (n > 0)
+                buf_commit(&c->in, (size_t)n);
+        } else {
+            /* Readable while not reading (paused, closing): a hang-up? Peek for EOF. */
+            char tmp;
+            n = recv(c->fd, &tmp, 1, MSG_PEEK | MSG_DONTWAIT);
+        }
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             if (c->state == ST_CLOSE || n < 0 || c->state == ST_BODY) {
                 conn_close(c);
@@ -558,7 +590,7 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
             c->keep_alive = 0;
             c->hup = 1;
         }
-        loop_set_mask(loop, fd, buf_used(&c->out) ? LOOP_WRITE : 0);
+        conn_update_mask(c);
         return;
     }
     for (int rounds = 0; rounds < 4; rounds++) {

@@ -77,6 +77,11 @@ void http_server_limits_default(struct http_server_limits *lim);
 /* Queues n bytes for the client and tries to write them. Returns 1 while the queue is below its
  * high-water mark, 0 when the caller should stop producing until on_drain. */
 int http_conn_send(struct http_conn *c, const void *p, size_t n);
+/* Cork: while corked, http_conn_send only queues; uncork writes everything queued in one go
+ * (e.g. a response head and the first body bytes in one packet). Safe on a connection that was
+ * closed in between (then it does nothing). */
+void http_conn_cork(struct http_conn *c);
+void http_conn_uncork(struct http_conn *c);
 /* Bytes queued and not yet written. */
 size_t http_conn_pending(const struct http_conn *c);
 /* The handler has queued the whole response. keep_alive 0 forces the connection to close after

@@ -358,7 +358,7 @@ void lb_config_usage(void)
     printf("usage: agora lb [--config FILE] [options]\n\n"
            "The load balancer: a reverse proxy that sends each request to the least busy healthy\n"
            "web server. Every option can also be set in the config file (see docs/CONFIG.md).\n\n"
-           "  --config FILE                   read settings from an INI file (flags override it)\n");
+           "  --config FILE                     read settings from an INI file (flags override it)\n");
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
         const char *arg = opts[i].type == T_DURATION ? " DURATION"
                           : opts[i].type == T_SIZE   ? " SIZE"
@@ -367,9 +367,9 @@ void lb_config_usage(void)
                                                      : " VALUE";
         char left[64];
         snprintf(left, sizeof(left), "--%s%s", opts[i].flag, arg);
-        printf("  %-32s%s\n", left, opts[i].help);
+        printf("  %-33s %s\n", left, opts[i].help);
     }
-    printf("  %-32s%s\n", "--help", "show this help");
+    printf("  %-33s %s\n", "--help", "show this help");
     printf("\nSignals: SIGTERM/SIGINT stop gracefully; SIGHUP re-reads the config file.\n");
 }
 

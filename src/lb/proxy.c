@@ -746,7 +746,20 @@ static void resp_complete(struct px *px)
 }
 
 /* Handles bytes in u->in for the current exchange. */
+static void up_process_corked(struct upstream *u);
+
 static void up_process(struct upstream *u)
+{
+    if (!u->px)
+        return;
+    /* One write to the client for everything this pass produces (head + body, usually). */
+    struct http_conn *c = u->px->client;
+    http_conn_cork(c);
+    up_process_corked(u);
+    http_conn_uncork(c);
+}
+
+static void up_process_corked(struct upstream *u)
 {
     struct px *px = u->px;
     while (px && px == u->px && !px->client_paused) {
