@@ -101,24 +101,20 @@ static int idempotency_key(struct api *a, char key[IDEM_KEY_MAX + 1])
     return 0;
 }
 
-/* Reads the optional reply_to member: a post id as a string (or a JSON integer), or null.
- * Returns 0 with *id (0 = none), or -1 after answering 400/422. */
+/* Reads the optional reply_to member: a post id string, or null. Returns 0 with *id (0 = none),
+ * or -1 after answering 400 (another type) or 422 (a string that names no post). */
 static int reply_to(struct api *a, json_t *body, int64_t *id)
 {
     json_t *v = json_object_get(body, "reply_to");
     *id = 0;
     if (v == NULL || json_is_null(v))
         return 0;
-    if (json_is_string(v)) {
-        if (req_parse_id(json_string_value(v), json_string_length(v), id))
-            return 0;
-    } else if (json_is_integer(v)) {
-        if ((*id = json_integer_value(v)) > 0)
-            return 0;
-    } else {
+    if (!json_is_string(v)) {
         api_error(a, 400, "reply_to: must be a post id string or null");
         return -1;
     }
+    if (req_parse_id(json_string_value(v), json_string_length(v), id))
+        return 0;
     api_error(a, 422, "reply_to: post not found");
     return -1;
 }

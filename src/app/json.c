@@ -1,8 +1,6 @@
 /* json.c — JSON response writing and UTF-8 checks; see json.h. */
 #include "app/json.h"
 
-#include <inttypes.h>
-#include <stdio.h>
 #include <string.h>
 
 void json_put_str(struct buf *b, const char *s, size_t n)
@@ -33,7 +31,45 @@ void json_put_str(struct buf *b, const char *s, size_t n)
     buf_append(b, "\"", 1);
 }
 
-void json_put_id(struct buf *b, int64_t id) { buf_printf(b, "\"%" PRId64 "\"", id); }
+/* Writes v in decimal to out (at least 21 bytes); returns the length. */
+static size_t fmt_int(char *out, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0, len = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        out[len++] = '-';
+    while (n > 0)
+        out[len++] = tmp[--n];
+    return len;
+}
+
+static void put_int(struct buf *b, int64_t v)
+{
+    char tmp[24];
+    buf_append(b, tmp, fmt_int(tmp, v));
+}
+
+void json_put_id(struct buf *b, int64_t id)
+{
+    char tmp[24];
+    size_t n = fmt_int(tmp + 1, id);
+    tmp[0] = '"';
+    tmp[n + 1] = '"';
+    buf_append(b, tmp, n + 2);
+}
+
+/* Writes v as exactly width decimal digits (v >= 0). */
+static char *digits(char *out, unsigned v, int width)
+{
+    for (int i = width - 1; i >= 0; i--, v /= 10)
+        out[i] = (char)('0' + v % 10);
+    return out + width;
+}
 
 /* Converts days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm). */
 static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
@@ -56,9 +92,25 @@ size_t json_format_time(char *out, int64_t ms)
     int64_t rem = secs - days * 86400, y;
     unsigned mo, d;
     civil_from_days(days, &y, &mo, &d);
-    int n = snprintf(out, 32, "%04" PRId64 "-%02u-%02uT%02u:%02u:%02u.%03uZ", y, mo, d, (unsigned)(rem / 3600),
-                     (unsigned)(rem / 60 % 60), (unsigned)(rem % 60), (unsigned)(ms - secs * 1000));
-    return n > 0 ? (size_t)n : 0;
+    if (y < 0 || y > 9999) /* outside RFC 3339's four-digit years: clamp */
+        y = y < 0 ? 0 : 9999;
+    char *p = out;
+    p = digits(p, (unsigned)y, 4);
+    *p++ = '-';
+    p = digits(p, mo, 2);
+    *p++ = '-';
+    p = digits(p, d, 2);
+    *p++ = 'T';
+    p = digits(p, (unsigned)(rem / 3600), 2);
+    *p++ = ':';
+    p = digits(p, (unsigned)(rem / 60 % 60), 2);
+    *p++ = ':';
+    p = digits(p, (unsigned)(rem % 60), 2);
+    *p++ = '.';
+    p = digits(p, (unsigned)(ms - secs * 1000), 3);
+    *p++ = 'Z';
+    *p = '\0';
+    return (size_t)(p - out);
 }
 
 void json_put_time(struct buf *b, int64_t ms)
@@ -70,32 +122,50 @@ void json_put_time(struct buf *b, int64_t ms)
     buf_append(b, tmp, n + 2);
 }
 
+#define PUT_LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
+
 void json_put_account(struct buf *b, const struct store_account *a)
 {
-    buf_printf(b, "{\"id\":\"%" PRId64 "\",\"username\":", a->id);
+    PUT_LIT(b, "{\"id\":");
+    json_put_id(b, a->id);
+    PUT_LIT(b, ",\"username\":");
     json_put_str(b, a->username, strlen(a->username));
-    buf_puts(b, ",\"display_name\":");
+    PUT_LIT(b, ",\"display_name\":");
     json_put_str(b, a->display_name, strlen(a->display_name));
-    buf_puts(b, ",\"created_at\":");
+    PUT_LIT(b, ",\"created_at\":");
     json_put_time(b, a->created_at);
-    buf_printf(b, ",\"followers_count\":%" PRId64 ",\"following_count\":%" PRId64 ",\"posts_count\":%" PRId64 "}",
-               a->followers_count, a->following_count, a->posts_count);
+    PUT_LIT(b, ",\"followers_count\":");
+    put_int(b, a->followers_count);
+    PUT_LIT(b, ",\"following_count\":");
+    put_int(b, a->following_count);
+    PUT_LIT(b, ",\"posts_count\":");
+    put_int(b, a->posts_count);
+    PUT_LIT(b, "}");
 }
 
 void json_put_post(struct buf *b, const struct store_post *p)
 {
-    buf_printf(b, "{\"id\":\"%" PRId64 "\",\"author\":", p->id);
+    PUT_LIT(b, "{\"id\":");
+    json_put_id(b, p->id);
+    PUT_LIT(b, ",\"author\":");
     json_put_account(b, &p->author);
-    buf_puts(b, ",\"text\":");
+    PUT_LIT(b, ",\"text\":");
     json_put_str(b, p->text, p->text_len);
-    buf_puts(b, ",\"created_at\":");
+    PUT_LIT(b, ",\"created_at\":");
     json_put_time(b, p->created_at);
+    PUT_LIT(b, ",\"reply_to\":");
     if (p->reply_to > 0)
-        buf_printf(b, ",\"reply_to\":\"%" PRId64 "\"", p->reply_to);
+        json_put_id(b, p->reply_to);
     else
-        buf_puts(b, ",\"reply_to\":null");
-    buf_printf(b, ",\"likes_count\":%" PRId64 ",\"replies_count\":%" PRId64 ",\"liked\":%s}", p->likes_count,
-               p->replies_count, p->liked ? "true" : "false");
+        PUT_LIT(b, "null");
+    PUT_LIT(b, ",\"likes_count\":");
+    put_int(b, p->likes_count);
+    PUT_LIT(b, ",\"replies_count\":");
+    put_int(b, p->replies_count);
+    if (p->liked)
+        PUT_LIT(b, ",\"liked\":true}");
+    else
+        PUT_LIT(b, ",\"liked\":false}");
 }
 
 void json_put_error(struct buf *b, const char *msg)

@@ -32,7 +32,9 @@
 
 /* Authors with at least this many followers are not fanned out on write (their posts are merged
  * into home timelines at read time). */
+#ifndef STORE_FANOUT_LIMIT
 #define STORE_FANOUT_LIMIT 1000
+#endif
 
 #define STORE_USERNAME_MAX 30     /* bytes (usernames are ASCII) */
 #define STORE_DISPLAY_NAME_MAX 50 /* code points, i.e. at most 200 bytes of UTF-8 */

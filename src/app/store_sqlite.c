@@ -51,7 +51,7 @@ static const char *const migrations[] = {
     "  idem_key TEXT);"
     "CREATE INDEX posts_author ON posts(author, id);"
     "CREATE INDEX posts_unfanned ON posts(author, id) WHERE fanout = 0;"
-    "CREATE INDEX posts_reply ON posts(reply_to, id);"
+    "CREATE INDEX posts_reply ON posts(reply_to, id) WHERE reply_to IS NOT NULL;"
     "CREATE UNIQUE INDEX posts_idem ON posts(author, idem_key) WHERE idem_key IS NOT NULL;"
     "CREATE TABLE likes ("
     "  post_id INTEGER NOT NULL REFERENCES posts(id) ON DELETE CASCADE,"
@@ -121,17 +121,18 @@ static const char *const stmt_sql[SQ__COUNT] = {
     [SQ_LIST_REPLIES] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author "
                         "LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = ?5 "
                         "WHERE p.reply_to = ?1 AND p.id < ?2 AND p.id > ?3 ORDER BY p.id ASC LIMIT ?4",
-    /* Hybrid home timeline (docs/TIMELINES.md): the newest rows of the owner's fan-out table,
-     * plus, for each followed account whose posts were not fanned out, its newest posts in the
-     * window (at most ?4 each, from the partial index); the ids are merged and cut to ?4 before
-     * the posts, authors and the owner's likes are joined. */
-    [SQ_LIST_HOME] = "WITH ids(id) AS ("
-                     "  SELECT post_id FROM (SELECT post_id FROM home WHERE owner = ?1 AND post_id < ?2"
-                     "    AND post_id > ?3 ORDER BY post_id DESC LIMIT ?4)"
-                     "  UNION ALL"
-                     "  SELECT q.id FROM follows f, posts q WHERE f.follower = ?1 AND q.id IN"
+    /* Hybrid home timeline (docs/TIMELINES.md): h = the newest ?4 rows of the owner's fan-out
+     * table in the window; then, for each followed account whose posts were not fanned out, its
+     * newest posts in the window (at most ?4 each, from the partial index) that are newer than
+     * h's oldest row when h is full (older ones cannot make the page); the ids are merged and cut
+     * to ?4 before the posts, authors and the owner's likes are joined. */
+    [SQ_LIST_HOME] = "WITH h(id) AS (SELECT post_id FROM home WHERE owner = ?1 AND post_id < ?2"
+                     "    AND post_id > ?3 ORDER BY post_id DESC LIMIT ?4),"
+                     " lo(v) AS (SELECT CASE WHEN count(*) < ?4 THEN ?3 ELSE min(id) END FROM h),"
+                     " ids(id) AS (SELECT id FROM h UNION ALL"
+                     "  SELECT q.id FROM lo, follows f, posts q WHERE f.follower = ?1 AND q.id IN"
                      "    (SELECT r.id FROM posts r WHERE r.author = f.followee AND r.fanout = 0"
-                     "     AND r.id < ?2 AND r.id > ?3 ORDER BY r.id DESC LIMIT ?4)),"
+                     "     AND r.id < ?2 AND r.id > lo.v ORDER BY r.id DESC LIMIT ?4)),"
                      " top(id) AS (SELECT id FROM ids ORDER BY id DESC LIMIT ?4)"
                      "SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
                      " JOIN accounts a ON a.id = p.author"
@@ -222,13 +223,22 @@ int sq_write(struct sq_store *s, int (*fn)(struct sq_store *s, void *arg), void 
     return rc;
 }
 
+/* Copies text column col into out (size bytes), truncating and NUL-terminating. */
+static void copy_text(sqlite3_stmt *st, int col, char *out, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    size_t n = t != NULL ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, t != NULL ? (const char *)t : "", n);
+    out[n] = '\0';
+}
+
 void sq_read_account(sqlite3_stmt *st, int col, struct store_account *out)
 {
-    const unsigned char *u = sqlite3_column_text(st, col + 1);
-    const unsigned char *d = sqlite3_column_text(st, col + 2);
     out->id = sqlite3_column_int64(st, col);
-    snprintf(out->username, sizeof out->username, "%s", u ? (const char *)u : "");
-    snprintf(out->display_name, sizeof out->display_name, "%s", d ? (const char *)d : "");
+    copy_text(st, col + 1, out->username, sizeof out->username);
+    copy_text(st, col + 2, out->display_name, sizeof out->display_name);
     out->created_at = sqlite3_column_int64(st, col + 3);
     out->followers_count = sqlite3_column_int64(st, col + 4);
     out->following_count = sqlite3_column_int64(st, col + 5);
@@ -637,7 +647,7 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
     sqlite3_extended_result_codes(s->db, 0);
     if (enable_wal(s) != STORE_OK || exec_retry(s, "PRAGMA synchronous=NORMAL") != STORE_OK ||
         exec_retry(s, "PRAGMA foreign_keys=ON") != STORE_OK || exec_retry(s, "PRAGMA temp_store=MEMORY") != STORE_OK ||
-        exec_retry(s, "PRAGMA cache_size=-32768") != STORE_OK ||
+        exec_retry(s, "PRAGMA cache_size=-32768") != STORE_OK || exec_retry(s, "PRAGMA wal_autocheckpoint=4000") != STORE_OK ||
         exec_retry(s, "PRAGMA mmap_size=1073741824") != STORE_OK || migrate(s) != STORE_OK) {
         snprintf(err, errlen, "sqlite: %s: %s", path, s->base.err);
         goto fail;

@@ -535,12 +535,12 @@ static void process_input(struct http_conn *c)
                 return;
             }
             if (start_request(c, (size_t)r) < 0)
-                return;
+                break; /* answered (e.g. 413, 501) or closed: flush below */
             continue;
         }
         if (c->state == ST_BODY) {
             if (feed_body(c) < 0)
-                return;
+                break;
             if (c->state == ST_BODY || c->state == ST_WAIT)
                 break;
             continue;
@@ -548,6 +548,8 @@ static void process_input(struct http_conn *c)
         break; /* WAIT or CLOSE: pipelined bytes wait */
     }
     c->in_process = 0;
+    if (c->freed)
+        return;
     if (c->state == ST_CLOSE && !c->keep_alive)
         shutdown(c->fd, SHUT_RD);
     if (conn_flush(c) < 0)
@@ -794,6 +796,7 @@ unsigned http_conn_remote_port(const struct http_conn *c) { return c->port; }
 uint64_t http_conn_request_start_us(const struct http_conn *c) { return c->req_start_us; }
 uint64_t http_conn_response_bytes(const struct http_conn *c) { return c->resp_bytes; }
 int http_conn_body_complete(const struct http_conn *c) { return c->body_done; }
+int http_conn_will_close(const struct http_conn *c) { return !c->keep_alive || c->hup || c->srv->shutting_down; }
 struct loop *http_conn_loop(const struct http_conn *c) { return c->srv->loop; }
 void *http_conn_get_data(const struct http_conn *c) { return c->data; }
 void http_conn_set_data(struct http_conn *c, void *data) { c->data = data; }

@@ -99,6 +99,9 @@ unsigned http_conn_remote_port(const struct http_conn *c);
 uint64_t http_conn_request_start_us(const struct http_conn *c);
 /* Bytes of response sent for the current request (for access logs). */
 uint64_t http_conn_response_bytes(const struct http_conn *c);
+/* 1 if the connection will close after the current response (the request asked for it, the
+ * client half-closed, or the server is shutting down). */
+int http_conn_will_close(const struct http_conn *c);
 /* 1 if the request body has been read completely. */
 int http_conn_body_complete(const struct http_conn *c);
 /* The loop the connection runs on. */

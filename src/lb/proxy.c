@@ -98,6 +98,7 @@ struct px {
     int client_paused;        /* client's output is full: backend reads stopped */
     int status;
     int head_sent;            /* response head sent to the client */
+    uint64_t body_bytes;      /* response body bytes sent (for the access log) */
     uint64_t start_us;
     struct loop_timer timer;
     char req_line[160];       /* for the access log */
@@ -346,7 +347,7 @@ static void log_request(struct px *px, int status)
     strftime(date, sizeof(date), "%d/%b/%Y:%H:%M:%S %z", &tm);
     double ms = (double)(loop_clock_us() - px->start_us) / 1000.0;
     buf_printf(&w->log, "%s - - [%s] \"%s\" %d %llu \"%s\" \"%s\" %s %.3f\n", http_conn_remote_ip(px->client), date,
-               px->req_line, status, (unsigned long long)http_conn_response_bytes(px->client), px->referer,
+               px->req_line, status, (unsigned long long)px->body_bytes, px->referer,
                px->agent, px->server ? px->server->key : "-", ms);
     if (buf_used(&w->log) > 32768)
         log_flush(w);
@@ -496,8 +497,6 @@ static void px_fail(struct px *px, int status, const char *msg)
         px->up = NULL;
         up_close(u);
     }
-    if (px->server && status >= 500)
-        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
     struct http_conn *c = px->client;
     http_conn_set_data(c, NULL);
     log_request(px, px->head_sent ? px->status : status);
@@ -710,6 +709,8 @@ static void send_response_head(struct px *px, const struct http_head *r)
             px->client_keep_alive = 0; /* HTTP/1.0 client: the body ends when we close */
         }
     }
+    if (http_conn_will_close(px->client))
+        px->client_keep_alive = 0;
     if (!px->client_keep_alive)
         buf_puts(&b, "Connection: close\r\n");
     else if (req_minor == 0)
@@ -723,6 +724,7 @@ static void send_response_head(struct px *px, const struct http_head *r)
 /* Sends decoded response body bytes to the client. Returns 0 if the client's queue is full. */
 static int send_body(struct px *px, const char *p, size_t n)
 {
+    px->body_bytes += n;
     if (!px->resp_chunked_out)
         return http_conn_send(px->client, p, n);
     char hdr[24];
@@ -771,6 +773,7 @@ static void up_process_corked(struct upstream *u)
             if (n == HTTP_AGAIN)
                 return;
             if (n == HTTP_ERROR) {
+                atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
                 px_fail(px, 502, "Error communicating with backend server");
                 return;
             }
@@ -837,6 +840,7 @@ static void up_process_corked(struct upstream *u)
             size_t dlen;
             long used = http_chunked_feed(&px->resp_chunked, p, n, &data, &dlen);
             if (used < 0) {
+                atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
                 px_fail(px, 502, "Error communicating with backend server");
                 return;
             }
@@ -1141,6 +1145,7 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     w->loop = loop;
     w->id = id;
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)id << 32) ^ loop_clock_us();
+    w->retry_milli = 10000; /* 10 retries to start with */
     if (!w->rng)
         w->rng = 1;
     const struct lb_config *cfg = sh->cfg;
@@ -1170,6 +1175,7 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
 
 void lb_worker_shutdown(struct lb_worker *w)
 {
+    atomic_store(&w->sh->stopping, 1);
     if (w->srv)
         http_server_shutdown(w->srv);
 }

@@ -1,0 +1,86 @@
+"""pytest fixtures shared by agora's integration tests. Reusable helpers live in helpers.py."""
+
+import pathlib
+
+import pytest
+
+from helpers import agora_binary, backend_url, start_lb, start_testbackend, wait_health_checked
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def build_dir():
+    """The build output directory (repo_root/build), where `make build` puts the binaries."""
+    return REPO_ROOT / "build"
+
+
+# ---------------------------------------------------------------- agora lb (test_lb_*.py)
+
+@pytest.fixture(scope="session")
+def agora_bin(build_dir):
+    """The agora binary under test: $AGORA_BIN if set, else build/agora (`make build`)."""
+    path = agora_binary(build_dir)
+    if not path.exists():
+        pytest.fail("%s is missing: run `make build` or set AGORA_BIN" % path)
+    return path
+
+
+@pytest.fixture
+def testbackend_factory(build_dir):
+    """start(name, *args, port=0) starts build/testbackend (X-Backend: name) -> Process with
+    .port. Every backend started is stopped at teardown, also when the test failed."""
+    if not (build_dir / "testbackend").exists():
+        pytest.fail("%s is missing: run `make build`" % (build_dir / "testbackend"))
+    started = []
+
+    def start(name=None, *args, port=0):
+        proc = start_testbackend(build_dir, *args, name=name, port=port)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture
+def lb_factory(agora_bin):
+    """start(backends, *flags, workers=1, health_interval="200ms", wait_checked=True) starts
+    `agora lb` in front of backends (testbackend Processes, ports, or (backend, weight) pairs;
+    None: no --backend flag, e.g. with --config) -> Process with .port. wait_checked waits for
+    the first health check of every server, which decides its state. The admin API is off and
+    so is slow start (every server gets its full weight at once, so distributions are exact);
+    flags given later override these. At teardown each balancer gets SIGTERM and must exit with
+    status 0 (a crash fails the test); set proc.expect_status to another value (or None: any)
+    when a test ends it differently."""
+    started = []
+
+    def start(backends, *flags, workers=1, health_interval="200ms", wait_checked=True):
+        args = ["--admin-listen", "off", "--slow-start", "0"]
+        for b in backends or ():
+            args += ["--backend", backend_url(*b) if isinstance(b, tuple) else backend_url(b)]
+        if workers is not None:
+            args += ["--workers", workers]
+        if health_interval is not None:
+            args += ["--health-interval", health_interval]
+        proc = start_lb(agora_bin, args + list(flags))
+        proc.expect_status = 0
+        started.append(proc)
+        if wait_checked:
+            wait_health_checked(proc.port)
+        return proc
+
+    failures = []
+    try:
+        yield start
+    finally:
+        for proc in started:
+            status = proc.stop(timeout=10.0)
+            if proc.expect_status is not None and status != proc.expect_status:
+                failures.append("agora lb exited with %r (expected %r); output:\n%s"
+                                % (status, proc.expect_status, proc.output()))
+    if failures:
+        pytest.fail("\n".join(failures))

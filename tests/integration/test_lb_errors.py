@@ -1,0 +1,156 @@
+"""agora lb: what clients get when a backend fails, and what the balancer counts.
+
+502 "Error communicating with backend server\\n" when the backend resets or dies mid-request,
+504 "Backend server timed out\\n" past --response-timeout, 413 past --max-body-size; after each,
+the balancer keeps serving. A request that may have reached a backend is never replayed unless
+it is safe to repeat.
+"""
+
+import pytest
+
+from helpers import LOCALHOST, RawConnection, backend_url, http_request, lb_server_stats, lb_stats, wait_for
+
+BAD_GATEWAY = b"Error communicating with backend server\n"
+TIMED_OUT = b"Backend server timed out\n"
+
+
+def records(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def assert_error(response, status, body):
+    got_status, headers, got_body = response
+    assert (got_status, got_body) == (status, body)
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert headers["content-length"] == str(len(body))
+    assert "x-backend" not in headers
+
+
+def test_backend_reset_gives_502(testbackend_factory, lb_factory):
+    backend = testbackend_factory("A")
+    lb = lb_factory([backend], "--passive-health", "off")
+
+    assert_error(http_request(LOCALHOST, lb.port, "GET", "/reset"), 502, BAD_GATEWAY)
+    assert http_request(LOCALHOST, lb.port, "GET", "/")[::2] == (200, b"hello from A\n")
+
+
+def test_backend_crash_gives_502_and_traffic_moves_on(testbackend_factory, lb_factory):
+    a, b = testbackend_factory("A"), testbackend_factory("B")
+    lb = lb_factory([a, b], "--policy", "round-robin")
+
+    assert_error(http_request(LOCALHOST, lb.port, "POST", "/crash", body=b"x"), 502, BAD_GATEWAY)
+    assert a.popen.wait(timeout=5) == 1  # round-robin sent the first request to A, which died
+    seen = [http_request(LOCALHOST, lb.port, "GET", "/") for _ in range(6)]
+    assert [(s, h["x-backend"]) for s, h, _ in seen] == [(200, "B")] * 6
+
+
+def test_unsafe_request_is_never_replayed(testbackend_factory, lb_factory, tmp_path):
+    paths = [tmp_path / ("%s.txt" % name) for name in "ABC"]
+    backends = [testbackend_factory(name, "--record", str(p)) for name, p in zip("ABC", paths)]
+    lb = lb_factory(backends, "--health-path", "/hc")
+
+    assert_error(http_request(LOCALHOST, lb.port, "POST", "/reset", body=b"order=1"), 502, BAD_GATEWAY)
+    # The POST reached one backend, which may have acted on it: it was not sent again.
+    sent = [line for p in paths for line in records(p) if line != "GET /hc"]
+    assert sent == ["POST /reset"]
+
+
+def test_safe_request_is_retried_on_the_other_servers(testbackend_factory, lb_factory, tmp_path):
+    paths = [tmp_path / ("%s.txt" % name) for name in "ABC"]
+    backends = [testbackend_factory(name, "--record", str(p)) for name, p in zip("ABC", paths)]
+    lb = lb_factory(backends, "--health-path", "/hc")
+    for _ in range(50):  # each request earns 20 % of a retry (--retry-budget 20)
+        assert http_request(LOCALHOST, lb.port, "GET", "/")[0] == 200
+
+    assert_error(http_request(LOCALHOST, lb.port, "GET", "/reset"), 502, BAD_GATEWAY)
+    # A GET may be repeated: after A, B or C reset it, the two others were tried, once each.
+    assert [[line for line in records(p) if line == "GET /reset"] for p in paths] == [["GET /reset"]] * 3
+
+
+def test_retry_budget_starts_with_ten_retries(testbackend_factory, lb_factory, tmp_path):
+    paths = [tmp_path / ("%s.txt" % name) for name in "ABC"]
+    backends = [testbackend_factory(name, "--record", str(p)) for name, p in zip("ABC", paths)]
+    lb = lb_factory(backends, "--health-path", "/hc")
+
+    assert_error(http_request(LOCALHOST, lb.port, "GET", "/reset"), 502, BAD_GATEWAY)
+    assert [[line for line in records(p) if line == "GET /reset"] for p in paths] == [["GET /reset"]] * 3
+
+
+def test_response_timeout_gives_504(testbackend_factory, lb_factory):
+    backend = testbackend_factory("A")
+    lb = lb_factory([backend], "--response-timeout", "300ms", "--passive-health", "off")
+
+    assert_error(http_request(LOCALHOST, lb.port, "GET", "/delay?ms=2000", timeout=10), 504, TIMED_OUT)
+    assert http_request(LOCALHOST, lb.port, "GET", "/delay?ms=100")[::2] == (200, b"delayed 100 ms\n")
+    assert lb_server_stats(lb.port)[backend_url(backend)]["in_flight"] == 0
+
+
+def test_request_body_at_the_limit_is_forwarded(testbackend_factory, lb_factory):
+    backend = testbackend_factory("A")
+    lb = lb_factory([backend], "--max-body-size", "1k")
+
+    status, _, body = http_request(LOCALHOST, lb.port, "POST", "/sink", body=b"x" * 1024)
+    assert (status, body) == (200, b'{"received": 1024, "chunked": false}\n')
+    status, _, body = http_request(LOCALHOST, lb.port, "POST", "/sink", body=iter([b"x" * 1000, b"y" * 24]))
+    assert (status, body) == (200, b'{"received": 1024, "chunked": true}\n')
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_request_body_over_the_limit_gives_413(testbackend_factory, lb_factory, tmp_path, framing):
+    record = tmp_path / "a.txt"
+    backend = testbackend_factory("A", "--record", str(record))
+    lb = lb_factory([backend], "--max-body-size", "1k", "--health-path", "/hc")
+
+    with RawConnection(lb.port) as conn:
+        if framing == "content-length":
+            # The head alone says it is too large: the answer comes before the body is sent.
+            conn.send(b"POST /sink HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n")
+        else:
+            conn.send(b"POST /sink HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"401\r\n" + b"x" * 1025 + b"\r\n")
+        status, headers, body = conn.read_response()
+    assert (status, body) == (413, b"request body too large\n")
+    assert headers["connection"] == "close"
+    assert [line for line in records(record) if line != "GET /hc"] in ([], ["POST /sink"])
+
+
+def test_upgrade_request_gets_501(testbackend_factory, lb_factory):
+    lb = lb_factory([testbackend_factory("A")])
+    with RawConnection(lb.port) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+        status, _, body = conn.read_response()
+    assert (status, body) == (501, b"not implemented: CONNECT and protocol upgrades are not supported\n")
+
+
+@pytest.mark.parametrize("path, status", [("/reset", 502), ("/delay?ms=2000", 504)])
+def test_errors_counter_counts_each_failed_request_once(testbackend_factory, lb_factory, path, status):
+    backend = testbackend_factory("A")
+    lb = lb_factory([backend], "--response-timeout", "300ms", "--passive-health", "off", "--retries", "0")
+
+    assert http_request(LOCALHOST, lb.port, "GET", path, timeout=10)[0] == status
+    server = lb_server_stats(lb.port)[backend_url(backend)]
+    assert (server["requests"], server["errors"]) == (1, 1)
+
+
+def test_backend_5xx_counts_as_an_error(testbackend_factory, lb_factory):
+    backend = testbackend_factory("A")
+    lb = lb_factory([backend])
+
+    for path in ("/status?code=500", "/", "/status?code=404"):
+        http_request(LOCALHOST, lb.port, "GET", path)
+    server = lb_server_stats(lb.port)[backend_url(backend)]
+    assert (server["requests"], server["errors"], server["healthy"]) == (3, 1, True)
+
+
+def test_consecutive_5xx_eject_a_server(testbackend_factory, lb_factory):
+    a, b = testbackend_factory("A"), testbackend_factory("B")
+    lb = lb_factory([a, b], "--policy", "round-robin", "--eject-5xx", "3", "--eject-time", "1h")
+
+    # Round-robin alternates A, B: A answers three 500s in a row, B three 200s.
+    for _ in range(3):
+        assert http_request(LOCALHOST, lb.port, "GET", "/status?code=500")[1]["x-backend"] == "A"
+        assert http_request(LOCALHOST, lb.port, "GET", "/")[1]["x-backend"] == "B"
+    assert wait_for(lambda: not lb_server_stats(lb.port)[backend_url(a)]["healthy"], 2), lb_stats(lb.port)
+    seen = [http_request(LOCALHOST, lb.port, "GET", "/")[1]["x-backend"] for _ in range(4)]
+    assert seen == ["B"] * 4
+    assert lb.wait_for_output("agora lb: server %s ejected for " % backend_url(a), 5), lb.output()
