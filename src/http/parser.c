@@ -679,8 +679,15 @@ static int parse_headers(const char **pp, const char *end, struct scan *st)
         if (p == end)
             return HTTP_AGAIN;
         if (*p != ':') {
-            if (*p == ' ' || *p == '\t')
-                return fail(h, 400, "whitespace between header name and colon");
+            if (*p == ' ' || *p == '\t') {
+                const char *q = p;
+                while (q < end && (*q == ' ' || *q == '\t'))
+                    q++;
+                if (q == end)
+                    return HTTP_AGAIN;
+                return fail(h, 400, *q == ':' ? "whitespace between header name and colon"
+                                              : "invalid header line: a space in the name, or no colon");
+            }
             if (*p == '\r' || *p == '\n')
                 return fail(h, 400, "header line without colon");
             return fail(h, 400, "invalid character in header name");
