@@ -1006,7 +1006,16 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     struct buf b = {0};
     buf_append(&b, h->method_str.p, h->method_str.n);
     buf_append(&b, " ", 1);
-    buf_append(&b, h->target.p, h->target.n);
+    if (h->target.n && h->target.p[0] != '/' && h->method != HTTP_OPTIONS) {
+        /* absolute-form: origin servers get origin-form (RFC 9112 §3.2.1) */
+        buf_append(&b, h->path.p, h->path.n);
+        if (h->query.n) {
+            buf_append(&b, "?", 1);
+            buf_append(&b, h->query.p, h->query.n);
+        }
+    } else {
+        buf_append(&b, h->target.p, h->target.n);
+    }
     buf_puts(&b, " HTTP/1.1\r\n");
     const struct http_header *xff = NULL;
     for (int i = 0; i < h->nheaders; i++) {
