@@ -53,7 +53,12 @@ json_t *api_body(struct api *a);
  * answering 400 when it has another type. */
 int api_string(struct api *a, json_t *obj, const char *name, const char **s, size_t *n);
 /* Parses ?limit, ?max_id and ?since_id into pg (pg->limit = limit + 1, to detect a next page);
- * *limit gets the requested page size. Returns 0, or -1 after answering 400. */
+ * *limit gets the requested page size. Every list accepts both bounds: max_id keeps only items
+ * with a smaller id, since_id only items with a larger one. limit is 1-100 (default 20); anything
+ * else, and an id that is not a positive integer, is 400. Newest-first lists (timelines, posts of
+ * an account, followers/following, whose ids are account ids) continue with max_id = the last
+ * id; the oldest-first list (replies) continues with since_id = the last id. Returns 0, or -1
+ * after answering 400. */
 int api_page(struct api *a, struct store_page *pg, int *limit);
 
 /* Streams a list response: api_list_begin writes "[", the callbacks append rows (stopping after

@@ -101,7 +101,13 @@ void router_handle(struct app *app, const struct http_request *req, struct http_
     a.resp = resp;
     a.now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     resp->status = 200;
-    dispatch(&a);
+    /* a read request sees one snapshot: the session lookup and the query share a transaction */
+    if ((a.head->method == HTTP_GET || a.head->method == HTTP_HEAD) && store_read_begin(app->store) == STORE_OK) {
+        dispatch(&a);
+        store_read_end(app->store);
+    } else {
+        dispatch(&a);
+    }
     if (resp->status != 204 && resp->status != 304)
         http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
 }

@@ -94,6 +94,8 @@ struct store_ops {
     const char *name;
     void (*close)(struct store *st);
     int (*ping)(struct store *st);
+    int (*read_begin)(struct store *st);
+    void (*read_end)(struct store *st);
 
     int (*account_create)(struct store *st, const char *username, const char *display_name,
                           const char *password_hash, int64_t now, struct store_account *out);
@@ -149,6 +151,12 @@ static inline const char *store_errmsg(const struct store *st) { return st->err;
 
 /* Runs a trivial query; STORE_OK when the database answers. */
 static inline int store_ping(struct store *st) { return st->ops->ping(st); }
+
+/* Groups the reads that follow, until store_read_end, into one consistent snapshot (one read
+ * transaction instead of one per query). Only reads may happen in between. Returns STORE_OK, or
+ * an error (then do not call store_read_end). */
+static inline int store_read_begin(struct store *st) { return st->ops->read_begin(st); }
+static inline void store_read_end(struct store *st) { st->ops->read_end(st); }
 
 /* Creates an account (username unique ignoring ASCII case → STORE_CONFLICT) and fills *out. The
  * caller validates the fields. */

@@ -23,7 +23,7 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
 /* ---- internal to the store_sqlite*.c files ---- */
 
 enum sq_stmt {
-    SQ_BEGIN, SQ_COMMIT, SQ_ROLLBACK, SQ_PING,
+    SQ_BEGIN, SQ_BEGIN_READ, SQ_COMMIT, SQ_ROLLBACK, SQ_PING,
     SQ_ACC_INSERT, SQ_ACC_BY_NAME, SQ_ACC_CRED, SQ_ACC_BY_ID, SQ_ACC_EXISTS, SQ_ACC_COUNT,
     SQ_ACC_ADD_FOLLOWERS, SQ_ACC_ADD_FOLLOWING, SQ_ACC_ADD_POSTS,
     SQ_SESS_INSERT, SQ_SESS_ACCOUNT, SQ_SESS_DELETE,
