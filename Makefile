@@ -70,6 +70,65 @@ test: deps-test
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory browser
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# ---- sanitizers and fuzzing ----
+#   make asan        builds agora, testbackend and the unit tests with ASan+UBSan into build-asan/
+#                    (same rules, BUILD=build-asan), runs the unit tests there, then (even if a unit
+#                    test failed) the integration suite against build-asan/agora (AGORA_BIN). The
+#                    suite always starts build/testbackend (conftest has no variable for it), so
+#                    test_testbackend.py, which tests only that helper, is left out.
+#   make fuzz        builds the libFuzzer harnesses tests/fuzz/fuzz_*.c with clang into build-fuzz/
+#                    (the library compiled with the same sanitizers) and runs each for FUZZ_SECONDS;
+#                    new inputs go to build-fuzz/corpus/NAME, crashes to build-fuzz/crashes/NAME/,
+#                    output to build-fuzz/fuzz_NAME.log. The checked-in seeds (tests/fuzz/corpus/NAME)
+#                    are only read.
+#   make fuzz-smoke  the same, 10 seconds per harness (part of `make test`).
+ASAN_OPT     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+SAN_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_OPT     := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+
+.PHONY: fuzz-build fuzz-smoke
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_OPT)" build
+	@$(MAKE) --no-print-directory BUILD=build build/testbackend
+	@fail=0; \
+	$(SAN_ENV) $(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_OPT)" unit || fail=1; \
+	echo "asan: integration tests against build-asan/agora"; \
+	$(SAN_ENV) AGORA_BIN=$(CURDIR)/build-asan/agora sh scripts/run-integration.sh \
+		--ignore=tests/integration/test_testbackend.py || fail=1; \
+	exit $$fail
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) OPT="$(FUZZ_OPT) -fsanitize=fuzzer-no-link" \
+		build-fuzz/libagora.a
+	@for n in $(FUZZ_NAMES); do \
+		echo "$(FUZZ_CC) ... -o build-fuzz/fuzz_$$n tests/fuzz/fuzz_$$n.c build-fuzz/libagora.a"; \
+		$(FUZZ_CC) $(FUZZ_OPT) -fsanitize=fuzzer -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc \
+			$(PKG_CFLAGS) -o build-fuzz/fuzz_$$n tests/fuzz/fuzz_$$n.c build-fuzz/libagora.a $(LDLIBS) || exit 1; \
+	done
+
+fuzz: fuzz-build
+	@fail=0; for n in $(FUZZ_NAMES); do \
+		mkdir -p build-fuzz/corpus/$$n build-fuzz/crashes/$$n; \
+		if $(SAN_ENV) build-fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+			-artifact_prefix=build-fuzz/crashes/$$n/ build-fuzz/corpus/$$n tests/fuzz/corpus/$$n \
+			>build-fuzz/fuzz_$$n.log 2>&1; then \
+			echo "fuzz_$$n: ok, $$(grep -o 'stat::number_of_executed_units: *[0-9]*' build-fuzz/fuzz_$$n.log \
+				| grep -o '[0-9]*$$') runs in $(FUZZ_SECONDS) s"; \
+		else \
+			fail=1; echo "FAILED: fuzz_$$n (build-fuzz/fuzz_$$n.log; reproducer in build-fuzz/crashes/$$n/)"; \
+			tail -n 60 build-fuzz/fuzz_$$n.log; \
+		fi; \
+	done; exit $$fail
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 bench: deps
 	@$(MAKE) --no-print-directory build
@@ -79,4 +138,4 @@ format:
 	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(SUPPORT_SRCS)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz

@@ -82,7 +82,11 @@ json_t *api_body(struct api *a)
     }
     obj = json_loadb(a->req->body, a->req->body_len, JSON_REJECT_DUPLICATES, &err);
     if (obj == NULL) {
-        api_error(a, 400, "invalid JSON: %s (line %d, column %d)", err.text, err.line, err.column);
+        /* jansson may cut its message inside a multi-byte character: keep the valid prefix. */
+        size_t tl = strlen(err.text);
+        while (tl > 0 && !json_utf8_valid(err.text, tl, NULL))
+            tl--;
+        api_error(a, 400, "invalid JSON: %.*s (line %d, column %d)", (int)tl, err.text, err.line, err.column);
         return NULL;
     }
     if (!json_is_object(obj)) {

@@ -45,6 +45,8 @@ uint64_t loop_clock_us(void)
 
 static uint64_t clock_ms(void) { return loop_clock_us() / 1000u; }
 
+static void run_deferred(struct loop *loop);
+
 uint64_t loop_now(const struct loop *loop) { return loop->now_ms; }
 
 struct loop *loop_create(int max_fds)
@@ -72,6 +74,7 @@ void loop_destroy(struct loop *loop)
 {
     if (!loop)
         return;
+    run_deferred(loop); /* objects closed last are freed there */
     if (loop->epfd >= 0)
         close(loop->epfd);
     if (loop->wakefd >= 0)

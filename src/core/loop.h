@@ -30,6 +30,7 @@ struct loop_timer {
 
 /* Creates a loop able to watch descriptors below max_fds. NULL on failure (errno set). */
 struct loop *loop_create(int max_fds);
+/* Runs the deferred calls still pending, then frees the loop. */
 void loop_destroy(struct loop *loop);
 
 /* Watches fd for the events in mask (LOOP_READ|LOOP_WRITE), calling fn(loop, fd, events, data).

@@ -18,7 +18,7 @@ int net_parse_addr(const char *s, struct net_addr *out)
     memset(out, 0, sizeof(*out));
     if (s[0] == '[') {
         const char *end = strchr(s, ']');
-        if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
+        if (!end || end == s + 1 || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
             return -EINVAL;
         memcpy(host, s + 1, (size_t)(end - s - 1));
         host[end - s - 1] = '\0';
@@ -113,7 +113,8 @@ void net_format_addr(const struct net_addr *a, char *out, size_t outlen)
 int net_tune(int fd)
 {
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 && errno != EOPNOTSUPP && errno != ENOPROTOOPT)
+        return -errno;
     return 0;
 }
 

@@ -67,12 +67,14 @@ static void refill(const struct http_climits *cl, struct entry *e, uint64_t now_
 {
     if (!cl->rate)
         return;
+    /* Workers pass their own loop clocks, which may lag each other a little: time only moves
+     * forward here, so no interval is counted twice. */
     if (now_ms > e->last_ms) {
         e->tokens += (double)(now_ms - e->last_ms) * cl->rate / 1000.0;
         if (e->tokens > cl->burst)
             e->tokens = cl->burst;
+        e->last_ms = now_ms;
     }
-    e->last_ms = now_ms;
 }
 
 /* Finds (or creates, if create) ip's entry in bucket b; drops idle entries on the way. The

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,8 +159,8 @@ int lb_parse_duration(const char *s, unsigned *ms)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
-        return -1;
+    if (end == s || errno || !(v >= 0) || !isdigit((unsigned char)*s))
+        return -1; /* also rejects nan, inf and signs */
     while (*end == ' ')
         end++;
     double mult;
@@ -211,27 +212,28 @@ int lb_parse_size(const char *s, uint64_t *bytes)
 
 /* Sets one option from text. backends_reset: a pointer to a flag that is cleared the first time
  * a backend is set, so that the first --backend (or file entry) replaces the defaults. */
-static int set_opt(struct lb_config *cfg, const struct opt *o, const char *val, int *backends_reset, char *err,
-                   size_t errlen)
+/* `name` is how the setting is shown in messages: the flag or "[section] key". */
+static int set_opt(struct lb_config *cfg, const struct opt *o, const char *name, const char *val, int *backends_reset,
+                   char *err, size_t errlen)
 {
     char *field = (char *)cfg + o->off;
     switch (o->type) {
     case T_STR:
         if (strlen(val) >= o->size) {
-            snprintf(err, errlen, "%s: value too long", o->key);
+            snprintf(err, errlen, "%s: value too long", name);
             return -1;
         }
         strcpy(field, val);
         return 0;
     case T_DURATION:
         if (lb_parse_duration(val, (unsigned *)field) < 0) {
-            snprintf(err, errlen, "%s: '%s' is not a duration (e.g. 500ms, 10s, 2m)", o->key, val);
+            snprintf(err, errlen, "%s: '%s' is not a duration (e.g. 500ms, 10s, 2m)", name, val);
             return -1;
         }
         return 0;
     case T_SIZE:
         if (lb_parse_size(val, (uint64_t *)field) < 0) {
-            snprintf(err, errlen, "%s: '%s' is not a size (e.g. 16k, 1m)", o->key, val);
+            snprintf(err, errlen, "%s: '%s' is not a size (e.g. 16k, 1m)", name, val);
             return -1;
         }
         return 0;
@@ -240,7 +242,7 @@ static int set_opt(struct lb_config *cfg, const struct opt *o, const char *val, 
         errno = 0;
         unsigned long v = strtoul(val, &end, 10);
         if (!isdigit((unsigned char)*val) || *end || errno || v > 1000000000ul) {
-            snprintf(err, errlen, "%s: '%s' is not a non-negative integer", o->key, val);
+            snprintf(err, errlen, "%s: '%s' is not a non-negative integer", name, val);
             return -1;
         }
         *(unsigned *)field = (unsigned)v;
@@ -252,7 +254,7 @@ static int set_opt(struct lb_config *cfg, const struct opt *o, const char *val, 
         else if (!strcmp(val, "off") || !strcmp(val, "false") || !strcmp(val, "no") || !strcmp(val, "0"))
             *(int *)field = 0;
         else {
-            snprintf(err, errlen, "%s: '%s' is not on/off", o->key, val);
+            snprintf(err, errlen, "%s: '%s' is not on/off", name, val);
             return -1;
         }
         return 0;
@@ -262,7 +264,7 @@ static int set_opt(struct lb_config *cfg, const struct opt *o, const char *val, 
             *backends_reset = 0;
         }
         if (cfg->nbackends >= LB_MAX_BACKENDS) {
-            snprintf(err, errlen, "too many backends (at most %d)", LB_MAX_BACKENDS);
+            snprintf(err, errlen, "%s: too many backends (at most %d)", name, LB_MAX_BACKENDS);
             return -1;
         }
         cfg->backends[cfg->nbackends++] = strdup(val);
@@ -321,7 +323,7 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
         if (!strcmp(opts[i].section, section) && !strcmp(opts[i].key, name)) {
             char e[256];
-            if (set_opt(ctx->cfg, &opts[i], value, &ctx->backends_reset, e, sizeof(e)) < 0) {
+            if (set_opt(ctx->cfg, &opts[i], name, value, &ctx->backends_reset, e, sizeof(e)) < 0) {
                 snprintf(ctx->err, ctx->errlen, "[%s] %s", section, e);
                 ctx->failed = 1;
                 return 0;
@@ -334,13 +336,40 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
     return 0;
 }
 
+/* Line reader for inih that notices lines longer than inih's buffer (which inih would split). */
+struct line_reader {
+    FILE *f;
+    int lineno;
+    int too_long;
+};
+
+static char *read_line(char *str, int num, void *stream)
+{
+    struct line_reader *r = stream;
+    if (r->too_long || !fgets(str, num, r->f))
+        return NULL;
+    r->lineno++;
+    size_t n = strlen(str);
+    if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(r->f)) {
+        r->too_long = 1;
+        return NULL;
+    }
+    return str;
+}
+
 int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size_t errlen)
 {
     char e[400] = "";
     struct ini_ctx ctx = {cfg, 1, e, sizeof(e), 0};
-    int r = ini_parse(path, on_ini_entry, &ctx); /* r > 0: line of the first error */
-    if (r == -1) {
+    struct line_reader lr = {.f = fopen(path, "r")};
+    if (!lr.f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    int r = ini_parse_stream(read_line, &lr, on_ini_entry, &ctx); /* r > 0: line of the first error */
+    fclose(lr.f);
+    if (lr.too_long) {
+        snprintf(err, errlen, "%s:%d: line too long (at most %d characters)", path, lr.lineno, INI_MAX_LINE - 2);
         return -1;
     }
     if (r != 0 || ctx.failed) {
@@ -350,7 +379,11 @@ int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size
         return -1;
     }
     snprintf(cfg->config_path, sizeof(cfg->config_path), "%s", path);
-    return validate(cfg, err, errlen);
+    if (validate(cfg, e, sizeof(e)) < 0) {
+        snprintf(err, errlen, "%s: %s", path, e);
+        return -1;
+    }
+    return 0;
 }
 
 void lb_config_usage(void)
@@ -381,7 +414,7 @@ int lb_config_from_args(struct lb_config *cfg, int argc, char **argv, char *err,
             lb_config_usage();
             return 1;
         }
-        if (!strncmp(argv[i], "--config", 8)) {
+        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) {
             const char *v = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
             if (!v) {
                 snprintf(err, errlen, "--config needs a file name");
@@ -394,7 +427,7 @@ int lb_config_from_args(struct lb_config *cfg, int argc, char **argv, char *err,
     int backends_reset = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strncmp(a, "--config", 8)) {
+        if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
             if (a[8] != '=')
                 i++;
             continue;
@@ -419,8 +452,10 @@ int lb_config_from_args(struct lb_config *cfg, int argc, char **argv, char *err,
             return -1;
         }
         char e[256];
-        if (set_opt(cfg, o, val, &backends_reset, e, sizeof(e)) < 0) {
-            snprintf(err, errlen, "--%s", e);
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", o->flag);
+        if (set_opt(cfg, o, flag, val, &backends_reset, e, sizeof(e)) < 0) {
+            snprintf(err, errlen, "%s", e);
             return -1;
         }
     }

@@ -149,7 +149,8 @@ static void call_n(struct fx *f, struct res *r, const char *method, const char *
     r->body_len = buf_used(&resp.body);
     r->body = malloc(r->body_len + 1);
     if (r->body_len > 0)
-        memcpy(r->body, buf_head(&resp.body), r->body_len);
+        if (r->body_len)
+            memcpy(r->body, buf_head(&resp.body), r->body_len);
     r->body[r->body_len] = '\0';
     r->json = r->body_len ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
     buf_free(&resp.headers);

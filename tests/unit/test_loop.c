@@ -1,0 +1,623 @@
+/* test_loop.c — unit tests for the event loop (src/core/loop.h): timer order, re-arming and
+ * cancelling, deferred calls, descriptor watches on pipes, and cross-thread wake-ups.
+ *
+ * Every loop_run() is bounded by a watchdog timer (WATCHDOG_MS) that stops the loop and fails the
+ * test if the expected event never came; no test sleeps, and the timers used are 0-5 ms. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/loop.h"
+
+#define WATCHDOG_MS 5000
+#define MAXLOG 512
+
+/* Records what happened, in order. */
+struct log {
+    int ev[MAXLOG];
+    size_t n;
+    int watchdog_fired;
+};
+
+static void log_add(struct log *l, int v)
+{
+    assert_true(l->n < MAXLOG);
+    l->ev[l->n++] = v;
+}
+
+static void on_watchdog(struct loop *loop, struct loop_timer *t)
+{
+    ((struct log *)t->data)->watchdog_fired = 1;
+    loop_stop(loop);
+}
+
+/* Runs loop until something calls loop_stop(), at most WATCHDOG_MS. */
+static void run_bounded(struct loop *loop, struct log *l)
+{
+    struct loop_timer wd = {.fn = on_watchdog, .data = l};
+    loop_timer_arm(loop, &wd, WATCHDOG_MS);
+    assert_int_equal(loop_run(loop), 0);
+    loop_timer_cancel(loop, &wd);
+    assert_int_equal(l->watchdog_fired, 0);
+}
+
+/* ---- timers ---- */
+
+struct tagged {
+    struct loop_timer t;
+    struct log *log;
+    int tag;
+    int stop; /* stop the loop when this one fires */
+};
+
+static void on_tagged(struct loop *loop, struct loop_timer *t)
+{
+    struct tagged *x = t->data;
+    assert_false(loop_timer_armed(t)); /* disarmed before its callback runs */
+    log_add(x->log, x->tag);
+    if (x->stop)
+        loop_stop(loop);
+}
+
+static void tagged_init(struct tagged *x, struct log *l, int tag)
+{
+    memset(x, 0, sizeof(*x));
+    x->t.fn = on_tagged;
+    x->t.data = x;
+    x->log = l;
+    x->tag = tag;
+}
+
+static void test_timers_fire_in_order(void **state)
+{
+    struct loop *loop = loop_create(64);
+    assert_non_null(loop);
+    struct log l = {0};
+    struct tagged x[5];
+    const unsigned delay[5] = {3, 1, 4, 0, 2}; /* tag i fires at delay[i] ms */
+    for (int i = 0; i < 5; i++) {
+        tagged_init(&x[i], &l, i);
+        loop_timer_arm(loop, &x[i].t, delay[i]);
+        assert_true(loop_timer_armed(&x[i].t));
+    }
+    x[2].stop = 1; /* the latest */
+    run_bounded(loop, &l);
+    const int want[5] = {3, 1, 4, 0, 2};
+    assert_int_equal(l.n, 5);
+    assert_memory_equal(l.ev, want, sizeof(want));
+    for (int i = 0; i < 5; i++)
+        assert_false(loop_timer_armed(&x[i].t));
+    loop_destroy(loop);
+}
+
+static void test_timer_rearm_and_cancel(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    struct tagged a, b, c, d;
+    tagged_init(&a, &l, 'a');
+    tagged_init(&b, &l, 'b');
+    tagged_init(&c, &l, 'c');
+    tagged_init(&d, &l, 'd');
+    loop_timer_arm(loop, &a.t, 1);
+    loop_timer_arm(loop, &b.t, 2);
+    loop_timer_arm(loop, &c.t, 1);
+    loop_timer_arm(loop, &d.t, 4000);
+    loop_timer_arm(loop, &a.t, 3); /* later: now after b */
+    loop_timer_arm(loop, &d.t, 4); /* earlier: now last */
+    loop_timer_cancel(loop, &c.t);
+    assert_false(loop_timer_armed(&c.t));
+    loop_timer_cancel(loop, &c.t); /* cancelling twice is harmless */
+    d.stop = 1;
+    run_bounded(loop, &l);
+    const int want[3] = {'b', 'a', 'd'};
+    assert_int_equal(l.n, 3);
+    assert_memory_equal(l.ev, want, sizeof(want));
+    /* A timer that fired can be armed again. */
+    l.n = 0;
+    loop_timer_arm(loop, &a.t, 0);
+    a.stop = 1;
+    run_bounded(loop, &l);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.ev[0], 'a');
+    loop_destroy(loop);
+}
+
+/* A timer that re-arms itself from its callback fires again (a periodic timer). */
+struct periodic {
+    struct loop_timer t;
+    int count;
+};
+
+static void on_periodic(struct loop *loop, struct loop_timer *t)
+{
+    struct periodic *p = t->data;
+    if (++p->count == 3)
+        loop_stop(loop);
+    else
+        loop_timer_arm(loop, t, 1);
+}
+
+static void test_timer_rearm_from_callback(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    struct periodic p = {.t = {.fn = on_periodic}};
+    p.t.data = &p;
+    loop_timer_arm(loop, &p.t, 1);
+    run_bounded(loop, &l);
+    assert_int_equal(p.count, 3);
+    assert_false(loop_timer_armed(&p.t));
+    loop_destroy(loop);
+}
+
+/* Heap integrity under many arms, re-arms and cancels: timers fire in order of their deadline,
+ * cancelled ones never fire, every armed one fires exactly once. */
+#define NT 200
+struct many {
+    struct loop_timer t;
+    uint64_t *last_when;
+    int *fired;
+    int *remaining;
+    int ok_order;
+};
+
+static void on_many(struct loop *loop, struct loop_timer *t)
+{
+    struct many *m = t->data;
+    if (t->when_ms < *m->last_when)
+        m->ok_order = 0;
+    *m->last_when = t->when_ms;
+    (*m->fired)++;
+    if (--*m->remaining == 0)
+        loop_stop(loop);
+}
+
+static void test_timer_heap_many(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    struct many m[NT];
+    uint64_t last_when = 0;
+    int fired[NT] = {0}, remaining = 0;
+    unsigned seed = 7;
+    for (int i = 0; i < NT; i++) {
+        m[i] = (struct many){.t = {.fn = on_many, .data = &m[i]}, .last_when = &last_when, .fired = &fired[i],
+                             .remaining = &remaining, .ok_order = 1};
+        seed = seed * 1103515245u + 12345u;
+        loop_timer_arm(loop, &m[i].t, (seed >> 16) % 6);
+    }
+    for (int i = 0; i < NT; i++) {
+        seed = seed * 1103515245u + 12345u;
+        switch ((seed >> 16) % 3) {
+        case 0: loop_timer_cancel(loop, &m[i].t); break;
+        case 1: loop_timer_arm(loop, &m[i].t, (seed >> 20) % 6); break;
+        default: break;
+        }
+    }
+    for (int i = 0; i < NT; i++)
+        remaining += loop_timer_armed(&m[i].t);
+    assert_true(remaining > 0);
+    int expect_fired[NT];
+    for (int i = 0; i < NT; i++)
+        expect_fired[i] = loop_timer_armed(&m[i].t);
+    run_bounded(loop, &l);
+    for (int i = 0; i < NT; i++) {
+        assert_int_equal(fired[i], expect_fired[i]);
+        assert_true(m[i].ok_order);
+    }
+    loop_destroy(loop);
+}
+
+/* ---- deferred calls ---- */
+
+struct dctx {
+    struct log *log;
+    int tag;
+    int chain; /* defer this many more */
+};
+
+static void on_deferred(struct loop *loop, void *data)
+{
+    struct dctx *d = data;
+    log_add(d->log, d->tag);
+    if (d->chain > 0) {
+        d->chain--;
+        d->tag++;
+        loop_defer(loop, on_deferred, d);
+    } else {
+        loop_stop(loop);
+    }
+}
+
+struct io_defer {
+    struct log *log;
+    struct dctx d;
+    int rfd;
+};
+
+static void on_io_defers(struct loop *loop, int fd, int events, void *data)
+{
+    struct io_defer *x = data;
+    char c;
+    assert_int_equal(events, LOOP_READ);
+    assert_int_equal(read(fd, &c, 1), 1);
+    log_add(x->log, 'r');
+    loop_defer(loop, on_deferred, &x->d);
+    loop_unwatch(loop, fd);
+}
+
+static void on_timer_logs(struct loop *loop, struct loop_timer *t) { log_add(t->data, 't'); }
+
+/* A deferred call runs after the descriptor and timer callbacks of the same iteration. */
+static void test_defer_runs_after_callbacks(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(write(p[1], "x", 1), 1); /* readable at the first epoll_wait */
+    struct io_defer x = {.log = &l, .d = {.log = &l, .tag = 'D', .chain = 0}, .rfd = p[0]};
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_io_defers, &x), 0);
+    struct loop_timer t = {.fn = on_timer_logs, .data = &l};
+    loop_timer_arm(loop, &t, 0); /* due in the same iteration */
+    run_bounded(loop, &l);
+    const int want[3] = {'r', 't', 'D'};
+    assert_int_equal(l.n, 3);
+    assert_memory_equal(l.ev, want, sizeof(want));
+    close(p[0]);
+    close(p[1]);
+    loop_destroy(loop);
+}
+
+static void on_timer_defers(struct loop *loop, struct loop_timer *t)
+{
+    struct dctx *d = t->data;
+    log_add(d->log, 't');
+    loop_defer(loop, on_deferred, d);
+}
+
+/* Deferred calls that defer more run in the same iteration, past the initial capacity (64). */
+static void test_defer_chain(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    struct dctx d = {.log = &l, .tag = 1000, .chain = 150};
+    struct loop_timer t = {.fn = on_timer_defers, .data = &d};
+    loop_timer_arm(loop, &t, 0);
+    run_bounded(loop, &l);
+    assert_int_equal(l.n, 152);
+    assert_int_equal(l.ev[0], 't');
+    for (int i = 1; i < 152; i++)
+        assert_int_equal(l.ev[i], 1000 + i - 1);
+    loop_destroy(loop);
+}
+
+/* Deferring from outside the loop makes the first iteration run it without blocking. */
+static void test_defer_before_run(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    struct dctx d = {.log = &l, .tag = 5, .chain = 0};
+    loop_defer(loop, on_deferred, &d);
+    run_bounded(loop, &l);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.ev[0], 5);
+    loop_destroy(loop);
+}
+
+/* ---- descriptors ---- */
+
+struct pipe_reader {
+    struct log *log;
+    int calls;
+};
+
+/* Reads one byte per call: level-triggered, so it is called again while bytes remain. */
+static void on_read_one(struct loop *loop, int fd, int events, void *data)
+{
+    struct pipe_reader *r = data;
+    char c;
+    assert_int_equal(events, LOOP_READ);
+    assert_int_equal(read(fd, &c, 1), 1);
+    log_add(r->log, c);
+    if (++r->calls == 3) {
+        loop_unwatch(loop, fd);
+        loop_stop(loop);
+    }
+}
+
+static void test_watch_pipe_read(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    struct pipe_reader r = {.log = &l};
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_read_one, &r), 0);
+    assert_int_equal(write(p[1], "abc", 3), 3);
+    run_bounded(loop, &l);
+    const int want[3] = {'a', 'b', 'c'};
+    assert_int_equal(l.n, 3);
+    assert_memory_equal(l.ev, want, sizeof(want));
+    close(p[0]);
+    close(p[1]);
+    loop_destroy(loop);
+}
+
+struct pipe_writer {
+    int calls;
+    int rfd;
+    struct log *log;
+};
+
+/* Writable at once; after switching to mask 0 it must not be called again. */
+static void on_writable(struct loop *loop, int fd, int events, void *data)
+{
+    struct pipe_writer *w = data;
+    w->calls++;
+    assert_int_equal(events, LOOP_WRITE);
+    assert_int_equal(write(fd, "w", 1), 1);
+    assert_int_equal(loop_set_mask(loop, fd, 0), 0);
+    assert_int_equal(loop_set_mask(loop, fd, 0), 0); /* unchanged: a no-op */
+}
+
+static void call_stop(struct loop *loop, void *data) { loop_stop(loop); }
+
+static void on_reader_stops(struct loop *loop, int fd, int events, void *data)
+{
+    struct pipe_writer *w = data;
+    char c;
+    assert_int_equal(events, LOOP_READ);
+    assert_int_equal(read(fd, &c, 1), 1);
+    log_add(w->log, c);
+    loop_unwatch(loop, fd);
+    loop_defer(loop, call_stop, NULL);
+}
+
+static void test_watch_pipe_write_and_mask(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    struct pipe_writer w = {.rfd = p[0], .log = &l};
+    assert_int_equal(loop_watch(loop, p[1], LOOP_WRITE, on_writable, &w), 0);
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_reader_stops, &w), 0);
+    run_bounded(loop, &l);
+    assert_int_equal(w.calls, 1);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.ev[0], 'w');
+    /* Re-enabling LOOP_WRITE makes it fire again. */
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_reader_stops, &w), 0);
+    assert_int_equal(loop_set_mask(loop, p[1], LOOP_WRITE), 0);
+    run_bounded(loop, &l);
+    assert_int_equal(w.calls, 2);
+    assert_int_equal(l.n, 2);
+    loop_unwatch(loop, p[1]);
+    close(p[0]);
+    close(p[1]);
+    loop_destroy(loop);
+}
+
+/* Two descriptors ready in the same iteration: the first callback unwatches the other, whose
+ * pending event must then be dropped. */
+struct pair {
+    int fds[2];
+    int calls;
+};
+
+static void on_pair(struct loop *loop, int fd, int events, void *data)
+{
+    struct pair *p = data;
+    p->calls++;
+    loop_unwatch(loop, p->fds[0]);
+    loop_unwatch(loop, p->fds[1]);
+    loop_defer(loop, call_stop, NULL);
+}
+
+static void test_unwatch_drops_pending(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    int a[2], b[2];
+    assert_int_equal(pipe2(a, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(pipe2(b, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(write(a[1], "1", 1), 1);
+    assert_int_equal(write(b[1], "2", 1), 1);
+    struct pair p = {.fds = {a[0], b[0]}};
+    assert_int_equal(loop_watch(loop, a[0], LOOP_READ, on_pair, &p), 0);
+    assert_int_equal(loop_watch(loop, b[0], LOOP_READ, on_pair, &p), 0);
+    run_bounded(loop, &l);
+    assert_int_equal(p.calls, 1);
+    close(a[0]);
+    close(a[1]);
+    close(b[0]);
+    close(b[1]);
+    loop_destroy(loop);
+}
+
+/* A hang-up is delivered even to a descriptor watched with mask 0, as READ|WRITE. */
+static void on_hup(struct loop *loop, int fd, int events, void *data)
+{
+    *(int *)data = events;
+    loop_unwatch(loop, fd);
+    loop_stop(loop);
+}
+
+static void test_hangup_delivered_when_paused(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    int p[2], events = -1;
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(loop_watch(loop, p[0], 0, on_hup, &events), 0);
+    close(p[1]);
+    run_bounded(loop, &l);
+    assert_int_equal(events, LOOP_READ | LOOP_WRITE);
+    close(p[0]);
+    loop_destroy(loop);
+}
+
+/* A second loop_watch of the same descriptor replaces the callback and data. */
+static void on_replaced_old(struct loop *loop, int fd, int events, void *data) { fail_msg("old callback called"); }
+
+static void test_watch_replaces(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    struct pipe_reader r = {.log = &l};
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_replaced_old, NULL), 0);
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_read_one, &r), 0);
+    assert_int_equal(write(p[1], "xyz", 3), 3);
+    run_bounded(loop, &l);
+    assert_int_equal(r.calls, 3);
+    close(p[0]);
+    close(p[1]);
+    loop_destroy(loop);
+}
+
+/* Watching after unwatch (e.g. a reused descriptor number) works. */
+static void test_rewatch_after_unwatch(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_replaced_old, NULL), 0);
+    loop_unwatch(loop, p[0]);
+    loop_unwatch(loop, p[0]); /* twice is harmless */
+    struct pipe_reader r = {.log = &l};
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_read_one, &r), 0);
+    assert_int_equal(write(p[1], "123", 3), 3);
+    run_bounded(loop, &l);
+    assert_int_equal(r.calls, 3);
+    close(p[0]);
+    close(p[1]);
+    loop_destroy(loop);
+}
+
+static void test_watch_errors(void **state)
+{
+    struct loop *loop = loop_create(16);
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(loop_watch(loop, -1, LOOP_READ, on_replaced_old, NULL), -EMFILE);
+    assert_int_equal(loop_watch(loop, 16, LOOP_READ, on_replaced_old, NULL), -EMFILE);
+    int f = open("/dev/null", O_RDONLY | O_CLOEXEC); /* epoll cannot watch /dev/null */
+    assert_true(f >= 0);
+    if (f < 16)
+        assert_int_equal(loop_watch(loop, f, LOOP_READ, on_replaced_old, NULL), -EPERM);
+    close(f);
+    assert_int_equal(loop_set_mask(loop, -1, LOOP_READ), -EBADF);
+    assert_int_equal(loop_set_mask(loop, 16, LOOP_READ), -EBADF);
+    loop_unwatch(loop, -1); /* ignored */
+    loop_unwatch(loop, 99); /* ignored */
+    close(p[0]);
+    close(p[1]);
+    loop_destroy(loop);
+    loop_destroy(NULL);
+}
+
+/* ---- cross-thread wake-ups ---- */
+
+struct waker {
+    struct loop *loop;
+    pthread_t loop_thread;
+    int woken;
+    int in_loop_thread;
+};
+
+static void on_wake(struct loop *loop, void *data)
+{
+    struct waker *w = data;
+    w->woken++;
+    w->in_loop_thread = pthread_equal(pthread_self(), w->loop_thread);
+    loop_stop(loop);
+}
+
+static void *wake_thread(void *arg)
+{
+    loop_wake(((struct waker *)arg)->loop);
+    return NULL;
+}
+
+static void test_wake_from_thread(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    struct waker w = {.loop = loop, .loop_thread = pthread_self()};
+    loop_on_wake(loop, on_wake, &w);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, wake_thread, &w), 0);
+    run_bounded(loop, &l);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(w.woken, 1);
+    assert_true(w.in_loop_thread);
+    /* Several wake-ups before the loop runs coalesce into one call (the eventfd is drained). */
+    w.woken = 0;
+    loop_wake(loop);
+    loop_wake(loop);
+    run_bounded(loop, &l);
+    assert_int_equal(w.woken, 1);
+    loop_destroy(loop);
+}
+
+/* ---- clocks ---- */
+
+static void on_check_now(struct loop *loop, struct loop_timer *t)
+{
+    uint64_t *armed_at = t->data;
+    /* The loop clock is refreshed each iteration and the timer is not early. */
+    assert_true(loop_now(loop) >= *armed_at + 2);
+    loop_stop(loop);
+}
+
+static void test_clock(void **state)
+{
+    uint64_t a = loop_clock_us(), b = loop_clock_us();
+    assert_true(b >= a);
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    uint64_t armed_at = loop_now(loop);
+    assert_true(armed_at <= loop_clock_us() / 1000);
+    struct loop_timer t = {.fn = on_check_now, .data = &armed_at};
+    loop_timer_arm(loop, &t, 2);
+    assert_int_equal(t.when_ms, armed_at + 2);
+    run_bounded(loop, &l);
+    loop_destroy(loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_timers_fire_in_order),
+        cmocka_unit_test(test_timer_rearm_and_cancel),
+        cmocka_unit_test(test_timer_rearm_from_callback),
+        cmocka_unit_test(test_timer_heap_many),
+        cmocka_unit_test(test_defer_runs_after_callbacks),
+        cmocka_unit_test(test_defer_chain),
+        cmocka_unit_test(test_defer_before_run),
+        cmocka_unit_test(test_watch_pipe_read),
+        cmocka_unit_test(test_watch_pipe_write_and_mask),
+        cmocka_unit_test(test_unwatch_drops_pending),
+        cmocka_unit_test(test_hangup_delivered_when_paused),
+        cmocka_unit_test(test_watch_replaces),
+        cmocka_unit_test(test_rewatch_after_unwatch),
+        cmocka_unit_test(test_watch_errors),
+        cmocka_unit_test(test_wake_from_thread),
+        cmocka_unit_test(test_clock),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
