@@ -53,6 +53,7 @@ struct http_conn {
     int counted;                /* counted in the per-address connection limit */
     unsigned retry_after;       /* Retry-After seconds for a 429/503 made here */
     uint64_t req_start_us;
+    uint64_t head_deadline_ms;  /* loop clock; 0 = no request head being received */
     uint64_t resp_bytes;
     void *data;
     char ip[48];
@@ -147,8 +148,15 @@ static void conn_arm_timer(struct http_conn *c)
 {
     struct http_server *s = c->srv;
     unsigned ms = 0;
-    if (c->state == ST_HEAD)
-        ms = buf_used(&c->in) > 0 || c->resp_bytes == 0 ? s->lim.header_timeout_ms : s->lim.idle_timeout_ms;
+    if (c->state == ST_HEAD && (buf_used(&c->in) > 0 || c->resp_bytes == 0)) {
+        /* A whole-head deadline, set once when the head starts (or at accept): trickling bytes
+         * does not extend it (slowloris). */
+        uint64_t now = loop_now(s->loop);
+        if (!c->head_deadline_ms)
+            c->head_deadline_ms = now + s->lim.header_timeout_ms;
+        ms = c->head_deadline_ms > now ? (unsigned)(c->head_deadline_ms - now) : 1;
+    } else if (c->state == ST_HEAD)
+        ms = s->lim.idle_timeout_ms;
     else if (c->state == ST_BODY && !c->paused && !c->body_done)
         ms = s->lim.body_timeout_ms;
     if (buf_used(&c->out) > 0 && (ms == 0 || s->lim.send_timeout_ms < ms))
@@ -396,6 +404,7 @@ static int start_request(struct http_conn *c, size_t len)
 {
     struct http_server *s = c->srv;
     keep_head(c, len);
+    c->head_deadline_ms = 0;
     c->req_start_us = loop_clock_us();
     c->resp_bytes = 0;
     c->body_kind = c->head.body;

@@ -84,3 +84,42 @@ def lb_factory(agora_bin):
                                 % (status, proc.expect_status, proc.output()))
     if failures:
         pytest.fail("\n".join(failures))
+
+
+# ---------------------------------------------------------------- agora server (test_ft_*.py)
+
+@pytest.fixture
+def agora_server_factory(agora_bin):
+    """start(port, db_path, workers=1) starts `agora server --listen 127.0.0.1:PORT --db
+    sqlite:DB_PATH --workers N` and waits until it listens -> Process with .port. Every server
+    started is stopped at teardown (SIGTERM, then SIGKILL), also when the test failed."""
+    import socket
+
+    from helpers import LOCALHOST, start_process, wait_for
+
+    def accepts(port):
+        try:
+            with socket.create_connection((LOCALHOST, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    started = []
+
+    def start(port, db_path, workers=1):
+        proc = start_process([agora_bin, "server", "--listen", "%s:%d" % (LOCALHOST, port),
+                              "--db", "sqlite:%s" % db_path, "--workers", workers],
+                             "agora server: listening on", timeout=15.0)
+        started.append(proc)
+        proc.port = port
+        proc.name = "%s:%d" % (LOCALHOST, port)
+        # The message comes before the socket is bound: wait for the port too.
+        if not wait_for(lambda: proc.poll() is not None or accepts(port), 10.0) or proc.poll() is not None:
+            raise RuntimeError("agora server on port %d did not start; output:\n%s" % (port, proc.output()))
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop(timeout=10.0)
