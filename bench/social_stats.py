@@ -1,0 +1,240 @@
+#!/usr/bin/python3
+"""social_stats.py — tables and targets of the social-network benchmark (stdlib only).
+
+Subcommands:
+  parse FILE                          one-line summary of a wrk output of bench/social.lua
+  table RUNS.tsv [--target R] [--ratio X] [--strict]
+                                      the summary table, the targets and the failed requests
+  best RUNS.tsv USERS [--target R] [--ratio X]
+                                      "CONFIG MET" or "CONFIG MISSED": the fastest configuration
+                                      measured at USERS and whether that graph's targets are met
+
+RUNS.tsv has one line per wrk run, tab-separated:
+  users  config  mix  kind  wrk-file  seconds  lb-cpu-s  servers-cpu-s  wal-bytes
+config is SW:LW:T:C (worker threads per agora server, agora lb workers, wrk threads, wrk
+connections); mix is HOME,USER,COMPOSE percentages; kind is warmup, measure (the main table),
+part (the "where the time goes" table: the same configuration with another mix) or perf (run
+under perf, not shown). Every run's failed requests count, whatever its kind. cpu-s are CPU
+seconds (user + system) the balancer and the three servers used during the run; wal-bytes is the
+size of the database's -wal file after it.
+
+Targets: the fastest error-free configuration at the smallest graph reaches --target requests/s
+(default 10000); at every larger graph the fastest reaches --ratio (default 0.8) times the
+smallest graph's best, and --ratio times --target.
+Exit status: 0; 1 when a run failed requests (non-2xx answers or socket errors: the mix must
+have none) or a file cannot be read; 2 on bad usage; 3 with --strict when a target is missed.
+"""
+import argparse
+import os
+import re
+import statistics
+import sys
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+class ParseError(Exception):
+    pass
+
+
+def duration_ms(text, path):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ParseError("%s: cannot read duration %r" % (path, text))
+    return float(m.group(1)) * UNIT_MS[m.group(2)]
+
+
+def parse_wrk(path):
+    """Returns rps, p50, p99 (ms), requests, non2xx, socket errors and the mix counts of a run."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        raise ParseError("%s: %s" % (path, e.strerror))
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    reqs = re.search(r"^\s+(\d+) requests in ", text, re.M)
+    mix = re.search(r"^social-mix: home=(\d+) user=(\d+) compose=(\d+)", text, re.M)
+    if not (rps and p50 and p99 and reqs and mix):
+        raise ParseError("%s: not a complete output of wrk --latency -s bench/social.lua" % path)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rps": float(rps.group(1)),
+        "p50": duration_ms(p50.group(1), path),
+        "p99": duration_ms(p99.group(1), path),
+        "requests": int(reqs.group(1)),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket": sum(int(x) for x in sock.groups()) if sock else 0,
+        "mix": tuple(int(x) for x in mix.groups()),
+    }
+
+
+def read_runs(path):
+    runs = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ParseError("%s: %s" % (path, e.strerror))
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        p = line.split("\t")
+        if len(p) != 9:
+            raise ParseError("%s:%d: expected 9 tab-separated fields" % (path, n))
+        wrk_file = p[4] if os.path.isabs(p[4]) else os.path.join(os.path.dirname(path), p[4])
+        try:
+            r = {"users": int(p[0]), "config": p[1], "mixpct": p[2], "kind": p[3], "file": p[4],
+                 "secs": float(p[5]), "lb_cpu": float(p[6]), "srv_cpu": float(p[7]), "wal": int(p[8])}
+        except ValueError:
+            raise ParseError("%s:%d: bad number" % (path, n))
+        r.update(parse_wrk(wrk_file))
+        runs.append(r)
+    return runs
+
+
+def describe_config(c):
+    sw, lw, t, conns = c.split(":")
+    return "3 servers x %sw, lb %sw, wrk -t%s -c%s" % (sw, lw, t, conns)
+
+
+def summarise(runs, kind="measure"):
+    """Per (users, config, mix) of the runs of kind, in first-appearance order: medians over rounds."""
+    out = {}
+    for r in runs:
+        if r["kind"] == kind:
+            out.setdefault((r["users"], r["config"], r["mixpct"]), []).append(r)
+    rows = []
+    for (users, config, mixpct), rs in out.items():
+        rows.append({
+            "users": users, "config": config, "mixpct": mixpct, "rounds": len(rs),
+            "rps": statistics.median(r["rps"] for r in rs),
+            "rps_min": min(r["rps"] for r in rs), "rps_max": max(r["rps"] for r in rs),
+            "p50": statistics.median(r["p50"] for r in rs),
+            "p99": statistics.median(r["p99"] for r in rs),
+            "errors": sum(r["non2xx"] + r["socket"] for r in rs),
+            "lb_cores": statistics.median(r["lb_cpu"] / r["secs"] for r in rs),
+            "srv_cores": statistics.median(r["srv_cpu"] / r["secs"] for r in rs),
+            "wal_mb": max(r["wal"] for r in rs) / 1e6,
+            "mix": tuple(sum(r["mix"][i] for r in rs) for i in range(3)),
+        })
+    return rows
+
+
+def best_rows(rows):
+    """{users: fastest error-free row}, smallest graph first."""
+    best = {}
+    for row in rows:
+        if row["errors"] == 0 and (row["users"] not in best or row["rps"] > best[row["users"]]["rps"]):
+            best[row["users"]] = row
+    return dict(sorted(best.items()))
+
+
+def targets(rows, target, ratio):
+    """Returns [(users, description, best row or None, met)], smallest graph first: the smallest
+    graph reaches target; each larger one reaches ratio x the smallest's best and ratio x target."""
+    users = sorted({r["users"] for r in rows})
+    best = best_rows(rows)
+    if not users:
+        return []
+    base = best.get(users[0])
+    out = [(users[0], ">= %.0f req/s" % target, base, base is not None and base["rps"] >= target)]
+    for u in users[1:]:
+        b = best.get(u)
+        if base is not None:
+            goal = ratio * base["rps"]
+            out.append((u, ">= %.2fx the best at %d users (%.0f req/s)" % (ratio, users[0], goal), b,
+                        b is not None and b["rps"] >= goal))
+        out.append((u, ">= %.2fx the target (%.0f req/s)" % (ratio, ratio * target), b,
+                    b is not None and b["rps"] >= ratio * target))
+    return out
+
+
+def fmt_rows(rows, first):
+    lines = ["  %8s  %-36s %-9s %9s %13s %8s %8s %6s %12s %9s %7s" % (
+        "users", "configuration", first, "req/s", "(min-max)", "p50 ms", "p99 ms", "errors",
+        "cores lb+srv", "compose/s", "WAL MB")]
+    for r in rows:
+        total = sum(r["mix"]) or 1
+        lines.append("  %8d  %-36s %-9s %9.0f %13s %8.2f %8.2f %6d %12s %9.0f %7.0f%s" % (
+            r["users"], describe_config(r["config"]), r["mixpct"] if first == "mix" else str(r["rounds"]),
+            r["rps"], "%.0f-%.0f" % (r["rps_min"], r["rps_max"]), r["p50"], r["p99"], r["errors"],
+            "%.2f+%.2f" % (r["lb_cores"], r["srv_cores"]), r["rps"] * r["mix"][2] / total, r["wal_mb"],
+            "  FAILED REQUESTS" if r["errors"] else ""))
+    return lines
+
+
+def table(runs, target, ratio):
+    rows = summarise(runs)
+    lines = []
+    mixes = sorted({r["mixpct"] for r in rows})
+    lines.append("Social-network mix (home,user,compose %% = %s) through agora lb to three agora servers"
+                 " sharing one SQLite database" % " and ".join(mixes))
+    lines.extend(fmt_rows(rows, "rounds"))
+    lines.append("  (cores lb+srv: CPU the balancer and the three servers used, in cores; compose/s: the"
+                 " compose share of req/s; WAL MB: size of the -wal file after the run)")
+    lines.append("")
+    lines.append("Targets:")
+    for users, what, b, met in targets(rows, target, ratio):
+        got = "best %.0f req/s (%s)" % (b["rps"], describe_config(b["config"])) if b else "no error-free run"
+        lines.append("  %7d users %-52s %-6s %s" % (users, what, "MET" if met else "MISSED", got))
+    parts = summarise(runs, "part")
+    if parts:
+        lines.append("")
+        lines.append("Where the time goes: the fastest configuration again with a single kind of request")
+        lines.extend(fmt_rows(parts, "mix"))
+    failed = [r for r in runs if r["non2xx"] or r["socket"]]
+    if failed:
+        lines.append("")
+        lines.append("FAILED REQUESTS (the mix must have none):")
+        for r in failed:
+            lines.append("  %s: %d non-2xx, %d socket errors of %d requests (%d users, %s run)" % (
+                r["file"], r["non2xx"], r["socket"], r["requests"], r["users"], r["kind"]))
+    return "\n".join(lines), rows, failed
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(prog="social_stats.py", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("parse")
+    p.add_argument("file")
+    for name in ("table", "best"):
+        p = sub.add_parser(name)
+        p.add_argument("runs")
+        if name == "best":
+            p.add_argument("users", type=int)
+        p.add_argument("--target", type=float, default=10000)
+        p.add_argument("--ratio", type=float, default=0.8)
+        if name == "table":
+            p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "parse":
+            r = parse_wrk(a.file)
+            print("%.0f req/s  p50 %.2f ms  p99 %.2f ms  non-2xx %d  socket errors %d  (home %d, user %d, compose %d)"
+                  % ((r["rps"], r["p50"], r["p99"], r["non2xx"], r["socket"]) + r["mix"]))
+            return 0
+        runs = read_runs(a.runs)
+        if a.cmd == "best":
+            mine = [t for t in targets(summarise(runs), a.target, a.ratio) if t[0] == a.users]
+            if not mine or mine[0][2] is None:
+                print("social_stats.py: no error-free measured run at %d users" % a.users, file=sys.stderr)
+                return 1
+            print("%s %s" % (mine[0][2]["config"], "MET" if all(t[3] for t in mine) else "MISSED"))
+            return 0
+        text, rows, failed = table(runs, a.target, a.ratio)
+        print(text)
+        if failed:
+            return 1
+        if a.strict and not all(t[3] for t in targets(rows, a.target, a.ratio)):
+            return 3
+    except ParseError as e:
+        print("social_stats.py: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,273 @@
+#!/usr/bin/python3
+"""stats.py — helpers for the load-balancer benchmarks (stdlib only).
+
+Subcommands:
+  ports N                 print N distinct free loopback TCP ports (outside the ephemeral range)
+  parse FILE              one-line summary of a wrk --latency output file
+  lb-table RUNS.tsv       scenario 1 tables: median req/s, p50, p99 per proxy, agora ratios
+  slow-table RUNS.tsv     scenario 2 tables: per policy, ratios against HAProxy leastconn, targets
+
+RUNS.tsv has one line per measured wrk run: group <TAB> label <TAB> round <TAB> wrk-output-file,
+optionally <TAB> the space-separated number of requests each backend received during the run.
+Groups and labels are printed in the order they first appear. Exit status 0 on success, 1 on a
+parse error (the message names the file), 2 on bad usage; `slow-table --strict` exits 3 when a
+target is missed.
+"""
+import argparse
+import os
+import random
+import re
+import socket
+import statistics
+import sys
+
+# wrk prints durations with these suffixes (src/units.c).
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+# A run whose failed requests exceed this share of all requests is marked invalid.
+MAX_ERROR_SHARE = 0.01
+# Noise allowance for "at least as good as" comparisons in the targets.
+TOLERANCE = 0.05
+BASELINE = "haproxy leastconn"
+
+
+class ParseError(Exception):
+    pass
+
+
+def free_ports(n):
+    """Returns n distinct ports in 20000-32767 that 127.0.0.1 can bind now."""
+    rng = random.SystemRandom()
+    chosen = []
+    for _ in range(2000):
+        if len(chosen) == n:
+            break
+        port = rng.randrange(20000, 32768)
+        if port in chosen:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        chosen.append(port)
+    if len(chosen) != n:
+        raise SystemExit("stats.py: could not find %d free loopback ports" % n)
+    return chosen
+
+
+def duration_ms(text, path):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ParseError("%s: cannot read duration %r" % (path, text))
+    return float(m.group(1)) * UNIT_MS[m.group(2)]
+
+
+def parse_wrk(path):
+    """Parses one wrk --latency output; returns a dict with rps, p50, p99 (ms), requests, errors."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        raise ParseError("%s: %s" % (path, e.strerror))
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    reqs = re.search(r"^\s+(\d+) requests in ", text, re.M)
+    if not (rps and p50 and p99 and reqs):
+        raise ParseError("%s: not a complete wrk --latency output" % path)
+    errors = 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    return {
+        "rps": float(rps.group(1)),
+        "p50": duration_ms(p50.group(1), path),
+        "p99": duration_ms(p99.group(1), path),
+        "requests": int(reqs.group(1)),
+        "errors": errors,
+    }
+
+
+def read_runs(path):
+    """Returns [(group, [(label, [parsed runs])])] in first-appearance order."""
+    groups = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ParseError("%s: %s" % (path, e.strerror))
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) not in (4, 5):
+            raise ParseError("%s:%d: expected 4 or 5 tab-separated fields" % (path, n))
+        group, label, _round, wrk_file = parts[:4]
+        if not os.path.isabs(wrk_file):
+            wrk_file = os.path.join(os.path.dirname(path), wrk_file)
+        run = parse_wrk(wrk_file)
+        try:
+            run["split"] = [int(x) for x in parts[4].split()] if len(parts) == 5 else None
+        except ValueError:
+            raise ParseError("%s:%d: bad per-backend counts %r" % (path, n, parts[4]))
+        groups.setdefault(group, {}).setdefault(label, []).append(run)
+    return [(g, list(labels.items())) for g, labels in groups.items()]
+
+
+def summarise(runs):
+    """Medians over rounds; `bad` is true if any round had too many failed requests."""
+    errors = sum(r["errors"] for r in runs)
+    return {
+        "rps": statistics.median(r["rps"] for r in runs),
+        "p50": statistics.median(r["p50"] for r in runs),
+        "p99": statistics.median(r["p99"] for r in runs),
+        "rounds": len(runs),
+        "errors": errors,
+        "bad": any(r["errors"] > MAX_ERROR_SHARE * max(r["requests"], 1) for r in runs),
+        "rps_all": [r["rps"] for r in runs],
+        "shares": shares(runs),
+    }
+
+
+def shares(runs):
+    """Median over rounds of each backend's share of the requests, in %; None without counts."""
+    splits = [r["split"] for r in runs if r.get("split") and sum(r["split"]) > 0]
+    if not splits or len({len(x) for x in splits}) != 1:
+        return None
+    return [statistics.median(100.0 * x[i] / sum(x) for x in splits) for i in range(len(splits[0]))]
+
+
+def describe(note, rounds):
+    """Table title detail: the load description and how many rounds each figure summarises."""
+    r = "medians of %d rounds" % rounds if rounds > 1 else "1 round"
+    return "%s; %s" % (note, r) if note else r
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def fmt_row(label, s, width):
+    flag = "  INVALID: >1% failed requests" if s["bad"] else ""
+    spread = "%.0f-%.0f" % (min(s["rps_all"]), max(s["rps_all"]))
+    return "  %-*s %10.0f %13s %9.2f %9.2f %7d%s" % (
+        width, label, s["rps"], spread, s["p50"], s["p99"], s["errors"], flag)
+
+
+def header(width, extra=""):
+    return "  %-*s %10s %13s %9s %9s %7s%s" % (
+        width, "proxy", "req/s", "(min-max)", "p50 ms", "p99 ms", "errors", extra)
+
+
+def lb_table(runs_path, note):
+    out = []
+    for group, labels in read_runs(runs_path):
+        stats = {label: summarise(runs) for label, runs in labels}
+        width = max(len(l) for l in stats)
+        rounds = max(s["rounds"] for s in stats.values())
+        out.append("Scenario 1, fast backends, %s (%s)" % (group, describe(note, rounds)))
+        out.append(header(width))
+        out.extend(fmt_row(label, s, width) for label, s in stats.items())
+        agora = stats.get("agora")
+        for other in ("haproxy", "nginx"):
+            if agora and other in stats:
+                o = stats[other]
+                out.append("  agora/%-8s throughput %.2fx   p99 %.2fx   (throughput > 1 and p99 < 1 favour agora)"
+                           % (other + ":", ratio(agora["rps"], o["rps"]), ratio(agora["p99"], o["p99"])))
+        out.append("")
+    return "\n".join(out)
+
+
+def slow_table(runs_path, note):
+    out = []
+    targets = []
+    all_stats = {}
+    for group, labels in read_runs(runs_path):
+        stats = {label: summarise(runs) for label, runs in labels}
+        all_stats[group] = stats
+        width = max(len(l) for l in stats)
+        rounds = max(s["rounds"] for s in stats.values())
+        base = stats.get(BASELINE)
+        out.append("Scenario 2, serial backends, %s (%s)" % (group, describe(note, rounds)))
+        out.append(header(width, "  req/s vs hap-lc  p99 vs hap-lc  % to b1/b2/b3"))
+        for label, s in stats.items():
+            row = fmt_row(label, s, width)
+            if base and not s["bad"]:
+                row += "  %14.2fx %13.2fx" % (ratio(s["rps"], base["rps"]), ratio(s["p99"], base["p99"]))
+            else:
+                row += " " * 31
+            if s["shares"]:
+                row += "  %15s" % "/".join("%.0f" % x for x in s["shares"])
+            out.append(row)
+        out.append("")
+    # Target 1: least-conn at least as good as HAProxy leastconn, in every variant.
+    for group, stats in all_stats.items():
+        targets.append(check_target("agora least-conn vs haproxy leastconn, %s" % group.split(":")[0],
+                                    stats.get("agora least-conn"), stats.get(BASELINE),
+                                    max_p99=1 + TOLERANCE, min_rps=1 - TOLERANCE))
+    # Target 2: peak-EWMA p99 at most half of HAProxy leastconn's with a slow server.
+    for group, stats in all_stats.items():
+        if group.startswith("slow"):
+            targets.append(check_target("agora peak-ewma vs haproxy leastconn, %s" % group.split(":")[0],
+                                        stats.get("agora peak-ewma"), stats.get(BASELINE),
+                                        max_p99=0.5, min_rps=1 - TOLERANCE))
+    out.append("Targets (against HAProxy leastconn; %d%% noise allowance where the target is parity):"
+               % round(TOLERANCE * 100))
+    out.extend("  " + t[1] for t in targets)
+    out.append("")
+    return "\n".join(out), all(t[0] for t in targets)
+
+
+def check_target(name, s, base, max_p99, min_rps):
+    """Returns (met, line) for p99 ratio <= max_p99 and throughput ratio >= min_rps."""
+    if not s or not base:
+        return False, "%s: NOT MEASURED" % name
+    if s["bad"] or base["bad"]:
+        return False, "%s: INVALID (failed requests)" % name
+    p = ratio(s["p99"], base["p99"])
+    t = ratio(s["rps"], base["rps"])
+    met = p <= max_p99 and t >= min_rps
+    return met, "%s: %s\n    p99 %.1f vs %.1f ms = %.3fx (want <= %.2fx); req/s %.0f vs %.0f = %.3fx (want >= %.2fx)" % (
+        name, "MET" if met else "MISSED", s["p99"], base["p99"], p, max_p99, s["rps"], base["rps"], t, min_rps)
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(prog="stats.py", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("ports")
+    p.add_argument("n", type=int)
+    p = sub.add_parser("parse")
+    p.add_argument("file")
+    for name in ("lb-table", "slow-table"):
+        p = sub.add_parser(name)
+        p.add_argument("runs")
+        p.add_argument("--note", default="", help="load description printed in each table title")
+        if name == "slow-table":
+            p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "ports":
+            print(" ".join(str(p) for p in free_ports(args.n)))
+        elif args.cmd == "parse":
+            r = parse_wrk(args.file)
+            print("%.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (r["rps"], r["p50"], r["p99"], r["errors"]))
+        elif args.cmd == "lb-table":
+            print(lb_table(args.runs, args.note))
+        else:
+            text, met = slow_table(args.runs, args.note)
+            print(text)
+            if args.strict and not met:
+                return 3
+    except ParseError as e:
+        print("stats.py: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
