@@ -1,7 +1,11 @@
 /* peak_ewma.c — `peak-ewma` (Finagle's / Linkerd's peak-EWMA balancer): the power of two choices
  * on cost = latency_us * (inflight + 1) / weight, so that a server is charged both for how slowly
  * it has been answering and for the work already queued on it. Stateless; the latency estimate is
- * kept by the balancer per server with lb_ewma_update() below.
+ * kept by the balancer per server with lb_ewma_update() below. The balancer feeds it per-request
+ * latency: an observed latency divided by the number of requests that were in flight on the server
+ * when the request was sent (itself included). Raw latency already contains the wait behind those
+ * requests, and multiplying it by (inflight + 1) again would count the queue twice — with
+ * one-at-a-time backends that lets about three requests pile up on a slow server instead of one.
  *
  * A target with no sample yet (latency_us == 0) is costed at the smallest latency sampled on any
  * target, or at 1 ms if no target has one: a new server looks as good as the best known one, so it

@@ -99,6 +99,7 @@ struct px {
     int status;
     int head_sent;            /* response head sent to the client */
     uint64_t body_bytes;      /* response body bytes sent (for the access log) */
+    unsigned queued;          /* requests in flight on the server when sent, this one included */
     uint64_t start_us;
     struct loop_timer timer;
     char req_line[160];       /* for the access log */
@@ -298,7 +299,7 @@ static void px_use_server(struct px *px, struct lb_server *s)
 {
     px->server = s;
     lb_server_ref(s);
-    atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
+    px->queued = (unsigned)atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed) + 1;
     atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
     px->tried[px->tries++] = s;
 }
@@ -519,7 +520,11 @@ static void px_finish(struct px *px, int reuse_upstream)
         uint64_t lat = now - px->start_us;
         lb_hist_record(px->server, lat);
         pthread_spin_lock(&px->server->ewma_lock);
-        lb_ewma_update(&px->server->ewma_us, &px->server->ewma_stamp_us, (double)lat, now, EWMA_TAU_US);
+        /* The estimate is per request: a latency observed behind `queued` other requests is
+         * divided among them, so that cost = estimate × (in flight + 1) does not count the
+         * queue twice (it would if the raw latency, which already contains the wait, went in). */
+        double sample = (double)lat / (px->queued ? px->queued : 1);
+        lb_ewma_update(&px->server->ewma_us, &px->server->ewma_stamp_us, sample, now, EWMA_TAU_US);
         pthread_spin_unlock(&px->server->ewma_lock);
         if (px->status >= 500)
             atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
