@@ -117,8 +117,11 @@ def test_drain_and_park_then_enable_via_agora_ctl(agora_bin, testbackend_factory
         # Parked: still in the set and health-checked, but no requests.
         assert len(work_lines(records["B"])) == lines_when_parked
 
-        rc, out, err = ctl(agora_bin, "--admin", admin, "enable", b_addr)
+        # Taken before the call: the balancer enables B before it answers, and `agora ctl` may
+        # take a while to exit after that (longer still under ASan), so a time taken after the
+        # call would count requests B rightly served after the enable as "between".
         enabled_at = time.monotonic()
+        rc, out, err = ctl(agora_bin, "--admin", admin, "enable", b_addr)
         assert (rc, out, err) == (0, '{"enabled": "%s"}\n' % b_addr, "")
         assert wait_for(lambda: len(work_lines(records["B"])) > lines_when_parked, 5.0)
         assert servers_by_address(admin_port)[b_addr]["state"] == "up"
