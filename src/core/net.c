@@ -150,3 +150,27 @@ int net_connect(const struct net_addr *a)
     }
     return fd;
 }
+
+ssize_t net_read(int fd, struct buf *b, size_t max)
+{
+    size_t total = 0;
+    while (total < max) {
+        size_t want = max - total < 65536 ? max - total : 65536;
+        ssize_t n = recv(fd, buf_reserve(b, want), want, 0);
+        if (n > 0) {
+            buf_commit(b, (size_t)n);
+            total += (size_t)n;
+            if ((size_t)n < want)
+                break; /* drained */
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (total)
+            break;
+        if (n == 0)
+            return 0;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    return (ssize_t)total;
+}

@@ -4,6 +4,9 @@
 #ifndef AGORA_NET_H
 #define AGORA_NET_H
 #include <netinet/in.h>
+#include <sys/types.h>
+
+#include "core/buf.h"
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -21,6 +24,11 @@ void net_format_addr(const struct net_addr *a, char *out, size_t outlen);
 void net_format_ip(const struct sockaddr *sa, char *out, size_t outlen);
 /* Creates a non-blocking listening TCP socket (SO_REUSEADDR; SO_REUSEPORT if reuseport). */
 int net_listen(const struct net_addr *a, int reuseport, int backlog);
+/* Reads what a non-blocking fd has now, up to max bytes, appending to b. Returns the number of
+ * bytes read (> 0); 0 at end of stream with nothing read; -EAGAIN when nothing is available;
+ * another -errno on error. An end of stream or error after some bytes is reported by the next
+ * call (level-triggered readiness makes sure there is one). */
+ssize_t net_read(int fd, struct buf *b, size_t max);
 /* Starts a non-blocking connect with TCP_NODELAY; the connect may still be in progress. */
 int net_connect(const struct net_addr *a);
 /* Sets TCP_NODELAY on an accepted socket (accept4 already made it non-blocking). */

@@ -75,6 +75,7 @@ struct http_server {
 
 static void conn_close(struct http_conn *c);
 static void process_input(struct http_conn *c);
+static int fail_request(struct http_conn *c, int status, const char *message);
 static void conn_update_mask(struct http_conn *c);
 static int conn_flush(struct http_conn *c);
 
@@ -125,16 +126,7 @@ static void on_timer(struct loop *loop, struct loop_timer *t)
         conn_close(c); /* idle keep-alive connection */
         return;
     case ST_BODY:
-        if (!c->response_done && c->owned) {
-            /* The handler owns the request: it is aborted, then the client gets a 408. */
-            c->owned = 0;
-            if (c->srv->ops->on_abort)
-                c->srv->ops->on_abort(c->srv->ctx, c);
-            c->data = NULL;
-            http_conn_respond_error(c, 408, "request body timeout: no body data received in time", 1);
-            return;
-        }
-        conn_close(c);
+        fail_request(c, 408, "request body timeout: no body data received in time");
         return;
     case ST_WAIT:
     case ST_CLOSE:
@@ -444,6 +436,25 @@ static int start_request(struct http_conn *c, size_t len)
     return c->freed ? -1 : 0;
 }
 
+/* The request cannot go on (bad body, too large, too slow): the handler, if it still owns it, is
+ * aborted and the client gets status and message; when a response has already begun, the
+ * connection is just closed. Returns -1 (the connection is done). */
+static int fail_request(struct http_conn *c, int status, const char *message)
+{
+    struct http_server *s = c->srv;
+    c->keep_alive = 0;
+    if (c->owned && !c->response_done) {
+        c->owned = 0;
+        if (s->ops->on_abort)
+            s->ops->on_abort(s->ctx, c);
+        c->data = NULL;
+        http_conn_respond_error(c, status, message, 1);
+    } else {
+        conn_close(c);
+    }
+    return -1;
+}
+
 /* Passes buffered body bytes to the handler. Returns -1 if the connection is done. */
 static int feed_body(struct http_conn *c)
 {
@@ -464,34 +475,11 @@ static int feed_body(struct http_conn *c)
             const char *data = NULL;
             size_t dlen = 0;
             long used = http_chunked_feed(&c->chunked, p, n, &data, &dlen);
-            if (used < 0) {
-                c->keep_alive = 0;
-                if (c->owned && !c->response_done) {
-                    c->owned = 0;
-                    if (s->ops->on_abort)
-                        s->ops->on_abort(s->ctx, c);
-                    c->data = NULL;
-                    http_conn_respond_error(c, 400, "bad request: malformed chunked body", 1);
-                } else {
-                    conn_close(c);
-                }
-                return -1;
-            }
-            if (dlen > 0) {
-                c->body_seen += dlen;
-                if (s->lim.max_body && c->body_seen > s->lim.max_body) {
-                    if (c->owned && !c->response_done) {
-                        c->owned = 0;
-                        if (s->ops->on_abort)
-                            s->ops->on_abort(s->ctx, c);
-                        c->data = NULL;
-                        http_conn_respond_error(c, 413, "request body too large", 1);
-                    } else {
-                        conn_close(c);
-                    }
-                    return -1;
-                }
-            }
+            if (used < 0)
+                return fail_request(c, 400, "bad request: malformed chunked body");
+            c->body_seen += dlen;
+            if (s->lim.max_body && c->body_seen > s->lim.max_body)
+                return fail_request(c, 413, "request body too large");
             if (c->chunked.done)
                 c->body_done = 1;
             /* data points into `in`: hand it over before consuming. */
@@ -583,10 +571,9 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
         ssize_t n = 0;
         if (wait_reads(c)) {
             /* Waiting for the handler: keep what arrives for later (see wait_reads). */
-            char *dst = buf_reserve(&c->in, READ_CHUNK);
-            n = recv(c->fd, dst, READ_CHUNK, 0);
-            if (n > 0)
-                buf_commit(&c->in, (size_t)n);
+            n = net_read(c->fd, &c->in, READ_CHUNK);
+            if (n < 0)
+                errno = (int)-n;
         } else {
             /* Readable while not reading (paused, closing): a hang-up? Peek for EOF. */
             char tmp;
@@ -604,31 +591,14 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
         conn_update_mask(c);
         return;
     }
-    for (int rounds = 0; rounds < 4; rounds++) {
-        char *dst = buf_reserve(&c->in, READ_CHUNK);
-        ssize_t n = recv(c->fd, dst, READ_CHUNK, 0);
-        if (n > 0) {
-            buf_commit(&c->in, (size_t)n);
-            if ((size_t)n < READ_CHUNK)
-                break;
-            if (c->state == ST_HEAD && buf_used(&c->in) > c->srv->lim.max_head + READ_CHUNK)
-                break;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        /* EOF or error */
-        if (c->state == ST_HEAD && buf_used(&c->in) == 0) {
-            conn_close(c);
-            return;
-        }
-        if (c->state == ST_HEAD || n < 0) {
-            conn_close(c);
-            return;
-        }
-        /* EOF in the body: the body can never complete. */
+    /* A head is read up to its limit (plus a chunk, to tell "too long" from "incomplete"). */
+    size_t max = c->state == ST_HEAD ? c->srv->lim.max_head + READ_CHUNK : 4 * READ_CHUNK;
+    ssize_t n = net_read(c->fd, &c->in, max);
+    if (n == -EAGAIN)
+        return;
+    if (n <= 0) {
+        /* End of stream or error while reading a head or a body: neither can complete. (A
+         * request already read is answered: the end is only seen after it was processed.) */
         conn_close(c);
         return;
     }

@@ -21,16 +21,6 @@
 
 #define UNSAMPLED_DEFAULT_US 1000.0
 
-/* Returns the index of the k-th (from 0) target with a non-zero weight, skipping index `skip`. */
-static size_t nth_selectable(const struct lb_target *t, size_t n, size_t k, size_t skip)
-{
-    size_t i = 0;
-    for (;; i++)
-        if (t[i].weight != 0 && i != skip && k-- == 0)
-            break;
-    return i;
-}
-
 static double cost(const struct lb_target *t, double unsampled_us)
 {
     double lat = t->latency_us > 0 ? t->latency_us : unsampled_us;
@@ -41,19 +31,14 @@ static void *pe_create(const struct lb_target *targets, size_t n) { return NULL;
 
 static int pe_pick(void *self, const struct lb_target *t, size_t n, uint64_t hash, uint64_t rnd)
 {
-    size_t m = 0;
+    size_t a, b;
+    size_t m = lb_draw_two(t, n, rnd, &a, &b);
+    if (m <= 1)
+        return m ? (int)a : -1;
     double min_lat = 0;
-    for (size_t i = 0; i < n; i++) {
-        m += t[i].weight != 0;
+    for (size_t i = 0; i < n; i++)
         if (t[i].latency_us > 0 && (min_lat == 0 || t[i].latency_us < min_lat))
             min_lat = t[i].latency_us;
-    }
-    if (m == 0)
-        return -1;
-    size_t a = nth_selectable(t, n, (rnd & 0xffffffffu) % m, n);
-    if (m == 1)
-        return (int)a;
-    size_t b = nth_selectable(t, n, (rnd >> 32) % (m - 1), a);
     double unsampled = min_lat > 0 ? min_lat : UNSAMPLED_DEFAULT_US;
     return (int)(cost(&t[b], unsampled) < cost(&t[a], unsampled) ? b : a);
 }

@@ -53,6 +53,12 @@ const struct lb_policy_ops *lb_policy_find(const char *name);
  * thread-safe: the caller serialises updates of one server's estimate. */
 void lb_ewma_update(double *ewma, uint64_t *stamp_us, double sample_us, uint64_t now_us, double tau_us);
 
+/* The draw of the power-of-two-choices policies (random-two, peak-ewma): with m selectable targets
+ * (weight > 0, in index order), *a is number (rnd & 0xffffffff) % m and *b number
+ * (rnd >> 32) % (m - 1) among the others, so every ordered pair is reached by exactly one rnd.
+ * Returns m; *b is set only when m >= 2, *a only when m >= 1. */
+size_t lb_draw_two(const struct lb_target *t, size_t n, uint64_t rnd, size_t *a, size_t *b);
+
 /* 64-bit hash (FNV-1a then a 64-bit finaliser) used for affinity keys and ring points. */
 uint64_t lb_hash64(const void *p, size_t n);
 

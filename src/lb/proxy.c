@@ -898,42 +898,24 @@ static void up_io(struct loop *loop, int fd, int events, void *data)
             return;
     }
     if ((events & LOOP_READ) && u->reading) {
-        for (int rounds = 0; rounds < 4; rounds++) {
-            char *dst = buf_reserve(&u->in, READ_CHUNK);
-            ssize_t n = recv(fd, dst, READ_CHUNK, 0);
-            if (n > 0) {
-                buf_commit(&u->in, (size_t)n);
-                if ((size_t)n < READ_CHUNK)
-                    break;
-                continue;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                break;
-            /* EOF or error from the backend */
-            px = u->px;
-            if (px && px->rs == RS_BODY && px->resp_kind == HTTP_BODY_EOF) {
+        ssize_t n = net_read(fd, &u->in, 4 * READ_CHUNK);
+        if (n > 0 || n == -EAGAIN) {
+            if (u->px)
                 up_process(u);
-                if (u->px == px) {
-                    px->resp_keep_alive = 0;
-                    resp_complete(px);
-                }
-                return;
-            }
-            if (px) {
-                up_process(u); /* a complete response may precede the close */
-                if (u->px == px)
-                    px_backend_failed(px, FAIL_IO);
-            } else {
-                up_close(u);
-            }
+            else if (buf_used(&u->in) > 0)
+                up_close(u); /* bytes with no exchange: protocol error */
             return;
         }
-        if (u->px)
-            up_process(u);
-        else if (buf_used(&u->in) > 0)
-            up_close(u); /* bytes with no exchange: protocol error */
+        /* End of stream or error from the backend. */
+        px = u->px;
+        if (px && px->rs == RS_BODY && px->resp_kind == HTTP_BODY_EOF) {
+            px->resp_keep_alive = 0;
+            resp_complete(px); /* the close ends a close-delimited body */
+        } else if (px) {
+            px_backend_failed(px, FAIL_IO);
+        } else {
+            up_close(u);
+        }
         return;
     }
     up_update_mask(u);

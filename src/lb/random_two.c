@@ -7,29 +7,14 @@
  * others. Every ordered pair is therefore reached by exactly one (lo, hi) with lo < m, hi < m - 1. */
 #include "lb/policy.h"
 
-/* Returns the index of the k-th (from 0) target with a non-zero weight, skipping index `skip`. */
-static size_t nth_selectable(const struct lb_target *t, size_t n, size_t k, size_t skip)
-{
-    size_t i = 0;
-    for (;; i++)
-        if (t[i].weight != 0 && i != skip && k-- == 0)
-            break;
-    return i;
-}
-
 static void *r2_create(const struct lb_target *targets, size_t n) { return NULL; }
 
 static int r2_pick(void *self, const struct lb_target *t, size_t n, uint64_t hash, uint64_t rnd)
 {
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        m += t[i].weight != 0;
-    if (m == 0)
-        return -1;
-    size_t a = nth_selectable(t, n, (rnd & 0xffffffffu) % m, n);
-    if (m == 1)
-        return (int)a;
-    size_t b = nth_selectable(t, n, (rnd >> 32) % (m - 1), a);
+    size_t a, b;
+    size_t m = lb_draw_two(t, n, rnd, &a, &b);
+    if (m <= 1)
+        return m ? (int)a : -1;
     uint64_t la = (uint64_t)t[a].inflight * t[b].weight, lb = (uint64_t)t[b].inflight * t[a].weight;
     return (int)(lb < la ? b : a);
 }
