@@ -9,12 +9,18 @@
 
 #define BUSY_TIMEOUT_MS 5000
 /* Per-connection settings. synchronous=NORMAL in WAL mode never loses a commit to a process crash
- * (only the fsync at checkpoints matters, for power loss); a 4000-page auto-checkpoint (16 MiB of
- * WAL) copies hot home-timeline pages back less often than the default 1000 (see
- * docs/TIMELINES.md); 32 MiB page cache and a 1 GiB memory map for reads. */
+ * (only the fsync at checkpoints matters, for power loss); 32 MiB page cache. No memory map:
+ * with writers in other processes, SQLite unmaps the whole file at the start of every read
+ * transaction that follows a commit, and the page faults that follow cost far more than the
+ * pread calls they save (bench/RESULTS.md, social section). Checkpoints: see on_wal(). */
 #define SETTINGS                                                                                        \
     "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"                      \
-    "PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=4000; PRAGMA mmap_size=1073741824;"
+    "PRAGMA cache_size=-32768; PRAGMA mmap_size=0;"
+/* WAL frames (4 KiB pages) after which a commit runs a passive checkpoint, and after which it
+ * runs a truncating one: several servers always have a reader open, so passive checkpoints alone
+ * never let the WAL restart and it would grow without bound under steady writes. */
+#define WAL_PASSIVE_FRAMES 4000
+#define WAL_TRUNCATE_FRAMES 16000
 #define WRITE_ATTEMPTS 8 /* each waits up to BUSY_TIMEOUT_MS for the lock */
 
 #define POST_COLS "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, " \
@@ -652,6 +658,34 @@ static const struct store_ops sqlite_ops = {
     .count_accounts = sq_count_accounts,
 };
 
+/* Busy handler: the lock another process holds is released within a transaction's time (well
+ * under a millisecond here), so wait in short naps — 50 µs doubling to 2 ms — rather than
+ * SQLite's default steps of up to 100 ms, which would stall this worker's whole event loop.
+ * Gives up (SQLITE_BUSY) after about BUSY_TIMEOUT_MS. */
+static int on_busy(void *arg, int count)
+{
+    (void)arg;
+    long us = count < 6 ? 50L << count : 2000; /* 50, 100, ... 1600, then 2000 */
+    /* time waited so far: 50·(2^k − 1) for the first 6 naps, then 2 ms each */
+    long waited = count < 6 ? 50L * ((1L << count) - 1) : 3150L + 2000L * (count - 6);
+    if (waited >= BUSY_TIMEOUT_MS * 1000L)
+        return 0;
+    struct timespec ts = {0, us * 1000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+/* WAL hook, run after each commit with the WAL's size in frames: replaces the auto-checkpoint. */
+static int on_wal(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)arg;
+    if (frames >= WAL_TRUNCATE_FRAMES)
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    else if (frames >= WAL_PASSIVE_FRAMES)
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
+}
+
 struct store *store_sqlite_open(const char *path, const struct store_options *opts, char *err, size_t errlen)
 {
     struct sq_store *s = calloc(1, sizeof *s);
@@ -670,7 +704,8 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
         snprintf(err, errlen, "sqlite: cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
         goto fail;
     }
-    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    sqlite3_busy_handler(s->db, on_busy, s);
+    sqlite3_wal_hook(s->db, on_wal, s);
     sqlite3_extended_result_codes(s->db, 0);
     if (enable_wal(s) != STORE_OK || exec_retry(s, SETTINGS) != STORE_OK || migrate(s) != STORE_OK) {
         snprintf(err, errlen, "sqlite: %s: %s", path, s->base.err);
