@@ -13,7 +13,8 @@ source bench/lib.sh
 case "${1:-all}" in
     lb) scenarios=(lb) ;;
     slow) scenarios=(slow) ;;
-    all) scenarios=(lb slow) ;;
+    social) scenarios=(social) ;;
+    all) scenarios=(lb slow social) ;;
     *) bench_die "unknown scenario '$1' (expected lb, slow or all)" ;;
 esac
 

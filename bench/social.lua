@@ -9,7 +9,7 @@
 --   30%  GET  /api/v1/accounts/userK/posts      K uniform in 1..N (any seeded user; no login)
 --   10%  POST /api/v1/posts {"text": ...}       as a random logged-in user
 -- The third argument changes the percentages (default 60,30,10), e.g. 100,0,0 for home pages only.
--- At the end, done() prints one line per kind with how many requests of it were sent:
+-- At the end, done() prints one line with how many requests of each kind were sent:
 --   social-mix: home=H user=U compose=C
 -- wrk itself counts non-2xx answers and socket errors; bench/social.sh requires both to be 0.
 
@@ -29,7 +29,8 @@ function init(args)
     end
     pct_home, pct_user = tonumber(h), tonumber(h) + tonumber(u)
     local s = dofile(file)
-    if type(s) ~= "table" or type(s.tokens) ~= "table" or #s.tokens == 0 or #s.names ~= #s.tokens then
+    if type(s) ~= "table" or type(s.users) ~= "number" or s.users < 1 or type(s.tokens) ~= "table"
+        or #s.tokens == 0 or type(s.names) ~= "table" or #s.names ~= #s.tokens then
         error("social.lua: " .. file .. " holds no sessions")
     end
     users = s.users

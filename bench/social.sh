@@ -43,12 +43,10 @@ fi
 : "${BENCH_SOCIAL_PART_DURATION:=5}" "${BENCH_SOCIAL_PERF_SECONDS:=6}"
 : "${BENCH_SOCIAL_TARGET:=10000}" "${BENCH_SOCIAL_RATIO:=0.8}"
 
-bench_init social
-RUNS="$RAW/runs.tsv"
-: >"$RUNS"
 CLK_TCK=$(getconf CLK_TCK)
 TARGET_ARGS=(--target "$BENCH_SOCIAL_TARGET" --ratio "$BENCH_SOCIAL_RATIO")
 
+# Check everything before bench_init, which empties the raw-output directory.
 [ -x "$AGORA" ] || bench_die "$AGORA not found: build it with 'make build'"
 for sub in seed server lb; do
     "$AGORA" "$sub" --help >/dev/null 2>&1 || bench_die "'$AGORA $sub --help' failed"
@@ -62,15 +60,37 @@ for u in $BENCH_SOCIAL_USERS; do
     [[ $u =~ ^[1-9][0-9]*$ ]] || bench_die "BENCH_SOCIAL_USERS: '$u' is not a number of users"
 done
 for m in $BENCH_SOCIAL_MIX $BENCH_SOCIAL_PARTS; do
-    [[ $m =~ ^[0-9]+,[0-9]+,[0-9]+$ ]] && [ $((${m//,/+})) = 100 ] ||
+    if ! [[ $m =~ ^[0-9]+,[0-9]+,[0-9]+$ ]] || [ $((${m//,/+})) != 100 ]; then
         bench_die "mix '$m' is not HOME,USER,COMPOSE percentages adding up to 100"
+    fi
 done
 case "$BENCH_SOCIAL_DIAGNOSE" in auto | 0 | 1) ;; *) bench_die "BENCH_SOCIAL_DIAGNOSE must be auto, 0 or 1" ;; esac
+for n in BENCH_SOCIAL_DURATION BENCH_SOCIAL_WARMUP BENCH_SOCIAL_SESSIONS BENCH_SOCIAL_ROUNDS \
+    BENCH_SOCIAL_PART_DURATION BENCH_SOCIAL_PERF_SECONDS; do
+    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || bench_die "$n must be a whole number >= 1 (got '${!n}')"
+done
+for n in BENCH_SOCIAL_TARGET BENCH_SOCIAL_RATIO; do
+    [[ ${!n} =~ ^[0-9]+(\.[0-9]+)?$ ]] || bench_die "$n must be a number (got '${!n}')"
+done
+[[ $BENCH_SOCIAL_POSTS =~ ^[0-9]+$ ]] || bench_die "BENCH_SOCIAL_POSTS must be a whole number (got '$BENCH_SOCIAL_POSTS')"
+bench_init social
+RUNS="$RAW/runs.tsv"
+: >"$RUNS"
 
 describe() {
     local sw lw t c
     IFS=: read -r sw lw t c <<<"$1"
     echo "3 servers x ${sw}w, lb ${lw}w, wrk -t$t -c$c"
+}
+
+# spawn_wait NAME LOG CMD...: runs CMD as bench_spawn does and waits for it, so that TERM or INT
+# interrupts the wait at once and the cleanup stops CMD; returns CMD's exit status.
+spawn_wait() {
+    local rc=0
+    bench_spawn "$@"
+    wait "$SPAWNED" || rc=$?
+    bench_stop "$SPAWNED"
+    return "$rc"
 }
 
 # cpu_seconds PID...: user + system CPU seconds the processes have used so far.
@@ -113,7 +133,8 @@ stack_start() {
     bench_spawn "$name" "$LB_LOG" "$AGORA" lb --listen "127.0.0.1:$LB_PORT" "${backends[@]}" --workers "$lw" \
         --admin-listen off --access-log off --slow-start 0 --health-interval 1s
     LB_PID=$SPAWNED
-    bench_wait_http "$name" "$LB_PID" "http://127.0.0.1:$LB_PORT/health" "$LB_LOG"
+    # The balancer answers /health itself: ask for an account, which a server must answer.
+    bench_wait_http "$name" "$LB_PID" "http://127.0.0.1:$LB_PORT/api/v1/accounts/user1" "$LB_LOG"
 }
 
 stack_alive() {
@@ -135,7 +156,6 @@ wrk_cmd() {
     IFS=: read -r _ _ threads conns <<<"$config"
     WRK_CMD=(timeout --foreground $((secs + 30)) wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s --latency
         -s "$SOCIAL_LUA" "http://127.0.0.1:$LB_PORT" -- "$BENCH_TMP/g$users/sessions.lua" "$BENCH_SOCIAL_SEED" "$mix")
-    echo "wrk: ${WRK_CMD[*]:3}" >>"$RAW/commands.txt"
 }
 
 # run USERS CONFIG MIX KIND FILE SECONDS: one wrk run on the running stack, output in $RAW/FILE,
@@ -146,7 +166,8 @@ run() {
     lb0=$(cpu_seconds "$LB_PID")
     srv0=$(cpu_seconds "${SRV_PIDS[@]}")
     wrk_cmd "$users" "$config" "$mix" "$secs"
-    "${WRK_CMD[@]}" >"$RAW/$file" 2>&1 || { bench_tail "$RAW/$file"; bench_die "wrk failed against agora lb (port $LB_PORT)"; }
+    spawn_wait "wrk" "$RAW/$file" "${WRK_CMD[@]}" ||
+        { bench_tail "$RAW/$file"; bench_die "wrk failed against agora lb (port $LB_PORT)"; }
     lb1=$(cpu_seconds "$LB_PID")
     srv1=$(cpu_seconds "${SRV_PIDS[@]}")
     stack_alive
@@ -163,10 +184,8 @@ prepare() {
     local users=$1 gdir="$BENCH_TMP/g$1" port log pid sessions=$BENCH_SOCIAL_SESSIONS
     mkdir -p "$gdir"
     bench_log "$users users: seeding ($BENCH_SOCIAL_POSTS posts each, seed $BENCH_SOCIAL_SEED)"
-    local cmd=("$AGORA" seed --users "$users" --posts-per-user "$BENCH_SOCIAL_POSTS" --seed "$BENCH_SOCIAL_SEED"
-        --db "sqlite:$gdir/pristine.db")
-    echo "seed: ${cmd[*]}" >>"$RAW/commands.txt"
-    timeout 900 "${cmd[@]}" >"$RAW/seed-u$users.log" 2>&1 ||
+    spawn_wait "seed" "$RAW/seed-u$users.log" timeout 900 "$AGORA" seed --users "$users" \
+        --posts-per-user "$BENCH_SOCIAL_POSTS" --seed "$BENCH_SOCIAL_SEED" --db "sqlite:$gdir/pristine.db" ||
         { bench_tail "$RAW/seed-u$users.log"; bench_die "agora seed --users $users failed"; }
     sed 's/^/  /' "$RAW/seed-u$users.log"
 
@@ -178,10 +197,9 @@ prepare() {
     pid=$SPAWNED
     bench_wait_http "login server" "$pid" "http://127.0.0.1:$port/health" "$log"
     bench_log "$users users: logging $sessions of them in"
-    cmd=("$PY" "$BENCH_DIR/social_login.py" --url "http://127.0.0.1:$port" --users "$users"
-        --count "$sessions" --seed "$BENCH_SOCIAL_SEED" --parallel 3 --out "$gdir/sessions.lua")
-    echo "login: ${cmd[*]}" >>"$RAW/commands.txt"
-    "${cmd[@]}" >"$RAW/login-u$users.log" 2>&1 || { bench_tail "$RAW/login-u$users.log"; bench_die "logging in failed"; }
+    spawn_wait "login" "$RAW/login-u$users.log" "$PY" "$BENCH_DIR/social_login.py" --url "http://127.0.0.1:$port" \
+        --users "$users" --count "$sessions" --seed "$BENCH_SOCIAL_SEED" --parallel 3 --out "$gdir/sessions.lua" ||
+        { bench_tail "$RAW/login-u$users.log"; bench_die "logging in failed"; }
     sed 's/^/  /' "$RAW/login-u$users.log"
     cp "$gdir/sessions.lua" "$RAW/sessions-u$users.lua"
     bench_stop "$pid"
@@ -191,7 +209,11 @@ prepare() {
 measure() {
     local users=$1 config=$2 mix=$3 kind=$4 secs=$5 rounds=1 r
     local tag="u$users-${config//:/-}"
-    [ "$kind" = measure ] && rounds=$BENCH_SOCIAL_ROUNDS || tag+="-mix${mix//,/-}"
+    if [ "$kind" = measure ]; then
+        rounds=$BENCH_SOCIAL_ROUNDS
+    else
+        tag+="-mix${mix//,/-}"
+    fi
     stack_start "$users" "$config" "$tag"
     run "$users" "$config" "$mix" warmup "warmup-$tag.wrk.txt" "$BENCH_SOCIAL_WARMUP"
     for ((r = 1; r <= rounds; r++)); do
@@ -208,13 +230,10 @@ profile() {
     bench_log "$users users: perf record -g on one agora server during the mix ($(describe "$config"))"
     stack_start "$users" "$config" "$tag"
     run "$users" "$config" "$BENCH_SOCIAL_MIX" warmup "warmup-$tag.wrk.txt" "$BENCH_SOCIAL_WARMUP"
-    local cmd=(perf record -q -e cpu-clock -F 1999 -g -p "${SRV_PIDS[0]}" -o "$data" -- sleep "$secs")
-    echo "perf: ${cmd[*]}" >>"$RAW/commands.txt"
     # perf starts 1 s into the wrk run and stops 1 s before its end.
-    (sleep 1 && exec "${cmd[@]}") >"$RAW/perf-record-$tag.log" 2>&1 &
-    local perf_pid=$!
-    BENCH_PIDS+=("$perf_pid")
-    BENCH_NAMES[$perf_pid]="perf record"
+    bench_spawn "perf" "$RAW/perf-record-$tag.log" bash -c 'sleep 1 && exec "$@"' perf \
+        perf record -q -e cpu-clock -F 1999 -g -p "${SRV_PIDS[0]}" -o "$data" -- sleep "$secs"
+    local perf_pid=$SPAWNED
     run "$users" "$config" "$BENCH_SOCIAL_MIX" perf "$tag.wrk.txt" $((secs + 2))
     wait "$perf_pid" || { bench_tail "$RAW/perf-record-$tag.log"; bench_die "perf record failed"; }
     bench_stop "$perf_pid"

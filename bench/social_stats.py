@@ -183,7 +183,7 @@ def table(runs, target, ratio):
     parts = summarise(runs, "part")
     if parts:
         lines.append("")
-        lines.append("Where the time goes: the fastest configuration again with a single kind of request")
+        lines.append("Where the time goes: the fastest configuration again with other mixes (reads only, compose only)")
         lines.extend(fmt_rows(parts, "mix"))
     failed = [r for r in runs if r["non2xx"] or r["socket"]]
     if failed:
