@@ -57,8 +57,7 @@ int api_auth(struct api *a, int required)
         }
     }
     if (a->auth < 0 && required) {
-        api_error(a, 401, "authentication required: send Authorization: Bearer <token> or the %s cookie",
-                  AUTH_COOKIE);
+        api_error(a, 401, "authentication required: send Authorization: Bearer <token> or the %s cookie", AUTH_COOKIE);
         return -1;
     }
     return a->auth > 0;

@@ -13,9 +13,9 @@
 #include "app/app.h"
 #include "app/store.h"
 
-#define API_MAX_BODY (64 * 1024)
+#define API_MAX_BODY      (64 * 1024)
 #define API_DEFAULT_LIMIT 20
-#define API_MAX_LIMIT 100
+#define API_MAX_LIMIT     100
 
 struct app {
     struct store *store;

@@ -77,8 +77,7 @@ void api_accounts_create(struct api *a)
     if (body == NULL)
         return;
     if (required_string(a, body, "username", &user, &user_n) < 0 ||
-        required_string(a, body, "password", &pw, &pw_n) < 0 ||
-        api_string(a, body, "display_name", &dn, &dn_n) < 0)
+        required_string(a, body, "password", &pw, &pw_n) < 0 || api_string(a, body, "display_name", &dn, &dn_n) < 0)
         goto out;
     if (!valid_username(user, user_n)) {
         api_error(a, 422, "username: must be 1-%d characters of A-Z, a-z, 0-9 and _", STORE_USERNAME_MAX);

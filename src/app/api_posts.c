@@ -13,7 +13,7 @@
 #include "app/json.h"
 #include "app/req.h"
 
-#define TEXT_MAX 500      /* code points, after trimming */
+#define TEXT_MAX     500 /* code points, after trimming */
 #define IDEM_KEY_MAX 128
 
 /* Decodes the code point starting at s[0] (valid UTF-8 assumed); sets *len to its byte length. */

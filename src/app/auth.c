@@ -37,8 +37,7 @@ int auth_token_hash(const char *token, size_t n, unsigned char hash[STORE_TOKEN_
     const char *end = NULL;
     if (n != AUTH_TOKEN_CHARS)
         return -1;
-    if (sodium_base642bin(raw, sizeof raw, token, n, NULL, &len, &end, sodium_base64_VARIANT_URLSAFE_NO_PADDING) !=
-            0 ||
+    if (sodium_base642bin(raw, sizeof raw, token, n, NULL, &len, &end, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
         len != sizeof raw || end != token + n)
         return -1;
     crypto_generichash(hash, STORE_TOKEN_HASH_LEN, raw, sizeof raw, NULL, 0);

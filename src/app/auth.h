@@ -16,7 +16,7 @@
 #include "http/parser.h"
 
 #define AUTH_TOKEN_CHARS 43 /* base64url of 32 bytes, no padding */
-#define AUTH_COOKIE "agora_token"
+#define AUTH_COOKIE      "agora_token"
 
 /* Initialises libsodium (idempotent, thread-safe). Returns 0, or -1 if it cannot be used. */
 int auth_init(void);

@@ -16,11 +16,21 @@ void json_put_str(struct buf *b, const char *s, size_t n)
         buf_append(b, s + run, i - run);
         run = i + 1;
         switch (c) {
-        case '"': buf_append(b, "\\\"", 2); break;
-        case '\\': buf_append(b, "\\\\", 2); break;
-        case '\n': buf_append(b, "\\n", 2); break;
-        case '\r': buf_append(b, "\\r", 2); break;
-        case '\t': buf_append(b, "\\t", 2); break;
+        case '"':
+            buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            buf_append(b, "\\t", 2);
+            break;
         default:
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 15];

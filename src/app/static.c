@@ -12,7 +12,7 @@
 #include "app/req.h"
 
 #define PATH_MAX_LEN 1024
-#define FILE_MAX (16L * 1024 * 1024)
+#define FILE_MAX     (16L * 1024 * 1024)
 
 static void fail(struct http_response *resp, int status, const char *msg)
 {
@@ -27,11 +27,16 @@ const char *static_content_type(const char *name)
     static const struct {
         const char *ext, *type;
     } types[] = {
-        {".html", "text/html; charset=utf-8"},   {".css", "text/css; charset=utf-8"},
-        {".js", "text/javascript; charset=utf-8"}, {".mjs", "text/javascript; charset=utf-8"},
-        {".json", "application/json"},           {".svg", "image/svg+xml"},
-        {".png", "image/png"},                   {".ico", "image/x-icon"},
-        {".txt", "text/plain; charset=utf-8"},   {".webmanifest", "application/manifest+json"},
+        {".html", "text/html; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".json", "application/json"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".webmanifest", "application/manifest+json"},
     };
     const char *dot = strrchr(name, '.');
     if (dot != NULL && strchr(dot, '/') == NULL)

@@ -23,12 +23,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_OK 0
-#define STORE_ERROR (-1)     /* unexpected database error (message in store_errmsg) */
+#define STORE_OK        0
+#define STORE_ERROR     (-1) /* unexpected database error (message in store_errmsg) */
 #define STORE_NOT_FOUND (-2) /* the account/post/session named does not exist */
-#define STORE_CONFLICT (-3)  /* a unique value (username) is taken */
+#define STORE_CONFLICT  (-3) /* a unique value (username) is taken */
 #define STORE_FORBIDDEN (-4) /* the caller may not do this (deleting another author's post) */
-#define STORE_BUSY (-5)      /* the database stayed locked through every retry */
+#define STORE_BUSY      (-5) /* the database stayed locked through every retry */
 
 /* Authors with at least this many followers are not fanned out on write (their posts are merged
  * into home timelines at read time). */
@@ -36,10 +36,10 @@
 #define STORE_FANOUT_LIMIT 1000
 #endif
 
-#define STORE_USERNAME_MAX 30     /* bytes (usernames are ASCII) */
-#define STORE_DISPLAY_NAME_MAX 50 /* code points, i.e. at most 200 bytes of UTF-8 */
-#define STORE_HASH_MAX 128        /* password hash string incl. NUL (crypto_pwhash_STRBYTES) */
-#define STORE_TOKEN_HASH_LEN 32   /* bytes of a session token hash */
+#define STORE_USERNAME_MAX     30  /* bytes (usernames are ASCII) */
+#define STORE_DISPLAY_NAME_MAX 50  /* code points, i.e. at most 200 bytes of UTF-8 */
+#define STORE_HASH_MAX         128 /* password hash string incl. NUL (crypto_pwhash_STRBYTES) */
+#define STORE_TOKEN_HASH_LEN   32  /* bytes of a session token hash */
 
 struct store_account {
     int64_t id;
@@ -78,9 +78,9 @@ typedef int (*store_account_cb)(void *ctx, const struct store_account *account);
 /* What bulk_end found after loading (for agora seed's summary). */
 struct store_bulk_stats {
     int64_t accounts, follows, posts;
-    int64_t fanout_posts;     /* posts delivered by fan-out on write */
-    int64_t home_rows;        /* rows in the home-timeline table */
-    int64_t big_accounts;     /* accounts with >= fanout limit followers */
+    int64_t fanout_posts; /* posts delivered by fan-out on write */
+    int64_t home_rows;    /* rows in the home-timeline table */
+    int64_t big_accounts; /* accounts with >= fanout limit followers */
     int64_t max_followers;
 };
 
@@ -97,16 +97,15 @@ struct store_ops {
     int (*read_begin)(struct store *st);
     void (*read_end)(struct store *st);
 
-    int (*account_create)(struct store *st, const char *username, const char *display_name,
-                          const char *password_hash, int64_t now, struct store_account *out);
+    int (*account_create)(struct store *st, const char *username, const char *display_name, const char *password_hash,
+                          int64_t now, struct store_account *out);
     int (*account_by_name)(struct store *st, const char *username, struct store_account *out);
     int (*account_credentials)(struct store *st, const char *username, struct store_account *out,
                                char hash[STORE_HASH_MAX]);
 
     int (*session_create)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t account_id,
                           int64_t now);
-    int (*session_account)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
-                           struct store_account *out);
+    int (*session_account)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], struct store_account *out);
     int (*session_delete)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN]);
 
     int (*follow)(struct store *st, int64_t follower, int64_t followee, int on, int64_t now);
@@ -121,13 +120,13 @@ struct store_ops {
 
     int (*posts_by_author)(struct store *st, int64_t author, int64_t viewer, const struct store_page *page,
                            store_post_cb cb, void *ctx);
-    int (*replies)(struct store *st, int64_t post, int64_t viewer, const struct store_page *page,
-                   store_post_cb cb, void *ctx);
+    int (*replies)(struct store *st, int64_t post, int64_t viewer, const struct store_page *page, store_post_cb cb,
+                   void *ctx);
     int (*home)(struct store *st, int64_t owner, const struct store_page *page, store_post_cb cb, void *ctx);
 
     int (*bulk_begin)(struct store *st, int wipe);
-    int (*bulk_account)(struct store *st, const char *username, const char *display_name,
-                        const char *password_hash, int64_t created_at, int64_t *id_out);
+    int (*bulk_account)(struct store *st, const char *username, const char *display_name, const char *password_hash,
+                        int64_t created_at, int64_t *id_out);
     int (*bulk_follow)(struct store *st, int64_t follower, int64_t followee, int64_t created_at);
     int (*bulk_post)(struct store *st, int64_t author, const char *text, int64_t created_at, int64_t *id_out);
     int (*bulk_end)(struct store *st, int commit, struct store_bulk_stats *stats);
@@ -237,8 +236,8 @@ static inline int store_like(struct store *st, int64_t post, int64_t account, in
 }
 
 /* Streams author's posts, newest first. */
-static inline int store_posts_by_author(struct store *st, int64_t author, int64_t viewer,
-                                        const struct store_page *page, store_post_cb cb, void *ctx)
+static inline int store_posts_by_author(struct store *st, int64_t author, int64_t viewer, const struct store_page *page,
+                                        store_post_cb cb, void *ctx)
 {
     return st->ops->posts_by_author(st, author, viewer, page, cb, ctx);
 }
@@ -257,10 +256,11 @@ static inline int store_home(struct store *st, int64_t owner, const struct store
 }
 
 /* Bulk loading (agora seed) into an empty database. bulk_begin opens one long write transaction
- * (wipe = 1 first deletes every row; otherwise a non-empty database is STORE_CONFLICT); bulk_account/bulk_follow/bulk_post insert raw rows without maintaining counters or
- * timelines; bulk_end(commit = 1) recomputes every counter, decides each post's fan-out with
- * the same rule as store_post_create, fills the home timelines, commits and fills *stats (may be NULL);
- * commit = 0 rolls back. Follows must not repeat or point to oneself. */
+ * (wipe = 1 first deletes every row; otherwise a non-empty database is STORE_CONFLICT);
+ * bulk_account/bulk_follow/bulk_post insert raw rows without maintaining counters or timelines; bulk_end(commit = 1)
+ * recomputes every counter, decides each post's fan-out with the same rule as store_post_create, fills the home
+ * timelines, commits and fills *stats (may be NULL); commit = 0 rolls back. Follows must not repeat or point to
+ * oneself. */
 static inline int store_bulk_begin(struct store *st, int wipe) { return st->ops->bulk_begin(st, wipe); }
 static inline int store_bulk_account(struct store *st, const char *username, const char *display_name,
                                      const char *password_hash, int64_t created_at, int64_t *id_out)

@@ -13,18 +13,19 @@
  * with writers in other processes, SQLite unmaps the whole file at the start of every read
  * transaction that follows a commit, and the page faults that follow cost far more than the
  * pread calls they save (bench/RESULTS.md, social section). Checkpoints: see on_wal(). */
-#define SETTINGS                                                                                        \
-    "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"                      \
+#define SETTINGS                                                                                                       \
+    "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"                                     \
     "PRAGMA cache_size=-32768; PRAGMA mmap_size=0;"
 /* WAL frames (4 KiB pages) after which a commit runs a passive checkpoint, and after which it
  * runs a truncating one: several servers always have a reader open, so passive checkpoints alone
  * never let the WAL restart and it would grow without bound under steady writes. */
-#define WAL_PASSIVE_FRAMES 4000
+#define WAL_PASSIVE_FRAMES  4000
 #define WAL_TRUNCATE_FRAMES 16000
-#define WRITE_ATTEMPTS 8 /* each waits up to BUSY_TIMEOUT_MS for the lock */
+#define WRITE_ATTEMPTS      8 /* each waits up to BUSY_TIMEOUT_MS for the lock */
 
-#define POST_COLS "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, " \
-                  "l.account_id IS NOT NULL, " SQ_ACCOUNT_COLS
+#define POST_COLS                                                                                                      \
+    "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, "                                         \
+    "l.account_id IS NOT NULL, " SQ_ACCOUNT_COLS
 
 /* Schema migrations, applied in order; the database's PRAGMA user_version is the number applied.
  * Never edit an entry once released: append a new one. */
@@ -316,8 +317,8 @@ static int migrate(struct sq_store *s)
     if ((rc = user_version(s, &v)) != STORE_OK)
         goto fail;
     if (v > NMIGRATIONS) {
-        snprintf(s->base.err, sizeof s->base.err,
-                 "database schema version %d is newer than this program supports (%d)", v, NMIGRATIONS);
+        snprintf(s->base.err, sizeof s->base.err, "database schema version %d is newer than this program supports (%d)",
+                 v, NMIGRATIONS);
         rc = STORE_ERROR;
         goto fail;
     }
@@ -550,8 +551,7 @@ static int sq_session_delete(struct store *st, const unsigned char hash[STORE_TO
 
 /* Binds ?1 = a, ?2 = b (and ?3 = c when the statement has it), runs it, and returns STORE_OK with
  * *changes set to the number of rows changed. */
-static int run_ids(struct sq_store *s, enum sq_stmt id, int64_t a, int64_t b, int64_t c, int *changes,
-                   const char *what)
+static int run_ids(struct sq_store *s, enum sq_stmt id, int64_t a, int64_t b, int64_t c, int *changes, const char *what)
 {
     sqlite3_stmt *q = sq_stmt(s, id);
     if (q == NULL)

@@ -23,17 +23,47 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
 /* ---- internal to the store_sqlite*.c files ---- */
 
 enum sq_stmt {
-    SQ_BEGIN, SQ_BEGIN_READ, SQ_COMMIT, SQ_ROLLBACK, SQ_PING,
-    SQ_ACC_INSERT, SQ_ACC_BY_NAME, SQ_ACC_CRED, SQ_ACC_BY_ID, SQ_ACC_EXISTS, SQ_ACC_COUNT,
-    SQ_ACC_ADD_FOLLOWERS, SQ_ACC_ADD_FOLLOWING, SQ_ACC_ADD_POSTS,
-    SQ_SESS_INSERT, SQ_SESS_ACCOUNT, SQ_SESS_DELETE,
-    SQ_FOLLOW_INSERT, SQ_FOLLOW_DELETE, SQ_HOME_BACKFILL, SQ_HOME_UNFILL,
-    SQ_LIST_FOLLOWERS, SQ_LIST_FOLLOWING,
-    SQ_POST_INSERT, SQ_POST_BY_KEY, SQ_POST_EXISTS, SQ_POST_META, SQ_POST_DELETE, SQ_POST_ADD_REPLIES,
-    SQ_POST_ADD_LIKES, SQ_POST_GET, SQ_HOME_FANOUT, SQ_HOME_OWN, SQ_HOME_DELETE_POST,
-    SQ_LIKE_INSERT, SQ_LIKE_DELETE,
-    SQ_LIST_AUTHOR, SQ_LIST_REPLIES, SQ_LIST_HOME,
-    SQ_BULK_FOLLOW, SQ_BULK_POST,
+    SQ_BEGIN,
+    SQ_BEGIN_READ,
+    SQ_COMMIT,
+    SQ_ROLLBACK,
+    SQ_PING,
+    SQ_ACC_INSERT,
+    SQ_ACC_BY_NAME,
+    SQ_ACC_CRED,
+    SQ_ACC_BY_ID,
+    SQ_ACC_EXISTS,
+    SQ_ACC_COUNT,
+    SQ_ACC_ADD_FOLLOWERS,
+    SQ_ACC_ADD_FOLLOWING,
+    SQ_ACC_ADD_POSTS,
+    SQ_SESS_INSERT,
+    SQ_SESS_ACCOUNT,
+    SQ_SESS_DELETE,
+    SQ_FOLLOW_INSERT,
+    SQ_FOLLOW_DELETE,
+    SQ_HOME_BACKFILL,
+    SQ_HOME_UNFILL,
+    SQ_LIST_FOLLOWERS,
+    SQ_LIST_FOLLOWING,
+    SQ_POST_INSERT,
+    SQ_POST_BY_KEY,
+    SQ_POST_EXISTS,
+    SQ_POST_META,
+    SQ_POST_DELETE,
+    SQ_POST_ADD_REPLIES,
+    SQ_POST_ADD_LIKES,
+    SQ_POST_GET,
+    SQ_HOME_FANOUT,
+    SQ_HOME_OWN,
+    SQ_HOME_DELETE_POST,
+    SQ_LIKE_INSERT,
+    SQ_LIKE_DELETE,
+    SQ_LIST_AUTHOR,
+    SQ_LIST_REPLIES,
+    SQ_LIST_HOME,
+    SQ_BULK_FOLLOW,
+    SQ_BULK_POST,
     SQ__COUNT
 };
 
@@ -62,8 +92,9 @@ void sq_read_account(sqlite3_stmt *st, int col, struct store_account *out);
 void sq_bind_page(sqlite3_stmt *st, int imax, int isince, int ilimit, const struct store_page *page);
 
 /* The columns sq_read_account expects, for accounts aliased "a". */
-#define SQ_ACCOUNT_COLS "a.id, a.username, a.display_name, a.created_at, a.followers_count, " \
-                        "a.following_count, a.posts_count"
+#define SQ_ACCOUNT_COLS                                                                                                \
+    "a.id, a.username, a.display_name, a.created_at, a.followers_count, "                                              \
+    "a.following_count, a.posts_count"
 
 int sq_post_create(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
                    const char *idem_key, int64_t now, int64_t *id_out);

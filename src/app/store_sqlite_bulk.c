@@ -1,10 +1,10 @@
 /* store_sqlite_bulk.c — SQLite store: bulk loading for `agora seed`. See store.h.
  *
- * Loads into an empty database only (or one wiped first). One long BEGIN IMMEDIATE transaction with foreign-key enforcement off (the loader produces
- * consistent rows; checking each would triple the work); raw inserts; then bulk_end derives
- * everything else with a few set-based statements: counters, each new post's fan-out flag (same
- * rule as store_post_create: the author has fewer than fanout_limit followers) and the home
- * rows, inserted in (owner, post) order so the B-tree is appended to rather than shuffled. */
+ * Loads into an empty database only (or one wiped first). One long BEGIN IMMEDIATE transaction with foreign-key
+ * enforcement off (the loader produces consistent rows; checking each would triple the work); raw inserts; then
+ * bulk_end derives everything else with a few set-based statements: counters, each new post's fan-out flag (same rule
+ * as store_post_create: the author has fewer than fanout_limit followers) and the home rows, inserted in (owner, post)
+ * order so the B-tree is appended to rather than shuffled. */
 #include "app/store_sqlite.h"
 
 #include <stdio.h>

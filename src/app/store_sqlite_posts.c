@@ -96,7 +96,8 @@ static int post_create_tx(struct sq_store *s, void *arg)
         return rc;
     id = sqlite3_last_insert_rowid(s->db);
     if ((rc = run2(s, SQ_ACC_ADD_POSTS, a->author, 1, NULL, "counting posts")) != STORE_OK ||
-        (a->reply_to != 0 && (rc = run2(s, SQ_POST_ADD_REPLIES, a->reply_to, 1, NULL, "counting replies")) != STORE_OK) ||
+        (a->reply_to != 0 &&
+         (rc = run2(s, SQ_POST_ADD_REPLIES, a->reply_to, 1, NULL, "counting replies")) != STORE_OK) ||
         (rc = run2(s, SQ_HOME_OWN, a->author, id, NULL, "adding to the home timeline")) != STORE_OK ||
         (fanout && (rc = run2(s, SQ_HOME_FANOUT, a->author, id, NULL, "fanning out")) != STORE_OK))
         return rc;

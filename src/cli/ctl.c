@@ -70,10 +70,10 @@ static int print_list(const char *admin, const char *token)
     json_t *s;
     json_array_foreach(servers, i, s)
     {
-        printf("%-24s %-9s %6lld %9lld %10lld %8lld %9.2f %9.2f\n",
-               json_string_value(json_object_get(s, "address")), json_string_value(json_object_get(s, "state")),
-               json_integer_value(json_object_get(s, "weight")), json_integer_value(json_object_get(s, "in_flight")),
-               json_integer_value(json_object_get(s, "requests")), json_integer_value(json_object_get(s, "errors")),
+        printf("%-24s %-9s %6lld %9lld %10lld %8lld %9.2f %9.2f\n", json_string_value(json_object_get(s, "address")),
+               json_string_value(json_object_get(s, "state")), json_integer_value(json_object_get(s, "weight")),
+               json_integer_value(json_object_get(s, "in_flight")), json_integer_value(json_object_get(s, "requests")),
+               json_integer_value(json_object_get(s, "errors")),
                json_number_value(json_object_get(s, "latency_p50_ms")),
                json_number_value(json_object_get(s, "latency_p99_ms")));
     }

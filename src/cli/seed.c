@@ -19,11 +19,11 @@
 #include "app/store.h"
 #include "cli/commands.h"
 
-#define MAX_USERS 10000000L
+#define MAX_USERS          10000000L
 #define MAX_POSTS_PER_USER 10000L
-#define FOLLOW_MIN 15
-#define FOLLOW_MAX 45
-#define ORIGIN_MS 1767225600000LL /* 2026-01-01T00:00:00Z: first post */
+#define FOLLOW_MIN         15
+#define FOLLOW_MAX         45
+#define ORIGIN_MS          1767225600000LL /* 2026-01-01T00:00:00Z: first post */
 
 struct seed_opts {
     long users, posts;
@@ -49,16 +49,17 @@ static double rng_unit(struct rng *r) { return (double)(rng_next(r) >> 11) * (1.
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
-               "\n"
-               "Fills an empty database with a deterministic synthetic social graph:\n"
-               "  --users N           accounts user1..userN (1-%ld)\n"
-               "  --posts-per-user M  posts written by each user (0-%ld, default 10)\n"
-               "  --db URL            database, e.g. sqlite:agora.db\n"
-               "  --password P        password of every account (default password123)\n"
-               "  --seed S            random seed (default 1); same seed, same graph\n"
-               "  --force             delete all existing data first (otherwise a non-empty\n"
-               "                      database is refused)\n",
+    fprintf(f,
+            "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
+            "\n"
+            "Fills an empty database with a deterministic synthetic social graph:\n"
+            "  --users N           accounts user1..userN (1-%ld)\n"
+            "  --posts-per-user M  posts written by each user (0-%ld, default 10)\n"
+            "  --db URL            database, e.g. sqlite:agora.db\n"
+            "  --password P        password of every account (default password123)\n"
+            "  --seed S            random seed (default 1); same seed, same graph\n"
+            "  --force             delete all existing data first (otherwise a non-empty\n"
+            "                      database is refused)\n",
             MAX_USERS, MAX_POSTS_PER_USER);
 }
 
@@ -203,9 +204,9 @@ static int pick_followees(long u, long n, const double *cdf, struct rng *r, long
 }
 
 static const char *const words[] = {
-    "agora", "balance", "coffee", "river", "signal", "garden", "window", "morning", "quiet", "thread",
-    "packet", "socket", "lantern", "harbor", "meadow", "orbit", "pixel", "rhythm", "summit", "tide",
-    "ember", "field", "glacier", "hollow", "island", "jazz", "kernel", "ladder", "marble", "north",
+    "agora",  "balance", "coffee",  "river",  "signal", "garden", "window", "morning", "quiet",  "thread",
+    "packet", "socket",  "lantern", "harbor", "meadow", "orbit",  "pixel",  "rhythm",  "summit", "tide",
+    "ember",  "field",   "glacier", "hollow", "island", "jazz",   "kernel", "ladder",  "marble", "north",
 };
 
 static void post_text(char *out, size_t len, long u, long j, struct rng *r)
@@ -241,8 +242,7 @@ static int load(struct store *st, const struct seed_opts *o, const char *hash, l
     for (long u = 1; u <= o->users; u++) {
         snprintf(name, sizeof name, "user%ld", u);
         snprintf(display, sizeof display, "User %ld", u);
-        if ((rc = store_bulk_account(st, name, display, hash, ORIGIN_MS - (o->users - u + 1) * 1000, &id)) !=
-            STORE_OK)
+        if ((rc = store_bulk_account(st, name, display, hash, ORIGIN_MS - (o->users - u + 1) * 1000, &id)) != STORE_OK)
             goto out;
         if (id != u) {
             fprintf(stderr, "agora seed: account ids do not start at 1; is the database empty?\n");

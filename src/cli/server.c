@@ -156,7 +156,8 @@ int cmd_server(int argc, char **argv)
         snprintf(o.served_by, sizeof(o.served_by), "%s", o.listen);
     unsigned workers = o.workers ? o.workers : http_daemon_cpus();
     fprintf(stderr, "agora server: listening on %s, %u worker(s), db %s\n", o.listen, workers, o.db);
-    struct http_daemon_config dc = {.listen = o.listen, .workers = workers, .shutdown_ms = 10000, .name = "agora server"};
+    struct http_daemon_config dc = {
+        .listen = o.listen, .workers = workers, .shutdown_ms = 10000, .name = "agora server"};
     struct http_daemon_ops ops = {
         .worker_create = worker_create,
         .worker_shutdown = worker_shutdown,

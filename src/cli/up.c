@@ -15,19 +15,19 @@
  *                  then stop its process (it is not restarted)
  *   list           the supervised processes
  * and answers with one line of JSON. */
-#include <errno.h>
-#include <stdarg.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,7 +38,7 @@
 #include "core/net.h"
 
 #define MAX_CHILDREN 65
-#define MAX_ARGS 40
+#define MAX_ARGS     40
 
 struct child {
     char name[32];
@@ -48,9 +48,9 @@ struct child {
     uint64_t started_ms;
     uint64_t restart_at_ms; /* 0 = not waiting */
     unsigned backoff_ms;
-    unsigned port;          /* web servers: their port */
-    int retiring;           /* being drained for removal: not restarted, stopped when drained */
-    int retired;            /* removed for good */
+    unsigned port; /* web servers: their port */
+    int retiring;  /* being drained for removal: not restarted, stopped when drained */
+    int retired;   /* removed for good */
 };
 
 struct up {
@@ -58,7 +58,7 @@ struct up {
     int nkids;
     char exe[PATH_MAX];
     int stopping;
-    char admin[64];         /* balancer admin API address */
+    char admin[64]; /* balancer admin API address */
     char db[PATH_MAX + 16];
     char web[PATH_MAX];
     unsigned server_workers;
@@ -262,7 +262,10 @@ static void ctl_list(struct up *u, int fd)
         struct child *c = &u->kids[i];
         n += (size_t)snprintf(line + n, sizeof(line) - n, "%s{\"name\": \"%s\", \"pid\": %d, \"state\": \"%s\"}",
                               i ? ", " : "", c->name, (int)c->pid,
-                              c->retired ? "removed" : c->retiring ? "draining" : c->pid > 0 ? "running" : "restarting");
+                              c->retired    ? "removed"
+                              : c->retiring ? "draining"
+                              : c->pid > 0  ? "running"
+                                            : "restarting");
     }
     snprintf(line + n, sizeof(line) - n, "]}");
     ctl_answer(fd, "%s", line);
@@ -524,14 +527,15 @@ int cmd_up(int argc, char **argv)
                 if (u->stopping || c->retired)
                     break;
                 uint64_t ran = now_ms() - c->started_ms;
-                c->backoff_ms = ran > 30000 || !c->backoff_ms ? 250 : (c->backoff_ms * 2 > 8000 ? 8000 : c->backoff_ms * 2);
+                c->backoff_ms =
+                    ran > 30000 || !c->backoff_ms ? 250 : (c->backoff_ms * 2 > 8000 ? 8000 : c->backoff_ms * 2);
                 c->restart_at_ms = now_ms() + c->backoff_ms;
                 if (WIFSIGNALED(status))
                     fprintf(stderr, "agora up: %s (pid %d) killed by signal %d; restarting in %u ms\n", c->name, pid,
                             WTERMSIG(status), c->backoff_ms);
                 else
-                    fprintf(stderr, "agora up: %s (pid %d) exited with status %d; restarting in %u ms\n", c->name,
-                            pid, WEXITSTATUS(status), c->backoff_ms);
+                    fprintf(stderr, "agora up: %s (pid %d) exited with status %d; restarting in %u ms\n", c->name, pid,
+                            WEXITSTATUS(status), c->backoff_ms);
                 break;
             }
         }

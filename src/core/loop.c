@@ -12,7 +12,7 @@
 struct watch {
     loop_io_fn *fn;
     void *data;
-    int mask;    /* current interest */
+    int mask;     /* current interest */
     unsigned gen; /* bumped on unwatch so stale events of this iteration are dropped */
 };
 
@@ -85,10 +85,7 @@ void loop_destroy(struct loop *loop)
     free(loop);
 }
 
-static uint32_t to_epoll(int mask)
-{
-    return (mask & LOOP_READ ? EPOLLIN : 0) | (mask & LOOP_WRITE ? EPOLLOUT : 0);
-}
+static uint32_t to_epoll(int mask) { return (mask & LOOP_READ ? EPOLLIN : 0) | (mask & LOOP_WRITE ? EPOLLOUT : 0); }
 
 int loop_watch(struct loop *loop, int fd, int mask, loop_io_fn *fn, void *data)
 {

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LOOP_READ 1
+#define LOOP_READ  1
 #define LOOP_WRITE 2
 
 struct loop;
@@ -22,8 +22,8 @@ typedef void loop_timer_fn(struct loop *loop, struct loop_timer *t);
 typedef void loop_call_fn(struct loop *loop, void *data);
 
 struct loop_timer {
-    uint64_t when_ms;   /* absolute, loop clock */
-    size_t heap_idx;    /* position in the heap + 1; 0 = not armed */
+    uint64_t when_ms; /* absolute, loop clock */
+    size_t heap_idx;  /* position in the heap + 1; 0 = not armed */
     loop_timer_fn *fn;
     void *data;
 };

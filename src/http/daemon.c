@@ -24,7 +24,7 @@ struct worker_thread {
     pthread_t tid;
     struct loop *loop;
     void *worker;
-    atomic_int stopping;   /* set by the main thread before loop_wake */
+    atomic_int stopping; /* set by the main thread before loop_wake */
     atomic_int done;
     uint64_t deadline_ms;
     struct loop_timer poll;

@@ -30,10 +30,10 @@ struct http_daemon_ops {
 };
 
 struct http_daemon_config {
-    const char *listen;        /* "ADDR:PORT" */
-    unsigned workers;          /* >= 1 */
-    unsigned shutdown_ms;      /* graceful-stop deadline */
-    const char *name;          /* for messages, e.g. "agora lb" */
+    const char *listen;   /* "ADDR:PORT" */
+    unsigned workers;     /* >= 1 */
+    unsigned shutdown_ms; /* graceful-stop deadline */
+    const char *name;     /* for messages, e.g. "agora lb" */
 };
 
 /* Runs until SIGTERM/SIGINT and the graceful stop. Returns 0 on a clean stop, 1 on a start-up

@@ -14,13 +14,13 @@ struct http_request {
     const struct http_head *head; /* method, path, query, headers */
     const char *body;             /* decoded body, NUL-terminated; "" when none */
     size_t body_len;
-    const char *remote_addr;      /* client IP as text */
+    const char *remote_addr; /* client IP as text */
 };
 
 struct http_response {
-    int status;          /* default 200 */
-    struct buf headers;  /* extra header lines, each "Name: value\r\n" */
-    struct buf body;     /* the body (ignored for HEAD requests, but Content-Length kept) */
+    int status;         /* default 200 */
+    struct buf headers; /* extra header lines, each "Name: value\r\n" */
+    struct buf body;    /* the body (ignored for HEAD requests, but Content-Length kept) */
 };
 
 /* Appends a header line "name: value" to resp->headers (value printf-formatted). */

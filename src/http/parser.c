@@ -12,10 +12,10 @@
 #include <limits.h>
 #include <string.h>
 
-#define DEFAULT_MAX_LINE 8192
-#define DEFAULT_MAX_HEAD 16384
-#define LENGTH_LIMIT ((uint64_t)1 << 62) /* Content-Length and chunk sizes must be below this */
-#define CHUNK_LINE_MAX 4096              /* chunk-size and trailer line content, CRLF excluded */
+#define DEFAULT_MAX_LINE  8192
+#define DEFAULT_MAX_HEAD  16384
+#define LENGTH_LIMIT      ((uint64_t)1 << 62) /* Content-Length and chunk sizes must be below this */
+#define CHUNK_LINE_MAX    4096                /* chunk-size and trailer line content, CRLF excluded */
 #define CHUNK_SIZE_DIGITS 16
 
 /* ---- character classes ------------------------------------------------------------------------ */
@@ -30,31 +30,32 @@ enum {
 
 #define IS_ALPHA(c) (((c) >= 'A' && (c) <= 'Z') || ((c) >= 'a' && (c) <= 'z'))
 #define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
-#define IS_TSYM(c)                                                                                         \
-    ((c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' || (c) == '*' ||   \
-     (c) == '+' || (c) == '-' || (c) == '.' || (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' ||    \
-     (c) == '~')
-#define IS_HSYM(c)                                                                                         \
-    ((c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' || (c) == '!' || (c) == '$' || (c) == '&' ||    \
-     (c) == '\'' || (c) == '(' || (c) == ')' || (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' ||   \
-     (c) == '=' || (c) == ':' || (c) == '[' || (c) == ']' || (c) == '%')
+#define IS_TSYM(c)                                                                                                     \
+    ((c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' || (c) == '*' || (c) == '+' ||  \
+     (c) == '-' || (c) == '.' || (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' || (c) == '~')
+#define IS_HSYM(c)                                                                                                     \
+    ((c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' || (c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' ||  \
+     (c) == '(' || (c) == ')' || (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=' || (c) == ':' ||   \
+     (c) == '[' || (c) == ']' || (c) == '%')
 #define IS_VCHAR_OBS(c) ((c) >= 0x21 && (c) != 0x7f)
-#define IS_FIELD(c) (IS_VCHAR_OBS(c) || (c) == ' ' || (c) == '\t')
-#define CLASS(c)                                                                                           \
-    ((IS_ALPHA(c) || IS_DIGIT(c) || IS_TSYM(c) ? C_TCHAR : 0) | (IS_FIELD(c) ? C_FIELD : 0) |              \
-     (IS_VCHAR_OBS(c) && (c) != '#' ? C_TARGET : 0) | (IS_ALPHA(c) || IS_DIGIT(c) || IS_HSYM(c) ? C_HOST : 0) | \
+#define IS_FIELD(c)     (IS_VCHAR_OBS(c) || (c) == ' ' || (c) == '\t')
+#define CLASS(c)                                                                                                       \
+    ((IS_ALPHA(c) || IS_DIGIT(c) || IS_TSYM(c) ? C_TCHAR : 0) | (IS_FIELD(c) ? C_FIELD : 0) |                          \
+     (IS_VCHAR_OBS(c) && (c) != '#' ? C_TARGET : 0) | (IS_ALPHA(c) || IS_DIGIT(c) || IS_HSYM(c) ? C_HOST : 0) |        \
      (IS_FIELD(c) && (c) != '"' && (c) != '\\' ? C_QDTEXT : 0))
-#define HEXVAL(c)                                                                                          \
-    (IS_DIGIT(c) ? (c) - '0'                                                                               \
-                 : (c) >= 'a' && (c) <= 'f' ? (c) - 'a' + 10 : (c) >= 'A' && (c) <= 'F' ? (c) - 'A' + 10 : -1)
-#define ROW(F, b)                                                                                          \
-    F(b), F(b + 1), F(b + 2), F(b + 3), F(b + 4), F(b + 5), F(b + 6), F(b + 7), F(b + 8), F(b + 9),       \
-        F(b + 10), F(b + 11), F(b + 12), F(b + 13), F(b + 14), F(b + 15)
-#define TABLE(F)                                                                                           \
-    {                                                                                                      \
-        ROW(F, 0x00), ROW(F, 0x10), ROW(F, 0x20), ROW(F, 0x30), ROW(F, 0x40), ROW(F, 0x50), ROW(F, 0x60), \
-            ROW(F, 0x70), ROW(F, 0x80), ROW(F, 0x90), ROW(F, 0xa0), ROW(F, 0xb0), ROW(F, 0xc0),           \
-            ROW(F, 0xd0), ROW(F, 0xe0), ROW(F, 0xf0)                                                      \
+#define HEXVAL(c)                                                                                                      \
+    (IS_DIGIT(c)                ? (c) - '0'                                                                            \
+     : (c) >= 'a' && (c) <= 'f' ? (c) - 'a' + 10                                                                       \
+     : (c) >= 'A' && (c) <= 'F' ? (c) - 'A' + 10                                                                       \
+                                : -1)
+#define ROW(F, b)                                                                                                      \
+    F(b), F(b + 1), F(b + 2), F(b + 3), F(b + 4), F(b + 5), F(b + 6), F(b + 7), F(b + 8), F(b + 9), F(b + 10),         \
+        F(b + 11), F(b + 12), F(b + 13), F(b + 14), F(b + 15)
+#define TABLE(F)                                                                                                       \
+    {                                                                                                                  \
+        ROW(F, 0x00), ROW(F, 0x10), ROW(F, 0x20), ROW(F, 0x30), ROW(F, 0x40), ROW(F, 0x50), ROW(F, 0x60),              \
+            ROW(F, 0x70), ROW(F, 0x80), ROW(F, 0x90), ROW(F, 0xa0), ROW(F, 0xb0), ROW(F, 0xc0), ROW(F, 0xd0),          \
+            ROW(F, 0xe0), ROW(F, 0xf0)                                                                                 \
     }
 
 static const uint8_t cls[256] = TABLE(CLASS);
@@ -65,8 +66,8 @@ static const int8_t hexval[256] = TABLE(HEXVAL);
 /* Word-at-a-time scanning (SWAR): bytes are checked 8 at a time for the few values that end a run
  * of target or field-value characters, and only a word that holds one is looked at byte by byte.
  * HAS_LESS(x, n) is nonzero iff some byte of x is below n (n <= 128; exact, no false positives). */
-#define ONES UINT64_C(0x0101010101010101)
-#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & (ONES * 0x80))
+#define ONES           UINT64_C(0x0101010101010101)
+#define HAS_LESS(x, n) (((x)-ONES * (n)) & ~(x) & (ONES * 0x80))
 #define HAS_BYTE(x, b) HAS_LESS((x) ^ (ONES * (b)), 1)
 
 static inline uint64_t load64(const char *p)
@@ -214,16 +215,26 @@ int http_list_has_token(struct http_str value, const char *token)
 const char *http_method_name(enum http_method m)
 {
     switch (m) {
-    case HTTP_GET: return "GET";
-    case HTTP_HEAD: return "HEAD";
-    case HTTP_POST: return "POST";
-    case HTTP_PUT: return "PUT";
-    case HTTP_DELETE: return "DELETE";
-    case HTTP_OPTIONS: return "OPTIONS";
-    case HTTP_PATCH: return "PATCH";
-    case HTTP_TRACE: return "TRACE";
-    case HTTP_CONNECT: return "CONNECT";
-    case HTTP_OTHER: break;
+    case HTTP_GET:
+        return "GET";
+    case HTTP_HEAD:
+        return "HEAD";
+    case HTTP_POST:
+        return "POST";
+    case HTTP_PUT:
+        return "PUT";
+    case HTTP_DELETE:
+        return "DELETE";
+    case HTTP_OPTIONS:
+        return "OPTIONS";
+    case HTTP_PATCH:
+        return "PATCH";
+    case HTTP_TRACE:
+        return "TRACE";
+    case HTTP_CONNECT:
+        return "CONNECT";
+    case HTTP_OTHER:
+        break;
     }
     return "OTHER";
 }
@@ -231,50 +242,94 @@ const char *http_method_name(enum http_method m)
 const char *http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 421: return "Misdirected Request";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 203:
+        return "Non-Authoritative Information";
+    case 204:
+        return "No Content";
+    case 205:
+        return "Reset Content";
+    case 206:
+        return "Partial Content";
+    case 300:
+        return "Multiple Choices";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 421:
+        return "Misdirected Request";
+    case 422:
+        return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
+    case 428:
+        return "Precondition Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     }
     return "Unknown";
 }
@@ -326,23 +381,32 @@ static enum http_method method_from(const char *m, size_t n)
 {
     switch (n) {
     case 3:
-        if (memcmp(m, "GET", 3) == 0) return HTTP_GET;
-        if (memcmp(m, "PUT", 3) == 0) return HTTP_PUT;
+        if (memcmp(m, "GET", 3) == 0)
+            return HTTP_GET;
+        if (memcmp(m, "PUT", 3) == 0)
+            return HTTP_PUT;
         break;
     case 4:
-        if (memcmp(m, "HEAD", 4) == 0) return HTTP_HEAD;
-        if (memcmp(m, "POST", 4) == 0) return HTTP_POST;
+        if (memcmp(m, "HEAD", 4) == 0)
+            return HTTP_HEAD;
+        if (memcmp(m, "POST", 4) == 0)
+            return HTTP_POST;
         break;
     case 5:
-        if (memcmp(m, "PATCH", 5) == 0) return HTTP_PATCH;
-        if (memcmp(m, "TRACE", 5) == 0) return HTTP_TRACE;
+        if (memcmp(m, "PATCH", 5) == 0)
+            return HTTP_PATCH;
+        if (memcmp(m, "TRACE", 5) == 0)
+            return HTTP_TRACE;
         break;
     case 6:
-        if (memcmp(m, "DELETE", 6) == 0) return HTTP_DELETE;
+        if (memcmp(m, "DELETE", 6) == 0)
+            return HTTP_DELETE;
         break;
     case 7:
-        if (memcmp(m, "OPTIONS", 7) == 0) return HTTP_OPTIONS;
-        if (memcmp(m, "CONNECT", 7) == 0) return HTTP_CONNECT;
+        if (memcmp(m, "OPTIONS", 7) == 0)
+            return HTTP_OPTIONS;
+        if (memcmp(m, "CONNECT", 7) == 0)
+            return HTTP_CONNECT;
         break;
     }
     return HTTP_OTHER;
@@ -685,8 +749,9 @@ static int parse_headers(const char **pp, const char *end, struct scan *st)
                     q++;
                 if (q == end)
                     return HTTP_AGAIN;
-                return fail(h, 400, *q == ':' ? "whitespace between header name and colon"
-                                              : "invalid header line: a space in the name, or no colon");
+                return fail(h, 400,
+                            *q == ':' ? "whitespace between header name and colon"
+                                      : "invalid header line: a space in the name, or no colon");
             }
             if (*p == '\r' || *p == '\n')
                 return fail(h, 400, "header line without colon");
@@ -788,7 +853,7 @@ static int parse_head(const char *buf, size_t len, const struct http_limits *lim
     if (len == 0)
         return HTTP_AGAIN;
     end = buf + (len < max_head ? len : max_head); /* a complete head fits in max_head bytes */
-    if (is_req) { /* RFC 9112 §2.2: ignore empty lines before the request line */
+    if (is_req) {                                  /* RFC 9112 §2.2: ignore empty lines before the request line */
         while (end - p >= 2 && p[0] == '\r' && p[1] == '\n')
             p += 2;
         if (end - p == 1 && *p == '\r')

@@ -44,8 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_AGAIN 0
-#define HTTP_ERROR (-1)
+#define HTTP_AGAIN       0
+#define HTTP_ERROR       (-1)
 #define HTTP_MAX_HEADERS 100
 
 struct http_str {
@@ -59,48 +59,56 @@ struct http_header {
 };
 
 enum http_method {
-    HTTP_OTHER = 0, HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_DELETE,
-    HTTP_OPTIONS, HTTP_PATCH, HTTP_TRACE, HTTP_CONNECT
+    HTTP_OTHER = 0,
+    HTTP_GET,
+    HTTP_HEAD,
+    HTTP_POST,
+    HTTP_PUT,
+    HTTP_DELETE,
+    HTTP_OPTIONS,
+    HTTP_PATCH,
+    HTTP_TRACE,
+    HTTP_CONNECT
 };
 
 /* Framing of the body that follows the head. */
 enum http_body_kind {
-    HTTP_BODY_NONE = 0,   /* no body (length 0, or a response that cannot have one) */
-    HTTP_BODY_LENGTH,     /* content_length bytes */
-    HTTP_BODY_CHUNKED,    /* chunked transfer coding */
-    HTTP_BODY_EOF         /* response only: read until the connection closes */
+    HTTP_BODY_NONE = 0, /* no body (length 0, or a response that cannot have one) */
+    HTTP_BODY_LENGTH,   /* content_length bytes */
+    HTTP_BODY_CHUNKED,  /* chunked transfer coding */
+    HTTP_BODY_EOF       /* response only: read until the connection closes */
 };
 
 struct http_head {
     /* request line (requests) */
     enum http_method method;
     struct http_str method_str;
-    struct http_str target;  /* as sent */
-    struct http_str path;    /* origin-form: target up to '?'; absolute-form: the part after the
-                                authority up to '?' ("/" when empty); "*" and authority-form
-                                (CONNECT): the whole target */
-    struct http_str query;   /* after '?', without it; n == 0 when absent or empty */
+    struct http_str target; /* as sent */
+    struct http_str path;   /* origin-form: target up to '?'; absolute-form: the part after the
+                               authority up to '?' ("/" when empty); "*" and authority-form
+                               (CONNECT): the whole target */
+    struct http_str query;  /* after '?', without it; n == 0 when absent or empty */
     /* status line (responses) */
     int status;
     struct http_str reason;
-    int minor;               /* HTTP/1.<minor>: 0 or 1 */
+    int minor; /* HTTP/1.<minor>: 0 or 1 */
 
     struct http_header headers[HTTP_MAX_HEADERS];
     int nheaders;
 
     /* derived from the headers */
     enum http_body_kind body;
-    int64_t content_length;  /* -1 when no Content-Length header */
-    int keep_alive;          /* 1 if the connection may be reused after this message */
-    int expect_continue;     /* request has "Expect: 100-continue" */
-    int upgrade;             /* Connection: upgrade + Upgrade header present */
-    struct http_str host;    /* Host header value (requests), n == 0 if none or empty; for an
-                                absolute-form target this is still the Host header, while RFC 9112
-                                §3.2.2 makes the target's authority the one to use */
+    int64_t content_length;     /* -1 when no Content-Length header */
+    int keep_alive;             /* 1 if the connection may be reused after this message */
+    int expect_continue;        /* request has "Expect: 100-continue" */
+    int upgrade;                /* Connection: upgrade + Upgrade header present */
+    struct http_str host;       /* Host header value (requests), n == 0 if none or empty; for an
+                                   absolute-form target this is still the Host header, while RFC 9112
+                                   §3.2.2 makes the target's authority the one to use */
     struct http_str connection; /* raw Connection header value (first), for hop-by-hop removal */
 
-    int error_status;        /* on HTTP_ERROR */
-    const char *error;       /* on HTTP_ERROR */
+    int error_status;  /* on HTTP_ERROR */
+    const char *error; /* on HTTP_ERROR */
 };
 
 struct http_limits {

@@ -21,7 +21,7 @@
 #include "core/net.h"
 #include "http/climits.h"
 
-#define READ_CHUNK 16384
+#define READ_CHUNK     16384
 #define OUT_HIGH_WATER (256 * 1024)
 
 enum conn_state { ST_HEAD, ST_BODY, ST_WAIT, ST_CLOSE };
@@ -33,27 +33,27 @@ struct http_conn {
     enum conn_state state;
     struct buf in;
     struct buf out;
-    struct buf headbuf;         /* the current request head, copied out of `in` */
+    struct buf headbuf; /* the current request head, copied out of `in` */
     struct http_head head;
     struct loop_timer timer;
     int body_kind;
-    uint64_t body_left;         /* HTTP_BODY_LENGTH */
+    uint64_t body_left; /* HTTP_BODY_LENGTH */
     uint64_t body_seen;
     struct http_chunked chunked;
     int body_done;
-    int response_done;          /* handler finished the current response */
-    int owned;                  /* handler owns the current request */
+    int response_done; /* handler finished the current response */
+    int owned;         /* handler owns the current request */
     int keep_alive;
-    int paused;                 /* handler asked to pause the body */
-    int want_drain;             /* handler was told to stop producing */
-    int in_process;             /* inside process_input (re-entrancy guard) */
-    int corked;                 /* http_conn_cork: queue sends, write on uncork */
-    int freed;                  /* free is scheduled */
-    int hup;                    /* peer hung up */
-    int counted;                /* counted in the per-address connection limit */
-    unsigned retry_after;       /* Retry-After seconds for a 429/503 made here */
+    int paused;           /* handler asked to pause the body */
+    int want_drain;       /* handler was told to stop producing */
+    int in_process;       /* inside process_input (re-entrancy guard) */
+    int corked;           /* http_conn_cork: queue sends, write on uncork */
+    int freed;            /* free is scheduled */
+    int hup;              /* peer hung up */
+    int counted;          /* counted in the per-address connection limit */
+    unsigned retry_after; /* Retry-After seconds for a 429/503 made here */
     uint64_t req_start_us;
-    uint64_t head_deadline_ms;  /* loop clock; 0 = no request head being received */
+    uint64_t head_deadline_ms; /* loop clock; 0 = no request head being received */
     uint64_t resp_bytes;
     void *data;
     char ip[48];
@@ -685,7 +685,7 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
 }
 
 struct http_server *http_server_create(struct loop *loop, int listen_fd, const struct http_server_ops *ops, void *ctx,
-                                      const struct http_server_limits *lim)
+                                       const struct http_server_limits *lim)
 {
     struct http_server *s = calloc(1, sizeof(*s));
     if (!s)

@@ -63,7 +63,7 @@ struct http_server_ops {
 /* Creates a server that accepts on listen_fd (owned by the server from now on) using ops/ctx.
  * lim may be NULL for defaults; fields left 0 take their defaults (max_body 0 = unlimited). */
 struct http_server *http_server_create(struct loop *loop, int listen_fd, const struct http_server_ops *ops, void *ctx,
-                                      const struct http_server_limits *lim);
+                                       const struct http_server_limits *lim);
 /* Graceful stop: closes the listening socket, closes idle connections now, and makes busy ones
  * close after their current response. */
 void http_server_shutdown(struct http_server *s);

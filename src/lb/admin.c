@@ -2,12 +2,12 @@
 #include "lb/admin.h"
 
 #include <jansson.h>
-#include <stdarg.h>
-#include <unistd.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/net.h"
 #include "http/server.h"
@@ -115,7 +115,8 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
     size_t n = cur->n;
     lb_set_unref(cur);
     if (exists || n >= LB_MAX_BACKENDS) {
-        reply(resp, exists ? 409 : 422, "{\"error\": \"%s\"}", exists ? "server already in the set" : "too many servers");
+        reply(resp, exists ? 409 : 422, "{\"error\": \"%s\"}",
+              exists ? "server already in the set" : "too many servers");
         lb_server_unref(s);
         goto out;
     }
@@ -123,7 +124,8 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
     set_change(a, s, NULL);
     lb_health_kick(a->health);
     fprintf(stderr, "agora lb: admin: added %s\n", s->url);
-    reply(resp, 201, "{\"added\": \"%s\", \"address\": \"%s\", \"weight\": %u}", s->url, s->key, atomic_load(&s->weight));
+    reply(resp, 201, "{\"added\": \"%s\", \"address\": \"%s\", \"weight\": %u}", s->url, s->key,
+          atomic_load(&s->weight));
     lb_server_unref(s);
 out:
     json_decref(j);
@@ -134,8 +136,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
     struct lb_admin *a = ctx;
     const struct http_head *h = req->head;
     if (!authorized(a, req)) {
-        reply(resp, a->sh->cfg->admin_token[0] ? 401 : 403,
-              "{\"error\": \"admin API: %s\"}",
+        reply(resp, a->sh->cfg->admin_token[0] ? 401 : 403, "{\"error\": \"admin API: %s\"}",
               a->sh->cfg->admin_token[0] ? "missing or wrong bearer token" : "only loopback clients are allowed");
         return;
     }

@@ -194,11 +194,22 @@ int lb_parse_size(const char *s, uint64_t *bytes)
         end++;
     uint64_t mult = 1;
     switch (tolower((unsigned char)*end)) {
-    case '\0': break;
-    case 'k': mult = 1024; end++; break;
-    case 'm': mult = 1024 * 1024; end++; break;
-    case 'g': mult = 1024ull * 1024 * 1024; end++; break;
-    default: return -1;
+    case '\0':
+        break;
+    case 'k':
+        mult = 1024;
+        end++;
+        break;
+    case 'm':
+        mult = 1024 * 1024;
+        end++;
+        break;
+    case 'g':
+        mult = 1024ull * 1024 * 1024;
+        end++;
+        break;
+    default:
+        return -1;
     }
     if (mult > 1 && (!strcmp(end, "") || !strcasecmp(end, "b") || !strcasecmp(end, "ib")))
         end += strlen(end);

@@ -17,42 +17,42 @@ struct lb_config {
     char *backends[LB_MAX_BACKENDS]; /* specs "http://host:port[,weight=N]", owned */
     size_t nbackends;
     char policy[32];
-    char hash_key[128];              /* "client", "header:NAME" or "cookie:NAME" */
-    unsigned workers;                /* 0 = number of cores */
-    char access_log[512];            /* "off", "stdout" or a file path */
+    char hash_key[128];   /* "client", "header:NAME" or "cookie:NAME" */
+    unsigned workers;     /* 0 = number of cores */
+    char access_log[512]; /* "off", "stdout" or a file path */
     /* health checks */
     char health_path[256];
     unsigned health_interval_ms, health_timeout_ms;
-    unsigned health_status;          /* expected status */
+    unsigned health_status; /* expected status */
     unsigned rise, fall;
     /* timeouts */
     unsigned client_header_timeout_ms, client_idle_timeout_ms, client_body_timeout_ms, client_send_timeout_ms;
     unsigned connect_timeout_ms, response_timeout_ms, shutdown_timeout_ms;
     /* limits */
     uint64_t max_header_size, max_line_size, max_body_size;
-    unsigned max_connections;        /* per worker */
-    unsigned pool_idle_max;          /* idle keep-alive connections kept per backend per worker */
+    unsigned max_connections; /* per worker */
+    unsigned pool_idle_max;   /* idle keep-alive connections kept per backend per worker */
     unsigned pool_idle_timeout_ms;
-    int trust_forwarded;             /* keep a client's X-Forwarded-For (append to it) */
+    int trust_forwarded; /* keep a client's X-Forwarded-For (append to it) */
     /* passive health (outlier detection) */
-    int passive_health;              /* eject on connect failure/reset/timeout/consecutive 5xx */
-    unsigned eject_5xx;              /* consecutive 5xx responses that eject */
+    int passive_health; /* eject on connect failure/reset/timeout/consecutive 5xx */
+    unsigned eject_5xx; /* consecutive 5xx responses that eject */
     unsigned eject_base_ms, eject_max_ms;
-    unsigned max_eject_percent;      /* passive ejection never takes out more than this share */
-    unsigned panic_percent;          /* below this share of usable servers, balance over all */
-    unsigned slow_start_ms;          /* weight ramp for new and recovering servers; 0 = off */
+    unsigned max_eject_percent; /* passive ejection never takes out more than this share */
+    unsigned panic_percent;     /* below this share of usable servers, balance over all */
+    unsigned slow_start_ms;     /* weight ramp for new and recovering servers; 0 = off */
     /* retries */
-    unsigned retries;                /* extra attempts per request */
-    unsigned retry_budget_percent;   /* retries after sending, as a share of requests */
-    uint64_t replay_buffer;          /* request bytes kept for a retry after sending */
+    unsigned retries;              /* extra attempts per request */
+    unsigned retry_budget_percent; /* retries after sending, as a share of requests */
+    uint64_t replay_buffer;        /* request bytes kept for a retry after sending */
     /* client limits (off by default) */
-    unsigned max_conns_per_ip;       /* 0 = unlimited */
-    unsigned rate_limit;             /* requests per second per client address; 0 = off */
-    unsigned rate_burst;             /* token-bucket size; 0 = same as rate_limit */
+    unsigned max_conns_per_ip; /* 0 = unlimited */
+    unsigned rate_limit;       /* requests per second per client address; 0 = off */
+    unsigned rate_burst;       /* token-bucket size; 0 = same as rate_limit */
     /* admin API */
-    char admin_listen[128];          /* "off" to disable */
-    char admin_token[128];           /* required from non-loopback clients; env AGORA_ADMIN_TOKEN */
-    char config_path[512];           /* the file read, if any (for SIGHUP) */
+    char admin_listen[128]; /* "off" to disable */
+    char admin_token[128];  /* required from non-loopback clients; env AGORA_ADMIN_TOKEN */
+    char config_path[512];  /* the file read, if any (for SIGHUP) */
 };
 
 /* Fills the defaults: listen :8000, backends 127.0.0.1:8001-8003, least-conn, health GET /health

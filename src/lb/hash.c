@@ -23,10 +23,10 @@
 #include <string.h>
 
 #define POINTS_PER_WEIGHT 160
-#define MAX_WEIGHT 256
+#define MAX_WEIGHT        256
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
+#define FNV_PRIME  0x100000001b3ULL
 
 struct point {
     uint64_t hash;
@@ -34,7 +34,7 @@ struct point {
 };
 
 struct ring {
-    size_t n;       /* targets the ring was built for */
+    size_t n; /* targets the ring was built for */
     size_t npoints;
     struct point points[]; /* sorted by hash, then by target index */
 };

@@ -4,8 +4,7 @@
 #include <string.h>
 
 static const struct lb_policy_ops *const policies[] = {
-    &lb_policy_least_conn, &lb_policy_round_robin, &lb_policy_random_two,
-    &lb_policy_peak_ewma,  &lb_policy_hash,
+    &lb_policy_least_conn, &lb_policy_round_robin, &lb_policy_random_two, &lb_policy_peak_ewma, &lb_policy_hash,
 };
 
 const struct lb_policy_ops *lb_policy_find(const char *name)

@@ -17,10 +17,10 @@
 #include <stdint.h>
 
 struct lb_target {
-    const char *key;        /* stable identity, e.g. "127.0.0.1:8001" (hash ring points) */
-    unsigned weight;        /* effective weight now; 0 = not selectable */
-    unsigned inflight;      /* requests in flight on this server, across all workers */
-    double latency_us;      /* peak-EWMA response latency in microseconds; 0 = no sample yet */
+    const char *key;   /* stable identity, e.g. "127.0.0.1:8001" (hash ring points) */
+    unsigned weight;   /* effective weight now; 0 = not selectable */
+    unsigned inflight; /* requests in flight on this server, across all workers */
+    double latency_us; /* peak-EWMA response latency in microseconds; 0 = no sample yet */
 };
 
 struct lb_policy_ops {

@@ -26,11 +26,11 @@
 #include "http/parser.h"
 #include "http/server.h"
 
-#define HIGH_WATER (256 * 1024)
-#define READ_CHUNK 65536
-#define MAX_TRIES 9 /* 1 + the most retries the configuration allows */
+#define HIGH_WATER   (256 * 1024)
+#define READ_CHUNK   65536
+#define MAX_TRIES    9 /* 1 + the most retries the configuration allows */
 #define WEIGHT_SCALE 100
-#define EWMA_TAU_US 10e6 /* Finagle's default decay time */
+#define EWMA_TAU_US  10e6 /* Finagle's default decay time */
 
 struct upstream;
 
@@ -46,15 +46,15 @@ struct lb_worker {
     struct loop *loop;
     struct http_server *srv;
     unsigned id;
-    unsigned gen;          /* generation of `set` */
-    struct lb_set *set;    /* reference held */
-    void *policy;          /* instance for `set` */
-    struct pool *pools;    /* parallel to set->servers */
+    unsigned gen;       /* generation of `set` */
+    struct lb_set *set; /* reference held */
+    void *policy;       /* instance for `set` */
+    struct pool *pools; /* parallel to set->servers */
     uint64_t rng;
-    struct buf log;        /* access-log lines not yet written */
+    struct buf log; /* access-log lines not yet written */
     struct loop_timer log_timer;
     struct lb_target *targets;
-    long retry_milli;      /* retry budget, in thousandths of a retry */
+    long retry_milli; /* retry budget, in thousandths of a retry */
 };
 
 enum up_state { UP_CONNECTING, UP_ACTIVE, UP_IDLE };
@@ -66,9 +66,9 @@ struct upstream {
     int fd;
     enum up_state state;
     struct buf in, out;
-    uint64_t bytes_written;   /* on this connection, for the current exchange */
-    unsigned uses;            /* exchanges served, including the current one */
-    int reading;              /* read interest wanted */
+    uint64_t bytes_written; /* on this connection, for the current exchange */
+    unsigned uses;          /* exchanges served, including the current one */
+    int reading;            /* read interest wanted */
     struct px *px;
     struct loop_timer idle_timer;
 };
@@ -83,9 +83,9 @@ struct px {
     struct lb_server *server; /* reference held while counted in inflight */
     int tries;
     struct lb_server *tried[MAX_TRIES];
-    int req_chunked;          /* request body is sent chunked to the backend */
-    int safe;                 /* may be sent again after a failure: idempotent or Idempotency-Key */
-    int replayable;           /* `replay` holds every request byte sent so far */
+    int req_chunked; /* request body is sent chunked to the backend */
+    int safe;        /* may be sent again after a failure: idempotent or Idempotency-Key */
+    int replayable;  /* `replay` holds every request byte sent so far */
     struct buf replay;
     int req_body_done;
     int client_keep_alive;
@@ -93,18 +93,18 @@ struct px {
     int resp_kind;
     uint64_t resp_left;
     struct http_chunked resp_chunked;
-    int resp_chunked_out;     /* response re-chunked to the client */
-    int resp_keep_alive;      /* backend connection reusable afterwards */
-    int client_paused;        /* client's output is full: backend reads stopped */
+    int resp_chunked_out; /* response re-chunked to the client */
+    int resp_keep_alive;  /* backend connection reusable afterwards */
+    int client_paused;    /* client's output is full: backend reads stopped */
     int status;
-    int head_sent;            /* response head sent to the client */
-    uint64_t body_bytes;      /* response body bytes sent (for the access log) */
-    unsigned queued;          /* requests in flight on the server when sent, this one included */
+    int head_sent;       /* response head sent to the client */
+    uint64_t body_bytes; /* response body bytes sent (for the access log) */
+    unsigned queued;     /* requests in flight on the server when sent, this one included */
     uint64_t start_us;
     struct loop_timer timer;
-    char req_line[160];       /* for the access log */
+    char req_line[160]; /* for the access log */
     char referer[128], agent[160];
-    int dead;                 /* ended (px_free); memory stays valid until the iteration ends */
+    int dead; /* ended (px_free); memory stays valid until the iteration ends */
 };
 
 enum fail_kind { FAIL_CONNECT, FAIL_IO, FAIL_TIMEOUT, FAIL_5XX };
@@ -133,7 +133,7 @@ static uint64_t rng_next(uint64_t *s)
 
 static int is_hop_by_hop(struct http_str name, struct http_str connection)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "te",
+    static const char *const hop[] = {"connection", "keep-alive",        "proxy-connection", "te",
                                       "trailer",    "transfer-encoding", "upgrade"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (http_str_ieq(name, hop[i]))
@@ -348,8 +348,8 @@ static void log_request(struct px *px, int status)
     strftime(date, sizeof(date), "%d/%b/%Y:%H:%M:%S %z", &tm);
     double ms = (double)(loop_clock_us() - px->start_us) / 1000.0;
     buf_printf(&w->log, "%s - - [%s] \"%s\" %d %llu \"%s\" \"%s\" %s %.3f\n", http_conn_remote_ip(px->client), date,
-               px->req_line, status, (unsigned long long)px->body_bytes, px->referer,
-               px->agent, px->server ? px->server->key : "-", ms);
+               px->req_line, status, (unsigned long long)px->body_bytes, px->referer, px->agent,
+               px->server ? px->server->key : "-", ms);
     if (buf_used(&w->log) > 32768)
         log_flush(w);
 }
@@ -984,9 +984,8 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     w->retry_milli += (long)w->sh->cfg->retry_budget_percent * 10;
     if (w->retry_milli > 100000)
         w->retry_milli = 100000;
-    px->safe = h->method == HTTP_GET || h->method == HTTP_HEAD || h->method == HTTP_OPTIONS ||
-               h->method == HTTP_PUT || h->method == HTTP_DELETE || h->method == HTTP_TRACE ||
-               http_find_header(h, "idempotency-key") != NULL;
+    px->safe = h->method == HTTP_GET || h->method == HTTP_HEAD || h->method == HTTP_OPTIONS || h->method == HTTP_PUT ||
+               h->method == HTTP_DELETE || h->method == HTTP_TRACE || http_find_header(h, "idempotency-key") != NULL;
     px->replayable = px->safe && w->sh->cfg->replay_buffer > 0;
 
     /* The request head for the backend. */

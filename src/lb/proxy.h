@@ -17,12 +17,12 @@
 #include "lb/servers.h"
 
 struct lb_shared {
-    const struct lb_config *cfg;    /* immutable while workers run (reload swaps servers only) */
+    const struct lb_config *cfg; /* immutable while workers run (reload swaps servers only) */
     struct lb_registry registry;
     const struct lb_policy_ops *policy;
-    int access_log_fd;              /* -1 = off */
-    struct http_climits *climits;   /* per-address limits, NULL when off */
-    atomic_int stopping;            /* graceful shutdown requested */
+    int access_log_fd;            /* -1 = off */
+    struct http_climits *climits; /* per-address limits, NULL when off */
+    atomic_int stopping;          /* graceful shutdown requested */
 };
 
 struct lb_worker;

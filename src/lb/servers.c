@@ -281,13 +281,16 @@ void lb_stats_json(const struct lb_set *set, const char *policy, struct buf *out
         json_str(out, s->key);
         buf_printf(out,
                    ", \"state\": \"%s\", \"healthy\": %s, \"admin\": \"%s\", \"weight\": %u, \"in_flight\": %d, "
-                   "\"requests\": %llu, \"errors\": %llu, \"ejections\": %llu, \"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, "
+                   "\"requests\": %llu, \"errors\": %llu, \"ejections\": %llu, \"latency_p50_ms\": %.3f, "
+                   "\"latency_p99_ms\": %.3f, "
                    "\"last_check\": ",
-                   admin != LB_ADMIN_ACTIVE ? admin_name(admin) : healthy ? "up" : "down", healthy ? "true" : "false",
-                   admin_name(admin), atomic_load(&s->weight), atomic_load(&s->inflight),
+                   admin != LB_ADMIN_ACTIVE ? admin_name(admin)
+                   : healthy                ? "up"
+                                            : "down",
+                   healthy ? "true" : "false", admin_name(admin), atomic_load(&s->weight), atomic_load(&s->inflight),
                    (unsigned long long)atomic_load(&s->total), (unsigned long long)atomic_load(&s->errors),
-                   (unsigned long long)atomic_load(&s->ejections_total),
-                   (double)lb_hist_percentile(s, 50) / 1000.0, (double)lb_hist_percentile(s, 99) / 1000.0);
+                   (unsigned long long)atomic_load(&s->ejections_total), (double)lb_hist_percentile(s, 50) / 1000.0,
+                   (double)lb_hist_percentile(s, 99) / 1000.0);
         json_str(out, s->hc_last);
         buf_puts(out, "}");
     }

@@ -27,22 +27,22 @@ enum lb_admin_state {
 
 struct lb_server {
     atomic_int refs;
-    char *url;                  /* as configured, e.g. "http://127.0.0.1:8001" */
-    char *key;                  /* "host:port": identity, used in /stats and by hashing */
-    char *host_header;          /* authority to use if a request lacks Host */
+    char *url;         /* as configured, e.g. "http://127.0.0.1:8001" */
+    char *key;         /* "host:port": identity, used in /stats and by hashing */
+    char *host_header; /* authority to use if a request lacks Host */
     struct net_addr addr;
-    atomic_uint weight;         /* configured weight, >= 1 */
-    atomic_int admin;           /* enum lb_admin_state */
-    atomic_int drain_remove;    /* when drained: 1 = remove from the set, 0 = park */
-    atomic_int healthy;         /* last health verdict (1 = up) */
-    atomic_int inflight;        /* requests in flight, all workers */
-    atomic_uint_fast64_t total; /* requests sent */
-    atomic_uint_fast64_t errors;/* failed requests: connect/send/receive failures, timeouts, 5xx */
+    atomic_uint weight;          /* configured weight, >= 1 */
+    atomic_int admin;            /* enum lb_admin_state */
+    atomic_int drain_remove;     /* when drained: 1 = remove from the set, 0 = park */
+    atomic_int healthy;          /* last health verdict (1 = up) */
+    atomic_int inflight;         /* requests in flight, all workers */
+    atomic_uint_fast64_t total;  /* requests sent */
+    atomic_uint_fast64_t errors; /* failed requests: connect/send/receive failures, timeouts, 5xx */
     atomic_uint_fast64_t fails_5xx;
-    atomic_uint_fast64_t up_since_ms;   /* wall-clock-independent: loop clock ms when it came up */
+    atomic_uint_fast64_t up_since_ms; /* wall-clock-independent: loop clock ms when it came up */
     /* passive health (outlier detection), written by workers */
     atomic_uint_fast64_t ejected_until_ms; /* loop clock; no passing check counts before it */
-    atomic_uint ejections;      /* consecutive ejections, for the growing ejection time */
+    atomic_uint ejections;                 /* consecutive ejections, for the growing ejection time */
     atomic_uint consec_5xx;
     atomic_uint_fast64_t ejections_total;
     atomic_uint_fast64_t hist[LB_HIST_BUCKETS]; /* response latency histogram (see lb_hist_*) */
@@ -52,8 +52,8 @@ struct lb_server {
     uint64_t ewma_stamp_us;
     /* health-check state, touched by the health thread only */
     int hc_rise, hc_fall;
-    int hc_checked;             /* a check has completed at least once */
-    char hc_last[96];           /* last check outcome, for /stats */
+    int hc_checked;   /* a check has completed at least once */
+    char hc_last[96]; /* last check outcome, for /stats */
 };
 
 struct lb_set {
@@ -65,8 +65,8 @@ struct lb_set {
 
 struct lb_registry {
     pthread_mutex_t mu;
-    struct lb_set *cur;     /* guarded by mu */
-    atomic_uint gen;        /* cur->gen, readable without the lock */
+    struct lb_set *cur; /* guarded by mu */
+    atomic_uint gen;    /* cur->gen, readable without the lock */
 };
 
 /* Parses a backend spec "http://HOST:PORT[/][,weight=N]" into a new server (refs = 1).

@@ -30,14 +30,13 @@
 
 #include "lb/config.h"
 
-#define CHECK(x)                                                                                           \
-    do {                                                                                                   \
-        if (!(x))                                                                                          \
-            __builtin_trap();                                                                              \
+#define CHECK(x)                                                                                                       \
+    do {                                                                                                               \
+        if (!(x))                                                                                                      \
+            __builtin_trap();                                                                                          \
     } while (0)
 
 #define MAX_ARGS 64
-
 
 static void check_str(const char *field, size_t size) { CHECK(strnlen(field, size) < size); }
 
@@ -50,8 +49,7 @@ static void check_valid(const struct lb_config *c)
     CHECK(c->panic_percent <= 100 && c->retry_budget_percent <= 100 && c->max_eject_percent <= 100);
     CHECK(c->retries <= 8);
     CHECK(c->workers <= 256);
-    CHECK(!strcmp(c->hash_key, "client") || !strncmp(c->hash_key, "header:", 7) ||
-          !strncmp(c->hash_key, "cookie:", 7));
+    CHECK(!strcmp(c->hash_key, "client") || !strncmp(c->hash_key, "header:", 7) || !strncmp(c->hash_key, "cookie:", 7));
     CHECK(c->nbackends <= LB_MAX_BACKENDS);
     for (size_t i = 0; i < c->nbackends; i++)
         CHECK(c->backends[i] != NULL);
@@ -167,9 +165,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size > 65536)
         return 0;
     switch (data[0] % 3) {
-    case 0: fuzz_file(data + 1, size - 1); break;
-    case 1: fuzz_args(data + 1, size - 1); break;
-    default: fuzz_value(data + 1, size - 1); break;
+    case 0:
+        fuzz_file(data + 1, size - 1);
+        break;
+    case 1:
+        fuzz_args(data + 1, size - 1);
+        break;
+    default:
+        fuzz_value(data + 1, size - 1);
+        break;
     }
     return 0;
 }

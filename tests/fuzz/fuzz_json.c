@@ -24,10 +24,10 @@
 #include "app/json.h"
 #include "app/req.h"
 
-#define CHECK(x)                                                                                           \
-    do {                                                                                                   \
-        if (!(x))                                                                                          \
-            __builtin_trap();                                                                              \
+#define CHECK(x)                                                                                                       \
+    do {                                                                                                               \
+        if (!(x))                                                                                                      \
+            __builtin_trap();                                                                                          \
     } while (0)
 
 /* Reference UTF-8 validator (Unicode Table 3-7). */

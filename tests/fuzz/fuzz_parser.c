@@ -24,16 +24,13 @@
 
 #include "http/parser.h"
 
-#define CHECK(x)                                                                                           \
-    do {                                                                                                   \
-        if (!(x))                                                                                          \
-            __builtin_trap();                                                                              \
+#define CHECK(x)                                                                                                       \
+    do {                                                                                                               \
+        if (!(x))                                                                                                      \
+            __builtin_trap();                                                                                          \
     } while (0)
 
-static int inside(struct http_str s, const char *b, size_t n)
-{
-    return s.n == 0 || (s.p >= b && s.p + s.n <= b + n);
-}
+static int inside(struct http_str s, const char *b, size_t n) { return s.n == 0 || (s.p >= b && s.p + s.n <= b + n); }
 
 static int is_tchar(unsigned char c)
 {
@@ -95,8 +92,8 @@ static void fuzz_head(const char *b, size_t len, size_t split, int is_req, enum 
     if (rc == HTTP_ERROR) {
         CHECK(h.error != NULL && h.error[0] != '\0');
         if (is_req)
-            CHECK(h.error_status == 400 || h.error_status == 414 || h.error_status == 431 ||
-                  h.error_status == 501 || h.error_status == 505);
+            CHECK(h.error_status == 400 || h.error_status == 414 || h.error_status == 431 || h.error_status == 501 ||
+                  h.error_status == 505);
         else
             CHECK(h.error_status == 502);
         CHECK(parse(b, split, is_req, m, lim, &h) <= 0);

@@ -262,8 +262,8 @@ static int is_rfc3339_ms(const char *s)
 
 static void check_account_shape(json_t *a, const char *username)
 {
-    static const char *const keys[] = {"id", "username", "display_name", "created_at", "followers_count",
-                                       "following_count", "posts_count"};
+    static const char *const keys[] = {
+        "id", "username", "display_name", "created_at", "followers_count", "following_count", "posts_count"};
     assert_true(json_is_object(a));
     assert_int_equal(json_object_size(a), 7);
     for (size_t i = 0; i < 7; i++)
@@ -275,8 +275,8 @@ static void check_account_shape(json_t *a, const char *username)
 
 static void check_post_shape(json_t *p)
 {
-    static const char *const keys[] = {"id", "author", "text", "created_at", "reply_to", "likes_count",
-                                       "replies_count", "liked"};
+    static const char *const keys[] = {"id",       "author",      "text",          "created_at",
+                                       "reply_to", "likes_count", "replies_count", "liked"};
     assert_true(json_is_object(p));
     assert_int_equal(json_object_size(p), 8);
     for (size_t i = 0; i < 8; i++)
@@ -437,8 +437,8 @@ static void test_account_validation(void **state)
 {
     struct fx *f = *state;
     struct res r = {0};
-    static const char *const bad_names[] = {"\"\"", "\"a-b\"", "\"0123456789012345678901234567890\"",
-                                            "\"caf\xc3\xa9\"", "\"a b\""};
+    static const char *const bad_names[] = {"\"\"", "\"a-b\"", "\"0123456789012345678901234567890\"", "\"caf\xc3\xa9\"",
+                                            "\"a b\""};
     char body[256];
     for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
         snprintf(body, sizeof body, "{\"username\":%s,\"password\":\"password123\"}", bad_names[i]);
@@ -459,7 +459,8 @@ static void test_account_validation(void **state)
     expect_error(&r, 422, "password: must be 8-128 bytes long");
     call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"ok\",\"password\":[]}");
     expect_error(&r, 400, "password: must be a string");
-    call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":7}");
+    call(f, &r, "POST", "/api/v1/accounts", NULL,
+         "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":7}");
     expect_error(&r, 400, "display_name: must be a string");
     call(f, &r, "POST", "/api/v1/accounts", NULL,
          "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":\"a\\u0007\"}");
@@ -827,8 +828,7 @@ static void test_pagination(void **state)
     expect_status(&r, 200);
     assert_int_equal(json_array_size(r.json), 2);
     assert_int_equal(strtoll(jstr(json_array_get(r.json, 1), "id"), NULL, 10), ids[3]);
-    snprintf(want, sizeof want, "</api/v1/accounts/alice/posts?limit=2&max_id=%lld>; rel=\"next\"",
-             (long long)ids[3]);
+    snprintf(want, sizeof want, "</api/v1/accounts/alice/posts?limit=2&max_id=%lld>; rel=\"next\"", (long long)ids[3]);
     assert_string_equal(header(&r, "Link", v, sizeof v), want);
     snprintf(target, sizeof target, "/api/v1/accounts/alice/posts?limit=2&max_id=%lld", (long long)ids[3]);
     call(f, &r, "GET", target, NULL, NULL);
@@ -944,9 +944,9 @@ static void test_static_files(void **state)
     call(f, &r, "GET", "/style.css?v=3", NULL, NULL);
     expect_status(&r, 200);
 
-    static const char *const hidden[] = {"/missing.html", "/../outside.txt", "/%2e%2e/outside.txt",
-                                         "/%2E%2E%2Foutside.txt", "/.secret", "/a/../index.html",
-                                         "/..%5coutside.txt", "/web/", "/app.js/"};
+    static const char *const hidden[] = {"/missing.html",         "/../outside.txt", "/%2e%2e/outside.txt",
+                                         "/%2E%2E%2Foutside.txt", "/.secret",        "/a/../index.html",
+                                         "/..%5coutside.txt",     "/web/",           "/app.js/"};
     for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
         call(f, &r, "GET", hidden[i], NULL, NULL);
         if (r.status != 404)

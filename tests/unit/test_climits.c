@@ -194,7 +194,7 @@ static void test_retry_after(void **state)
     struct http_climits *cl = http_climits_new(0, 1, 1);
     expect_take(cl, "a", 0, 1, 0);
     expect_take(cl, "a", 0, 0, 1);
-    expect_take(cl, "a", 500, 0, 1);   /* half a second to go: rounds up */
+    expect_take(cl, "a", 500, 0, 1); /* half a second to go: rounds up */
     expect_take(cl, "a", 1000, 1, 0);
     http_climits_free(cl);
     /* 1000 per second: the next token is 1 ms away, still reported as 1 s. */

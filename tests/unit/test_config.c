@@ -43,18 +43,17 @@ static int from_args(struct lb_config *cfg, char *err, size_t errlen, size_t arg
     return lb_config_from_args(cfg, (int)argc + 1, argv, err, errlen);
 }
 
-#define FROM_ARGS(cfg, err, ...)                                                                            \
-    from_args((cfg), (err), sizeof(err), N(((const char *const[]){__VA_ARGS__})),                          \
-              (const char *const[]){__VA_ARGS__})
+#define FROM_ARGS(cfg, err, ...)                                                                                       \
+    from_args((cfg), (err), sizeof(err), N(((const char *const[]){__VA_ARGS__})), (const char *const[]){__VA_ARGS__})
 
 /* Expects the flags to be rejected with exactly this message. */
-#define EXPECT_ARGS_ERROR(msg, ...)                                                                         \
-    do {                                                                                                   \
-        struct lb_config c_;                                                                               \
-        char e_[512];                                                                                      \
-        assert_int_equal(FROM_ARGS(&c_, e_, __VA_ARGS__), -1);                                             \
-        assert_string_equal(e_, (msg));                                                                    \
-        lb_config_free(&c_);                                                                               \
+#define EXPECT_ARGS_ERROR(msg, ...)                                                                                    \
+    do {                                                                                                               \
+        struct lb_config c_;                                                                                           \
+        char e_[512];                                                                                                  \
+        assert_int_equal(FROM_ARGS(&c_, e_, __VA_ARGS__), -1);                                                         \
+        assert_string_equal(e_, (msg));                                                                                \
+        lb_config_free(&c_);                                                                                           \
     } while (0)
 
 /* Loads text as a file on top of the defaults; returns the result, the path in path (64). */
@@ -212,16 +211,15 @@ static void test_every_flag(void **state)
                       "--backend=http://127.0.0.1:9102", "--policy", "round-robin", "--hash-key=header:X-User",
                       "--workers", "3", "--access-log", "/tmp/agora-access.log", "--trust-forwarded", "on",
                       "--health-path", "/healthz", "--health-interval", "250ms", "--health-timeout", "2s",
-                      "--health-status", "204", "--health-rise", "4", "--health-fall", "5",
-                      "--client-header-timeout", "11s", "--client-idle-timeout", "2m", "--client-body-timeout",
-                      "12s", "--client-send-timeout", "13s", "--connect-timeout", "1500ms", "--response-timeout",
-                      "1h", "--shutdown-timeout", "3", "--pool-idle-timeout", "45s", "--max-header-size", "32k",
-                      "--max-line-size", "4KiB", "--max-body-size", "2m", "--max-connections", "500",
-                      "--pool-size", "16", "--passive-health", "off", "--eject-5xx", "7", "--eject-time", "500ms",
-                      "--eject-max-time", "30s", "--max-ejection", "40", "--panic-threshold", "25", "--slow-start", "0", "--retries", "3",
-                      "--retry-budget", "50", "--replay-buffer", "128k", "--max-conns-per-ip", "10",
-                      "--rate-limit", "100", "--rate-burst", "200", "--admin-listen", "127.0.0.1:9404",
-                      "--admin-token", "s3cret");
+                      "--health-status", "204", "--health-rise", "4", "--health-fall", "5", "--client-header-timeout",
+                      "11s", "--client-idle-timeout", "2m", "--client-body-timeout", "12s", "--client-send-timeout",
+                      "13s", "--connect-timeout", "1500ms", "--response-timeout", "1h", "--shutdown-timeout", "3",
+                      "--pool-idle-timeout", "45s", "--max-header-size", "32k", "--max-line-size", "4KiB",
+                      "--max-body-size", "2m", "--max-connections", "500", "--pool-size", "16", "--passive-health",
+                      "off", "--eject-5xx", "7", "--eject-time", "500ms", "--eject-max-time", "30s", "--max-ejection",
+                      "40", "--panic-threshold", "25", "--slow-start", "0", "--retries", "3", "--retry-budget", "50",
+                      "--replay-buffer", "128k", "--max-conns-per-ip", "10", "--rate-limit", "100", "--rate-burst",
+                      "200", "--admin-listen", "127.0.0.1:9404", "--admin-token", "s3cret");
     assert_string_equal(err, "");
     assert_int_equal(r, 0);
     check_custom(&c);
@@ -336,7 +334,8 @@ static void test_ini_errors(void **state)
     expect_file_error("[lb]\nserver = http://127.0.0.1:1\n", "2: unknown setting 'server' in section [lb]");
     expect_file_error("[health]\n\ninterval = soon\n",
                       "3: [health] interval: 'soon' is not a duration (e.g. 500ms, 10s, 2m)");
-    expect_file_error("[limits]\nmax_body_size = lots\n", "2: [limits] max_body_size: 'lots' is not a size (e.g. 16k, 1m)");
+    expect_file_error("[limits]\nmax_body_size = lots\n",
+                      "2: [limits] max_body_size: 'lots' is not a size (e.g. 16k, 1m)");
     expect_file_error("[lb]\ntrust_forwarded = maybe\n", "2: [lb] trust_forwarded: 'maybe' is not on/off");
     expect_file_error("[lb]\nworkers = -2\n", "2: [lb] workers: '-2' is not a non-negative integer");
     expect_file_error("[lb]\nworkers = 1000000001\n", "2: [lb] workers: '1000000001' is not a non-negative integer");
@@ -380,9 +379,10 @@ static void test_ini_backends_replace_defaults(void **state)
 {
     struct lb_config c;
     char path[64], err[512];
-    assert_int_equal(load_text(&c, "[backends]\nserver = http://10.0.0.1:1\n  http://10.0.0.2:2\nserver = http://10.0.0.3:3\n",
-                               path, err, sizeof(err)),
-                     0);
+    assert_int_equal(
+        load_text(&c, "[backends]\nserver = http://10.0.0.1:1\n  http://10.0.0.2:2\nserver = http://10.0.0.3:3\n", path,
+                  err, sizeof(err)),
+        0);
     assert_int_equal(c.nbackends, 3);
     assert_string_equal(c.backends[0], "http://10.0.0.1:1");
     assert_string_equal(c.backends[1], "http://10.0.0.2:2");
@@ -448,9 +448,8 @@ static void test_first_backend_replaces_defaults(void **state)
     assert_int_equal(c.nbackends, 1);
     assert_string_equal(c.backends[0], "http://10.0.0.1:1");
     lb_config_free(&c);
-    assert_int_equal(FROM_ARGS(&c, err, "--backend", "http://10.0.0.1:1", "--workers", "1", "--backend=b",
-                               "--backend", "c"),
-                     0);
+    assert_int_equal(
+        FROM_ARGS(&c, err, "--backend", "http://10.0.0.1:1", "--workers", "1", "--backend=b", "--backend", "c"), 0);
     assert_int_equal(c.nbackends, 3);
     assert_string_equal(c.backends[0], "http://10.0.0.1:1");
     assert_string_equal(c.backends[1], "b");
@@ -485,9 +484,9 @@ static void test_flag_errors(void **state)
     EXPECT_ARGS_ERROR("--workers: '' is not a non-negative integer", "--workers=");
     EXPECT_ARGS_ERROR("--workers: '2x' is not a non-negative integer", "--workers", "2x");
     EXPECT_ARGS_ERROR("--retries: '1000000001' is not a non-negative integer", "--retries", "1000000001");
-    EXPECT_ARGS_ERROR("--listen: value too long",
-                      "--listen", "0123456789012345678901234567890123456789012345678901234567890123456789"
-                                  "0123456789012345678901234567890123456789012345678901234567890123456789");
+    EXPECT_ARGS_ERROR("--listen: value too long", "--listen",
+                      "0123456789012345678901234567890123456789012345678901234567890123456789"
+                      "0123456789012345678901234567890123456789012345678901234567890123456789");
     EXPECT_ARGS_ERROR("--policy: value too long", "--policy", "0123456789012345678901234567890123456789");
     /* Validation. */
     EXPECT_ARGS_ERROR("health rise and fall must be at least 1", "--health-rise", "0");
@@ -510,7 +509,8 @@ static void test_flag_limits_accepted(void **state)
     struct lb_config c;
     char err[256];
     assert_int_equal(FROM_ARGS(&c, err, "--retries", "8", "--workers", "256", "--panic-threshold", "100",
-                               "--retry-budget", "0", "--max-ejection", "100", "--hash-key", "cookie:sid", "--max-body-size", "0"),
+                               "--retry-budget", "0", "--max-ejection", "100", "--hash-key", "cookie:sid",
+                               "--max-body-size", "0"),
                      0);
     assert_int_equal(c.retries, 8);
     assert_int_equal(c.workers, 256);
@@ -534,14 +534,15 @@ static void test_flag_limits_accepted(void **state)
  * prefixes "--" to whatever set_opt wrote.) */
 static void test_flag_error_names_the_flag(void **state)
 {
-    EXPECT_ARGS_ERROR("--health-interval: 'soon' is not a duration (e.g. 500ms, 10s, 2m)", "--health-interval",
-                      "soon");
+    EXPECT_ARGS_ERROR("--health-interval: 'soon' is not a duration (e.g. 500ms, 10s, 2m)", "--health-interval", "soon");
     EXPECT_ARGS_ERROR("--max-header-size: 'big' is not a size (e.g. 16k, 1m)", "--max-header-size", "big");
     EXPECT_ARGS_ERROR("--trust-forwarded: 'maybe' is not on/off", "--trust-forwarded", "maybe");
-    EXPECT_ARGS_ERROR("--health-path: value too long", "--health-path", "/" /* 300 bytes */
-                      "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
-                      "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
-                      "012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678");
+    EXPECT_ARGS_ERROR(
+        "--health-path: value too long", "--health-path",
+        "/" /* 300 bytes */
+        "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+        "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+        "012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678");
     const char *args[2 * LB_MAX_BACKENDS + 2];
     for (size_t i = 0; i < LB_MAX_BACKENDS + 1; i++) {
         args[2 * i] = "--backend";
@@ -567,14 +568,13 @@ static void test_parse_duration(void **state)
         const char *s;
         unsigned ms;
     } ok[] = {
-        {"250ms", 250},    {"10s", 10000},  {"2m", 120000},     {"1h", 3600000},
-        {"5", 5000},       {"0", 0},        {"0ms", 0},         {"1.5s", 1500},
-        {"0.5", 500},      {"1.5ms", 2},    {"90m", 5400000},   {"168h", 604800000},
-        {"10 s", 10000},   {"100 ms", 100}, {"604800", 604800000},
+        {"250ms", 250},   {"10s", 10000},      {"2m", 120000},  {"1h", 3600000}, {"5", 5000},
+        {"0", 0},         {"0ms", 0},          {"1.5s", 1500},  {"0.5", 500},    {"1.5ms", 2},
+        {"90m", 5400000}, {"168h", 604800000}, {"10 s", 10000}, {"100 ms", 100}, {"604800", 604800000},
     };
     static const char *const bad[] = {
-        "", "ms", "s", "abc", "-1", "-5s", "10x", "10sec", "10 sec", "1d", "10ms ", "169h", "604801",
-        "inf", "1e999", "5 m s",
+        "",       "ms", "s",     "abc",  "-1",     "-5s", "10x",   "10sec",
+        "10 sec", "1d", "10ms ", "169h", "604801", "inf", "1e999", "5 m s",
     };
     for (size_t i = 0; i < N(ok); i++) {
         unsigned ms = 12345;
@@ -625,8 +625,21 @@ static void test_parse_size(void **state)
         {"17179869183g", 17179869183ull << 30},
     };
     static const char *const bad[] = {
-        "", "k", "-1", "+1", " 1", "1x", "1kx", "1kibx", "1.5k", "16 KiBs", "1t", "0x10",
-        "99999999999999999999", "17179869184g", "18446744073709551616",
+        "",
+        "k",
+        "-1",
+        "+1",
+        " 1",
+        "1x",
+        "1kx",
+        "1kibx",
+        "1.5k",
+        "16 KiBs",
+        "1t",
+        "0x10",
+        "99999999999999999999",
+        "17179869184g",
+        "18446744073709551616",
     };
     for (size_t i = 0; i < N(ok); i++) {
         uint64_t b = 12345;
@@ -676,17 +689,49 @@ static void test_help(void **state)
     unlink(path);
     assert_true(!strncmp(out, "usage: agora lb [--config FILE] [options]\n", 42));
     static const char *const flags[] = {
-        "--config FILE", "--listen VALUE", "--backend VALUE", "--policy VALUE", "--hash-key VALUE",
-        "--workers N", "--access-log VALUE", "--trust-forwarded on|off", "--health-path VALUE",
-        "--health-interval DURATION", "--health-timeout DURATION", "--health-status N", "--health-rise N",
-        "--health-fall N", "--client-header-timeout DURATION", "--client-idle-timeout DURATION",
-        "--client-body-timeout DURATION", "--client-send-timeout DURATION", "--connect-timeout DURATION",
-        "--response-timeout DURATION", "--shutdown-timeout DURATION", "--max-header-size SIZE",
-        "--max-line-size SIZE", "--max-body-size SIZE", "--max-connections N", "--pool-size N",
-        "--passive-health on|off", "--eject-5xx N", "--eject-time DURATION", "--eject-max-time DURATION", "--max-ejection N",
-        "--panic-threshold N", "--slow-start DURATION", "--retries N", "--retry-budget N", "--replay-buffer SIZE",
-        "--max-conns-per-ip N", "--rate-limit N", "--rate-burst N", "--admin-listen VALUE", "--admin-token VALUE",
-        "--pool-idle-timeout DURATION", "--help",
+        "--config FILE",
+        "--listen VALUE",
+        "--backend VALUE",
+        "--policy VALUE",
+        "--hash-key VALUE",
+        "--workers N",
+        "--access-log VALUE",
+        "--trust-forwarded on|off",
+        "--health-path VALUE",
+        "--health-interval DURATION",
+        "--health-timeout DURATION",
+        "--health-status N",
+        "--health-rise N",
+        "--health-fall N",
+        "--client-header-timeout DURATION",
+        "--client-idle-timeout DURATION",
+        "--client-body-timeout DURATION",
+        "--client-send-timeout DURATION",
+        "--connect-timeout DURATION",
+        "--response-timeout DURATION",
+        "--shutdown-timeout DURATION",
+        "--max-header-size SIZE",
+        "--max-line-size SIZE",
+        "--max-body-size SIZE",
+        "--max-connections N",
+        "--pool-size N",
+        "--passive-health on|off",
+        "--eject-5xx N",
+        "--eject-time DURATION",
+        "--eject-max-time DURATION",
+        "--max-ejection N",
+        "--panic-threshold N",
+        "--slow-start DURATION",
+        "--retries N",
+        "--retry-budget N",
+        "--replay-buffer SIZE",
+        "--max-conns-per-ip N",
+        "--rate-limit N",
+        "--rate-burst N",
+        "--admin-listen VALUE",
+        "--admin-token VALUE",
+        "--pool-idle-timeout DURATION",
+        "--help",
     };
     for (size_t i = 0; i < N(flags); i++) {
         char line[80];

@@ -127,10 +127,10 @@ struct fake {
     struct loop *loop;
     int lfd;
     unsigned port;
-    int status;        /* answered status */
-    char req[1024];    /* the last request head received */
+    int status;     /* answered status */
+    char req[1024]; /* the last request head received */
     size_t reqlen;
-    int cfd;           /* connection being served, or -1 */
+    int cfd; /* connection being served, or -1 */
 };
 
 static void on_fake_conn(struct loop *loop, int fd, int events, void *data)

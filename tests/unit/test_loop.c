@@ -19,7 +19,7 @@
 #include "core/loop.h"
 
 #define WATCHDOG_MS 5000
-#define MAXLOG 512
+#define MAXLOG      512
 
 /* Records what happened, in order. */
 struct log {
@@ -191,17 +191,25 @@ static void test_timer_heap_many(void **state)
     int fired[NT] = {0}, remaining = 0;
     unsigned seed = 7;
     for (int i = 0; i < NT; i++) {
-        m[i] = (struct many){.t = {.fn = on_many, .data = &m[i]}, .last_when = &last_when, .fired = &fired[i],
-                             .remaining = &remaining, .ok_order = 1};
+        m[i] = (struct many){.t = {.fn = on_many, .data = &m[i]},
+                             .last_when = &last_when,
+                             .fired = &fired[i],
+                             .remaining = &remaining,
+                             .ok_order = 1};
         seed = seed * 1103515245u + 12345u;
         loop_timer_arm(loop, &m[i].t, (seed >> 16) % 6);
     }
     for (int i = 0; i < NT; i++) {
         seed = seed * 1103515245u + 12345u;
         switch ((seed >> 16) % 3) {
-        case 0: loop_timer_cancel(loop, &m[i].t); break;
-        case 1: loop_timer_arm(loop, &m[i].t, (seed >> 20) % 6); break;
-        default: break;
+        case 0:
+            loop_timer_cancel(loop, &m[i].t);
+            break;
+        case 1:
+            loop_timer_arm(loop, &m[i].t, (seed >> 20) % 6);
+            break;
+        default:
+            break;
         }
     }
     for (int i = 0; i < NT; i++)

@@ -72,20 +72,20 @@ static void test_parse_fields(void **state)
 static void test_parse_errors(void **state)
 {
     static const char *const bad[] = {
-        "",                 /* no port */
-        ":",                /* empty port */
-        "127.0.0.1:",       /* empty port */
-        "127.0.0.1:65536",  /* port out of range */
-        "127.0.0.1:99999",  /* port out of range */
-        "127.0.0.1:-1",     /* negative port */
-        "127.0.0.1:80x",    /* trailing junk */
-        "127.0.0.1:x80",    /* not a number */
-        "[::1]",            /* no port */
-        "[::1]:",           /* empty port */
-        "[::1]80",          /* no colon after the bracket */
-        "[::1",             /* unclosed bracket */
-        "[::1]:70000",      /* port out of range */
-        "abc",              /* a bare word is a (bad) port */
+        "",                /* no port */
+        ":",               /* empty port */
+        "127.0.0.1:",      /* empty port */
+        "127.0.0.1:65536", /* port out of range */
+        "127.0.0.1:99999", /* port out of range */
+        "127.0.0.1:-1",    /* negative port */
+        "127.0.0.1:80x",   /* trailing junk */
+        "127.0.0.1:x80",   /* not a number */
+        "[::1]",           /* no port */
+        "[::1]:",          /* empty port */
+        "[::1]80",         /* no colon after the bracket */
+        "[::1",            /* unclosed bracket */
+        "[::1]:70000",     /* port out of range */
+        "abc",             /* a bare word is a (bad) port */
     };
     struct net_addr a;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -289,10 +289,14 @@ static void test_tune_unix(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_forms),      cmocka_unit_test(test_parse_fields),
-        cmocka_unit_test(test_parse_errors),     cmocka_unit_test(test_format_ip),
-        cmocka_unit_test(test_listen_connect),   cmocka_unit_test(test_connect_refused),
-        cmocka_unit_test(test_listen_failures_leave_no_fd), cmocka_unit_test(test_listen_reuseport),
+        cmocka_unit_test(test_parse_forms),
+        cmocka_unit_test(test_parse_fields),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_format_ip),
+        cmocka_unit_test(test_listen_connect),
+        cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_listen_failures_leave_no_fd),
+        cmocka_unit_test(test_listen_reuseport),
         cmocka_unit_test(test_tune_unix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

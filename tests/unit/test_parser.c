@@ -14,7 +14,7 @@
 
 #include "http/parser.h"
 
-#define N(a) (sizeof(a) / sizeof((a)[0]))
+#define N(a)   (sizeof(a) / sizeof((a)[0]))
 #define LIT(s) s, sizeof(s) - 1
 
 static struct http_head H; /* large (100 headers); one shared instance is enough */
@@ -70,13 +70,20 @@ static void test_all_methods(void **state)
         const char *name, *target;
         enum http_method m;
     } cases[] = {
-        {"GET", "/", HTTP_GET},         {"HEAD", "/", HTTP_HEAD},
-        {"POST", "/", HTTP_POST},       {"PUT", "/", HTTP_PUT},
-        {"DELETE", "/", HTTP_DELETE},   {"OPTIONS", "/", HTTP_OPTIONS},
-        {"OPTIONS", "*", HTTP_OPTIONS}, {"PATCH", "/", HTTP_PATCH},
-        {"TRACE", "/", HTTP_TRACE},     {"CONNECT", "example.com:443", HTTP_CONNECT},
-        {"PROPFIND", "/", HTTP_OTHER},  {"get", "/", HTTP_OTHER}, /* methods are case-sensitive */
-        {"GETX", "/", HTTP_OTHER},      {"M-SEARCH", "/", HTTP_OTHER},
+        {"GET", "/", HTTP_GET},
+        {"HEAD", "/", HTTP_HEAD},
+        {"POST", "/", HTTP_POST},
+        {"PUT", "/", HTTP_PUT},
+        {"DELETE", "/", HTTP_DELETE},
+        {"OPTIONS", "/", HTTP_OPTIONS},
+        {"OPTIONS", "*", HTTP_OPTIONS},
+        {"PATCH", "/", HTTP_PATCH},
+        {"TRACE", "/", HTTP_TRACE},
+        {"CONNECT", "example.com:443", HTTP_CONNECT},
+        {"PROPFIND", "/", HTTP_OTHER},
+        {"get", "/", HTTP_OTHER}, /* methods are case-sensitive */
+        {"GETX", "/", HTTP_OTHER},
+        {"M-SEARCH", "/", HTTP_OTHER},
         {"!#$%&'*+-.^_`|~09azAZ", "/", HTTP_OTHER},
     };
     char buf[256];
@@ -266,7 +273,8 @@ static void test_expect_and_upgrade(void **state)
     assert_true(req("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n") > 0);
     assert_int_equal(H.expect_continue, 0);
 
-    assert_true(req("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n") > 0);
+    assert_true(req("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n") >
+                0);
     assert_int_equal(H.upgrade, 1);
     assert_true(req("GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n") > 0);
     assert_int_equal(H.upgrade, 0);
@@ -301,7 +309,10 @@ struct bad_case {
     size_t n;
     int status;
 };
-#define BAD(name, s, status) {name, s, sizeof(s) - 1, status}
+#define BAD(name, s, status)                                                                                           \
+    {                                                                                                                  \
+        name, s, sizeof(s) - 1, status                                                                                 \
+    }
 #define HOST "Host: h\r\n"
 
 static const struct bad_case bad_requests[] = {
@@ -322,8 +333,8 @@ static const struct bad_case bad_requests[] = {
     BAD("TE gzip, chunked", "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding: gzip, chunked\r\n\r\n", 501),
     BAD("TE xchunked", "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding: xchunked\r\n\r\n", 501),
     BAD("TE chunked, gzip", "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding: chunked, gzip\r\n\r\n", 400),
-    BAD("TE chunked twice", "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-        400),
+    BAD("TE chunked twice",
+        "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     BAD("TE chunked, chunked", "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding: chunked, chunked\r\n\r\n", 400),
     BAD("TE empty", "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding:\r\n\r\n", 400),
     BAD("TE empty element", "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding: chunked,\r\n\r\n", 400),
@@ -486,12 +497,11 @@ static void test_limits(void **state)
     assert_int_equal(http_parse_request(LIT("GET /012345 HTTP/1.1\r\nHost: h\r\n\r\n"), &lim, &H), 33);
     assert_int_equal(http_parse_request(LIT("GET /0123456 HTTP/1.1\r\nHost: h\r\n\r\n"), &lim, &H), HTTP_ERROR);
     assert_int_equal(H.error_status, 414);
-    assert_int_equal(http_parse_request(LIT("GET / HTTP/1.1\r\nHost: h\r\nX: 0123456789012345678901234567\r\n\r\n"),
-                                        &lim, &H),
-                     60);
-    assert_int_equal(http_parse_request(LIT("GET / HTTP/1.1\r\nHost: h\r\nX: 01234567890123456789012345678\r\n\r\n"),
-                                        &lim, &H),
-                     HTTP_ERROR);
+    assert_int_equal(
+        http_parse_request(LIT("GET / HTTP/1.1\r\nHost: h\r\nX: 0123456789012345678901234567\r\n\r\n"), &lim, &H), 60);
+    assert_int_equal(
+        http_parse_request(LIT("GET / HTTP/1.1\r\nHost: h\r\nX: 01234567890123456789012345678\r\n\r\n"), &lim, &H),
+        HTTP_ERROR);
     assert_int_equal(H.error_status, 431);
     /* leading empty lines count toward the head */
     assert_int_equal(http_parse_request(LIT("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), &lim, &H), 31);
@@ -554,13 +564,13 @@ static void test_responses(void **state)
         {"HTTP/1.1 200 OK\r\n\r\n", HTTP_GET, 200, HTTP_BODY_EOF, -1, 0, "OK"},
         {"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n", HTTP_GET, 200, HTTP_BODY_EOF, -1, 0, "OK"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP_GET, 200, HTTP_BODY_CHUNKED, -1, 1, "OK"},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 5,
-         0, "OK"},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 5, 0,
+         "OK"},
         {"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 5, 0, "OK"},
-        {"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH,
-         5, 1, "OK"},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 5,
+        {"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 5,
          1, "OK"},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 5, 1,
+         "OK"},
         {"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 5, 1, "OK"},
         {"HTTP/1.1 200 \r\nContent-Length: 1\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 1, 1, ""},
         {"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\n", HTTP_GET, 200, HTTP_BODY_LENGTH, 1, 1, ""},
@@ -579,8 +589,8 @@ static void test_responses(void **state)
         assert_int_equal(H.keep_alive, cases[i].keep_alive);
         assert_str(H.reason, cases[i].reason);
     }
-    assert_true(resp("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                     HTTP_GET) > 0);
+    assert_true(
+        resp("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", HTTP_GET) > 0);
     assert_int_equal(H.upgrade, 1);
     assert_true(resp("HTTP/1.1 200 OK\r\nHost: x\r\nHost: y\r\nContent-Length: 0\r\n\r\n", HTTP_GET) > 0);
     assert_int_equal(H.host.n, 0); /* Host means nothing in a response */
@@ -594,8 +604,7 @@ static const struct bad_case bad_responses[] = {
     BAD("CL+TE", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 502),
     BAD("TE gzip", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 502),
     BAD("TE gzip, chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 502),
-    BAD("TE chunked twice", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-        502),
+    BAD("TE chunked twice", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 502),
     BAD("TE in HTTP/1.0", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 502),
     BAD("HTTP/2.0", "HTTP/2.0 200 OK\r\n\r\n", 502),
     BAD("lowercase version", "http/1.1 200 OK\r\n\r\n", 502),
@@ -620,7 +629,8 @@ static void test_malformed_responses(void **state)
         const struct bad_case *c = &bad_responses[i];
         int rc = http_parse_response(c->s, c->n, HTTP_GET, NULL, &H);
         if (rc != HTTP_ERROR || H.error_status != c->status)
-            fprintf(stderr, "case \"%s\": rc %d status %d (%s)\n", c->name, rc, H.error_status, H.error ? H.error : "-");
+            fprintf(stderr, "case \"%s\": rc %d status %d (%s)\n", c->name, rc, H.error_status,
+                    H.error ? H.error : "-");
         assert_int_equal(rc, HTTP_ERROR);
         assert_int_equal(H.error_status, c->status);
         assert_non_null(H.error);
@@ -698,8 +708,14 @@ struct chunk_case {
     size_t out_len;
     size_t used; /* bytes consumed when ok */
 };
-#define CK_OK(name, in, out, used) {name, in, sizeof(in) - 1, 1, out, sizeof(out) - 1, used}
-#define CK_BAD(name, in, out) {name, in, sizeof(in) - 1, 0, out, sizeof(out) - 1, 0}
+#define CK_OK(name, in, out, used)                                                                                     \
+    {                                                                                                                  \
+        name, in, sizeof(in) - 1, 1, out, sizeof(out) - 1, used                                                        \
+    }
+#define CK_BAD(name, in, out)                                                                                          \
+    {                                                                                                                  \
+        name, in, sizeof(in) - 1, 0, out, sizeof(out) - 1, 0                                                           \
+    }
 
 static const struct chunk_case chunk_cases[] = {
     CK_OK("simple", "5\r\nhello\r\n0\r\n\r\n", "hello", 15),

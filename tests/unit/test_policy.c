@@ -15,8 +15,7 @@
 
 #define NPOL 5
 static const struct lb_policy_ops *const all[NPOL] = {
-    &lb_policy_least_conn, &lb_policy_round_robin, &lb_policy_random_two,
-    &lb_policy_peak_ewma,  &lb_policy_hash,
+    &lb_policy_least_conn, &lb_policy_round_robin, &lb_policy_random_two, &lb_policy_peak_ewma, &lb_policy_hash,
 };
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -42,8 +41,7 @@ static void assert_near_at(double a, double b, double eps, int line)
 }
 
 /* Picks once with a fresh instance. */
-static int pick_once(const struct lb_policy_ops *ops, const struct lb_target *t, size_t n, uint64_t hash,
-                     uint64_t rnd)
+static int pick_once(const struct lb_policy_ops *ops, const struct lb_target *t, size_t n, uint64_t hash, uint64_t rnd)
 {
     void *self = ops->create(t, n);
     int r = ops->pick(self, t, n, hash, rnd);
@@ -262,7 +260,7 @@ static void test_peak_ewma_cost(void **state)
     assert_pair_winner(w, 2, 1);
     /* lowest latency * (inflight + 1) among three */
     struct lb_target three[3] = {{"a:1", 1, 1, 2000}, {"b:1", 1, 3, 900}, {"c:1", 1, 0, 3000}};
-    assert_pair_winner(three, 3, 2);  /* costs 4000, 3600, 3000 */
+    assert_pair_winner(three, 3, 2); /* costs 4000, 3600, 3000 */
     /* unsampled costs the smallest known latency: idle, it is probed ... */
     struct lb_target probe[2] = {{"a:1", 1, 0, 0}, {"b:1", 1, 1, 2000}};
     assert_pair_winner(probe, 2, 0);

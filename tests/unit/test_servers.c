@@ -87,7 +87,8 @@ static void test_new_errors(void **state)
 {
     expect_bad("", "backend '': empty or too long URL");
     expect_bad(",weight=2", "backend ',weight=2': empty or too long URL");
-    expect_bad("http://127.0.0.1:1,weight=0", "backend 'http://127.0.0.1:1,weight=0': weight must be an integer from 1 to 1000");
+    expect_bad("http://127.0.0.1:1,weight=0",
+               "backend 'http://127.0.0.1:1,weight=0': weight must be an integer from 1 to 1000");
     expect_bad("http://127.0.0.1:1,weight=1001",
                "backend 'http://127.0.0.1:1,weight=1001': weight must be an integer from 1 to 1000");
     expect_bad("http://127.0.0.1:1,weight=-1",
@@ -96,9 +97,11 @@ static void test_new_errors(void **state)
                "backend 'http://127.0.0.1:1,weight=5x': weight must be an integer from 1 to 1000");
     expect_bad("http://127.0.0.1:1,weight=x",
                "backend 'http://127.0.0.1:1,weight=x': weight must be an integer from 1 to 1000");
-    expect_bad("http://127.0.0.1:1,foo=1", "backend 'http://127.0.0.1:1,foo=1': unknown option 'foo=1' (expected weight=N)");
+    expect_bad("http://127.0.0.1:1,foo=1",
+               "backend 'http://127.0.0.1:1,foo=1': unknown option 'foo=1' (expected weight=N)");
     expect_bad("http://127.0.0.1:1,", "backend 'http://127.0.0.1:1,': unknown option '' (expected weight=N)");
-    expect_bad("http://127.0.0.1:1,weight=2,", "backend 'http://127.0.0.1:1,weight=2,': unknown option '' (expected weight=N)");
+    expect_bad("http://127.0.0.1:1,weight=2,",
+               "backend 'http://127.0.0.1:1,weight=2,': unknown option '' (expected weight=N)");
     expect_bad("https://127.0.0.1:1", "backend 'https://127.0.0.1:1': only http:// backends are supported");
     expect_bad("ftp://127.0.0.1:1", "backend 'ftp://127.0.0.1:1': only http:// backends are supported");
     expect_bad("http://127.0.0.1:1/api", "backend 'http://127.0.0.1:1/api': expected http://HOST:PORT");
@@ -122,7 +125,7 @@ static void test_refs(void **state)
     lb_server_unref(s);
     assert_int_equal(atomic_load(&s->refs), 1);
     lb_server_unref(NULL); /* allowed */
-    lb_server_unref(s);   /* frees (ASan checks) */
+    lb_server_unref(s);    /* frees (ASan checks) */
 }
 
 static void test_usable(void **state)
@@ -405,7 +408,8 @@ static void test_stats_json_empty(void **state)
     struct lb_set *set = lb_set_new(NULL, 0, 1);
     struct buf out = {0};
     lb_stats_json(set, "hash", &out);
-    assert_string_equal(buf_cstr(&out), "{\"health\": {}, \"connections\": {}, \"policy\": \"hash\", \"servers\": []}\n");
+    assert_string_equal(buf_cstr(&out),
+                        "{\"health\": {}, \"connections\": {}, \"policy\": \"hash\", \"servers\": []}\n");
     json_error_t jerr;
     json_t *root = json_loads(buf_cstr(&out), 0, &jerr);
     assert_non_null(root);

@@ -482,14 +482,18 @@ static void test_home_matches_naive_random_graph(void **state)
         unsigned r = (unsigned)(x >> 33);
         int64_t a = 1 + r % USERS, b = 1 + (r / USERS) % USERS;
         switch ((r >> 20) % 8) {
-        case 0: case 1: case 2:
+        case 0:
+        case 1:
+        case 2:
             if (a != b)
                 assert_int_equal(store_follow(f->st, a, b, 1, step), STORE_OK);
             break;
         case 3:
             assert_int_equal(store_follow(f->st, a, b, 0, step), STORE_OK);
             break;
-        case 4: case 5: case 6: {
+        case 4:
+        case 5:
+        case 6: {
             int64_t parent = nposts > 0 && r % 5 == 0 ? posts[r % nposts] : 0;
             struct post_copy pc;
             if (parent != 0 && store_post_get(f->st, parent, 0, get_post, &pc) != STORE_OK)
