@@ -135,7 +135,7 @@ bench: deps
 	bash bench/run.sh
 
 format:
-	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(SUPPORT_SRCS)
+	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

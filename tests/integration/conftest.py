@@ -123,3 +123,28 @@ def agora_server_factory(agora_bin):
     finally:
         for proc in started:
             proc.stop(timeout=10.0)
+
+
+# ---------------------------------------------------------------- JSON API (test_api_*.py)
+
+@pytest.fixture(scope="module")
+def api_cluster(agora_bin, tmp_path_factory):
+    """One SQLite file, three `agora server --workers 1` on it and `agora lb` in front (see
+    helpers.AgoraCluster), shared by the tests of a module: tests keep to their own accounts
+    (unique usernames) so they do not depend on each other's data. At teardown every process
+    gets SIGTERM and must exit with status 0."""
+    from helpers import AgoraCluster
+
+    cluster = AgoraCluster.start(agora_bin, tmp_path_factory.mktemp("api"))
+    try:
+        yield cluster
+    finally:
+        complaints = cluster.stop()
+    if complaints:
+        pytest.fail("\n".join(complaints))
+
+
+@pytest.fixture(scope="module")
+def api(api_cluster):
+    """An anonymous ApiClient talking to the balancer of api_cluster."""
+    return api_cluster.api

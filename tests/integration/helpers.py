@@ -921,3 +921,236 @@ def free_port_run(offsets, low=20000, high=32000, attempts=200):
         if all(_port_free(base + k) for k in offsets):
             return base
     raise RuntimeError("no free run of ports %r found" % (list(offsets),))
+
+
+# ---------------------------------------------------------------- JSON API (test_api_*.py)
+#
+#   start_agora_server(agora, db_path)  `agora server` on a free 127.0.0.1 port -> Process (.port, .name)
+#   AgoraCluster.start(agora, dir)      one SQLite file, three servers, `agora lb` in front
+#   ApiClient(port, token)              JSON requests -> ApiResponse (.status, .headers, .body, .json)
+#   unique_username(prefix)             a fresh valid username (at most 30 of [A-Za-z0-9_])
+#   next_link(headers)                  the target of a Link header's rel="next", or None
+#   walk_pages(client, path)            every page of a list by following rel="next"
+
+API_PASSWORD = "correct horse battery staple"
+
+
+def _accepts(port):
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_agora_server(agora, db_path, workers=1, timeout=15.0, attempts=5):
+    """Starts `agora server --listen 127.0.0.1:PORT --db sqlite:DB_PATH --workers N` on a free
+    port and waits until the port accepts connections. A port taken between choosing and binding
+    it is retried with another one. Returns the Process with .port and .name (its X-Served-By
+    value, host:port); raises RuntimeError with the server's output on any other failure."""
+    for attempt in range(attempts):
+        port = free_port()
+        proc = start_process([agora, "server", "--listen", "%s:%d" % (LOCALHOST, port),
+                              "--db", "sqlite:%s" % db_path, "--workers", workers],
+                             "agora server: listening on", timeout)
+        # The message comes before the socket is bound: wait for the port too.
+        wait_for(lambda: proc.poll() is not None or _listens_on(proc.pid, port), timeout)
+        if proc.poll() is None and _listens_on(proc.pid, port):
+            proc.port = port
+            proc.name = "%s:%d" % (LOCALHOST, port)
+            return proc
+        proc.stop()
+        if "in use" not in proc.output() or attempt + 1 == attempts:
+            raise RuntimeError("agora server on port %d did not start; output:\n%s" % (port, proc.output()))
+    raise RuntimeError("agora server: no free port after %d attempts" % attempts)
+
+
+class ApiResponse:
+    """One answer of the JSON API: .status, .headers (lower-case names), .body (bytes) and
+    .json (the decoded body; ValueError if it is not JSON)."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<%d %r>" % (self.status, self.body[:300])
+
+
+class ApiClient:
+    """Sends requests to the JSON API on 127.0.0.1:port, one fresh connection each.
+    `json_body` (any JSON value) is encoded as the body; `data` (bytes) is sent as is instead.
+    The token, if any, goes in "Authorization: Bearer" (pass token=None to a call to send none)."""
+
+    _DEFAULT = object()
+
+    def __init__(self, port, token=None, timeout=10.0):
+        self.port = port
+        self.token = token
+        self.timeout = timeout
+
+    def as_user(self, token):
+        """A client for the same server that sends token."""
+        return ApiClient(self.port, token, self.timeout)
+
+    def request(self, method, path, json_body=_DEFAULT, data=None, headers=None, token=_DEFAULT):
+        hdrs = {}
+        token = self.token if token is ApiClient._DEFAULT else token
+        if token is not None:
+            hdrs["Authorization"] = "Bearer " + token
+        if json_body is not ApiClient._DEFAULT:
+            data = json.dumps(json_body).encode()
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        hdrs.update(headers or {})
+        status, rhdrs, body = http_request(LOCALHOST, self.port, method, path, headers=hdrs,
+                                           body=data, timeout=self.timeout)
+        return ApiResponse(status, rhdrs, body)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, json_body=_DEFAULT, **kw):
+        return self.request("POST", path, json_body=json_body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
+_username_lock = threading.Lock()
+_username_count = [0]
+
+
+def unique_username(prefix="u"):
+    """A username no other call in this process returns: prefix (cut to 16 characters), a
+    counter and random hex, 30 characters at most of [A-Za-z0-9_]."""
+    import uuid
+
+    with _username_lock:
+        _username_count[0] += 1
+        n = _username_count[0]
+    name = "%s_%d_%s" % (prefix[:16], n, uuid.uuid4().hex)
+    return name[:30]
+
+
+def next_link(headers):
+    """The URL of the rel="next" entry of a Link header, or None when there is none."""
+    import re
+
+    m = re.search(r'<([^>]*)>\s*;\s*rel="next"', headers.get("link", ""))
+    return m.group(1) if m else None
+
+
+def walk_pages(client, path, max_pages=200):
+    """GETs path and every page after it by following rel="next". Returns (items, pages): every
+    item in order, and the list of page sizes. Raises AssertionError on a non-200 answer."""
+    items, pages = [], []
+    while path is not None:
+        if len(pages) >= max_pages:
+            raise AssertionError("more than %d pages: a Link loop?" % max_pages)
+        resp = client.get(path)
+        if resp.status != 200:
+            raise AssertionError("GET %s answered %r" % (path, resp))
+        page = resp.json
+        items += page
+        pages.append(len(page))
+        path = next_link(resp.headers)
+    return items, pages
+
+
+class ApiUser:
+    """An account with a session: .username, .password, .account (as created), .id, .token and
+    .api (an ApiClient sending the token)."""
+
+    def __init__(self, username, password, account, token, api):
+        self.username = username
+        self.password = password
+        self.account = account
+        self.id = account["id"]
+        self.token = token
+        self.api = api
+
+
+class AgoraCluster:
+    """Three `agora server` processes sharing one SQLite file, behind `agora lb` (least-conn,
+    one worker, no admin API, no slow start). .lb and .servers are the Processes, .names the
+    servers' X-Served-By values, .api an anonymous ApiClient for the balancer."""
+
+    def __init__(self):
+        self.servers = []
+        self.lb = None
+        self.db = None
+        self.api = None
+
+    @classmethod
+    def start(cls, agora, directory, servers=3):
+        cluster = cls()
+        cluster.db = pathlib.Path(directory) / "agora.db"
+        try:
+            # the first server creates the schema alone, then the others open the file
+            cluster.servers.append(start_agora_server(agora, cluster.db))
+            for _ in range(servers - 1):
+                cluster.servers.append(start_agora_server(agora, cluster.db))
+            args = ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
+                    "--health-interval", "200ms"]
+            for s in cluster.servers:
+                args += ["--backend", backend_url(s)]
+            cluster.lb = start_lb(agora, args)
+            wait_for(lambda: all(s["state"] == "up" for s in lb_stats(cluster.lb.port)["servers"]), 10.0)
+            wait_health_checked(cluster.lb.port)
+        except BaseException:
+            cluster.stop()
+            raise
+        cluster.api = ApiClient(cluster.lb.port)
+        return cluster
+
+    @property
+    def names(self):
+        return [s.name for s in self.servers]
+
+    def stop(self):
+        """Stops the balancer and the servers. Returns a list of complaints (a process that did
+        not exit with status 0), empty when all went well."""
+        complaints = []
+        for proc in ([self.lb] if self.lb else []) + self.servers:
+            status = proc.stop(timeout=10.0)
+            if status != 0:
+                complaints.append("%s exited with %r; output:\n%s" % (proc.args[:2], status, proc.output()))
+        return complaints
+
+    def create_account(self, prefix="u", password=API_PASSWORD, display_name=None):
+        """Signs up a fresh account through the balancer. Returns (username, account dict);
+        raises AssertionError unless the answer is 201."""
+        username = unique_username(prefix)
+        body = {"username": username, "password": password}
+        if display_name is not None:
+            body["display_name"] = display_name
+        resp = self.api.post("/api/v1/accounts", body)
+        if resp.status != 201:
+            raise AssertionError("sign-up of %s answered %r" % (username, resp))
+        return username, resp.json
+
+    def log_in(self, username, password=API_PASSWORD):
+        """Logs in through the balancer; returns the token (AssertionError unless 200)."""
+        resp = self.api.post("/api/v1/sessions", {"username": username, "password": password})
+        if resp.status != 200:
+            raise AssertionError("log-in of %s answered %r" % (username, resp))
+        return resp.json["token"]
+
+    def new_user(self, prefix="u", password=API_PASSWORD):
+        """Signs up and logs in a fresh account -> ApiUser."""
+        username, account = self.create_account(prefix, password)
+        token = self.log_in(username, password)
+        return ApiUser(username, password, account, token, self.api.as_user(token))
+
+    def new_users(self, n, prefix="u"):
+        """n fresh ApiUsers, made concurrently (sign-up and log-in each cost an Argon2 hash)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(n, 6)) as pool:
+            return list(pool.map(lambda _: self.new_user(prefix), range(n)))
