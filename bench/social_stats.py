@@ -30,45 +30,18 @@ import re
 import statistics
 import sys
 
-UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
-
-
-class ParseError(Exception):
-    pass
-
-
-def duration_ms(text, path):
-    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
-    if not m:
-        raise ParseError("%s: cannot read duration %r" % (path, text))
-    return float(m.group(1)) * UNIT_MS[m.group(2)]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stats import ParseError, parse_wrk as parse_wrk_output  # noqa: E402  (bench/stats.py)
 
 
 def parse_wrk(path):
     """Returns rps, p50, p99 (ms), requests, non2xx, socket errors and the mix counts of a run."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError as e:
-        raise ParseError("%s: %s" % (path, e.strerror))
-    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
-    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
-    reqs = re.search(r"^\s+(\d+) requests in ", text, re.M)
-    mix = re.search(r"^social-mix: home=(\d+) user=(\d+) compose=(\d+)", text, re.M)
-    if not (rps and p50 and p99 and reqs and mix):
+    r = parse_wrk_output(path)
+    mix = re.search(r"^social-mix: home=(\d+) user=(\d+) compose=(\d+)", r.pop("text"), re.M)
+    if not mix:
         raise ParseError("%s: not a complete output of wrk --latency -s bench/social.lua" % path)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    return {
-        "rps": float(rps.group(1)),
-        "p50": duration_ms(p50.group(1), path),
-        "p99": duration_ms(p99.group(1), path),
-        "requests": int(reqs.group(1)),
-        "non2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket": sum(int(x) for x in sock.groups()) if sock else 0,
-        "mix": tuple(int(x) for x in mix.groups()),
-    }
+    r["mix"] = tuple(int(x) for x in mix.groups())
+    return r
 
 
 def read_runs(path):

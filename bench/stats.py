@@ -65,7 +65,8 @@ def duration_ms(text, path):
 
 
 def parse_wrk(path):
-    """Parses one wrk --latency output; returns a dict with rps, p50, p99 (ms), requests, errors."""
+    """Parses one wrk --latency output; returns a dict with rps, p50, p99 (ms), requests, errors
+    (non2xx + socket, also given apart) and the whole text (for callers that read more of it)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
@@ -77,19 +78,19 @@ def parse_wrk(path):
     reqs = re.search(r"^\s+(\d+) requests in ", text, re.M)
     if not (rps and p50 and p99 and reqs):
         raise ParseError("%s: not a complete wrk --latency output" % path)
-    errors = 0
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if sock:
-        errors += sum(int(x) for x in sock.groups())
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    if non2xx:
-        errors += int(non2xx.group(1))
+    socket_errors = sum(int(x) for x in sock.groups()) if sock else 0
+    non2xx_count = int(non2xx.group(1)) if non2xx else 0
     return {
         "rps": float(rps.group(1)),
         "p50": duration_ms(p50.group(1), path),
         "p99": duration_ms(p99.group(1), path),
         "requests": int(reqs.group(1)),
-        "errors": errors,
+        "errors": socket_errors + non2xx_count,
+        "non2xx": non2xx_count,
+        "socket": socket_errors,
+        "text": text,
     }
 
 
@@ -111,6 +112,7 @@ def read_runs(path):
         if not os.path.isabs(wrk_file):
             wrk_file = os.path.join(os.path.dirname(path), wrk_file)
         run = parse_wrk(wrk_file)
+        del run["text"]
         try:
             run["split"] = [int(x) for x in parts[4].split()] if len(parts) == 5 else None
         except ValueError:
