@@ -19,6 +19,7 @@ struct server_opts {
     char db[1024];
     char web[PATH_MAX];
     char served_by[128];
+    char served_by_header[160]; /* "X-Served-By: ...\r\n" for responses the HTTP layer makes */
     unsigned workers;
     unsigned idle_ms;
 };
@@ -47,6 +48,7 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     http_server_limits_default(&lim);
     lim.max_body = 64 * 1024;
     lim.json_errors = 1;
+    lim.extra_headers = o->served_by_header;
     lim.idle_timeout_ms = o->idle_ms;
     w->srv = http_server_create(loop, listen_fd, &http_server_buffered_ops, &w->hb, &lim);
     if (!w->srv) {
@@ -154,6 +156,7 @@ int cmd_server(int argc, char **argv)
     }
     if (!o.served_by[0])
         snprintf(o.served_by, sizeof(o.served_by), "%s", o.listen);
+    snprintf(o.served_by_header, sizeof(o.served_by_header), "X-Served-By: %s\r\n", o.served_by);
     unsigned workers = o.workers ? o.workers : http_daemon_cpus();
     fprintf(stderr, "agora server: listening on %s, %u worker(s), db %s\n", o.listen, workers, o.db);
     struct http_daemon_config dc = {

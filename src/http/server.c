@@ -23,6 +23,8 @@
 
 #define READ_CHUNK     16384
 #define OUT_HIGH_WATER (256 * 1024)
+#define LINGER_MS      2000          /* lingering close: how long input is discarded */
+#define LINGER_MAX     (1024 * 1024) /* ... and how much of it */
 
 enum conn_state { ST_HEAD, ST_BODY, ST_WAIT, ST_CLOSE };
 
@@ -44,13 +46,15 @@ struct http_conn {
     int response_done; /* handler finished the current response */
     int owned;         /* handler owns the current request */
     int keep_alive;
-    int paused;           /* handler asked to pause the body */
-    int want_drain;       /* handler was told to stop producing */
-    int in_process;       /* inside process_input (re-entrancy guard) */
-    int corked;           /* http_conn_cork: queue sends, write on uncork */
-    int freed;            /* free is scheduled */
-    int hup;              /* peer hung up */
-    int counted;          /* counted in the per-address connection limit */
+    int paused;     /* handler asked to pause the body */
+    int want_drain; /* handler was told to stop producing */
+    int in_process; /* inside process_input (re-entrancy guard) */
+    int corked;     /* http_conn_cork: queue sends, write on uncork */
+    int freed;      /* free is scheduled */
+    int hup;        /* peer hung up */
+    int counted;    /* counted in the per-address connection limit */
+    int lingering;  /* response sent, write side shut: discarding input, then close */
+    size_t linger_bytes;
     unsigned retry_after; /* Retry-After seconds for a 429/503 made here */
     uint64_t req_start_us;
     uint64_t head_deadline_ms; /* loop clock; 0 = no request head being received */
@@ -139,6 +143,8 @@ static void on_timer(struct loop *loop, struct loop_timer *t)
 static void conn_arm_timer(struct http_conn *c)
 {
     struct http_server *s = c->srv;
+    if (c->lingering)
+        return; /* its own deadline, set when it began */
     unsigned ms = 0;
     if (c->state == ST_HEAD && (buf_used(&c->in) > 0 || c->resp_bytes == 0)) {
         /* A whole-head deadline, set once when the head starts (or at accept): trickling bytes
@@ -179,9 +185,21 @@ static int conn_flush(struct http_conn *c)
         return -1;
     }
     if (buf_used(&c->out) == 0) {
-        if (c->state == ST_CLOSE) {
-            conn_close(c);
-            return -1;
+        if (c->state == ST_CLOSE && !c->lingering) {
+            if (c->body_done && buf_used(&c->in) == 0) {
+                conn_close(c);
+                return -1;
+            }
+            /* Unread input (a body answered early, e.g. 413, or bytes after a bad request):
+             * closing now would reset the connection and could destroy the response before the
+             * client reads it. Shut the write side and discard input for a while (lingering
+             * close, as nginx does). */
+            shutdown(c->fd, SHUT_WR);
+            c->lingering = 1;
+            buf_reset(&c->in);
+            conn_update_mask(c);
+            loop_timer_arm(c->srv->loop, &c->timer, LINGER_MS);
+            return 0;
         }
         if (c->want_drain) {
             c->want_drain = 0;
@@ -294,7 +312,7 @@ static void conn_update_mask(struct http_conn *c)
     if (c->freed)
         return;
     int mask = 0;
-    if (c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done) || wait_reads(c))
+    if (c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done) || wait_reads(c) || c->lingering)
         mask |= LOOP_READ;
     if (buf_used(&c->out) > 0)
         mask |= LOOP_WRITE;
@@ -310,12 +328,14 @@ void http_conn_respond_error(struct http_conn *c, int status, const char *messag
     size_t mlen = strlen(message);
     if (c->srv->lim.json_errors) {
         /* Messages are our own constant strings: no characters need escaping. */
-        buf_printf(&b, "Content-Type: application/json\r\nContent-Length: %zu\r\n", mlen + 13);
+        buf_printf(&b, "Content-Type: application/json; charset=utf-8\r\nContent-Length: %zu\r\n", mlen + 13);
     } else {
         buf_printf(&b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n", mlen + 1);
     }
     if (close_after || !c->keep_alive)
         buf_puts(&b, "Connection: close\r\n");
+    if (c->srv->lim.extra_headers)
+        buf_puts(&b, c->srv->lim.extra_headers);
     if (status == 503 || status == 429)
         buf_printf(&b, "Retry-After: %u\r\n", c->retry_after ? c->retry_after : 1);
     buf_puts(&b, "\r\n");
@@ -345,7 +365,6 @@ void http_conn_response_done(struct http_conn *c, int keep_alive)
     }
     if (!c->keep_alive) {
         c->state = ST_CLOSE;
-        shutdown(c->fd, SHUT_RD);
         if (c->in_process)
             return;
         if (conn_flush(c) < 0)
@@ -547,8 +566,6 @@ static void process_input(struct http_conn *c)
     c->in_process = 0;
     if (c->freed)
         return;
-    if (c->state == ST_CLOSE && !c->keep_alive)
-        shutdown(c->fd, SHUT_RD);
     if (conn_flush(c) < 0)
         return;
     conn_update_mask(c);
@@ -566,6 +583,14 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
     }
     if (!(events & LOOP_READ) || c->freed)
         return;
+    if (c->lingering) {
+        ssize_t n = net_read(c->fd, &c->in, READ_CHUNK);
+        c->linger_bytes += n > 0 ? (size_t)n : 0;
+        buf_reset(&c->in);
+        if ((n <= 0 && n != -EAGAIN) || c->linger_bytes > LINGER_MAX)
+            conn_close(c);
+        return;
+    }
     int reading = c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done);
     if (!reading) {
         ssize_t n = 0;

@@ -41,6 +41,7 @@ struct http_server_limits {
     unsigned max_conns;           /* per server (worker); 0 = unlimited */
     int json_errors;              /* server-made errors as {"error": "..."} instead of text */
     struct http_climits *climits; /* per-address connection/rate limits (climits.h); NULL = none */
+    const char *extra_headers;    /* added to server-made responses, e.g. "X-Served-By: h:p\r\n" */
 };
 
 struct http_server_ops {

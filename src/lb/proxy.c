@@ -616,6 +616,16 @@ static int up_flush(struct upstream *u)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
+        struct px *px = u->px;
+        if (px && px->rs == RS_HEAD && u->bytes_written > 0) {
+            /* The backend stopped reading: it may have answered early (e.g. 413 to a body it
+             * will not take) and closed. Use that answer if it is there. */
+            buf_free(&u->out);
+            net_read(u->fd, &u->in, 4 * READ_CHUNK);
+            up_process(u);
+            if (u->px != px)
+                return -1; /* answered */
+        }
         if (u->px)
             px_backend_failed(u->px, u->bytes_written ? FAIL_IO : FAIL_CONNECT);
         else

@@ -931,6 +931,8 @@ def free_port_run(offsets, low=20000, high=32000, attempts=200):
 #   unique_username(prefix)             a fresh valid username (at most 30 of [A-Za-z0-9_])
 #   next_link(headers)                  the target of a Link header's rel="next", or None
 #   walk_pages(client, path)            every page of a list by following rel="next"
+#   check_account(obj), check_post(obj) assert the exact fields and their forms
+#   rfc3339_ms(text)                    an RFC 3339 UTC time ("...Z") as ms since the epoch
 
 API_PASSWORD = "correct horse battery staple"
 
@@ -1101,8 +1103,9 @@ class AgoraCluster:
             for s in cluster.servers:
                 args += ["--backend", backend_url(s)]
             cluster.lb = start_lb(agora, args)
-            wait_for(lambda: all(s["state"] == "up" for s in lb_stats(cluster.lb.port)["servers"]), 10.0)
             wait_health_checked(cluster.lb.port)
+            if not wait_for(lambda: all(s["state"] == "up" for s in lb_stats(cluster.lb.port)["servers"]), 10.0):
+                raise RuntimeError("not every server is up: %r" % lb_stats(cluster.lb.port))
         except BaseException:
             cluster.stop()
             raise
@@ -1154,3 +1157,43 @@ class AgoraCluster:
 
         with ThreadPoolExecutor(max_workers=min(n, 6)) as pool:
             return list(pool.map(lambda _: self.new_user(prefix), range(n)))
+
+
+ACCOUNT_FIELDS = {"id", "username", "display_name", "created_at", "followers_count", "following_count",
+                  "posts_count"}
+POST_FIELDS = {"id", "author", "text", "created_at", "reply_to", "likes_count", "replies_count", "liked"}
+RFC3339_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z"
+
+
+def rfc3339_ms(text):
+    """Milliseconds since the epoch of an RFC 3339 UTC time ("...Z"); ValueError if malformed."""
+    import datetime
+    import re
+
+    if not re.fullmatch(RFC3339_UTC, text):
+        raise ValueError("not an RFC 3339 UTC time: %r" % text)
+    base, _, frac = text[:-1].partition(".")
+    dt = datetime.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return int(dt.timestamp()) * 1000 + int((frac + "000")[:3])
+
+
+def check_account(acc):
+    """Asserts that acc has exactly the account fields, with the right types and forms."""
+    assert set(acc) == ACCOUNT_FIELDS, acc
+    assert isinstance(acc["id"], str) and acc["id"].isdigit() and int(acc["id"]) > 0, acc
+    assert isinstance(acc["username"], str) and isinstance(acc["display_name"], str), acc
+    rfc3339_ms(acc["created_at"])
+    for k in ("followers_count", "following_count", "posts_count"):
+        assert type(acc[k]) is int and acc[k] >= 0, acc
+
+
+def check_post(post):
+    """Asserts that post has exactly the post fields, with the right types and forms."""
+    assert set(post) == POST_FIELDS, post
+    assert isinstance(post["id"], str) and post["id"].isdigit() and int(post["id"]) > 0, post
+    check_account(post["author"])
+    assert isinstance(post["text"], str), post
+    rfc3339_ms(post["created_at"])
+    assert post["reply_to"] is None or (isinstance(post["reply_to"], str) and post["reply_to"].isdigit()), post
+    assert type(post["likes_count"]) is int and type(post["replies_count"]) is int, post
+    assert type(post["liked"]) is bool, post
