@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -90,6 +91,13 @@ static int spawn(struct up *u, struct child *c)
         return -1;
     }
     if (pid == 0) {
+        /* Own process group: a Ctrl-C in the terminal reaches only `agora up`, which then stops
+         * the children in order (one signal each, so their stop stays graceful). And a child
+         * whose supervisor dies is told to stop. */
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() == 1)
+            _exit(0); /* the supervisor died before prctl */
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
