@@ -31,7 +31,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stats import ParseError, parse_wrk as parse_wrk_output  # noqa: E402  (bench/stats.py)
+from stats import ParseError, parse_wrk as parse_wrk_output, tsv_rows  # noqa: E402  (bench/stats.py)
 
 
 def parse_wrk(path):
@@ -46,18 +46,10 @@ def parse_wrk(path):
 
 def read_runs(path):
     runs = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ParseError("%s: %s" % (path, e.strerror))
-    for n, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        p = line.split("\t")
+    for n, p, resolve in tsv_rows(path):
         if len(p) != 9:
             raise ParseError("%s:%d: expected 9 tab-separated fields" % (path, n))
-        wrk_file = p[4] if os.path.isabs(p[4]) else os.path.join(os.path.dirname(path), p[4])
+        wrk_file = resolve(p[4])
         try:
             r = {"users": int(p[0]), "config": p[1], "mixpct": p[2], "kind": p[3], "file": p[4],
                  "secs": float(p[5]), "lb_cpu": float(p[6]), "srv_cpu": float(p[7]), "wal": int(p[8])}

@@ -94,23 +94,31 @@ def parse_wrk(path):
     }
 
 
-def read_runs(path):
-    """Returns [(group, [(label, [parsed runs])])] in first-appearance order."""
-    groups = {}
+def tsv_rows(path):
+    """Yields (line number, tab-separated fields, resolve) for each non-blank, non-comment line of
+    a runs.tsv file; resolve(name) makes a file name relative to the file's folder absolute."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise ParseError("%s: %s" % (path, e.strerror))
+
+    def resolve(name):
+        return name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+
     for n, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        parts = line.split("\t")
+        if line.strip() and not line.startswith("#"):
+            yield n, line.split("\t"), resolve
+
+
+def read_runs(path):
+    """Returns [(group, [(label, [parsed runs])])] in first-appearance order."""
+    groups = {}
+    for n, parts, resolve in tsv_rows(path):
         if len(parts) not in (4, 5):
             raise ParseError("%s:%d: expected 4 or 5 tab-separated fields" % (path, n))
         group, label, _round, wrk_file = parts[:4]
-        if not os.path.isabs(wrk_file):
-            wrk_file = os.path.join(os.path.dirname(path), wrk_file)
+        wrk_file = resolve(wrk_file)
         run = parse_wrk(wrk_file)
         del run["text"]
         try:

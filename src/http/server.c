@@ -61,7 +61,6 @@ struct http_conn {
     uint64_t resp_bytes;
     void *data;
     char ip[48];
-    unsigned port;
 };
 
 struct http_server {
@@ -241,7 +240,6 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
     return 1;
 }
 
-size_t http_conn_pending(const struct http_conn *c) { return buf_used(&c->out); }
 
 void http_conn_cork(struct http_conn *c) { c->corked = 1; }
 
@@ -688,8 +686,6 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
         c->keep_alive = 1;
         c->counted = counted;
         memcpy(c->ip, ip, sizeof(c->ip));
-        c->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                           : ntohs(((struct sockaddr_in *)&ss)->sin_port);
         c->timer.fn = on_timer;
         c->timer.data = c;
         if (loop_watch(loop, fd, LOOP_READ, on_conn_io, c) < 0) {
@@ -796,12 +792,9 @@ void http_conn_pause_body(struct http_conn *c, int paused)
 }
 
 const char *http_conn_remote_ip(const struct http_conn *c) { return c->ip; }
-unsigned http_conn_remote_port(const struct http_conn *c) { return c->port; }
 uint64_t http_conn_request_start_us(const struct http_conn *c) { return c->req_start_us; }
 uint64_t http_conn_response_bytes(const struct http_conn *c) { return c->resp_bytes; }
-int http_conn_body_complete(const struct http_conn *c) { return c->body_done; }
 int http_conn_will_close(const struct http_conn *c) { return !c->keep_alive || c->hup || c->srv->shutting_down; }
-struct loop *http_conn_loop(const struct http_conn *c) { return c->srv->loop; }
 void *http_conn_get_data(const struct http_conn *c) { return c->data; }
 void http_conn_set_data(struct http_conn *c, void *data) { c->data = data; }
 

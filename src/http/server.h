@@ -83,8 +83,6 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n);
  * closed in between (then it does nothing). */
 void http_conn_cork(struct http_conn *c);
 void http_conn_uncork(struct http_conn *c);
-/* Bytes queued and not yet written. */
-size_t http_conn_pending(const struct http_conn *c);
 /* The handler has queued the whole response. keep_alive 0 forces the connection to close after
  * it is written. The head passed to on_request is dead after this call. */
 void http_conn_response_done(struct http_conn *c, int keep_alive);
@@ -93,9 +91,8 @@ void http_conn_response_done(struct http_conn *c, int keep_alive);
 void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after);
 /* Stops (1) or resumes (0) reading the request body from the client (backpressure). */
 void http_conn_pause_body(struct http_conn *c, int paused);
-/* Client IP and port as text, e.g. "127.0.0.1", and the accept time in µs (loop_clock_us). */
+/* Client IP as text, e.g. "127.0.0.1". */
 const char *http_conn_remote_ip(const struct http_conn *c);
-unsigned http_conn_remote_port(const struct http_conn *c);
 /* Time the current request's head was complete (loop_clock_us). */
 uint64_t http_conn_request_start_us(const struct http_conn *c);
 /* Bytes of response sent for the current request (for access logs). */
@@ -103,10 +100,6 @@ uint64_t http_conn_response_bytes(const struct http_conn *c);
 /* 1 if the connection will close after the current response (the request asked for it, the
  * client half-closed, or the server is shutting down). */
 int http_conn_will_close(const struct http_conn *c);
-/* 1 if the request body has been read completely. */
-int http_conn_body_complete(const struct http_conn *c);
-/* The loop the connection runs on. */
-struct loop *http_conn_loop(const struct http_conn *c);
 /* Per-request slot for the handler's state (NULL at on_request). */
 void *http_conn_get_data(const struct http_conn *c);
 void http_conn_set_data(struct http_conn *c, void *data);

@@ -118,12 +118,9 @@ static void on_check_io(struct loop *loop, int fd, int events, void *data)
     }
     if (!(events & LOOP_READ))
         return;
-    char *dst = buf_reserve(&c->in, 4096);
-    ssize_t n = recv(fd, dst, 4096, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    ssize_t n = net_read(fd, &c->in, 4096);
+    if (n == -EAGAIN)
         return;
-    if (n > 0)
-        buf_commit(&c->in, (size_t)n);
     struct http_head r;
     int rc = http_parse_response(buf_head(&c->in), buf_used(&c->in), HTTP_GET, NULL, &r);
     if (rc > 0) {

@@ -38,7 +38,6 @@ struct lb_server {
     atomic_int inflight;         /* requests in flight, all workers */
     atomic_uint_fast64_t total;  /* requests sent */
     atomic_uint_fast64_t errors; /* failed requests: connect/send/receive failures, timeouts, 5xx */
-    atomic_uint_fast64_t fails_5xx;
     atomic_uint_fast64_t up_since_ms; /* wall-clock-independent: loop clock ms when it came up */
     /* passive health (outlier detection), written by workers */
     atomic_uint_fast64_t ejected_until_ms; /* loop clock; no passing check counts before it */
