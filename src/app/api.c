@@ -15,8 +15,14 @@ void api_error(struct api *a, int status, const char *fmt, ...)
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* A message cut at the buffer's end, or quoting text (a JSON error from jansson, a member
+     * name) that was cut inside a multi-byte character, keeps only its valid UTF-8 prefix. */
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+    while (len > 0 && !json_utf8_valid(msg, len, NULL))
+        len--;
+    msg[len] = '\0';
     a->resp->status = status;
     buf_reset(&a->resp->body);
     json_put_error(&a->resp->body, msg);
@@ -81,11 +87,7 @@ json_t *api_body(struct api *a)
     }
     obj = json_loadb(a->req->body, a->req->body_len, JSON_REJECT_DUPLICATES, &err);
     if (obj == NULL) {
-        /* jansson may cut its message inside a multi-byte character: keep the valid prefix. */
-        size_t tl = strlen(err.text);
-        while (tl > 0 && !json_utf8_valid(err.text, tl, NULL))
-            tl--;
-        api_error(a, 400, "invalid JSON: %.*s (line %d, column %d)", (int)tl, err.text, err.line, err.column);
+        api_error(a, 400, "invalid JSON: %s (line %d, column %d)", err.text, err.line, err.column);
         return NULL;
     }
     if (!json_is_object(obj)) {
