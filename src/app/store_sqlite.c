@@ -1,6 +1,7 @@
 /* store_sqlite.c — SQLite store: connection, schema migrations, statement cache, write
  * transactions with retry, accounts, sessions and follows. See store_sqlite.h and store.h. */
 #include "app/store_sqlite.h"
+#include "app/sqlite_vfs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,19 +10,21 @@
 
 #define BUSY_TIMEOUT_MS 5000
 /* Per-connection settings. synchronous=NORMAL in WAL mode never loses a commit to a process crash
- * (only the fsync at checkpoints matters, for power loss); 32 MiB page cache. No memory map:
- * with writers in other processes, SQLite unmaps the whole file at the start of every read
- * transaction that follows a commit, and the page faults that follow cost far more than the
- * pread calls they save (bench/RESULTS.md, social section). Checkpoints: see on_wal(). */
+ * (only the fsync at checkpoints matters, for power loss); 32 MiB page cache; the database is
+ * read through a memory map of up to 64 GiB (SQLite caps it at its compile-time limit) that the
+ * "agora" VFS keeps across other processes' commits (sqlite_vfs.h). */
 #define SETTINGS                                                                                                       \
     "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"                                     \
-    "PRAGMA cache_size=-32768; PRAGMA mmap_size=0;"
-/* WAL frames (4 KiB pages) after which a commit runs a passive checkpoint, and after which it
- * runs a truncating one: several servers always have a reader open, so passive checkpoints alone
- * never let the WAL restart and it would grow without bound under steady writes. */
-#define WAL_PASSIVE_FRAMES  4000
-#define WAL_TRUNCATE_FRAMES 16000
-#define WRITE_ATTEMPTS      8 /* each waits up to BUSY_TIMEOUT_MS for the lock */
+    "PRAGMA cache_size=-32768; PRAGMA mmap_size=68719476736;"
+/* The database file grows in steps of this many bytes, so that other processes' maps rarely need
+ * extending. */
+#define DB_CHUNK_BYTES (4 << 20)
+/* Checkpoints (see on_wal): a passive one each time the WAL has grown by WAL_STEP_FRAMES frames
+ * (4 KiB pages), so that a page written many times in between is copied once; a restarting one at
+ * WAL_RESTART_FRAMES, which waits for readers so that the next writer starts the WAL over. */
+#define WAL_STEP_FRAMES    2000
+#define WAL_RESTART_FRAMES 16000
+#define WRITE_ATTEMPTS     8 /* each waits up to BUSY_TIMEOUT_MS for the lock */
 
 #define POST_COLS                                                                                                      \
     "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, "                                         \
@@ -675,14 +678,28 @@ static int on_busy(void *arg, int count)
     return 1;
 }
 
-/* WAL hook, run after each commit with the WAL's size in frames: replaces the auto-checkpoint. */
+/* WAL hook, run after each commit with the WAL's size in frames; replaces SQLite's
+ * auto-checkpoint (which would run a passive checkpoint of a few frames after every commit once
+ * the WAL passes 1000 frames, copying a page again each time it is written).
+ *  - Passive, each WAL_STEP_FRAMES: copies what no reader needs any more without blocking anyone.
+ *  - Restart, at WAL_RESTART_FRAMES: several servers always have a reader open, so passive
+ *    checkpoints alone never let the WAL start over and it would grow without bound. RESTART
+ *    waits (busy handler) until readers have moved past the WAL; the next writer then writes it
+ *    from the start again. The file keeps its size instead of being truncated: writing over pages
+ *    the OS already holds is cheaper than growing a file, and other processes' WAL maps stay
+ *    valid. A failed checkpoint is left for a later commit; the commit itself has succeeded. */
 static int on_wal(void *arg, sqlite3 *db, const char *name, int frames)
 {
-    (void)arg;
-    if (frames >= WAL_TRUNCATE_FRAMES)
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-    else if (frames >= WAL_PASSIVE_FRAMES)
+    struct sq_store *s = arg;
+    if (frames < s->ckpt_next - WAL_STEP_FRAMES) /* the WAL started over since the last call */
+        s->ckpt_next = WAL_STEP_FRAMES;
+    if (frames >= WAL_RESTART_FRAMES) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+        s->ckpt_next = WAL_STEP_FRAMES;
+    } else if (frames >= s->ckpt_next) {
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        s->ckpt_next = frames + WAL_STEP_FRAMES;
+    }
     return SQLITE_OK;
 }
 
@@ -694,13 +711,14 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
         return NULL;
     }
     s->base.ops = &sqlite_ops;
+    s->ckpt_next = WAL_STEP_FRAMES;
     s->base.fanout_limit = opts != NULL && opts->fanout_limit > 0 ? opts->fanout_limit : STORE_FANOUT_LIMIT;
     if (path[0] == '\0') {
         snprintf(err, errlen, "sqlite: empty database path");
         goto fail;
     }
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        sqlite_vfs_agora()) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
         goto fail;
     }
@@ -711,6 +729,8 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
         snprintf(err, errlen, "sqlite: %s: %s", path, s->base.err);
         goto fail;
     }
+    int chunk = DB_CHUNK_BYTES;
+    sqlite3_file_control(s->db, "main", SQLITE_FCNTL_CHUNK_SIZE, &chunk);
     return &s->base;
 fail:
     sq_close(&s->base);

@@ -72,6 +72,7 @@ struct sq_store {
     sqlite3 *db;
     sqlite3_stmt *stmt[SQ__COUNT];
     int in_bulk;             /* inside store_bulk_begin/end */
+    int ckpt_next;           /* WAL size in frames at which on_wal next checkpoints */
     int64_t bulk_first_post; /* id of the first post inserted by the bulk load, 0 = none yet */
 };
 

@@ -240,7 +240,6 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
     return 1;
 }
 
-
 void http_conn_cork(struct http_conn *c) { c->corked = 1; }
 
 void http_conn_uncork(struct http_conn *c)

@@ -31,13 +31,13 @@ struct lb_server {
     char *key;         /* "host:port": identity, used in /stats and by hashing */
     char *host_header; /* authority to use if a request lacks Host */
     struct net_addr addr;
-    atomic_uint weight;          /* configured weight, >= 1 */
-    atomic_int admin;            /* enum lb_admin_state */
-    atomic_int drain_remove;     /* when drained: 1 = remove from the set, 0 = park */
-    atomic_int healthy;          /* last health verdict (1 = up) */
-    atomic_int inflight;         /* requests in flight, all workers */
-    atomic_uint_fast64_t total;  /* requests sent */
-    atomic_uint_fast64_t errors; /* failed requests: connect/send/receive failures, timeouts, 5xx */
+    atomic_uint weight;               /* configured weight, >= 1 */
+    atomic_int admin;                 /* enum lb_admin_state */
+    atomic_int drain_remove;          /* when drained: 1 = remove from the set, 0 = park */
+    atomic_int healthy;               /* last health verdict (1 = up) */
+    atomic_int inflight;              /* requests in flight, all workers */
+    atomic_uint_fast64_t total;       /* requests sent */
+    atomic_uint_fast64_t errors;      /* failed requests: connect/send/receive failures, timeouts, 5xx */
     atomic_uint_fast64_t up_since_ms; /* wall-clock-independent: loop clock ms when it came up */
     /* passive health (outlier detection), written by workers */
     atomic_uint_fast64_t ejected_until_ms; /* loop clock; no passing check counts before it */
