@@ -30,7 +30,7 @@ struct lb_health {
 
 void lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what)
 {
-    snprintf(s->hc_last, sizeof(s->hc_last), "%s", what);
+    lb_server_set_last_check(s, what, "");
     int healthy = atomic_load(&s->healthy);
     if (passed) {
         s->hc_fall = 0;
@@ -74,9 +74,9 @@ static void check_done(struct check *c, int passed, const char *what)
         s->hc_checked = 1;
         atomic_store(&s->healthy, passed);
         s->hc_rise = s->hc_fall = 0;
-        snprintf(s->hc_last, sizeof(s->hc_last), "%s", what);
+        lb_server_set_last_check(s, what, "");
     } else if (passed && loop_clock_us() / 1000 < atomic_load(&s->ejected_until_ms)) {
-        snprintf(s->hc_last, sizeof(s->hc_last), "%s (ejected)", what); /* too early to come back */
+        lb_server_set_last_check(s, what, " (ejected)"); /* too early to come back */
     } else {
         lb_health_apply(s, passed, c->h->cfg->rise, c->h->cfg->fall, what);
     }

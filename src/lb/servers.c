@@ -81,8 +81,23 @@ struct lb_server *lb_server_new(const char *spec, char *err, size_t errlen)
     atomic_init(&s->healthy, 1);
     atomic_init(&s->up_since_ms, loop_clock_us() / 1000);
     pthread_spin_init(&s->ewma_lock, PTHREAD_PROCESS_PRIVATE);
+    pthread_mutex_init(&s->hc_lock, NULL);
     snprintf(s->hc_last, sizeof(s->hc_last), "not checked yet");
     return s;
+}
+
+void lb_server_set_last_check(struct lb_server *s, const char *what, const char *suffix)
+{
+    pthread_mutex_lock(&s->hc_lock);
+    snprintf(s->hc_last, sizeof(s->hc_last), "%s%s", what, suffix);
+    pthread_mutex_unlock(&s->hc_lock);
+}
+
+void lb_server_last_check(struct lb_server *s, char *out, size_t size)
+{
+    pthread_mutex_lock(&s->hc_lock);
+    snprintf(out, size, "%s", s->hc_last);
+    pthread_mutex_unlock(&s->hc_lock);
 }
 
 void lb_server_ref(struct lb_server *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
@@ -92,6 +107,7 @@ void lb_server_unref(struct lb_server *s)
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     pthread_spin_destroy(&s->ewma_lock);
+    pthread_mutex_destroy(&s->hc_lock);
     free(s->url);
     free(s->key);
     free(s->host_header);
@@ -291,7 +307,9 @@ void lb_stats_json(const struct lb_set *set, const char *policy, struct buf *out
                    (unsigned long long)atomic_load(&s->total), (unsigned long long)atomic_load(&s->errors),
                    (unsigned long long)atomic_load(&s->ejections_total), (double)lb_hist_percentile(s, 50) / 1000.0,
                    (double)lb_hist_percentile(s, 99) / 1000.0);
-        json_str(out, s->hc_last);
+        char last[sizeof s->hc_last];
+        lb_server_last_check(s, last, sizeof last);
+        json_str(out, last);
         buf_puts(out, "}");
     }
     buf_puts(out, "]}\n");

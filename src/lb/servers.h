@@ -51,8 +51,11 @@ struct lb_server {
     uint64_t ewma_stamp_us;
     /* health-check state, touched by the health thread only */
     int hc_rise, hc_fall;
-    int hc_checked;   /* a check has completed at least once */
-    char hc_last[96]; /* last check outcome, for /stats */
+    int hc_checked; /* a check has completed at least once */
+    /* last check outcome, written by the health thread and read by /stats in any worker: only
+     * through lb_server_set_last_check() and lb_server_last_check(), which hold hc_lock */
+    pthread_mutex_t hc_lock;
+    char hc_last[96];
 };
 
 struct lb_set {
@@ -73,6 +76,10 @@ struct lb_registry {
 struct lb_server *lb_server_new(const char *spec, char *err, size_t errlen);
 void lb_server_ref(struct lb_server *s);
 void lb_server_unref(struct lb_server *s);
+/* Records the outcome of the last health check ("what" followed by "suffix"), shown by /stats. */
+void lb_server_set_last_check(struct lb_server *s, const char *what, const char *suffix);
+/* Copies the last health-check outcome into out (size bytes, NUL-terminated). */
+void lb_server_last_check(struct lb_server *s, char *out, size_t size);
 
 /* Builds a snapshot holding a reference to each of servers[0..n). */
 struct lb_set *lb_set_new(struct lb_server *const *servers, size_t n, unsigned gen);

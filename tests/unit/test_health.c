@@ -27,6 +27,15 @@
 
 #define WATCHDOG_MS 5000
 
+/* The server's last health-check outcome, copied under its lock (the health thread may be
+ * writing it); valid until the next call. */
+static const char *last_check(struct lb_server *s)
+{
+    static _Thread_local char buf[96];
+    lb_server_last_check(s, buf, sizeof buf);
+    return buf;
+}
+
 static struct lb_server *new_server(const char *spec)
 {
     char err[256];
@@ -47,7 +56,7 @@ static void run_seq(struct lb_server *s, unsigned rise, unsigned fall, const cha
         if (got != want[i] - '0')
             fail_msg("rise %u fall %u, after \"%.*s\": healthy = %d, want %c", rise, fall, (int)i + 1, seq, got,
                      want[i]);
-        assert_string_equal(s->hc_last, seq[i] == 'P' ? "HTTP 200" : "HTTP 500");
+        assert_string_equal(last_check(s), seq[i] == 'P' ? "HTTP 200" : "HTTP 500");
     }
 }
 
@@ -114,7 +123,7 @@ static void test_apply_counters(void **state)
     uint64_t after = loop_clock_us() / 1000;
     assert_int_equal(atomic_load(&s->healthy), 1);
     assert_int_equal(s->hc_rise, 0);
-    assert_string_equal(s->hc_last, "back");
+    assert_string_equal(last_check(s), "back");
     /* Coming up stamps up_since_ms with the loop clock. */
     uint64_t up = atomic_load(&s->up_since_ms);
     assert_true(up >= before && up <= after);
@@ -197,7 +206,7 @@ static void fake_stop(struct fake *f)
     close(f->lfd);
 }
 
-/* Waits (bounded) until every server in the set has an hc_last other than "". */
+/* Waits (bounded) until every server in the set has a last check other than "". */
 struct waiter {
     struct loop_timer poll, watchdog;
     struct lb_server **servers;
@@ -209,7 +218,7 @@ static void on_poll(struct loop *loop, struct loop_timer *t)
 {
     struct waiter *w = t->data;
     for (size_t i = 0; i < w->n; i++)
-        if (w->servers[i]->hc_last[0] == '\0') {
+        if (last_check(w->servers[i])[0] == '\0') {
             loop_timer_arm(loop, t, 1);
             return;
         }
@@ -238,7 +247,7 @@ static void wait_checked(struct loop *loop, struct lb_server **servers, size_t n
 static void clear_last(struct lb_server **servers, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        servers[i]->hc_last[0] = '\0';
+        lb_server_set_last_check(servers[i], "", "");
 }
 
 static void test_checker(void **state)
@@ -259,7 +268,7 @@ static void test_checker(void **state)
     struct lb_server *s[3];
     for (int i = 0; i < 3; i++) {
         s[i] = new_server(spec[i]);
-        s[i]->hc_last[0] = '\0';
+        lb_server_set_last_check(s[i], "", "");
     }
     atomic_store(&s[0]->healthy, 0); /* the first check decides at once, both ways */
     struct lb_set *set = lb_set_new(s, 3, 1);
@@ -277,11 +286,11 @@ static void test_checker(void **state)
     /* Round 1 (started at once): every server's state is decided by its first check. */
     wait_checked(loop, s, 3);
     assert_int_equal(atomic_load(&s[0]->healthy), 1);
-    assert_string_equal(s[0]->hc_last, "HTTP 200");
+    assert_string_equal(last_check(s[0]), "HTTP 200");
     assert_int_equal(atomic_load(&s[1]->healthy), 0);
-    assert_string_equal(s[1]->hc_last, "HTTP 503");
+    assert_string_equal(last_check(s[1]), "HTTP 503");
     assert_int_equal(atomic_load(&s[2]->healthy), 0);
-    assert_string_equal(s[2]->hc_last, "connect failed: Connection refused");
+    assert_string_equal(last_check(s[2]), "connect failed: Connection refused");
     for (int i = 0; i < 3; i++)
         assert_int_equal(s[i]->hc_checked, 1);
     char want[256];
@@ -297,7 +306,7 @@ static void test_checker(void **state)
     wait_checked(loop, s, 3);
     assert_int_equal(atomic_load(&s[0]->healthy), 1);
     assert_int_equal(atomic_load(&s[1]->healthy), 0);
-    assert_string_equal(s[1]->hc_last, "HTTP 200");
+    assert_string_equal(last_check(s[1]), "HTTP 200");
     assert_int_equal(s[1]->hc_rise, 1);
     assert_int_equal(atomic_load(&s[2]->healthy), 0);
 
@@ -314,7 +323,7 @@ static void test_checker(void **state)
     lb_health_kick(h);
     wait_checked(loop, s, 3);
     assert_int_equal(atomic_load(&s[0]->healthy), 0);
-    assert_string_equal(s[0]->hc_last, "HTTP 200 (ejected)");
+    assert_string_equal(last_check(s[0]), "HTTP 200 (ejected)");
     assert_int_equal(s[0]->hc_rise, 0);
 
     /* Round 5: once the ejection time is over, passes count again (rise applies). */
@@ -322,7 +331,7 @@ static void test_checker(void **state)
     clear_last(s, 3);
     lb_health_kick(h);
     wait_checked(loop, s, 3);
-    assert_string_equal(s[0]->hc_last, "HTTP 200");
+    assert_string_equal(last_check(s[0]), "HTTP 200");
     assert_int_equal(atomic_load(&s[0]->healthy), 0);
     assert_int_equal(s[0]->hc_rise, 1);
 
@@ -345,7 +354,7 @@ static void test_checker_timeout(void **state)
     char spec[64];
     snprintf(spec, sizeof(spec), "http://127.0.0.1:%u", silent.port);
     struct lb_server *s = new_server(spec);
-    s->hc_last[0] = '\0';
+    lb_server_set_last_check(s, "", "");
     struct lb_set *set = lb_set_new(&s, 1, 1);
     struct lb_registry reg;
     lb_registry_init(&reg, set);
@@ -355,7 +364,7 @@ static void test_checker_timeout(void **state)
     cfg.health_timeout_ms = 20;
     struct lb_health *h = lb_health_start(loop, &cfg, &reg);
     wait_checked(loop, &s, 1);
-    assert_string_equal(s->hc_last, "timeout waiting for response");
+    assert_string_equal(last_check(s), "timeout waiting for response");
     assert_int_equal(atomic_load(&s->healthy), 0);
     lb_health_stop(h);
     lb_registry_destroy(&reg);
