@@ -16,16 +16,20 @@
 #define WAL_BUF_MAX      (120 * 1024)
 #define WAL_FRAME_HEADER 24
 
-/* The unix VFS's file is stored right after ours: szOsFile is the sum of both. */
-struct db_file {
+/* Both kinds of file start with this; the unix VFS's file is stored right after ours (szOsFile
+ * is the sum of both). */
+struct shim_file {
     sqlite3_file base;
     sqlite3_file *real;
+};
+
+struct db_file {
+    struct shim_file shim;
     int fetched; /* pages handed out by xFetch and not yet given back */
 };
 
 struct wal_file {
-    sqlite3_file base;
-    sqlite3_file *real;
+    struct shim_file shim;
     const unsigned char *map; /* WAL_MAP_SIZE bytes of the file, read-only, or NULL */
     sqlite3_int64 known;      /* the file holds at least this many bytes */
     unsigned char *buf;       /* frames not yet written, to go at buf_off */
@@ -34,24 +38,23 @@ struct wal_file {
     int frame_commits; /* the header just buffered is a commit frame's; -1: no header pending */
 };
 
-#define REAL(f)  (((struct db_file *)(f))->real)
-#define WREAL(f) (((struct wal_file *)(f))->real)
+#define REAL(f) (((struct shim_file *)(f))->real)
 
 /* ---- main database file ---- */
 
 static int db_fetch(sqlite3_file *f, sqlite3_int64 off, int amt, void **pp)
 {
     struct db_file *d = (struct db_file *)f;
-    const sqlite3_io_methods *m = d->real->pMethods;
-    int rc = m->xFetch(d->real, off, amt, pp);
+    const sqlite3_io_methods *m = d->shim.real->pMethods;
+    int rc = m->xFetch(d->shim.real, off, amt, pp);
     if (rc == SQLITE_OK && *pp == NULL && d->fetched == 0) {
         /* Past the end of the map: the file may have grown since the map was made (a checkpoint
          * in another process). A size hint of the file's size makes the unix VFS extend its map
          * in place; without pages out, nothing points into the old one. */
         sqlite3_int64 size;
-        if (m->xFileSize(d->real, &size) == SQLITE_OK && off + amt <= size &&
-            m->xFileControl(d->real, SQLITE_FCNTL_SIZE_HINT, &size) == SQLITE_OK)
-            rc = m->xFetch(d->real, off, amt, pp);
+        if (m->xFileSize(d->shim.real, &size) == SQLITE_OK && off + amt <= size &&
+            m->xFileControl(d->shim.real, SQLITE_FCNTL_SIZE_HINT, &size) == SQLITE_OK)
+            rc = m->xFetch(d->shim.real, off, amt, pp);
     }
     if (rc == SQLITE_OK && *pp != NULL)
         d->fetched++;
@@ -64,7 +67,7 @@ static int db_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
     if (p == NULL) /* "drop the whole map": keep it, it is current (see the header) */
         return SQLITE_OK;
     d->fetched--;
-    return d->real->pMethods->xUnfetch(d->real, off, p);
+    return d->shim.real->pMethods->xUnfetch(d->shim.real, off, p);
 }
 
 static int db_read(sqlite3_file *f, void *out, int amt, sqlite3_int64 off)
@@ -92,8 +95,9 @@ static int db_file_control(sqlite3_file *f, int op, void *arg)
 {
     return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
 }
-static int db_sector_size(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
-static int db_device_characteristics(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
+/* shared by both kinds of file */
+static int shim_sector_size(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
+static int shim_device_characteristics(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
 static int db_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **pp)
 {
     return REAL(f)->pMethods->xShmMap(REAL(f), region, size, extend, pp);
@@ -117,8 +121,8 @@ static const sqlite3_io_methods db_methods = {
     .xUnlock = db_unlock,
     .xCheckReservedLock = db_check_reserved,
     .xFileControl = db_file_control,
-    .xSectorSize = db_sector_size,
-    .xDeviceCharacteristics = db_device_characteristics,
+    .xSectorSize = shim_sector_size,
+    .xDeviceCharacteristics = shim_device_characteristics,
     .xShmMap = db_shm_map,
     .xShmLock = db_shm_lock,
     .xShmBarrier = db_shm_barrier,
@@ -134,7 +138,7 @@ static int wal_flush(struct wal_file *w)
 {
     if (w->buf_len == 0)
         return SQLITE_OK;
-    int rc = w->real->pMethods->xWrite(w->real, w->buf, w->buf_len, w->buf_off);
+    int rc = w->shim.real->pMethods->xWrite(w->shim.real, w->buf, w->buf_len, w->buf_off);
     if (rc == SQLITE_OK && w->buf_off + w->buf_len > w->known)
         w->known = w->buf_off + w->buf_len;
     w->buf_len = 0;
@@ -167,7 +171,7 @@ static int wal_write(sqlite3_file *f, const void *data, int amt, sqlite3_int64 o
         return rc;
     if (amt > WAL_BUF_MAX || wal_reserve(w, amt) != 0) { /* write it as it comes */
         if ((rc = wal_flush(w)) == SQLITE_OK)
-            rc = w->real->pMethods->xWrite(w->real, data, amt, off);
+            rc = w->shim.real->pMethods->xWrite(w->shim.real, data, amt, off);
         if (rc == SQLITE_OK && off + amt > w->known)
             w->known = off + amt;
         return rc;
@@ -197,14 +201,14 @@ static int wal_read(sqlite3_file *f, void *out, int amt, sqlite3_int64 off)
         return rc;
     if (w->map != NULL && off >= 0 && (size_t)off + (size_t)amt <= WAL_MAP_SIZE) {
         sqlite3_int64 size;
-        if (off + amt > w->known && w->real->pMethods->xFileSize(w->real, &size) == SQLITE_OK)
+        if (off + amt > w->known && w->shim.real->pMethods->xFileSize(w->shim.real, &size) == SQLITE_OK)
             w->known = size; /* written by another process since */
         if (off + amt <= w->known) {
             memcpy(out, w->map + off, (size_t)amt);
             return SQLITE_OK;
         }
     }
-    return w->real->pMethods->xRead(w->real, out, amt, off); /* past the end: a short read */
+    return w->shim.real->pMethods->xRead(w->shim.real, out, amt, off); /* past the end: a short read */
 }
 
 static int wal_close(sqlite3_file *f)
@@ -216,7 +220,7 @@ static int wal_close(sqlite3_file *f)
     if (w->map != NULL)
         munmap((void *)w->map, WAL_MAP_SIZE);
     w->map = NULL;
-    int rc2 = w->real->pMethods->xClose(w->real);
+    int rc2 = w->shim.real->pMethods->xClose(w->shim.real);
     return rc != SQLITE_OK ? rc : rc2;
 }
 
@@ -225,7 +229,7 @@ static int wal_truncate(sqlite3_file *f, sqlite3_int64 size)
     struct wal_file *w = (struct wal_file *)f;
     int rc = wal_flush(w);
     if (rc == SQLITE_OK)
-        rc = w->real->pMethods->xTruncate(w->real, size);
+        rc = w->shim.real->pMethods->xTruncate(w->shim.real, size);
     if (w->known > size)
         w->known = size;
     return rc;
@@ -235,7 +239,7 @@ static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
     struct wal_file *w = (struct wal_file *)f;
     int rc = wal_flush(w);
-    if (rc == SQLITE_OK && (rc = w->real->pMethods->xFileSize(w->real, size)) == SQLITE_OK)
+    if (rc == SQLITE_OK && (rc = w->shim.real->pMethods->xFileSize(w->shim.real, size)) == SQLITE_OK)
         w->known = *size;
     return rc;
 }
@@ -243,15 +247,13 @@ static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size)
 /* Every other call writes the gathered frames first, then goes to the unix VFS. */
 #define FLUSHED(call)                                                                                                  \
     int rc = wal_flush((struct wal_file *)f);                                                                          \
-    return rc != SQLITE_OK ? rc : WREAL(f)->pMethods->call
+    return rc != SQLITE_OK ? rc : REAL(f)->pMethods->call
 
-static int wal_sync(sqlite3_file *f, int flags) { FLUSHED(xSync(WREAL(f), flags)); }
-static int wal_lock(sqlite3_file *f, int lock) { FLUSHED(xLock(WREAL(f), lock)); }
-static int wal_unlock(sqlite3_file *f, int lock) { FLUSHED(xUnlock(WREAL(f), lock)); }
-static int wal_check_reserved(sqlite3_file *f, int *out) { FLUSHED(xCheckReservedLock(WREAL(f), out)); }
-static int wal_file_control(sqlite3_file *f, int op, void *arg) { FLUSHED(xFileControl(WREAL(f), op, arg)); }
-static int wal_sector_size(sqlite3_file *f) { return WREAL(f)->pMethods->xSectorSize(WREAL(f)); }
-static int wal_device_characteristics(sqlite3_file *f) { return WREAL(f)->pMethods->xDeviceCharacteristics(WREAL(f)); }
+static int wal_sync(sqlite3_file *f, int flags) { FLUSHED(xSync(REAL(f), flags)); }
+static int wal_lock(sqlite3_file *f, int lock) { FLUSHED(xLock(REAL(f), lock)); }
+static int wal_unlock(sqlite3_file *f, int lock) { FLUSHED(xUnlock(REAL(f), lock)); }
+static int wal_check_reserved(sqlite3_file *f, int *out) { FLUSHED(xCheckReservedLock(REAL(f), out)); }
+static int wal_file_control(sqlite3_file *f, int op, void *arg) { FLUSHED(xFileControl(REAL(f), op, arg)); }
 
 static const sqlite3_io_methods wal_methods = {
     .iVersion = 1,
@@ -265,8 +267,8 @@ static const sqlite3_io_methods wal_methods = {
     .xUnlock = wal_unlock,
     .xCheckReservedLock = wal_check_reserved,
     .xFileControl = wal_file_control,
-    .xSectorSize = wal_sector_size,
-    .xDeviceCharacteristics = wal_device_characteristics,
+    .xSectorSize = shim_sector_size,
+    .xDeviceCharacteristics = shim_device_characteristics,
 };
 
 /* Maps the WAL read-only. The descriptor is closed at once: the map keeps the file, and SQLite
@@ -289,10 +291,10 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int fla
     if (flags & SQLITE_OPEN_WAL) {
         struct wal_file *w = (struct wal_file *)f;
         memset(w, 0, sizeof *w);
-        w->real = (sqlite3_file *)(w + 1);
+        w->shim.real = (sqlite3_file *)(w + 1);
         w->frame_commits = -1;
-        int rc = root->xOpen(root, name, w->real, flags, out_flags);
-        if (w->real->pMethods == NULL) {
+        int rc = root->xOpen(root, name, w->shim.real, flags, out_flags);
+        if (w->shim.real->pMethods == NULL) {
             f->pMethods = NULL;
             return rc;
         }
@@ -302,15 +304,15 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int fla
     }
     if (flags & SQLITE_OPEN_MAIN_DB) {
         struct db_file *d = (struct db_file *)f;
-        d->real = (sqlite3_file *)(d + 1);
+        d->shim.real = (sqlite3_file *)(d + 1);
         d->fetched = 0;
-        int rc = root->xOpen(root, name, d->real, flags, out_flags);
-        if (d->real->pMethods == NULL) {
+        int rc = root->xOpen(root, name, d->shim.real, flags, out_flags);
+        if (d->shim.real->pMethods == NULL) {
             f->pMethods = NULL;
             return rc;
         }
-        if (d->real->pMethods->iVersion < 3) { /* no memory map to keep: not ours to wrap */
-            d->real->pMethods->xClose(d->real);
+        if (d->shim.real->pMethods->iVersion < 3) { /* no memory map to keep: not ours to wrap */
+            d->shim.real->pMethods->xClose(d->shim.real);
             f->pMethods = NULL;
             return SQLITE_CANTOPEN;
         }
