@@ -93,16 +93,7 @@ def agora_server_factory(agora_bin):
     """start(port, db_path, workers=1) starts `agora server --listen 127.0.0.1:PORT --db
     sqlite:DB_PATH --workers N` and waits until it listens -> Process with .port. Every server
     started is stopped at teardown (SIGTERM, then SIGKILL), also when the test failed."""
-    import socket
-
-    from helpers import LOCALHOST, start_process, wait_for
-
-    def accepts(port):
-        try:
-            with socket.create_connection((LOCALHOST, port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+    from helpers import LOCALHOST, accepts, start_process, wait_for
 
     started = []
 

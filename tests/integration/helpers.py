@@ -937,7 +937,8 @@ def free_port_run(offsets, low=20000, high=32000, attempts=200):
 API_PASSWORD = "correct horse battery staple"
 
 
-def _accepts(port):
+def accepts(port):
+    """True if something on LOCALHOST accepts a TCP connection on port (within 0.5 s)."""
     try:
         with socket.create_connection((LOCALHOST, port), timeout=0.5):
             return True

@@ -20,6 +20,7 @@ import time
 from helpers import (
     LOCALHOST,
     Load,
+    accepts,
     admin_request,
     free_port,
     free_port_run,
@@ -182,7 +183,7 @@ def test_agora_up_server_add_and_remove(agora_bin, tmp_path):
         # `agora up` stops the drained server's process and does not restart it.
         assert wait_for(lambda: "removed" in [p["state"] for p in up_call(agora_bin, data, "list")["processes"]],
                         10.0, 0.2)
-        assert wait_for(lambda: not _accepts(base + 4), 10.0, 0.1)
+        assert wait_for(lambda: not accepts(base + 4), 10.0, 0.1)
         assert {_served_by(base) for _ in range(20)} <= set(initial)
     finally:
         up.popen.send_signal(signal.SIGTERM)
@@ -208,11 +209,3 @@ def _all_healthy(admin_port):
     return len(servers) == 3 and all(s["healthy"] for s in servers.values())
 
 
-def _accepts(port):
-    import socket
-
-    try:
-        with socket.create_connection((LOCALHOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False

@@ -142,14 +142,20 @@ def test_every_slow_connection_gets_408_by_the_deadline(slowloris_run):
     assert {line for _, line in conns} <= {"HTTP/1.1 408 Request Timeout", ""}
 
 
+def _stall_until_closed(port, request):
+    """Sends request (incomplete) and waits for the balancer to answer and close, with its 2 s
+    timeout -> (bytes received, seconds waited)."""
+    with RawConnection(port, timeout=10) as conn:
+        conn.send(request)
+        started = time.monotonic()
+        data = conn.read_until_closed(timeout=2.0 + GRACE_S + 2.0)
+        return data, time.monotonic() - started
+
+
 def test_stalled_head_gets_408_and_close(testbackend_factory, lb_factory):
     backend = testbackend_factory("A")
     lb = lb_factory([backend], "--client-header-timeout", "2s")
-    with RawConnection(lb.port, timeout=10) as conn:
-        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        started = time.monotonic()
-        data = conn.read_until_closed(timeout=2.0 + GRACE_S + 2.0)
-        waited = time.monotonic() - started
+    data, waited = _stall_until_closed(lb.port, b"GET / HTTP/1.1\r\nHost: x\r\n")
     assert data.split(b"\r\n", 1)[0] == b"HTTP/1.1 408 Request Timeout"
     assert data.endswith(b"\r\n\r\nrequest header timeout: the request head was not received in time\n")
     assert b"\r\nConnection: close\r\n" in data
@@ -159,11 +165,7 @@ def test_stalled_head_gets_408_and_close(testbackend_factory, lb_factory):
 def test_body_stall_longer_than_the_gap_gets_408(testbackend_factory, lb_factory, tmp_path):
     backend = testbackend_factory("A")
     lb = lb_factory([backend], "--client-body-timeout", "2s")
-    with RawConnection(lb.port, timeout=10) as conn:
-        conn.send(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        started = time.monotonic()
-        data = conn.read_until_closed(timeout=2.0 + GRACE_S + 2.0)
-        waited = time.monotonic() - started
+    data, waited = _stall_until_closed(lb.port, b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
     assert data.split(b"\r\n", 1)[0] == b"HTTP/1.1 408 Request Timeout"
     assert data.endswith(b"\r\n\r\nrequest body timeout: no body data received in time\n")
     assert b"\r\nConnection: close\r\n" in data

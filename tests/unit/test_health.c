@@ -24,6 +24,7 @@
 #include "lb/config.h"
 #include "lb/health.h"
 #include "lb/servers.h"
+#include "lb_test.h"
 
 #define WATCHDOG_MS 5000
 
@@ -34,15 +35,6 @@ static const char *last_check(struct lb_server *s)
     static _Thread_local char buf[96];
     lb_server_last_check(s, buf, sizeof buf);
     return buf;
-}
-
-static struct lb_server *new_server(const char *spec)
-{
-    char err[256];
-    struct lb_server *s = lb_server_new(spec, err, sizeof(err));
-    if (!s)
-        fail_msg("lb_server_new(%s): %s", spec, err);
-    return s;
 }
 
 /* Applies the verdicts in seq ('P' pass, 'F' fail) one by one and checks the state after each

@@ -14,17 +14,9 @@
 
 #include "core/loop.h"
 #include "lb/servers.h"
+#include "lb_test.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
-
-static struct lb_server *new_server(const char *spec)
-{
-    char err[256];
-    struct lb_server *s = lb_server_new(spec, err, sizeof(err));
-    if (!s)
-        fail_msg("lb_server_new(%s): %s", spec, err);
-    return s;
-}
 
 static void test_new_plain(void **state)
 {
