@@ -82,6 +82,12 @@ static const char *const migrations[] = {
     "  owner INTEGER NOT NULL,"
     "  post_id INTEGER NOT NULL,"
     "  PRIMARY KEY (owner, post_id)) WITHOUT ROWID;",
+    /* 2: a user's page reads one range of this index instead of one table row per post, which
+     * on a large table means one page per post (docs/TIMELINES.md); it also serves every lookup
+     * posts_author served, by its first two columns */
+    "DROP INDEX posts_author;"
+    "CREATE INDEX posts_by_author ON posts(author, id, fanout, created_at, reply_to, likes_count, replies_count,"
+    "  text);",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -143,13 +149,16 @@ static const char *const stmt_sql[SQ__COUNT] = {
      * table in the window; then, for each followed account whose posts were not fanned out, its
      * newest posts in the window (at most ?4 each, from the partial index) that are newer than
      * h's oldest row when h is full (older ones cannot make the page); the ids are merged and cut
-     * to ?4 before the posts, authors and the owner's likes are joined. */
+     * to ?4 before the posts, authors and the owner's likes are joined. INDEXED BY, because the
+ * planner would rather take posts_by_author, which also has fanout but holds every post: it would
+ * read all posts of each followee instead of none for most of them. */
     [SQ_LIST_HOME] = "WITH h(id) AS (SELECT post_id FROM home WHERE owner = ?1 AND post_id < ?2"
                      "    AND post_id > ?3 ORDER BY post_id DESC LIMIT ?4),"
                      " lo(v) AS (SELECT CASE WHEN count(*) < ?4 THEN ?3 ELSE min(id) END FROM h),"
                      " ids(id) AS (SELECT id FROM h UNION ALL"
                      "  SELECT q.id FROM lo, follows f, posts q WHERE f.follower = ?1 AND q.id IN"
-                     "    (SELECT r.id FROM posts r WHERE r.author = f.followee AND r.fanout = 0"
+                     "    (SELECT r.id FROM posts r INDEXED BY posts_unfanned"
+                     "     WHERE r.author = f.followee AND r.fanout = 0"
                      "     AND r.id < ?2 AND r.id > lo.v ORDER BY r.id DESC LIMIT ?4)),"
                      " top(id) AS (SELECT id FROM ids ORDER BY id DESC LIMIT ?4)"
                      "SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"

@@ -163,7 +163,7 @@ static int finish(struct sq_store *s)
                    "filling own timelines")) != STORE_OK)
         return rc;
     /* every post of a followee below the limit was marked fanout = 1 above (the database was
-     * empty when the load began); the covering index posts_author avoids reading the posts */
+     * empty when the load began); the covering index posts_by_author avoids reading the posts */
     return exec_ints(s,
                      "INSERT OR IGNORE INTO home(owner, post_id)"
                      " SELECT f.follower, p.id FROM follows f CROSS JOIN accounts a CROSS JOIN posts p"

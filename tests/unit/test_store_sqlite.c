@@ -148,7 +148,7 @@ static void test_migrations_idempotent(void **state)
     int64_t id = mkacct(f->st, "alice");
     store_close(f->st);
     f->st = open_store(f, 0); /* second open: nothing to migrate, data intact */
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 1);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 2);
     assert_int_equal(account_of(f->st, "alice").id, id);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 6);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_unfanned'"), 1);
@@ -160,6 +160,40 @@ static void test_migrations_idempotent(void **state)
     assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
     sqlite3_finalize(q);
     sqlite3_close(db);
+}
+
+/* A database left at schema version 1 (the first release: posts_author held only (author, id)) is
+ * brought to version 2 on open: the covering index replaces it, and the data reads back. */
+static void test_migration_from_version_1(void **state)
+{
+    struct fx *f = *state;
+    f->st = open_store(f, 0);
+    int64_t a = mkacct(f->st, "alice");
+    int64_t p[3] = {mkpost(f->st, a, "one", 0), mkpost(f->st, a, "two", 0), mkpost(f->st, a, "three", 0)};
+    store_close(f->st);
+    f->st = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP INDEX posts_by_author; CREATE INDEX posts_author ON posts(author, id);"
+                                  "PRAGMA user_version = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_by_author'"), 0);
+
+    f->st = open_store(f, 0);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_author'"), 0);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_by_author'"), 1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM pragma_index_info('posts_by_author')"), 8);
+    struct ids got = {.n = 0};
+    struct store_page pg = {0, 0, 20};
+    assert_int_equal(store_posts_by_author(f->st, a, 0, &pg, collect, &got), STORE_OK);
+    assert_int_equal(got.n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(got.v[i], p[2 - i]);
+    assert_string_equal(post(f->st, p[1], 0).text, "two");
 }
 
 static void test_newer_schema_refused(void **state)
@@ -220,7 +254,7 @@ static void test_concurrent_open_new_file(void **state)
         pthread_join(t[i], NULL);
         assert_true(o[i].ok);
     }
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 1);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 2);
 }
 
 static void test_accounts_and_sessions(void **state)
@@ -614,6 +648,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_open_new_file, setup, teardown),
