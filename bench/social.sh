@@ -8,9 +8,11 @@
 #
 # For each graph size: `agora seed` fills a pristine database; one `agora server` on it logs in
 # $BENCH_SOCIAL_SESSIONS seeded users (bench/social_login.py writes their tokens as a Lua table)
-# and is stopped. Then for each configuration of $BENCH_SOCIAL_CONFIGS, a fresh copy of that
-# database is served by three servers behind the balancer and driven by wrk with
-# bench/social.lua: a discarded warm-up, then $BENCH_SOCIAL_ROUNDS measured runs.
+# and is stopped. Then for each configuration of $BENCH_SOCIAL_CONFIGS, $BENCH_SOCIAL_ROUNDS
+# rounds, each of which runs every graph size in turn (1k, 100k, 1k, 100k, ...: alternating, so
+# that the machine's slow drifts weigh on all sizes alike and the ratio between them holds): a
+# fresh copy of the graph's database, flushed to disk, served by three servers behind the
+# balancer and driven by wrk with bench/social.lua, a discarded warm-up, then one measured run.
 #
 # Targets: >= $BENCH_SOCIAL_TARGET req/s at the smallest graph; at each larger graph at least
 # $BENCH_SOCIAL_RATIO times that. For a graph whose target is missed (or every graph when
@@ -33,13 +35,14 @@ SOCIAL_PY="$BENCH_DIR/social_stats.py"
 SOCIAL_LUA="$BENCH_DIR/social.lua"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     : "${BENCH_SOCIAL_DURATION:=3}" "${BENCH_SOCIAL_WARMUP:=1}" "${BENCH_SOCIAL_SESSIONS:=50}"
-    : "${BENCH_SOCIAL_CONFIGS:=1:1:1:64}" "${BENCH_SOCIAL_DIAGNOSE:=0}"
+    : "${BENCH_SOCIAL_CONFIGS:=1:1:1:64}" "${BENCH_SOCIAL_DIAGNOSE:=0}" "${BENCH_SOCIAL_ROUNDS:=1}"
 else
     : "${BENCH_SOCIAL_DURATION:=10}" "${BENCH_SOCIAL_WARMUP:=2}" "${BENCH_SOCIAL_SESSIONS:=200}"
     : "${BENCH_SOCIAL_CONFIGS:=1:1:1:64 2:1:1:64 1:2:1:64}" "${BENCH_SOCIAL_DIAGNOSE:=auto}"
+    : "${BENCH_SOCIAL_ROUNDS:=3}"
 fi
 : "${BENCH_SOCIAL_USERS:=1000 100000}" "${BENCH_SOCIAL_POSTS:=10}" "${BENCH_SOCIAL_SEED:=1}"
-: "${BENCH_SOCIAL_ROUNDS:=1}" "${BENCH_SOCIAL_MIX:=60,30,10}" "${BENCH_SOCIAL_PARTS:=67,33,0 0,0,100}"
+: "${BENCH_SOCIAL_MIX:=60,30,10}" "${BENCH_SOCIAL_PARTS:=67,33,0 0,0,100}"
 : "${BENCH_SOCIAL_PART_DURATION:=5}" "${BENCH_SOCIAL_PERF_SECONDS:=6}"
 : "${BENCH_SOCIAL_TARGET:=10000}" "${BENCH_SOCIAL_RATIO:=0.8}"
 
@@ -114,6 +117,8 @@ stack_start() {
     rm -f "$DB" "$DB-wal" "$DB-shm"
     cp "$gdir/pristine.db" "$DB"
     [ ! -f "$gdir/pristine.db-wal" ] || cp "$gdir/pristine.db-wal" "$DB-wal"
+    # Written back now rather than by the kernel during the measured run (100k users: ~0.5 GB).
+    sync "$DB"
     bench_ports s1 s2 s3 LB_PORT
     SRV_PIDS=()
     SRV_LOGS=()
@@ -205,20 +210,15 @@ prepare() {
     bench_stop "$pid"
 }
 
-# measure USERS CONFIG MIX KIND SECONDS: a fresh stack, a discarded warm-up, then the measured run(s).
+# measure USERS CONFIG MIX KIND SECONDS ROUND: a fresh stack, a discarded warm-up, then the measured run.
 measure() {
-    local users=$1 config=$2 mix=$3 kind=$4 secs=$5 rounds=1 r
+    local users=$1 config=$2 mix=$3 kind=$4 secs=$5 round=$6
     local tag="u$users-${config//:/-}"
-    if [ "$kind" = measure ]; then
-        rounds=$BENCH_SOCIAL_ROUNDS
-    else
-        tag+="-mix${mix//,/-}"
-    fi
+    [ "$kind" = measure ] || tag+="-mix${mix//,/-}"
+    tag+="-r$round"
     stack_start "$users" "$config" "$tag"
     run "$users" "$config" "$mix" warmup "warmup-$tag.wrk.txt" "$BENCH_SOCIAL_WARMUP"
-    for ((r = 1; r <= rounds; r++)); do
-        run "$users" "$config" "$mix" "$kind" "$tag-r$r.wrk.txt" "$secs"
-    done
+    run "$users" "$config" "$mix" "$kind" "$tag.wrk.txt" "$secs"
     stack_stop
 }
 
@@ -265,9 +265,13 @@ profile() {
 
 for users in $BENCH_SOCIAL_USERS; do
     prepare "$users"
-    for config in $BENCH_SOCIAL_CONFIGS; do
-        bench_log "$users users: $(describe "$config")"
-        measure "$users" "$config" "$BENCH_SOCIAL_MIX" measure "$BENCH_SOCIAL_DURATION"
+done
+for config in $BENCH_SOCIAL_CONFIGS; do
+    for ((round = 1; round <= BENCH_SOCIAL_ROUNDS; round++)); do
+        for users in $BENCH_SOCIAL_USERS; do
+            bench_log "$users users: $(describe "$config"), round $round of $BENCH_SOCIAL_ROUNDS"
+            measure "$users" "$config" "$BENCH_SOCIAL_MIX" measure "$BENCH_SOCIAL_DURATION" "$round"
+        done
     done
 done
 
@@ -277,7 +281,7 @@ if [ "$BENCH_SOCIAL_DIAGNOSE" != 0 ]; then
         [ "$BENCH_SOCIAL_DIAGNOSE" = 1 ] || [ "$verdict" = MISSED ] || continue
         bench_log "$users users: target $verdict; where the time goes ($(describe "$config"))"
         for mix in $BENCH_SOCIAL_PARTS; do
-            measure "$users" "$config" "$mix" part "$BENCH_SOCIAL_PART_DURATION"
+            measure "$users" "$config" "$mix" part "$BENCH_SOCIAL_PART_DURATION" 1
         done
         if command -v perf >/dev/null; then
             profile "$users" "$config"

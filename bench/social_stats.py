@@ -56,6 +56,8 @@ def read_runs(path):
         except ValueError:
             raise ParseError("%s:%d: bad number" % (path, n))
         r.update(parse_wrk(wrk_file))
+        m = re.search(r"-r(\d+)\.wrk\.txt$", p[4])
+        r["round"] = int(m.group(1)) if m else 0
         runs.append(r)
     return runs
 
@@ -117,6 +119,25 @@ def targets(rows, target, ratio):
     return out
 
 
+def round_ratios(runs, rows):
+    """Lines giving, for each larger graph, the ratio of its req/s to the smallest graph's in each
+    round of the smallest graph's fastest configuration (the runs of one round are adjacent)."""
+    best = best_rows(rows)
+    if len(best) < 2:
+        return []
+    base_users, base = next(iter(best.items()))
+    config = base["config"]
+    by = {(r["users"], r["round"]): r["rps"] for r in runs if r["kind"] == "measure" and r["config"] == config}
+    out = []
+    for users in list(best)[1:]:
+        pairs = ["r%d %.2f" % (rd, by[(users, rd)] / by[(base_users, rd)]) for (u, rd) in sorted(by)
+                 if u == base_users and (users, rd) in by and by[(base_users, rd)] > 0]
+        if pairs:
+            out.append("  %7d users / %d users, round by round (%s): %s" % (
+                users, base_users, describe_config(config), ", ".join(pairs)))
+    return out
+
+
 def fmt_rows(rows, first):
     lines = ["  %8s  %-36s %-9s %9s %13s %8s %8s %6s %12s %9s %7s" % (
         "users", "configuration", first, "req/s", "(min-max)", "p50 ms", "p99 ms", "errors",
@@ -145,6 +166,8 @@ def table(runs, target, ratio):
     for users, what, b, met in targets(rows, target, ratio):
         got = "best %.0f req/s (%s)" % (b["rps"], describe_config(b["config"])) if b else "no error-free run"
         lines.append("  %7d users %-52s %-6s %s" % (users, what, "MET" if met else "MISSED", got))
+    for line in round_ratios(runs, rows):
+        lines.append(line)
     parts = summarise(runs, "part")
     if parts:
         lines.append("")
