@@ -9,8 +9,8 @@
 # For each graph size: `agora seed` fills a pristine database; one `agora server` on it logs in
 # $BENCH_SOCIAL_SESSIONS seeded users (bench/social_login.py writes their tokens as a Lua table)
 # and is stopped. Then for each configuration of $BENCH_SOCIAL_CONFIGS, $BENCH_SOCIAL_ROUNDS
-# rounds, each of which runs every graph size in turn (1k, 100k, 1k, 100k, ...: alternating, so
-# that the machine's slow drifts weigh on all sizes alike and the ratio between them holds): a
+# rounds, each of which runs every graph size in turn (1k, 100k, then 100k, 1k, then 1k, 100k ...:
+# alternating, so that the machine's drifts weigh on all sizes alike and the ratio holds): a
 # fresh copy of the graph's database, flushed to disk, served by three servers behind the
 # balancer and driven by wrk with bench/social.lua, a discarded warm-up, then one measured run.
 #
@@ -266,9 +266,14 @@ profile() {
 for users in $BENCH_SOCIAL_USERS; do
     prepare "$users"
 done
+# Rounds alternate the order too (1k, 100k | 100k, 1k | 1k, 100k ...), so that a steady drift
+# of the machine's speed favours neither size.
+SIZES_REVERSED=$(printf '%s\n' $BENCH_SOCIAL_USERS | tac | tr '\n' ' ')
 for config in $BENCH_SOCIAL_CONFIGS; do
     for ((round = 1; round <= BENCH_SOCIAL_ROUNDS; round++)); do
-        for users in $BENCH_SOCIAL_USERS; do
+        sizes=$BENCH_SOCIAL_USERS
+        [ $((round % 2)) = 1 ] || sizes=$SIZES_REVERSED
+        for users in $sizes; do
             bench_log "$users users: $(describe "$config"), round $round of $BENCH_SOCIAL_ROUNDS"
             measure "$users" "$config" "$BENCH_SOCIAL_MIX" measure "$BENCH_SOCIAL_DURATION" "$round"
         done
