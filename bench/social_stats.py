@@ -4,7 +4,8 @@
 Subcommands:
   parse FILE                          one-line summary of a wrk output of bench/social.lua
   table RUNS.tsv [--target R] [--ratio X] [--strict]
-                                      the summary table, the targets and the failed requests
+                                      the summary table, the targets (with the larger graphs'
+                                      ratio round by round) and the failed requests
   best RUNS.tsv USERS [--target R] [--ratio X]
                                       "CONFIG MET" or "CONFIG MISSED": the fastest configuration
                                       measured at USERS and whether that graph's targets are met
@@ -16,7 +17,8 @@ connections); mix is HOME,USER,COMPOSE percentages; kind is warmup, measure (the
 part (the "where the time goes" table: the same configuration with another mix) or perf (run
 under perf, not shown). Every run's failed requests count, whatever its kind. cpu-s are CPU
 seconds (user + system) the balancer and the three servers used during the run; wal-bytes is the
-size of the database's -wal file after it.
+size of the database's -wal file after it. A run's round is the N of "-rN.wrk.txt" at the end of
+its wrk file's name (0 when there is none).
 
 Targets: the fastest error-free configuration at the smallest graph reaches --target requests/s
 (default 10000); at every larger graph the fastest reaches --ratio (default 0.8) times the

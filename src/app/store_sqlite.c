@@ -151,8 +151,8 @@ static const char *const stmt_sql[SQ__COUNT] = {
      * newest posts in the window (at most ?4 each, from the partial index) that are newer than
      * h's oldest row when h is full (older ones cannot make the page); the ids are merged and cut
      * to ?4 before the posts, authors and the owner's likes are joined. INDEXED BY, because the
- * planner would rather take posts_by_author, which also has fanout but holds every post: it would
- * read all posts of each followee instead of none for most of them. */
+     * planner would rather take posts_by_author, which also has fanout but holds every post: it
+     * would read all posts of each followee instead of none for most of them. */
     [SQ_LIST_HOME] = "WITH h(id) AS (SELECT post_id FROM home WHERE owner = ?1 AND post_id < ?2"
                      "    AND post_id > ?3 ORDER BY post_id DESC LIMIT ?4),"
                      " lo(v) AS (SELECT CASE WHEN count(*) < ?4 THEN ?3 ELSE min(id) END FROM h),"
