@@ -133,14 +133,21 @@ static const sqlite3_io_methods db_methods = {
 
 /* ---- WAL file ---- */
 
+/* Writes amt bytes at off through the unix VFS, and notes that the file now holds them. */
+static int wal_put(struct wal_file *w, const void *data, int amt, sqlite3_int64 off)
+{
+    int rc = w->shim.real->pMethods->xWrite(w->shim.real, data, amt, off);
+    if (rc == SQLITE_OK && off + amt > w->known)
+        w->known = off + amt;
+    return rc;
+}
+
 /* Writes the gathered frames. Returns the unix VFS's code; the buffer is empty afterwards. */
 static int wal_flush(struct wal_file *w)
 {
     if (w->buf_len == 0)
         return SQLITE_OK;
-    int rc = w->shim.real->pMethods->xWrite(w->shim.real, w->buf, w->buf_len, w->buf_off);
-    if (rc == SQLITE_OK && w->buf_off + w->buf_len > w->known)
-        w->known = w->buf_off + w->buf_len;
+    int rc = wal_put(w, w->buf, w->buf_len, w->buf_off);
     w->buf_len = 0;
     w->frame_commits = -1;
     return rc;
@@ -171,9 +178,7 @@ static int wal_write(sqlite3_file *f, const void *data, int amt, sqlite3_int64 o
         return rc;
     if (amt > WAL_BUF_MAX || wal_reserve(w, amt) != 0) { /* write it as it comes */
         if ((rc = wal_flush(w)) == SQLITE_OK)
-            rc = w->shim.real->pMethods->xWrite(w->shim.real, data, amt, off);
-        if (rc == SQLITE_OK && off + amt > w->known)
-            w->known = off + amt;
+            rc = wal_put(w, data, amt, off);
         return rc;
     }
     if (w->buf_len == 0)
