@@ -207,5 +207,3 @@ def _all_healthy(admin_port):
     except OSError:
         return False
     return len(servers) == 3 and all(s["healthy"] for s in servers.values())
-
-

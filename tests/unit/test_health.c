@@ -258,10 +258,9 @@ static void test_checker(void **state)
     snprintf(spec[1], sizeof(spec[1]), "http://127.0.0.1:%u", err.port);
     snprintf(spec[2], sizeof(spec[2]), "http://127.0.0.1:%u", dead_port);
     struct lb_server *s[3];
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 3; i++)
         s[i] = new_server(spec[i]);
-        lb_server_set_last_check(s[i], "", "");
-    }
+    clear_last(s, 3);
     atomic_store(&s[0]->healthy, 0); /* the first check decides at once, both ways */
     struct lb_set *set = lb_set_new(s, 3, 1);
     struct lb_registry reg;
@@ -346,7 +345,7 @@ static void test_checker_timeout(void **state)
     char spec[64];
     snprintf(spec, sizeof(spec), "http://127.0.0.1:%u", silent.port);
     struct lb_server *s = new_server(spec);
-    lb_server_set_last_check(s, "", "");
+    clear_last(&s, 1);
     struct lb_set *set = lb_set_new(&s, 1, 1);
     struct lb_registry reg;
     lb_registry_init(&reg, set);
