@@ -143,6 +143,15 @@ static int lit_ieq(const char *p, const char *lit, size_t n)
     return 1;
 }
 
+/* 1 if a[0,n) equals b[0,n) ignoring ASCII case. */
+static int both_ieq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return 0;
+    return 1;
+}
+
 static int all_class(struct http_str s, int c)
 {
     for (size_t i = 0; i < s.n; i++)
@@ -209,6 +218,23 @@ int http_list_has_token(struct http_str value, const char *token)
     while (list_next(&it, &e))
         if (http_str_ieq(e, token))
             return 1;
+    return 0;
+}
+
+int http_connection_lists(const struct http_head *h, struct http_str name)
+{
+    if (!h->conn_names)
+        return 0;
+    for (int i = 0; i < h->nheaders; i++) {
+        const struct http_header *hd = &h->headers[i];
+        struct list_iter it = {hd->value.p, hd->value.p + hd->value.n, 0};
+        struct http_str e;
+        if (hd->name.n != 10 || !lit_ieq(hd->name.p, "connection", 10))
+            continue;
+        while (list_next(&it, &e))
+            if (e.n == name.n && both_ieq(e.p, name.p, name.n))
+                return 1;
+    }
     return 0;
 }
 
@@ -345,6 +371,12 @@ struct scan {
     int conn_close, conn_keep, conn_upgrade, upgrade_hdr, expect;
 };
 
+/* Header names a Connection header may not list: removing them hop by hop would change how the
+ * message is framed (Content-Length, Transfer-Encoding) or where it goes (Host). RFC 9110 §7.6.1
+ * forbids connection options for fields meant for every recipient; a proxy that honoured one of
+ * these would forward a body without its framing (request smuggling). */
+static const char *const conn_forbidden[] = {"content-length", "transfer-encoding", "host"};
+
 static int fail(struct http_head *h, int status, const char *msg)
 {
     h->error_status = status;
@@ -362,7 +394,7 @@ static void reset_head(struct http_head *h)
     h->nheaders = 0;
     h->body = HTTP_BODY_NONE;
     h->content_length = -1;
-    h->keep_alive = h->expect_continue = h->upgrade = 0;
+    h->keep_alive = h->expect_continue = h->upgrade = h->conn_names = 0;
     h->error_status = 0;
     h->error = NULL;
 }
@@ -661,20 +693,28 @@ static void on_transfer_encoding(struct scan *st, struct http_str v)
     }
 }
 
-static void on_connection(struct scan *st, struct http_str v)
+static int on_connection(struct scan *st, struct http_str v)
 {
     struct list_iter it = {v.p, v.p + v.n, 0};
     struct http_str e;
     if (!st->h->connection.p)
         st->h->connection = v;
     while (list_next(&it, &e)) {
-        if (e.n == 5 && lit_ieq(e.p, "close", 5))
+        if (e.n == 5 && lit_ieq(e.p, "close", 5)) {
             st->conn_close = 1;
-        else if (e.n == 10 && lit_ieq(e.p, "keep-alive", 10))
+        } else if (e.n == 10 && lit_ieq(e.p, "keep-alive", 10)) {
             st->conn_keep = 1;
-        else if (e.n == 7 && lit_ieq(e.p, "upgrade", 7))
+        } else if (e.n == 7 && lit_ieq(e.p, "upgrade", 7)) {
             st->conn_upgrade = 1;
+        } else if (e.n) {
+            st->h->conn_names = 1;
+            for (size_t i = 0; i < sizeof(conn_forbidden) / sizeof(conn_forbidden[0]); i++)
+                if (http_str_ieq(e, conn_forbidden[i]))
+                    return fail(st->h, st->is_req ? 400 : 502,
+                                "Connection header lists Content-Length, Transfer-Encoding or Host");
+        }
     }
+    return 0;
 }
 
 /* Looks at one parsed header field; returns 0 or HTTP_ERROR. */
@@ -701,7 +741,7 @@ static int on_header(struct scan *st, const struct http_header *hd)
         break;
     case 10:
         if (lit_ieq(n, "connection", 10))
-            on_connection(st, hd->value);
+            return on_connection(st, hd->value);
         break;
     case 14:
         if (lit_ieq(n, "content-length", 14))

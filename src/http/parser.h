@@ -18,6 +18,10 @@
  *     → 501 for a request (unknown coding) or 400 when "chunked" is not last / repeated;
  *     Transfer-Encoding in an HTTP/1.0 request → 400. HTTP/1.1 request without Host, or more
  *     than one Host → 400.
+ *   - Connection (every Connection header, each a comma list): an element naming Content-Length,
+ *     Transfer-Encoding or Host (any case, any surrounding whitespace) → 400 for a request, 502 for
+ *     a response. A proxy removes the fields a Connection header lists; removing one of these
+ *     would forward a body without its framing, or the message without its Host (smuggling).
  * Lone LF line endings are rejected (only CRLF is accepted) for requests and responses alike.
  * Further details of the strictness:
  *   - the request-target is 1*( VCHAR / obs-text ) without '#'; absolute-form accepts only
@@ -105,7 +109,9 @@ struct http_head {
     struct http_str host;       /* Host header value (requests), n == 0 if none or empty; for an
                                    absolute-form target this is still the Host header, while RFC 9112
                                    §3.2.2 makes the target's authority the one to use */
-    struct http_str connection; /* raw Connection header value (first), for hop-by-hop removal */
+    struct http_str connection; /* raw value of the first Connection header */
+    int conn_names;             /* some Connection header lists a name other than close, keep-alive
+                                   and upgrade: see http_connection_lists */
 
     int error_status;  /* on HTTP_ERROR */
     const char *error; /* on HTTP_ERROR */
@@ -134,6 +140,9 @@ int http_parse_response(const char *buf, size_t len, enum http_method req_method
 
 /* Case-insensitive header lookup; returns the first match or NULL. */
 const struct http_header *http_find_header(const struct http_head *h, const char *name);
+/* 1 if any Connection header of h lists the field name `name` (case-insensitive): a proxy must not
+ * forward that field (RFC 9110 §7.6.1). Cheap when h->conn_names is 0 (the usual case). */
+int http_connection_lists(const struct http_head *h, struct http_str name);
 /* 1 if the comma-separated header value list contains token (case-insensitive), else 0. */
 int http_list_has_token(struct http_str value, const char *token);
 /* 1 if the two strings are equal ignoring ASCII case. */

@@ -131,23 +131,32 @@ static uint64_t rng_next(uint64_t *s)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-static int is_hop_by_hop(struct http_str name, struct http_str connection)
+/* 1 if the field `name` of message m is not forwarded: hop-by-hop fields, those m's Connection
+ * headers list, and the framing fields, which the balancer always writes itself from what it
+ * parsed (so the next hop frames the message exactly as the balancer did). */
+static int is_hop_by_hop(struct http_str name, const struct http_head *m)
 {
     static const char *const hop[] = {"connection", "keep-alive",        "proxy-connection", "te",
-                                      "trailer",    "transfer-encoding", "upgrade"};
+                                      "trailer",    "transfer-encoding", "upgrade",          "content-length"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (http_str_ieq(name, hop[i]))
             return 1;
-    if (connection.n) {
-        char tok[64];
-        if (name.n < sizeof(tok)) {
-            memcpy(tok, name.p, name.n);
-            tok[name.n] = '\0';
-            if (http_list_has_token(connection, tok))
-                return 1;
-        }
-    }
-    return 0;
+    return http_connection_lists(m, name);
+}
+
+/* Fields the balancer acts on besides framing and Host (which the parser guards): a Connection
+ * header may not list them, or the backend would not see what the balancer decided on
+ * (a retried POST whose Idempotency-Key was dropped would be created twice; an Expect dropped
+ * would leave the client waiting for a 100 Continue). Returns the field, or NULL. */
+static const char *lists_acted_on_field(const struct http_head *h)
+{
+    static const char *const acted_on[] = {"idempotency-key", "expect"};
+    if (!h->conn_names)
+        return NULL;
+    for (size_t i = 0; i < sizeof(acted_on) / sizeof(acted_on[0]); i++)
+        if (http_connection_lists(h, (struct http_str){acted_on[i], strlen(acted_on[i])}))
+            return acted_on[i];
+    return NULL;
 }
 
 /* ---- server set and pools ---- */
@@ -707,13 +716,15 @@ static void send_response_head(struct px *px, const struct http_head *r)
     buf_printf(&b, "HTTP/1.1 %d %.*s\r\n", r->status, (int)r->reason.n, r->reason.p);
     for (int i = 0; i < r->nheaders; i++) {
         const struct http_header *h = &r->headers[i];
-        if (is_hop_by_hop(h->name, r->connection))
+        if (is_hop_by_hop(h->name, r))
             continue;
         buf_append(&b, h->name.p, h->name.n);
         buf_append(&b, ": ", 2);
         buf_append(&b, h->value.p, h->value.n);
         buf_append(&b, "\r\n", 2);
     }
+    if (r->content_length >= 0) /* one value, even where the backend sent a list of equal ones */
+        buf_printf(&b, "Content-Length: %lld\r\n", (long long)r->content_length);
     int req_minor = px->req->minor;
     px->resp_chunked_out = 0;
     if (r->body == HTTP_BODY_CHUNKED || r->body == HTTP_BODY_EOF) {
@@ -957,6 +968,12 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
 {
     struct lb_worker *w = ctx;
     worker_refresh(w);
+    if (lists_acted_on_field(h)) {
+        http_conn_set_data(c, NULL);
+        http_conn_respond_error(c, 400,
+                                "Connection header lists a field the balancer acts on (Idempotency-Key or Expect)", 1);
+        return;
+    }
     if ((h->method == HTTP_GET || h->method == HTTP_HEAD) && h->query.n == 0 &&
         ((h->path.n == 7 && !memcmp(h->path.p, "/health", 7)) || (h->path.n == 6 && !memcmp(h->path.p, "/stats", 6)))) {
         answer_local(w, c, h);
@@ -1016,7 +1033,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     const struct http_header *xff = NULL;
     for (int i = 0; i < h->nheaders; i++) {
         const struct http_header *hd = &h->headers[i];
-        if (is_hop_by_hop(hd->name, h->connection))
+        if (is_hop_by_hop(hd->name, h))
             continue;
         if (http_str_ieq(hd->name, "x-forwarded-for")) {
             if (w->sh->cfg->trust_forwarded && !xff)
@@ -1040,6 +1057,8 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     if (h->body == HTTP_BODY_CHUNKED) {
         buf_puts(&b, "Transfer-Encoding: chunked\r\n");
         px->req_chunked = 1;
+    } else if (h->content_length >= 0) {
+        buf_printf(&b, "Content-Length: %lld\r\n", (long long)h->content_length);
     }
     buf_puts(&b, "\r\n");
     if (px->replayable)

@@ -12,6 +12,9 @@
  * request parser, the response parser and the chunked decoder. Besides memory and UB errors the
  * harness traps when an invariant of the contract breaks:
  *   - a complete head ends with CRLFCRLF, fits the limits, and every string points inside it;
+ *     no Connection header of it lists Content-Length, Transfer-Encoding or Host (checked here by
+ *     an independent scan), conn_names is set exactly when some element names another field, and
+ *     http_connection_lists agrees with that scan;
  *     headers have token names and trimmed values without CR/LF/NUL; body kind and
  *     content_length agree; error statuses are the documented ones;
  *   - every prefix shorter than a complete head is AGAIN, and the head itself parses to the same
@@ -36,6 +39,51 @@ static int is_tchar(unsigned char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
            (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int ieq(const char *p, size_t n, const char *lit)
+{
+    if (strlen(lit) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i] >= 'A' && p[i] <= 'Z' ? (char)(p[i] + 32) : p[i];
+        if (c != lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* Every Connection list element of h, scanned without the parser's helpers. */
+static void check_connection(const struct http_head *h)
+{
+    int names = 0;
+    for (int i = 0; i < h->nheaders; i++) {
+        const struct http_header *hd = &h->headers[i];
+        if (!ieq(hd->name.p, hd->name.n, "connection"))
+            continue;
+        const char *p = hd->value.p, *end = p + hd->value.n;
+        for (;;) {
+            const char *e = p;
+            while (e < end && *e != ',')
+                e++;
+            const char *s = p, *t = e;
+            while (s < t && (*s == ' ' || *s == '\t'))
+                s++;
+            while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+                t--;
+            size_t n = (size_t)(t - s);
+            CHECK(!ieq(s, n, "content-length") && !ieq(s, n, "transfer-encoding") && !ieq(s, n, "host"));
+            if (n && !ieq(s, n, "close") && !ieq(s, n, "keep-alive") && !ieq(s, n, "upgrade")) {
+                names = 1;
+                CHECK(http_connection_lists(h, (struct http_str){s, n}));
+            }
+            if (e == end)
+                break;
+            p = e + 1;
+        }
+    }
+    CHECK(h->conn_names == names);
+    CHECK(!http_connection_lists(h, (struct http_str){"content-length", 14}));
 }
 
 static void check_head(const struct http_head *h, const char *b, int rc, int is_req, size_t max_head)
@@ -72,6 +120,7 @@ static void check_head(const struct http_head *h, const char *b, int rc, int is_
         CHECK(h->content_length > 0);
     if (h->body == HTTP_BODY_EOF)
         CHECK(h->content_length == -1 && !h->keep_alive);
+    check_connection(h);
     (void)http_find_header(h, "content-type");
     (void)http_list_has_token(h->connection, "close");
 }

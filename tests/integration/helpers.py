@@ -768,11 +768,13 @@ class CaptureBackend:
         "reset"        no answer: the connection is reset (SO_LINGER 0)
         "drop-second"  the first request on a connection is answered, the second one is read and
                        the connection closed without an answer (a pooled connection going stale)
+    `response` (bytes) replaces the answer of mode "answer", for responses testbackend cannot make.
     .requests holds the request line of every complete non-health request, in arrival order.
     Usable as a context manager (stops on exit)."""
 
-    def __init__(self, mode="answer"):
+    def __init__(self, mode="answer", response=None):
         self.mode = mode
+        self.response = response
         self.requests = []
         self._conns = []
         self._lock = threading.Lock()
@@ -850,8 +852,8 @@ class CaptureBackend:
                         if self.mode == "reset":
                             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                         return
-                    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Backend: %s\r\n\r\ncaptured\n"
-                                 % self.name.encode())
+                    sock.sendall(self.response or b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Backend: %s\r\n\r\n"
+                                 b"captured\n" % self.name.encode())
         except OSError:
             return
         finally:

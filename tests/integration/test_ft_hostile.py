@@ -151,6 +151,48 @@ HEAD_CASES = [
     ("host-with-space", raw("GET /hostile HTTP/1.1\r\nHost: a b\r\n\r\n"), 400),
     ("host-with-userinfo", raw("GET /hostile HTTP/1.1\r\nHost: user@x\r\n\r\n"), 400),
     ("host-with-path", raw("GET /hostile HTTP/1.1\r\nHost: x/y\r\n\r\n"), 400),
+    # --- Connection naming a field the balancer needs: removing it hop by hop would forward the
+    # body without its framing (the next request on the pooled backend connection would start
+    # inside it), or the request without its Host.
+    ("conn-cl-reproduction", raw("GET /hostile HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\n"
+                                 "Content-Length: 40\r\n\r\nPOST /smuggled HTTP/1.1\r\nX-Ignore: ab"), 400),
+    ("conn-cl-post", req(headers=(H, ("Connection", "Content-Length"), ("Content-Length", str(len(SMUGGLED)))),
+                         body=SMUGGLED), 400),
+    ("conn-cl-upper", req(headers=(H, ("Connection", "CONTENT-LENGTH"), ("Content-Length", "5")), body=b"hello"), 400),
+    ("conn-cl-mixed-case-name", raw("GET /hostile HTTP/1.1\r\nHost: x\r\nCONNECTION: Content-length\r\n"
+                                    "Content-Length: 5\r\n\r\nhello"), 400),
+    ("conn-cl-before-cl", req(headers=(H, ("Content-Length", "5"), ("Connection", "content-length")), body=b"hello"), 400),
+    ("conn-cl-spaces", raw("GET /hostile HTTP/1.1\r\nHost: x\r\nConnection:    content-length   \r\n"
+                           "Content-Length: 5\r\n\r\nhello"), 400),
+    ("conn-cl-tabs", raw("GET /hostile HTTP/1.1\r\nHost: x\r\nConnection:\tcontent-length\t\r\n"
+                         "Content-Length: 5\r\n\r\nhello"), 400),
+    ("conn-cl-list-last", req(headers=(H, ("Connection", "keep-alive, content-length"), ("Content-Length", "5")),
+                              body=b"hello"), 400),
+    ("conn-cl-list-first", req(headers=(H, ("Connection", "content-length,keep-alive"), ("Content-Length", "5")),
+                               body=b"hello"), 400),
+    ("conn-cl-list-middle-ows", req(headers=(H, ("Connection", "x-a ,\tContent-Length\t, x-b"),
+                                             ("Content-Length", "5")), body=b"hello"), 400),
+    ("conn-cl-empty-elements", req(headers=(H, ("Connection", ",,content-length,,"), ("Content-Length", "5")),
+                                   body=b"hello"), 400),
+    ("conn-cl-second-header", req(headers=(H, ("Connection", "keep-alive"), ("Connection", "content-length"),
+                                           ("Content-Length", "5")), body=b"hello"), 400),
+    ("conn-cl-third-header", req(headers=(H, ("Connection", "x-a"), ("X-A", "1"), ("Connection", "x-b"),
+                                          ("Connection", "content-length"), ("Content-Length", "5")), body=b"hello"), 400),
+    ("conn-cl-without-cl", req(method="GET", headers=(H, ("Connection", "content-length"))), 400),
+    ("conn-cl-http10", req(version="HTTP/1.0", headers=(("Connection", "keep-alive, content-length"),
+                                                       ("Content-Length", "5")), body=b"hello"), 400),
+    ("conn-te", req(headers=(H, ("Connection", "transfer-encoding"), ("Transfer-Encoding", "chunked")),
+                    body=CHUNKED_BODY), 400),
+    ("conn-te-upper-list", req(headers=(H, ("Connection", "close, TRANSFER-ENCODING"),
+                                        ("Transfer-Encoding", "chunked")), body=CHUNKED_BODY), 400),
+    ("conn-host", req(method="GET", headers=(H, ("Connection", "host"))), 400),
+    ("conn-host-upper-second", req(method="GET", headers=(H, ("Connection", "close"), ("Connection", "HOST"))), 400),
+    ("conn-host-http10", req(method="GET", version="HTTP/1.0", headers=(H, ("Connection", "Host"))), 400),
+    # fields the balancer acts on: a retry decided on the Idempotency-Key, the relayed 100 Continue
+    ("conn-idempotency-key", req(headers=(H, ("Connection", "Idempotency-Key"), ("Idempotency-Key", "k1"),
+                                          ("Content-Length", "5")), body=b"hello"), 400),
+    ("conn-expect", req(headers=(H, ("Connection", "keep-alive, expect"), ("Expect", "100-continue"),
+                                 ("Content-Length", "5"))), 400),
 ]
 
 # Odd but valid per RFC 9112: forwarded. (id, request bytes, the record line the backend logs)
@@ -167,6 +209,9 @@ ACCEPTED_CASES = [
     ("options-star", raw("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), "OPTIONS *"),
     ("http10-without-host", raw("GET /accepted-7 HTTP/1.0\r\n\r\n"), "GET /accepted-7"),
     ("http-1.9-is-1.1", raw("GET /accepted-8 HTTP/1.9\r\nHost: x\r\n\r\n"), "GET /accepted-8"),
+    # a Connection header may name other fields: they are removed, the request forwarded
+    ("conn-names-other-field", req("/accepted-10", method="GET", headers=(H, ("Connection", "x-a, content-length2"),
+                                                                         ("X-A", "1"))), "GET /accepted-10"),
     ("chunk-extensions", req("/accepted-9", headers=(H, ("Transfer-Encoding", "chunked")),
                              body=b"5 ; name=\"q\\\"v\" ;flag\r\nhello\r\n0\r\n\r\n"), "POST /accepted-9"),
 ]
@@ -338,3 +383,99 @@ def test_malformed_chunked_body_never_reaches_a_backend_whole(agora_bin, case_id
         for conn_bytes in backend.connections():
             assert b"smuggled" not in conn_bytes
             assert b"0\r\n\r\n" not in conn_bytes
+
+
+def test_connection_smuggling_reproduction_reaches_no_victim(testbackend_factory, lb_factory, tmp_path):
+    """The review's reproduction: a body behind `Connection: content-length` must never become the
+    start of the next user's request on the pooled backend connection."""
+    record = tmp_path / "record.txt"
+    lb = lb_factory([testbackend_factory("A", "--record", str(record))], "--health-path", "/hc", "--workers", "1")
+    attack = raw("GET /x HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: 40\r\n\r\n"
+                 "POST /smuggled HTTP/1.1\r\nX-Ignore: ab")
+    received, closed = send_and_read_until_closed(lb.port, attack)
+    assert status_line(received) == "HTTP/1.1 400 Bad Request"
+    assert closed
+    status, headers, body = http_request(LOCALHOST, lb.port, "GET", "/victim",
+                                         headers={"Authorization": "Bearer victim-token"})
+    assert (status, headers.get("x-backend"), body) == (200, "A", b"hello from A\n")
+    assert [l for l in record_lines(record) if l != "GET /hc"] == ["GET /victim"]
+
+
+def test_balancer_writes_request_framing_itself(agora_bin):
+    """The backend gets exactly one Content-Length, written by the balancer from the value it
+    parsed (leading zeros gone), and no Connection-listed field."""
+    with CaptureBackend() as backend:
+        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
+                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
+        try:
+            wait_health_checked(lb.port)
+            data = req("/framed", headers=(H, ("Content-Length", "005"), ("Connection", "X-Secret"),
+                                           ("X-Secret", "s"), ("X-Kept", "k")), body=b"hello")
+            with RawConnection(lb.port) as conn:
+                conn.send(data)
+                status, _, body = conn.read_response()
+            assert (status, body) == (200, b"captured\n")
+        finally:
+            assert lb.stop(timeout=10.0) == 0, lb.output()
+        sent = b"".join(backend.connections())
+        head, _, rest = sent.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        assert lines[0] == "POST /framed HTTP/1.1"
+        assert [l for l in lines if l.lower().startswith("content-length:")] == ["Content-Length: 5"]
+        assert not [l for l in lines if l.lower().startswith(("x-secret", "connection"))]
+        assert "X-Kept: k" in lines
+        assert rest == b"hello"
+
+
+@pytest.mark.parametrize("connection", ["content-length", "Keep-Alive, Content-Length", "transfer-encoding",
+                                        "close, HOST"])
+def test_backend_response_listing_framing_field_is_502(agora_bin, connection):
+    """The same rule on responses: a backend's `Connection: content-length` would make the
+    balancer forward the body unframed; the client gets 502 and nothing of that response."""
+    evil = (b"HTTP/1.1 200 OK\r\nConnection: %s\r\nContent-Length: 5\r\n\r\nhello"
+            b"HTTP/1.1 200 OK\r\nX-Injected: 1\r\nContent-Length: 0\r\n\r\n" % connection.encode())
+    with CaptureBackend(response=evil) as backend:
+        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1", "--retries", "0",
+                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
+        try:
+            wait_health_checked(lb.port)
+            status, headers, body = http_request(LOCALHOST, lb.port, "GET", "/evil-response")
+            assert status == 502
+            assert "x-injected" not in headers
+            assert b"hello" not in body
+        finally:
+            assert lb.stop(timeout=10.0) == 0, lb.output()
+
+
+def test_backend_response_content_length_list_is_sent_as_one_value(agora_bin):
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\nhello"
+    with CaptureBackend(response=reply) as backend:
+        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
+                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
+        try:
+            wait_health_checked(lb.port)
+            with RawConnection(lb.port) as conn:
+                conn.send(req("/list", method="GET"))
+                status, _, body = conn.read_response()
+            assert (status, body) == (200, b"hello")
+            received, _ = send_and_read_until_closed(
+                lb.port, raw("GET /list2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+            head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            assert [l for l in head if l.lower().startswith("content-length")] == ["Content-Length: 5"]
+            assert not [l for l in head if l.lower().startswith("x-hop")]
+        finally:
+            assert lb.stop(timeout=10.0) == 0, lb.output()
+
+
+@pytest.mark.parametrize("connection", ["content-length", "keep-alive, Transfer-Encoding", "HOST"])
+def test_agora_server_refuses_connection_listing_framing_field(agora_server_factory, tmp_path, connection):
+    """`agora server` parses with the same parser, so the rule holds there without a balancer."""
+    from helpers import free_port
+    server = agora_server_factory(free_port(), tmp_path / "agora.db")
+    data = raw("POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nConnection: %s\r\nContent-Length: %d\r\n\r\n"
+               % (connection, len(SMUGGLED))) + SMUGGLED
+    received, closed = send_and_read_until_closed(server.port, data)
+    answers = parse_responses(received)
+    assert [(s, json.loads(b)) for s, _, b in answers] == [
+        (400, {"error": "Connection header lists Content-Length, Transfer-Encoding or Host"})]
+    assert closed

@@ -262,6 +262,34 @@ static void test_keep_alive(void **state)
     assert_int_equal(H.host.n, 0);
 }
 
+static struct http_str S(const char *s) {
+    return (struct http_str){s, strlen(s)};
+}
+
+/* Every Connection header counts, not only the first; names compare ignoring case. */
+static void
+test_connection_lists(void **state)
+{
+    assert_true(req("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade, close\r\n\r\n") > 0);
+    assert_int_equal(H.conn_names, 0);
+    assert_int_equal(http_connection_lists(&H, S("close")), 0); /* the flag short-cuts the scan */
+    assert_true(req("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX-A: 1\r\nConnection: X-A ,x-b\r\n\r\n") >
+                0);
+    assert_int_equal(H.conn_names, 1);
+    assert_int_equal(http_connection_lists(&H, S("x-a")), 1);
+    assert_int_equal(http_connection_lists(&H, S("X-B")), 1);
+    assert_int_equal(http_connection_lists(&H, S("x-")), 0);
+    assert_int_equal(http_connection_lists(&H, S("x-a2")), 0);
+    assert_int_equal(http_connection_lists(&H, S("keep-alive")), 1);
+    assert_true(req("GET / HTTP/1.1\r\nHost: h\r\nConnection: ,\r\n\r\n") > 0);
+    assert_int_equal(H.conn_names, 0); /* empty elements name nothing */
+    /* names that merely contain a forbidden one are allowed */
+    assert_true(req("GET / HTTP/1.1\r\nHost: h\r\nConnection: content-length2, x-host, hosts\r\n\r\n") > 0);
+    assert_int_equal(H.conn_names, 1);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nConnection: X-Trace\r\nContent-Length: 0\r\n\r\n", HTTP_GET) > 0, 1);
+    assert_int_equal(http_connection_lists(&H, S("x-trace")), 1);
+}
+
 static void test_expect_and_upgrade(void **state)
 {
     assert_true(req("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n") > 0);
@@ -316,6 +344,26 @@ struct bad_case {
 #define HOST "Host: h\r\n"
 
 static const struct bad_case bad_requests[] = {
+    /* Connection listing a framing or routing field (smuggling through hop-by-hop removal) */
+    BAD("Connection: content-length",
+        "GET / HTTP/1.1\r\n" HOST "Connection: content-length\r\nContent-Length: 5\r\n\r\n", 400),
+    BAD("Connection: Content-Length", "GET / HTTP/1.1\r\n" HOST "Connection: Content-Length\r\n\r\n", 400),
+    BAD("Connection: CONTENT-LENGTH", "GET / HTTP/1.1\r\n" HOST "Connection: CONTENT-LENGTH\r\n\r\n", 400),
+    BAD("Connection: transfer-encoding",
+        "POST / HTTP/1.1\r\n" HOST "Connection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    BAD("Connection: host", "GET / HTTP/1.1\r\n" HOST "Connection: host\r\n\r\n", 400),
+    BAD("Connection: HoSt in 1.0", "GET / HTTP/1.0\r\nConnection: HoSt\r\n\r\n", 400),
+    BAD("Connection: keep-alive, content-length",
+        "GET / HTTP/1.1\r\n" HOST "Connection: keep-alive, content-length\r\n\r\n", 400),
+    BAD("Connection: close,content-length", "GET / HTTP/1.1\r\n" HOST "Connection: close,content-length\r\n\r\n", 400),
+    BAD("Connection: ' content-length '", "GET / HTTP/1.1\r\n" HOST "Connection:   content-length\t \r\n\r\n", 400),
+    BAD("Connection: ,,content-length,", "GET / HTTP/1.1\r\n" HOST "Connection: ,,content-length,\r\n\r\n", 400),
+    BAD("Connection: x \t, host", "GET / HTTP/1.1\r\n" HOST "Connection: x \t, host\r\n\r\n", 400),
+    BAD("second Connection header",
+        "GET / HTTP/1.1\r\n" HOST "Connection: keep-alive\r\nConnection: content-length\r\n\r\n", 400),
+    BAD("Connection after CL",
+        "GET / HTTP/1.1\r\n" HOST "Content-Length: 5\r\nX: y\r\nconnection: Transfer-Encoding\r\n\r\n", 400),
+    BAD("lower-case header name", "GET / HTTP/1.1\r\n" HOST "CONNECTION: content-length\r\n\r\n", 400),
     /* framing / smuggling */
     BAD("CL+TE", "POST / HTTP/1.1\r\n" HOST "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     BAD("TE+CL", "POST / HTTP/1.1\r\n" HOST "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n", 400),
@@ -597,6 +645,12 @@ static void test_responses(void **state)
 }
 
 static const struct bad_case bad_responses[] = {
+    BAD("Connection: content-length", "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+        502),
+    BAD("Connection: Transfer-Encoding",
+        "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n", 502),
+    BAD("second Connection: keep-alive, HOST",
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive, HOST\r\n\r\n", 502),
     BAD("different CLs", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 502),
     BAD("different CL list", "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n", 502),
     BAD("CL empty element", "HTTP/1.1 200 OK\r\nContent-Length: 5,\r\n\r\n", 502),
@@ -904,6 +958,7 @@ int main(void)
         cmocka_unit_test(test_helpers),
         cmocka_unit_test(test_responses),
         cmocka_unit_test(test_malformed_responses),
+        cmocka_unit_test(test_connection_lists),
         cmocka_unit_test(test_chunked_cases),
         cmocka_unit_test(test_chunked_every_split),
         cmocka_unit_test(test_chunked_api),
