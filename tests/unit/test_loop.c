@@ -13,8 +13,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/resource.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/loop.h"
@@ -532,8 +532,9 @@ static void test_watch_errors(void **state)
     assert_int_equal(loop_set_mask(loop, -1, LOOP_READ), -EBADF);
     assert_int_equal(loop_set_mask(loop, 1 << 20, LOOP_READ), -EBADF); /* beyond the table */
     assert_int_equal(loop_set_mask(loop, p[0], LOOP_READ), -ENOENT);   /* in it, not watched */
-    loop_unwatch(loop, -1); /* ignored */
-    loop_unwatch(loop, 99); /* ignored */
+    /* Ignored: */
+    loop_unwatch(loop, -1);
+    loop_unwatch(loop, 99);
     close(p[0]);
     close(p[1]);
     loop_destroy(loop);
