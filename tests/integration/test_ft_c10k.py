@@ -35,6 +35,7 @@ import re
 import resource
 import selectors
 import socket
+import struct
 import threading
 import time
 
@@ -187,7 +188,14 @@ def cpu_seconds(pid):
 
 
 def close_all(socks):
+    """Closes with a reset (SO_LINGER 0): 10,000 connections would otherwise leave as many
+    TIME_WAIT entries behind on a machine shared with other tests."""
+    linger = struct.pack("ii", 1, 0)
     for s in socks:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        except OSError:
+            pass
         s.close()
 
 
