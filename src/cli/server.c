@@ -158,6 +158,8 @@ int cmd_server(int argc, char **argv)
         snprintf(o.served_by, sizeof(o.served_by), "%s", o.listen);
     snprintf(o.served_by_header, sizeof(o.served_by_header), "X-Served-By: %s\r\n", o.served_by);
     unsigned workers = o.workers ? o.workers : http_daemon_cpus();
+    /* One descriptor per client (no cap: past the limit, accepting pauses), plus a reserve. */
+    http_daemon_raise_fd_limit("agora server", 10000 + 1024);
     fprintf(stderr, "agora server: listening on %s, %u worker(s), db %s\n", o.listen, workers, o.db);
     struct http_daemon_config dc = {
         .listen = o.listen, .workers = workers, .shutdown_ms = 10000, .name = "agora server"};

@@ -37,6 +37,8 @@
 #include "cli/commands.h"
 #include "core/loop.h"
 #include "core/net.h"
+#include "http/daemon.h"
+#include "lb/lb.h"
 
 #define MAX_CHILDREN 65
 #define MAX_ARGS     40
@@ -403,6 +405,7 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "agora up: cannot create data directory '%s': %s\n", data, strerror(errno));
         return 1;
     }
+    http_daemon_raise_fd_limit("agora up", LB_C10K_FDS); /* the children inherit it */
     struct up *u = calloc(1, sizeof(*u));
     if (!u)
         return 1;

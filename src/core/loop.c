@@ -2,6 +2,7 @@
 #include "core/loop.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -24,7 +25,7 @@ struct deferred {
 struct loop {
     int epfd;
     int wakefd;
-    int max_fds;
+    int nwatches; /* entries in watches: descriptors 0..nwatches-1 */
     int stop;
     uint64_t now_ms;
     struct watch *watches;
@@ -49,13 +50,13 @@ static void run_deferred(struct loop *loop);
 
 uint64_t loop_now(const struct loop *loop) { return loop->now_ms; }
 
-struct loop *loop_create(int max_fds)
+struct loop *loop_create(int initial_fds)
 {
     struct loop *loop = calloc(1, sizeof(*loop));
     if (!loop)
         return NULL;
-    loop->max_fds = max_fds;
-    loop->watches = calloc((size_t)max_fds, sizeof(*loop->watches));
+    loop->nwatches = initial_fds > 0 ? initial_fds : 64;
+    loop->watches = calloc((size_t)loop->nwatches, sizeof(*loop->watches));
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!loop->watches || loop->epfd < 0 || loop->wakefd < 0)
@@ -87,10 +88,34 @@ void loop_destroy(struct loop *loop)
 
 static uint32_t to_epoll(int mask) { return (mask & LOOP_READ ? EPOLLIN : 0) | (mask & LOOP_WRITE ? EPOLLOUT : 0); }
 
+/* Grows the watch table so that fd has an entry (doubling, new entries zeroed). The table may
+ * move: no `struct watch *` is kept across a call that can watch (loop_run reads what it needs
+ * before each callback). Returns 0 or -ENOMEM. */
+static int grow_watches(struct loop *loop, int fd)
+{
+    size_t n = (size_t)loop->nwatches;
+    while (n <= (size_t)fd)
+        n *= 2;
+    if (n > INT_MAX)
+        return -ENOMEM;
+    struct watch *w = realloc(loop->watches, n * sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    memset(w + loop->nwatches, 0, (n - (size_t)loop->nwatches) * sizeof(*w));
+    loop->watches = w;
+    loop->nwatches = (int)n;
+    return 0;
+}
+
 int loop_watch(struct loop *loop, int fd, int mask, loop_io_fn *fn, void *data)
 {
-    if (fd < 0 || fd >= loop->max_fds)
-        return -EMFILE;
+    if (fd < 0)
+        return -EBADF;
+    if (fd >= loop->nwatches) {
+        int rc = grow_watches(loop, fd);
+        if (rc < 0)
+            return rc;
+    }
     struct watch *w = &loop->watches[fd];
     struct epoll_event ev = {.events = to_epoll(mask), .data.u64 = (uint64_t)fd | ((uint64_t)w->gen << 32)};
     int op = w->fn ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
@@ -104,7 +129,7 @@ int loop_watch(struct loop *loop, int fd, int mask, loop_io_fn *fn, void *data)
 
 int loop_set_mask(struct loop *loop, int fd, int mask)
 {
-    if (fd < 0 || fd >= loop->max_fds)
+    if (fd < 0 || fd >= loop->nwatches)
         return -EBADF;
     struct watch *w = &loop->watches[fd];
     if (w->mask == mask)
@@ -118,7 +143,7 @@ int loop_set_mask(struct loop *loop, int fd, int mask)
 
 void loop_unwatch(struct loop *loop, int fd)
 {
-    if (fd < 0 || fd >= loop->max_fds || !loop->watches[fd].fn)
+    if (fd < 0 || fd >= loop->nwatches || !loop->watches[fd].fn)
         return;
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
     struct watch *w = &loop->watches[fd];
@@ -277,6 +302,7 @@ int loop_run(struct loop *loop)
             }
             int fd = (int)(evs[i].data.u64 & 0xffffffffu);
             unsigned gen = (unsigned)(evs[i].data.u64 >> 32);
+            /* A callback may grow (move) the table: w is not used after the call. */
             struct watch *w = &loop->watches[fd];
             if (!w->fn || w->gen != gen)
                 continue;

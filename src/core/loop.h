@@ -5,7 +5,9 @@
  * LOOP_READ is called while the descriptor stays readable. Timers are intrusive (struct
  * loop_timer lives inside its owner), so arming and cancelling never allocate.
  * Deferred calls (loop_defer) run after every callback of the current iteration has returned:
- * that is where connections are freed, so no callback ever sees a freed object. */
+ * that is where connections are freed, so no callback ever sees a freed object.
+ * Any descriptor number the process can open can be watched: the watch table grows on demand, so
+ * the only limit is the process's descriptor limit (RLIMIT_NOFILE). */
 #ifndef AGORA_LOOP_H
 #define AGORA_LOOP_H
 #include <stddef.h>
@@ -28,16 +30,18 @@ struct loop_timer {
     void *data;
 };
 
-/* Creates a loop able to watch descriptors below max_fds. NULL on failure (errno set). */
-struct loop *loop_create(int max_fds);
+/* Creates a loop whose watch table starts with initial_fds entries (it grows when a higher
+ * descriptor is watched; <= 0 picks a small default). NULL on failure (errno set). */
+struct loop *loop_create(int initial_fds);
 /* Runs the deferred calls still pending, then frees the loop. */
 void loop_destroy(struct loop *loop);
 
 /* Watches fd for the events in mask (LOOP_READ|LOOP_WRITE), calling fn(loop, fd, events, data).
- * Replaces any previous registration of fd. Returns 0 or -errno. */
+ * Replaces any previous registration of fd. Returns 0 or -errno (-EBADF for a negative fd,
+ * -ENOMEM if the table cannot grow, or epoll_ctl's error). */
 int loop_watch(struct loop *loop, int fd, int mask, loop_io_fn *fn, void *data);
 /* Changes the event mask of a watched fd (0 = watch nothing but keep the registration).
- * Cheap when the mask is unchanged. Returns 0 or -errno. */
+ * Cheap when the mask is unchanged. Returns 0 or -errno (-EBADF or -ENOENT when fd is not watched). */
 int loop_set_mask(struct loop *loop, int fd, int mask);
 /* Stops watching fd (call before close). Pending events for fd in this iteration are dropped. */
 void loop_unwatch(struct loop *loop, int fd);

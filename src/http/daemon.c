@@ -2,6 +2,7 @@
 #include "http/daemon.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -14,7 +15,8 @@
 
 #include "core/net.h"
 
-#define MAX_FDS 65536
+/* Initial size of each loop's watch table; it grows with the highest descriptor watched. */
+#define LOOP_INITIAL_FDS 1024
 
 struct worker_thread {
     const struct http_daemon_ops *ops;
@@ -77,7 +79,7 @@ static void on_worker_wake(struct loop *loop, void *data)
 static void *worker_main(void *arg)
 {
     struct worker_thread *wt = arg;
-    wt->loop = loop_create(MAX_FDS);
+    wt->loop = loop_create(LOOP_INITIAL_FDS);
     if (wt->loop)
         wt->worker = wt->ops->worker_create(wt->ctx, wt->loop, wt->lfd, wt->id, wt->err, sizeof(wt->err));
     else
@@ -152,13 +154,34 @@ static void on_signal(struct loop *loop, int fd, int events, void *data)
     }
 }
 
-static void raise_fd_limit(void)
+unsigned long http_daemon_raise_fd_limit(const char *name, unsigned long want)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max > MAX_FDS ? MAX_FDS : rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        fprintf(stderr, "%s: cannot read the descriptor limit: %s\n", name, strerror(errno));
+        return 1024;
     }
+    /* Up to the hard limit, uncapped: the loops' watch tables and the kernel's descriptor table
+     * grow with the highest descriptor actually used, so a high limit costs nothing until used,
+     * and nothing here uses select() (FD_SETSIZE). */
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            rl.rlim_cur = was;
+    }
+    unsigned long now = rl.rlim_cur == RLIM_INFINITY ? ULONG_MAX : (unsigned long)rl.rlim_cur;
+    char from[64] = "";
+    if (rl.rlim_cur != was)
+        snprintf(from, sizeof(from), " (raised from %lu)", (unsigned long)was);
+    if (now < want)
+        fprintf(stderr,
+                "%s: descriptor limit %lu%s; warning: 10,000 clients (C10k) need at least %lu: raise the hard limit "
+                "(ulimit -Hn, systemd LimitNOFILE=)\n",
+                name, now, from, want);
+    else
+        fprintf(stderr, "%s: descriptor limit %lu%s\n", name, now, from);
+    return now;
 }
 
 int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daemon_ops *ops, void *ctx)
@@ -170,7 +193,6 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         fprintf(stderr, "%s: invalid listen address '%s' (expected HOST:PORT)\n", cfg->name, cfg->listen);
         return 1;
     }
-    raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;
     sigemptyset(&set);
@@ -181,7 +203,7 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     d.n = cfg->workers ? cfg->workers : 1;
     d.w = calloc(d.n, sizeof(*d.w));
-    d.main = loop_create(1024);
+    d.main = loop_create(LOOP_INITIAL_FDS);
     d.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (!d.w || !d.main || d.sfd < 0) {
         fprintf(stderr, "%s: start-up failed: %s\n", cfg->name, strerror(errno));

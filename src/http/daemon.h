@@ -36,6 +36,13 @@ struct http_daemon_config {
     const char *name;     /* for messages, e.g. "agora lb" */
 };
 
+/* Raises the soft descriptor limit (RLIMIT_NOFILE) to the hard limit and reports the limit in
+ * force on stderr, once per call: "NAME: descriptor limit N (raised from M)", with a warning when
+ * N is below want (the descriptors the command needs for 10,000 clients). Each command calls it
+ * once at start, before http_daemon_run (children of `agora up` inherit the raised limit).
+ * Returns the limit in force. */
+unsigned long http_daemon_raise_fd_limit(const char *name, unsigned long want);
+
 /* Runs until SIGTERM/SIGINT and the graceful stop. Returns 0 on a clean stop, 1 on a start-up
  * failure (message printed to stderr). */
 int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daemon_ops *ops, void *ctx);

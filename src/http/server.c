@@ -67,6 +67,10 @@ struct http_server {
     struct loop *loop;
     int lfd;
     int accepting;
+    int accept_paused;              /* accept() ran out of descriptors: waiting for accept_timer */
+    struct loop_timer accept_timer; /* ends the pause */
+    uint64_t accept_log_after_ms;   /* loop clock: no accept-failure message before this */
+    unsigned long accept_failures;  /* since the last message */
     int shutting_down;
     const struct http_server_ops *ops;
     void *ctx;
@@ -631,17 +635,49 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
 
 static void on_accept(struct loop *loop, int fd, int events, void *data);
 
+/* After accept() fails for want of a descriptor or memory, the pending connection stays in the
+ * backlog and the level-triggered listening socket would be reported again at once: a busy loop.
+ * Accepting pauses this long instead (nginx waits 500 ms), then resumes; at most one message per
+ * ACCEPT_LOG_MS goes to stderr. */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_MS   10000
+
 static void server_maybe_accept(struct http_server *s)
 {
     if (s->lfd < 0 || s->shutting_down)
         return;
-    int want = !s->lim.max_conns || s->nconns < s->lim.max_conns;
+    int want = !s->accept_paused && (!s->lim.max_conns || s->nconns < s->lim.max_conns);
     if (want && !s->accepting) {
         loop_set_mask(s->loop, s->lfd, LOOP_READ);
         s->accepting = 1;
     } else if (!want && s->accepting) {
         loop_set_mask(s->loop, s->lfd, 0);
         s->accepting = 0;
+    }
+}
+
+static void on_accept_resume(struct loop *loop, struct loop_timer *t)
+{
+    struct http_server *s = t->data;
+    s->accept_paused = 0;
+    server_maybe_accept(s);
+}
+
+static void accept_pause(struct http_server *s, int err)
+{
+    s->accept_paused = 1;
+    s->accept_timer.fn = on_accept_resume;
+    s->accept_timer.data = s;
+    loop_timer_arm(s->loop, &s->accept_timer, ACCEPT_PAUSE_MS);
+    s->accept_failures++;
+    uint64_t now = loop_now(s->loop);
+    if (now >= s->accept_log_after_ms) {
+        fprintf(stderr,
+                "agora: accept: %s; not accepting for %d ms (%lu time(s) since the last message); "
+                "see the descriptor limit\n",
+                strerror(err), ACCEPT_PAUSE_MS, s->accept_failures);
+        s->accept_failures = 0;
+        s->accept_log_after_ms = now + ACCEPT_LOG_MS;
     }
 }
 
@@ -657,7 +693,9 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            break; /* EAGAIN, or EMFILE etc.: try again on the next event */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                accept_pause(s, errno);
+            break; /* EAGAIN (or an error of the client's): wait for the next event */
         }
         net_tune(fd);
         char ip[48];
@@ -762,6 +800,7 @@ void http_server_free(struct http_server *s)
 {
     if (!s)
         return;
+    loop_timer_cancel(s->loop, &s->accept_timer);
     if (s->lfd >= 0) {
         loop_unwatch(s->loop, s->lfd);
         close(s->lfd);

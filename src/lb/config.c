@@ -63,7 +63,7 @@ static const struct opt opts[] = {
     {"limits", "max_body_size", "max-body-size", T_SIZE, O(max_body_size), 0,
      "request body limit, then 413; 0 = unlimited (default 1g)"},
     {"limits", "max_connections", "max-connections", T_UINT, O(max_connections), 0,
-     "client connections per worker (default 10000)"},
+     "client connections per worker; 0 = auto, from the descriptor limit (default 0)"},
     {"limits", "pool_idle_max", "pool-size", T_UINT, O(pool_idle_max), 0,
      "idle keep-alive connections kept per backend per worker (default 128)"},
     {"health", "passive", "passive-health", T_BOOL, O(passive_health), 0,
@@ -126,7 +126,7 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->max_header_size = 16384;
     cfg->max_line_size = 8192;
     cfg->max_body_size = 1ull << 30;
-    cfg->max_connections = 10000;
+    cfg->max_connections = 0; /* auto: lb_auto_max_connections() */
     cfg->pool_idle_max = 128;
     cfg->pool_idle_timeout_ms = 30000;
     cfg->passive_health = 1;

@@ -30,7 +30,7 @@ struct lb_config {
     unsigned connect_timeout_ms, response_timeout_ms, shutdown_timeout_ms;
     /* limits */
     uint64_t max_header_size, max_line_size, max_body_size;
-    unsigned max_connections; /* per worker */
+    unsigned max_connections; /* per worker; 0 = auto (lb_auto_max_connections) */
     unsigned pool_idle_max;   /* idle keep-alive connections kept per backend per worker */
     unsigned pool_idle_timeout_ms;
     int trust_forwarded; /* keep a client's X-Forwarded-For (append to it) */

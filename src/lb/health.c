@@ -26,7 +26,19 @@ struct lb_health {
     struct lb_registry *reg;
     struct check *running;
     struct loop_timer tick;
+    uint64_t skip_log_after_ms; /* loop clock: no "skipped" message before this */
+    unsigned long skipped;      /* checks skipped since the last message */
 };
+
+/* Skipped checks are reported at most this often. */
+#define SKIP_LOG_MS 10000
+
+/* Errors that say this process is short of something (descriptors, buffers, local ports), not
+ * that the server is unwell. */
+static int local_shortage(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
+}
 
 void lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what)
 {
@@ -83,6 +95,28 @@ static void check_done(struct check *c, int passed, const char *what)
     check_free(c);
 }
 
+/* The check could not run for want of a local resource (err): that is no verdict on the server.
+ * Its state and its rise/fall counts stay as they were, its last-check text (shown in /stats)
+ * says why, and a message goes to stderr at most every SKIP_LOG_MS. Frees c. */
+static void check_skip(struct check *c, int err)
+{
+    struct lb_health *h = c->h;
+    char what[96];
+    snprintf(what, sizeof(what), "not checked: %s (no verdict)", strerror(err));
+    lb_server_set_last_check(c->server, what, "");
+    h->skipped++;
+    uint64_t now = loop_now(h->loop);
+    if (now >= h->skip_log_after_ms) {
+        fprintf(stderr,
+                "agora lb: health check of %s not run: %s; server states kept (%lu check(s) skipped since the "
+                "last message)\n",
+                c->server->url, strerror(err), h->skipped);
+        h->skipped = 0;
+        h->skip_log_after_ms = now + SKIP_LOG_MS;
+    }
+    check_free(c);
+}
+
 static void on_check_timeout(struct loop *loop, struct loop_timer *t)
 {
     struct check *c = t->data;
@@ -97,6 +131,10 @@ static void on_check_io(struct loop *loop, int fd, int events, void *data)
         int err = 0;
         socklen_t len = sizeof(err);
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err && local_shortage(err)) {
+            check_skip(c, err);
+            return;
+        }
         if (err) {
             snprintf(what, sizeof(what), "connect failed: %s", strerror(err));
             check_done(c, 0, what);
@@ -155,13 +193,18 @@ static void start_check(struct lb_health *h, struct lb_server *s)
                h->cfg->health_path, s->host_header);
     c->fd = net_connect(&s->addr);
     if (c->fd < 0) {
+        if (local_shortage(-c->fd)) {
+            check_skip(c, -c->fd);
+            return;
+        }
         char what[96];
         snprintf(what, sizeof(what), "connect failed: %s", strerror(-c->fd));
         check_done(c, 0, what);
         return;
     }
-    if (loop_watch(h->loop, c->fd, LOOP_WRITE, on_check_io, c) < 0)
-        check_done(c, 0, "too many open files");
+    int rc = loop_watch(h->loop, c->fd, LOOP_WRITE, on_check_io, c);
+    if (rc < 0)
+        check_skip(c, -rc); /* our loop's failure, not the server's */
 }
 
 void lb_health_kick(struct lb_health *h)

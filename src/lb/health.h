@@ -5,7 +5,11 @@
  * current snapshot at once, each with its own timeout. A server goes down after `fall`
  * consecutive failures and comes back after `rise` consecutive passes; the very first check of a
  * server decides its state at once (so a server that is down at start is out within one check).
- * The verdict is published in lb_server.healthy (atomic), read by the workers on every pick. */
+ * The verdict is published in lb_server.healthy (atomic), read by the workers on every pick.
+ * A check that cannot run because this process is short of something (a descriptor, buffers, a
+ * local port: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL) is no verdict: the server's state
+ * and rise/fall counts are kept, its last-check text says "not checked: ...", and stderr gets a
+ * message at most every 10 s. */
 #ifndef AGORA_LB_HEALTH_H
 #define AGORA_LB_HEALTH_H
 #include "core/loop.h"

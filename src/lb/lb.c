@@ -9,6 +9,7 @@
 #include "lb/lb.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,17 @@ static void reload(void *ctx)
         lb_health_kick(lb->health);
 }
 
+unsigned lb_auto_max_connections(unsigned long fd_limit, unsigned workers)
+{
+    /* As HAProxy derives its maxconn from the descriptor limit: every client connection may need
+     * a second descriptor for its backend, so only half of what is left after the reserve is
+     * promised to clients. Past that a worker pauses accepting; new clients wait in the backlog
+     * rather than a backend connect failing for want of a descriptor. */
+    unsigned long reserve = fd_limit / 4 < 1024 ? fd_limit / 4 : 1024;
+    unsigned long per = (fd_limit - reserve) / 2 / (workers ? workers : 1);
+    return per == 0 ? 1 : per > UINT_MAX ? UINT_MAX : (unsigned)per;
+}
+
 int lb_main(int argc, char **argv)
 {
     struct lb *lb = calloc(1, sizeof(*lb));
@@ -190,8 +202,13 @@ int lb_main(int argc, char **argv)
     if (lb->cfg.max_conns_per_ip || lb->cfg.rate_limit)
         lb->sh.climits = http_climits_new(lb->cfg.max_conns_per_ip, lb->cfg.rate_limit, lb->cfg.rate_burst);
     unsigned workers = lb->cfg.workers ? lb->cfg.workers : http_daemon_cpus();
-    fprintf(stderr, "agora lb: listening on %s, %u worker(s), policy %s, %d backend(s)\n", lb->cfg.listen, workers,
-            lb->sh.policy->name, n);
+    unsigned long fd_limit = http_daemon_raise_fd_limit("agora lb", LB_C10K_FDS);
+    if (!lb->cfg.max_connections)
+        lb->cfg.max_connections = lb_auto_max_connections(fd_limit, workers);
+    fprintf(
+        stderr,
+        "agora lb: listening on %s, %u worker(s), policy %s, %d backend(s), up to %u client connections per worker\n",
+        lb->cfg.listen, workers, lb->sh.policy->name, n, lb->cfg.max_connections);
     struct http_daemon_config dc = {
         .listen = lb->cfg.listen, .workers = workers, .shutdown_ms = lb->cfg.shutdown_timeout_ms, .name = "agora lb"};
     struct http_daemon_ops ops = {

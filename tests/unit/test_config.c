@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "lb/config.h"
+#include "lb/lb.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -108,7 +109,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_header_size, 16384);
     assert_int_equal(c.max_line_size, 8192);
     assert_int_equal(c.max_body_size, 1073741824);
-    assert_int_equal(c.max_connections, 10000);
+    assert_int_equal(c.max_connections, 0); /* auto: from the descriptor limit */
     assert_int_equal(c.pool_idle_max, 128);
     assert_int_equal(c.pool_idle_timeout_ms, 30000);
     assert_int_equal(c.trust_forwarded, 0);
@@ -741,9 +742,24 @@ static void test_help(void **state)
     }
 }
 
+/* --max-connections 0 (auto): (limit - reserve) / 2 per client, shared by the workers; the reserve
+ * is a quarter of the limit, at most 1024. */
+static void test_auto_max_connections(void **state)
+{
+    assert_int_equal(lb_auto_max_connections(1048576, 2), (1048576 - 1024) / 2 / 2);
+    assert_int_equal(lb_auto_max_connections(65536, 1), (65536 - 1024) / 2);
+    assert_int_equal(lb_auto_max_connections(LB_C10K_FDS, 1), 10000); /* C10k's limit holds 10,000 */
+    assert_int_equal(lb_auto_max_connections(LB_C10K_FDS, 4), 2500);
+    assert_int_equal(lb_auto_max_connections(20000, 2), (20000 - 1024) / 2 / 2);
+    assert_int_equal(lb_auto_max_connections(1024, 1), (1024 - 256) / 2);
+    assert_int_equal(lb_auto_max_connections(4, 8), 1); /* never 0 (0 would mean unlimited) */
+    assert_int_equal(lb_auto_max_connections(0, 0), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_auto_max_connections),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_admin_token_env),
         cmocka_unit_test(test_every_flag),

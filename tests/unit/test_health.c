@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -393,12 +394,85 @@ static void test_stop_in_flight(void **state)
     loop_destroy(loop);
 }
 
+/* A check that cannot get a descriptor is no verdict (issue 9: once the workers held 1,100
+ * connections every check failed with "too many open files" and every server went down). The
+ * soft descriptor limit is lowered to the lowest free descriptor, so the check's socket() fails
+ * with EMFILE: an up server with one failure counted and a never-checked one keep their state and
+ * counts; the last check says why. With the limit restored the next round decides as usual. */
+static void test_no_descriptor_is_no_verdict(void **state)
+{
+    struct loop *loop = loop_create(16);
+    struct fake ok;
+    fake_start(&ok, loop, 200, 1);
+    char spec[64];
+    snprintf(spec, sizeof(spec), "http://127.0.0.1:%u", ok.port);
+    struct lb_server *s[2];
+    s[0] = new_server(spec);
+    s[1] = new_server("http://127.0.0.1:1"); /* never checked: would be refused */
+    clear_last(s, 2);
+    s[0]->hc_checked = 1;
+    atomic_store(&s[0]->healthy, 1);
+    s[0]->hc_fall = 2; /* one more failure would take it down (fall 3) */
+    atomic_store(&s[1]->healthy, 1);
+    struct lb_set *set = lb_set_new(s, 2, 1);
+    struct lb_registry reg;
+    lb_registry_init(&reg, set);
+    struct lb_config cfg;
+    lb_config_defaults(&cfg);
+    cfg.health_interval_ms = 600000;
+    struct lb_health *h = lb_health_start(loop, &cfg, &reg);
+
+    struct rlimit saved, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    int lowest = dup(0);
+    assert_true(lowest >= 0);
+    close(lowest);
+    low = saved;
+    low.rlim_cur = (rlim_t)lowest; /* no new descriptor can be opened */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    for (int round = 0; round < 3; round++)
+        lb_health_kick(h); /* each check is skipped at once, nothing stays in flight */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(last_check(s[i]), "not checked: Too many open files (no verdict)");
+        assert_int_equal(atomic_load(&s[i]->healthy), 1);
+        assert_int_equal(s[i]->hc_rise, 0);
+    }
+    assert_int_equal(s[0]->hc_fall, 2);
+    assert_int_equal(s[0]->hc_checked, 1);
+    assert_int_equal(s[1]->hc_checked, 0);
+
+    /* Descriptors again: the checks run and decide (a pass resets the failure count; the first
+     * check of the never-checked server decides its state). */
+    clear_last(s, 2);
+    lb_health_kick(h);
+    wait_checked(loop, s, 2);
+    assert_string_equal(last_check(s[0]), "HTTP 200");
+    assert_int_equal(s[0]->hc_fall, 0);
+    assert_int_equal(atomic_load(&s[0]->healthy), 1);
+    assert_string_equal(last_check(s[1]), "connect failed: Connection refused");
+    assert_int_equal(atomic_load(&s[1]->healthy), 0);
+    assert_int_equal(s[1]->hc_checked, 1);
+
+    lb_health_stop(h);
+    lb_registry_destroy(&reg);
+    for (int i = 0; i < 2; i++)
+        lb_server_unref(s[i]);
+    lb_config_free(&cfg);
+    fake_stop(&ok);
+    loop_destroy(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_apply_rise2_fall3), cmocka_unit_test(test_apply_other_thresholds),
-        cmocka_unit_test(test_apply_counters),    cmocka_unit_test(test_checker),
-        cmocka_unit_test(test_checker_timeout),   cmocka_unit_test(test_stop_in_flight),
+        cmocka_unit_test(test_apply_rise2_fall3),
+        cmocka_unit_test(test_apply_other_thresholds),
+        cmocka_unit_test(test_apply_counters),
+        cmocka_unit_test(test_checker),
+        cmocka_unit_test(test_checker_timeout),
+        cmocka_unit_test(test_stop_in_flight),
+        cmocka_unit_test(test_no_descriptor_is_no_verdict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/loop.h"
@@ -521,21 +522,92 @@ static void test_watch_errors(void **state)
     struct loop *loop = loop_create(16);
     int p[2];
     assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
-    assert_int_equal(loop_watch(loop, -1, LOOP_READ, on_replaced_old, NULL), -EMFILE);
-    assert_int_equal(loop_watch(loop, 16, LOOP_READ, on_replaced_old, NULL), -EMFILE);
+    assert_int_equal(loop_watch(loop, -1, LOOP_READ, on_replaced_old, NULL), -EBADF);
+    /* Not an open descriptor: the table grows, then epoll refuses it. */
+    assert_int_equal(loop_watch(loop, 1000, LOOP_READ, on_replaced_old, NULL), -EBADF);
     int f = open("/dev/null", O_RDONLY | O_CLOEXEC); /* epoll cannot watch /dev/null */
     assert_true(f >= 0);
-    if (f < 16)
-        assert_int_equal(loop_watch(loop, f, LOOP_READ, on_replaced_old, NULL), -EPERM);
+    assert_int_equal(loop_watch(loop, f, LOOP_READ, on_replaced_old, NULL), -EPERM);
     close(f);
     assert_int_equal(loop_set_mask(loop, -1, LOOP_READ), -EBADF);
-    assert_int_equal(loop_set_mask(loop, 16, LOOP_READ), -EBADF);
-    loop_unwatch(loop, -1); /* ignored */
-    loop_unwatch(loop, 99); /* ignored */
+    assert_int_equal(loop_set_mask(loop, 1 << 20, LOOP_READ), -EBADF); /* beyond the table */
+    assert_int_equal(loop_set_mask(loop, p[0], LOOP_READ), -ENOENT);   /* in it, not watched */
+    /* Ignored: */
+    loop_unwatch(loop, -1);
+    loop_unwatch(loop, 99);
     close(p[0]);
     close(p[1]);
     loop_destroy(loop);
     loop_destroy(NULL);
+}
+
+/* Descriptors far above the initial table size are watched (the table grows, keeping the
+ * watches it had): a loop created for 16 serves a pipe dup2'ed to a high number next to one on a
+ * low number, and a callback that makes the table grow (by watching a higher descriptor) runs
+ * safely. Regression: the balancer's main loop was created for 1024 descriptors and every health
+ * check failed once the workers held more (issue 9). */
+struct high {
+    struct log *log;
+    int grow_fd; /* watched from the first callback, so the table moves under loop_run */
+    int calls;
+};
+
+static void on_high(struct loop *loop, int fd, int events, void *data)
+{
+    struct high *h = data;
+    char c;
+    assert_int_equal(events, LOOP_READ);
+    assert_int_equal(read(fd, &c, 1), 1);
+    log_add(h->log, c);
+    if (h->grow_fd >= 0) {
+        assert_int_equal(loop_watch(loop, h->grow_fd, LOOP_READ, on_high, h), 0);
+        h->grow_fd = -1;
+    }
+    loop_unwatch(loop, fd);
+    if (++h->calls == 3)
+        loop_stop(loop);
+}
+
+static int dup_high(int fd, int target)
+{
+    int h = dup2(fd, target);
+    assert_int_equal(h, target);
+    return h;
+}
+
+static void test_watch_high_fd(void **state)
+{
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < 1200)
+        skip(); /* the descriptor limit itself is too low for the numbers used here */
+    int top = rl.rlim_cur > 5000 ? 4999 : (int)rl.rlim_cur - 1;
+    struct loop *loop = loop_create(16);
+    assert_non_null(loop);
+    struct log l = {0};
+    int a[2], b[2], c[2];
+    assert_int_equal(pipe2(a, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(pipe2(b, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(pipe2(c, O_NONBLOCK | O_CLOEXEC), 0);
+    int hb = dup_high(b[0], 1100); /* past 1024, the old main-loop size */
+    int hc = dup_high(c[0], top);  /* watched from a callback: the table grows again */
+    struct high h = {.log = &l, .grow_fd = hc};
+    assert_int_equal(loop_watch(loop, a[0], LOOP_READ, on_high, &h), 0);
+    assert_int_equal(loop_watch(loop, hb, LOOP_READ, on_high, &h), 0);
+    assert_int_equal(loop_set_mask(loop, hb, LOOP_READ), 0);
+    assert_int_equal(write(a[1], "a", 1), 1);
+    assert_int_equal(write(b[1], "b", 1), 1);
+    assert_int_equal(write(c[1], "c", 1), 1);
+    run_bounded(loop, &l);
+    assert_int_equal(h.calls, 3);
+    assert_int_equal(l.n, 3);
+    /* a and b in either order (same iteration), then c, watched during the first callback. */
+    assert_int_equal(l.ev[0] + l.ev[1], 'a' + 'b');
+    assert_int_equal(l.ev[2], 'c');
+    int fds[] = {a[0], a[1], b[0], b[1], c[0], c[1], hb, hc};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        close(fds[i]);
+    loop_destroy(loop);
 }
 
 /* ---- cross-thread wake-ups ---- */
@@ -624,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_watch_replaces),
         cmocka_unit_test(test_rewatch_after_unwatch),
         cmocka_unit_test(test_watch_errors),
+        cmocka_unit_test(test_watch_high_fd),
         cmocka_unit_test(test_wake_from_thread),
         cmocka_unit_test(test_clock),
     };
