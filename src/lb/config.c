@@ -98,6 +98,8 @@ static const struct opt opts[] = {
     {"admin", "token_file", "admin-token-file", T_STR, O(admin_token_file), S(admin_token_file),
      "where a generated token is written, mode 0600 (default $XDG_RUNTIME_DIR/agora-admin-PORT.token, "
      "else /tmp/agora-UID/admin-PORT.token)"},
+    {"lb", "stats_access", "stats-access", T_STR, O(stats_access), S(stats_access),
+     "who gets the balancer's GET /stats: public (default), loopback (others 403) or off (proxied)"},
     {"timeouts", "pool_idle", "pool-idle-timeout", T_DURATION, O(pool_idle_timeout_ms), 0,
      "close idle backend connections after (default 30s)"},
 };
@@ -146,6 +148,7 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->retry_budget_percent = 20;
     cfg->replay_buffer = 65536;
     snprintf(cfg->admin_listen, sizeof(cfg->admin_listen), "127.0.0.1:8404");
+    snprintf(cfg->stats_access, sizeof(cfg->stats_access), "public");
     const char *tok = getenv("AGORA_ADMIN_TOKEN");
     if (tok)
         snprintf(cfg->admin_token, sizeof(cfg->admin_token), "%s", tok);
@@ -333,6 +336,11 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
     if (strncmp(cfg->hash_key, "client", 7) && strncmp(cfg->hash_key, "header:", 7) &&
         strncmp(cfg->hash_key, "cookie:", 7)) {
         snprintf(err, errlen, "hash-key must be client, header:NAME or cookie:NAME");
+        return -1;
+    }
+    if (strcmp(cfg->stats_access, "public") && strcmp(cfg->stats_access, "loopback") &&
+        strcmp(cfg->stats_access, "off")) {
+        snprintf(err, errlen, "stats-access must be public, loopback or off");
         return -1;
     }
     /* A generated token is only good for clients that can read its file, i.e. on this machine:

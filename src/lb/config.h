@@ -53,6 +53,7 @@ struct lb_config {
     char admin_listen[128];     /* "off" to disable */
     char admin_token[128];      /* bearer token; env AGORA_ADMIN_TOKEN; empty: generated at start */
     char admin_token_file[512]; /* where a generated token is written; empty: the default path */
+    char stats_access[16];      /* GET /stats on the public port: "public", "loopback" or "off" */
     char config_path[512];      /* the file read, if any (for SIGHUP) */
 };
 
