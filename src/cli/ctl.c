@@ -1,5 +1,6 @@
 /* ctl.c — `agora ctl`: runtime control of a running balancer (admin API, see lb/admin.h) and of
  * a running `agora up` (its control socket, see cli/up.c). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -11,13 +12,18 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "core/net.h"
+#include "lb/admin.h"
 
 static void usage(void)
 {
-    printf("usage: agora ctl [--admin ADDR] [--token TOKEN] COMMAND\n"
+    printf("usage: agora ctl [--admin ADDR] [--token-file FILE | --token TOKEN] [--data DIR] COMMAND\n"
            "       agora ctl [--data DIR] server add|remove PORT|list\n\n"
            "Changes a running balancer without a restart, through its admin API (default\n"
-           "127.0.0.1:8404; token from --token or AGORA_ADMIN_TOKEN).\n\n"
+           "127.0.0.1:8404). The bearer token is the first of: --token, --token-file FILE,\n"
+           "$AGORA_ADMIN_TOKEN, the file a balancer on ADDR's port generates by default\n"
+           "($XDG_RUNTIME_DIR/agora-admin-PORT.token, else /tmp/agora-UID/admin-PORT.token),\n"
+           "DIR/admin.token (`agora up`'s; --data, default ./data).\n\n"
            "  list                      servers with state, weight, in-flight and counters\n"
            "  add URL [--weight N]      add a server (checked at once, slow start)\n"
            "  remove ADDR               remove a server now (in-flight requests finish)\n"
@@ -31,8 +37,23 @@ static void usage(void)
            "ADDR is host:port as shown by `list`.\n");
 }
 
-static int admin_call(const char *admin, const char *token, const char *method, const char *path, const char *body)
+/* The admin API to call and how to authenticate. */
+struct ctl {
+    const char *admin;            /* host:port */
+    const char *token;            /* NULL: none found */
+    char source[700];             /* where the token came from, for a refusal's message */
+    char buf[LB_ADMIN_TOKEN_MAX]; /* a token read from a file */
+};
+
+static void explain_refusal(const struct ctl *k, int status)
 {
+    if (status == 401)
+        fprintf(stderr, "agora ctl: the admin API refused the token (%s)\n", k->source);
+}
+
+static int admin_call(const struct ctl *k, const char *method, const char *path, const char *body)
+{
+    const char *admin = k->admin, *token = k->token;
     int status = 0;
     struct buf out = {0};
     char err[300];
@@ -42,12 +63,15 @@ static int admin_call(const char *admin, const char *token, const char *method, 
     }
     int ok = status >= 200 && status < 300;
     fprintf(ok ? stdout : stderr, "%s%s", ok ? "" : "agora ctl: ", buf_cstr(&out));
+    if (!ok)
+        explain_refusal(k, status);
     buf_free(&out);
     return ok ? 0 : 1;
 }
 
-static int print_list(const char *admin, const char *token)
+static int print_list(const struct ctl *k)
 {
+    const char *admin = k->admin, *token = k->token;
     int status = 0;
     struct buf out = {0};
     char err[300];
@@ -60,6 +84,7 @@ static int print_list(const char *admin, const char *token)
     json_t *servers = json_object_get(j, "servers");
     if (!json_is_array(servers)) {
         fprintf(stderr, "agora ctl: unexpected answer (%d): %s", status, buf_cstr(&out));
+        explain_refusal(k, status);
         json_decref(j);
         buf_free(&out);
         return 1;
@@ -123,9 +148,54 @@ static int up_call(const char *data, const char *line)
     return ok ? 0 : 1;
 }
 
+/* Finds the admin token (see usage) for k->admin into k->token and k->source (k->token NULL
+ * when there is none). Returns -1 when the file named by --token-file cannot be read. */
+static int find_token(struct ctl *k, const char *flag_token, const char *token_file, const char *data)
+{
+    const char *env = getenv("AGORA_ADMIN_TOKEN");
+    char path[600], err[300];
+    struct net_addr a;
+    int r;
+    k->token = NULL;
+    if (flag_token) {
+        snprintf(k->source, sizeof(k->source), "from --token");
+        k->token = flag_token;
+    } else if (token_file) {
+        if ((r = lb_admin_read_token(token_file, k->buf, sizeof(k->buf))) < 0) {
+            fprintf(stderr, "agora ctl: cannot read a token from %s: %s\n", token_file,
+                    r == -EINVAL ? "no token in it" : strerror(-r));
+            return -1;
+        }
+        snprintf(k->source, sizeof(k->source), "from %.600s", token_file);
+        k->token = k->buf;
+    } else if (env && *env) {
+        snprintf(k->source, sizeof(k->source), "from AGORA_ADMIN_TOKEN");
+        k->token = env;
+    } else {
+        unsigned port = 0;
+        if (net_parse_addr(k->admin, &a) == 0)
+            port = ntohs(a.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a.ss)->sin6_port
+                                                    : ((struct sockaddr_in *)&a.ss)->sin_port);
+        if (port && lb_admin_default_token_path(port, 0, path, sizeof(path), err, sizeof(err)) == 0 &&
+            lb_admin_read_token(path, k->buf, sizeof(k->buf)) == 0) {
+            snprintf(k->source, sizeof(k->source), "from %s", path);
+            k->token = k->buf;
+        } else {
+            snprintf(path, sizeof(path), "%.580s/admin.token", data);
+            if (lb_admin_read_token(path, k->buf, sizeof(k->buf)) == 0) {
+                snprintf(k->source, sizeof(k->source), "from %s", path);
+                k->token = k->buf;
+            }
+        }
+    }
+    if (!k->token)
+        snprintf(k->source, sizeof(k->source), "none found: use --token-file, --token or AGORA_ADMIN_TOKEN");
+    return 0;
+}
+
 int cmd_ctl(int argc, char **argv)
 {
-    const char *admin = "127.0.0.1:8404", *token = getenv("AGORA_ADMIN_TOKEN"), *data = "data";
+    const char *admin = "127.0.0.1:8404", *flag_token = NULL, *token_file = NULL, *data = "data";
     int i = 1;
     for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
         if (!strcmp(argv[i], "--help")) {
@@ -139,7 +209,9 @@ int cmd_ctl(int argc, char **argv)
         if (!strcmp(argv[i], "--admin"))
             admin = argv[++i];
         else if (!strcmp(argv[i], "--token"))
-            token = argv[++i];
+            flag_token = argv[++i];
+        else if (!strcmp(argv[i], "--token-file"))
+            token_file = argv[++i];
         else if (!strcmp(argv[i], "--data"))
             data = argv[++i];
         else {
@@ -153,9 +225,13 @@ int cmd_ctl(int argc, char **argv)
     }
     const char *cmd = argv[i++];
     int rest = argc - i;
+    struct ctl k = {.admin = admin};
+    /* `server ...` goes to `agora up`'s control socket, not to the admin API. */
+    if (strcmp(cmd, "server") && find_token(&k, flag_token, token_file, data) < 0)
+        return 2;
     char path[512], body[700];
     if (!strcmp(cmd, "list") && rest == 0)
-        return print_list(admin, token);
+        return print_list(&k);
     if (!strcmp(cmd, "add") && (rest == 1 || (rest == 3 && !strcmp(argv[i + 1], "--weight")))) {
         json_t *j = json_pack("{s:s}", "url", argv[i]);
         if (rest == 3) {
@@ -169,23 +245,23 @@ int cmd_ctl(int argc, char **argv)
             json_object_set_new(j, "weight", json_integer(w));
         }
         char *txt = json_dumps(j, 0);
-        int rc = admin_call(admin, token, "POST", "/servers", txt);
+        int rc = admin_call(&k, "POST", "/servers", txt);
         free(txt);
         json_decref(j);
         return rc;
     }
     if (!strcmp(cmd, "remove") && rest == 1) {
         snprintf(path, sizeof(path), "/servers/%s", argv[i]);
-        return admin_call(admin, token, "DELETE", path, NULL);
+        return admin_call(&k, "DELETE", path, NULL);
     }
     if (!strcmp(cmd, "drain") && (rest == 1 || (rest == 2 && !strcmp(argv[i + 1], "--park")))) {
         snprintf(path, sizeof(path), "/servers/%s/drain", argv[i]);
         snprintf(body, sizeof(body), "{\"then\": \"%s\"}", rest == 2 ? "park" : "remove");
-        return admin_call(admin, token, "POST", path, body);
+        return admin_call(&k, "POST", path, body);
     }
     if (!strcmp(cmd, "enable") && rest == 1) {
         snprintf(path, sizeof(path), "/servers/%s/enable", argv[i]);
-        return admin_call(admin, token, "POST", path, NULL);
+        return admin_call(&k, "POST", path, NULL);
     }
     if (!strcmp(cmd, "weight") && rest == 2) {
         snprintf(path, sizeof(path), "/servers/%s/weight", argv[i]);
@@ -196,7 +272,7 @@ int cmd_ctl(int argc, char **argv)
             return 2;
         }
         snprintf(body, sizeof(body), "{\"weight\": %ld}", w);
-        return admin_call(admin, token, "PUT", path, body);
+        return admin_call(&k, "PUT", path, body);
     }
     if (!strcmp(cmd, "server") && rest >= 1) {
         if (!strcmp(argv[i], "add") && rest == 1)

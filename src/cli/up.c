@@ -8,7 +8,9 @@
  * are retried on another server and health checks take it out). SIGINT/SIGTERM stop everything:
  * children get SIGTERM and up to 15 s to finish, then SIGKILL.
  *
- * The balancer's admin API listens on 127.0.0.1:(balancer port + 404), e.g. 8404 for :8000.
+ * The balancer's admin API listens on 127.0.0.1:(balancer port + 404), e.g. 8404 for :8000; the
+ * balancer writes its generated token to DATA/admin.token (0600), read here for each call and by
+ * `agora ctl` by default.
  * A control socket DATA/agora-up.sock takes one-line commands from `agora ctl server ...`:
  *   add            start one more web server on the next port and add it to the balancer
  *   remove PORT    drain that server in the balancer (no new requests; in-flight ones finish),
@@ -39,6 +41,7 @@
 #include "core/net.h"
 #include "http/daemon.h"
 #include "lb/lb.h"
+#include "lb/admin.h"
 
 #define MAX_CHILDREN 65
 #define MAX_ARGS     40
@@ -61,7 +64,8 @@ struct up {
     int nkids;
     char exe[PATH_MAX];
     int stopping;
-    char admin[64]; /* balancer admin API address */
+    char admin[64];                 /* balancer admin API address */
+    char token_file[PATH_MAX + 16]; /* DATA/admin.token, rewritten by each balancer start */
     char db[PATH_MAX + 16];
     char web[PATH_MAX];
     unsigned server_workers;
@@ -201,8 +205,13 @@ static int admin(struct up *u, const char *method, const char *path, const char 
 {
     int status = -1;
     struct buf out = {0};
-    char err[256];
-    if (cli_http(u->admin, method, path, NULL, body, 5000, &status, &out, err, sizeof(err)) < 0) {
+    char err[256], token[LB_ADMIN_TOKEN_MAX] = "";
+    const char *env = getenv("AGORA_ADMIN_TOKEN"); /* the balancer uses it too, and writes no file */
+    if (env && *env)
+        snprintf(token, sizeof(token), "%s", env);
+    else if (lb_admin_read_token(u->token_file, token, sizeof(token)) < 0)
+        fprintf(stderr, "agora up: admin API: no token in %s yet\n", u->token_file);
+    if (cli_http(u->admin, method, path, token, body, 5000, &status, &out, err, sizeof(err)) < 0) {
         fprintf(stderr, "agora up: admin API: %s\n", err);
         status = -1;
     }
@@ -420,6 +429,7 @@ int cmd_up(int argc, char **argv)
     cli_default_web_dir(u->web, sizeof(u->web));
     snprintf(u->db, sizeof(u->db), "sqlite:%s/agora.db", data);
     snprintf(u->admin, sizeof(u->admin), "127.0.0.1:%u", port + 404);
+    snprintf(u->token_file, sizeof(u->token_file), "%s/admin.token", data);
     u->server_workers = server_workers;
     u->next_port = port + 1 + nservers;
     if (ctl_listen(u, data) < 0)
@@ -435,6 +445,8 @@ int cmd_up(int argc, char **argv)
     child_arg(lb, "%s", listen);
     child_arg(lb, "--admin-listen");
     child_arg(lb, "%s", u->admin);
+    child_arg(lb, "--admin-token-file");
+    child_arg(lb, "%s", u->token_file);
     child_arg(lb, "--policy");
     child_arg(lb, "%s", policy);
     child_arg(lb, "--health-interval");

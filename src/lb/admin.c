@@ -1,16 +1,39 @@
 /* admin.c — runtime control of the server set over HTTP/JSON; see admin.h. */
 #include "lb/admin.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/net.h"
 #include "http/server.h"
+
+/* Wrong tokens are counted per client address: after FAIL_LIMIT in a window of FAIL_WINDOW_MS
+ * every request from that address gets 429 until the window ends (checked before the token, so a
+ * throttled guesser cannot tell a hit from a miss). Requests with no token at all are refused
+ * and logged but not counted: any web page can make the operator's browser send those to
+ * 127.0.0.1, and must not be able to lock the operator out; a browser never sends a wrong token
+ * cross-site (an Authorization header needs a CORS preflight, which is never granted). The
+ * table is small and evicts the oldest window: it bounds guessing and log noise from one
+ * address, not a distributed attack (the generated token's 256 bits do that). */
+#define FAIL_SLOTS     64
+#define FAIL_LIMIT     10
+#define FAIL_WINDOW_MS 60000
+
+struct fail_slot {
+    char ip[64];
+    uint64_t since_ms; /* start of the window; 0 = free */
+    unsigned count;
+};
 
 struct lb_admin {
     struct loop *loop;
@@ -19,6 +42,12 @@ struct lb_admin {
     struct http_server *srv;
     struct http_buffered hb;
     struct loop_timer drain_timer;
+    char token[LB_ADMIN_TOKEN_MAX]; /* the bearer token in force (configured or generated) */
+    char token_path[512];           /* the file a generated token was written to; "" if none */
+    char host[128];                 /* host part of the admin address, for the Host check */
+    int host_bracketed;             /* it was written "[v6]:port" */
+    int wildcard;                   /* admin address is 0.0.0.0 / [::]: any IP literal is this host */
+    struct fail_slot fails[FAIL_SLOTS];
 };
 
 static void reply(struct http_response *resp, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -33,18 +62,169 @@ static void reply(struct http_response *resp, int status, const char *fmt, ...)
     buf_puts(&resp->body, "\n");
 }
 
-static int is_loopback(const char *ip) { return !strncmp(ip, "127.", 4) || !strcmp(ip, "::1"); }
-
-static int authorized(struct lb_admin *a, const struct http_request *req)
+/* Copies at most 100 bytes of v into out for a log line, control bytes shown as '?'. */
+static const char *printable(const char *v, size_t n, char *out, size_t outlen)
 {
-    if (is_loopback(req->remote_addr))
-        return 1;
-    const char *token = a->sh->cfg->admin_token;
-    const struct http_header *h = http_find_header(req->head, "authorization");
-    if (!token[0] || !h || h->value.n < 7 || strncasecmp(h->value.p, "Bearer ", 7))
+    size_t k = 0;
+    for (size_t i = 0; i < n && i < 100 && k + 1 < outlen; i++)
+        out[k++] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '?';
+    out[k] = '\0';
+    return out;
+}
+
+/* 1 if the Host value v (n bytes, "name[:port]" or "[v6][:port]") names this admin API: a
+ * loopback name (localhost, 127.x.x.x, [::1]), the host of the admin address, or, when that
+ * address is a wildcard, any IP literal (DNS rebinding needs a name; an IP literal cannot be
+ * rebound). Anything else may be an attacker's name resolving to us. */
+static int host_allowed(const struct lb_admin *a, const char *v, size_t n)
+{
+    char host[256];
+    const char *end = v + n, *hp, *he, *rest;
+    int bracketed = n > 0 && v[0] == '[';
+    if (bracketed) {
+        he = memchr(v, ']', n);
+        if (!he)
+            return 0;
+        hp = v + 1;
+        rest = he + 1;
+    } else {
+        const char *colon = NULL;
+        for (const char *p = v; p < end; p++)
+            if (*p == ':')
+                colon = p;
+        hp = v;
+        he = colon ? colon : end;
+        rest = he;
+    }
+    if (rest < end) { /* ":port", digits only */
+        if (*rest != ':' || rest + 1 == end)
+            return 0;
+        for (const char *p = rest + 1; p < end; p++)
+            if (*p < '0' || *p > '9')
+                return 0;
+    }
+    if (he <= hp || (size_t)(he - hp) >= sizeof(host))
         return 0;
-    size_t tl = strlen(token);
-    return h->value.n - 7 == tl && sodium_memcmp(h->value.p + 7, token, tl) == 0;
+    memcpy(host, hp, (size_t)(he - hp));
+    host[he - hp] = '\0';
+    struct in_addr a4;
+    struct in6_addr a6;
+    int is_v4 = !bracketed && inet_pton(AF_INET, host, &a4) == 1;
+    int is_v6 = bracketed && inet_pton(AF_INET6, host, &a6) == 1;
+    if (!bracketed && !strcasecmp(host, "localhost"))
+        return 1;
+    if (is_v4 && (ntohl(a4.s_addr) >> 24) == 127)
+        return 1;
+    if (is_v6 && (IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127)))
+        return 1;
+    if (a->host[0] && bracketed == a->host_bracketed && !strcasecmp(host, a->host))
+        return 1;
+    return a->wildcard && (is_v4 || is_v6);
+}
+
+/* 1 if a request body is declared as JSON: the media type of Content-Type (before any
+ * parameters, case-insensitive) is application/json. */
+static int is_json(const struct http_request *req)
+{
+    const struct http_header *h = http_find_header(req->head, "content-type");
+    if (!h)
+        return 0;
+    size_t n = h->value.n;
+    const char *semi = memchr(h->value.p, ';', n);
+    if (semi)
+        n = (size_t)(semi - h->value.p);
+    while (n > 0 && (h->value.p[n - 1] == ' ' || h->value.p[n - 1] == '\t'))
+        n--;
+    return n == 16 && !strncasecmp(h->value.p, "application/json", 16);
+}
+
+/* The failure slot of ip (windows that ended are freed on the way); NULL if it has none. */
+static struct fail_slot *fail_find(struct lb_admin *a, const char *ip, uint64_t now)
+{
+    struct fail_slot *found = NULL;
+    for (size_t i = 0; i < FAIL_SLOTS; i++) {
+        struct fail_slot *f = &a->fails[i];
+        if (f->since_ms && now - f->since_ms >= FAIL_WINDOW_MS)
+            f->since_ms = 0;
+        if (f->since_ms && !strcmp(f->ip, ip))
+            found = f;
+    }
+    return found;
+}
+
+/* A new failure slot for ip (fail_find found none): a free one, else the oldest window. */
+static struct fail_slot *fail_new(struct lb_admin *a, const char *ip, uint64_t now)
+{
+    struct fail_slot *f = &a->fails[0];
+    for (size_t i = 1; i < FAIL_SLOTS && f->since_ms; i++)
+        if (a->fails[i].since_ms < f->since_ms)
+            f = &a->fails[i];
+    snprintf(f->ip, sizeof(f->ip), "%s", ip);
+    f->since_ms = now ? now : 1;
+    f->count = 0;
+    return f;
+}
+
+/* 1 if the request carries "Authorization: Bearer <the token>" (compared in constant time). */
+static int token_ok(const struct lb_admin *a, const struct http_request *req, int *present)
+{
+    const struct http_header *h = http_find_header(req->head, "authorization");
+    *present = h != NULL;
+    if (!h || h->value.n < 7 || strncasecmp(h->value.p, "Bearer ", 7))
+        return 0;
+    size_t tl = strlen(a->token);
+    return tl > 0 && h->value.n - 7 == tl && sodium_memcmp(h->value.p + 7, a->token, tl) == 0;
+}
+
+/* Checks Host, the failure throttle, the token and the body type, in that order. Returns 1 when
+ * the request may proceed; otherwise the refusal is in resp (403, 429, 401 or 415). */
+static int admit(struct lb_admin *a, const struct http_request *req, struct http_response *resp)
+{
+    const struct http_head *h = req->head;
+    char shown[128];
+    if (!h->host.n || !h->target.n || h->target.p[0] != '/' || !host_allowed(a, h->host.p, h->host.n)) {
+        fprintf(stderr, "agora lb: admin: refused %s: Host '%s' is not this machine's admin address\n",
+                req->remote_addr, printable(h->host.p, h->host.n, shown, sizeof(shown)));
+        reply(resp, 403,
+              "{\"error\": \"admin API: the Host header must be localhost, a loopback address or the admin "
+              "address (DNS rebinding defence)\"}");
+        return 0;
+    }
+    uint64_t now = loop_clock_us() / 1000;
+    struct fail_slot *f = fail_find(a, req->remote_addr, now);
+    if (f && f->count >= FAIL_LIMIT) {
+        unsigned wait_s = (unsigned)((f->since_ms + FAIL_WINDOW_MS - now + 999) / 1000);
+        http_response_header(resp, "Retry-After", "%u", wait_s);
+        reply(resp, 429, "{\"error\": \"admin API: too many failed attempts from %s; retry in %u s\"}",
+              req->remote_addr, wait_s);
+        return 0;
+    }
+    int present;
+    if (!token_ok(a, req, &present)) {
+        if (present) {
+            if (!f)
+                f = fail_new(a, req->remote_addr, now);
+            f->count++;
+            fprintf(stderr, "agora lb: admin: refused %s: wrong bearer token (%u of %d allowed a minute)\n",
+                    req->remote_addr, f->count, FAIL_LIMIT);
+            if (f->count == FAIL_LIMIT)
+                fprintf(stderr, "agora lb: admin: throttling %s for %d s\n", req->remote_addr, FAIL_WINDOW_MS / 1000);
+        } else {
+            fprintf(stderr, "agora lb: admin: refused %s: no bearer token\n", req->remote_addr);
+        }
+        http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"agora-admin\"%s",
+                             present ? ", error=\"invalid_token\"" : "");
+        reply(resp, 401,
+              "{\"error\": \"admin API: %s bearer token (send Authorization: Bearer TOKEN; see agora lb "
+              "--help for where the token is)\"}",
+              present ? "wrong" : "missing");
+        return 0;
+    }
+    if (req->body_len > 0 && !is_json(req)) {
+        reply(resp, 415, "{\"error\": \"admin API: request bodies must be Content-Type: application/json\"}");
+        return 0;
+    }
+    return 1;
 }
 
 /* Replaces the registry's set with the current one plus `add` (may be NULL) minus `drop` (may
@@ -135,11 +315,8 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
 {
     struct lb_admin *a = ctx;
     const struct http_head *h = req->head;
-    if (!authorized(a, req)) {
-        reply(resp, a->sh->cfg->admin_token[0] ? 401 : 403, "{\"error\": \"admin API: %s\"}",
-              a->sh->cfg->admin_token[0] ? "missing or wrong bearer token" : "only loopback clients are allowed");
+    if (!admit(a, req, resp))
         return;
-    }
     const char *p = h->path.p;
     size_t n = h->path.n;
     if (n == 8 && !memcmp(p, "/servers", 8)) {
@@ -241,6 +418,178 @@ static void on_drain_timer(struct loop *loop, struct loop_timer *t)
     loop_timer_arm(loop, t, 100);
 }
 
+int lb_admin_default_token_path(unsigned port, int make_dir, char *out, size_t outlen, char *err, size_t errlen)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int n;
+    if (xdg && xdg[0] == '/') {
+        n = snprintf(out, outlen, "%s/agora-admin-%u.token", xdg, port);
+    } else {
+        /* No per-user runtime directory: a private one in /tmp, made and checked like tmux's
+         * /tmp/tmux-UID (ours, a directory, not a symlink, no access for others). */
+        char dir[64];
+        uid_t uid = geteuid();
+        snprintf(dir, sizeof(dir), "/tmp/agora-%u", (unsigned)uid);
+        if (make_dir && mkdir(dir, 0700) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %.64s: %s", dir, strerror(errno));
+            return -1;
+        }
+        struct stat st;
+        if (lstat(dir, &st) == 0 && (!S_ISDIR(st.st_mode) || st.st_uid != uid || (st.st_mode & 077))) {
+            snprintf(err, errlen, "%s is not a private directory of uid %u (mode 0700): refusing to use it", dir,
+                     (unsigned)uid);
+            return -1;
+        }
+        n = snprintf(out, outlen, "%s/admin-%u.token", dir, port);
+    }
+    if (n < 0 || (size_t)n >= outlen) {
+        snprintf(err, errlen, "token file path too long");
+        return -1;
+    }
+    return 0;
+}
+
+int lb_admin_read_token(const char *path, char *out, size_t outlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, out, outlen);
+    int e = errno;
+    close(fd);
+    if (n < 0)
+        return -e;
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+        n--;
+    if (n == 0 || (size_t)n >= outlen)
+        return -EINVAL;
+    for (ssize_t i = 0; i < n; i++)
+        if (out[i] <= 0x20 || out[i] >= 0x7f)
+            return -EINVAL;
+    out[n] = '\0';
+    return 0;
+}
+
+/* Writes token to path, mode 0600, atomically: a new file (O_EXCL, never through a symlink)
+ * next to it, fsync'ed, then renamed over path. Returns 0, or -1 with err set. */
+static int write_token_file(const char *path, const char *token, char *err, size_t errlen)
+{
+    char tmp[600];
+    int fd = -1, rc = -1;
+    if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp)) {
+        snprintf(err, errlen, "token file path too long");
+        return -1;
+    }
+    for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == EEXIST && attempt == 0)
+            unlink(tmp); /* left by an earlier process with our pid */
+        else if (fd < 0)
+            break;
+    }
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %.300s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t len = strlen(token);
+    if (fchmod(fd, 0600) < 0 || write(fd, token, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) < 0) {
+        snprintf(err, errlen, "cannot write %.300s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    if (close(fd) < 0) {
+        fd = -1;
+        snprintf(err, errlen, "cannot write %.300s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    fd = -1;
+    if (rename(tmp, path) < 0) {
+        snprintf(err, errlen, "cannot rename a new file to %.300s: %s", path, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc < 0)
+        unlink(tmp);
+    return rc;
+}
+
+/* Sets a->token: the configured one, or a new random one (256 bits, hex) written to the token
+ * file (the configured path, or the default one for the port actually bound). */
+static int setup_token(struct lb_admin *a, int fd, char *err, size_t errlen)
+{
+    const struct lb_config *cfg = a->sh->cfg;
+    if (cfg->admin_token[0]) {
+        snprintf(a->token, sizeof(a->token), "%s", cfg->admin_token);
+        if (strlen(a->token) < 16)
+            fprintf(stderr, "agora lb: warning: the admin token has only %zu characters; use 32 or more random ones\n",
+                    strlen(a->token));
+        return 0;
+    }
+    char path[sizeof(a->token_path)], e[400];
+    if (cfg->admin_token_file[0]) {
+        snprintf(path, sizeof(path), "%s", cfg->admin_token_file);
+    } else {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        unsigned port = 0;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+            port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                  : ((struct sockaddr_in *)&ss)->sin_port);
+        if (lb_admin_default_token_path(port, 1, path, sizeof(path), e, sizeof(e)) < 0) {
+            snprintf(err, errlen, "no place for the admin token: %s (set --admin-token-file)", e);
+            return -1;
+        }
+    }
+    unsigned char raw[32];
+    if (sodium_init() < 0) {
+        snprintf(err, errlen, "libsodium failed to initialise");
+        return -1;
+    }
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(a->token, sizeof(a->token), raw, sizeof(raw));
+    sodium_memzero(raw, sizeof(raw));
+    if (write_token_file(path, a->token, e, sizeof(e)) < 0) {
+        snprintf(err, errlen, "cannot write the admin token file: %s", e);
+        return -1;
+    }
+    snprintf(a->token_path, sizeof(a->token_path), "%s", path);
+    fprintf(stderr, "agora lb: admin API token generated, in %s (mode 0600)\n", path);
+    return 0;
+}
+
+/* Parses the host part of the admin address for the Host check. */
+static void set_admin_host(struct lb_admin *a, const struct net_addr *addr)
+{
+    const char *l = a->sh->cfg->admin_listen;
+    const char *start = l, *end;
+    if (l[0] == '[') {
+        a->host_bracketed = 1;
+        start = l + 1;
+        end = strchr(start, ']');
+    } else {
+        end = strrchr(l, ':');
+    }
+    if (!end)
+        end = start; /* "PORT": all interfaces */
+    snprintf(a->host, sizeof(a->host), "%.*s", (int)(end - start), start);
+    if (addr->ss.ss_family == AF_INET)
+        a->wildcard = ((const struct sockaddr_in *)&addr->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+    else if (addr->ss.ss_family == AF_INET6)
+        a->wildcard = IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&addr->ss)->sin6_addr);
+}
+
+/* Removes a generated token's file if it still holds our token (a newer balancer may have
+ * replaced it), and wipes the token from memory. */
+static void forget_token(struct lb_admin *a)
+{
+    char cur[LB_ADMIN_TOKEN_MAX];
+    if (a->token_path[0] && lb_admin_read_token(a->token_path, cur, sizeof(cur)) == 0 && !strcmp(cur, a->token))
+        unlink(a->token_path);
+    sodium_memzero(a->token, sizeof(a->token));
+}
+
 struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct lb_health *health, char *err,
                                 size_t errlen)
 {
@@ -260,6 +609,12 @@ struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct 
     a->loop = loop;
     a->sh = sh;
     a->health = health;
+    set_admin_host(a, &addr);
+    if (setup_token(a, fd, err, errlen) < 0) {
+        close(fd);
+        free(a);
+        return NULL;
+    }
     a->hb.fn = admin_handle;
     a->hb.fn_ctx = a;
     struct http_server_limits lim;
@@ -271,6 +626,7 @@ struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct 
     if (!a->srv) {
         snprintf(err, errlen, "cannot serve the admin API");
         close(fd);
+        forget_token(a);
         free(a);
         return NULL;
     }
@@ -286,5 +642,6 @@ void lb_admin_stop(struct lb_admin *a)
         return;
     loop_timer_cancel(a->loop, &a->drain_timer);
     http_server_free(a->srv);
+    forget_token(a);
     free(a);
 }

@@ -1,6 +1,7 @@
 /* config.c — balancer configuration from defaults, an INI file and flags; see config.h. */
 #include "lb/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/net.h"
 
 enum opt_type { T_STR, T_DURATION, T_SIZE, T_UINT, T_BOOL, T_BACKEND };
 
@@ -91,7 +94,12 @@ static const struct opt opts[] = {
     {"admin", "listen", "admin-listen", T_STR, O(admin_listen), S(admin_listen),
      "admin API address, or off (default 127.0.0.1:8404)"},
     {"admin", "token", "admin-token", T_STR, O(admin_token), S(admin_token),
-     "admin API bearer token (or env AGORA_ADMIN_TOKEN); needed by non-loopback clients"},
+     "admin API bearer token (or env AGORA_ADMIN_TOKEN); default: one is generated at start"},
+    {"admin", "token_file", "admin-token-file", T_STR, O(admin_token_file), S(admin_token_file),
+     "where a generated token is written, mode 0600 (default $XDG_RUNTIME_DIR/agora-admin-PORT.token, "
+     "else /tmp/agora-UID/admin-PORT.token)"},
+    {"lb", "stats_access", "stats-access", T_STR, O(stats_access), S(stats_access),
+     "who gets the balancer's GET /stats: public (default), loopback (others 403) or off (proxied)"},
     {"timeouts", "pool_idle", "pool-idle-timeout", T_DURATION, O(pool_idle_timeout_ms), 0,
      "close idle backend connections after (default 30s)"},
 };
@@ -140,6 +148,7 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->retry_budget_percent = 20;
     cfg->replay_buffer = 65536;
     snprintf(cfg->admin_listen, sizeof(cfg->admin_listen), "127.0.0.1:8404");
+    snprintf(cfg->stats_access, sizeof(cfg->stats_access), "public");
     const char *tok = getenv("AGORA_ADMIN_TOKEN");
     if (tok)
         snprintf(cfg->admin_token, sizeof(cfg->admin_token), "%s", tok);
@@ -284,6 +293,20 @@ static int set_opt(struct lb_config *cfg, const struct opt *o, const char *name,
     return -1;
 }
 
+/* 1 if the admin address "HOST:PORT" binds only to loopback (127.0.0.0/8, ::1, localhost). An
+ * unparsable address counts as not loopback (lb_admin_start reports it). */
+static int admin_on_loopback(const char *listen)
+{
+    struct net_addr a;
+    if (net_parse_addr(listen, &a) < 0)
+        return 0;
+    if (a.ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&a.ss)->sin_addr.s_addr) >> 24) == 127;
+    if (a.ss.ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&a.ss)->sin6_addr);
+    return 0;
+}
+
 static int validate(struct lb_config *cfg, char *err, size_t errlen)
 {
     if (cfg->rise == 0 || cfg->fall == 0) {
@@ -313,6 +336,20 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
     if (strncmp(cfg->hash_key, "client", 7) && strncmp(cfg->hash_key, "header:", 7) &&
         strncmp(cfg->hash_key, "cookie:", 7)) {
         snprintf(err, errlen, "hash-key must be client, header:NAME or cookie:NAME");
+        return -1;
+    }
+    if (strcmp(cfg->stats_access, "public") && strcmp(cfg->stats_access, "loopback") &&
+        strcmp(cfg->stats_access, "off")) {
+        snprintf(err, errlen, "stats-access must be public, loopback or off");
+        return -1;
+    }
+    /* A generated token is only good for clients that can read its file, i.e. on this machine:
+     * an admin API reachable from other machines must have a token the operator chose. */
+    if (strcmp(cfg->admin_listen, "off") && !cfg->admin_token[0] && !admin_on_loopback(cfg->admin_listen)) {
+        snprintf(err, errlen,
+                 "the admin API on %s (not a loopback address) needs a token: set --admin-token, [admin] token "
+                 "or AGORA_ADMIN_TOKEN, or bind it to 127.0.0.1",
+                 cfg->admin_listen);
         return -1;
     }
     return 0;

@@ -50,9 +50,11 @@ struct lb_config {
     unsigned rate_limit;       /* requests per second per client address; 0 = off */
     unsigned rate_burst;       /* token-bucket size; 0 = same as rate_limit */
     /* admin API */
-    char admin_listen[128]; /* "off" to disable */
-    char admin_token[128];  /* required from non-loopback clients; env AGORA_ADMIN_TOKEN */
-    char config_path[512];  /* the file read, if any (for SIGHUP) */
+    char admin_listen[128];     /* "off" to disable */
+    char admin_token[128];      /* bearer token; env AGORA_ADMIN_TOKEN; empty: generated at start */
+    char admin_token_file[512]; /* where a generated token is written; empty: the default path */
+    char stats_access[16];      /* GET /stats on the public port: "public", "loopback" or "off" */
+    char config_path[512];      /* the file read, if any (for SIGHUP) */
 };
 
 /* Fills the defaults: listen :8000, backends 127.0.0.1:8001-8003, least-conn, health GET /health

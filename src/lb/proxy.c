@@ -974,8 +974,17 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
                                 "Connection header lists a field the balancer acts on (Idempotency-Key or Expect)", 1);
         return;
     }
+    /* /stats per --stats-access: "off" proxies it; "loopback" answers 403 to other peers, as an
+     * nginx allow/deny or HAProxy "http-request deny" on a stats page does. */
+    int stats = h->path.n == 6 && !memcmp(h->path.p, "/stats", 6) && strcmp(w->sh->cfg->stats_access, "off");
     if ((h->method == HTTP_GET || h->method == HTTP_HEAD) && h->query.n == 0 &&
-        ((h->path.n == 7 && !memcmp(h->path.p, "/health", 7)) || (h->path.n == 6 && !memcmp(h->path.p, "/stats", 6)))) {
+        ((h->path.n == 7 && !memcmp(h->path.p, "/health", 7)) || stats)) {
+        const char *ip = http_conn_remote_ip(c);
+        if (stats && !strcmp(w->sh->cfg->stats_access, "loopback") && strncmp(ip, "127.", 4) && strcmp(ip, "::1")) {
+            http_conn_set_data(c, NULL);
+            http_conn_respond_error(c, 403, "/stats is only available from loopback (--stats-access loopback)", 0);
+            return;
+        }
         answer_local(w, c, h);
         http_conn_set_data(c, NULL);
         /* on_body_end completes it (the request has no body to wait for, or we drain it). */

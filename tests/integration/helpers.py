@@ -645,7 +645,9 @@ class PatternChecker:
 # ---------------------------------------------------------------- fault tolerance (test_ft_*.py)
 #
 #   record_lines(path)                  a testbackend --record file as a list of lines
-#   admin_request(port, method, path, body)   the balancer's admin API -> (status, decoded JSON)
+#   admin_request(port, method, path, body)   the balancer's admin API -> (status, decoded JSON),
+#                                       with the token from the balancer's token file
+#   admin_token_path(port), admin_token(port, token_file)   where the generated token is; read it
 #   Load(port, ...)                     keep-alive GET load from background threads
 #   CaptureBackend(...)                 a raw Python backend keeping every byte it receives
 #   raise_fd_limit(n)                   this process's RLIMIT_NOFILE soft limit to at least n
@@ -658,11 +660,36 @@ def record_lines(path):
     return path.read_text().splitlines() if path.exists() else []
 
 
-def admin_request(port, method, path, body=None, headers=None, timeout=5.0):
-    """Calls the balancer's admin API on 127.0.0.1:port. body (a dict) is sent as JSON.
+def admin_token_path(admin_port):
+    """The file `agora lb` writes its generated admin token to (no --admin-token, no
+    --admin-token-file) for an admin API on admin_port: see lb_admin_default_token_path."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if xdg.startswith("/"):
+        return pathlib.Path(xdg) / ("agora-admin-%d.token" % admin_port)
+    return pathlib.Path("/tmp/agora-%d" % os.geteuid()) / ("admin-%d.token" % admin_port)
+
+
+def admin_token(admin_port=None, token_file=None):
+    """The admin token in token_file, else in the default token file of admin_port."""
+    path = pathlib.Path(token_file) if token_file is not None else admin_token_path(admin_port)
+    return path.read_text().strip()
+
+
+FROM_TOKEN_FILE = object()  # admin_request's default: the token from the balancer's token file
+
+
+def admin_request(port, method, path, body=None, headers=None, timeout=5.0, token=FROM_TOKEN_FILE,
+                  token_file=None):
+    """Calls the balancer's admin API on 127.0.0.1:port. body (a dict) is sent as JSON. The
+    bearer token is read from token_file, else from the default token file for port (a balancer
+    without --admin-token generates it); token=None sends none, a string sends that one.
     Returns (status, decoded JSON body or None when it is not JSON)."""
     data = None if body is None else json.dumps(body).encode()
     hdrs = dict(headers or {})
+    if token is FROM_TOKEN_FILE:
+        token = admin_token(port, token_file)
+    if token is not None:
+        hdrs.setdefault("Authorization", "Bearer " + token)
     if data is not None:
         hdrs.setdefault("Content-Type", "application/json")
     status, _, raw = http_request(LOCALHOST, port, method, path, headers=hdrs, body=data, timeout=timeout)

@@ -4,7 +4,9 @@ GET /servers is the /stats document; POST /servers {"url", "weight"?} adds a ser
 it is there, 422 if the URL is bad, 400 if the body is not what is expected); DELETE
 /servers/{host:port} removes one (200, then 404); PUT /servers/{host:port}/weight {"weight": N}
 (1..1000) re-weights it. Round-robin with slow start off (lb_factory's default) makes the effect
-of each change on the traffic exact. Drain, park and enable: test_ft_drain.py.
+of each change on the traffic exact. Drain, park and enable: test_ft_drain.py. Every call carries
+the token the balancer generated (admin_request reads its token file; `agora ctl` finds it by
+itself). Host check, token, body type and throttling: test_ft_admin_security.py.
 """
 
 import json
@@ -12,7 +14,16 @@ import subprocess
 
 import pytest
 
-from helpers import LOCALHOST, admin_request, backend_url, free_port, http_request, lb_stats, wait_for
+from helpers import (
+    LOCALHOST,
+    admin_request,
+    admin_token_path,
+    backend_url,
+    free_port,
+    http_request,
+    lb_stats,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -135,12 +146,17 @@ def test_agora_ctl_reports_an_unreachable_admin_api(agora_bin):
     assert err.startswith("agora ctl: ")
 
 
-def test_loopback_clients_need_no_token(testbackend_factory, lb_factory):
-    # The token (--admin-token or AGORA_ADMIN_TOKEN) is only asked of non-loopback clients,
-    # which these tests cannot be (127.0.0.1 only).
+def test_a_configured_token_is_required_from_loopback_too(testbackend_factory, lb_factory):
+    # --admin-token (or AGORA_ADMIN_TOKEN) replaces the generated token; loopback clients are
+    # not exempt (any local process, or a browser page, is a loopback client). No file is written.
     admin_port = free_port()
+    token = "s3cret-s3cret-s3cret"
     lb = lb_factory([testbackend_factory("A")], "--admin-listen", "%s:%d" % (LOCALHOST, admin_port),
-                    "--admin-token", "s3cret")
+                    "--admin-token", token)
     assert lb.wait_for_output("agora lb: admin API on %s:%d\n" % (LOCALHOST, admin_port))
-    assert admin_request(admin_port, "GET", "/servers")[0] == 200
-    assert admin_request(admin_port, "GET", "/servers", headers={"Authorization": "Bearer wrong"})[0] == 200
+    assert admin_request(admin_port, "GET", "/servers", token=None)[0] == 401
+    assert admin_request(admin_port, "GET", "/servers", token="wrong")[0] == 401
+    assert admin_request(admin_port, "GET", "/servers", token=token[:-1])[0] == 401
+    assert admin_request(admin_port, "GET", "/servers", token=token)[0] == 200
+    assert not admin_token_path(admin_port).exists()
+    assert "token generated" not in lb.output()

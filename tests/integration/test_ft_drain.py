@@ -7,13 +7,15 @@ Load here is /delay?ms=20 from 4 keep-alive client threads, so at most 4 request
 flight: after the drain answer the drained backend's --record file may gain at most those, and
 after the server left the set it gains nothing but (at most one last) health check.
 
-`agora up --listen 127.0.0.1:P --data DIR` runs a balancer (admin API on P+404) and three web
-servers; `agora ctl --data DIR server add` starts a fourth on P+4 and adds it, `server remove
+`agora up --listen 127.0.0.1:P --data DIR` runs a balancer (admin API on P+404, its generated
+token in DIR/admin.token) and three web servers; `agora ctl --data DIR server add` starts a fourth on P+4 and adds it, `server remove
 PORT` drains it out of the balancer and then stops it.
 """
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import time
 
@@ -38,8 +40,8 @@ def work_lines(path):
     return [line for line in record_lines(path) if line != "GET /health"]
 
 
-def servers_by_address(admin_port):
-    status, doc = admin_request(admin_port, "GET", "/servers")
+def servers_by_address(admin_port, token_file=None):
+    status, doc = admin_request(admin_port, "GET", "/servers", token_file=token_file)
     assert status == 200
     return {s["address"]: s for s in doc["servers"]}
 
@@ -154,21 +156,30 @@ def test_agora_up_server_add_and_remove(agora_bin, tmp_path):
     data = tmp_path / "data"
     base = free_port_run([0, 1, 2, 3, 4, 404])
     admin_port = base + 404
+    token_file = data / "admin.token"  # the balancer `agora up` runs writes its token there
     up = start_process([agora_bin, "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", data,
                         "--lb-workers", "1"], ready_text="agora is up", timeout=30)
     try:
         # `agora up` says it is up once it started its children: the balancer and its admin API
         # may still be starting.
-        assert wait_for(lambda: _all_healthy(admin_port), 15.0, 0.1), up.output()
+        assert wait_for(lambda: _all_healthy(admin_port, token_file), 15.0, 0.1), up.output()
         initial = ["%s:%d" % (LOCALHOST, base + k) for k in (1, 2, 3)]
-        assert sorted(servers_by_address(admin_port)) == initial
+        assert sorted(servers_by_address(admin_port, token_file)) == initial
         assert _served_by(base) in initial  # the web servers answer through the balancer
+        # The balancer's generated token is in the data directory, for this user only, and
+        # `agora ctl` finds it there by itself (no --token flag, no environment variable).
+        assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+        env = {k: v for k, v in os.environ.items() if k != "AGORA_ADMIN_TOKEN"}
+        listed = subprocess.run([str(agora_bin), "ctl", "--admin", "%s:%d" % (LOCALHOST, admin_port), "--data",
+                                 str(data), "list"], capture_output=True, text=True, timeout=20, env=env)
+        assert (listed.returncode, listed.stderr) == (0, "")
+        assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == initial
 
         added = up_call(agora_bin, data, "add")
         new_addr = "%s:%d" % (LOCALHOST, base + 4)
         assert added["added"] == "http://" + new_addr
-        assert sorted(servers_by_address(admin_port)) == sorted(initial + [new_addr])
-        assert wait_for(lambda: servers_by_address(admin_port)[new_addr]["healthy"], 10.0, 0.1)
+        assert sorted(servers_by_address(admin_port, token_file)) == sorted(initial + [new_addr])
+        assert wait_for(lambda: servers_by_address(admin_port, token_file)[new_addr]["healthy"], 10.0, 0.1)
         # The new server takes requests (in slow start: about 10% of its share at first).
         assert wait_for(lambda: _served_by(base) == new_addr, 10.0, 0.0)
 
@@ -178,8 +189,8 @@ def test_agora_up_server_add_and_remove(agora_bin, tmp_path):
 
         removed = up_call(agora_bin, data, "remove", str(base + 4))
         assert removed == {"draining": "http://" + new_addr}
-        assert wait_for(lambda: new_addr not in servers_by_address(admin_port), 10.0, 0.1)
-        assert sorted(servers_by_address(admin_port)) == initial
+        assert wait_for(lambda: new_addr not in servers_by_address(admin_port, token_file), 10.0, 0.1)
+        assert sorted(servers_by_address(admin_port, token_file)) == initial
         # `agora up` stops the drained server's process and does not restart it.
         assert wait_for(lambda: "removed" in [p["state"] for p in up_call(agora_bin, data, "list")["processes"]],
                         10.0, 0.2)
@@ -192,6 +203,7 @@ def test_agora_up_server_add_and_remove(agora_bin, tmp_path):
         except subprocess.TimeoutExpired:
             status = up.stop()
     assert status == 0, up.output()
+    assert not token_file.exists()  # the balancer's clean stop removed it
 
 
 def _served_by(port):
@@ -201,9 +213,9 @@ def _served_by(port):
     return headers.get("x-served-by")
 
 
-def _all_healthy(admin_port):
-    try:
-        servers = servers_by_address(admin_port)
+def _all_healthy(admin_port, token_file):
+    try:  # also before the balancer wrote its token file (FileNotFoundError)
+        servers = servers_by_address(admin_port, token_file)
     except OSError:
         return False
     return len(servers) == 3 and all(s["healthy"] for s in servers.values())

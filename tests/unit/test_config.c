@@ -659,6 +659,54 @@ static void test_parse_size(void **state)
 }
 
 /* --help prints the reference (every flag) to stdout and returns 1. */
+/* --admin-token-file and --stats-access (flags and INI keys), their defaults and validation, and
+ * the refusal of an admin API on a non-loopback address without a configured token. */
+static void test_admin_and_stats_access(void **state)
+{
+    struct lb_config c;
+    char err[512], path[64];
+    unsetenv("AGORA_ADMIN_TOKEN");
+    lb_config_defaults(&c);
+    assert_string_equal(c.admin_token_file, "");
+    assert_string_equal(c.stats_access, "public");
+    lb_config_free(&c);
+    assert_int_equal(FROM_ARGS(&c, err, "--admin-token-file", "/run/agora/admin.token", "--stats-access", "loopback"),
+                     0);
+    assert_string_equal(c.admin_token_file, "/run/agora/admin.token");
+    assert_string_equal(c.stats_access, "loopback");
+    lb_config_free(&c);
+    assert_int_equal(
+        load_text(&c, "[lb]\nstats_access = off\n[admin]\ntoken_file = /tmp/t.token\n", path, err, sizeof(err)), 0);
+    assert_string_equal(c.stats_access, "off");
+    assert_string_equal(c.admin_token_file, "/tmp/t.token");
+    lb_config_free(&c);
+    EXPECT_ARGS_ERROR("stats-access must be public, loopback or off", "--stats-access", "private");
+    EXPECT_ARGS_ERROR("stats-access must be public, loopback or off", "--stats-access", "");
+    /* Loopback admin addresses need no configured token (one is generated)... */
+    static const char *const loopback[] = {"127.0.0.1:9404", "127.3.2.1:9404", "[::1]:9404", "localhost:9404", "off"};
+    for (size_t i = 0; i < N(loopback); i++) {
+        assert_int_equal(FROM_ARGS(&c, err, "--admin-listen", loopback[i]), 0);
+        lb_config_free(&c);
+    }
+    /* ...others do: the balancer refuses to start without one. */
+    static const char *const outside[] = {"0.0.0.0:9404", ":9404",          "9404",
+                                          "[::]:9404",    "192.0.2.1:9404", "[2001:db8::1]:9404"};
+    for (size_t i = 0; i < N(outside); i++) {
+        char want[300];
+        snprintf(want, sizeof(want),
+                 "the admin API on %s (not a loopback address) needs a token: set --admin-token, [admin] token or "
+                 "AGORA_ADMIN_TOKEN, or bind it to 127.0.0.1",
+                 outside[i]);
+        EXPECT_ARGS_ERROR(want, "--admin-listen", outside[i]);
+        assert_int_equal(FROM_ARGS(&c, err, "--admin-listen", outside[i], "--admin-token", "a-token-chosen-by-me"), 0);
+        lb_config_free(&c);
+        setenv("AGORA_ADMIN_TOKEN", "from-the-environment", 1);
+        assert_int_equal(FROM_ARGS(&c, err, "--admin-listen", outside[i]), 0);
+        lb_config_free(&c);
+        unsetenv("AGORA_ADMIN_TOKEN");
+    }
+}
+
 static void test_help(void **state)
 {
     char path[64];
@@ -731,6 +779,8 @@ static void test_help(void **state)
         "--rate-burst N",
         "--admin-listen VALUE",
         "--admin-token VALUE",
+        "--admin-token-file VALUE",
+        "--stats-access VALUE",
         "--pool-idle-timeout DURATION",
         "--help",
     };
@@ -779,6 +829,7 @@ int main(void)
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_duration_nan),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_admin_and_stats_access),
         cmocka_unit_test(test_help),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
