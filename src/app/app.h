@@ -24,17 +24,17 @@ struct app_limit {
 
 /* Password-guessing and sign-up limits (defaults by app_limits_default, in brackets). */
 struct app_limits {
-    struct app_limit login_account; /* failed log-ins per account [10 per 15 min] */
-    struct app_limit login_address; /* failed log-ins per client address [50 per 15 min] */
+    struct app_limit login_account;  /* failed log-ins per account [10 per 15 min] */
+    struct app_limit login_address;  /* failed log-ins per client address [50 per 15 min] */
     struct app_limit signup_address; /* sign-ups per client address [5 per 10 min] */
 };
 
 struct app_config {
-    const char *db_url;                /* "sqlite:PATH" (later also "postgres://...") */
-    const char *served_by;             /* value of the X-Served-By header, e.g. "127.0.0.1:8001" */
-    const char *web_dir;               /* directory of the static UI files, e.g. "web" */
-    const struct app_limits *limits;   /* NULL: app_limits_default */
-    const struct client_trust *trust;  /* proxies whose X-Forwarded-For is believed; NULL: loopback */
+    const char *db_url;               /* "sqlite:PATH" (later also "postgres://...") */
+    const char *served_by;            /* value of the X-Served-By header, e.g. "127.0.0.1:8001" */
+    const char *web_dir;              /* directory of the static UI files, e.g. "web" */
+    const struct app_limits *limits;  /* NULL: app_limits_default */
+    const struct client_trust *trust; /* proxies whose X-Forwarded-For is believed; NULL: loopback */
 };
 
 void app_limits_default(struct app_limits *l);

@@ -91,11 +91,12 @@ static int parse_net(const char *s, size_t n, struct client_net *net)
     return 0;
 }
 
-int client_trust_add(struct client_trust *t, const char *spec, char *err, size_t errlen)
+int client_trust_add(struct client_trust *out, const char *spec, char *err, size_t errlen)
 {
     const char *p = spec;
+    struct client_trust copy = *out, *t = &copy; /* all or nothing */
     if (strcmp(spec, "none") == 0) {
-        t->n = 0;
+        out->n = 0;
         return 0;
     }
     for (;;) {
@@ -119,8 +120,10 @@ int client_trust_add(struct client_trust *t, const char *spec, char *err, size_t
             return -1;
         }
         t->net[t->n++] = net;
-        if (!comma)
+        if (!comma) {
+            *out = copy;
             return 0;
+        }
         p = comma + 1;
     }
 }

@@ -35,13 +35,14 @@ struct client_trust {
 /* Sets t to the default: 127.0.0.0/8 and ::1. */
 void client_trust_default(struct client_trust *t);
 /* Adds "ADDR[/BITS]" entries, several separated by commas; "none" empties the list. Returns 0,
- * or -1 with a message in err (t unchanged by the bad entry). */
+ * or -1 with a message in err (err may be NULL) and t unchanged. */
 int client_trust_add(struct client_trust *t, const char *spec, char *err, size_t errlen);
 /* 1 if ip (text) is in one of t's networks. */
 int client_trust_has(const struct client_trust *t, const char *ip);
 /* Writes the client's normalised address into out (CLIENT_ADDR_CHARS bytes): peer, or what the
  * X-Forwarded-For headers of h say when peer is trusted (see above). */
-void client_addr(const struct client_trust *t, const char *peer, const struct http_head *h, char out[CLIENT_ADDR_CHARS]);
+void client_addr(const struct client_trust *t, const char *peer, const struct http_head *h,
+                 char out[CLIENT_ADDR_CHARS]);
 /* Writes the limit key of address ip into out (CLIENT_ADDR_CHARS bytes): IPv4 as is, IPv6 as its
  * /64 ("2001:db8:1:2::/64"); text that is not an address is copied (cut to fit). */
 void client_addr_key(const char *ip, char out[CLIENT_ADDR_CHARS]);

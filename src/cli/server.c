@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "app/app.h"
-#include "cli/commands.h"
 #include "app/client_addr.h"
+#include "cli/commands.h"
 #include "http/daemon.h"
 #include "http/pool.h"
 #include "http/server.h"
@@ -47,11 +47,8 @@ struct server_worker {
 
 static void app_config_of(const struct server_opts *o, struct app_config *ac)
 {
-    *ac = (struct app_config){.db_url = o->db,
-                              .served_by = o->served_by,
-                              .web_dir = o->web,
-                              .limits = &o->limits,
-                              .trust = &o->trust};
+    *ac = (struct app_config){
+        .db_url = o->db, .served_by = o->served_by, .web_dir = o->web, .limits = &o->limits, .trust = &o->trust};
 }
 
 /* The hashing pool's threads: each has an app (a database connection) of its own. */
@@ -252,8 +249,7 @@ int cmd_server(int argc, char **argv)
                 fprintf(stderr, "agora server: --hash-wait: '%s' is not a duration\n", v);
                 return 2;
             }
-        } else if (!strcmp(a, "--login-limit") || !strcmp(a, "--login-address-limit") ||
-                   !strcmp(a, "--signup-limit")) {
+        } else if (!strcmp(a, "--login-limit") || !strcmp(a, "--login-address-limit") || !strcmp(a, "--signup-limit")) {
             struct app_limit *l = !strcmp(a, "--login-limit")           ? &o.limits.login_account
                                   : !strcmp(a, "--login-address-limit") ? &o.limits.login_address
                                                                         : &o.limits.signup_address;
