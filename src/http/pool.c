@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,12 +414,19 @@ struct http_pool *http_pool_create(const struct http_pool_config *cfg, char *err
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    /* Pool threads take no signals (a thread inherits its creator's mask): they belong to the
+     * daemon's signalfd (daemon.h), even when the pool starts before the daemon blocks them. */
+    sigset_t all, old;
+    sigfillset(&all);
     for (unsigned i = 0; i < p->cfg.threads; i++) {
         struct pool_thread *t = &p->threads[i];
         t->pool = p;
         t->id = i;
-        if (pthread_create(&t->tid, NULL, thread_main, t) != 0) {
-            snprintf(err, errlen, "cannot start %s thread: %s", p->cfg.name ? p->cfg.name : "pool", strerror(errno));
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int rc = pthread_create(&t->tid, NULL, thread_main, t);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot start %s thread: %s", p->cfg.name ? p->cfg.name : "pool", strerror(rc));
             goto fail;
         }
         p->nthreads++;
