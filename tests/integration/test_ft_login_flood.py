@@ -176,9 +176,22 @@ def test_reproduction_30_concurrent_logins_do_not_stall_health(cluster_factory):
     assert sum(r.status == 401 for r in logins) >= 6, [r.status for r in logins]
     assert len(gets.results) >= 5 and all(s == 200 for s, _ in gets.results), gets.results
     assert len(health.results) >= 5 and all(s == 200 for s, _ in health.results), health.results
-    # the loop answers /health at once even while its server hashes
-    assert max(t for _, t in health.results) < 0.5, health.results
     assert stats.polls >= 3 and stats.down == [], stats.down
+
+
+def test_health_stays_prompt_while_its_server_hashes(server_factory):
+    # 30 guesses at one server: hashed on its loop they would hold /health for 30 x ~70 ms or
+    # more; on the pool, /health is answered between two loop iterations.
+    server = server_factory("--login-limit", "off", "--login-address-limit", "off")
+    api = ApiClient(server.port, timeout=30.0)
+    with Getter(server.port, "/health", pause=0.02) as health:
+        time.sleep(0.1)
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            logins = list(pool.map(lambda _: api.post("/api/v1/sessions", login_body("nobody", WRONG)), range(30)))
+    assert {r.status for r in logins} <= {401, 503}, logins
+    assert len(health.results) >= 5 and all(s == 200 for s, _ in health.results), health.results
+    # generous for a loaded machine (and ASan), far below the ~2 s a stalled loop takes
+    assert max(t for _, t in health.results) < 1.0, health.results
 
 
 def test_flood_of_64_guessers_for_10s_gets_10_tries_then_429(cluster_factory):
@@ -324,7 +337,7 @@ def test_full_hashing_pool_answers_503_and_health_stays_prompt(server_factory):
             assert resp.headers.get("retry-after") == "1", resp.headers
             assert resp.json["error"].startswith("server busy"), resp
     assert len(health.results) >= 3 and all(s == 200 for s, _ in health.results), health.results
-    assert max(t for _, t in health.results) < 0.5, health.results
+    assert max(t for _, t in health.results) < 1.0, health.results
 
 
 def raw_login(port, username, password):
