@@ -376,3 +376,20 @@ def test_graceful_stop_answers_queued_logins(server_factory):
         statuses = [f.result().status for f in futures]
     assert statuses == [401] * 4, statuses
     assert server.wait(timeout=15.0) == 0, server.output()
+
+
+def test_pipelined_request_behind_a_pooled_login_waits_its_turn(server_factory):
+    # The log-in goes to the pool; the GET pipelined behind it on the same connection must be
+    # answered after it, in order, on the same keep-alive connection.
+    from helpers import RawConnection
+
+    server = server_factory("--login-limit", "off")
+    with RawConnection(server.port, timeout=10.0) as conn:
+        conn.send(raw_login(server.port, "nobody", WRONG) + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                  + raw_login(server.port, "nobody", WRONG))
+        first = conn.read_response()
+        second = conn.read_response()
+        third = conn.read_response()
+    assert first[0] == 401 and json.loads(first[2])["error"] == "invalid username or password", first
+    assert second[0] == 200 and json.loads(second[2]) == {"status": "ok"}, second
+    assert third[0] == 401, third
