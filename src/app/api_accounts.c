@@ -8,6 +8,8 @@
  *   GET    /api/v1/accounts/{username}/following → accounts, highest account id first
  *   GET    /api/v1/accounts/{username}/posts     → posts, newest first (api_posts.c)
  *   POST   /api/v1/sessions                      log in → {"token", "account"} + cookie
+ * Sign-up and log-in hash a password: they run on the hashing pool (router.c flags them) and are
+ * throttled before hashing (throttle.h: 429 with Retry-After).
  *   GET    /api/v1/sessions                      → the caller's account
  *   DELETE /api/v1/sessions                      log out → 204, cookie cleared */
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include "app/api.h"
 #include "app/auth.h"
 #include "app/json.h"
+#include "app/throttle.h"
 
 #define PASSWORD_MIN 8
 #define PASSWORD_MAX 128
@@ -112,6 +115,8 @@ void api_accounts_create(struct api *a)
         api_store_error(a, rc, "");
         goto out;
     }
+    if (throttle_signup_take(a) < 0) /* before the hash: a refused sign-up costs none */
+        goto out;
     if (auth_hash_password(pw, pw_n, hash) != 0) {
         api_error(a, 500, "cannot hash the password");
         goto out;
@@ -209,6 +214,9 @@ void api_sessions_create(struct api *a)
     if (required_string(a, body, "username", &user, &user_n) < 0 ||
         required_string(a, body, "password", &pw, &pw_n) < 0)
         goto out;
+    /* the throttle comes before the lookup and the hash: a refused guess costs no Argon2 */
+    if (throttle_login_take(a, user, user_n, valid_username(user, user_n)) < 0)
+        goto out;
     if (valid_username(user, user_n))
         rc = store_account_credentials(a->app->store, user, &acc, hash);
     if (rc != STORE_OK && rc != STORE_NOT_FOUND) {
@@ -226,6 +234,7 @@ void api_sessions_create(struct api *a)
         api_error(a, 401, "invalid username or password");
         goto out;
     }
+    throttle_login_ok(a, user, user_n);
     auth_new_token(token, th);
     if ((rc = store_session_create(a->app->store, th, acc.id, a->now)) != STORE_OK) {
         api_store_error(a, rc, "");

@@ -12,6 +12,13 @@
 #include "app/router.h"
 #include "app/static.h"
 
+void app_limits_default(struct app_limits *l)
+{
+    l->login_account = (struct app_limit){10, 15 * 60 * 1000};
+    l->login_address = (struct app_limit){50, 15 * 60 * 1000};
+    l->signup_address = (struct app_limit){5, 10 * 60 * 1000};
+}
+
 struct app *app_open(const struct app_config *cfg, char *err, size_t errlen)
 {
     struct app *app = NULL;
@@ -25,6 +32,14 @@ struct app *app_open(const struct app_config *cfg, char *err, size_t errlen)
     }
     app->served_by = strdup(cfg->served_by ? cfg->served_by : "agora");
     app->web_dir = strdup(cfg->web_dir ? cfg->web_dir : "web");
+    if (cfg->limits)
+        app->limits = *cfg->limits;
+    else
+        app_limits_default(&app->limits);
+    if (cfg->trust)
+        app->trust = *cfg->trust;
+    else
+        client_trust_default(&app->trust);
     if (app->served_by == NULL || app->web_dir == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -77,6 +92,8 @@ static void health(struct app *app, struct http_response *resp)
     http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
     http_response_header(resp, "Cache-Control", "no-store");
 }
+
+int app_hashes_password(const struct http_request *req) { return router_hashes_password(req->head); }
 
 void app_handle(void *ctx, const struct http_request *req, struct http_response *resp)
 {

@@ -9,22 +9,45 @@
 #ifndef AGORA_APP_H
 #define AGORA_APP_H
 #include <stddef.h>
+#include <stdint.h>
 
+#include "app/client_addr.h"
 #include "http/message.h"
 
 struct app;
 
-struct app_config {
-    const char *db_url;    /* "sqlite:PATH" (later also "postgres://...") */
-    const char *served_by; /* value of the X-Served-By header, e.g. "127.0.0.1:8001" */
-    const char *web_dir;   /* directory of the static UI files, e.g. "web" */
+/* At most count events per window (throttle.h); count <= 0: no limit. */
+struct app_limit {
+    int count;
+    int64_t window_ms;
 };
+
+/* Password-guessing and sign-up limits (defaults by app_limits_default, in brackets). */
+struct app_limits {
+    struct app_limit login_account;  /* failed log-ins per account [10 per 15 min] */
+    struct app_limit login_address;  /* failed log-ins per client address [50 per 15 min] */
+    struct app_limit signup_address; /* sign-ups per client address [5 per 10 min] */
+};
+
+struct app_config {
+    const char *db_url;               /* "sqlite:PATH" (later also "postgres://...") */
+    const char *served_by;            /* value of the X-Served-By header, e.g. "127.0.0.1:8001" */
+    const char *web_dir;              /* directory of the static UI files, e.g. "web" */
+    const struct app_limits *limits;  /* NULL: app_limits_default */
+    const struct client_trust *trust; /* proxies whose X-Forwarded-For is believed; NULL: loopback */
+};
+
+void app_limits_default(struct app_limits *l);
 
 /* Opens the database (creating/migrating the schema) and returns a new app, or NULL with a
  * message in err (errlen bytes) on failure. */
 struct app *app_open(const struct app_config *cfg, char *err, size_t errlen);
 /* Handles one request; matches http_handler_fn (ctx is the struct app). */
 void app_handle(void *app, const struct http_request *req, struct http_response *resp);
+/* 1 if the route of req hashes a password (sign-up, log-in): such requests must not run on an
+ * event-loop thread (agora server sends them to its hashing pool). Needs no app: a pure function
+ * of the route table, safe on any thread. */
+int app_hashes_password(const struct http_request *req);
 /* Closes the database and frees the app. NULL is allowed. */
 void app_close(struct app *app);
 

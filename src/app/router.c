@@ -4,24 +4,31 @@
 #include <string.h>
 #include <time.h>
 
+/* Methods whose handler hashes a password (Argon2id, ~64 MiB and tens of ms): those requests run
+ * on the web server's hashing pool, never on an event-loop thread (app_hashes_password). Every
+ * route that hashes or verifies a password must carry the flag. */
+#define HASHES_POST 1
+#define HASHES_DEL  2
+
 struct route {
     const char *pattern; /* '*' stands for one non-empty path segment */
     api_fn get, post, del;
+    unsigned hashes; /* HASHES_* */
 };
 
 static const struct route routes[] = {
-    {"/api/v1/accounts", NULL, api_accounts_create, NULL},
-    {"/api/v1/accounts/*", api_accounts_get, NULL, NULL},
-    {"/api/v1/accounts/*/follow", NULL, api_accounts_follow, api_accounts_unfollow},
-    {"/api/v1/accounts/*/followers", api_accounts_followers, NULL, NULL},
-    {"/api/v1/accounts/*/following", api_accounts_following, NULL, NULL},
-    {"/api/v1/accounts/*/posts", api_accounts_posts, NULL, NULL},
-    {"/api/v1/sessions", api_sessions_get, api_sessions_create, api_sessions_delete},
-    {"/api/v1/posts", NULL, api_posts_create, NULL},
-    {"/api/v1/posts/*", api_posts_get, NULL, api_posts_delete},
-    {"/api/v1/posts/*/like", NULL, api_posts_like, api_posts_unlike},
-    {"/api/v1/posts/*/replies", api_posts_replies, NULL, NULL},
-    {"/api/v1/timelines/home", api_timelines_home, NULL, NULL},
+    {"/api/v1/accounts", NULL, api_accounts_create, NULL, HASHES_POST},
+    {"/api/v1/accounts/*", api_accounts_get, NULL, NULL, 0},
+    {"/api/v1/accounts/*/follow", NULL, api_accounts_follow, api_accounts_unfollow, 0},
+    {"/api/v1/accounts/*/followers", api_accounts_followers, NULL, NULL, 0},
+    {"/api/v1/accounts/*/following", api_accounts_following, NULL, NULL, 0},
+    {"/api/v1/accounts/*/posts", api_accounts_posts, NULL, NULL, 0},
+    {"/api/v1/sessions", api_sessions_get, api_sessions_create, api_sessions_delete, HASHES_POST},
+    {"/api/v1/posts", NULL, api_posts_create, NULL, 0},
+    {"/api/v1/posts/*", api_posts_get, NULL, api_posts_delete, 0},
+    {"/api/v1/posts/*/like", NULL, api_posts_like, api_posts_unlike, 0},
+    {"/api/v1/posts/*/replies", api_posts_replies, NULL, NULL, 0},
+    {"/api/v1/timelines/home", api_timelines_home, NULL, NULL, 0},
 };
 
 /* Returns 1 if path matches pattern, setting *param to the segment matched by '*'. */
@@ -44,6 +51,18 @@ static int match(const char *pattern, struct http_str path, struct http_str *par
         }
     }
     return i == path.n;
+}
+
+int router_hashes_password(const struct http_head *h)
+{
+    struct http_str param;
+    unsigned m = h->method == HTTP_POST ? HASHES_POST : h->method == HTTP_DELETE ? HASHES_DEL : 0;
+    if (m == 0)
+        return 0;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (match(routes[i].pattern, h->path, &param))
+            return (routes[i].hashes & m) != 0;
+    return 0;
 }
 
 static void allow(const struct route *r, char *out, size_t n)

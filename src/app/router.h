@@ -11,4 +11,7 @@
 /* Handles one API request for app; fills resp. */
 void router_handle(struct app *app, const struct http_request *req, struct http_response *resp);
 
+/* 1 if the handler for h's method and path hashes a password (a flag of the route table). */
+int router_hashes_password(const struct http_head *h);
+
 #endif

@@ -29,6 +29,7 @@
 #define STORE_CONFLICT  (-3) /* a unique value (username) is taken */
 #define STORE_FORBIDDEN (-4) /* the caller may not do this (deleting another author's post) */
 #define STORE_BUSY      (-5) /* the database stayed locked through every retry */
+#define STORE_LIMITED   (-6) /* a throttle is full (store_throttle_take) */
 
 /* Authors with at least this many followers are not fanned out on write (their posts are merged
  * into home timelines at read time). */
@@ -84,6 +85,15 @@ struct store_bulk_stats {
     int64_t max_followers;
 };
 
+/* One counter of store_throttle_take: at most limit events per window, counted from the first
+ * event of the window (a fixed window: when it ends the count starts again from zero). */
+struct store_throttle {
+    const char *key;   /* e.g. "login/account/alice"; at most STORE_THROTTLE_KEY_MAX bytes */
+    int limit;         /* <= 0: not limited (the key is skipped) */
+    int64_t window_ms; /* > 0 */
+};
+#define STORE_THROTTLE_KEY_MAX 128
+
 struct store_options {
     int fanout_limit; /* <= 0: STORE_FANOUT_LIMIT; tests use small values */
 };
@@ -131,6 +141,9 @@ struct store_ops {
     int (*bulk_post)(struct store *st, int64_t author, const char *text, int64_t created_at, int64_t *id_out);
     int (*bulk_end)(struct store *st, int commit, struct store_bulk_stats *stats);
     int (*count_accounts)(struct store *st, int64_t *n);
+
+    int (*throttle_take)(struct store *st, const struct store_throttle *t, int n, int64_t now, int64_t *retry_ms);
+    int (*throttle_give)(struct store *st, const char *key, int forget);
 };
 
 /* Every implementation embeds this as its first member. */
@@ -280,6 +293,24 @@ static inline int store_bulk_end(struct store *st, int commit, struct store_bulk
 {
     return st->ops->bulk_end(st, commit, stats);
 }
+/* Throttles (failed log-ins, sign-ups), shared by every server on the database. Charges one event
+ * to each of the n counters, all or none, in one transaction: STORE_OK when every counter was
+ * below its limit (each is now one higher; a counter with no current window starts one of
+ * window_ms at now), STORE_LIMITED when one is full (nothing is charged; *retry_ms is the time
+ * until the last full one's window ends). Expired windows are deleted as they are met, so the
+ * table holds only the windows still running. */
+static inline int store_throttle_take(struct store *st, const struct store_throttle *t, int n, int64_t now,
+                                      int64_t *retry_ms)
+{
+    return st->ops->throttle_take(st, t, n, now, retry_ms);
+}
+/* Gives back one event charged to key (forget = 0), or forgets its window (forget = 1), e.g.
+ * after a successful log-in. STORE_OK also when the key has no window. */
+static inline int store_throttle_give(struct store *st, const char *key, int forget)
+{
+    return st->ops->throttle_give(st, key, forget);
+}
+
 /* Sets *n to the number of accounts. */
 static inline int store_count_accounts(struct store *st, int64_t *n) { return st->ops->count_accounts(st, n); }
 

@@ -89,6 +89,13 @@ static const char *const migrations[] = {
     "DROP INDEX posts_author;"
     "CREATE INDEX posts_by_author ON posts(author, id, fanout, created_at, reply_to, likes_count, replies_count,"
     "  text);",
+    /* 3: throttles (failed log-ins per account and address, sign-ups per address), kept in the
+     * database so that every server counts against the same limit; one row per running window */
+    "CREATE TABLE throttle ("
+    "  key TEXT PRIMARY KEY,"
+    "  count INTEGER NOT NULL,"
+    "  until INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX throttle_until ON throttle(until);",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -168,6 +175,12 @@ static const char *const stmt_sql[SQ__COUNT] = {
                      " ORDER BY p.id DESC",
     [SQ_BULK_FOLLOW] = "INSERT INTO follows(follower, followee, created_at) VALUES(?1, ?2, ?3)",
     [SQ_BULK_POST] = "INSERT INTO posts(author, text, created_at, fanout) VALUES(?1, ?2, ?3, 1)",
+    [SQ_THR_PRUNE] = "DELETE FROM throttle WHERE until <= ?1",
+    [SQ_THR_GET] = "SELECT count, until FROM throttle WHERE key = ?1",
+    [SQ_THR_ADD] = "INSERT INTO throttle(key, count, until) VALUES(?1, 1, ?2) "
+                   "ON CONFLICT(key) DO UPDATE SET count = count + 1",
+    [SQ_THR_GIVE] = "UPDATE throttle SET count = count - 1 WHERE key = ?1 AND count > 0",
+    [SQ_THR_FORGET] = "DELETE FROM throttle WHERE key = ?1",
 };
 
 int sq_fail(struct sq_store *s, const char *what)
@@ -642,6 +655,79 @@ static int sq_account_list(struct store *st, enum store_account_list which, int6
     return ret;
 }
 
+/* ---- throttles ---- */
+
+struct throttle_args {
+    const struct store_throttle *t;
+    int n;
+    int64_t now;
+    int64_t *retry_ms;
+    const char *key;
+    int forget;
+};
+
+static int throttle_take_tx(struct sq_store *s, void *arg)
+{
+    struct throttle_args *a = arg;
+    sqlite3_stmt *prune = sq_stmt(s, SQ_THR_PRUNE), *get = sq_stmt(s, SQ_THR_GET), *add = sq_stmt(s, SQ_THR_ADD);
+    int rc, limited = 0;
+    if (prune == NULL || get == NULL || add == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(prune, 1, a->now);
+    if ((rc = sq_run(s, prune, "pruning throttles")) != STORE_OK)
+        return rc;
+    *a->retry_ms = 0;
+    for (int i = 0; i < a->n; i++) {
+        if (a->t[i].limit <= 0)
+            continue;
+        sqlite3_bind_text(get, 1, a->t[i].key, -1, SQLITE_STATIC);
+        rc = sqlite3_step(get);
+        if (rc == SQLITE_ROW && sqlite3_column_int64(get, 0) >= a->t[i].limit) {
+            int64_t left = sqlite3_column_int64(get, 1) - a->now;
+            limited = 1;
+            if (left > *a->retry_ms)
+                *a->retry_ms = left;
+        }
+        sqlite3_reset(get);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return sq_fail(s, "reading a throttle");
+    }
+    if (limited)
+        return STORE_LIMITED; /* rolls back: nothing charged */
+    for (int i = 0; i < a->n; i++) {
+        if (a->t[i].limit <= 0)
+            continue;
+        sqlite3_bind_text(add, 1, a->t[i].key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(add, 2, a->now + a->t[i].window_ms);
+        if ((rc = sq_run(s, add, "charging a throttle")) != STORE_OK)
+            return rc;
+    }
+    return STORE_OK;
+}
+
+static int sq_throttle_take(struct store *st, const struct store_throttle *t, int n, int64_t now, int64_t *retry_ms)
+{
+    int64_t dummy;
+    struct throttle_args a = {t, n, now, retry_ms ? retry_ms : &dummy, NULL, 0};
+    return sq_write((struct sq_store *)st, throttle_take_tx, &a);
+}
+
+static int throttle_give_tx(struct sq_store *s, void *arg)
+{
+    struct throttle_args *a = arg;
+    sqlite3_stmt *q = sq_stmt(s, a->forget ? SQ_THR_FORGET : SQ_THR_GIVE);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_text(q, 1, a->key, -1, SQLITE_STATIC);
+    return sq_run(s, q, "giving back a throttle");
+}
+
+static int sq_throttle_give(struct store *st, const char *key, int forget)
+{
+    struct throttle_args a = {NULL, 0, 0, NULL, key, forget};
+    return sq_write((struct sq_store *)st, throttle_give_tx, &a);
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -669,6 +755,8 @@ static const struct store_ops sqlite_ops = {
     .bulk_post = sq_bulk_post,
     .bulk_end = sq_bulk_end,
     .count_accounts = sq_count_accounts,
+    .throttle_take = sq_throttle_take,
+    .throttle_give = sq_throttle_give,
 };
 
 /* Busy handler: the lock another process holds is released within a transaction's time (well

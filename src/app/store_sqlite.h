@@ -64,6 +64,11 @@ enum sq_stmt {
     SQ_LIST_HOME,
     SQ_BULK_FOLLOW,
     SQ_BULK_POST,
+    SQ_THR_PRUNE,
+    SQ_THR_GET,
+    SQ_THR_ADD,
+    SQ_THR_GIVE,
+    SQ_THR_FORGET,
     SQ__COUNT
 };
 

@@ -1,7 +1,12 @@
 /* server.c — `agora server`: a web server of the social network.
  *
  * Runs N worker threads (http/daemon.h), each with its own struct app (its own database
- * connection) behind the buffered HTTP handler. Stateless: any request may go to any server. */
+ * connection) behind the buffered HTTP handler. Stateless: any request may go to any server.
+ * Requests that hash a password (sign-up, log-in: app_hashes_password) never run on a worker's
+ * event loop: they go to a bounded pool of hashing threads (http/pool.h), each with a struct app
+ * of its own, shared by every worker of the process; everything else, /health included, runs on
+ * the loop. The pool is started before the workers and stopped after them (a graceful stop lets
+ * the workers' waiting requests finish first). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,8 +14,10 @@
 #include <unistd.h>
 
 #include "app/app.h"
+#include "app/client_addr.h"
 #include "cli/commands.h"
 #include "http/daemon.h"
+#include "http/pool.h"
 #include "http/server.h"
 #include "lb/config.h"
 
@@ -22,13 +29,43 @@ struct server_opts {
     char served_by_header[160]; /* "X-Served-By: ...\r\n" for responses the HTTP layer makes */
     unsigned workers;
     unsigned idle_ms;
+    unsigned hash_threads; /* 0 = number of CPUs */
+    unsigned hash_queue;   /* 0 = 32 per thread */
+    unsigned hash_wait_ms;
+    struct app_limits limits;
+    struct client_trust trust;
+    int trust_set; /* a --trusted-proxy flag replaced the default */
+    struct http_pool *pool;
 };
 
 struct server_worker {
     struct app *app;
     struct http_server *srv;
     struct http_buffered hb;
+    struct http_pool_port *port;
 };
+
+static void app_config_of(const struct server_opts *o, struct app_config *ac)
+{
+    *ac = (struct app_config){
+        .db_url = o->db, .served_by = o->served_by, .web_dir = o->web, .limits = &o->limits, .trust = &o->trust};
+}
+
+/* The hashing pool's threads: each has an app (a database connection) of its own. */
+static void *hash_thread_init(void *ctx, unsigned id, char *err, size_t errlen)
+{
+    struct app_config ac;
+    app_config_of(ctx, &ac);
+    return app_open(&ac, err, errlen);
+}
+
+static void hash_thread_fini(void *ctx, void *app) { app_close(app); }
+
+static struct http_pool_port *pick(void *ctx, const struct http_request *req)
+{
+    struct server_worker *w = ctx;
+    return app_hashes_password(req) ? w->port : NULL;
+}
 
 static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned id, char *err, size_t errlen)
 {
@@ -36,14 +73,24 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     struct server_worker *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
-    struct app_config ac = {.db_url = o->db, .served_by = o->served_by, .web_dir = o->web};
+    struct app_config ac;
+    app_config_of(o, &ac);
     w->app = app_open(&ac, err, errlen);
     if (!w->app) {
         free(w);
         return NULL;
     }
+    w->port = http_pool_port_open(o->pool, loop);
+    if (!w->port) {
+        snprintf(err, errlen, "cannot open the hashing pool's port");
+        app_close(w->app);
+        free(w);
+        return NULL;
+    }
     w->hb.fn = app_handle;
     w->hb.fn_ctx = w->app;
+    w->hb.pick = pick;
+    w->hb.pick_ctx = w;
     struct http_server_limits lim;
     http_server_limits_default(&lim);
     lim.max_body = 64 * 1024;
@@ -53,6 +100,7 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     w->srv = http_server_create(loop, listen_fd, &http_server_buffered_ops, &w->hb, &lim);
     if (!w->srv) {
         snprintf(err, errlen, "cannot watch the listening socket");
+        http_pool_port_close(w->port);
         app_close(w->app);
         free(w);
         return NULL;
@@ -65,7 +113,8 @@ static unsigned worker_conns(void *p) { return http_server_conns(((struct server
 static void worker_free(void *p)
 {
     struct server_worker *w = p;
-    http_server_free(w->srv);
+    http_server_free(w->srv); /* aborts its connections, which withdraws their pool jobs */
+    http_pool_port_close(w->port);
     app_close(w->app);
     free(w);
 }
@@ -107,12 +156,49 @@ static void usage(void)
            "  --web DIR              directory of the web UI files (default: the installed web/)\n"
            "  --served-by NAME       value of the X-Served-By header (default: the listen address)\n"
            "  --idle-timeout DURATION  close idle keep-alive connections after (default 60s)\n"
+           "\nPassword hashing (sign-up and log-in) runs on a pool of threads, never on the\n"
+           "event loops that answer everything else (/health included):\n"
+           "  --hash-threads N       hashing threads, each with its own database connection\n"
+           "                         (default: number of cores)\n"
+           "  --hash-queue N         requests that may wait for a hashing thread (default 32\n"
+           "                         per thread); beyond, 503 with Retry-After\n"
+           "  --hash-wait DURATION   a request that waits longer gets 503 with Retry-After\n"
+           "                         (default 1s)\n"
+           "\nThrottles, counted in the database (so shared by every server on it); a full\n"
+           "one answers 429 with Retry-After. LIMIT is N/DURATION (e.g. 10/15m) or off:\n"
+           "  --login-limit LIMIT    failed log-ins per account (default 10/15m); a successful\n"
+           "                         log-in clears it\n"
+           "  --login-address-limit LIMIT  failed log-ins per client address (default 50/15m)\n"
+           "  --signup-limit LIMIT   sign-ups per client address (default 5/10m)\n"
+           "  --trusted-proxy ADDR[/BITS][,...]  peers whose X-Forwarded-For names the client\n"
+           "                         (repeatable; default 127.0.0.0/8,::1; 'none': no one); the\n"
+           "                         client is the right-most address not itself trusted.\n"
+           "                         IPv6 clients are counted by /64\n"
            "  --help                 show this help\n");
+}
+
+/* Parses "N/DURATION" (N >= 1) or "off" into l. Returns 0 or -1. */
+static int parse_limit(const char *v, struct app_limit *l)
+{
+    if (!strcmp(v, "off")) {
+        l->count = 0;
+        return 0;
+    }
+    char *end;
+    unsigned ms;
+    long n = strtol(v, &end, 10);
+    if (end == v || *end != '/' || n < 1 || n > 1000000 || lb_parse_duration(end + 1, &ms) < 0 || ms == 0)
+        return -1;
+    l->count = (int)n;
+    l->window_ms = ms;
+    return 0;
 }
 
 int cmd_server(int argc, char **argv)
 {
-    struct server_opts o = {.workers = 0, .idle_ms = 60000};
+    struct server_opts o = {.workers = 0, .idle_ms = 60000, .hash_wait_ms = 1000};
+    app_limits_default(&o.limits);
+    client_trust_default(&o.trust);
     snprintf(o.listen, sizeof(o.listen), "127.0.0.1:8001");
     snprintf(o.db, sizeof(o.db), "sqlite:data/agora.db");
     cli_default_web_dir(o.web, sizeof(o.web));
@@ -149,6 +235,38 @@ int cmd_server(int argc, char **argv)
                 fprintf(stderr, "agora server: --idle-timeout: '%s' is not a duration\n", v);
                 return 2;
             }
+        } else if (!strcmp(a, "--hash-threads") || !strcmp(a, "--hash-queue")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            long max = !strcmp(a, "--hash-threads") ? 256 : 100000;
+            if (*end || n < 1 || n > max) {
+                fprintf(stderr, "agora server: %s must be 1..%ld\n", a, max);
+                return 2;
+            }
+            *(!strcmp(a, "--hash-threads") ? &o.hash_threads : &o.hash_queue) = (unsigned)n;
+        } else if (!strcmp(a, "--hash-wait")) {
+            if (lb_parse_duration(v, &o.hash_wait_ms) < 0 || o.hash_wait_ms == 0) {
+                fprintf(stderr, "agora server: --hash-wait: '%s' is not a duration\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--login-limit") || !strcmp(a, "--login-address-limit") || !strcmp(a, "--signup-limit")) {
+            struct app_limit *l = !strcmp(a, "--login-limit")           ? &o.limits.login_account
+                                  : !strcmp(a, "--login-address-limit") ? &o.limits.login_address
+                                                                        : &o.limits.signup_address;
+            if (parse_limit(v, l) < 0) {
+                fprintf(stderr, "agora server: %s: '%s' is not N/DURATION (e.g. 10/15m) or off\n", a, v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--trusted-proxy")) {
+            char msg[160];
+            if (!o.trust_set) {
+                o.trust.n = 0; /* the flags replace the loopback default */
+                o.trust_set = 1;
+            }
+            if (client_trust_add(&o.trust, v, msg, sizeof(msg)) < 0) {
+                fprintf(stderr, "agora server: --trusted-proxy: %s\n", msg);
+                return 2;
+            }
         } else {
             fprintf(stderr, "agora server: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -160,7 +278,23 @@ int cmd_server(int argc, char **argv)
     unsigned workers = o.workers ? o.workers : http_daemon_cpus();
     /* One descriptor per client (no cap: past the limit, accepting pauses), plus a reserve. */
     http_daemon_raise_fd_limit("agora server", 10000 + 1024);
-    fprintf(stderr, "agora server: listening on %s, %u worker(s), db %s\n", o.listen, workers, o.db);
+    unsigned hash_threads = o.hash_threads ? o.hash_threads : http_daemon_cpus();
+    char err[256];
+    struct http_pool_config pc = {.name = "hashing",
+                                  .threads = hash_threads,
+                                  .max_queue = o.hash_queue,
+                                  .max_wait_ms = o.hash_wait_ms,
+                                  .thread_init = hash_thread_init,
+                                  .thread_fini = hash_thread_fini,
+                                  .handler = app_handle,
+                                  .ctx = &o};
+    o.pool = http_pool_create(&pc, err, sizeof(err));
+    if (!o.pool) {
+        fprintf(stderr, "agora server: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "agora server: listening on %s, %u worker(s), %u hashing thread(s), db %s\n", o.listen, workers,
+            hash_threads, o.db);
     struct http_daemon_config dc = {
         .listen = o.listen, .workers = workers, .shutdown_ms = 10000, .name = "agora server"};
     struct http_daemon_ops ops = {
@@ -170,6 +304,7 @@ int cmd_server(int argc, char **argv)
         .worker_free = worker_free,
     };
     int rc = http_daemon_run(&dc, &ops, &o);
+    http_pool_destroy(o.pool); /* after the workers: their requests waiting on it are answered */
     if (rc == 0)
         fprintf(stderr, "agora server: stopped\n");
     return rc;

@@ -20,6 +20,7 @@
 
 #include "core/net.h"
 #include "http/climits.h"
+#include "http/pool.h"
 
 #define READ_CHUNK     16384
 #define OUT_HIGH_WATER (256 * 1024)
@@ -838,8 +839,10 @@ void http_conn_set_data(struct http_conn *c, void *data) { c->data = data; }
 
 /* ---- the buffered adapter ---- */
 
+/* The request being collected, and (when it went to a pool) its job. */
 struct buffered_req {
     struct buf body;
+    struct http_pool_job *job;
 };
 
 static void buf_on_request(void *ctx, struct http_conn *c, const struct http_head *h)
@@ -856,13 +859,56 @@ static void buf_on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
     buf_append(&r->body, p, n);
 }
 
+static void buffered_req_free(struct buffered_req *r)
+{
+    buf_free(&r->body);
+    free(r);
+}
+
 static void buf_on_abort(void *ctx, struct http_conn *c)
 {
     struct buffered_req *r = http_conn_get_data(c);
     if (r) {
-        buf_free(&r->body);
-        free(r);
+        if (r->job)
+            http_pool_cancel(r->job); /* its done function is never called now */
+        buffered_req_free(r);
     }
+}
+
+/* Writes a handler's response (adding the framing headers) and ends the request. */
+static void buf_send_response(struct http_conn *c, struct http_response *resp)
+{
+    struct buf out = {0};
+    int no_body = resp->status == 204 || resp->status == 304 || resp->status < 200;
+    http_write_status_line(&out, resp->status);
+    if (!no_body)
+        buf_printf(&out, "Content-Length: %zu\r\n", buf_used(&resp->body));
+    if (!c->keep_alive)
+        buf_puts(&out, "Connection: close\r\n");
+    buf_append(&out, buf_head(&resp->headers), buf_used(&resp->headers));
+    buf_puts(&out, "\r\n");
+    if (c->head.method != HTTP_HEAD && !no_body)
+        buf_append(&out, buf_head(&resp->body), buf_used(&resp->body));
+    http_conn_send(c, buf_head(&out), buf_used(&out));
+    buf_free(&out);
+    http_conn_response_done(c, 1);
+}
+
+/* A pool job finished (on the connection's loop thread; the connection is alive, or the job
+ * would have been cancelled by buf_on_abort). resp == NULL: it waited too long for a thread. */
+static void buf_job_done(void *arg, struct http_response *resp)
+{
+    struct http_conn *c = arg;
+    struct buffered_req *r = http_conn_get_data(c);
+    r->job = NULL;
+    buffered_req_free(r);
+    http_conn_set_data(c, NULL);
+    if (!resp) {
+        c->retry_after = 1;
+        http_conn_respond_error(c, 503, "server busy: no worker was free in time, try again shortly", 0);
+        return;
+    }
+    buf_send_response(c, resp);
 }
 
 static void buf_on_body_end(void *ctx, struct http_conn *c)
@@ -875,26 +921,27 @@ static void buf_on_body_end(void *ctx, struct http_conn *c)
         .body_len = buf_used(&r->body),
         .remote_addr = c->ip,
     };
+    struct http_pool_port *port = hb->pick ? hb->pick(hb->pick_ctx, &req) : NULL;
+    if (port) {
+        /* Runs on a pool thread; the response comes back through buf_job_done. */
+        r->job = http_pool_submit(port, &req, buf_job_done, c);
+        buf_free(&r->body); /* copied into the job */
+        if (!r->job) {
+            buffered_req_free(r);
+            http_conn_set_data(c, NULL);
+            c->retry_after = 1;
+            http_conn_respond_error(c, 503, "server busy: too many requests waiting for a worker, try again shortly",
+                                    0);
+        }
+        return;
+    }
     struct http_response resp = {.status = 200};
     hb->fn(hb->fn_ctx, &req, &resp);
-    struct buf out = {0};
-    int no_body = resp.status == 204 || resp.status == 304 || resp.status < 200;
-    http_write_status_line(&out, resp.status);
-    if (!no_body)
-        buf_printf(&out, "Content-Length: %zu\r\n", buf_used(&resp.body));
-    if (!c->keep_alive)
-        buf_puts(&out, "Connection: close\r\n");
-    buf_append(&out, buf_head(&resp.headers), buf_used(&resp.headers));
-    buf_puts(&out, "\r\n");
-    if (c->head.method != HTTP_HEAD && !no_body)
-        buf_append(&out, buf_head(&resp.body), buf_used(&resp.body));
-    http_conn_send(c, buf_head(&out), buf_used(&out));
-    buf_free(&out);
+    buffered_req_free(r);
+    http_conn_set_data(c, NULL);
+    buf_send_response(c, &resp);
     buf_free(&resp.headers);
     buf_free(&resp.body);
-    buf_free(&r->body);
-    free(r);
-    http_conn_response_done(c, 1);
 }
 
 const struct http_server_ops http_server_buffered_ops = {

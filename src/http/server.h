@@ -109,10 +109,18 @@ void http_write_status_line(struct buf *b, int status);
 /* Formats the current time as an IMF-fixdate (cached per second per thread); 29 chars + NUL. */
 const char *http_date_now(void);
 
-/* The adapter for buffered handlers (web servers): ctx must point to a struct http_buffered. */
+/* The adapter for buffered handlers (web servers): ctx must point to a struct http_buffered.
+ * A request runs fn(fn_ctx, ...) on the loop thread, unless pick (may be NULL) names a pool port
+ * (pool.h) for it: then it runs on that pool's threads and its response is written when it comes
+ * back; meanwhile the connection reads nothing more (pipelined bytes wait) and, if it closes, the
+ * job is withdrawn. When the pool's queue is full, or the job waits longer than the pool allows,
+ * the answer is 503 with Retry-After: 1. */
+struct http_pool_port;
 struct http_buffered {
     http_handler_fn fn;
     void *fn_ctx;
+    struct http_pool_port *(*pick)(void *pick_ctx, const struct http_request *req);
+    void *pick_ctx;
 };
 extern const struct http_server_ops http_server_buffered_ops;
 

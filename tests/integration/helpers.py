@@ -975,15 +975,16 @@ def accepts(port):
         return False
 
 
-def start_agora_server(agora, db_path, workers=1, timeout=15.0, attempts=5):
-    """Starts `agora server --listen 127.0.0.1:PORT --db sqlite:DB_PATH --workers N` on a free
-    port and waits until the port accepts connections. A port taken between choosing and binding
-    it is retried with another one. Returns the Process with .port and .name (its X-Served-By
-    value, host:port); raises RuntimeError with the server's output on any other failure."""
+def start_agora_server(agora, db_path, workers=1, timeout=15.0, attempts=5, extra_args=()):
+    """Starts `agora server --listen 127.0.0.1:PORT --db sqlite:DB_PATH --workers N` (then
+    extra_args) on a free port and waits until the port accepts connections. A port taken between
+    choosing and binding it is retried with another one. Returns the Process with .port and .name
+    (its X-Served-By value, host:port); raises RuntimeError with the server's output on any other
+    failure."""
     for attempt in range(attempts):
         port = free_port()
         proc = start_process([agora, "server", "--listen", "%s:%d" % (LOCALHOST, port),
-                              "--db", "sqlite:%s" % db_path, "--workers", workers],
+                              "--db", "sqlite:%s" % db_path, "--workers", workers] + list(extra_args),
                              "agora server: listening on", timeout)
         # The message comes before the socket is bound: wait for the port too.
         wait_for(lambda: proc.poll() is not None or _listens_on(proc.pid, port), timeout)
@@ -1119,17 +1120,22 @@ class AgoraCluster:
         self.db = None
         self.api = None
 
+    # The API suites sign up hundreds of accounts from 127.0.0.1, far past the default sign-up
+    # limit per address (5 per 10 minutes); test_ft_login_flood.py tests the limits themselves.
+    SERVER_ARGS = ("--signup-limit", "off")
+
     @classmethod
-    def start(cls, agora, directory, servers=3):
+    def start(cls, agora, directory, servers=3, server_args=SERVER_ARGS, lb_args=()):
+        """server_args go to every `agora server`, lb_args to `agora lb` (after the defaults)."""
         cluster = cls()
         cluster.db = pathlib.Path(directory) / "agora.db"
         try:
             # the first server creates the schema alone, then the others open the file
-            cluster.servers.append(start_agora_server(agora, cluster.db))
+            cluster.servers.append(start_agora_server(agora, cluster.db, extra_args=server_args))
             for _ in range(servers - 1):
-                cluster.servers.append(start_agora_server(agora, cluster.db))
+                cluster.servers.append(start_agora_server(agora, cluster.db, extra_args=server_args))
             args = ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
-                    "--health-interval", "200ms"]
+                    "--health-interval", "200ms"] + list(lb_args)
             for s in cluster.servers:
                 args += ["--backend", backend_url(s)]
             cluster.lb = start_lb(agora, args)

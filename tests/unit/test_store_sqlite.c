@@ -148,9 +148,9 @@ static void test_migrations_idempotent(void **state)
     int64_t id = mkacct(f->st, "alice");
     store_close(f->st);
     f->st = open_store(f, 0); /* second open: nothing to migrate, data intact */
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 3);
     assert_int_equal(account_of(f->st, "alice").id, id);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 6);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 7);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_unfanned'"), 1);
     sqlite3 *db;
     sqlite3_stmt *q;
@@ -163,7 +163,8 @@ static void test_migrations_idempotent(void **state)
 }
 
 /* A database left at schema version 1 (the first release: posts_author held only (author, id)) is
- * brought to version 2 on open: the covering index replaces it, and the data reads back. */
+ * brought to the current version on open: the covering index replaces it (2), the throttle table
+ * appears (3), and the data reads back. */
 static void test_migration_from_version_1(void **state)
 {
     struct fx *f = *state;
@@ -176,17 +177,18 @@ static void test_migration_from_version_1(void **state)
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "DROP INDEX posts_by_author; CREATE INDEX posts_author ON posts(author, id);"
-                                  "PRAGMA user_version = 1",
+                                  "DROP TABLE throttle; PRAGMA user_version = 1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_by_author'"), 0);
 
     f->st = open_store(f, 0);
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 3);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_author'"), 0);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_by_author'"), 1);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM pragma_index_info('posts_by_author')"), 8);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'throttle'"), 1);
     struct ids got = {.n = 0};
     struct store_page pg = {0, 0, 20};
     assert_int_equal(store_posts_by_author(f->st, a, 0, &pg, collect, &got), STORE_OK);
@@ -254,7 +256,7 @@ static void test_concurrent_open_new_file(void **state)
         pthread_join(t[i], NULL);
         assert_true(o[i].ok);
     }
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 3);
 }
 
 static void test_accounts_and_sessions(void **state)
@@ -644,6 +646,49 @@ static void test_lists_by_author(void **state)
     assert_int_equal(ids.v[0], p[4]);
 }
 
+/* Throttles: a fixed window per key, charged all-or-none, exact at the limit, shared by two
+ * connections (two servers on one file), given back and forgotten, expired windows pruned. */
+static void test_throttle(void **state)
+{
+    struct fx *f = *state;
+    f->st = open_store(f, 0);
+    struct store *other = open_store(f, 0);
+    struct store_throttle acct = {"login/account/alice", 3, 60000}, addr = {"login/address/10.0.0.1", 5, 120000};
+    struct store_throttle both[2] = {acct, addr};
+    int64_t retry = -1;
+    /* three charges spread over the two connections, then the account is full */
+    assert_int_equal(store_throttle_take(f->st, both, 2, 1000, &retry), STORE_OK);
+    assert_int_equal(store_throttle_take(other, both, 2, 2000, &retry), STORE_OK);
+    assert_int_equal(store_throttle_take(f->st, both, 2, 3000, &retry), STORE_OK);
+    assert_int_equal(store_throttle_take(other, both, 2, 4000, &retry), STORE_LIMITED);
+    assert_int_equal(retry, 1000 + 60000 - 4000); /* the window began at the first charge */
+    /* all or none: the refused attempt did not charge the address */
+    assert_int_equal(sql_int(f, "SELECT count FROM throttle WHERE key = 'login/address/10.0.0.1'"), 3);
+    /* the address alone still has room for two */
+    assert_int_equal(store_throttle_take(f->st, &addr, 1, 5000, &retry), STORE_OK);
+    assert_int_equal(store_throttle_take(f->st, &addr, 1, 5000, &retry), STORE_OK);
+    assert_int_equal(store_throttle_take(f->st, &addr, 1, 5000, &retry), STORE_LIMITED);
+    assert_int_equal(retry, 1000 + 120000 - 5000);
+    /* giving one back makes room for one; forgetting clears the account */
+    assert_int_equal(store_throttle_give(other, addr.key, 0), STORE_OK);
+    assert_int_equal(store_throttle_take(f->st, &addr, 1, 6000, &retry), STORE_OK);
+    assert_int_equal(store_throttle_give(other, acct.key, 1), STORE_OK);
+    assert_int_equal(store_throttle_give(other, "no/such/key", 1), STORE_OK);
+    assert_int_equal(store_throttle_give(other, "no/such/key", 0), STORE_OK);
+    assert_int_equal(store_throttle_take(f->st, &acct, 1, 7000, &retry), STORE_OK);
+    assert_int_equal(sql_int(f, "SELECT count FROM throttle WHERE key = 'login/account/alice'"), 1);
+    /* a limit <= 0 is skipped */
+    struct store_throttle off = {"signup/address/x", 0, 1000};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(store_throttle_take(f->st, &off, 1, 8000, &retry), STORE_OK);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM throttle WHERE key = 'signup/address/x'"), 0);
+    /* when the windows end the rows are pruned and counting starts again */
+    assert_int_equal(store_throttle_take(f->st, both, 2, 1000 + 120000, &retry), STORE_OK);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM throttle"), 2);
+    assert_int_equal(sql_int(f, "SELECT count FROM throttle WHERE key = 'login/address/10.0.0.1'"), 1);
+    store_close(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -661,6 +706,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bulk_load_matches_naive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bulk_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lists_by_author, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
