@@ -5,7 +5,11 @@
  * reads a whole request (body ≤ max body size, default 64 KiB) and calls app_handle(), which
  * routes it (JSON API under /api/v1/, static web UI from web_dir otherwise) and fills the
  * response. app_handle never fails: every problem becomes an HTTP error response with a JSON
- * body {"error": "..."}. */
+ * body {"error": "..."}.
+ *
+ * Every response carries X-Content-Type-Options: nosniff and Referrer-Policy: no-referrer, and a
+ * Content-Security-Policy: the UI's files get APP_UI_CSP (scripts only from the site's own
+ * files, no inline script, no framing); JSON answers get APP_API_CSP (nothing at all). */
 #ifndef AGORA_APP_H
 #define AGORA_APP_H
 #include <stddef.h>
@@ -14,10 +18,16 @@
 
 struct app;
 
+#define APP_UI_CSP                                                                                                     \
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "                    \
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+#define APP_API_CSP "default-src 'none'; frame-ancestors 'none'; sandbox"
+
 struct app_config {
     const char *db_url;    /* "sqlite:PATH" (later also "postgres://...") */
     const char *served_by; /* value of the X-Served-By header, e.g. "127.0.0.1:8001" */
     const char *web_dir;   /* directory of the static UI files, e.g. "web" */
+    int session_days;      /* a session unused this many days expires; <= 0: 30 */
 };
 
 /* Opens the database (creating/migrating the schema) and returns a new app, or NULL with a

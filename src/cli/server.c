@@ -22,6 +22,7 @@ struct server_opts {
     char served_by_header[160]; /* "X-Served-By: ...\r\n" for responses the HTTP layer makes */
     unsigned workers;
     unsigned idle_ms;
+    int session_days;
 };
 
 struct server_worker {
@@ -36,7 +37,8 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     struct server_worker *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
-    struct app_config ac = {.db_url = o->db, .served_by = o->served_by, .web_dir = o->web};
+    struct app_config ac = {
+        .db_url = o->db, .served_by = o->served_by, .web_dir = o->web, .session_days = o->session_days};
     w->app = app_open(&ac, err, errlen);
     if (!w->app) {
         free(w);
@@ -107,12 +109,14 @@ static void usage(void)
            "  --web DIR              directory of the web UI files (default: the installed web/)\n"
            "  --served-by NAME       value of the X-Served-By header (default: the listen address)\n"
            "  --idle-timeout DURATION  close idle keep-alive connections after (default 60s)\n"
+           "  --session-days N       a log-in session unused for N days expires (sliding;\n"
+           "                         1..3650, default 30)\n"
            "  --help                 show this help\n");
 }
 
 int cmd_server(int argc, char **argv)
 {
-    struct server_opts o = {.workers = 0, .idle_ms = 60000};
+    struct server_opts o = {.workers = 0, .idle_ms = 60000, .session_days = 30};
     snprintf(o.listen, sizeof(o.listen), "127.0.0.1:8001");
     snprintf(o.db, sizeof(o.db), "sqlite:data/agora.db");
     cli_default_web_dir(o.web, sizeof(o.web));
@@ -144,6 +148,14 @@ int cmd_server(int argc, char **argv)
                 return 2;
             }
             o.workers = (unsigned)n;
+        } else if (!strcmp(a, "--session-days")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || end == v || n < 1 || n > 3650) {
+                fprintf(stderr, "agora server: --session-days must be 1..3650\n");
+                return 2;
+            }
+            o.session_days = (int)n;
         } else if (!strcmp(a, "--idle-timeout")) {
             if (lb_parse_duration(v, &o.idle_ms) < 0 || o.idle_ms == 0) {
                 fprintf(stderr, "agora server: --idle-timeout: '%s' is not a duration\n", v);
