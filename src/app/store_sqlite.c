@@ -93,10 +93,11 @@ static const char *const migrations[] = {
     "  text);",
     /* 3: sessions get an id (to list and revoke them without showing the token's hash), the time
      * of their last use (sliding expiry) and the client's User-Agent; sessions that existed
-     * before count as used at the migration, so an upgrade logs nobody out. Posts keep the hash
-     * of the request body that came with an Idempotency-Key (NULL for older posts). */
+     * before count as used at the migration, so an upgrade logs nobody out. AUTOINCREMENT: an id
+     * once shown in a list never names a later session. Posts keep the hash of the request body
+     * that came with an Idempotency-Key (NULL for older posts). */
     "CREATE TABLE sessions_v3 ("
-    "  id INTEGER PRIMARY KEY,"
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  token_hash BLOB NOT NULL UNIQUE,"
     "  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
     "  created_at INTEGER NOT NULL,"

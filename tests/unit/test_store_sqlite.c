@@ -152,7 +152,8 @@ static void test_migrations_idempotent(void **state)
     f->st = open_store(f, 0); /* second open: nothing to migrate, data intact */
     assert_int_equal(sql_int(f, "PRAGMA user_version"), 3);
     assert_int_equal(account_of(f->st, "alice").id, id);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 6);
+    /* six tables and sqlite_sequence (sessions' AUTOINCREMENT) */
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 7);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_unfanned'"), 1);
     sqlite3 *db;
     sqlite3_stmt *q;
@@ -424,7 +425,19 @@ static void test_session_expiry_and_revocation(void **state)
     assert_int_equal(l.n, 1);
     assert_int_equal(l.v[0], id1);
 
-    /* a log-in purges the account's expired sessions (t2), not other accounts' (t3) */
+    /* a log-in purges the account's expired sessions (t2), not other accounts' (t3); ids are
+     * never reused, even the highest one after it is deleted */
+    unsigned char t9[STORE_TOKEN_HASH_LEN];
+    memset(t9, 9, sizeof t9);
+    assert_int_equal(store_session_create(f->st, t9, bob, "curl", t0 + 2), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t9, t0 + 2, &a, &s), STORE_OK);
+    int64_t highest = s.id;
+    assert_int_equal(highest, sql_int(f, "SELECT max(id) FROM sessions"));
+    assert_int_equal(store_session_revoke(f->st, bob, highest), STORE_OK);
+    assert_int_equal(store_session_create(f->st, t9, bob, "curl", t0 + 2), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t9, t0 + 2, &a, &s), STORE_OK);
+    assert_int_equal(s.id, highest + 1);
+    assert_int_equal(store_session_revoke(f->st, bob, s.id), STORE_OK);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sessions"), 3);
     unsigned char t4[STORE_TOKEN_HASH_LEN];
     memset(t4, 4, sizeof t4);
