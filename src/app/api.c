@@ -9,6 +9,10 @@
 #include "app/auth.h"
 #include "app/json.h"
 #include "app/req.h"
+#include "app/text.h"
+
+#define PASSWORD_MIN 8   /* code points */
+#define PASSWORD_MAX 128 /* bytes: the hash's input stays small */
 
 void api_error(struct api *a, int status, const char *fmt, ...)
 {
@@ -45,6 +49,44 @@ void api_store_error(struct api *a, int rc, const char *what)
     }
 }
 
+/* Up to 100 bytes of a header value, for an error message (api_error keeps it valid UTF-8). */
+#define SHOWN(v) (int)((v)->n < 100 ? (v)->n : 100), (v)->p
+
+int api_same_site(struct api *a)
+{
+    const struct http_head *h = a->head;
+    const struct http_str *ct = req_header(h, "content-type"), *origin = req_header(h, "origin");
+    const struct http_str *host = req_header(h, "host"), *sfs = req_header(h, "sec-fetch-site");
+    if (a->req->body_len > 0 && (ct == NULL || !req_media_type_is(ct, "application/json"))) {
+        if (ct == NULL)
+            api_error(a, 403,
+                      "cross-site request refused: a write authenticated by the %s cookie must send its body "
+                      "as Content-Type: application/json (none given)",
+                      AUTH_COOKIE);
+        else
+            api_error(a, 403,
+                      "cross-site request refused: a write authenticated by the %s cookie must send its body "
+                      "as Content-Type: application/json, not %.*s",
+                      AUTH_COOKIE, SHOWN(ct));
+        return -1;
+    }
+    if (origin != NULL) {
+        if (req_same_origin(origin, host))
+            return 0;
+        static const struct http_str none = {"none", 4};
+        api_error(a, 403, "cross-site request refused: Origin %.*s does not match this site (Host %.*s)", SHOWN(origin),
+                  SHOWN(host ? host : &none));
+        return -1;
+    }
+    if (sfs != NULL && req_ieq(sfs->p, sfs->n, "same-origin"))
+        return 0;
+    api_error(a, 403,
+              "cross-site request refused: a write authenticated by the %s cookie needs an Origin header "
+              "naming this site, or Sec-Fetch-Site: same-origin (use Authorization: Bearer outside a browser)",
+              AUTH_COOKIE);
+    return -1;
+}
+
 int api_auth(struct api *a, int required)
 {
     if (a->auth == 0) {
@@ -52,7 +94,7 @@ int api_auth(struct api *a, int required)
         unsigned char hash[STORE_TOKEN_HASH_LEN];
         a->auth = -1;
         if (auth_request_token(a->head, &tok) == 1 && auth_token_hash(tok.p, tok.n, hash) == 0) {
-            int rc = store_session_account(a->app->store, hash, &a->me);
+            int rc = store_session_account(a->app->store, hash, a->now, &a->me, &a->session);
             if (rc == STORE_OK) {
                 a->auth = 1;
             } else if (rc != STORE_NOT_FOUND) {
@@ -61,12 +103,71 @@ int api_auth(struct api *a, int required)
                 return -1;
             }
         }
+        int write = a->head->method != HTTP_GET && a->head->method != HTTP_HEAD;
+        if (a->auth == 1 && write && req_header(a->head, "authorization") == NULL && api_same_site(a) < 0) {
+            a->auth = -1;
+            return -1;
+        }
     }
     if (a->auth < 0 && required) {
         api_error(a, 401, "authentication required: send Authorization: Bearer <token> or the %s cookie", AUTH_COOKIE);
         return -1;
     }
     return a->auth > 0;
+}
+
+const char *api_user_agent(struct api *a)
+{
+    const struct http_str *v = req_header(a->head, "user-agent");
+    size_t n = v == NULL ? 0 : v->n < STORE_USER_AGENT_MAX ? v->n : STORE_USER_AGENT_MAX;
+    if (n > 0)
+        memcpy(a->user_agent, v->p, n);
+    a->user_agent[n] = '\0';
+    return a->user_agent;
+}
+
+int api_password_ok(struct api *a, const char *field, const char *pw, size_t n)
+{
+    size_t chars = 0;
+    if (!json_utf8_valid(pw, n, &chars) || chars < PASSWORD_MIN || n > PASSWORD_MAX) {
+        api_error(a, 422, "%s: must be at least %d characters and at most %d bytes long", field, PASSWORD_MIN,
+                  PASSWORD_MAX);
+        return -1;
+    }
+    if (text_is_space(pw, n)) {
+        api_error(a, 422, "%s: must not be only white space", field);
+        return -1;
+    }
+    return 0;
+}
+
+int api_display_name_ok(struct api *a, const char *dn, size_t n)
+{
+    size_t chars = 0;
+    json_utf8_valid(dn, n, &chars);
+    if (chars > STORE_DISPLAY_NAME_MAX) {
+        api_error(a, 422, "display_name: must be at most %d characters", STORE_DISPLAY_NAME_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)dn[i] < 0x20 || dn[i] == 0x7f) {
+            api_error(a, 422, "display_name: must not contain control characters");
+            return -1;
+        }
+    }
+    if (text_has_bidi_control(dn, n)) {
+        api_error(a, 422,
+                  "display_name: must not contain bidirectional embedding, override or isolate controls "
+                  "(U+202A-U+202E, U+2066-U+2069)");
+        return -1;
+    }
+    if (n > 0 && text_is_blank(dn, n)) {
+        api_error(a, 422,
+                  "display_name: must contain a visible character (not only white space or zero-width "
+                  "characters)");
+        return -1;
+    }
+    return 0;
 }
 
 json_t *api_body(struct api *a)
@@ -151,8 +252,7 @@ void api_list_begin(struct api_list *l, struct api *a, int limit)
     buf_append(&a->resp->body, "[", 1);
 }
 
-/* Accounts for one more row; returns 1 if it is beyond the page (so the stream stops). */
-static int list_row(struct api_list *l, int64_t id)
+int api_list_row(struct api_list *l, int64_t id)
 {
     if (l->count == l->limit) {
         l->more = 1;
@@ -167,7 +267,7 @@ static int list_row(struct api_list *l, int64_t id)
 int api_list_post(void *ctx, const struct store_post *p)
 {
     struct api_list *l = ctx;
-    if (list_row(l, p->id))
+    if (api_list_row(l, p->id))
         return 1;
     json_put_post(&l->a->resp->body, p);
     return 0;
@@ -176,7 +276,7 @@ int api_list_post(void *ctx, const struct store_post *p)
 int api_list_account(void *ctx, const struct store_account *acc)
 {
     struct api_list *l = ctx;
-    if (list_row(l, acc->id))
+    if (api_list_row(l, acc->id))
         return 1;
     json_put_account(&l->a->resp->body, acc);
     return 0;

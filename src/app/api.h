@@ -16,6 +16,9 @@
 #define API_MAX_BODY      (64 * 1024)
 #define API_DEFAULT_LIMIT 20
 #define API_MAX_LIMIT     100
+/* A session's last use is written at most this often (ms): every authenticated request would
+ * otherwise be a write. Expiry is then exact to within this much of the session lifetime. */
+#define API_SESSION_TOUCH_MS (60 * 60 * 1000)
 
 struct app {
     struct store *store;
@@ -34,6 +37,8 @@ struct api {
     struct http_str param; /* the {username} or {id} segment of the path, if the route has one */
     int auth;              /* 0 not yet looked up, 1 authenticated (me is set), -1 anonymous */
     struct store_account me;
+    struct store_session session; /* the caller's session, when auth is 1 */
+    char user_agent[STORE_USER_AGENT_MAX + 1];
     int64_t now; /* request time, ms since the epoch */
 };
 
@@ -46,8 +51,19 @@ void api_error(struct api *a, int status, const char *fmt, ...) __attribute__((f
  * for STORE_BUSY, 500 otherwise (the store's message goes to stderr, not to the client). */
 void api_store_error(struct api *a, int rc, const char *what);
 /* Resolves the caller from the request's token (once per request). With required set, answers
- * 401 and returns -1 when there is no valid token; otherwise returns 1 (authenticated) or 0. */
+ * 401 and returns -1 when there is no valid token; otherwise returns 1 (authenticated) or 0.
+ * A write (any method but GET and HEAD) authenticated by the cookie rather than by an
+ * Authorization header must also come from the site itself, or it is answered 403 (-1): its
+ * body, if any, must be Content-Type: application/json (a cross-site form cannot send that),
+ * and its Origin must name the site (api_same_site), or, without Origin, Sec-Fetch-Site must be
+ * same-origin. Bearer tokens are never sent by a browser on its own, so need no such check. */
 int api_auth(struct api *a, int required);
+/* Returns the request's User-Agent (cut to STORE_USER_AGENT_MAX bytes, NUL-terminated, "" when
+ * absent), copied into a->user_agent. */
+const char *api_user_agent(struct api *a);
+/* The cross-site check above, on its own: returns 0 when the request passes, or -1 after
+ * answering 403 with which check failed. */
+int api_same_site(struct api *a);
 /* Parses the body as a JSON object. Returns it (caller json_decref()s), or NULL after answering
  * 413 (too large) or 400 (not UTF-8, malformed, not an object). */
 json_t *api_body(struct api *a);
@@ -74,11 +90,21 @@ struct api_list {
     int64_t last_id;
 };
 void api_list_begin(struct api_list *l, struct api *a, int limit);
+/* Accounts for one more row with this id before the caller appends it (after a ',' this writes
+ * when needed); returns 1 if it is beyond the page (the callback then returns 1 to stop). */
+int api_list_row(struct api_list *l, int64_t id);
 int api_list_post(void *ctx, const struct store_post *p);
 int api_list_account(void *ctx, const struct store_account *acc);
 void api_list_end(struct api_list *l, int oldest_first);
 
-/* Handlers (api_accounts.c, api_posts.c). */
+/* Checks a new password: at least 8 characters (code points), at most 128 bytes, not only white
+ * space. Returns 0, or -1 after answering 422 with a message naming field. */
+int api_password_ok(struct api *a, const char *field, const char *pw, size_t n);
+/* Checks a display name: at most STORE_DISPLAY_NAME_MAX characters, no control characters, no
+ * bidirectional controls, something visible. Returns 0, or -1 after answering 422. */
+int api_display_name_ok(struct api *a, const char *dn, size_t n);
+
+/* Handlers (api_accounts.c, api_posts.c, api_sessions.c). */
 void api_accounts_create(struct api *a);
 void api_accounts_get(struct api *a);
 void api_accounts_follow(struct api *a);
@@ -89,6 +115,10 @@ void api_accounts_posts(struct api *a);
 void api_sessions_create(struct api *a);
 void api_sessions_get(struct api *a);
 void api_sessions_delete(struct api *a);
+void api_me_sessions(struct api *a);
+void api_me_sessions_revoke_all(struct api *a);
+void api_me_session_revoke(struct api *a);
+void api_me_password(struct api *a);
 void api_posts_create(struct api *a);
 void api_posts_get(struct api *a);
 void api_posts_delete(struct api *a);

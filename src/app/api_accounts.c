@@ -21,9 +21,6 @@
 #include "app/json.h"
 #include "app/throttle.h"
 
-#define PASSWORD_MIN 8
-#define PASSWORD_MAX 128
-
 static int valid_username(const char *s, size_t n)
 {
     if (n < 1 || n > STORE_USERNAME_MAX)
@@ -72,7 +69,7 @@ static void reply_account(struct api *a, int status, const struct store_account 
 void api_accounts_create(struct api *a)
 {
     const char *user, *pw, *dn = NULL;
-    size_t user_n, pw_n, dn_n = 0, dn_chars = 0;
+    size_t user_n, pw_n, dn_n = 0;
     char hash[STORE_HASH_MAX];
     struct store_account acc;
     json_t *body = api_body(a);
@@ -86,23 +83,8 @@ void api_accounts_create(struct api *a)
         api_error(a, 422, "username: must be 1-%d characters of A-Z, a-z, 0-9 and _", STORE_USERNAME_MAX);
         goto out;
     }
-    if (pw_n < PASSWORD_MIN || pw_n > PASSWORD_MAX) {
-        api_error(a, 422, "password: must be %d-%d bytes long", PASSWORD_MIN, PASSWORD_MAX);
+    if (api_password_ok(a, "password", pw, pw_n) < 0 || (dn != NULL && api_display_name_ok(a, dn, dn_n) < 0))
         goto out;
-    }
-    if (dn != NULL) {
-        json_utf8_valid(dn, dn_n, &dn_chars);
-        if (dn_chars > STORE_DISPLAY_NAME_MAX) {
-            api_error(a, 422, "display_name: must be at most %d characters", STORE_DISPLAY_NAME_MAX);
-            goto out;
-        }
-        for (size_t i = 0; i < dn_n; i++) {
-            if ((unsigned char)dn[i] < 0x20 || dn[i] == 0x7f) {
-                api_error(a, 422, "display_name: must not contain control characters");
-                goto out;
-            }
-        }
-    }
     if (dn == NULL || dn_n == 0)
         dn = user;
     /* cheap check first so a taken name does not cost an Argon2 hash; the UNIQUE index decides */
@@ -236,7 +218,7 @@ void api_sessions_create(struct api *a)
     }
     throttle_login_ok(a, user, user_n);
     auth_new_token(token, th);
-    if ((rc = store_session_create(a->app->store, th, acc.id, a->now)) != STORE_OK) {
+    if ((rc = store_session_create(a->app->store, th, acc.id, api_user_agent(a), a->now)) != STORE_OK) {
         api_store_error(a, rc, "");
         goto out;
     }

@@ -1,58 +1,23 @@
 /* api_posts.c — post, like, reply and timeline handlers of the JSON API.
  *
  *   POST   /api/v1/posts               {"text", "reply_to"?} → 201 post; Idempotency-Key honoured
+ *                                       (the same key with another body → 422)
  *   GET    /api/v1/posts/{id}          → post
  *   DELETE /api/v1/posts/{id}          → 204 (author only, else 403)
  *   POST   /api/v1/posts/{id}/like     → post (idempotent)
  *   DELETE /api/v1/posts/{id}/like     → post (idempotent)
  *   GET    /api/v1/posts/{id}/replies  → posts, oldest first (next page: ?since_id=)
  *   GET    /api/v1/timelines/home      → the caller's home timeline, newest first (?max_id=) */
+#include <sodium.h>
 #include <string.h>
 
 #include "app/api.h"
 #include "app/json.h"
 #include "app/req.h"
+#include "app/text.h"
 
 #define TEXT_MAX     500 /* code points, after trimming */
 #define IDEM_KEY_MAX 128
-
-/* Decodes the code point starting at s[0] (valid UTF-8 assumed); sets *len to its byte length. */
-static unsigned decode(const unsigned char *s, size_t *len)
-{
-    if (s[0] < 0x80)
-        return *len = 1, s[0];
-    if ((s[0] & 0xe0) == 0xc0)
-        return *len = 2, ((s[0] & 0x1fu) << 6) | (s[1] & 0x3fu);
-    if ((s[0] & 0xf0) == 0xe0)
-        return *len = 3, ((s[0] & 0x0fu) << 12) | ((s[1] & 0x3fu) << 6) | (s[2] & 0x3fu);
-    return *len = 4, ((s[0] & 0x07u) << 18) | ((s[1] & 0x3fu) << 12) | ((s[2] & 0x3fu) << 6) | (s[3] & 0x3fu);
-}
-
-/* Unicode White_Space. */
-static int is_space(unsigned c)
-{
-    return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
-}
-
-/* Trims leading and trailing white space of valid UTF-8 s[0,*n); returns the new start. */
-static const char *trim(const char *s, size_t *n)
-{
-    const unsigned char *p = (const unsigned char *)s, *end = p + *n;
-    size_t len;
-    while (p < end && is_space(decode(p, &len)))
-        p += len;
-    while (end > p) {
-        const unsigned char *q = end - 1;
-        while (q > p && (*q & 0xc0) == 0x80)
-            q--;
-        if (!is_space(decode(q, &len)))
-            break;
-        end = q;
-    }
-    *n = (size_t)(end - p);
-    return (const char *)p;
-}
 
 /* Parses the {id} path parameter; answers 404 and returns -1 if it cannot name a post. */
 static int path_id(struct api *a, int64_t *id)
@@ -122,6 +87,7 @@ static int reply_to(struct api *a, json_t *body, int64_t *id)
 void api_posts_create(struct api *a)
 {
     char key[IDEM_KEY_MAX + 1];
+    unsigned char body_hash[STORE_BODY_HASH_LEN];
     const char *text;
     size_t n, chars = 0;
     int64_t parent, id = 0;
@@ -138,17 +104,33 @@ void api_posts_create(struct api *a)
         api_error(a, 400, "text: is not valid UTF-8");
         goto out;
     }
-    text = trim(text, &n);
+    text = text_trim(text, &n);
     json_utf8_valid(text, n, &chars);
     if (chars < 1 || chars > TEXT_MAX) {
         api_error(a, 422, "text: must be 1-%d characters after trimming white space", TEXT_MAX);
         goto out;
     }
+    if (text_has_bidi_control(text, n)) {
+        api_error(a, 422,
+                  "text: must not contain bidirectional embedding, override or isolate controls "
+                  "(U+202A-U+202E, U+2066-U+2069)");
+        goto out;
+    }
+    if (text_is_blank(text, n)) {
+        api_error(a, 422, "text: must contain a visible character (not only white space or zero-width characters)");
+        goto out;
+    }
     if (reply_to(a, body, &parent) < 0)
         goto out;
-    rc = store_post_create(a->app->store, a->me.id, text, n, parent, key[0] ? key : NULL, a->now, &id);
+    /* the key is bound to the exact request body it came with: another body is another request */
+    crypto_generichash(body_hash, sizeof body_hash, (const unsigned char *)a->req->body, a->req->body_len, NULL, 0);
+    rc = store_post_create(a->app->store, a->me.id, text, n, parent, key[0] ? key : NULL, body_hash, a->now, &id);
     if (rc == STORE_NOT_FOUND) {
         api_error(a, 422, "reply_to: post not found");
+        goto out;
+    }
+    if (rc == STORE_CONFLICT) {
+        api_error(a, 422, "Idempotency-Key: already used for a request with another body; use a new key");
         goto out;
     }
     if (rc != STORE_OK) {

@@ -44,7 +44,10 @@ struct app *app_open(const struct app_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if ((app->store = store_open(cfg->db_url, NULL, err, errlen)) == NULL)
+    struct store_options so = {0};
+    if (cfg->session_days > 0)
+        so.session_ttl_ms = (int64_t)cfg->session_days * 24 * 60 * 60 * 1000;
+    if ((app->store = store_open(cfg->db_url, &so, err, errlen)) == NULL)
         goto fail;
     return app;
 fail:
@@ -99,6 +102,7 @@ void app_handle(void *ctx, const struct http_request *req, struct http_response 
 {
     struct app *app = ctx;
     const struct http_head *h = req->head;
+    int ui = 0;
     http_response_header(resp, "X-Served-By", "%s", app->served_by);
     if (path_is(h->path, "/health")) {
         if (is_get(h))
@@ -111,5 +115,9 @@ void app_handle(void *ctx, const struct http_request *req, struct http_response 
         not_allowed(resp);
     } else {
         static_serve(app->web_dir, req, resp);
+        ui = 1;
     }
+    http_response_header(resp, "X-Content-Type-Options", "nosniff");
+    http_response_header(resp, "Referrer-Policy", "no-referrer");
+    http_response_header(resp, "Content-Security-Policy", "%s", ui ? APP_UI_CSP : APP_API_CSP);
 }

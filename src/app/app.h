@@ -5,7 +5,11 @@
  * reads a whole request (body ≤ max body size, default 64 KiB) and calls app_handle(), which
  * routes it (JSON API under /api/v1/, static web UI from web_dir otherwise) and fills the
  * response. app_handle never fails: every problem becomes an HTTP error response with a JSON
- * body {"error": "..."}. */
+ * body {"error": "..."}.
+ *
+ * Every response carries X-Content-Type-Options: nosniff and Referrer-Policy: no-referrer, and a
+ * Content-Security-Policy: the UI's files get APP_UI_CSP (scripts only from the site's own
+ * files, no inline script, no framing); JSON answers get APP_API_CSP (nothing at all). */
 #ifndef AGORA_APP_H
 #define AGORA_APP_H
 #include <stddef.h>
@@ -15,6 +19,11 @@
 #include "http/message.h"
 
 struct app;
+
+#define APP_UI_CSP                                                                                                     \
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "                    \
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+#define APP_API_CSP "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 /* At most count events per window (throttle.h); count <= 0: no limit. */
 struct app_limit {
@@ -35,6 +44,7 @@ struct app_config {
     const char *web_dir;              /* directory of the static UI files, e.g. "web" */
     const struct app_limits *limits;  /* NULL: app_limits_default */
     const struct client_trust *trust; /* proxies whose X-Forwarded-For is believed; NULL: loopback */
+    int session_days;                 /* a session unused this many days expires; <= 0: 30 */
 };
 
 void app_limits_default(struct app_limits *l);

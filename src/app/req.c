@@ -119,3 +119,68 @@ int req_parse_id(const char *s, size_t n, int64_t *out)
     *out = (int64_t)v;
     return 1;
 }
+
+int req_media_type_is(const struct http_str *ct, const char *type)
+{
+    size_t b = 0, e = 0;
+    while (e < ct->n && ct->p[e] != ';')
+        e++;
+    while (b < e && (ct->p[b] == ' ' || ct->p[b] == '\t'))
+        b++;
+    while (e > b && (ct->p[e - 1] == ' ' || ct->p[e - 1] == '\t'))
+        e--;
+    return req_ieq(ct->p + b, e - b, type);
+}
+
+/* Splits "host[:port]" s[0,n) at its port: sets *hn to the host's length and returns the port
+ * (digits only, 1-65535), 0 when there is none, or -1 when it is malformed. An IPv6 literal is
+ * "[...]" with the port after the bracket. */
+static long split_port(const char *s, size_t n, size_t *hn)
+{
+    size_t i = n;
+    while (i > 0 && s[i - 1] >= '0' && s[i - 1] <= '9')
+        i--;
+    if (i == 0 || i == n || s[i - 1] != ':' || (s[0] == '[' && s[i - 2] != ']')) {
+        *hn = n;
+        if (n == 0 || memchr(s, '@', n) != NULL || memchr(s, '/', n) != NULL)
+            return -1;
+        if (s[0] == '[' ? s[n - 1] != ']' : memchr(s, ':', n) != NULL)
+            return -1;
+        return 0;
+    }
+    long port = 0;
+    if (n - i > 5)
+        return -1;
+    for (size_t k = i; k < n; k++)
+        port = port * 10 + (s[k] - '0');
+    *hn = i - 1;
+    if (port < 1 || port > 65535 || *hn == 0 || memchr(s, '@', *hn) != NULL || memchr(s, '/', *hn) != NULL)
+        return -1;
+    if (s[0] == '[' ? s[*hn - 1] != ']' : memchr(s, ':', *hn) != NULL)
+        return -1;
+    return port;
+}
+
+int req_same_origin(const struct http_str *origin, const struct http_str *host)
+{
+    long def, op, hp;
+    size_t skip, ohn, hhn;
+    if (origin == NULL || host == NULL)
+        return 0;
+    if (origin->n > 7 && req_ieq(origin->p, 7, "http://"))
+        skip = 7, def = 80;
+    else if (origin->n > 8 && req_ieq(origin->p, 8, "https://"))
+        skip = 8, def = 443;
+    else
+        return 0;
+    const char *o = origin->p + skip;
+    size_t on = origin->n - skip;
+    if ((op = split_port(o, on, &ohn)) < 0 || (hp = split_port(host->p, host->n, &hhn)) < 0)
+        return 0;
+    if (ohn != hhn)
+        return 0;
+    for (size_t i = 0; i < ohn; i++)
+        if (lower((unsigned char)o[i]) != lower((unsigned char)host->p[i]))
+            return 0;
+    return (op == 0 ? def : op) == (hp == 0 ? def : hp);
+}

@@ -21,6 +21,14 @@ long req_percent_decode(const char *in, size_t n, char *out, size_t outlen);
 int req_query_param(struct http_str query, const char *name, char *out, size_t outlen);
 /* Finds cookie name in the Cookie header(s); returns 1 and its value in *out, or 0. */
 int req_cookie(const struct http_head *h, const char *name, struct http_str *out);
+/* 1 if the media type of Content-Type value ct (before any ';' parameters, white space
+ * around it ignored) is type, ignoring ASCII case. */
+int req_media_type_is(const struct http_str *ct, const char *type);
+/* 1 if origin (an Origin header value, "scheme://host[:port]") names the site whose Host header
+ * is host: the scheme is http or https and host[:port] equals host ignoring ASCII case, where a
+ * default port (80 for http, 443 for https) may be written on either side or omitted. 0 for
+ * anything else, including "null", a path, user info, or a missing Host. */
+int req_same_origin(const struct http_str *origin, const struct http_str *host);
 /* Parses a positive decimal id (1-19 digits, no sign, fits in int64_t). Returns 1 or 0. */
 int req_parse_id(const char *s, size_t n, int64_t *out);
 

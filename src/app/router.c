@@ -1,6 +1,7 @@
 /* router.c — the JSON API route table and dispatch; see router.h. */
 #include "app/router.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -24,6 +25,9 @@ static const struct route routes[] = {
     {"/api/v1/accounts/*/following", api_accounts_following, NULL, NULL, 0},
     {"/api/v1/accounts/*/posts", api_accounts_posts, NULL, NULL, 0},
     {"/api/v1/sessions", api_sessions_get, api_sessions_create, api_sessions_delete, HASHES_POST},
+    {"/api/v1/me/password", NULL, api_me_password, NULL, HASHES_POST}, /* checks and hashes a password */
+    {"/api/v1/me/sessions", api_me_sessions, NULL, api_me_sessions_revoke_all, 0},
+    {"/api/v1/me/sessions/*", NULL, NULL, api_me_session_revoke, 0},
     {"/api/v1/posts", NULL, api_posts_create, NULL, 0},
     {"/api/v1/posts/*", api_posts_get, NULL, api_posts_delete, 0},
     {"/api/v1/posts/*/like", NULL, api_posts_like, api_posts_unlike, 0},
@@ -126,6 +130,14 @@ void router_handle(struct app *app, const struct http_request *req, struct http_
         store_read_end(app->store);
     } else {
         dispatch(&a);
+    }
+    /* sliding expiry: record the session's use, at most once per API_SESSION_TOUCH_MS, after the
+     * read transaction (a write inside it could fail on a newer snapshot). The answer does not
+     * depend on it: a failure is only logged. */
+    if (a.auth == 1 && a.session.id > 0 && a.now - a.session.last_used_at >= API_SESSION_TOUCH_MS) {
+        int rc = store_session_touch(app->store, a.session.id, a.now);
+        if (rc != STORE_OK)
+            fprintf(stderr, "agora: cannot record a session's use: %s\n", store_errmsg(app->store));
     }
     if (resp->status != 204 && resp->status != 304)
         http_response_header(resp, "Content-Type", "application/json; charset=utf-8");

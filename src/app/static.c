@@ -139,7 +139,6 @@ void static_serve(const char *web_dir, const struct http_request *req, struct ht
     http_response_header(resp, "Content-Type", "%s", static_content_type(rel));
     http_response_header(resp, "Cache-Control", "no-cache");
     http_response_header(resp, "ETag", "%s", etag);
-    http_response_header(resp, "X-Content-Type-Options", "nosniff");
 out:
     if (fd >= 0)
         close(fd);

@@ -6,7 +6,8 @@
  * struct store_ops. Handlers call the store_* wrappers below and never see SQL; the store
  * returns plain structs and never formats JSON.
  *
- * Data model: accounts, sessions (only a hash of the token is stored), follows, posts, likes, and
+ * Data model: accounts, sessions (only a hash of the token is stored; a session expires when it
+ * has not been used for the session lifetime, see store_options), follows, posts, likes, and
  * the home-timeline table used for fan-out on write (see docs/TIMELINES.md). Ids are positive
  * 64-bit integers that grow with insertion order; timestamps are milliseconds since the Unix epoch.
  * Every write is one transaction that also maintains the denormalised counters, and is retried
@@ -41,6 +42,10 @@
 #define STORE_DISPLAY_NAME_MAX 50  /* code points, i.e. at most 200 bytes of UTF-8 */
 #define STORE_HASH_MAX         128 /* password hash string incl. NUL (crypto_pwhash_STRBYTES) */
 #define STORE_TOKEN_HASH_LEN   32  /* bytes of a session token hash */
+#define STORE_BODY_HASH_LEN    32  /* bytes of the request-body hash kept with an Idempotency-Key */
+#define STORE_USER_AGENT_MAX   200 /* bytes of User-Agent kept with a session (printable ASCII) */
+/* Default session lifetime: a session not used for this long is gone (sliding expiry). */
+#define STORE_SESSION_TTL_MS (30LL * 24 * 60 * 60 * 1000)
 
 struct store_account {
     int64_t id;
@@ -64,6 +69,15 @@ struct store_post {
     int liked; /* 1 if the viewer passed to the query likes it */
 };
 
+/* A log-in session (never its token, which the store does not know). */
+struct store_session {
+    int64_t id;
+    int64_t account_id;
+    int64_t created_at;
+    int64_t last_used_at; /* as recorded: callers refresh it at most every so often */
+    char user_agent[STORE_USER_AGENT_MAX + 1];
+};
+
 /* A window of a list: only ids < max_id and > since_id (0 = unbounded), at most limit rows. */
 struct store_page {
     int64_t max_id;
@@ -75,6 +89,7 @@ enum store_account_list { STORE_FOLLOWERS, STORE_FOLLOWING };
 
 typedef int (*store_post_cb)(void *ctx, const struct store_post *post);
 typedef int (*store_account_cb)(void *ctx, const struct store_account *account);
+typedef int (*store_session_cb)(void *ctx, const struct store_session *session);
 
 /* What bulk_end found after loading (for agora seed's summary). */
 struct store_bulk_stats {
@@ -95,7 +110,8 @@ struct store_throttle {
 #define STORE_THROTTLE_KEY_MAX 128
 
 struct store_options {
-    int fanout_limit; /* <= 0: STORE_FANOUT_LIMIT; tests use small values */
+    int fanout_limit;       /* <= 0: STORE_FANOUT_LIMIT; tests use small values */
+    int64_t session_ttl_ms; /* <= 0: STORE_SESSION_TTL_MS */
 };
 
 struct store;
@@ -114,16 +130,24 @@ struct store_ops {
                                char hash[STORE_HASH_MAX]);
 
     int (*session_create)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t account_id,
-                          int64_t now);
-    int (*session_account)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], struct store_account *out);
+                          const char *user_agent, int64_t now);
+    int (*session_account)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                           struct store_account *out, struct store_session *session);
     int (*session_delete)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN]);
+    int (*session_touch)(struct store *st, int64_t id, int64_t now);
+    int (*session_list)(struct store *st, int64_t account_id, int64_t now, const struct store_page *page,
+                        store_session_cb cb, void *ctx);
+    int (*session_revoke)(struct store *st, int64_t account_id, int64_t id);
+    int (*session_revoke_others)(struct store *st, int64_t account_id, int64_t keep_id, int64_t *revoked);
+    int (*password_set)(struct store *st, int64_t account_id, const char *password_hash, int64_t keep_session_id,
+                        int64_t *revoked);
 
     int (*follow)(struct store *st, int64_t follower, int64_t followee, int on, int64_t now);
     int (*account_list)(struct store *st, enum store_account_list which, int64_t account_id,
                         const struct store_page *page, store_account_cb cb, void *ctx);
 
     int (*post_create)(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
-                       const char *idem_key, int64_t now, int64_t *id_out);
+                       const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out);
     int (*post_get)(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, void *ctx);
     int (*post_delete)(struct store *st, int64_t id, int64_t author);
     int (*like)(struct store *st, int64_t post, int64_t account, int on, int64_t now);
@@ -150,6 +174,7 @@ struct store_ops {
 struct store {
     const struct store_ops *ops;
     int fanout_limit;
+    int64_t session_ttl_ms;
     char err[256];
 };
 
@@ -189,22 +214,58 @@ static inline int store_account_credentials(struct store *st, const char *userna
     return st->ops->account_credentials(st, username, out, hash);
 }
 
-/* Stores a session identified by the hash of its token. */
+/* Stores a session identified by the hash of its token, used now from user_agent (NULL or "" =
+ * unknown; only printable ASCII is kept, cut to STORE_USER_AGENT_MAX bytes). Also deletes the
+ * account's expired sessions, so that they do not pile up. */
 static inline int store_session_create(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
-                                       int64_t account_id, int64_t now)
+                                       int64_t account_id, const char *user_agent, int64_t now)
 {
-    return st->ops->session_create(st, hash, account_id, now);
+    return st->ops->session_create(st, hash, account_id, user_agent, now);
 }
-/* Finds the account of the session with this token hash. STORE_NOT_FOUND if none. */
-static inline int store_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
-                                        struct store_account *out)
+/* Finds the account of the session with this token hash, and the session itself into *session
+ * (may be NULL). STORE_NOT_FOUND if there is none, or if it was last used a session lifetime or
+ * more before now (expired). Only reads: refreshing last_used_at is store_session_touch's job. */
+static inline int store_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                                        struct store_account *out, struct store_session *session)
 {
-    return st->ops->session_account(st, hash, out);
+    return st->ops->session_account(st, hash, now, out, session);
 }
 /* Deletes the session (STORE_OK also when it did not exist). */
 static inline int store_session_delete(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN])
 {
     return st->ops->session_delete(st, hash);
+}
+/* Records that session id was used at now (a write; it never moves last_used_at back). STORE_OK
+ * also when the session is gone. */
+static inline int store_session_touch(struct store *st, int64_t id, int64_t now)
+{
+    return st->ops->session_touch(st, id, now);
+}
+/* Streams account_id's sessions that have not expired at now, highest (newest) id first; page
+ * bounds apply to session ids. */
+static inline int store_session_list(struct store *st, int64_t account_id, int64_t now, const struct store_page *page,
+                                     store_session_cb cb, void *ctx)
+{
+    return st->ops->session_list(st, account_id, now, page, cb, ctx);
+}
+/* Deletes session id if it belongs to account_id; STORE_NOT_FOUND otherwise. */
+static inline int store_session_revoke(struct store *st, int64_t account_id, int64_t id)
+{
+    return st->ops->session_revoke(st, account_id, id);
+}
+/* Deletes every session of account_id except keep_id (0 = keep none); *revoked (may be NULL) gets
+ * how many were deleted. */
+static inline int store_session_revoke_others(struct store *st, int64_t account_id, int64_t keep_id, int64_t *revoked)
+{
+    return st->ops->session_revoke_others(st, account_id, keep_id, revoked);
+}
+/* Replaces account_id's password hash and, in the same transaction, deletes every session of the
+ * account except keep_session_id (0 = keep none); *revoked (may be NULL) gets how many were
+ * deleted. STORE_NOT_FOUND if the account does not exist. */
+static inline int store_password_set(struct store *st, int64_t account_id, const char *password_hash,
+                                     int64_t keep_session_id, int64_t *revoked)
+{
+    return st->ops->password_set(st, account_id, password_hash, keep_session_id, revoked);
 }
 
 /* Makes follower follow (on = 1) or stop following (on = 0) followee; idempotent. Maintains the
@@ -224,12 +285,16 @@ static inline int store_account_list(struct store *st, enum store_account_list w
 
 /* Creates a post (text already validated; reply_to 0 = none) and sets *id_out. With an
  * idem_key (NULL = none), a post by the same author with the same key is returned instead of
- * creating another one (a UNIQUE constraint guarantees this across processes). STORE_NOT_FOUND
+ * creating another one (a UNIQUE constraint guarantees this across processes). idem_hash (NULL
+ * or STORE_BODY_HASH_LEN bytes, the hash of the request that carried the key) is kept with the
+ * key: when both the stored and the given hash exist and differ, the answer is STORE_CONFLICT
+ * (the key was used for another request) and *id_out is set to the first post. STORE_NOT_FOUND
  * if reply_to names no post. */
 static inline int store_post_create(struct store *st, int64_t author, const char *text, size_t text_len,
-                                    int64_t reply_to, const char *idem_key, int64_t now, int64_t *id_out)
+                                    int64_t reply_to, const char *idem_key, const unsigned char *idem_hash, int64_t now,
+                                    int64_t *id_out)
 {
-    return st->ops->post_create(st, author, text, text_len, reply_to, idem_key, now, id_out);
+    return st->ops->post_create(st, author, text, text_len, reply_to, idem_key, idem_hash, now, id_out);
 }
 /* Calls cb once with the post (liked by viewer; 0 = anonymous). STORE_NOT_FOUND if none. */
 static inline int store_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, void *ctx)

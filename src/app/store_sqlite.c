@@ -3,11 +3,13 @@
 #include "app/store_sqlite.h"
 #include "app/sqlite_vfs.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 5000
 /* Per-connection settings. synchronous=NORMAL in WAL mode never loses a commit to a process crash
@@ -89,7 +91,27 @@ static const char *const migrations[] = {
     "DROP INDEX posts_author;"
     "CREATE INDEX posts_by_author ON posts(author, id, fanout, created_at, reply_to, likes_count, replies_count,"
     "  text);",
-    /* 3: throttles (failed log-ins per account and address, sign-ups per address), kept in the
+    /* 3: sessions get an id (to list and revoke them without showing the token's hash), the time
+     * of their last use (sliding expiry) and the client's User-Agent; sessions that existed
+     * before count as used at the migration, so an upgrade logs nobody out. AUTOINCREMENT: an id
+     * once shown in a list never names a later session. Posts keep the hash of the request body
+     * that came with an Idempotency-Key (NULL for older posts). */
+    "CREATE TABLE sessions_v3 ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  token_hash BLOB NOT NULL UNIQUE,"
+    "  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  last_used_at INTEGER NOT NULL,"
+    "  user_agent TEXT NOT NULL DEFAULT '');"
+    "INSERT INTO sessions_v3(token_hash, account_id, created_at, last_used_at)"
+    "  SELECT token_hash, account_id, created_at,"
+    "    max(created_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))"
+    "  FROM sessions ORDER BY created_at;"
+    "DROP TABLE sessions;"
+    "ALTER TABLE sessions_v3 RENAME TO sessions;"
+    "CREATE INDEX sessions_account ON sessions(account_id, id);"
+    "ALTER TABLE posts ADD COLUMN idem_hash BLOB;",
+    /* 4: throttles (failed log-ins per account and address, sign-ups per address), kept in the
      * database so that every server counts against the same limit; one row per running window */
     "CREATE TABLE throttle ("
     "  key TEXT PRIMARY KEY,"
@@ -115,10 +137,19 @@ static const char *const stmt_sql[SQ__COUNT] = {
     [SQ_ACC_ADD_FOLLOWERS] = "UPDATE accounts SET followers_count = followers_count + ?2 WHERE id = ?1",
     [SQ_ACC_ADD_FOLLOWING] = "UPDATE accounts SET following_count = following_count + ?2 WHERE id = ?1",
     [SQ_ACC_ADD_POSTS] = "UPDATE accounts SET posts_count = posts_count + ?2 WHERE id = ?1",
-    [SQ_SESS_INSERT] = "INSERT INTO sessions(token_hash, account_id, created_at) VALUES(?1, ?2, ?3)",
-    [SQ_SESS_ACCOUNT] = "SELECT " SQ_ACCOUNT_COLS " FROM sessions s JOIN accounts a ON a.id = s.account_id "
-                        "WHERE s.token_hash = ?1",
+    [SQ_SESS_INSERT] = "INSERT INTO sessions(token_hash, account_id, created_at, last_used_at, user_agent) "
+                       "VALUES(?1, ?2, ?3, ?3, ?4)",
+    [SQ_SESS_ACCOUNT] = "SELECT " SQ_ACCOUNT_COLS ", s.id, s.created_at, s.last_used_at, s.user_agent "
+                        "FROM sessions s JOIN accounts a ON a.id = s.account_id "
+                        "WHERE s.token_hash = ?1 AND s.last_used_at > ?2",
     [SQ_SESS_DELETE] = "DELETE FROM sessions WHERE token_hash = ?1",
+    [SQ_SESS_PURGE] = "DELETE FROM sessions WHERE account_id = ?1 AND last_used_at <= ?2",
+    [SQ_SESS_TOUCH] = "UPDATE sessions SET last_used_at = ?2 WHERE id = ?1 AND last_used_at < ?2",
+    [SQ_SESS_LIST] = "SELECT id, account_id, created_at, last_used_at, user_agent FROM sessions "
+                     "WHERE account_id = ?1 AND last_used_at > ?5 AND id < ?2 AND id > ?3 ORDER BY id DESC LIMIT ?4",
+    [SQ_SESS_REVOKE] = "DELETE FROM sessions WHERE id = ?1 AND account_id = ?2",
+    [SQ_SESS_REVOKE_OTHERS] = "DELETE FROM sessions WHERE account_id = ?1 AND id <> ?2",
+    [SQ_ACC_SET_PASSWORD] = "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
     [SQ_FOLLOW_INSERT] = "INSERT OR IGNORE INTO follows(follower, followee, created_at) VALUES(?1, ?2, ?3)",
     [SQ_FOLLOW_DELETE] = "DELETE FROM follows WHERE follower = ?1 AND followee = ?2",
     [SQ_HOME_BACKFILL] = "INSERT OR IGNORE INTO home(owner, post_id) "
@@ -130,9 +161,9 @@ static const char *const stmt_sql[SQ__COUNT] = {
     [SQ_LIST_FOLLOWING] = "SELECT " SQ_ACCOUNT_COLS " FROM follows f JOIN accounts a ON a.id = f.followee "
                           "WHERE f.follower = ?1 AND f.followee < ?2 AND f.followee > ?3 "
                           "ORDER BY f.followee DESC LIMIT ?4",
-    [SQ_POST_INSERT] = "INSERT INTO posts(author, text, created_at, reply_to, fanout, idem_key) "
-                       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-    [SQ_POST_BY_KEY] = "SELECT id FROM posts WHERE author = ?1 AND idem_key = ?2 AND idem_key IS NOT NULL",
+    [SQ_POST_INSERT] = "INSERT INTO posts(author, text, created_at, reply_to, fanout, idem_key, idem_hash) "
+                       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [SQ_POST_BY_KEY] = "SELECT id, idem_hash FROM posts WHERE author = ?1 AND idem_key = ?2 AND idem_key IS NOT NULL",
     [SQ_POST_EXISTS] = "SELECT 1 FROM posts WHERE id = ?1",
     [SQ_POST_META] = "SELECT author, reply_to FROM posts WHERE id = ?1",
     [SQ_POST_DELETE] = "DELETE FROM posts WHERE id = ?1",
@@ -525,36 +556,78 @@ static int sq_count_accounts(struct store *st, int64_t *n)
 struct session_args {
     const unsigned char *hash;
     int64_t account_id, now;
+    const char *user_agent;
 };
 
 static int session_create_tx(struct sq_store *s, void *arg)
 {
     struct session_args *a = arg;
-    sqlite3_stmt *q = sq_stmt(s, SQ_SESS_INSERT);
+    sqlite3_stmt *q = sq_stmt(s, SQ_SESS_PURGE);
+    int rc;
     if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(q, 1, a->account_id);
+    sqlite3_bind_int64(q, 2, a->now - s->base.session_ttl_ms);
+    if ((rc = sq_run(s, q, "deleting expired sessions")) != STORE_OK)
+        return rc;
+    if ((q = sq_stmt(s, SQ_SESS_INSERT)) == NULL)
         return STORE_ERROR;
     sqlite3_bind_blob(q, 1, a->hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
     sqlite3_bind_int64(q, 2, a->account_id);
     sqlite3_bind_int64(q, 3, a->now);
+    sqlite3_bind_text(q, 4, a->user_agent, -1, SQLITE_STATIC);
     return sq_run(s, q, "creating a session");
 }
 
 static int sq_session_create(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t account_id,
-                             int64_t now)
+                             const char *user_agent, int64_t now)
 {
-    struct session_args a = {hash, account_id, now};
+    char ua[STORE_USER_AGENT_MAX + 1];
+    size_t n = 0;
+    /* printable ASCII only, so that whatever reads it back (JSON, a terminal) needs no care */
+    for (const char *p = user_agent; p != NULL && *p != '\0' && n < STORE_USER_AGENT_MAX; p++)
+        ua[n++] = *p >= 0x20 && *p <= 0x7e ? *p : '?';
+    ua[n] = '\0';
+    struct session_args a = {hash, account_id, now, ua};
     return sq_write((struct sq_store *)st, session_create_tx, &a);
 }
 
-static int sq_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
-                              struct store_account *out)
+static void read_session(sqlite3_stmt *q, int col, struct store_session *out)
+{
+    out->id = sqlite3_column_int64(q, col);
+    out->account_id = sqlite3_column_int64(q, col + 1);
+    out->created_at = sqlite3_column_int64(q, col + 2);
+    out->last_used_at = sqlite3_column_int64(q, col + 3);
+    copy_text(q, col + 4, out->user_agent, sizeof out->user_agent);
+}
+
+static int sq_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                              struct store_account *out, struct store_session *session)
 {
     struct sq_store *s = (struct sq_store *)st;
     sqlite3_stmt *q = sq_stmt(s, SQ_SESS_ACCOUNT);
+    int rc, ret;
     if (q == NULL)
         return STORE_ERROR;
     sqlite3_bind_blob(q, 1, hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
-    return account_query(s, q, out, NULL);
+    sqlite3_bind_int64(q, 2, now - s->base.session_ttl_ms);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        sq_read_account(q, 0, out);
+        if (session != NULL) {
+            /* columns 7-10: s.id, s.created_at, s.last_used_at, s.user_agent */
+            session->id = sqlite3_column_int64(q, 7);
+            session->account_id = out->id;
+            session->created_at = sqlite3_column_int64(q, 8);
+            session->last_used_at = sqlite3_column_int64(q, 9);
+            copy_text(q, 10, session->user_agent, sizeof session->user_agent);
+        }
+        ret = STORE_OK;
+    } else {
+        ret = rc == SQLITE_DONE ? STORE_NOT_FOUND : sq_fail(s, "looking up a session");
+    }
+    sqlite3_reset(q);
+    return ret;
 }
 
 static int session_delete_tx(struct sq_store *s, void *arg)
@@ -569,8 +642,107 @@ static int session_delete_tx(struct sq_store *s, void *arg)
 
 static int sq_session_delete(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN])
 {
-    struct session_args a = {hash, 0, 0};
+    struct session_args a = {hash, 0, 0, NULL};
     return sq_write((struct sq_store *)st, session_delete_tx, &a);
+}
+
+/* Arguments of the statements below that bind ?1 and ?2 as integers and report rows changed. */
+struct ids_args {
+    enum sq_stmt stmt;
+    int64_t a, b;
+    const char *hash; /* password_set: the new hash */
+    int64_t *changes;
+    const char *what;
+};
+
+static int ids_tx(struct sq_store *s, void *arg)
+{
+    struct ids_args *a = arg;
+    sqlite3_stmt *q = sq_stmt(s, a->stmt);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(q, 1, a->a);
+    sqlite3_bind_int64(q, 2, a->b);
+    int rc = sq_run(s, q, a->what);
+    if (rc == STORE_OK && a->changes != NULL)
+        *a->changes = sqlite3_changes(s->db);
+    return rc;
+}
+
+static int sq_session_touch(struct store *st, int64_t id, int64_t now)
+{
+    struct ids_args a = {SQ_SESS_TOUCH, id, now, NULL, NULL, "recording a session's use"};
+    return sq_write((struct sq_store *)st, ids_tx, &a);
+}
+
+static int sq_session_list(struct store *st, int64_t account_id, int64_t now, const struct store_page *page,
+                           store_session_cb cb, void *ctx)
+{
+    struct sq_store *s = (struct sq_store *)st;
+    sqlite3_stmt *q = sq_stmt(s, SQ_SESS_LIST);
+    struct store_session sess;
+    int rc;
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(q, 1, account_id);
+    sq_bind_page(q, 2, 3, 4, page);
+    sqlite3_bind_int64(q, 5, now - s->base.session_ttl_ms);
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        read_session(q, 0, &sess);
+        if (cb(ctx, &sess) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    int ret = rc == SQLITE_DONE ? STORE_OK : sq_fail(s, "listing sessions");
+    sqlite3_reset(q);
+    return ret;
+}
+
+static int sq_session_revoke(struct store *st, int64_t account_id, int64_t id)
+{
+    int64_t n = 0;
+    struct ids_args a = {SQ_SESS_REVOKE, id, account_id, NULL, &n, "deleting a session"};
+    int rc = sq_write((struct sq_store *)st, ids_tx, &a);
+    return rc == STORE_OK && n == 0 ? STORE_NOT_FOUND : rc;
+}
+
+static int sq_session_revoke_others(struct store *st, int64_t account_id, int64_t keep_id, int64_t *revoked)
+{
+    int64_t n = 0;
+    struct ids_args a = {SQ_SESS_REVOKE_OTHERS, account_id, keep_id, NULL, &n, "deleting sessions"};
+    int rc = sq_write((struct sq_store *)st, ids_tx, &a);
+    if (revoked != NULL)
+        *revoked = rc == STORE_OK ? n : 0;
+    return rc;
+}
+
+static int password_set_tx(struct sq_store *s, void *arg)
+{
+    struct ids_args *a = arg;
+    sqlite3_stmt *q = sq_stmt(s, SQ_ACC_SET_PASSWORD);
+    int rc;
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(q, 1, a->a);
+    sqlite3_bind_text(q, 2, a->hash, -1, SQLITE_STATIC);
+    if ((rc = sq_run(s, q, "changing a password")) != STORE_OK)
+        return rc;
+    if (sqlite3_changes(s->db) == 0)
+        return STORE_NOT_FOUND;
+    struct ids_args del = {SQ_SESS_REVOKE_OTHERS, a->a, a->b, NULL, a->changes, "deleting sessions"};
+    return ids_tx(s, &del);
+}
+
+static int sq_password_set(struct store *st, int64_t account_id, const char *password_hash, int64_t keep_session_id,
+                           int64_t *revoked)
+{
+    int64_t n = 0;
+    struct ids_args a = {SQ_ACC_SET_PASSWORD, account_id, keep_session_id, password_hash, &n, "changing a password"};
+    int rc = sq_write((struct sq_store *)st, password_set_tx, &a);
+    if (revoked != NULL)
+        *revoked = rc == STORE_OK ? n : 0;
+    return rc;
 }
 
 /* ---- follows ---- */
@@ -740,6 +912,11 @@ static const struct store_ops sqlite_ops = {
     .session_create = sq_session_create,
     .session_account = sq_session_account,
     .session_delete = sq_session_delete,
+    .session_touch = sq_session_touch,
+    .session_list = sq_session_list,
+    .session_revoke = sq_session_revoke,
+    .session_revoke_others = sq_session_revoke_others,
+    .password_set = sq_password_set,
     .follow = sq_follow,
     .account_list = sq_account_list,
     .post_create = sq_post_create,
@@ -819,10 +996,16 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
     s->base.ops = &sqlite_ops;
     s->ckpt_next = WAL_STEP_FRAMES;
     s->base.fanout_limit = opts != NULL && opts->fanout_limit > 0 ? opts->fanout_limit : STORE_FANOUT_LIMIT;
+    s->base.session_ttl_ms = opts != NULL && opts->session_ttl_ms > 0 ? opts->session_ttl_ms : STORE_SESSION_TTL_MS;
     if (path[0] == '\0') {
         snprintf(err, errlen, "sqlite: empty database path");
         goto fail;
     }
+    /* Create the file readable by its owner only; SQLite gives the WAL and shared-memory files
+     * the database file's permissions. An existing file keeps its own. */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd); /* otherwise sqlite3_open_v2 reports the problem */
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         sqlite_vfs_agora()) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");

@@ -40,6 +40,12 @@ enum sq_stmt {
     SQ_SESS_INSERT,
     SQ_SESS_ACCOUNT,
     SQ_SESS_DELETE,
+    SQ_SESS_PURGE,
+    SQ_SESS_TOUCH,
+    SQ_SESS_LIST,
+    SQ_SESS_REVOKE,
+    SQ_SESS_REVOKE_OTHERS,
+    SQ_ACC_SET_PASSWORD,
     SQ_FOLLOW_INSERT,
     SQ_FOLLOW_DELETE,
     SQ_HOME_BACKFILL,
@@ -103,7 +109,7 @@ void sq_bind_page(sqlite3_stmt *st, int imax, int isince, int ilimit, const stru
     "a.following_count, a.posts_count"
 
 int sq_post_create(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
-                   const char *idem_key, int64_t now, int64_t *id_out);
+                   const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out);
 int sq_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, void *ctx);
 int sq_post_delete(struct store *st, int64_t id, int64_t author);
 int sq_like(struct store *st, int64_t post, int64_t account, int on, int64_t now);

@@ -18,16 +18,14 @@ static int run2(struct sq_store *s, enum sq_stmt id, int64_t a, int64_t b, int *
     return rc;
 }
 
-/* Runs a one-row lookup with ?1 = a (and ?2 = b when the statement has it). Returns STORE_OK
- * with the first two integer columns in *c0 and *c1 (either may be NULL), or STORE_NOT_FOUND. */
-static int lookup(struct sq_store *s, enum sq_stmt id, int64_t a, const char *b, int64_t *c0, int64_t *c1)
+/* Runs a one-row lookup with ?1 = a. Returns STORE_OK with the first two integer columns in *c0
+ * and *c1 (either may be NULL), or STORE_NOT_FOUND. */
+static int lookup(struct sq_store *s, enum sq_stmt id, int64_t a, int64_t *c0, int64_t *c1)
 {
     sqlite3_stmt *q = sq_stmt(s, id);
     if (q == NULL)
         return STORE_ERROR;
     sqlite3_bind_int64(q, 1, a);
-    if (b != NULL)
-        sqlite3_bind_text(q, 2, b, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q), ret;
     if (rc == SQLITE_ROW) {
         if (c0 != NULL)
@@ -48,9 +46,35 @@ struct post_args {
     size_t text_len;
     int64_t reply_to;
     const char *key;
+    const unsigned char *hash;
     int64_t now;
     int64_t *id_out;
 };
+
+/* Looks for author's post with Idempotency-Key key. Returns STORE_NOT_FOUND, STORE_OK with *id
+ * (the same request again), or STORE_CONFLICT with *id when both that post and this request have
+ * a body hash and they differ. */
+static int by_key(struct sq_store *s, const struct post_args *a, int64_t *id)
+{
+    sqlite3_stmt *q = sq_stmt(s, SQ_POST_BY_KEY);
+    if (q == NULL)
+        return STORE_ERROR;
+    sqlite3_bind_int64(q, 1, a->author);
+    sqlite3_bind_text(q, 2, a->key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q), ret;
+    if (rc == SQLITE_ROW) {
+        const void *h = sqlite3_column_blob(q, 1);
+        int hn = sqlite3_column_bytes(q, 1);
+        *id = sqlite3_column_int64(q, 0);
+        ret = STORE_OK;
+        if (a->hash != NULL && h != NULL && (hn != STORE_BODY_HASH_LEN || memcmp(h, a->hash, STORE_BODY_HASH_LEN) != 0))
+            ret = STORE_CONFLICT;
+    } else {
+        ret = rc == SQLITE_DONE ? STORE_NOT_FOUND : sq_fail(s, "looking up a post");
+    }
+    sqlite3_reset(q);
+    return ret;
+}
 
 static int post_create_tx(struct sq_store *s, void *arg)
 {
@@ -58,13 +82,13 @@ static int post_create_tx(struct sq_store *s, void *arg)
     int64_t id = 0, followers = 0;
     int rc;
     if (a->key != NULL) {
-        rc = lookup(s, SQ_POST_BY_KEY, a->author, a->key, &id, NULL);
-        if (rc == STORE_OK)
+        rc = by_key(s, a, &id);
+        if (rc == STORE_OK || rc == STORE_CONFLICT)
             *a->id_out = id;
         if (rc != STORE_NOT_FOUND)
             return rc;
     }
-    if (a->reply_to != 0 && (rc = lookup(s, SQ_POST_EXISTS, a->reply_to, NULL, NULL, NULL)) != STORE_OK)
+    if (a->reply_to != 0 && (rc = lookup(s, SQ_POST_EXISTS, a->reply_to, NULL, NULL)) != STORE_OK)
         return rc;
     sqlite3_stmt *q = sq_stmt(s, SQ_ACC_BY_ID);
     if (q == NULL)
@@ -92,6 +116,10 @@ static int post_create_tx(struct sq_store *s, void *arg)
         sqlite3_bind_text(q, 6, a->key, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(q, 6);
+    if (a->key != NULL && a->hash != NULL)
+        sqlite3_bind_blob(q, 7, a->hash, STORE_BODY_HASH_LEN, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 7);
     if ((rc = sq_run(s, q, "creating a post")) != STORE_OK)
         return rc;
     id = sqlite3_last_insert_rowid(s->db);
@@ -106,9 +134,9 @@ static int post_create_tx(struct sq_store *s, void *arg)
 }
 
 int sq_post_create(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
-                   const char *idem_key, int64_t now, int64_t *id_out)
+                   const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out)
 {
-    struct post_args a = {author, text, text_len, reply_to, idem_key, now, id_out};
+    struct post_args a = {author, text, text_len, reply_to, idem_key, idem_hash, now, id_out};
     return sq_write((struct sq_store *)st, post_create_tx, &a);
 }
 
@@ -120,7 +148,7 @@ static int post_delete_tx(struct sq_store *s, void *arg)
 {
     struct delete_args *a = arg;
     int64_t author = 0, reply_to = 0;
-    int rc = lookup(s, SQ_POST_META, a->id, NULL, &author, &reply_to);
+    int rc = lookup(s, SQ_POST_META, a->id, &author, &reply_to);
     if (rc != STORE_OK)
         return rc;
     if (author != a->author)
@@ -150,7 +178,7 @@ static int like_tx(struct sq_store *s, void *arg)
 {
     struct like_args *a = arg;
     int changed = 0;
-    int rc = lookup(s, SQ_POST_EXISTS, a->post, NULL, NULL, NULL);
+    int rc = lookup(s, SQ_POST_EXISTS, a->post, NULL, NULL);
     if (rc != STORE_OK)
         return rc;
     if (a->on) {

@@ -36,6 +36,7 @@ struct server_opts {
     struct client_trust trust;
     int trust_set; /* a --trusted-proxy flag replaced the default */
     struct http_pool *pool;
+    int session_days;
 };
 
 struct server_worker {
@@ -48,7 +49,8 @@ struct server_worker {
 static void app_config_of(const struct server_opts *o, struct app_config *ac)
 {
     *ac = (struct app_config){
-        .db_url = o->db, .served_by = o->served_by, .web_dir = o->web, .limits = &o->limits, .trust = &o->trust};
+        .db_url = o->db, .served_by = o->served_by, .web_dir = o->web, .limits = &o->limits, .trust = &o->trust,
+        .session_days = o->session_days};
 }
 
 /* The hashing pool's threads: each has an app (a database connection) of its own. */
@@ -174,6 +176,8 @@ static void usage(void)
            "                         (repeatable; default 127.0.0.0/8,::1; 'none': no one); the\n"
            "                         client is the right-most address not itself trusted.\n"
            "                         IPv6 clients are counted by /64\n"
+           "  --session-days N       a log-in session unused for N days expires (sliding;\n"
+           "                         1..3650, default 30)\n"
            "  --help                 show this help\n");
 }
 
@@ -196,7 +200,7 @@ static int parse_limit(const char *v, struct app_limit *l)
 
 int cmd_server(int argc, char **argv)
 {
-    struct server_opts o = {.workers = 0, .idle_ms = 60000, .hash_wait_ms = 1000};
+    struct server_opts o = {.workers = 0, .idle_ms = 60000, .hash_wait_ms = 1000, .session_days = 30};
     app_limits_default(&o.limits);
     client_trust_default(&o.trust);
     snprintf(o.listen, sizeof(o.listen), "127.0.0.1:8001");
@@ -230,6 +234,14 @@ int cmd_server(int argc, char **argv)
                 return 2;
             }
             o.workers = (unsigned)n;
+        } else if (!strcmp(a, "--session-days")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || end == v || n < 1 || n > 3650) {
+                fprintf(stderr, "agora server: --session-days must be 1..3650\n");
+                return 2;
+            }
+            o.session_days = (int)n;
         } else if (!strcmp(a, "--idle-timeout")) {
             if (lb_parse_duration(v, &o.idle_ms) < 0 || o.idle_ms == 0) {
                 fprintf(stderr, "agora server: --idle-timeout: '%s' is not a duration\n", v);

@@ -410,7 +410,7 @@ int cmd_up(int argc, char **argv)
                 nservers);
         return 2;
     }
-    if (mkdir(data, 0755) < 0 && errno != EEXIST) {
+    if (mkdir(data, 0700) < 0 && errno != EEXIST) { /* the database and secrets: owner only */
         fprintf(stderr, "agora up: cannot create data directory '%s': %s\n", data, strerror(errno));
         return 1;
     }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -19,6 +20,7 @@
 
 #include "app/app.h"
 #include "app/auth.h"
+#include "app/req.h"
 #include "app/store.h"
 
 /* One Argon2id hash of "password123", made once: fixture accounts are inserted through the store
@@ -226,6 +228,13 @@ static void expect_status(struct res *r, int status)
         fail_msg("status %d, want %d (body %s)", r->status, status, r->body);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Creates an account through the store and a session for it; writes "Authorization: Bearer t". */
 static int64_t user(struct fx *f, const char *name, char auth[80])
 {
@@ -234,7 +243,7 @@ static int64_t user(struct fx *f, const char *name, char auth[80])
     char token[AUTH_TOKEN_CHARS + 1];
     assert_int_equal(store_account_create(f->st, name, name, fixture_hash, 1000, &a), STORE_OK);
     auth_new_token(token, th);
-    assert_int_equal(store_session_create(f->st, th, a.id, 1000), STORE_OK);
+    assert_int_equal(store_session_create(f->st, th, a.id, "unit test", now_ms()), STORE_OK);
     snprintf(auth, 80, "Authorization: Bearer %s", token);
     return a.id;
 }
@@ -450,13 +459,13 @@ static void test_account_validation(void **state)
     call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":5,\"password\":\"password123\"}");
     expect_error(&r, 400, "username: must be a string");
     call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"ok\",\"password\":\"short77\"}");
-    expect_error(&r, 422, "password: must be 8-128 bytes long");
+    expect_error(&r, 422, "password: must be at least 8 characters and at most 128 bytes long");
     char longpw[200];
     memset(longpw, 'p', 129);
     longpw[129] = '\0';
     snprintf(body, sizeof body, "{\"username\":\"ok\",\"password\":\"%s\"}", longpw);
     call(f, &r, "POST", "/api/v1/accounts", NULL, body);
-    expect_error(&r, 422, "password: must be 8-128 bytes long");
+    expect_error(&r, 422, "password: must be at least 8 characters and at most 128 bytes long");
     call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"ok\",\"password\":[]}");
     expect_error(&r, 400, "password: must be a string");
     call(f, &r, "POST", "/api/v1/accounts", NULL,
@@ -465,6 +474,32 @@ static void test_account_validation(void **state)
     call(f, &r, "POST", "/api/v1/accounts", NULL,
          "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":\"a\\u0007\"}");
     expect_error(&r, 422, "display_name: must not contain control characters");
+    /* 8 bytes but 4 characters; 8 spaces; 8 mixed white space characters */
+    call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"ok\",\"password\":\"\u00e9\u00e9\u00e9\u00e9\"}");
+    expect_error(&r, 422, "password: must be at least 8 characters and at most 128 bytes long");
+    call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"ok\",\"password\":\"        \"}");
+    expect_error(&r, 422, "password: must not be only white space");
+    call(f, &r, "POST", "/api/v1/accounts", NULL,
+         "{\"username\":\"ok\",\"password\":\" \\t\\n\\r\u3000\u00a0\u2003 \"}");
+    expect_error(&r, 422, "password: must not be only white space");
+    static const char *const bidi[] = {"\\u202a", "\\u202e", "\\u2066", "\\u2069"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(body, sizeof body, "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":\"adm%sin\"}",
+                 bidi[i]);
+        call(f, &r, "POST", "/api/v1/accounts", NULL, body);
+        expect_error(&r, 422,
+                     "display_name: must not contain bidirectional embedding, override or isolate controls "
+                     "(U+202A-U+202E, U+2066-U+2069)");
+    }
+    static const char *const blank[] = {" ", "\\u200b", "\\u200b\\u200c\\u200d", "\\u2060 \\ufeff", "\\u3164"};
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(body, sizeof body, "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":\"%s\"}",
+                 blank[i]);
+        call(f, &r, "POST", "/api/v1/accounts", NULL, body);
+        expect_error(&r, 422,
+                     "display_name: must contain a visible character (not only white space or zero-width "
+                     "characters)");
+    }
     int64_t n = -1;
     assert_int_equal(store_count_accounts(f->st, &n), STORE_OK);
     assert_int_equal(n, 0);
@@ -526,6 +561,357 @@ static void test_sessions(void **state)
     expect_status(&r, 401);
     call(f, &r, "DELETE", "/api/v1/sessions", auth, NULL);
     expect_status(&r, 401);
+    res_free(&r);
+}
+
+/* ---- cross-site writes (CSRF), security headers ---- */
+
+static void test_same_origin_rule(void **state)
+{
+    static const struct {
+        const char *origin, *host;
+        int same;
+    } cases[] = {
+        {"http://127.0.0.1:8000", "127.0.0.1:8000", 1},
+        {"https://127.0.0.1:8000", "127.0.0.1:8000", 1},
+        {"HTTP://Example.COM", "example.com", 1},
+        {"http://example.com", "example.com:80", 1},
+        {"http://example.com:80", "example.com", 1},
+        {"https://example.com", "example.com:443", 1},
+        {"https://example.com:443", "example.com", 1},
+        {"http://[::1]:8000", "[::1]:8000", 1},
+        {"http://example.com", "example.com:443", 0},
+        {"https://example.com", "example.com:80", 0},
+        {"http://127.0.0.1:8001", "127.0.0.1:8000", 0},
+        {"http://127.0.0.1", "127.0.0.1:8000", 0},
+        {"http://evil.example", "127.0.0.1:8000", 0},
+        {"http://127.0.0.1.evil.example:8000", "127.0.0.1:8000", 0},
+        {"http://127.0.0.1:8000/", "127.0.0.1:8000", 0},
+        {"http://user@127.0.0.1:8000", "127.0.0.1:8000", 0},
+        {"ftp://127.0.0.1:8000", "127.0.0.1:8000", 0},
+        {"null", "127.0.0.1:8000", 0},
+        {"", "127.0.0.1:8000", 0},
+        {"http://", "", 0},
+        {"http://a:b:8000", "a:b:8000", 0},
+        {"http://x:99999", "x:99999", 0},
+        {"http://x:", "x:", 0},
+        {"http://[::1", "[::1", 0},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct http_str o = {cases[i].origin, strlen(cases[i].origin)}, h = {cases[i].host, strlen(cases[i].host)};
+        if (req_same_origin(&o, &h) != cases[i].same)
+            fail_msg("Origin %s, Host %s: want %d", cases[i].origin, cases[i].host, cases[i].same);
+    }
+    assert_int_equal(req_same_origin(NULL, NULL), 0);
+    struct http_str ct = {" Application/JSON ; charset=utf-8", 34};
+    assert_true(req_media_type_is(&ct, "application/json"));
+    ct = (struct http_str){"application/json-seq", 20};
+    assert_false(req_media_type_is(&ct, "application/json"));
+    ct = (struct http_str){"text/plain", 10};
+    assert_false(req_media_type_is(&ct, "application/json"));
+}
+
+#define CSRF_TYPE                                                                                                      \
+    "cross-site request refused: a write authenticated by the agora_token cookie must send its body as "               \
+    "Content-Type: application/json, not text/plain"
+#define CSRF_NO_TYPE                                                                                                   \
+    "cross-site request refused: a write authenticated by the agora_token cookie must send its body as "               \
+    "Content-Type: application/json (none given)"
+#define CSRF_NO_ORIGIN                                                                                                 \
+    "cross-site request refused: a write authenticated by the agora_token cookie needs an Origin header naming "       \
+    "this site, or Sec-Fetch-Site: same-origin (use Authorization: Bearer outside a browser)"
+
+static int64_t count_posts(struct fx *f)
+{
+    struct res r = {0};
+    call(f, &r, "GET", "/api/v1/accounts/alice", NULL, NULL);
+    expect_status(&r, 200);
+    int64_t n = jint(r.json, "posts_count");
+    res_free(&r);
+    return n;
+}
+
+static void test_cookie_writes_need_same_site(void **state)
+{
+    struct fx *f = *state;
+    struct res r = {0};
+    char auth[80], ck[300], hdr[600], path[64];
+    user(f, "alice", auth);
+    user(f, "bob", hdr);
+    snprintf(ck, sizeof ck, "Host: agora.test:8000\nCookie: agora_token=%s", auth + strlen("Authorization: Bearer "));
+    const char *form = "{\"text\":\"csrf\"}";
+
+    /* the reproduction: a text/plain form post carrying the cookie creates nothing */
+    snprintf(hdr, sizeof hdr, "%s\nContent-Type: text/plain\nOrigin: http://agora.test:9999", ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_error(&r, 403, CSRF_TYPE);
+    snprintf(hdr, sizeof hdr, "%s\nOrigin: http://agora.test:8000", ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_error(&r, 403, CSRF_NO_TYPE);
+    /* JSON, but from another origin, or with no Origin */
+    snprintf(hdr, sizeof hdr, "%s\nContent-Type: application/json\nOrigin: http://agora.test:9999", ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_error(&r, 403,
+                 "cross-site request refused: Origin http://agora.test:9999 does not match this site "
+                 "(Host agora.test:8000)");
+    snprintf(hdr, sizeof hdr, "%s\nContent-Type: application/json\nOrigin: null\nSec-Fetch-Site: same-origin", ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_status(&r, 403); /* an Origin, when sent, decides */
+    snprintf(hdr, sizeof hdr, "%s\nContent-Type: application/json", ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_error(&r, 403, CSRF_NO_ORIGIN);
+    snprintf(hdr, sizeof hdr, "%s\nContent-Type: application/json\nSec-Fetch-Site: same-site", ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_error(&r, 403, CSRF_NO_ORIGIN);
+    assert_int_equal(count_posts(f), 0);
+
+    /* what a browser sends from the site itself */
+    snprintf(hdr, sizeof hdr, "%s\nContent-Type: application/json; charset=utf-8\nOrigin: http://agora.test:8000", ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_status(&r, 201);
+    snprintf(path, sizeof path, "/api/v1/posts/%s/like", jstr(r.json, "id"));
+    snprintf(hdr, sizeof hdr, "%s\nContent-Type: application/json\nSec-Fetch-Site: same-origin", ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_status(&r, 201);
+    assert_int_equal(count_posts(f), 2);
+
+    /* no body (like, follow, delete): the Origin check alone */
+    call(f, &r, "POST", path, ck, NULL);
+    expect_error(&r, 403, CSRF_NO_ORIGIN);
+    snprintf(hdr, sizeof hdr, "%s\nOrigin: http://evil.test", ck);
+    call(f, &r, "POST", "/api/v1/accounts/bob/follow", hdr, NULL);
+    expect_status(&r, 403);
+    call(f, &r, "GET", "/api/v1/accounts/bob", NULL, NULL);
+    assert_int_equal(jint(r.json, "followers_count"), 0);
+    snprintf(hdr, sizeof hdr, "%s\nOrigin: http://agora.test:8000", ck);
+    call(f, &r, "POST", path, hdr, NULL);
+    expect_status(&r, 200);
+    assert_int_equal(jint(r.json, "likes_count"), 1);
+    call(f, &r, "POST", "/api/v1/accounts/bob/follow", hdr, NULL);
+    expect_status(&r, 200);
+    call(f, &r, "DELETE", "/api/v1/sessions", ck, NULL); /* log-out too */
+    expect_error(&r, 403, CSRF_NO_ORIGIN);
+
+    /* reads with the cookie need nothing */
+    call(f, &r, "GET", "/api/v1/timelines/home", ck, NULL);
+    expect_status(&r, 200);
+    /* a Bearer token needs nothing either, even with a cookie and a foreign Origin */
+    snprintf(hdr, sizeof hdr, "%s\n%s\nContent-Type: text/plain\nOrigin: http://evil.test", auth, ck);
+    call(f, &r, "POST", "/api/v1/posts", hdr, form);
+    expect_status(&r, 201);
+    call(f, &r, "POST", "/api/v1/posts", auth, form);
+    expect_status(&r, 201);
+    assert_int_equal(count_posts(f), 4);
+    /* sign-up and log-in are not cookie-authenticated writes */
+    call(f, &r, "POST", "/api/v1/sessions", "Origin: http://evil.test",
+         "{\"username\":\"nobody\",\"password\":\"password123\"}");
+    expect_status(&r, 401);
+    res_free(&r);
+}
+
+static void test_security_headers(void **state)
+{
+    struct fx *f = *state;
+    struct res r = {0};
+    char v[512];
+    static const char *const ui[] = {"/", "/app.js", "/missing.html"};
+    for (size_t i = 0; i < 3; i++) {
+        call(f, &r, "GET", ui[i], NULL, NULL);
+        assert_string_equal(header(&r, "Content-Security-Policy", v, sizeof v),
+                            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                            "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                            "frame-ancestors 'none'");
+        assert_string_equal(header(&r, "X-Content-Type-Options", v, sizeof v), "nosniff");
+        assert_string_equal(header(&r, "Referrer-Policy", v, sizeof v), "no-referrer");
+        assert_int_equal(count_header(&r, "X-Content-Type-Options"), 1);
+    }
+    static const char *const api[] = {"/api/v1/accounts/nobody", "/api/v1/timelines/home", "/health"};
+    for (size_t i = 0; i < 3; i++) {
+        call(f, &r, "GET", api[i], NULL, NULL);
+        assert_string_equal(header(&r, "Content-Security-Policy", v, sizeof v),
+                            "default-src 'none'; frame-ancestors 'none'; sandbox");
+        assert_string_equal(header(&r, "X-Content-Type-Options", v, sizeof v), "nosniff");
+        assert_string_equal(header(&r, "Referrer-Policy", v, sizeof v), "no-referrer");
+    }
+    res_free(&r);
+}
+
+/* ---- the caller's sessions and password ---- */
+
+/* Logs alice in through the API with a User-Agent; writes "Authorization: Bearer t". */
+static void login(struct fx *f, const char *ua, char auth[80])
+{
+    struct res r = {0};
+    char hdr[128];
+    snprintf(hdr, sizeof hdr, "User-Agent: %s", ua);
+    call(f, &r, "POST", "/api/v1/sessions", hdr, "{\"username\":\"alice\",\"password\":\"password123\"}");
+    expect_status(&r, 200);
+    snprintf(auth, 80, "Authorization: Bearer %s", jstr(r.json, "token"));
+    res_free(&r);
+}
+
+static void test_me_sessions(void **state)
+{
+    struct fx *f = *state;
+    struct res r = {0};
+    char a1[80], a2[80], a3[80], bob[80], v[256], path[64];
+    call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"alice\",\"password\":\"password123\"}");
+    expect_status(&r, 201);
+    user(f, "bob", bob);
+    login(f, "phone", a1);
+    login(f, "laptop", a2);
+    login(f, "tablet", a3);
+
+    call(f, &r, "GET", "/api/v1/me/sessions", a2, NULL);
+    expect_status(&r, 200);
+    assert_int_equal(json_array_size(r.json), 3);
+    static const char *const uas[] = {"tablet", "laptop", "phone"}; /* newest first */
+    char ids[3][32];
+    for (size_t i = 0; i < 3; i++) {
+        json_t *s = json_array_get(r.json, i);
+        assert_int_equal(json_object_size(s), 6);
+        assert_string_equal(jstr(s, "user_agent"), uas[i]);
+        assert_true(is_rfc3339_ms(jstr(s, "created_at")));
+        assert_string_equal(jstr(s, "last_used_at"), jstr(s, "created_at"));
+        assert_true(is_rfc3339_ms(jstr(s, "expires_at")));
+        assert_true(strcmp(jstr(s, "expires_at"), jstr(s, "created_at")) > 0);
+        assert_true(json_is_boolean(json_object_get(s, "current")));
+        assert_int_equal(json_is_true(json_object_get(s, "current")), i == 1);
+        snprintf(ids[i], sizeof ids[i], "%s", jstr(s, "id"));
+        assert_null(strstr(r.body, a1 + strlen("Authorization: Bearer "))); /* no token shown */
+    }
+    call(f, &r, "GET", "/api/v1/me/sessions?limit=2", a2, NULL);
+    assert_int_equal(json_array_size(r.json), 2);
+    assert_non_null(header(&r, "Link", v, sizeof v));
+    call(f, &r, "GET", "/api/v1/me/sessions", bob, NULL);
+    assert_int_equal(json_array_size(r.json), 1);
+    call(f, &r, "GET", "/api/v1/me/sessions", NULL, NULL);
+    expect_status(&r, 401);
+
+    /* revoke one: not someone else's, not a made-up one */
+    snprintf(path, sizeof path, "/api/v1/me/sessions/%s", ids[2]);
+    call(f, &r, "DELETE", path, bob, NULL);
+    expect_error(&r, 404, "session not found");
+    call(f, &r, "DELETE", "/api/v1/me/sessions/999999", a2, NULL);
+    expect_error(&r, 404, "session not found");
+    call(f, &r, "DELETE", "/api/v1/me/sessions/x", a2, NULL);
+    expect_error(&r, 404, "session not found");
+    call(f, &r, "DELETE", path, a2, NULL); /* the phone */
+    expect_status(&r, 204);
+    assert_null(header(&r, "Set-Cookie", v, sizeof v));
+    call(f, &r, "GET", "/api/v1/sessions", a1, NULL);
+    expect_status(&r, 401);
+    call(f, &r, "DELETE", path, a2, NULL);
+    expect_status(&r, 404);
+
+    /* revoke all others: the tablet goes, the laptop stays */
+    call(f, &r, "DELETE", "/api/v1/me/sessions", a2, NULL);
+    expect_status(&r, 200);
+    assert_int_equal(jint(r.json, "revoked"), 1);
+    call(f, &r, "GET", "/api/v1/sessions", a3, NULL);
+    expect_status(&r, 401);
+    call(f, &r, "GET", "/api/v1/me/sessions", a2, NULL);
+    assert_int_equal(json_array_size(r.json), 1);
+    assert_string_equal(jstr(json_array_get(r.json, 0), "id"), ids[1]);
+    call(f, &r, "GET", "/api/v1/sessions", bob, NULL);
+    expect_status(&r, 200);
+
+    /* revoking the current one logs out and clears the cookie */
+    snprintf(path, sizeof path, "/api/v1/me/sessions/%s", ids[1]);
+    call(f, &r, "DELETE", path, a2, NULL);
+    expect_status(&r, 204);
+    assert_string_equal(header(&r, "Set-Cookie", v, sizeof v),
+                        "agora_token=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    call(f, &r, "GET", "/api/v1/sessions", a2, NULL);
+    expect_status(&r, 401);
+    res_free(&r);
+}
+
+/* An expired session is refused; a use more than API_SESSION_TOUCH_MS after the recorded one is
+ * recorded (sliding expiry), one within it is not (no write). */
+static void test_session_expiry_and_touch(void **state)
+{
+    struct fx *f = *state;
+    struct res r = {0};
+    char auth[80], sql[200];
+    user(f, "alice", auth);
+    int64_t now = now_ms();
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->db + strlen("sqlite:"), &db), SQLITE_OK);
+    /* 10 minutes ago: used, not written again */
+    snprintf(sql, sizeof sql, "UPDATE sessions SET last_used_at = %lld", (long long)(now - 600000));
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    call(f, &r, "GET", "/api/v1/sessions", auth, NULL);
+    expect_status(&r, 200);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT last_used_at FROM sessions", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(q, 0), now - 600000);
+    sqlite3_reset(q);
+    /* 29 days ago: still valid, and now recorded as used */
+    snprintf(sql, sizeof sql, "UPDATE sessions SET last_used_at = %lld", (long long)(now - 29LL * 86400000));
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    call(f, &r, "GET", "/api/v1/timelines/home", auth, NULL);
+    expect_status(&r, 200);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_true(sqlite3_column_int64(q, 0) >= now);
+    sqlite3_reset(q);
+    /* 30 days ago: expired */
+    snprintf(sql, sizeof sql, "UPDATE sessions SET last_used_at = %lld", (long long)(now - 30LL * 86400000 - 1000));
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    call(f, &r, "GET", "/api/v1/sessions", auth, NULL);
+    expect_status(&r, 401);
+    call(f, &r, "POST", "/api/v1/posts", auth, "{\"text\":\"late\"}");
+    expect_status(&r, 401);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(q, 0), now - 30LL * 86400000 - 1000); /* not revived */
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    res_free(&r);
+}
+
+static void test_password_change(void **state)
+{
+    struct fx *f = *state;
+    struct res r = {0};
+    char a1[80], a2[80], bob[80];
+    call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"alice\",\"password\":\"password123\"}");
+    expect_status(&r, 201);
+    user(f, "bob", bob);
+    login(f, "one", a1);
+    login(f, "two", a2);
+    call(f, &r, "POST", "/api/v1/me/password", NULL, "{\"current_password\":\"password123\",\"new_password\":\"x\"}");
+    expect_status(&r, 401);
+    call(f, &r, "POST", "/api/v1/me/password", a1, "{\"new_password\":\"new password 1\"}");
+    expect_error(&r, 422, "current_password: is required");
+    call(f, &r, "POST", "/api/v1/me/password", a1, "{\"current_password\":\"password123\"}");
+    expect_error(&r, 422, "new_password: is required");
+    call(f, &r, "POST", "/api/v1/me/password", a1, "{\"current_password\":\"password123\",\"new_password\":\"short\"}");
+    expect_error(&r, 422, "new_password: must be at least 8 characters and at most 128 bytes long");
+    call(f, &r, "POST", "/api/v1/me/password", a1,
+         "{\"current_password\":\"password123\",\"new_password\":\"          \"}");
+    expect_error(&r, 422, "new_password: must not be only white space");
+    call(f, &r, "POST", "/api/v1/me/password", a1,
+         "{\"current_password\":\"password124\",\"new_password\":\"new password 1\"}");
+    expect_error(&r, 403, "current_password: is not the account's password");
+    call(f, &r, "GET", "/api/v1/sessions", a2, NULL); /* nothing changed yet */
+    expect_status(&r, 200);
+
+    call(f, &r, "POST", "/api/v1/me/password", a1,
+         "{\"current_password\":\"password123\",\"new_password\":\"new password 1\"}");
+    expect_status(&r, 200);
+    assert_int_equal(jint(r.json, "revoked"), 1);
+    call(f, &r, "GET", "/api/v1/sessions", a1, NULL); /* this session stays */
+    expect_status(&r, 200);
+    call(f, &r, "GET", "/api/v1/sessions", a2, NULL); /* the other is gone */
+    expect_status(&r, 401);
+    call(f, &r, "GET", "/api/v1/sessions", bob, NULL); /* other accounts untouched */
+    expect_status(&r, 200);
+    call(f, &r, "POST", "/api/v1/sessions", NULL, "{\"username\":\"alice\",\"password\":\"password123\"}");
+    expect_error(&r, 401, "invalid username or password");
+    call(f, &r, "POST", "/api/v1/sessions", NULL, "{\"username\":\"alice\",\"password\":\"new password 1\"}");
+    expect_status(&r, 200);
     res_free(&r);
 }
 
@@ -634,6 +1020,26 @@ static void test_post_validation(void **state)
     expect_status(&r, 201);
     assert_string_equal(jstr(r.json, "text"), "q\"b\\s\x01 \xf0\x9f\x98\x80");
     assert_non_null(strstr(r.body, "\"text\":\"q\\\"b\\\\s\\u0001 \xf0\x9f\x98\x80\""));
+    /* bidirectional controls anywhere, invisible-only content: refused; marks are fine */
+    static const char *const bidi[] = {"\\u202a", "\\u202b", "\\u202c", "\\u202d", "\\u202e",
+                                       "\\u2066", "\\u2067", "\\u2068", "\\u2069"};
+    for (size_t i = 0; i < 9; i++) {
+        snprintf(body, sizeof body, "{\"text\":\"see %sgnp.exe\"}", bidi[i]);
+        call(f, &r, "POST", "/api/v1/posts", auth, body);
+        expect_error(&r, 422,
+                     "text: must not contain bidirectional embedding, override or isolate controls "
+                     "(U+202A-U+202E, U+2066-U+2069)");
+    }
+    static const char *const blank[] = {"\\u200b", "\\u200b \\u200c\\u200d", "\\u2060\\ufeff", " \\u200b\\u00a0 "};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(body, sizeof body, "{\"text\":\"%s\"}", blank[i]);
+        call(f, &r, "POST", "/api/v1/posts", auth, body);
+        expect_error(&r, 422, "text: must contain a visible character (not only white space or zero-width characters)");
+    }
+    call(f, &r, "POST", "/api/v1/posts", auth, "{\"text\":\"a\\u200bb \\u200e\\u05d0\"}");
+    expect_status(&r, 201);
+    assert_string_equal(jstr(r.json, "text"), "a\xe2\x80\x8b"
+                                              "b \xe2\x80\x8e\xd7\x90");
     res_free(&r);
 }
 
@@ -658,6 +1064,17 @@ static void test_idempotency_key(void **state)
     call(f, &r, "POST", "/api/v1/posts", hdr, "{\"text\":\"once\"}");
     expect_status(&r, 201);
     assert_string_not_equal(jstr(r.json, "id"), first);
+    /* the same key with another body: 422, nothing created, and the first post is not shown */
+    snprintf(hdr, sizeof hdr, "%s\nIdempotency-Key: abc-123", a1);
+    call(f, &r, "POST", "/api/v1/posts", hdr, "{\"text\":\"twice\"}");
+    expect_error(&r, 422, "Idempotency-Key: already used for a request with another body; use a new key");
+    call(f, &r, "POST", "/api/v1/posts", hdr, "{\"text\": \"once\"}"); /* other bytes, same meaning */
+    expect_status(&r, 422);
+    call(f, &r, "POST", "/api/v1/posts", hdr, "{\"text\":\"once\"}"); /* and the original still works */
+    expect_status(&r, 201);
+    assert_string_equal(jstr(r.json, "id"), first);
+    call(f, &r, "GET", "/api/v1/accounts/alice", NULL, NULL);
+    assert_int_equal(jint(r.json, "posts_count"), 1);
     call(f, &r, "POST", "/api/v1/posts", a1, "{\"text\":\"once\"}"); /* no key: a new post */
     expect_status(&r, 201);
     assert_string_not_equal(jstr(r.json, "id"), first);
@@ -986,6 +1403,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pagination, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replies_oldest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_static_files, setup, teardown),
+        cmocka_unit_test(test_same_origin_rule),
+        cmocka_unit_test_setup_teardown(test_cookie_writes_need_same_site, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_security_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_me_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_expiry_and_touch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_password_change, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -48,7 +50,7 @@ static int teardown(void **state)
 static struct store *open_store(struct fx *f, int fanout_limit)
 {
     char err[256] = "";
-    struct store_options o = {fanout_limit};
+    struct store_options o = {.fanout_limit = fanout_limit};
     struct store *st = store_open(f->url, &o, err, sizeof err);
     if (st == NULL)
         fail_msg("store_open: %s", err);
@@ -80,7 +82,7 @@ static int64_t mkacct(struct store *st, const char *name)
 static int64_t mkpost(struct store *st, int64_t author, const char *text, int64_t reply_to)
 {
     int64_t id = 0;
-    assert_int_equal(store_post_create(st, author, text, strlen(text), reply_to, NULL, 2000, &id), STORE_OK);
+    assert_int_equal(store_post_create(st, author, text, strlen(text), reply_to, NULL, NULL, 2000, &id), STORE_OK);
     assert_true(id > 0);
     return id;
 }
@@ -148,9 +150,10 @@ static void test_migrations_idempotent(void **state)
     int64_t id = mkacct(f->st, "alice");
     store_close(f->st);
     f->st = open_store(f, 0); /* second open: nothing to migrate, data intact */
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 3);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 4);
     assert_int_equal(account_of(f->st, "alice").id, id);
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 7);
+    /* seven tables (throttle included) and sqlite_sequence (sessions' AUTOINCREMENT) */
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 8);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_unfanned'"), 1);
     sqlite3 *db;
     sqlite3_stmt *q;
@@ -162,9 +165,29 @@ static void test_migrations_idempotent(void **state)
     sqlite3_close(db);
 }
 
+/* Undoes migrations 4 and 3 on the closed database at f->path: no throttle table, sessions without
+ * id, last use or user agent, posts without idem_hash; user_version 2. */
+static void downgrade_to_v2(struct fx *f)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE throttle;"
+                                  "CREATE TABLE sessions_v2 (token_hash BLOB PRIMARY KEY,"
+                                  "  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+                                  "  created_at INTEGER NOT NULL) WITHOUT ROWID;"
+                                  "INSERT INTO sessions_v2 SELECT token_hash, account_id, created_at FROM sessions;"
+                                  "DROP TABLE sessions; ALTER TABLE sessions_v2 RENAME TO sessions;"
+                                  "CREATE INDEX sessions_account ON sessions(account_id);"
+                                  "ALTER TABLE posts DROP COLUMN idem_hash; PRAGMA user_version = 2",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+}
+
 /* A database left at schema version 1 (the first release: posts_author held only (author, id)) is
- * brought to the current version on open: the covering index replaces it (2), the throttle table
- * appears (3), and the data reads back. */
+ * brought to the current version on open: the covering index replaces it (2), sessions get ids
+ * and posts a body hash (3), the throttle table appears (4), and the data reads back. */
 static void test_migration_from_version_1(void **state)
 {
     struct fx *f = *state;
@@ -173,18 +196,19 @@ static void test_migration_from_version_1(void **state)
     int64_t p[3] = {mkpost(f->st, a, "one", 0), mkpost(f->st, a, "two", 0), mkpost(f->st, a, "three", 0)};
     store_close(f->st);
     f->st = NULL;
+    downgrade_to_v2(f);
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "DROP INDEX posts_by_author; CREATE INDEX posts_author ON posts(author, id);"
-                                  "DROP TABLE throttle; PRAGMA user_version = 1",
+                                  "PRAGMA user_version = 1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_by_author'"), 0);
 
     f->st = open_store(f, 0);
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 3);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 4);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_author'"), 0);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_by_author'"), 1);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM pragma_index_info('posts_by_author')"), 8);
@@ -196,6 +220,43 @@ static void test_migration_from_version_1(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(got.v[i], p[2 - i]);
     assert_string_equal(post(f->st, p[1], 0).text, "two");
+}
+
+/* Version 2 → 4: sessions made before keep working (with an id, counted as used at the migration,
+ * so an upgrade logs nobody out) and posts made with a key before keep answering that key
+ * whatever the body (their body hash is unknown). */
+static void test_migration_from_version_2(void **state)
+{
+    struct fx *f = *state;
+    struct store_account a;
+    struct store_session s;
+    unsigned char th[STORE_TOKEN_HASH_LEN], hb[STORE_BODY_HASH_LEN];
+    int64_t id = 0, again = 0;
+    memset(th, 3, sizeof th);
+    memset(hb, 4, sizeof hb);
+    f->st = open_store(f, 0);
+    int64_t alice = mkacct(f->st, "alice");
+    assert_int_equal(store_session_create(f->st, th, alice, "old", 5000), STORE_OK);
+    assert_int_equal(store_post_create(f->st, alice, "keyed", 5, 0, "k1", NULL, 6000, &id), STORE_OK);
+    store_close(f->st);
+    f->st = NULL;
+    downgrade_to_v2(f);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM pragma_table_info('sessions') WHERE name = 'last_used_at'"), 0);
+
+    time_t before = time(NULL);
+    f->st = open_store(f, 0);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 4);
+    int64_t now = (int64_t)time(NULL) * 1000;
+    /* created long ago (5000 ms after the epoch), yet alive: last use = the migration */
+    assert_int_equal(store_session_account(f->st, th, now, &a, &s), STORE_OK);
+    assert_int_equal(a.id, alice);
+    assert_true(s.id > 0);
+    assert_int_equal(s.created_at, 5000);
+    assert_true(s.last_used_at >= (int64_t)before * 1000 && s.last_used_at <= now + 1000);
+    assert_string_equal(s.user_agent, "");
+    assert_int_equal(store_post_create(f->st, alice, "other", 5, 0, "k1", hb, 7000, &again), STORE_OK);
+    assert_int_equal(again, id);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM posts"), 1);
 }
 
 static void test_newer_schema_refused(void **state)
@@ -256,7 +317,7 @@ static void test_concurrent_open_new_file(void **state)
         pthread_join(t[i], NULL);
         assert_true(o[i].ok);
     }
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 3);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 4);
 }
 
 static void test_accounts_and_sessions(void **state)
@@ -281,16 +342,213 @@ static void test_accounts_and_sessions(void **state)
 
     memset(th, 7, sizeof th);
     memset(other, 8, sizeof other);
-    assert_int_equal(store_session_create(f->st, th, 1, 99), STORE_OK);
-    assert_int_equal(store_session_account(f->st, th, &a), STORE_OK);
+    assert_int_equal(store_session_create(f->st, th, 1, NULL, 99), STORE_OK);
+    assert_int_equal(store_session_account(f->st, th, 100, &a, NULL), STORE_OK);
     assert_int_equal(a.id, 1);
-    assert_int_equal(store_session_account(f->st, other, &a), STORE_NOT_FOUND);
+    assert_int_equal(store_session_account(f->st, other, 100, &a, NULL), STORE_NOT_FOUND);
     assert_int_equal(store_session_delete(f->st, th), STORE_OK);
-    assert_int_equal(store_session_account(f->st, th, &a), STORE_NOT_FOUND);
+    assert_int_equal(store_session_account(f->st, th, 100, &a, NULL), STORE_NOT_FOUND);
     assert_int_equal(store_session_delete(f->st, th), STORE_OK);
     int64_t n = 0;
     assert_int_equal(store_count_accounts(f->st, &n), STORE_OK);
     assert_int_equal(n, 1);
+}
+
+#define DAY_MS (24LL * 60 * 60 * 1000)
+
+struct sess_ids {
+    int64_t v[16];
+    char ua[16][STORE_USER_AGENT_MAX + 1];
+    int n;
+};
+
+static int collect_sess(void *ctx, const struct store_session *s)
+{
+    struct sess_ids *ids = ctx;
+    assert_true(ids->n < 16);
+    snprintf(ids->ua[ids->n], sizeof ids->ua[0], "%s", s->user_agent);
+    ids->v[ids->n++] = s->id;
+    return 0;
+}
+
+static struct sess_ids sessions_of(struct store *st, int64_t account, int64_t now)
+{
+    struct sess_ids ids = {.n = 0};
+    struct store_page pg = {0, 0, 16};
+    assert_int_equal(store_session_list(st, account, now, &pg, collect_sess, &ids), STORE_OK);
+    return ids;
+}
+
+/* Sliding expiry (default 30 days, and a configured lifetime), touch, listing, revoking one, all
+ * but one, and the purge of expired sessions at log-in. */
+static void test_session_expiry_and_revocation(void **state)
+{
+    struct fx *f = *state;
+    struct store_account a;
+    struct store_session s;
+    unsigned char t1[STORE_TOKEN_HASH_LEN], t2[STORE_TOKEN_HASH_LEN], t3[STORE_TOKEN_HASH_LEN];
+    int64_t t0 = 1000 * DAY_MS, n = -1;
+    memset(t1, 1, sizeof t1);
+    memset(t2, 2, sizeof t2);
+    memset(t3, 3, sizeof t3);
+    f->st = open_store(f, 0);
+    int64_t alice = mkacct(f->st, "alice"), bob = mkacct(f->st, "bob");
+    /* control characters and anything not printable ASCII become '?'; the length is capped */
+    char ua[400];
+    memset(ua, 'u', sizeof ua - 1);
+    ua[sizeof ua - 1] = '\0';
+    memcpy(ua, "Firefox\t\xc3\xa9", 10);
+    assert_int_equal(store_session_create(f->st, t1, alice, ua, t0), STORE_OK);
+    assert_int_equal(store_session_create(f->st, t2, alice, NULL, t0 + 1), STORE_OK);
+    assert_int_equal(store_session_create(f->st, t3, bob, "curl", t0 + 2), STORE_OK);
+
+    assert_int_equal(store_session_account(f->st, t1, t0 + 30 * DAY_MS - 1, &a, &s), STORE_OK);
+    assert_int_equal(a.id, alice);
+    assert_int_equal(s.created_at, t0);
+    assert_int_equal(s.last_used_at, t0);
+    assert_int_equal(strlen(s.user_agent), STORE_USER_AGENT_MAX);
+    assert_memory_equal(s.user_agent, "Firefox???uu", 12);
+    int64_t id1 = s.id;
+    /* 30 days without use: gone, though still in the table */
+    assert_int_equal(store_session_account(f->st, t1, t0 + 30 * DAY_MS, &a, &s), STORE_NOT_FOUND);
+    /* a use on day 20 moves the end to day 50; touching never goes back in time */
+    assert_int_equal(store_session_touch(f->st, id1, t0 + 20 * DAY_MS), STORE_OK);
+    assert_int_equal(store_session_touch(f->st, id1, t0 + 10 * DAY_MS), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t1, t0 + 50 * DAY_MS - 1, &a, &s), STORE_OK);
+    assert_int_equal(s.last_used_at, t0 + 20 * DAY_MS);
+    assert_int_equal(store_session_account(f->st, t1, t0 + 50 * DAY_MS, &a, NULL), STORE_NOT_FOUND);
+
+    /* listing: alice's live sessions only, newest first */
+    struct sess_ids l = sessions_of(f->st, alice, t0 + 2 * DAY_MS);
+    assert_int_equal(l.n, 2);
+    assert_true(l.v[0] > l.v[1]);
+    assert_int_equal(l.v[1], id1);
+    assert_string_equal(l.ua[0], "");
+    l = sessions_of(f->st, alice, t0 + 40 * DAY_MS); /* t2 expired on day 30 */
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.v[0], id1);
+
+    /* a log-in purges the account's expired sessions (t2), not other accounts' (t3); ids are
+     * never reused, even the highest one after it is deleted */
+    unsigned char t9[STORE_TOKEN_HASH_LEN];
+    memset(t9, 9, sizeof t9);
+    assert_int_equal(store_session_create(f->st, t9, bob, "curl", t0 + 2), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t9, t0 + 2, &a, &s), STORE_OK);
+    int64_t highest = s.id;
+    assert_int_equal(highest, sql_int(f, "SELECT max(id) FROM sessions"));
+    assert_int_equal(store_session_revoke(f->st, bob, highest), STORE_OK);
+    assert_int_equal(store_session_create(f->st, t9, bob, "curl", t0 + 2), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t9, t0 + 2, &a, &s), STORE_OK);
+    assert_int_equal(s.id, highest + 1);
+    assert_int_equal(store_session_revoke(f->st, bob, s.id), STORE_OK);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sessions"), 3);
+    unsigned char t4[STORE_TOKEN_HASH_LEN];
+    memset(t4, 4, sizeof t4);
+    assert_int_equal(store_session_create(f->st, t4, alice, "new", t0 + 40 * DAY_MS), STORE_OK);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sessions"), 3);
+    assert_int_equal(store_session_account(f->st, t2, t0, &a, NULL), STORE_NOT_FOUND);
+    assert_int_equal(store_session_account(f->st, t3, t0, &a, NULL), STORE_OK);
+
+    /* revoking: only one's own sessions */
+    assert_int_equal(store_session_account(f->st, t3, t0, &a, &s), STORE_OK);
+    assert_int_equal(store_session_revoke(f->st, alice, s.id), STORE_NOT_FOUND);
+    assert_int_equal(store_session_account(f->st, t3, t0, &a, NULL), STORE_OK);
+    assert_int_equal(store_session_revoke(f->st, alice, id1), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t1, t0 + 40 * DAY_MS, &a, NULL), STORE_NOT_FOUND);
+    assert_int_equal(store_session_revoke(f->st, alice, id1), STORE_NOT_FOUND);
+
+    /* all but one */
+    unsigned char t5[STORE_TOKEN_HASH_LEN];
+    memset(t5, 5, sizeof t5);
+    assert_int_equal(store_session_create(f->st, t5, alice, "five", t0 + 40 * DAY_MS), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t5, t0 + 40 * DAY_MS, &a, &s), STORE_OK);
+    assert_int_equal(store_session_revoke_others(f->st, alice, s.id, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_session_account(f->st, t4, t0 + 40 * DAY_MS, &a, NULL), STORE_NOT_FOUND);
+    assert_int_equal(store_session_account(f->st, t5, t0 + 40 * DAY_MS, &a, NULL), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t3, t0, &a, NULL), STORE_OK);
+    assert_int_equal(store_session_revoke_others(f->st, alice, 0, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_session_account(f->st, t5, t0 + 40 * DAY_MS, &a, NULL), STORE_NOT_FOUND);
+    store_close(f->st);
+
+    /* a configured lifetime of one day */
+    char err[256];
+    struct store_options o = {.session_ttl_ms = DAY_MS};
+    f->st = store_open(f->url, &o, err, sizeof err);
+    assert_non_null(f->st);
+    assert_int_equal(store_session_account(f->st, t3, t0 + 2 + DAY_MS - 1, &a, NULL), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t3, t0 + 2 + DAY_MS, &a, NULL), STORE_NOT_FOUND);
+}
+
+static void test_password_set_revokes_others(void **state)
+{
+    struct fx *f = *state;
+    struct store_account a;
+    struct store_session s;
+    char hash[STORE_HASH_MAX];
+    unsigned char t1[STORE_TOKEN_HASH_LEN], t2[STORE_TOKEN_HASH_LEN], t3[STORE_TOKEN_HASH_LEN];
+    int64_t n = -1;
+    memset(t1, 1, sizeof t1);
+    memset(t2, 2, sizeof t2);
+    memset(t3, 3, sizeof t3);
+    f->st = open_store(f, 0);
+    int64_t alice = mkacct(f->st, "alice"), bob = mkacct(f->st, "bob");
+    assert_int_equal(store_session_create(f->st, t1, alice, NULL, 10), STORE_OK);
+    assert_int_equal(store_session_create(f->st, t2, alice, NULL, 10), STORE_OK);
+    assert_int_equal(store_session_create(f->st, t3, bob, NULL, 10), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t2, 20, &a, &s), STORE_OK);
+    assert_int_equal(store_password_set(f->st, alice, "$new$", s.id, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_account_credentials(f->st, "alice", &a, hash), STORE_OK);
+    assert_string_equal(hash, "$new$");
+    assert_int_equal(store_account_credentials(f->st, "bob", &a, hash), STORE_OK);
+    assert_string_equal(hash, "$argon2id$fake");
+    assert_int_equal(store_session_account(f->st, t1, 20, &a, NULL), STORE_NOT_FOUND);
+    assert_int_equal(store_session_account(f->st, t2, 20, &a, NULL), STORE_OK);
+    assert_int_equal(store_session_account(f->st, t3, 20, &a, NULL), STORE_OK);
+    assert_int_equal(store_password_set(f->st, 999, "$x$", 0, &n), STORE_NOT_FOUND);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sessions"), 2);
+}
+
+/* An Idempotency-Key is bound to the hash of the body it first came with. */
+static void test_idempotency_body_hash(void **state)
+{
+    struct fx *f = *state;
+    unsigned char h1[STORE_BODY_HASH_LEN], h2[STORE_BODY_HASH_LEN];
+    int64_t id1 = 0, id2 = 0, id3 = 0;
+    memset(h1, 1, sizeof h1);
+    memset(h2, 2, sizeof h2);
+    f->st = open_store(f, 0);
+    int64_t a = mkacct(f->st, "alice");
+    assert_int_equal(store_post_create(f->st, a, "one", 3, 0, "k", h1, 1, &id1), STORE_OK);
+    assert_int_equal(store_post_create(f->st, a, "one", 3, 0, "k", h1, 2, &id2), STORE_OK);
+    assert_int_equal(id2, id1);
+    assert_int_equal(store_post_create(f->st, a, "two", 3, 0, "k", h2, 3, &id3), STORE_CONFLICT);
+    assert_int_equal(id3, id1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM posts"), 1);
+    assert_int_equal(account_of(f->st, "alice").posts_count, 1);
+    assert_string_equal(post(f->st, id1, 0).text, "one");
+}
+
+/* A new database file, and the WAL and shared-memory files SQLite makes next to it, are 0600
+ * whatever the umask lets through. */
+static void test_file_permissions(void **state)
+{
+    struct fx *f = *state;
+    char p[200];
+    struct stat st;
+    mode_t old = umask(022);
+    f->st = open_store(f, 0);
+    mkacct(f->st, "alice");
+    umask(old);
+    static const char *const suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s%s", f->path, suffix[i]);
+        assert_int_equal(stat(p, &st), 0);
+        if ((st.st_mode & 0777) != 0600)
+            fail_msg("%s has mode %o", p, (unsigned)(st.st_mode & 0777));
+    }
 }
 
 static void test_follow_counters(void **state)
@@ -340,7 +598,7 @@ static void test_posts_likes_replies(void **state)
     int64_t p1 = mkpost(f->st, a, "first", 0);
     int64_t r1 = mkpost(f->st, b, "reply one", p1);
     int64_t r2 = mkpost(f->st, a, "reply two", p1);
-    assert_int_equal(store_post_create(f->st, a, "x", 1, 12345, NULL, 1, &id), STORE_NOT_FOUND);
+    assert_int_equal(store_post_create(f->st, a, "x", 1, 12345, NULL, NULL, 1, &id), STORE_NOT_FOUND);
     struct post_copy c = post(f->st, p1, 0);
     assert_string_equal(c.text, "first");
     assert_int_equal(c.p.replies_count, 2);
@@ -393,12 +651,12 @@ static void test_idempotency_key(void **state)
     int64_t id1 = 0, id2 = 0, id3 = 0, id4 = 0;
     f->st = open_store(f, 0);
     int64_t a = mkacct(f->st, "a"), b = mkacct(f->st, "b");
-    assert_int_equal(store_post_create(f->st, a, "hello", 5, 0, "key-1", 1, &id1), STORE_OK);
-    assert_int_equal(store_post_create(f->st, a, "hello again", 11, 0, "key-1", 2, &id2), STORE_OK);
+    assert_int_equal(store_post_create(f->st, a, "hello", 5, 0, "key-1", NULL, 1, &id1), STORE_OK);
+    assert_int_equal(store_post_create(f->st, a, "hello again", 11, 0, "key-1", NULL, 2, &id2), STORE_OK);
     assert_int_equal(id1, id2);
-    assert_int_equal(store_post_create(f->st, b, "hello", 5, 0, "key-1", 3, &id3), STORE_OK);
+    assert_int_equal(store_post_create(f->st, b, "hello", 5, 0, "key-1", NULL, 3, &id3), STORE_OK);
     assert_true(id3 != id1); /* keys are per author */
-    assert_int_equal(store_post_create(f->st, a, "hello", 5, 0, "key-2", 4, &id4), STORE_OK);
+    assert_int_equal(store_post_create(f->st, a, "hello", 5, 0, "key-2", NULL, 4, &id4), STORE_OK);
     assert_true(id4 != id1);
     assert_int_equal(account_of(f->st, "a").posts_count, 2);
     assert_string_equal(post(f->st, id1, 0).text, "hello");
@@ -419,7 +677,7 @@ static void *write_thread(void *arg)
     for (int i = 0; w->ok && i < 25; i++) {
         int64_t id;
         snprintf(text, sizeof text, "post %d", i);
-        w->ok = store_post_create(st, w->author, text, strlen(text), 0, NULL, i, &id) == STORE_OK &&
+        w->ok = store_post_create(st, w->author, text, strlen(text), 0, NULL, NULL, i, &id) == STORE_OK &&
                 store_like(st, 1, w->author, i % 2 == 0, i) == STORE_OK;
     }
     store_close(st);
@@ -694,7 +952,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_version_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_expiry_and_revocation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_password_set_revokes_others, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_body_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_permissions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_open_new_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accounts_and_sessions, setup, teardown),

@@ -1,0 +1,24 @@
+/* text.h — rules for text that users show to each other (post texts, display names, passwords).
+ *
+ * All functions take valid UTF-8 (check with json_utf8_valid first) and never allocate.
+ *  - White space is Unicode White_Space.
+ *  - Invisible characters are those that render as nothing, often used to make a name or a post
+ *    look empty or to impersonate: U+00AD, U+034F, U+115F, U+1160, U+17B4, U+17B5, U+180E,
+ *    U+200B-U+200F, U+2060-U+2064, U+206A-U+206F, U+3164, U+FE00-U+FE0F, U+FEFF, U+FFA0.
+ *  - Bidirectional controls that reorder the text around them (Trojan Source, CVE-2021-42574):
+ *    the embeddings and overrides U+202A-U+202E and the isolates U+2066-U+2069. The marks U+200E,
+ *    U+200F and U+061C change no order beyond one character and are allowed in text. */
+#ifndef AGORA_APP_TEXT_H
+#define AGORA_APP_TEXT_H
+#include <stddef.h>
+
+/* Removes leading and trailing white space of s[0,*n); returns the new start and sets *n. */
+const char *text_trim(const char *s, size_t *n);
+/* 1 if s[0,n) contains a bidirectional embedding, override or isolate control, else 0. */
+int text_has_bidi_control(const char *s, size_t n);
+/* 1 if s[0,n) has nothing visible: only white space and invisible characters (or nothing). */
+int text_is_blank(const char *s, size_t n);
+/* 1 if s[0,n) is only white space (or nothing). */
+int text_is_space(const char *s, size_t n);
+
+#endif
