@@ -18,6 +18,7 @@
 #include "app/auth.h"
 #include "app/json.h"
 #include "app/req.h"
+#include "app/throttle.h"
 
 struct session_list {
     struct api_list l;
@@ -124,6 +125,10 @@ void api_me_password(struct api *a)
     if (required_string(a, body, "current_password", &cur, &cur_n) < 0 ||
         required_string(a, body, "new_password", &pw, &pw_n) < 0 || api_password_ok(a, "new_password", pw, pw_n) < 0)
         goto out;
+    /* a wrong current password counts as a failed log-in of the account (throttle.h): a stolen
+     * session cannot be used to guess the password faster than the log-in route allows */
+    if (throttle_login_take(a, a->me.username, strlen(a->me.username), 1) < 0)
+        goto out;
     if ((rc = store_account_credentials(a->app->store, a->me.username, &acc, hash)) != STORE_OK) {
         api_store_error(a, rc, "account not found");
         goto out;
@@ -132,6 +137,7 @@ void api_me_password(struct api *a)
         api_error(a, 403, "current_password: is not the account's password");
         goto out;
     }
+    throttle_login_ok(a, a->me.username, strlen(a->me.username));
     if (auth_hash_password(pw, pw_n, hash) != 0) {
         api_error(a, 500, "cannot hash the password");
         goto out;

@@ -3,11 +3,13 @@
 #include "app/store_sqlite.h"
 #include "app/sqlite_vfs.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1001,14 +1003,21 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
         snprintf(err, errlen, "sqlite: empty database path");
         goto fail;
     }
-    /* Create the file readable by its owner only; SQLite gives the WAL and shared-memory files
-     * the database file's permissions. An existing file keeps its own. */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        close(fd); /* otherwise sqlite3_open_v2 reports the problem */
+    /* A new file is made readable by its owner only, before the WAL and shared-memory files exist
+     * (SQLite gives them the database file's permissions); an existing file keeps its own. By
+     * path, never by opening the file ourselves: closing any descriptor of the database would drop
+     * the POSIX locks that this process's other connections hold on it (fcntl locks belong to the
+     * process), and another process closing its last connection would then believe it is alone,
+     * checkpoint and delete the WAL under us. */
+    struct stat st;
+    int existed = stat(path, &st) == 0;
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         sqlite_vfs_agora()) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        goto fail;
+    }
+    if (!existed && chmod(path, 0600) != 0) {
+        snprintf(err, errlen, "sqlite: cannot make %s private: %s", path, strerror(errno));
         goto fail;
     }
     sqlite3_busy_handler(s->db, on_busy, s);

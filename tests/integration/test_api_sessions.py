@@ -215,6 +215,22 @@ def test_password_change_revokes_every_other_session(api_cluster, api):
     log_in(api, username, "new", password="brand new password")
 
 
+def test_wrong_current_passwords_count_as_failed_log_ins(api_cluster, api):
+    """A stolen session cannot guess the password faster than the log-in route allows: wrong
+    current passwords charge the account's failed-log-in window (default 10 per 15 min), then
+    429 before any hash; the right one is refused too while the window is full."""
+    user = api_cluster.new_user("pwguess")
+    me = api.as_user(user.token)
+    for i in range(10):
+        resp = me.post(PASSWORD, {"current_password": "guess number %d" % i, "new_password": "brand new password"})
+        assert resp.status == 403 and error_of(resp) == "current_password: is not the account's password", (i, resp)
+    resp = me.post(PASSWORD, {"current_password": API_PASSWORD, "new_password": "brand new password"})
+    assert resp.status == 429, resp
+    assert 1 <= int(resp.headers["retry-after"]) <= 15 * 60
+    resp = api.post("/api/v1/sessions", {"username": user.username, "password": API_PASSWORD})
+    assert resp.status == 429, resp  # the same window as the log-in route
+
+
 def test_password_change_with_the_cookie_is_a_checked_write(api_cluster, api):
     user = api_cluster.new_user("pwcookie")
     cookie = {"Cookie": "agora_token=" + user.token}
@@ -231,6 +247,18 @@ def test_password_change_with_the_cookie_is_a_checked_write(api_cluster, api):
 
 def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_reader_closing_its_connection_never_removes_the_wal(api_cluster):
+    """Regression: creating the file 0600 with open()+close() in every store_open dropped the POSIX
+    locks that the server's other connections (workers, hashing threads) held on the database, so
+    another process closing its last connection believed it was alone, checkpointed and deleted
+    the WAL; later commits went to the deleted file and no new reader saw them."""
+    for i in range(3):
+        sql(api_cluster.db, "SELECT count(*) FROM accounts")  # opens and closes a connection
+        user = api_cluster.new_user("walkeep%d" % i)  # sign-up and log-in commit on hashing threads
+        assert os.path.exists(str(api_cluster.db) + "-wal")
+        assert sql(api_cluster.db, "SELECT count(*) FROM sessions WHERE account_id = ?", int(user.id)) == [(1,)]
 
 
 def test_database_files_are_owner_only(api_cluster):
