@@ -151,6 +151,11 @@ int net_connect(const struct net_addr *a)
     return fd;
 }
 
+int net_local_shortage(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
+}
+
 ssize_t net_read(int fd, struct buf *b, size_t max)
 {
     size_t total = 0;

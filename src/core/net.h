@@ -29,8 +29,12 @@ int net_listen(const struct net_addr *a, int reuseport, int backlog);
  * another -errno on error. An end of stream or error after some bytes is reported by the next
  * call (level-triggered readiness makes sure there is one). */
 ssize_t net_read(int fd, struct buf *b, size_t max);
-/* Starts a non-blocking connect with TCP_NODELAY; the connect may still be in progress. */
+/* Starts a non-blocking connect with TCP_NODELAY; the connect may still be in progress.
+ * Returns the descriptor or -errno. */
 int net_connect(const struct net_addr *a);
+/* 1 if errno value err says this process or host is short of something (descriptors, buffers,
+ * memory, local ports) rather than that the peer is unwell: such a failure is no verdict on it. */
+int net_local_shortage(int err);
 /* Sets TCP_NODELAY on an accepted socket (accept4 already made it non-blocking). */
 int net_tune(int fd);
 

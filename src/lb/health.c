@@ -33,13 +33,6 @@ struct lb_health {
 /* Skipped checks are reported at most this often. */
 #define SKIP_LOG_MS 10000
 
-/* Errors that say this process is short of something (descriptors, buffers, local ports), not
- * that the server is unwell. */
-static int local_shortage(int err)
-{
-    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
-}
-
 void lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what)
 {
     lb_server_set_last_check(s, what, "");
@@ -131,7 +124,7 @@ static void on_check_io(struct loop *loop, int fd, int events, void *data)
         int err = 0;
         socklen_t len = sizeof(err);
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err && local_shortage(err)) {
+        if (err && net_local_shortage(err)) {
             check_skip(c, err);
             return;
         }
@@ -193,7 +186,7 @@ static void start_check(struct lb_health *h, struct lb_server *s)
                h->cfg->health_path, s->host_header);
     c->fd = net_connect(&s->addr);
     if (c->fd < 0) {
-        if (local_shortage(-c->fd)) {
+        if (net_local_shortage(-c->fd)) {
             check_skip(c, -c->fd);
             return;
         }

@@ -113,6 +113,7 @@ static void px_finish(struct px *px, int reuse_upstream);
 static void px_backend_failed(struct px *px, enum fail_kind kind);
 static void passive_fail(struct px *px, enum fail_kind kind, int stale);
 static void px_fail(struct px *px, int status, const char *msg);
+static void px_fail_dispatch(struct px *px, int rc);
 static void up_close(struct upstream *u);
 static void up_io(struct loop *loop, int fd, int events, void *data);
 static void up_process(struct upstream *u);
@@ -436,14 +437,21 @@ static int retry_budget_take(struct lb_worker *w)
 }
 
 /* Starts px on px->server or, when connecting fails at once (a refused connection on loopback
- * fails inside connect()), on other servers. pending is taken over. Returns 0, or -1 when no
- * server could be reached (px is not answered yet). */
+ * fails inside connect()), on other servers. pending is taken over. Returns 0; -1 when no server
+ * could be reached; -2 when the balancer itself is short of descriptors or memory
+ * (net_local_shortage): that is no verdict on the server, and no other server would fare better.
+ * px is not answered yet on failure. */
 static int px_dispatch(struct px *px, struct buf *pending)
 {
     struct lb_worker *w = px->w;
     for (;;) {
-        if (px_start_upstream(px, pending) == 0)
+        int rc = px_start_upstream(px, pending);
+        if (rc == 0)
             return 0;
+        if (net_local_shortage(-rc)) {
+            buf_free(pending);
+            return -2;
+        }
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         passive_fail(px, FAIL_CONNECT, 0);
         px_release_server(px);
@@ -484,17 +492,28 @@ static void px_backend_failed(struct px *px, enum fail_kind kind)
         up_close(u);
         px_release_server(px);
         struct lb_server *s = pick_server(w, px);
+        int rc = -1;
         if (s) {
             px_use_server(px, s);
-            if (px_dispatch(px, &pending) == 0)
+            if ((rc = px_dispatch(px, &pending)) == 0)
                 return;
         }
         buf_free(&pending);
-        px_fail(px, 502, "Error communicating with backend server");
+        px_fail_dispatch(px, rc);
         return;
     }
     px_fail(px, kind == FAIL_TIMEOUT ? 504 : 502,
             kind == FAIL_TIMEOUT ? "Backend server timed out" : "Error communicating with backend server");
+}
+
+/* Answers a failed px_dispatch: 502 when no server could be reached, 503 (with Retry-After) when
+ * the balancer itself ran short of descriptors or memory. */
+static void px_fail_dispatch(struct px *px, int rc)
+{
+    if (rc == -2)
+        px_fail(px, 503, "Balancer out of resources (descriptors or memory), try again");
+    else
+        px_fail(px, 502, "Error communicating with backend server");
 }
 
 /* Ends the exchange with an error: an error response if nothing was sent yet, else the client
@@ -656,7 +675,7 @@ static void up_send(struct upstream *u, const void *p, size_t n)
 }
 
 /* Starts (or reuses) a backend connection for px->server and queues `pending` (the request
- * bytes so far; taken over). Returns 0, or -1 if no connection could be started. */
+ * bytes so far; taken over). Returns 0, or -errno if no connection could be started. */
 static int px_start_upstream(struct px *px, struct buf *pending)
 {
     struct lb_worker *w = px->w;
@@ -672,7 +691,7 @@ static int px_start_upstream(struct px *px, struct buf *pending)
     } else {
         int fd = net_connect(&px->server->addr);
         if (fd < 0)
-            return -1;
+            return fd;
         u = calloc(1, sizeof(*u));
         if (!u)
             abort();
@@ -683,11 +702,12 @@ static int px_start_upstream(struct px *px, struct buf *pending)
         u->state = UP_CONNECTING;
         u->idle_timer.fn = up_idle_timeout;
         u->idle_timer.data = u;
-        if (loop_watch(w->loop, fd, LOOP_WRITE, up_io, u) < 0) {
+        int rc = loop_watch(w->loop, fd, LOOP_WRITE, up_io, u);
+        if (rc < 0) {
             u->fd = -1;
             close(fd);
             up_close(u);
-            return -1;
+            return rc;
         }
     }
     u->px = px;
@@ -1072,8 +1092,9 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     buf_puts(&b, "\r\n");
     if (px->replayable)
         buf_append(&px->replay, buf_head(&b), buf_used(&b));
-    if (px_dispatch(px, &b) < 0)
-        px_fail(px, 502, "Error communicating with backend server");
+    int rc = px_dispatch(px, &b);
+    if (rc < 0)
+        px_fail_dispatch(px, rc);
 }
 
 static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)

@@ -394,3 +394,49 @@ def test_descriptor_exhaustion_pauses_accepting(agora_bin, testbackend_factory):
     finally:
         close_all(socks)
         lb.stop(timeout=10.0)
+
+
+def test_backend_connect_without_a_descriptor_is_503_and_no_ejection(agora_bin, testbackend_factory):
+    """A request that needs a new backend connection while the balancer has no descriptor left is
+    answered 503 (with Retry-After: the balancer is short, not the server) and ejects nothing:
+    EMFILE on connect() is no verdict on the server, and retrying on the other one would fail the
+    same way. Before, it counted as a connect failure: the server was ejected and the client got
+    502. No request ran before, so no pooled backend connection exists."""
+    ensure_fd_limit(4096)
+    a = testbackend_factory("a")
+    b = testbackend_factory("b")
+    port = free_port()
+    lb = start_process(["prlimit", "--nofile=%d:%d" % (FD_LIMIT, FD_LIMIT), agora_bin, "lb", "--listen",
+                        "%s:%d" % (LOCALHOST, port), "--backend", backend_url(a), "--backend", backend_url(b),
+                        "--admin-listen", "off", "--workers", "1", "--max-connections", "100000",
+                        "--health-interval", "100ms", "--health-timeout", "1s", "--health-rise", "1000"],
+                       "agora lb: listening on")
+    socks = []
+    try:
+        assert wait_for(lambda: all(s["last_check"] == "HTTP 200" for s in lb_server_stats(port).values()), 5.0)
+        for _ in range(400):
+            socks.append(socket.create_connection((LOCALHOST, port), timeout=5.0))
+        time.sleep(0.5)  # every descriptor of the balancer is taken by now
+        first = socks[0]  # accepted first, so held by the balancer
+        first.sendall(REQ)
+        data = b""
+        first.settimeout(5.0)
+        while b"\r\n\r\n" not in data:
+            chunk = first.recv(65536)
+            assert chunk, "connection closed without an answer"
+            data += chunk
+        head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        assert head.startswith("HTTP/1.1 503 "), head
+        assert "\r\nRetry-After: 1" in head, head
+        assert b"Balancer out of resources (descriptors or memory), try again" in data
+        close_all(socks[:200])
+        del socks[:200]
+        status, _, _ = http_request(LOCALHOST, port, "GET", "/", timeout=5.0)
+        assert status == 200
+        servers = lb_server_stats(port)
+        for url in (backend_url(a), backend_url(b)):
+            assert servers[url]["state"] == "up", servers[url]
+            assert servers[url]["ejections"] == 0, servers[url]
+    finally:
+        close_all(socks)
+        lb.stop(timeout=10.0)
