@@ -42,6 +42,16 @@ void buf_append(struct buf *b, const void *p, size_t n)
 
 void buf_puts(struct buf *b, const char *s) { buf_append(b, s, strlen(s)); }
 
+void buf_put_u64(struct buf *b, unsigned long long v)
+{
+    char tmp[20], *p = tmp + sizeof(tmp);
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {
     va_list cp;

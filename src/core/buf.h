@@ -24,6 +24,8 @@ char *buf_reserve(struct buf *b, size_t n);
 /* Appends n bytes from p. */
 void buf_append(struct buf *b, const void *p, size_t n);
 void buf_puts(struct buf *b, const char *s);
+/* Appends v in decimal (the hot path's header values, where printf's cost shows). */
+void buf_put_u64(struct buf *b, unsigned long long v);
 /* Appends printf-formatted text. */
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);

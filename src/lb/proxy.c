@@ -137,11 +137,31 @@ static uint64_t rng_next(uint64_t *s)
  * parsed (so the next hop frames the message exactly as the balancer did). */
 static int is_hop_by_hop(struct http_str name, const struct http_head *m)
 {
-    static const char *const hop[] = {"connection", "keep-alive",        "proxy-connection", "te",
-                                      "trailer",    "transfer-encoding", "upgrade",          "content-length"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (http_str_ieq(name, hop[i]))
-            return 1;
+    const char *lit;
+    switch (name.n) { /* one comparison at most: most names have a length none of these has */
+    case 2:
+        lit = "te";
+        break;
+    case 7:
+        lit = (name.p[0] | 0x20) == 'u' ? "upgrade" : "trailer";
+        break;
+    case 10:
+        lit = (name.p[0] | 0x20) == 'k' ? "keep-alive" : "connection";
+        break;
+    case 14:
+        lit = "content-length";
+        break;
+    case 16:
+        lit = "proxy-connection";
+        break;
+    case 17:
+        lit = "transfer-encoding";
+        break;
+    default:
+        lit = NULL;
+    }
+    if (lit && http_str_ieq(name, lit))
+        return 1;
     return http_connection_lists(m, name);
 }
 
@@ -743,8 +763,11 @@ static void send_response_head(struct px *px, const struct http_head *r)
         buf_append(&b, h->value.p, h->value.n);
         buf_append(&b, "\r\n", 2);
     }
-    if (r->content_length >= 0) /* one value, even where the backend sent a list of equal ones */
-        buf_printf(&b, "Content-Length: %lld\r\n", (long long)r->content_length);
+    if (r->content_length >= 0) { /* one value, even where the backend sent a list of equal ones */
+        buf_append(&b, "Content-Length: ", 16);
+        buf_put_u64(&b, (unsigned long long)r->content_length);
+        buf_append(&b, "\r\n", 2);
+    }
     int req_minor = px->req->minor;
     px->resp_chunked_out = 0;
     if (r->body == HTTP_BODY_CHUNKED || r->body == HTTP_BODY_EOF) {
@@ -1080,14 +1103,19 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         buf_printf(&b, "Host: %s\r\n", s->host_header);
     if (xff)
         buf_printf(&b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.n, xff->value.p, http_conn_remote_ip(c));
-    else
-        buf_printf(&b, "X-Forwarded-For: %s\r\n", http_conn_remote_ip(c));
+    else {
+        buf_append(&b, "X-Forwarded-For: ", 17);
+        buf_puts(&b, http_conn_remote_ip(c));
+        buf_append(&b, "\r\n", 2);
+    }
     buf_puts(&b, "X-Forwarded-Proto: http\r\n");
     if (h->body == HTTP_BODY_CHUNKED) {
         buf_puts(&b, "Transfer-Encoding: chunked\r\n");
         px->req_chunked = 1;
     } else if (h->content_length >= 0) {
-        buf_printf(&b, "Content-Length: %lld\r\n", (long long)h->content_length);
+        buf_append(&b, "Content-Length: ", 16);
+        buf_put_u64(&b, (unsigned long long)h->content_length);
+        buf_append(&b, "\r\n", 2);
     }
     buf_puts(&b, "\r\n");
     if (px->replayable)

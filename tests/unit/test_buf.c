@@ -38,6 +38,20 @@ static void test_append_puts_printf(void **state)
     buf_free(&b);
 }
 
+static void test_put_u64(void **state)
+{
+    struct buf b = {0};
+    buf_put_u64(&b, 0);
+    buf_puts(&b, " ");
+    buf_put_u64(&b, 7);
+    buf_puts(&b, " ");
+    buf_put_u64(&b, 1234567890);
+    buf_puts(&b, " ");
+    buf_put_u64(&b, 18446744073709551615ull);
+    assert_string_equal(buf_cstr(&b), "0 7 1234567890 18446744073709551615");
+    buf_free(&b);
+}
+
 static void test_append_binary(void **state)
 {
     struct buf b = {0};
@@ -239,11 +253,17 @@ static void test_queue_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_zeroed_is_empty),   cmocka_unit_test(test_append_puts_printf),
-        cmocka_unit_test(test_append_binary),     cmocka_unit_test(test_printf_long),
-        cmocka_unit_test(test_reserve_commit),    cmocka_unit_test(test_growth_doubles),
-        cmocka_unit_test(test_consume),           cmocka_unit_test(test_compaction),
-        cmocka_unit_test(test_grow_keeps_unread), cmocka_unit_test(test_reset_and_free),
+        cmocka_unit_test(test_put_u64),
+        cmocka_unit_test(test_zeroed_is_empty),
+        cmocka_unit_test(test_append_puts_printf),
+        cmocka_unit_test(test_append_binary),
+        cmocka_unit_test(test_printf_long),
+        cmocka_unit_test(test_reserve_commit),
+        cmocka_unit_test(test_growth_doubles),
+        cmocka_unit_test(test_consume),
+        cmocka_unit_test(test_compaction),
+        cmocka_unit_test(test_grow_keeps_unread),
+        cmocka_unit_test(test_reset_and_free),
         cmocka_unit_test(test_queue_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
