@@ -43,6 +43,7 @@ import pytest
 
 from helpers import (
     LOCALHOST,
+    accepts,
     backend_url,
     free_port,
     http_request,
@@ -370,7 +371,9 @@ def test_descriptor_exhaustion_pauses_accepting(agora_bin, testbackend_factory):
                        "agora lb: listening on")
     socks = []
     try:
-        assert wait_for(lambda: all(s["last_check"] == "HTTP 200" for s in lb_server_stats(port).values()), 5.0)
+        # the message comes before the listening socket is bound
+        assert wait_for(lambda: accepts(port), 10.0), lb.output()
+        assert wait_for(lambda: all(s["last_check"] == "HTTP 200" for s in lb_server_stats(port).values()), 10.0)
         assert "descriptor limit %d; warning" % FD_LIMIT in lb.output()
         for _ in range(400):
             s = socket.create_connection((LOCALHOST, port), timeout=5.0)
@@ -413,7 +416,9 @@ def test_backend_connect_without_a_descriptor_is_503_and_no_ejection(agora_bin, 
                        "agora lb: listening on")
     socks = []
     try:
-        assert wait_for(lambda: all(s["last_check"] == "HTTP 200" for s in lb_server_stats(port).values()), 5.0)
+        # the message comes before the listening socket is bound
+        assert wait_for(lambda: accepts(port), 10.0), lb.output()
+        assert wait_for(lambda: all(s["last_check"] == "HTTP 200" for s in lb_server_stats(port).values()), 10.0)
         for _ in range(400):
             socks.append(socket.create_connection((LOCALHOST, port), timeout=5.0))
         time.sleep(0.5)  # every descriptor of the balancer is taken by now
