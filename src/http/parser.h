@@ -1,7 +1,9 @@
 /* parser.h — strict HTTP/1.1 message-head parser and chunked-body decoder (RFC 9112).
  *
  * The parser works on a complete-or-partial head held in a caller's buffer and never copies:
- * every string in the result points into that buffer, which must outlive the result.
+ * every string in the result points into that buffer, which must outlive the result, except the
+ * path of an absolute-form target without one ("http://host" or "http://host?q"), which is a
+ * constant "/" (a caller that moves the head must move only pointers inside it).
  * It is deliberately strict because the balancer faces the internet and must never forward a
  * request that a backend could frame differently (request smuggling). Rules, each answered with
  * an error status and the connection closed by the caller:

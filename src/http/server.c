@@ -300,6 +300,11 @@ static void conn_close(struct http_conn *c)
     server_maybe_accept(s);
 }
 
+/* 1 while the output queue is over its high-water mark: the next pipelined request is neither
+ * parsed nor read until it drains, so a client that sends requests and never reads the answers
+ * holds at most one high-water mark of responses (plus the kernel's buffers), not all of them. */
+static int out_full(const struct http_conn *c) { return buf_used(&c->out) >= OUT_HIGH_WATER; }
+
 /* While the handler produces a response (WAIT), read interest stays on so that the common
  * request/response cycle costs no epoll_ctl: bytes that arrive (a pipelined request) are kept,
  * up to one head's worth, and an EOF is noted (the response is finished, then the connection
@@ -314,7 +319,8 @@ static void conn_update_mask(struct http_conn *c)
     if (c->freed)
         return;
     int mask = 0;
-    if (c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done) || wait_reads(c) || c->lingering)
+    if ((c->state == ST_HEAD && !out_full(c)) || (c->state == ST_BODY && !c->paused && !c->body_done) ||
+        wait_reads(c) || c->lingering)
         mask |= LOOP_READ;
     if (buf_used(&c->out) > 0)
         mask |= LOOP_WRITE;
@@ -391,9 +397,11 @@ static void keep_head(struct http_conn *c, size_t len)
     buf_reset(&c->headbuf);
     buf_append(&c->headbuf, buf_head(&c->in), len);
     const char *old = buf_head(&c->in), *neu = c->headbuf.data;
+    /* Only what points into the head moves: the parser may point elsewhere (an absolute-form
+     * target without a path has the path "/" from a constant). */
 #define REBASE(s)                                                                                                      \
     do {                                                                                                               \
-        if ((s).p)                                                                                                     \
+        if ((s).p >= old && (s).p < old + len)                                                                         \
             (s).p = neu + ((s).p - old);                                                                               \
     } while (0)
     REBASE(c->head.method_str);
@@ -533,6 +541,9 @@ static int feed_body(struct http_conn *c)
 static void process_input(struct http_conn *c)
 {
     struct http_server *s = c->srv;
+    int stalled;
+again:
+    stalled = 0;
     c->in_process = 1;
     for (;;) {
         if (c->freed)
@@ -540,6 +551,10 @@ static void process_input(struct http_conn *c)
         if (c->state == ST_HEAD) {
             if (buf_used(&c->in) == 0)
                 break;
+            if (out_full(c)) {
+                stalled = 1; /* see out_full */
+                break;
+            }
             int r = http_parse_request(buf_head(&c->in), buf_used(&c->in), &s->plim, &c->head);
             if (r == HTTP_AGAIN)
                 break;
@@ -570,6 +585,8 @@ static void process_input(struct http_conn *c)
         return;
     if (conn_flush(c) < 0)
         return;
+    if (stalled && c->state == ST_HEAD && !out_full(c))
+        goto again; /* the socket took enough: go on with the pipelined requests */
     conn_update_mask(c);
     conn_arm_timer(c);
 }
@@ -580,8 +597,14 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
     if (events & LOOP_WRITE) {
         if (conn_flush(c) < 0)
             return;
-        conn_update_mask(c);
-        conn_arm_timer(c);
+        if (c->state == ST_HEAD && buf_used(&c->in) > 0 && !out_full(c)) {
+            process_input(c); /* pipelined requests held back by out_full */
+            if (c->freed)
+                return;
+        } else {
+            conn_update_mask(c);
+            conn_arm_timer(c);
+        }
     }
     if (!(events & LOOP_READ) || c->freed)
         return;
@@ -593,7 +616,7 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
             conn_close(c);
         return;
     }
-    int reading = c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done);
+    int reading = (c->state == ST_HEAD && !out_full(c)) || (c->state == ST_BODY && !c->paused && !c->body_done);
     if (!reading) {
         ssize_t n = 0;
         if (wait_reads(c)) {

@@ -18,13 +18,14 @@
 #include "http/server.h"
 
 /* Wrong tokens are counted per client address: after FAIL_LIMIT in a window of FAIL_WINDOW_MS
- * every request from that address gets 429 until the window ends (checked before the token, so a
- * throttled guesser cannot tell a hit from a miss). Requests with no token at all are refused
- * and logged but not counted: any web page can make the operator's browser send those to
- * 127.0.0.1, and must not be able to lock the operator out; a browser never sends a wrong token
- * cross-site (an Authorization header needs a CORS preflight, which is never granted). The
- * table is small and evicts the oldest window: it bounds guessing and log noise from one
- * address, not a distributed attack (the generated token's 256 bits do that). */
+ * further wrong tokens from that address get 429 (and are no longer logged one by one) until the
+ * window ends. The right token is always accepted: every local process shares 127.0.0.1, and a
+ * throttle that refused the right token too would let any of them lock the operator (and
+ * `agora up`) out of the admin API (found by the review of issue 9). What makes guessing hopeless
+ * is the token itself: 256 random bits when generated; a configured one shorter than 16
+ * characters is warned about at start. Requests with no token at all are refused and logged but
+ * not counted. The table is small and evicts the oldest window: it bounds log noise from one
+ * address. */
 #define FAIL_SLOTS     64
 #define FAIL_LIMIT     10
 #define FAIL_WINDOW_MS 60000
@@ -191,16 +192,16 @@ static int admit(struct lb_admin *a, const struct http_request *req, struct http
         return 0;
     }
     uint64_t now = loop_clock_us() / 1000;
-    struct fail_slot *f = fail_find(a, req->remote_addr, now);
-    if (f && f->count >= FAIL_LIMIT) {
-        unsigned wait_s = (unsigned)((f->since_ms + FAIL_WINDOW_MS - now + 999) / 1000);
-        http_response_header(resp, "Retry-After", "%u", wait_s);
-        reply(resp, 429, "{\"error\": \"admin API: too many failed attempts from %s; retry in %u s\"}",
-              req->remote_addr, wait_s);
-        return 0;
-    }
     int present;
     if (!token_ok(a, req, &present)) {
+        struct fail_slot *f = fail_find(a, req->remote_addr, now);
+        if (present && f && f->count >= FAIL_LIMIT) {
+            unsigned wait_s = (unsigned)((f->since_ms + FAIL_WINDOW_MS - now + 999) / 1000);
+            http_response_header(resp, "Retry-After", "%u", wait_s);
+            reply(resp, 429, "{\"error\": \"admin API: too many failed attempts from %s; retry in %u s\"}",
+                  req->remote_addr, wait_s);
+            return 0;
+        }
         if (present) {
             if (!f)
                 f = fail_new(a, req->remote_addr, now);

@@ -87,7 +87,7 @@ static const struct opt opts[] = {
     {"retries", "replay_buffer", "replay-buffer", T_SIZE, O(replay_buffer), 0,
      "request bytes kept so a request can be retried after sending (default 64k)"},
     {"limits", "max_conns_per_ip", "max-conns-per-ip", T_UINT, O(max_conns_per_ip), 0,
-     "client connections per address, 0 = unlimited (default 0)"},
+     "client connections per address, then 503 and close; 0 = unlimited (default 1000)"},
     {"limits", "rate_limit", "rate-limit", T_UINT, O(rate_limit), 0,
      "requests per second per client address, then 429; 0 = off (default 0)"},
     {"limits", "rate_burst", "rate-burst", T_UINT, O(rate_burst), 0, "burst for --rate-limit (default = rate)"},
@@ -132,6 +132,9 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->response_timeout_ms = 60000;
     cfg->shutdown_timeout_ms = 10000;
     cfg->max_header_size = 16384;
+    /* One address may hold at most this many connections: far above what browsers (6 per host)
+     * or a large NAT need, far below the descriptors that would take the site down for others. */
+    cfg->max_conns_per_ip = 1000;
     cfg->max_line_size = 8192;
     cfg->max_body_size = 1ull << 30;
     cfg->max_connections = 0; /* auto: lb_auto_max_connections() */

@@ -763,7 +763,9 @@ static void send_response_head(struct px *px, const struct http_head *r)
         buf_append(&b, h->value.p, h->value.n);
         buf_append(&b, "\r\n", 2);
     }
-    if (r->content_length >= 0) { /* one value, even where the backend sent a list of equal ones */
+    /* One value, even where the backend sent a list of equal ones; none on 1xx and 204, which
+     * cannot have one (RFC 9110 §8.6). */
+    if (r->content_length >= 0 && r->status != 204 && r->status >= 200) {
         buf_append(&b, "Content-Length: ", 16);
         buf_put_u64(&b, (unsigned long long)r->content_length);
         buf_append(&b, "\r\n", 2);
@@ -1094,6 +1096,8 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         }
         if (http_str_ieq(hd->name, "x-forwarded-proto"))
             continue;
+        if (hd->value.n == 0 && http_str_ieq(hd->name, "host"))
+            continue; /* an empty Host is replaced by the server's below: never two Host fields */
         buf_append(&b, hd->name.p, hd->name.n);
         buf_append(&b, ": ", 2);
         buf_append(&b, hd->value.p, hd->value.n);

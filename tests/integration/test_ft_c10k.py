@@ -210,7 +210,7 @@ def test_1100_idle_connections_keep_servers_up(lb_factory, testbackend_factory):
     ensure_fd_limit(4096)
     a = testbackend_factory("a")
     b = testbackend_factory("b")
-    lb = lb_factory([a, b], "--health-timeout", "1s", workers=2, health_interval="200ms")
+    lb = lb_factory([a, b], "--health-timeout", "1s", "--max-conns-per-ip", "0", workers=2, health_interval="200ms")
     socks = open_idle(lb.port, 1100)
     try:
         assert open_fds(lb.pid) > 1100
@@ -246,7 +246,8 @@ def test_soak_10k_idle(lb_factory, testbackend_factory, tmp_path):
     rec_a, rec_b = tmp_path / "a.log", tmp_path / "b.log"
     a = testbackend_factory("a", "--record", str(rec_a))
     b = testbackend_factory("b", "--record", str(rec_b))
-    flags = ["--health-timeout", "1s", "--client-idle-timeout", "300s"]
+    # one client address holds them all: past the default per-address limit (1,000)
+    flags = ["--health-timeout", "1s", "--client-idle-timeout", "300s", "--max-conns-per-ip", "0"]
     if limit < AUTO_FDS:
         # The automatic cap would be (limit - 1024) / 2 in all; one descriptor per idle client
         # is enough here (the backends see one request at a time).

@@ -207,6 +207,10 @@ ACCEPTED_CASES = [
     # absolute-form is forwarded in origin-form (RFC 9112 §3.2.1)
     ("absolute-form", raw("GET HTTP://x/accepted-6?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"), "GET /accepted-6?q=1"),
     ("options-star", raw("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), "OPTIONS *"),
+    # absolute-form without a path: the path is "/" (Regression: the head's copy moved the
+    # pointer to the parser's constant "/" as if it were in the buffer: garbage, then a crash)
+    ("absolute-form-no-path", raw("GET http://x HTTP/1.1\r\nHost: x\r\n\r\n"), "GET /"),
+    ("absolute-form-no-path-query", raw("GET http://x?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"), "GET /?q=1"),
     ("http10-without-host", raw("GET /accepted-7 HTTP/1.0\r\n\r\n"), "GET /accepted-7"),
     ("http-1.9-is-1.1", raw("GET /accepted-8 HTTP/1.9\r\nHost: x\r\n\r\n"), "GET /accepted-8"),
     # a Connection header may name other fields: they are removed, the request forwarded
@@ -479,3 +483,108 @@ def test_agora_server_refuses_connection_listing_framing_field(agora_server_fact
     assert [(s, json.loads(b)) for s, _, b in answers] == [
         (400, {"error": "Connection header lists Content-Length, Transfer-Encoding or Host"})]
     assert closed
+
+
+# ---------------------------------------------------------------- found by the review of issue 9
+
+def test_absolute_form_without_path_after_a_large_head(testbackend_factory, lb_factory, tmp_path):
+    """Regression: for `GET http://x HTTP/1.1` the parser's path is a constant "/", and copying the
+    head moved that pointer as if it were inside the buffer: the backend got a garbage path
+    (memory disclosure), and after a large head on the same connection the balancer crashed."""
+    record = tmp_path / "record.txt"
+    lb = lb_factory([testbackend_factory("A", "--record", str(record))], "--health-path", "/hc")
+    for r in range(20):
+        with RawConnection(lb.port, timeout=3) as conn:
+            conn.send(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (12000 + 37 * r) + b"\r\n\r\n")
+            assert conn.read_response()[0] == 200
+            conn.send(b"GET http://x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.read_response()[0] == 200, r
+    assert [l for l in record_lines(record) if l != "GET /hc"] == ["GET /a", "GET /"] * 20
+
+
+def test_agora_server_absolute_form_without_path(agora_server_factory, tmp_path):
+    from helpers import free_port
+    server = agora_server_factory(free_port(), tmp_path / "agora.db")
+    for r in range(10):
+        with RawConnection(server.port, timeout=3) as conn:
+            conn.send(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (12000 + 37 * r) + b"\r\n\r\n")
+            assert conn.read_response()[0] == 200
+            conn.send(b"GET http://x?q=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = conn.read_response()
+            assert status == 200 and headers["content-type"].startswith("text/html"), (status, headers)
+
+
+def _unread_pipelining_growth_kib(port, pid):
+    """Pipelines GETs on one connection that never reads its answers, for at most ~10 s; returns
+    how much the process's resident memory grew."""
+    import socket
+    import time
+    from helpers import rss_kib
+    before = rss_kib(pid)
+    s = socket.create_connection((LOCALHOST, port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(2)
+    one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100
+    try:
+        deadline = time.monotonic() + 10
+        for _ in range(3000):
+            if time.monotonic() > deadline:
+                break
+            s.sendall(one)
+    except socket.timeout:
+        pass  # the server stopped reading: what this test wants
+    time.sleep(1)
+    grown = rss_kib(pid) - before
+    s.close()
+    return grown
+
+
+def test_pipelining_client_that_never_reads_cannot_grow_balancer_memory(testbackend_factory, lb_factory):
+    """Regression: the balancer kept reading pipelined requests and queued every response of a
+    client that never read (one connection took it from 143 MB to 1.45 GB). Now the next request is
+    read only while the client's output queue is under its high-water mark."""
+    lb = lb_factory([testbackend_factory("A")])
+    grown = _unread_pipelining_growth_kib(lb.port, lb.pid)
+    assert grown < 8 * 1024, "balancer RSS grew by %d KiB" % grown
+    assert http_request(LOCALHOST, lb.port, "GET", "/after")[0] == 200
+
+
+def test_pipelining_client_that_never_reads_cannot_grow_server_memory(agora_server_factory, tmp_path):
+    from helpers import free_port
+    server = agora_server_factory(free_port(), tmp_path / "agora.db")
+    grown = _unread_pipelining_growth_kib(server.port, server.pid)
+    assert grown < 8 * 1024, "agora server RSS grew by %d KiB" % grown
+    assert http_request(LOCALHOST, server.port, "GET", "/health")[0] == 200
+
+
+def test_empty_host_is_forwarded_once(agora_bin):
+    """Regression: an empty `Host:` was copied and the balancer added the server's: two Host fields."""
+    with CaptureBackend() as backend:
+        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
+                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
+        try:
+            wait_health_checked(lb.port)
+            with RawConnection(lb.port) as conn:
+                conn.send(b"GET /empty-host HTTP/1.1\r\nHost:\r\n\r\n")
+                assert conn.read_response()[0] == 200
+        finally:
+            assert lb.stop(timeout=10.0) == 0, lb.output()
+        head = b"".join(backend.connections()).split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        assert [l for l in head if l.lower().startswith("host:")] == ["Host: 127.0.0.1:%d" % backend.port]
+
+
+def test_204_from_a_backend_loses_its_content_length(agora_bin):
+    reply = b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\nX-B: 1\r\n\r\n"
+    with CaptureBackend(response=reply) as backend:
+        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
+                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
+        try:
+            wait_health_checked(lb.port)
+            received, _ = send_and_read_until_closed(
+                lb.port, raw("GET /nc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+            head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            assert head[0] == "HTTP/1.1 204 No Content"
+            assert "X-B: 1" in head
+            assert not [l for l in head if l.lower().startswith("content-length")]
+        finally:
+            assert lb.stop(timeout=10.0) == 0, lb.output()

@@ -184,3 +184,30 @@ def test_budget_without_earnings_spends_only_the_initial_retries(resetting_lb):
     # then no failed request is tried again.
     lb, paths = resetting_lb("--retry-budget", "0")
     assert attempts_for(lb, paths) == expected_attempts(N, 0) == N + 10
+
+
+def test_one_address_holds_at_most_1000_connections_by_default(testbackend_factory, lb_factory):
+    """The review of issue 9 took the site down with 9,700 idle connections from one address (every
+    descriptor the balancer may use); by default one address holds at most 1,000 and the next is
+    refused with 503 at once, while other clients... (here: the same address after some close)
+    are served."""
+    import socket
+    from test_ft_c10k import ensure_fd_limit, close_all
+    ensure_fd_limit(4096)
+    lb = lb_factory([testbackend_factory("A")])
+    socks = []
+    try:
+        for _ in range(1000):
+            socks.append(socket.create_connection((LOCALHOST, lb.port), timeout=5.0))
+        # every one of them accepted and counted: a request on the last one is served
+        socks[-1].sendall(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert socks[-1].recv(65536).startswith(b"HTTP/1.1 200 ")
+        with RawConnection(lb.port) as extra:
+            assert extra.read_until_closed() == TOO_MANY_CONNS
+        close_all(socks[:10])
+        del socks[:10]
+        conn = wait_for(lambda: open_serving_connection(lb.port), timeout=5.0, interval=0.05)
+        assert conn
+        conn.close()
+    finally:
+        close_all(socks)

@@ -123,7 +123,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.retries, 2);
     assert_int_equal(c.retry_budget_percent, 20);
     assert_int_equal(c.replay_buffer, 65536);
-    assert_int_equal(c.max_conns_per_ip, 0);
+    assert_int_equal(c.max_conns_per_ip, 1000);
     assert_int_equal(c.rate_limit, 0);
     assert_int_equal(c.rate_burst, 0);
     assert_string_equal(c.admin_listen, "127.0.0.1:8404");
