@@ -149,11 +149,9 @@ int api_display_name_ok(struct api *a, const char *dn, size_t n)
         api_error(a, 422, "display_name: must be at most %d characters", STORE_DISPLAY_NAME_MAX);
         return -1;
     }
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)dn[i] < 0x20 || dn[i] == 0x7f) {
-            api_error(a, 422, "display_name: must not contain control characters");
-            return -1;
-        }
+    if (text_has_control(dn, n)) { /* C1 too: U+009B is a terminal's escape */
+        api_error(a, 422, "display_name: must not contain control characters");
+        return -1;
     }
     if (text_has_bidi_control(dn, n)) {
         api_error(a, 422,

@@ -22,10 +22,26 @@ static int is_space(unsigned c)
 
 static int is_invisible(unsigned c)
 {
-    return c == 0xad || c == 0x34f || c == 0x115f || c == 0x1160 || c == 0x17b4 || c == 0x17b5 || c == 0x180e ||
-           (c >= 0x200b && c <= 0x200f) || (c >= 0x2060 && c <= 0x2064) || (c >= 0x206a && c <= 0x206f) ||
-           c == 0x3164 || (c >= 0xfe00 && c <= 0xfe0f) || c == 0xfeff || c == 0xffa0;
+    if (c < 0x2000)
+        return c == 0xad || c == 0x34f || c == 0x61c || c == 0x115f || c == 0x1160 || c == 0x17b4 || c == 0x17b5 ||
+               (c >= 0x180b && c <= 0x180f);
+    if (c < 0x10000)
+        return (c >= 0x200b && c <= 0x200f) || (c >= 0x2060 && c <= 0x2064) || (c >= 0x206a && c <= 0x206f) ||
+               c == 0x2800 || c == 0x3164 || (c >= 0xfe00 && c <= 0xfe0f) || c == 0xfeff || c == 0xffa0 ||
+               (c >= 0xfff9 && c <= 0xfffb);
+    return (c >= 0x13430 && c <= 0x1345f) || (c >= 0x1bca0 && c <= 0x1bca3) || (c >= 0x1d173 && c <= 0x1d17a) ||
+           (c >= 0xe0000 && c <= 0xe0fff);
 }
+
+/* Combining marks of the main blocks: they draw nothing without a base character. */
+static int is_combining(unsigned c)
+{
+    return (c >= 0x300 && c <= 0x36f) || (c >= 0x483 && c <= 0x489) || (c >= 0x1ab0 && c <= 0x1aff) ||
+           (c >= 0x1dc0 && c <= 0x1dff) || (c >= 0x20d0 && c <= 0x20ff) || (c >= 0xfe20 && c <= 0xfe2f);
+}
+
+/* C0 controls, DEL and C1 controls (U+0080-U+009F: terminal escapes such as U+009B CSI). */
+static int is_control(unsigned c) { return c < 0x20 || (c >= 0x7f && c <= 0x9f); }
 
 static int is_bidi_control(unsigned c) { return (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069); }
 
@@ -58,9 +74,11 @@ static int all(const char *s, size_t n, int (*pred)(unsigned))
     return 1;
 }
 
-static int is_blank(unsigned c) { return is_space(c) || is_invisible(c); }
+static int is_blank(unsigned c) { return is_space(c) || is_invisible(c) || is_combining(c); }
+static int not_control(unsigned c) { return !is_control(c); }
 static int not_bidi_control(unsigned c) { return !is_bidi_control(c); }
 
 int text_has_bidi_control(const char *s, size_t n) { return !all(s, n, not_bidi_control); }
 int text_is_blank(const char *s, size_t n) { return all(s, n, is_blank); }
 int text_is_space(const char *s, size_t n) { return all(s, n, is_space); }
+int text_has_control(const char *s, size_t n) { return !all(s, n, not_control); }

@@ -474,6 +474,10 @@ static void test_account_validation(void **state)
     call(f, &r, "POST", "/api/v1/accounts", NULL,
          "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":\"a\\u0007\"}");
     expect_error(&r, 422, "display_name: must not contain control characters");
+    /* C1 too (Regression: U+009B, a terminal's CSI, was accepted) */
+    call(f, &r, "POST", "/api/v1/accounts", NULL,
+         "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":\"a\\u009b2J\"}");
+    expect_error(&r, 422, "display_name: must not contain control characters");
     /* 8 bytes but 4 characters; 8 spaces; 8 mixed white space characters */
     call(f, &r, "POST", "/api/v1/accounts", NULL, "{\"username\":\"ok\",\"password\":\"\u00e9\u00e9\u00e9\u00e9\"}");
     expect_error(&r, 422, "password: must be at least 8 characters and at most 128 bytes long");
@@ -491,8 +495,22 @@ static void test_account_validation(void **state)
                      "display_name: must not contain bidirectional embedding, override or isolate controls "
                      "(U+202A-U+202E, U+2066-U+2069)");
     }
-    static const char *const blank[] = {" ", "\\u200b", "\\u200b\\u200c\\u200d", "\\u2060 \\ufeff", "\\u3164"};
-    for (size_t i = 0; i < 5; i++) {
+    /* the last ones: Regression (found by the review of issue 9): tags, variation selectors, the
+     * Braille blank, musical format controls, interlinear annotation, U+061C, combining marks */
+    static const char *const blank[] = {" ",
+                                        "\\u200b",
+                                        "\\u200b\\u200c\\u200d",
+                                        "\\u2060 \\ufeff",
+                                        "\\u3164",
+                                        "\\udb40\\udc41\\udb40\\udc7f",
+                                        "\\udb40\\udd00",
+                                        "\\u2800\\u2800",
+                                        "\\ud834\\udd73",
+                                        "\\ufff9\\ufffb",
+                                        "\\u061c",
+                                        "\\u0301\\u0302 \\u20dd",
+                                        "\\u180e\\u180b"};
+    for (size_t i = 0; i < sizeof blank / sizeof blank[0]; i++) {
         snprintf(body, sizeof body, "{\"username\":\"ok\",\"password\":\"password123\",\"display_name\":\"%s\"}",
                  blank[i]);
         call(f, &r, "POST", "/api/v1/accounts", NULL, body);
