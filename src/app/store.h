@@ -31,6 +31,7 @@
 #define STORE_FORBIDDEN (-4) /* the caller may not do this (deleting another author's post) */
 #define STORE_BUSY      (-5) /* the database stayed locked through every retry */
 #define STORE_LIMITED   (-6) /* a throttle is full (store_throttle_take) */
+#define STORE_FULL      (-7) /* the database or its disk is full: the write was not saved */
 
 /* Authors with at least this many followers are not fanned out on write (their posts are merged
  * into home timelines at read time). */

@@ -220,6 +220,8 @@ int sq_fail(struct sq_store *s, const char *what)
 {
     int code = sqlite3_errcode(s->db) & 0xff;
     snprintf(s->base.err, sizeof s->base.err, "%s: %s", what, sqlite3_errmsg(s->db));
+    if (code == SQLITE_FULL)
+        return STORE_FULL;
     return code == SQLITE_BUSY || code == SQLITE_LOCKED ? STORE_BUSY : STORE_ERROR;
 }
 

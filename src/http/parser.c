@@ -352,6 +352,8 @@ const char *http_reason(int status)
         return "Bad Gateway";
     case 503:
         return "Service Unavailable";
+    case 507:
+        return "Insufficient Storage";
     case 504:
         return "Gateway Timeout";
     case 505:
