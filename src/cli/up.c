@@ -40,8 +40,8 @@
 #include "core/loop.h"
 #include "core/net.h"
 #include "http/daemon.h"
-#include "lb/lb.h"
 #include "lb/admin.h"
+#include "lb/lb.h"
 
 #define MAX_CHILDREN 65
 #define MAX_ARGS     40
@@ -219,6 +219,15 @@ static int admin(struct up *u, const char *method, const char *path, const char 
     return status;
 }
 
+/* Stops a web server for good: SIGTERM, and no restart. */
+static void retire(struct child *c)
+{
+    c->retired = 1;
+    c->restart_at_ms = 0;
+    if (c->pid > 0)
+        kill(c->pid, SIGTERM);
+}
+
 static void ctl_add(struct up *u, int fd)
 {
     if (u->nkids >= MAX_CHILDREN) {
@@ -238,12 +247,14 @@ static void ctl_add(struct up *u, int fd)
     snprintf(a, sizeof(a), "127.0.0.1:%u", port);
     net_parse_addr(a, &sa);
     if (wait_port(&sa, 10000) < 0) {
+        retire(c);
         ctl_answer(fd, "{\"error\": \"server on port %u did not start listening\"}", port);
         return;
     }
     snprintf(body, sizeof(body), "{\"url\": \"http://127.0.0.1:%u\"}", port);
     int st = admin(u, "POST", "/servers", body);
     if (st != 201 && st != 409) {
+        retire(c); /* not left running, supervised, yet serving nobody */
         ctl_answer(fd, "{\"error\": \"balancer refused the new server (status %d)\"}", st);
         return;
     }
@@ -329,10 +340,7 @@ static void check_retiring(struct up *u)
         /* A drain request on a server that is gone answers 404: drained and removed. */
         int st = admin(u, "POST", path, "{\"then\": \"remove\"}");
         if (st == 404) {
-            c->retired = 1;
-            c->restart_at_ms = 0;
-            if (c->pid > 0)
-                kill(c->pid, SIGTERM);
+            retire(c);
             fprintf(stderr, "agora up: server on port %u drained and stopped\n", c->port);
         }
     }

@@ -219,3 +219,35 @@ def _all_healthy(admin_port, token_file):
     except OSError:
         return False
     return len(servers) == 3 and all(s["healthy"] for s in servers.values())
+
+
+def test_agora_up_server_add_refused_by_the_balancer_leaves_no_process(agora_bin, tmp_path):
+    """Regression (review of issue 9): when the balancer refused the new server (here: `agora up`
+    reads a wrong token from the data directory, so the balancer answers 401), the web server
+    `agora up` had started stayed running and supervised, serving nobody."""
+    data = tmp_path / "data"
+    base = free_port_run([0, 1, 2, 3, 4, 404])
+    admin_port = base + 404
+    token_file = data / "admin.token"
+    env = {k: v for k, v in os.environ.items() if k != "AGORA_ADMIN_TOKEN"}
+    up = start_process([agora_bin, "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", data,
+                        "--lb-workers", "1"], ready_text="agora is up", timeout=30, env=env)
+    try:
+        assert wait_for(lambda: _all_healthy(admin_port, token_file), 15.0, 0.1), up.output()
+        token = token_file.read_text()
+        token_file.write_text("0" * len(token))  # what `agora up` now sends is wrong
+        rc, out, err = ctl(agora_bin, "--data", str(data), "server", "add", timeout=40)
+        assert rc != 0 and "balancer refused the new server (status 401)" in err, (rc, out, err)
+        token_file.write_text(token)
+        assert wait_for(lambda: not accepts(base + 4), 10.0, 0.1)
+        states = [p["state"] for p in up_call(agora_bin, data, "list")["processes"]]
+        assert states.count("running") == 4 and "removed" in states, states
+        time.sleep(1.0)  # no restart either
+        assert not accepts(base + 4)
+    finally:
+        up.popen.send_signal(signal.SIGTERM)
+        try:
+            status = up.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            status = up.stop()
+    assert status == 0, up.output()
