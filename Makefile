@@ -17,7 +17,10 @@ SRCS     := $(sort $(wildcard src/core/*.c src/http/*.c src/lb/*.c src/app/*.c s
 LIB_SRCS := $(filter-out src/cli/main.c,$(SRCS))
 OBJS     := $(SRCS:%.c=$(BUILD)/obj/%.o)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
-UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+# Unit tests mirror src/ (tests/unit/core/test_buf.c tests src/core/buf.c); a test still at the top
+# of tests/unit is built too. tests/unit/X/test_Y.c becomes $(BUILD)/tests/X/test_Y.
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c tests/unit/*/test_*.c))
+UNIT_HDRS := $(wildcard tests/unit/*.h tests/unit/*/*.h)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 SUPPORT_BINS := $(SUPPORT_SRCS:tests/support/%.c=$(BUILD)/%)
@@ -36,9 +39,10 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/libagora.a: $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libagora.a
+# -Itests/unit/lb: lb_test.h (in tests/unit/lb) is also found from a test at the top level.
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_HDRS) $(BUILD)/libagora.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libagora.a $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+	$(CC) $(CFLAGS) -Itests/unit -Itests/unit/lb -o $@ $< $(BUILD)/libagora.a $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(BUILD)/%: tests/support/%.c
 	@mkdir -p $(dir $@)
@@ -135,7 +139,7 @@ bench: deps
 	bash bench/run.sh
 
 format:
-	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c)
+	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
