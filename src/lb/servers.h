@@ -100,7 +100,9 @@ void lb_registry_destroy(struct lb_registry *r);
  * (rise applies). Returns 1 if this call ejected it, 0 if it was already out. */
 int lb_server_eject(struct lb_server *s, unsigned base_ms, unsigned max_ms, const char *why);
 
-/* Whether a server may get new requests now (healthy and active, weight > 0). */
+/* Whether a server may get new requests now: its last health verdict is up (not failed by the
+ * checker, not ejected) and its admin state is LB_ADMIN_ACTIVE (not draining or parked). The
+ * weight is not looked at: it is always 1 to 1000 (servers.c, admin.c). */
 int lb_server_usable(const struct lb_server *s);
 
 /* Latency histogram: records a sample (µs); reads a percentile (0..100) back in µs. */
