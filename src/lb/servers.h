@@ -45,9 +45,10 @@ struct lb_server {
     atomic_uint consec_5xx;
     atomic_uint_fast64_t ejections_total;
     atomic_uint_fast64_t hist[LB_HIST_BUCKETS]; /* response latency histogram (see lb_hist_*) */
-    /* peak-EWMA latency, updated by all workers under a tiny lock */
+    /* peak-EWMA latency, updated by all workers under a tiny lock (lb_ewma_update); read without
+     * it by selection as a relaxed atomic load */
     pthread_spinlock_t ewma_lock;
-    double ewma_us;
+    _Atomic double ewma_us;
     uint64_t ewma_stamp_us;
     /* health-check state, touched by the health thread only */
     int hc_rise, hc_fall;
