@@ -40,8 +40,8 @@
 #include "core/loop.h"
 #include "core/net.h"
 #include "http/daemon.h"
-#include "lb/lb.h"
 #include "lb/admin.h"
+#include "lb/lb.h"
 
 #define MAX_CHILDREN 65
 #define MAX_ARGS     40
