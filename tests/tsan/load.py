@@ -148,11 +148,11 @@ def user_loop(api, stop, failures, counts):
                 return
             post_id = r.json["id"]
             r = me.get("/api/v1/timelines/home")
-            if r.status != 200:
+            if r.status != 200 or not r.json or r.json[0]["id"] != post_id:  # own newest post first
                 failures.add("home timeline answered %r" % r)
                 return
             r = me.post("/api/v1/posts/%s/like" % post_id)
-            if r.status not in (200, 201):
+            if r.status != 200 or r.json["liked"] is not True:
                 failures.add("like answered %r" % r)
                 return
         counts.append(1)
