@@ -1,7 +1,8 @@
 # agora — build, run, test, bench.  See README.md.
 #   make / make build   build build/agora and the test support binaries
 #   make run            install missing Debian packages, build, run `agora up`
-#   make test           install missing packages, build, run unit + integration + browser tests
+#   make test           install missing packages, build, check formatting, run unit + integration +
+#                       browser tests, then the ASan, TSan and fuzzing runs
 #   make bench          run the benchmarks (bench/run.sh)
 CC      ?= cc
 PKGS    := sqlite3 libsodium jansson inih libpq
@@ -17,12 +18,16 @@ SRCS     := $(sort $(wildcard src/core/*.c src/http/*.c src/lb/*.c src/app/*.c s
 LIB_SRCS := $(filter-out src/cli/main.c,$(SRCS))
 OBJS     := $(SRCS:%.c=$(BUILD)/obj/%.o)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
-UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+# Unit tests mirror src/ (tests/unit/core/test_buf.c tests src/core/buf.c); a test still at the top
+# of tests/unit is built too. tests/unit/X/test_Y.c becomes $(BUILD)/tests/X/test_Y.
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c tests/unit/*/test_*.c))
+UNIT_HDRS := $(wildcard tests/unit/*.h tests/unit/*/*.h)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 SUPPORT_BINS := $(SUPPORT_SRCS:tests/support/%.c=$(BUILD)/%)
+FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c)
 
-.PHONY: all build run test unit integration browser bench deps deps-test clean format asan fuzz
+.PHONY: all build run test unit integration browser bench deps deps-test clean format format-check asan tsan fuzz
 
 all build: $(BUILD)/agora $(SUPPORT_BINS)
 
@@ -36,9 +41,10 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/libagora.a: $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libagora.a
+# -Itests/unit/lb: lb_test.h (in tests/unit/lb) is also found from a test at the top level.
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_HDRS) $(BUILD)/libagora.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libagora.a $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+	$(CC) $(CFLAGS) -Itests/unit -Itests/unit/lb -o $@ $< $(BUILD)/libagora.a $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(BUILD)/%: tests/support/%.c
 	@mkdir -p $(dir $@)
@@ -67,10 +73,12 @@ browser: build
 
 test: deps-test
 	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory browser
 	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 # ---- sanitizers and fuzzing ----
@@ -85,12 +93,22 @@ test: deps-test
 #                    output to build-fuzz/fuzz_NAME.log. The checked-in seeds (tests/fuzz/corpus/NAME)
 #                    are only read.
 #   make fuzz-smoke  the same, 10 seconds per harness (part of `make test`).
+#   make tsan        builds agora, testbackend and the unit tests with ThreadSanitizer into build-tsan/,
+#                    runs the unit tests, then tests/tsan/load.py (TSAN_SECONDS of load: `agora lb`
+#                    with 2 workers under wrk with admin calls and a SIGHUP reload, then `agora server`
+#                    with concurrent API users). Fails on a failed test or on any TSan report (written
+#                    to build-tsan/reports/ and printed). tests/tsan/suppressions.txt may only name
+#                    third-party code: a race in ours is fixed, not suppressed.
 ASAN_OPT     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
 SAN_ENV      := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_OPT     := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+TSAN_OPT     := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+TSAN_SECONDS ?= 6
+TSAN_ENV     := TSAN_OPTIONS="log_path=$(CURDIR)/build-tsan/reports/tsan halt_on_error=0 second_deadlock_stack=1 \
+	suppressions=$(CURDIR)/tests/tsan/suppressions.txt"
 
 .PHONY: fuzz-build fuzz-smoke
 
@@ -103,6 +121,18 @@ asan:
 	$(SAN_ENV) AGORA_BIN=$(CURDIR)/build-asan/agora sh scripts/run-integration.sh \
 		--ignore=tests/integration/test_testbackend.py || fail=1; \
 	exit $$fail
+
+tsan:
+	@$(MAKE) --no-print-directory BUILD=build-tsan OPT="$(TSAN_OPT)" build
+	@rm -rf build-tsan/reports && mkdir -p build-tsan/reports
+	@fail=0; \
+	$(TSAN_ENV) $(MAKE) --no-print-directory BUILD=build-tsan OPT="$(TSAN_OPT)" unit || fail=1; \
+	echo "tsan: load test against build-tsan/agora"; \
+	$(TSAN_ENV) /usr/bin/python3 tests/tsan/load.py build-tsan $(TSAN_SECONDS) || fail=1; \
+	if ls build-tsan/reports/tsan.* >/dev/null 2>&1; then \
+		fail=1; echo "FAILED: ThreadSanitizer reports (build-tsan/reports/):"; cat build-tsan/reports/tsan.*; \
+	fi; \
+	[ $$fail -eq 0 ] && echo "tsan: no reports"; exit $$fail
 
 fuzz-build:
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) OPT="$(FUZZ_OPT) -fsanitize=fuzzer-no-link" \
@@ -135,7 +165,11 @@ bench: deps
 	bash bench/run.sh
 
 format:
-	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c)
+	clang-format -i $(FORMAT_SRCS)
+
+# Fails, naming file and line, if a C file is not as .clang-format says (`make format` fixes it).
+format-check:
+	@clang-format --dry-run -Werror $(FORMAT_SRCS) && echo "format-check: $(words $(FORMAT_SRCS)) files ok"
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-fuzz build-tsan

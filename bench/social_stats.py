@@ -33,7 +33,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stats import ParseError, parse_wrk as parse_wrk_output, tsv_rows  # noqa: E402  (bench/stats.py)
+from wrk_output import ParseError, parse_wrk as parse_wrk_output, tsv_rows  # noqa: E402  (bench/wrk_output.py)
 
 
 def parse_wrk(path):

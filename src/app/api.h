@@ -24,7 +24,7 @@ struct app {
     struct store *store;
     char *served_by;
     char *web_dir;
-    char *dummy_hash; /* Argon2id hash of a random password, made on first failed log-in */
+    char *dummy_hash;          /* Argon2id hash of a random password, made on first failed log-in */
     struct app_limits limits;  /* log-in and sign-up throttles (throttle.h) */
     struct client_trust trust; /* proxies whose X-Forwarded-For is believed */
 };

@@ -48,9 +48,12 @@ struct server_worker {
 
 static void app_config_of(const struct server_opts *o, struct app_config *ac)
 {
-    *ac = (struct app_config){
-        .db_url = o->db, .served_by = o->served_by, .web_dir = o->web, .limits = &o->limits, .trust = &o->trust,
-        .session_days = o->session_days};
+    *ac = (struct app_config){.db_url = o->db,
+                              .served_by = o->served_by,
+                              .web_dir = o->web,
+                              .limits = &o->limits,
+                              .trust = &o->trust,
+                              .session_days = o->session_days};
 }
 
 /* The hashing pool's threads: each has an app (a database connection) of its own. */

@@ -3,10 +3,11 @@
  * This is what the web servers' handlers see (the balancer streams instead and never buffers a
  * whole message). The server reads the head and the whole body (bounded by its max body size,
  * chunked bodies already decoded) and calls the handler once; the handler fills a response
- * synchronously; the server adds Date, Content-Length, Connection and Server headers and writes
- * it. Everything in the request is owned by the server and valid only during the call. The call
- * happens on the connection's loop thread, or on a pool thread (pool.h) with a copy of the request
- * for the routes sent there; the handler code is the same either way. */
+ * synchronously; the server adds the status line, Date, Content-Length (not for 1xx, 204 and 304)
+ * and, when the connection is not kept alive, Connection: close, then writes it (it adds no
+ * Server header). Everything in the request is owned by the server and valid only during the
+ * call. The call happens on the connection's loop thread, or on a pool thread (pool.h) with a copy
+ * of the request for the routes sent there; the handler code is the same either way. */
 #ifndef AGORA_HTTP_MESSAGE_H
 #define AGORA_HTTP_MESSAGE_H
 #include "core/buf.h"

@@ -48,14 +48,16 @@ static void pe_destroy(void *self) {}
 const struct lb_policy_ops lb_policy_peak_ewma = {
     .name = "peak-ewma", .create = pe_create, .pick = pe_pick, .destroy = pe_destroy};
 
-void lb_ewma_update(double *ewma, uint64_t *stamp_us, double sample_us, uint64_t now_us, double tau_us)
+void lb_ewma_update(_Atomic double *ewma, uint64_t *stamp_us, double sample_us, uint64_t now_us, double tau_us)
 {
     uint64_t dt = now_us > *stamp_us ? now_us - *stamp_us : 0; /* a clock step back counts as 0 */
     *stamp_us = now_us;
-    if (*ewma <= 0 || sample_us > *ewma || tau_us <= 0) {
-        *ewma = sample_us;
+    /* Relaxed: updates are serialised by the caller; readers on other threads take a hint. */
+    double old = atomic_load_explicit(ewma, memory_order_relaxed);
+    if (old <= 0 || sample_us > old || tau_us <= 0) {
+        atomic_store_explicit(ewma, sample_us, memory_order_relaxed);
         return;
     }
     double w = exp(-(double)dt / tau_us);
-    *ewma = *ewma * w + sample_us * (1.0 - w);
+    atomic_store_explicit(ewma, old * w + sample_us * (1.0 - w), memory_order_relaxed);
 }

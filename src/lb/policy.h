@@ -13,6 +13,7 @@
  * `rnd` a fresh 64-bit random number (policies must not keep their own global RNG state). */
 #ifndef AGORA_LB_POLICY_H
 #define AGORA_LB_POLICY_H
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,9 +50,11 @@ const struct lb_policy_ops *lb_policy_find(const char *name);
  * (peak-sensitive); otherwise it decays towards it with weight exp(-dt/tau_us), where dt is the
  * time since the previous update (*stamp_us, updated; a clock stepping back counts as dt = 0). A
  * zero *ewma takes the sample as is, and so does tau_us <= 0. tau_us is the decay time constant:
- * 10 s (10e6) is Finagle's and Linkerd's default and what the balancer is expected to pass. Not
- * thread-safe: the caller serialises updates of one server's estimate. */
-void lb_ewma_update(double *ewma, uint64_t *stamp_us, double sample_us, uint64_t now_us, double tau_us);
+ * 10 s (10e6) is Finagle's and Linkerd's default and what the balancer is expected to pass. The
+ * caller serialises updates of one server's estimate (*stamp_us is plain memory); *ewma is written
+ * with one relaxed atomic store, so other threads may read it without the lock (a relaxed atomic
+ * load: the estimate is a hint, a value one update old is as good). */
+void lb_ewma_update(_Atomic double *ewma, uint64_t *stamp_us, double sample_us, uint64_t now_us, double tau_us);
 
 /* The draw of the power-of-two-choices policies (random-two, peak-ewma): with m selectable targets
  * (weight > 0, in index order), *a is number (rnd & 0xffffffff) % m and *b number

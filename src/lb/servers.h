@@ -45,9 +45,10 @@ struct lb_server {
     atomic_uint consec_5xx;
     atomic_uint_fast64_t ejections_total;
     atomic_uint_fast64_t hist[LB_HIST_BUCKETS]; /* response latency histogram (see lb_hist_*) */
-    /* peak-EWMA latency, updated by all workers under a tiny lock */
+    /* peak-EWMA latency, updated by all workers under a tiny lock (lb_ewma_update); read without
+     * it by selection as a relaxed atomic load */
     pthread_spinlock_t ewma_lock;
-    double ewma_us;
+    _Atomic double ewma_us;
     uint64_t ewma_stamp_us;
     /* health-check state, touched by the health thread only */
     int hc_rise, hc_fall;
@@ -100,7 +101,9 @@ void lb_registry_destroy(struct lb_registry *r);
  * (rise applies). Returns 1 if this call ejected it, 0 if it was already out. */
 int lb_server_eject(struct lb_server *s, unsigned base_ms, unsigned max_ms, const char *why);
 
-/* Whether a server may get new requests now (healthy and active, weight > 0). */
+/* Whether a server may get new requests now: its last health verdict is up (not failed by the
+ * checker, not ejected) and its admin state is LB_ADMIN_ACTIVE (not draining or parked). The
+ * weight is not looked at: it is always 1 to 1000 (servers.c, admin.c). */
 int lb_server_usable(const struct lb_server *s);
 
 /* Latency histogram: records a sample (µs); reads a percentile (0..100) back in µs. */

@@ -1,4 +1,5 @@
-"""pytest fixtures shared by agora's integration tests. Reusable helpers live in helpers.py."""
+"""pytest fixtures shared by agora's integration tests. Reusable helpers live in the agora_test package
+(one module per concern), re-exported by helpers.py."""
 
 import pathlib
 

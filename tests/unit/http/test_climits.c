@@ -226,11 +226,11 @@ static void test_rate_idle_entries(void **state)
     http_climits_free(cl);
 }
 
-/* BUG: refill() stores now_ms as the bucket's last refill time even when now_ms is earlier than
- * it, so a clock that steps back and forth re-grants time already counted. The table is shared by
- * all workers and each passes its own loop clock (server.c: loop_now(s->loop)), which differ by up
- * to an iteration's length, so a client spread over several workers gets extra tokens (rate x the
- * skew, on every alternation). Fix: only move last_ms forward. */
+/* Regression: refill() stored now_ms as the bucket's last refill time even when now_ms was earlier
+ * than it, so a clock that steps back and forth re-granted time already counted. The table is
+ * shared by all workers and each passes its own loop clock (server.c: loop_now(s->loop)), which
+ * differ by up to an iteration's length, so a client spread over several workers got extra tokens
+ * (rate x the skew, on every alternation). The fix only moves last_ms forward. */
 static void test_rate_clock_skew(void **state)
 {
     struct http_climits *cl = http_climits_new(0, 2, 3);

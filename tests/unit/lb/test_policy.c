@@ -279,7 +279,7 @@ static void test_peak_ewma_cost(void **state)
 static void test_ewma_update(void **state)
 {
     const double tau = 10e6; /* 10 s */
-    double e = 0;
+    _Atomic double e = 0;
     uint64_t stamp = 0;
     lb_ewma_update(&e, &stamp, 500, 1000, tau); /* first sample taken as is */
     assert_near(e, 500, 1e-9);

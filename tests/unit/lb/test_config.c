@@ -528,11 +528,11 @@ static void test_flag_limits_accepted(void **state)
     lb_config_free(&c);
 }
 
-/* BUG: value errors of flags are reported with the INI key instead of the flag name, so the
- * message names an option that does not exist ("--interval", "--trust_forwarded", "--path"),
- * and a "too many backends" error gets a stray "--" prefix. The expected messages below name
- * the flag the user typed. (config.c: set_opt() formats with o->key; lb_config_from_args()
- * prefixes "--" to whatever set_opt wrote.) */
+/* Regression: value errors of flags were reported with the INI key instead of the flag name, so
+ * the message named an option that does not exist ("--interval", "--trust_forwarded", "--path"),
+ * and a "too many backends" error got a stray "--" prefix (config.c: set_opt() formatted with
+ * o->key; lb_config_from_args() prefixed "--" to whatever set_opt wrote). The expected messages
+ * below name the flag the user typed. */
 static void test_flag_error_names_the_flag(void **state)
 {
     EXPECT_ARGS_ERROR("--health-interval: 'soon' is not a duration (e.g. 500ms, 10s, 2m)", "--health-interval", "soon");
@@ -556,8 +556,8 @@ static void test_flag_error_names_the_flag(void **state)
     lb_config_free(&c);
 }
 
-/* BUG: any argument that merely starts with "--config" is taken for --config, so a mistyped
- * "--configfile x" reads the file "x" instead of being reported as an unknown option. */
+/* Regression: any argument that merely started with "--config" was taken for --config, so a
+ * mistyped "--configfile x" read the file "x" instead of being reported as an unknown option. */
 static void test_config_prefix_is_not_config(void **state)
 {
     EXPECT_ARGS_ERROR("unknown option '--configfile' (see --help)", "--configfile", "/nonexistent/agora.ini");
@@ -592,10 +592,10 @@ static void test_parse_duration(void **state)
     }
 }
 
-/* BUG: "nan" (and "NaN", "nanms") pass every check in lb_parse_duration (NaN < 0 and NaN > limit
- * are both false) and are converted to unsigned, which is undefined behaviour (UBSan:
- * float-cast-overflow); the call returns 0 with an arbitrary value. "--health-interval nan"
- * is accepted. Fix: reject !(v >= 0) / isnan(v). */
+/* Regression: "nan" (and "NaN", "nanms") passed every check in lb_parse_duration (NaN < 0 and
+ * NaN > limit are both false) and were converted to unsigned, which is undefined behaviour (UBSan:
+ * float-cast-overflow); the call returned 0 with an arbitrary value and "--health-interval nan"
+ * was accepted. The fix rejects !(v >= 0). */
 static void test_parse_duration_nan(void **state)
 {
     unsigned ms = 12345;
