@@ -216,9 +216,15 @@ def test_flood_of_64_guessers_for_10s_gets_10_tries_then_429(cluster_factory):
     for resp in statuses:
         counts[resp.status] = counts.get(resp.status, 0) + 1
     assert counts.get(401) == 10, counts  # the limit, exactly, across the three servers
-    assert set(counts) == {401, 429}, counts
-    assert counts[429] >= 64, counts
+    # 503: the hashing queue is bounded, and on a loaded machine a few flood requests may wait past
+    # --hash-wait for a thread (they are answered 503 with Retry-After, never queued without
+    # bound); the GETs below are what must never see one
+    assert set(counts) <= {401, 429, 503}, counts
+    assert counts[429] >= 64 and counts.get(503, 0) * 10 < counts[429], counts
     for resp in statuses:
+        if resp.status == 503:
+            assert_json_error(resp, 503)
+            assert resp.headers.get("retry-after") == "1", resp.headers
         if resp.status == 429:
             assert_json_error(resp, 429)
             assert 1 <= retry_after(resp) <= 900, resp.headers
