@@ -86,7 +86,12 @@ static void health(struct app *app, struct http_response *resp)
 {
     if (store_ping(app->store) == STORE_OK) {
         resp->status = 200;
-        buf_puts(&resp->body, "{\"status\":\"ok\"}");
+        struct jsonw w;
+        jsonw_init(&w, &resp->body, JSONW_COMPACT);
+        jsonw_object(&w);
+        jsonw_key(&w, "status");
+        jsonw_cstr(&w, "ok");
+        jsonw_end(&w);
     } else {
         fprintf(stderr, "agora: health check failed: %s\n", store_errmsg(app->store));
         resp->status = 503;

@@ -12,6 +12,7 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "core/jsonw.h"
 #include "core/net.h"
 #include "lb/admin.h"
 
@@ -233,21 +234,28 @@ int cmd_ctl(int argc, char **argv)
     if (!strcmp(cmd, "list") && rest == 0)
         return print_list(&k);
     if (!strcmp(cmd, "add") && (rest == 1 || (rest == 3 && !strcmp(argv[i + 1], "--weight")))) {
-        json_t *j = json_pack("{s:s}", "url", argv[i]);
+        long weight = 0;
         if (rest == 3) {
             char *end;
-            long w = strtol(argv[i + 2], &end, 10);
-            if (*end || w < 1 || w > 1000) {
+            weight = strtol(argv[i + 2], &end, 10);
+            if (*end || weight < 1 || weight > 1000) {
                 fprintf(stderr, "agora ctl: --weight must be 1..1000\n");
-                json_decref(j);
                 return 2;
             }
-            json_object_set_new(j, "weight", json_integer(w));
         }
-        char *txt = json_dumps(j, 0);
-        int rc = admin_call(&k, "POST", "/servers", txt);
-        free(txt);
-        json_decref(j);
+        struct buf b = {0};
+        struct jsonw w;
+        jsonw_init(&w, &b, JSONW_SPACED);
+        jsonw_object(&w);
+        jsonw_key(&w, "url");
+        jsonw_cstr(&w, argv[i]);
+        if (weight) {
+            jsonw_key(&w, "weight");
+            jsonw_int(&w, weight);
+        }
+        jsonw_end(&w);
+        int rc = admin_call(&k, "POST", "/servers", buf_cstr(&b));
+        buf_free(&b);
         return rc;
     }
     if (!strcmp(cmd, "remove") && rest == 1) {
@@ -256,8 +264,7 @@ int cmd_ctl(int argc, char **argv)
     }
     if (!strcmp(cmd, "drain") && (rest == 1 || (rest == 2 && !strcmp(argv[i + 1], "--park")))) {
         snprintf(path, sizeof(path), "/servers/%s/drain", argv[i]);
-        snprintf(body, sizeof(body), "{\"then\": \"%s\"}", rest == 2 ? "park" : "remove");
-        return admin_call(&k, "POST", path, body);
+        return admin_call(&k, "POST", path, rest == 2 ? "{\"then\": \"park\"}" : "{\"then\": \"remove\"}");
     }
     if (!strcmp(cmd, "enable") && rest == 1) {
         snprintf(path, sizeof(path), "/servers/%s/enable", argv[i]);
@@ -271,8 +278,16 @@ int cmd_ctl(int argc, char **argv)
             fprintf(stderr, "agora ctl: weight must be 1..1000\n");
             return 2;
         }
-        snprintf(body, sizeof(body), "{\"weight\": %ld}", w);
-        return admin_call(&k, "PUT", path, body);
+        struct buf b = {0};
+        struct jsonw jw;
+        jsonw_init(&jw, &b, JSONW_SPACED);
+        jsonw_object(&jw);
+        jsonw_key(&jw, "weight");
+        jsonw_int(&jw, w);
+        jsonw_end(&jw);
+        int rc = admin_call(&k, "PUT", path, buf_cstr(&b));
+        buf_free(&b);
+        return rc;
     }
     if (!strcmp(cmd, "server") && rest >= 1) {
         if (!strcmp(argv[i], "add") && rest == 1)

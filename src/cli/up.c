@@ -37,11 +37,12 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "core/jsonw.h"
 #include "core/loop.h"
 #include "core/net.h"
 #include "http/daemon.h"
-#include "lb/lb.h"
 #include "lb/admin.h"
+#include "lb/lb.h"
 
 #define MAX_CHILDREN 65
 #define MAX_ARGS     40
@@ -183,21 +184,33 @@ static void make_server(struct up *u, struct child *c, unsigned port)
     child_arg(c, "%s", u->web);
 }
 
-static void ctl_answer(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ctl_answer(int fd, const char *fmt, ...)
+/* Writes the JSON document in b (written with core/jsonw) and a newline to the control
+ * connection fd, then frees b. */
+static void ctl_answer(int fd, struct buf *b)
 {
-    char line[4096];
+    buf_puts(b, "\n");
+    ssize_t w = write(fd, buf_head(b), buf_used(b));
+    (void)w;
+    buf_free(b);
+}
+
+/* Answers {"error": message}, the message printf-formatted. */
+static void ctl_error(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ctl_error(int fd, const char *fmt, ...)
+{
+    char msg[512];
+    struct buf b = {0};
+    struct jsonw w;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n > sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    line[n++] = '\n';
-    ssize_t w = write(fd, line, (size_t)n);
-    (void)w;
+    jsonw_init(&w, &b, JSONW_SPACED);
+    jsonw_object(&w);
+    jsonw_key(&w, "error");
+    jsonw_cstr(&w, msg);
+    jsonw_end(&w);
+    ctl_answer(fd, &b);
 }
 
 /* Asks the balancer's admin API; returns the HTTP status or -1. */
@@ -222,33 +235,48 @@ static int admin(struct up *u, const char *method, const char *path, const char 
 static void ctl_add(struct up *u, int fd)
 {
     if (u->nkids >= MAX_CHILDREN) {
-        ctl_answer(fd, "{\"error\": \"at most %d processes\"}", MAX_CHILDREN);
+        ctl_error(fd, "at most %d processes", MAX_CHILDREN);
         return;
     }
     unsigned port = u->next_port++;
     struct child *c = &u->kids[u->nkids];
     make_server(u, c, port);
     if (spawn(u, c) < 0) {
-        ctl_answer(fd, "{\"error\": \"cannot start a server process\"}");
+        ctl_error(fd, "cannot start a server process");
         return;
     }
     u->nkids++;
     struct net_addr sa;
-    char a[64], body[128];
+    char a[64], url[80];
+    struct buf body = {0};
+    struct jsonw w;
     snprintf(a, sizeof(a), "127.0.0.1:%u", port);
+    snprintf(url, sizeof(url), "http://%s", a);
     net_parse_addr(a, &sa);
     if (wait_port(&sa, 10000) < 0) {
-        ctl_answer(fd, "{\"error\": \"server on port %u did not start listening\"}", port);
+        ctl_error(fd, "server on port %u did not start listening", port);
         return;
     }
-    snprintf(body, sizeof(body), "{\"url\": \"http://127.0.0.1:%u\"}", port);
-    int st = admin(u, "POST", "/servers", body);
+    jsonw_init(&w, &body, JSONW_SPACED);
+    jsonw_object(&w);
+    jsonw_key(&w, "url");
+    jsonw_cstr(&w, url);
+    jsonw_end(&w);
+    int st = admin(u, "POST", "/servers", buf_cstr(&body));
+    buf_free(&body);
     if (st != 201 && st != 409) {
-        ctl_answer(fd, "{\"error\": \"balancer refused the new server (status %d)\"}", st);
+        ctl_error(fd, "balancer refused the new server (status %d)", st);
         return;
     }
     fprintf(stderr, "agora up: added server on port %u\n", port);
-    ctl_answer(fd, "{\"added\": \"http://127.0.0.1:%u\", \"pid\": %d}", port, (int)c->pid);
+    jsonw_init(&w, &body, JSONW_SPACED);
+    jsonw_object(&w);
+    jsonw_key(&w, "added");
+    jsonw_cstr(&w, url);
+    jsonw_key(&w, "pid");
+    jsonw_int(&w, c->pid);
+    jsonw_end(&w);
+    ctl_answer(fd, &body);
 }
 
 static void ctl_remove(struct up *u, int fd, unsigned port)
@@ -261,33 +289,48 @@ static void ctl_remove(struct up *u, int fd, unsigned port)
         snprintf(path, sizeof(path), "/servers/127.0.0.1:%u/drain", port);
         int st = admin(u, "POST", path, "{\"then\": \"remove\"}");
         if (st != 202 && st != 404) {
-            ctl_answer(fd, "{\"error\": \"balancer refused to drain (status %d)\"}", st);
+            ctl_error(fd, "balancer refused to drain (status %d)", st);
             return;
         }
         c->retiring = 1;
         fprintf(stderr, "agora up: draining server on port %u\n", port);
-        ctl_answer(fd, "{\"draining\": \"http://127.0.0.1:%u\"}", port);
+        char url[64];
+        struct buf b = {0};
+        struct jsonw w;
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", port);
+        jsonw_init(&w, &b, JSONW_SPACED);
+        jsonw_object(&w);
+        jsonw_key(&w, "draining");
+        jsonw_cstr(&w, url);
+        jsonw_end(&w);
+        ctl_answer(fd, &b);
         return;
     }
-    ctl_answer(fd, "{\"error\": \"no web server on port %u\"}", port);
+    ctl_error(fd, "no web server on port %u", port);
 }
 
 static void ctl_list(struct up *u, int fd)
 {
-    char line[4000];
-    size_t n = 0;
-    n += (size_t)snprintf(line + n, sizeof(line) - n, "{\"processes\": [");
-    for (int i = 0; i < u->nkids && n < sizeof(line) - 200; i++) {
+    struct buf b = {0};
+    struct jsonw w;
+    jsonw_init(&w, &b, JSONW_SPACED);
+    jsonw_object(&w);
+    jsonw_key(&w, "processes");
+    jsonw_array(&w);
+    for (int i = 0; i < u->nkids; i++) {
         struct child *c = &u->kids[i];
-        n += (size_t)snprintf(line + n, sizeof(line) - n, "%s{\"name\": \"%s\", \"pid\": %d, \"state\": \"%s\"}",
-                              i ? ", " : "", c->name, (int)c->pid,
-                              c->retired    ? "removed"
-                              : c->retiring ? "draining"
-                              : c->pid > 0  ? "running"
-                                            : "restarting");
+        jsonw_object(&w);
+        jsonw_key(&w, "name");
+        jsonw_cstr(&w, c->name);
+        jsonw_key(&w, "pid");
+        jsonw_int(&w, c->pid);
+        jsonw_key(&w, "state");
+        jsonw_cstr(&w, c->retired ? "removed" : c->retiring ? "draining" : c->pid > 0 ? "running" : "restarting");
+        jsonw_end(&w);
     }
-    snprintf(line + n, sizeof(line) - n, "]}");
-    ctl_answer(fd, "%s", line);
+    jsonw_end(&w);
+    jsonw_end(&w);
+    ctl_answer(fd, &b);
 }
 
 static void on_ctl(struct up *u)
@@ -304,7 +347,7 @@ static void on_ctl(struct up *u)
         cmd[strcspn(cmd, "\r\n")] = '\0';
         unsigned port;
         if (u->stopping)
-            ctl_answer(fd, "{\"error\": \"agora up is stopping\"}");
+            ctl_error(fd, "agora up is stopping");
         else if (!strcmp(cmd, "add"))
             ctl_add(u, fd);
         else if (!strcmp(cmd, "list"))
@@ -312,7 +355,7 @@ static void on_ctl(struct up *u)
         else if (sscanf(cmd, "remove %u", &port) == 1)
             ctl_remove(u, fd, port);
         else
-            ctl_answer(fd, "{\"error\": \"unknown command (add, remove PORT, list)\"}");
+            ctl_error(fd, "unknown command (add, remove PORT, list)");
     }
     close(fd);
 }

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/jsonw.h"
 #include "core/net.h"
 #include "http/climits.h"
 #include "http/pool.h"
@@ -325,15 +326,21 @@ static void conn_update_mask(struct http_conn *c)
 
 void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after)
 {
-    struct buf b = {0};
-    http_write_status_line(&b, status);
-    size_t mlen = strlen(message);
+    struct buf b = {0}, body = {0};
     if (c->srv->lim.json_errors) {
-        /* Messages are our own constant strings: no characters need escaping. */
-        buf_printf(&b, "Content-Type: application/json; charset=utf-8\r\nContent-Length: %zu\r\n", mlen + 13);
+        struct jsonw w;
+        jsonw_init(&w, &body, JSONW_COMPACT);
+        jsonw_object(&w);
+        jsonw_key(&w, "error");
+        jsonw_cstr(&w, message);
+        jsonw_end(&w);
     } else {
-        buf_printf(&b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n", mlen + 1);
+        buf_puts(&body, message);
     }
+    buf_puts(&body, "\n");
+    http_write_status_line(&b, status);
+    buf_printf(&b, "Content-Type: %s; charset=utf-8\r\nContent-Length: %zu\r\n",
+               c->srv->lim.json_errors ? "application/json" : "text/plain", buf_used(&body));
     if (close_after || !c->keep_alive)
         buf_puts(&b, "Connection: close\r\n");
     if (c->srv->lim.extra_headers)
@@ -341,14 +348,11 @@ void http_conn_respond_error(struct http_conn *c, int status, const char *messag
     if (status == 503 || status == 429)
         buf_printf(&b, "Retry-After: %u\r\n", c->retry_after ? c->retry_after : 1);
     buf_puts(&b, "\r\n");
-    if (!(c->head.method == HTTP_HEAD && c->state != ST_HEAD)) {
-        if (c->srv->lim.json_errors)
-            buf_printf(&b, "{\"error\":\"%s\"}\n", message);
-        else
-            buf_printf(&b, "%s\n", message);
-    }
+    if (!(c->head.method == HTTP_HEAD && c->state != ST_HEAD))
+        buf_append(&b, buf_head(&body), buf_used(&body));
     http_conn_send(c, buf_head(&b), buf_used(&b));
     buf_free(&b);
+    buf_free(&body);
     http_conn_response_done(c, !close_after);
 }
 
