@@ -14,7 +14,7 @@
 #include "app/store.h"
 #include "core/jsonw.h"
 
-#define API_MAX_BODY      (64 * 1024)
+#define API_MAX_BODY      (64 * 1024) /* request body limit, also the HTTP layer's (cli/server.c) */
 #define API_DEFAULT_LIMIT 20
 #define API_MAX_LIMIT     100
 /* A session's last use is written at most this often (ms): every authenticated request would

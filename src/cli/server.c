@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/api.h"
 #include "app/app.h"
 #include "app/client_addr.h"
 #include "cli/commands.h"
@@ -95,7 +96,7 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     w->hb.pick_ctx = w;
     struct http_server_limits lim;
     http_server_limits_default(&lim);
-    lim.max_body = 64 * 1024;
+    lim.max_body = API_MAX_BODY;
     lim.json_errors = 1;
     lim.extra_headers = o->served_by_header;
     lim.idle_timeout_ms = o->idle_ms;

@@ -23,10 +23,9 @@
 #include "http/climits.h"
 #include "http/pool.h"
 
-#define READ_CHUNK     16384
-#define OUT_HIGH_WATER (256 * 1024)
-#define LINGER_MS      2000          /* lingering close: how long input is discarded */
-#define LINGER_MAX     (1024 * 1024) /* ... and how much of it */
+#define READ_CHUNK 16384
+#define LINGER_MS  2000          /* lingering close: how long input is discarded */
+#define LINGER_MAX (1024 * 1024) /* ... and how much of it */
 
 enum conn_state { ST_HEAD, ST_BODY, ST_WAIT, ST_CLOSE };
 
@@ -239,7 +238,7 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
         conn_update_mask(c);
         conn_arm_timer(c);
     }
-    if (buf_used(&c->out) >= OUT_HIGH_WATER) {
+    if (buf_used(&c->out) >= HTTP_OUT_HIGH_WATER) {
         c->want_drain = 1;
         return 0;
     }

@@ -75,8 +75,12 @@ void http_server_free(struct http_server *s);
 /* Default limits, as documented in struct http_server_limits. */
 void http_server_limits_default(struct http_server_limits *lim);
 
-/* Queues n bytes for the client and tries to write them. Returns 1 while the queue is below its
- * high-water mark, 0 when the caller should stop producing until on_drain. */
+/* The output high-water mark: bytes queued for one connection (a client's here, a backend's in
+ * the proxy) beyond which the producer stops until the queue drains. */
+#define HTTP_OUT_HIGH_WATER (256 * 1024)
+
+/* Queues n bytes for the client and tries to write them. Returns 1 while the queue is below
+ * HTTP_OUT_HIGH_WATER, 0 when the caller should stop producing until on_drain. */
 int http_conn_send(struct http_conn *c, const void *p, size_t n);
 /* Cork: while corked, http_conn_send only queues; uncork writes everything queued in one go
  * (e.g. a response head and the first body bytes in one packet). Safe on a connection that was
