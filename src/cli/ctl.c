@@ -14,7 +14,29 @@
 #include "cli/commands.h"
 #include "core/jsonw.h"
 #include "core/net.h"
+#include "core/opts.h"
 #include "lb/admin.h"
+
+struct ctl_opts {
+    const char *admin, *token, *token_file, *data;
+};
+
+#define O(f) offsetof(struct ctl_opts, f)
+static const struct opts_def flags[] = {
+    {.flag = "admin",
+     .type = OPTS_PTR,
+     .off = O(admin),
+     .arg = "ADDR",
+     .help = "the admin API (default 127.0.0.1:8404)"},
+    {.flag = "token", .type = OPTS_PTR, .off = O(token), .arg = "TOKEN", .help = "the bearer token"},
+    {.flag = "token-file", .type = OPTS_PTR, .off = O(token_file), .arg = "FILE", .help = "read the token from FILE"},
+    {.flag = "data",
+     .type = OPTS_PTR,
+     .off = O(data),
+     .arg = "DIR",
+     .help = "`agora up`'s data directory (default ./data)"},
+};
+#undef O
 
 static void usage(void)
 {
@@ -35,7 +57,9 @@ static void usage(void)
            "  server add                start one more web server and add it to the balancer\n"
            "  server remove PORT        drain the web server on PORT, then stop it\n"
            "  server list               the processes `agora up` supervises\n\n"
-           "ADDR is host:port as shown by `list`.\n");
+           "ADDR is host:port as shown by `list`.\n\n"
+           "Options (before the command):\n");
+    opts_usage(stdout, flags, sizeof(flags) / sizeof(flags[0]), 24);
 }
 
 /* The admin API to call and how to authenticate. */
@@ -196,30 +220,19 @@ static int find_token(struct ctl *k, const char *flag_token, const char *token_f
 
 int cmd_ctl(int argc, char **argv)
 {
-    const char *admin = "127.0.0.1:8404", *flag_token = NULL, *token_file = NULL, *data = "data";
-    int i = 1;
-    for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
-        if (!strcmp(argv[i], "--help")) {
-            usage();
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "agora ctl: %s needs a value\n", argv[i]);
-            return 2;
-        }
-        if (!strcmp(argv[i], "--admin"))
-            admin = argv[++i];
-        else if (!strcmp(argv[i], "--token"))
-            flag_token = argv[++i];
-        else if (!strcmp(argv[i], "--token-file"))
-            token_file = argv[++i];
-        else if (!strcmp(argv[i], "--data"))
-            data = argv[++i];
-        else {
-            fprintf(stderr, "agora ctl: unknown option '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
+    struct ctl_opts o = {.admin = "127.0.0.1:8404", .data = "data"};
+    char err[256];
+    int i;
+    int r = opts_parse(flags, sizeof(flags) / sizeof(flags[0]), &o, argc, argv, OPTS_STOP_AT_ARG, &i, err, sizeof(err));
+    if (r == OPTS_HELP) {
+        usage();
+        return 0;
     }
+    if (r < 0) {
+        fprintf(stderr, "agora ctl: %s\n", err);
+        return 2;
+    }
+    const char *admin = o.admin, *flag_token = o.token, *token_file = o.token_file, *data = o.data;
     if (i >= argc) {
         usage();
         return 2;

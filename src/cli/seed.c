@@ -18,6 +18,7 @@
 #include "app/auth.h"
 #include "app/store.h"
 #include "cli/commands.h"
+#include "core/opts.h"
 
 #define MAX_USERS          10000000L
 #define MAX_POSTS_PER_USER 10000L
@@ -28,7 +29,7 @@
 struct seed_opts {
     long users, posts;
     const char *db, *password;
-    uint64_t seed;
+    long seed;
     int force;
 };
 
@@ -47,89 +48,58 @@ static uint64_t rng_next(struct rng *r)
 
 static double rng_unit(struct rng *r) { return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
 
+#define O(f) offsetof(struct seed_opts, f)
+static const struct opts_def flags[] = {
+    {.flag = "users", .type = OPTS_LONG, .off = O(users), .min = 1, .max = MAX_USERS, .help = "accounts user1..userN"},
+    {.flag = "posts-per-user",
+     .type = OPTS_LONG,
+     .off = O(posts),
+     .max = MAX_POSTS_PER_USER,
+     .arg = "M",
+     .help = "posts written by each user (default 10)"},
+    {.flag = "db", .type = OPTS_PTR, .off = O(db), .arg = "URL", .help = "database, e.g. sqlite:agora.db"},
+    {.flag = "password",
+     .type = OPTS_PTR,
+     .off = O(password),
+     .arg = "P",
+     .help = "password of every account (default password123)"},
+    {.flag = "seed",
+     .type = OPTS_LONG,
+     .off = O(seed),
+     .max = 0x7fffffffL,
+     .arg = "S",
+     .help = "random seed (default 1); same seed, same graph"},
+    {.flag = "force",
+     .type = OPTS_FLAG,
+     .off = O(force),
+     .help = "delete all existing data first (otherwise a non-empty\ndatabase is refused)"},
+};
+#undef O
+
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
             "\n"
-            "Fills an empty database with a deterministic synthetic social graph:\n"
-            "  --users N           accounts user1..userN (1-%ld)\n"
-            "  --posts-per-user M  posts written by each user (0-%ld, default 10)\n"
-            "  --db URL            database, e.g. sqlite:agora.db\n"
-            "  --password P        password of every account (default password123)\n"
-            "  --seed S            random seed (default 1); same seed, same graph\n"
-            "  --force             delete all existing data first (otherwise a non-empty\n"
-            "                      database is refused)\n",
+            "Fills an empty database with a deterministic synthetic social graph\n"
+            "(N from 1 to %ld, M from 0 to %ld):\n",
             MAX_USERS, MAX_POSTS_PER_USER);
-}
-
-static int parse_long(const char *name, const char *v, long min, long max, long *out)
-{
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < min || n > max) {
-        fprintf(stderr, "agora seed: %s must be an integer from %ld to %ld (got \"%s\")\n", name, min, max, v);
-        return -1;
-    }
-    *out = n;
-    return 0;
+    opts_usage(f, flags, sizeof(flags) / sizeof(flags[0]), 19);
 }
 
 /* Parses argv into o. Returns 0, 1 when --help was printed, or -1 after printing an error. */
 static int parse_args(int argc, char **argv, struct seed_opts *o)
 {
-    long seed = 1;
-    o->users = -1;
-    o->posts = 10;
-    o->db = NULL;
-    o->password = "password123";
-    o->force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        char name[32];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 1;
-        }
-        if (!strcmp(a, "--force")) {
-            o->force = 1;
-            continue;
-        }
-        const char *eq = strchr(a, '=');
-        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-        if (strncmp(a, "--", 2) != 0 || nl >= sizeof name) {
-            fprintf(stderr, "agora seed: unexpected argument \"%s\"\n", a);
-            usage(stderr);
-            return -1;
-        }
-        memcpy(name, a, nl);
-        name[nl] = '\0';
-        if (eq != NULL) {
-            v = eq + 1;
-        } else if (i + 1 < argc) {
-            v = argv[++i];
-        } else {
-            fprintf(stderr, "agora seed: %s needs a value\n", name);
-            return -1;
-        }
-        int rc = 0;
-        if (!strcmp(name, "--users"))
-            rc = parse_long(name, v, 1, MAX_USERS, &o->users);
-        else if (!strcmp(name, "--posts-per-user"))
-            rc = parse_long(name, v, 0, MAX_POSTS_PER_USER, &o->posts);
-        else if (!strcmp(name, "--seed"))
-            rc = parse_long(name, v, 0, 0x7fffffffL, &seed);
-        else if (!strcmp(name, "--db"))
-            o->db = v;
-        else if (!strcmp(name, "--password"))
-            o->password = v;
-        else {
-            fprintf(stderr, "agora seed: unknown option %s\n", name);
-            usage(stderr);
-            return -1;
-        }
-        if (rc != 0)
-            return -1;
+    char err[256];
+    *o = (struct seed_opts){.users = -1, .posts = 10, .password = "password123", .seed = 1};
+    int r = opts_parse(flags, sizeof(flags) / sizeof(flags[0]), o, argc, argv, 0, NULL, err, sizeof(err));
+    if (r == OPTS_HELP) {
+        usage(stdout);
+        return 1;
+    }
+    if (r < 0) {
+        fprintf(stderr, "agora seed: %s\n", err);
+        return -1;
     }
     if (o->users < 0 || o->db == NULL) {
         fprintf(stderr, "agora seed: --users and --db are required\n");
@@ -141,7 +111,6 @@ static int parse_args(int argc, char **argv, struct seed_opts *o)
         fprintf(stderr, "agora seed: --password must be 8-128 bytes (the sign-up rule)\n");
         return -1;
     }
-    o->seed = (uint64_t)seed;
     return 0;
 }
 

@@ -40,6 +40,7 @@
 #include "core/jsonw.h"
 #include "core/loop.h"
 #include "core/net.h"
+#include "core/opts.h"
 #include "http/daemon.h"
 #include "lb/admin.h"
 #include "lb/lb.h"
@@ -118,30 +119,66 @@ static int spawn(struct up *u, struct child *c)
     return 0;
 }
 
+struct up_opts {
+    char listen[128], data[PATH_MAX], policy[32], access_log[PATH_MAX];
+    unsigned nservers, server_workers, lb_workers;
+};
+
+#define O(f) offsetof(struct up_opts, f)
+#define S(f) sizeof(((struct up_opts *)0)->f)
+static const struct opts_def flags[] = {
+    {.flag = "listen",
+     .type = OPTS_STR,
+     .off = O(listen),
+     .size = S(listen),
+     .arg = "ADDR:PORT",
+     .help = "balancer address (default :8000); servers use the next N ports\non 127.0.0.1"},
+    {.flag = "servers",
+     .type = OPTS_UINT,
+     .off = O(nservers),
+     .min = 1,
+     .max = MAX_CHILDREN - 1,
+     .help = "number of web servers (default 3)"},
+    {.flag = "data",
+     .type = OPTS_STR,
+     .off = O(data),
+     .size = S(data),
+     .arg = "DIR",
+     .help = "data directory, database at DIR/agora.db (default ./data)"},
+    {.flag = "policy",
+     .type = OPTS_STR,
+     .off = O(policy),
+     .size = S(policy),
+     .arg = "NAME",
+     .help = "balancing policy (default least-conn)"},
+    {.flag = "server-workers",
+     .type = OPTS_UINT,
+     .off = O(server_workers),
+     .min = 1,
+     .max = 64,
+     .help = "worker threads per web server (default 1)"},
+    {.flag = "lb-workers",
+     .type = OPTS_UINT,
+     .off = O(lb_workers),
+     .min = 1,
+     .max = 256,
+     .help = "balancer worker threads (default: number of cores)"},
+    {.flag = "access-log",
+     .type = OPTS_STR,
+     .off = O(access_log),
+     .size = S(access_log),
+     .arg = "DEST",
+     .help = "balancer access log: off (default), stdout or a file"},
+};
+#undef O
+#undef S
+
 static void usage(void)
 {
     printf("usage: agora up [options]\n\n"
            "Runs the whole platform on this machine: the load balancer and N web servers sharing one\n"
-           "SQLite database. Ctrl-C (or SIGTERM) stops everything cleanly.\n\n"
-           "  --listen ADDR:PORT   balancer address (default :8000); servers use the next N ports\n"
-           "                       on 127.0.0.1\n"
-           "  --servers N          number of web servers (default 3)\n"
-           "  --data DIR           data directory, database at DIR/agora.db (default ./data)\n"
-           "  --policy NAME        balancing policy (default least-conn)\n"
-           "  --server-workers N   worker threads per web server (default 1)\n"
-           "  --lb-workers N       balancer worker threads (default: number of cores)\n"
-           "  --access-log DEST    balancer access log: off (default), stdout or a file\n"
-           "  --help               show this help\n");
-}
-
-static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
-{
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || n < (long)lo || n > (long)hi)
-        return -1;
-    *out = (unsigned)n;
-    return 0;
+           "SQLite database. Ctrl-C (or SIGTERM) stops everything cleanly.\n\n");
+    opts_usage(stdout, flags, sizeof(flags) / sizeof(flags[0]), 20);
 }
 
 /* Waits (bounded) until addr accepts connections. */
@@ -401,47 +438,24 @@ static int ctl_listen(struct up *u, const char *data)
 
 int cmd_up(int argc, char **argv)
 {
-    char listen[128] = ":8000", data[PATH_MAX] = "data", policy[32] = "least-conn", access_log[PATH_MAX] = "off";
-    unsigned nservers = 3, server_workers = 1, lb_workers = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage();
-            return 0;
-        }
-        const char *v = i + 1 < argc ? argv[++i] : NULL;
-        if (!v) {
-            fprintf(stderr, "agora up: %s needs a value (see --help)\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--listen"))
-            snprintf(listen, sizeof(listen), "%s", v);
-        else if (!strcmp(a, "--data"))
-            snprintf(data, sizeof(data), "%s", v);
-        else if (!strcmp(a, "--policy"))
-            snprintf(policy, sizeof(policy), "%s", v);
-        else if (!strcmp(a, "--access-log"))
-            snprintf(access_log, sizeof(access_log), "%s", v);
-        else if (!strcmp(a, "--servers")) {
-            if (parse_uint(v, 1, MAX_CHILDREN - 1, &nservers) < 0) {
-                fprintf(stderr, "agora up: --servers must be 1..%d\n", MAX_CHILDREN - 1);
-                return 2;
-            }
-        } else if (!strcmp(a, "--server-workers")) {
-            if (parse_uint(v, 1, 64, &server_workers) < 0) {
-                fprintf(stderr, "agora up: --server-workers must be 1..64\n");
-                return 2;
-            }
-        } else if (!strcmp(a, "--lb-workers")) {
-            if (parse_uint(v, 1, 256, &lb_workers) < 0) {
-                fprintf(stderr, "agora up: --lb-workers must be 1..256\n");
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "agora up: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
+    struct up_opts o = {.listen = ":8000",
+                        .data = "data",
+                        .policy = "least-conn",
+                        .access_log = "off",
+                        .nservers = 3,
+                        .server_workers = 1};
+    char err[256];
+    int r = opts_parse(flags, sizeof(flags) / sizeof(flags[0]), &o, argc, argv, 0, NULL, err, sizeof(err));
+    if (r == OPTS_HELP) {
+        usage();
+        return 0;
     }
+    if (r < 0) {
+        fprintf(stderr, "agora up: %s\n", err);
+        return 2;
+    }
+    const char *listen = o.listen, *data = o.data, *policy = o.policy, *access_log = o.access_log;
+    unsigned nservers = o.nservers, server_workers = o.server_workers, lb_workers = o.lb_workers;
     struct net_addr la;
     if (net_parse_addr(listen, &la) < 0 || la.ss.ss_family != AF_INET) {
         fprintf(stderr, "agora up: invalid --listen '%s' (expected IPv4 HOST:PORT)\n", listen);

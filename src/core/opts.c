@@ -208,6 +208,8 @@ static int walk(const struct opts_def *defs, size_t n, void *target, int argc, c
             }
         } else {
             val = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+            if (pass == 0 && !eq && val && (!strcmp(val, "--help") || !strcmp(val, "-h")))
+                return OPTS_HELP; /* "--name --help": help, not a value */
         }
         int mine = pass == 1 ? d->early : pass == 2 ? !d->early : 0;
         if (!mine)
@@ -259,11 +261,12 @@ static const char *arg_name(const struct opts_def *d)
     }
 }
 
-/* Prints "  LEFT  help", continuation lines of help under its first column. */
+/* Prints "  LEFT help" (LEFT padded to width; two spaces after a longer one), continuation lines
+ * of help under its first column. */
 static void usage_line(FILE *f, int width, const char *left, const char *help)
 {
     const char *nl;
-    fprintf(f, "  %-*s ", width, left);
+    fprintf(f, "  %-*s %s", width, left, (int)strlen(left) > width ? " " : "");
     while ((nl = strchr(help, '\n')) != NULL) {
         fprintf(f, "%.*s\n  %-*s ", (int)(nl - help), help, width, "");
         help = nl + 1;
