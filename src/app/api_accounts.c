@@ -148,8 +148,7 @@ static void follow(struct api *a, int on)
     struct jsonw w;
     jsonw_init(&w, &a->resp->body, JSONW_COMPACT);
     jsonw_object(&w);
-    jsonw_key(&w, "following");
-    jsonw_bool(&w, on);
+    jsonw_kv_bool(&w, "following", on);
     jsonw_end(&w);
 }
 
@@ -235,8 +234,7 @@ void api_sessions_create(struct api *a)
     struct jsonw w;
     jsonw_init(&w, &a->resp->body, JSONW_COMPACT);
     jsonw_object(&w);
-    jsonw_key(&w, "token");
-    jsonw_cstr(&w, token);
+    jsonw_kv_str(&w, "token", token);
     jsonw_key(&w, "account");
     json_put_account(&w, &acc);
     jsonw_end(&w);

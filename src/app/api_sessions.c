@@ -33,18 +33,12 @@ static int put_session(void *ctx, const struct store_session *s)
     if (api_list_row(&sl->l, s->id))
         return 1;
     jsonw_object(w);
-    jsonw_key(w, "id");
-    json_put_id(w, s->id);
-    jsonw_key(w, "created_at");
-    json_put_time(w, s->created_at);
-    jsonw_key(w, "last_used_at");
-    json_put_time(w, s->last_used_at);
-    jsonw_key(w, "expires_at");
-    json_put_time(w, s->last_used_at + a->app->store->session_ttl_ms);
-    jsonw_key(w, "user_agent");
-    jsonw_cstr(w, s->user_agent);
-    jsonw_key(w, "current");
-    jsonw_bool(w, s->id == sl->current);
+    json_kv_id(w, "id", s->id);
+    json_kv_time(w, "created_at", s->created_at);
+    json_kv_time(w, "last_used_at", s->last_used_at);
+    json_kv_time(w, "expires_at", s->last_used_at + a->app->store->session_ttl_ms);
+    jsonw_kv_str(w, "user_agent", s->user_agent);
+    jsonw_kv_bool(w, "current", s->id == sl->current);
     jsonw_end(w);
     return 0;
 }
@@ -102,7 +96,7 @@ void api_me_sessions_revoke_all(struct api *a)
         return;
     }
     a->resp->status = 200;
-    json_put_count(&a->resp->body, "revoked", n);
+    jsonw_doc_int(&a->resp->body, JSONW_COMPACT, "revoked", n);
 }
 
 /* Reads a required string member; answers 422 when absent and returns -1 (also on 400). */
@@ -151,7 +145,7 @@ void api_me_password(struct api *a)
     }
     a->resp->status = 200;
     http_response_header(a->resp, "Cache-Control", "no-store");
-    json_put_count(&a->resp->body, "revoked", n);
+    jsonw_doc_int(&a->resp->body, JSONW_COMPACT, "revoked", n);
 out:
     json_decref(body);
 }

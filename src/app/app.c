@@ -86,12 +86,7 @@ static void health(struct app *app, struct http_response *resp)
 {
     if (store_ping(app->store) == STORE_OK) {
         resp->status = 200;
-        struct jsonw w;
-        jsonw_init(&w, &resp->body, JSONW_COMPACT);
-        jsonw_object(&w);
-        jsonw_key(&w, "status");
-        jsonw_cstr(&w, "ok");
-        jsonw_end(&w);
+        jsonw_doc_str(&resp->body, JSONW_COMPACT, "status", "ok");
     } else {
         fprintf(stderr, "agora: health check failed: %s\n", store_errmsg(app->store));
         resp->status = 503;

@@ -3,12 +3,13 @@
 
 #include <string.h>
 
-void json_put_id(struct jsonw *w, int64_t id)
+void json_kv_id(struct jsonw *w, const char *key, int64_t id)
 {
     char tmp[24];
     size_t n = jsonw_format_int(tmp + 1, id);
     tmp[0] = '"';
     tmp[n + 1] = '"';
+    jsonw_key(w, key);
     jsonw_raw(w, tmp, n + 2);
 }
 
@@ -62,76 +63,48 @@ size_t json_format_time(char *out, int64_t ms)
     return (size_t)(p - out);
 }
 
-void json_put_time(struct jsonw *w, int64_t ms)
+void json_kv_time(struct jsonw *w, const char *key, int64_t ms)
 {
     char tmp[40];
     size_t n = json_format_time(tmp + 1, ms);
     tmp[0] = '"';
     tmp[n + 1] = '"';
+    jsonw_key(w, key);
     jsonw_raw(w, tmp, n + 2);
 }
 
 void json_put_account(struct jsonw *w, const struct store_account *a)
 {
     jsonw_object(w);
-    jsonw_key(w, "id");
-    json_put_id(w, a->id);
-    jsonw_key(w, "username");
-    jsonw_cstr(w, a->username);
-    jsonw_key(w, "display_name");
-    jsonw_cstr(w, a->display_name);
-    jsonw_key(w, "created_at");
-    json_put_time(w, a->created_at);
-    jsonw_key(w, "followers_count");
-    jsonw_int(w, a->followers_count);
-    jsonw_key(w, "following_count");
-    jsonw_int(w, a->following_count);
-    jsonw_key(w, "posts_count");
-    jsonw_int(w, a->posts_count);
+    json_kv_id(w, "id", a->id);
+    jsonw_kv_str(w, "username", a->username);
+    jsonw_kv_str(w, "display_name", a->display_name);
+    json_kv_time(w, "created_at", a->created_at);
+    jsonw_kv_int(w, "followers_count", a->followers_count);
+    jsonw_kv_int(w, "following_count", a->following_count);
+    jsonw_kv_int(w, "posts_count", a->posts_count);
     jsonw_end(w);
 }
 
 void json_put_post(struct jsonw *w, const struct store_post *p)
 {
     jsonw_object(w);
-    jsonw_key(w, "id");
-    json_put_id(w, p->id);
+    json_kv_id(w, "id", p->id);
     jsonw_key(w, "author");
     json_put_account(w, &p->author);
     jsonw_key(w, "text");
     jsonw_str(w, p->text, p->text_len);
-    jsonw_key(w, "created_at");
-    json_put_time(w, p->created_at);
-    jsonw_key(w, "reply_to");
-    if (p->reply_to > 0)
-        json_put_id(w, p->reply_to);
-    else
+    json_kv_time(w, "created_at", p->created_at);
+    if (p->reply_to > 0) {
+        json_kv_id(w, "reply_to", p->reply_to);
+    } else {
+        jsonw_key(w, "reply_to");
         jsonw_null(w);
-    jsonw_key(w, "likes_count");
-    jsonw_int(w, p->likes_count);
-    jsonw_key(w, "replies_count");
-    jsonw_int(w, p->replies_count);
-    jsonw_key(w, "liked");
-    jsonw_bool(w, p->liked);
+    }
+    jsonw_kv_int(w, "likes_count", p->likes_count);
+    jsonw_kv_int(w, "replies_count", p->replies_count);
+    jsonw_kv_bool(w, "liked", p->liked);
     jsonw_end(w);
 }
 
-void json_put_error(struct buf *b, const char *msg)
-{
-    struct jsonw w;
-    jsonw_init(&w, b, JSONW_COMPACT);
-    jsonw_object(&w);
-    jsonw_key(&w, "error");
-    jsonw_cstr(&w, msg);
-    jsonw_end(&w);
-}
-
-void json_put_count(struct buf *b, const char *name, int64_t n)
-{
-    struct jsonw w;
-    jsonw_init(&w, b, JSONW_COMPACT);
-    jsonw_object(&w);
-    jsonw_key(&w, name);
-    jsonw_int(&w, n);
-    jsonw_end(&w);
-}
+void json_put_error(struct buf *b, const char *msg) { jsonw_doc_str(b, JSONW_COMPACT, "error", msg); }

@@ -3,8 +3,8 @@
  * Requests are parsed with jansson; responses are written with the one JSON writer (core/jsonw.h,
  * compact layout), which does the escaping and the commas: each json_put_* below writes one
  * complete JSON value through a struct jsonw (a member's value after jsonw_key, or an array
- * element). UTF-8 checks are jsonw_utf8_valid. Timestamps are RFC 3339 UTC with milliseconds, e.g.
- * "2026-11-24T10:00:00.000Z"; ids are decimal strings. */
+ * element); json_kv_* write a whole member. UTF-8 checks are jsonw_utf8_valid. Timestamps are RFC 3339 UTC with
+ * milliseconds, e.g. "2026-11-24T10:00:00.000Z"; ids are decimal strings. */
 #ifndef AGORA_APP_JSON_H
 #define AGORA_APP_JSON_H
 #include <stddef.h>
@@ -14,10 +14,11 @@
 #include "core/buf.h"
 #include "core/jsonw.h"
 
-/* Writes an id as a JSON string ("42"). */
-void json_put_id(struct jsonw *w, int64_t id);
-/* Writes a timestamp (ms since the epoch) as a JSON string in RFC 3339 UTC with milliseconds. */
-void json_put_time(struct jsonw *w, int64_t ms);
+/* Writes the member key: an id as a JSON string ("42"). */
+void json_kv_id(struct jsonw *w, const char *key, int64_t id);
+/* Writes the member key: a timestamp (ms since the epoch) as a JSON string in RFC 3339 UTC with
+ * milliseconds. */
+void json_kv_time(struct jsonw *w, const char *key, int64_t ms);
 /* Formats ms as RFC 3339 UTC with milliseconds into out (at least 32 bytes); returns the length. */
 size_t json_format_time(char *out, int64_t ms);
 /* Writes {"id","username","display_name","created_at","followers_count","following_count",
@@ -28,7 +29,5 @@ void json_put_account(struct jsonw *w, const struct store_account *a);
 void json_put_post(struct jsonw *w, const struct store_post *p);
 /* Appends the whole document {"error":msg} (compact) to b. */
 void json_put_error(struct buf *b, const char *msg);
-/* Appends the whole document {name:n} (compact) to b, e.g. {"revoked":3}. */
-void json_put_count(struct buf *b, const char *name, int64_t n);
 
 #endif

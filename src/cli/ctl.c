@@ -260,11 +260,9 @@ int cmd_ctl(int argc, char **argv)
         struct jsonw w;
         jsonw_init(&w, &b, JSONW_SPACED);
         jsonw_object(&w);
-        jsonw_key(&w, "url");
-        jsonw_cstr(&w, argv[i]);
+        jsonw_kv_str(&w, "url", argv[i]);
         if (weight) {
-            jsonw_key(&w, "weight");
-            jsonw_int(&w, weight);
+            jsonw_kv_int(&w, "weight", weight);
         }
         jsonw_end(&w);
         int rc = admin_call(&k, "POST", "/servers", buf_cstr(&b));
@@ -292,12 +290,7 @@ int cmd_ctl(int argc, char **argv)
             return 2;
         }
         struct buf b = {0};
-        struct jsonw jw;
-        jsonw_init(&jw, &b, JSONW_SPACED);
-        jsonw_object(&jw);
-        jsonw_key(&jw, "weight");
-        jsonw_int(&jw, w);
-        jsonw_end(&jw);
+        jsonw_doc_int(&b, JSONW_SPACED, "weight", w);
         int rc = admin_call(&k, "PUT", path, buf_cstr(&b));
         buf_free(&b);
         return rc;

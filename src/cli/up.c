@@ -237,16 +237,11 @@ static void ctl_error(int fd, const char *fmt, ...)
 {
     char msg[512];
     struct buf b = {0};
-    struct jsonw w;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    jsonw_init(&w, &b, JSONW_SPACED);
-    jsonw_object(&w);
-    jsonw_key(&w, "error");
-    jsonw_cstr(&w, msg);
-    jsonw_end(&w);
+    jsonw_doc_str(&b, JSONW_SPACED, "error", msg);
     ctl_answer(fd, &b);
 }
 
@@ -294,11 +289,7 @@ static void ctl_add(struct up *u, int fd)
         ctl_error(fd, "server on port %u did not start listening", port);
         return;
     }
-    jsonw_init(&w, &body, JSONW_SPACED);
-    jsonw_object(&w);
-    jsonw_key(&w, "url");
-    jsonw_cstr(&w, url);
-    jsonw_end(&w);
+    jsonw_doc_str(&body, JSONW_SPACED, "url", url);
     int st = admin(u, "POST", "/servers", buf_cstr(&body));
     buf_free(&body);
     if (st != 201 && st != 409) {
@@ -308,10 +299,8 @@ static void ctl_add(struct up *u, int fd)
     fprintf(stderr, "agora up: added server on port %u\n", port);
     jsonw_init(&w, &body, JSONW_SPACED);
     jsonw_object(&w);
-    jsonw_key(&w, "added");
-    jsonw_cstr(&w, url);
-    jsonw_key(&w, "pid");
-    jsonw_int(&w, c->pid);
+    jsonw_kv_str(&w, "added", url);
+    jsonw_kv_int(&w, "pid", c->pid);
     jsonw_end(&w);
     ctl_answer(fd, &body);
 }
@@ -333,13 +322,8 @@ static void ctl_remove(struct up *u, int fd, unsigned port)
         fprintf(stderr, "agora up: draining server on port %u\n", port);
         char url[64];
         struct buf b = {0};
-        struct jsonw w;
         snprintf(url, sizeof(url), "http://127.0.0.1:%u", port);
-        jsonw_init(&w, &b, JSONW_SPACED);
-        jsonw_object(&w);
-        jsonw_key(&w, "draining");
-        jsonw_cstr(&w, url);
-        jsonw_end(&w);
+        jsonw_doc_str(&b, JSONW_SPACED, "draining", url);
         ctl_answer(fd, &b);
         return;
     }
@@ -357,12 +341,13 @@ static void ctl_list(struct up *u, int fd)
     for (int i = 0; i < u->nkids; i++) {
         struct child *c = &u->kids[i];
         jsonw_object(&w);
-        jsonw_key(&w, "name");
-        jsonw_cstr(&w, c->name);
-        jsonw_key(&w, "pid");
-        jsonw_int(&w, c->pid);
-        jsonw_key(&w, "state");
-        jsonw_cstr(&w, c->retired ? "removed" : c->retiring ? "draining" : c->pid > 0 ? "running" : "restarting");
+        jsonw_kv_str(&w, "name", c->name);
+        jsonw_kv_int(&w, "pid", c->pid);
+        jsonw_kv_str(&w, "state",
+                     c->retired    ? "removed"
+                     : c->retiring ? "draining"
+                     : c->pid > 0  ? "running"
+                                   : "restarting");
         jsonw_end(&w);
     }
     jsonw_end(&w);

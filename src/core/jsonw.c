@@ -239,3 +239,45 @@ void jsonw_raw(struct jsonw *w, const char *json, size_t n)
     before_value(w);
     buf_append(w->b, json, n);
 }
+
+void jsonw_kv_str(struct jsonw *w, const char *key, const char *s)
+{
+    jsonw_key(w, key);
+    jsonw_cstr(w, s);
+}
+
+void jsonw_kv_int(struct jsonw *w, const char *key, int64_t v)
+{
+    jsonw_key(w, key);
+    jsonw_int(w, v);
+}
+
+void jsonw_kv_uint(struct jsonw *w, const char *key, uint64_t v)
+{
+    jsonw_key(w, key);
+    jsonw_uint(w, v);
+}
+
+void jsonw_kv_bool(struct jsonw *w, const char *key, int v)
+{
+    jsonw_key(w, key);
+    jsonw_bool(w, v);
+}
+
+void jsonw_doc_str(struct buf *b, int layout, const char *key, const char *s)
+{
+    struct jsonw w;
+    jsonw_init(&w, b, layout);
+    jsonw_object(&w);
+    jsonw_kv_str(&w, key, s);
+    jsonw_end(&w);
+}
+
+void jsonw_doc_int(struct buf *b, int layout, const char *key, int64_t v)
+{
+    struct jsonw w;
+    jsonw_init(&w, b, layout);
+    jsonw_object(&w);
+    jsonw_kv_int(&w, key, v);
+    jsonw_end(&w);
+}

@@ -57,6 +57,17 @@ void jsonw_null(struct jsonw *w);
 /* Writes n bytes that already are one complete JSON value (the caller vouches for them). */
 void jsonw_raw(struct jsonw *w, const char *json, size_t n);
 
+/* An object member in one call: jsonw_key then the value. */
+void jsonw_kv_str(struct jsonw *w, const char *key, const char *s);
+void jsonw_kv_int(struct jsonw *w, const char *key, int64_t v);
+void jsonw_kv_uint(struct jsonw *w, const char *key, uint64_t v);
+void jsonw_kv_bool(struct jsonw *w, const char *key, int v);
+
+/* Appends a whole one-member document to b, {"key": "s"} or {"key": v} in the given layout (the
+ * error bodies {"error": "..."}, {"revoked": 3}...). */
+void jsonw_doc_str(struct buf *b, int layout, const char *key, const char *s);
+void jsonw_doc_int(struct buf *b, int layout, const char *key, int64_t v);
+
 /* Appends s[0,n) to b as a quoted, escaped JSON string (the escaping jsonw_str uses). */
 void jsonw_put_str(struct buf *b, const char *s, size_t n);
 /* Writes v in decimal to out (at least 21 bytes); returns the length. */

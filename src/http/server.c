@@ -326,16 +326,10 @@ static void conn_update_mask(struct http_conn *c)
 void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after)
 {
     struct buf b = {0}, body = {0};
-    if (c->srv->lim.json_errors) {
-        struct jsonw w;
-        jsonw_init(&w, &body, JSONW_COMPACT);
-        jsonw_object(&w);
-        jsonw_key(&w, "error");
-        jsonw_cstr(&w, message);
-        jsonw_end(&w);
-    } else {
+    if (c->srv->lim.json_errors)
+        jsonw_doc_str(&body, JSONW_COMPACT, "error", message);
+    else
         buf_puts(&body, message);
-    }
     buf_puts(&body, "\n");
     http_write_status_line(&b, status);
     buf_printf(&b, "Content-Type: %s; charset=utf-8\r\nContent-Length: %zu\r\n",

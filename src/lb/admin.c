@@ -79,8 +79,7 @@ static void reply_error(struct http_response *resp, int status, const char *fmt,
     buf_vprintf(&msg, fmt, ap);
     va_end(ap);
     reply_begin(resp, status, &w);
-    jsonw_key(&w, "error");
-    jsonw_str(&w, buf_head(&msg), buf_used(&msg));
+    jsonw_kv_str(&w, "error", buf_cstr(&msg));
     reply_end(&w);
     buf_free(&msg);
 }
@@ -323,12 +322,9 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
     fprintf(stderr, "agora lb: admin: added %s\n", s->url);
     struct jsonw w;
     reply_begin(resp, 201, &w);
-    jsonw_key(&w, "added");
-    jsonw_cstr(&w, s->url);
-    jsonw_key(&w, "address");
-    jsonw_cstr(&w, s->key);
-    jsonw_key(&w, "weight");
-    jsonw_uint(&w, atomic_load(&s->weight));
+    jsonw_kv_str(&w, "added", s->url);
+    jsonw_kv_str(&w, "address", s->key);
+    jsonw_kv_uint(&w, "weight", atomic_load(&s->weight));
     reply_end(&w);
     lb_server_unref(s);
 out:
@@ -378,8 +374,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         set_change(a, NULL, s);
         fprintf(stderr, "agora lb: admin: removed %s\n", s->url);
         reply_begin(resp, 200, &w);
-        jsonw_key(&w, "removed");
-        jsonw_cstr(&w, s->url);
+        jsonw_kv_str(&w, "removed", s->url);
         reply_end(&w);
     } else if (action && ACTION("weight") && (h->method == HTTP_PUT || h->method == HTTP_POST)) {
         json_t *j = parse_body(req, resp);
@@ -392,10 +387,8 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
             atomic_store(&s->weight, (unsigned)json_integer_value(wt));
             set_change(a, NULL, NULL); /* new generation: policies rebuild with the new weight */
             reply_begin(resp, 200, &w);
-            jsonw_key(&w, "address");
-            jsonw_cstr(&w, s->key);
-            jsonw_key(&w, "weight");
-            jsonw_uint(&w, atomic_load(&s->weight));
+            jsonw_kv_str(&w, "address", s->key);
+            jsonw_kv_uint(&w, "weight", atomic_load(&s->weight));
             reply_end(&w);
         }
         json_decref(j);
@@ -413,12 +406,9 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
             atomic_store(&s->admin, LB_ADMIN_DRAINING);
             fprintf(stderr, "agora lb: admin: draining %s\n", s->url);
             reply_begin(resp, 202, &w);
-            jsonw_key(&w, "draining");
-            jsonw_cstr(&w, s->key);
-            jsonw_key(&w, "in_flight");
-            jsonw_int(&w, atomic_load(&s->inflight));
-            jsonw_key(&w, "then");
-            jsonw_cstr(&w, remove ? "remove" : "park");
+            jsonw_kv_str(&w, "draining", s->key);
+            jsonw_kv_int(&w, "in_flight", atomic_load(&s->inflight));
+            jsonw_kv_str(&w, "then", remove ? "remove" : "park");
             reply_end(&w);
         }
         json_decref(j);
@@ -426,8 +416,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         atomic_store(&s->admin, LB_ADMIN_ACTIVE);
         atomic_store(&s->up_since_ms, loop_clock_us() / 1000); /* slow start again */
         reply_begin(resp, 200, &w);
-        jsonw_key(&w, "enabled");
-        jsonw_cstr(&w, s->key);
+        jsonw_kv_str(&w, "enabled", s->key);
         reply_end(&w);
     } else if (!action || ACTION("weight") || ACTION("drain") || ACTION("enable")) {
         reply_error(resp, 405, "method not allowed");

@@ -264,20 +264,15 @@ void lb_stats_json(const struct lb_set *set, const char *policy, struct buf *out
     jsonw_object(&w);
     jsonw_key(&w, "health");
     jsonw_object(&w);
-    for (size_t i = 0; i < set->n; i++) {
-        jsonw_key(&w, set->servers[i]->url);
-        jsonw_bool(&w, atomic_load(&set->servers[i]->healthy));
-    }
+    for (size_t i = 0; i < set->n; i++)
+        jsonw_kv_bool(&w, set->servers[i]->url, atomic_load(&set->servers[i]->healthy));
     jsonw_end(&w);
     jsonw_key(&w, "connections");
     jsonw_object(&w);
-    for (size_t i = 0; i < set->n; i++) {
-        jsonw_key(&w, set->servers[i]->url);
-        jsonw_int(&w, atomic_load(&set->servers[i]->inflight));
-    }
+    for (size_t i = 0; i < set->n; i++)
+        jsonw_kv_int(&w, set->servers[i]->url, atomic_load(&set->servers[i]->inflight));
     jsonw_end(&w);
-    jsonw_key(&w, "policy");
-    jsonw_cstr(&w, policy);
+    jsonw_kv_str(&w, "policy", policy);
     jsonw_key(&w, "servers");
     jsonw_array(&w);
     for (size_t i = 0; i < set->n; i++) {
@@ -287,32 +282,21 @@ void lb_stats_json(const struct lb_set *set, const char *policy, struct buf *out
         char last[sizeof s->hc_last];
         lb_server_last_check(s, last, sizeof last);
         jsonw_object(&w);
-        jsonw_key(&w, "url");
-        jsonw_cstr(&w, s->url);
-        jsonw_key(&w, "address");
-        jsonw_cstr(&w, s->key);
-        jsonw_key(&w, "state");
-        jsonw_cstr(&w, admin != LB_ADMIN_ACTIVE ? admin_name(admin) : healthy ? "up" : "down");
-        jsonw_key(&w, "healthy");
-        jsonw_bool(&w, healthy);
-        jsonw_key(&w, "admin");
-        jsonw_cstr(&w, admin_name(admin));
-        jsonw_key(&w, "weight");
-        jsonw_uint(&w, atomic_load(&s->weight));
-        jsonw_key(&w, "in_flight");
-        jsonw_int(&w, atomic_load(&s->inflight));
-        jsonw_key(&w, "requests");
-        jsonw_uint(&w, atomic_load(&s->total));
-        jsonw_key(&w, "errors");
-        jsonw_uint(&w, atomic_load(&s->errors));
-        jsonw_key(&w, "ejections");
-        jsonw_uint(&w, atomic_load(&s->ejections_total));
+        jsonw_kv_str(&w, "url", s->url);
+        jsonw_kv_str(&w, "address", s->key);
+        jsonw_kv_str(&w, "state", admin != LB_ADMIN_ACTIVE ? admin_name(admin) : healthy ? "up" : "down");
+        jsonw_kv_bool(&w, "healthy", healthy);
+        jsonw_kv_str(&w, "admin", admin_name(admin));
+        jsonw_kv_uint(&w, "weight", atomic_load(&s->weight));
+        jsonw_kv_int(&w, "in_flight", atomic_load(&s->inflight));
+        jsonw_kv_uint(&w, "requests", atomic_load(&s->total));
+        jsonw_kv_uint(&w, "errors", atomic_load(&s->errors));
+        jsonw_kv_uint(&w, "ejections", atomic_load(&s->ejections_total));
         jsonw_key(&w, "latency_p50_ms");
         jsonw_double(&w, (double)lb_hist_percentile(s, 50) / 1000.0, 3);
         jsonw_key(&w, "latency_p99_ms");
         jsonw_double(&w, (double)lb_hist_percentile(s, 99) / 1000.0, 3);
-        jsonw_key(&w, "last_check");
-        jsonw_cstr(&w, last);
+        jsonw_kv_str(&w, "last_check", last);
         jsonw_end(&w);
     }
     jsonw_end(&w);
