@@ -21,46 +21,41 @@ struct ctl_opts {
     const char *admin, *token, *token_file, *data;
 };
 
-#define O(f) offsetof(struct ctl_opts, f)
+#define ROW(fl, f, a, h) OPTS_ROW(struct ctl_opts, fl, OPTS_PTR, f, 0, 0, a, NULL, h)
 static const struct opts_def flags[] = {
-    {.flag = "admin",
-     .type = OPTS_PTR,
-     .off = O(admin),
-     .arg = "ADDR",
-     .help = "the admin API (default 127.0.0.1:8404)"},
-    {.flag = "token", .type = OPTS_PTR, .off = O(token), .arg = "TOKEN", .help = "the bearer token"},
-    {.flag = "token-file", .type = OPTS_PTR, .off = O(token_file), .arg = "FILE", .help = "read the token from FILE"},
-    {.flag = "data",
-     .type = OPTS_PTR,
-     .off = O(data),
-     .arg = "DIR",
-     .help = "`agora up`'s data directory (default ./data)"},
+    ROW("admin", admin, "ADDR", "the admin API (default 127.0.0.1:8404)"),
+    ROW("token", token, "TOKEN", "the bearer token"),
+    ROW("token-file", token_file, "FILE", "read the token from FILE"),
+    ROW("data", data, "DIR", "`agora up`'s data directory (default ./data)"),
 };
-#undef O
+#undef ROW
 
-static void usage(void)
-{
-    printf("usage: agora ctl [--admin ADDR] [--token-file FILE | --token TOKEN] [--data DIR] COMMAND\n"
-           "       agora ctl [--data DIR] server add|remove PORT|list\n\n"
-           "Changes a running balancer without a restart, through its admin API (default\n"
-           "127.0.0.1:8404). The bearer token is the first of: --token, --token-file FILE,\n"
-           "$AGORA_ADMIN_TOKEN, the file a balancer on ADDR's port generates by default\n"
-           "($XDG_RUNTIME_DIR/agora-admin-PORT.token, else /tmp/agora-UID/admin-PORT.token),\n"
-           "DIR/admin.token (`agora up`'s; --data, default ./data).\n\n"
-           "  list                      servers with state, weight, in-flight and counters\n"
-           "  add URL [--weight N]      add a server (checked at once, slow start)\n"
-           "  remove ADDR               remove a server now (in-flight requests finish)\n"
-           "  drain ADDR [--park]       no new requests; removed (or parked) once idle\n"
-           "  enable ADDR               put a drained or parked server back\n"
-           "  weight ADDR N             set a server's weight\n\n"
-           "With `agora up` running (data directory --data, default ./data):\n"
-           "  server add                start one more web server and add it to the balancer\n"
-           "  server remove PORT        drain the web server on PORT, then stop it\n"
-           "  server list               the processes `agora up` supervises\n\n"
-           "ADDR is host:port as shown by `list`.\n\n"
-           "Options (before the command):\n");
-    opts_usage(stdout, flags, sizeof(flags) / sizeof(flags[0]), 24);
-}
+static const struct opts_cmd command = {
+    .name = "agora ctl",
+    .head = "usage: agora ctl [--admin ADDR] [--token-file FILE | --token TOKEN] [--data DIR] COMMAND\n"
+            "       agora ctl [--data DIR] server add|remove PORT|list\n\n"
+            "Changes a running balancer without a restart, through its admin API (default\n"
+            "127.0.0.1:8404). The bearer token is the first of: --token, --token-file FILE,\n"
+            "$AGORA_ADMIN_TOKEN, the file a balancer on ADDR's port generates by default\n"
+            "($XDG_RUNTIME_DIR/agora-admin-PORT.token, else /tmp/agora-UID/admin-PORT.token),\n"
+            "DIR/admin.token (`agora up`'s; --data, default ./data).\n\n"
+            "  list                      servers with state, weight, in-flight and counters\n"
+            "  add URL [--weight N]      add a server (checked at once, slow start)\n"
+            "  remove ADDR               remove a server now (in-flight requests finish)\n"
+            "  drain ADDR [--park]       no new requests; removed (or parked) once idle\n"
+            "  enable ADDR               put a drained or parked server back\n"
+            "  weight ADDR N             set a server's weight\n\n"
+            "With `agora up` running (data directory --data, default ./data):\n"
+            "  server add                start one more web server and add it to the balancer\n"
+            "  server remove PORT        drain the web server on PORT, then stop it\n"
+            "  server list               the processes `agora up` supervises\n\n"
+            "ADDR is host:port as shown by `list`.\n\n"
+            "Options (before the command):\n",
+    .defs = flags,
+    .n = sizeof(flags) / sizeof(flags[0]),
+    .width = 24,
+    .flags = OPTS_STOP_AT_ARG,
+};
 
 /* The admin API to call and how to authenticate. */
 struct ctl {
@@ -221,20 +216,13 @@ static int find_token(struct ctl *k, const char *flag_token, const char *token_f
 int cmd_ctl(int argc, char **argv)
 {
     struct ctl_opts o = {.admin = "127.0.0.1:8404", .data = "data"};
-    char err[256];
     int i;
-    int r = opts_parse(flags, sizeof(flags) / sizeof(flags[0]), &o, argc, argv, OPTS_STOP_AT_ARG, &i, err, sizeof(err));
-    if (r == OPTS_HELP) {
-        usage();
-        return 0;
-    }
-    if (r < 0) {
-        fprintf(stderr, "agora ctl: %s\n", err);
-        return 2;
-    }
+    int r = opts_cmd_parse(&command, &o, argc, argv, &i);
+    if (r != OPTS_CONTINUE)
+        return r;
     const char *admin = o.admin, *flag_token = o.token, *token_file = o.token_file, *data = o.data;
     if (i >= argc) {
-        usage();
+        opts_cmd_usage(&command, stdout);
         return 2;
     }
     const char *cmd = argv[i++];

@@ -20,8 +20,10 @@
 #include "cli/commands.h"
 #include "core/opts.h"
 
-#define MAX_USERS          10000000L
-#define MAX_POSTS_PER_USER 10000L
+#define MAX_USERS          10000000
+#define MAX_POSTS_PER_USER 10000
+#define STR(x)             #x
+#define XSTR(x)            STR(x) /* the value of a macro as a string */
 #define FOLLOW_MIN         15
 #define FOLLOW_MAX         45
 #define ORIGIN_MS          1767225600000LL /* 2026-01-01T00:00:00Z: first post */
@@ -48,68 +50,45 @@ static uint64_t rng_next(struct rng *r)
 
 static double rng_unit(struct rng *r) { return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
 
-#define O(f) offsetof(struct seed_opts, f)
+#define ROW(fl, t, f, lo, hi, a, h) OPTS_ROW(struct seed_opts, fl, t, f, lo, hi, a, NULL, h)
 static const struct opts_def flags[] = {
-    {.flag = "users", .type = OPTS_LONG, .off = O(users), .min = 1, .max = MAX_USERS, .help = "accounts user1..userN"},
-    {.flag = "posts-per-user",
-     .type = OPTS_LONG,
-     .off = O(posts),
-     .max = MAX_POSTS_PER_USER,
-     .arg = "M",
-     .help = "posts written by each user (default 10)"},
-    {.flag = "db", .type = OPTS_PTR, .off = O(db), .arg = "URL", .help = "database, e.g. sqlite:agora.db"},
-    {.flag = "password",
-     .type = OPTS_PTR,
-     .off = O(password),
-     .arg = "P",
-     .help = "password of every account (default password123)"},
-    {.flag = "seed",
-     .type = OPTS_LONG,
-     .off = O(seed),
-     .max = 0x7fffffffL,
-     .arg = "S",
-     .help = "random seed (default 1); same seed, same graph"},
-    {.flag = "force",
-     .type = OPTS_FLAG,
-     .off = O(force),
-     .help = "delete all existing data first (otherwise a non-empty\ndatabase is refused)"},
+    ROW("users", OPTS_LONG, users, 1, MAX_USERS, NULL, "accounts user1..userN (1-" XSTR(MAX_USERS) ")"),
+    ROW("posts-per-user", OPTS_LONG, posts, 0, MAX_POSTS_PER_USER, "M",
+        "posts written by each user (0-" XSTR(MAX_POSTS_PER_USER) ", default 10)"),
+    ROW("db", OPTS_PTR, db, 0, 0, "URL", "database, e.g. sqlite:agora.db"),
+    ROW("password", OPTS_PTR, password, 0, 0, "P", "password of every account (default password123)"),
+    ROW("seed", OPTS_LONG, seed, 0, 0x7fffffffL, "S", "random seed (default 1); same seed, same graph"),
+    ROW("force", OPTS_FLAG, force, 0, 0, NULL,
+        "delete all existing data first (otherwise a non-empty\ndatabase is refused)"),
 };
-#undef O
+#undef ROW
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
+static const struct opts_cmd command = {
+    .name = "agora seed",
+    .head = "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
             "\n"
-            "Fills an empty database with a deterministic synthetic social graph\n"
-            "(N from 1 to %ld, M from 0 to %ld):\n",
-            MAX_USERS, MAX_POSTS_PER_USER);
-    opts_usage(f, flags, sizeof(flags) / sizeof(flags[0]), 19);
-}
+            "Fills an empty database with a deterministic synthetic social graph:\n",
+    .defs = flags,
+    .n = sizeof(flags) / sizeof(flags[0]),
+    .width = 19,
+};
 
-/* Parses argv into o. Returns 0, 1 when --help was printed, or -1 after printing an error. */
+/* Parses argv into o. Returns 0 to go on, or the exit code (0 after --help, 2 after an error). */
 static int parse_args(int argc, char **argv, struct seed_opts *o)
 {
-    char err[256];
     *o = (struct seed_opts){.users = -1, .posts = 10, .password = "password123", .seed = 1};
-    int r = opts_parse(flags, sizeof(flags) / sizeof(flags[0]), o, argc, argv, 0, NULL, err, sizeof(err));
-    if (r == OPTS_HELP) {
-        usage(stdout);
-        return 1;
-    }
-    if (r < 0) {
-        fprintf(stderr, "agora seed: %s\n", err);
-        return -1;
-    }
+    int r = opts_cmd_parse(&command, o, argc, argv, NULL);
+    if (r != OPTS_CONTINUE)
+        return r == 0 ? -1 : 2;
     if (o->users < 0 || o->db == NULL) {
         fprintf(stderr, "agora seed: --users and --db are required\n");
-        usage(stderr);
-        return -1;
+        opts_cmd_usage(&command, stderr);
+        return 2;
     }
     size_t pl = strlen(o->password);
     if (pl < 8 || pl > 128) {
         fprintf(stderr, "agora seed: --password must be 8-128 bytes (the sign-up rule)\n");
-        return -1;
+        return 2;
     }
     return 0;
 }
@@ -257,7 +236,7 @@ int cmd_seed(int argc, char **argv)
     struct store *st = NULL;
 
     if ((rc = parse_args(argc, argv, &o)) != 0)
-        return rc > 0 ? 0 : 2;
+        return rc < 0 ? 0 : rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (auth_init() != 0) {
         fprintf(stderr, "agora seed: cannot initialise libsodium\n");

@@ -193,107 +193,51 @@ static int set_trusted(void *target, const struct opts_def *d, const char *name,
     return 0;
 }
 
-#define O(f) offsetof(struct server_opts, f)
-#define S(f) sizeof(((struct server_opts *)0)->f)
+#define ROW(fl, t, f, lo, hi, a, fn, h) OPTS_ROW(struct server_opts, fl, t, f, lo, hi, a, fn, h)
 static const struct opts_def flags[] = {
-    {.flag = "listen",
-     .type = OPTS_STR,
-     .off = O(listen),
-     .size = S(listen),
-     .arg = "ADDR:PORT",
-     .help = "address to serve on (default 127.0.0.1:8001)"},
-    {.flag = "db",
-     .type = OPTS_STR,
-     .off = O(db),
-     .size = S(db),
-     .arg = "URL",
-     .help = "database: sqlite:PATH (default sqlite:data/agora.db)"},
-    {.flag = "workers",
-     .type = OPTS_UINT,
-     .off = O(workers),
-     .min = 1,
-     .max = 256,
-     .help = "worker threads, each with its own database connection\n(default: number of cores)"},
-    {.flag = "web",
-     .type = OPTS_STR,
-     .off = O(web),
-     .size = S(web),
-     .arg = "DIR",
-     .help = "directory of the web UI files (default: the installed web/)"},
-    {.flag = "served-by",
-     .type = OPTS_STR,
-     .off = O(served_by),
-     .size = S(served_by),
-     .arg = "NAME",
-     .help = "value of the X-Served-By header (default: the listen address)"},
-    {.flag = "idle-timeout",
-     .type = OPTS_DURATION,
-     .off = O(idle_ms),
-     .min = 1,
-     .help = "close idle keep-alive connections after (default 60s)"},
+    ROW("listen", OPTS_STR, listen, 0, 0, "ADDR:PORT", NULL, "address to serve on (default 127.0.0.1:8001)"),
+    ROW("db", OPTS_STR, db, 0, 0, "URL", NULL, "database: sqlite:PATH (default sqlite:data/agora.db)"),
+    ROW("workers", OPTS_UINT, workers, 1, 256, NULL, NULL,
+        "worker threads, each with its own database connection\n(default: number of cores)"),
+    ROW("web", OPTS_STR, web, 0, 0, "DIR", NULL, "directory of the web UI files (default: the installed web/)"),
+    ROW("served-by", OPTS_STR, served_by, 0, 0, "NAME", NULL,
+        "value of the X-Served-By header (default: the listen address)"),
+    ROW("idle-timeout", OPTS_DURATION, idle_ms, 1, 0, NULL, NULL,
+        "close idle keep-alive connections after (default 60s)"),
     {.type = OPTS_TEXT,
      .help = "\nPassword hashing (sign-up and log-in) runs on a pool of threads, never on the\n"
              "event loops that answer everything else (/health included):\n"},
-    {.flag = "hash-threads",
-     .type = OPTS_UINT,
-     .off = O(hash_threads),
-     .min = 1,
-     .max = 256,
-     .help = "hashing threads, each with its own database connection\n(default: number of cores)"},
-    {.flag = "hash-queue",
-     .type = OPTS_UINT,
-     .off = O(hash_queue),
-     .min = 1,
-     .max = 100000,
-     .help = "requests that may wait for a hashing thread (default 32\nper thread); beyond, 503 with Retry-After"},
-    {.flag = "hash-wait",
-     .type = OPTS_DURATION,
-     .off = O(hash_wait_ms),
-     .min = 1,
-     .help = "a request that waits longer gets 503 with Retry-After\n(default 1s)"},
+    ROW("hash-threads", OPTS_UINT, hash_threads, 1, 256, NULL, NULL,
+        "hashing threads, each with its own database connection\n(default: number of cores)"),
+    ROW("hash-queue", OPTS_UINT, hash_queue, 1, 100000, NULL, NULL,
+        "requests that may wait for a hashing thread (default 32\nper thread); beyond, 503 with Retry-After"),
+    ROW("hash-wait", OPTS_DURATION, hash_wait_ms, 1, 0, NULL, NULL,
+        "a request that waits longer gets 503 with Retry-After\n(default 1s)"),
     {.type = OPTS_TEXT,
      .help = "\nThrottles, counted in the database (so shared by every server on it); a full\n"
              "one answers 429 with Retry-After. LIMIT is N/DURATION (e.g. 10/15m) or off:\n"},
-    {.flag = "login-limit",
-     .type = OPTS_CALL,
-     .off = O(limits.login_account),
-     .arg = "LIMIT",
-     .set = set_limit,
-     .help = "failed log-ins per account (default 10/15m); a successful\nlog-in clears it"},
-    {.flag = "login-address-limit",
-     .type = OPTS_CALL,
-     .off = O(limits.login_address),
-     .arg = "LIMIT",
-     .set = set_limit,
-     .help = "failed log-ins per client address (default 50/15m)"},
-    {.flag = "signup-limit",
-     .type = OPTS_CALL,
-     .off = O(limits.signup_address),
-     .arg = "LIMIT",
-     .set = set_limit,
-     .help = "sign-ups per client address (default 5/10m)"},
-    {.flag = "trusted-proxy",
-     .type = OPTS_CALL,
-     .arg = "ADDR[/BITS][,...]",
-     .set = set_trusted,
-     .help = "peers whose X-Forwarded-For names the client\n(repeatable; default 127.0.0.0/8,::1; 'none': no one); "
-             "the\nclient is the right-most address not itself trusted.\nIPv6 clients are counted by /64"},
-    {.flag = "session-days",
-     .type = OPTS_UINT,
-     .off = O(session_days),
-     .min = 1,
-     .max = 3650,
-     .help = "a log-in session unused for N days expires (sliding;\n1..3650, default 30)"},
+    ROW("login-limit", OPTS_CALL, limits.login_account, 0, 0, "LIMIT", set_limit,
+        "failed log-ins per account (default 10/15m); a successful\nlog-in clears it"),
+    ROW("login-address-limit", OPTS_CALL, limits.login_address, 0, 0, "LIMIT", set_limit,
+        "failed log-ins per client address (default 50/15m)"),
+    ROW("signup-limit", OPTS_CALL, limits.signup_address, 0, 0, "LIMIT", set_limit,
+        "sign-ups per client address (default 5/10m)"),
+    ROW("trusted-proxy", OPTS_CALL, trust, 0, 0, "ADDR[/BITS][,...]", set_trusted,
+        "peers whose X-Forwarded-For names the client\n(repeatable; default 127.0.0.0/8,::1; 'none': no one); the\n"
+        "client is the right-most address not itself trusted.\nIPv6 clients are counted by /64"),
+    ROW("session-days", OPTS_UINT, session_days, 1, 3650, NULL, NULL,
+        "a log-in session unused for N days expires (sliding;\n1..3650, default 30)"),
 };
-#undef O
-#undef S
+#undef ROW
 
-static void usage(void)
-{
-    printf("usage: agora server [options]\n\n"
-           "A web server of the social network (JSON API under /api/v1 and the web UI).\n\n");
-    opts_usage(stdout, flags, sizeof(flags) / sizeof(flags[0]), 22);
-}
+static const struct opts_cmd command = {
+    .name = "agora server",
+    .head = "usage: agora server [options]\n\n"
+            "A web server of the social network (JSON API under /api/v1 and the web UI).\n\n",
+    .defs = flags,
+    .n = sizeof(flags) / sizeof(flags[0]),
+    .width = 22,
+};
 
 int cmd_server(int argc, char **argv)
 {
@@ -303,16 +247,9 @@ int cmd_server(int argc, char **argv)
     snprintf(o.listen, sizeof(o.listen), "127.0.0.1:8001");
     snprintf(o.db, sizeof(o.db), "sqlite:data/agora.db");
     cli_default_web_dir(o.web, sizeof(o.web));
-    char err[256];
-    int r = opts_parse(flags, sizeof(flags) / sizeof(flags[0]), &o, argc, argv, 0, NULL, err, sizeof(err));
-    if (r == OPTS_HELP) {
-        usage();
-        return 0;
-    }
-    if (r < 0) {
-        fprintf(stderr, "agora server: %s\n", err);
-        return 2;
-    }
+    int r = opts_cmd_parse(&command, &o, argc, argv, NULL);
+    if (r != OPTS_CONTINUE)
+        return r;
     if (!o.served_by[0])
         snprintf(o.served_by, sizeof(o.served_by), "%s", o.listen);
     snprintf(o.served_by_header, sizeof(o.served_by_header), "X-Served-By: %s\r\n", o.served_by);
@@ -320,6 +257,7 @@ int cmd_server(int argc, char **argv)
     /* One descriptor per client (no cap: past the limit, accepting pauses), plus a reserve. */
     http_daemon_raise_fd_limit("agora server", 10000 + 1024);
     unsigned hash_threads = o.hash_threads ? o.hash_threads : http_daemon_cpus();
+    char err[256];
     struct http_pool_config pc = {.name = "hashing",
                                   .threads = hash_threads,
                                   .max_queue = o.hash_queue,

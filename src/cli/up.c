@@ -124,62 +124,28 @@ struct up_opts {
     unsigned nservers, server_workers, lb_workers;
 };
 
-#define O(f) offsetof(struct up_opts, f)
-#define S(f) sizeof(((struct up_opts *)0)->f)
+#define ROW(fl, t, f, lo, hi, a, h) OPTS_ROW(struct up_opts, fl, t, f, lo, hi, a, NULL, h)
 static const struct opts_def flags[] = {
-    {.flag = "listen",
-     .type = OPTS_STR,
-     .off = O(listen),
-     .size = S(listen),
-     .arg = "ADDR:PORT",
-     .help = "balancer address (default :8000); servers use the next N ports\non 127.0.0.1"},
-    {.flag = "servers",
-     .type = OPTS_UINT,
-     .off = O(nservers),
-     .min = 1,
-     .max = MAX_CHILDREN - 1,
-     .help = "number of web servers (default 3)"},
-    {.flag = "data",
-     .type = OPTS_STR,
-     .off = O(data),
-     .size = S(data),
-     .arg = "DIR",
-     .help = "data directory, database at DIR/agora.db (default ./data)"},
-    {.flag = "policy",
-     .type = OPTS_STR,
-     .off = O(policy),
-     .size = S(policy),
-     .arg = "NAME",
-     .help = "balancing policy (default least-conn)"},
-    {.flag = "server-workers",
-     .type = OPTS_UINT,
-     .off = O(server_workers),
-     .min = 1,
-     .max = 64,
-     .help = "worker threads per web server (default 1)"},
-    {.flag = "lb-workers",
-     .type = OPTS_UINT,
-     .off = O(lb_workers),
-     .min = 1,
-     .max = 256,
-     .help = "balancer worker threads (default: number of cores)"},
-    {.flag = "access-log",
-     .type = OPTS_STR,
-     .off = O(access_log),
-     .size = S(access_log),
-     .arg = "DEST",
-     .help = "balancer access log: off (default), stdout or a file"},
+    ROW("listen", OPTS_STR, listen, 0, 0, "ADDR:PORT",
+        "balancer address (default :8000); servers use the next N ports\non 127.0.0.1"),
+    ROW("servers", OPTS_UINT, nservers, 1, MAX_CHILDREN - 1, NULL, "number of web servers (default 3)"),
+    ROW("data", OPTS_STR, data, 0, 0, "DIR", "data directory, database at DIR/agora.db (default ./data)"),
+    ROW("policy", OPTS_STR, policy, 0, 0, "NAME", "balancing policy (default least-conn)"),
+    ROW("server-workers", OPTS_UINT, server_workers, 1, 64, NULL, "worker threads per web server (default 1)"),
+    ROW("lb-workers", OPTS_UINT, lb_workers, 1, 256, NULL, "balancer worker threads (default: number of cores)"),
+    ROW("access-log", OPTS_STR, access_log, 0, 0, "DEST", "balancer access log: off (default), stdout or a file"),
 };
-#undef O
-#undef S
+#undef ROW
 
-static void usage(void)
-{
-    printf("usage: agora up [options]\n\n"
-           "Runs the whole platform on this machine: the load balancer and N web servers sharing one\n"
-           "SQLite database. Ctrl-C (or SIGTERM) stops everything cleanly.\n\n");
-    opts_usage(stdout, flags, sizeof(flags) / sizeof(flags[0]), 20);
-}
+static const struct opts_cmd command = {
+    .name = "agora up",
+    .head = "usage: agora up [options]\n\n"
+            "Runs the whole platform on this machine: the load balancer and N web servers sharing one\n"
+            "SQLite database. Ctrl-C (or SIGTERM) stops everything cleanly.\n\n",
+    .defs = flags,
+    .n = sizeof(flags) / sizeof(flags[0]),
+    .width = 20,
+};
 
 /* Waits (bounded) until addr accepts connections. */
 static int wait_port(const struct net_addr *a, unsigned ms)
@@ -429,16 +395,9 @@ int cmd_up(int argc, char **argv)
                         .access_log = "off",
                         .nservers = 3,
                         .server_workers = 1};
-    char err[256];
-    int r = opts_parse(flags, sizeof(flags) / sizeof(flags[0]), &o, argc, argv, 0, NULL, err, sizeof(err));
-    if (r == OPTS_HELP) {
-        usage();
-        return 0;
-    }
-    if (r < 0) {
-        fprintf(stderr, "agora up: %s\n", err);
-        return 2;
-    }
+    int r = opts_cmd_parse(&command, &o, argc, argv, NULL);
+    if (r != OPTS_CONTINUE)
+        return r;
     const char *listen = o.listen, *data = o.data, *policy = o.policy, *access_log = o.access_log;
     unsigned nservers = o.nservers, server_workers = o.server_workers, lb_workers = o.lb_workers;
     struct net_addr la;

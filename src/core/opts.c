@@ -291,3 +291,26 @@ void opts_usage(FILE *f, const struct opts_def *defs, size_t n, int width)
     }
     usage_line(f, width, "--help", "show this help");
 }
+
+void opts_cmd_usage(const struct opts_cmd *c, FILE *f)
+{
+    fputs(c->head, f);
+    opts_usage(f, c->defs, c->n, c->width);
+    if (c->tail)
+        fputs(c->tail, f);
+}
+
+int opts_cmd_parse(const struct opts_cmd *c, void *target, int argc, char **argv, int *next)
+{
+    char err[512];
+    int r = opts_parse(c->defs, c->n, target, argc, argv, c->flags, next, err, sizeof(err));
+    if (r == OPTS_HELP) {
+        opts_cmd_usage(c, stdout);
+        return 0;
+    }
+    if (r < 0) {
+        fprintf(stderr, "%s: %s\n", c->name, err);
+        return 2;
+    }
+    return OPTS_CONTINUE;
+}

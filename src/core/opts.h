@@ -61,6 +61,13 @@ struct opts_def {
     const char *missing; /* message when the value is missing; NULL: "option --x needs a value" */
 };
 
+/* A row for the field f of struct type T, the usual case (set: NULL unless type is OPTS_CALL). */
+#define OPTS_ROW(T, fl, t, f, lo, hi, a, fn, h)                                                                        \
+    {                                                                                                                  \
+        .flag = fl, .type = t, .off = offsetof(T, f), .size = sizeof(((T *)0)->f), .min = lo, .max = hi, .arg = a,     \
+        .set = fn, .help = h                                                                                           \
+    }
+
 #define OPTS_HELP 1
 /* opts_parse flags: stop at the first argument that is not an option (it and the rest are the
  * caller's, from *next) instead of refusing it. */
@@ -79,6 +86,25 @@ int opts_set(const struct opts_def *d, void *target, const char *name, const cha
 /* Prints one line per flag, "  --flag ARG" padded to width, then its help (continuation lines
  * under it), OPTS_TEXT rows as they are, and a last line for --help. */
 void opts_usage(FILE *f, const struct opts_def *defs, size_t n, int width);
+
+/* A command: its name for messages, its --help text around the option lines, and its table. */
+struct opts_cmd {
+    const char *name; /* "agora server": errors are printed as "agora server: ..." */
+    const char *head; /* --help text before the option lines */
+    const char *tail; /* --help text after them, or NULL */
+    const struct opts_def *defs;
+    size_t n;
+    int width; /* of the option column in --help */
+    int flags; /* opts_parse's */
+};
+
+#define OPTS_CONTINUE (-1)
+/* Prints the command's --help to f: head, the option lines, tail. */
+void opts_cmd_usage(const struct opts_cmd *c, FILE *f);
+/* A command's argument parsing: opts_parse into target, then on --help the usage on stdout and 0,
+ * on an error "NAME: message" on stderr and 2 (the exit codes), otherwise OPTS_CONTINUE (with
+ * *next, if not NULL, as opts_parse sets it). */
+int opts_cmd_parse(const struct opts_cmd *c, void *target, int argc, char **argv, int *next);
 
 /* Parses a duration ("250ms", "10s", "2m", "1h", "5" = seconds; at most a week) into ms.
  * Returns 0, or -1 leaving *ms untouched. */

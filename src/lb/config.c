@@ -347,14 +347,18 @@ int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size
     return 0;
 }
 
-void lb_config_usage(void)
-{
-    printf("usage: agora lb [--config FILE] [options]\n\n"
-           "The load balancer: a reverse proxy that sends each request to the least busy healthy\n"
-           "web server. Every option can also be set in the config file (see docs/CONFIG.md).\n\n");
-    opts_usage(stdout, opts, sizeof(opts) / sizeof(opts[0]), 33);
-    printf("\nSignals: SIGTERM/SIGINT stop gracefully; SIGHUP re-reads the config file.\n");
-}
+static const struct opts_cmd command = {
+    .name = "agora lb",
+    .head = "usage: agora lb [--config FILE] [options]\n\n"
+            "The load balancer: a reverse proxy that sends each request to the least busy healthy\n"
+            "web server. Every option can also be set in the config file (see docs/CONFIG.md).\n\n",
+    .tail = "\nSignals: SIGTERM/SIGINT stop gracefully; SIGHUP re-reads the config file.\n",
+    .defs = opts,
+    .n = sizeof(opts) / sizeof(opts[0]),
+    .width = 33,
+};
+
+void lb_config_usage(void) { opts_cmd_usage(&command, stdout); }
 
 int lb_config_from_args(struct lb_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {

@@ -227,6 +227,43 @@ static void test_parse_duration_and_size(void **state)
     assert_int_equal(b, 16384);
 }
 
+/* A command built with OPTS_ROW: opts_cmd_parse's exit codes and where it stopped. */
+struct c {
+    unsigned n;
+    const char *who;
+};
+static const struct opts_def cdefs[] = {
+    OPTS_ROW(struct c, "n", OPTS_UINT, n, 1, 9, NULL, NULL, "a digit"),
+    OPTS_ROW(struct c, "who", OPTS_PTR, who, 0, 0, "NAME", NULL, "a name"),
+};
+static const struct opts_cmd ccmd = {
+    .name = "agora test", .head = "usage: agora test\n", .defs = cdefs, .n = 2, .width = 10, .flags = OPTS_STOP_AT_ARG};
+
+static void test_command(void **state)
+{
+    struct c c = {0};
+    int next = 0;
+    char *ok[] = {"test", "--n=3", "--who", "me", "rest", NULL};
+    assert_int_equal(opts_cmd_parse(&ccmd, &c, 5, ok, &next), OPTS_CONTINUE);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.who, "me");
+    assert_int_equal(next, 4);
+    char *bad[] = {"test", "--n", "10", NULL};
+    assert_int_equal(opts_cmd_parse(&ccmd, &c, 3, bad, NULL), 2); /* "agora test: --n must be 1..9 (got '10')" */
+    assert_int_equal(c.n, 3);
+    char *help[] = {"test", "--help", NULL};
+    fflush(stdout);
+    assert_int_equal(opts_cmd_parse(&ccmd, &c, 2, help, NULL), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    opts_cmd_usage(&ccmd, f);
+    fclose(f);
+    assert_string_equal(text,
+                        "usage: agora test\n  --n N      a digit\n  --who NAME a name\n  --help     show this help\n");
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_argument_errors),  cmocka_unit_test(test_help_wins),
         cmocka_unit_test(test_early_rows_first), cmocka_unit_test(test_stop_at_argument),
         cmocka_unit_test(test_usage_layout),     cmocka_unit_test(test_parse_duration_and_size),
+        cmocka_unit_test(test_command),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
