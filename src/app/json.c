@@ -3,14 +3,20 @@
 
 #include <string.h>
 
-void json_kv_id(struct jsonw *w, const char *key, int64_t id)
+/* Writes the member key: "text", where the text is tmp[1, n + 1) (tmp[0] and tmp[n + 1] take the
+ * quotes; the text needs no escaping). */
+static void kv_quoted(struct jsonw *w, const char *key, char *tmp, size_t n)
 {
-    char tmp[24];
-    size_t n = jsonw_format_int(tmp + 1, id);
     tmp[0] = '"';
     tmp[n + 1] = '"';
     jsonw_key(w, key);
     jsonw_raw(w, tmp, n + 2);
+}
+
+void json_kv_id(struct jsonw *w, const char *key, int64_t id)
+{
+    char tmp[24];
+    kv_quoted(w, key, tmp, jsonw_format_int(tmp + 1, id));
 }
 
 /* Writes v as exactly width decimal digits (v >= 0). */
@@ -66,11 +72,7 @@ size_t json_format_time(char *out, int64_t ms)
 void json_kv_time(struct jsonw *w, const char *key, int64_t ms)
 {
     char tmp[40];
-    size_t n = json_format_time(tmp + 1, ms);
-    tmp[0] = '"';
-    tmp[n + 1] = '"';
-    jsonw_key(w, key);
-    jsonw_raw(w, tmp, n + 2);
+    kv_quoted(w, key, tmp, json_format_time(tmp + 1, ms));
 }
 
 void json_put_account(struct jsonw *w, const struct store_account *a)

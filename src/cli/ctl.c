@@ -51,8 +51,7 @@ static const struct opts_cmd command = {
             "  server list               the processes `agora up` supervises\n\n"
             "ADDR is host:port as shown by `list`.\n\n"
             "Options (before the command):\n",
-    .defs = flags,
-    .n = sizeof(flags) / sizeof(flags[0]),
+    OPTS_TABLE(flags),
     .width = 24,
     .flags = OPTS_STOP_AT_ARG,
 };

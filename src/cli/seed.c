@@ -68,8 +68,7 @@ static const struct opts_cmd command = {
     .head = "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
             "\n"
             "Fills an empty database with a deterministic synthetic social graph:\n",
-    .defs = flags,
-    .n = sizeof(flags) / sizeof(flags[0]),
+    OPTS_TABLE(flags),
     .width = 19,
 };
 

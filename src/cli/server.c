@@ -234,8 +234,7 @@ static const struct opts_cmd command = {
     .name = "agora server",
     .head = "usage: agora server [options]\n\n"
             "A web server of the social network (JSON API under /api/v1 and the web UI).\n\n",
-    .defs = flags,
-    .n = sizeof(flags) / sizeof(flags[0]),
+    OPTS_TABLE(flags),
     .width = 22,
 };
 

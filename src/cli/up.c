@@ -142,8 +142,7 @@ static const struct opts_cmd command = {
     .head = "usage: agora up [options]\n\n"
             "Runs the whole platform on this machine: the load balancer and N web servers sharing one\n"
             "SQLite database. Ctrl-C (or SIGTERM) stops everything cleanly.\n\n",
-    .defs = flags,
-    .n = sizeof(flags) / sizeof(flags[0]),
+    OPTS_TABLE(flags),
     .width = 20,
 };
 

@@ -72,27 +72,17 @@ void jsonw_put_str(struct buf *b, const char *s, size_t n)
         }
         buf_append(b, s + run, i - run);
         run = ++i;
-        switch (c) {
-        case '"':
-            PUT_LIT(b, "\\\"");
-            break;
-        case '\\':
-            PUT_LIT(b, "\\\\");
-            break;
-        case '\n':
-            PUT_LIT(b, "\\n");
-            break;
-        case '\r':
-            PUT_LIT(b, "\\r");
-            break;
-        case '\t':
-            PUT_LIT(b, "\\t");
-            break;
-        default:
-            if (c >= 0x80) { /* not valid UTF-8: U+FFFD REPLACEMENT CHARACTER */
-                PUT_LIT(b, "\xef\xbf\xbd");
-                break;
-            }
+        const char *named = c == '"'    ? "\\\""
+                            : c == '\\' ? "\\\\"
+                            : c == '\n' ? "\\n"
+                            : c == '\r' ? "\\r"
+                            : c == '\t' ? "\\t"
+                                        : NULL;
+        if (named) {
+            buf_append(b, named, 2);
+        } else if (c >= 0x80) { /* not valid UTF-8: U+FFFD REPLACEMENT CHARACTER */
+            PUT_LIT(b, "\xef\xbf\xbd");
+        } else {
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 15];
             buf_append(b, esc, 6);

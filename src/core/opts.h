@@ -98,6 +98,9 @@ struct opts_cmd {
     int flags; /* opts_parse's */
 };
 
+/* The table member of a struct opts_cmd initialiser: .defs and .n from the array d. */
+#define OPTS_TABLE(d) .defs = (d), .n = sizeof(d) / sizeof((d)[0])
+
 #define OPTS_CONTINUE (-1)
 /* Prints the command's --help to f: head, the option lines, tail. */
 void opts_cmd_usage(const struct opts_cmd *c, FILE *f);

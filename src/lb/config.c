@@ -353,8 +353,7 @@ static const struct opts_cmd command = {
             "The load balancer: a reverse proxy that sends each request to the least busy healthy\n"
             "web server. Every option can also be set in the config file (see docs/CONFIG.md).\n\n",
     .tail = "\nSignals: SIGTERM/SIGINT stop gracefully; SIGHUP re-reads the config file.\n",
-    .defs = opts,
-    .n = sizeof(opts) / sizeof(opts[0]),
+    OPTS_TABLE(opts),
     .width = 33,
 };
 
