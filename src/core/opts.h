@@ -17,7 +17,8 @@
  *   OPTS_CALL      set(target, row, name, value, err, errlen) does it (repeatable or composite values)
  *   OPTS_TEXT      not an option: a paragraph printed in --help where the row stands
  * A row marked early is applied in a first pass, before every other flag wherever it stands on
- * the line (a config file that the other flags override). --help and -h anywhere win.
+ * the line (a config file that the other flags override). --help and -h anywhere win, even where
+ * a value was expected.
  * Nothing here allocates; the table is const and the target is the caller's struct. */
 #ifndef AGORA_CORE_OPTS_H
 #define AGORA_CORE_OPTS_H
@@ -44,8 +45,8 @@ struct opts_def;
 typedef int opts_set_fn(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
                         size_t errlen);
 
-/* The first seven members are in the order of lb/config.c's rows (positional initialisers);
- * other tables use designated initialisers. */
+/* A row. Tables are written with designated initialisers: OPTS_ROW below for the usual row, and
+ * lb/config.c's own ROW, which adds the INI section and key. */
 struct opts_def {
     const char *section; /* INI section and key, or NULL: not in a file */
     const char *key;

@@ -90,9 +90,9 @@ void http_conn_uncork(struct http_conn *c);
 /* The handler has queued the whole response. keep_alive 0 forces the connection to close after
  * it is written. The head passed to on_request is dead after this call. */
 void http_conn_response_done(struct http_conn *c, int keep_alive);
-/* Answers the current request with a small complete response (server-made: text or JSON per the
- * limits' json_errors, the message escaped by core/jsonw) and calls http_conn_response_done. close_after forces
- * Connection: close. */
+/* Answers the current request with a small complete response (server-made: text, or JSON per
+ * the limits' json_errors with the message escaped by core/jsonw) and calls
+ * http_conn_response_done. close_after forces Connection: close. */
 void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after);
 /* Stops (1) or resumes (0) reading the request body from the client (backpressure). */
 void http_conn_pause_body(struct http_conn *c, int paused);

@@ -1,8 +1,9 @@
 /* config.h — the balancer's configuration: defaults, INI file and command-line flags.
  *
  * One table of options (core/opts.h) drives the file (section + key), the flags (--name) and
- * --help, so every setting can be given either way; flags override the file. The file format is INI (parsed by
- * inih): "key = value", "# comment", sections [lb], [backends], [health], [timeouts], [limits].
+ * --help, so every setting can be given either way; flags override the file. The file format is
+ * INI (parsed by inih): "key = value", "# comment", sections [lb], [backends], [health],
+ * [timeouts], [limits].
  * Durations accept "250ms", "10s", "2m" or a plain number of seconds; sizes accept "512", "16k",
  * "64KiB", "1m", "2g". See docs/CONFIG.md for every option. */
 #ifndef AGORA_LB_CONFIG_H
