@@ -78,17 +78,34 @@ struct up {
 
 static uint64_t now_ms(void) { return loop_clock_us() / 1000; }
 
-static void child_arg(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void child_arg(struct child *c, const char *fmt, ...)
+/* Appends one printf-formatted argument to c's argv. */
+static void child_varg(struct child *c, const char *fmt, va_list ap)
 {
     char tmp[PATH_MAX + 64];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
     if (c->argc < MAX_ARGS - 1)
         c->argv[c->argc++] = strdup(tmp);
     c->argv[c->argc] = NULL;
+}
+
+static void child_arg(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void child_arg(struct child *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    child_varg(c, fmt, ap);
+    va_end(ap);
+}
+
+/* Appends a flag and its printf-formatted value. */
+static void child_flag(struct child *c, const char *flag, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void child_flag(struct child *c, const char *flag, const char *fmt, ...)
+{
+    va_list ap;
+    child_arg(c, "%s", flag);
+    va_start(ap, fmt);
+    child_varg(c, fmt, ap);
+    va_end(ap);
 }
 
 static int spawn(struct up *u, struct child *c)
@@ -176,14 +193,10 @@ static void make_server(struct up *u, struct child *c, unsigned port)
     c->port = port;
     child_arg(c, "agora");
     child_arg(c, "server");
-    child_arg(c, "--listen");
-    child_arg(c, "127.0.0.1:%u", port);
-    child_arg(c, "--db");
-    child_arg(c, "%s", u->db);
-    child_arg(c, "--workers");
-    child_arg(c, "%u", u->server_workers);
-    child_arg(c, "--web");
-    child_arg(c, "%s", u->web);
+    child_flag(c, "--listen", "127.0.0.1:%u", port);
+    child_flag(c, "--db", "%s", u->db);
+    child_flag(c, "--workers", "%u", u->server_workers);
+    child_flag(c, "--web", "%s", u->web);
 }
 
 /* Writes the JSON document in b (written with core/jsonw) and a newline to the control
@@ -441,28 +454,19 @@ int cmd_up(int argc, char **argv)
     snprintf(lb->name, sizeof(lb->name), "balancer");
     child_arg(lb, "agora");
     child_arg(lb, "lb");
-    child_arg(lb, "--listen");
-    child_arg(lb, "%s", listen);
-    child_arg(lb, "--admin-listen");
-    child_arg(lb, "%s", u->admin);
-    child_arg(lb, "--admin-token-file");
-    child_arg(lb, "%s", u->token_file);
-    child_arg(lb, "--policy");
-    child_arg(lb, "%s", policy);
-    child_arg(lb, "--health-interval");
-    child_arg(lb, "2s");
-    child_arg(lb, "--health-timeout");
-    child_arg(lb, "1s");
-    child_arg(lb, "--access-log");
-    child_arg(lb, "%s", access_log);
+    child_flag(lb, "--listen", "%s", listen);
+    child_flag(lb, "--admin-listen", "%s", u->admin);
+    child_flag(lb, "--admin-token-file", "%s", u->token_file);
+    child_flag(lb, "--policy", "%s", policy);
+    child_flag(lb, "--health-interval", "%s", "2s");
+    child_flag(lb, "--health-timeout", "%s", "1s");
+    child_flag(lb, "--access-log", "%s", access_log);
     if (lb_workers) {
-        child_arg(lb, "--workers");
-        child_arg(lb, "%u", lb_workers);
+        child_flag(lb, "--workers", "%u", lb_workers);
     }
     for (unsigned i = 0; i < nservers; i++) {
         make_server(u, &u->kids[i], port + 1 + i);
-        child_arg(lb, "--backend");
-        child_arg(lb, "http://127.0.0.1:%u", port + 1 + i);
+        child_flag(lb, "--backend", "http://127.0.0.1:%u", port + 1 + i);
     }
     u->nkids = (int)nservers + 1;
 
