@@ -24,7 +24,7 @@ void api_error(struct api *a, int status, const char *fmt, ...)
     /* A message cut at the buffer's end, or quoting text (a JSON error from jansson, a member
      * name) that was cut inside a multi-byte character, keeps only its valid UTF-8 prefix. */
     size_t len = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
-    while (len > 0 && !json_utf8_valid(msg, len, NULL))
+    while (len > 0 && !jsonw_utf8_valid(msg, len, NULL))
         len--;
     msg[len] = '\0';
     a->resp->status = status;
@@ -132,7 +132,7 @@ const char *api_user_agent(struct api *a)
 int api_password_ok(struct api *a, const char *field, const char *pw, size_t n)
 {
     size_t chars = 0;
-    if (!json_utf8_valid(pw, n, &chars) || chars < PASSWORD_MIN || n > PASSWORD_MAX) {
+    if (!jsonw_utf8_valid(pw, n, &chars) || chars < PASSWORD_MIN || n > PASSWORD_MAX) {
         api_error(a, 422, "%s: must be at least %d characters and at most %d bytes long", field, PASSWORD_MIN,
                   PASSWORD_MAX);
         return -1;
@@ -147,7 +147,7 @@ int api_password_ok(struct api *a, const char *field, const char *pw, size_t n)
 int api_display_name_ok(struct api *a, const char *dn, size_t n)
 {
     size_t chars = 0;
-    json_utf8_valid(dn, n, &chars);
+    jsonw_utf8_valid(dn, n, &chars);
     if (chars > STORE_DISPLAY_NAME_MAX) {
         api_error(a, 422, "display_name: must be at most %d characters", STORE_DISPLAY_NAME_MAX);
         return -1;
@@ -179,7 +179,7 @@ json_t *api_body(struct api *a)
         api_error(a, 413, "request body too large (at most %d bytes)", API_MAX_BODY);
         return NULL;
     }
-    if (!json_utf8_valid(a->req->body, a->req->body_len, NULL)) {
+    if (!jsonw_utf8_valid(a->req->body, a->req->body_len, NULL)) {
         api_error(a, 400, "request body is not valid UTF-8");
         return NULL;
     }
@@ -250,7 +250,8 @@ void api_list_begin(struct api_list *l, struct api *a, int limit)
     memset(l, 0, sizeof *l);
     l->a = a;
     l->limit = limit;
-    buf_append(&a->resp->body, "[", 1);
+    jsonw_init(&l->w, &a->resp->body, JSONW_COMPACT);
+    jsonw_array(&l->w);
 }
 
 int api_list_row(struct api_list *l, int64_t id)
@@ -259,8 +260,7 @@ int api_list_row(struct api_list *l, int64_t id)
         l->more = 1;
         return 1;
     }
-    if (l->count++ > 0)
-        buf_append(&l->a->resp->body, ",", 1);
+    l->count++;
     l->last_id = id;
     return 0;
 }
@@ -270,7 +270,7 @@ int api_list_post(void *ctx, const struct store_post *p)
     struct api_list *l = ctx;
     if (api_list_row(l, p->id))
         return 1;
-    json_put_post(&l->a->resp->body, p);
+    json_put_post(&l->w, p);
     return 0;
 }
 
@@ -279,14 +279,14 @@ int api_list_account(void *ctx, const struct store_account *acc)
     struct api_list *l = ctx;
     if (api_list_row(l, acc->id))
         return 1;
-    json_put_account(&l->a->resp->body, acc);
+    json_put_account(&l->w, acc);
     return 0;
 }
 
 void api_list_end(struct api_list *l, int oldest_first)
 {
     struct api *a = l->a;
-    buf_append(&a->resp->body, "]", 1);
+    jsonw_end(&l->w);
     a->resp->status = 200;
     if (l->more)
         http_response_header(a->resp, "Link", "<%.*s?limit=%d&%s=%" PRId64 ">; rel=\"next\"", (int)a->head->path.n,

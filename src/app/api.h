@@ -12,8 +12,9 @@
 
 #include "app/app.h"
 #include "app/store.h"
+#include "core/jsonw.h"
 
-#define API_MAX_BODY      (64 * 1024)
+#define API_MAX_BODY      (64 * 1024) /* request body limit, also the HTTP layer's (cli/server.c) */
 #define API_DEFAULT_LIMIT 20
 #define API_MAX_LIMIT     100
 /* A session's last use is written at most this often (ms): every authenticated request would
@@ -84,14 +85,15 @@ int api_page(struct api *a, struct store_page *pg, int *limit);
  * next page (max_id = last id for newest-first lists, since_id for oldest-first). */
 struct api_list {
     struct api *a;
+    struct jsonw w; /* writes the array into a->resp->body */
     int limit;
     int count;
     int more;
     int64_t last_id;
 };
 void api_list_begin(struct api_list *l, struct api *a, int limit);
-/* Accounts for one more row with this id before the caller appends it (after a ',' this writes
- * when needed); returns 1 if it is beyond the page (the callback then returns 1 to stop). */
+/* Accounts for one more row with this id before the caller writes it through l->w (which puts
+ * the commas); returns 1 if it is beyond the page (the callback then returns 1 to stop). */
 int api_list_row(struct api_list *l, int64_t id);
 int api_list_post(void *ctx, const struct store_post *p);
 int api_list_account(void *ctx, const struct store_account *acc);

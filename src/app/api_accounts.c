@@ -62,8 +62,10 @@ static int required_string(struct api *a, json_t *body, const char *name, const 
 
 static void reply_account(struct api *a, int status, const struct store_account *acc)
 {
+    struct jsonw w;
     a->resp->status = status;
-    json_put_account(&a->resp->body, acc);
+    jsonw_init(&w, &a->resp->body, JSONW_COMPACT);
+    json_put_account(&w, acc);
 }
 
 void api_accounts_create(struct api *a)
@@ -143,7 +145,11 @@ static void follow(struct api *a, int on)
         }
     }
     a->resp->status = 200;
-    buf_puts(&a->resp->body, on ? "{\"following\":true}" : "{\"following\":false}");
+    struct jsonw w;
+    jsonw_init(&w, &a->resp->body, JSONW_COMPACT);
+    jsonw_object(&w);
+    jsonw_kv_bool(&w, "following", on);
+    jsonw_end(&w);
 }
 
 void api_accounts_follow(struct api *a) { follow(a, 1); }
@@ -225,9 +231,13 @@ void api_sessions_create(struct api *a)
     http_response_header(a->resp, "Set-Cookie", "%s=%s; HttpOnly; SameSite=Strict; Path=/", AUTH_COOKIE, token);
     http_response_header(a->resp, "Cache-Control", "no-store");
     a->resp->status = 200;
-    buf_printf(&a->resp->body, "{\"token\":\"%s\",\"account\":", token);
-    json_put_account(&a->resp->body, &acc);
-    buf_puts(&a->resp->body, "}");
+    struct jsonw w;
+    jsonw_init(&w, &a->resp->body, JSONW_COMPACT);
+    jsonw_object(&w);
+    jsonw_kv_str(&w, "token", token);
+    jsonw_key(&w, "account");
+    json_put_account(&w, &acc);
+    jsonw_end(&w);
 out:
     json_decref(body);
 }

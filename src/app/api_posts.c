@@ -31,7 +31,9 @@ static int path_id(struct api *a, int64_t *id)
 
 static int put_post(void *ctx, const struct store_post *p)
 {
-    json_put_post(&((struct api *)ctx)->resp->body, p);
+    struct jsonw w;
+    jsonw_init(&w, &((struct api *)ctx)->resp->body, JSONW_COMPACT);
+    json_put_post(&w, p);
     return 0;
 }
 
@@ -100,12 +102,12 @@ void api_posts_create(struct api *a)
             api_error(a, 422, "text: is required");
         goto out;
     }
-    if (!json_utf8_valid(text, n, NULL)) {
+    if (!jsonw_utf8_valid(text, n, NULL)) {
         api_error(a, 400, "text: is not valid UTF-8");
         goto out;
     }
     text = text_trim(text, &n);
-    json_utf8_valid(text, n, &chars);
+    jsonw_utf8_valid(text, n, &chars);
     if (chars < 1 || chars > TEXT_MAX) {
         api_error(a, 422, "text: must be 1-%d characters after trimming white space", TEXT_MAX);
         goto out;

@@ -29,20 +29,17 @@ static int put_session(void *ctx, const struct store_session *s)
 {
     struct session_list *sl = ctx;
     struct api *a = sl->l.a;
-    struct buf *b = &a->resp->body;
+    struct jsonw *w = &sl->l.w;
     if (api_list_row(&sl->l, s->id))
         return 1;
-    buf_puts(b, "{\"id\":");
-    json_put_id(b, s->id);
-    buf_puts(b, ",\"created_at\":");
-    json_put_time(b, s->created_at);
-    buf_puts(b, ",\"last_used_at\":");
-    json_put_time(b, s->last_used_at);
-    buf_puts(b, ",\"expires_at\":");
-    json_put_time(b, s->last_used_at + a->app->store->session_ttl_ms);
-    buf_puts(b, ",\"user_agent\":");
-    json_put_str(b, s->user_agent, strlen(s->user_agent));
-    buf_puts(b, s->id == sl->current ? ",\"current\":true}" : ",\"current\":false}");
+    jsonw_object(w);
+    json_kv_id(w, "id", s->id);
+    json_kv_time(w, "created_at", s->created_at);
+    json_kv_time(w, "last_used_at", s->last_used_at);
+    json_kv_time(w, "expires_at", s->last_used_at + a->app->store->session_ttl_ms);
+    jsonw_kv_str(w, "user_agent", s->user_agent);
+    jsonw_kv_bool(w, "current", s->id == sl->current);
+    jsonw_end(w);
     return 0;
 }
 
@@ -99,7 +96,7 @@ void api_me_sessions_revoke_all(struct api *a)
         return;
     }
     a->resp->status = 200;
-    buf_printf(&a->resp->body, "{\"revoked\":%" PRId64 "}", n);
+    jsonw_doc_int(&a->resp->body, JSONW_COMPACT, "revoked", n);
 }
 
 /* Reads a required string member; answers 422 when absent and returns -1 (also on 400). */
@@ -148,7 +145,7 @@ void api_me_password(struct api *a)
     }
     a->resp->status = 200;
     http_response_header(a->resp, "Cache-Control", "no-store");
-    buf_printf(&a->resp->body, "{\"revoked\":%" PRId64 "}", n);
+    jsonw_doc_int(&a->resp->body, JSONW_COMPACT, "revoked", n);
 out:
     json_decref(body);
 }

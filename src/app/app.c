@@ -86,7 +86,7 @@ static void health(struct app *app, struct http_response *resp)
 {
     if (store_ping(app->store) == STORE_OK) {
         resp->status = 200;
-        buf_puts(&resp->body, "{\"status\":\"ok\"}");
+        jsonw_doc_str(&resp->body, JSONW_COMPACT, "status", "ok");
     } else {
         fprintf(stderr, "agora: health check failed: %s\n", store_errmsg(app->store));
         resp->status = 503;

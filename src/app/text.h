@@ -1,6 +1,6 @@
 /* text.h — rules for text that users show to each other (post texts, display names, passwords).
  *
- * All functions take valid UTF-8 (check with json_utf8_valid first) and never allocate.
+ * All functions take valid UTF-8 (check with jsonw_utf8_valid first) and never allocate.
  *  - White space is Unicode White_Space.
  *  - Invisible characters are those that render as nothing, often used to make a name or a post
  *    look empty or to impersonate: U+00AD, U+034F, U+061C, U+115F, U+1160, U+17B4, U+17B5,

@@ -12,30 +12,49 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "core/jsonw.h"
 #include "core/net.h"
+#include "core/opts.h"
 #include "lb/admin.h"
 
-static void usage(void)
-{
-    printf("usage: agora ctl [--admin ADDR] [--token-file FILE | --token TOKEN] [--data DIR] COMMAND\n"
-           "       agora ctl [--data DIR] server add|remove PORT|list\n\n"
-           "Changes a running balancer without a restart, through its admin API (default\n"
-           "127.0.0.1:8404). The bearer token is the first of: --token, --token-file FILE,\n"
-           "$AGORA_ADMIN_TOKEN, the file a balancer on ADDR's port generates by default\n"
-           "($XDG_RUNTIME_DIR/agora-admin-PORT.token, else /tmp/agora-UID/admin-PORT.token),\n"
-           "DIR/admin.token (`agora up`'s; --data, default ./data).\n\n"
-           "  list                      servers with state, weight, in-flight and counters\n"
-           "  add URL [--weight N]      add a server (checked at once, slow start)\n"
-           "  remove ADDR               remove a server now (in-flight requests finish)\n"
-           "  drain ADDR [--park]       no new requests; removed (or parked) once idle\n"
-           "  enable ADDR               put a drained or parked server back\n"
-           "  weight ADDR N             set a server's weight\n\n"
-           "With `agora up` running (data directory --data, default ./data):\n"
-           "  server add                start one more web server and add it to the balancer\n"
-           "  server remove PORT        drain the web server on PORT, then stop it\n"
-           "  server list               the processes `agora up` supervises\n\n"
-           "ADDR is host:port as shown by `list`.\n");
-}
+struct ctl_opts {
+    const char *admin, *token, *token_file, *data;
+};
+
+#define ROW(fl, f, a, h) OPTS_ROW(struct ctl_opts, fl, OPTS_PTR, f, 0, 0, a, NULL, h)
+static const struct opts_def flags[] = {
+    ROW("admin", admin, "ADDR", "the admin API (default 127.0.0.1:8404)"),
+    ROW("token", token, "TOKEN", "the bearer token"),
+    ROW("token-file", token_file, "FILE", "read the token from FILE"),
+    ROW("data", data, "DIR", "`agora up`'s data directory (default ./data)"),
+};
+#undef ROW
+
+static const struct opts_cmd command = {
+    .name = "agora ctl",
+    .head = "usage: agora ctl [--admin ADDR] [--token-file FILE | --token TOKEN] [--data DIR] COMMAND\n"
+            "       agora ctl [--data DIR] server add|remove PORT|list\n\n"
+            "Changes a running balancer without a restart, through its admin API (default\n"
+            "127.0.0.1:8404). The bearer token is the first of: --token, --token-file FILE,\n"
+            "$AGORA_ADMIN_TOKEN, the file a balancer on ADDR's port generates by default\n"
+            "($XDG_RUNTIME_DIR/agora-admin-PORT.token, else /tmp/agora-UID/admin-PORT.token),\n"
+            "DIR/admin.token (`agora up`'s; --data, default ./data).\n\n"
+            "  list                      servers with state, weight, in-flight and counters\n"
+            "  add URL [--weight N]      add a server (checked at once, slow start)\n"
+            "  remove ADDR               remove a server now (in-flight requests finish)\n"
+            "  drain ADDR [--park]       no new requests; removed (or parked) once idle\n"
+            "  enable ADDR               put a drained or parked server back\n"
+            "  weight ADDR N             set a server's weight\n\n"
+            "With `agora up` running (data directory --data, default ./data):\n"
+            "  server add                start one more web server and add it to the balancer\n"
+            "  server remove PORT        drain the web server on PORT, then stop it\n"
+            "  server list               the processes `agora up` supervises\n\n"
+            "ADDR is host:port as shown by `list`.\n\n"
+            "Options (before the command):\n",
+    OPTS_TABLE(flags),
+    .width = 24,
+    .flags = OPTS_STOP_AT_ARG,
+};
 
 /* The admin API to call and how to authenticate. */
 struct ctl {
@@ -195,32 +214,14 @@ static int find_token(struct ctl *k, const char *flag_token, const char *token_f
 
 int cmd_ctl(int argc, char **argv)
 {
-    const char *admin = "127.0.0.1:8404", *flag_token = NULL, *token_file = NULL, *data = "data";
-    int i = 1;
-    for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
-        if (!strcmp(argv[i], "--help")) {
-            usage();
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "agora ctl: %s needs a value\n", argv[i]);
-            return 2;
-        }
-        if (!strcmp(argv[i], "--admin"))
-            admin = argv[++i];
-        else if (!strcmp(argv[i], "--token"))
-            flag_token = argv[++i];
-        else if (!strcmp(argv[i], "--token-file"))
-            token_file = argv[++i];
-        else if (!strcmp(argv[i], "--data"))
-            data = argv[++i];
-        else {
-            fprintf(stderr, "agora ctl: unknown option '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
-    }
+    struct ctl_opts o = {.admin = "127.0.0.1:8404", .data = "data"};
+    int i;
+    int r = opts_cmd_parse(&command, &o, argc, argv, &i);
+    if (r != OPTS_CONTINUE)
+        return r;
+    const char *admin = o.admin, *flag_token = o.token, *token_file = o.token_file, *data = o.data;
     if (i >= argc) {
-        usage();
+        opts_cmd_usage(&command, stdout);
         return 2;
     }
     const char *cmd = argv[i++];
@@ -233,21 +234,26 @@ int cmd_ctl(int argc, char **argv)
     if (!strcmp(cmd, "list") && rest == 0)
         return print_list(&k);
     if (!strcmp(cmd, "add") && (rest == 1 || (rest == 3 && !strcmp(argv[i + 1], "--weight")))) {
-        json_t *j = json_pack("{s:s}", "url", argv[i]);
+        long weight = 0;
         if (rest == 3) {
             char *end;
-            long w = strtol(argv[i + 2], &end, 10);
-            if (*end || w < 1 || w > 1000) {
+            weight = strtol(argv[i + 2], &end, 10);
+            if (*end || weight < 1 || weight > 1000) {
                 fprintf(stderr, "agora ctl: --weight must be 1..1000\n");
-                json_decref(j);
                 return 2;
             }
-            json_object_set_new(j, "weight", json_integer(w));
         }
-        char *txt = json_dumps(j, 0);
-        int rc = admin_call(&k, "POST", "/servers", txt);
-        free(txt);
-        json_decref(j);
+        struct buf b = {0};
+        struct jsonw w;
+        jsonw_init(&w, &b, JSONW_SPACED);
+        jsonw_object(&w);
+        jsonw_kv_str(&w, "url", argv[i]);
+        if (weight) {
+            jsonw_kv_int(&w, "weight", weight);
+        }
+        jsonw_end(&w);
+        int rc = admin_call(&k, "POST", "/servers", buf_cstr(&b));
+        buf_free(&b);
         return rc;
     }
     if (!strcmp(cmd, "remove") && rest == 1) {
@@ -256,8 +262,7 @@ int cmd_ctl(int argc, char **argv)
     }
     if (!strcmp(cmd, "drain") && (rest == 1 || (rest == 2 && !strcmp(argv[i + 1], "--park")))) {
         snprintf(path, sizeof(path), "/servers/%s/drain", argv[i]);
-        snprintf(body, sizeof(body), "{\"then\": \"%s\"}", rest == 2 ? "park" : "remove");
-        return admin_call(&k, "POST", path, body);
+        return admin_call(&k, "POST", path, rest == 2 ? "{\"then\": \"park\"}" : "{\"then\": \"remove\"}");
     }
     if (!strcmp(cmd, "enable") && rest == 1) {
         snprintf(path, sizeof(path), "/servers/%s/enable", argv[i]);
@@ -271,8 +276,11 @@ int cmd_ctl(int argc, char **argv)
             fprintf(stderr, "agora ctl: weight must be 1..1000\n");
             return 2;
         }
-        snprintf(body, sizeof(body), "{\"weight\": %ld}", w);
-        return admin_call(&k, "PUT", path, body);
+        struct buf b = {0};
+        jsonw_doc_int(&b, JSONW_SPACED, "weight", w);
+        int rc = admin_call(&k, "PUT", path, buf_cstr(&b));
+        buf_free(&b);
+        return rc;
     }
     if (!strcmp(cmd, "server") && rest >= 1) {
         if (!strcmp(argv[i], "add") && rest == 1)

@@ -18,9 +18,12 @@
 #include "app/auth.h"
 #include "app/store.h"
 #include "cli/commands.h"
+#include "core/opts.h"
 
-#define MAX_USERS          10000000L
-#define MAX_POSTS_PER_USER 10000L
+#define MAX_USERS          10000000
+#define MAX_POSTS_PER_USER 10000
+#define STR(x)             #x
+#define XSTR(x)            STR(x) /* the value of a macro as a string */
 #define FOLLOW_MIN         15
 #define FOLLOW_MAX         45
 #define ORIGIN_MS          1767225600000LL /* 2026-01-01T00:00:00Z: first post */
@@ -28,7 +31,7 @@
 struct seed_opts {
     long users, posts;
     const char *db, *password;
-    uint64_t seed;
+    long seed;
     int force;
 };
 
@@ -47,101 +50,45 @@ static uint64_t rng_next(struct rng *r)
 
 static double rng_unit(struct rng *r) { return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
+#define ROW(fl, t, f, lo, hi, a, h) OPTS_ROW(struct seed_opts, fl, t, f, lo, hi, a, NULL, h)
+static const struct opts_def flags[] = {
+    ROW("users", OPTS_LONG, users, 1, MAX_USERS, NULL, "accounts user1..userN (1-" XSTR(MAX_USERS) ")"),
+    ROW("posts-per-user", OPTS_LONG, posts, 0, MAX_POSTS_PER_USER, "M",
+        "posts written by each user (0-" XSTR(MAX_POSTS_PER_USER) ", default 10)"),
+    ROW("db", OPTS_PTR, db, 0, 0, "URL", "database, e.g. sqlite:agora.db"),
+    ROW("password", OPTS_PTR, password, 0, 0, "P", "password of every account (default password123)"),
+    ROW("seed", OPTS_LONG, seed, 0, 0x7fffffffL, "S", "random seed (default 1); same seed, same graph"),
+    ROW("force", OPTS_FLAG, force, 0, 0, NULL,
+        "delete all existing data first (otherwise a non-empty\ndatabase is refused)"),
+};
+#undef ROW
+
+static const struct opts_cmd command = {
+    .name = "agora seed",
+    .head = "usage: agora seed --users N --db URL [--posts-per-user M] [--password P] [--seed S] [--force]\n"
             "\n"
-            "Fills an empty database with a deterministic synthetic social graph:\n"
-            "  --users N           accounts user1..userN (1-%ld)\n"
-            "  --posts-per-user M  posts written by each user (0-%ld, default 10)\n"
-            "  --db URL            database, e.g. sqlite:agora.db\n"
-            "  --password P        password of every account (default password123)\n"
-            "  --seed S            random seed (default 1); same seed, same graph\n"
-            "  --force             delete all existing data first (otherwise a non-empty\n"
-            "                      database is refused)\n",
-            MAX_USERS, MAX_POSTS_PER_USER);
-}
+            "Fills an empty database with a deterministic synthetic social graph:\n",
+    OPTS_TABLE(flags),
+    .width = 19,
+};
 
-static int parse_long(const char *name, const char *v, long min, long max, long *out)
-{
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < min || n > max) {
-        fprintf(stderr, "agora seed: %s must be an integer from %ld to %ld (got \"%s\")\n", name, min, max, v);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
-/* Parses argv into o. Returns 0, 1 when --help was printed, or -1 after printing an error. */
+/* Parses argv into o. Returns 0 to go on, or the exit code (0 after --help, 2 after an error). */
 static int parse_args(int argc, char **argv, struct seed_opts *o)
 {
-    long seed = 1;
-    o->users = -1;
-    o->posts = 10;
-    o->db = NULL;
-    o->password = "password123";
-    o->force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        char name[32];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 1;
-        }
-        if (!strcmp(a, "--force")) {
-            o->force = 1;
-            continue;
-        }
-        const char *eq = strchr(a, '=');
-        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-        if (strncmp(a, "--", 2) != 0 || nl >= sizeof name) {
-            fprintf(stderr, "agora seed: unexpected argument \"%s\"\n", a);
-            usage(stderr);
-            return -1;
-        }
-        memcpy(name, a, nl);
-        name[nl] = '\0';
-        if (eq != NULL) {
-            v = eq + 1;
-        } else if (i + 1 < argc) {
-            v = argv[++i];
-        } else {
-            fprintf(stderr, "agora seed: %s needs a value\n", name);
-            return -1;
-        }
-        int rc = 0;
-        if (!strcmp(name, "--users"))
-            rc = parse_long(name, v, 1, MAX_USERS, &o->users);
-        else if (!strcmp(name, "--posts-per-user"))
-            rc = parse_long(name, v, 0, MAX_POSTS_PER_USER, &o->posts);
-        else if (!strcmp(name, "--seed"))
-            rc = parse_long(name, v, 0, 0x7fffffffL, &seed);
-        else if (!strcmp(name, "--db"))
-            o->db = v;
-        else if (!strcmp(name, "--password"))
-            o->password = v;
-        else {
-            fprintf(stderr, "agora seed: unknown option %s\n", name);
-            usage(stderr);
-            return -1;
-        }
-        if (rc != 0)
-            return -1;
-    }
+    *o = (struct seed_opts){.users = -1, .posts = 10, .password = "password123", .seed = 1};
+    int r = opts_cmd_parse(&command, o, argc, argv, NULL);
+    if (r != OPTS_CONTINUE)
+        return r == 0 ? -1 : 2;
     if (o->users < 0 || o->db == NULL) {
         fprintf(stderr, "agora seed: --users and --db are required\n");
-        usage(stderr);
-        return -1;
+        opts_cmd_usage(&command, stderr);
+        return 2;
     }
     size_t pl = strlen(o->password);
     if (pl < 8 || pl > 128) {
         fprintf(stderr, "agora seed: --password must be 8-128 bytes (the sign-up rule)\n");
-        return -1;
+        return 2;
     }
-    o->seed = (uint64_t)seed;
     return 0;
 }
 
@@ -288,7 +235,7 @@ int cmd_seed(int argc, char **argv)
     struct store *st = NULL;
 
     if ((rc = parse_args(argc, argv, &o)) != 0)
-        return rc > 0 ? 0 : 2;
+        return rc < 0 ? 0 : rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (auth_init() != 0) {
         fprintf(stderr, "agora seed: cannot initialise libsodium\n");

@@ -13,13 +13,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/api.h"
 #include "app/app.h"
 #include "app/client_addr.h"
 #include "cli/commands.h"
+#include "core/opts.h"
 #include "http/daemon.h"
 #include "http/pool.h"
 #include "http/server.h"
-#include "lb/config.h"
 
 struct server_opts {
     char listen[128];
@@ -36,7 +37,7 @@ struct server_opts {
     struct client_trust trust;
     int trust_set; /* a --trusted-proxy flag replaced the default */
     struct http_pool *pool;
-    int session_days;
+    unsigned session_days;
 };
 
 struct server_worker {
@@ -98,7 +99,7 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     w->hb.pick_ctx = w;
     struct http_server_limits lim;
     http_server_limits_default(&lim);
-    lim.max_body = 64 * 1024;
+    lim.max_body = API_MAX_BODY;
     lim.json_errors = 1;
     lim.extra_headers = o->served_by_header;
     lim.idle_timeout_ms = o->idle_ms;
@@ -150,40 +151,6 @@ const char *cli_default_web_dir(char *out, size_t outlen)
     return out;
 }
 
-static void usage(void)
-{
-    printf("usage: agora server [options]\n\n"
-           "A web server of the social network (JSON API under /api/v1 and the web UI).\n\n"
-           "  --listen ADDR:PORT     address to serve on (default 127.0.0.1:8001)\n"
-           "  --db URL               database: sqlite:PATH (default sqlite:data/agora.db)\n"
-           "  --workers N            worker threads, each with its own database connection\n"
-           "                         (default: number of cores)\n"
-           "  --web DIR              directory of the web UI files (default: the installed web/)\n"
-           "  --served-by NAME       value of the X-Served-By header (default: the listen address)\n"
-           "  --idle-timeout DURATION  close idle keep-alive connections after (default 60s)\n"
-           "\nPassword hashing (sign-up and log-in) runs on a pool of threads, never on the\n"
-           "event loops that answer everything else (/health included):\n"
-           "  --hash-threads N       hashing threads, each with its own database connection\n"
-           "                         (default: number of cores)\n"
-           "  --hash-queue N         requests that may wait for a hashing thread (default 32\n"
-           "                         per thread); beyond, 503 with Retry-After\n"
-           "  --hash-wait DURATION   a request that waits longer gets 503 with Retry-After\n"
-           "                         (default 1s)\n"
-           "\nThrottles, counted in the database (so shared by every server on it); a full\n"
-           "one answers 429 with Retry-After. LIMIT is N/DURATION (e.g. 10/15m) or off:\n"
-           "  --login-limit LIMIT    failed log-ins per account (default 10/15m); a successful\n"
-           "                         log-in clears it\n"
-           "  --login-address-limit LIMIT  failed log-ins per client address (default 50/15m)\n"
-           "  --signup-limit LIMIT   sign-ups per client address (default 5/10m)\n"
-           "  --trusted-proxy ADDR[/BITS][,...]  peers whose X-Forwarded-For names the client\n"
-           "                         (repeatable; default 127.0.0.0/8,::1; 'none': no one); the\n"
-           "                         client is the right-most address not itself trusted.\n"
-           "                         IPv6 clients are counted by /64\n"
-           "  --session-days N       a log-in session unused for N days expires (sliding;\n"
-           "                         1..3650, default 30)\n"
-           "  --help                 show this help\n");
-}
-
 /* Parses "N/DURATION" (N >= 1) or "off" into l. Returns 0 or -1. */
 static int parse_limit(const char *v, struct app_limit *l)
 {
@@ -194,12 +161,85 @@ static int parse_limit(const char *v, struct app_limit *l)
     char *end;
     unsigned ms;
     long n = strtol(v, &end, 10);
-    if (end == v || *end != '/' || n < 1 || n > 1000000 || lb_parse_duration(end + 1, &ms) < 0 || ms == 0)
+    if (end == v || *end != '/' || n < 1 || n > 1000000 || opts_parse_duration(end + 1, &ms) < 0 || ms == 0)
         return -1;
     l->count = (int)n;
     l->window_ms = ms;
     return 0;
 }
+
+/* OPTS_CALL for the throttles: the struct app_limit at d->off. */
+static int set_limit(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
+                     size_t errlen)
+{
+    if (parse_limit(val, (struct app_limit *)((char *)target + d->off)) < 0) {
+        snprintf(err, errlen, "%s: '%s' is not N/DURATION (e.g. 10/15m) or off", name, val);
+        return -1;
+    }
+    return 0;
+}
+
+/* OPTS_CALL for --trusted-proxy: the first one replaces the loopback default, later ones add. */
+static int set_trusted(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
+                       size_t errlen)
+{
+    struct server_opts *o = target;
+    char msg[160];
+    if (!o->trust_set) {
+        o->trust.n = 0;
+        o->trust_set = 1;
+    }
+    if (client_trust_add(&o->trust, val, msg, sizeof(msg)) < 0) {
+        snprintf(err, errlen, "%s: %s", name, msg);
+        return -1;
+    }
+    return 0;
+}
+
+#define ROW(fl, t, f, lo, hi, a, fn, h) OPTS_ROW(struct server_opts, fl, t, f, lo, hi, a, fn, h)
+static const struct opts_def flags[] = {
+    ROW("listen", OPTS_STR, listen, 0, 0, "ADDR:PORT", NULL, "address to serve on (default 127.0.0.1:8001)"),
+    ROW("db", OPTS_STR, db, 0, 0, "URL", NULL, "database: sqlite:PATH (default sqlite:data/agora.db)"),
+    ROW("workers", OPTS_UINT, workers, 1, 256, NULL, NULL,
+        "worker threads, each with its own database connection\n(default: number of cores)"),
+    ROW("web", OPTS_STR, web, 0, 0, "DIR", NULL, "directory of the web UI files (default: the installed web/)"),
+    ROW("served-by", OPTS_STR, served_by, 0, 0, "NAME", NULL,
+        "value of the X-Served-By header (default: the listen address)"),
+    ROW("idle-timeout", OPTS_DURATION, idle_ms, 1, 0, NULL, NULL,
+        "close idle keep-alive connections after (default 60s)"),
+    {.type = OPTS_TEXT,
+     .help = "\nPassword hashing (sign-up and log-in) runs on a pool of threads, never on the\n"
+             "event loops that answer everything else (/health included):\n"},
+    ROW("hash-threads", OPTS_UINT, hash_threads, 1, 256, NULL, NULL,
+        "hashing threads, each with its own database connection\n(default: number of cores)"),
+    ROW("hash-queue", OPTS_UINT, hash_queue, 1, 100000, NULL, NULL,
+        "requests that may wait for a hashing thread (default 32\nper thread); beyond, 503 with Retry-After"),
+    ROW("hash-wait", OPTS_DURATION, hash_wait_ms, 1, 0, NULL, NULL,
+        "a request that waits longer gets 503 with Retry-After\n(default 1s)"),
+    {.type = OPTS_TEXT,
+     .help = "\nThrottles, counted in the database (so shared by every server on it); a full\n"
+             "one answers 429 with Retry-After. LIMIT is N/DURATION (e.g. 10/15m) or off:\n"},
+    ROW("login-limit", OPTS_CALL, limits.login_account, 0, 0, "LIMIT", set_limit,
+        "failed log-ins per account (default 10/15m); a successful\nlog-in clears it"),
+    ROW("login-address-limit", OPTS_CALL, limits.login_address, 0, 0, "LIMIT", set_limit,
+        "failed log-ins per client address (default 50/15m)"),
+    ROW("signup-limit", OPTS_CALL, limits.signup_address, 0, 0, "LIMIT", set_limit,
+        "sign-ups per client address (default 5/10m)"),
+    ROW("trusted-proxy", OPTS_CALL, trust, 0, 0, "ADDR[/BITS][,...]", set_trusted,
+        "peers whose X-Forwarded-For names the client\n(repeatable; default 127.0.0.0/8,::1; 'none': no one); the\n"
+        "client is the right-most address not itself trusted.\nIPv6 clients are counted by /64"),
+    ROW("session-days", OPTS_UINT, session_days, 1, 3650, NULL, NULL,
+        "a log-in session unused for N days expires (sliding;\n1..3650, default 30)"),
+};
+#undef ROW
+
+static const struct opts_cmd command = {
+    .name = "agora server",
+    .head = "usage: agora server [options]\n\n"
+            "A web server of the social network (JSON API under /api/v1 and the web UI).\n\n",
+    OPTS_TABLE(flags),
+    .width = 22,
+};
 
 int cmd_server(int argc, char **argv)
 {
@@ -209,84 +249,9 @@ int cmd_server(int argc, char **argv)
     snprintf(o.listen, sizeof(o.listen), "127.0.0.1:8001");
     snprintf(o.db, sizeof(o.db), "sqlite:data/agora.db");
     cli_default_web_dir(o.web, sizeof(o.web));
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage();
-            return 0;
-        }
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            fprintf(stderr, "agora server: %s needs a value (see --help)\n", a);
-            return 2;
-        }
-        i++;
-        if (!strcmp(a, "--listen"))
-            snprintf(o.listen, sizeof(o.listen), "%s", v);
-        else if (!strcmp(a, "--db"))
-            snprintf(o.db, sizeof(o.db), "%s", v);
-        else if (!strcmp(a, "--web"))
-            snprintf(o.web, sizeof(o.web), "%s", v);
-        else if (!strcmp(a, "--served-by"))
-            snprintf(o.served_by, sizeof(o.served_by), "%s", v);
-        else if (!strcmp(a, "--workers")) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || n < 1 || n > 256) {
-                fprintf(stderr, "agora server: --workers must be 1..256\n");
-                return 2;
-            }
-            o.workers = (unsigned)n;
-        } else if (!strcmp(a, "--session-days")) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || end == v || n < 1 || n > 3650) {
-                fprintf(stderr, "agora server: --session-days must be 1..3650\n");
-                return 2;
-            }
-            o.session_days = (int)n;
-        } else if (!strcmp(a, "--idle-timeout")) {
-            if (lb_parse_duration(v, &o.idle_ms) < 0 || o.idle_ms == 0) {
-                fprintf(stderr, "agora server: --idle-timeout: '%s' is not a duration\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--hash-threads") || !strcmp(a, "--hash-queue")) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            long max = !strcmp(a, "--hash-threads") ? 256 : 100000;
-            if (*end || n < 1 || n > max) {
-                fprintf(stderr, "agora server: %s must be 1..%ld\n", a, max);
-                return 2;
-            }
-            *(!strcmp(a, "--hash-threads") ? &o.hash_threads : &o.hash_queue) = (unsigned)n;
-        } else if (!strcmp(a, "--hash-wait")) {
-            if (lb_parse_duration(v, &o.hash_wait_ms) < 0 || o.hash_wait_ms == 0) {
-                fprintf(stderr, "agora server: --hash-wait: '%s' is not a duration\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--login-limit") || !strcmp(a, "--login-address-limit") || !strcmp(a, "--signup-limit")) {
-            struct app_limit *l = !strcmp(a, "--login-limit")           ? &o.limits.login_account
-                                  : !strcmp(a, "--login-address-limit") ? &o.limits.login_address
-                                                                        : &o.limits.signup_address;
-            if (parse_limit(v, l) < 0) {
-                fprintf(stderr, "agora server: %s: '%s' is not N/DURATION (e.g. 10/15m) or off\n", a, v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--trusted-proxy")) {
-            char msg[160];
-            if (!o.trust_set) {
-                o.trust.n = 0; /* the flags replace the loopback default */
-                o.trust_set = 1;
-            }
-            if (client_trust_add(&o.trust, v, msg, sizeof(msg)) < 0) {
-                fprintf(stderr, "agora server: --trusted-proxy: %s\n", msg);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "agora server: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-    }
+    int r = opts_cmd_parse(&command, &o, argc, argv, NULL);
+    if (r != OPTS_CONTINUE)
+        return r;
     if (!o.served_by[0])
         snprintf(o.served_by, sizeof(o.served_by), "%s", o.listen);
     snprintf(o.served_by_header, sizeof(o.served_by_header), "X-Served-By: %s\r\n", o.served_by);

@@ -37,8 +37,10 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "core/jsonw.h"
 #include "core/loop.h"
 #include "core/net.h"
+#include "core/opts.h"
 #include "http/daemon.h"
 #include "lb/admin.h"
 #include "lb/lb.h"
@@ -76,17 +78,34 @@ struct up {
 
 static uint64_t now_ms(void) { return loop_clock_us() / 1000; }
 
-static void child_arg(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void child_arg(struct child *c, const char *fmt, ...)
+/* Appends one printf-formatted argument to c's argv. */
+static void child_varg(struct child *c, const char *fmt, va_list ap)
 {
     char tmp[PATH_MAX + 64];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
     if (c->argc < MAX_ARGS - 1)
         c->argv[c->argc++] = strdup(tmp);
     c->argv[c->argc] = NULL;
+}
+
+static void child_arg(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void child_arg(struct child *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    child_varg(c, fmt, ap);
+    va_end(ap);
+}
+
+/* Appends a flag and its printf-formatted value. */
+static void child_flag(struct child *c, const char *flag, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void child_flag(struct child *c, const char *flag, const char *fmt, ...)
+{
+    va_list ap;
+    child_arg(c, "%s", flag);
+    va_start(ap, fmt);
+    child_varg(c, fmt, ap);
+    va_end(ap);
 }
 
 static int spawn(struct up *u, struct child *c)
@@ -117,31 +136,32 @@ static int spawn(struct up *u, struct child *c)
     return 0;
 }
 
-static void usage(void)
-{
-    printf("usage: agora up [options]\n\n"
-           "Runs the whole platform on this machine: the load balancer and N web servers sharing one\n"
-           "SQLite database. Ctrl-C (or SIGTERM) stops everything cleanly.\n\n"
-           "  --listen ADDR:PORT   balancer address (default :8000); servers use the next N ports\n"
-           "                       on 127.0.0.1\n"
-           "  --servers N          number of web servers (default 3)\n"
-           "  --data DIR           data directory, database at DIR/agora.db (default ./data)\n"
-           "  --policy NAME        balancing policy (default least-conn)\n"
-           "  --server-workers N   worker threads per web server (default 1)\n"
-           "  --lb-workers N       balancer worker threads (default: number of cores)\n"
-           "  --access-log DEST    balancer access log: off (default), stdout or a file\n"
-           "  --help               show this help\n");
-}
+struct up_opts {
+    char listen[128], data[PATH_MAX], policy[32], access_log[PATH_MAX];
+    unsigned nservers, server_workers, lb_workers;
+};
 
-static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
-{
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || n < (long)lo || n > (long)hi)
-        return -1;
-    *out = (unsigned)n;
-    return 0;
-}
+#define ROW(fl, t, f, lo, hi, a, h) OPTS_ROW(struct up_opts, fl, t, f, lo, hi, a, NULL, h)
+static const struct opts_def flags[] = {
+    ROW("listen", OPTS_STR, listen, 0, 0, "ADDR:PORT",
+        "balancer address (default :8000); servers use the next N ports\non 127.0.0.1"),
+    ROW("servers", OPTS_UINT, nservers, 1, MAX_CHILDREN - 1, NULL, "number of web servers (default 3)"),
+    ROW("data", OPTS_STR, data, 0, 0, "DIR", "data directory, database at DIR/agora.db (default ./data)"),
+    ROW("policy", OPTS_STR, policy, 0, 0, "NAME", "balancing policy (default least-conn)"),
+    ROW("server-workers", OPTS_UINT, server_workers, 1, 64, NULL, "worker threads per web server (default 1)"),
+    ROW("lb-workers", OPTS_UINT, lb_workers, 1, 256, NULL, "balancer worker threads (default: number of cores)"),
+    ROW("access-log", OPTS_STR, access_log, 0, 0, "DEST", "balancer access log: off (default), stdout or a file"),
+};
+#undef ROW
+
+static const struct opts_cmd command = {
+    .name = "agora up",
+    .head = "usage: agora up [options]\n\n"
+            "Runs the whole platform on this machine: the load balancer and N web servers sharing one\n"
+            "SQLite database. Ctrl-C (or SIGTERM) stops everything cleanly.\n\n",
+    OPTS_TABLE(flags),
+    .width = 20,
+};
 
 /* Waits (bounded) until addr accepts connections. */
 static int wait_port(const struct net_addr *a, unsigned ms)
@@ -173,31 +193,34 @@ static void make_server(struct up *u, struct child *c, unsigned port)
     c->port = port;
     child_arg(c, "agora");
     child_arg(c, "server");
-    child_arg(c, "--listen");
-    child_arg(c, "127.0.0.1:%u", port);
-    child_arg(c, "--db");
-    child_arg(c, "%s", u->db);
-    child_arg(c, "--workers");
-    child_arg(c, "%u", u->server_workers);
-    child_arg(c, "--web");
-    child_arg(c, "%s", u->web);
+    child_flag(c, "--listen", "127.0.0.1:%u", port);
+    child_flag(c, "--db", "%s", u->db);
+    child_flag(c, "--workers", "%u", u->server_workers);
+    child_flag(c, "--web", "%s", u->web);
 }
 
-static void ctl_answer(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ctl_answer(int fd, const char *fmt, ...)
+/* Writes the JSON document in b (written with core/jsonw) and a newline to the control
+ * connection fd, then frees b. */
+static void ctl_answer(int fd, struct buf *b)
 {
-    char line[4096];
+    buf_puts(b, "\n");
+    ssize_t w = write(fd, buf_head(b), buf_used(b));
+    (void)w;
+    buf_free(b);
+}
+
+/* Answers {"error": message}, the message printf-formatted. */
+static void ctl_error(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ctl_error(int fd, const char *fmt, ...)
+{
+    char msg[512];
+    struct buf b = {0};
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n > sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    line[n++] = '\n';
-    ssize_t w = write(fd, line, (size_t)n);
-    (void)w;
+    jsonw_doc_str(&b, JSONW_SPACED, "error", msg);
+    ctl_answer(fd, &b);
 }
 
 /* Asks the balancer's admin API; returns the HTTP status or -1. */
@@ -231,35 +254,44 @@ static void retire(struct child *c)
 static void ctl_add(struct up *u, int fd)
 {
     if (u->nkids >= MAX_CHILDREN) {
-        ctl_answer(fd, "{\"error\": \"at most %d processes\"}", MAX_CHILDREN);
+        ctl_error(fd, "at most %d processes", MAX_CHILDREN);
         return;
     }
     unsigned port = u->next_port++;
     struct child *c = &u->kids[u->nkids];
     make_server(u, c, port);
     if (spawn(u, c) < 0) {
-        ctl_answer(fd, "{\"error\": \"cannot start a server process\"}");
+        ctl_error(fd, "cannot start a server process");
         return;
     }
     u->nkids++;
     struct net_addr sa;
-    char a[64], body[128];
+    char a[64], url[80];
+    struct buf body = {0};
+    struct jsonw w;
     snprintf(a, sizeof(a), "127.0.0.1:%u", port);
+    snprintf(url, sizeof(url), "http://%s", a);
     net_parse_addr(a, &sa);
     if (wait_port(&sa, 10000) < 0) {
         retire(c);
-        ctl_answer(fd, "{\"error\": \"server on port %u did not start listening\"}", port);
+        ctl_error(fd, "server on port %u did not start listening", port);
         return;
     }
-    snprintf(body, sizeof(body), "{\"url\": \"http://127.0.0.1:%u\"}", port);
-    int st = admin(u, "POST", "/servers", body);
+    jsonw_doc_str(&body, JSONW_SPACED, "url", url);
+    int st = admin(u, "POST", "/servers", buf_cstr(&body));
+    buf_free(&body);
     if (st != 201 && st != 409) {
-        retire(c); /* not left running, supervised, yet serving nobody */
-        ctl_answer(fd, "{\"error\": \"balancer refused the new server (status %d)\"}", st);
+        retire(c);
+        ctl_error(fd, "balancer refused the new server (status %d)", st);
         return;
     }
     fprintf(stderr, "agora up: added server on port %u\n", port);
-    ctl_answer(fd, "{\"added\": \"http://127.0.0.1:%u\", \"pid\": %d}", port, (int)c->pid);
+    jsonw_init(&w, &body, JSONW_SPACED);
+    jsonw_object(&w);
+    jsonw_kv_str(&w, "added", url);
+    jsonw_kv_int(&w, "pid", c->pid);
+    jsonw_end(&w);
+    ctl_answer(fd, &body);
 }
 
 static void ctl_remove(struct up *u, int fd, unsigned port)
@@ -272,33 +304,44 @@ static void ctl_remove(struct up *u, int fd, unsigned port)
         snprintf(path, sizeof(path), "/servers/127.0.0.1:%u/drain", port);
         int st = admin(u, "POST", path, "{\"then\": \"remove\"}");
         if (st != 202 && st != 404) {
-            ctl_answer(fd, "{\"error\": \"balancer refused to drain (status %d)\"}", st);
+            ctl_error(fd, "balancer refused to drain (status %d)", st);
             return;
         }
         c->retiring = 1;
         fprintf(stderr, "agora up: draining server on port %u\n", port);
-        ctl_answer(fd, "{\"draining\": \"http://127.0.0.1:%u\"}", port);
+        char url[64];
+        struct buf b = {0};
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", port);
+        jsonw_doc_str(&b, JSONW_SPACED, "draining", url);
+        ctl_answer(fd, &b);
         return;
     }
-    ctl_answer(fd, "{\"error\": \"no web server on port %u\"}", port);
+    ctl_error(fd, "no web server on port %u", port);
 }
 
 static void ctl_list(struct up *u, int fd)
 {
-    char line[4000];
-    size_t n = 0;
-    n += (size_t)snprintf(line + n, sizeof(line) - n, "{\"processes\": [");
-    for (int i = 0; i < u->nkids && n < sizeof(line) - 200; i++) {
+    struct buf b = {0};
+    struct jsonw w;
+    jsonw_init(&w, &b, JSONW_SPACED);
+    jsonw_object(&w);
+    jsonw_key(&w, "processes");
+    jsonw_array(&w);
+    for (int i = 0; i < u->nkids; i++) {
         struct child *c = &u->kids[i];
-        n += (size_t)snprintf(line + n, sizeof(line) - n, "%s{\"name\": \"%s\", \"pid\": %d, \"state\": \"%s\"}",
-                              i ? ", " : "", c->name, (int)c->pid,
-                              c->retired    ? "removed"
-                              : c->retiring ? "draining"
-                              : c->pid > 0  ? "running"
-                                            : "restarting");
+        jsonw_object(&w);
+        jsonw_kv_str(&w, "name", c->name);
+        jsonw_kv_int(&w, "pid", c->pid);
+        jsonw_kv_str(&w, "state",
+                     c->retired    ? "removed"
+                     : c->retiring ? "draining"
+                     : c->pid > 0  ? "running"
+                                   : "restarting");
+        jsonw_end(&w);
     }
-    snprintf(line + n, sizeof(line) - n, "]}");
-    ctl_answer(fd, "%s", line);
+    jsonw_end(&w);
+    jsonw_end(&w);
+    ctl_answer(fd, &b);
 }
 
 static void on_ctl(struct up *u)
@@ -315,7 +358,7 @@ static void on_ctl(struct up *u)
         cmd[strcspn(cmd, "\r\n")] = '\0';
         unsigned port;
         if (u->stopping)
-            ctl_answer(fd, "{\"error\": \"agora up is stopping\"}");
+            ctl_error(fd, "agora up is stopping");
         else if (!strcmp(cmd, "add"))
             ctl_add(u, fd);
         else if (!strcmp(cmd, "list"))
@@ -323,7 +366,7 @@ static void on_ctl(struct up *u)
         else if (sscanf(cmd, "remove %u", &port) == 1)
             ctl_remove(u, fd, port);
         else
-            ctl_answer(fd, "{\"error\": \"unknown command (add, remove PORT, list)\"}");
+            ctl_error(fd, "unknown command (add, remove PORT, list)");
     }
     close(fd);
 }
@@ -366,47 +409,17 @@ static int ctl_listen(struct up *u, const char *data)
 
 int cmd_up(int argc, char **argv)
 {
-    char listen[128] = ":8000", data[PATH_MAX] = "data", policy[32] = "least-conn", access_log[PATH_MAX] = "off";
-    unsigned nservers = 3, server_workers = 1, lb_workers = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage();
-            return 0;
-        }
-        const char *v = i + 1 < argc ? argv[++i] : NULL;
-        if (!v) {
-            fprintf(stderr, "agora up: %s needs a value (see --help)\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--listen"))
-            snprintf(listen, sizeof(listen), "%s", v);
-        else if (!strcmp(a, "--data"))
-            snprintf(data, sizeof(data), "%s", v);
-        else if (!strcmp(a, "--policy"))
-            snprintf(policy, sizeof(policy), "%s", v);
-        else if (!strcmp(a, "--access-log"))
-            snprintf(access_log, sizeof(access_log), "%s", v);
-        else if (!strcmp(a, "--servers")) {
-            if (parse_uint(v, 1, MAX_CHILDREN - 1, &nservers) < 0) {
-                fprintf(stderr, "agora up: --servers must be 1..%d\n", MAX_CHILDREN - 1);
-                return 2;
-            }
-        } else if (!strcmp(a, "--server-workers")) {
-            if (parse_uint(v, 1, 64, &server_workers) < 0) {
-                fprintf(stderr, "agora up: --server-workers must be 1..64\n");
-                return 2;
-            }
-        } else if (!strcmp(a, "--lb-workers")) {
-            if (parse_uint(v, 1, 256, &lb_workers) < 0) {
-                fprintf(stderr, "agora up: --lb-workers must be 1..256\n");
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "agora up: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-    }
+    struct up_opts o = {.listen = ":8000",
+                        .data = "data",
+                        .policy = "least-conn",
+                        .access_log = "off",
+                        .nservers = 3,
+                        .server_workers = 1};
+    int r = opts_cmd_parse(&command, &o, argc, argv, NULL);
+    if (r != OPTS_CONTINUE)
+        return r;
+    const char *listen = o.listen, *data = o.data, *policy = o.policy, *access_log = o.access_log;
+    unsigned nservers = o.nservers, server_workers = o.server_workers, lb_workers = o.lb_workers;
     struct net_addr la;
     if (net_parse_addr(listen, &la) < 0 || la.ss.ss_family != AF_INET) {
         fprintf(stderr, "agora up: invalid --listen '%s' (expected IPv4 HOST:PORT)\n", listen);
@@ -449,28 +462,19 @@ int cmd_up(int argc, char **argv)
     snprintf(lb->name, sizeof(lb->name), "balancer");
     child_arg(lb, "agora");
     child_arg(lb, "lb");
-    child_arg(lb, "--listen");
-    child_arg(lb, "%s", listen);
-    child_arg(lb, "--admin-listen");
-    child_arg(lb, "%s", u->admin);
-    child_arg(lb, "--admin-token-file");
-    child_arg(lb, "%s", u->token_file);
-    child_arg(lb, "--policy");
-    child_arg(lb, "%s", policy);
-    child_arg(lb, "--health-interval");
-    child_arg(lb, "2s");
-    child_arg(lb, "--health-timeout");
-    child_arg(lb, "1s");
-    child_arg(lb, "--access-log");
-    child_arg(lb, "%s", access_log);
+    child_flag(lb, "--listen", "%s", listen);
+    child_flag(lb, "--admin-listen", "%s", u->admin);
+    child_flag(lb, "--admin-token-file", "%s", u->token_file);
+    child_flag(lb, "--policy", "%s", policy);
+    child_flag(lb, "--health-interval", "%s", "2s");
+    child_flag(lb, "--health-timeout", "%s", "1s");
+    child_flag(lb, "--access-log", "%s", access_log);
     if (lb_workers) {
-        child_arg(lb, "--workers");
-        child_arg(lb, "%u", lb_workers);
+        child_flag(lb, "--workers", "%u", lb_workers);
     }
     for (unsigned i = 0; i < nservers; i++) {
         make_server(u, &u->kids[i], port + 1 + i);
-        child_arg(lb, "--backend");
-        child_arg(lb, "http://127.0.0.1:%u", port + 1 + i);
+        child_flag(lb, "--backend", "http://127.0.0.1:%u", port + 1 + i);
     }
     u->nkids = (int)nservers + 1;
 

@@ -18,14 +18,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/jsonw.h"
 #include "core/net.h"
 #include "http/climits.h"
 #include "http/pool.h"
 
-#define READ_CHUNK     16384
-#define OUT_HIGH_WATER (256 * 1024)
-#define LINGER_MS      2000          /* lingering close: how long input is discarded */
-#define LINGER_MAX     (1024 * 1024) /* ... and how much of it */
+#define READ_CHUNK 16384
+#define LINGER_MS  2000          /* lingering close: how long input is discarded */
+#define LINGER_MAX (1024 * 1024) /* ... and how much of it */
 
 enum conn_state { ST_HEAD, ST_BODY, ST_WAIT, ST_CLOSE };
 
@@ -238,7 +238,7 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
         conn_update_mask(c);
         conn_arm_timer(c);
     }
-    if (buf_used(&c->out) >= OUT_HIGH_WATER) {
+    if (buf_used(&c->out) >= HTTP_OUT_HIGH_WATER) {
         c->want_drain = 1;
         return 0;
     }
@@ -303,7 +303,7 @@ static void conn_close(struct http_conn *c)
 /* 1 while the output queue is over its high-water mark: the next pipelined request is neither
  * parsed nor read until it drains, so a client that sends requests and never reads the answers
  * holds at most one high-water mark of responses (plus the kernel's buffers), not all of them. */
-static int out_full(const struct http_conn *c) { return buf_used(&c->out) >= OUT_HIGH_WATER; }
+static int out_full(const struct http_conn *c) { return buf_used(&c->out) >= HTTP_OUT_HIGH_WATER; }
 
 /* While the handler produces a response (WAIT), read interest stays on so that the common
  * request/response cycle costs no epoll_ctl: bytes that arrive (a pipelined request) are kept,
@@ -331,15 +331,15 @@ static void conn_update_mask(struct http_conn *c)
 
 void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after)
 {
-    struct buf b = {0};
+    struct buf b = {0}, body = {0};
+    if (c->srv->lim.json_errors)
+        jsonw_doc_str(&body, JSONW_COMPACT, "error", message);
+    else
+        buf_puts(&body, message);
+    buf_puts(&body, "\n");
     http_write_status_line(&b, status);
-    size_t mlen = strlen(message);
-    if (c->srv->lim.json_errors) {
-        /* Messages are our own constant strings: no characters need escaping. */
-        buf_printf(&b, "Content-Type: application/json; charset=utf-8\r\nContent-Length: %zu\r\n", mlen + 13);
-    } else {
-        buf_printf(&b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n", mlen + 1);
-    }
+    buf_printf(&b, "Content-Type: %s; charset=utf-8\r\nContent-Length: %zu\r\n",
+               c->srv->lim.json_errors ? "application/json" : "text/plain", buf_used(&body));
     if (close_after || !c->keep_alive)
         buf_puts(&b, "Connection: close\r\n");
     if (c->srv->lim.extra_headers)
@@ -347,14 +347,11 @@ void http_conn_respond_error(struct http_conn *c, int status, const char *messag
     if (status == 503 || status == 429)
         buf_printf(&b, "Retry-After: %u\r\n", c->retry_after ? c->retry_after : 1);
     buf_puts(&b, "\r\n");
-    if (!(c->head.method == HTTP_HEAD && c->state != ST_HEAD)) {
-        if (c->srv->lim.json_errors)
-            buf_printf(&b, "{\"error\":\"%s\"}\n", message);
-        else
-            buf_printf(&b, "%s\n", message);
-    }
+    if (!(c->head.method == HTTP_HEAD && c->state != ST_HEAD))
+        buf_append(&b, buf_head(&body), buf_used(&body));
     http_conn_send(c, buf_head(&b), buf_used(&b));
     buf_free(&b);
+    buf_free(&body);
     http_conn_response_done(c, !close_after);
 }
 

@@ -75,8 +75,12 @@ void http_server_free(struct http_server *s);
 /* Default limits, as documented in struct http_server_limits. */
 void http_server_limits_default(struct http_server_limits *lim);
 
-/* Queues n bytes for the client and tries to write them. Returns 1 while the queue is below its
- * high-water mark, 0 when the caller should stop producing until on_drain. */
+/* The output high-water mark: bytes queued for one connection (a client's here, a backend's in
+ * the proxy) beyond which the producer stops until the queue drains. */
+#define HTTP_OUT_HIGH_WATER (256 * 1024)
+
+/* Queues n bytes for the client and tries to write them. Returns 1 while the queue is below
+ * HTTP_OUT_HIGH_WATER, 0 when the caller should stop producing until on_drain. */
 int http_conn_send(struct http_conn *c, const void *p, size_t n);
 /* Cork: while corked, http_conn_send only queues; uncork writes everything queued in one go
  * (e.g. a response head and the first body bytes in one packet). Safe on a connection that was
@@ -86,8 +90,9 @@ void http_conn_uncork(struct http_conn *c);
 /* The handler has queued the whole response. keep_alive 0 forces the connection to close after
  * it is written. The head passed to on_request is dead after this call. */
 void http_conn_response_done(struct http_conn *c, int keep_alive);
-/* Answers the current request with a small complete response (server-made: text or JSON per the
- * limits' json_errors) and calls http_conn_response_done. close_after forces Connection: close. */
+/* Answers the current request with a small complete response (server-made: text, or JSON per
+ * the limits' json_errors with the message escaped by core/jsonw) and calls
+ * http_conn_response_done. close_after forces Connection: close. */
 void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after);
 /* Stops (1) or resumes (0) reading the request body from the client (backpressure). */
 void http_conn_pause_body(struct http_conn *c, int paused);

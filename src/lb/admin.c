@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/jsonw.h"
 #include "core/net.h"
 #include "http/server.h"
 
@@ -51,16 +52,37 @@ struct lb_admin {
     struct fail_slot fails[FAIL_SLOTS];
 };
 
-static void reply(struct http_response *resp, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void reply(struct http_response *resp, int status, const char *fmt, ...)
+/* Starts a JSON answer with this status: sets Content-Type and opens the document's object in w
+ * (the spaced layout, as jansson writes). The caller adds members and calls reply_end. */
+static void reply_begin(struct http_response *resp, int status, struct jsonw *w)
 {
-    va_list ap;
     resp->status = status;
     http_response_header(resp, "Content-Type", "application/json");
+    jsonw_init(w, &resp->body, JSONW_SPACED);
+    jsonw_object(w);
+}
+
+static void reply_end(struct jsonw *w)
+{
+    jsonw_end(w);
+    buf_puts(w->b, "\n");
+}
+
+/* Answers {"error": message} with this status, the message printf-formatted (and escaped). */
+static void reply_error(struct http_response *resp, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void reply_error(struct http_response *resp, int status, const char *fmt, ...)
+{
+    struct jsonw w;
+    struct buf msg = {0};
+    va_list ap;
     va_start(ap, fmt);
-    buf_vprintf(&resp->body, fmt, ap);
+    buf_vprintf(&msg, fmt, ap);
     va_end(ap);
-    buf_puts(&resp->body, "\n");
+    reply_begin(resp, status, &w);
+    jsonw_kv_str(&w, "error", buf_cstr(&msg));
+    reply_end(&w);
+    buf_free(&msg);
 }
 
 /* Copies at most 100 bytes of v into out for a log line, control bytes shown as '?'. */
@@ -186,9 +208,9 @@ static int admit(struct lb_admin *a, const struct http_request *req, struct http
     if (!h->host.n || !h->target.n || h->target.p[0] != '/' || !host_allowed(a, h->host.p, h->host.n)) {
         fprintf(stderr, "agora lb: admin: refused %s: Host '%s' is not this machine's admin address\n",
                 req->remote_addr, printable(h->host.p, h->host.n, shown, sizeof(shown)));
-        reply(resp, 403,
-              "{\"error\": \"admin API: the Host header must be localhost, a loopback address or the admin "
-              "address (DNS rebinding defence)\"}");
+        reply_error(resp, 403,
+                    "admin API: the Host header must be localhost, a loopback address or the admin address (DNS "
+                    "rebinding defence)");
         return 0;
     }
     uint64_t now = loop_clock_us() / 1000;
@@ -198,8 +220,8 @@ static int admit(struct lb_admin *a, const struct http_request *req, struct http
         if (present && f && f->count >= FAIL_LIMIT) {
             unsigned wait_s = (unsigned)((f->since_ms + FAIL_WINDOW_MS - now + 999) / 1000);
             http_response_header(resp, "Retry-After", "%u", wait_s);
-            reply(resp, 429, "{\"error\": \"admin API: too many failed attempts from %s; retry in %u s\"}",
-                  req->remote_addr, wait_s);
+            reply_error(resp, 429, "admin API: too many failed attempts from %s; retry in %u s", req->remote_addr,
+                        wait_s);
             return 0;
         }
         if (present) {
@@ -215,14 +237,14 @@ static int admit(struct lb_admin *a, const struct http_request *req, struct http
         }
         http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"agora-admin\"%s",
                              present ? ", error=\"invalid_token\"" : "");
-        reply(resp, 401,
-              "{\"error\": \"admin API: %s bearer token (send Authorization: Bearer TOKEN; see agora lb "
-              "--help for where the token is)\"}",
-              present ? "wrong" : "missing");
+        reply_error(resp, 401,
+                    "admin API: %s bearer token (send Authorization: Bearer TOKEN; see agora lb --help for where "
+                    "the token is)",
+                    present ? "wrong" : "missing");
         return 0;
     }
     if (req->body_len > 0 && !is_json(req)) {
-        reply(resp, 415, "{\"error\": \"admin API: request bodies must be Content-Type: application/json\"}");
+        reply_error(resp, 415, "admin API: request bodies must be Content-Type: application/json");
         return 0;
     }
     return 1;
@@ -261,7 +283,7 @@ static json_t *parse_body(const struct http_request *req, struct http_response *
     json_t *j = req->body_len ? json_loadb(req->body, req->body_len, 0, &e) : json_object();
     if (!j || !json_is_object(j)) {
         json_decref(j);
-        reply(resp, 400, "{\"error\": \"request body must be a JSON object\"}");
+        reply_error(resp, 400, "request body must be a JSON object");
         return NULL;
     }
     return j;
@@ -274,7 +296,7 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
         return;
     json_t *url = json_object_get(j, "url"), *weight = json_object_get(j, "weight");
     if (!json_is_string(url) || (weight && !json_is_integer(weight))) {
-        reply(resp, 400, "{\"error\": \"expected {\\\"url\\\": string, \\\"weight\\\": integer}\"}");
+        reply_error(resp, 400, "expected {\"url\": string, \"weight\": integer}");
         goto out;
     }
     char spec[600], err[400];
@@ -284,11 +306,7 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
         snprintf(spec, sizeof(spec), "%s", json_string_value(url));
     struct lb_server *s = lb_server_new(spec, err, sizeof(err));
     if (!s) {
-        json_t *e = json_pack("{s:s}", "error", err);
-        char *txt = json_dumps(e, 0);
-        reply(resp, 422, "%s", txt);
-        free(txt);
-        json_decref(e);
+        reply_error(resp, 422, "%s", err);
         goto out;
     }
     struct lb_set *cur = lb_registry_get(&a->sh->registry);
@@ -296,8 +314,7 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
     size_t n = cur->n;
     lb_set_unref(cur);
     if (exists || n >= LB_MAX_BACKENDS) {
-        reply(resp, exists ? 409 : 422, "{\"error\": \"%s\"}",
-              exists ? "server already in the set" : "too many servers");
+        reply_error(resp, exists ? 409 : 422, "%s", exists ? "server already in the set" : "too many servers");
         lb_server_unref(s);
         goto out;
     }
@@ -305,8 +322,12 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
     set_change(a, s, NULL);
     lb_health_kick(a->health);
     fprintf(stderr, "agora lb: admin: added %s\n", s->url);
-    reply(resp, 201, "{\"added\": \"%s\", \"address\": \"%s\", \"weight\": %u}", s->url, s->key,
-          atomic_load(&s->weight));
+    struct jsonw w;
+    reply_begin(resp, 201, &w);
+    jsonw_kv_str(&w, "added", s->url);
+    jsonw_kv_str(&w, "address", s->key);
+    jsonw_kv_uint(&w, "weight", atomic_load(&s->weight));
+    reply_end(&w);
     lb_server_unref(s);
 out:
     json_decref(j);
@@ -330,12 +351,12 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
             do_add(a, req, resp);
         } else {
             http_response_header(resp, "Allow", "GET, POST");
-            reply(resp, 405, "{\"error\": \"method not allowed\"}");
+            reply_error(resp, 405, "method not allowed");
         }
         return;
     }
     if (n <= 9 || memcmp(p, "/servers/", 9)) {
-        reply(resp, 404, "{\"error\": \"no such admin route\"}");
+        reply_error(resp, 404, "no such admin route");
         return;
     }
     const char *seg = p + 9, *end = p + n;
@@ -345,26 +366,32 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
     size_t alen = slash ? (size_t)(end - action) : 0;
     struct lb_set *set = lb_registry_get(&a->sh->registry);
     struct lb_server *s = find(set, seg, seglen);
+    struct jsonw w;
     if (!s) {
-        reply(resp, 404, "{\"error\": \"no such server in the set (use host:port as shown by GET /servers)\"}");
+        reply_error(resp, 404, "no such server in the set (use host:port as shown by GET /servers)");
         goto out;
     }
 #define ACTION(x) (alen == sizeof(x) - 1 && !memcmp(action, x, alen))
     if (!action && h->method == HTTP_DELETE) {
         set_change(a, NULL, s);
         fprintf(stderr, "agora lb: admin: removed %s\n", s->url);
-        reply(resp, 200, "{\"removed\": \"%s\"}", s->url);
+        reply_begin(resp, 200, &w);
+        jsonw_kv_str(&w, "removed", s->url);
+        reply_end(&w);
     } else if (action && ACTION("weight") && (h->method == HTTP_PUT || h->method == HTTP_POST)) {
         json_t *j = parse_body(req, resp);
         if (!j)
             goto out;
-        json_t *w = json_object_get(j, "weight");
-        if (!json_is_integer(w) || json_integer_value(w) < 1 || json_integer_value(w) > 1000) {
-            reply(resp, 422, "{\"error\": \"weight must be an integer from 1 to 1000\"}");
+        json_t *wt = json_object_get(j, "weight");
+        if (!json_is_integer(wt) || json_integer_value(wt) < 1 || json_integer_value(wt) > 1000) {
+            reply_error(resp, 422, "weight must be an integer from 1 to 1000");
         } else {
-            atomic_store(&s->weight, (unsigned)json_integer_value(w));
+            atomic_store(&s->weight, (unsigned)json_integer_value(wt));
             set_change(a, NULL, NULL); /* new generation: policies rebuild with the new weight */
-            reply(resp, 200, "{\"address\": \"%s\", \"weight\": %u}", s->key, atomic_load(&s->weight));
+            reply_begin(resp, 200, &w);
+            jsonw_kv_str(&w, "address", s->key);
+            jsonw_kv_uint(&w, "weight", atomic_load(&s->weight));
+            reply_end(&w);
         }
         json_decref(j);
     } else if (action && ACTION("drain") && h->method == HTTP_POST) {
@@ -374,24 +401,29 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         json_t *then = json_object_get(j, "then");
         if (then && (!json_is_string(then) ||
                      (strcmp(json_string_value(then), "remove") && strcmp(json_string_value(then), "park")))) {
-            reply(resp, 422, "{\"error\": \"then must be \\\"remove\\\" or \\\"park\\\"\"}");
+            reply_error(resp, 422, "then must be \"remove\" or \"park\"");
         } else {
             int remove = !then || !strcmp(json_string_value(then), "remove");
             atomic_store(&s->drain_remove, remove);
             atomic_store(&s->admin, LB_ADMIN_DRAINING);
             fprintf(stderr, "agora lb: admin: draining %s\n", s->url);
-            reply(resp, 202, "{\"draining\": \"%s\", \"in_flight\": %d, \"then\": \"%s\"}", s->key,
-                  atomic_load(&s->inflight), remove ? "remove" : "park");
+            reply_begin(resp, 202, &w);
+            jsonw_kv_str(&w, "draining", s->key);
+            jsonw_kv_int(&w, "in_flight", atomic_load(&s->inflight));
+            jsonw_kv_str(&w, "then", remove ? "remove" : "park");
+            reply_end(&w);
         }
         json_decref(j);
     } else if (action && ACTION("enable") && h->method == HTTP_POST) {
         atomic_store(&s->admin, LB_ADMIN_ACTIVE);
         atomic_store(&s->up_since_ms, loop_clock_us() / 1000); /* slow start again */
-        reply(resp, 200, "{\"enabled\": \"%s\"}", s->key);
+        reply_begin(resp, 200, &w);
+        jsonw_kv_str(&w, "enabled", s->key);
+        reply_end(&w);
     } else if (!action || ACTION("weight") || ACTION("drain") || ACTION("enable")) {
-        reply(resp, 405, "{\"error\": \"method not allowed\"}");
+        reply_error(resp, 405, "method not allowed");
     } else {
-        reply(resp, 404, "{\"error\": \"no such admin route\"}");
+        reply_error(resp, 404, "no such admin route");
     }
 #undef ACTION
 out:

@@ -1,4 +1,5 @@
-/* config.c — balancer configuration from defaults, an INI file and flags; see config.h. */
+/* config.c — balancer configuration from defaults, an INI file and flags (one core/opts table);
+ * see config.h. */
 #include "lb/config.h"
 
 #include <arpa/inet.h>
@@ -11,100 +12,116 @@
 #include <string.h>
 
 #include "core/net.h"
+#include "core/opts.h"
 
-enum opt_type { T_STR, T_DURATION, T_SIZE, T_UINT, T_BOOL, T_BACKEND };
+static int add_backend(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
+                       size_t errlen);
+static int read_config(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
+                       size_t errlen);
 
-struct opt {
-    const char *section;
-    const char *key;
-    const char *flag;
-    enum opt_type type;
-    size_t off;
-    size_t size; /* T_STR: buffer size */
-    const char *help;
-};
-
+/* The option table (core/opts.h): section and key in the INI file, the flag, the type, the field
+ * and the --help text. --config is read before the other flags, which override it. */
 #define O(f) offsetof(struct lb_config, f)
 #define S(f) sizeof(((struct lb_config *)0)->f)
-static const struct opt opts[] = {
-    {"lb", "listen", "listen", T_STR, O(listen), S(listen), "ADDR:PORT to accept clients on (default :8000)"},
-    {"backends", "server", "backend", T_BACKEND, 0, 0,
-     "URL[,weight=N] of a web server (repeatable; default http://127.0.0.1:8001-8003)"},
-    {"lb", "policy", "policy", T_STR, O(policy), S(policy),
-     "least-conn (default), round-robin, random-two, peak-ewma or hash"},
-    {"lb", "hash_key", "hash-key", T_STR, O(hash_key), S(hash_key),
-     "for --policy hash: client (default), header:NAME or cookie:NAME"},
-    {"lb", "workers", "workers", T_UINT, O(workers), 0, "worker threads (default: number of cores)"},
-    {"lb", "access_log", "access-log", T_STR, O(access_log), S(access_log), "off (default), stdout, or a file path"},
-    {"lb", "trust_forwarded", "trust-forwarded", T_BOOL, O(trust_forwarded), 0,
-     "keep clients' X-Forwarded-For and append to it (default off: replaced)"},
-    {"health", "path", "health-path", T_STR, O(health_path), S(health_path), "health-check path (default /health)"},
-    {"health", "interval", "health-interval", T_DURATION, O(health_interval_ms), 0,
-     "time between checks (default 10s)"},
-    {"health", "timeout", "health-timeout", T_DURATION, O(health_timeout_ms), 0, "check timeout (default 5s)"},
-    {"health", "expect_status", "health-status", T_UINT, O(health_status), 0, "healthy status code (default 200)"},
-    {"health", "rise", "health-rise", T_UINT, O(rise), 0, "passes before a down server is up (default 2)"},
-    {"health", "fall", "health-fall", T_UINT, O(fall), 0, "failures before an up server is down (default 3)"},
-    {"timeouts", "client_header", "client-header-timeout", T_DURATION, O(client_header_timeout_ms), 0,
-     "whole request head deadline, then 408 (default 30s)"},
-    {"timeouts", "client_idle", "client-idle-timeout", T_DURATION, O(client_idle_timeout_ms), 0,
-     "idle keep-alive client connections (default 60s)"},
-    {"timeouts", "client_body", "client-body-timeout", T_DURATION, O(client_body_timeout_ms), 0,
-     "gap between request body reads, then 408 (default 30s)"},
-    {"timeouts", "client_send", "client-send-timeout", T_DURATION, O(client_send_timeout_ms), 0,
-     "client not reading its response (default 60s)"},
-    {"timeouts", "backend_connect", "connect-timeout", T_DURATION, O(connect_timeout_ms), 0,
-     "backend connect, then 502/retry (default 5s)"},
-    {"timeouts", "backend_response", "response-timeout", T_DURATION, O(response_timeout_ms), 0,
-     "backend response head and gaps in its body, then 504 (default 60s)"},
-    {"timeouts", "shutdown", "shutdown-timeout", T_DURATION, O(shutdown_timeout_ms), 0,
-     "graceful stop deadline for in-flight requests (default 10s)"},
-    {"limits", "max_header_size", "max-header-size", T_SIZE, O(max_header_size), 0,
-     "request head limit, then 431 (default 16k)"},
-    {"limits", "max_line_size", "max-line-size", T_SIZE, O(max_line_size), 0,
-     "request line limit, then 414 (default 8k)"},
-    {"limits", "max_body_size", "max-body-size", T_SIZE, O(max_body_size), 0,
-     "request body limit, then 413; 0 = unlimited (default 1g)"},
-    {"limits", "max_connections", "max-connections", T_UINT, O(max_connections), 0,
-     "client connections per worker; 0 = auto, from the descriptor limit (default 0)"},
-    {"limits", "pool_idle_max", "pool-size", T_UINT, O(pool_idle_max), 0,
-     "idle keep-alive connections kept per backend per worker (default 128)"},
-    {"health", "passive", "passive-health", T_BOOL, O(passive_health), 0,
-     "eject a server at once on connect failure, reset, timeout or consecutive 5xx (default on)"},
-    {"health", "eject_5xx", "eject-5xx", T_UINT, O(eject_5xx), 0, "consecutive 5xx responses that eject (default 5)"},
-    {"health", "eject_base", "eject-time", T_DURATION, O(eject_base_ms), 0,
-     "first ejection time; doubles with each repeated ejection (default 2s)"},
-    {"health", "eject_max", "eject-max-time", T_DURATION, O(eject_max_ms), 0, "longest ejection (default 60s)"},
-    {"health", "max_ejection_percent", "max-ejection", T_UINT, O(max_eject_percent), 0,
-     "passive health never ejects more than this % of the servers (default 50)"},
-    {"health", "panic_percent", "panic-threshold", T_UINT, O(panic_percent), 0,
-     "when fewer than this % of servers are healthy, balance over all of them (default 50; 0 = off)"},
-    {"health", "slow_start", "slow-start", T_DURATION, O(slow_start_ms), 0,
-     "weight ramp for new and recovering servers (default 10s; 0 = off)"},
-    {"retries", "retries", "retries", T_UINT, O(retries), 0, "extra attempts on another server (default 2)"},
-    {"retries", "budget_percent", "retry-budget", T_UINT, O(retry_budget_percent), 0,
-     "retries after a request was sent, as % of requests (default 20)"},
-    {"retries", "replay_buffer", "replay-buffer", T_SIZE, O(replay_buffer), 0,
-     "request bytes kept so a request can be retried after sending (default 64k)"},
-    {"limits", "max_conns_per_ip", "max-conns-per-ip", T_UINT, O(max_conns_per_ip), 0,
-     "client connections per address, then 503 and close; 0 = unlimited (default 1000)"},
-    {"limits", "rate_limit", "rate-limit", T_UINT, O(rate_limit), 0,
-     "requests per second per client address, then 429; 0 = off (default 0)"},
-    {"limits", "rate_burst", "rate-burst", T_UINT, O(rate_burst), 0, "burst for --rate-limit (default = rate)"},
-    {"admin", "listen", "admin-listen", T_STR, O(admin_listen), S(admin_listen),
-     "admin API address, or off (default 127.0.0.1:8404)"},
-    {"admin", "token", "admin-token", T_STR, O(admin_token), S(admin_token),
-     "admin API bearer token (or env AGORA_ADMIN_TOKEN); default: one is generated at start"},
-    {"admin", "token_file", "admin-token-file", T_STR, O(admin_token_file), S(admin_token_file),
-     "where a generated token is written, mode 0600 (default $XDG_RUNTIME_DIR/agora-admin-PORT.token, "
-     "else /tmp/agora-UID/admin-PORT.token)"},
-    {"lb", "stats_access", "stats-access", T_STR, O(stats_access), S(stats_access),
-     "who gets the balancer's GET /stats: public (default), loopback (others 403) or off (proxied)"},
-    {"timeouts", "pool_idle", "pool-idle-timeout", T_DURATION, O(pool_idle_timeout_ms), 0,
-     "close idle backend connections after (default 30s)"},
+#define ROW(sec, k, fl, t, o, sz, h)                                                                                   \
+    {                                                                                                                  \
+        .section = sec, .key = k, .flag = fl, .type = t, .off = o, .size = sz, .help = h                               \
+    }
+static const struct opts_def opts[] = {
+    {.flag = "config",
+     .type = OPTS_CALL,
+     .help = "read settings from an INI file (flags override it)",
+     .arg = "FILE",
+     .set = read_config,
+     .early = 1,
+     .missing = "--config needs a file name"},
+    ROW("lb", "listen", "listen", OPTS_STR, O(listen), S(listen), "ADDR:PORT to accept clients on (default :8000)"),
+    {.section = "backends",
+     .key = "server",
+     .flag = "backend",
+     .type = OPTS_CALL,
+     .help = "URL[,weight=N] of a web server (repeatable; default http://127.0.0.1:8001-8003)",
+     .set = add_backend},
+    ROW("lb", "policy", "policy", OPTS_STR, O(policy), S(policy),
+        "least-conn (default), round-robin, random-two, peak-ewma or hash"),
+    ROW("lb", "hash_key", "hash-key", OPTS_STR, O(hash_key), S(hash_key),
+        "for --policy hash: client (default), header:NAME or cookie:NAME"),
+    ROW("lb", "workers", "workers", OPTS_UINT, O(workers), 0, "worker threads (default: number of cores)"),
+    ROW("lb", "access_log", "access-log", OPTS_STR, O(access_log), S(access_log),
+        "off (default), stdout, or a file path"),
+    ROW("lb", "trust_forwarded", "trust-forwarded", OPTS_BOOL, O(trust_forwarded), 0,
+        "keep clients' X-Forwarded-For and append to it (default off: replaced)"),
+    ROW("health", "path", "health-path", OPTS_STR, O(health_path), S(health_path),
+        "health-check path (default /health)"),
+    ROW("health", "interval", "health-interval", OPTS_DURATION, O(health_interval_ms), 0,
+        "time between checks (default 10s)"),
+    ROW("health", "timeout", "health-timeout", OPTS_DURATION, O(health_timeout_ms), 0, "check timeout (default 5s)"),
+    ROW("health", "expect_status", "health-status", OPTS_UINT, O(health_status), 0,
+        "healthy status code (default 200)"),
+    ROW("health", "rise", "health-rise", OPTS_UINT, O(rise), 0, "passes before a down server is up (default 2)"),
+    ROW("health", "fall", "health-fall", OPTS_UINT, O(fall), 0, "failures before an up server is down (default 3)"),
+    ROW("timeouts", "client_header", "client-header-timeout", OPTS_DURATION, O(client_header_timeout_ms), 0,
+        "whole request head deadline, then 408 (default 30s)"),
+    ROW("timeouts", "client_idle", "client-idle-timeout", OPTS_DURATION, O(client_idle_timeout_ms), 0,
+        "idle keep-alive client connections (default 60s)"),
+    ROW("timeouts", "client_body", "client-body-timeout", OPTS_DURATION, O(client_body_timeout_ms), 0,
+        "gap between request body reads, then 408 (default 30s)"),
+    ROW("timeouts", "client_send", "client-send-timeout", OPTS_DURATION, O(client_send_timeout_ms), 0,
+        "client not reading its response (default 60s)"),
+    ROW("timeouts", "backend_connect", "connect-timeout", OPTS_DURATION, O(connect_timeout_ms), 0,
+        "backend connect, then 502/retry (default 5s)"),
+    ROW("timeouts", "backend_response", "response-timeout", OPTS_DURATION, O(response_timeout_ms), 0,
+        "backend response head and gaps in its body, then 504 (default 60s)"),
+    ROW("timeouts", "shutdown", "shutdown-timeout", OPTS_DURATION, O(shutdown_timeout_ms), 0,
+        "graceful stop deadline for in-flight requests (default 10s)"),
+    ROW("limits", "max_header_size", "max-header-size", OPTS_SIZE, O(max_header_size), 0,
+        "request head limit, then 431 (default 16k)"),
+    ROW("limits", "max_line_size", "max-line-size", OPTS_SIZE, O(max_line_size), 0,
+        "request line limit, then 414 (default 8k)"),
+    ROW("limits", "max_body_size", "max-body-size", OPTS_SIZE, O(max_body_size), 0,
+        "request body limit, then 413; 0 = unlimited (default 1g)"),
+    ROW("limits", "max_connections", "max-connections", OPTS_UINT, O(max_connections), 0,
+        "client connections per worker; 0 = auto, from the descriptor limit (default 0)"),
+    ROW("limits", "pool_idle_max", "pool-size", OPTS_UINT, O(pool_idle_max), 0,
+        "idle keep-alive connections kept per backend per worker (default 128)"),
+    ROW("health", "passive", "passive-health", OPTS_BOOL, O(passive_health), 0,
+        "eject a server at once on connect failure, reset, timeout or consecutive 5xx (default on)"),
+    ROW("health", "eject_5xx", "eject-5xx", OPTS_UINT, O(eject_5xx), 0,
+        "consecutive 5xx responses that eject (default 5)"),
+    ROW("health", "eject_base", "eject-time", OPTS_DURATION, O(eject_base_ms), 0,
+        "first ejection time; doubles with each repeated ejection (default 2s)"),
+    ROW("health", "eject_max", "eject-max-time", OPTS_DURATION, O(eject_max_ms), 0, "longest ejection (default 60s)"),
+    ROW("health", "max_ejection_percent", "max-ejection", OPTS_UINT, O(max_eject_percent), 0,
+        "passive health never ejects more than this % of the servers (default 50)"),
+    ROW("health", "panic_percent", "panic-threshold", OPTS_UINT, O(panic_percent), 0,
+        "when fewer than this % of servers are healthy, balance over all of them (default 50; 0 = off)"),
+    ROW("health", "slow_start", "slow-start", OPTS_DURATION, O(slow_start_ms), 0,
+        "weight ramp for new and recovering servers (default 10s; 0 = off)"),
+    ROW("retries", "retries", "retries", OPTS_UINT, O(retries), 0, "extra attempts on another server (default 2)"),
+    ROW("retries", "budget_percent", "retry-budget", OPTS_UINT, O(retry_budget_percent), 0,
+        "retries after a request was sent, as % of requests (default 20)"),
+    ROW("retries", "replay_buffer", "replay-buffer", OPTS_SIZE, O(replay_buffer), 0,
+        "request bytes kept so a request can be retried after sending (default 64k)"),
+    ROW("limits", "max_conns_per_ip", "max-conns-per-ip", OPTS_UINT, O(max_conns_per_ip), 0,
+        "client connections per address, then 503 and close; 0 = unlimited (default 1000)"),
+    ROW("limits", "rate_limit", "rate-limit", OPTS_UINT, O(rate_limit), 0,
+        "requests per second per client address, then 429; 0 = off (default 0)"),
+    ROW("limits", "rate_burst", "rate-burst", OPTS_UINT, O(rate_burst), 0, "burst for --rate-limit (default = rate)"),
+    ROW("admin", "listen", "admin-listen", OPTS_STR, O(admin_listen), S(admin_listen),
+        "admin API address, or off (default 127.0.0.1:8404)"),
+    ROW("admin", "token", "admin-token", OPTS_STR, O(admin_token), S(admin_token),
+        "admin API bearer token (or env AGORA_ADMIN_TOKEN); default: one is generated at start"),
+    ROW("admin", "token_file", "admin-token-file", OPTS_STR, O(admin_token_file), S(admin_token_file),
+        "where a generated token is written, mode 0600 (default $XDG_RUNTIME_DIR/agora-admin-PORT.token, "
+        "else /tmp/agora-UID/admin-PORT.token)"),
+    ROW("lb", "stats_access", "stats-access", OPTS_STR, O(stats_access), S(stats_access),
+        "who gets the balancer's GET /stats: public (default), loopback (others 403) or off (proxied)"),
+    ROW("timeouts", "pool_idle", "pool-idle-timeout", OPTS_DURATION, O(pool_idle_timeout_ms), 0,
+        "close idle backend connections after (default 30s)"),
 };
 #undef O
 #undef S
+#undef ROW
 
 void lb_config_defaults(struct lb_config *cfg)
 {
@@ -166,134 +183,29 @@ void lb_config_free(struct lb_config *cfg)
     cfg->nbackends = 0;
 }
 
-int lb_parse_duration(const char *s, unsigned *ms)
+/* OPTS_CALL for --backend / [backends] server: adds one backend spec; the first one of a file or
+ * of the command line replaces the list (the defaults, or the file's). */
+static int add_backend(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
+                       size_t errlen)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno || !(v >= 0) || !isdigit((unsigned char)*s))
-        return -1; /* also rejects nan, inf and signs */
-    while (*end == ' ')
-        end++;
-    double mult;
-    if (!*end || !strcmp(end, "s"))
-        mult = 1000;
-    else if (!strcmp(end, "ms"))
-        mult = 1;
-    else if (!strcmp(end, "m"))
-        mult = 60000;
-    else if (!strcmp(end, "h"))
-        mult = 3600000;
-    else
+    struct lb_config *cfg = target;
+    if (cfg->backends_reset) {
+        lb_config_free(cfg);
+        cfg->backends_reset = 0;
+    }
+    if (cfg->nbackends >= LB_MAX_BACKENDS) {
+        snprintf(err, errlen, "%s: too many backends (at most %d)", name, LB_MAX_BACKENDS);
         return -1;
-    double r = v * mult;
-    if (r > 86400000.0 * 7)
-        return -1;
-    *ms = (unsigned)(r + 0.5);
+    }
+    cfg->backends[cfg->nbackends++] = strdup(val);
     return 0;
 }
 
-int lb_parse_size(const char *s, uint64_t *bytes)
+/* OPTS_CALL for --config FILE (an early row: read before the other flags). */
+static int read_config(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
+                       size_t errlen)
 {
-    char *end;
-    errno = 0;
-    if (!isdigit((unsigned char)*s))
-        return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return -1;
-    while (*end == ' ')
-        end++;
-    uint64_t mult = 1;
-    switch (tolower((unsigned char)*end)) {
-    case '\0':
-        break;
-    case 'k':
-        mult = 1024;
-        end++;
-        break;
-    case 'm':
-        mult = 1024 * 1024;
-        end++;
-        break;
-    case 'g':
-        mult = 1024ull * 1024 * 1024;
-        end++;
-        break;
-    default:
-        return -1;
-    }
-    if (mult > 1 && (!strcmp(end, "") || !strcasecmp(end, "b") || !strcasecmp(end, "ib")))
-        end += strlen(end);
-    if (*end)
-        return -1;
-    if (v > UINT64_MAX / mult)
-        return -1;
-    *bytes = v * mult;
-    return 0;
-}
-
-/* Sets one option from text. backends_reset: a pointer to a flag that is cleared the first time
- * a backend is set, so that the first --backend (or file entry) replaces the defaults. */
-/* `name` is how the setting is shown in messages: the flag or "[section] key". */
-static int set_opt(struct lb_config *cfg, const struct opt *o, const char *name, const char *val, int *backends_reset,
-                   char *err, size_t errlen)
-{
-    char *field = (char *)cfg + o->off;
-    switch (o->type) {
-    case T_STR:
-        if (strlen(val) >= o->size) {
-            snprintf(err, errlen, "%s: value too long", name);
-            return -1;
-        }
-        strcpy(field, val);
-        return 0;
-    case T_DURATION:
-        if (lb_parse_duration(val, (unsigned *)field) < 0) {
-            snprintf(err, errlen, "%s: '%s' is not a duration (e.g. 500ms, 10s, 2m)", name, val);
-            return -1;
-        }
-        return 0;
-    case T_SIZE:
-        if (lb_parse_size(val, (uint64_t *)field) < 0) {
-            snprintf(err, errlen, "%s: '%s' is not a size (e.g. 16k, 1m)", name, val);
-            return -1;
-        }
-        return 0;
-    case T_UINT: {
-        char *end;
-        errno = 0;
-        unsigned long v = strtoul(val, &end, 10);
-        if (!isdigit((unsigned char)*val) || *end || errno || v > 1000000000ul) {
-            snprintf(err, errlen, "%s: '%s' is not a non-negative integer", name, val);
-            return -1;
-        }
-        *(unsigned *)field = (unsigned)v;
-        return 0;
-    }
-    case T_BOOL:
-        if (!strcmp(val, "on") || !strcmp(val, "true") || !strcmp(val, "yes") || !strcmp(val, "1"))
-            *(int *)field = 1;
-        else if (!strcmp(val, "off") || !strcmp(val, "false") || !strcmp(val, "no") || !strcmp(val, "0"))
-            *(int *)field = 0;
-        else {
-            snprintf(err, errlen, "%s: '%s' is not on/off", name, val);
-            return -1;
-        }
-        return 0;
-    case T_BACKEND:
-        if (*backends_reset) {
-            lb_config_free(cfg);
-            *backends_reset = 0;
-        }
-        if (cfg->nbackends >= LB_MAX_BACKENDS) {
-            snprintf(err, errlen, "%s: too many backends (at most %d)", name, LB_MAX_BACKENDS);
-            return -1;
-        }
-        cfg->backends[cfg->nbackends++] = strdup(val);
-        return 0;
-    }
-    return -1;
+    return lb_config_load_file(target, val, err, errlen);
 }
 
 /* 1 if the admin address "HOST:PORT" binds only to loopback (127.0.0.0/8, ::1, localhost). An
@@ -360,7 +272,6 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
 
 struct ini_ctx {
     struct lb_config *cfg;
-    int backends_reset;
     char *err;
     size_t errlen;
     int failed;
@@ -372,9 +283,9 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
     if (ctx->failed)
         return 0;
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
-        if (!strcmp(opts[i].section, section) && !strcmp(opts[i].key, name)) {
+        if (opts[i].section && !strcmp(opts[i].section, section) && !strcmp(opts[i].key, name)) {
             char e[256];
-            if (set_opt(ctx->cfg, &opts[i], name, value, &ctx->backends_reset, e, sizeof(e)) < 0) {
+            if (opts_set(&opts[i], ctx->cfg, name, value, e, sizeof(e)) < 0) {
                 snprintf(ctx->err, ctx->errlen, "[%s] %s", section, e);
                 ctx->failed = 1;
                 return 0;
@@ -411,14 +322,16 @@ static char *read_line(char *str, int num, void *stream)
 int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size_t errlen)
 {
     char e[400] = "";
-    struct ini_ctx ctx = {cfg, 1, e, sizeof(e), 0};
+    struct ini_ctx ctx = {cfg, e, sizeof(e), 0};
     struct line_reader lr = {.f = fopen(path, "r")};
     if (!lr.f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
+    cfg->backends_reset = 1;
     int r = ini_parse_stream(read_line, &lr, on_ini_entry, &ctx); /* r > 0: line of the first error */
     fclose(lr.f);
+    cfg->backends_reset = 1; /* the first --backend after the file replaces the file's list */
     if (lr.too_long) {
         snprintf(err, errlen, "%s:%d: line too long (at most %d characters)", path, lr.lineno, INI_MAX_LINE - 2);
         return -1;
@@ -437,78 +350,27 @@ int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size
     return 0;
 }
 
-void lb_config_usage(void)
-{
-    printf("usage: agora lb [--config FILE] [options]\n\n"
-           "The load balancer: a reverse proxy that sends each request to the least busy healthy\n"
-           "web server. Every option can also be set in the config file (see docs/CONFIG.md).\n\n"
-           "  --config FILE                     read settings from an INI file (flags override it)\n");
-    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
-        const char *arg = opts[i].type == T_DURATION ? " DURATION"
-                          : opts[i].type == T_SIZE   ? " SIZE"
-                          : opts[i].type == T_UINT   ? " N"
-                          : opts[i].type == T_BOOL   ? " on|off"
-                                                     : " VALUE";
-        char left[64];
-        snprintf(left, sizeof(left), "--%s%s", opts[i].flag, arg);
-        printf("  %-33s %s\n", left, opts[i].help);
-    }
-    printf("  %-33s %s\n", "--help", "show this help");
-    printf("\nSignals: SIGTERM/SIGINT stop gracefully; SIGHUP re-reads the config file.\n");
-}
+static const struct opts_cmd command = {
+    .name = "agora lb",
+    .head = "usage: agora lb [--config FILE] [options]\n\n"
+            "The load balancer: a reverse proxy that sends each request to the least busy healthy\n"
+            "web server. Every option can also be set in the config file (see docs/CONFIG.md).\n\n",
+    .tail = "\nSignals: SIGTERM/SIGINT stop gracefully; SIGHUP re-reads the config file.\n",
+    OPTS_TABLE(opts),
+    .width = 33,
+};
+
+void lb_config_usage(void) { opts_cmd_usage(&command, stdout); }
 
 int lb_config_from_args(struct lb_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
-    /* First pass: --help and --config. */
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            lb_config_usage();
-            return 1;
-        }
-        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) {
-            const char *v = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v) {
-                snprintf(err, errlen, "--config needs a file name");
-                return -1;
-            }
-            if (lb_config_load_file(cfg, v, err, errlen) < 0)
-                return -1;
-        }
+    cfg->backends_reset = 1;
+    int r = opts_parse(opts, sizeof(opts) / sizeof(opts[0]), cfg, argc, argv, 0, NULL, err, errlen);
+    if (r == OPTS_HELP) {
+        lb_config_usage();
+        return 1;
     }
-    int backends_reset = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
-            if (a[8] != '=')
-                i++;
-            continue;
-        }
-        if (strncmp(a, "--", 2)) {
-            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
-            return -1;
-        }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-        const struct opt *o = NULL;
-        for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++)
-            if (strlen(opts[k].flag) == nlen && !strncmp(opts[k].flag, name, nlen))
-                o = &opts[k];
-        if (!o) {
-            snprintf(err, errlen, "unknown option '%.*s' (see --help)", (int)(nlen + 2), a);
-            return -1;
-        }
-        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!val) {
-            snprintf(err, errlen, "option --%s needs a value", o->flag);
-            return -1;
-        }
-        char e[256];
-        char flag[64];
-        snprintf(flag, sizeof(flag), "--%s", o->flag);
-        if (set_opt(cfg, o, flag, val, &backends_reset, e, sizeof(e)) < 0) {
-            snprintf(err, errlen, "%s", e);
-            return -1;
-        }
-    }
+    if (r < 0)
+        return -1;
     return validate(cfg, err, errlen);
 }

@@ -1,14 +1,17 @@
 /* config.h — the balancer's configuration: defaults, INI file and command-line flags.
  *
- * One table of options drives both the file (section + key) and the flags (--name), so every
- * setting can be given either way; flags override the file. The file format is INI (parsed by
- * inih): "key = value", "# comment", sections [lb], [backends], [health], [timeouts], [limits].
+ * One table of options (core/opts.h) drives the file (section + key), the flags (--name) and
+ * --help, so every setting can be given either way; flags override the file. The file format is
+ * INI (parsed by inih): "key = value", "# comment", sections [lb], [backends], [health],
+ * [timeouts], [limits].
  * Durations accept "250ms", "10s", "2m" or a plain number of seconds; sizes accept "512", "16k",
  * "64KiB", "1m", "2g". See docs/CONFIG.md for every option. */
 #ifndef AGORA_LB_CONFIG_H
 #define AGORA_LB_CONFIG_H
 #include <stddef.h>
 #include <stdint.h>
+
+#include "core/opts.h"
 
 #define LB_MAX_BACKENDS 256
 
@@ -55,6 +58,7 @@ struct lb_config {
     char admin_token_file[512]; /* where a generated token is written; empty: the default path */
     char stats_access[16];      /* GET /stats on the public port: "public", "loopback" or "off" */
     char config_path[512];      /* the file read, if any (for SIGHUP) */
+    int backends_reset;         /* internal: the next backend given replaces the list */
 };
 
 /* Fills the defaults: listen :8000, backends 127.0.0.1:8001-8003, least-conn, health GET /health
@@ -71,9 +75,9 @@ void lb_config_usage(void);
 /* Frees owned strings (backend specs); cfg may be reused after lb_config_defaults. */
 void lb_config_free(struct lb_config *cfg);
 
-/* Parses a duration ("250ms", "10s", "2m", "1h", "5" = seconds) into ms. Returns 0 or -1. */
-int lb_parse_duration(const char *s, unsigned *ms);
-/* Parses a size ("512", "16k", "64KiB", "1m", "2g") into bytes. Returns 0 or -1. */
-int lb_parse_size(const char *s, uint64_t *bytes);
+/* The parsers of durations and sizes are core/opts.h's; these names stay for the balancer's
+ * callers and tests. */
+static inline int lb_parse_duration(const char *s, unsigned *ms) { return opts_parse_duration(s, ms); }
+static inline int lb_parse_size(const char *s, uint64_t *bytes) { return opts_parse_size(s, bytes); }
 
 #endif

@@ -26,7 +26,7 @@
 #include "http/parser.h"
 #include "http/server.h"
 
-#define HIGH_WATER   (256 * 1024)
+#define HIGH_WATER   HTTP_OUT_HIGH_WATER
 #define READ_CHUNK   65536
 #define MAX_TRIES    9 /* 1 + the most retries the configuration allows */
 #define WEIGHT_SCALE 100

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/jsonw.h"
 #include "core/loop.h"
 
 struct lb_server *lb_server_new(const char *spec, char *err, size_t errlen)
@@ -256,61 +257,49 @@ static const char *admin_name(int a)
     return a == LB_ADMIN_DRAINING ? "draining" : a == LB_ADMIN_PARKED ? "parked" : "active";
 }
 
-/* Appends s as a JSON string; server URLs and keys are our own validated ASCII, but escape the
- * two characters that could break the document anyway. */
-static void json_str(struct buf *out, const char *s)
-{
-    buf_append(out, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_append(out, "\\", 1);
-        buf_append(out, s, 1);
-    }
-    buf_append(out, "\"", 1);
-}
-
 void lb_stats_json(const struct lb_set *set, const char *policy, struct buf *out)
 {
-    buf_puts(out, "{\"health\": {");
-    for (size_t i = 0; i < set->n; i++) {
-        struct lb_server *s = set->servers[i];
-        buf_puts(out, i ? ", " : "");
-        json_str(out, s->url);
-        buf_puts(out, atomic_load(&s->healthy) ? ": true" : ": false");
-    }
-    buf_puts(out, "}, \"connections\": {");
-    for (size_t i = 0; i < set->n; i++) {
-        struct lb_server *s = set->servers[i];
-        buf_puts(out, i ? ", " : "");
-        json_str(out, s->url);
-        buf_printf(out, ": %d", atomic_load(&s->inflight));
-    }
-    buf_printf(out, "}, \"policy\": \"%s\", \"servers\": [", policy);
+    struct jsonw w;
+    jsonw_init(&w, out, JSONW_SPACED);
+    jsonw_object(&w);
+    jsonw_key(&w, "health");
+    jsonw_object(&w);
+    for (size_t i = 0; i < set->n; i++)
+        jsonw_kv_bool(&w, set->servers[i]->url, atomic_load(&set->servers[i]->healthy));
+    jsonw_end(&w);
+    jsonw_key(&w, "connections");
+    jsonw_object(&w);
+    for (size_t i = 0; i < set->n; i++)
+        jsonw_kv_int(&w, set->servers[i]->url, atomic_load(&set->servers[i]->inflight));
+    jsonw_end(&w);
+    jsonw_kv_str(&w, "policy", policy);
+    jsonw_key(&w, "servers");
+    jsonw_array(&w);
     for (size_t i = 0; i < set->n; i++) {
         struct lb_server *s = set->servers[i];
         int healthy = atomic_load(&s->healthy);
         int admin = atomic_load(&s->admin);
-        buf_puts(out, i ? ", " : "");
-        buf_puts(out, "{\"url\": ");
-        json_str(out, s->url);
-        buf_puts(out, ", \"address\": ");
-        json_str(out, s->key);
-        buf_printf(out,
-                   ", \"state\": \"%s\", \"healthy\": %s, \"admin\": \"%s\", \"weight\": %u, \"in_flight\": %d, "
-                   "\"requests\": %llu, \"errors\": %llu, \"ejections\": %llu, \"latency_p50_ms\": %.3f, "
-                   "\"latency_p99_ms\": %.3f, "
-                   "\"last_check\": ",
-                   admin != LB_ADMIN_ACTIVE ? admin_name(admin)
-                   : healthy                ? "up"
-                                            : "down",
-                   healthy ? "true" : "false", admin_name(admin), atomic_load(&s->weight), atomic_load(&s->inflight),
-                   (unsigned long long)atomic_load(&s->total), (unsigned long long)atomic_load(&s->errors),
-                   (unsigned long long)atomic_load(&s->ejections_total), (double)lb_hist_percentile(s, 50) / 1000.0,
-                   (double)lb_hist_percentile(s, 99) / 1000.0);
         char last[sizeof s->hc_last];
         lb_server_last_check(s, last, sizeof last);
-        json_str(out, last);
-        buf_puts(out, "}");
+        jsonw_object(&w);
+        jsonw_kv_str(&w, "url", s->url);
+        jsonw_kv_str(&w, "address", s->key);
+        jsonw_kv_str(&w, "state", admin != LB_ADMIN_ACTIVE ? admin_name(admin) : healthy ? "up" : "down");
+        jsonw_kv_bool(&w, "healthy", healthy);
+        jsonw_kv_str(&w, "admin", admin_name(admin));
+        jsonw_kv_uint(&w, "weight", atomic_load(&s->weight));
+        jsonw_kv_int(&w, "in_flight", atomic_load(&s->inflight));
+        jsonw_kv_uint(&w, "requests", atomic_load(&s->total));
+        jsonw_kv_uint(&w, "errors", atomic_load(&s->errors));
+        jsonw_kv_uint(&w, "ejections", atomic_load(&s->ejections_total));
+        jsonw_key(&w, "latency_p50_ms");
+        jsonw_double(&w, (double)lb_hist_percentile(s, 50) / 1000.0, 3);
+        jsonw_key(&w, "latency_p99_ms");
+        jsonw_double(&w, (double)lb_hist_percentile(s, 99) / 1000.0, 3);
+        jsonw_kv_str(&w, "last_check", last);
+        jsonw_end(&w);
     }
-    buf_puts(out, "]}\n");
+    jsonw_end(&w);
+    jsonw_end(&w);
+    buf_puts(out, "\n");
 }

@@ -1,6 +1,6 @@
 /* fuzz_json.c — libFuzzer harness for the web app's JSON request input (src/app/api.h, json.h,
  * req.h): api_body() (size limit, UTF-8 check, jansson parse, object check and the 400/413
- * answers), api_string() on every member, json_utf8_valid(), json_put_str() and req_parse_id().
+ * answers), api_string() on every member, jsonw_utf8_valid(), jsonw_put_str() and req_parse_id().
  * None of these needs a database: the struct api is built with a request and a response only.
  *
  * Build and run with `make fuzz` (or `make fuzz-smoke`); by hand, see fuzz_config.c, with
@@ -8,13 +8,13 @@
  *
  * The input is the request body, copied into an allocation of exactly its size plus the NUL the
  * server guarantees. Besides memory errors, leaks and UB the harness traps when:
- *   - json_utf8_valid() disagrees with a reference validator written from the Unicode standard
+ *   - jsonw_utf8_valid() disagrees with a reference validator written from the Unicode standard
  *     (Table 3-7, well-formed byte sequences), or counts code points differently;
  *   - api_body() fails without answering 400/413 with a body that is a valid UTF-8 JSON object
  *     {"error": "..."}, or succeeds but changed the response or returned a non-object;
  *   - api_string() returns anything but 1 for a string member (with the same bytes), 0 for null,
  *     or -1 with a 400 error body for other types;
- *   - a string does not survive json_put_str() and a jansson parse unchanged;
+ *   - a string does not survive jsonw_put_str() and a jansson parse unchanged;
  *   - req_parse_id() accepts a string that is not 1-19 digits, or returns another value. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,11 +73,11 @@ static int ref_utf8(const unsigned char *s, size_t n, size_t *count)
 static void check_utf8(const uint8_t *p, size_t n)
 {
     size_t c1 = 0, c2 = 0;
-    int v1 = json_utf8_valid((const char *)p, n, &c1), v2 = ref_utf8(p, n, &c2);
+    int v1 = jsonw_utf8_valid((const char *)p, n, &c1), v2 = ref_utf8(p, n, &c2);
     CHECK(v1 == v2);
     if (v1)
         CHECK(c1 == c2);
-    CHECK(json_utf8_valid((const char *)p, n, NULL) == v1);
+    CHECK(jsonw_utf8_valid((const char *)p, n, NULL) == v1);
 }
 
 /* The response is a 400 (or 413) with body {"error": "<message>"} that is valid UTF-8 JSON. */
@@ -86,7 +86,7 @@ static void check_error(struct http_response *resp, int status)
     CHECK(resp->status == status);
     size_t n = buf_used(&resp->body);
     CHECK(n > 0);
-    CHECK(json_utf8_valid(buf_head(&resp->body), n, NULL));
+    CHECK(jsonw_utf8_valid(buf_head(&resp->body), n, NULL));
     json_error_t err;
     json_t *e = json_loadb(buf_head(&resp->body), n, 0, &err);
     CHECK(e != NULL);
@@ -103,11 +103,11 @@ static void reset_response(struct http_response *resp)
     buf_reset(&resp->headers);
 }
 
-/* s[0,n) survives json_put_str and a jansson parse. */
+/* s[0,n) survives jsonw_put_str and a jansson parse. */
 static void check_roundtrip(const char *s, size_t n)
 {
     struct buf b = {0};
-    json_put_str(&b, s, n);
+    jsonw_put_str(&b, s, n);
     json_error_t err;
     json_t *v = json_loadb(buf_head(&b), buf_used(&b), JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     CHECK(v != NULL && json_is_string(v));
@@ -143,7 +143,7 @@ static void check_members(struct api *a, json_t *obj)
         if (json_is_string(val)) {
             CHECK(rc == 1 && s == json_string_value(val) && n == json_string_length(val));
             CHECK(strlen(s) == n); /* no NUL inside: jansson rejects \u0000 without JSON_ALLOW_NUL */
-            CHECK(json_utf8_valid(s, n, NULL));
+            CHECK(jsonw_utf8_valid(s, n, NULL));
             check_roundtrip(s, n);
             check_id(s, n);
             CHECK(a->resp->status == 200);
@@ -192,7 +192,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_error(&resp, size > API_MAX_BODY ? 413 : 400);
     } else {
         CHECK(size > 0 && size <= API_MAX_BODY);
-        CHECK(json_utf8_valid(body, size, NULL));
+        CHECK(jsonw_utf8_valid(body, size, NULL));
         CHECK(resp.status == 200 && buf_used(&resp.body) == 0 && buf_used(&resp.headers) == 0);
         CHECK(json_is_object(obj));
         check_members(&a, obj);

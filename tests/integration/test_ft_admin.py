@@ -95,6 +95,9 @@ def test_new_server_that_fails_its_first_check_gets_no_traffic(two_and_admin):
 
 @pytest.mark.parametrize("method,path,body,status,error", [
     ("POST", "/servers", {"url": "ftp://127.0.0.1:1"}, 422, "backend 'ftp://127.0.0.1:1': only http:// backends are supported"),
+    # Regression: the message quotes the client's text; quotes, backslashes and control characters are escaped.
+    ("POST", "/servers", {"url": 'ftp://"q"\\\x01\n\t'}, 422,
+     "backend 'ftp://\"q\"\\\x01\n\t': only http:// backends are supported"),
     ("POST", "/servers", {"url": "http://127.0.0.1:1", "weight": 0}, 422,
      "backend 'http://127.0.0.1:1,weight=0': weight must be an integer from 1 to 1000"),
     ("POST", "/servers", {"weight": 1}, 400, 'expected {"url": string, "weight": integer}'),
