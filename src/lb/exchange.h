@@ -5,10 +5,11 @@
  *
  * An exchange (struct px) ties one client request to one backend connection at a time. It is
  * created by on_request and ends in exactly one of px_finish (response complete), px_fail (error
- * answered, or the client connection cut) or on_abort (the client went away); each of those
- * detaches the backend connection, writes the access-log line and frees px after the current
- * loop iteration (px->dead is set at once). Sending to the client can abort the exchange under
- * the caller: whoever sends checks px->dead afterwards. Everything runs on the worker's thread. */
+ * answered, or the client connection cut), on_abort (the client went away) or, when no server is
+ * usable, on_request's own 503; each of those detaches the backend connection, writes the
+ * access-log line and frees px after the current loop iteration (px->dead is set at once). Sending to the client can
+ * abort the exchange under the caller: whoever sends checks px->dead afterwards. Everything runs on the worker's
+ * thread. */
 #ifndef AGORA_LB_EXCHANGE_H
 #define AGORA_LB_EXCHANGE_H
 #include <stdint.h>

@@ -59,8 +59,10 @@ static int rec_pick(void *self, const struct lb_target *t, size_t n, uint64_t ha
 
 static void rec_destroy(void *self) { free(self); }
 
-static const struct lb_policy_ops rec_ops = {"rec", 0, rec_create, rec_pick, rec_destroy};
-static const struct lb_policy_ops rec_key_ops = {"rec-key", 1, rec_create, rec_pick, rec_destroy};
+static const struct lb_policy_ops rec_ops = {
+    .name = "rec", .needs_key = 0, .create = rec_create, .pick = rec_pick, .destroy = rec_destroy};
+static const struct lb_policy_ops rec_key_ops = {
+    .name = "rec-key", .needs_key = 1, .create = rec_create, .pick = rec_pick, .destroy = rec_destroy};
 
 /* ---- fixture: n servers http://127.0.0.1:8001... with the given weights, up for ages ---- */
 
