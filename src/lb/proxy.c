@@ -63,7 +63,7 @@ static void worker_refresh(struct lb_worker *w)
 static struct lb_server *pick_server(struct px *px)
 {
     struct lb_worker *w = px->w;
-    struct lb_select_req req = {px->req, http_conn_remote_ip(px->client), &px->tried};
+    struct lb_select_req req = {.head = px->req, .client_ip = http_conn_remote_ip(px->client), .tried = &px->tried};
     int i = lb_select(&w->sel, w->set, w->sh->cfg, &req, loop_now(w->loop), rng_next(&w->rng));
     return i < 0 ? NULL : w->set->servers[i];
 }

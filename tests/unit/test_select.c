@@ -115,7 +115,7 @@ static void fx_free(struct fx *f)
 
 static int fx_select(struct fx *f, uint64_t rnd)
 {
-    struct lb_select_req req = {&f->head, "192.0.2.7", &f->tried};
+    struct lb_select_req req = {.head = &f->head, .client_ip = "192.0.2.7", .tried = &f->tried};
     return lb_select(&f->sel, f->set, &f->cfg, &req, NOW_MS, rnd);
 }
 
