@@ -146,4 +146,4 @@ static int hash_pick(void *self, const struct lb_target *t, size_t n, uint64_t h
 static void hash_destroy(void *self) { free(self); }
 
 const struct lb_policy_ops lb_policy_hash = {
-    .name = "hash", .create = hash_create, .pick = hash_pick, .destroy = hash_destroy};
+    .name = "hash", .needs_key = 1, .create = hash_create, .pick = hash_pick, .destroy = hash_destroy};

@@ -9,8 +9,9 @@
  *
  * A target with weight 0 is not selectable (down, draining, or already tried for this request).
  * pick() returns the index of the chosen target, or -1 when none is selectable. `hash` is the
- * request's affinity hash (client address, header or cookie; used by the hash policy only) and
- * `rnd` a fresh 64-bit random number (policies must not keep their own global RNG state). */
+ * request's affinity hash (client address, header or cookie: lb_select_key in select.h), computed
+ * only for a policy that declares needs_key (0 for the others), and `rnd` a fresh 64-bit random
+ * number (policies must not keep their own global RNG state). */
 #ifndef AGORA_LB_POLICY_H
 #define AGORA_LB_POLICY_H
 #include <stdatomic.h>
@@ -26,6 +27,7 @@ struct lb_target {
 
 struct lb_policy_ops {
     const char *name;
+    int needs_key; /* 1 if pick() uses `hash`: the balancer then computes the request's key */
     /* Returns the policy's per-instance state (may be NULL if it needs none; never fails
      * except on out-of-memory, which aborts). */
     void *(*create)(const struct lb_target *targets, size_t n);

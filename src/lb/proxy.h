@@ -6,7 +6,12 @@
  * configured policy over the current server-set snapshot, sends the request head and streams the
  * body to a pooled (or new) backend connection, parses the response head and streams the
  * response back, with backpressure in both directions. /health and /stats are answered by the
- * balancer itself. Shared state (struct lb_shared) is read-only except for atomics. */
+ * balancer itself. Shared state (struct lb_shared) is read-only except for atomics.
+ *
+ * The parts, one module each: proxy.c (the worker, the client side of an exchange, dispatch and
+ * retries) and relay.c (the backend side, the response) sharing exchange.h; select.h (which
+ * server), upstream.h (backend connections and pools), passive.h (passive health, retry budget),
+ * rewrite.h (the heads), local.h (/health, /stats), accesslog.h. */
 #ifndef AGORA_LB_PROXY_H
 #define AGORA_LB_PROXY_H
 #include <stdatomic.h>

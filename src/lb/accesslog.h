@@ -1,0 +1,48 @@
+/* accesslog.h — the balancer's access log: one line per request, buffered per worker.
+ *
+ * A line is the combined log format followed by the server and the time taken:
+ *   IP - - [03/Dec/2026:06:53:59 +0000] "GET /path HTTP/1.1" 200 1234 "referer" "agent" host:port 0.412
+ * (the request target cut at 100 bytes; `"` and `\` in the referer and agent written as `'`; `-`
+ * for an empty field or when no server was chosen; milliseconds since the request head began).
+ * Each worker appends to its own buffer and writes it to the shared descriptor when it passes
+ * 32 KiB, once a second, and when the worker ends: one write() per batch, so workers' lines do
+ * not interleave mid-line. A failed write (a full disk) drops the batch: logging never stops the
+ * proxy. With the log off (fd < 0) nothing is kept or formatted. */
+#ifndef AGORA_LB_ACCESSLOG_H
+#define AGORA_LB_ACCESSLOG_H
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "http/parser.h"
+
+struct lb_access_log {
+    int fd; /* -1 = off; not owned */
+    struct loop *loop;
+    struct buf buf; /* lines not yet written */
+    struct loop_timer timer;
+};
+
+/* What a request's line needs from its head, copied when the request arrives (only when the log
+ * is on), so that writing the line needs nothing else from the request. */
+struct lb_log_req {
+    char line[160]; /* "GET /path HTTP/1.1" */
+    char referer[128], agent[160];
+};
+
+/* Starts a log writing to fd (-1 = off) from loop's thread; the flush timer runs on loop. */
+void lb_access_log_init(struct lb_access_log *log, struct loop *loop, int fd);
+/* Writes what is buffered and stops the timer. */
+void lb_access_log_close(struct lb_access_log *log);
+
+static inline int lb_access_log_on(const struct lb_access_log *log) { return log->fd >= 0; }
+
+/* Copies what the line needs from h into r. Call only when the log is on. */
+void lb_log_req_capture(struct lb_log_req *r, const struct http_head *h);
+
+/* Appends the line of a finished request (r as captured; server_key NULL if none was chosen;
+ * start_us on loop_clock_us) and flushes past 32 KiB. Does nothing when the log is off. */
+void lb_access_log_write(struct lb_access_log *log, const struct lb_log_req *r, const char *client_ip, int status,
+                         uint64_t body_bytes, const char *server_key, uint64_t start_us);
+
+#endif

@@ -1,0 +1,99 @@
+/* exchange.h — inside the balancer's request path: a worker and its exchanges, shared by proxy.c
+ * (the client side: the worker, the http_server handler, choosing, dispatching and retrying) and
+ * relay.c (the backend side: the connection's events, the response relayed to the client).
+ * Not for use outside those two files; the rest of the balancer sees proxy.h.
+ *
+ * An exchange (struct px) ties one client request to one backend connection at a time. It is
+ * created by on_request and ends in exactly one of px_finish (response complete), px_fail (error
+ * answered, or the client connection cut), on_abort (the client went away) or, when no server is
+ * usable, on_request's own 503; each of those detaches the backend connection, writes the
+ * access-log line and frees px after the current loop iteration (px->dead is set at once). Sending to the client can
+ * abort the exchange under the caller: whoever sends checks px->dead afterwards. Everything runs on the worker's
+ * thread. */
+#ifndef AGORA_LB_EXCHANGE_H
+#define AGORA_LB_EXCHANGE_H
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "http/parser.h"
+#include "http/server.h"
+#include "lb/accesslog.h"
+#include "lb/passive.h"
+#include "lb/proxy.h"
+#include "lb/select.h"
+#include "lb/upstream.h"
+
+#define HIGH_WATER HTTP_OUT_HIGH_WATER /* backend output queued past this pauses the client body */
+
+struct lb_worker {
+    struct lb_shared *sh;
+    struct loop *loop;
+    struct http_server *srv;
+    unsigned id;
+    unsigned gen;       /* generation of `set` */
+    struct lb_set *set; /* reference held */
+    struct lb_selector sel;
+    struct lb_pools pools;
+    uint64_t rng;
+    struct lb_access_log log;
+    struct lb_retry_budget retry;
+};
+
+enum resp_state { RS_HEAD, RS_BODY, RS_DONE };
+
+struct px {
+    struct lb_worker *w;
+    struct http_conn *client;
+    const struct http_head *req;
+    struct lb_upstream *up;
+    struct lb_server *server; /* reference held while counted in inflight */
+    struct lb_tried tried;
+    int req_chunked; /* request body is sent chunked to the backend */
+    int safe;        /* may be sent again after a failure: idempotent or Idempotency-Key */
+    int replayable;  /* `replay` holds every request byte sent so far */
+    struct buf replay;
+    int req_body_done;
+    int client_keep_alive;
+    enum resp_state rs;
+    int resp_kind;
+    uint64_t resp_left;
+    struct http_chunked resp_chunked;
+    int resp_chunked_out; /* response re-chunked to the client */
+    int resp_keep_alive;  /* backend connection reusable afterwards */
+    int client_paused;    /* client's output is full: backend reads stopped */
+    int status;
+    int head_sent;       /* response head sent to the client */
+    uint64_t body_bytes; /* response body bytes sent (for the access log) */
+    unsigned queued;     /* requests in flight on the server when sent, this one included */
+    uint64_t start_us;
+    struct loop_timer timer;
+    struct lb_log_req log;
+    int dead; /* ended (px_free); memory stays valid until the iteration ends */
+};
+
+/* proxy.c */
+
+/* (Re)arms px's timer: when it fires the backend has failed (connect or response timeout). */
+void px_arm(struct px *px, unsigned ms);
+/* The backend failed: retries on another server when allowed (see proxy.c), else px_fail. */
+void px_backend_failed(struct px *px, enum lb_fail kind);
+/* Ends px with an error: status and msg if no response head was sent, else the client connection
+ * is cut. */
+void px_fail(struct px *px, int status, const char *msg);
+/* Ends px after a complete response; the backend connection goes back to its pool if
+ * reuse_upstream (and the balancer is not stopping). */
+void px_finish(struct px *px, int reuse_upstream);
+
+/* relay.c */
+
+/* The events of a backend connection in use (lb_pools' on_io). */
+void relay_io(struct lb_upstream *u, int events);
+/* Writes u's queued bytes. Returns 0, or -1 if that failed and the exchange was handled (ended,
+ * answered by what the backend had sent, or retried). */
+int relay_flush(struct lb_upstream *u);
+/* Queues n bytes for the backend and writes what it can. */
+void relay_send(struct lb_upstream *u, const void *p, size_t n);
+/* Relays what u->in holds (response head, body) to the owner's client. */
+void relay_process(struct lb_upstream *u);
+
+#endif

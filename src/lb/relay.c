@@ -1,0 +1,244 @@
+/* relay.c — the backend side of the balancer's exchanges: the backend connection's events, and
+ * the response relayed to the client; see exchange.h.
+ *   backend --> upstream.in --(parse head, decode body)--> px --> http_conn_send --> client
+ * The response head is parsed with http_parse_response and rewritten (rewrite.h); 1xx heads are
+ * dropped except a 100 Continue the client asked for. The body is re-framed: Content-Length is
+ * kept, a chunked body is decoded and re-chunked (which also normalises chunk extensions and drops
+ * trailers), and a close-delimited body is sent chunked to an HTTP/1.1 client (an HTTP/1.0 client
+ * sees the connection close). Everything one pass produces goes out in one write (cork). When the
+ * client's output queue is full, reading from the backend stops until on_drain. A backend that
+ * stops reading the request may have answered early (a 413 to a body it will not take): that
+ * answer is relayed if it came. */
+#include <errno.h>
+#include <stdio.h>
+
+#include "lb/exchange.h"
+#include "lb/rewrite.h"
+
+/* Writes u's queued bytes. Returns 0, or -1 if the exchange failed (px handled). */
+int relay_flush(struct lb_upstream *u)
+{
+    if (lb_upstream_flush(u) < 0) {
+        struct px *px = u->owner;
+        if (px && px->rs == RS_HEAD && u->bytes_written > 0) {
+            /* The backend stopped reading: it may have answered early (e.g. 413 to a body it
+             * will not take) and closed. Use that answer if it is there. */
+            buf_free(&u->out);
+            lb_upstream_read(u);
+            relay_process(u);
+            if (u->owner != px)
+                return -1; /* answered */
+        }
+        if (u->owner)
+            px_backend_failed(u->owner, u->bytes_written ? LB_FAIL_IO : LB_FAIL_CONNECT);
+        else
+            lb_upstream_close(u);
+        return -1;
+    }
+    struct px *px = u->owner;
+    if (px && buf_used(&u->out) < HIGH_WATER / 2 && !px->req_body_done)
+        http_conn_pause_body(px->client, 0);
+    return 0;
+}
+
+void relay_send(struct lb_upstream *u, const void *p, size_t n)
+{
+    buf_append(&u->out, p, n);
+    if (u->state == LB_UP_ACTIVE && relay_flush(u) < 0)
+        return;
+    lb_upstream_update_mask(u);
+}
+
+/* Sends the response head for the client. */
+static void send_response_head(struct px *px, const struct http_head *r)
+{
+    struct buf b = {0};
+    px->resp_chunked_out =
+        lb_rewrite_response(&b, r, px->req->minor, http_conn_will_close(px->client), &px->client_keep_alive);
+    px->head_sent = 1;
+    http_conn_send(px->client, buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+/* Sends decoded response body bytes to the client. Returns 0 if the client's queue is full. */
+static int send_body(struct px *px, const char *p, size_t n)
+{
+    px->body_bytes += n;
+    if (!px->resp_chunked_out)
+        return http_conn_send(px->client, p, n);
+    char hdr[24];
+    int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+    http_conn_send(px->client, hdr, (size_t)hl);
+    http_conn_send(px->client, p, n);
+    return http_conn_send(px->client, "\r\n", 2);
+}
+
+/* Sending to the client can fail and abort the exchange (on_abort frees px): every caller of
+ * send_* checks px->dead afterwards. */
+static void resp_complete(struct px *px)
+{
+    if (px->resp_chunked_out)
+        http_conn_send(px->client, "0\r\n\r\n", 5);
+    if (px->dead)
+        return;
+    px->rs = RS_DONE;
+    int reuse = px->resp_keep_alive && px->req_body_done;
+    px_finish(px, reuse);
+}
+
+/* Parses a response head in u->in. Returns 1 to go on, 0 to stop (need more bytes, or px ended). */
+static int resp_head(struct px *px, struct lb_upstream *u)
+{
+    if (buf_used(&u->in) == 0)
+        return 0;
+    struct http_head r;
+    int n = http_parse_response(buf_head(&u->in), buf_used(&u->in), px->req->method, NULL, &r);
+    if (n == HTTP_AGAIN)
+        return 0;
+    if (n == HTTP_ERROR) {
+        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+        px_fail(px, 502, "Error communicating with backend server");
+        return 0;
+    }
+    if (r.status >= 100 && r.status < 200) {
+        if (r.status == 100 && px->req->expect_continue)
+            http_conn_send(px->client, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        if (px->dead)
+            return 0;
+        buf_consume(&u->in, (size_t)n);
+        return 1;
+    }
+    px->status = r.status;
+    if (px->server)
+        lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r.status);
+    px->resp_kind = r.body;
+    px->resp_left = r.body == HTTP_BODY_LENGTH ? (uint64_t)r.content_length : 0;
+    px->resp_keep_alive = r.keep_alive && r.body != HTTP_BODY_EOF;
+    http_chunked_init(&px->resp_chunked);
+    send_response_head(px, &r);
+    if (px->dead)
+        return 0;
+    buf_consume(&u->in, (size_t)n);
+    px->rs = RS_BODY;
+    px_arm(px, px->w->sh->cfg->response_timeout_ms);
+    if (r.body == HTTP_BODY_NONE || (r.body == HTTP_BODY_LENGTH && px->resp_left == 0)) {
+        resp_complete(px);
+        return 0;
+    }
+    return 1;
+}
+
+/* Relays the body bytes in u->in. Returns 1 to go on, 0 to stop (px ended, or nothing to send). */
+static int resp_body(struct px *px, struct lb_upstream *u)
+{
+    if (buf_used(&u->in) == 0)
+        return 0;
+    const char *p = buf_head(&u->in);
+    size_t n = buf_used(&u->in);
+    int more = 1;
+    if (px->resp_kind == HTTP_BODY_LENGTH) {
+        size_t take = n < px->resp_left ? n : (size_t)px->resp_left;
+        px->resp_left -= take;
+        more = send_body(px, p, take);
+        if (px->dead)
+            return 0;
+        buf_consume(&u->in, take);
+        if (px->resp_left == 0) {
+            resp_complete(px);
+            return 0;
+        }
+    } else if (px->resp_kind == HTTP_BODY_EOF) {
+        more = send_body(px, p, n);
+        if (px->dead)
+            return 0;
+        buf_consume(&u->in, n);
+    } else {
+        const char *data;
+        size_t dlen;
+        long used = http_chunked_feed(&px->resp_chunked, p, n, &data, &dlen);
+        if (used < 0) {
+            atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+            px_fail(px, 502, "Error communicating with backend server");
+            return 0;
+        }
+        if (dlen)
+            more = send_body(px, data, dlen);
+        if (px->dead)
+            return 0;
+        buf_consume(&u->in, (size_t)used);
+        if (px->resp_chunked.done) {
+            resp_complete(px);
+            return 0;
+        }
+    }
+    if (!more) {
+        px->client_paused = 1;
+        u->reading = 0;
+        lb_upstream_update_mask(u);
+        return 0;
+    }
+    return 1;
+}
+
+/* Handles bytes in u->in for the current exchange, with one write to the client for everything
+ * this pass produces (head + body, usually). */
+void relay_process(struct lb_upstream *u)
+{
+    struct px *px = u->owner;
+    if (!px)
+        return;
+    struct http_conn *c = px->client;
+    http_conn_cork(c);
+    while (px == u->owner && !px->client_paused) {
+        int more = px->rs == RS_HEAD ? resp_head(px, u) : px->rs == RS_BODY && resp_body(px, u);
+        if (!more)
+            break;
+    }
+    http_conn_uncork(c);
+}
+
+/* Events of px's backend connection (upstream.h's on_io). */
+void relay_io(struct lb_upstream *u, int events)
+{
+    struct px *px = u->owner;
+    if (u->state == LB_UP_CONNECTING) {
+        if (lb_upstream_connect_error(u)) {
+            if (px)
+                px_backend_failed(px, LB_FAIL_CONNECT);
+            else
+                lb_upstream_close(u);
+            return;
+        }
+        if (!(events & LOOP_WRITE))
+            return;
+        u->state = LB_UP_ACTIVE;
+        if (px)
+            px_arm(px, px->w->sh->cfg->response_timeout_ms);
+    }
+    if (events & LOOP_WRITE) {
+        if (relay_flush(u) < 0)
+            return;
+    }
+    if ((events & LOOP_READ) && u->reading) {
+        ssize_t n = lb_upstream_read(u);
+        if (n > 0 || n == -EAGAIN) {
+            if (u->owner)
+                relay_process(u);
+            else if (buf_used(&u->in) > 0)
+                lb_upstream_close(u); /* bytes with no exchange: protocol error */
+            return;
+        }
+        /* End of stream or error from the backend. */
+        px = u->owner;
+        if (px && px->rs == RS_BODY && px->resp_kind == HTTP_BODY_EOF) {
+            px->resp_keep_alive = 0;
+            resp_complete(px); /* the close ends a close-delimited body */
+        } else if (px) {
+            px_backend_failed(px, LB_FAIL_IO);
+        } else {
+            lb_upstream_close(u);
+        }
+        return;
+    }
+    lb_upstream_update_mask(u);
+}

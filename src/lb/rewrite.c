@@ -1,0 +1,147 @@
+/* rewrite.c — the request head for the backend and the response head for the client; see
+ * rewrite.h. */
+#include "lb/rewrite.h"
+
+#include <string.h>
+
+/* 1 if the field `name` of message m is not forwarded: hop-by-hop fields, those m's Connection
+ * headers list, and the framing fields, which the balancer always writes itself. Matched by
+ * length first: most names have a length none of these has. */
+static int is_hop_by_hop(struct http_str name, const struct http_head *m)
+{
+    const char *lit;
+    switch (name.n) {
+    case 2:
+        lit = "te";
+        break;
+    case 7:
+        lit = (name.p[0] | 0x20) == 'u' ? "upgrade" : "trailer";
+        break;
+    case 10:
+        lit = (name.p[0] | 0x20) == 'k' ? "keep-alive" : "connection";
+        break;
+    case 14:
+        lit = "content-length";
+        break;
+    case 16:
+        lit = "proxy-connection";
+        break;
+    case 17:
+        lit = "transfer-encoding";
+        break;
+    default:
+        lit = NULL;
+    }
+    if (lit && http_str_ieq(name, lit))
+        return 1;
+    return http_connection_lists(m, name);
+}
+
+/* "Content-Length: N\r\n" without printf (every proxied message writes one). */
+static void put_length(struct buf *b, int64_t n)
+{
+    buf_append(b, "Content-Length: ", 16);
+    buf_put_u64(b, (unsigned long long)n);
+    buf_append(b, "\r\n", 2);
+}
+
+const char *lb_rewrite_acted_on(const struct http_head *h)
+{
+    static const char *const acted_on[] = {"idempotency-key", "expect"};
+    if (!h->conn_names)
+        return NULL;
+    for (size_t i = 0; i < sizeof(acted_on) / sizeof(acted_on[0]); i++)
+        if (http_connection_lists(h, (struct http_str){acted_on[i], strlen(acted_on[i])}))
+            return acted_on[i];
+    return NULL;
+}
+
+static void put_header(struct buf *b, const struct http_header *hd)
+{
+    buf_append(b, hd->name.p, hd->name.n);
+    buf_append(b, ": ", 2);
+    buf_append(b, hd->value.p, hd->value.n);
+    buf_append(b, "\r\n", 2);
+}
+
+int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *client_ip, const char *host_header,
+                       int trust_forwarded)
+{
+    buf_append(b, h->method_str.p, h->method_str.n);
+    buf_append(b, " ", 1);
+    if (h->target.n && h->target.p[0] != '/' && h->method != HTTP_OPTIONS) {
+        /* absolute-form: origin servers get origin-form (RFC 9112 §3.2.1) */
+        buf_append(b, h->path.p, h->path.n);
+        if (h->query.n) {
+            buf_append(b, "?", 1);
+            buf_append(b, h->query.p, h->query.n);
+        }
+    } else {
+        buf_append(b, h->target.p, h->target.n);
+    }
+    buf_puts(b, " HTTP/1.1\r\n");
+    const struct http_header *xff = NULL;
+    for (int i = 0; i < h->nheaders; i++) {
+        const struct http_header *hd = &h->headers[i];
+        if (is_hop_by_hop(hd->name, h))
+            continue;
+        if (http_str_ieq(hd->name, "x-forwarded-for")) {
+            if (trust_forwarded && !xff)
+                xff = hd;
+            continue;
+        }
+        if (http_str_ieq(hd->name, "x-forwarded-proto"))
+            continue;
+        if (hd->value.n == 0 && http_str_ieq(hd->name, "host"))
+            continue; /* an empty Host is replaced by the server's below: never two Host fields */
+        put_header(b, hd);
+    }
+    if (!h->host.n)
+        buf_printf(b, "Host: %s\r\n", host_header);
+    if (xff)
+        buf_printf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.n, xff->value.p, client_ip);
+    else {
+        buf_append(b, "X-Forwarded-For: ", 17);
+        buf_puts(b, client_ip);
+        buf_append(b, "\r\n", 2);
+    }
+    buf_puts(b, "X-Forwarded-Proto: http\r\n");
+    int chunked = 0;
+    if (h->body == HTTP_BODY_CHUNKED) {
+        buf_puts(b, "Transfer-Encoding: chunked\r\n");
+        chunked = 1;
+    } else if (h->content_length >= 0) {
+        put_length(b, h->content_length);
+    }
+    buf_puts(b, "\r\n");
+    return chunked;
+}
+
+int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive)
+{
+    buf_printf(b, "HTTP/1.1 %d %.*s\r\n", r->status, (int)r->reason.n, r->reason.p);
+    for (int i = 0; i < r->nheaders; i++)
+        if (!is_hop_by_hop(r->headers[i].name, r))
+            put_header(b, &r->headers[i]);
+    /* One value, even where the backend sent a list of equal ones; none on 1xx and 204, which
+     * cannot have one (RFC 9110 §8.6). */
+    if (r->content_length >= 0 && r->status != 204 && r->status >= 200)
+        put_length(b, r->content_length);
+    int chunked = 0;
+    if (r->body == HTTP_BODY_CHUNKED || r->body == HTTP_BODY_EOF) {
+        if (req_minor >= 1) {
+            buf_puts(b, "Transfer-Encoding: chunked\r\n");
+            chunked = 1;
+        } else {
+            *keep_alive = 0; /* HTTP/1.0 client: the body ends when we close */
+        }
+    }
+    if (will_close)
+        *keep_alive = 0;
+    if (!*keep_alive)
+        buf_puts(b, "Connection: close\r\n");
+    else if (req_minor == 0)
+        buf_puts(b, "Connection: keep-alive\r\n");
+    buf_puts(b, "\r\n");
+    return chunked;
+}

@@ -1,0 +1,42 @@
+/* rewrite.h — header rewriting: the request head the backend gets, the response head the client
+ * gets.
+ *
+ * Not forwarded in either direction: the hop-by-hop fields (Connection, Keep-Alive,
+ * Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade), every field a Connection header of
+ * the message lists (RFC 9110 §7.6.1), and Content-Length: the balancer always writes the framing
+ * itself from what it parsed (one Content-Length value, or Transfer-Encoding: chunked), so the
+ * next hop frames the message exactly as the balancer did. Everything else is copied in order,
+ * byte for byte.
+ * Request: the request line is "METHOD TARGET HTTP/1.1", an absolute-form target becoming
+ * origin-form (RFC 9112 §3.2.1; not for OPTIONS); Host is kept, or the server's authority added
+ * when the request has none; X-Forwarded-Proto is replaced by "http"; X-Forwarded-For is set to
+ * the client's address, or appended to the client's first X-Forwarded-For when trust_forwarded
+ * (the others dropped).
+ * Response: the status line is "HTTP/1.1 STATUS REASON"; a chunked or close-delimited body is
+ * re-chunked for an HTTP/1.1 client, and for an HTTP/1.0 client the body ends with the connection;
+ * "Connection: close" when the client connection will not be kept, "Connection: keep-alive" for
+ * a kept HTTP/1.0 client. */
+#ifndef AGORA_LB_REWRITE_H
+#define AGORA_LB_REWRITE_H
+#include "core/buf.h"
+#include "http/parser.h"
+
+/* A field the balancer acts on besides framing and Host (which the parser guards) that a
+ * Connection header of h lists: the backend would not see what the balancer decided on (a retried
+ * POST whose Idempotency-Key was dropped would be created twice; an Expect dropped would leave the
+ * client waiting for a 100 Continue), so such a request is refused. Returns the field, or NULL. */
+const char *lb_rewrite_acted_on(const struct http_head *h);
+
+/* Appends the head of request h for the backend to b: client_ip is the client's address,
+ * host_header the server's authority. Returns 1 if the body is to be sent chunked, 0 if it has a
+ * Content-Length (or none). */
+int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *client_ip, const char *host_header,
+                       int trust_forwarded);
+
+/* Appends the head of response r for the client to b: req_minor is the request's HTTP minor
+ * version, *keep_alive whether the client connection is to be kept (in: as the request asked;
+ * out: 0 if it must close: an HTTP/1.0 client whose body ends with the connection, or will_close,
+ * the client connection closing anyway). Returns 1 if the body is to be re-chunked. */
+int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive);
+
+#endif

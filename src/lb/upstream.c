@@ -1,0 +1,208 @@
+/* upstream.c — backend connections and the per-worker idle pools; see upstream.h. */
+#include "lb/upstream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/net.h"
+
+#define READ_CHUNK 65536
+
+void lb_pools_init(struct lb_pools *p, struct loop *loop, unsigned idle_max, unsigned idle_timeout_ms,
+                   lb_upstream_io_fn *on_io)
+{
+    *p = (struct lb_pools){.loop = loop, .idle_max = idle_max, .idle_timeout_ms = idle_timeout_ms, .on_io = on_io};
+}
+
+static void free_pools(struct lb_pool *pools, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        while (pools[i].idle) {
+            struct lb_upstream *u = pools[i].idle;
+            pools[i].idle = u->next;
+            u->state = LB_UP_ACTIVE; /* so lb_upstream_close does not search the pool */
+            lb_upstream_close(u);
+        }
+        lb_server_unref(pools[i].server);
+    }
+    free(pools);
+}
+
+void lb_pools_adopt(struct lb_pools *p, const struct lb_set *set)
+{
+    struct lb_pool *pools = calloc(set->n ? set->n : 1, sizeof(*pools));
+    if (!pools)
+        abort();
+    for (size_t i = 0; i < set->n; i++) {
+        pools[i].server = set->servers[i];
+        lb_server_ref(set->servers[i]);
+        for (size_t j = 0; p->pool && j < p->n; j++) {
+            if (p->pool[j].server == set->servers[i]) {
+                pools[i].idle = p->pool[j].idle;
+                pools[i].nidle = p->pool[j].nidle;
+                p->pool[j].idle = NULL;
+                p->pool[j].nidle = 0;
+            }
+        }
+    }
+    if (p->pool)
+        free_pools(p->pool, p->n);
+    p->pool = pools;
+    p->n = set->n;
+}
+
+void lb_pools_free(struct lb_pools *p)
+{
+    if (p->pool)
+        free_pools(p->pool, p->n);
+    p->pool = NULL;
+    p->n = 0;
+}
+
+static struct lb_pool *pool_of(struct lb_pools *p, const struct lb_server *s)
+{
+    for (size_t i = 0; p->pool && i < p->n; i++)
+        if (p->pool[i].server == s)
+            return &p->pool[i];
+    return NULL;
+}
+
+static void on_idle_timeout(struct loop *loop, struct loop_timer *t) { lb_upstream_close(t->data); }
+
+static void on_io(struct loop *loop, int fd, int events, void *data)
+{
+    struct lb_upstream *u = data;
+    if (u->state == LB_UP_IDLE) {
+        /* An idle pooled connection became readable: the backend closed it (or sent garbage). */
+        lb_upstream_close(u);
+        return;
+    }
+    u->pools->on_io(u, events);
+}
+
+int lb_upstream_get(struct lb_pools *p, struct lb_server *s, void *owner, struct buf *pending, struct lb_upstream **out)
+{
+    struct lb_pool *pool = pool_of(p, s);
+    struct lb_upstream *u = NULL;
+    if (pool && pool->idle) {
+        u = pool->idle;
+        pool->idle = u->next;
+        pool->nidle--;
+        u->next = NULL;
+        loop_timer_cancel(p->loop, &u->idle_timer);
+        u->state = LB_UP_ACTIVE;
+    } else {
+        int fd = net_connect(&s->addr);
+        if (fd < 0)
+            return fd;
+        u = calloc(1, sizeof(*u));
+        if (!u)
+            abort();
+        u->pools = p;
+        u->fd = fd;
+        u->server = s;
+        lb_server_ref(s);
+        u->state = LB_UP_CONNECTING;
+        u->idle_timer.fn = on_idle_timeout;
+        u->idle_timer.data = u;
+        int rc = loop_watch(p->loop, fd, LOOP_WRITE, on_io, u);
+        if (rc < 0) {
+            u->fd = -1;
+            close(fd);
+            lb_upstream_close(u);
+            return rc;
+        }
+    }
+    u->owner = owner;
+    u->uses++;
+    u->bytes_written = 0;
+    u->reading = 1;
+    buf_free(&u->out);
+    u->out = *pending;
+    memset(pending, 0, sizeof(*pending));
+    *out = u;
+    return 0;
+}
+
+void lb_upstream_release(struct lb_upstream *u, int reuse)
+{
+    struct lb_pools *p = u->pools;
+    u->owner = NULL;
+    struct lb_pool *pool = reuse ? pool_of(p, u->server) : NULL;
+    if (pool && pool->nidle < p->idle_max && buf_used(&u->in) == 0 && buf_used(&u->out) == 0) {
+        u->state = LB_UP_IDLE;
+        u->next = pool->idle;
+        pool->idle = u;
+        pool->nidle++;
+        u->reading = 1;
+        loop_set_mask(p->loop, u->fd, LOOP_READ); /* notice the backend closing it */
+        loop_timer_arm(p->loop, &u->idle_timer, p->idle_timeout_ms);
+    } else {
+        lb_upstream_close(u);
+    }
+}
+
+static void free_later(struct loop *loop, void *p) { free(p); }
+
+void lb_upstream_close(struct lb_upstream *u)
+{
+    struct lb_pools *p = u->pools;
+    if (u->state == LB_UP_IDLE) {
+        struct lb_pool *pool = pool_of(p, u->server);
+        if (pool) {
+            struct lb_upstream **pp = &pool->idle;
+            while (*pp && *pp != u)
+                pp = &(*pp)->next;
+            if (*pp) {
+                *pp = u->next;
+                pool->nidle--;
+            }
+        }
+    }
+    loop_timer_cancel(p->loop, &u->idle_timer);
+    if (u->fd >= 0) {
+        loop_unwatch(p->loop, u->fd);
+        close(u->fd);
+        u->fd = -1;
+    }
+    buf_free(&u->in);
+    buf_free(&u->out);
+    lb_server_unref(u->server);
+    u->server = NULL;
+    u->owner = NULL;
+    u->reading = 0;
+    /* Freed after this iteration: a caller up the stack may still look at u->owner. */
+    loop_defer(p->loop, free_later, u);
+}
+
+int lb_upstream_connect_error(const struct lb_upstream *u)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return errno ? errno : EIO;
+    return err;
+}
+
+int lb_upstream_flush(struct lb_upstream *u)
+{
+    while (buf_used(&u->out) > 0) {
+        ssize_t n = send(u->fd, buf_head(&u->out), buf_used(&u->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(&u->out, (size_t)n);
+            u->bytes_written += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        return -1;
+    }
+    return 0;
+}
+
+ssize_t lb_upstream_read(struct lb_upstream *u) { return net_read(u->fd, &u->in, 4 * READ_CHUNK); }
