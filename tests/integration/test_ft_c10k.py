@@ -354,13 +354,10 @@ def test_server_10k_idle(agora_server_factory, tmp_path):
 FD_LIMIT = 300
 
 
-def test_descriptor_exhaustion_pauses_accepting(agora_bin, testbackend_factory):
-    """`agora lb` run under `prlimit --nofile=300:300` with --max-connections far above that, so
-    that accept() itself runs out of descriptors: 400 clients connect (the ones past the limit
-    wait in the backlog). Accepting pauses instead of spinning on the listening socket (the
-    balancer uses little CPU meanwhile), health checks that cannot get a descriptor are no verdict
-    (with --health-rise 1000 a server marked down could not come back during the test: both are
-    still up afterwards), both are logged, and once clients leave, new ones are served."""
+def start_lb_short_of_descriptors(agora_bin, testbackend_factory):
+    """`agora lb` under `prlimit --nofile=FD_LIMIT` with --max-connections far above that, in front
+    of two testbackends, once both passed a check -> (a, b, port, lb). --health-rise 1000: a
+    server marked down could not come back during a test."""
     ensure_fd_limit(4096)
     a = testbackend_factory("a")
     b = testbackend_factory("b")
@@ -370,11 +367,26 @@ def test_descriptor_exhaustion_pauses_accepting(agora_bin, testbackend_factory):
                         "--admin-listen", "off", "--workers", "1", "--max-connections", "100000",
                         "--health-interval", "100ms", "--health-timeout", "1s", "--health-rise", "1000"],
                        "agora lb: listening on")
-    socks = []
     try:
         # the message comes before the listening socket is bound
         assert wait_for(lambda: accepts(port), 10.0), lb.output()
         assert wait_for(lambda: all(s["last_check"] == "HTTP 200" for s in lb_server_stats(port).values()), 10.0)
+    except BaseException:
+        lb.stop(timeout=10.0)
+        raise
+    return a, b, port, lb
+
+
+def test_descriptor_exhaustion_pauses_accepting(agora_bin, testbackend_factory):
+    """`agora lb` run under `prlimit --nofile=300:300` with --max-connections far above that, so
+    that accept() itself runs out of descriptors: 400 clients connect (the ones past the limit
+    wait in the backlog). Accepting pauses instead of spinning on the listening socket (the
+    balancer uses little CPU meanwhile), health checks that cannot get a descriptor are no verdict
+    (with --health-rise 1000 a server marked down could not come back during the test: both are
+    still up afterwards), both are logged, and once clients leave, new ones are served."""
+    a, b, port, lb = start_lb_short_of_descriptors(agora_bin, testbackend_factory)
+    socks = []
+    try:
         assert "descriptor limit %d; warning" % FD_LIMIT in lb.output()
         for _ in range(400):
             s = socket.create_connection((LOCALHOST, port), timeout=5.0)
@@ -406,20 +418,9 @@ def test_backend_connect_without_a_descriptor_is_503_and_no_ejection(agora_bin, 
     EMFILE on connect() is no verdict on the server, and retrying on the other one would fail the
     same way. Before, it counted as a connect failure: the server was ejected and the client got
     502. No request ran before, so no pooled backend connection exists."""
-    ensure_fd_limit(4096)
-    a = testbackend_factory("a")
-    b = testbackend_factory("b")
-    port = free_port()
-    lb = start_process(["prlimit", "--nofile=%d:%d" % (FD_LIMIT, FD_LIMIT), agora_bin, "lb", "--listen",
-                        "%s:%d" % (LOCALHOST, port), "--backend", backend_url(a), "--backend", backend_url(b),
-                        "--admin-listen", "off", "--workers", "1", "--max-connections", "100000",
-                        "--health-interval", "100ms", "--health-timeout", "1s", "--health-rise", "1000"],
-                       "agora lb: listening on")
+    a, b, port, lb = start_lb_short_of_descriptors(agora_bin, testbackend_factory)
     socks = []
     try:
-        # the message comes before the listening socket is bound
-        assert wait_for(lambda: accepts(port), 10.0), lb.output()
-        assert wait_for(lambda: all(s["last_check"] == "HTTP 200" for s in lb_server_stats(port).values()), 10.0)
         for _ in range(400):
             socks.append(socket.create_connection((LOCALHOST, port), timeout=5.0))
         time.sleep(0.5)  # every descriptor of the balancer is taken by now
