@@ -264,6 +264,7 @@ int cmd_server(int argc, char **argv)
                                   .threads = hash_threads,
                                   .max_queue = o.hash_queue,
                                   .max_wait_ms = o.hash_wait_ms,
+                                  .nice = 10, /* a login flood must not slow the event loops */
                                   .thread_init = hash_thread_init,
                                   .thread_fini = hash_thread_fini,
                                   .handler = app_handle,

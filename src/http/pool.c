@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_GONE };
@@ -360,6 +362,10 @@ static void *thread_main(void *arg)
 {
     struct pool_thread *t = arg;
     struct http_pool *p = t->pool;
+    /* Linux keeps a nice value per thread: lowering this one's priority needs no privilege. A
+     * failure only costs the preference, so it is not fatal. */
+    if (p->cfg.nice > 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), p->cfg.nice) != 0)
+        fprintf(stderr, "agora: %s pool: cannot lower the threads' priority: %s\n", p->cfg.name, strerror(errno));
     t->tctx = p->cfg.thread_init ? p->cfg.thread_init(p->cfg.ctx, t->id, t->err, sizeof(t->err)) : p->cfg.ctx;
     pthread_mutex_lock(&p->mu);
     t->failed = p->cfg.thread_init && !t->tctx;

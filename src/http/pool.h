@@ -41,6 +41,8 @@ struct http_pool_config {
     unsigned threads;     /* >= 1 */
     unsigned max_queue;   /* jobs waiting for a thread; 0 = 32 per thread */
     unsigned max_wait_ms; /* a job not started within this is answered 503; 0 = 1000 */
+    int nice;             /* added to the threads' nice value (0..19): the event loops, which
+                             answer /health and every other request, win the CPU from them */
     /* Makes the context of pool thread id (called on that thread). NULL with a message in err
      * fails http_pool_create. */
     void *(*thread_init)(void *ctx, unsigned id, char *err, size_t errlen);
