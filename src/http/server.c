@@ -159,8 +159,8 @@ static void on_timer(struct loop *loop, struct loop_timer *t)
 static void conn_arm_timer(struct http_conn *c)
 {
     struct http_server *s = c->srv;
-    if (c->lingering)
-        return; /* its own deadline, set when it began */
+    if (c->lingering || c->closing)
+        return; /* lingering: its own deadline, set when it began; closing: none */
     unsigned ms = 0;
     if (c->state == ST_HEAD && (buf_used(&c->in) > 0 || c->resp_bytes == 0)) {
         /* A whole-head deadline, set once when the head starts (or at accept): trickling bytes
