@@ -5,7 +5,16 @@
  *   BODY   head handed to the handler, body being read and passed on; timer = body timeout
  *   WAIT   body complete, handler producing the response; reading paused (pipelined bytes wait)
  *   CLOSE  closing: the rest of the output is flushed, then the descriptor is closed
- * The response may be produced while the body is still arriving (BODY), e.g. an early 413. */
+ * The response may be produced while the body is still arriving (BODY), e.g. an early 413.
+ *
+ * Closing: conn_close (which calls the handler's on_abort if it owns a request) runs only from
+ * the server's own event callbacks (I/O, timers) and from deferred calls. What a handler calls
+ * (http_conn_send, uncork, response_done, pause_body) never closes the connection on the spot nor
+ * aborts the caller's request: a failed write, or the end of a response that closes the
+ * connection, only marks it (conn_close_later: `closing`, no more I/O) and conn_close follows
+ * from a deferred call after the current callback has returned. Resuming a paused body is
+ * deferred the same way, so the handler that resumes it is not re-entered. Inside process_input
+ * the handler's sends are only queued, so nothing it does there closes the connection either. */
 #include "http/server.h"
 
 #include <arpa/inet.h>
@@ -51,7 +60,9 @@ struct http_conn {
     int want_drain; /* handler was told to stop producing */
     int in_process; /* inside process_input (re-entrancy guard) */
     int corked;     /* http_conn_cork: queue sends, write on uncork */
-    int freed;      /* free is scheduled */
+    int closing;    /* failed or finished: no more I/O; conn_close has run or is deferred */
+    int freed;      /* conn_close has run: free is scheduled */
+    int resuming;   /* a deferred resume_body is scheduled */
     int hup;        /* peer hung up */
     int counted;    /* counted in the per-address connection limit */
     int lingering;  /* response sent, write side shut: discarding input, then close */
@@ -82,6 +93,7 @@ struct http_server {
 };
 
 static void conn_close(struct http_conn *c);
+static void conn_close_later(struct http_conn *c);
 static void process_input(struct http_conn *c);
 static int fail_request(struct http_conn *c, int status, const char *message);
 static void conn_update_mask(struct http_conn *c);
@@ -147,8 +159,8 @@ static void on_timer(struct loop *loop, struct loop_timer *t)
 static void conn_arm_timer(struct http_conn *c)
 {
     struct http_server *s = c->srv;
-    if (c->lingering)
-        return; /* its own deadline, set when it began */
+    if (c->lingering || c->closing)
+        return; /* lingering: its own deadline, set when it began; closing: none */
     unsigned ms = 0;
     if (c->state == ST_HEAD && (buf_used(&c->in) > 0 || c->resp_bytes == 0)) {
         /* A whole-head deadline, set once when the head starts (or at accept): trickling bytes
@@ -171,10 +183,13 @@ static void conn_arm_timer(struct http_conn *c)
 
 /* ---- output ---- */
 
-/* Writes as much queued output as the socket takes. Returns 0, or -1 if the connection failed
- * (it is then being closed). */
+/* Writes as much queued output as the socket takes. Returns 0, or -1 if the connection failed or
+ * its last response is out (it is then closing: conn_close follows from a deferred call). May
+ * call on_drain. */
 static int conn_flush(struct http_conn *c)
 {
+    if (c->closing)
+        return -1;
     while (buf_used(&c->out) > 0) {
         ssize_t n = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
         if (n > 0) {
@@ -185,13 +200,13 @@ static int conn_flush(struct http_conn *c)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        conn_close(c);
+        conn_close_later(c);
         return -1;
     }
     if (buf_used(&c->out) == 0) {
         if (c->state == ST_CLOSE && !c->lingering) {
             if (c->body_done && buf_used(&c->in) == 0) {
-                conn_close(c);
+                conn_close_later(c);
                 return -1;
             }
             /* Unread input (a body answered early, e.g. 413, or bytes after a bad request):
@@ -216,14 +231,14 @@ static int conn_flush(struct http_conn *c)
 
 int http_conn_send(struct http_conn *c, const void *p, size_t n)
 {
-    if (c->state == ST_CLOSE && c->freed)
+    if (c->closing)
         return 0;
     c->resp_bytes += n;
     if (buf_used(&c->out) == 0 && !c->in_process && !c->corked) {
         /* Nothing queued: write straight from the caller's memory. */
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            conn_close(c);
+            conn_close_later(c); /* on_abort comes after the caller's callback returns */
             return 0;
         }
         if (w > 0) {
@@ -250,7 +265,7 @@ void http_conn_cork(struct http_conn *c) { c->corked = 1; }
 void http_conn_uncork(struct http_conn *c)
 {
     c->corked = 0;
-    if (c->freed || c->in_process)
+    if (c->closing || c->in_process)
         return;
     if (conn_flush(c) < 0)
         return;
@@ -271,11 +286,36 @@ static void conn_free(struct loop *loop, void *data)
 
 static void server_maybe_accept(struct http_server *s);
 
+static void close_deferred(struct loop *loop, void *data)
+{
+    struct http_conn *c = data;
+    conn_close(c); /* nothing if it was closed meanwhile (http_server_free): conn_free comes later */
+}
+
+/* The connection failed (or its last response is out) inside a call the handler may be up the
+ * stack of: from now on it does no I/O (unwatched, timer off, sends dropped), and conn_close, with
+ * its on_abort, runs from a deferred call after the current callback has returned. The
+ * descriptor stays open until then, so its number cannot be reused meanwhile. */
+static void conn_close_later(struct http_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->state = ST_CLOSE;
+    loop_timer_cancel(c->srv->loop, &c->timer);
+    loop_unwatch(c->srv->loop, c->fd);
+    loop_defer(c->srv->loop, close_deferred, c);
+}
+
+/* Closes c now: on_abort if the handler owns a request, then the descriptor; the memory is freed
+ * from a deferred call. Only for the server's own event callbacks and deferred calls (see the top
+ * of this file); anything a handler may have called uses conn_close_later. */
 static void conn_close(struct http_conn *c)
 {
     if (c->freed)
         return;
     struct http_server *s = c->srv;
+    c->closing = 1;
     c->freed = 1;
     c->state = ST_CLOSE;
     if (c->owned) {
@@ -316,7 +356,7 @@ static int wait_reads(const struct http_conn *c)
 
 static void conn_update_mask(struct http_conn *c)
 {
-    if (c->freed)
+    if (c->closing)
         return;
     int mask = 0;
     if ((c->state == ST_HEAD && !out_full(c)) || (c->state == ST_BODY && !c->paused && !c->body_done) ||
@@ -357,11 +397,11 @@ void http_conn_respond_error(struct http_conn *c, int status, const char *messag
 
 void http_conn_response_done(struct http_conn *c, int keep_alive)
 {
-    if (c->freed)
-        return;
-    c->owned = 0;
+    c->owned = 0; /* also when closing: the deferred conn_close then calls no on_abort */
     c->response_done = 1;
     c->data = NULL;
+    if (c->closing)
+        return;
     if (!keep_alive || c->srv->shutting_down)
         c->keep_alive = 0;
     if (!c->body_done) {
@@ -448,18 +488,16 @@ static int start_request(struct http_conn *c, size_t len)
         c->retry_after = retry_after;
         c->state = c->body_done ? ST_WAIT : ST_BODY;
         http_conn_respond_error(c, 429, "too many requests from your address: slow down", 0);
-        return c->freed ? -1 : 0;
+        return 0;
     }
     c->state = c->body_done ? ST_WAIT : ST_BODY;
     if (c->head.expect_continue && !c->body_done && s->ops->auto_continue)
         http_conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     c->owned = 1;
     s->ops->on_request(s->ctx, c, &c->head);
-    if (c->freed)
-        return -1;
     if (c->body_done && c->owned)
         s->ops->on_body_end(s->ctx, c);
-    return c->freed ? -1 : 0;
+    return 0;
 }
 
 /* The request cannot go on (bad body, too large, too slow): the handler, if it still owns it, is
@@ -476,7 +514,7 @@ static int fail_request(struct http_conn *c, int status, const char *message)
         c->data = NULL;
         http_conn_respond_error(c, status, message, 1);
     } else {
-        conn_close(c);
+        conn_close_later(c);
     }
     return -1;
 }
@@ -485,7 +523,7 @@ static int fail_request(struct http_conn *c, int status, const char *message)
 static int feed_body(struct http_conn *c)
 {
     struct http_server *s = c->srv;
-    while (!c->body_done && !c->paused && buf_used(&c->in) > 0 && !c->freed) {
+    while (!c->body_done && !c->paused && buf_used(&c->in) > 0) {
         const char *p = buf_head(&c->in);
         size_t n = buf_used(&c->in);
         if (c->body_kind == HTTP_BODY_LENGTH) {
@@ -511,11 +549,8 @@ static int feed_body(struct http_conn *c)
             /* data points into `in`: hand it over before consuming. */
             if (dlen > 0 && c->owned)
                 s->ops->on_body(s->ctx, c, data, dlen);
-            if (!c->freed)
-                buf_consume(&c->in, (size_t)used);
+            buf_consume(&c->in, (size_t)used);
         }
-        if (c->freed)
-            return -1;
         if (c->body_done) {
             if (c->response_done) {
                 /* The response went out before the body ended: continue with the next request. */
@@ -532,7 +567,7 @@ static int feed_body(struct http_conn *c)
             }
         }
     }
-    return c->freed ? -1 : 0;
+    return 0;
 }
 
 static void process_input(struct http_conn *c)
@@ -543,8 +578,6 @@ again:
     stalled = 0;
     c->in_process = 1;
     for (;;) {
-        if (c->freed)
-            return;
         if (c->state == ST_HEAD) {
             if (buf_used(&c->in) == 0)
                 break;
@@ -578,8 +611,6 @@ again:
         break; /* WAIT or CLOSE: pipelined bytes wait */
     }
     c->in_process = 0;
-    if (c->freed)
-        return;
     if (conn_flush(c) < 0)
         return;
     if (stalled && c->state == ST_HEAD && !out_full(c))
@@ -596,14 +627,12 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
             return;
         if (c->state == ST_HEAD && buf_used(&c->in) > 0 && !out_full(c)) {
             process_input(c); /* pipelined requests held back by out_full */
-            if (c->freed)
-                return;
         } else {
             conn_update_mask(c);
             conn_arm_timer(c);
         }
     }
-    if (!(events & LOOP_READ) || c->freed)
+    if (!(events & LOOP_READ) || c->closing)
         return;
     if (c->lingering) {
         ssize_t n = net_read(c->fd, &c->in, READ_CHUNK);
@@ -835,19 +864,32 @@ void http_server_free(struct http_server *s)
 
 /* ---- small accessors ---- */
 
+/* The deferred half of http_conn_pause_body(c, 0): feeds the body read meanwhile. */
+static void resume_body(struct loop *loop, void *data)
+{
+    struct http_conn *c = data;
+    c->resuming = 0;
+    if (!c->closing) /* closed meanwhile: conn_free was deferred after this call */
+        process_input(c);
+}
+
 void http_conn_pause_body(struct http_conn *c, int paused)
 {
-    if (c->freed || c->paused == paused)
+    if (c->closing || c->paused == paused)
         return;
     c->paused = paused;
-    if (!paused && c->state == ST_BODY && !c->in_process) {
-        process_input(c);
+    if (c->in_process)
+        return; /* feed_body's loop sees the flag */
+    if (!paused && c->state == ST_BODY) {
+        /* Feeding the body calls the handler, which may be the caller: after it returns. */
+        if (!c->resuming) {
+            c->resuming = 1;
+            loop_defer(c->srv->loop, resume_body, c);
+        }
         return;
     }
-    if (!c->in_process) {
-        conn_update_mask(c);
-        conn_arm_timer(c);
-    }
+    conn_update_mask(c);
+    conn_arm_timer(c);
 }
 
 const char *http_conn_remote_ip(const struct http_conn *c) { return c->ip; }

@@ -17,7 +17,18 @@
  *
  * Lifetime: the handler may keep a struct http_conn pointer while it owns a request (between
  * on_request and http_conn_response_done, or until on_abort). After on_abort the pointer is dead.
- * The connection is freed only from a deferred call, never inside a handler callback. */
+ * The connection is freed only from a deferred call, never inside a handler callback.
+ *
+ * Sends and frees: a call never frees its caller. No function below that a handler calls
+ * (http_conn_send, cork/uncork, http_conn_response_done, http_conn_respond_error,
+ * http_conn_pause_body) closes the connection or aborts the request the caller owns: when a
+ * write fails, the connection is only marked (no more I/O; later sends are dropped and return 0)
+ * and it is closed, with on_abort if the handler still owns the request, from a deferred call
+ * after the current callback has returned. So the handler's state is still its own after any of
+ * these calls; it learns of the failure from on_abort. The handler is re-entered from inside a
+ * call only twice: on_drain from http_conn_uncork (the queue drained there), and the next
+ * pipelined request's callbacks (on_request ... even on_abort, for that request) from
+ * http_conn_response_done, once the caller's own request is over. */
 #ifndef AGORA_HTTP_SERVER_H
 #define AGORA_HTTP_SERVER_H
 #include <stdint.h>
@@ -80,11 +91,12 @@ void http_server_limits_default(struct http_server_limits *lim);
 #define HTTP_OUT_HIGH_WATER (256 * 1024)
 
 /* Queues n bytes for the client and tries to write them. Returns 1 while the queue is below
- * HTTP_OUT_HIGH_WATER, 0 when the caller should stop producing until on_drain. */
+ * HTTP_OUT_HIGH_WATER, 0 when the caller should stop producing until on_drain — or because the
+ * connection has failed: then on_abort follows from a deferred call (never from inside this one). */
 int http_conn_send(struct http_conn *c, const void *p, size_t n);
 /* Cork: while corked, http_conn_send only queues; uncork writes everything queued in one go
- * (e.g. a response head and the first body bytes in one packet). Safe on a connection that was
- * closed in between (then it does nothing). */
+ * (e.g. a response head and the first body bytes in one packet). Safe on a connection that failed
+ * or ended in between (then it does nothing); may call on_drain when the queue empties. */
 void http_conn_cork(struct http_conn *c);
 void http_conn_uncork(struct http_conn *c);
 /* The handler has queued the whole response. keep_alive 0 forces the connection to close after
@@ -94,7 +106,9 @@ void http_conn_response_done(struct http_conn *c, int keep_alive);
  * the limits' json_errors with the message escaped by core/jsonw) and calls
  * http_conn_response_done. close_after forces Connection: close. */
 void http_conn_respond_error(struct http_conn *c, int status, const char *message, int close_after);
-/* Stops (1) or resumes (0) reading the request body from the client (backpressure). */
+/* Stops (1) or resumes (0) reading the request body from the client (backpressure). Body bytes
+ * already read are handed over (on_body) after the current callback returns, not inside this
+ * call. */
 void http_conn_pause_body(struct http_conn *c, int paused);
 /* Client IP as text, e.g. "127.0.0.1". */
 const char *http_conn_remote_ip(const struct http_conn *c);

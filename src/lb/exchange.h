@@ -7,9 +7,11 @@
  * created by on_request and ends in exactly one of px_finish (response complete), px_fail (error
  * answered, or the client connection cut), on_abort (the client went away) or, when no server is
  * usable, on_request's own 503; each of those detaches the backend connection, writes the
- * access-log line and frees px after the current loop iteration (px->dead is set at once). Sending to the client can
- * abort the exchange under the caller: whoever sends checks px->dead afterwards. Everything runs on the worker's
- * thread. */
+ * access-log line and frees px after the current loop iteration. A call never ends the exchange
+ * of its caller behind its back: sending to the client never aborts it (a failed send marks the
+ * client connection, and on_abort follows from a deferred call, server.h), nor does resuming the
+ * client's body; the functions that can end px say so by their return value (relay_flush's -1,
+ * the resp_* steps' 0). Everything runs on the worker's thread. */
 #ifndef AGORA_LB_EXCHANGE_H
 #define AGORA_LB_EXCHANGE_H
 #include <stdint.h>
@@ -68,7 +70,6 @@ struct px {
     uint64_t start_us;
     struct loop_timer timer;
     struct lb_log_req log;
-    int dead; /* ended (px_free); memory stays valid until the iteration ends */
 };
 
 /* proxy.c */

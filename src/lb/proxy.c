@@ -108,7 +108,6 @@ static void free_later(struct loop *loop, void *p) { free(p); }
  * still compare pointers to it (e.g. `u->owner == px`) but must not use it otherwise. */
 static void px_free(struct px *px)
 {
-    px->dead = 1;
     loop_timer_cancel(px->w->loop, &px->timer);
     buf_free(&px->replay);
     px_release_server(px);
@@ -278,6 +277,13 @@ void px_finish(struct px *px, int reuse_upstream)
 
 /* ---- the http_server handler ---- */
 
+/* The handler's slot of a client connection (http_conn_get_data) holds the request's exchange,
+ * or LOCAL while a request the balancer answers itself (local.h) reads its body; it is never
+ * NULL while the handler owns a request. (A tag, not NULL: NULL would also be what a slot holds
+ * by mistake.) */
+static const char local_tag;
+#define LOCAL ((struct px *)(void *)&local_tag)
+
 static void on_request(void *ctx, struct http_conn *c, const struct http_head *h)
 {
     struct lb_worker *w = ctx;
@@ -291,8 +297,9 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     }
     enum lb_local own = lb_local_match(h, cfg->stats_access);
     if (own != LB_LOCAL_NONE) {
-        /* Not an exchange (no data on c): on_body_end completes it once the body, if any, is read. */
-        http_conn_set_data(c, NULL);
+        /* Not an exchange: on_body_end completes it once the body, if any, is read. (A refused
+         * /stats is done at once: http_conn_response_done clears the slot.) */
+        http_conn_set_data(c, LOCAL);
         lb_local_answer(c, h, own, w->set, w->sh->policy->name, cfg->stats_access);
         return;
     }
@@ -335,9 +342,9 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
 static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
 {
     struct px *px = http_conn_get_data(c);
-    if (!px || !px->up)
-        return;
-    struct lb_upstream *u = px->up;
+    if (px == LOCAL)
+        return;                     /* drained */
+    struct lb_upstream *u = px->up; /* set while px lives: px_dispatch either connects or ends px */
     size_t before = buf_used(&u->out);
     if (px->req_chunked) {
         char hdr[24];
@@ -359,8 +366,6 @@ static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
     }
     if (u->state == LB_UP_ACTIVE && relay_flush(u) < 0)
         return;
-    if (px->up != u)
-        return;
     lb_upstream_update_mask(u);
     if (buf_used(&u->out) >= HIGH_WATER)
         http_conn_pause_body(c, 1);
@@ -369,8 +374,8 @@ static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
 static void on_body_end(void *ctx, struct http_conn *c)
 {
     struct px *px = http_conn_get_data(c);
-    if (!px) {
-        /* A local answer (/health, /stats): its response is already queued. */
+    if (px == LOCAL) {
+        /* Its response is already queued. */
         http_conn_response_done(c, 1);
         return;
     }
@@ -387,7 +392,7 @@ static void on_body_end(void *ctx, struct http_conn *c)
 static void on_drain(void *ctx, struct http_conn *c)
 {
     struct px *px = http_conn_get_data(c);
-    if (!px || !px->client_paused)
+    if (px == LOCAL || !px->client_paused)
         return;
     px->client_paused = 0;
     struct lb_upstream *u = px->up;
@@ -401,7 +406,7 @@ static void on_drain(void *ctx, struct http_conn *c)
 static void on_abort(void *ctx, struct http_conn *c)
 {
     struct px *px = http_conn_get_data(c);
-    if (!px)
+    if (px == LOCAL)
         return;
     px_close_upstream(px);
     px_log(px, px->head_sent ? px->status : 499);

@@ -73,14 +73,12 @@ static int send_body(struct px *px, const char *p, size_t n)
     return http_conn_send(px->client, "\r\n", 2);
 }
 
-/* Sending to the client can fail and abort the exchange (on_abort frees px): every caller of
- * send_* checks px->dead afterwards. */
+/* The response is complete: ends px. (A send that fails only marks the client connection; its
+ * on_abort comes after this callback returns, so px is still ours here.) */
 static void resp_complete(struct px *px)
 {
     if (px->resp_chunked_out)
         http_conn_send(px->client, "0\r\n\r\n", 5);
-    if (px->dead)
-        return;
     px->rs = RS_DONE;
     int reuse = px->resp_keep_alive && px->req_body_done;
     px_finish(px, reuse);
@@ -103,8 +101,6 @@ static int resp_head(struct px *px, struct lb_upstream *u)
     if (r.status >= 100 && r.status < 200) {
         if (r.status == 100 && px->req->expect_continue)
             http_conn_send(px->client, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        if (px->dead)
-            return 0;
         buf_consume(&u->in, (size_t)n);
         return 1;
     }
@@ -116,8 +112,6 @@ static int resp_head(struct px *px, struct lb_upstream *u)
     px->resp_keep_alive = r.keep_alive && r.body != HTTP_BODY_EOF;
     http_chunked_init(&px->resp_chunked);
     send_response_head(px, &r);
-    if (px->dead)
-        return 0;
     buf_consume(&u->in, (size_t)n);
     px->rs = RS_BODY;
     px_arm(px, px->w->sh->cfg->response_timeout_ms);
@@ -140,8 +134,6 @@ static int resp_body(struct px *px, struct lb_upstream *u)
         size_t take = n < px->resp_left ? n : (size_t)px->resp_left;
         px->resp_left -= take;
         more = send_body(px, p, take);
-        if (px->dead)
-            return 0;
         buf_consume(&u->in, take);
         if (px->resp_left == 0) {
             resp_complete(px);
@@ -149,8 +141,6 @@ static int resp_body(struct px *px, struct lb_upstream *u)
         }
     } else if (px->resp_kind == HTTP_BODY_EOF) {
         more = send_body(px, p, n);
-        if (px->dead)
-            return 0;
         buf_consume(&u->in, n);
     } else {
         const char *data;
@@ -163,8 +153,6 @@ static int resp_body(struct px *px, struct lb_upstream *u)
         }
         if (dlen)
             more = send_body(px, data, dlen);
-        if (px->dead)
-            return 0;
         buf_consume(&u->in, (size_t)used);
         if (px->resp_chunked.done) {
             resp_complete(px);
@@ -189,12 +177,12 @@ void relay_process(struct lb_upstream *u)
         return;
     struct http_conn *c = px->client;
     http_conn_cork(c);
-    while (px == u->owner && !px->client_paused) {
-        int more = px->rs == RS_HEAD ? resp_head(px, u) : px->rs == RS_BODY && resp_body(px, u);
-        if (!more)
-            break;
-    }
-    http_conn_uncork(c);
+    /* resp_head and resp_body return 0 once px has ended (or must wait), never after a send:
+     * a failed send ends px later, from the client connection's deferred close. */
+    int more = !px->client_paused;
+    while (more)
+        more = px->rs == RS_HEAD ? resp_head(px, u) : px->rs == RS_BODY && resp_body(px, u);
+    http_conn_uncork(c); /* c lives at least until this callback returns */
 }
 
 /* Events of px's backend connection (upstream.h's on_io). */
