@@ -1,23 +1,17 @@
 /* health.c — concurrent active health checks; see health.h. */
 #include "lb/health.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include "http/parser.h"
+#include "http/client.h"
 
 struct check {
     struct lb_health *h;
     struct check *next;
     struct lb_server *server; /* reference held */
-    int fd;
-    int connected;
-    struct buf out, in;
-    struct loop_timer timer;
+    struct http_client client;
 };
 
 struct lb_health {
@@ -60,13 +54,7 @@ static void check_free(struct check *c)
     while (*pp != c)
         pp = &(*pp)->next;
     *pp = c->next;
-    loop_timer_cancel(h->loop, &c->timer);
-    if (c->fd >= 0) {
-        loop_unwatch(h->loop, c->fd);
-        close(c->fd);
-    }
-    buf_free(&c->in);
-    buf_free(&c->out);
+    http_client_free(&c->client);
     lb_server_unref(c->server);
     free(c);
 }
@@ -110,60 +98,41 @@ static void check_skip(struct check *c, int err)
     check_free(c);
 }
 
-static void on_check_timeout(struct loop *loop, struct loop_timer *t)
-{
-    struct check *c = t->data;
-    check_done(c, 0, c->connected ? "timeout waiting for response" : "timeout connecting");
-}
-
-static void on_check_io(struct loop *loop, int fd, int events, void *data)
+/* The check's client is done (the response head came) or failed: the verdict. */
+static void on_check_done(struct http_client *cl, void *data)
 {
     struct check *c = data;
     char what[96];
-    if (!c->connected) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err && net_local_shortage(err)) {
-            check_skip(c, err);
+    switch (cl->error) {
+    case HTTP_CLIENT_OK:
+        snprintf(what, sizeof(what), "HTTP %d", cl->status);
+        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, what);
+        return;
+    case HTTP_CLIENT_ECONNECT:
+        if (net_local_shortage(cl->err)) {
+            check_skip(c, cl->err);
             return;
         }
-        if (err) {
-            snprintf(what, sizeof(what), "connect failed: %s", strerror(err));
-            check_done(c, 0, what);
-            return;
-        }
-        c->connected = 1;
+        snprintf(what, sizeof(what), "connect failed: %s", strerror(cl->err));
+        break;
+    case HTTP_CLIENT_ESEND:
+        snprintf(what, sizeof(what), "send failed: %s", strerror(cl->err));
+        break;
+    case HTTP_CLIENT_ETIMEOUT:
+        snprintf(what, sizeof(what), "%s",
+                 cl->phase == HTTP_CLIENT_CONNECTING ? "timeout connecting" : "timeout waiting for response");
+        break;
+    case HTTP_CLIENT_ECLOSED:
+        snprintf(what, sizeof(what), "connection closed before a response");
+        break;
+    case HTTP_CLIENT_EREQUEST:
+        snprintf(what, sizeof(what), "not sent: %s", cl->detail);
+        break;
+    default: /* EMALFORMED, ETOOLARGE (a head over the limit is malformed) */
+        snprintf(what, sizeof(what), "malformed response");
+        break;
     }
-    if (buf_used(&c->out)) {
-        ssize_t n = send(fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
-        if (n < 0 && errno != EAGAIN) {
-            snprintf(what, sizeof(what), "send failed: %s", strerror(errno));
-            check_done(c, 0, what);
-            return;
-        }
-        if (n > 0)
-            buf_consume(&c->out, (size_t)n);
-        loop_set_mask(loop, fd, buf_used(&c->out) ? LOOP_WRITE : LOOP_READ);
-        return;
-    }
-    if (!(events & LOOP_READ))
-        return;
-    ssize_t n = net_read(fd, &c->in, 4096);
-    if (n == -EAGAIN)
-        return;
-    struct http_head r;
-    int rc = http_parse_response(buf_head(&c->in), buf_used(&c->in), HTTP_GET, NULL, &r);
-    if (rc > 0) {
-        int ok = (unsigned)r.status == c->h->cfg->health_status;
-        snprintf(what, sizeof(what), "HTTP %d", r.status);
-        check_done(c, ok, what);
-        return;
-    }
-    if (rc == HTTP_ERROR || n <= 0 || buf_used(&c->in) > 65536) {
-        check_done(c, 0, n <= 0 ? "connection closed before a response" : "malformed response");
-        return;
-    }
+    check_done(c, 0, what);
 }
 
 static void start_check(struct lb_health *h, struct lb_server *s)
@@ -179,23 +148,15 @@ static void start_check(struct lb_health *h, struct lb_server *s)
     lb_server_ref(s);
     c->next = h->running;
     h->running = c;
-    c->timer.fn = on_check_timeout;
-    c->timer.data = c;
-    loop_timer_arm(h->loop, &c->timer, h->cfg->health_timeout_ms);
-    buf_printf(&c->out, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: agora-health\r\nConnection: close\r\n\r\n",
-               h->cfg->health_path, s->host_header);
-    c->fd = net_connect(&s->addr);
-    if (c->fd < 0) {
-        if (net_local_shortage(-c->fd)) {
-            check_skip(c, -c->fd);
-            return;
-        }
-        char what[96];
-        snprintf(what, sizeof(what), "connect failed: %s", strerror(-c->fd));
-        check_done(c, 0, what);
+    const struct http_client_header hdrs[] = {{"User-Agent", "agora-health"}};
+    const struct http_client_req req = {
+        .method = "GET", .target = h->cfg->health_path, .host = s->host_header, .headers = hdrs, .nheaders = 1};
+    const struct http_client_opts opts = {.head_only = 1}; /* the status is the verdict */
+    if (http_client_start(&c->client, &s->addr, &req, &opts) < 0) {
+        on_check_done(&c->client, c); /* ECONNECT, or EREQUEST: nothing sent */
         return;
     }
-    int rc = loop_watch(h->loop, c->fd, LOOP_WRITE, on_check_io, c);
+    int rc = http_client_watch(&c->client, h->loop, h->cfg->health_timeout_ms, on_check_done, c);
     if (rc < 0)
         check_skip(c, -rc); /* our loop's failure, not the server's */
 }

@@ -2,7 +2,8 @@
  *
  * The checker runs on a loop of its own thread (the balancer's main thread) and never blocks
  * traffic: each round it sends "GET <path>" over a fresh connection to every server of the
- * current snapshot at once, each with its own timeout. A server goes down after `fall`
+ * current snapshot at once, each with its own timeout, through the HTTP client (http/client.h,
+ * driven on the loop; only the response head is read: its status is the verdict). A server goes down after `fall`
  * consecutive failures and comes back after `rise` consecutive passes; the very first check of a
  * server decides its state at once (so a server that is down at start is out within one check).
  * The verdict is published in lb_server.healthy (atomic), read by the workers on every pick.
