@@ -1,5 +1,9 @@
 /* parser.c — strict HTTP/1.1 head parser and streaming chunked decoder (RFC 9112); see parser.h.
  *
+ * One module although over 700 lines: requests, responses and chunked bodies share the byte
+ * classes, the list scanner and the framing rules, and the rules that must agree with each other
+ * (what frames a body: the smuggling defences) are easiest to keep in agreement side by side.
+ *
  * One forward pass over the bytes: bytes are classified through a 256-entry table built at
  * compile time (long runs of target and field-value bytes 8 at a time, see skip_field), and the
  * scan that validates a line is also the one that finds its end, so each byte is looked at once.

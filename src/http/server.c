@@ -1,5 +1,10 @@
 /* server.c — server side of HTTP/1.1; see server.h for the contract.
  *
+ * One module although over 1,000 lines: the states, timers, input, output and the buffered
+ * adapter all work on one struct http_conn whose rules (a call never frees its caller, the
+ * output high-water stall of pipelined requests, lingering close) span them; the adapter is the
+ * part that could leave first (issue 11 moves handlers to a pool).
+ *
  * A connection moves through these states:
  *   HEAD   waiting for (more of) a request head; timer = idle or header deadline
  *   BODY   head handed to the handler, body being read and passed on; timer = body timeout
