@@ -146,6 +146,15 @@ def test_drain_of_an_unknown_server_is_404(testbackend_factory, lb_factory, tmp_
 # ---------------------------------------------------------------- agora up
 
 
+def stop_up(up):
+    """SIGTERM to `agora up`, as Ctrl-C would be; its exit status (SIGKILL after 30 s: then not 0)."""
+    up.popen.send_signal(signal.SIGTERM)
+    try:
+        return up.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        return up.stop()
+
+
 def up_call(agora_bin, data, *args):
     rc, out, err = ctl(agora_bin, "--data", str(data), "server", *args, timeout=40)
     assert (rc, err) == (0, ""), (rc, out, err)
@@ -197,11 +206,7 @@ def test_agora_up_server_add_and_remove(agora_bin, tmp_path):
         assert wait_for(lambda: not accepts(base + 4), 10.0, 0.1)
         assert {_served_by(base) for _ in range(20)} <= set(initial)
     finally:
-        up.popen.send_signal(signal.SIGTERM)
-        try:
-            status = up.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            status = up.stop()
+        status = stop_up(up)
     assert status == 0, up.output()
     assert not token_file.exists()  # the balancer's clean stop removed it
 
@@ -245,9 +250,5 @@ def test_agora_up_server_add_refused_by_the_balancer_leaves_no_process(agora_bin
         time.sleep(1.0)  # no restart either
         assert not accepts(base + 4)
     finally:
-        up.popen.send_signal(signal.SIGTERM)
-        try:
-            status = up.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            status = up.stop()
+        status = stop_up(up)
     assert status == 0, up.output()
