@@ -97,6 +97,28 @@ void net_format_ip(const struct sockaddr *sa, char *out, size_t outlen)
     }
 }
 
+int net_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+int net_ip_is_loopback(const char *ip)
+{
+    struct sockaddr_in in4 = {.sin_family = AF_INET};
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+    if (inet_pton(AF_INET, ip, &in4.sin_addr) == 1)
+        return net_is_loopback((const struct sockaddr *)&in4);
+    if (inet_pton(AF_INET6, ip, &in6.sin6_addr) == 1)
+        return net_is_loopback((const struct sockaddr *)&in6);
+    return 0;
+}
+
 void net_format_addr(const struct net_addr *a, char *out, size_t outlen)
 {
     char ip[INET6_ADDRSTRLEN];

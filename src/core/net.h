@@ -22,6 +22,10 @@ int net_parse_addr(const char *s, struct net_addr *out);
 void net_format_addr(const struct net_addr *a, char *out, size_t outlen);
 /* Formats only the IP of a peer address. */
 void net_format_ip(const struct sockaddr *sa, char *out, size_t outlen);
+/* 1 if sa is a loopback address: 127.0.0.0/8, ::1, or ::ffff:127.0.0.0/104 (IPv4-mapped). */
+int net_is_loopback(const struct sockaddr *sa);
+/* The same for an address in text (IPv4, or IPv6 without brackets); 0 when it does not parse. */
+int net_ip_is_loopback(const char *ip);
 /* Creates a non-blocking listening TCP socket (SO_REUSEADDR; SO_REUSEPORT if reuseport). */
 int net_listen(const struct net_addr *a, int reuseport, int backlog);
 /* Reads what a non-blocking fd has now, up to max bytes, appending to b. Returns the number of

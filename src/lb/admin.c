@@ -136,9 +136,7 @@ static int host_allowed(const struct lb_admin *a, const char *v, size_t n)
     int is_v6 = bracketed && inet_pton(AF_INET6, host, &a6) == 1;
     if (!bracketed && !strcasecmp(host, "localhost"))
         return 1;
-    if (is_v4 && (ntohl(a4.s_addr) >> 24) == 127)
-        return 1;
-    if (is_v6 && (IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127)))
+    if ((is_v4 || is_v6) && net_ip_is_loopback(host))
         return 1;
     if (a->host[0] && bracketed == a->host_bracketed && !strcasecmp(host, a->host))
         return 1;

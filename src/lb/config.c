@@ -213,13 +213,7 @@ static int read_config(void *target, const struct opts_def *d, const char *name,
 static int admin_on_loopback(const char *listen)
 {
     struct net_addr a;
-    if (net_parse_addr(listen, &a) < 0)
-        return 0;
-    if (a.ss.ss_family == AF_INET)
-        return (ntohl(((struct sockaddr_in *)&a.ss)->sin_addr.s_addr) >> 24) == 127;
-    if (a.ss.ss_family == AF_INET6)
-        return IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&a.ss)->sin6_addr);
-    return 0;
+    return net_parse_addr(listen, &a) == 0 && net_is_loopback((const struct sockaddr *)&a.ss);
 }
 
 static int validate(struct lb_config *cfg, char *err, size_t errlen)

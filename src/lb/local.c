@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/net.h"
 
 static const struct {
     const char *path;
@@ -28,13 +29,11 @@ enum lb_local lb_local_match(const struct http_head *h, const char *stats_access
     return LB_LOCAL_NONE;
 }
 
-static int is_loopback(const char *ip) { return !strncmp(ip, "127.", 4) || !strcmp(ip, "::1"); }
-
 int lb_local_answer(struct http_conn *c, const struct http_head *h, enum lb_local what, const struct lb_set *set,
                     const char *policy, const char *stats_access)
 {
     int stats = what == LB_LOCAL_STATS;
-    if (stats && !strcmp(stats_access, "loopback") && !is_loopback(http_conn_remote_ip(c))) {
+    if (stats && !strcmp(stats_access, "loopback") && !net_ip_is_loopback(http_conn_remote_ip(c))) {
         http_conn_respond_error(c, 403, "/stats is only available from loopback (--stats-access loopback)", 0);
         return 0;
     }

@@ -54,6 +54,25 @@ static void test_parse_forms(void **state)
     expect_addr("localhost:9", AF_INET, "127.0.0.1:9");
 }
 
+/* One definition of loopback for the admin bind, the admin Host check and --stats-access. */
+static void test_loopback(void **state)
+{
+    static const char *const yes[] = {"127.0.0.1", "127.255.1.2", "::1", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"};
+    static const char *const no[] = {"128.0.0.1", "10.0.0.1",  "0.0.0.0", "::", "::2",  "::ffff:10.0.0.1",
+                                     "fe80::1",   "localhost", "127.0.0", "",   "[::1]"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        assert_int_equal(net_ip_is_loopback(yes[i]), 1);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        assert_int_equal(net_ip_is_loopback(no[i]), 0);
+    struct net_addr a;
+    assert_int_equal(net_parse_addr("127.0.0.1:80", &a), 0);
+    assert_int_equal(net_is_loopback((const struct sockaddr *)&a.ss), 1);
+    assert_int_equal(net_parse_addr("[::1]:80", &a), 0);
+    assert_int_equal(net_is_loopback((const struct sockaddr *)&a.ss), 1);
+    assert_int_equal(net_parse_addr("0.0.0.0:80", &a), 0);
+    assert_int_equal(net_is_loopback((const struct sockaddr *)&a.ss), 0);
+}
+
 static void test_parse_fields(void **state)
 {
     struct net_addr a;
@@ -289,15 +308,11 @@ static void test_tune_unix(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_forms),
-        cmocka_unit_test(test_parse_fields),
-        cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_format_ip),
-        cmocka_unit_test(test_listen_connect),
-        cmocka_unit_test(test_connect_refused),
-        cmocka_unit_test(test_listen_failures_leave_no_fd),
-        cmocka_unit_test(test_listen_reuseport),
-        cmocka_unit_test(test_tune_unix),
+        cmocka_unit_test(test_parse_forms),      cmocka_unit_test(test_parse_fields),
+        cmocka_unit_test(test_loopback),         cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_format_ip),        cmocka_unit_test(test_listen_connect),
+        cmocka_unit_test(test_connect_refused),  cmocka_unit_test(test_listen_failures_leave_no_fd),
+        cmocka_unit_test(test_listen_reuseport), cmocka_unit_test(test_tune_unix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
