@@ -18,6 +18,7 @@ backend never gets a complete request nor any byte that follows the malformation
 raw Python backend that keeps every byte), and that the client gets 400 and a close.
 """
 
+import contextlib
 import json
 
 import pytest
@@ -279,6 +280,26 @@ def status_line(data):
     return data.split(b"\r\n", 1)[0].decode("latin-1")
 
 
+def head_lines(data):
+    """The lines of the first message head in data (bytes), status or request line first."""
+    return data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+
+
+@contextlib.contextmanager
+def lb_on_capture(agora_bin, response=None, flags=()):
+    """`agora lb` (one worker) in front of a CaptureBackend answering `response` (default: its
+    own 200), once the backend passed a health check -> (lb, backend). On exit the balancer must
+    stop cleanly; the backend's record stays readable after the block."""
+    with CaptureBackend(response=response) as backend:
+        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
+                                  "--health-interval", "1s", "--backend", backend_url(backend.port)] + list(flags))
+        try:
+            wait_health_checked(lb.port)
+            yield lb, backend
+        finally:
+            assert lb.stop(timeout=10.0) == 0, lb.output()
+
+
 def assert_good_request(port, case_id):
     path = GOOD_PREFIX + case_id
     status, headers, body = http_request(LOCALHOST, port, "GET", path)
@@ -366,27 +387,21 @@ def test_malformed_chunked_body_is_answered_400_and_closed(testbackend_factory, 
 
 @pytest.mark.parametrize("case_id,body", BODY_CASES, ids=[c[0] for c in BODY_CASES])
 def test_malformed_chunked_body_never_reaches_a_backend_whole(agora_bin, case_id, body):
-    with CaptureBackend() as backend:
-        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
-                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
-        try:
-            wait_health_checked(lb.port)
-            # Once with a fresh backend connection, once with a pooled one (the head goes out at once).
-            for attempt in range(2):
-                data = req("/hostile-body-%d" % attempt, headers=(H, ("Transfer-Encoding", "chunked")), body=body)
-                received, closed = send_and_read_until_closed(lb.port, data + SMUGGLED)
-                assert closed
-                assert b"200 OK" not in received
-                status, _, answer = http_request(LOCALHOST, lb.port, "GET", GOOD_PREFIX + str(attempt))
-                assert (status, answer) == (200, b"captured\n")
-        finally:
-            assert lb.stop(timeout=10.0) == 0, lb.output()
-        # The backend answered the two good requests and saw no complete malformed request...
-        assert backend.requests == ["GET %s0 HTTP/1.1" % GOOD_PREFIX, "GET %s1 HTTP/1.1" % GOOD_PREFIX]
-        # ...nor any byte that followed the malformation.
-        for conn_bytes in backend.connections():
-            assert b"smuggled" not in conn_bytes
-            assert b"0\r\n\r\n" not in conn_bytes
+    with lb_on_capture(agora_bin) as (lb, backend):
+        # Once with a fresh backend connection, once with a pooled one (the head goes out at once).
+        for attempt in range(2):
+            data = req("/hostile-body-%d" % attempt, headers=(H, ("Transfer-Encoding", "chunked")), body=body)
+            received, closed = send_and_read_until_closed(lb.port, data + SMUGGLED)
+            assert closed
+            assert b"200 OK" not in received
+            status, _, answer = http_request(LOCALHOST, lb.port, "GET", GOOD_PREFIX + str(attempt))
+            assert (status, answer) == (200, b"captured\n")
+    # The backend answered the two good requests and saw no complete malformed request...
+    assert backend.requests == ["GET %s0 HTTP/1.1" % GOOD_PREFIX, "GET %s1 HTTP/1.1" % GOOD_PREFIX]
+    # ...nor any byte that followed the malformation.
+    for conn_bytes in backend.connections():
+        assert b"smuggled" not in conn_bytes
+        assert b"0\r\n\r\n" not in conn_bytes
 
 
 def test_connection_smuggling_reproduction_reaches_no_victim(testbackend_factory, lb_factory, tmp_path):
@@ -408,27 +423,20 @@ def test_connection_smuggling_reproduction_reaches_no_victim(testbackend_factory
 def test_balancer_writes_request_framing_itself(agora_bin):
     """The backend gets exactly one Content-Length, written by the balancer from the value it
     parsed (leading zeros gone), and no Connection-listed field."""
-    with CaptureBackend() as backend:
-        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
-                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
-        try:
-            wait_health_checked(lb.port)
-            data = req("/framed", headers=(H, ("Content-Length", "005"), ("Connection", "X-Secret"),
-                                           ("X-Secret", "s"), ("X-Kept", "k")), body=b"hello")
-            with RawConnection(lb.port) as conn:
-                conn.send(data)
-                status, _, body = conn.read_response()
-            assert (status, body) == (200, b"captured\n")
-        finally:
-            assert lb.stop(timeout=10.0) == 0, lb.output()
-        sent = b"".join(backend.connections())
-        head, _, rest = sent.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        assert lines[0] == "POST /framed HTTP/1.1"
-        assert [l for l in lines if l.lower().startswith("content-length:")] == ["Content-Length: 5"]
-        assert not [l for l in lines if l.lower().startswith(("x-secret", "connection"))]
-        assert "X-Kept: k" in lines
-        assert rest == b"hello"
+    with lb_on_capture(agora_bin) as (lb, backend):
+        data = req("/framed", headers=(H, ("Content-Length", "005"), ("Connection", "X-Secret"),
+                                       ("X-Secret", "s"), ("X-Kept", "k")), body=b"hello")
+        with RawConnection(lb.port) as conn:
+            conn.send(data)
+            status, _, body = conn.read_response()
+        assert (status, body) == (200, b"captured\n")
+    sent = b"".join(backend.connections())
+    lines = head_lines(sent)
+    assert lines[0] == "POST /framed HTTP/1.1"
+    assert [l for l in lines if l.lower().startswith("content-length:")] == ["Content-Length: 5"]
+    assert not [l for l in lines if l.lower().startswith(("x-secret", "connection"))]
+    assert "X-Kept: k" in lines
+    assert sent.partition(b"\r\n\r\n")[2] == b"hello"
 
 
 @pytest.mark.parametrize("connection", ["content-length", "Keep-Alive, Content-Length", "transfer-encoding",
@@ -438,37 +446,25 @@ def test_backend_response_listing_framing_field_is_502(agora_bin, connection):
     balancer forward the body unframed; the client gets 502 and nothing of that response."""
     evil = (b"HTTP/1.1 200 OK\r\nConnection: %s\r\nContent-Length: 5\r\n\r\nhello"
             b"HTTP/1.1 200 OK\r\nX-Injected: 1\r\nContent-Length: 0\r\n\r\n" % connection.encode())
-    with CaptureBackend(response=evil) as backend:
-        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1", "--retries", "0",
-                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
-        try:
-            wait_health_checked(lb.port)
-            status, headers, body = http_request(LOCALHOST, lb.port, "GET", "/evil-response")
-            assert status == 502
-            assert "x-injected" not in headers
-            assert b"hello" not in body
-        finally:
-            assert lb.stop(timeout=10.0) == 0, lb.output()
+    with lb_on_capture(agora_bin, response=evil, flags=("--retries", "0")) as (lb, backend):
+        status, headers, body = http_request(LOCALHOST, lb.port, "GET", "/evil-response")
+        assert status == 502
+        assert "x-injected" not in headers
+        assert b"hello" not in body
 
 
 def test_backend_response_content_length_list_is_sent_as_one_value(agora_bin):
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\nhello"
-    with CaptureBackend(response=reply) as backend:
-        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
-                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
-        try:
-            wait_health_checked(lb.port)
-            with RawConnection(lb.port) as conn:
-                conn.send(req("/list", method="GET"))
-                status, _, body = conn.read_response()
-            assert (status, body) == (200, b"hello")
-            received, _ = send_and_read_until_closed(
-                lb.port, raw("GET /list2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
-            head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-            assert [l for l in head if l.lower().startswith("content-length")] == ["Content-Length: 5"]
-            assert not [l for l in head if l.lower().startswith("x-hop")]
-        finally:
-            assert lb.stop(timeout=10.0) == 0, lb.output()
+    with lb_on_capture(agora_bin, response=reply) as (lb, backend):
+        with RawConnection(lb.port) as conn:
+            conn.send(req("/list", method="GET"))
+            status, _, body = conn.read_response()
+        assert (status, body) == (200, b"hello")
+        received, _ = send_and_read_until_closed(
+            lb.port, raw("GET /list2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        head = head_lines(received)
+        assert [l for l in head if l.lower().startswith("content-length")] == ["Content-Length: 5"]
+        assert not [l for l in head if l.lower().startswith("x-hop")]
 
 
 @pytest.mark.parametrize("connection", ["content-length", "keep-alive, Transfer-Encoding", "HOST"])
@@ -568,32 +564,20 @@ def test_pipelining_client_that_never_reads_cannot_grow_server_memory(agora_serv
 
 def test_empty_host_is_forwarded_once(agora_bin):
     """Regression: an empty `Host:` was copied and the balancer added the server's: two Host fields."""
-    with CaptureBackend() as backend:
-        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
-                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
-        try:
-            wait_health_checked(lb.port)
-            with RawConnection(lb.port) as conn:
-                conn.send(b"GET /empty-host HTTP/1.1\r\nHost:\r\n\r\n")
-                assert conn.read_response()[0] == 200
-        finally:
-            assert lb.stop(timeout=10.0) == 0, lb.output()
-        head = b"".join(backend.connections()).split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-        assert [l for l in head if l.lower().startswith("host:")] == ["Host: 127.0.0.1:%d" % backend.port]
+    with lb_on_capture(agora_bin) as (lb, backend):
+        with RawConnection(lb.port) as conn:
+            conn.send(b"GET /empty-host HTTP/1.1\r\nHost:\r\n\r\n")
+            assert conn.read_response()[0] == 200
+    head = head_lines(b"".join(backend.connections()))
+    assert [l for l in head if l.lower().startswith("host:")] == ["Host: 127.0.0.1:%d" % backend.port]
 
 
 def test_204_from_a_backend_loses_its_content_length(agora_bin):
     reply = b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\nX-B: 1\r\n\r\n"
-    with CaptureBackend(response=reply) as backend:
-        lb = start_lb(agora_bin, ["--admin-listen", "off", "--slow-start", "0", "--workers", "1",
-                                  "--health-interval", "1s", "--backend", backend_url(backend.port)])
-        try:
-            wait_health_checked(lb.port)
-            received, _ = send_and_read_until_closed(
-                lb.port, raw("GET /nc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
-            head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-            assert head[0] == "HTTP/1.1 204 No Content"
-            assert "X-B: 1" in head
-            assert not [l for l in head if l.lower().startswith("content-length")]
-        finally:
-            assert lb.stop(timeout=10.0) == 0, lb.output()
+    with lb_on_capture(agora_bin, response=reply) as (lb, backend):
+        received, _ = send_and_read_until_closed(
+            lb.port, raw("GET /nc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        head = head_lines(received)
+        assert head[0] == "HTTP/1.1 204 No Content"
+        assert "X-B: 1" in head
+        assert not [l for l in head if l.lower().startswith("content-length")]
