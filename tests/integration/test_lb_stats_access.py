@@ -34,22 +34,27 @@ def own_outside_address():
     return None if ip.startswith("127.") else ip
 
 
-def get_from(source_ip, port, path):
-    """GET path from a socket bound to source_ip -> (status, headers, body)."""
+def exchange_from(source_ip, port, data):
+    """Sends data from a socket bound to source_ip and returns all it gets until the close."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(5)
     try:
         sock.bind((source_ip, 0))
         sock.connect((LOCALHOST, port))
-        sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
-        data = b""
+        sock.sendall(data)
+        received = b""
         while True:
             chunk = sock.recv(65536)
             if not chunk:
-                break
-            data += chunk
+                return received
+            received += chunk
     finally:
         sock.close()
+
+
+def get_from(source_ip, port, path):
+    """GET path from a socket bound to source_ip -> (status, headers, body)."""
+    data = exchange_from(source_ip, port, ("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
     [response] = parse_responses(data)
     return response
 
@@ -89,21 +94,9 @@ def test_loopback_answers_loopback_peers_and_refuses_others(testbackend_factory,
 
 def test_loopback_refusal_keeps_the_connection_usable(testbackend_factory, lb_factory, outside_ip):
     lb = lb_factory([testbackend_factory("A")], "--stats-access", "loopback")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    sock.bind((outside_ip, 0))
-    sock.connect((LOCALHOST, lb.port))
-    try:
-        sock.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\nHEAD /stats HTTP/1.1\r\nHost: x\r\n\r\n"
-                     b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
+    data = exchange_from(outside_ip, lb.port,
+                         b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\nHEAD /stats HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     responses = parse_responses(data, head=(1,))
     assert [(s, b) for s, _, b in responses] == [(403, FORBIDDEN), (403, b""), (200, responses[2][2])]
     assert responses[2][1]["x-backend"] == "A"
