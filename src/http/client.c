@@ -14,13 +14,137 @@
 
 /* ---- the response reader ---------------------------------------------------------------------- */
 
+void http_reader_init(struct http_reader *r, enum http_method m, size_t max_head)
+{
+    /* Field by field: the balancer starts one per request (kind, left and chunked are set when
+     * the final head is parsed). */
+    r->phase = HTTP_READER_HEAD;
+    r->method = m;
+    r->final_101 = 0;
+    r->max_head = max_head ? max_head : DEFAULT_MAX_HEAD;
+    r->interim_bytes = 0;
+    r->outcome = 0;
+    r->error = NULL;
+}
+
+/* The reader is over with this outcome, which every later call returns. */
+static int reader_end(struct http_reader *r, int outcome)
+{
+    r->phase = HTTP_READER_END;
+    r->outcome = outcome;
+    return outcome;
+}
+
+static int reader_fail(struct http_reader *r, const char *why)
+{
+    r->error = why;
+    return reader_end(r, HTTP_ERROR);
+}
+
+/* Parses heads in `in` up to the final one. */
+static int reader_head(struct http_reader *r, struct buf *in, const struct http_reader_sink *sink, void *ctx)
+{
+    for (;;) {
+        if (buf_used(in) == 0)
+            return HTTP_AGAIN;
+        if (r->interim_bytes >= r->max_head)
+            return reader_fail(r, "response header section too large");
+        struct http_limits lim = {.max_head = r->max_head - r->interim_bytes};
+        struct http_head h;
+        int n = http_parse_response(buf_head(in), buf_used(in), r->method, &lim, &h);
+        if (n == HTTP_AGAIN)
+            return HTTP_AGAIN;
+        if (n == HTTP_ERROR)
+            return reader_fail(r, h.error);
+        if (h.status < 200 && !(h.status == 101 && r->final_101)) {
+            if (sink->on_interim && sink->on_interim(ctx, &h) < 0)
+                return reader_end(r, HTTP_READER_STOPPED);
+            buf_consume(in, (size_t)n);
+            r->interim_bytes += (size_t)n;
+            continue;
+        }
+        r->kind = h.body;
+        r->left = h.body == HTTP_BODY_LENGTH ? (uint64_t)h.content_length : 0;
+        http_chunked_init(&r->chunked);
+        r->phase = HTTP_READER_BODY;
+        int rc = sink->on_head(ctx, &h, buf_head(in), (size_t)n);
+        buf_consume(in, (size_t)n);
+        if (rc < 0)
+            return reader_end(r, HTTP_READER_STOPPED);
+        if (h.body == HTTP_BODY_NONE || (h.body == HTTP_BODY_LENGTH && r->left == 0))
+            return reader_end(r, HTTP_READER_DONE);
+        return HTTP_AGAIN; /* the body follows (phase BODY) */
+    }
+}
+
+/* Decodes the body bytes in `in`, piece by piece, into the sink. */
+static int reader_body(struct http_reader *r, struct buf *in, const struct http_reader_sink *sink, void *ctx)
+{
+    while (buf_used(in)) {
+        const char *p = buf_head(in);
+        size_t n = buf_used(in);
+        int rc;
+        if (r->kind == HTTP_BODY_LENGTH) {
+            size_t take = n < r->left ? n : (size_t)r->left;
+            r->left -= take;
+            rc = sink->on_body(ctx, p, take);
+            buf_consume(in, take);
+            if (rc >= 0 && r->left == 0)
+                return reader_end(r, HTTP_READER_DONE);
+        } else if (r->kind == HTTP_BODY_EOF) {
+            rc = sink->on_body(ctx, p, n);
+            buf_consume(in, n);
+        } else {
+            const char *data;
+            size_t dlen;
+            long used = http_chunked_feed(&r->chunked, p, n, &data, &dlen);
+            if (used < 0)
+                return reader_fail(r, "malformed chunked body");
+            rc = dlen ? sink->on_body(ctx, data, dlen) : 1;
+            buf_consume(in, (size_t)used);
+            if (rc >= 0 && r->chunked.done)
+                return reader_end(r, HTTP_READER_DONE);
+            if (used == 0)
+                break; /* cannot happen with n > 0 before done; never spin */
+        }
+        if (rc < 0)
+            return reader_end(r, HTTP_READER_STOPPED);
+        if (rc == 0)
+            return HTTP_READER_PAUSED;
+    }
+    return HTTP_AGAIN;
+}
+
+int http_reader_run(struct http_reader *r, struct buf *in, const struct http_reader_sink *sink, void *ctx)
+{
+    if (r->phase == HTTP_READER_END)
+        return r->outcome;
+    int rc = HTTP_AGAIN;
+    if (r->phase == HTTP_READER_HEAD)
+        rc = reader_head(r, in, sink, ctx);
+    if (rc == HTTP_AGAIN && r->phase == HTTP_READER_BODY)
+        rc = reader_body(r, in, sink, ctx);
+    return rc;
+}
+
+int http_reader_eof(struct http_reader *r)
+{
+    if (r->phase == HTTP_READER_BODY && r->kind == HTTP_BODY_EOF)
+        return reader_end(r, HTTP_READER_DONE);
+    if (r->phase == HTTP_READER_END && r->outcome == HTTP_READER_DONE)
+        return HTTP_READER_DONE;
+    return HTTP_ERROR;
+}
+
+/* ---- the buffered client's sink ------------------------------------------------------------------ */
+
 void http_client_init(struct http_client *c, enum http_method m, const struct http_client_opts *o)
 {
     memset(c, 0, sizeof(*c));
     c->fd = -1;
     c->phase = HTTP_CLIENT_HEAD;
-    c->method = m;
-    c->max_head = o && o->max_head ? o->max_head : DEFAULT_MAX_HEAD;
+    http_reader_init(&c->reader, m, o ? o->max_head : 0);
+    c->reader.final_101 = 1;
     c->max_body = o && o->max_body ? o->max_body : DEFAULT_MAX_BODY;
     c->head_only = o ? o->head_only : 0;
 }
@@ -39,84 +163,53 @@ static int finished(struct http_client *c)
     return HTTP_CLIENT_DONE;
 }
 
-/* Parses heads in c->in: interim 1xx ones are dropped, the final one is moved to c->headbuf (so
- * c->head stays valid while c->in grows) and sets up the body. */
-static int read_head(struct http_client *c)
+/* The final head is copied to c->headbuf, so c->head stays valid while c->in changes. */
+static int client_on_head(void *ctx, const struct http_head *h, const char *p, size_t len)
 {
-    for (;;) {
-        if (c->head_bytes >= c->max_head)
-            return fail(c, HTTP_CLIENT_EMALFORMED, 0, "response header section too large");
-        struct http_limits lim = {.max_head = c->max_head - c->head_bytes};
-        int n = http_parse_response(buf_head(&c->in), buf_used(&c->in), c->method, &lim, &c->head);
-        if (n == HTTP_AGAIN)
-            return HTTP_AGAIN;
-        if (n == HTTP_ERROR)
-            return fail(c, HTTP_CLIENT_EMALFORMED, 0, c->head.error);
-        if (c->head.status >= 200 || c->head.status == 101) {
-            buf_append(&c->headbuf, buf_head(&c->in), (size_t)n);
-            buf_consume(&c->in, (size_t)n);
-            /* The same bytes parse the same way: only the pointers move, into headbuf. */
-            http_parse_response(buf_head(&c->headbuf), buf_used(&c->headbuf), c->method, &lim, &c->head);
-            break;
-        }
-        buf_consume(&c->in, (size_t)n);
-        c->head_bytes += (size_t)n;
-    }
+    struct http_client *c = ctx;
+    (void)h;
+    buf_append(&c->headbuf, p, len);
+    /* The same bytes parse the same way: only the pointers move, into headbuf. */
+    http_parse_response(buf_head(&c->headbuf), buf_used(&c->headbuf), c->reader.method,
+                        &(struct http_limits){.max_head = c->reader.max_head}, &c->head);
     c->status = c->head.status;
-    if (c->head_only || c->head.body == HTTP_BODY_NONE)
-        return finished(c);
-    if (c->head.body == HTTP_BODY_LENGTH) {
-        if ((uint64_t)c->head.content_length > c->max_body)
-            return fail(c, HTTP_CLIENT_ETOOLARGE, 0, NULL);
-        c->left = (uint64_t)c->head.content_length;
+    if (c->head_only)
+        return -1; /* DONE without the body */
+    if (c->head.body == HTTP_BODY_LENGTH && (uint64_t)c->head.content_length > c->max_body) {
+        fail(c, HTTP_CLIENT_ETOOLARGE, 0, NULL);
+        return -1;
     }
-    http_chunked_init(&c->chunked);
     c->phase = HTTP_CLIENT_BODY;
-    return HTTP_AGAIN;
+    return 1;
 }
 
 /* Appends decoded body bytes, within max_body. */
-static int take_body(struct http_client *c, const char *p, size_t n)
+static int client_on_body(void *ctx, const char *p, size_t n)
 {
-    if (n > c->max_body - buf_used(&c->body))
-        return fail(c, HTTP_CLIENT_ETOOLARGE, 0, NULL);
+    struct http_client *c = ctx;
+    if (n > c->max_body - buf_used(&c->body)) {
+        fail(c, HTTP_CLIENT_ETOOLARGE, 0, NULL);
+        return -1;
+    }
     buf_append(&c->body, p, n);
-    return HTTP_AGAIN;
+    return 1;
 }
 
-/* Decodes the body bytes in c->in. */
-static int read_body(struct http_client *c)
+static const struct http_reader_sink client_sink = {.on_head = client_on_head, .on_body = client_on_body};
+
+/* Maps the reader's outcome to the client's. */
+static int outcome(struct http_client *c, int rc)
 {
-    while (buf_used(&c->in)) {
-        const char *p = buf_head(&c->in);
-        size_t n = buf_used(&c->in);
-        if (c->head.body == HTTP_BODY_LENGTH) {
-            size_t take = n < c->left ? n : (size_t)c->left;
-            take_body(c, p, take); /* within max_body: checked against Content-Length */
-            buf_consume(&c->in, take);
-            c->left -= take;
-            if (c->left == 0)
-                return finished(c);
-        } else if (c->head.body == HTTP_BODY_EOF) {
-            if (take_body(c, p, n) == HTTP_ERROR)
-                return HTTP_ERROR;
-            buf_consume(&c->in, n);
-        } else {
-            const char *data;
-            size_t dlen;
-            long used = http_chunked_feed(&c->chunked, p, n, &data, &dlen);
-            if (used < 0)
-                return fail(c, HTTP_CLIENT_EMALFORMED, 0, "malformed chunked body");
-            if (dlen && take_body(c, data, dlen) == HTTP_ERROR)
-                return HTTP_ERROR;
-            buf_consume(&c->in, (size_t)used);
-            if (c->chunked.done)
-                return finished(c);
-            if (used == 0)
-                break; /* cannot happen with n > 0 before done; never spin */
-        }
+    switch (rc) {
+    case HTTP_READER_DONE:
+        return finished(c);
+    case HTTP_READER_STOPPED: /* head_only, or the client failed it (c->error) */
+        return c->error ? HTTP_ERROR : finished(c);
+    case HTTP_ERROR:
+        return fail(c, HTTP_CLIENT_EMALFORMED, 0, c->reader.error);
+    default:
+        return HTTP_AGAIN;
     }
-    return HTTP_AGAIN;
 }
 
 /* Runs the reader over what c->in holds. */
@@ -126,12 +219,7 @@ static int process(struct http_client *c)
         return HTTP_ERROR;
     if (c->phase == HTTP_CLIENT_FINISHED)
         return HTTP_CLIENT_DONE;
-    int rc = HTTP_AGAIN;
-    if (c->phase == HTTP_CLIENT_HEAD)
-        rc = read_head(c);
-    if (rc == HTTP_AGAIN && c->phase == HTTP_CLIENT_BODY)
-        rc = read_body(c);
-    return rc;
+    return outcome(c, http_reader_run(&c->reader, &c->in, &client_sink, c));
 }
 
 int http_client_feed(struct http_client *c, const void *p, size_t n)
@@ -146,7 +234,7 @@ int http_client_eof(struct http_client *c)
 {
     if (c->error || c->phase == HTTP_CLIENT_FINISHED)
         return process(c);
-    if (c->phase == HTTP_CLIENT_BODY && c->head.body == HTTP_BODY_EOF)
+    if (http_reader_eof(&c->reader) == HTTP_READER_DONE)
         return finished(c);
     return fail(c, HTTP_CLIENT_ECLOSED, 0, NULL);
 }

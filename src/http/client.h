@@ -1,4 +1,5 @@
-/* client.h — the HTTP/1.1 client: one request out, one response read into a buffer.
+/* client.h — the HTTP/1.1 client: one request out, one response read into a buffer; and the
+ * response reader every client in the code base shares, the balancer's streaming one included.
  *
  * One request per connection. The client connects (net_connect, non-blocking), writes the request
  * (request line, Host, the caller's headers in order, "Connection: close", Content-Length when
@@ -37,19 +38,14 @@
  * called at any time after http_client_init or http_client_start (even a failed start), in any
  * phase: a watched client freed before it completed never calls its callback (cancellation).
  *
- * Streaming (how the proxy's upstream side, src/lb/relay.c and upstream.c, could adopt this
- * module; it does not yet). What the proxy needs beyond this: (1) a sink instead of the body
- * buffer — an on_head(c, head) callback where relay.c rewrites and sends the head (and relays a
- * 100 Continue the client asked for, instead of skipping it) and an on_body(c, data, len) callback
- * returning 0 when the client's queue is full, upon which the reader stops consuming c->in and the
- * driver drops read interest until it is resumed (back-pressure; max_body does not apply); (2)
- * connections it does not own: a start that takes a connected or connecting descriptor from the
- * lb_upstream pool and, at DONE, leaves it open when the response allows reuse (head.keep_alive
- * and a framed body) instead of closing it, with Connection: close no longer forced; (3) a request
- * written as given (the head rewrite.c forwards, then body bytes streamed from the client as they
- * come) and reading while writing, so an early answer (413) is relayed. The reader's loop (head
- * parsing, 1xx, the three framings, the chunked decoder, EOF handling) is the part that would be
- * shared as it is; relay.c's resp_head/resp_body are the same loop with the sink inlined. */
+ * The response reader (struct http_reader) is the part every client of the code base shares: it
+ * takes one response out of a byte stream — heads through http_parse_response, interim 1xx heads,
+ * the three framings (Content-Length, chunked through http_chunked_feed, up to the close) — and
+ * hands what it finds to a sink: the buffered client above keeps the head and body; the
+ * balancer's backend side (src/lb/relay.c) rewrites the head and streams the body to its client,
+ * pausing when the client's queue is full. The connections differ (the client owns one
+ * descriptor per request; the balancer's come from its upstream pool and are reused), the reading
+ * is one piece of code. */
 #ifndef AGORA_HTTP_CLIENT_H
 #define AGORA_HTTP_CLIENT_H
 #include <stddef.h>
@@ -101,6 +97,55 @@ struct http_client_opts {
     int head_only;   /* DONE once the final head is parsed; the body is not read */
 };
 
+/* ---- the response reader ---------------------------------------------------------------------
+ *
+ * http_reader_run(r, in, sink, ctx) parses what `in` holds and consumes what it used:
+ *   - interim heads (1xx; 101 too unless final_101) go to sink->on_interim and are dropped; their
+ *     bytes count towards max_head, so an endless stream of them is an error;
+ *   - the final head goes to sink->on_head, its pointers into `in` (valid during the call; len is
+ *     its size in bytes; it is consumed after the call);
+ *   - decoded body bytes go to sink->on_body, in as many pieces as the input and framing give.
+ * Each callback returns 1 to go on or -1 to stop the run at once (the sink ended the exchange, or
+ * wants nothing more: a head-only read); on_body may return 0: its piece is taken and the run
+ * pauses, to be run again (on the same `in`) when the sink can take more. on_interim may be NULL.
+ * Returns HTTP_READER_DONE once the response is complete (the bytes after it stay in `in`),
+ * HTTP_AGAIN when it needs more bytes, HTTP_READER_PAUSED, HTTP_READER_STOPPED, or HTTP_ERROR with
+ * r->error set to a static reason (malformed head, head too large, malformed chunked body). After
+ * DONE, STOPPED or ERROR the reader does nothing more until it is initialised again.
+ * http_reader_eof(r) says what the end of the stream means: DONE when it completes the response (a
+ * close-delimited body, or already DONE), else HTTP_ERROR (the response was cut short). */
+#define HTTP_READER_DONE    1
+#define HTTP_READER_PAUSED  2
+#define HTTP_READER_STOPPED 3
+
+enum http_reader_phase { HTTP_READER_HEAD = 0, HTTP_READER_BODY, HTTP_READER_END };
+
+struct http_reader_sink {
+    int (*on_interim)(void *ctx, const struct http_head *h);
+    int (*on_head)(void *ctx, const struct http_head *h, const char *p, size_t len);
+    int (*on_body)(void *ctx, const char *p, size_t n);
+};
+
+struct http_reader {
+    enum http_reader_phase phase;
+    enum http_method method; /* of the request: HEAD and CONNECT change the framing */
+    int final_101;           /* 101 Switching Protocols is the final head (else interim) */
+    int kind;                /* the body's framing (enum http_body), once the head is parsed */
+    uint64_t left;           /* Content-Length bytes still to come */
+    size_t max_head;         /* per head, and for all interim heads together */
+    size_t interim_bytes;
+    struct http_chunked chunked;
+    int outcome;       /* once the phase is END: what every later run returns */
+    const char *error; /* static reason after HTTP_ERROR */
+};
+
+/* Prepares r for the response to a request with method m; max_head 0 = 16384. */
+void http_reader_init(struct http_reader *r, enum http_method m, size_t max_head);
+int http_reader_run(struct http_reader *r, struct buf *in, const struct http_reader_sink *sink, void *ctx);
+int http_reader_eof(struct http_reader *r);
+
+/* ---- the buffered client ---------------------------------------------------------------------- */
+
 struct http_client;
 /* Completion on a loop: called once, from the loop, when the client is DONE or failed (c->error).
  * The descriptor, watch and timer are gone already and the client touches nothing after the call
@@ -120,12 +165,10 @@ struct http_client {
     int fd;                /* -1 when closed */
 
     /* private */
-    enum http_method method;
-    size_t max_head, max_body, head_bytes; /* head_bytes: interim heads consumed */
+    struct http_reader reader;
+    size_t max_body;
     int head_only;
     struct buf out, in, headbuf;
-    uint64_t left; /* Content-Length bytes still to come */
-    struct http_chunked chunked;
     struct loop *loop; /* while watched */
     struct loop_timer timer;
     http_client_fn *fn;

@@ -10,13 +10,14 @@
  * access-log line and frees px after the current loop iteration. A call never ends the exchange
  * of its caller behind its back: sending to the client never aborts it (a failed send marks the
  * client connection, and on_abort follows from a deferred call, server.h), nor does resuming the
- * client's body; the functions that can end px say so by their return value (relay_flush's -1,
- * the resp_* steps' 0). Everything runs on the worker's thread. */
+ * client's body; the functions that can end px say so by their return value (relay_flush's -1). Everything runs on the
+ * worker's thread. */
 #ifndef AGORA_LB_EXCHANGE_H
 #define AGORA_LB_EXCHANGE_H
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "http/client.h"
 #include "http/parser.h"
 #include "http/server.h"
 #include "lb/accesslog.h"
@@ -41,8 +42,6 @@ struct lb_worker {
     struct lb_retry_budget retry;
 };
 
-enum resp_state { RS_HEAD, RS_BODY, RS_DONE };
-
 struct px {
     struct lb_worker *w;
     struct http_conn *client;
@@ -56,13 +55,10 @@ struct px {
     struct buf replay;
     int req_body_done;
     int client_keep_alive;
-    enum resp_state rs;
-    int resp_kind;
-    uint64_t resp_left;
-    struct http_chunked resp_chunked;
-    int resp_chunked_out; /* response re-chunked to the client */
-    int resp_keep_alive;  /* backend connection reusable afterwards */
-    int client_paused;    /* client's output is full: backend reads stopped */
+    struct http_reader resp; /* the backend's response; phase HEAD until its head is in */
+    int resp_chunked_out;    /* response re-chunked to the client */
+    int resp_keep_alive;     /* backend connection reusable afterwards */
+    int client_paused;       /* client's output is full: backend reads stopped */
     int status;
     int head_sent;       /* response head sent to the client */
     uint64_t body_bytes; /* response body bytes sent (for the access log) */

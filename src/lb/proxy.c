@@ -146,6 +146,7 @@ static int px_start_upstream(struct px *px, struct buf *pending)
     if (rc < 0)
         return rc;
     px->up = u;
+    http_reader_init(&px->resp, px->req->method, 0); /* a retry reads a new response */
     if (u->state == LB_UP_CONNECTING) {
         px_arm(px, w->sh->cfg->connect_timeout_ms);
     } else {
@@ -208,7 +209,8 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
     if (!stale)
         px_passive_fail(px, kind);
-    int can = px->rs == RS_HEAD && px->tried.n <= (int)w->sh->cfg->retries && kind != LB_FAIL_TIMEOUT && u;
+    int can =
+        px->resp.phase == HTTP_READER_HEAD && px->tried.n <= (int)w->sh->cfg->retries && kind != LB_FAIL_TIMEOUT && u;
     struct buf pending = {0};
     if (can && u->bytes_written == 0) {
         /* Nothing reached the backend: move what is queued to another server. */

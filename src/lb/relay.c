@@ -1,8 +1,9 @@
 /* relay.c — the backend side of the balancer's exchanges: the backend connection's events, and
  * the response relayed to the client; see exchange.h.
  *   backend --> upstream.in --(parse head, decode body)--> px --> http_conn_send --> client
- * The response head is parsed with http_parse_response and rewritten (rewrite.h); 1xx heads are
- * dropped except a 100 Continue the client asked for. The body is re-framed: Content-Length is
+ * The response is read by the HTTP client's response reader (http/client.h), which this file
+ * gives a streaming sink: the head is rewritten (rewrite.h) and sent; 1xx heads are dropped
+ * except a 100 Continue the client asked for. The body is re-framed: Content-Length is
  * kept, a chunked body is decoded and re-chunked (which also normalises chunk extensions and drops
  * trailers), and a close-delimited body is sent chunked to an HTTP/1.1 client (an HTTP/1.0 client
  * sees the connection close). Everything one pass produces goes out in one write (cork). When the
@@ -20,7 +21,7 @@ int relay_flush(struct lb_upstream *u)
 {
     if (lb_upstream_flush(u) < 0) {
         struct px *px = u->owner;
-        if (px && px->rs == RS_HEAD && u->bytes_written > 0) {
+        if (px && px->resp.phase == HTTP_READER_HEAD && u->bytes_written > 0) {
             /* The backend stopped reading: it may have answered early (e.g. 413 to a body it
              * will not take) and closed. Use that answer if it is there. */
             buf_free(&u->out);
@@ -79,109 +80,62 @@ static void resp_complete(struct px *px)
 {
     if (px->resp_chunked_out)
         http_conn_send(px->client, "0\r\n\r\n", 5);
-    px->rs = RS_DONE;
     int reuse = px->resp_keep_alive && px->req_body_done;
     px_finish(px, reuse);
 }
 
-/* Parses a response head in u->in. Returns 1 to go on, 0 to stop (need more bytes, or px ended). */
-static int resp_head(struct px *px, struct lb_upstream *u)
+/* The response reader's sink (http/client.h): the head is rewritten and sent, the body streamed. */
+static int on_resp_interim(void *ctx, const struct http_head *r)
 {
-    if (buf_used(&u->in) == 0)
-        return 0;
-    struct http_head r;
-    int n = http_parse_response(buf_head(&u->in), buf_used(&u->in), px->req->method, NULL, &r);
-    if (n == HTTP_AGAIN)
-        return 0;
-    if (n == HTTP_ERROR) {
-        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
-        px_fail(px, 502, "Error communicating with backend server");
-        return 0;
-    }
-    if (r.status >= 100 && r.status < 200) {
-        if (r.status == 100 && px->req->expect_continue)
-            http_conn_send(px->client, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        buf_consume(&u->in, (size_t)n);
-        return 1;
-    }
-    px->status = r.status;
-    if (px->server)
-        lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r.status);
-    px->resp_kind = r.body;
-    px->resp_left = r.body == HTTP_BODY_LENGTH ? (uint64_t)r.content_length : 0;
-    px->resp_keep_alive = r.keep_alive && r.body != HTTP_BODY_EOF;
-    http_chunked_init(&px->resp_chunked);
-    send_response_head(px, &r);
-    buf_consume(&u->in, (size_t)n);
-    px->rs = RS_BODY;
-    px_arm(px, px->w->sh->cfg->response_timeout_ms);
-    if (r.body == HTTP_BODY_NONE || (r.body == HTTP_BODY_LENGTH && px->resp_left == 0)) {
-        resp_complete(px);
-        return 0;
-    }
+    struct px *px = ctx;
+    if (r->status == 100 && px->req->expect_continue)
+        http_conn_send(px->client, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     return 1;
 }
 
-/* Relays the body bytes in u->in. Returns 1 to go on, 0 to stop (px ended, or nothing to send). */
-static int resp_body(struct px *px, struct lb_upstream *u)
+static int on_resp_head(void *ctx, const struct http_head *r, const char *p, size_t len)
 {
-    if (buf_used(&u->in) == 0)
-        return 0;
-    const char *p = buf_head(&u->in);
-    size_t n = buf_used(&u->in);
-    int more = 1;
-    if (px->resp_kind == HTTP_BODY_LENGTH) {
-        size_t take = n < px->resp_left ? n : (size_t)px->resp_left;
-        px->resp_left -= take;
-        more = send_body(px, p, take);
-        buf_consume(&u->in, take);
-        if (px->resp_left == 0) {
-            resp_complete(px);
-            return 0;
-        }
-    } else if (px->resp_kind == HTTP_BODY_EOF) {
-        more = send_body(px, p, n);
-        buf_consume(&u->in, n);
-    } else {
-        const char *data;
-        size_t dlen;
-        long used = http_chunked_feed(&px->resp_chunked, p, n, &data, &dlen);
-        if (used < 0) {
-            atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
-            px_fail(px, 502, "Error communicating with backend server");
-            return 0;
-        }
-        if (dlen)
-            more = send_body(px, data, dlen);
-        buf_consume(&u->in, (size_t)used);
-        if (px->resp_chunked.done) {
-            resp_complete(px);
-            return 0;
-        }
-    }
-    if (!more) {
-        px->client_paused = 1;
-        u->reading = 0;
-        lb_upstream_update_mask(u);
-        return 0;
-    }
+    struct px *px = ctx;
+    px->status = r->status;
+    if (px->server)
+        lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r->status);
+    px->resp_keep_alive = r->keep_alive && r->body != HTTP_BODY_EOF;
+    send_response_head(px, r);
+    px_arm(px, px->w->sh->cfg->response_timeout_ms);
     return 1;
 }
+
+static int on_resp_body(void *ctx, const char *p, size_t n) { return send_body(ctx, p, n); }
+
+static const struct http_reader_sink resp_sink = {
+    .on_interim = on_resp_interim, .on_head = on_resp_head, .on_body = on_resp_body};
 
 /* Handles bytes in u->in for the current exchange, with one write to the client for everything
- * this pass produces (head + body, usually). */
+ * this pass produces (head + body, usually). A send that fails only marks the client connection
+ * (its on_abort comes after this callback returns), so px stays ours through the run. */
 void relay_process(struct lb_upstream *u)
 {
     struct px *px = u->owner;
-    if (!px)
+    if (!px || px->client_paused)
         return;
     struct http_conn *c = px->client;
     http_conn_cork(c);
-    /* resp_head and resp_body return 0 once px has ended (or must wait), never after a send:
-     * a failed send ends px later, from the client connection's deferred close. */
-    int more = !px->client_paused;
-    while (more)
-        more = px->rs == RS_HEAD ? resp_head(px, u) : px->rs == RS_BODY && resp_body(px, u);
+    switch (http_reader_run(&px->resp, &u->in, &resp_sink, px)) {
+    case HTTP_READER_DONE:
+        resp_complete(px);
+        break;
+    case HTTP_READER_PAUSED: /* the client's queue is full: stop reading until on_drain */
+        px->client_paused = 1;
+        u->reading = 0;
+        lb_upstream_update_mask(u);
+        break;
+    case HTTP_ERROR: /* a malformed head or chunked body */
+        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+        px_fail(px, 502, "Error communicating with backend server");
+        break;
+    default: /* HTTP_AGAIN: more bytes needed */
+        break;
+    }
     http_conn_uncork(c); /* c lives at least until this callback returns */
 }
 
@@ -218,7 +172,7 @@ void relay_io(struct lb_upstream *u, int events)
         }
         /* End of stream or error from the backend. */
         px = u->owner;
-        if (px && px->rs == RS_BODY && px->resp_kind == HTTP_BODY_EOF) {
+        if (px && http_reader_eof(&px->resp) == HTTP_READER_DONE) {
             px->resp_keep_alive = 0;
             resp_complete(px); /* the close ends a close-delimited body */
         } else if (px) {

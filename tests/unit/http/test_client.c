@@ -579,6 +579,228 @@ static void test_feed_bytewise(void **state)
     }
 }
 
+/* ---- the reader with a streaming sink (as the balancer's relay.c uses it) ---- */
+
+struct sink_rec {
+    int interim[8], ninterim; /* the first 8 interim statuses; ninterim counts them all */
+    int status;               /* of the final head */
+    size_t head_len;          /* bytes of the final head */
+    struct buf body;          /* body pieces, concatenated */
+    int pieces;               /* on_body calls */
+    int pause_every;          /* on_body returns 0 on every such call (0 = never) */
+    int stop_at_head;         /* on_head returns -1 */
+    int stop_interim;         /* on_interim returns -1 */
+};
+
+static int rec_interim(void *ctx, const struct http_head *h)
+{
+    struct sink_rec *r = ctx;
+    if (r->ninterim < 8)
+        r->interim[r->ninterim] = h->status;
+    r->ninterim++;
+    return r->stop_interim ? -1 : 1;
+}
+
+static int rec_head(void *ctx, const struct http_head *h, const char *p, size_t len)
+{
+    struct sink_rec *r = ctx;
+    r->status = h->status;
+    r->head_len = len;
+    assert_memory_equal(p, "HTTP/1.", 7); /* the head's own bytes, still in the input */
+    return r->stop_at_head ? -1 : 1;
+}
+
+static int rec_body(void *ctx, const char *p, size_t n)
+{
+    struct sink_rec *r = ctx;
+    assert_true(n > 0); /* never an empty piece */
+    buf_append(&r->body, p, n);
+    r->pieces++;
+    return r->pause_every && r->pieces % r->pause_every == 0 ? 0 : 1;
+}
+
+static const struct http_reader_sink rec_sink = {.on_interim = rec_interim, .on_head = rec_head, .on_body = rec_body};
+
+/* Runs the reader over s (all of it at once), resuming after every pause; returns the outcome. */
+static int run_all(struct http_reader *rd, struct buf *in, struct sink_rec *r, int *pauses)
+{
+    int rc;
+    for (int i = 0; i < 1000; i++) {
+        rc = http_reader_run(rd, in, &rec_sink, r);
+        if (rc != HTTP_READER_PAUSED)
+            return rc;
+        ++*pauses;
+    }
+    fail_msg("the reader never finished");
+    return rc;
+}
+
+/* Pausing after every piece loses and repeats nothing; the bytes after the response stay. */
+static void test_reader_pause(void **state)
+{
+    const char *resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "3\r\nabc\r\n4;ext=1\r\ndefg\r\n2\r\nhi\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+    struct http_reader rd;
+    struct sink_rec r = {.pause_every = 1};
+    struct buf in = {0};
+    buf_puts(&in, resp);
+    http_reader_init(&rd, HTTP_GET, 0);
+    int pauses = 0;
+    assert_int_equal(run_all(&rd, &in, &r, &pauses), HTTP_READER_DONE);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.pieces, 3);
+    /* After "hi" the body is not known to be complete (the last chunk is still to be read), so
+     * that piece pauses too; the run after it reads the end. */
+    assert_int_equal(pauses, 3);
+    assert_int_equal(buf_used(&r.body), 9);
+    assert_memory_equal(buf_head(&r.body), "abcdefghi", 9);
+    assert_int_equal(buf_used(&in), 4);
+    assert_memory_equal(buf_head(&in), "NEXT", 4);
+    /* Over: later runs change nothing and say the same. */
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &r), HTTP_READER_DONE);
+    assert_int_equal(buf_used(&in), 4);
+    assert_int_equal(http_reader_eof(&rd), HTTP_READER_DONE);
+    buf_free(&in);
+    buf_free(&r.body);
+
+    /* Content-Length, fed in two parts with a pause after the first piece. */
+    struct sink_rec r2 = {.pause_every = 1};
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &r2), HTTP_READER_PAUSED);
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &r2), HTTP_AGAIN);
+    buf_puts(&in, "defXYZ");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &r2), HTTP_READER_DONE);
+    assert_int_equal(buf_used(&r2.body), 6);
+    assert_memory_equal(buf_head(&r2.body), "abcdef", 6);
+    assert_int_equal(buf_used(&in), 3);
+    buf_free(&in);
+    buf_free(&r2.body);
+}
+
+/* Interim heads: each reaches on_interim (101 too, unless final_101); their bytes are capped. */
+static void test_reader_interim(void **state)
+{
+    struct http_reader rd;
+    struct buf in = {0};
+    struct sink_rec r = {0};
+    int pauses = 0;
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                  "HTTP/1.1 204 No Content\r\n\r\n");
+    assert_int_equal(run_all(&rd, &in, &r, &pauses), HTTP_READER_DONE);
+    assert_int_equal(r.ninterim, 2);
+    assert_int_equal(r.interim[0], 100);
+    assert_int_equal(r.interim[1], 103);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(r.head_len, strlen("HTTP/1.1 204 No Content\r\n\r\n"));
+    assert_int_equal(buf_used(&in), 0);
+    buf_free(&in);
+
+    /* 101: interim for the balancer (which never asks for an upgrade), final with final_101. */
+    const char *sw = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n";
+    struct sink_rec a = {0}, b = {0};
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, sw);
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &a), HTTP_AGAIN);
+    assert_int_equal(a.ninterim, 1);
+    assert_int_equal(a.status, 0);
+    buf_free(&in);
+    http_reader_init(&rd, HTTP_GET, 0);
+    rd.final_101 = 1;
+    buf_puts(&in, sw);
+    run_all(&rd, &in, &b, &pauses);
+    assert_int_equal(b.ninterim, 0);
+    assert_int_equal(b.status, 101);
+    buf_free(&in);
+
+    /* An endless stream of 100s ends once they pass max_head together. */
+    struct sink_rec c = {0};
+    http_reader_init(&rd, HTTP_GET, 256);
+    int rc = HTTP_AGAIN;
+    for (int i = 0; i < 100 && rc == HTTP_AGAIN; i++) {
+        buf_puts(&in, "HTTP/1.1 100 Continue\r\n\r\n");
+        rc = http_reader_run(&rd, &in, &rec_sink, &c);
+    }
+    /* Ten 25-byte heads fit in 256 bytes; the eleventh does not. */
+    assert_int_equal(rc, HTTP_ERROR);
+    assert_non_null(rd.error);
+    assert_int_equal(c.ninterim, 10);
+    assert_int_equal(c.status, 0);
+    buf_free(&in);
+
+    /* A sink that stops at an interim head ends the run there. */
+    struct sink_rec d = {.stop_interim = 1};
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &d), HTTP_READER_STOPPED);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &d), HTTP_READER_STOPPED);
+    assert_int_equal(http_reader_eof(&rd), HTTP_ERROR);
+    buf_free(&in);
+}
+
+/* Stopping at the head, errors, and what the end of the stream means in each state. */
+static void test_reader_stop_error_eof(void **state)
+{
+    struct http_reader rd;
+    struct buf in = {0};
+    struct sink_rec r = {.stop_at_head = 1};
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &r), HTTP_READER_STOPPED);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.pieces, 0);
+    assert_int_equal(buf_used(&in), 5); /* the head is consumed, the body is not read */
+    buf_free(&in);
+
+    /* Close-delimited: the end of the stream completes it; a cut Content-Length body does not. */
+    struct sink_rec e = {0};
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, "HTTP/1.1 200 OK\r\n\r\nto the end");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &e), HTTP_AGAIN);
+    assert_int_equal(http_reader_eof(&rd), HTTP_READER_DONE);
+    assert_int_equal(buf_used(&e.body), 10);
+    buf_free(&in);
+    buf_free(&e.body);
+    struct sink_rec f = {0};
+    http_reader_init(&rd, HTTP_GET, 0);
+    assert_int_equal(http_reader_eof(&rd), HTTP_ERROR); /* nothing at all */
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &f), HTTP_AGAIN);
+    assert_int_equal(http_reader_eof(&rd), HTTP_ERROR);
+    buf_free(&in);
+    buf_free(&f.body);
+
+    /* HEAD: a Content-Length announces, no body follows. */
+    struct sink_rec g = {0};
+    http_reader_init(&rd, HTTP_HEAD, 0);
+    buf_puts(&in, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &g), HTTP_READER_DONE);
+    assert_int_equal(g.pieces, 0);
+    buf_free(&in);
+
+    /* Malformed head, malformed chunk size: ERROR with the reason; sticky. */
+    struct sink_rec h = {0};
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &h), HTTP_ERROR);
+    assert_non_null(rd.error);
+    assert_int_equal(h.status, 0);
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &h), HTTP_ERROR);
+    buf_free(&in);
+    struct sink_rec k = {0};
+    http_reader_init(&rd, HTTP_GET, 0);
+    buf_puts(&in, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n");
+    assert_int_equal(http_reader_run(&rd, &in, &rec_sink, &k), HTTP_ERROR);
+    assert_string_equal(rd.error, "malformed chunked body");
+    assert_int_equal(buf_used(&k.body), 3);
+    assert_int_equal(http_reader_eof(&rd), HTTP_ERROR);
+    buf_free(&in);
+    buf_free(&k.body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -598,6 +820,9 @@ int main(void)
         cmocka_unit_test(test_loop_driver),
         cmocka_unit_test(test_loop_cancel),
         cmocka_unit_test(test_feed_bytewise),
+        cmocka_unit_test(test_reader_pause),
+        cmocka_unit_test(test_reader_interim),
+        cmocka_unit_test(test_reader_stop_error_eof),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
