@@ -354,19 +354,12 @@ int http_client_step(struct http_client *c, int events)
         c->phase = HTTP_CLIENT_SENDING;
     }
     if (c->phase == HTTP_CLIENT_SENDING) {
-        while (buf_used(&c->out)) {
-            ssize_t n = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
-            if (n > 0) {
-                buf_consume(&c->out, (size_t)n);
-                continue;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                c->want = LOOP_WRITE;
-                return HTTP_AGAIN;
-            }
-            return step_end(c, fail(c, HTTP_CLIENT_ESEND, n < 0 ? errno : EPIPE, NULL));
+        ssize_t n = net_write(c->fd, &c->out);
+        if (n < 0)
+            return step_end(c, fail(c, HTTP_CLIENT_ESEND, (int)-n, NULL));
+        if (buf_used(&c->out)) {
+            c->want = LOOP_WRITE;
+            return HTTP_AGAIN;
         }
         buf_free(&c->out);
         c->phase = HTTP_CLIENT_HEAD;

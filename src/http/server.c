@@ -195,16 +195,7 @@ static int conn_flush(struct http_conn *c)
 {
     if (c->closing)
         return -1;
-    while (buf_used(&c->out) > 0) {
-        ssize_t n = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
-        if (n > 0) {
-            buf_consume(&c->out, (size_t)n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
+    if (net_write(c->fd, &c->out) < 0) {
         conn_close_later(c);
         return -1;
     }

@@ -189,19 +189,10 @@ int lb_upstream_connect_error(const struct lb_upstream *u)
 
 int lb_upstream_flush(struct lb_upstream *u)
 {
-    while (buf_used(&u->out) > 0) {
-        ssize_t n = send(u->fd, buf_head(&u->out), buf_used(&u->out), MSG_NOSIGNAL);
-        if (n > 0) {
-            buf_consume(&u->out, (size_t)n);
-            u->bytes_written += (uint64_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
+    ssize_t n = net_write(u->fd, &u->out);
+    if (n < 0)
         return -1;
-    }
+    u->bytes_written += (uint64_t)n;
     return 0;
 }
 

@@ -305,14 +305,52 @@ static void test_tune_unix(void **state)
     close(sv[1]);
 }
 
+/* net_write: everything when there is room, the rest kept when the socket is full, -EPIPE (no
+ * SIGPIPE) once the peer is gone. */
+static void test_write(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct buf b = {0};
+    buf_puts(&b, "hello");
+    assert_int_equal(net_write(sv[0], &b), 5);
+    assert_int_equal(buf_used(&b), 0);
+    char got[8];
+    assert_int_equal(read(sv[1], got, sizeof(got)), 5);
+    assert_memory_equal(got, "hello", 5);
+    assert_int_equal(net_write(sv[0], &b), 0); /* nothing to write */
+
+    /* More than the socket holds: part is written, the rest stays queued in order. */
+    size_t big = 8 << 20;
+    char *p = buf_reserve(&b, big);
+    for (size_t i = 0; i < big; i++)
+        p[i] = (char)(i % 251);
+    buf_commit(&b, big);
+    ssize_t n = net_write(sv[0], &b);
+    assert_true(n > 0 && (size_t)n < big);
+    assert_int_equal(buf_used(&b), big - (size_t)n);
+    assert_int_equal((unsigned char)buf_head(&b)[0], (unsigned char)((size_t)n % 251));
+
+    close(sv[1]);
+    assert_int_equal(net_write(sv[0], &b), -EPIPE);
+    close(sv[0]);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_forms),      cmocka_unit_test(test_parse_fields),
-        cmocka_unit_test(test_loopback),         cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_format_ip),        cmocka_unit_test(test_listen_connect),
-        cmocka_unit_test(test_connect_refused),  cmocka_unit_test(test_listen_failures_leave_no_fd),
-        cmocka_unit_test(test_listen_reuseport), cmocka_unit_test(test_tune_unix),
+        cmocka_unit_test(test_write),
+        cmocka_unit_test(test_parse_forms),
+        cmocka_unit_test(test_parse_fields),
+        cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_format_ip),
+        cmocka_unit_test(test_listen_connect),
+        cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_listen_failures_leave_no_fd),
+        cmocka_unit_test(test_listen_reuseport),
+        cmocka_unit_test(test_tune_unix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
