@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
+
 /* Address space reserved for a WAL map (reserved, not memory: only pages read are mapped). */
 #define WAL_MAP_SIZE ((size_t)1 << 32)
 /* Largest write handed to the unix VFS, which writes at most 128 KiB - 1 bytes per call. */
@@ -161,10 +163,7 @@ static int wal_reserve(struct wal_file *w, int amt)
     int cap = w->buf_cap > 0 ? w->buf_cap : 64 * 1024;
     while (cap < w->buf_len + amt)
         cap *= 2;
-    unsigned char *nb = realloc(w->buf, (size_t)cap);
-    if (nb == NULL)
-        return -1;
-    w->buf = nb;
+    w->buf = alloc_realloc(w->buf, (size_t)cap);
     w->buf_cap = cap;
     return 0;
 }

@@ -18,6 +18,7 @@
 #include "app/auth.h"
 #include "app/store.h"
 #include "cli/commands.h"
+#include "core/alloc.h"
 #include "core/opts.h"
 
 #define MAX_USERS          10000000
@@ -95,9 +96,7 @@ static int parse_args(int argc, char **argv, struct seed_opts *o)
 /* Cumulative Zipf weights: cdf[r-1] = sum_{i<=r} 1/i. */
 static double *zipf_cdf(long n)
 {
-    double *cdf = malloc((size_t)n * sizeof *cdf), sum = 0;
-    if (cdf == NULL)
-        return NULL;
+    double *cdf = alloc_malloc((size_t)n * sizeof *cdf), sum = 0;
     for (long r = 1; r <= n; r++)
         cdf[r - 1] = (sum += 1.0 / (double)r);
     return cdf;
@@ -180,12 +179,7 @@ static int load(struct store *st, const struct seed_opts *o, const char *hash, l
     int64_t id;
     int rc = STORE_OK;
     double *cdf = zipf_cdf(o->users);
-    int *hist = calloc(FOLLOW_MAX + 1, sizeof *hist);
-    if (cdf == NULL || hist == NULL) {
-        fprintf(stderr, "agora seed: out of memory\n");
-        rc = STORE_ERROR;
-        goto out;
-    }
+    int *hist = alloc_calloc(FOLLOW_MAX + 1, sizeof *hist);
     for (long u = 1; u <= o->users; u++) {
         snprintf(name, sizeof name, "user%ld", u);
         snprintf(display, sizeof display, "User %ld", u);

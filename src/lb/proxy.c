@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/net.h"
 #include "lb/exchange.h"
 #include "lb/local.h"
@@ -303,9 +304,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         lb_local_answer(c, h, own, w->set, w->sh->policy->name, cfg->stats_access);
         return;
     }
-    struct px *px = calloc(1, sizeof(*px));
-    if (!px)
-        abort();
+    struct px *px = alloc_calloc(1, sizeof(*px));
     px->w = w;
     px->client = c;
     px->req = h;
@@ -427,9 +426,7 @@ static const struct http_server_ops proxy_ops = {
 
 struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int listen_fd, unsigned id)
 {
-    struct lb_worker *w = calloc(1, sizeof(*w));
-    if (!w)
-        return NULL;
+    struct lb_worker *w = alloc_calloc(1, sizeof(*w));
     const struct lb_config *cfg = sh->cfg;
     w->sh = sh;
     w->loop = loop;
