@@ -25,6 +25,7 @@
 
 #include "core/alloc.h"
 #include "core/net.h"
+#include "core/rc.h"
 #include "lb/exchange.h"
 #include "lb/local.h"
 #include "lb/rewrite.h"
@@ -159,8 +160,8 @@ static int px_start_upstream(struct px *px, struct buf *pending)
 }
 
 /* Starts px on px->server or, when connecting fails at once (a refused connection on loopback
- * fails inside connect()), on other servers. pending is taken over. Returns 0; -1 when no server
- * could be reached; -2 when the balancer itself is short of descriptors or memory
+ * fails inside connect()), on other servers. pending is taken over. Returns RC_OK; RC_ERROR when no
+ * server could be reached; RC_AGAIN when the balancer itself is short of descriptors or memory
  * (net_local_shortage): that is no verdict on the server, and no other server would fare better.
  * px is not answered yet on failure. */
 static int px_dispatch(struct px *px, struct buf *pending)
@@ -169,10 +170,10 @@ static int px_dispatch(struct px *px, struct buf *pending)
     for (;;) {
         int rc = px_start_upstream(px, pending);
         if (rc == 0)
-            return 0;
+            return RC_OK;
         if (net_local_shortage(-rc)) {
             buf_free(pending);
-            return -2;
+            return RC_AGAIN;
         }
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         px_passive_fail(px, LB_FAIL_CONNECT);
@@ -183,14 +184,14 @@ static int px_dispatch(struct px *px, struct buf *pending)
         px_use_server(px, s);
     }
     buf_free(pending);
-    return -1;
+    return RC_ERROR;
 }
 
 /* Answers a failed px_dispatch: 502 when no server could be reached, 503 (with Retry-After) when
  * the balancer itself ran short of descriptors or memory. */
 static void px_fail_dispatch(struct px *px, int rc)
 {
-    if (rc == -2)
+    if (rc == RC_AGAIN)
         px_fail(px, 503, "Balancer out of resources (descriptors or memory), try again");
     else
         px_fail(px, 502, "Error communicating with backend server");
