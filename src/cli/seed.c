@@ -73,13 +73,14 @@ static const struct opts_cmd command = {
     .width = 19,
 };
 
-/* Parses argv into o. Returns 0 to go on, or the exit code (0 after --help, 2 after an error). */
+/* Parses argv into o. Returns OPTS_CONTINUE to go on, or the exit code (0 after --help, 2 after an
+ * error), as opts_cmd_parse does. */
 static int parse_args(int argc, char **argv, struct seed_opts *o)
 {
     *o = (struct seed_opts){.users = -1, .posts = 10, .password = "password123", .seed = 1};
     int r = opts_cmd_parse(&command, o, argc, argv, NULL);
     if (r != OPTS_CONTINUE)
-        return r == 0 ? -1 : 2;
+        return r;
     if (o->users < 0 || o->db == NULL) {
         fprintf(stderr, "agora seed: --users and --db are required\n");
         opts_cmd_usage(&command, stderr);
@@ -90,7 +91,7 @@ static int parse_args(int argc, char **argv, struct seed_opts *o)
         fprintf(stderr, "agora seed: --password must be 8-128 bytes (the sign-up rule)\n");
         return 2;
     }
-    return 0;
+    return OPTS_CONTINUE;
 }
 
 /* Cumulative Zipf weights: cdf[r-1] = sum_{i<=r} 1/i. */
@@ -228,8 +229,8 @@ int cmd_seed(int argc, char **argv)
     int rc, status = 1;
     struct store *st = NULL;
 
-    if ((rc = parse_args(argc, argv, &o)) != 0)
-        return rc < 0 ? 0 : rc;
+    if ((rc = parse_args(argc, argv, &o)) != OPTS_CONTINUE)
+        return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (auth_init() != 0) {
         fprintf(stderr, "agora seed: cannot initialise libsodium\n");
