@@ -24,17 +24,24 @@
  *    HTTP_ERROR (= RC_ERROR); its 0 is a count, which is why it is not RC_AGAIN (parser.h).
  *  - an index (lb_select, a policy's pick, lb_set_find): >= 0, or -1 when there is none.
  *  - a predicate, named as a question (_is, _has, _ok, _usable, _limited): 1 or 0, never negative.
+ *    A lookup that can also fail says found/absent/failed as 1, 0 or RC_ERROR (api_string,
+ *    auth_request_token, api_auth).
  *  - a subcommand (cmd_*, lb_main, http_daemon_run): the process exit code (0, 1 or 2).
  *  - a callback whose type a library defines (SQLite's VFS and busy handler, inih's handler):
  *    that library's codes.
+ * A function returns either -errno or the codes of this file, never both: the values overlap (-1 is
+ * also -EPERM, -16 -EBUSY), so a caller must know which it holds. Where an -errno meets a code
+ * (px_dispatch turns lb_upstream_get's -errno into RC_ERROR or RC_AGAIN), the conversion is
+ * explicit. An -EAGAIN from a wrapper (net_read) is errno's and is not RC_AGAIN.
  * A function that returns a pointer returns NULL only for a failure that is not lack of memory
  * (with a message in err, or errno): out of memory aborts, everywhere (core/alloc.h).
  *
  * Module codes. A module whose callers must tell outcomes apart beyond these (the store: not
- * found, conflict, forbidden, ...) defines them in its header: its codes that mean what a shared one
- * means are aliases of it (STORE_OK, STORE_ERROR, STORE_BUSY = RC_AGAIN), and its own are numbered
- * down from RC_MODULE, so a module code never equals a shared one. A positive code is an outcome that is not a failure
- * (OPTS_HELP: --help was given; HTTP_CLIENT_DONE: the response is complete). */
+ * found, conflict, forbidden, ...) defines them in its header: its codes that mean what a shared
+ * one means are aliases of it (STORE_OK, STORE_ERROR, STORE_BUSY = RC_AGAIN), and its own are
+ * numbered down from RC_MODULE, so a module code never equals a shared one. A positive code is an
+ * outcome that is not a failure (OPTS_HELP: --help was given; HTTP_CLIENT_DONE: the response is
+ * complete). */
 #ifndef AGORA_CORE_RC_H
 #define AGORA_CORE_RC_H
 
