@@ -331,6 +331,10 @@ int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size
         snprintf(err, errlen, "%s:%d: line too long (at most %d characters)", path, lr.lineno, INI_MAX_LINE - 2);
         return -1;
     }
+    if (r < 0) { /* -2: inih could not allocate its line buffer (only in a heap-buffer build of it) */
+        snprintf(err, errlen, "%s: out of memory reading the file", path);
+        return -1;
+    }
     if (r != 0 || ctx.failed) {
         if (!ctx.failed)
             snprintf(e, sizeof(e), "syntax error");
