@@ -20,6 +20,7 @@
 #include "app/auth.h"
 #include "app/json.h"
 #include "app/throttle.h"
+#include "core/alloc.h"
 
 static int valid_username(const char *s, size_t n)
 {
@@ -183,7 +184,7 @@ static const char *dummy_hash(struct app *app)
         unsigned char hb[STORE_TOKEN_HASH_LEN];
         auth_new_token(pw, hb); /* any random string will do */
         if (auth_hash_password(pw, strlen(pw), hash) == 0)
-            app->dummy_hash = strdup(hash);
+            app->dummy_hash = alloc_strdup(hash);
     }
     return app->dummy_hash;
 }

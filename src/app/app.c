@@ -11,6 +11,7 @@
 #include "app/json.h"
 #include "app/router.h"
 #include "app/static.h"
+#include "core/alloc.h"
 
 void app_limits_default(struct app_limits *l)
 {
@@ -26,12 +27,9 @@ struct app *app_open(const struct app_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot initialise libsodium");
         return NULL;
     }
-    if ((app = calloc(1, sizeof *app)) == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    app->served_by = strdup(cfg->served_by ? cfg->served_by : "agora");
-    app->web_dir = strdup(cfg->web_dir ? cfg->web_dir : "web");
+    app = alloc_calloc(1, sizeof *app);
+    app->served_by = alloc_strdup(cfg->served_by ? cfg->served_by : "agora");
+    app->web_dir = alloc_strdup(cfg->web_dir ? cfg->web_dir : "web");
     if (cfg->limits)
         app->limits = *cfg->limits;
     else

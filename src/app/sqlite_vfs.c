@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
+
 /* Address space reserved for a WAL map (reserved, not memory: only pages read are mapped). */
 #define WAL_MAP_SIZE ((size_t)1 << 32)
 /* Largest write handed to the unix VFS, which writes at most 128 KiB - 1 bytes per call. */
@@ -153,20 +155,16 @@ static int wal_flush(struct wal_file *w)
     return rc;
 }
 
-/* Makes room for amt more bytes; returns 0, or -1 when the buffer cannot grow. */
-static int wal_reserve(struct wal_file *w, int amt)
+/* Makes room for amt more bytes (at most WAL_BUF_MAX in all; out of memory aborts, core/alloc.h). */
+static void wal_reserve(struct wal_file *w, int amt)
 {
     if (w->buf_len + amt <= w->buf_cap)
-        return 0;
+        return;
     int cap = w->buf_cap > 0 ? w->buf_cap : 64 * 1024;
     while (cap < w->buf_len + amt)
         cap *= 2;
-    unsigned char *nb = realloc(w->buf, (size_t)cap);
-    if (nb == NULL)
-        return -1;
-    w->buf = nb;
+    w->buf = alloc_realloc(w->buf, (size_t)cap);
     w->buf_cap = cap;
-    return 0;
 }
 
 static int wal_write(sqlite3_file *f, const void *data, int amt, sqlite3_int64 off)
@@ -176,11 +174,12 @@ static int wal_write(sqlite3_file *f, const void *data, int amt, sqlite3_int64 o
     if (w->buf_len > 0 && (off != w->buf_off + w->buf_len || w->buf_len + amt > WAL_BUF_MAX) &&
         (rc = wal_flush(w)) != SQLITE_OK)
         return rc;
-    if (amt > WAL_BUF_MAX || wal_reserve(w, amt) != 0) { /* write it as it comes */
+    if (amt > WAL_BUF_MAX) { /* write it as it comes */
         if ((rc = wal_flush(w)) == SQLITE_OK)
             rc = wal_put(w, data, amt, off);
         return rc;
     }
+    wal_reserve(w, amt);
     if (w->buf_len == 0)
         w->buf_off = off;
     memcpy(w->buf + w->buf_len, data, (size_t)amt);

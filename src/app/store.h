@@ -14,7 +14,9 @@
  * when the database is busy, so an acknowledged write (STORE_OK) is committed.
  *
  * Return codes of every function returning int: STORE_OK, or one of the negative codes below;
- * on STORE_ERROR/STORE_BUSY store_errmsg() describes the problem.
+ * on STORE_ERROR/STORE_BUSY store_errmsg() describes the problem. OK, ERROR and BUSY are the shared
+ * RC_OK, RC_ERROR and RC_AGAIN (core/rc.h); the others are the store's own outcomes, numbered from
+ * RC_MODULE so they never equal a shared code.
  *
  * List functions stream rows to a callback instead of returning arrays: the row and every pointer
  * in it are valid only during the callback. The callback returns 0 to continue or non-zero to stop
@@ -24,14 +26,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_OK        0
-#define STORE_ERROR     (-1) /* unexpected database error (message in store_errmsg) */
-#define STORE_NOT_FOUND (-2) /* the account/post/session named does not exist */
-#define STORE_CONFLICT  (-3) /* a unique value (username) is taken */
-#define STORE_FORBIDDEN (-4) /* the caller may not do this (deleting another author's post) */
-#define STORE_BUSY      (-5) /* the database stayed locked through every retry */
-#define STORE_LIMITED   (-6) /* a throttle is full (store_throttle_take) */
-#define STORE_FULL      (-7) /* the database or its disk is full: the write was not saved */
+#include "core/rc.h"
+
+#define STORE_OK        RC_OK
+#define STORE_ERROR     RC_ERROR        /* unexpected database error (message in store_errmsg) */
+#define STORE_BUSY      RC_AGAIN        /* the database stayed locked through every retry */
+#define STORE_NOT_FOUND (RC_MODULE)     /* the account/post/session named does not exist */
+#define STORE_CONFLICT  (RC_MODULE - 1) /* a unique value (username) is taken */
+#define STORE_FORBIDDEN (RC_MODULE - 2) /* the caller may not do this (deleting another author's post) */
+#define STORE_LIMITED   (RC_MODULE - 3) /* a throttle is full (store_throttle_take) */
+#define STORE_FULL      (RC_MODULE - 4) /* the database or its disk is full: the write was not saved */
 
 /* Authors with at least this many followers are not fanned out on write (their posts are merged
  * into home timelines at read time). */

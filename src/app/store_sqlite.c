@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
+
 #define BUSY_TIMEOUT_MS 5000
 /* Per-connection settings. synchronous=NORMAL in WAL mode never loses a commit to a process crash
  * (only the fsync at checkpoints matters, for power loss); 32 MiB page cache; the database is
@@ -995,11 +997,7 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
 {
     static pthread_once_t config_once = PTHREAD_ONCE_INIT;
     pthread_once(&config_once, sqlite_process_config);
-    struct sq_store *s = calloc(1, sizeof *s);
-    if (s == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
+    struct sq_store *s = alloc_calloc(1, sizeof *s);
     s->base.ops = &sqlite_ops;
     s->ckpt_next = WAL_STEP_FRAMES;
     s->base.fanout_limit = opts != NULL && opts->fanout_limit > 0 ? opts->fanout_limit : STORE_FANOUT_LIMIT;

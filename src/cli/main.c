@@ -1,8 +1,11 @@
 /* main.c — the agora executable: dispatches to a subcommand. */
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
+#include "core/alloc.h"
 #include "lb/lb.h"
 
 #define AGORA_VERSION "0.1.0"
@@ -26,6 +29,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* jansson allocates like the rest of agora (core/alloc.h): out of memory aborts, so a NULL
+     * from json_loadb() means malformed input only, never a 400 for a lack of memory. Process-wide
+     * library setup, done once here before any thread starts. */
+    json_set_alloc_funcs(alloc_malloc, free);
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
         printf("agora %s\n", AGORA_VERSION);

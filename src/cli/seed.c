@@ -18,6 +18,7 @@
 #include "app/auth.h"
 #include "app/store.h"
 #include "cli/commands.h"
+#include "core/alloc.h"
 #include "core/opts.h"
 
 #define MAX_USERS          10000000
@@ -72,13 +73,14 @@ static const struct opts_cmd command = {
     .width = 19,
 };
 
-/* Parses argv into o. Returns 0 to go on, or the exit code (0 after --help, 2 after an error). */
+/* Parses argv into o. Returns OPTS_CONTINUE to go on, or the exit code (0 after --help, 2 after an
+ * error), as opts_cmd_parse does. */
 static int parse_args(int argc, char **argv, struct seed_opts *o)
 {
     *o = (struct seed_opts){.users = -1, .posts = 10, .password = "password123", .seed = 1};
     int r = opts_cmd_parse(&command, o, argc, argv, NULL);
     if (r != OPTS_CONTINUE)
-        return r == 0 ? -1 : 2;
+        return r;
     if (o->users < 0 || o->db == NULL) {
         fprintf(stderr, "agora seed: --users and --db are required\n");
         opts_cmd_usage(&command, stderr);
@@ -89,15 +91,13 @@ static int parse_args(int argc, char **argv, struct seed_opts *o)
         fprintf(stderr, "agora seed: --password must be 8-128 bytes (the sign-up rule)\n");
         return 2;
     }
-    return 0;
+    return OPTS_CONTINUE;
 }
 
 /* Cumulative Zipf weights: cdf[r-1] = sum_{i<=r} 1/i. */
 static double *zipf_cdf(long n)
 {
-    double *cdf = malloc((size_t)n * sizeof *cdf), sum = 0;
-    if (cdf == NULL)
-        return NULL;
+    double *cdf = alloc_malloc((size_t)n * sizeof *cdf), sum = 0;
     for (long r = 1; r <= n; r++)
         cdf[r - 1] = (sum += 1.0 / (double)r);
     return cdf;
@@ -180,12 +180,7 @@ static int load(struct store *st, const struct seed_opts *o, const char *hash, l
     int64_t id;
     int rc = STORE_OK;
     double *cdf = zipf_cdf(o->users);
-    int *hist = calloc(FOLLOW_MAX + 1, sizeof *hist);
-    if (cdf == NULL || hist == NULL) {
-        fprintf(stderr, "agora seed: out of memory\n");
-        rc = STORE_ERROR;
-        goto out;
-    }
+    int *hist = alloc_calloc(FOLLOW_MAX + 1, sizeof *hist);
     for (long u = 1; u <= o->users; u++) {
         snprintf(name, sizeof name, "user%ld", u);
         snprintf(display, sizeof display, "User %ld", u);
@@ -234,8 +229,8 @@ int cmd_seed(int argc, char **argv)
     int rc, status = 1;
     struct store *st = NULL;
 
-    if ((rc = parse_args(argc, argv, &o)) != 0)
-        return rc < 0 ? 0 : rc;
+    if ((rc = parse_args(argc, argv, &o)) != OPTS_CONTINUE)
+        return rc;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (auth_init() != 0) {
         fprintf(stderr, "agora seed: cannot initialise libsodium\n");

@@ -17,6 +17,7 @@
 #include "app/app.h"
 #include "app/client_addr.h"
 #include "cli/commands.h"
+#include "core/alloc.h"
 #include "core/opts.h"
 #include "http/daemon.h"
 #include "http/pool.h"
@@ -76,9 +77,7 @@ static struct http_pool_port *pick(void *ctx, const struct http_request *req)
 static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned id, char *err, size_t errlen)
 {
     struct server_opts *o = ctx;
-    struct server_worker *w = calloc(1, sizeof(*w));
-    if (!w)
-        return NULL;
+    struct server_worker *w = alloc_calloc(1, sizeof(*w));
     struct app_config ac;
     app_config_of(o, &ac);
     w->app = app_open(&ac, err, errlen);

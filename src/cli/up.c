@@ -37,6 +37,7 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/loop.h"
 #include "core/net.h"
@@ -84,7 +85,7 @@ static void child_varg(struct child *c, const char *fmt, va_list ap)
     char tmp[PATH_MAX + 64];
     vsnprintf(tmp, sizeof(tmp), fmt, ap);
     if (c->argc < MAX_ARGS - 1)
-        c->argv[c->argc++] = strdup(tmp);
+        c->argv[c->argc++] = alloc_strdup(tmp);
     c->argv[c->argc] = NULL;
 }
 
@@ -436,9 +437,7 @@ int cmd_up(int argc, char **argv)
         return 1;
     }
     http_daemon_raise_fd_limit("agora up", LB_C10K_FDS); /* the children inherit it */
-    struct up *u = calloc(1, sizeof(*u));
-    if (!u)
-        return 1;
+    struct up *u = alloc_calloc(1, sizeof(*u));
     int rc = 1;
     ssize_t n = readlink("/proc/self/exe", u->exe, sizeof(u->exe) - 1);
     if (n <= 0) {

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+
 char *buf_reserve(struct buf *b, size_t n)
 {
     if (b->cap - b->len >= n)
@@ -19,9 +21,7 @@ char *buf_reserve(struct buf *b, size_t n)
     size_t ncap = b->cap ? b->cap : 256;
     while (ncap - used < n)
         ncap *= 2;
-    char *nd = malloc(ncap);
-    if (!nd)
-        abort();
+    char *nd = alloc_malloc(ncap);
     if (used)
         memcpy(nd, b->data + b->off, used);
     free(b->data);

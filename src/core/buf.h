@@ -3,7 +3,7 @@
  * A buf holds bytes in data[off, len). Appending grows the storage (doubling); consuming advances
  * off, and the storage is compacted lazily when space is needed. Used for socket I/O queues,
  * serialising responses and building JSON. A zeroed struct buf is a valid empty buffer.
- * Allocation failure aborts the process (out of memory is not a recoverable state here). */
+ * Allocation failure aborts the process, as every allocation does (core/alloc.h). */
 #ifndef AGORA_BUF_H
 #define AGORA_BUF_H
 #include <stdarg.h>

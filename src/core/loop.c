@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
+
 struct watch {
     loop_io_fn *fn;
     void *data;
@@ -52,14 +54,12 @@ uint64_t loop_now(const struct loop *loop) { return loop->now_ms; }
 
 struct loop *loop_create(int initial_fds)
 {
-    struct loop *loop = calloc(1, sizeof(*loop));
-    if (!loop)
-        return NULL;
+    struct loop *loop = alloc_calloc(1, sizeof(*loop));
     loop->nwatches = initial_fds > 0 ? initial_fds : 64;
-    loop->watches = calloc((size_t)loop->nwatches, sizeof(*loop->watches));
+    loop->watches = alloc_calloc((size_t)loop->nwatches, sizeof(*loop->watches));
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!loop->watches || loop->epfd < 0 || loop->wakefd < 0)
+    if (loop->epfd < 0 || loop->wakefd < 0)
         goto fail;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wakefd, &ev) < 0)
@@ -90,7 +90,8 @@ static uint32_t to_epoll(int mask) { return (mask & LOOP_READ ? EPOLLIN : 0) | (
 
 /* Grows the watch table so that fd has an entry (doubling, new entries zeroed). The table may
  * move: no `struct watch *` is kept across a call that can watch (loop_run reads what it needs
- * before each callback). Returns 0 or -ENOMEM. */
+ * before each callback). Returns 0, or -ENOMEM when the table would need more than INT_MAX
+ * entries (out of memory aborts, core/alloc.h). */
 static int grow_watches(struct loop *loop, int fd)
 {
     size_t n = (size_t)loop->nwatches;
@@ -98,9 +99,7 @@ static int grow_watches(struct loop *loop, int fd)
         n *= 2;
     if (n > INT_MAX)
         return -ENOMEM;
-    struct watch *w = realloc(loop->watches, n * sizeof(*w));
-    if (!w)
-        return -ENOMEM;
+    struct watch *w = alloc_realloc(loop->watches, n * sizeof(*w));
     memset(w + loop->nwatches, 0, (n - (size_t)loop->nwatches) * sizeof(*w));
     loop->watches = w;
     loop->nwatches = (int)n;
@@ -219,9 +218,7 @@ void loop_timer_arm(struct loop *loop, struct loop_timer *t, uint64_t delay_ms)
     }
     if (loop->nheap == loop->capheap) {
         loop->capheap = loop->capheap ? loop->capheap * 2 : 64;
-        loop->heap = realloc(loop->heap, loop->capheap * sizeof(*loop->heap));
-        if (!loop->heap)
-            abort();
+        loop->heap = alloc_realloc(loop->heap, loop->capheap * sizeof(*loop->heap));
     }
     t->when_ms = when;
     loop->heap[loop->nheap] = t;
@@ -244,9 +241,7 @@ void loop_defer(struct loop *loop, loop_call_fn *fn, void *data)
 {
     if (loop->ndefer == loop->capdefer) {
         loop->capdefer = loop->capdefer ? loop->capdefer * 2 : 64;
-        loop->defer = realloc(loop->defer, loop->capdefer * sizeof(*loop->defer));
-        if (!loop->defer)
-            abort();
+        loop->defer = alloc_realloc(loop->defer, loop->capdefer * sizeof(*loop->defer));
     }
     loop->defer[loop->ndefer++] = (struct deferred){fn, data};
 }

@@ -31,14 +31,14 @@ struct loop_timer {
 };
 
 /* Creates a loop whose watch table starts with initial_fds entries (it grows when a higher
- * descriptor is watched; <= 0 picks a small default). NULL on failure (errno set). */
+ * descriptor is watched; <= 0 picks a small default). NULL when epoll or eventfd fails (errno set). */
 struct loop *loop_create(int initial_fds);
 /* Runs the deferred calls still pending, then frees the loop. */
 void loop_destroy(struct loop *loop);
 
 /* Watches fd for the events in mask (LOOP_READ|LOOP_WRITE), calling fn(loop, fd, events, data).
  * Replaces any previous registration of fd. Returns 0 or -errno (-EBADF for a negative fd,
- * -ENOMEM if the table cannot grow, or epoll_ctl's error). */
+ * -ENOMEM if fd is beyond what the table can index, or epoll_ctl's error). */
 int loop_watch(struct loop *loop, int fd, int mask, loop_io_fn *fn, void *data);
 /* Changes the event mask of a watched fd (0 = watch nothing but keep the registration).
  * Cheap when the mask is unchanged. Returns 0 or -errno (-EBADF or -ENOENT when fd is not watched). */

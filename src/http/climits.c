@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+
 #define NBUCKETS 4096
 #define NSTRIPES 64
 
@@ -25,9 +27,7 @@ struct http_climits {
 
 struct http_climits *http_climits_new(unsigned max_conns, unsigned rate, unsigned burst)
 {
-    struct http_climits *cl = calloc(1, sizeof(*cl));
-    if (!cl)
-        abort();
+    struct http_climits *cl = alloc_calloc(1, sizeof(*cl));
     cl->max_conns = max_conns;
     cl->rate = rate;
     cl->burst = burst ? burst : rate;
@@ -99,9 +99,7 @@ static struct entry *lookup(struct http_climits *cl, unsigned b, const char *ip,
     }
     if (found || !create)
         return found;
-    struct entry *e = calloc(1, sizeof(*e));
-    if (!e)
-        abort();
+    struct entry *e = alloc_calloc(1, sizeof(*e));
     strncpy(e->ip, ip, sizeof(e->ip) - 1);
     e->tokens = cl->burst;
     e->last_ms = now_ms;

@@ -13,6 +13,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/net.h"
 
 /* Initial size of each loop's watch table; it grows with the highest descriptor watched. */
@@ -202,10 +203,10 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
     /* Blocked in every thread (workers inherit the mask); delivered through the signalfd. */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     d.n = cfg->workers ? cfg->workers : 1;
-    d.w = calloc(d.n, sizeof(*d.w));
+    d.w = alloc_calloc(d.n, sizeof(*d.w));
     d.main = loop_create(LOOP_INITIAL_FDS);
     d.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (!d.w || !d.main || d.sfd < 0) {
+    if (!d.main || d.sfd < 0) {
         fprintf(stderr, "%s: start-up failed: %s\n", cfg->name, strerror(errno));
         goto out;
     }

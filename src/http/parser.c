@@ -632,22 +632,22 @@ static int parse_status_line(const char **pp, const char *end, size_t max_line, 
     return 1;
 }
 
-/* Parses 1*DIGIT below 2^62 into *v; 0, or -1 when not digits, -2 when too large. */
-static int parse_length(struct http_str s, int64_t *v)
+/* Parses 1*DIGIT below 2^62 into *v. Returns NULL, or why it is not a valid length (the message). */
+static const char *parse_length(struct http_str s, int64_t *v)
 {
     uint64_t x = 0;
     if (s.n == 0)
-        return -1;
+        return "invalid Content-Length";
     for (size_t i = 0; i < s.n; i++) {
         unsigned d = (unsigned)(unsigned char)s.p[i] - '0';
         if (d > 9)
-            return -1;
+            return "invalid Content-Length";
         x = x * 10 + d;
         if (x >= LENGTH_LIMIT)
-            return -2;
+            return "Content-Length too large";
     }
     *v = (int64_t)x;
-    return 0;
+    return NULL;
 }
 
 static int on_content_length(struct scan *st, struct http_str v)
@@ -656,24 +656,22 @@ static int on_content_length(struct scan *st, struct http_str v)
     struct list_iter it = {v.p, v.p + v.n, 0};
     struct http_str e;
     int64_t n;
-    int rc;
+    const char *why;
 
     if (st->is_req) {
         /* requests: exactly one header holding exactly one value, even a repeated equal one */
         if (st->cl_n++)
             return fail(h, 400, "multiple Content-Length headers");
-        rc = parse_length(v, &n);
-        if (rc < 0)
-            return fail(h, 400, rc == -2 ? "Content-Length too large" : "invalid Content-Length");
+        if ((why = parse_length(v, &n)) != NULL)
+            return fail(h, 400, why);
         h->content_length = n;
         return 0;
     }
     /* responses: a list of identical values is tolerated (RFC 9110 §8.6) */
     st->cl_n++;
     while (list_next(&it, &e)) {
-        rc = parse_length(e, &n);
-        if (rc < 0)
-            return fail(h, 502, rc == -2 ? "Content-Length too large" : "invalid Content-Length");
+        if ((why = parse_length(e, &n)) != NULL)
+            return fail(h, 502, why);
         if (h->content_length >= 0 && h->content_length != n)
             return fail(h, 502, "conflicting Content-Length values");
         h->content_length = n;

@@ -41,17 +41,23 @@
  *
  * Return codes (all parse functions): > 0 the head is complete and this many bytes were used;
  * HTTP_AGAIN (0) need more bytes (and the bytes so far are not yet over a limit);
- * HTTP_ERROR (-1) malformed: out->error_status holds 400/414/431/501/505 for a request (502 for
- * every malformed response: the client of a proxy sees Bad Gateway) and out->error a short
- * human-readable reason (static string). Only a return > 0 leaves the other fields meaningful.
- * The parser keeps no state between calls: after AGAIN, call it again on the grown buffer. */
+ * HTTP_ERROR (-1, RC_ERROR of core/rc.h) malformed: out->error_status holds 400/414/431/501/505
+ * for a request (502 for every malformed response: the client of a proxy sees Bad Gateway) and
+ * out->error a short human-readable reason (static string). Only a return > 0 leaves the other fields meaningful.
+ * The parser keeps no state between calls: after AGAIN, call it again on the grown buffer.
+ * HTTP_AGAIN is 0, not RC_AGAIN (-2): these functions return a count of bytes, and "nothing
+ * consumed yet" is the count 0 (the rule for counts in core/rc.h), as it is for http_chunked_feed
+ * below; the client built on the parser (client.h: DONE 1, AGAIN 0, ERROR -1), the tests and the
+ * fuzzer rely on it (`> 0`, `<= 0`). */
 #ifndef AGORA_HTTP_PARSER_H
 #define AGORA_HTTP_PARSER_H
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/rc.h"
+
 #define HTTP_AGAIN       0
-#define HTTP_ERROR       (-1)
+#define HTTP_ERROR       RC_ERROR
 #define HTTP_MAX_HEADERS 100
 
 struct http_str {

@@ -20,6 +20,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
+
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_GONE };
 
 struct http_pool_job {
@@ -98,9 +100,7 @@ static void copy_request(struct http_pool_job *job, const struct http_request *r
     for (int i = 0; i < h->nheaders; i++)
         n += str_size(h->headers[i].name) + str_size(h->headers[i].value);
     n += req->body_len + 1 + strlen(addr) + 1;
-    job->strings = malloc(n);
-    if (!job->strings)
-        abort();
+    job->strings = alloc_malloc(n);
     job->head = *h;
     char *at = job->strings;
     str_copy(&job->head.method_str, &at);
@@ -200,9 +200,7 @@ static void on_port(struct loop *loop, int fd, int events, void *data)
 
 struct http_pool_port *http_pool_port_open(struct http_pool *p, struct loop *loop)
 {
-    struct http_pool_port *port = calloc(1, sizeof(*port));
-    if (!port)
-        return NULL;
+    struct http_pool_port *port = alloc_calloc(1, sizeof(*port));
     port->pool = p;
     port->loop = loop;
     port->refs = 1;
@@ -313,9 +311,7 @@ struct http_pool_job *http_pool_submit(struct http_pool_port *port, const struct
     pthread_mutex_unlock(&p->mu);
     if (full)
         return NULL;
-    struct http_pool_job *job = calloc(1, sizeof(*job));
-    if (!job)
-        abort();
+    struct http_pool_job *job = alloc_calloc(1, sizeof(*job));
     job->port = port;
     job->done = done;
     job->arg = arg;
@@ -400,11 +396,7 @@ static void *thread_main(void *arg)
 
 struct http_pool *http_pool_create(const struct http_pool_config *cfg, char *err, size_t errlen)
 {
-    struct http_pool *p = calloc(1, sizeof(*p));
-    if (!p) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
+    struct http_pool *p = alloc_calloc(1, sizeof(*p));
     p->cfg = *cfg;
     if (!p->cfg.threads)
         p->cfg.threads = 1;
@@ -415,11 +407,7 @@ struct http_pool *http_pool_create(const struct http_pool_config *cfg, char *err
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_cond_init(&p->started, NULL);
-    p->threads = calloc(p->cfg.threads, sizeof(*p->threads));
-    if (!p->threads) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
+    p->threads = alloc_calloc(p->cfg.threads, sizeof(*p->threads));
     /* Pool threads take no signals (a thread inherits its creator's mask): they belong to the
      * daemon's signalfd (daemon.h), even when the pool starts before the daemon blocks them. */
     sigset_t all, old;

@@ -62,7 +62,7 @@ struct http_pool *http_pool_create(const struct http_pool_config *cfg, char *err
  * must have been closed. NULL is allowed. */
 void http_pool_destroy(struct http_pool *p);
 
-/* Opens a port on loop (watched from now on). NULL on failure (errno set). */
+/* Opens a port on loop (watched from now on). NULL when eventfd or watching fails (errno set). */
 struct http_pool_port *http_pool_port_open(struct http_pool *p, struct loop *loop);
 /* Stops watching and releases the port (loop thread). NULL is allowed. See "Lifetime" above. */
 void http_pool_port_close(struct http_pool_port *port);

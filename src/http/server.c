@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/net.h"
 #include "http/climits.h"
@@ -760,7 +761,7 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
             }
             counted = 1;
         }
-        struct http_conn *c = calloc(1, sizeof(*c));
+        struct http_conn *c = alloc_calloc(1, sizeof(*c));
         if (!c)
             abort();
         c->srv = s;
@@ -791,7 +792,7 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
 struct http_server *http_server_create(struct loop *loop, int listen_fd, const struct http_server_ops *ops, void *ctx,
                                        const struct http_server_limits *lim)
 {
-    struct http_server *s = calloc(1, sizeof(*s));
+    struct http_server *s = alloc_calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     s->loop = loop;
@@ -905,7 +906,7 @@ struct buffered_req {
 
 static void buf_on_request(void *ctx, struct http_conn *c, const struct http_head *h)
 {
-    struct buffered_req *r = calloc(1, sizeof(*r));
+    struct buffered_req *r = alloc_calloc(1, sizeof(*r));
     if (!r)
         abort();
     http_conn_set_data(c, r);

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/net.h"
 #include "http/server.h"
@@ -634,9 +635,7 @@ struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct 
         snprintf(err, errlen, "cannot listen on %s: %s", sh->cfg->admin_listen, strerror(-fd));
         return NULL;
     }
-    struct lb_admin *a = calloc(1, sizeof(*a));
-    if (!a)
-        abort();
+    struct lb_admin *a = alloc_calloc(1, sizeof(*a));
     a->loop = loop;
     a->sh = sh;
     a->health = health;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/net.h"
 #include "core/opts.h"
 
@@ -130,7 +131,7 @@ void lb_config_defaults(struct lb_config *cfg)
     for (int i = 0; i < 3; i++) {
         char spec[64];
         snprintf(spec, sizeof(spec), "http://127.0.0.1:%d", 8001 + i);
-        cfg->backends[cfg->nbackends++] = strdup(spec);
+        cfg->backends[cfg->nbackends++] = alloc_strdup(spec);
     }
     snprintf(cfg->policy, sizeof(cfg->policy), "least-conn");
     snprintf(cfg->hash_key, sizeof(cfg->hash_key), "client");
@@ -197,7 +198,7 @@ static int add_backend(void *target, const struct opts_def *d, const char *name,
         snprintf(err, errlen, "%s: too many backends (at most %d)", name, LB_MAX_BACKENDS);
         return -1;
     }
-    cfg->backends[cfg->nbackends++] = strdup(val);
+    cfg->backends[cfg->nbackends++] = alloc_strdup(val);
     return 0;
 }
 
@@ -328,6 +329,10 @@ int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size
     cfg->backends_reset = 1; /* the first --backend after the file replaces the file's list */
     if (lr.too_long) {
         snprintf(err, errlen, "%s:%d: line too long (at most %d characters)", path, lr.lineno, INI_MAX_LINE - 2);
+        return -1;
+    }
+    if (r < 0) { /* -2: inih could not allocate its line buffer (only in a heap-buffer build of it) */
+        snprintf(err, errlen, "%s: out of memory reading the file", path);
         return -1;
     }
     if (r != 0 || ctx.failed) {

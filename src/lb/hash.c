@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+
 #define POINTS_PER_WEIGHT 160
 #define MAX_WEIGHT        256
 
@@ -96,9 +98,7 @@ static void *hash_create(const struct lb_target *t, size_t n)
         g = gcd(g, t[i].weight);
     for (size_t i = 0; i < n; i++)
         npoints += units(t[i].weight, g) * POINTS_PER_WEIGHT;
-    struct ring *r = malloc(sizeof(*r) + npoints * sizeof(r->points[0]));
-    if (!r)
-        abort();
+    struct ring *r = alloc_malloc(sizeof(*r) + npoints * sizeof(r->points[0]));
     r->n = n;
     r->npoints = npoints;
     struct point *pt = r->points;

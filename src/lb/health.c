@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "http/client.h"
 
 struct check {
@@ -140,9 +141,7 @@ static void start_check(struct lb_health *h, struct lb_server *s)
     for (struct check *c = h->running; c; c = c->next)
         if (c->server == s)
             return; /* previous check still running */
-    struct check *c = calloc(1, sizeof(*c));
-    if (!c)
-        abort();
+    struct check *c = alloc_calloc(1, sizeof(*c));
     c->h = h;
     c->server = s;
     lb_server_ref(s);
@@ -178,9 +177,7 @@ static void on_tick(struct loop *loop, struct loop_timer *t)
 
 struct lb_health *lb_health_start(struct loop *loop, const struct lb_config *cfg, struct lb_registry *reg)
 {
-    struct lb_health *h = calloc(1, sizeof(*h));
-    if (!h)
-        return NULL;
+    struct lb_health *h = alloc_calloc(1, sizeof(*h));
     h->loop = loop;
     h->cfg = cfg;
     h->reg = reg;

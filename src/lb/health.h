@@ -19,7 +19,7 @@
 
 struct lb_health;
 
-/* Starts checking on loop (first round immediately). Returns NULL on out-of-memory. */
+/* Starts checking on loop (first round immediately). Never fails. */
 struct lb_health *lb_health_start(struct loop *loop, const struct lb_config *cfg, struct lb_registry *reg);
 /* Runs a round now (e.g. after the server set changed); servers with a check in flight are
  * skipped. */

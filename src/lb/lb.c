@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "http/climits.h"
 #include "http/daemon.h"
 #include "lb/admin.h"
@@ -155,11 +156,9 @@ unsigned lb_auto_max_connections(unsigned long fd_limit, unsigned workers)
 
 int lb_main(int argc, char **argv)
 {
-    struct lb *lb = calloc(1, sizeof(*lb));
+    struct lb *lb = alloc_calloc(1, sizeof(*lb));
     char err[512];
     int rc = 1;
-    if (!lb)
-        return 1;
     lb->argc = argc;
     lb->argv = argv;
     lb_config_defaults(&lb->cfg);

@@ -23,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/net.h"
+#include "core/rc.h"
 #include "lb/exchange.h"
 #include "lb/local.h"
 #include "lb/rewrite.h"
@@ -159,8 +161,8 @@ static int px_start_upstream(struct px *px, struct buf *pending)
 }
 
 /* Starts px on px->server or, when connecting fails at once (a refused connection on loopback
- * fails inside connect()), on other servers. pending is taken over. Returns 0; -1 when no server
- * could be reached; -2 when the balancer itself is short of descriptors or memory
+ * fails inside connect()), on other servers. pending is taken over. Returns RC_OK; RC_ERROR when no
+ * server could be reached; RC_AGAIN when the balancer itself is short of descriptors or memory
  * (net_local_shortage): that is no verdict on the server, and no other server would fare better.
  * px is not answered yet on failure. */
 static int px_dispatch(struct px *px, struct buf *pending)
@@ -169,10 +171,10 @@ static int px_dispatch(struct px *px, struct buf *pending)
     for (;;) {
         int rc = px_start_upstream(px, pending);
         if (rc == 0)
-            return 0;
+            return RC_OK;
         if (net_local_shortage(-rc)) {
             buf_free(pending);
-            return -2;
+            return RC_AGAIN;
         }
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         px_passive_fail(px, LB_FAIL_CONNECT);
@@ -183,14 +185,14 @@ static int px_dispatch(struct px *px, struct buf *pending)
         px_use_server(px, s);
     }
     buf_free(pending);
-    return -1;
+    return RC_ERROR;
 }
 
 /* Answers a failed px_dispatch: 502 when no server could be reached, 503 (with Retry-After) when
  * the balancer itself ran short of descriptors or memory. */
 static void px_fail_dispatch(struct px *px, int rc)
 {
-    if (rc == -2)
+    if (rc == RC_AGAIN)
         px_fail(px, 503, "Balancer out of resources (descriptors or memory), try again");
     else
         px_fail(px, 502, "Error communicating with backend server");
@@ -305,9 +307,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         lb_local_answer(c, h, own, w->set, w->sh->policy->name, cfg->stats_access);
         return;
     }
-    struct px *px = calloc(1, sizeof(*px));
-    if (!px)
-        abort();
+    struct px *px = alloc_calloc(1, sizeof(*px));
     px->w = w;
     px->client = c;
     px->req = h;
@@ -429,9 +429,7 @@ static const struct http_server_ops proxy_ops = {
 
 struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int listen_fd, unsigned id)
 {
-    struct lb_worker *w = calloc(1, sizeof(*w));
-    if (!w)
-        return NULL;
+    struct lb_worker *w = alloc_calloc(1, sizeof(*w));
     const struct lb_config *cfg = sh->cfg;
     w->sh = sh;
     w->loop = loop;

@@ -10,6 +10,8 @@
 #include <assert.h>
 #include <stdlib.h>
 
+#include "core/alloc.h"
+
 struct rr {
     size_t n;
     int64_t current[]; /* n running counters */
@@ -17,9 +19,7 @@ struct rr {
 
 static void *rr_create(const struct lb_target *targets, size_t n)
 {
-    struct rr *rr = calloc(1, sizeof(*rr) + n * sizeof(rr->current[0]));
-    if (!rr)
-        abort();
+    struct rr *rr = alloc_calloc(1, sizeof(*rr) + n * sizeof(rr->current[0]));
     rr->n = n;
     return rr;
 }

@@ -6,13 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+
 void lb_selector_init(struct lb_selector *sel, const struct lb_policy_ops *ops, const struct lb_set *set)
 {
     sel->ops = ops;
     sel->n = set->n;
-    sel->targets = calloc(set->n ? set->n : 1, sizeof(*sel->targets));
-    if (!sel->targets)
-        abort();
+    sel->targets = alloc_calloc(set->n ? set->n : 1, sizeof(*sel->targets));
     for (size_t i = 0; i < set->n; i++) {
         sel->targets[i].key = set->servers[i]->key;
         sel->targets[i].weight = atomic_load(&set->servers[i]->weight) * LB_WEIGHT_SCALE;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/loop.h"
 
@@ -66,17 +67,15 @@ struct lb_server *lb_server_new(const char *spec, char *err, size_t errlen)
         snprintf(err, errlen, "backend '%s': cannot resolve address '%s'", spec, authority);
         return NULL;
     }
-    struct lb_server *s = calloc(1, sizeof(*s));
-    if (!s)
-        abort();
+    struct lb_server *s = alloc_calloc(1, sizeof(*s));
     atomic_init(&s->refs, 1);
-    s->url = strdup(url);
+    s->url = alloc_strdup(url);
     if (s->url[strlen(s->url) - 1] == '/')
         s->url[strlen(s->url) - 1] = '\0';
     char key[80];
     net_format_addr(&addr, key, sizeof(key));
-    s->key = strdup(key);
-    s->host_header = strdup(authority);
+    s->key = alloc_strdup(key);
+    s->host_header = alloc_strdup(authority);
     s->addr = addr;
     atomic_init(&s->weight, weight);
     atomic_init(&s->healthy, 1);
@@ -117,9 +116,7 @@ void lb_server_unref(struct lb_server *s)
 
 struct lb_set *lb_set_new(struct lb_server *const *servers, size_t n, unsigned gen)
 {
-    struct lb_set *set = calloc(1, sizeof(*set) + n * sizeof(set->servers[0]));
-    if (!set)
-        abort();
+    struct lb_set *set = alloc_calloc(1, sizeof(*set) + n * sizeof(set->servers[0]));
     atomic_init(&set->refs, 1);
     set->gen = gen;
     set->n = n;

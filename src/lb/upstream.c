@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/net.h"
 
 #define READ_CHUNK 65536
@@ -33,7 +34,7 @@ static void free_pools(struct lb_pool *pools, size_t n)
 
 void lb_pools_adopt(struct lb_pools *p, const struct lb_set *set)
 {
-    struct lb_pool *pools = calloc(set->n ? set->n : 1, sizeof(*pools));
+    struct lb_pool *pools = alloc_calloc(set->n ? set->n : 1, sizeof(*pools));
     if (!pools)
         abort();
     for (size_t i = 0; i < set->n; i++) {
@@ -98,7 +99,7 @@ int lb_upstream_get(struct lb_pools *p, struct lb_server *s, void *owner, struct
         int fd = net_connect(&s->addr);
         if (fd < 0)
             return fd;
-        u = calloc(1, sizeof(*u));
+        u = alloc_calloc(1, sizeof(*u));
         if (!u)
             abort();
         u->pools = p;
