@@ -762,8 +762,6 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
             counted = 1;
         }
         struct http_conn *c = alloc_calloc(1, sizeof(*c));
-        if (!c)
-            abort();
         c->srv = s;
         c->fd = fd;
         c->state = ST_HEAD;
@@ -793,8 +791,6 @@ struct http_server *http_server_create(struct loop *loop, int listen_fd, const s
                                        const struct http_server_limits *lim)
 {
     struct http_server *s = alloc_calloc(1, sizeof(*s));
-    if (!s)
-        return NULL;
     s->loop = loop;
     s->lfd = listen_fd;
     s->ops = ops;
@@ -907,8 +903,6 @@ struct buffered_req {
 static void buf_on_request(void *ctx, struct http_conn *c, const struct http_head *h)
 {
     struct buffered_req *r = alloc_calloc(1, sizeof(*r));
-    if (!r)
-        abort();
     http_conn_set_data(c, r);
 }
 

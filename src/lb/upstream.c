@@ -35,8 +35,6 @@ static void free_pools(struct lb_pool *pools, size_t n)
 void lb_pools_adopt(struct lb_pools *p, const struct lb_set *set)
 {
     struct lb_pool *pools = alloc_calloc(set->n ? set->n : 1, sizeof(*pools));
-    if (!pools)
-        abort();
     for (size_t i = 0; i < set->n; i++) {
         pools[i].server = set->servers[i];
         lb_server_ref(set->servers[i]);
@@ -100,8 +98,6 @@ int lb_upstream_get(struct lb_pools *p, struct lb_server *s, void *owner, struct
         if (fd < 0)
             return fd;
         u = alloc_calloc(1, sizeof(*u));
-        if (!u)
-            abort();
         u->pools = p;
         u->fd = fd;
         u->server = s;
