@@ -3,7 +3,9 @@
 # HAProxy (leastconn) and nginx (least_conn), all in front of the same three single-threaded
 # build/testbackend processes, for each worker count in $BENCH_WORKERS. The three proxies run
 # side by side (idle ones cost nothing but a health check a second) and wrk alternates between
-# them round by round, so slow drifts of the shared machine hit all three alike.
+# them round by round, so slow drifts of the shared machine hit all three alike. With
+# BENCH_AGORA_BASE=PATH another agora build runs as a fourth proxy ("agora-base") in the same
+# rounds, for before/after comparisons. Every run records the proxy's CPU time per request.
 # Raw outputs: build/bench/lb/. Usage: bash bench/lb.sh (knobs: see bench/README.md).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
@@ -23,21 +25,31 @@ for W in $BENCH_WORKERS; do
     BENCH_DEFER=1
     bench_agora "agora-w$W" "$PA" least-conn "$W" "$B1" "$B2" "$B3"
     PID_A=$SPAWNED
+    PROXIES=(agora haproxy nginx)
+    declare -A PORT=([agora]=$PA [haproxy]=$PH [nginx]=$PN)
+    if [ -n "${BENCH_AGORA_BASE:-}" ]; then
+        # Another build, measured in the same rounds (the before of a before/after comparison).
+        bench_ports PB
+        BENCH_BIN=$BENCH_AGORA_BASE bench_agora "agora-base-w$W" "$PB" least-conn "$W" "$B1" "$B2" "$B3"
+        PID_B=$SPAWNED
+        PROXIES+=(agora-base)
+        PORT[agora-base]=$PB
+    fi
     bench_haproxy "haproxy-w$W" "$PH" leastconn "$W" "$B1" "$B2" "$B3"
     PID_H=$SPAWNED
     bench_nginx "nginx-w$W" "$PN" "$W" "$B1" "$B2" "$B3"
     PID_N=$SPAWNED
     BENCH_DEFER=0
     bench_wait_pending
-    declare -A PORT=([agora]=$PA [haproxy]=$PH [nginx]=$PN)
     declare -A PID=([agora]=$PID_A [haproxy]=$PID_H [nginx]=$PID_N)
+    [ -z "${BENCH_AGORA_BASE:-}" ] || PID[agora-base]=$PID_B
 
     # Warm-up (discarded): fills connection pools and lets every health check mark servers up.
-    for proxy in agora haproxy nginx; do
+    for proxy in "${PROXIES[@]}"; do
         bench_wrk "$RAW/warmup-w$W-$proxy.wrk.txt" "${PORT[$proxy]}" "$BENCH_CONNS" "$BENCH_WARMUP"
     done
     for ((round = 1; round <= BENCH_ROUNDS; round++)); do
-        for proxy in agora haproxy nginx; do
+        for proxy in "${PROXIES[@]}"; do
             bench_measure "workers=$W" "$proxy" "$round" "${PORT[$proxy]}" "$BENCH_CONNS" \
                 "$BENCH_DURATION" "${PID[$proxy]}" "$RAW/$proxy-w$W.log"
         done
@@ -45,6 +57,7 @@ for W in $BENCH_WORKERS; do
     bench_stop "$PID_A"
     bench_stop "$PID_H"
     bench_stop "$PID_N"
+    [ -z "${BENCH_AGORA_BASE:-}" ] || bench_stop "$PID_B"
 done
 
 echo

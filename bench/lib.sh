@@ -180,8 +180,8 @@ bench_backend() {
     bench_wait_port "$name" "$SPAWNED" "$port" "$log"
 }
 
-# bench_agora NAME PORT POLICY WORKERS BACKEND_PORT...: starts `agora lb` and waits until it
-# serves GET / with 200.
+# bench_agora NAME PORT POLICY WORKERS BACKEND_PORT...: starts `agora lb` ($BENCH_BIN if set, else
+# $AGORA) and waits until it serves GET / with 200.
 bench_agora() {
     local name=$1 port=$2 policy=$3 workers=$4 p
     shift 4
@@ -191,11 +191,12 @@ bench_agora() {
     # Where this agora has them: no admin listener (several agora lb run at once, and its default
     # port is fixed), and no slow start (a weight ramp after start-up that HAProxy is not given
     # and that would outlast the warm-up).
-    [ -n "${AGORA_HELP:-}" ] || AGORA_HELP=$("$AGORA" lb --help 2>&1) || true
-    grep -q -- --admin-listen <<<"$AGORA_HELP" && args+=(--admin-listen off)
-    grep -q -- --slow-start <<<"$AGORA_HELP" && args+=(--slow-start 0)
+    local bin=${BENCH_BIN:-$AGORA} help
+    help=$("$bin" lb --help 2>&1) || true
+    grep -q -- --admin-listen <<<"$help" && args+=(--admin-listen off)
+    grep -q -- --slow-start <<<"$help" && args+=(--slow-start 0)
     local log="$RAW/$name.log"
-    bench_spawn "$name" "$log" "$AGORA" "${args[@]}"
+    bench_spawn "$name" "$log" "$bin" "${args[@]}"
     bench_ready "$name" "$SPAWNED" "http://127.0.0.1:$port/" "$log"
 }
 
@@ -277,24 +278,39 @@ bench_counts() {
     echo "${out[*]}"
 }
 
+# Prints the CPU time (user + system, in clock ticks) used so far by process PID, its threads
+# and its child processes (nginx's workers are children of its master).
+bench_cpu_ticks() {
+    local pid=$1 p total=0 stat rest
+    for p in "$pid" $(pgrep -P "$pid" 2>/dev/null); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        rest=${stat##*) } # fields from 3 on (the command name may hold spaces)
+        read -r -a f <<<"$rest"
+        total=$((total + f[11] + f[12])) # utime, stime: fields 14 and 15
+    done
+    echo "$total"
+}
+
 # bench_measure GROUP LABEL ROUND PORT CONNS SECONDS PID LOG: a measured wrk run; appends it to
-# $RAW/runs.tsv (with the per-backend request counts when $BENCH_RECORDS is set), prints a
-# one-line summary and checks the proxy survived.
+# $RAW/runs.tsv (with the per-backend request counts when $BENCH_RECORDS is set, and the proxy's
+# CPU time during the run in clock ticks), prints a one-line summary and checks the proxy
+# survived.
 bench_measure() {
     local group=$1 label=$2 round=$3 port=$4 conns=$5 secs=$6 pid=$7 log=$8
-    local file before=() after=() split=() i line
+    local file before=() after=() split=() i line cpu0 cpu1
     file="$(printf '%s-%s-r%s' "$group" "$label" "$round" | tr -cs 'A-Za-z0-9.-' '_').wrk.txt"
     bench_alive "$label" "$pid" "$log"
     read -r -a before <<<"$(bench_counts)"
+    cpu0=$(bench_cpu_ticks "$pid")
     bench_wrk "$RAW/$file" "$port" "$conns" "$secs"
+    cpu1=$(bench_cpu_ticks "$pid")
     read -r -a after <<<"$(bench_counts)"
     bench_alive "$label" "$pid" "$log"
     for i in "${!after[@]}"; do split+=($((after[i] - before[i]))); done
-    line=$(printf '%s\t%s\t%s\t%s' "$group" "$label" "$round" "$file")
-    [ ${#split[@]} -eq 0 ] || line+=$(printf '\t%s' "${split[*]}")
+    line=$(printf '%s\t%s\t%s\t%s\t%s\t%s' "$group" "$label" "$round" "$file" "${split[*]}" "$((cpu1 - cpu0))")
     echo "$line" >>"$RAW/runs.tsv"
     printf '  %-10s %-20s round %s: %s%s\n' "${group%%:*}" "$label" "$round" \
-        "$("$PY" "$STATS" parse "$RAW/$file")" "${split[*]:+  backends ${split[*]}}"
+        "$("$PY" "$STATS" parse "$RAW/$file" --cpu-ticks "$((cpu1 - cpu0))")" "${split[*]:+  backends ${split[*]}}"
 }
 
 # Prints the machine state that matters for reading the figures.

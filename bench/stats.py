@@ -4,11 +4,13 @@
 Subcommands:
   ports N                 print N distinct free loopback TCP ports (outside the ephemeral range)
   parse FILE              one-line summary of a wrk --latency output file
-  lb-table RUNS.tsv       scenario 1 tables: median req/s, p50, p99 per proxy, agora ratios
+  lb-table RUNS.tsv       scenario 1 tables: median req/s, p50, p99, CPU per request per proxy, agora ratios
   slow-table RUNS.tsv     scenario 2 tables: per policy, ratios against HAProxy leastconn, targets
 
 RUNS.tsv has one line per measured wrk run: group <TAB> label <TAB> round <TAB> wrk-output-file,
-optionally <TAB> the space-separated number of requests each backend received during the run.
+optionally <TAB> the space-separated number of requests each backend received during the run (may
+be empty) <TAB> the proxy's CPU time during the run in clock ticks (user + system, its threads and
+child processes), from which the tables give CPU microseconds per request.
 Groups and labels are printed in the order they first appear. Exit status 0 on success, 1 on a
 parse error (the message names the file), 2 on bad usage; `slow-table --strict` exits 3 when a
 target is missed.
@@ -57,18 +59,27 @@ def read_runs(path):
     """Returns [(group, [(label, [parsed runs])])] in first-appearance order."""
     groups = {}
     for n, parts, resolve in tsv_rows(path):
-        if len(parts) not in (4, 5):
-            raise ParseError("%s:%d: expected 4 or 5 tab-separated fields" % (path, n))
+        if len(parts) not in (4, 5, 6):
+            raise ParseError("%s:%d: expected 4 to 6 tab-separated fields" % (path, n))
         group, label, _round, wrk_file = parts[:4]
         wrk_file = resolve(wrk_file)
         run = parse_wrk(wrk_file)
         del run["text"]
         try:
-            run["split"] = [int(x) for x in parts[4].split()] if len(parts) == 5 else None
+            run["split"] = [int(x) for x in parts[4].split()] if len(parts) >= 5 and parts[4] else None
         except ValueError:
             raise ParseError("%s:%d: bad per-backend counts %r" % (path, n, parts[4]))
+        try:
+            run["cpu_us"] = cpu_us_per_request(int(parts[5]), run["requests"]) if len(parts) == 6 else None
+        except ValueError:
+            raise ParseError("%s:%d: bad CPU ticks %r" % (path, n, parts[5]))
         groups.setdefault(group, {}).setdefault(label, []).append(run)
     return [(g, list(labels.items())) for g, labels in groups.items()]
+
+
+def cpu_us_per_request(ticks, requests):
+    """The proxy's CPU time (user + system; ticks of 1/CLK_TCK s) per completed request, in µs."""
+    return ticks * 1e6 / os.sysconf("SC_CLK_TCK") / requests if requests else None
 
 
 def summarise(runs):
@@ -83,7 +94,13 @@ def summarise(runs):
         "bad": any(r["errors"] > MAX_ERROR_SHARE * max(r["requests"], 1) for r in runs),
         "rps_all": [r["rps"] for r in runs],
         "shares": shares(runs),
+        "cpu_us": median_or_none([r.get("cpu_us") for r in runs]),
     }
+
+
+def median_or_none(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
 
 
 def shares(runs):
@@ -107,13 +124,14 @@ def ratio(a, b):
 def fmt_row(label, s, width):
     flag = "  INVALID: >1% failed requests" if s["bad"] else ""
     spread = "%.0f-%.0f" % (min(s["rps_all"]), max(s["rps_all"]))
-    return "  %-*s %10.0f %13s %9.2f %9.2f %7d%s" % (
-        width, label, s["rps"], spread, s["p50"], s["p99"], s["errors"], flag)
+    cpu = "%11.2f" % s["cpu_us"] if s.get("cpu_us") is not None else "%11s" % "-"
+    return "  %-*s %10.0f %13s %9.2f %9.2f %7d %s%s" % (
+        width, label, s["rps"], spread, s["p50"], s["p99"], s["errors"], cpu, flag)
 
 
 def header(width, extra=""):
-    return "  %-*s %10s %13s %9s %9s %7s%s" % (
-        width, "proxy", "req/s", "(min-max)", "p50 ms", "p99 ms", "errors", extra)
+    return "  %-*s %10s %13s %9s %9s %7s %11s%s" % (
+        width, "proxy", "req/s", "(min-max)", "p50 ms", "p99 ms", "errors", "CPU us/req", extra)
 
 
 def lb_table(runs_path, note):
@@ -131,6 +149,13 @@ def lb_table(runs_path, note):
                 o = stats[other]
                 out.append("  agora/%-8s throughput %.2fx   p99 %.2fx   (throughput > 1 and p99 < 1 favour agora)"
                            % (other + ":", ratio(agora["rps"], o["rps"]), ratio(agora["p99"], o["p99"])))
+        base = stats.get("agora-base")
+        if agora and base:
+            line = "  agora/agora-base: throughput %.2fx   p99 %.2fx" % (
+                ratio(agora["rps"], base["rps"]), ratio(agora["p99"], base["p99"]))
+            if agora["cpu_us"] and base["cpu_us"]:
+                line += "   CPU per request %.3fx" % (agora["cpu_us"] / base["cpu_us"])
+            out.append(line + "   (this build against $BENCH_AGORA_BASE)")
         out.append("")
     return "\n".join(out)
 
@@ -195,6 +220,7 @@ def main(argv):
     p.add_argument("n", type=int)
     p = sub.add_parser("parse")
     p.add_argument("file")
+    p.add_argument("--cpu-ticks", type=int, help="the proxy's CPU ticks during the run: adds CPU per request")
     for name in ("lb-table", "slow-table"):
         p = sub.add_parser(name)
         p.add_argument("runs")
@@ -207,7 +233,10 @@ def main(argv):
             print(" ".join(str(p) for p in free_ports(args.n)))
         elif args.cmd == "parse":
             r = parse_wrk(args.file)
-            print("%.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (r["rps"], r["p50"], r["p99"], r["errors"]))
+            line = "%.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (r["rps"], r["p50"], r["p99"], r["errors"])
+            if args.cpu_ticks is not None and r["requests"]:
+                line += "  CPU %.2f us/req" % cpu_us_per_request(args.cpu_ticks, r["requests"])
+            print(line)
         elif args.cmd == "lb-table":
             print(lb_table(args.runs, args.note))
         else:
