@@ -18,6 +18,7 @@
 #include "core/jsonw.h"
 #include "core/net.h"
 #include "http/server.h"
+#include "lb/metrics.h"
 
 /* Wrong tokens are counted per client address: after FAIL_LIMIT in a window of FAIL_WINDOW_MS
  * further wrong tokens from that address get 429 (and are no longer logged one by one) until the
@@ -352,6 +353,18 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
             http_response_header(resp, "Allow", "GET, POST");
             reply_error(resp, 405, "method not allowed");
         }
+        return;
+    }
+    if (n == 8 && !memcmp(p, "/metrics", 8)) {
+        if (h->method != HTTP_GET && h->method != HTTP_HEAD) {
+            http_response_header(resp, "Allow", "GET");
+            reply_error(resp, 405, "method not allowed");
+            return;
+        }
+        struct lb_set *set = lb_registry_get(&a->sh->registry);
+        http_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        lb_metrics_write(set, &a->sh->counters, &resp->body);
+        lb_set_unref(set);
         return;
     }
     if (n <= 9 || memcmp(p, "/servers/", 9)) {

@@ -15,6 +15,7 @@
  * file, default lb_admin_default_token_path), which is removed again at a clean stop. An admin
  * address that is not loopback needs a configured token (lb/config.c refuses to start without).
  * Routes (JSON bodies, errors {"error": "..."}):
+ *   GET    /metrics                      the counters in the Prometheus text format (metrics.h)
  *   GET    /servers                      the /stats document
  *   POST   /servers        {"url", "weight"?}   add (checked at once; 409 if present) → 201
  *   DELETE /servers/{addr}               remove now (in-flight requests finish) → 200

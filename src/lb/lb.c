@@ -139,6 +139,7 @@ static void reload(void *ctx)
         fprintf(stderr, "agora lb: reload: listen, policy and workers changes need a restart\n");
     lb_config_free(&next);
     fprintf(stderr, "agora lb: reloaded: %d backend(s)\n", n);
+    atomic_fetch_add_explicit(&lb->sh.counters.reloads, 1, memory_order_relaxed);
     if (lb->health)
         lb_health_kick(lb->health);
 }

@@ -177,11 +177,14 @@ static int px_dispatch(struct px *px, struct buf *pending)
             return RC_AGAIN;
         }
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&px->server->connect_failures, 1, memory_order_relaxed);
         px_passive_fail(px, LB_FAIL_CONNECT);
+        struct lb_server *failed = px->server; /* w->set holds a reference */
         px_release_server(px);
         struct lb_server *s = px->tried.n <= (int)w->sh->cfg->retries ? pick_server(px) : NULL;
         if (!s)
             break;
+        atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
         px_use_server(px, s);
     }
     buf_free(pending);
@@ -207,8 +210,11 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
     struct lb_worker *w = px->w;
     struct lb_upstream *u = px->up;
     int stale = u && u->uses > 1 && kind == LB_FAIL_IO;
-    if (px->server)
+    if (px->server) {
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+        if (kind == LB_FAIL_CONNECT)
+            atomic_fetch_add_explicit(&px->server->connect_failures, 1, memory_order_relaxed);
+    }
     if (!stale)
         px_passive_fail(px, kind);
     int can =
@@ -222,12 +228,17 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
                (stale || lb_retry_budget_take(&w->retry))) {
         buf_append(&pending, buf_head(&px->replay), buf_used(&px->replay));
     } else {
+        if (can && px->safe && px->replayable && buf_used(&u->in) == 0)
+            atomic_fetch_add_explicit(&w->sh->counters.budget_refusals, 1, memory_order_relaxed);
         can = 0;
     }
     if (can) {
         px_close_upstream(px);
+        struct lb_server *failed = px->server; /* w->set holds a reference */
         px_release_server(px);
         struct lb_server *s = pick_server(px);
+        if (s && failed)
+            atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
         int rc = -1;
         if (s) {
             px_use_server(px, s);
@@ -251,6 +262,8 @@ void px_fail(struct px *px, int status, const char *msg)
     http_conn_set_data(c, NULL);
     px_log(px, px->head_sent ? px->status : status);
     int head_sent = px->head_sent;
+    if (!head_sent)
+        lb_count_answer(&px->w->sh->counters, status);
     px_free(px);
     if (head_sent) {
         http_conn_response_done(c, 0); /* truncated: the client sees the connection close */
@@ -295,6 +308,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     worker_refresh(w);
     if (lb_rewrite_acted_on(h)) {
         http_conn_set_data(c, NULL);
+        lb_count_answer(&w->sh->counters, 400);
         http_conn_respond_error(c, 400,
                                 "Connection header lists a field the balancer acts on (Idempotency-Key or Expect)", 1);
         return;
@@ -324,6 +338,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         http_conn_set_data(c, NULL);
         px_log(px, 503);
         px_free(px);
+        lb_count_answer(&w->sh->counters, 503);
         http_conn_respond_error(c, 503, "No healthy servers available", 0);
         return;
     }

@@ -18,6 +18,7 @@
 
 #include "core/loop.h"
 #include "lb/config.h"
+#include "lb/metrics.h"
 #include "lb/policy.h"
 #include "lb/servers.h"
 
@@ -28,6 +29,7 @@ struct lb_shared {
     int access_log_fd;            /* -1 = off */
     struct http_climits *climits; /* per-address limits, NULL when off */
     atomic_int stopping;          /* graceful shutdown requested */
+    struct lb_counters counters;  /* for /metrics */
 };
 
 struct lb_worker;

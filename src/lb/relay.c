@@ -97,8 +97,10 @@ static int on_resp_head(void *ctx, const struct http_head *r, const char *p, siz
 {
     struct px *px = ctx;
     px->status = r->status;
-    if (px->server)
+    if (px->server) {
         lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r->status);
+        atomic_fetch_add_explicit(&px->server->responses[r->status / 100 - 1], 1, memory_order_relaxed);
+    }
     px->resp_keep_alive = r->keep_alive && r->body != HTTP_BODY_EOF;
     send_response_head(px, r);
     px_arm(px, px->w->sh->cfg->response_timeout_ms);

@@ -25,6 +25,7 @@ static void free_pools(struct lb_pool *pools, size_t n)
             struct lb_upstream *u = pools[i].idle;
             pools[i].idle = u->next;
             u->state = LB_UP_ACTIVE; /* so lb_upstream_close does not search the pool */
+            atomic_fetch_sub_explicit(&u->server->conns_idle, 1, memory_order_relaxed);
             lb_upstream_close(u);
         }
         lb_server_unref(pools[i].server);
@@ -90,6 +91,7 @@ int lb_upstream_get(struct lb_pools *p, struct lb_server *s, void *owner, struct
         u = pool->idle;
         pool->idle = u->next;
         pool->nidle--;
+        atomic_fetch_sub_explicit(&s->conns_idle, 1, memory_order_relaxed);
         u->next = NULL;
         loop_timer_cancel(p->loop, &u->idle_timer);
         u->state = LB_UP_ACTIVE;
@@ -102,6 +104,7 @@ int lb_upstream_get(struct lb_pools *p, struct lb_server *s, void *owner, struct
         u->fd = fd;
         u->server = s;
         lb_server_ref(s);
+        atomic_fetch_add_explicit(&s->conns_open, 1, memory_order_relaxed);
         u->state = LB_UP_CONNECTING;
         u->idle_timer.fn = on_idle_timeout;
         u->idle_timer.data = u;
@@ -134,6 +137,7 @@ void lb_upstream_release(struct lb_upstream *u, int reuse)
         u->next = pool->idle;
         pool->idle = u;
         pool->nidle++;
+        atomic_fetch_add_explicit(&u->server->conns_idle, 1, memory_order_relaxed);
         u->reading = 1;
         loop_set_mask(p->loop, u->fd, LOOP_READ); /* notice the backend closing it */
         loop_timer_arm(p->loop, &u->idle_timer, p->idle_timeout_ms);
@@ -156,6 +160,7 @@ void lb_upstream_close(struct lb_upstream *u)
             if (*pp) {
                 *pp = u->next;
                 pool->nidle--;
+                atomic_fetch_sub_explicit(&u->server->conns_idle, 1, memory_order_relaxed);
             }
         }
     }
@@ -167,6 +172,7 @@ void lb_upstream_close(struct lb_upstream *u)
     }
     buf_free(&u->in);
     buf_free(&u->out);
+    atomic_fetch_sub_explicit(&u->server->conns_open, 1, memory_order_relaxed);
     lb_server_unref(u->server);
     u->server = NULL;
     u->owner = NULL;
@@ -190,7 +196,15 @@ int lb_upstream_flush(struct lb_upstream *u)
     if (n < 0)
         return -1;
     u->bytes_written += (uint64_t)n;
+    if (n > 0)
+        atomic_fetch_add_explicit(&u->server->bytes_sent, (uint64_t)n, memory_order_relaxed);
     return 0;
 }
 
-ssize_t lb_upstream_read(struct lb_upstream *u) { return net_read(u->fd, &u->in, 4 * READ_CHUNK); }
+ssize_t lb_upstream_read(struct lb_upstream *u)
+{
+    ssize_t n = net_read(u->fd, &u->in, 4 * READ_CHUNK);
+    if (n > 0)
+        atomic_fetch_add_explicit(&u->server->bytes_received, (uint64_t)n, memory_order_relaxed);
+    return n;
+}

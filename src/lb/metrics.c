@@ -1,0 +1,159 @@
+/* metrics.c — the balancer's /metrics; see metrics.h. */
+#include "lb/metrics.h"
+
+#include <stdio.h>
+
+#include "core/loop.h"
+#include "lb/servers.h"
+
+static const int answer_codes[] = LB_ANSWER_CODES;
+
+void lb_count_answer(struct lb_counters *c, int status)
+{
+    unsigned i = 0;
+    while (i < LB_ANSWER_N - 1 && answer_codes[i] != status)
+        i++;
+    atomic_fetch_add_explicit(&c->answers[i], 1, memory_order_relaxed);
+}
+
+static void family(struct buf *out, const char *name, const char *type, const char *help)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Label values are host:port from the configuration; escaped anyway as the format requires. */
+static void put_label_value(struct buf *out, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            buf_printf(out, "\\%c", *v);
+        else if (*v == '\n')
+            buf_puts(out, "\\n");
+        else
+            buf_append(out, v, 1);
+    }
+}
+
+/* name{server="KEY"[,extra]} value */
+static void sample(struct buf *out, const char *name, const struct lb_server *s, const char *extra, uint64_t v)
+{
+    buf_printf(out, "%s{server=\"", name);
+    put_label_value(out, s->key);
+    buf_printf(out, "\"%s%s} %llu\n", extra ? "," : "", extra ? extra : "", (unsigned long long)v);
+}
+
+/* One family with one sample per server, from a field read by get. */
+#define PER_SERVER(out, set, name, type, help, expr)                                                                   \
+    do {                                                                                                               \
+        family(out, name, type, help);                                                                                 \
+        for (size_t i_ = 0; i_ < (set)->n; i_++) {                                                                     \
+            const struct lb_server *s = (set)->servers[i_];                                                            \
+            sample(out, name, s, NULL, (uint64_t)(expr));                                                              \
+        }                                                                                                              \
+    } while (0)
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static void histogram(struct buf *out, const struct lb_set *set)
+{
+    static const uint64_t bounds[] = LB_PROM_BOUNDS_US;
+    const char *name = "agora_lb_server_response_seconds";
+    family(out, name, "histogram",
+           "Time from sending a request to the server to its complete response head, in seconds.");
+    for (size_t i = 0; i < set->n; i++) {
+        const struct lb_server *s = set->servers[i];
+        uint64_t cum = 0;
+        char le[48];
+        for (unsigned b = 0; b < LB_PROM_BUCKETS; b++) {
+            cum += LOAD(s->prom_hist[b]);
+            if (b < LB_PROM_BUCKETS - 1)
+                snprintf(le, sizeof(le), "le=\"%g\"", (double)bounds[b] / 1e6);
+            else
+                snprintf(le, sizeof(le), "le=\"+Inf\"");
+            sample(out, "agora_lb_server_response_seconds_bucket", s, le, cum);
+        }
+        buf_printf(out, "agora_lb_server_response_seconds_sum{server=\"");
+        put_label_value(out, s->key);
+        buf_printf(out, "\"} %.6f\n", (double)LOAD(s->lat_sum_us) / 1e6);
+        sample(out, "agora_lb_server_response_seconds_count", s, NULL, cum);
+    }
+}
+
+void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, struct buf *out)
+{
+    uint64_t now_ms = loop_clock_us() / 1000;
+    family(out, "agora_lb_servers", "gauge", "Servers in the set.");
+    buf_printf(out, "agora_lb_servers %zu\n", set->n);
+    family(out, "agora_lb_config_generation", "gauge",
+           "Generation of the server set (grows with every reload and admin change).");
+    buf_printf(out, "agora_lb_config_generation %u\n", set->gen);
+    family(out, "agora_lb_reloads_total", "counter", "Successful configuration reloads (SIGHUP).");
+    buf_printf(out, "agora_lb_reloads_total %llu\n", (unsigned long long)LOAD(c->reloads));
+    family(out, "agora_lb_answers_total", "counter",
+           "Responses the balancer made itself (no server answered, or the request was refused), by status.");
+    static const int codes[] = LB_ANSWER_CODES;
+    for (unsigned i = 0; i < LB_ANSWER_N; i++) {
+        if (i < LB_ANSWER_N - 1)
+            buf_printf(out, "agora_lb_answers_total{code=\"%d\"} %llu\n", codes[i],
+                       (unsigned long long)LOAD(c->answers[i]));
+        else
+            buf_printf(out, "agora_lb_answers_total{code=\"other\"} %llu\n", (unsigned long long)LOAD(c->answers[i]));
+    }
+    family(out, "agora_lb_retry_budget_refusals_total", "counter",
+           "Retries not made because the retry budget was spent.");
+    buf_printf(out, "agora_lb_retry_budget_refusals_total %llu\n", (unsigned long long)LOAD(c->budget_refusals));
+
+    PER_SERVER(out, set, "agora_lb_server_up", "gauge", "Whether the server's last health check passed (1) or not (0).",
+               LOAD(s->healthy) ? 1 : 0);
+    family(out, "agora_lb_server_admin_state", "gauge",
+           "The server's administrative state: 1 for the state it is in, 0 for the others.");
+    static const char *const states[] = {"active", "draining", "parked"};
+    for (size_t i = 0; i < set->n; i++) {
+        const struct lb_server *s = set->servers[i];
+        int st = LOAD(s->admin);
+        for (int k = 0; k < 3; k++) {
+            char extra[32];
+            snprintf(extra, sizeof(extra), "state=\"%s\"", states[k]);
+            sample(out, "agora_lb_server_admin_state", s, extra, st == k);
+        }
+    }
+    PER_SERVER(out, set, "agora_lb_server_ejected", "gauge",
+               "Whether passive health has taken the server out for now (1) or not (0).",
+               LOAD(s->ejected_until_ms) > now_ms);
+    PER_SERVER(out, set, "agora_lb_server_weight", "gauge", "The server's configured weight.", LOAD(s->weight));
+    PER_SERVER(out, set, "agora_lb_server_in_flight", "gauge", "Requests sent to the server and not yet complete.",
+               LOAD(s->inflight) > 0 ? LOAD(s->inflight) : 0);
+    PER_SERVER(out, set, "agora_lb_server_requests_total", "counter",
+               "Requests sent to the server (each attempt, retries included).", LOAD(s->total));
+    family(out, "agora_lb_server_responses_total", "counter",
+           "Response heads from the server relayed, by status class.");
+    for (size_t i = 0; i < set->n; i++) {
+        const struct lb_server *s = set->servers[i];
+        for (int k = 0; k < 5; k++) {
+            char extra[24];
+            snprintf(extra, sizeof(extra), "code=\"%dxx\"", k + 1);
+            sample(out, "agora_lb_server_responses_total", s, extra, LOAD(s->responses[k]));
+        }
+    }
+    PER_SERVER(out, set, "agora_lb_server_errors_total", "counter",
+               "Failed requests: connect, send and receive failures, timeouts and 5xx responses.", LOAD(s->errors));
+    PER_SERVER(out, set, "agora_lb_server_connect_failures_total", "counter",
+               "Connections to the server that could not be made.", LOAD(s->connect_failures));
+    PER_SERVER(out, set, "agora_lb_server_retries_total", "counter",
+               "Requests that failed on the server and were sent to another.", LOAD(s->retries));
+    PER_SERVER(out, set, "agora_lb_server_ejections_total", "counter", "Times passive health took the server out.",
+               LOAD(s->ejections_total));
+    family(out, "agora_lb_server_connections", "gauge",
+           "Backend connections to the server: open (all), and idle in the keep-alive pools.");
+    for (size_t i = 0; i < set->n; i++) {
+        const struct lb_server *s = set->servers[i];
+        int open = LOAD(s->conns_open), idle = LOAD(s->conns_idle);
+        sample(out, "agora_lb_server_connections", s, "state=\"open\"", open > 0 ? (uint64_t)open : 0);
+        sample(out, "agora_lb_server_connections", s, "state=\"idle\"", idle > 0 ? (uint64_t)idle : 0);
+    }
+    PER_SERVER(out, set, "agora_lb_server_sent_bytes_total", "counter", "Request bytes written to the server.",
+               LOAD(s->bytes_sent));
+    PER_SERVER(out, set, "agora_lb_server_received_bytes_total", "counter", "Response bytes read from the server.",
+               LOAD(s->bytes_received));
+    histogram(out, set);
+}

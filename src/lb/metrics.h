@@ -1,0 +1,46 @@
+/* metrics.h — the balancer's /metrics: its counters in the Prometheus text exposition format.
+ *
+ * What is counted where. Per server (struct lb_server, relaxed atomics, written by the workers on
+ * the request path and read here without a lock; a scrape sees each value as it is at that
+ * moment): requests sent, responses by status class, in flight, errors, retries away from it,
+ * connect failures, ejections, backend connections open and idle in the pools, bytes each way,
+ * and the response-time histogram (the time from sending the request to the complete response
+ * head, as the passive health records it). For the balancer as a whole (struct lb_counters in
+ * lb_shared): the answers it made itself, by status (the backend never answered: 502/503/504;
+ * refusals: 400), retry-budget refusals, reloads; and gauges read at scrape time (the
+ * configuration generation, the number of servers).
+ *
+ * Conventions (prometheus.io/docs/practices/naming): names agora_lb_*, counters end in _total,
+ * times in seconds, sizes in bytes; labels have bounded values only (the server's host:port from
+ * the configuration, a status class, a state from a fixed list); every family has HELP and TYPE.
+ * The histogram buckets span 0.5 ms to 10 s, the range from a fast backend on loopback to the
+ * response timeout's order. */
+#ifndef AGORA_LB_METRICS_H
+#define AGORA_LB_METRICS_H
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+struct lb_set;
+
+/* The answers the balancer counts by status; anything else is "other". */
+#define LB_ANSWER_CODES                                                                                                \
+    {                                                                                                                  \
+        400, 403, 408, 413, 429, 431, 500, 502, 503, 504                                                               \
+    }
+#define LB_ANSWER_N 11 /* the ten codes and "other" */
+
+struct lb_counters {
+    atomic_uint_fast64_t answers[LB_ANSWER_N];
+    atomic_uint_fast64_t budget_refusals; /* retries the retry budget refused */
+    atomic_uint_fast64_t reloads;         /* successful SIGHUP reloads */
+};
+
+/* Counts an answer the balancer made itself with this status. */
+void lb_count_answer(struct lb_counters *c, int status);
+
+/* Appends the exposition of the set and counters to out (text format 0.0.4). */
+void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, struct buf *out);
+
+#endif
