@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/jsonw.h"
+
 #define FLUSH_AT 32768
 
 static void flush(struct lb_access_log *log)
@@ -23,9 +25,10 @@ static void on_timer(struct loop *loop, struct loop_timer *t)
     loop_timer_arm(loop, t, 1000);
 }
 
-void lb_access_log_init(struct lb_access_log *log, struct loop *loop, int fd)
+void lb_access_log_init(struct lb_access_log *log, struct loop *loop, int fd, enum lb_log_format format)
 {
     log->fd = fd;
+    log->format = format;
     log->loop = loop;
     log->buf = (struct buf){0};
     log->timer.fn = on_timer;
@@ -63,19 +66,68 @@ void lb_log_req_capture(struct lb_log_req *r, const struct http_head *h)
     copy_header(h, "user-agent", r->agent, sizeof(r->agent));
 }
 
-void lb_access_log_write(struct lb_access_log *log, const struct lb_log_req *r, const char *client_ip, int status,
-                         uint64_t body_bytes, const char *server_key, uint64_t start_us)
+/* Milliseconds from start to t, or null when t did not happen. */
+static void put_ms(struct jsonw *w, const char *key, uint64_t start_us, uint64_t t_us)
+{
+    jsonw_key(w, key);
+    if (t_us)
+        jsonw_double(w, (double)(t_us - start_us) / 1000.0, 3);
+    else
+        jsonw_null(w);
+}
+
+static void write_json(struct lb_access_log *log, const struct lb_log_req *r, const struct lb_log_entry *e,
+                       uint64_t now_us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char date[40];
+    size_t n = strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(date + n, sizeof(date) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    struct jsonw w;
+    jsonw_init(&w, &log->buf, JSONW_COMPACT);
+    jsonw_object(&w);
+    jsonw_kv_str(&w, "time", date);
+    jsonw_kv_str(&w, "client", e->client_ip);
+    jsonw_kv_str(&w, "request_id", e->request_id);
+    jsonw_kv_str(&w, "request", r->line);
+    jsonw_kv_int(&w, "status", e->status);
+    jsonw_kv_uint(&w, "bytes", e->body_bytes);
+    jsonw_kv_str(&w, "referer", r->referer);
+    jsonw_kv_str(&w, "agent", r->agent);
+    jsonw_key(&w, "server");
+    if (e->server_key)
+        jsonw_cstr(&w, e->server_key);
+    else
+        jsonw_null(&w);
+    jsonw_kv_uint(&w, "retries", e->retries);
+    put_ms(&w, "connect_ms", e->start_us, e->connect_us);
+    put_ms(&w, "header_ms", e->start_us, e->header_us);
+    put_ms(&w, "total_ms", e->start_us, now_us);
+    jsonw_end(&w);
+    buf_append(&log->buf, "\n", 1);
+}
+
+void lb_access_log_write(struct lb_access_log *log, const struct lb_log_req *r, const struct lb_log_entry *e)
 {
     if (log->fd < 0)
         return;
-    time_t now = time(NULL);
-    struct tm tm;
-    char date[40];
-    localtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%d/%b/%Y:%H:%M:%S %z", &tm);
-    double ms = (double)(loop_clock_us() - start_us) / 1000.0;
-    buf_printf(&log->buf, "%s - - [%s] \"%s\" %d %llu \"%s\" \"%s\" %s %.3f\n", client_ip, date, r->line, status,
-               (unsigned long long)body_bytes, r->referer, r->agent, server_key ? server_key : "-", ms);
+    uint64_t now_us = loop_clock_us();
+    if (log->format == LB_LOG_JSON) {
+        write_json(log, r, e, now_us);
+    } else {
+        time_t now = time(NULL);
+        struct tm tm;
+        char date[40];
+        localtime_r(&now, &tm);
+        strftime(date, sizeof(date), "%d/%b/%Y:%H:%M:%S %z", &tm);
+        double ms = (double)(now_us - e->start_us) / 1000.0;
+        buf_printf(&log->buf, "%s - - [%s] \"%s\" %d %llu \"%s\" \"%s\" %s %.3f\n", e->client_ip, date, r->line,
+                   e->status, (unsigned long long)e->body_bytes, r->referer, r->agent,
+                   e->server_key ? e->server_key : "-", ms);
+    }
     if (buf_used(&log->buf) > FLUSH_AT)
         flush(log);
 }

@@ -50,6 +50,8 @@ static const struct opts_def opts[] = {
     ROW("lb", "workers", "workers", OPTS_UINT, O(workers), 0, "worker threads (default: number of cores)"),
     ROW("lb", "access_log", "access-log", OPTS_STR, O(access_log), S(access_log),
         "off (default), stdout, or a file path"),
+    ROW("lb", "access_log_format", "access-log-format", OPTS_STR, O(access_log_format), S(access_log_format),
+        "combined (default) or json (with the request id, retries and upstream times)"),
     ROW("lb", "trust_forwarded", "trust-forwarded", OPTS_BOOL, O(trust_forwarded), 0,
         "keep clients' X-Forwarded-For and append to it (default off: replaced)"),
     ROW("health", "path", "health-path", OPTS_STR, O(health_path), S(health_path),
@@ -136,6 +138,7 @@ void lb_config_defaults(struct lb_config *cfg)
     snprintf(cfg->policy, sizeof(cfg->policy), "least-conn");
     snprintf(cfg->hash_key, sizeof(cfg->hash_key), "client");
     snprintf(cfg->access_log, sizeof(cfg->access_log), "off");
+    snprintf(cfg->access_log_format, sizeof(cfg->access_log_format), "combined");
     snprintf(cfg->health_path, sizeof(cfg->health_path), "/health");
     cfg->health_interval_ms = 10000;
     cfg->health_timeout_ms = 5000;
@@ -246,6 +249,10 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
     if (strncmp(cfg->hash_key, "client", 7) && strncmp(cfg->hash_key, "header:", 7) &&
         strncmp(cfg->hash_key, "cookie:", 7)) {
         snprintf(err, errlen, "hash-key must be client, header:NAME or cookie:NAME");
+        return -1;
+    }
+    if (strcmp(cfg->access_log_format, "combined") && strcmp(cfg->access_log_format, "json")) {
+        snprintf(err, errlen, "access-log-format must be combined or json");
         return -1;
     }
     if (strcmp(cfg->stats_access, "public") && strcmp(cfg->stats_access, "loopback") &&

@@ -20,9 +20,10 @@ struct lb_config {
     char *backends[LB_MAX_BACKENDS]; /* specs "http://host:port[,weight=N]", owned */
     size_t nbackends;
     char policy[32];
-    char hash_key[128];   /* "client", "header:NAME" or "cookie:NAME" */
-    unsigned workers;     /* 0 = number of cores */
-    char access_log[512]; /* "off", "stdout" or a file path */
+    char hash_key[128];         /* "client", "header:NAME" or "cookie:NAME" */
+    unsigned workers;           /* 0 = number of cores */
+    char access_log[512];       /* "off", "stdout" or a file path */
+    char access_log_format[16]; /* "combined" or "json" (accesslog.h) */
     /* health checks */
     char health_path[256];
     unsigned health_interval_ms, health_timeout_ms;

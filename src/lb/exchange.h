@@ -23,6 +23,7 @@
 #include "lb/accesslog.h"
 #include "lb/passive.h"
 #include "lb/proxy.h"
+#include "lb/rewrite.h"
 #include "lb/select.h"
 #include "lb/upstream.h"
 
@@ -38,6 +39,7 @@ struct lb_worker {
     struct lb_selector sel;
     struct lb_pools pools;
     uint64_t rng;
+    uint64_t id_state; /* request ids: a counter from a random start, mixed (proxy.c) */
     struct lb_access_log log;
     struct lb_retry_budget retry;
 };
@@ -64,6 +66,8 @@ struct px {
     uint64_t body_bytes; /* response body bytes sent (for the access log) */
     unsigned queued;     /* requests in flight on the server when sent, this one included */
     uint64_t start_us;
+    uint64_t connect_us, header_us;         /* backend connection ready, response head in (0 = not yet) */
+    char request_id[LB_REQUEST_ID_MAX + 1]; /* X-Request-Id: the trusted client's, or made here */
     struct loop_timer timer;
     struct lb_log_req log;
 };

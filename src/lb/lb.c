@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,11 @@ int lb_main(int argc, char **argv)
 {
     struct lb *lb = alloc_calloc(1, sizeof(*lb));
     char err[512];
+    if (sodium_init() < 0) { /* request ids and the admin token are seeded from it */
+        fprintf(stderr, "agora lb: cannot initialise libsodium\n");
+        free(lb);
+        return 1;
+    }
     int rc = 1;
     lb->argc = argc;
     lb->argv = argv;

@@ -19,6 +19,7 @@
  * once a response has begun. */
 #include "lb/proxy.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,8 +101,43 @@ static void px_passive_fail(struct px *px, enum lb_fail kind)
 
 static void px_log(struct px *px, int status)
 {
-    lb_access_log_write(&px->w->log, &px->log, http_conn_remote_ip(px->client), status, px->body_bytes,
-                        px->server ? px->server->key : NULL, px->start_us);
+    if (!lb_access_log_on(&px->w->log))
+        return;
+    struct lb_log_entry e = {.client_ip = http_conn_remote_ip(px->client),
+                             .request_id = px->request_id,
+                             .status = status,
+                             .body_bytes = px->body_bytes,
+                             .server_key = px->server ? px->server->key : NULL,
+                             .retries = px->tried.n > 1 ? (unsigned)px->tried.n - 1 : 0,
+                             .start_us = px->start_us,
+                             .connect_us = px->connect_us,
+                             .header_us = px->header_us};
+    lb_access_log_write(&px->w->log, &px->log, &e);
+}
+
+/* The request's id: a trusted client's X-Request-Id (with --trust-forwarded, as for
+ * X-Forwarded-For) when it is a sane one, else 128 bits made here: a per-worker counter from a
+ * random start, mixed (splitmix64), so ids never repeat within a worker and collide across
+ * workers and restarts with probability 2^-128. */
+static void set_request_id(struct px *px, const struct http_head *h)
+{
+    const struct http_header *hd = px->w->sh->cfg->trust_forwarded ? http_find_header(h, "x-request-id") : NULL;
+    if (hd && lb_request_id_ok(hd->value)) {
+        memcpy(px->request_id, hd->value.p, hd->value.n);
+        px->request_id[hd->value.n] = '\0';
+        return;
+    }
+    uint64_t v[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t z = (px->w->id_state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        v[i] = z ^ (z >> 31);
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++)
+        px->request_id[i] = hex[(v[i / 16] >> (60 - 4 * (i % 16))) & 15];
+    px->request_id[32] = '\0';
 }
 
 static void free_later(struct loop *loop, void *p) { free(p); }
@@ -152,6 +188,7 @@ static int px_start_upstream(struct px *px, struct buf *pending)
     if (u->state == LB_UP_CONNECTING) {
         px_arm(px, w->sh->cfg->connect_timeout_ms);
     } else {
+        px->connect_us = loop_clock_us(); /* a pooled connection, ready at once */
         px_arm(px, w->sh->cfg->response_timeout_ms);
         if (relay_flush(u) < 0)
             return 0; /* px already handled */
@@ -330,6 +367,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     px->timer.fn = on_px_timer;
     px->timer.data = px;
     px->req_body_done = h->body == HTTP_BODY_NONE;
+    set_request_id(px, h);
     if (lb_access_log_on(&w->log))
         lb_log_req_capture(&px->log, h);
     http_conn_set_data(c, px);
@@ -348,7 +386,8 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
                h->method == HTTP_DELETE || h->method == HTTP_TRACE || http_find_header(h, "idempotency-key") != NULL;
     px->replayable = px->safe && cfg->replay_buffer > 0;
     struct buf b = {0};
-    px->req_chunked = lb_rewrite_request(&b, h, http_conn_remote_ip(c), s->host_header, cfg->trust_forwarded);
+    px->req_chunked =
+        lb_rewrite_request(&b, h, http_conn_remote_ip(c), s->host_header, cfg->trust_forwarded, px->request_id);
     if (px->replayable)
         buf_append(&px->replay, buf_head(&b), buf_used(&b));
     int rc = px_dispatch(px, &b);
@@ -450,11 +489,13 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     w->loop = loop;
     w->id = id;
     w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)id << 32) ^ loop_clock_us();
+    randombytes_buf(&w->id_state, sizeof(w->id_state));
     if (!w->rng)
         w->rng = 1;
     lb_retry_budget_init(&w->retry);
     lb_pools_init(&w->pools, loop, cfg->pool_idle_max, cfg->pool_idle_timeout_ms, relay_io);
-    lb_access_log_init(&w->log, loop, sh->access_log_fd);
+    lb_access_log_init(&w->log, loop, sh->access_log_fd,
+                       strcmp(sh->cfg->access_log_format, "json") ? LB_LOG_COMBINED : LB_LOG_JSON);
     struct http_server_limits lim;
     http_server_limits_default(&lim);
     lim.max_line = cfg->max_line_size;

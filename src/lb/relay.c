@@ -54,8 +54,8 @@ void relay_send(struct lb_upstream *u, const void *p, size_t n)
 static void send_response_head(struct px *px, const struct http_head *r)
 {
     struct buf b = {0};
-    px->resp_chunked_out =
-        lb_rewrite_response(&b, r, px->req->minor, http_conn_will_close(px->client), &px->client_keep_alive);
+    px->resp_chunked_out = lb_rewrite_response(&b, r, px->req->minor, http_conn_will_close(px->client),
+                                               &px->client_keep_alive, px->request_id);
     px->head_sent = 1;
     http_conn_send(px->client, buf_head(&b), buf_used(&b));
     buf_free(&b);
@@ -97,6 +97,7 @@ static int on_resp_head(void *ctx, const struct http_head *r, const char *p, siz
 {
     struct px *px = ctx;
     px->status = r->status;
+    px->header_us = loop_clock_us();
     if (px->server) {
         lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r->status);
         atomic_fetch_add_explicit(&px->server->responses[r->status / 100 - 1], 1, memory_order_relaxed);
@@ -156,8 +157,10 @@ void relay_io(struct lb_upstream *u, int events)
         if (!(events & LOOP_WRITE))
             return;
         u->state = LB_UP_ACTIVE;
-        if (px)
+        if (px) {
+            px->connect_us = loop_clock_us();
             px_arm(px, px->w->sh->cfg->response_timeout_ms);
+        }
     }
     if (events & LOOP_WRITE) {
         if (relay_flush(u) < 0)

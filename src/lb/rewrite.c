@@ -56,6 +56,28 @@ const char *lb_rewrite_acted_on(const struct http_head *h)
     return NULL;
 }
 
+int lb_request_id_ok(struct http_str v)
+{
+    if (v.n == 0 || v.n > LB_REQUEST_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned char ch = (unsigned char)v.p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              strchr("._:+/=-", ch)))
+            return 0;
+    }
+    return 1;
+}
+
+static int is_request_id(struct http_str name) { return name.n == 12 && http_str_ieq(name, "x-request-id"); }
+
+static void put_request_id(struct buf *b, const char *id)
+{
+    buf_append(b, "X-Request-Id: ", 14);
+    buf_puts(b, id);
+    buf_append(b, "\r\n", 2);
+}
+
 static void put_header(struct buf *b, const struct http_header *hd)
 {
     buf_append(b, hd->name.p, hd->name.n);
@@ -65,7 +87,7 @@ static void put_header(struct buf *b, const struct http_header *hd)
 }
 
 int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *client_ip, const char *host_header,
-                       int trust_forwarded)
+                       int trust_forwarded, const char *request_id)
 {
     buf_append(b, h->method_str.p, h->method_str.n);
     buf_append(b, " ", 1);
@@ -90,7 +112,7 @@ int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *cli
                 xff = hd;
             continue;
         }
-        if (http_str_ieq(hd->name, "x-forwarded-proto"))
+        if (http_str_ieq(hd->name, "x-forwarded-proto") || is_request_id(hd->name))
             continue;
         if (hd->value.n == 0 && http_str_ieq(hd->name, "host"))
             continue; /* an empty Host is replaced by the server's below: never two Host fields */
@@ -106,6 +128,7 @@ int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *cli
         buf_append(b, "\r\n", 2);
     }
     buf_puts(b, "X-Forwarded-Proto: http\r\n");
+    put_request_id(b, request_id);
     int chunked = 0;
     if (h->body == HTTP_BODY_CHUNKED) {
         buf_puts(b, "Transfer-Encoding: chunked\r\n");
@@ -117,12 +140,14 @@ int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *cli
     return chunked;
 }
 
-int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive)
+int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive,
+                        const char *request_id)
 {
     buf_printf(b, "HTTP/1.1 %d %.*s\r\n", r->status, (int)r->reason.n, r->reason.p);
     for (int i = 0; i < r->nheaders; i++)
-        if (!is_hop_by_hop(r->headers[i].name, r))
+        if (!is_hop_by_hop(r->headers[i].name, r) && !is_request_id(r->headers[i].name))
             put_header(b, &r->headers[i]);
+    put_request_id(b, request_id);
     /* One value, even where the backend sent a list of equal ones; none on 1xx and 204, which
      * cannot have one (RFC 9110 §8.6). */
     if (r->content_length >= 0 && r->status != 204 && r->status >= 200)

@@ -27,16 +27,24 @@
  * client waiting for a 100 Continue), so such a request is refused. Returns the field, or NULL. */
 const char *lb_rewrite_acted_on(const struct http_head *h);
 
+/* Request ids (X-Request-Id): at most this many characters of [A-Za-z0-9._:+/=-]. */
+#define LB_REQUEST_ID_MAX 64
+/* 1 if v may be kept as a request id. */
+int lb_request_id_ok(struct http_str v);
+
 /* Appends the head of request h for the backend to b: client_ip is the client's address,
- * host_header the server's authority. Returns 1 if the body is to be sent chunked, 0 if it has a
+ * host_header the server's authority, request_id the X-Request-Id the backend gets (every
+ * X-Request-Id of h is dropped). Returns 1 if the body is to be sent chunked, 0 if it has a
  * Content-Length (or none). */
 int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *client_ip, const char *host_header,
-                       int trust_forwarded);
+                       int trust_forwarded, const char *request_id);
 
 /* Appends the head of response r for the client to b: req_minor is the request's HTTP minor
  * version, *keep_alive whether the client connection is to be kept (in: as the request asked;
  * out: 0 if it must close: an HTTP/1.0 client whose body ends with the connection, or will_close,
- * the client connection closing anyway). Returns 1 if the body is to be re-chunked. */
-int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive);
+ * the client connection closing anyway). The request's id is echoed as X-Request-Id (the
+ * backend's own X-Request-Id fields are dropped). Returns 1 if the body is to be re-chunked. */
+int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive,
+                        const char *request_id);
 
 #endif

@@ -7,11 +7,13 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "lb/rewrite.h"
 
 #define IP   "192.0.2.7"
+#define RID  "0123456789abcdef0123456789abcdef"
 #define HOST "127.0.0.1:8001"
 
 struct req {
@@ -33,10 +35,16 @@ static void expect_request(const char *raw, int trust, const char *want, int wan
     struct req r;
     parse_req(&r, raw);
     struct buf b = {0};
-    int chunked = lb_rewrite_request(&b, &r.h, IP, HOST, trust);
+    int chunked = lb_rewrite_request(&b, &r.h, IP, HOST, trust, RID);
     assert_int_equal(chunked, want_chunked);
     buf_append(&b, "", 1);
-    assert_string_equal(buf_head(&b), want);
+    /* The request id always follows X-Forwarded-Proto. */
+    char full[2048];
+    const char *at = strstr(want, "X-Forwarded-Proto: http\r\n");
+    assert_non_null(at);
+    size_t cut = (size_t)(at - want) + strlen("X-Forwarded-Proto: http\r\n");
+    snprintf(full, sizeof(full), "%.*sX-Request-Id: " RID "\r\n%s", (int)cut, want, want + cut);
+    assert_string_equal(buf_head(&b), full);
     buf_free(&b);
 }
 
@@ -123,9 +131,19 @@ static void expect_response(const char *raw, enum http_method method, int req_mi
         fail_msg("parse_response(%s): %d", raw, n);
     struct buf b = {0};
     int keep = keep_in;
-    int chunked = lb_rewrite_response(&b, &r, req_minor, will_close, &keep);
+    int chunked = lb_rewrite_response(&b, &r, req_minor, will_close, &keep, RID);
     buf_append(&b, "", 1);
-    assert_string_equal(buf_head(&b), want);
+    /* The request id comes after the backend's fields, before those the balancer writes. */
+    char full[2048];
+    size_t cut = strlen(want) - 2;
+    const char *const ours[] = {"Content-Length:", "Transfer-Encoding:", "Connection:"};
+    for (int i = 0; i < 3; i++) {
+        const char *at = strstr(want, ours[i]);
+        if (at && (size_t)(at - want) < cut)
+            cut = (size_t)(at - want);
+    }
+    snprintf(full, sizeof(full), "%.*sX-Request-Id: " RID "\r\n%s", (int)cut, want, want + cut);
+    assert_string_equal(buf_head(&b), full);
     assert_int_equal(chunked, want_chunked);
     assert_int_equal(keep, want_keep);
     buf_free(&b);
@@ -157,6 +175,42 @@ static void test_response(void **state)
                     "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", 0, 1);
 }
 
+/* X-Request-Id: the client's fields never reach the backend (the balancer writes its own, once);
+ * the backend's never reach the client (the request's id is echoed instead). */
+static void test_request_id(void **state)
+{
+    struct req r;
+    parse_req(&r, "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: forged\r\nx-request-id: again\r\n\r\n");
+    struct buf b = {0};
+    lb_rewrite_request(&b, &r.h, IP, HOST, 1, "abc");
+    buf_append(&b, "", 1);
+    assert_string_equal(buf_head(&b), "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: " IP
+                                      "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: abc\r\n\r\n");
+    buf_free(&b);
+    char resp[] = "HTTP/1.1 200 OK\r\nX-Request-Id: backend-made\r\nContent-Length: 0\r\n\r\n";
+    struct http_head h;
+    assert_true(http_parse_response(resp, strlen(resp), HTTP_GET, NULL, &h) > 0);
+    int keep = 1;
+    lb_rewrite_response(&b, &h, 1, 0, &keep, "abc");
+    buf_append(&b, "", 1);
+    assert_string_equal(buf_head(&b), "HTTP/1.1 200 OK\r\nX-Request-Id: abc\r\nContent-Length: 0\r\n\r\n");
+    buf_free(&b);
+
+    const char *good[] = {"a", "0123456789abcdef0123456789abcdef",
+                          "req-1.2_3:4+5/6=", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+    const char *bad[] = {"",
+                         "with space",
+                         "quote\"",
+                         "semi;colon",
+                         "tab\tx",
+                         "caf\xc3\xa9",
+                         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" /* 65 */};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_true(lb_request_id_ok((struct http_str){good[i], strlen(good[i])}));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(lb_request_id_ok((struct http_str){bad[i], strlen(bad[i])}));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_request_framing),
         cmocka_unit_test(test_acted_on),
         cmocka_unit_test(test_response),
+        cmocka_unit_test(test_request_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
