@@ -19,32 +19,6 @@ _Noreturn void alloc_oom(size_t n)
     abort();
 }
 
-void *alloc_malloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p)
-        alloc_oom(n);
-    return p;
-}
-
-void *alloc_calloc(size_t n, size_t size)
-{
-    if (size && n > SIZE_MAX / size)
-        alloc_oom(SIZE_MAX);
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p)
-        alloc_oom(n * size);
-    return p;
-}
-
-void *alloc_realloc(void *p, size_t n)
-{
-    void *np = realloc(p, n ? n : 1);
-    if (!np)
-        alloc_oom(n);
-    return np;
-}
-
 char *alloc_strdup(const char *s) { return alloc_strndup(s, SIZE_MAX); }
 
 char *alloc_strndup(const char *s, size_t n)

@@ -127,16 +127,20 @@ static void set_request_id(struct px *px, const struct http_head *h)
         px->request_id[hd->value.n] = '\0';
         return;
     }
-    uint64_t v[2];
     for (int i = 0; i < 2; i++) {
         uint64_t z = (px->w->id_state += 0x9E3779B97F4A7C15ull);
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        v[i] = z ^ (z >> 31);
+        z ^= z >> 31;
+        /* 16 hex digits of z's 16 nibbles (in no particular order: they are random), 8 at a time:
+         * one nibble per byte, then '0'-'9' or 'a'-'f' per byte without a branch. */
+        for (int half = 0; half < 2; half++) {
+            uint64_t nib = (z >> (4 * half)) & 0x0F0F0F0F0F0F0F0Full;
+            uint64_t letters = ((nib + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+            uint64_t text = nib + 0x3030303030303030ull + letters * ('a' - '0' - 10);
+            memcpy(px->request_id + 16 * i + 8 * half, &text, 8);
+        }
     }
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++)
-        px->request_id[i] = hex[(v[i / 16] >> (60 - 4 * (i % 16))) & 15];
     px->request_id[32] = '\0';
 }
 
@@ -188,7 +192,8 @@ static int px_start_upstream(struct px *px, struct buf *pending)
     if (u->state == LB_UP_CONNECTING) {
         px_arm(px, w->sh->cfg->connect_timeout_ms);
     } else {
-        px->connect_us = loop_clock_us(); /* a pooled connection, ready at once */
+        if (lb_access_log_on(&w->log))
+            px->connect_us = loop_clock_us(); /* a pooled connection, ready at once */
         px_arm(px, w->sh->cfg->response_timeout_ms);
         if (relay_flush(u) < 0)
             return 0; /* px already handled */

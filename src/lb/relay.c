@@ -97,7 +97,8 @@ static int on_resp_head(void *ctx, const struct http_head *r, const char *p, siz
 {
     struct px *px = ctx;
     px->status = r->status;
-    px->header_us = loop_clock_us();
+    if (lb_access_log_on(&px->w->log))
+        px->header_us = loop_clock_us();
     if (px->server) {
         lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r->status);
         atomic_fetch_add_explicit(&px->server->responses[r->status / 100 - 1], 1, memory_order_relaxed);
@@ -158,7 +159,8 @@ void relay_io(struct lb_upstream *u, int events)
             return;
         u->state = LB_UP_ACTIVE;
         if (px) {
-            px->connect_us = loop_clock_us();
+            if (lb_access_log_on(&px->w->log))
+                px->connect_us = loop_clock_us();
             px_arm(px, px->w->sh->cfg->response_timeout_ms);
         }
     }

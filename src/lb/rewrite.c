@@ -4,10 +4,10 @@
 
 #include <string.h>
 
-/* 1 if the field `name` of message m is not forwarded: hop-by-hop fields, those m's Connection
- * headers list, and the framing fields, which the balancer always writes itself. Matched by
- * length first: most names have a length none of these has. */
-static int is_hop_by_hop(struct http_str name, const struct http_head *m)
+/* 1 if the field `name` of message m is not forwarded as it is: hop-by-hop fields, those m's
+ * Connection headers list, and the fields the balancer always writes itself (the framing,
+ * X-Request-Id). Matched by length first: most names have a length none of these has. */
+static inline int is_hop_by_hop(struct http_str name, const struct http_head *m)
 {
     const char *lit;
     switch (name.n) {
@@ -19,6 +19,9 @@ static int is_hop_by_hop(struct http_str name, const struct http_head *m)
         break;
     case 10:
         lit = (name.p[0] | 0x20) == 'k' ? "keep-alive" : "connection";
+        break;
+    case 12:
+        lit = (name.p[0] | 0x20) == 'x' ? "x-request-id" : NULL; /* not content-type */
         break;
     case 14:
         lit = "content-length";
@@ -69,13 +72,15 @@ int lb_request_id_ok(struct http_str v)
     return 1;
 }
 
-static int is_request_id(struct http_str name) { return name.n == 12 && http_str_ieq(name, "x-request-id"); }
-
+/* "X-Request-Id: ID\r\n" in one append (every proxied message writes one). */
 static void put_request_id(struct buf *b, const char *id)
 {
-    buf_append(b, "X-Request-Id: ", 14);
-    buf_puts(b, id);
-    buf_append(b, "\r\n", 2);
+    size_t n = strlen(id);
+    char *p = buf_reserve(b, 16 + n);
+    memcpy(p, "X-Request-Id: ", 14);
+    memcpy(p + 14, id, n);
+    memcpy(p + 14 + n, "\r\n", 2);
+    buf_commit(b, 16 + n);
 }
 
 static void put_header(struct buf *b, const struct http_header *hd)
@@ -112,7 +117,7 @@ int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *cli
                 xff = hd;
             continue;
         }
-        if (http_str_ieq(hd->name, "x-forwarded-proto") || is_request_id(hd->name))
+        if (http_str_ieq(hd->name, "x-forwarded-proto"))
             continue;
         if (hd->value.n == 0 && http_str_ieq(hd->name, "host"))
             continue; /* an empty Host is replaced by the server's below: never two Host fields */
@@ -145,7 +150,7 @@ int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor,
 {
     buf_printf(b, "HTTP/1.1 %d %.*s\r\n", r->status, (int)r->reason.n, r->reason.p);
     for (int i = 0; i < r->nheaders; i++)
-        if (!is_hop_by_hop(r->headers[i].name, r) && !is_request_id(r->headers[i].name))
+        if (!is_hop_by_hop(r->headers[i].name, r))
             put_header(b, &r->headers[i]);
     put_request_id(b, request_id);
     /* One value, even where the backend sent a list of equal ones; none on 1xx and 204, which
