@@ -377,7 +377,7 @@ void http_conn_respond_error(struct http_conn *c, int status, const char *messag
     http_write_status_line(&b, status);
     buf_printf(&b, "Content-Type: %s; charset=utf-8\r\nContent-Length: %zu\r\n",
                c->srv->lim.json_errors ? "application/json" : "text/plain", buf_used(&body));
-    if (close_after || !c->keep_alive)
+    if (close_after || http_conn_will_close(c))
         buf_puts(&b, "Connection: close\r\n");
     if (c->srv->lim.extra_headers)
         buf_puts(&b, c->srv->lim.extra_headers);
@@ -607,6 +607,12 @@ again:
         }
         break; /* WAIT or CLOSE: pipelined bytes wait */
     }
+    if (c->hup && c->state == ST_HEAD && !stalled) {
+        /* The client ended its stream and every complete request it sent has been answered:
+         * close once the answers are written (an incomplete head left over is dropped). */
+        c->keep_alive = 0;
+        c->state = ST_CLOSE;
+    }
     c->in_process = 0;
     if (conn_flush(c) < 0)
         return;
@@ -657,8 +663,9 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
                 conn_close(c);
                 return;
             }
-            /* Half-close after a complete request: finish the response, then close. */
-            c->keep_alive = 0;
+            /* Half-close after a complete request: nothing more will come. The requests already
+             * read (this one and any pipelined after it) are answered in order, then the
+             * connection closes (process_input). */
             c->hup = 1;
         }
         conn_update_mask(c);
@@ -888,7 +895,11 @@ void http_conn_pause_body(struct http_conn *c, int paused)
 const char *http_conn_remote_ip(const struct http_conn *c) { return c->ip; }
 uint64_t http_conn_request_start_us(const struct http_conn *c) { return c->req_start_us; }
 uint64_t http_conn_response_bytes(const struct http_conn *c) { return c->resp_bytes; }
-int http_conn_will_close(const struct http_conn *c) { return !c->keep_alive || c->hup || c->srv->shutting_down; }
+int http_conn_will_close(const struct http_conn *c)
+{
+    /* After a half-close, only the last request read is answered with "close". */
+    return !c->keep_alive || (c->hup && buf_used(&c->in) == 0) || c->srv->shutting_down;
+}
 void *http_conn_get_data(const struct http_conn *c) { return c->data; }
 void http_conn_set_data(struct http_conn *c, void *data) { c->data = data; }
 
@@ -936,7 +947,8 @@ static void buf_send_response(struct http_conn *c, struct http_response *resp)
     http_write_status_line(&out, resp->status);
     if (!no_body)
         buf_printf(&out, "Content-Length: %zu\r\n", buf_used(&resp->body));
-    if (!c->keep_alive)
+    int last = http_conn_will_close(c);
+    if (last)
         buf_puts(&out, "Connection: close\r\n");
     buf_append(&out, buf_head(&resp->headers), buf_used(&resp->headers));
     buf_puts(&out, "\r\n");
@@ -944,7 +956,7 @@ static void buf_send_response(struct http_conn *c, struct http_response *resp)
         buf_append(&out, buf_head(&resp->body), buf_used(&resp->body));
     http_conn_send(c, buf_head(&out), buf_used(&out));
     buf_free(&out);
-    http_conn_response_done(c, 1);
+    http_conn_response_done(c, !last); /* what the head said */
 }
 
 /* A pool job finished (on the connection's loop thread; the connection is alive, or the job

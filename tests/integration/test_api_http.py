@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from helpers import LOCALHOST, RawConnection, http_request
+from helpers import LOCALHOST, RawConnection, http_request, parse_responses
 
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -207,3 +207,22 @@ def test_health_of_each_server_and_of_the_balancer(api_cluster, api):
     assert resp.body == b"OK"
     assert resp.headers["content-type"] == "text/plain; charset=utf-8"
     assert "x-served-by" not in resp.headers
+
+
+def test_pipelined_logins_then_half_close_are_all_answered(api_cluster):
+    """Regression (the balancer's twin is in test_lb_http.py): log-ins go to the hashing pool,
+    so the end of the client's stream arrives while the first is still being handled. Every
+    request sent before it is answered, in order, by the server directly; the last says close."""
+    server = api_cluster.servers[0]
+    body = b'{"username": "nobody-here", "password": "wrong-password-1"}'
+    one = (b"POST /api/v1/sessions HTTP/1.1\r\nHost: agora\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    get = b"GET /api/v1/accounts/nobody-here HTTP/1.1\r\nHost: agora\r\n\r\n"
+    with RawConnection(server.port) as conn:
+        conn.send(one + get + one)
+        conn.shutdown_write()
+        data = conn.read_until_closed(timeout=15)
+    responses = parse_responses(data)
+    assert [s for s, _, _ in responses] == [401, 404, 401]
+    assert responses[-1][1].get("connection") == "close"
+    assert all(h.get("connection") != "close" for _, h, _ in responses[:-1])

@@ -233,6 +233,23 @@ def test_pipelined_requests_are_answered_in_order(testbackend_factory, lb_factor
         (200, "5", b""), (201, "12", b"201 Created\n")]
 
 
+def test_pipelined_requests_then_half_close_are_all_answered(testbackend_factory, lb_factory):
+    """Regression: a client that pipelines requests and then half-closes (shutdown(SHUT_WR), as
+    `nc -N` does) got only the first answer; the others, already sent, were dropped. Every
+    request sent before the end of the stream is answered, in order; the last answer says
+    Connection: close and the connection closes after it."""
+    lb = lb_factory([testbackend_factory("A")])
+    n = 8
+    with RawConnection(lb.port) as conn:
+        conn.send(b"".join(b"GET /delay?ms=20&i=%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(n)))
+        conn.shutdown_write()
+        data = conn.read_until_closed(timeout=10)
+    responses = parse_responses(data)
+    assert [(s, b) for s, _, b in responses] == [(200, b"delayed 20 ms\n")] * n
+    assert responses[-1][1].get("connection") == "close"
+    assert all(h.get("connection") != "close" for _, h, _ in responses[:-1])
+
+
 # ---------------------------------------------------------------- keep-alive to backends
 
 
