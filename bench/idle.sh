@@ -87,6 +87,7 @@ for proxy in agora haproxy nginx; do
 done
 
 : >"$RAW/mem.tsv"
+: >"$RAW/runs.tsv"
 for proxy in agora haproxy nginx; do
     sleep 0.5
     r0=$(rss_kb "${MEMPID[$proxy]}")
