@@ -46,19 +46,15 @@ void blockpool_free(struct blockpool *p)
     p->nfree = 0;
 }
 
-void blockpool_buf_attach(struct blockpool *p, struct buf *b)
+void blockpool_buf_attach_slow(struct blockpool *p, struct buf *b)
 {
-    if (b->data)
-        return;
     b->data = blockpool_take(p);
     b->cap = p->block;
     b->off = b->len = 0;
 }
 
-void blockpool_buf_release(struct blockpool *p, struct buf *b)
+void blockpool_buf_release_slow(struct blockpool *p, struct buf *b)
 {
-    if (!b->data || buf_used(b) > 0)
-        return;
     if (b->cap == p->block)
         blockpool_give(p, b->data);
     else

@@ -33,12 +33,23 @@ void blockpool_give(struct blockpool *p, void *block);
 /* Frees the cached blocks (blocks taken and not given back stay their holders'). */
 void blockpool_free(struct blockpool *p);
 
+void blockpool_buf_attach_slow(struct blockpool *p, struct buf *b);
+void blockpool_buf_release_slow(struct blockpool *p, struct buf *b);
+
 /* Gives an empty buffer with no storage a pool block as its storage (cap = p->block); does
- * nothing to a buffer that has storage. */
-void blockpool_buf_attach(struct blockpool *p, struct buf *b);
+ * nothing to a buffer that has storage. (Inline: the hot path mostly finds nothing to do.) */
+static inline void blockpool_buf_attach(struct blockpool *p, struct buf *b)
+{
+    if (!b->data)
+        blockpool_buf_attach_slow(p, b);
+}
 /* Takes the storage away from an empty buffer (buf_used == 0): back to the pool when it is a
  * block of the pool's size, freed otherwise (it grew). Leaves b zeroed. A buffer still holding
- * bytes is left as it is. */
-void blockpool_buf_release(struct blockpool *p, struct buf *b);
+ * bytes, or without storage, is left as it is. */
+static inline void blockpool_buf_release(struct blockpool *p, struct buf *b)
+{
+    if (b->data && b->len == b->off)
+        blockpool_buf_release_slow(p, b);
+}
 
 #endif

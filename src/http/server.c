@@ -152,7 +152,8 @@ static void conn_req_release(struct http_conn *c)
 {
     if (!c->req)
         return;
-    buf_free(&c->req->headbuf);
+    if (c->req->headbuf.data) /* a head longer than INLINE_HEAD */
+        buf_free(&c->req->headbuf);
     blockpool_give(&c->srv->reqs, c->req);
     c->req = NULL;
 }
