@@ -158,6 +158,16 @@ static void conn_req_release(struct http_conn *c)
     c->req = NULL;
 }
 
+/* The output queue's storage once it is empty: a pool block at once; storage that grew past a
+ * block (a response queued for a slow reader) only when the exchange is over (ST_HEAD), so that a
+ * streaming response that fills and drains the queue again and again does not malloc and free
+ * it every time. */
+static void conn_release_out(struct http_conn *c)
+{
+    if (c->out.cap == IO_BLOCK || c->state == ST_HEAD)
+        blockpool_buf_release(&c->srv->bufs, &c->out);
+}
+
 /* Gives back what an idle connection does not need: the request state once the connection is
  * between requests (ST_HEAD: a partial head is re-parsed from `in` anyway), and the buffers that
  * are empty. Only where no pointer into them is held: not inside process_input (the handler may
@@ -169,7 +179,7 @@ static void conn_trim(struct http_conn *c)
     if (c->state == ST_HEAD)
         conn_req_release(c);
     blockpool_buf_release(&c->srv->bufs, &c->in);
-    blockpool_buf_release(&c->srv->bufs, &c->out);
+    conn_release_out(c);
 }
 
 /* Reads up to max bytes into `in` (net_read's result), into a pool block when `in` has no
@@ -311,7 +321,7 @@ static int conn_flush(struct http_conn *c)
             loop_timer_arm(c->srv->loop, &c->timer, LINGER_MS);
             return 0;
         }
-        blockpool_buf_release(&c->srv->bufs, &c->out);
+        conn_release_out(c);
         if (c->want_drain) {
             c->want_drain = 0;
             if (c->owned && c->srv->ops->on_drain)
