@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/idle.sh — scenario 4, "idle connections" (issue 15): what an idle keep-alive client
+# bench/idle.sh — scenario 4 (`bash bench/run.sh idle`, part of `make bench`), "idle connections" (issue 15): what an idle keep-alive client
 # connection costs agora lb, HAProxy and nginx, one worker/thread each, in front of the same
 # three fast backends as scenario 1 (the same config writers from lib.sh, with the connection
 # limits raised for 10,000 clients).
@@ -18,7 +18,8 @@
 # per-address limit, 1,000 by default, is a defence this load test would trip) and
 # --max-connections 12000 (its automatic figure for a 20,000 limit is 9,488 per worker);
 # HAProxy maxconn 12000 with "no strict-limits" (it would ask for 24,017 descriptors, 2 x maxconn;
-# the idle clients use no backend connections, so it runs with the 20,000 it gets); nginx worker_connections 12000 and worker_rlimit_nofile 20000.
+# the idle clients use no backend connections, so it runs with the 20,000 it gets); nginx
+# worker_connections 12000 and worker_rlimit_nofile 20000.
 # Raw outputs: build/bench/idle/. Knobs: BENCH_IDLE_N (10000), BENCH_IDLE_SMALL (1000),
 # BENCH_IDLE_ROUNDS (3), BENCH_DURATION, BENCH_CONNS (see bench/README.md).
 set -euo pipefail
