@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# bench/idle.sh — scenario 4 (`bash bench/run.sh idle`, part of `make bench`), "idle connections" (issue 15): what an idle keep-alive client
-# connection costs agora lb, HAProxy and nginx, one worker/thread each, in front of the same
-# three fast backends as scenario 1 (the same config writers from lib.sh, with the connection
-# limits raised for 10,000 clients).
+# bench/idle.sh — scenario 4, "idle connections" (issue 15; `bash bench/run.sh idle`, part of
+# `make bench`): what an idle keep-alive client connection costs agora lb, HAProxy and nginx,
+# one worker/thread each, in front of the same three fast backends as scenario 1 (the same config
+# writers from lib.sh, with the connection limits raised for 10,000 clients).
 #
 # 1. Memory: for each proxy, VmRSS (/proc/PID/status; nginx: its one worker process) is read
 #    after a warm-up, then build/idlehold (bench/idlehold.c, its own process) opens 1,000
