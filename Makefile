@@ -25,11 +25,11 @@ UNIT_HDRS := $(wildcard tests/unit/*.h tests/unit/*/*.h)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 SUPPORT_BINS := $(SUPPORT_SRCS:tests/support/%.c=$(BUILD)/%)
-FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c)
+FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c) bench/idlehold.c
 
 .PHONY: all build run test unit integration browser bench deps deps-test clean format format-check asan tsan fuzz
 
-all build: $(BUILD)/agora $(SUPPORT_BINS)
+all build: $(BUILD)/agora $(SUPPORT_BINS) $(BUILD)/idlehold
 
 $(BUILD)/agora: $(OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -49,6 +49,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(UNIT_HDRS) $(BUILD)/libagora.a
 $(BUILD)/%: tests/support/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< -pthread
+
+# The idle-connection holder of bench/idle.sh.
+$(BUILD)/idlehold: bench/idlehold.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $<
 
 -include $(OBJS:.o=.d)
 

@@ -195,6 +195,9 @@ bench_agora() {
     help=$("$bin" lb --help 2>&1) || true
     grep -q -- --admin-listen <<<"$help" && args+=(--admin-listen off)
     grep -q -- --slow-start <<<"$help" && args+=(--slow-start 0)
+    # Extra options of one scenario (bench/idle.sh: the connection limits), word-split.
+    # shellcheck disable=SC2206
+    [ -z "${BENCH_AGORA_EXTRA:-}" ] || args+=($BENCH_AGORA_EXTRA)
     local log="$RAW/$name.log"
     bench_spawn "$name" "$log" "$bin" "${args[@]}"
     bench_ready "$name" "$SPAWNED" "http://127.0.0.1:$port/" "$log"
@@ -207,7 +210,12 @@ bench_haproxy() {
     shift 4
     local cfg="$BENCH_TMP/$name.cfg"
     {
-        printf 'global\n    nbthread %s\n    maxconn 8192\n\n' "$threads"
+        printf 'global\n    nbthread %s\n    maxconn %s\n' "$threads" "${BENCH_HAPROXY_MAXCONN:-8192}"
+        # bench/idle.sh: 10,000 idle clients need a maxconn whose computed descriptor need
+        # (2 x maxconn) exceeds the hard limit; they do not use backend connections, so HAProxy may
+        # run with the limit it gets instead of refusing to start.
+        [ "${BENCH_HAPROXY_LOOSE:-0}" = 0 ] || printf '    no strict-limits\n'
+        printf '\n'
         printf 'defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n'
         printf '    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n'
         printf '    timeout http-keep-alive 30s\n\n'
@@ -235,7 +243,8 @@ bench_nginx() {
         printf 'worker_processes %s;\ndaemon off;\nmaster_process on;\n' "$workers"
         printf 'pid %s/nginx.pid;\nerror_log %s/error.log warn;\n' "$dir" "$dir"
         [ "$(id -u)" = 0 ] && printf 'user root;\n'
-        printf 'events { worker_connections 4096; }\n\nhttp {\n'
+        [ -z "${BENCH_NGINX_RLIMIT:-}" ] || printf 'worker_rlimit_nofile %s;\n' "$BENCH_NGINX_RLIMIT"
+        printf 'events { worker_connections %s; }\n\nhttp {\n' "${BENCH_NGINX_CONNS:-4096}"
         printf '    access_log off;\n    keepalive_requests 1000000;\n    keepalive_timeout 60s;\n'
         printf '    client_body_temp_path %s/tmp/body;\n    proxy_temp_path %s/tmp/proxy;\n' "$dir" "$dir"
         printf '    fastcgi_temp_path %s/tmp/fastcgi;\n    uwsgi_temp_path %s/tmp/uwsgi;\n' "$dir" "$dir"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # bench/run.sh — the load-balancer benchmarks (`make bench` runs this after building).
-# Usage: bash bench/run.sh [lb|slow|all]   (default all; knobs in bench/README.md)
+# Usage: bash bench/run.sh [lb|slow|social|idle|all]   (default all; knobs in bench/README.md)
 #   lb    scenario 1: agora lb vs HAProxy vs nginx in front of fast backends (bench/lb.sh)
 #   slow  scenario 2: agora's policies vs HAProxy with serial, slow backends (bench/slow.sh)
+#   idle  scenario 4: memory per idle connection (1,000 and 10,000 held) and throughput with
+#         10,000 idle connections held vs none, agora lb vs HAProxy vs nginx (bench/idle.sh)
 # Installs missing packages, checks the binaries, runs the scenarios and prints their tables;
 # raw outputs and the tables go to build/bench/ (summary.txt holds all tables of the last run).
 set -euo pipefail
@@ -14,8 +16,9 @@ case "${1:-all}" in
     lb) scenarios=(lb) ;;
     slow) scenarios=(slow) ;;
     social) scenarios=(social) ;;
-    all) scenarios=(lb slow social) ;;
-    *) bench_die "unknown scenario '$1' (expected lb, slow or all)" ;;
+    idle) scenarios=(idle) ;;
+    all) scenarios=(lb slow social idle) ;;
+    *) bench_die "unknown scenario '$1' (expected lb, slow, social, idle or all)" ;;
 esac
 
 sh scripts/install-deps.sh bench

@@ -6,6 +6,11 @@ Subcommands:
   parse FILE              one-line summary of a wrk --latency output file
   lb-table RUNS.tsv       scenario 1 tables: median req/s, p50, p99, CPU per request per proxy, agora ratios
   slow-table RUNS.tsv     scenario 2 tables: per policy, ratios against HAProxy leastconn, targets
+  idle-table MEM.tsv RUNS.tsv
+                          scenario 4 (bench/idle.sh): bytes per idle connection per proxy (MEM.tsv:
+                          proxy <TAB> VmRSS kB before <TAB> connections held <TAB> VmRSS kB with
+                          them), then throughput and p99 with idle connections held vs none (RUNS.tsv
+                          groups are proxies, labels "none" and "idleN")
 
 RUNS.tsv has one line per measured wrk run: group <TAB> label <TAB> round <TAB> wrk-output-file,
 optionally <TAB> the space-separated number of requests each backend received during the run (may
@@ -213,6 +218,41 @@ def check_target(name, s, base, max_p99, min_rps):
         name, "MET" if met else "MISSED", s["p99"], base["p99"], p, max_p99, s["rps"], base["rps"], t, min_rps)
 
 
+def idle_table(mem_path, runs_path, note):
+    out = ["Scenario 4, idle keep-alive connections: resident memory per idle client connection",
+           "  %-8s %10s %10s %12s %16s" % ("proxy", "held", "VmRSS kB", "growth kB", "bytes/conn")]
+    per = {}
+    for n, parts, _resolve in tsv_rows(mem_path):
+        if len(parts) != 4:
+            raise ParseError("%s:%d: expected 4 tab-separated fields" % (mem_path, n))
+        proxy, before, held, after = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+        b = (after - before) * 1024.0 / held
+        per.setdefault(held, {})[proxy] = b
+        out.append("  %-8s %10d %10d %12d %16.0f" % (proxy, held, after, after - before, b))
+    for held, by in sorted(per.items()):
+        if "agora" in by:
+            out.append("  at %d: agora/haproxy %.2fx, agora/nginx %.2fx (below 1 favours agora)" % (
+                held, ratio(by["agora"], by.get("haproxy", 0)), ratio(by["agora"], by.get("nginx", 0))))
+    out.append("")
+    groups = read_runs(runs_path)
+    rounds = max((len(r) for _g, labels in groups for _l, r in labels), default=0)
+    out.append("Throughput with idle connections held vs none (%s)" % describe(note, rounds))
+    width = max([len("%s %s" % (g, l)) for g, labels in groups for l, _r in labels] + [5])
+    out.append(header(width))
+    for group, labels in groups:
+        stats = {label: summarise(runs) for label, runs in labels}
+        for label, st in stats.items():
+            out.append(fmt_row("%s %s" % (group, label), st, width))
+        if "none" in stats:
+            for label, st in stats.items():
+                if label != "none":
+                    out.append("  %-*s %s/none: throughput %.2fx   p99 %.2fx" % (
+                        width, "", label, ratio(st["rps"], stats["none"]["rps"]),
+                        ratio(st["p99"], stats["none"]["p99"])))
+    out.append("")
+    return "\n".join(out)
+
+
 def main(argv):
     ap = argparse.ArgumentParser(prog="stats.py", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -227,6 +267,10 @@ def main(argv):
         p.add_argument("--note", default="", help="load description printed in each table title")
         if name == "slow-table":
             p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
+    p = sub.add_parser("idle-table")
+    p.add_argument("mem")
+    p.add_argument("runs")
+    p.add_argument("--note", default="", help="load description printed in the table title")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "ports":
@@ -239,6 +283,8 @@ def main(argv):
             print(line)
         elif args.cmd == "lb-table":
             print(lb_table(args.runs, args.note))
+        elif args.cmd == "idle-table":
+            print(idle_table(args.mem, args.runs, args.note))
         else:
             text, met = slow_table(args.runs, args.note)
             print(text)

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/blockpool.h"
 #include "core/jsonw.h"
 #include "core/net.h"
 #include "http/climits.h"
@@ -42,42 +43,69 @@
 #define LINGER_MS  2000          /* lingering close: how long input is discarded */
 #define LINGER_MAX (1024 * 1024) /* ... and how much of it */
 
+/* Memory of a connection (issue 15): an idle keep-alive connection holds only its struct
+ * http_conn (below, about 250 bytes). Its input and output buffers are blocks of IO_BLOCK bytes
+ * taken from the worker's pool (core/blockpool.h) when bytes arrive or a response has to be
+ * queued, and given back as soon as they are empty outside process_input; the parsed head lives
+ * in a struct conn_req taken from a second pool while a request is in progress. The pools keep
+ * at most POOL_MAX blocks each. A buffer that needs more than a block (a head longer than one, a
+ * queued response) grows with malloc as before and is freed, not pooled, when empty. */
+#define IO_BLOCK    16384
+#define POOL_MAX    64
+#define INLINE_HEAD 1024 /* a head up to this long is kept in the conn_req itself */
+
 enum conn_state { ST_HEAD, ST_BODY, ST_WAIT, ST_CLOSE };
 
+/* The state of one request, from its head being parsed until the connection is back in ST_HEAD
+ * (the response is done and the body read): the parsed head (about 3.3 KB: the header array),
+ * the head's bytes it points into, and the chunked-body decoder. */
+struct conn_req {
+    struct http_head head;
+    struct http_chunked chunked;
+    struct buf headbuf;            /* the head's bytes when longer than INLINE_HEAD */
+    char inline_head[INLINE_HEAD]; /* ... else here */
+};
+
+/* One client connection. Field by field: the server and the list of its connections (closing
+ * them all, shutdown); the descriptor; the input buffer (bytes read and not yet consumed: a
+ * partial head, body bytes, pipelined requests) and the output queue, both without storage while
+ * empty; the request state while one is in progress; the timer (idle, header, body and send
+ * deadlines); the body framing counters; the handler's per-request slot; the per-request figures
+ * the access log and the timers need; the state and flags in bits; and the client's address as
+ * text (returned by http_conn_remote_ip, and the key of the per-address limits), which is 48
+ * bytes where a stored sockaddr would be 28 and a formatting per request. */
 struct http_conn {
     struct http_server *srv;
     struct http_conn *prev, *next;
-    int fd;
-    enum conn_state state;
     struct buf in;
     struct buf out;
-    struct buf headbuf; /* the current request head, copied out of `in` */
-    struct http_head head;
+    struct conn_req *req; /* NULL between requests */
     struct loop_timer timer;
-    int body_kind;
     uint64_t body_left; /* HTTP_BODY_LENGTH */
     uint64_t body_seen;
-    struct http_chunked chunked;
-    int body_done;
-    int response_done; /* handler finished the current response */
-    int owned;         /* handler owns the current request */
-    int keep_alive;
-    int paused;     /* handler asked to pause the body */
-    int want_drain; /* handler was told to stop producing */
-    int in_process; /* inside process_input (re-entrancy guard) */
-    int corked;     /* http_conn_cork: queue sends, write on uncork */
-    int closing;    /* failed or finished: no more I/O; conn_close has run or is deferred */
-    int freed;      /* conn_close has run: free is scheduled */
-    int resuming;   /* a deferred resume_body is scheduled */
-    int hup;        /* peer hung up */
-    int counted;    /* counted in the per-address connection limit */
-    int lingering;  /* response sent, write side shut: discarding input, then close */
-    size_t linger_bytes;
-    unsigned retry_after; /* Retry-After seconds for a 429/503 made here */
+    void *data;
     uint64_t req_start_us;
     uint64_t head_deadline_ms; /* loop clock; 0 = no request head being received */
     uint64_t resp_bytes;
-    void *data;
+    int fd;
+    unsigned retry_after;  /* Retry-After seconds for a 429/503 made here */
+    unsigned linger_bytes; /* at most LINGER_MAX plus one read */
+    unsigned state : 2;    /* enum conn_state */
+    unsigned body_kind : 3;
+    unsigned body_done : 1;
+    unsigned response_done : 1; /* handler finished the current response */
+    unsigned owned : 1;         /* handler owns the current request */
+    unsigned keep_alive : 1;
+    unsigned paused : 1;     /* handler asked to pause the body */
+    unsigned want_drain : 1; /* handler was told to stop producing */
+    unsigned in_process : 1; /* inside process_input (re-entrancy guard) */
+    unsigned corked : 1;     /* http_conn_cork: queue sends, write on uncork */
+    unsigned closing : 1;    /* failed or finished: no more I/O; conn_close has run or is deferred */
+    unsigned freed : 1;      /* conn_close has run: free is scheduled */
+    unsigned resuming : 1;   /* a deferred resume_body is scheduled */
+    unsigned hup : 1;        /* peer hung up */
+    unsigned counted : 1;    /* counted in the per-address connection limit */
+    unsigned lingering : 1;  /* response sent, write side shut: discarding input, then close */
     char ip[48];
 };
 
@@ -96,6 +124,8 @@ struct http_server {
     struct http_limits plim;
     struct http_conn *conns;
     unsigned nconns;
+    struct blockpool bufs; /* IO_BLOCK blocks for the connections' in and out buffers */
+    struct blockpool reqs; /* struct conn_req blocks */
 };
 
 static void conn_close(struct http_conn *c);
@@ -104,6 +134,72 @@ static void process_input(struct http_conn *c);
 static int fail_request(struct http_conn *c, int status, const char *message);
 static void conn_update_mask(struct http_conn *c);
 static int conn_flush(struct http_conn *c);
+
+/* The method of the current request; HTTP_OTHER when none is parsed. */
+static enum http_method conn_method(const struct http_conn *c) { return c->req ? c->req->head.method : HTTP_OTHER; }
+
+/* The request state, taken from the pool when there is none (it is reused by the next pipelined
+ * request of the same process_input). */
+static struct conn_req *conn_req(struct http_conn *c)
+{
+    if (!c->req) {
+        c->req = blockpool_take(&c->srv->reqs);
+        c->req->headbuf = (struct buf){0};
+    }
+    return c->req;
+}
+
+static void conn_req_release(struct http_conn *c)
+{
+    if (!c->req)
+        return;
+    if (c->req->headbuf.data) /* a head longer than INLINE_HEAD */
+        buf_free(&c->req->headbuf);
+    blockpool_give(&c->srv->reqs, c->req);
+    c->req = NULL;
+}
+
+/* The output queue's storage once it is empty: a pool block at once; storage that grew past a
+ * block (a response queued for a slow reader) only when the exchange is over (ST_HEAD), so that a
+ * streaming response that fills and drains the queue again and again does not malloc and free
+ * it every time. */
+static void conn_release_out(struct http_conn *c)
+{
+    if (c->out.cap == IO_BLOCK || c->state == ST_HEAD)
+        blockpool_buf_release(&c->srv->bufs, &c->out);
+}
+
+/* Gives back what an idle connection does not need: the request state once the connection is
+ * between requests (ST_HEAD: a partial head is re-parsed from `in` anyway), and the buffers that
+ * are empty. Only where no pointer into them is held: not inside process_input (the handler may
+ * hold the head or body bytes) — the end of process_input, after a read, after a flush. */
+static void conn_trim(struct http_conn *c)
+{
+    if (c->in_process)
+        return;
+    if (c->state == ST_HEAD)
+        conn_req_release(c);
+    blockpool_buf_release(&c->srv->bufs, &c->in);
+    conn_release_out(c);
+}
+
+/* Reads up to max bytes into `in` (net_read's result), into a pool block when `in` has no
+ * storage. A read is bounded by the free space of the buffer when there is some, so that the
+ * block is not replaced by a larger malloc while it has room; the rest comes with the next
+ * (level-triggered) readiness. A read of nothing gives the block back. */
+static ssize_t conn_read(struct http_conn *c, size_t max)
+{
+    struct buf *b = &c->in;
+    blockpool_buf_attach(&c->srv->bufs, b);
+    size_t used = buf_used(b), room = b->cap - b->len;
+    if (b->off >= used)
+        room = b->cap - used; /* buf_reserve compacts first */
+    size_t want = room >= 1024 && room < max ? room : max;
+    ssize_t n = net_read(c->fd, b, want);
+    if (n <= 0)
+        blockpool_buf_release(&c->srv->bufs, b);
+    return n;
+}
 
 /* ---- dates ---- */
 
@@ -217,6 +313,7 @@ static int conn_flush(struct http_conn *c)
             loop_timer_arm(c->srv->loop, &c->timer, LINGER_MS);
             return 0;
         }
+        conn_release_out(c);
         if (c->want_drain) {
             c->want_drain = 0;
             if (c->owned && c->srv->ops->on_drain)
@@ -245,6 +342,7 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
         if (n == 0)
             return 1;
     }
+    blockpool_buf_attach(&c->srv->bufs, &c->out);
     buf_append(&c->out, p, n);
     if (!c->in_process && !c->corked) {
         conn_update_mask(c);
@@ -274,11 +372,7 @@ void http_conn_uncork(struct http_conn *c)
 
 static void conn_free(struct loop *loop, void *data)
 {
-    struct http_conn *c = data;
-    buf_free(&c->in);
-    buf_free(&c->out);
-    buf_free(&c->headbuf);
-    free(c);
+    free(data); /* its buffers went back in conn_close: the server may be gone by now */
 }
 
 static void server_maybe_accept(struct http_server *s);
@@ -326,6 +420,13 @@ static void conn_close(struct http_conn *c)
     if (c->counted)
         http_climits_conn_close(s->lim.climits, c->ip);
     c->fd = -1;
+    /* The handler was aborted above and dropped its pointers: the buffers and the request state
+     * go back to the pool now (conn_free runs when the server may already be freed). */
+    buf_reset(&c->in);
+    buf_reset(&c->out);
+    conn_req_release(c);
+    blockpool_buf_release(&s->bufs, &c->in);
+    blockpool_buf_release(&s->bufs, &c->out);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -384,7 +485,7 @@ void http_conn_respond_error(struct http_conn *c, int status, const char *messag
     if (status == 503 || status == 429)
         buf_printf(&b, "Retry-After: %u\r\n", c->retry_after ? c->retry_after : 1);
     buf_puts(&b, "\r\n");
-    if (!(c->head.method == HTTP_HEAD && c->state != ST_HEAD))
+    if (!(conn_method(c) == HTTP_HEAD && c->state != ST_HEAD))
         buf_append(&b, buf_head(&body), buf_used(&body));
     http_conn_send(c, buf_head(&b), buf_used(&b));
     buf_free(&b);
@@ -416,8 +517,7 @@ void http_conn_response_done(struct http_conn *c, int keep_alive)
         return;
     }
     if (c->body_done) {
-        c->state = ST_HEAD;
-        buf_reset(&c->headbuf);
+        c->state = ST_HEAD; /* the request state goes back at the end of process_input */
         if (!c->in_process)
             process_input(c);
     }
@@ -428,9 +528,14 @@ void http_conn_response_done(struct http_conn *c, int keep_alive)
 /* Copies the parsed head out of the input buffer (so `in` may move) and re-points the head. */
 static void keep_head(struct http_conn *c, size_t len)
 {
-    buf_reset(&c->headbuf);
-    buf_append(&c->headbuf, buf_head(&c->in), len);
-    const char *old = buf_head(&c->in), *neu = c->headbuf.data;
+    struct conn_req *r = c->req;
+    char *neu = r->inline_head;
+    if (len > sizeof(r->inline_head)) {
+        buf_reset(&r->headbuf);
+        neu = buf_reserve(&r->headbuf, len);
+    }
+    memcpy(neu, buf_head(&c->in), len);
+    const char *old = buf_head(&c->in);
     /* Only what points into the head moves: the parser may point elsewhere (an absolute-form
      * target without a path has the path "/" from a constant). */
 #define REBASE(s)                                                                                                      \
@@ -438,16 +543,16 @@ static void keep_head(struct http_conn *c, size_t len)
         if ((s).p >= old && (s).p < old + len)                                                                         \
             (s).p = neu + ((s).p - old);                                                                               \
     } while (0)
-    REBASE(c->head.method_str);
-    REBASE(c->head.target);
-    REBASE(c->head.path);
-    REBASE(c->head.query);
-    REBASE(c->head.reason);
-    REBASE(c->head.host);
-    REBASE(c->head.connection);
-    for (int i = 0; i < c->head.nheaders; i++) {
-        REBASE(c->head.headers[i].name);
-        REBASE(c->head.headers[i].value);
+    REBASE(r->head.method_str);
+    REBASE(r->head.target);
+    REBASE(r->head.path);
+    REBASE(r->head.query);
+    REBASE(r->head.reason);
+    REBASE(r->head.host);
+    REBASE(r->head.connection);
+    for (int i = 0; i < r->head.nheaders; i++) {
+        REBASE(r->head.headers[i].name);
+        REBASE(r->head.headers[i].value);
     }
 #undef REBASE
     buf_consume(&c->in, len);
@@ -458,24 +563,25 @@ static void keep_head(struct http_conn *c, size_t len)
 static int start_request(struct http_conn *c, size_t len)
 {
     struct http_server *s = c->srv;
+    const struct http_head *h = &c->req->head;
     keep_head(c, len);
     c->head_deadline_ms = 0;
     c->req_start_us = loop_clock_us();
     c->resp_bytes = 0;
-    c->body_kind = c->head.body;
-    c->body_left = c->head.body == HTTP_BODY_LENGTH ? (uint64_t)c->head.content_length : 0;
+    c->body_kind = h->body;
+    c->body_left = h->body == HTTP_BODY_LENGTH ? (uint64_t)h->content_length : 0;
     c->body_seen = 0;
-    c->body_done = c->head.body == HTTP_BODY_NONE;
-    http_chunked_init(&c->chunked);
+    c->body_done = h->body == HTTP_BODY_NONE;
+    http_chunked_init(&c->req->chunked);
     c->response_done = 0;
-    c->keep_alive = c->head.keep_alive && !s->shutting_down;
+    c->keep_alive = h->keep_alive && !s->shutting_down;
     c->paused = 0;
     c->data = NULL;
-    if (c->head.upgrade || c->head.method == HTTP_CONNECT) {
+    if (h->upgrade || h->method == HTTP_CONNECT) {
         http_conn_respond_error(c, 501, "not implemented: CONNECT and protocol upgrades are not supported", 1);
         return -1;
     }
-    if (s->lim.max_body && c->head.body == HTTP_BODY_LENGTH && (uint64_t)c->head.content_length > s->lim.max_body) {
+    if (s->lim.max_body && h->body == HTTP_BODY_LENGTH && (uint64_t)h->content_length > s->lim.max_body) {
         http_conn_respond_error(c, 413, "request body too large", 1);
         return -1;
     }
@@ -488,10 +594,10 @@ static int start_request(struct http_conn *c, size_t len)
         return 0;
     }
     c->state = c->body_done ? ST_WAIT : ST_BODY;
-    if (c->head.expect_continue && !c->body_done && s->ops->auto_continue)
+    if (h->expect_continue && !c->body_done && s->ops->auto_continue)
         http_conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     c->owned = 1;
-    s->ops->on_request(s->ctx, c, &c->head);
+    s->ops->on_request(s->ctx, c, h);
     if (c->body_done && c->owned)
         s->ops->on_body_end(s->ctx, c);
     return 0;
@@ -535,13 +641,13 @@ static int feed_body(struct http_conn *c)
         } else {
             const char *data = NULL;
             size_t dlen = 0;
-            long used = http_chunked_feed(&c->chunked, p, n, &data, &dlen);
+            long used = http_chunked_feed(&c->req->chunked, p, n, &data, &dlen);
             if (used < 0)
                 return fail_request(c, 400, "bad request: malformed chunked body");
             c->body_seen += dlen;
             if (s->lim.max_body && c->body_seen > s->lim.max_body)
                 return fail_request(c, 413, "request body too large");
-            if (c->chunked.done)
+            if (c->req->chunked.done)
                 c->body_done = 1;
             /* data points into `in`: hand it over before consuming. */
             if (dlen > 0 && c->owned)
@@ -553,7 +659,6 @@ static int feed_body(struct http_conn *c)
                 /* The response went out before the body ended: continue with the next request. */
                 if (c->keep_alive) {
                     c->state = ST_HEAD;
-                    buf_reset(&c->headbuf);
                 } else {
                     c->state = ST_CLOSE;
                 }
@@ -582,16 +687,17 @@ again:
                 stalled = 1; /* see out_full */
                 break;
             }
-            int r = http_parse_request(buf_head(&c->in), buf_used(&c->in), &s->plim, &c->head);
+            struct http_head *h = &conn_req(c)->head;
+            int r = http_parse_request(buf_head(&c->in), buf_used(&c->in), &s->plim, h);
             if (r == HTTP_AGAIN)
                 break;
             if (r == HTTP_ERROR) {
                 c->keep_alive = 0;
                 c->in_process = 0;
                 c->state = ST_WAIT; /* so a HEAD-less error keeps its body */
-                c->head.method = HTTP_OTHER;
-                http_conn_respond_error(c, c->head.error_status ? c->head.error_status : 400,
-                                        c->head.error ? c->head.error : "bad request", 1);
+                h->method = HTTP_OTHER;
+                http_conn_respond_error(c, h->error_status ? h->error_status : 400, h->error ? h->error : "bad request",
+                                        1);
                 return;
             }
             if (start_request(c, (size_t)r) < 0)
@@ -618,6 +724,7 @@ again:
         return;
     if (stalled && c->state == ST_HEAD && !out_full(c))
         goto again; /* the socket took enough: go on with the pipelined requests */
+    conn_trim(c);
     conn_update_mask(c);
     conn_arm_timer(c);
 }
@@ -638,9 +745,10 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
     if (!(events & LOOP_READ) || c->closing)
         return;
     if (c->lingering) {
-        ssize_t n = net_read(c->fd, &c->in, READ_CHUNK);
-        c->linger_bytes += n > 0 ? (size_t)n : 0;
+        ssize_t n = conn_read(c, READ_CHUNK);
+        c->linger_bytes += n > 0 ? (unsigned)n : 0;
         buf_reset(&c->in);
+        blockpool_buf_release(&c->srv->bufs, &c->in);
         if ((n <= 0 && n != -EAGAIN) || c->linger_bytes > LINGER_MAX)
             conn_close(c);
         return;
@@ -650,7 +758,7 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
         ssize_t n = 0;
         if (wait_reads(c)) {
             /* Waiting for the handler: keep what arrives for later (see wait_reads). */
-            n = net_read(c->fd, &c->in, READ_CHUNK);
+            n = conn_read(c, READ_CHUNK);
             if (n < 0)
                 errno = (int)-n;
         } else {
@@ -673,7 +781,7 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
     }
     /* A head is read up to its limit (plus a chunk, to tell "too long" from "incomplete"). */
     size_t max = c->state == ST_HEAD ? c->srv->lim.max_head + READ_CHUNK : 4 * READ_CHUNK;
-    ssize_t n = net_read(c->fd, &c->in, max);
+    ssize_t n = conn_read(c, max);
     if (n == -EAGAIN)
         return;
     if (n <= 0) {
@@ -817,6 +925,8 @@ struct http_server *http_server_create(struct loop *loop, int listen_fd, const s
 #undef DEF
     s->plim.max_line = s->lim.max_line;
     s->plim.max_head = s->lim.max_head;
+    blockpool_init(&s->bufs, IO_BLOCK, POOL_MAX);
+    blockpool_init(&s->reqs, sizeof(struct conn_req), POOL_MAX);
     if (loop_watch(loop, listen_fd, LOOP_READ, on_accept, s) < 0) {
         free(s);
         return NULL;
@@ -859,6 +969,8 @@ void http_server_free(struct http_server *s)
         struct http_conn *c = s->conns;
         conn_close(c);
     }
+    blockpool_free(&s->bufs);
+    blockpool_free(&s->reqs);
     free(s);
 }
 
@@ -875,9 +987,10 @@ static void resume_body(struct loop *loop, void *data)
 
 void http_conn_pause_body(struct http_conn *c, int paused)
 {
-    if (c->closing || c->paused == paused)
+    paused = !!paused; /* a one-bit field */
+    if (c->closing || c->paused == (unsigned)paused)
         return;
-    c->paused = paused;
+    c->paused = (unsigned)paused;
     if (c->in_process)
         return; /* feed_body's loop sees the flag */
     if (!paused && c->state == ST_BODY) {
@@ -952,7 +1065,7 @@ static void buf_send_response(struct http_conn *c, struct http_response *resp)
         buf_puts(&out, "Connection: close\r\n");
     buf_append(&out, buf_head(&resp->headers), buf_used(&resp->headers));
     buf_puts(&out, "\r\n");
-    if (c->head.method != HTTP_HEAD && !no_body)
+    if (conn_method(c) != HTTP_HEAD && !no_body)
         buf_append(&out, buf_head(&resp->body), buf_used(&resp->body));
     http_conn_send(c, buf_head(&out), buf_used(&out));
     buf_free(&out);
@@ -981,7 +1094,7 @@ static void buf_on_body_end(void *ctx, struct http_conn *c)
     struct http_buffered *hb = ctx;
     struct buffered_req *r = http_conn_get_data(c);
     struct http_request req = {
-        .head = &c->head,
+        .head = &c->req->head,
         .body = buf_cstr(&r->body),
         .body_len = buf_used(&r->body),
         .remote_addr = c->ip,

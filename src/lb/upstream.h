@@ -15,6 +15,7 @@
 #define AGORA_LB_UPSTREAM_H
 #include <stdint.h>
 
+#include "core/blockpool.h"
 #include "core/buf.h"
 #include "core/loop.h"
 #include "lb/servers.h"
@@ -52,6 +53,7 @@ struct lb_pools {
     size_t n;
     unsigned idle_max, idle_timeout_ms;
     lb_upstream_io_fn *on_io;
+    struct blockpool bufs; /* input buffers of connections in use: an idle one holds none */
 };
 
 /* Starts empty pools on loop; on_io gets the events of connections in use. */
