@@ -186,11 +186,12 @@ int lb_upstream_connect_error(const struct lb_upstream *u)
 
 int lb_upstream_flush(struct lb_upstream *u)
 {
+    /* Counted from the queue, not net_write's result: a send that fails after part of the queue
+     * went out returns -errno, and that part reached the backend all the same. */
+    size_t before = buf_used(&u->out);
     ssize_t n = net_write(u->fd, &u->out);
-    if (n < 0)
-        return -1;
-    u->bytes_written += (uint64_t)n;
-    return 0;
+    u->bytes_written += (uint64_t)(before - buf_used(&u->out));
+    return n < 0 ? -1 : 0;
 }
 
 ssize_t lb_upstream_read(struct lb_upstream *u) { return net_read(u->fd, &u->in, 4 * READ_CHUNK); }
