@@ -6,6 +6,10 @@ the balancer keeps serving. A request that may have reached a backend is never r
 it is safe to repeat.
 """
 
+import socket
+import threading
+import time
+
 import pytest
 
 from helpers import LOCALHOST, RawConnection, backend_url, http_request, lb_server_stats, lb_stats, wait_for
@@ -83,6 +87,77 @@ def test_response_timeout_gives_504(testbackend_factory, lb_factory):
     assert_error(http_request(LOCALHOST, lb.port, "GET", "/delay?ms=2000", timeout=10), 504, TIMED_OUT)
     assert http_request(LOCALHOST, lb.port, "GET", "/delay?ms=100")[::2] == (200, b"delayed 100 ms\n")
     assert lb_server_stats(lb.port)[backend_url(backend)]["in_flight"] == 0
+
+
+class DripBackend:
+    """A raw backend that answers each non-health request with a Content-Length head and then
+    its body one piece at a time, sleeping `gaps[i]` seconds before piece i (health checks get
+    200 and a close). Stops when closed."""
+
+    def __init__(self, pieces, gaps):
+        self.pieces, self.gaps = pieces, gaps
+        self.listener = socket.create_server((LOCALHOST, 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        with sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                head += data
+            if head.startswith(b"GET /health "):
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                return
+            try:
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b"".join(self.pieces)))
+                for piece, gap in zip(self.pieces, self.gaps):
+                    time.sleep(gap)
+                    sock.sendall(piece)
+                time.sleep(1)
+            except OSError:
+                return
+
+    def close(self):
+        self.listener.close()
+
+
+def test_response_timeout_is_the_longest_gap_in_a_body(lb_factory):
+    """Regression: --response-timeout ("response head, and gaps in its body", docs/CONFIG.md) was
+    armed once, at the response head, so a body that kept flowing was cut once the timeout had
+    passed since the head, whatever its gaps."""
+    pieces = [b"%d" % i * 10 for i in range(8)]
+    steady = DripBackend(pieces, [0.15] * 8)  # 1.2 s in all, never 0.5 s without a byte
+    stalled = DripBackend(pieces[:3], [0.15, 0.15, 1.5])  # the third piece comes after 1.5 s
+    try:
+        lb = lb_factory([steady.port], "--response-timeout", "500ms", "--passive-health", "off")
+        status, _, body = http_request(LOCALHOST, lb.port, "GET", "/drip", timeout=10)
+        assert (status, body) == (200, b"".join(pieces))
+
+        lb = lb_factory([stalled.port], "--response-timeout", "500ms", "--passive-health", "off")
+        with RawConnection(lb.port, timeout=5) as conn:
+            conn.send(b"GET /drip HTTP/1.1\r\nHost: t\r\n\r\n")
+            start = time.monotonic()
+            head = conn.read_until(b"\r\n\r\n")
+            rest = conn.read_until_closed()  # the balancer cuts the response it cannot complete
+            elapsed = time.monotonic() - start
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 30\r\n" in head
+        assert rest == pieces[0] + pieces[1]
+        assert 0.6 < elapsed < 1.4, elapsed  # 0.3 s of pieces, then 0.5 s of silence
+    finally:
+        steady.close()
+        stalled.close()
 
 
 def test_request_body_at_the_limit_is_forwarded(testbackend_factory, lb_factory):
