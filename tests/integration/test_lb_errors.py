@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import LOCALHOST, RawConnection, backend_url, http_request, lb_server_stats, lb_stats, wait_for
+from helpers import LOCALHOST, CaptureBackend, RawConnection, backend_url, http_request, lb_server_stats, lb_stats, wait_for
 
 BAD_GATEWAY = b"Error communicating with backend server\n"
 TIMED_OUT = b"Backend server timed out\n"
@@ -158,6 +158,35 @@ def test_response_timeout_is_the_longest_gap_in_a_body(lb_factory):
     finally:
         steady.close()
         stalled.close()
+
+
+def test_response_timeout_does_not_run_while_a_slow_client_holds_the_body(lb_factory):
+    """Regression: while the client's queue is full the balancer stops reading the backend, and
+    the response timer went on running: a slow client reading a large body for longer than
+    --response-timeout after the head had its response cut (the backend was not late; the
+    client's own --client-send-timeout is what bounds a client that stops reading)."""
+    body = b"0123456789abcdef" * (1 << 20)  # 16 MiB: far more than the socket buffers hold
+    backend = CaptureBackend(response=b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    try:
+        lb = lb_factory([backend.port], "--response-timeout", "300ms", "--passive-health", "off")
+        with RawConnection(lb.port, timeout=10) as conn:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            conn.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = conn.read_until(b"\r\n\r\n")
+            got, start = len(conn.buf), time.monotonic()
+            conn.buf = b""
+            while got < len(body):
+                time.sleep(0.004)  # about 16 MB/s at most: the transfer takes over a second
+                data = conn.sock.recv(65536)
+                if not data:
+                    break
+                got += len(data)
+            elapsed = time.monotonic() - start
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert got == len(body), "cut after %d of %d bytes, %.2f s" % (got, len(body), elapsed)
+        assert elapsed > 0.6  # the client was slower than the response timeout for a while
+    finally:
+        backend.stop()
 
 
 def test_request_body_at_the_limit_is_forwarded(testbackend_factory, lb_factory):
