@@ -36,8 +36,10 @@ int net_listen(const struct net_addr *a, int reuseport, int backlog);
 ssize_t net_read(int fd, struct buf *b, size_t max);
 /* Writes what b holds to the socket fd (MSG_NOSIGNAL) until it is empty or the socket is full,
  * consuming what was written. Returns the bytes written (>= 0; b keeps the rest when the socket is
- * full), or -errno when the connection failed (EPIPE, ECONNRESET, ...). The one send loop of the
- * code base: client and server connections, and the balancer's backend connections. */
+ * full), or -errno when the connection failed (EPIPE, ECONNRESET, ...). A failure may follow a
+ * partial write in the same call: b is consumed by what went out all the same, so a caller that
+ * counts the bytes sent counts them from buf_used(b), not from a negative return. The one send
+ * loop of the code base: client and server connections, and the balancer's backend connections. */
 static inline ssize_t net_write(int fd, struct buf *b)
 {
     /* Inline: it runs two or three times per proxied request, and a call costs a measurable

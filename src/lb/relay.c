@@ -7,7 +7,9 @@
  * kept, a chunked body is decoded and re-chunked (which also normalises chunk extensions and drops
  * trailers), and a close-delimited body is sent chunked to an HTTP/1.1 client (an HTTP/1.0 client
  * sees the connection close). Everything one pass produces goes out in one write (cork). When the
- * client's output queue is full, reading from the backend stops until on_drain. A backend that
+ * client's output queue is full, reading from the backend stops until on_drain. The response
+ * timeout bounds the wait for the head and then each gap in the body while the backend is read
+ * (not while a slow client holds it up: the client's send timeout is for that). A backend that
  * stops reading the request may have answered early (a 413 to a body it will not take): that
  * answer is relayed if it came. */
 #include <errno.h>
@@ -132,12 +134,15 @@ void relay_process(struct lb_upstream *u)
         px->client_paused = 1;
         u->reading = 0;
         lb_upstream_update_mask(u);
+        loop_timer_cancel(px->w->loop, &px->timer); /* a slow client is not a slow backend */
         break;
     case HTTP_ERROR: /* a malformed head or chunked body */
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         px_fail(px, 502, "Error communicating with backend server");
         break;
     default: /* HTTP_AGAIN: more bytes needed */
+        if (px->resp.phase == HTTP_READER_BODY)
+            px_arm(px, px->w->sh->cfg->response_timeout_ms); /* the timeout bounds each gap */
         break;
     }
     http_conn_uncork(c); /* c lives at least until this callback returns */

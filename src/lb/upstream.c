@@ -200,13 +200,15 @@ int lb_upstream_connect_error(const struct lb_upstream *u)
 
 int lb_upstream_flush(struct lb_upstream *u)
 {
+    /* Counted from the queue, not net_write's result: a send that fails after part of the queue
+     * went out returns -errno, and that part reached the backend all the same. */
+    size_t before = buf_used(&u->out);
     ssize_t n = net_write(u->fd, &u->out);
-    if (n < 0)
-        return -1;
-    u->bytes_written += (uint64_t)n;
-    if (n > 0)
-        atomic_fetch_add_explicit(&u->server->bytes_sent, (uint64_t)n, memory_order_relaxed);
-    return 0;
+    size_t sent = before - buf_used(&u->out); /* also when the call failed after some bytes */
+    u->bytes_written += (uint64_t)sent;
+    if (sent)
+        atomic_fetch_add_explicit(&u->server->bytes_sent, (uint64_t)sent, memory_order_relaxed);
+    return n < 0 ? -1 : 0;
 }
 
 /* Reads into a block from the worker's cache when u->in has no storage; a read is bounded by the

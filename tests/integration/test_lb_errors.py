@@ -6,9 +6,13 @@ the balancer keeps serving. A request that may have reached a backend is never r
 it is safe to repeat.
 """
 
+import socket
+import threading
+import time
+
 import pytest
 
-from helpers import LOCALHOST, RawConnection, backend_url, http_request, lb_server_stats, lb_stats, wait_for
+from helpers import LOCALHOST, CaptureBackend, RawConnection, backend_url, http_request, lb_server_stats, lb_stats, wait_for
 
 BAD_GATEWAY = b"Error communicating with backend server\n"
 TIMED_OUT = b"Backend server timed out\n"
@@ -83,6 +87,106 @@ def test_response_timeout_gives_504(testbackend_factory, lb_factory):
     assert_error(http_request(LOCALHOST, lb.port, "GET", "/delay?ms=2000", timeout=10), 504, TIMED_OUT)
     assert http_request(LOCALHOST, lb.port, "GET", "/delay?ms=100")[::2] == (200, b"delayed 100 ms\n")
     assert lb_server_stats(lb.port)[backend_url(backend)]["in_flight"] == 0
+
+
+class DripBackend:
+    """A raw backend that answers each non-health request with a Content-Length head and then
+    its body one piece at a time, sleeping `gaps[i]` seconds before piece i (health checks get
+    200 and a close). Stops when closed."""
+
+    def __init__(self, pieces, gaps):
+        self.pieces, self.gaps = pieces, gaps
+        self.listener = socket.create_server((LOCALHOST, 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        with sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                head += data
+            if head.startswith(b"GET /health "):
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                return
+            try:
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b"".join(self.pieces)))
+                for piece, gap in zip(self.pieces, self.gaps):
+                    time.sleep(gap)
+                    sock.sendall(piece)
+                time.sleep(1)
+            except OSError:
+                return
+
+    def close(self):
+        self.listener.close()
+
+
+def test_response_timeout_is_the_longest_gap_in_a_body(lb_factory):
+    """Regression: --response-timeout ("response head, and gaps in its body", docs/CONFIG.md) was
+    armed once, at the response head, so a body that kept flowing was cut once the timeout had
+    passed since the head, whatever its gaps."""
+    pieces = [b"%d" % i * 10 for i in range(8)]
+    steady = DripBackend(pieces, [0.15] * 8)  # 1.2 s in all, never 0.5 s without a byte
+    stalled = DripBackend(pieces[:3], [0.15, 0.15, 1.5])  # the third piece comes after 1.5 s
+    try:
+        lb = lb_factory([steady.port], "--response-timeout", "500ms", "--passive-health", "off")
+        status, _, body = http_request(LOCALHOST, lb.port, "GET", "/drip", timeout=10)
+        assert (status, body) == (200, b"".join(pieces))
+
+        lb = lb_factory([stalled.port], "--response-timeout", "500ms", "--passive-health", "off")
+        with RawConnection(lb.port, timeout=5) as conn:
+            conn.send(b"GET /drip HTTP/1.1\r\nHost: t\r\n\r\n")
+            start = time.monotonic()
+            head = conn.read_until(b"\r\n\r\n")
+            rest = conn.read_until_closed()  # the balancer cuts the response it cannot complete
+            elapsed = time.monotonic() - start
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 30\r\n" in head
+        assert rest == pieces[0] + pieces[1]
+        assert 0.6 < elapsed < 1.4, elapsed  # 0.3 s of pieces, then 0.5 s of silence
+    finally:
+        steady.close()
+        stalled.close()
+
+
+def test_response_timeout_does_not_run_while_a_slow_client_holds_the_body(lb_factory):
+    """Regression: while the client's queue is full the balancer stops reading the backend, and
+    the response timer went on running: a slow client reading a large body for longer than
+    --response-timeout after the head had its response cut (the backend was not late; the
+    client's own --client-send-timeout is what bounds a client that stops reading)."""
+    body = b"0123456789abcdef" * (1 << 20)  # 16 MiB: far more than the socket buffers hold
+    backend = CaptureBackend(response=b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    try:
+        lb = lb_factory([backend.port], "--response-timeout", "300ms", "--passive-health", "off")
+        with RawConnection(lb.port, timeout=10) as conn:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            conn.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = conn.read_until(b"\r\n\r\n")
+            got, start = len(conn.buf), time.monotonic()
+            conn.buf = b""
+            while got < len(body):
+                time.sleep(0.004)  # about 16 MB/s at most: the transfer takes over a second
+                data = conn.sock.recv(65536)
+                if not data:
+                    break
+                got += len(data)
+            elapsed = time.monotonic() - start
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert got == len(body), "cut after %d of %d bytes, %.2f s" % (got, len(body), elapsed)
+        assert elapsed > 0.6  # the client was slower than the response timeout for a while
+    finally:
+        backend.stop()
 
 
 def test_request_body_at_the_limit_is_forwarded(testbackend_factory, lb_factory):
