@@ -14,6 +14,7 @@
  * answer is relayed if it came. */
 #include <errno.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #include "lb/exchange.h"
 #include "lb/rewrite.h"
@@ -148,6 +149,20 @@ void relay_process(struct lb_upstream *u)
     http_conn_uncork(c); /* c lives at least until this callback returns */
 }
 
+/* 1 if the connection failed (a reset) while its reads are paused. Without read interest the
+ * kernel reports only an error or a hang-up, level-triggered; the pending error (SO_ERROR) or a
+ * failing peek tells it from a readiness left over from before the pause. */
+static int reset_while_paused(struct lb_upstream *u)
+{
+    if (u->reading)
+        return 0;
+    if (lb_upstream_connect_error(u))
+        return 1;
+    char c;
+    ssize_t r = recv(u->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
 /* Events of px's backend connection (upstream.h's on_io). */
 void relay_io(struct lb_upstream *u, int events)
 {
@@ -182,9 +197,11 @@ void relay_io(struct lb_upstream *u, int events)
                 lb_upstream_close(u); /* bytes with no exchange: protocol error */
             return;
         }
-        /* End of stream or error from the backend. */
+        /* End of stream or error from the backend. Only a clean end (FIN) ends a
+         * close-delimited body: after a reset the body may be cut short, and the client must
+         * not be told it is complete. */
         px = u->owner;
-        if (px && http_reader_eof(&px->resp) == HTTP_READER_DONE) {
+        if (px && n == 0 && http_reader_eof(&px->resp) == HTTP_READER_DONE) {
             px->resp_keep_alive = 0;
             resp_complete(px); /* the close ends a close-delimited body */
         } else if (px) {
@@ -192,6 +209,13 @@ void relay_io(struct lb_upstream *u, int events)
         } else {
             lb_upstream_close(u);
         }
+        return;
+    }
+    if ((events & LOOP_READ) && px && reset_while_paused(u)) {
+        /* Reads are paused (the client's queue is full) and the backend reset the connection:
+         * what it had sent is lost, and the level-triggered error would be reported again at
+         * once, forever (a spinning loop) until the client drained. */
+        px_backend_failed(px, LB_FAIL_IO);
         return;
     }
     lb_upstream_update_mask(u);

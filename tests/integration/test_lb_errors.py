@@ -6,7 +6,9 @@ the balancer keeps serving. A request that may have reached a backend is never r
 it is safe to repeat.
 """
 
+import os
 import socket
+import struct
 import threading
 import time
 
@@ -258,3 +260,115 @@ def test_consecutive_5xx_eject_a_server(testbackend_factory, lb_factory):
     seen = [http_request(LOCALHOST, lb.port, "GET", "/")[1]["x-backend"] for _ in range(4)]
     assert seen == ["B"] * 4
     assert lb.wait_for_output("agora lb: server %s ejected for " % backend_url(a), 5), lb.output()
+
+
+class ScriptBackend:
+    """A raw backend: health checks get 200 and a close; every other request runs
+    answer(sock) on its own thread."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.listener = socket.create_server((LOCALHOST, 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = sock.recv(4096)
+            if not data:
+                sock.close()
+                return
+            head += data
+        if head.startswith(b"GET /health "):
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            sock.close()
+            return
+        try:
+            self.answer(sock)
+        except OSError:
+            sock.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def reset(sock):
+    """Closes with a TCP reset (RST) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.parametrize("ending", ["fin", "rst"])
+def test_only_a_clean_close_completes_a_close_delimited_body(lb_factory, ending):
+    """Regression: a reset ended a close-delimited body as if complete (an HTTP/1.1 client got the
+    last chunk, "0\\r\\n\\r\\n", for a body cut short). A FIN completes it; a reset cuts the client."""
+
+    def answer(sock):
+        sock.sendall(b"HTTP/1.1 200 OK\r\n\r\nsome of the body")
+        time.sleep(0.3)
+        if ending == "rst":
+            reset(sock)
+        else:
+            sock.close()
+
+    backend = ScriptBackend(answer)
+    try:
+        lb = lb_factory([backend.port])
+        with RawConnection(lb.port) as conn:
+            conn.send(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+            data = conn.read_until_closed(timeout=10) if ending == "rst" else None
+            if ending == "fin":
+                status, headers, body = conn.read_response()
+                assert (status, headers["transfer-encoding"], body) == (200, "chunked", b"some of the body")
+        if ending == "rst":
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"some of the body" in data
+            assert not data.endswith(b"0\r\n\r\n")  # never told the body is complete
+    finally:
+        backend.close()
+
+
+def test_backend_reset_while_the_client_is_full_does_not_spin(lb_factory):
+    """Regression: when the backend reset the connection while reads from it were paused (the
+    client's queue was full), the kernel's level-triggered error came back at once, forever: the
+    worker spun at 100 % CPU until the client drained. Now the exchange fails at once (the
+    client is cut). Checked by the balancer's CPU time over 1.5 s: a spin uses all of it."""
+
+    def answer(sock):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
+        sock.settimeout(2)
+        try:
+            sock.sendall(b"z" * (32 << 20))  # more than the client's queue and the buffers take
+        except OSError:
+            pass
+        reset(sock)
+
+    backend = ScriptBackend(answer)
+    try:
+        lb = lb_factory([backend.port], "--health-interval", "60s")
+        client = socket.create_connection((LOCALHOST, lb.port))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert client.recv(12) == b"HTTP/1.1 200"
+        time.sleep(3)  # the backend gives up sending after 2 s and resets
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu():
+            fields = open("/proc/%d/stat" % lb.pid).read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+
+        before = cpu()
+        time.sleep(1.5)
+        assert cpu() - before < 0.5
+        client.close()
+    finally:
+        backend.close()
