@@ -1,6 +1,8 @@
 /* daemon.c — worker threads, signals and graceful stop; see daemon.h. */
 #include "http/daemon.h"
 
+#include "http/handoff.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -48,6 +51,11 @@ struct daemon {
     int sfd;
     int stopping;
     struct loop_timer poll;
+    /* upgrades (handoff.h) */
+    int hlfd;              /* offering socket, -1 = none */
+    ino_t hino;            /* its inode: removed at exit only if still ours */
+    int hcfd;              /* a successor being served, -1 = none */
+    struct loop_timer hto; /* gives up on a successor that never says READY */
 };
 
 unsigned http_daemon_cpus(void)
@@ -132,6 +140,14 @@ static void on_main_poll(struct loop *loop, struct loop_timer *t)
     loop_timer_arm(loop, t, 50);
 }
 
+static void begin_stop_and_poll(struct daemon *d)
+{
+    begin_stop(d);
+    d->poll.fn = on_main_poll;
+    d->poll.data = d;
+    loop_timer_arm(d->main, &d->poll, 0);
+}
+
 static void on_signal(struct loop *loop, int fd, int events, void *data)
 {
     struct daemon *d = data;
@@ -147,12 +163,111 @@ static void on_signal(struct loop *loop, int fd, int events, void *data)
             }
             fprintf(stderr, "%s: stopping (finishing in-flight requests, up to %u ms)\n", d->cfg->name,
                     d->cfg->shutdown_ms);
-            begin_stop(d);
-            d->poll.fn = on_main_poll;
-            d->poll.data = d;
-            loop_timer_arm(loop, &d->poll, 0);
+            begin_stop_and_poll(d);
         }
     }
+}
+
+/* ---- upgrades ---- */
+
+#define HANDOFF_READY_MS 30000 /* a successor has this long to start serving */
+
+static void handoff_drop(struct daemon *d)
+{
+    if (d->hcfd < 0)
+        return;
+    loop_unwatch(d->main, d->hcfd);
+    close(d->hcfd);
+    d->hcfd = -1;
+    loop_timer_cancel(d->main, &d->hto);
+}
+
+static void on_handoff_timeout(struct loop *loop, struct loop_timer *t)
+{
+    struct daemon *d = t->data;
+    fprintf(stderr, "%s: upgrade: the new process did not start serving within %d ms; still serving\n", d->cfg->name,
+            HANDOFF_READY_MS);
+    handoff_drop(d);
+}
+
+static void on_handoff_conn(struct loop *loop, int fd, int events, void *data)
+{
+    struct daemon *d = data;
+    int r = http_handoff_ready(fd);
+    if (r == 0)
+        return;
+    handoff_drop(d);
+    if (r < 0) {
+        fprintf(stderr, "%s: upgrade: the new process went away before serving; still serving\n", d->cfg->name);
+        return;
+    }
+    fprintf(stderr,
+            "%s: upgrade: the new process serves the listening sockets; finishing in-flight requests (up to %u ms)\n",
+            d->cfg->name, d->cfg->shutdown_ms);
+    begin_stop_and_poll(d);
+}
+
+static void on_handoff_accept(struct loop *loop, int fd, int events, void *data)
+{
+    struct daemon *d = data;
+    int cfd = http_handoff_accept(fd);
+    if (cfd == -EAGAIN)
+        return;
+    if (cfd < 0) {
+        fprintf(stderr, "%s: upgrade: refused a connection to %s: %s\n", d->cfg->name, d->cfg->handoff_path,
+                cfd == -EPERM ? "another user" : strerror(-cfd));
+        return;
+    }
+    if (d->stopping || d->hcfd >= 0) {
+        close(cfd); /* one successor at a time, and none while stopping */
+        return;
+    }
+    int fds[HTTP_HANDOFF_MAX_FDS];
+    for (unsigned i = 0; i < d->n; i++)
+        fds[i] = d->w[i].lfd;
+    int rc = http_handoff_send(cfd, fds, d->n);
+    if (rc < 0 || loop_watch(loop, cfd, LOOP_READ, on_handoff_conn, d) < 0) {
+        fprintf(stderr, "%s: upgrade: cannot pass the listening sockets: %s\n", d->cfg->name,
+                strerror(rc < 0 ? -rc : EIO));
+        close(cfd);
+        return;
+    }
+    d->hcfd = cfd;
+    d->hto.fn = on_handoff_timeout;
+    d->hto.data = d;
+    loop_timer_arm(loop, &d->hto, HANDOFF_READY_MS);
+    fprintf(stderr, "%s: upgrade: passed %u listening socket(s) to a new process\n", d->cfg->name, d->n);
+}
+
+/* Starts offering the listening sockets at cfg->handoff_path. Returns 0 or -1 (message printed). */
+static int handoff_start(struct daemon *d)
+{
+    d->hlfd = http_handoff_listen(d->cfg->handoff_path);
+    if (d->hlfd < 0) {
+        fprintf(stderr, "%s: cannot offer upgrades at %s: %s\n", d->cfg->name, d->cfg->handoff_path,
+                strerror(-d->hlfd));
+        return -1;
+    }
+    struct stat st;
+    d->hino = fstat(d->hlfd, &st) == 0 ? st.st_ino : 0;
+    if (stat(d->cfg->handoff_path, &st) == 0)
+        d->hino = st.st_ino;
+    loop_watch(d->main, d->hlfd, LOOP_READ, on_handoff_accept, d);
+    return 0;
+}
+
+static void handoff_stop(struct daemon *d)
+{
+    handoff_drop(d);
+    if (d->hlfd < 0)
+        return;
+    loop_unwatch(d->main, d->hlfd);
+    close(d->hlfd);
+    d->hlfd = -1;
+    /* A successor may have put its own socket at the path already: leave that one. */
+    struct stat st;
+    if (stat(d->cfg->handoff_path, &st) == 0 && st.st_ino == d->hino)
+        unlink(d->cfg->handoff_path);
 }
 
 unsigned long http_daemon_raise_fd_limit(const char *name, unsigned long want)
@@ -187,7 +302,8 @@ unsigned long http_daemon_raise_fd_limit(const char *name, unsigned long want)
 
 int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daemon_ops *ops, void *ctx)
 {
-    struct daemon d = {.cfg = cfg, .ops = ops, .ctx = ctx, .sfd = -1};
+    struct daemon d = {.cfg = cfg, .ops = ops, .ctx = ctx, .sfd = -1, .hlfd = -1, .hcfd = -1};
+    int takeover = -1; /* the connection to the process whose sockets were taken */
     int rc = 1;
     struct net_addr addr;
     if (net_parse_addr(cfg->listen, &addr) < 0) {
@@ -203,6 +319,20 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
     /* Blocked in every thread (workers inherit the mask); delivered through the signalfd. */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     d.n = cfg->workers ? cfg->workers : 1;
+    int taken[HTTP_HANDOFF_MAX_FDS];
+    unsigned ntaken = 0;
+    if (cfg->takeover_path) {
+        char err[256];
+        takeover = http_handoff_take(cfg->takeover_path, 5000, taken, HTTP_HANDOFF_MAX_FDS, &ntaken, err, sizeof(err));
+        if (takeover < 0) {
+            fprintf(stderr, "%s: upgrade: %s\n", cfg->name, err);
+            return 1;
+        }
+        if (ntaken != d.n)
+            fprintf(stderr, "%s: upgrade: took %u listening socket(s): running %u worker(s), not %u\n", cfg->name,
+                    ntaken, ntaken, d.n);
+        d.n = ntaken;
+    }
     d.w = alloc_calloc(d.n, sizeof(*d.w));
     d.main = loop_create(LOOP_INITIAL_FDS);
     d.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -210,7 +340,9 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         fprintf(stderr, "%s: start-up failed: %s\n", cfg->name, strerror(errno));
         goto out;
     }
-    for (unsigned i = 0; i < d.n; i++) {
+    for (unsigned i = 0; i < d.n && takeover >= 0; i++)
+        d.w[i].lfd = taken[i];
+    for (unsigned i = 0; i < d.n && takeover < 0; i++) {
         int fd = net_listen(&addr, 1, 4096);
         if (fd < 0) {
             fprintf(stderr, "%s: cannot listen on %s: %s\n", cfg->name, cfg->listen, strerror(-fd));
@@ -246,12 +378,21 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
     int ok = started == d.n;
     for (unsigned i = 0; ok && i < d.n; i++)
         ok = !d.w[i].failed;
+    if (ok && cfg->handoff_path && handoff_start(&d) < 0)
+        ok = 0; /* the workers are stopped below */
     if (ok) {
         if (ops->main_start)
             ops->main_start(ctx, d.main);
         loop_watch(d.main, d.sfd, LOOP_READ, on_signal, &d);
+        if (takeover >= 0) {
+            /* Every worker accepts on its socket: the old process may stop. */
+            http_handoff_done(takeover);
+            takeover = -1;
+            fprintf(stderr, "%s: upgrade: serving the listening sockets of the previous process\n", cfg->name);
+        }
         rc = 0;
         loop_run(d.main);
+        handoff_stop(&d);
     } else {
         for (unsigned i = started; i < d.n; i++)
             close(d.w[i].lfd);
@@ -269,6 +410,8 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
     if (ok && ops->main_stop)
         ops->main_stop(ctx);
 out:
+    if (takeover >= 0)
+        close(takeover); /* no READY: the old process keeps serving */
     if (d.sfd >= 0)
         close(d.sfd);
     loop_destroy(d.main);

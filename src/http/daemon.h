@@ -7,6 +7,10 @@
  *   SIGTERM, SIGINT  graceful stop: workers stop accepting, finish in-flight requests, and the
  *                    process returns from http_daemon_run once all are idle or the deadline passed
  *   SIGHUP           ops->reload(ctx) in the main thread (if set)
+ * Upgrades: with handoff_path the main loop offers the listening sockets to a successor started
+ * with takeover_path (handoff.h); once the successor says it serves them, this process stops
+ * as on SIGTERM, and its idle keep-alive connections are closed after a short grace, during
+ * which a request that arrives on one is still answered (with Connection: close).
  * Worker objects are created, shut down and freed on their own threads. */
 #ifndef AGORA_HTTP_DAEMON_H
 #define AGORA_HTTP_DAEMON_H
@@ -34,6 +38,11 @@ struct http_daemon_config {
     unsigned workers;     /* >= 1 */
     unsigned shutdown_ms; /* graceful-stop deadline */
     const char *name;     /* for messages, e.g. "agora lb" */
+    /* Upgrades (handoff.h): offer this process's listening sockets to a successor at this unix
+     * socket path (NULL = do not), and take them from a running process at this path instead of
+     * binding (NULL = bind). A process that took N sockets runs N workers. */
+    const char *handoff_path;
+    const char *takeover_path;
 };
 
 /* Raises the soft descriptor limit (RLIMIT_NOFILE) to the hard limit and reports the limit in

@@ -802,7 +802,9 @@ static void on_accept(struct loop *loop, int fd, int events, void *data);
  * Accepting pauses this long instead (nginx waits 500 ms), then resumes; at most one message per
  * ACCEPT_LOG_MS goes to stderr. */
 #define ACCEPT_PAUSE_MS 100
-#define ACCEPT_LOG_MS   10000
+/* A graceful stop closes idle keep-alive connections after this long (http_server_shutdown). */
+#define SHUTDOWN_IDLE_GRACE_MS 250
+#define ACCEPT_LOG_MS          10000
 
 static void server_maybe_accept(struct http_server *s)
 {
@@ -945,12 +947,14 @@ void http_server_shutdown(struct http_server *s)
         close(s->lfd);
         s->lfd = -1;
     }
-    struct http_conn *c = s->conns, *next;
-    for (; c; c = next) {
-        next = c->next;
+    /* Idle keep-alive connections are closed after a short grace, not at once: a client may have
+     * a request on its way on one (closing under it would fail that request); such a request is
+     * answered, with Connection: close. */
+    struct http_conn *c = s->conns;
+    for (; c; c = c->next) {
         c->keep_alive = 0;
-        if (c->state == ST_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0)
-            conn_close(c);
+        if (c->state == ST_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0 && !c->closing)
+            loop_timer_arm(s->loop, &c->timer, SHUTDOWN_IDLE_GRACE_MS);
     }
 }
 

@@ -643,7 +643,9 @@ struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct 
         snprintf(err, errlen, "invalid admin address '%s'", sh->cfg->admin_listen);
         return NULL;
     }
-    int fd = net_listen(&addr, 0, 128);
+    /* With upgrades on, the successor binds the admin address while this process still holds it
+     * (both sockets need SO_REUSEPORT); the old one stops answering when it stops. */
+    int fd = net_listen(&addr, sh->cfg->upgrade_socket[0] != '\0', 128);
     if (fd < 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", sh->cfg->admin_listen, strerror(-fd));
         return NULL;

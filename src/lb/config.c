@@ -50,6 +50,11 @@ static const struct opts_def opts[] = {
     ROW("lb", "workers", "workers", OPTS_UINT, O(workers), 0, "worker threads (default: number of cores)"),
     ROW("lb", "access_log", "access-log", OPTS_STR, O(access_log), S(access_log),
         "off (default), stdout, or a file path"),
+    ROW("lb", "upgrade_socket", "upgrade-socket", OPTS_STR, O(upgrade_socket), S(upgrade_socket),
+        "unix socket where a new balancer can take this one's listening sockets (upgrades without a dropped "
+        "connection; default off)"),
+    ROW(NULL, NULL, "upgrade-from", OPTS_STR, O(upgrade_from), S(upgrade_from),
+        "take the listening sockets of the balancer offering them at this unix socket, then it stops"),
     ROW("lb", "access_log_format", "access-log-format", OPTS_STR, O(access_log_format), S(access_log_format),
         "combined (default) or json (with the request id, retries and upstream times)"),
     ROW("lb", "trust_forwarded", "trust-forwarded", OPTS_BOOL, O(trust_forwarded), 0,

@@ -24,6 +24,8 @@ struct lb_config {
     unsigned workers;           /* 0 = number of cores */
     char access_log[512];       /* "off", "stdout" or a file path */
     char access_log_format[16]; /* "combined" or "json" (accesslog.h) */
+    char upgrade_socket[256];   /* offer the listening sockets to a successor here ("" = off) */
+    char upgrade_from[256];     /* take the listening sockets from a running balancer ("" = bind) */
     /* health checks */
     char health_path[256];
     unsigned health_interval_ms, health_timeout_ms;

@@ -215,8 +215,12 @@ int lb_main(int argc, char **argv)
         stderr,
         "agora lb: listening on %s, %u worker(s), policy %s, %d backend(s), up to %u client connections per worker\n",
         lb->cfg.listen, workers, lb->sh.policy->name, n, lb->cfg.max_connections);
-    struct http_daemon_config dc = {
-        .listen = lb->cfg.listen, .workers = workers, .shutdown_ms = lb->cfg.shutdown_timeout_ms, .name = "agora lb"};
+    struct http_daemon_config dc = {.listen = lb->cfg.listen,
+                                    .workers = workers,
+                                    .shutdown_ms = lb->cfg.shutdown_timeout_ms,
+                                    .name = "agora lb",
+                                    .handoff_path = lb->cfg.upgrade_socket[0] ? lb->cfg.upgrade_socket : NULL,
+                                    .takeover_path = lb->cfg.upgrade_from[0] ? lb->cfg.upgrade_from : NULL};
     struct http_daemon_ops ops = {
         .worker_create = worker_create,
         .worker_shutdown = worker_shutdown,
