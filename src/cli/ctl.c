@@ -33,7 +33,8 @@ static const struct opts_def flags[] = {
 static const struct opts_cmd command = {
     .name = "agora ctl",
     .head = "usage: agora ctl [--admin ADDR] [--token-file FILE | --token TOKEN] [--data DIR] COMMAND\n"
-            "       agora ctl [--data DIR] server add|remove PORT|list\n\n"
+            "       agora ctl [--data DIR] server add|remove PORT|list\n"
+            "       agora ctl [--data DIR] upgrade\n\n"
             "Changes a running balancer without a restart, through its admin API (default\n"
             "127.0.0.1:8404). The bearer token is the first of: --token, --token-file FILE,\n"
             "$AGORA_ADMIN_TOKEN, the file a balancer on ADDR's port generates by default\n"
@@ -48,7 +49,9 @@ static const struct opts_cmd command = {
             "With `agora up` running (data directory --data, default ./data):\n"
             "  server add                start one more web server and add it to the balancer\n"
             "  server remove PORT        drain the web server on PORT, then stop it\n"
-            "  server list               the processes `agora up` supervises\n\n"
+            "  server list               the processes `agora up` supervises\n"
+            "  upgrade                   replace `agora up`'s balancer by a new one (the agora binary\n"
+            "                            on disk now) without dropping a request\n\n"
             "ADDR is host:port as shown by `list`.\n\n"
             "Options (before the command):\n",
     OPTS_TABLE(flags),
@@ -227,7 +230,9 @@ int cmd_ctl(int argc, char **argv)
     const char *cmd = argv[i++];
     int rest = argc - i;
     struct ctl k = {.admin = admin};
-    /* `server ...` goes to `agora up`'s control socket, not to the admin API. */
+    /* `server ...` and `upgrade` go to `agora up`'s control socket, not to the admin API. */
+    if (!strcmp(cmd, "upgrade") && rest == 0)
+        return up_call(data, "upgrade\n");
     if (strcmp(cmd, "server") && find_token(&k, flag_token, token_file, data) < 0)
         return 2;
     char path[512], body[700];

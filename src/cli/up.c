@@ -75,6 +75,9 @@ struct up {
     unsigned next_port;
     int ctl_fd;
     char ctl_path[PATH_MAX];
+    /* the balancer: its slot, and while an upgrade runs the slot of the one being replaced */
+    int lb, lb_old;
+    char upgrade_sock[PATH_MAX + 16]; /* DATA/lb-upgrade.sock (lb/lb.h --upgrade-socket) */
 };
 
 static uint64_t now_ms(void) { return loop_clock_us() / 1000; }
@@ -295,6 +298,88 @@ static void ctl_add(struct up *u, int fd)
     ctl_answer(fd, &body);
 }
 
+/* Upgrades the balancer in place: a new `agora lb` (the executable at its path now, so a new
+ * binary is picked up) with the same flags and the web servers running now takes the old one's
+ * listening sockets (--upgrade-from); the old one finishes its requests and exits by itself.
+ * Until it has, the old one stays the supervised balancer: if the new one fails first, nothing
+ * changes. */
+static void ctl_upgrade(struct up *u, int fd)
+{
+    struct child *old = &u->kids[u->lb];
+    if (u->lb_old >= 0) {
+        ctl_error(fd, "an upgrade of the balancer is in progress");
+        return;
+    }
+    if (old->pid <= 0) {
+        ctl_error(fd, "the balancer is not running (it is being restarted)");
+        return;
+    }
+    if (u->nkids >= MAX_CHILDREN) {
+        ctl_error(fd, "at most %d processes", MAX_CHILDREN);
+        return;
+    }
+    struct child *c = &u->kids[u->nkids];
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "balancer");
+    for (int k = 0; k < old->argc; k++) {
+        if (!strcmp(old->argv[k], "--backend") || !strcmp(old->argv[k], "--upgrade-from")) {
+            k++; /* and its value: the servers are those running now */
+            continue;
+        }
+        child_arg(c, "%s", old->argv[k]);
+    }
+    for (int i = 0; i < u->nkids; i++) {
+        struct child *s = &u->kids[i];
+        if (s->port && !s->retired && !s->retiring && c->argc < MAX_ARGS - 4)
+            child_flag(c, "--backend", "http://127.0.0.1:%u", s->port);
+    }
+    child_flag(c, "--upgrade-from", "%s", u->upgrade_sock);
+    if (spawn(u, c) < 0) {
+        ctl_error(fd, "cannot start a balancer process");
+        return;
+    }
+    u->lb_old = u->lb;
+    u->lb = u->nkids++;
+    fprintf(stderr, "agora up: upgrading the balancer: pid %d takes over from pid %d\n", c->pid, old->pid);
+    struct buf body = {0};
+    struct jsonw w;
+    jsonw_init(&w, &body, JSONW_SPACED);
+    jsonw_object(&w);
+    jsonw_kv_int(&w, "upgrading_from_pid", old->pid);
+    jsonw_kv_int(&w, "pid", c->pid);
+    jsonw_end(&w);
+    ctl_answer(fd, &body);
+}
+
+/* A balancer exited during an upgrade: the old one (done: the new one serves) or the new one
+ * (failed: the old one goes on). Returns 1 when the exit is accounted for. */
+static int upgrade_exit(struct up *u, int slot, int status)
+{
+    if (u->lb_old < 0 || (slot != u->lb_old && slot != u->lb))
+        return 0;
+    struct child *gone = &u->kids[slot];
+    gone->retired = 1;
+    if (slot == u->lb_old) {
+        struct child *now = &u->kids[u->lb];
+        /* Restarts of the new one bind afresh: drop --upgrade-from from its flags. */
+        for (int k = 0; k + 1 < now->argc; k++)
+            if (!strcmp(now->argv[k], "--upgrade-from")) {
+                free(now->argv[k]);
+                free(now->argv[k + 1]);
+                memmove(&now->argv[k], &now->argv[k + 2], sizeof(now->argv[0]) * (size_t)(now->argc - k - 1));
+                now->argc -= 2;
+                break;
+            }
+        fprintf(stderr, "agora up: balancer upgraded: pid %d serves, the old one exited (status %d)\n", now->pid,
+                WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    } else {
+        u->lb = u->lb_old;
+        fprintf(stderr, "agora up: the new balancer exited before taking over; pid %d goes on\n", u->kids[u->lb].pid);
+    }
+    u->lb_old = -1;
+    return 1;
+}
+
 static void ctl_remove(struct up *u, int fd, unsigned port)
 {
     for (int i = 0; i < u->nkids; i++) {
@@ -364,10 +449,12 @@ static void on_ctl(struct up *u)
             ctl_add(u, fd);
         else if (!strcmp(cmd, "list"))
             ctl_list(u, fd);
+        else if (!strcmp(cmd, "upgrade"))
+            ctl_upgrade(u, fd);
         else if (sscanf(cmd, "remove %u", &port) == 1)
             ctl_remove(u, fd, port);
         else
-            ctl_error(fd, "unknown command (add, remove PORT, list)");
+            ctl_error(fd, "unknown command (add, remove PORT, list, upgrade)");
     }
     close(fd);
 }
@@ -468,6 +555,8 @@ int cmd_up(int argc, char **argv)
     child_flag(lb, "--health-interval", "%s", "2s");
     child_flag(lb, "--health-timeout", "%s", "1s");
     child_flag(lb, "--access-log", "%s", access_log);
+    snprintf(u->upgrade_sock, sizeof(u->upgrade_sock), "%s/lb-upgrade.sock", data);
+    child_flag(lb, "--upgrade-socket", "%s", u->upgrade_sock);
     if (lb_workers) {
         child_flag(lb, "--workers", "%u", lb_workers);
     }
@@ -476,6 +565,8 @@ int cmd_up(int argc, char **argv)
         child_flag(lb, "--backend", "http://127.0.0.1:%u", port + 1 + i);
     }
     u->nkids = (int)nservers + 1;
+    u->lb = (int)nservers;
+    u->lb_old = -1;
 
     sigset_t set;
     sigemptyset(&set);
@@ -558,7 +649,7 @@ int cmd_up(int argc, char **argv)
                 if (c->pid != pid)
                     continue;
                 c->pid = 0;
-                if (u->stopping || c->retired)
+                if (u->stopping || c->retired || upgrade_exit(u, i, status))
                     break;
                 uint64_t ran = now_ms() - c->started_ms;
                 c->backoff_ms =

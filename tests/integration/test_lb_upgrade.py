@@ -24,8 +24,9 @@ class Load:
     only when the server says Connection: close) and `fresh` ones opening a connection per
     request. Counts answers and failures (any exception or non-200)."""
 
-    def __init__(self, port, keep=4, fresh=2):
+    def __init__(self, port, keep=4, fresh=2, prefix=b"hello"):
         self.port = port
+        self.prefix = prefix  # what every body starts with
         self.ok = 0
         self.failures = []
         self.lock = threading.Lock()
@@ -51,7 +52,7 @@ class Load:
                 conn.request("GET", "/")
                 resp = conn.getresponse()
                 body = resp.read()
-                self._count(None if resp.status == 200 and body.startswith(b"hello") else "status %d" % resp.status)
+                self._count(None if resp.status == 200 and body.startswith(self.prefix) else "status %d" % resp.status)
                 if resp.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
@@ -156,3 +157,52 @@ def test_a_successor_that_goes_away_leaves_the_old_one_serving(agora_bin, testba
         assert lb.poll() is None
     finally:
         lb.stop()
+
+
+def test_agora_ctl_upgrade_replaces_agora_ups_balancer_under_load(agora_bin, tmp_path):
+    from helpers import free_port_run, start_process
+
+    data = tmp_path / "data"
+    base = free_port_run([0, 1, 2, 3, 404])
+    up = start_process([agora_bin, "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", data, "--servers", "2",
+                        "--lb-workers", "1"], ready_text="agora is up", timeout=30)
+    load = None
+    try:
+        def healthy():
+            try:
+                conn = http.client.HTTPConnection(LOCALHOST, base, timeout=2)
+                conn.request("GET", "/health")
+                ok = conn.getresponse().status == 200
+                conn.close()
+                return ok
+            except OSError:
+                return False
+
+        assert wait_for(healthy, 20, 0.1), up.output()
+        load = Load(base, keep=3, fresh=1, prefix=b"<!doctype html>")
+        time.sleep(0.5)
+        proc = subprocess.run([str(agora_bin), "ctl", "--data", str(data), "upgrade"], capture_output=True, text=True,
+                              timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert '"pid"' in proc.stdout and '"upgrading_from_pid"' in proc.stdout
+        assert up.wait_for_output("agora up: balancer upgraded", 20), up.output()
+        before = load.ok
+        time.sleep(0.5)
+        assert load.ok > before
+        # A second upgrade right after the first works too (restarts bind afresh, not from the old socket).
+        proc = subprocess.run([str(agora_bin), "ctl", "--data", str(data), "upgrade"], capture_output=True, text=True,
+                              timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert wait_for(lambda: up.output().count("agora up: balancer upgraded") == 2, 20), up.output()
+        load.finish()
+        assert load.failures == [], load.failures[:10]
+        assert load.ok > 50
+        listed = subprocess.run([str(agora_bin), "ctl", "--data", str(data), "server", "list"], capture_output=True,
+                                text=True, timeout=20)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.count('"running"') == 3  # two web servers and the one balancer
+    finally:
+        if load:
+            load.finish()
+        up.popen.send_signal(__import__("signal").SIGTERM)
+        assert up.wait(timeout=30) == 0, up.output()
