@@ -5,6 +5,8 @@
 #   slow  scenario 2: agora's policies vs HAProxy with serial, slow backends (bench/slow.sh)
 #   idle  scenario 4: memory per idle connection (1,000 and 10,000 held) and throughput with
 #         10,000 idle connections held vs none, agora lb vs HAProxy vs nginx (bench/idle.sh)
+#   metrics  scenario 5: the cost of GET /metrics: one scrape at 100 servers, and throughput
+#         with a scrape a second vs none (bench/metrics.sh)
 # Installs missing packages, checks the binaries, runs the scenarios and prints their tables;
 # raw outputs and the tables go to build/bench/ (summary.txt holds all tables of the last run).
 set -euo pipefail
@@ -17,8 +19,9 @@ case "${1:-all}" in
     slow) scenarios=(slow) ;;
     social) scenarios=(social) ;;
     idle) scenarios=(idle) ;;
-    all) scenarios=(lb slow social idle) ;;
-    *) bench_die "unknown scenario '$1' (expected lb, slow, social, idle or all)" ;;
+    metrics) scenarios=(metrics) ;;
+    all) scenarios=(lb slow social idle metrics) ;;
+    *) bench_die "unknown scenario '$1' (expected lb, slow, social, idle, metrics or all)" ;;
 esac
 
 sh scripts/install-deps.sh bench

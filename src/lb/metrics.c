@@ -2,6 +2,7 @@
 #include "lb/metrics.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "core/loop.h"
 #include "lb/servers.h"
@@ -21,25 +22,36 @@ static void family(struct buf *out, const char *name, const char *type, const ch
     buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* Label values are host:port from the configuration; escaped anyway as the format requires. */
+/* Label values are host:port from the configuration; escaped anyway as the format requires
+ * (one append when nothing needs it, the usual case: a scrape writes thousands of samples). */
 static void put_label_value(struct buf *out, const char *v)
 {
-    for (; *v; v++) {
+    size_t n = strcspn(v, "\\\"\n");
+    buf_append(out, v, n);
+    for (v += n; *v; v++) {
         if (*v == '\\' || *v == '"')
-            buf_printf(out, "\\%c", *v);
+            buf_append(out, (char[]){'\\', *v}, 2);
         else if (*v == '\n')
-            buf_puts(out, "\\n");
+            buf_append(out, "\\n", 2);
         else
             buf_append(out, v, 1);
     }
 }
 
-/* name{server="KEY"[,extra]} value */
+/* name{server="KEY"[,extra]} value — without printf. */
 static void sample(struct buf *out, const char *name, const struct lb_server *s, const char *extra, uint64_t v)
 {
-    buf_printf(out, "%s{server=\"", name);
+    buf_puts(out, name);
+    buf_append(out, "{server=\"", 9);
     put_label_value(out, s->key);
-    buf_printf(out, "\"%s%s} %llu\n", extra ? "," : "", extra ? extra : "", (unsigned long long)v);
+    buf_append(out, "\"", 1);
+    if (extra) {
+        buf_append(out, ",", 1);
+        buf_puts(out, extra);
+    }
+    buf_append(out, "} ", 2);
+    buf_put_u64(out, (unsigned long long)v);
+    buf_append(out, "\n", 1);
 }
 
 /* One family with one sample per server, from a field read by get. */
@@ -60,17 +72,19 @@ static void histogram(struct buf *out, const struct lb_set *set)
     const char *name = "agora_lb_server_response_seconds";
     family(out, name, "histogram",
            "Time from sending a request to the server to its complete response head, in seconds.");
+    char le[LB_PROM_BUCKETS][32]; /* the same for every server: formatted once */
+    for (unsigned b = 0; b < LB_PROM_BUCKETS; b++) {
+        if (b < LB_PROM_BUCKETS - 1)
+            snprintf(le[b], sizeof(le[b]), "le=\"%g\"", (double)bounds[b] / 1e6);
+        else
+            snprintf(le[b], sizeof(le[b]), "le=\"+Inf\"");
+    }
     for (size_t i = 0; i < set->n; i++) {
         const struct lb_server *s = set->servers[i];
         uint64_t cum = 0;
-        char le[48];
         for (unsigned b = 0; b < LB_PROM_BUCKETS; b++) {
             cum += LOAD(s->prom_hist[b]);
-            if (b < LB_PROM_BUCKETS - 1)
-                snprintf(le, sizeof(le), "le=\"%g\"", (double)bounds[b] / 1e6);
-            else
-                snprintf(le, sizeof(le), "le=\"+Inf\"");
-            sample(out, "agora_lb_server_response_seconds_bucket", s, le, cum);
+            sample(out, "agora_lb_server_response_seconds_bucket", s, le[b], cum);
         }
         buf_printf(out, "agora_lb_server_response_seconds_sum{server=\"");
         put_label_value(out, s->key);
