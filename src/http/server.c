@@ -201,6 +201,28 @@ static ssize_t conn_read(struct http_conn *c, size_t max)
     return n;
 }
 
+/* ---- counts for metrics ---- */
+
+static const int answer_codes[HTTP_ANSWER_N - 1] = HTTP_ANSWER_CODES;
+
+void http_answers_count(struct http_answers *a, int status)
+{
+    unsigned i = 0;
+    while (i < HTTP_ANSWER_N - 1 && answer_codes[i] != status)
+        i++;
+    atomic_fetch_add_explicit(&a->by_code[i == HTTP_ANSWER_N - 1 ? 0 : i + 1], 1, memory_order_relaxed);
+}
+
+int http_answers_code(unsigned i) { return i == 0 || i >= HTTP_ANSWER_N ? 0 : answer_codes[i - 1]; }
+
+/* An answer the server makes itself: counted, then sent as http_conn_respond_error does. */
+static void server_error(struct http_conn *c, int status, const char *message, int close_after)
+{
+    if (c->srv->lim.stats)
+        http_answers_count(&c->srv->lim.stats->answers, status);
+    http_conn_respond_error(c, status, message, close_after);
+}
+
 /* ---- dates ---- */
 
 const char *http_date_now(void)
@@ -242,7 +264,7 @@ static void on_timer(struct loop *loop, struct loop_timer *t)
     switch (c->state) {
     case ST_HEAD:
         if (buf_used(&c->in) > 0 && !c->owned) {
-            http_conn_respond_error(c, 408, "request header timeout: the request head was not received in time", 1);
+            server_error(c, 408, "request header timeout: the request head was not received in time", 1);
             return;
         }
         conn_close(c); /* idle keep-alive connection */
@@ -434,6 +456,8 @@ static void conn_close(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    if (s->lim.stats)
+        atomic_fetch_sub_explicit(&s->lim.stats->conns, 1, memory_order_relaxed);
     loop_defer(s->loop, conn_free, c);
     server_maybe_accept(s);
 }
@@ -578,11 +602,11 @@ static int start_request(struct http_conn *c, size_t len)
     c->paused = 0;
     c->data = NULL;
     if (h->upgrade || h->method == HTTP_CONNECT) {
-        http_conn_respond_error(c, 501, "not implemented: CONNECT and protocol upgrades are not supported", 1);
+        server_error(c, 501, "not implemented: CONNECT and protocol upgrades are not supported", 1);
         return -1;
     }
     if (s->lim.max_body && h->body == HTTP_BODY_LENGTH && (uint64_t)h->content_length > s->lim.max_body) {
-        http_conn_respond_error(c, 413, "request body too large", 1);
+        server_error(c, 413, "request body too large", 1);
         return -1;
     }
     unsigned retry_after;
@@ -590,7 +614,7 @@ static int start_request(struct http_conn *c, size_t len)
         !http_climits_take(s->lim.climits, c->ip, loop_now(s->loop), &retry_after)) {
         c->retry_after = retry_after;
         c->state = c->body_done ? ST_WAIT : ST_BODY;
-        http_conn_respond_error(c, 429, "too many requests from your address: slow down", 0);
+        server_error(c, 429, "too many requests from your address: slow down", 0);
         return 0;
     }
     c->state = c->body_done ? ST_WAIT : ST_BODY;
@@ -615,7 +639,7 @@ static int fail_request(struct http_conn *c, int status, const char *message)
         if (s->ops->on_abort)
             s->ops->on_abort(s->ctx, c);
         c->data = NULL;
-        http_conn_respond_error(c, status, message, 1);
+        server_error(c, status, message, 1);
     } else {
         conn_close_later(c);
     }
@@ -696,8 +720,7 @@ again:
                 c->in_process = 0;
                 c->state = ST_WAIT; /* so a HEAD-less error keeps its body */
                 h->method = HTTP_OTHER;
-                http_conn_respond_error(c, h->error_status ? h->error_status : 400, h->error ? h->error : "bad request",
-                                        1);
+                server_error(c, h->error_status ? h->error_status : 400, h->error ? h->error : "bad request", 1);
                 return;
             }
             if (start_request(c, (size_t)r) < 0)
@@ -874,6 +897,8 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
                 ssize_t w = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
                 (void)w;
                 close(fd);
+                if (s->lim.stats)
+                    http_answers_count(&s->lim.stats->answers, 503);
                 continue;
             }
             counted = 1;
@@ -899,6 +924,8 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
             s->conns->prev = c;
         s->conns = c;
         s->nconns++;
+        if (s->lim.stats)
+            atomic_fetch_add_explicit(&s->lim.stats->conns, 1, memory_order_relaxed);
         conn_arm_timer(c);
     }
     server_maybe_accept(s);
@@ -1087,7 +1114,7 @@ static void buf_job_done(void *arg, struct http_response *resp)
     http_conn_set_data(c, NULL);
     if (!resp) {
         c->retry_after = 1;
-        http_conn_respond_error(c, 503, "server busy: no worker was free in time, try again shortly", 0);
+        server_error(c, 503, "server busy: no worker was free in time, try again shortly", 0);
         return;
     }
     buf_send_response(c, resp);
@@ -1112,8 +1139,7 @@ static void buf_on_body_end(void *ctx, struct http_conn *c)
             buffered_req_free(r);
             http_conn_set_data(c, NULL);
             c->retry_after = 1;
-            http_conn_respond_error(c, 503, "server busy: too many requests waiting for a worker, try again shortly",
-                                    0);
+            server_error(c, 503, "server busy: too many requests waiting for a worker, try again shortly", 0);
         }
         return;
     }

@@ -31,6 +31,7 @@
  * http_conn_response_done, once the caller's own request is over. */
 #ifndef AGORA_HTTP_SERVER_H
 #define AGORA_HTTP_SERVER_H
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/buf.h"
@@ -41,18 +42,41 @@
 struct http_conn;
 struct http_server;
 
+/* Counts of answers by status, for metrics: those a server makes itself (malformed or too large
+ * requests, timeouts, limits) and, in the balancer, its own (lb/metrics.h). Relaxed atomics,
+ * shared by the workers. */
+#define HTTP_ANSWER_CODES                                                                                              \
+    {                                                                                                                  \
+        400, 403, 408, 413, 414, 429, 431, 500, 501, 502, 503, 504, 505                                                \
+    }
+#define HTTP_ANSWER_N 14 /* the codes above and "other" */
+struct http_answers {
+    atomic_uint_fast64_t by_code[HTTP_ANSWER_N];
+};
+/* Counts one answer with this status. */
+void http_answers_count(struct http_answers *a, int status);
+/* The status counted at index i (0 for "other"). */
+int http_answers_code(unsigned i);
+
+/* What a server counts for its owner's metrics (http_server_limits.stats). */
+struct http_server_stats {
+    atomic_int conns;            /* open client connections */
+    struct http_answers answers; /* answers the server made itself */
+};
+
 struct http_server_limits {
-    size_t max_line;              /* request line, → 414; default 8192 */
-    size_t max_head;              /* whole head, → 431; default 16384 */
-    uint64_t max_body;            /* → 413; 0 = unlimited */
-    unsigned header_timeout_ms;   /* whole-head deadline from its first byte, → 408; default 30000 */
-    unsigned idle_timeout_ms;     /* keep-alive idle between requests; default 60000 */
-    unsigned body_timeout_ms;     /* no body byte for this long, → 408; default 30000 */
-    unsigned send_timeout_ms;     /* client reads nothing for this long → close; default 60000 */
-    unsigned max_conns;           /* per server (worker); 0 = unlimited */
-    int json_errors;              /* server-made errors as {"error": "..."} instead of text */
-    struct http_climits *climits; /* per-address connection/rate limits (climits.h); NULL = none */
-    const char *extra_headers;    /* added to server-made responses, e.g. "X-Served-By: h:p\r\n" */
+    size_t max_line;                 /* request line, → 414; default 8192 */
+    size_t max_head;                 /* whole head, → 431; default 16384 */
+    uint64_t max_body;               /* → 413; 0 = unlimited */
+    unsigned header_timeout_ms;      /* whole-head deadline from its first byte, → 408; default 30000 */
+    unsigned idle_timeout_ms;        /* keep-alive idle between requests; default 60000 */
+    unsigned body_timeout_ms;        /* no body byte for this long, → 408; default 30000 */
+    unsigned send_timeout_ms;        /* client reads nothing for this long → close; default 60000 */
+    unsigned max_conns;              /* per server (worker); 0 = unlimited */
+    int json_errors;                 /* server-made errors as {"error": "..."} instead of text */
+    struct http_climits *climits;    /* per-address connection/rate limits (climits.h); NULL = none */
+    const char *extra_headers;       /* added to server-made responses, e.g. "X-Served-By: h:p\r\n" */
+    struct http_server_stats *stats; /* counted here when not NULL (may be shared by servers) */
 };
 
 struct http_server_ops {

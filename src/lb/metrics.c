@@ -7,15 +7,7 @@
 #include "core/loop.h"
 #include "lb/servers.h"
 
-static const int answer_codes[] = LB_ANSWER_CODES;
-
-void lb_count_answer(struct lb_counters *c, int status)
-{
-    unsigned i = 0;
-    while (i < LB_ANSWER_N - 1 && answer_codes[i] != status)
-        i++;
-    atomic_fetch_add_explicit(&c->answers[i], 1, memory_order_relaxed);
-}
+void lb_count_answer(struct lb_counters *c, int status) { http_answers_count(&c->answers, status); }
 
 static void family(struct buf *out, const char *name, const char *type, const char *help)
 {
@@ -104,15 +96,19 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
     family(out, "agora_lb_reloads_total", "counter", "Successful configuration reloads (SIGHUP).");
     buf_printf(out, "agora_lb_reloads_total %llu\n", (unsigned long long)LOAD(c->reloads));
     family(out, "agora_lb_answers_total", "counter",
-           "Responses the balancer made itself (no server answered, or the request was refused), by status.");
-    static const int codes[] = LB_ANSWER_CODES;
-    for (unsigned i = 0; i < LB_ANSWER_N; i++) {
-        if (i < LB_ANSWER_N - 1)
-            buf_printf(out, "agora_lb_answers_total{code=\"%d\"} %llu\n", codes[i],
-                       (unsigned long long)LOAD(c->answers[i]));
+           "Responses the balancer made itself (no server answered, the request was refused or malformed, a "
+           "timeout or a limit), by status.");
+    for (unsigned i = 1; i <= HTTP_ANSWER_N; i++) {
+        unsigned k = i % HTTP_ANSWER_N; /* the codes in order, "other" (index 0) last */
+        uint64_t v = LOAD(c->answers.by_code[k]) + LOAD(c->http.answers.by_code[k]);
+        if (k)
+            buf_printf(out, "agora_lb_answers_total{code=\"%d\"} %llu\n", http_answers_code(k), (unsigned long long)v);
         else
-            buf_printf(out, "agora_lb_answers_total{code=\"other\"} %llu\n", (unsigned long long)LOAD(c->answers[i]));
+            buf_printf(out, "agora_lb_answers_total{code=\"other\"} %llu\n", (unsigned long long)v);
     }
+    family(out, "agora_lb_client_connections", "gauge", "Open client connections, all workers.");
+    int conns = LOAD(c->http.conns);
+    buf_printf(out, "agora_lb_client_connections %d\n", conns > 0 ? conns : 0);
     family(out, "agora_lb_retry_budget_refusals_total", "counter",
            "Retries not made because the retry budget was spent.");
     buf_printf(out, "agora_lb_retry_budget_refusals_total %llu\n", (unsigned long long)LOAD(c->budget_refusals));

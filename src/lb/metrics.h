@@ -6,9 +6,11 @@
  * connect failures, ejections, backend connections open and idle in the pools, bytes each way,
  * and the response-time histogram (the time from sending the request to the complete response
  * head, as the passive health records it). For the balancer as a whole (struct lb_counters in
- * lb_shared): the answers it made itself, by status (the backend never answered: 502/503/504;
- * refusals: 400), retry-budget refusals, reloads; and gauges read at scrape time (the
- * configuration generation, the number of servers).
+ * lb_shared): the answers it made itself, by status — its request path's (the backend never
+ * answered: 502/503/504; refusals: 400) and its HTTP layer's (malformed or too large requests,
+ * timeouts, per-address limits: 400/408/413/414/429/431/501/503/505) —, open client
+ * connections, retry-budget refusals, reloads; and gauges read at scrape time (the configuration
+ * generation, the number of servers).
  *
  * Conventions (prometheus.io/docs/practices/naming): names agora_lb_*, counters end in _total,
  * times in seconds, sizes in bytes; labels have bounded values only (the server's host:port from
@@ -21,18 +23,13 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "http/server.h"
 
 struct lb_set;
 
-/* The answers the balancer counts by status; anything else is "other". */
-#define LB_ANSWER_CODES                                                                                                \
-    {                                                                                                                  \
-        400, 403, 408, 413, 429, 431, 500, 502, 503, 504                                                               \
-    }
-#define LB_ANSWER_N 11 /* the ten codes and "other" */
-
 struct lb_counters {
-    atomic_uint_fast64_t answers[LB_ANSWER_N];
+    struct http_answers answers;          /* made by the balancer's request path */
+    struct http_server_stats http;        /* its HTTP layer's: client connections, answers it made */
     atomic_uint_fast64_t budget_refusals; /* retries the retry budget refused */
     atomic_uint_fast64_t reloads;         /* successful SIGHUP reloads */
 };

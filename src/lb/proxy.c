@@ -512,6 +512,7 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     lim.send_timeout_ms = cfg->client_send_timeout_ms;
     lim.max_conns = cfg->max_connections;
     lim.climits = sh->climits;
+    lim.stats = &sh->counters.http;
     worker_refresh(w);
     w->srv = http_server_create(loop, listen_fd, &proxy_ops, w, &lim);
     if (!w->srv) {

@@ -171,3 +171,37 @@ def test_refused_without_token_or_with_foreign_host(two_and_admin):
     assert b"agora_lb" not in body
     st, _ = admin_request(admin_port, "POST", "/metrics", body={})
     assert st == 405
+
+
+def test_http_layer_answers_and_client_connections(two_and_admin):
+    lb, admin_port, _, _ = two_and_admin
+    from helpers import RawConnection
+
+    held = [RawConnection(lb.port) for _ in range(5)]
+    try:
+        for c in held:  # each completes one request and stays open
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert c.read_response()[0] == 200
+        m = parse(scrape(admin_port)[2])
+        assert value(m, "agora_lb_client_connections") == 5
+        # answers made by the HTTP layer before the balancer sees a request
+        with RawConnection(lb.port) as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+            assert c.read_response()[0] == 431
+        with RawConnection(lb.port) as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n")
+            assert c.read_response()[0] == 400
+        with RawConnection(lb.port) as c:
+            c.send(b"GET / HTTP/9.9\r\nHost: t\r\n\r\n")
+            assert c.read_response()[0] == 505
+        m = parse(scrape(admin_port)[2])
+        assert value(m, "agora_lb_answers_total", code="431") == 1
+        assert value(m, "agora_lb_answers_total", code="400") == 1
+        assert value(m, "agora_lb_answers_total", code="505") == 1
+        assert sum(v for k, v in m.items() if k[0] == "agora_lb_answers_total") == 3
+    finally:
+        for c in held:
+            c.close()
+    from helpers import wait_for
+
+    assert wait_for(lambda: value(parse(scrape(admin_port)[2]), "agora_lb_client_connections") == 0, 5)
