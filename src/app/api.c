@@ -41,13 +41,13 @@ void api_store_error(struct api *a, int rc, const char *what)
     if (rc == STORE_NOT_FOUND) {
         api_error(a, 404, "%s", what);
     } else if (rc == STORE_BUSY) {
-        fprintf(stderr, "agora: database busy: %s\n", store_errmsg(a->app->store));
+        fprintf(stderr, "agora: [%s] database busy: %s\n", a->request_id, store_errmsg(a->app->store));
         api_error(a, 503, "the database is busy, try again");
     } else if (rc == STORE_FULL) {
-        fprintf(stderr, "agora: database full: %s\n", store_errmsg(a->app->store));
+        fprintf(stderr, "agora: [%s] database full: %s\n", a->request_id, store_errmsg(a->app->store));
         api_error(a, 507, "the database's disk is full: nothing was saved");
     } else {
-        fprintf(stderr, "agora: database error: %s\n", store_errmsg(a->app->store));
+        fprintf(stderr, "agora: [%s] database error: %s\n", a->request_id, store_errmsg(a->app->store));
         api_error(a, 500, "internal error");
     }
 }

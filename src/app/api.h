@@ -40,7 +40,8 @@ struct api {
     struct store_account me;
     struct store_session session; /* the caller's session, when auth is 1 */
     char user_agent[STORE_USER_AGENT_MAX + 1];
-    int64_t now; /* request time, ms since the epoch */
+    int64_t now;            /* request time, ms since the epoch */
+    const char *request_id; /* X-Request-Id, in every error logged for the request */
 };
 
 typedef void (*api_fn)(struct api *a);

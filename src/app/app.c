@@ -101,6 +101,17 @@ void app_handle(void *ctx, const struct http_request *req, struct http_response 
     struct app *app = ctx;
     const struct http_head *h = req->head;
     int ui = 0;
+    /* The request id: the balancer's (a trusted proxy's) when it is a sane one, else made here;
+     * echoed, and in every error this request logs. */
+    char id[HTTP_REQUEST_ID_MAX + 1];
+    const struct http_header *rid = http_find_header(h, "x-request-id");
+    if (rid && http_request_id_ok(rid->value) && req->remote_addr && client_trust_has(&app->trust, req->remote_addr)) {
+        memcpy(id, rid->value.p, rid->value.n);
+        id[rid->value.n] = '\0';
+    } else {
+        http_request_id_make(id);
+    }
+    http_response_header(resp, "X-Request-Id", "%s", id);
     http_response_header(resp, "X-Served-By", "%s", app->served_by);
     if (path_is(h->path, "/health")) {
         if (is_get(h))
@@ -108,7 +119,7 @@ void app_handle(void *ctx, const struct http_request *req, struct http_response 
         else
             not_allowed(resp);
     } else if (path_is(h->path, "/api") || (h->path.n >= 5 && memcmp(h->path.p, "/api/", 5) == 0)) {
-        router_handle(app, req, resp);
+        router_handle(app, req, resp, id);
     } else if (!is_get(h)) {
         not_allowed(resp);
     } else {

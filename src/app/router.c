@@ -112,7 +112,7 @@ static void dispatch(struct api *a)
     api_error(a, 404, "no such API endpoint: %.*s", (int)h->path.n, h->path.p);
 }
 
-void router_handle(struct app *app, const struct http_request *req, struct http_response *resp)
+void router_handle(struct app *app, const struct http_request *req, struct http_response *resp, const char *request_id)
 {
     struct timespec ts;
     struct api a;
@@ -122,6 +122,7 @@ void router_handle(struct app *app, const struct http_request *req, struct http_
     a.req = req;
     a.head = req->head;
     a.resp = resp;
+    a.request_id = request_id;
     a.now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     resp->status = 200;
     /* a read request sees one snapshot: the session lookup and the query share a transaction */
@@ -137,7 +138,7 @@ void router_handle(struct app *app, const struct http_request *req, struct http_
     if (a.auth == 1 && a.session.id > 0 && a.now - a.session.last_used_at >= API_SESSION_TOUCH_MS) {
         int rc = store_session_touch(app->store, a.session.id, a.now);
         if (rc != STORE_OK)
-            fprintf(stderr, "agora: cannot record a session's use: %s\n", store_errmsg(app->store));
+            fprintf(stderr, "agora: [%s] cannot record a session's use: %s\n", request_id, store_errmsg(app->store));
     }
     if (resp->status != 204 && resp->status != 304)
         http_response_header(resp, "Content-Type", "application/json; charset=utf-8");

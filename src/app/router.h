@@ -9,7 +9,7 @@
 #include "app/api.h"
 
 /* Handles one API request for app; fills resp. */
-void router_handle(struct app *app, const struct http_request *req, struct http_response *resp);
+void router_handle(struct app *app, const struct http_request *req, struct http_response *resp, const char *request_id);
 
 /* 1 if the handler for h's method and path hashes a password (a flag of the route table). */
 int router_hashes_password(const struct http_head *h);

@@ -66,7 +66,7 @@ void throttle_login_ok(struct api *a, const char *user, size_t user_n)
     address_key(a, "login", addr);
     if ((a->app->limits.login_account.count > 0 && (rc = store_throttle_give(a->app->store, acct, 1)) != STORE_OK) ||
         (a->app->limits.login_address.count > 0 && (rc = store_throttle_give(a->app->store, addr, 0)) != STORE_OK))
-        fprintf(stderr, "agora: cannot reset a log-in throttle: %s\n", store_errmsg(a->app->store));
+        fprintf(stderr, "agora: [%s] cannot reset a log-in throttle: %s\n", a->request_id, store_errmsg(a->app->store));
 }
 
 int throttle_signup_take(struct api *a)

@@ -1,7 +1,9 @@
 /* message.c — helpers for buffered requests/responses; see message.h. */
 #include "http/message.h"
 
+#include <sodium.h>
 #include <stdarg.h>
+#include <string.h>
 
 void http_response_header(struct http_response *resp, const char *name, const char *fmt, ...)
 {
@@ -12,4 +14,29 @@ void http_response_header(struct http_response *resp, const char *name, const ch
     buf_vprintf(&resp->headers, fmt, ap);
     va_end(ap);
     buf_append(&resp->headers, "\r\n", 2);
+}
+
+int http_request_id_ok(struct http_str v)
+{
+    if (v.n == 0 || v.n > HTTP_REQUEST_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned char ch = (unsigned char)v.p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              strchr("._:+/=-", ch)))
+            return 0;
+    }
+    return 1;
+}
+
+void http_request_id_make(char out[33])
+{
+    unsigned char raw[16];
+    randombytes_buf(raw, sizeof(raw));
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[32] = '\0';
 }

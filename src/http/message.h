@@ -30,6 +30,13 @@ struct http_response {
 void http_response_header(struct http_response *resp, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Request ids (X-Request-Id), as the balancer passes them to the web servers: at most
+ * HTTP_REQUEST_ID_MAX characters of [A-Za-z0-9._:+/=-]. http_request_id_ok says whether v is
+ * one; http_request_id_make writes 32 random hex digits and a NUL into out. */
+#define HTTP_REQUEST_ID_MAX 64
+int http_request_id_ok(struct http_str v);
+void http_request_id_make(char out[33]);
+
 /* Request handler: fills resp for req. Must not keep pointers into req after returning. */
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
 

@@ -122,7 +122,7 @@ static void px_log(struct px *px, int status)
 static void set_request_id(struct px *px, const struct http_head *h)
 {
     const struct http_header *hd = px->w->sh->cfg->trust_forwarded ? http_find_header(h, "x-request-id") : NULL;
-    if (hd && lb_request_id_ok(hd->value)) {
+    if (hd && http_request_id_ok(hd->value)) {
         memcpy(px->request_id, hd->value.p, hd->value.n);
         px->request_id[hd->value.n] = '\0';
         return;

@@ -59,19 +59,6 @@ const char *lb_rewrite_acted_on(const struct http_head *h)
     return NULL;
 }
 
-int lb_request_id_ok(struct http_str v)
-{
-    if (v.n == 0 || v.n > LB_REQUEST_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < v.n; i++) {
-        unsigned char ch = (unsigned char)v.p[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              strchr("._:+/=-", ch)))
-            return 0;
-    }
-    return 1;
-}
-
 /* "X-Request-Id: ID\r\n" in one append (every proxied message writes one). */
 static void put_request_id(struct buf *b, const char *id)
 {

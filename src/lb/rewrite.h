@@ -19,6 +19,7 @@
 #ifndef AGORA_LB_REWRITE_H
 #define AGORA_LB_REWRITE_H
 #include "core/buf.h"
+#include "http/message.h"
 #include "http/parser.h"
 
 /* A field the balancer acts on besides framing and Host (which the parser guards) that a
@@ -27,10 +28,8 @@
  * client waiting for a 100 Continue), so such a request is refused. Returns the field, or NULL. */
 const char *lb_rewrite_acted_on(const struct http_head *h);
 
-/* Request ids (X-Request-Id): at most this many characters of [A-Za-z0-9._:+/=-]. */
-#define LB_REQUEST_ID_MAX 64
-/* 1 if v may be kept as a request id. */
-int lb_request_id_ok(struct http_str v);
+/* Request ids (X-Request-Id): see http/message.h (http_request_id_ok). */
+#define LB_REQUEST_ID_MAX HTTP_REQUEST_ID_MAX
 
 /* Appends the head of request h for the backend to b: client_ip is the client's address,
  * host_header the server's authority, request_id the X-Request-Id the backend gets (every

@@ -4,11 +4,12 @@ there is room. The database lives on a 2 MiB tmpfs that the test mounts itself (
 runs); without the right to mount, the test is skipped."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
 
-from helpers import ApiClient, free_port, start_agora_server
+from helpers import ApiClient, free_port, start_agora_server, wait_for
 
 
 @pytest.fixture
@@ -48,6 +49,10 @@ def test_full_disk_answers_507_and_loses_no_acknowledged_post(agora_bin, small_d
         assert refused is not None, "the disk never filled up"
         assert refused.status == 507, refused
         assert refused.json == {"error": "the database's disk is full: nothing was saved"}
+        # the server's log names the request (X-Request-Id, made by the server for a direct client)
+        rid = refused.headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", rid)
+        assert wait_for(lambda: "agora: [%s] database full: " % rid in server.output(), 5), server.output()
         assert api.get("/health").status == 200  # reads go on
         assert all(api.get("/api/v1/posts/%s" % i).status == 200 for i in acked)
         os.unlink(str(small_disk / "filler"))

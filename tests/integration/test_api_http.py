@@ -226,3 +226,20 @@ def test_pipelined_logins_then_half_close_are_all_answered(api_cluster):
     assert [s for s, _, _ in responses] == [401, 404, 401]
     assert responses[-1][1].get("connection") == "close"
     assert all(h.get("connection") != "close" for _, h, _ in responses[:-1])
+
+
+def test_request_ids_are_kept_from_the_balancer_and_echoed(api_cluster, api):
+    """X-Request-Id: a trusted proxy's (loopback by default) is kept and echoed; one that is not
+    sane is replaced; through the balancer the client sees the id the balancer made."""
+    server = api_cluster.servers[0]
+    with RawConnection(server.port) as conn:
+        conn.send(b"GET /health HTTP/1.1\r\nHost: agora\r\nX-Request-Id: from-the-lb.1\r\n\r\n")
+        status, headers, _ = conn.read_response()
+    assert (status, headers["x-request-id"]) == (200, "from-the-lb.1")
+    with RawConnection(server.port) as conn:
+        conn.send(b"GET /health HTTP/1.1\r\nHost: agora\r\nX-Request-Id: not sane\r\n\r\n")
+        status, headers, _ = conn.read_response()
+    assert status == 200 and re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
+    resp = api.get("/api/v1/accounts/nobody-at-all")
+    assert resp.status == 404
+    assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["x-request-id"])

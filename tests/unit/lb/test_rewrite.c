@@ -206,9 +206,9 @@ static void test_request_id(void **state)
                          "caf\xc3\xa9",
                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" /* 65 */};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-        assert_true(lb_request_id_ok((struct http_str){good[i], strlen(good[i])}));
+        assert_true(http_request_id_ok((struct http_str){good[i], strlen(good[i])}));
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_false(lb_request_id_ok((struct http_str){bad[i], strlen(bad[i])}));
+        assert_false(http_request_id_ok((struct http_str){bad[i], strlen(bad[i])}));
 }
 
 int main(void)
