@@ -91,13 +91,12 @@ def test_response_timeout_gives_504(testbackend_factory, lb_factory):
     assert lb_server_stats(lb.port)[backend_url(backend)]["in_flight"] == 0
 
 
-class DripBackend:
-    """A raw backend that answers each non-health request with a Content-Length head and then
-    its body one piece at a time, sleeping `gaps[i]` seconds before piece i (health checks get
-    200 and a close). Stops when closed."""
+class ScriptBackend:
+    """A raw backend: health checks get 200 and a close; every other request runs
+    answer(sock) on its own thread."""
 
-    def __init__(self, pieces, gaps):
-        self.pieces, self.gaps = pieces, gaps
+    def __init__(self, answer):
+        self.answer = answer
         self.listener = socket.create_server((LOCALHOST, 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -111,28 +110,45 @@ class DripBackend:
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock):
-        with sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = sock.recv(4096)
-                if not data:
-                    return
-                head += data
-            if head.startswith(b"GET /health "):
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = sock.recv(4096)
+            if not data:
+                sock.close()
                 return
-            try:
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b"".join(self.pieces)))
-                for piece, gap in zip(self.pieces, self.gaps):
-                    time.sleep(gap)
-                    sock.sendall(piece)
-                time.sleep(1)
-            except OSError:
-                return
+            head += data
+        if head.startswith(b"GET /health "):
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            sock.close()
+            return
+        try:
+            self.answer(sock)
+        except OSError:
+            sock.close()
 
     def close(self):
         self.listener.close()
+
+
+def reset(sock):
+    """Closes with a TCP reset (RST) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def drip_backend(pieces, gaps):
+    """A raw backend that answers each non-health request with a Content-Length head and then
+    its body one piece at a time, sleeping `gaps[i]` seconds before piece i."""
+
+    def answer(sock):
+        with sock:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b"".join(pieces)))
+            for piece, gap in zip(pieces, gaps):
+                time.sleep(gap)
+                sock.sendall(piece)
+            time.sleep(1)
+
+    return ScriptBackend(answer)
 
 
 def test_response_timeout_is_the_longest_gap_in_a_body(lb_factory):
@@ -140,8 +156,8 @@ def test_response_timeout_is_the_longest_gap_in_a_body(lb_factory):
     armed once, at the response head, so a body that kept flowing was cut once the timeout had
     passed since the head, whatever its gaps."""
     pieces = [b"%d" % i * 10 for i in range(8)]
-    steady = DripBackend(pieces, [0.15] * 8)  # 1.2 s in all, never 0.5 s without a byte
-    stalled = DripBackend(pieces[:3], [0.15, 0.15, 1.5])  # the third piece comes after 1.5 s
+    steady = drip_backend(pieces, [0.15] * 8)  # 1.2 s in all, never 0.5 s without a byte
+    stalled = drip_backend(pieces[:3], [0.15, 0.15, 1.5])  # the third piece comes after 1.5 s
     try:
         lb = lb_factory([steady.port], "--response-timeout", "500ms", "--passive-health", "off")
         status, _, body = http_request(LOCALHOST, lb.port, "GET", "/drip", timeout=10)
@@ -260,51 +276,6 @@ def test_consecutive_5xx_eject_a_server(testbackend_factory, lb_factory):
     seen = [http_request(LOCALHOST, lb.port, "GET", "/")[1]["x-backend"] for _ in range(4)]
     assert seen == ["B"] * 4
     assert lb.wait_for_output("agora lb: server %s ejected for " % backend_url(a), 5), lb.output()
-
-
-class ScriptBackend:
-    """A raw backend: health checks get 200 and a close; every other request runs
-    answer(sock) on its own thread."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.listener = socket.create_server((LOCALHOST, 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock):
-        head = b""
-        while b"\r\n\r\n" not in head:
-            data = sock.recv(4096)
-            if not data:
-                sock.close()
-                return
-            head += data
-        if head.startswith(b"GET /health "):
-            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-            sock.close()
-            return
-        try:
-            self.answer(sock)
-        except OSError:
-            sock.close()
-
-    def close(self):
-        self.listener.close()
-
-
-def reset(sock):
-    """Closes with a TCP reset (RST) instead of a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 @pytest.mark.parametrize("ending", ["fin", "rst"])
