@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh — the load-balancer benchmarks (`make bench` runs this after building).
-# Usage: bash bench/run.sh [lb|slow|all]   (default all; knobs in bench/README.md)
-#   lb    scenario 1: agora lb vs HAProxy vs nginx in front of fast backends (bench/lb.sh)
-#   slow  scenario 2: agora's policies vs HAProxy with serial, slow backends (bench/slow.sh)
+# Usage: bash bench/run.sh [lb|slow|openloop|social|all]   (default all; knobs in bench/README.md)
+#   lb       scenario 1: agora lb vs HAProxy vs nginx in front of fast backends (bench/lb.sh)
+#   slow     scenario 2: agora's policies vs HAProxy with serial, slow backends (bench/slow.sh)
+#   openloop scenario 2's slow variant at a fixed rate, latency from due times (bench/openloop.sh)
 # Installs missing packages, checks the binaries, runs the scenarios and prints their tables;
 # raw outputs and the tables go to build/bench/ (summary.txt holds all tables of the last run).
 set -euo pipefail
@@ -13,9 +14,10 @@ source bench/lib.sh
 case "${1:-all}" in
     lb) scenarios=(lb) ;;
     slow) scenarios=(slow) ;;
+    openloop) scenarios=(openloop) ;;
     social) scenarios=(social) ;;
-    all) scenarios=(lb slow social) ;;
-    *) bench_die "unknown scenario '$1' (expected lb, slow or all)" ;;
+    all) scenarios=(lb slow openloop social) ;;
+    *) bench_die "unknown scenario '$1' (expected lb, slow, openloop, social or all)" ;;
 esac
 
 sh scripts/install-deps.sh bench
