@@ -63,13 +63,14 @@ drain() {
     done
 }
 
-# One openloop run: openloop_run OUTFILE PORT RATE SECONDS.
+# One openloop run: openloop_run OUTFILE PORT RATE SECONDS (a run lasts at most SECONDS plus the
+# timeout; `timeout` bounds it in case openloop itself hangs).
 openloop_run() {
-    local out=$1 port=$2 rate=$3 secs=$4
+    local dest=$1 port=$2 rate=$3 secs=$4
     local cmd=("$OPENLOOP" --port "$port" --rate "$rate" --duration "$secs" --timeout "$BENCH_OPEN_TIMEOUT")
-    echo "openloop: ${cmd[*]} > $out" >>"$RAW/commands.txt"
-    timeout --foreground $((secs + BENCH_OPEN_TIMEOUT + 30)) "${cmd[@]}" >"$out" 2>&1 ||
-        { bench_tail "$out"; bench_die "openloop failed against port $port"; }
+    echo "openloop: ${cmd[*]} > $dest" >>"$RAW/commands.txt"
+    timeout --foreground $((${secs%%.*} + ${BENCH_OPEN_TIMEOUT%%.*} + 30)) "${cmd[@]}" >"$dest" 2>&1 ||
+        { bench_tail "$dest"; bench_die "openloop failed against port $port"; }
 }
 
 # 1. Capacity, closed loop, through HAProxy leastconn (a discarded warm-up first).
