@@ -21,8 +21,9 @@
  * request ends as completed, error or timeout, so a run lasts at most duration + timeout.
  *
  * Output: a short summary for people, then one machine-readable line of key=value pairs starting
- * with "openloop:" (see print_results()). Exit status 0 when the run finished (whatever the
- * errors), 1 on a setup failure, 2 on bad usage.
+ * with "openloop:" (see print_results()); with --log FILE, also one line per completed request
+ * (due time since the start, latency, status), to see when in a run the slow requests fell due.
+ * Exit status 0 when the run finished (whatever the errors), 1 on a setup failure, 2 on bad usage.
  *
  * Standalone on purpose: only libc, no project headers.
  */
@@ -90,6 +91,7 @@ struct options {
     const char *host, *path;
     double rate, duration, timeout;
     int max_conns;
+    const char *log_path; /* --log FILE, or NULL */
 };
 
 struct gen {
@@ -107,6 +109,7 @@ struct gen {
     uint64_t completed, non2xx, errors, timeouts, opened, late;
     int64_t max_lag;
     struct hist hist;
+    FILE *log; /* per-request lines (--log), or NULL */
 };
 
 static int64_t now_ns(void)
@@ -320,6 +323,8 @@ static void conn_done(struct gen *g, int i, int64_t now)
     }
     hist_add(&g->hist, lat > 0 ? (uint64_t)lat / 1000u : 0);
     g->completed++;
+    if (g->log)
+        fprintf(g->log, "%.3f %.3f %d\n", (double)(c->due - g->t0) / 1e6, (double)lat / 1e6, c->status);
     g->last_done = now;
     if (c->status < 200 || c->status > 299)
         g->non2xx++;
@@ -644,7 +649,8 @@ static void print_results(const struct gen *g, int64_t end)
     printf("  latency from due time: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f ms\n",
            hist_quantile_ms(h, 0.5), hist_quantile_ms(h, 0.9), hist_quantile_ms(h, 0.99), hist_quantile_ms(h, 0.999),
            (double)h->max_us / 1000.0, mean);
-    printf("  %" PRIu64 " requests sent over 1 ms after their due time (waiting for a connection), at most %.3f ms\n",
+    printf("  %" PRIu64 " requests sent over 1 ms after their due time (no free connection, or this process ran late), "
+           "at most %.3f ms\n",
            g->late, (double)g->max_lag / 1e6);
     printf("openloop: rate=%.3f duration=%.3f requests=%" PRIu64 " completed=%" PRIu64 " achieved_rps=%.1f"
            " non2xx=%" PRIu64 " errors=%" PRIu64 " timeouts=%" PRIu64 " conns=%" PRIu64 " peak_conns=%d"
@@ -666,6 +672,7 @@ static void usage(FILE *out)
           "  --duration S     seconds during which requests fall due (required)\n"
           "  --conns N        most connections open at once (default 1024)\n"
           "  --timeout S      a request unanswered S seconds after its due time is a timeout (default 10)\n"
+          "  --log FILE       write \"DUE_MS LATENCY_MS STATUS\" per completed request (due time from the start)\n"
           "Prints a summary and one line \"openloop: key=value ...\".\n",
           out);
 }
@@ -685,15 +692,11 @@ static double parse_num(const char *s, double min, double max, const char *what)
 static void parse_options(int argc, char **argv, struct options *o)
 {
     static const struct option opts[] = {
-        {"host", required_argument, NULL, 'H'},
-        {"port", required_argument, NULL, 'p'},
-        {"path", required_argument, NULL, 'P'},
-        {"rate", required_argument, NULL, 'r'},
-        {"duration", required_argument, NULL, 'd'},
-        {"conns", required_argument, NULL, 'c'},
-        {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"host", required_argument, NULL, 'H'},     {"port", required_argument, NULL, 'p'},
+        {"path", required_argument, NULL, 'P'},     {"rate", required_argument, NULL, 'r'},
+        {"duration", required_argument, NULL, 'd'}, {"conns", required_argument, NULL, 'c'},
+        {"timeout", required_argument, NULL, 't'},  {"log", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int port = -1, opt;
     o->host = "127.0.0.1";
@@ -720,6 +723,9 @@ static void parse_options(int argc, char **argv, struct options *o)
             break;
         case 'c':
             o->max_conns = (int)parse_num(optarg, 1, MAX_CONNS, "--conns");
+            break;
+        case 'l':
+            o->log_path = optarg;
             break;
         case 't':
             o->timeout = parse_num(optarg, 0.001, 3600, "--timeout");
@@ -782,6 +788,10 @@ int main(int argc, char **argv)
         perror("openloop: set-up");
         goto out;
     }
+    if (g.opt.log_path && !(g.log = fopen(g.opt.log_path, "w"))) {
+        fprintf(stderr, "openloop: %s: %s\n", g.opt.log_path, strerror(errno));
+        goto out;
+    }
     g.req_len = (size_t)snprintf(g.req, cap, "GET %s HTTP/1.1\r\nHost: %s:%u\r\n\r\n", g.opt.path, g.opt.host,
                                  ntohs(g.opt.addr.sin_port));
     for (int i = g.opt.max_conns - 1; i >= 0; i--) {
@@ -800,6 +810,10 @@ out:
             close(g.conns[i].fd);
     if (g.ep >= 0)
         close(g.ep);
+    if (g.log && fclose(g.log) != 0 && rc == 0) {
+        perror("openloop: --log");
+        rc = 1;
+    }
     free(g.free_slots);
     free(g.conns);
     free(g.req);

@@ -52,7 +52,8 @@ def test_counts_rate_and_service_time(openloop, testbackend_factory, tmp_path):
     rec = tmp_path / "requests"
     backend = testbackend_factory("b", "--delay-ms", "10", "--record", str(rec))
     start = time.monotonic()
-    r = openloop(backend.port, 100, 2)
+    log = tmp_path / "latencies"
+    r = openloop(backend.port, 100, 2, "--log", log)
     elapsed = time.monotonic() - start
     assert r["requests"] == 200 and r["completed"] == 200, r["text"]
     assert r["errors"] == 0 and r["timeouts"] == 0 and r["non2xx"] == 0
@@ -65,6 +66,10 @@ def test_counts_rate_and_service_time(openloop, testbackend_factory, tmp_path):
     assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["p999_ms"] <= r["max_ms"]
     # Ten requests are in flight at a time on keep-alive connections, not one connection each.
     assert 2 <= r["conns"] <= 40
+    # --log: one line per request, "due latency status", due times 10 ms apart in completion order.
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(round(float(due)) for due, _, _ in rows) == list(range(0, 2000, 10))
+    assert all(status == "200" and float(lat) >= 9.9 for _, lat, status in rows)
 
 
 def test_stall_is_not_hidden(openloop, testbackend_factory):
