@@ -109,7 +109,8 @@ struct gen {
     uint64_t completed, non2xx, errors, timeouts, opened, late;
     int64_t max_lag;
     struct hist hist;
-    FILE *log; /* per-request lines (--log), or NULL */
+    FILE *log;      /* per-request lines (--log), or NULL */
+    bool no_pwait2; /* epoll_pwait2 is missing (old kernel, valgrind): epoll_wait in ms */
 };
 
 static int64_t now_ns(void)
@@ -620,7 +621,13 @@ static int run(struct gen *g)
         int64_t wait = wake - now_ns();
         struct timespec ts = {.tv_sec = wait > 0 ? wait / 1000000000ll : 0,
                               .tv_nsec = wait > 0 ? wait % 1000000000ll : 0};
-        int n = epoll_pwait2(g->ep, ev, EVENTS, &ts, NULL);
+        int n = -1;
+        if (!g->no_pwait2) {
+            n = epoll_pwait2(g->ep, ev, EVENTS, &ts, NULL);
+            g->no_pwait2 = n < 0 && errno == ENOSYS;
+        }
+        if (g->no_pwait2) /* millisecond timeout, rounded up */
+            n = epoll_wait(g->ep, ev, EVENTS, wait > 0 ? (int)((wait + 999999) / 1000000) : 0);
         if (n < 0 && errno != EINTR) {
             perror("openloop: epoll_pwait2");
             return ERROR;
