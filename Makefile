@@ -25,11 +25,11 @@ UNIT_HDRS := $(wildcard tests/unit/*.h tests/unit/*/*.h)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 SUPPORT_BINS := $(SUPPORT_SRCS:tests/support/%.c=$(BUILD)/%)
-FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c) bench/idlehold.c
+FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c) bench/idlehold.c bench/openloop.c
 
 .PHONY: all build run test unit integration browser bench deps deps-test clean format format-check asan tsan fuzz
 
-all build: $(BUILD)/agora $(SUPPORT_BINS) $(BUILD)/idlehold
+all build: $(BUILD)/agora $(SUPPORT_BINS) $(BUILD)/idlehold $(BUILD)/openloop
 
 $(BUILD)/agora: $(OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -54,6 +54,10 @@ $(BUILD)/%: tests/support/%.c
 $(BUILD)/idlehold: bench/idlehold.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $<
+# The open-loop load generator of the benchmarks (bench/openloop.sh); standalone, libc only.
+$(BUILD)/openloop: bench/openloop.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< -lm
 
 -include $(OBJS:.o=.d)
 

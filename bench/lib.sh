@@ -22,13 +22,18 @@ BENCH_OUT=${BENCH_OUT:-$BENCH_ROOT/build/bench}
 # Knobs (see bench/README.md). BENCH_QUICK=1 changes only the defaults.
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     : "${BENCH_ROUNDS:=3}" "${BENCH_DURATION:=1}" "${BENCH_SLOW_ROUNDS:=1}" "${BENCH_SLOW_DURATION:=1}"
+    : "${BENCH_OPEN_ROUNDS:=1}" "${BENCH_OPEN_DURATION:=2}"
 else
     : "${BENCH_ROUNDS:=5}" "${BENCH_DURATION:=5}" "${BENCH_SLOW_ROUNDS:=3}" "${BENCH_SLOW_DURATION:=5}"
+    : "${BENCH_OPEN_ROUNDS:=3}" "${BENCH_OPEN_DURATION:=10}"
 fi
 : "${BENCH_WARMUP:=1}"
 : "${BENCH_CONNS:=64}" "${BENCH_SLOW_CONNS:=16}" "${BENCH_THREADS:=1}"
 : "${BENCH_WORKERS:=1 2}" "${BENCH_SLOW_WORKERS:=2}"
 : "${BENCH_SLOW_POLICIES:=least-conn round-robin random-two peak-ewma hash}"
+# Open loop (bench/openloop.sh): hash is left out, as it sends every request to one backend.
+: "${BENCH_OPEN_POLICIES:=least-conn round-robin random-two peak-ewma}"
+: "${BENCH_OPEN_LOAD:=0.7}" "${BENCH_OPEN_TIMEOUT:=10}"
 
 BENCH_PIDS=()
 declare -A BENCH_NAMES=()
@@ -233,7 +238,9 @@ bench_haproxy() {
 
 # bench_nginx NAME PORT WORKERS BACKEND_PORT...: same for nginx (least_conn upstream with an
 # idle keep-alive pool; keepalive_requests raised so that neither side closes connections every
-# 1000 requests, which HAProxy and agora do not do either).
+# 1000 requests, which HAProxy and agora do not do either). With BENCH_NGINX_ZONE=1 the upstream
+# gets a shared memory zone, so that least_conn counts every worker's connections (without one,
+# each worker balances on its own counts only).
 bench_nginx() {
     local name=$1 port=$2 workers=$3 p
     shift 3
@@ -250,6 +257,7 @@ bench_nginx() {
         printf '    fastcgi_temp_path %s/tmp/fastcgi;\n    uwsgi_temp_path %s/tmp/uwsgi;\n' "$dir" "$dir"
         printf '    scgi_temp_path %s/tmp/scgi;\n\n' "$dir"
         printf '    upstream be {\n        least_conn;\n'
+        if [ "${BENCH_NGINX_ZONE:-0}" = 1 ]; then printf '        zone be 256k;\n'; fi
         for p in "$@"; do printf '        server 127.0.0.1:%s;\n' "$p"; done
         printf '        keepalive 64;\n        keepalive_requests 1000000;\n    }\n\n'
         printf '    server {\n        listen 127.0.0.1:%s;\n        location / {\n' "$port"
