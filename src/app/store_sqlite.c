@@ -444,11 +444,24 @@ static void sq_close(struct store *st)
     free(s);
 }
 
+/* A query, and the file at the database's path must still be the one this connection has open:
+ * a file removed or replaced under running servers would give every connection opened later (a
+ * restarted server) another, new database, while the open ones go on with the old one. */
 static int sq_ping(struct store *st)
 {
     struct sq_store *s = (struct sq_store *)st;
     sqlite3_stmt *q = sq_stmt(s, SQ_PING);
-    return q == NULL ? STORE_ERROR : sq_run(s, q, "ping");
+    int rc = q == NULL ? STORE_ERROR : sq_run(s, q, "ping");
+    if (rc != STORE_OK)
+        return rc;
+    const char *path = sqlite3_db_filename(s->db, "main");
+    struct stat sb;
+    if (path == NULL || stat(path, &sb) != 0 || sb.st_dev != s->dev || sb.st_ino != s->ino) {
+        snprintf(s->base.err, sizeof(s->base.err), "ping: the database file %s was removed or replaced",
+                 path ? path : "?");
+        return STORE_ERROR;
+    }
+    return STORE_OK;
 }
 
 static int sq_read_begin(struct store *st)
@@ -1023,6 +1036,12 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
         snprintf(err, errlen, "sqlite: cannot make %s private: %s", path, strerror(errno));
         goto fail;
     }
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "sqlite: %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
     sqlite3_busy_handler(s->db, on_busy, s);
     sqlite3_wal_hook(s->db, on_wal, s);
     sqlite3_extended_result_codes(s->db, 0);
