@@ -233,7 +233,7 @@ static const struct opts_def flags[] = {
     ROW("listen", OPTS_STR, listen, 0, 0, "ADDR:PORT", NULL, "address to serve on (default 127.0.0.1:8001)"),
     ROW("db", OPTS_STR, db, 0, 0, "URL", NULL, "database: sqlite:PATH (default sqlite:data/agora.db)"),
     ROW("workers", OPTS_UINT, workers, 1, 256, NULL, NULL,
-        "worker threads, each with its own database connection\n(default: number of cores)"),
+        "event-loop threads (network I/O and HTTP; no database)\n(default: number of cores)"),
     ROW("web", OPTS_STR, web, 0, 0, "DIR", NULL, "directory of the web UI files (default: the installed web/)"),
     ROW("served-by", OPTS_STR, served_by, 0, 0, "NAME", NULL,
         "value of the X-Served-By header (default: the listen address)"),
