@@ -88,6 +88,7 @@ struct sq_store {
     int64_t bulk_first_post; /* id of the first post inserted by the bulk load, 0 = none yet */
     dev_t dev;               /* the database file opened (for ping: still the file at its path?) */
     ino_t ino;
+    struct sq_writer *writer; /* the file's write turn in this process (store_sqlite.c) */
 };
 
 /* Returns the prepared statement id (preparing it on first use), or NULL with the message set. */
