@@ -14,8 +14,9 @@ database answered within the last 3 s). Real servers on real SQLite files, no mo
     503'd write is not;
   - /health stays prompt while every handler is busy; it answers 503 once the database file is
     removed from under the server (renamed away), and 200 again by itself once it is back;
-  - pipelined requests through the pool keep their order; a client that hangs up while its job
-    waits withdraws it (its write never happens).
+  - pipelined requests through the pool keep their order; a client that resets its connection
+    while its job waits withdraws it (its write never happens); an orderly close after a complete
+    request is a half-close to the HTTP layer, so that request is run and answered.
 """
 
 import json
