@@ -22,7 +22,8 @@
 #define API_SESSION_TOUCH_MS (60 * 60 * 1000)
 
 struct app {
-    struct store *store;
+    struct store *store;           /* NULL in an app that answers only off-database requests */
+    const struct app_ready *ready; /* NULL: /health pings store itself */
     char *served_by;
     char *web_dir;
     char *dummy_hash;          /* Argon2id hash of a random password, made on first failed log-in */

@@ -9,6 +9,7 @@
 #include "app/api.h"
 #include "app/auth.h"
 #include "app/json.h"
+#include "app/ready.h"
 #include "app/router.h"
 #include "app/static.h"
 #include "core/alloc.h"
@@ -45,7 +46,8 @@ struct app *app_open(const struct app_config *cfg, char *err, size_t errlen)
     struct store_options so = {0};
     if (cfg->session_days > 0)
         so.session_ttl_ms = (int64_t)cfg->session_days * 24 * 60 * 60 * 1000;
-    if ((app->store = store_open(cfg->db_url, &so, err, errlen)) == NULL)
+    app->ready = cfg->ready;
+    if (cfg->db_url != NULL && (app->store = store_open(cfg->db_url, &so, err, errlen)) == NULL)
         goto fail;
     return app;
 fail:
@@ -80,13 +82,18 @@ static void not_allowed(struct http_response *resp)
     http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
 }
 
+/* From the readiness state when the app has one (the pinger logs the failures), else a ping. */
 static void health(struct app *app, struct http_response *resp)
 {
-    if (store_ping(app->store) == STORE_OK) {
+    int ok;
+    if (app->ready != NULL)
+        ok = app_ready_ok(app->ready);
+    else if ((ok = app->store != NULL && store_ping(app->store) == STORE_OK) == 0)
+        fprintf(stderr, "agora: health check failed: %s\n", app->store ? store_errmsg(app->store) : "no database");
+    if (ok) {
         resp->status = 200;
         jsonw_doc_str(&resp->body, JSONW_COMPACT, "status", "ok");
     } else {
-        fprintf(stderr, "agora: health check failed: %s\n", store_errmsg(app->store));
         resp->status = 503;
         json_put_error(&resp->body, "database unavailable");
     }
@@ -95,6 +102,10 @@ static void health(struct app *app, struct http_response *resp)
 }
 
 int app_hashes_password(const struct http_request *req) { return router_hashes_password(req->head); }
+
+static int is_api(struct http_str p) { return path_is(p, "/api") || (p.n >= 5 && memcmp(p.p, "/api/", 5) == 0); }
+
+int app_on_loop(const struct http_request *req) { return !is_api(req->head->path); }
 
 void app_handle(void *ctx, const struct http_request *req, struct http_response *resp)
 {
@@ -118,7 +129,11 @@ void app_handle(void *ctx, const struct http_request *req, struct http_response 
             health(app, resp);
         else
             not_allowed(resp);
-    } else if (path_is(h->path, "/api") || (h->path.n >= 5 && memcmp(h->path.p, "/api/", 5) == 0)) {
+    } else if (is_api(h->path) && app->store == NULL) {
+        resp->status = 503; /* a request sent to the wrong thread: a bug, but never a crash */
+        json_put_error(&resp->body, "no database on this thread");
+        http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+    } else if (is_api(h->path)) {
         router_handle(app, req, resp, id);
     } else if (!is_get(h)) {
         not_allowed(resp);

@@ -38,8 +38,11 @@ struct app_limits {
     struct app_limit signup_address; /* sign-ups per client address [5 per 10 min] */
 };
 
+struct app_ready;
 struct app_config {
-    const char *db_url;               /* "sqlite:PATH" (later also "postgres://...") */
+    const char *db_url;               /* "sqlite:PATH" (later also "postgres://..."); NULL: no database
+                                         (an event loop's app: only requests app_on_loop accepts) */
+    const struct app_ready *ready;    /* /health answers from it (ready.h); NULL: /health pings */
     const char *served_by;            /* value of the X-Served-By header, e.g. "127.0.0.1:8001" */
     const char *web_dir;              /* directory of the static UI files, e.g. "web" */
     const struct app_limits *limits;  /* NULL: app_limits_default */
@@ -58,6 +61,12 @@ void app_handle(void *app, const struct http_request *req, struct http_response 
  * event-loop thread (agora server sends them to its hashing pool). Needs no app: a pure function
  * of the route table, safe on any thread. */
 int app_hashes_password(const struct http_request *req);
+/* 1 if app_handle answers req without the database when the app has a readiness state (ready.h):
+ * GET/HEAD /health (from that state), the UI's files, and the 405s of paths outside /api. Such
+ * requests may run on an event-loop thread; every other one must go to a handler thread whose
+ * app holds a store connection (an app without one answers them 503). A pure function of the
+ * path, safe on any thread. */
+int app_on_loop(const struct http_request *req);
 /* Closes the database and frees the app. NULL is allowed. */
 void app_close(struct app *app);
 

@@ -191,7 +191,9 @@ void store_close(struct store *st);
 /* The message describing the last STORE_ERROR/STORE_BUSY. */
 static inline const char *store_errmsg(const struct store *st) { return st->err; }
 
-/* Runs a trivial query; STORE_OK when the database answers. */
+/* Runs a trivial query; STORE_OK when the database answers (and is still the one opened: SQLite
+ * checks that the file at its path was not removed or replaced). The readiness thread (ready.h)
+ * calls it once a second, so it must stay cheap. */
 static inline int store_ping(struct store *st) { return st->ops->ping(st); }
 
 /* Groups the reads that follow, until store_read_end, into one consistent snapshot (one read

@@ -276,13 +276,65 @@ static void rollback(struct sq_store *s)
     }
 }
 
-int sq_write(struct sq_store *s, int (*fn)(struct sq_store *s, void *arg), void *arg)
+/* ---- the write turn: one writer per file in this process ----
+ *
+ * SQLite has one writer at a time per file, and a connection that finds the write lock taken
+ * polls for it in the busy handler (naps of 50 µs to 2 ms): with several handler threads per
+ * server, writers of the same process would poll against each other, each nap a sleep and a
+ * wake-up, and the lock would often sit free while they nap. So the connections of one process
+ * to one file take a mutex around each write transaction first: they queue on it and are woken
+ * the moment the previous writer commits, and only one of them at a time polls against the other
+ * processes. The mutexes live in a list keyed by device and inode — process-wide, as SQLite's
+ * own table of open files is, for the same reason (POSIX locks belong to the process). */
+struct sq_writer {
+    dev_t dev;
+    ino_t ino;
+    unsigned refs; /* under writers_mu */
+    pthread_mutex_t mu;
+    struct sq_writer *next;
+};
+
+static pthread_mutex_t writers_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sq_writer *writers;
+
+static struct sq_writer *writer_get(dev_t dev, ino_t ino)
 {
-    if (s->in_bulk) /* already inside the bulk transaction */
-        return fn(s, arg);
-    sqlite3_stmt *begin = sq_stmt(s, SQ_BEGIN);
-    if (begin == NULL)
-        return STORE_ERROR;
+    pthread_mutex_lock(&writers_mu);
+    struct sq_writer *w = writers;
+    while (w != NULL && (w->dev != dev || w->ino != ino))
+        w = w->next;
+    if (w == NULL) {
+        w = alloc_calloc(1, sizeof *w);
+        w->dev = dev;
+        w->ino = ino;
+        pthread_mutex_init(&w->mu, NULL);
+        w->next = writers;
+        writers = w;
+    }
+    w->refs++;
+    pthread_mutex_unlock(&writers_mu);
+    return w;
+}
+
+static void writer_put(struct sq_writer *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&writers_mu);
+    if (--w->refs == 0) {
+        struct sq_writer **pp = &writers;
+        while (*pp != w)
+            pp = &(*pp)->next;
+        *pp = w->next;
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+    }
+    pthread_mutex_unlock(&writers_mu);
+}
+
+/* sq_write's attempts, with the write turn held. */
+static int write_attempts(struct sq_store *s, sqlite3_stmt *begin, int (*fn)(struct sq_store *s, void *arg), void *arg)
+{
     int rc = STORE_BUSY;
     for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
         if (attempt > 0)
@@ -301,6 +353,19 @@ int sq_write(struct sq_store *s, int (*fn)(struct sq_store *s, void *arg), void 
         if (rc != STORE_BUSY)
             return rc;
     }
+    return rc;
+}
+
+int sq_write(struct sq_store *s, int (*fn)(struct sq_store *s, void *arg), void *arg)
+{
+    if (s->in_bulk) /* already inside the bulk transaction */
+        return fn(s, arg);
+    sqlite3_stmt *begin = sq_stmt(s, SQ_BEGIN);
+    if (begin == NULL)
+        return STORE_ERROR;
+    pthread_mutex_lock(&s->writer->mu);
+    int rc = write_attempts(s, begin, fn, arg);
+    pthread_mutex_unlock(&s->writer->mu);
     return rc;
 }
 
@@ -441,14 +506,28 @@ static void sq_close(struct store *st)
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(s->db);
     }
+    writer_put(s->writer);
     free(s);
 }
 
+/* A query, and the file at the database's path must still be the one this connection has open:
+ * a file removed or replaced under running servers would give every connection opened later (a
+ * restarted server) another, new database, while the open ones go on with the old one. */
 static int sq_ping(struct store *st)
 {
     struct sq_store *s = (struct sq_store *)st;
     sqlite3_stmt *q = sq_stmt(s, SQ_PING);
-    return q == NULL ? STORE_ERROR : sq_run(s, q, "ping");
+    int rc = q == NULL ? STORE_ERROR : sq_run(s, q, "ping");
+    if (rc != STORE_OK)
+        return rc;
+    const char *path = sqlite3_db_filename(s->db, "main");
+    struct stat sb;
+    if (path == NULL || stat(path, &sb) != 0 || sb.st_dev != s->dev || sb.st_ino != s->ino) {
+        snprintf(s->base.err, sizeof(s->base.err), "ping: the database file %s was removed or replaced",
+                 path ? path : "?");
+        return STORE_ERROR;
+    }
+    return STORE_OK;
 }
 
 static int sq_read_begin(struct store *st)
@@ -1023,6 +1102,13 @@ struct store *store_sqlite_open(const char *path, const struct store_options *op
         snprintf(err, errlen, "sqlite: cannot make %s private: %s", path, strerror(errno));
         goto fail;
     }
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "sqlite: %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    s->writer = writer_get(st.st_dev, st.st_ino);
     sqlite3_busy_handler(s->db, on_busy, s);
     sqlite3_wal_hook(s->db, on_wal, s);
     sqlite3_extended_result_codes(s->db, 0);

@@ -14,6 +14,7 @@
 #ifndef AGORA_APP_STORE_SQLITE_H
 #define AGORA_APP_STORE_SQLITE_H
 #include <sqlite3.h>
+#include <sys/types.h>
 
 #include "app/store.h"
 
@@ -85,6 +86,9 @@ struct sq_store {
     int in_bulk;             /* inside store_bulk_begin/end */
     int ckpt_next;           /* WAL size in frames at which on_wal next checkpoints */
     int64_t bulk_first_post; /* id of the first post inserted by the bulk load, 0 = none yet */
+    dev_t dev;               /* the database file opened (for ping: still the file at its path?) */
+    ino_t ino;
+    struct sq_writer *writer; /* the file's write turn in this process (store_sqlite.c) */
 };
 
 /* Returns the prepared statement id (preparing it on first use), or NULL with the message set. */

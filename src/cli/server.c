@@ -1,12 +1,16 @@
 /* server.c — `agora server`: a web server of the social network.
  *
- * Runs N worker threads (http/daemon.h), each with its own struct app (its own database
- * connection) behind the buffered HTTP handler. Stateless: any request may go to any server.
- * Requests that hash a password (sign-up, log-in: app_hashes_password) never run on a worker's
- * event loop: they go to a bounded pool of hashing threads (http/pool.h), each with a struct app
- * of its own, shared by every worker of the process; everything else, /health included, runs on
- * the loop. The pool is started before the workers and stopped after them (a graceful stop lets
- * the workers' waiting requests finish first). */
+ * The request model (docs/ARCHITECTURE.md): N worker threads (http/daemon.h), each an event loop
+ * that does only network I/O and HTTP, hand every complete request that needs the database to a
+ * bounded pool of handler threads (http/pool.h; --threads), each with a struct app holding its
+ * own store connection; the response goes back to the request's loop. Requests that hash a
+ * password (sign-up, log-in: app_hashes_password) go to a second pool, the hashing threads (at a
+ * lower priority), so that a log-in flood cannot take every handler. The loops answer by
+ * themselves only what needs no database (app_on_loop): /health, from the readiness state a
+ * pinging thread keeps (app/ready.h), and the UI's files. Both pools and the pinger are shared by
+ * every worker of the process; they start before the workers and stop after them (a graceful
+ * stop lets the workers' waiting requests finish first). Stateless: any request may go to any
+ * server. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +20,7 @@
 #include "app/api.h"
 #include "app/app.h"
 #include "app/client_addr.h"
+#include "app/ready.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
 #include "core/opts.h"
@@ -31,26 +36,32 @@ struct server_opts {
     char served_by_header[160]; /* "X-Served-By: ...\r\n" for responses the HTTP layer makes */
     unsigned workers;
     unsigned idle_ms;
+    unsigned threads; /* handler threads; 0 = the store's default (server_default_threads) */
+    unsigned queue;   /* 0 = 32 per thread */
+    unsigned queue_wait_ms;
     unsigned hash_threads; /* 0 = number of CPUs */
     unsigned hash_queue;   /* 0 = 32 per thread */
     unsigned hash_wait_ms;
     struct app_limits limits;
     struct client_trust trust;
-    int trust_set; /* a --trusted-proxy flag replaced the default */
-    struct http_pool *pool;
+    int trust_set;               /* a --trusted-proxy flag replaced the default */
+    struct http_pool *pool;      /* handler threads */
+    struct http_pool *hash_pool; /* hashing threads */
+    struct app_ready *ready;
     unsigned session_days;
 };
 
 struct server_worker {
-    struct app *app;
+    struct app *app; /* the loop's own: no database (/health, UI files) */
     struct http_server *srv;
     struct http_buffered hb;
-    struct http_pool_port *port;
+    struct http_pool_port *port, *hash_port;
 };
 
 static void app_config_of(const struct server_opts *o, struct app_config *ac)
 {
     *ac = (struct app_config){.db_url = o->db,
+                              .ready = o->ready,
                               .served_by = o->served_by,
                               .web_dir = o->web,
                               .limits = &o->limits,
@@ -58,20 +69,37 @@ static void app_config_of(const struct server_opts *o, struct app_config *ac)
                               .session_days = o->session_days};
 }
 
-/* The hashing pool's threads: each has an app (a database connection) of its own. */
-static void *hash_thread_init(void *ctx, unsigned id, char *err, size_t errlen)
+/* A pool thread (handler or hashing): an app with a database connection of its own. */
+static void *pool_thread_init(void *ctx, unsigned id, char *err, size_t errlen)
 {
     struct app_config ac;
     app_config_of(ctx, &ac);
     return app_open(&ac, err, errlen);
 }
 
-static void hash_thread_fini(void *ctx, void *app) { app_close(app); }
+static void pool_thread_fini(void *ctx, void *app) { app_close(app); }
 
+/* Which thread answers req: a hashing thread, a handler thread, or (NULL) the loop itself. The
+ * UI's files stay on the loop: they touch no database, are a few small files the page cache
+ * holds, and a page of the UI should not queue behind database work nor take handler room. */
 static struct http_pool_port *pick(void *ctx, const struct http_request *req)
 {
     struct server_worker *w = ctx;
-    return app_hashes_password(req) ? w->port : NULL;
+    if (app_hashes_password(req))
+        return w->hash_port;
+    return app_on_loop(req) ? NULL : w->port;
+}
+
+/* Handler threads when --threads is not given. SQLite: as many as cores, since reads (WAL
+ * readers run concurrently) are CPU work on pages in memory and more threads than cores would
+ * only take turns; plus one, because SQLite has one writer at a time (across every server on the
+ * file) and a write waiting for the lock sleeps in the busy handler, holding its thread: the
+ * spare one keeps reads going meanwhile. At least 2, for the same reason on one core. */
+static unsigned server_default_threads(const char *db)
+{
+    unsigned cpus = http_daemon_cpus();
+    (void)db; /* one store so far; a network database will want more (its threads wait on it) */
+    return cpus + 1 < 2 ? 2 : cpus + 1;
 }
 
 static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned id, char *err, size_t errlen)
@@ -80,14 +108,17 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     struct server_worker *w = alloc_calloc(1, sizeof(*w));
     struct app_config ac;
     app_config_of(o, &ac);
+    ac.db_url = NULL; /* the loop answers only what needs no database */
     w->app = app_open(&ac, err, errlen);
     if (!w->app) {
         free(w);
         return NULL;
     }
     w->port = http_pool_port_open(o->pool, loop);
-    if (!w->port) {
-        snprintf(err, errlen, "cannot open the hashing pool's port");
+    w->hash_port = w->port ? http_pool_port_open(o->hash_pool, loop) : NULL;
+    if (!w->hash_port) {
+        snprintf(err, errlen, "cannot open the pools' ports");
+        http_pool_port_close(w->port);
         app_close(w->app);
         free(w);
         return NULL;
@@ -105,6 +136,7 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     w->srv = http_server_create(loop, listen_fd, &http_server_buffered_ops, &w->hb, &lim);
     if (!w->srv) {
         snprintf(err, errlen, "cannot watch the listening socket");
+        http_pool_port_close(w->hash_port);
         http_pool_port_close(w->port);
         app_close(w->app);
         free(w);
@@ -119,6 +151,7 @@ static void worker_free(void *p)
 {
     struct server_worker *w = p;
     http_server_free(w->srv); /* aborts its connections, which withdraws their pool jobs */
+    http_pool_port_close(w->hash_port);
     http_pool_port_close(w->port);
     app_close(w->app);
     free(w);
@@ -200,15 +233,25 @@ static const struct opts_def flags[] = {
     ROW("listen", OPTS_STR, listen, 0, 0, "ADDR:PORT", NULL, "address to serve on (default 127.0.0.1:8001)"),
     ROW("db", OPTS_STR, db, 0, 0, "URL", NULL, "database: sqlite:PATH (default sqlite:data/agora.db)"),
     ROW("workers", OPTS_UINT, workers, 1, 256, NULL, NULL,
-        "worker threads, each with its own database connection\n(default: number of cores)"),
+        "event-loop threads (network I/O and HTTP; no database)\n(default: number of cores)"),
     ROW("web", OPTS_STR, web, 0, 0, "DIR", NULL, "directory of the web UI files (default: the installed web/)"),
     ROW("served-by", OPTS_STR, served_by, 0, 0, "NAME", NULL,
         "value of the X-Served-By header (default: the listen address)"),
     ROW("idle-timeout", OPTS_DURATION, idle_ms, 1, 0, NULL, NULL,
         "close idle keep-alive connections after (default 60s)"),
     {.type = OPTS_TEXT,
-     .help = "\nPassword hashing (sign-up and log-in) runs on a pool of threads, never on the\n"
-             "event loops that answer everything else (/health included):\n"},
+     .help = "\nThe event loops (workers) do only network I/O and HTTP, and answer /health (from\n"
+             "a cached state: the database answered within 3 s) and the UI's files. Every API\n"
+             "request runs on a pool of handler threads:\n"},
+    ROW("threads", OPTS_UINT, threads, 1, 1024, NULL, NULL,
+        "handler threads, each with its own database connection\n(default for SQLite: cores + 1)"),
+    ROW("queue", OPTS_UINT, queue, 1, 100000, NULL, NULL,
+        "requests that may wait for a handler thread (default 32\nper thread); beyond, 503 with Retry-After"),
+    ROW("queue-wait", OPTS_DURATION, queue_wait_ms, 1, 0, NULL, NULL,
+        "a request that waits longer gets 503 with Retry-After\n(default 1s)"),
+    {.type = OPTS_TEXT,
+     .help = "\nPassword hashing (sign-up and log-in) runs on a pool of its own, at a lower\n"
+             "priority, so that a log-in flood cannot take the handler threads:\n"},
     ROW("hash-threads", OPTS_UINT, hash_threads, 1, 256, NULL, NULL,
         "hashing threads, each with its own database connection\n(default: number of cores)"),
     ROW("hash-queue", OPTS_UINT, hash_queue, 1, 100000, NULL, NULL,
@@ -242,7 +285,8 @@ static const struct opts_cmd command = {
 
 int cmd_server(int argc, char **argv)
 {
-    struct server_opts o = {.workers = 0, .idle_ms = 60000, .hash_wait_ms = 1000, .session_days = 30};
+    struct server_opts o = {
+        .workers = 0, .idle_ms = 60000, .queue_wait_ms = 1000, .hash_wait_ms = 1000, .session_days = 30};
     app_limits_default(&o.limits);
     client_trust_default(&o.trust);
     snprintf(o.listen, sizeof(o.listen), "127.0.0.1:8001");
@@ -257,24 +301,37 @@ int cmd_server(int argc, char **argv)
     unsigned workers = o.workers ? o.workers : http_daemon_cpus();
     /* One descriptor per client (no cap: past the limit, accepting pauses), plus a reserve. */
     http_daemon_raise_fd_limit("agora server", 10000 + 1024);
+    unsigned threads = o.threads ? o.threads : server_default_threads(o.db);
     unsigned hash_threads = o.hash_threads ? o.hash_threads : http_daemon_cpus();
     char err[256];
-    struct http_pool_config pc = {.name = "hashing",
+    int rc = 1;
+    /* First, so that every app below answers /health from it; it also checks the database. */
+    o.ready = app_ready_start(o.db, 0, 0, err, sizeof(err));
+    if (!o.ready)
+        goto fail;
+    struct http_pool_config pc = {.name = "handler",
+                                  .threads = threads,
+                                  .max_queue = o.queue,
+                                  .max_wait_ms = o.queue_wait_ms,
+                                  .thread_init = pool_thread_init,
+                                  .thread_fini = pool_thread_fini,
+                                  .handler = app_handle,
+                                  .ctx = &o};
+    if ((o.pool = http_pool_create(&pc, err, sizeof(err))) == NULL)
+        goto fail;
+    struct http_pool_config hc = {.name = "hashing",
                                   .threads = hash_threads,
                                   .max_queue = o.hash_queue,
                                   .max_wait_ms = o.hash_wait_ms,
                                   .nice = 10, /* a login flood must not slow the event loops */
-                                  .thread_init = hash_thread_init,
-                                  .thread_fini = hash_thread_fini,
+                                  .thread_init = pool_thread_init,
+                                  .thread_fini = pool_thread_fini,
                                   .handler = app_handle,
                                   .ctx = &o};
-    o.pool = http_pool_create(&pc, err, sizeof(err));
-    if (!o.pool) {
-        fprintf(stderr, "agora server: %s\n", err);
-        return 1;
-    }
-    fprintf(stderr, "agora server: listening on %s, %u worker(s), %u hashing thread(s), db %s\n", o.listen, workers,
-            hash_threads, o.db);
+    if ((o.hash_pool = http_pool_create(&hc, err, sizeof(err))) == NULL)
+        goto fail;
+    fprintf(stderr, "agora server: listening on %s, %u worker(s), %u handler thread(s), %u hashing thread(s), db %s\n",
+            o.listen, workers, threads, hash_threads, o.db);
     struct http_daemon_config dc = {
         .listen = o.listen, .workers = workers, .shutdown_ms = 10000, .name = "agora server"};
     struct http_daemon_ops ops = {
@@ -283,9 +340,18 @@ int cmd_server(int argc, char **argv)
         .worker_conns = worker_conns,
         .worker_free = worker_free,
     };
-    int rc = http_daemon_run(&dc, &ops, &o);
-    http_pool_destroy(o.pool); /* after the workers: their requests waiting on it are answered */
+    rc = http_daemon_run(&dc, &ops, &o);
+    /* after the workers: their requests waiting on the pools are answered */
+    http_pool_destroy(o.hash_pool);
+    http_pool_destroy(o.pool);
+    app_ready_stop(o.ready);
     if (rc == 0)
         fprintf(stderr, "agora server: stopped\n");
     return rc;
+fail:
+    fprintf(stderr, "agora server: %s\n", err);
+    http_pool_destroy(o.hash_pool);
+    http_pool_destroy(o.pool);
+    app_ready_stop(o.ready);
+    return 1;
 }

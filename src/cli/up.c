@@ -72,6 +72,7 @@ struct up {
     char db[PATH_MAX + 16];
     char web[PATH_MAX];
     unsigned server_workers;
+    unsigned server_threads; /* 0: the server's default */
     unsigned next_port;
     int ctl_fd;
     char ctl_path[PATH_MAX];
@@ -142,7 +143,7 @@ static int spawn(struct up *u, struct child *c)
 
 struct up_opts {
     char listen[128], data[PATH_MAX], policy[32], access_log[PATH_MAX];
-    unsigned nservers, server_workers, lb_workers;
+    unsigned nservers, server_workers, server_threads, lb_workers;
 };
 
 #define ROW(fl, t, f, lo, hi, a, h) OPTS_ROW(struct up_opts, fl, t, f, lo, hi, a, NULL, h)
@@ -153,6 +154,8 @@ static const struct opts_def flags[] = {
     ROW("data", OPTS_STR, data, 0, 0, "DIR", "data directory, database at DIR/agora.db (default ./data)"),
     ROW("policy", OPTS_STR, policy, 0, 0, "NAME", "balancing policy (default least-conn)"),
     ROW("server-workers", OPTS_UINT, server_workers, 1, 64, NULL, "worker threads per web server (default 1)"),
+    ROW("server-threads", OPTS_UINT, server_threads, 1, 1024, NULL,
+        "handler threads per web server (default: the server's\nown, cores + 1 for SQLite)"),
     ROW("lb-workers", OPTS_UINT, lb_workers, 1, 256, NULL, "balancer worker threads (default: number of cores)"),
     ROW("access-log", OPTS_STR, access_log, 0, 0, "DEST", "balancer access log: off (default), stdout or a file"),
 };
@@ -200,6 +203,8 @@ static void make_server(struct up *u, struct child *c, unsigned port)
     child_flag(c, "--listen", "127.0.0.1:%u", port);
     child_flag(c, "--db", "%s", u->db);
     child_flag(c, "--workers", "%u", u->server_workers);
+    if (u->server_threads)
+        child_flag(c, "--threads", "%u", u->server_threads);
     child_flag(c, "--web", "%s", u->web);
 }
 
@@ -538,6 +543,7 @@ int cmd_up(int argc, char **argv)
     snprintf(u->admin, sizeof(u->admin), "127.0.0.1:%u", port + 404);
     snprintf(u->token_file, sizeof(u->token_file), "%s/admin.token", data);
     u->server_workers = server_workers;
+    u->server_threads = o.server_threads;
     u->next_port = port + 1 + nservers;
     if (ctl_listen(u, data) < 0)
         fprintf(stderr, "agora up: control socket unavailable in %s: %s (agora ctl server ... will not work)\n", data,

@@ -158,14 +158,20 @@ static void port_post(struct http_pool_job *job)
         return;
     }
     job->dnext = NULL;
+    int was_empty = port->done_head == NULL;
     if (port->done_tail)
         port->done_tail->dnext = job;
     else
         port->done_head = job;
     port->done_tail = job;
-    uint64_t one = 1;
-    ssize_t w = write(port->fd, &one, sizeof(one));
-    (void)w;
+    /* Only the first finished job wakes the loop: it takes the whole list after reading the
+     * eventfd, so a job appended to a non-empty list is delivered by the wake-up already sent
+     * (one write per batch instead of one per job under load). */
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(port->fd, &one, sizeof(one));
+        (void)w;
+    }
     pthread_mutex_unlock(&port->mu);
 }
 
@@ -179,10 +185,7 @@ static void on_port(struct loop *loop, int fd, int events, void *data)
     pthread_mutex_lock(&port->mu);
     struct http_pool_job *list = port->done_head;
     port->done_head = port->done_tail = NULL;
-    pthread_mutex_unlock(&port->mu);
-    /* Take a reference for the walk: a done function may close the port. */
-    pthread_mutex_lock(&port->mu);
-    port->refs++;
+    port->refs++; /* a reference for the walk: a done function may close the port */
     pthread_mutex_unlock(&port->mu);
     while (list) {
         struct http_pool_job *job = list;
