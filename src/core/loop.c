@@ -152,7 +152,14 @@ void loop_unwatch(struct loop *loop, int fd)
     w->gen++;
 }
 
-/* ---- timers: binary min-heap on when_ms; heap_idx is 1-based so 0 means "not armed" ---- */
+/* ---- timers: binary min-heap on key_ms; heap_idx is 1-based so 0 means "not armed" ----
+ *
+ * Re-arming a timer to a later deadline only records the deadline (when_ms) and leaves the timer
+ * where it is in the heap (key_ms, the earlier deadline): the common case — a connection's idle or
+ * header timer pushed back on every request — costs no sift through a heap that may hold a timer
+ * per idle connection (tens of thousands). When such a timer reaches the top, run_timers moves it
+ * down to its real deadline instead of firing it (nginx keeps timers it would move by less than
+ * 300 ms where they are for the same reason, but fires them early; here none fires early). */
 
 static void heap_swap(struct loop *loop, size_t a, size_t b)
 {
@@ -167,7 +174,7 @@ static void heap_up(struct loop *loop, size_t i)
 {
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (loop->heap[p]->when_ms <= loop->heap[i]->when_ms)
+        if (loop->heap[p]->key_ms <= loop->heap[i]->key_ms)
             break;
         heap_swap(loop, p, i);
         i = p;
@@ -178,9 +185,9 @@ static void heap_down(struct loop *loop, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < loop->nheap && loop->heap[l]->when_ms < loop->heap[m]->when_ms)
+        if (l < loop->nheap && loop->heap[l]->key_ms < loop->heap[m]->key_ms)
             m = l;
-        if (r < loop->nheap && loop->heap[r]->when_ms < loop->heap[m]->when_ms)
+        if (r < loop->nheap && loop->heap[r]->key_ms < loop->heap[m]->key_ms)
             m = r;
         if (m == i)
             break;
@@ -207,20 +214,18 @@ void loop_timer_arm(struct loop *loop, struct loop_timer *t, uint64_t delay_ms)
 {
     uint64_t when = loop->now_ms + delay_ms;
     if (t->heap_idx) {
-        size_t i = t->heap_idx - 1;
-        uint64_t old = t->when_ms;
         t->when_ms = when;
-        if (when < old)
-            heap_up(loop, i);
-        else if (when > old)
-            heap_down(loop, i);
-        return;
+        if (when < t->key_ms) {
+            t->key_ms = when;
+            heap_up(loop, t->heap_idx - 1);
+        }
+        return; /* later: moved down only if it reaches the top (run_timers) */
     }
     if (loop->nheap == loop->capheap) {
         loop->capheap = loop->capheap ? loop->capheap * 2 : 64;
         loop->heap = alloc_realloc(loop->heap, loop->capheap * sizeof(*loop->heap));
     }
-    t->when_ms = when;
+    t->when_ms = t->key_ms = when;
     loop->heap[loop->nheap] = t;
     t->heap_idx = ++loop->nheap;
     heap_up(loop, loop->nheap - 1);
@@ -228,8 +233,15 @@ void loop_timer_arm(struct loop *loop, struct loop_timer *t, uint64_t delay_ms)
 
 static void run_timers(struct loop *loop)
 {
-    while (loop->nheap > 0 && loop->heap[0]->when_ms <= loop->now_ms) {
+    while (loop->nheap > 0 && loop->heap[0]->key_ms <= loop->now_ms) {
         struct loop_timer *t = loop->heap[0];
+        if (t->key_ms != t->when_ms) {
+            /* pushed back while armed: to its real place (expired ones then fire in deadline
+             * order) */
+            t->key_ms = t->when_ms;
+            heap_down(loop, 0);
+            continue;
+        }
         loop_timer_cancel(loop, t);
         t->fn(loop, t);
     }
@@ -279,7 +291,7 @@ int loop_run(struct loop *loop)
             timeout = 0;
         else if (loop->nheap) {
             uint64_t now = clock_ms();
-            uint64_t when = loop->heap[0]->when_ms;
+            uint64_t when = loop->heap[0]->key_ms; /* may wake early for a pushed-back timer */
             timeout = when <= now ? 0 : (int)(when - now > 60000 ? 60000 : when - now);
         }
         int n = epoll_wait(loop->epfd, evs, 256, timeout);

@@ -24,7 +24,8 @@ typedef void loop_timer_fn(struct loop *loop, struct loop_timer *t);
 typedef void loop_call_fn(struct loop *loop, void *data);
 
 struct loop_timer {
-    uint64_t when_ms; /* absolute, loop clock */
+    uint64_t when_ms; /* the deadline: absolute, loop clock */
+    uint64_t key_ms;  /* private: its place in the heap (<= when_ms; see loop_timer_arm) */
     size_t heap_idx;  /* position in the heap + 1; 0 = not armed */
     loop_timer_fn *fn;
     void *data;

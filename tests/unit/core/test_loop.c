@@ -679,11 +679,50 @@ static void test_clock(void **state)
     loop_destroy(loop);
 }
 
+static void on_watchdog_stop(struct loop *loop, struct loop_timer *t)
+{
+    (void)t;
+    loop_stop(loop);
+}
+
+/* A timer pushed back while armed stays where it was in the heap until it reaches the top
+ * (loop.c): it must still fire at its new deadline, never at the old one. */
+struct stamp {
+    struct loop_timer t;
+    uint64_t fired_ms;
+};
+
+static void on_stamp(struct loop *loop, struct loop_timer *t)
+{
+    struct stamp *st = t->data;
+    st->fired_ms = loop_now(loop);
+    loop_stop(loop);
+}
+
+static void test_timer_pushed_back_fires_at_its_new_deadline(void **state)
+{
+    struct loop *loop = loop_create(64);
+    struct stamp st = {.t = {.fn = on_stamp}};
+    st.t.data = &st;
+    uint64_t start = loop_now(loop);
+    loop_timer_arm(loop, &st.t, 20);
+    loop_timer_arm(loop, &st.t, 150); /* pushed back: the heap keeps its old place (20 ms) */
+    assert_int_equal(st.t.when_ms, start + 150);
+    struct loop_timer guard = {.fn = on_watchdog_stop, .data = NULL};
+    loop_timer_arm(loop, &guard, 2000);
+    assert_int_equal(loop_run(loop), 0);
+    assert_true(st.fired_ms >= start + 150);
+    assert_false(loop_timer_armed(&st.t));
+    loop_timer_cancel(loop, &guard);
+    loop_destroy(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timers_fire_in_order),
         cmocka_unit_test(test_timer_rearm_and_cancel),
+        cmocka_unit_test(test_timer_pushed_back_fires_at_its_new_deadline),
         cmocka_unit_test(test_timer_rearm_from_callback),
         cmocka_unit_test(test_timer_heap_many),
         cmocka_unit_test(test_defer_runs_after_callbacks),
