@@ -52,9 +52,10 @@ int lb_dashboard_file(const char *path, size_t n, const char **type, const char 
 #define INTERVAL_MS 1000
 
 struct point {
-    uint64_t seq;     /* sample number, from 1 */
-    uint64_t time_ms; /* wall clock */
-    double rps;
+    uint64_t seq;      /* sample number, from 1 */
+    uint64_t time_ms;  /* wall clock */
+    uint64_t requests; /* sent in this interval */
+    double rps;        /* requests / the interval's length in seconds */
     int64_t in_flight;
     uint64_t completed; /* responses recorded in the histogram in this interval */
     uint64_t p50_us, p99_us;
@@ -90,15 +91,9 @@ static uint64_t wall_ms(void)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static void track_baseline(struct track *t)
-{
-    t->prev_total = LOAD(t->s->total);
-    t->prev_errors = LOAD(t->s->errors);
-    for (unsigned i = 0; i < LB_HIST_BUCKETS; i++)
-        t->prev_hist[i] = LOAD(t->s->hist[i]);
-}
-
-/* The track of s, made (with the counters as they are now as its baseline) if it has none. */
+/* The track of s, made if it has none (called while sample d->seq is taken). A new track's
+ * baseline is zero: a server joins the set with zero counts, and between joining and the next
+ * sample, so its first point covers all its life until then. */
 static struct track *track_of(struct lb_dashboard *d, struct lb_server *s)
 {
     for (size_t i = 0; i < d->ntracks; i++)
@@ -109,8 +104,7 @@ static struct track *track_of(struct lb_dashboard *d, struct lb_server *s)
     struct track *t = alloc_calloc(1, sizeof(*t));
     t->s = s;
     lb_server_ref(s);
-    t->first_seq = d->seq + 1;
-    track_baseline(t);
+    t->first_seq = d->seq;
     d->tracks[d->ntracks++] = t;
     return t;
 }
@@ -165,7 +159,8 @@ static void sample(struct lb_dashboard *d)
         memset(p, 0, sizeof(*p));
         p->seq = seq;
         p->time_ms = t_ms;
-        p->rps = (double)(total - t->prev_total) / dt;
+        p->requests = total - t->prev_total;
+        p->rps = (double)p->requests / dt;
         p->in_flight = LOAD(s->inflight) > 0 ? LOAD(s->inflight) : 0;
         p->errors = errors - t->prev_errors;
         for (unsigned b = 0; b < LB_HIST_BUCKETS; b++) {
@@ -181,6 +176,7 @@ static void sample(struct lb_dashboard *d)
         tot->in_flight += p->in_flight;
         tot->errors += p->errors;
     }
+    tot->requests = total_delta;
     tot->rps = (double)total_delta / dt;
     put_latency(tot, all);
     lb_set_unref(set);
@@ -247,6 +243,7 @@ static void put_points(struct jsonw *w, const struct lb_dashboard *d, const stru
         jsonw_array(w);
         jsonw_uint(w, p->seq);
         jsonw_uint(w, p->time_ms);
+        jsonw_uint(w, p->requests);
         jsonw_double(w, p->rps, 1);
         jsonw_int(w, p->in_flight);
         if (p->completed) {
@@ -276,7 +273,8 @@ void lb_dashboard_series_json(struct lb_dashboard *d, uint64_t since, struct buf
     jsonw_kv_str(&w, "policy", d->sh->policy->name);
     jsonw_key(&w, "columns");
     jsonw_array(&w);
-    static const char *const columns[] = {"seq", "time_ms", "rps", "in_flight", "p50_ms", "p99_ms", "errors"};
+    static const char *const columns[] = {"seq",       "time_ms", "requests", "rps",
+                                          "in_flight", "p50_ms",  "p99_ms",   "errors"};
     for (size_t i = 0; i < sizeof(columns) / sizeof(columns[0]); i++)
         jsonw_cstr(&w, columns[i]);
     jsonw_end(&w);

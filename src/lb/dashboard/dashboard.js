@@ -102,7 +102,7 @@ function fmtTime(ms) {
 }
 
 // Columns of a point (GET /series "columns").
-const SEQ = 0, RPS = 2, INF = 3, P50 = 4, P99 = 5, ERR = 6;
+const SEQ = 0, RPS = 3, P50 = 5, P99 = 6, ERR = 7;
 
 function last(points) {
   return points.length ? points[points.length - 1] : null;
