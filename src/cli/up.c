@@ -261,10 +261,11 @@ static void print_dashboard(struct up *u)
     char token[LB_ADMIN_TOKEN_MAX] = "", err[256];
     const char *env = getenv("AGORA_ADMIN_TOKEN");
     int status = -1;
-    for (int i = 0; i < 50 && status != 200 && !(env && *env) && isatty(STDOUT_FILENO); i++) {
-        struct buf out = {0};
+    uint64_t deadline = now_ms() + 5000;
+    while (status != 200 && now_ms() < deadline && !(env && *env) && isatty(STDOUT_FILENO)) {
+        struct buf out = {0}; /* a cheap call: no points are newer than that */
         if (lb_admin_read_token(u->token_file, token, sizeof(token)) < 0 ||
-            cli_http(u->admin, "GET", "/series?since=999999999", token, NULL, 2000, &status, &out, err, sizeof(err)) <
+            cli_http(u->admin, "GET", "/series?since=999999999", token, NULL, 1000, &status, &out, err, sizeof(err)) <
                 0)
             status = -1;
         buf_free(&out);

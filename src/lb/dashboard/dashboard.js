@@ -40,7 +40,13 @@ function el(tag, attrs = {}, text) {
 function readToken() {
   const m = /^#token=([\x21-\x7e]+)$/.exec(window.location.hash);
   if (m) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    let token = m[1];
+    try {
+      token = decodeURIComponent(token);
+    } catch {
+      // not percent-encoding: the token as written
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
     history.replaceState(null, '', window.location.pathname); // out of the address bar and history
   }
   return sessionStorage.getItem(TOKEN_KEY);
