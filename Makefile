@@ -61,6 +61,9 @@ $(BUILD)/openloop: bench/openloop.c
 
 -include $(OBJS:.o=.d)
 
+# The dashboard's page is compiled into agora lb (.incbin in src/lb/dashboard.c).
+$(BUILD)/obj/src/lb/dashboard.o: $(wildcard src/lb/dashboard/*)
+
 deps:
 	@sh scripts/install-deps.sh
 

@@ -10,7 +10,7 @@
  *
  * The balancer's admin API listens on 127.0.0.1:(balancer port + 404), e.g. 8404 for :8000; the
  * balancer writes its generated token to DATA/admin.token (0600), read here for each call and by
- * `agora ctl` by default.
+ * `agora ctl` by default. Once up, it prints the balancer's dashboard address (admin.h).
  * A control socket DATA/agora-up.sock takes one-line commands from `agora ctl server ...`:
  *   add            start one more web server on the next port and add it to the balancer
  *   remove PORT    drain that server in the balancer (no new requests; in-flight ones finish),
@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,6 +250,36 @@ static int admin(struct up *u, const char *method, const char *path, const char 
     }
     buf_free(&out);
     return status;
+}
+
+/* Prints where the balancer's dashboard is. With the token in the link's fragment (never sent
+ * to the server) only when stdout is a terminal and the token file's token was accepted by the
+ * admin API (waiting up to 5 s for the balancer to write it); a log that captures stdout must
+ * not collect the admin token: it gets the token file's name instead. */
+static void print_dashboard(struct up *u)
+{
+    char token[LB_ADMIN_TOKEN_MAX] = "", err[256];
+    const char *env = getenv("AGORA_ADMIN_TOKEN");
+    int status = -1;
+    uint64_t deadline = now_ms() + 5000;
+    while (status != 200 && now_ms() < deadline && !(env && *env) && isatty(STDOUT_FILENO)) {
+        struct buf out = {0}; /* a cheap call: no points are newer than that */
+        if (lb_admin_read_token(u->token_file, token, sizeof(token)) < 0 ||
+            cli_http(u->admin, "GET", "/series?since=999999999", token, NULL, 1000, &status, &out, err, sizeof(err)) <
+                0)
+            status = -1;
+        buf_free(&out);
+        if (status != 200) {
+            struct timespec ts = {0, 100 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (status == 200)
+        printf("dashboard: http://%s/dashboard#token=%s\n", u->admin, token);
+    else
+        printf("dashboard: http://%s/dashboard  (admin token: %s)\n", u->admin,
+               env && *env ? "$AGORA_ADMIN_TOKEN" : u->token_file);
+    sodium_memzero(token, sizeof(token));
 }
 
 /* Stops a web server for good: SIGTERM, and no restart. */
@@ -602,9 +633,10 @@ int cmd_up(int argc, char **argv)
         ((struct sockaddr_in *)&probe.ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     char shown[80];
     net_format_addr(&probe, shown, sizeof(shown));
-    if (wait_port(&probe, 10000) == 0)
+    if (wait_port(&probe, 10000) == 0) {
         printf("agora is up: open http://%s/  (%u web servers, data in %s; Ctrl-C to stop)\n", shown, nservers, data);
-    else
+        print_dashboard(u);
+    } else
         printf("agora up: the balancer is not answering on %s yet; still trying\n", shown);
     fflush(stdout);
 

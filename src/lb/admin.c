@@ -18,6 +18,8 @@
 #include "core/jsonw.h"
 #include "core/net.h"
 #include "http/server.h"
+#include "lb/dashboard.h"
+#include "lb/events.h"
 #include "lb/metrics.h"
 
 /* Wrong tokens are counted per client address: after FAIL_LIMIT in a window of FAIL_WINDOW_MS
@@ -46,6 +48,7 @@ struct lb_admin {
     struct http_server *srv;
     struct http_buffered hb;
     struct loop_timer drain_timer;
+    struct lb_dashboard *dash;      /* the dashboard's series sampler */
     char token[LB_ADMIN_TOKEN_MAX]; /* the bearer token in force (configured or generated) */
     char token_path[512];           /* the file a generated token was written to; "" if none */
     char host[128];                 /* host part of the admin address, for the Host check */
@@ -199,9 +202,8 @@ static int token_ok(const struct lb_admin *a, const struct http_request *req, in
     return tl > 0 && h->value.n - 7 == tl && sodium_memcmp(h->value.p + 7, a->token, tl) == 0;
 }
 
-/* Checks Host, the failure throttle, the token and the body type, in that order. Returns 1 when
- * the request may proceed; otherwise the refusal is in resp (403, 429, 401 or 415). */
-static int admit(struct lb_admin *a, const struct http_request *req, struct http_response *resp)
+/* Checks Host and the target's form. Returns 1 when they are fine; otherwise the 403 is in resp. */
+static int admit_host(struct lb_admin *a, const struct http_request *req, struct http_response *resp)
 {
     const struct http_head *h = req->head;
     char shown[128];
@@ -213,6 +215,15 @@ static int admit(struct lb_admin *a, const struct http_request *req, struct http
                     "rebinding defence)");
         return 0;
     }
+    return 1;
+}
+
+/* Checks Host, the failure throttle, the token and the body type, in that order. Returns 1 when
+ * the request may proceed; otherwise the refusal is in resp (403, 429, 401 or 415). */
+static int admit(struct lb_admin *a, const struct http_request *req, struct http_response *resp)
+{
+    if (!admit_host(a, req, resp))
+        return 0;
     uint64_t now = loop_clock_us() / 1000;
     int present;
     if (!token_ok(a, req, &present)) {
@@ -319,7 +330,9 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
         goto out;
     }
     atomic_store(&s->healthy, 0); /* its first health check (now) decides */
+    s->events = a->sh->events;
     set_change(a, s, NULL);
+    lb_events_add(a->sh->events, LB_EV_ADDED, s->key, "weight %u", atomic_load(&s->weight));
     lb_health_kick(a->health);
     fprintf(stderr, "agora lb: admin: added %s\n", s->url);
     struct jsonw w;
@@ -333,14 +346,77 @@ out:
     json_decref(j);
 }
 
+/* The dashboard page's headers: nothing but its own files may run or load, it is never framed. */
+#define DASHBOARD_CSP                                                                                                  \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "                    \
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+static void serve_page(const struct http_request *req, struct http_response *resp, const char *type, const char *data,
+                       size_t len)
+{
+    if (req->head->method != HTTP_GET && req->head->method != HTTP_HEAD) {
+        http_response_header(resp, "Allow", "GET, HEAD");
+        reply_error(resp, 405, "method not allowed");
+        return;
+    }
+    http_response_header(resp, "Content-Type", "%s", type);
+    http_response_header(resp, "Cache-Control", "no-cache");
+    http_response_header(resp, "Content-Security-Policy", "%s", DASHBOARD_CSP);
+    http_response_header(resp, "X-Content-Type-Options", "nosniff");
+    http_response_header(resp, "Referrer-Policy", "no-referrer");
+    buf_append(&resp->body, data, len);
+}
+
+/* Reads the query of /events and /series: empty, or "since=N" (decimal, at most 18 digits).
+ * Returns 0 with N (0 when absent) in since, -1 if the query is anything else. */
+static int query_since(struct http_str q, uint64_t *since)
+{
+    *since = 0;
+    if (q.n == 0)
+        return 0;
+    if (q.n < 7 || q.n > 6 + 18 || memcmp(q.p, "since=", 6))
+        return -1;
+    for (size_t i = 6; i < q.n; i++) {
+        if (q.p[i] < '0' || q.p[i] > '9')
+            return -1;
+        *since = *since * 10 + (uint64_t)(q.p[i] - '0');
+    }
+    return 0;
+}
+
 static void admin_handle(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     struct lb_admin *a = ctx;
     const struct http_head *h = req->head;
-    if (!admit(a, req, resp))
-        return;
     const char *p = h->path.p;
     size_t n = h->path.n;
+    const char *type, *data;
+    size_t len;
+    if (lb_dashboard_file(p, n, &type, &data, &len)) {
+        /* The page holds no data: it is served without the token (Host is checked as always). */
+        if (admit_host(a, req, resp))
+            serve_page(req, resp, type, data, len);
+        return;
+    }
+    if (!admit(a, req, resp))
+        return;
+    if ((n == 7 && !memcmp(p, "/events", 7)) || (n == 7 && !memcmp(p, "/series", 7))) {
+        uint64_t since;
+        if (h->method != HTTP_GET && h->method != HTTP_HEAD) {
+            http_response_header(resp, "Allow", "GET");
+            reply_error(resp, 405, "method not allowed");
+        } else if (query_since(h->query, &since) < 0) {
+            reply_error(resp, 400, "the query may only be since=N (a decimal number)");
+        } else {
+            http_response_header(resp, "Content-Type", "application/json");
+            http_response_header(resp, "Cache-Control", "no-store");
+            if (p[1] == 'e')
+                lb_events_json(a->sh->events, since, LB_EVENTS_MAX, &resp->body);
+            else
+                lb_dashboard_series_json(a->dash, since, &resp->body);
+        }
+        return;
+    }
     if (n == 8 && !memcmp(p, "/servers", 8)) {
         if (h->method == HTTP_GET) {
             struct lb_set *set = lb_registry_get(&a->sh->registry);
@@ -387,6 +463,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
     if (!action && h->method == HTTP_DELETE) {
         set_change(a, NULL, s);
         fprintf(stderr, "agora lb: admin: removed %s\n", s->url);
+        lb_events_add(a->sh->events, LB_EV_REMOVED, s->key, "by the admin API");
         reply_begin(resp, 200, &w);
         jsonw_kv_str(&w, "removed", s->url);
         reply_end(&w);
@@ -398,8 +475,9 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         if (!json_is_integer(wt) || json_integer_value(wt) < 1 || json_integer_value(wt) > 1000) {
             reply_error(resp, 422, "weight must be an integer from 1 to 1000");
         } else {
-            atomic_store(&s->weight, (unsigned)json_integer_value(wt));
+            unsigned was = atomic_exchange(&s->weight, (unsigned)json_integer_value(wt));
             set_change(a, NULL, NULL); /* new generation: policies rebuild with the new weight */
+            lb_events_add(a->sh->events, LB_EV_WEIGHT, s->key, "%u -> %u", was, atomic_load(&s->weight));
             reply_begin(resp, 200, &w);
             jsonw_kv_str(&w, "address", s->key);
             jsonw_kv_uint(&w, "weight", atomic_load(&s->weight));
@@ -419,6 +497,8 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
             atomic_store(&s->drain_remove, remove);
             atomic_store(&s->admin, LB_ADMIN_DRAINING);
             fprintf(stderr, "agora lb: admin: draining %s\n", s->url);
+            lb_events_add(a->sh->events, LB_EV_DRAINING, s->key, "then %s; %d in flight", remove ? "remove" : "park",
+                          atomic_load(&s->inflight));
             reply_begin(resp, 202, &w);
             jsonw_kv_str(&w, "draining", s->key);
             jsonw_kv_int(&w, "in_flight", atomic_load(&s->inflight));
@@ -427,8 +507,11 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         }
         json_decref(j);
     } else if (action && ACTION("enable") && h->method == HTTP_POST) {
-        atomic_store(&s->admin, LB_ADMIN_ACTIVE);
+        int was = atomic_exchange(&s->admin, LB_ADMIN_ACTIVE);
         atomic_store(&s->up_since_ms, loop_clock_us() / 1000); /* slow start again */
+        if (was != LB_ADMIN_ACTIVE)
+            lb_events_add(a->sh->events, LB_EV_ENABLED, s->key, "was %s",
+                          was == LB_ADMIN_DRAINING ? "draining" : "parked");
         reply_begin(resp, 200, &w);
         jsonw_kv_str(&w, "enabled", s->key);
         reply_end(&w);
@@ -454,9 +537,11 @@ static void on_drain_timer(struct loop *loop, struct loop_timer *t)
         if (atomic_load(&s->drain_remove)) {
             set_change(a, NULL, s);
             fprintf(stderr, "agora lb: admin: %s drained and removed\n", s->url);
+            lb_events_add(a->sh->events, LB_EV_DRAINED, s->key, "removed");
         } else {
             atomic_store(&s->admin, LB_ADMIN_PARKED);
             fprintf(stderr, "agora lb: admin: %s drained and parked\n", s->url);
+            lb_events_add(a->sh->events, LB_EV_DRAINED, s->key, "parked");
         }
     }
     lb_set_unref(set);
@@ -675,6 +760,7 @@ struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct 
         free(a);
         return NULL;
     }
+    a->dash = lb_dashboard_start(loop, sh);
     a->drain_timer.fn = on_drain_timer;
     a->drain_timer.data = a;
     loop_timer_arm(loop, &a->drain_timer, 100);
@@ -686,6 +772,7 @@ void lb_admin_stop(struct lb_admin *a)
     if (!a)
         return;
     loop_timer_cancel(a->loop, &a->drain_timer);
+    lb_dashboard_stop(a->dash);
     http_server_free(a->srv);
     forget_token(a);
     free(a);

@@ -14,8 +14,12 @@
  * random bits in hex generated at start and written, mode 0600, to the token file (--admin-token-
  * file, default lb_admin_default_token_path), which is removed again at a clean stop. An admin
  * address that is not loopback needs a configured token (lb/config.c refuses to start without).
+ * Exception: the dashboard's page (GET/HEAD /dashboard, /dashboard/, /dashboard/FILE; dashboard.h)
+ * holds no data and is served after the Host check alone, with a strict Content-Security-Policy.
  * Routes (JSON bodies, errors {"error": "..."}):
  *   GET    /metrics                      the counters in the Prometheus text format (metrics.h)
+ *   GET    /series[?since=N]             the dashboard's per-second series (dashboard.h)
+ *   GET    /events[?since=ID]            the event log (events.h)
  *   GET    /servers                      the /stats document
  *   POST   /servers        {"url", "weight"?}   add (checked at once; 409 if present) → 201
  *   DELETE /servers/{addr}               remove now (in-flight requests finish) → 200

@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "http/client.h"
+#include "lb/events.h"
 
 struct check {
     struct lb_health *h;
@@ -38,12 +39,14 @@ void lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fa
             s->hc_rise = 0;
             atomic_store(&s->healthy, 1);
             atomic_store(&s->up_since_ms, loop_clock_us() / 1000);
+            lb_events_add(s->events, LB_EV_UP, s->key, "%s", what);
         }
     } else {
         s->hc_rise = 0;
         if (healthy && ++s->hc_fall >= (int)fall) {
             s->hc_fall = 0;
             atomic_store(&s->healthy, 0);
+            lb_events_add(s->events, LB_EV_DOWN, s->key, "%s", what);
         }
     }
 }
@@ -66,7 +69,8 @@ static void check_done(struct check *c, int passed, const char *what)
     if (!s->hc_checked) {
         /* The first check ever decides the state at once. */
         s->hc_checked = 1;
-        atomic_store(&s->healthy, passed);
+        if (atomic_exchange(&s->healthy, passed) != passed) /* servers start up, added ones down */
+            lb_events_add(s->events, passed ? LB_EV_UP : LB_EV_DOWN, s->key, "first check: %s", what);
         s->hc_rise = s->hc_fall = 0;
         lb_server_set_last_check(s, what, "");
     } else if (passed && loop_clock_us() / 1000 < atomic_load(&s->ejected_until_ms)) {

@@ -35,15 +35,17 @@ struct lb {
 };
 
 /* Builds servers for the specs; reuses (with a new reference) those of `old` with the same URL.
- * Returns the count, or -1 with err set. out must hold LB_MAX_BACKENDS. */
-static int build_servers(const struct lb_config *cfg, const struct lb_set *old, struct lb_server **out, char *err,
-                         size_t errlen)
+ * New servers log to events. Returns the count, or -1 with err set. out must hold
+ * LB_MAX_BACKENDS. */
+static int build_servers(const struct lb_config *cfg, const struct lb_set *old, struct lb_events *events,
+                         struct lb_server **out, char *err, size_t errlen)
 {
     size_t n = 0;
     for (size_t i = 0; i < cfg->nbackends; i++) {
         struct lb_server *s = lb_server_new(cfg->backends[i], err, errlen);
         if (!s)
             goto fail;
+        s->events = events;
         for (size_t k = 0; k < n; k++) {
             if (!strcmp(out[k]->key, s->key)) {
                 snprintf(err, errlen, "backend %s is listed twice", s->url);
@@ -118,7 +120,7 @@ static void reload(void *ctx)
     }
     struct lb_set *old = lb_registry_get(&lb->sh.registry);
     struct lb_server *servers[LB_MAX_BACKENDS];
-    int n = build_servers(&next, old, servers, err, sizeof(err));
+    int n = build_servers(&next, old, lb->sh.events, servers, err, sizeof(err));
     lb_set_unref(old);
     if (n < 0) {
         fprintf(stderr, "agora lb: reload failed, keeping the running configuration: %s\n", err);
@@ -140,6 +142,7 @@ static void reload(void *ctx)
         fprintf(stderr, "agora lb: reload: listen, policy and workers changes need a restart\n");
     lb_config_free(&next);
     fprintf(stderr, "agora lb: reloaded: %d backend(s)\n", n);
+    lb_events_add(lb->sh.events, LB_EV_RELOAD, NULL, "%d server(s)", n);
     atomic_fetch_add_explicit(&lb->sh.counters.reloads, 1, memory_order_relaxed);
     if (lb->health)
         lb_health_kick(lb->health);
@@ -179,6 +182,7 @@ int lb_main(int argc, char **argv)
         goto out;
     }
     lb->sh.cfg = &lb->cfg;
+    lb->sh.events = lb_events_new();
     lb->sh.policy = lb_policy_find(lb->cfg.policy);
     if (!lb->sh.policy) {
         fprintf(stderr, "agora lb: unknown policy '%s' (least-conn, round-robin, random-two, peak-ewma, hash)\n",
@@ -186,7 +190,7 @@ int lb_main(int argc, char **argv)
         goto out;
     }
     struct lb_server *servers[LB_MAX_BACKENDS];
-    int n = build_servers(&lb->cfg, NULL, servers, err, sizeof(err));
+    int n = build_servers(&lb->cfg, NULL, lb->sh.events, servers, err, sizeof(err));
     if (n < 0) {
         fprintf(stderr, "agora lb: %s\n", err);
         goto out;
@@ -239,6 +243,7 @@ int lb_main(int argc, char **argv)
         fprintf(stderr, "agora lb: stopped\n");
 out:
     lb_config_free(&lb->cfg);
+    lb_events_free(lb->sh.events);
     free(lb);
     return rc;
 }

@@ -18,6 +18,7 @@
 
 #include "core/loop.h"
 #include "lb/config.h"
+#include "lb/events.h"
 #include "lb/metrics.h"
 #include "lb/policy.h"
 #include "lb/servers.h"
@@ -30,6 +31,7 @@ struct lb_shared {
     struct http_climits *climits; /* per-address limits, NULL when off */
     atomic_int stopping;          /* graceful shutdown requested */
     struct lb_counters counters;  /* for /metrics */
+    struct lb_events *events;     /* the event log (events.h), for the dashboard */
 };
 
 struct lb_worker;

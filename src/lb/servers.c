@@ -9,6 +9,7 @@
 #include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/loop.h"
+#include "lb/events.h"
 
 struct lb_server *lb_server_new(const char *spec, char *err, size_t errlen)
 {
@@ -199,6 +200,7 @@ int lb_server_eject(struct lb_server *s, unsigned base_ms, unsigned max_ms, cons
     atomic_store(&s->ejected_until_ms, now + ms);
     atomic_fetch_add(&s->ejections_total, 1);
     fprintf(stderr, "agora lb: server %s ejected for %llu ms: %s\n", s->url, (unsigned long long)ms, why);
+    lb_events_add(s->events, LB_EV_EJECTED, s->key, "for %llu ms: %s", (unsigned long long)ms, why);
     return 1;
 }
 
@@ -235,11 +237,17 @@ void lb_hist_record(struct lb_server *s, uint64_t us)
 
 uint64_t lb_hist_percentile(const struct lb_server *s, double pct)
 {
-    uint64_t counts[LB_HIST_BUCKETS], total = 0;
-    for (unsigned i = 0; i < LB_HIST_BUCKETS; i++) {
+    uint64_t counts[LB_HIST_BUCKETS];
+    for (unsigned i = 0; i < LB_HIST_BUCKETS; i++)
         counts[i] = atomic_load_explicit(&s->hist[i], memory_order_relaxed);
+    return lb_hist_percentile_of(counts, pct);
+}
+
+uint64_t lb_hist_percentile_of(const uint64_t counts[LB_HIST_BUCKETS], double pct)
+{
+    uint64_t total = 0;
+    for (unsigned i = 0; i < LB_HIST_BUCKETS; i++)
         total += counts[i];
-    }
     if (total == 0)
         return 0;
     uint64_t rank = (uint64_t)ceil(pct / 100.0 * (double)total), seen = 0;

@@ -17,6 +17,8 @@
 #include "core/buf.h"
 #include "core/net.h"
 
+struct lb_events;
+
 #define LB_HIST_BUCKETS 96
 /* Upper bounds (µs) of the response-time buckets /metrics exposes (metrics.h); +Inf follows. */
 #define LB_PROM_BOUNDS_US                                                                                              \
@@ -73,6 +75,7 @@ struct lb_server {
      * through lb_server_set_last_check() and lb_server_last_check(), which hold hc_lock */
     pthread_mutex_t hc_lock;
     char hc_last[96];
+    struct lb_events *events; /* the balancer's event log (events.h); NULL outside a balancer */
 };
 
 struct lb_set {
@@ -125,6 +128,8 @@ int lb_server_usable(const struct lb_server *s);
 /* Latency histogram: records a sample (µs); reads a percentile (0..100) back in µs. */
 void lb_hist_record(struct lb_server *s, uint64_t us);
 uint64_t lb_hist_percentile(const struct lb_server *s, double pct);
+/* The same over bucket counts of that histogram (e.g. the samples of the last second). */
+uint64_t lb_hist_percentile_of(const uint64_t counts[LB_HIST_BUCKETS], double pct);
 
 /* Appends the seed-compatible /stats JSON for the set to out:
  * {"health": {url: bool...}, "connections": {url: n...}, "servers": [{...rich...}], ...}. */

@@ -53,7 +53,8 @@ class Failures:
 
 def drive_admin(lb, admin_port, backends, stop, failures):
     """/stats and admin calls in a loop until stop: drain (then park) and re-enable a server,
-    change its weight. Each answer must be the documented one."""
+    change its weight, read the dashboard's series and events. Each answer must be the documented
+    one."""
     key = "%s:%d" % (LOCALHOST, backends[1].port)
     calls = 0
     while not stop.is_set():
@@ -63,7 +64,9 @@ def drive_admin(lb, admin_port, backends, stop, failures):
         steps = [("POST", "/servers/%s/drain" % key, {"then": "park"}, 202),
                  ("POST", "/servers/%s/enable" % key, None, 200),
                  ("PUT", "/servers/%s/weight" % key, {"weight": 1 + calls % 3}, 200),
-                 ("GET", "/servers", None, 200)]
+                 ("GET", "/servers", None, 200),
+                 ("GET", "/series", None, 200),  # the dashboard's data: the sampler's points, the event log
+                 ("GET", "/events", None, 200)]
         for method, path, body, want in steps:
             status, doc = admin_request(admin_port, method, path, body, token=ADMIN_TOKEN)
             if status != want:
