@@ -427,9 +427,10 @@ int http_client_watch(struct http_client *c, struct loop *loop, unsigned timeout
 int http_client_fetch(struct http_client *c, const struct net_addr *a, const struct http_client_req *req,
                       const struct http_client_opts *o, unsigned timeout_ms)
 {
-    uint64_t deadline = loop_clock_us() / 1000 + timeout_ms;
     if (http_client_start(c, a, req, o) < 0)
         return HTTP_ERROR;
+    /* From here: the deadline bounds the exchange, not the copy of the request into c->out. */
+    uint64_t deadline = loop_clock_us() / 1000 + timeout_ms;
     for (;;) {
         uint64_t now = loop_clock_us() / 1000;
         if (now >= deadline)
