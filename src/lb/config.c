@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/net.h"
 #include "core/opts.h"
+#include "http/server.h"
 
 static int add_backend(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
                        size_t errlen);
@@ -384,4 +385,17 @@ int lb_config_from_args(struct lb_config *cfg, int argc, char **argv, char *err,
     if (r < 0)
         return -1;
     return validate(cfg, err, errlen);
+}
+
+void lb_config_client_limits(const struct lb_config *cfg, struct http_server_limits *lim)
+{
+    http_server_limits_default(lim);
+    lim->max_line = cfg->max_line_size;
+    lim->max_head = cfg->max_header_size;
+    lim->max_body = cfg->max_body_size;
+    lim->header_timeout_ms = cfg->client_header_timeout_ms;
+    lim->idle_timeout_ms = cfg->client_idle_timeout_ms;
+    lim->body_timeout_ms = cfg->client_body_timeout_ms;
+    lim->send_timeout_ms = cfg->client_send_timeout_ms;
+    lim->max_conns = cfg->max_connections;
 }

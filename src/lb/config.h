@@ -83,4 +83,8 @@ void lb_config_free(struct lb_config *cfg);
 static inline int lb_parse_duration(const char *s, unsigned *ms) { return opts_parse_duration(s, ms); }
 static inline int lb_parse_size(const char *s, uint64_t *bytes) { return opts_parse_size(s, bytes); }
 
+/* The client side's limits (http/server.h) this configuration sets; the rest default. */
+struct http_server_limits;
+void lb_config_client_limits(const struct lb_config *cfg, struct http_server_limits *lim);
+
 #endif

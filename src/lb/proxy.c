@@ -31,17 +31,6 @@
 #include "lb/local.h"
 #include "lb/rewrite.h"
 
-static uint64_t rng_next(uint64_t *s)
-{
-    /* xorshift64* */
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
 /* ---- choosing a server ---- */
 
 /* Takes the registry's current snapshot if it changed: new selector (policy instance and
@@ -67,7 +56,7 @@ static struct lb_server *pick_server(struct px *px)
 {
     struct lb_worker *w = px->w;
     struct lb_select_req req = {.head = px->req, .client_ip = http_conn_remote_ip(px->client), .tried = &px->tried};
-    int i = lb_select(&w->sel, w->set, w->sh->cfg, &req, loop_now(w->loop), rng_next(&w->rng));
+    int i = lb_select(&w->sel, w->set, w->sh->cfg, &req, loop_now(w->loop), lb_rng_next(&w->rng));
     return i < 0 ? NULL : w->set->servers[i];
 }
 
@@ -113,35 +102,6 @@ static void px_log(struct px *px, int status)
                              .connect_us = px->connect_us,
                              .header_us = px->header_us};
     lb_access_log_write(&px->w->log, &px->log, &e);
-}
-
-/* The request's id: a trusted client's X-Request-Id (with --trust-forwarded, as for
- * X-Forwarded-For) when it is a sane one, else 128 bits made here: a per-worker counter from a
- * random start, mixed (splitmix64), so ids never repeat within a worker and collide across
- * workers and restarts with probability 2^-128. */
-static void set_request_id(struct px *px, const struct http_head *h)
-{
-    const struct http_header *hd = px->w->sh->cfg->trust_forwarded ? http_find_header(h, "x-request-id") : NULL;
-    if (hd && http_request_id_ok(hd->value)) {
-        memcpy(px->request_id, hd->value.p, hd->value.n);
-        px->request_id[hd->value.n] = '\0';
-        return;
-    }
-    for (int i = 0; i < 2; i++) {
-        uint64_t z = (px->w->id_state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        /* 16 hex digits of z's 16 nibbles (in no particular order: they are random), 8 at a time:
-         * one nibble per byte, then '0'-'9' or 'a'-'f' per byte without a branch. */
-        for (int half = 0; half < 2; half++) {
-            uint64_t nib = (z >> (4 * half)) & 0x0F0F0F0F0F0F0F0Full;
-            uint64_t letters = ((nib + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
-            uint64_t text = nib + 0x3030303030303030ull + letters * ('a' - '0' - 10);
-            memcpy(px->request_id + 16 * i + 8 * half, &text, 8);
-        }
-    }
-    px->request_id[32] = '\0';
 }
 
 static void free_later(struct loop *loop, void *p) { free(p); }
@@ -372,7 +332,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     px->timer.fn = on_px_timer;
     px->timer.data = px;
     px->req_body_done = h->body == HTTP_BODY_NONE;
-    set_request_id(px, h);
+    lb_request_id(h, w->sh->cfg->trust_forwarded, &w->id_state, px->request_id);
     if (lb_access_log_on(&w->log))
         lb_log_req_capture(&px->log, h);
     http_conn_set_data(c, px);
@@ -502,15 +462,7 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     lb_access_log_init(&w->log, loop, sh->access_log_fd,
                        strcmp(sh->cfg->access_log_format, "json") ? LB_LOG_COMBINED : LB_LOG_JSON);
     struct http_server_limits lim;
-    http_server_limits_default(&lim);
-    lim.max_line = cfg->max_line_size;
-    lim.max_head = cfg->max_header_size;
-    lim.max_body = cfg->max_body_size;
-    lim.header_timeout_ms = cfg->client_header_timeout_ms;
-    lim.idle_timeout_ms = cfg->client_idle_timeout_ms;
-    lim.body_timeout_ms = cfg->client_body_timeout_ms;
-    lim.send_timeout_ms = cfg->client_send_timeout_ms;
-    lim.max_conns = cfg->max_connections;
+    lb_config_client_limits(cfg, &lim);
     lim.climits = sh->climits;
     lim.stats = &sh->counters.http;
     worker_refresh(w);

@@ -59,6 +59,31 @@ const char *lb_rewrite_acted_on(const struct http_head *h)
     return NULL;
 }
 
+void lb_request_id(const struct http_head *h, int trust, uint64_t *state, char out[LB_REQUEST_ID_MAX + 1])
+{
+    const struct http_header *hd = trust ? http_find_header(h, "x-request-id") : NULL;
+    if (hd && http_request_id_ok(hd->value)) {
+        memcpy(out, hd->value.p, hd->value.n);
+        out[hd->value.n] = '\0';
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        /* 16 hex digits of z's 16 nibbles (in no particular order: they are random), 8 at a time:
+         * one nibble per byte, then '0'-'9' or 'a'-'f' per byte without a branch. */
+        for (int half = 0; half < 2; half++) {
+            uint64_t nib = (z >> (4 * half)) & 0x0F0F0F0F0F0F0F0Full;
+            uint64_t letters = ((nib + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+            uint64_t text = nib + 0x3030303030303030ull + letters * ('a' - '0' - 10);
+            memcpy(out + 16 * i + 8 * half, &text, 8);
+        }
+    }
+    out[32] = '\0';
+}
+
 /* "X-Request-Id: ID\r\n" in one append (every proxied message writes one). */
 static void put_request_id(struct buf *b, const char *id)
 {

@@ -30,6 +30,11 @@ const char *lb_rewrite_acted_on(const struct http_head *h);
 
 /* Request ids (X-Request-Id): see http/message.h (http_request_id_ok). */
 #define LB_REQUEST_ID_MAX HTTP_REQUEST_ID_MAX
+/* Writes request h's id into out: a trusted client's X-Request-Id (trust: --trust-forwarded, as
+ * for X-Forwarded-For) when it is a sane one, else 32 hex digits made from *state, a per-worker
+ * counter from a random start, mixed (splitmix64): ids never repeat within a worker and collide
+ * across workers and restarts with probability 2^-128. */
+void lb_request_id(const struct http_head *h, int trust, uint64_t *state, char out[LB_REQUEST_ID_MAX + 1]);
 
 /* Appends the head of request h for the backend to b: client_ip is the client's address,
  * host_header the server's authority, request_id the X-Request-Id the backend gets (every

@@ -81,4 +81,15 @@ int lb_select(struct lb_selector *sel, const struct lb_set *set, const struct lb
  * client's address. */
 uint64_t lb_select_key(const char *spec, const struct http_head *h, const char *client_ip);
 
+/* The workers' random numbers for selection (xorshift64*; *s never 0). */
+static inline uint64_t lb_rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
 #endif
