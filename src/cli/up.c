@@ -16,7 +16,13 @@
  *   remove PORT    drain that server in the balancer (no new requests; in-flight ones finish),
  *                  then stop its process (it is not restarted)
  *   list           the supervised processes
- * and answers with one line of JSON. */
+ *   upgrade        replace the balancer by a new one that takes its listening sockets
+ *                  (--upgrade-from; the old one drains and exits; see ctl_upgrade)
+ * and answers with one line of JSON.
+ *
+ * One module although over 700 lines: starting, supervising (restarts, retirements, upgrades)
+ * and the control commands all work on the one table of children and must agree on each
+ * child's state. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>

@@ -1,4 +1,9 @@
-/* admin.c — runtime control of the server set over HTTP/JSON; see admin.h. */
+/* admin.c — runtime control of the server set over HTTP/JSON; see admin.h.
+ *
+ * One module although over 700 lines: every route (the server set, /metrics, the dashboard's
+ * data) sits behind the same gate — the Host check against DNS rebinding, the bearer token with
+ * its throttle, the JSON-only bodies — and the gate is easiest to keep whole where every route
+ * is. The documents themselves are written elsewhere (servers.c, metrics.c, dashboard.c). */
 #include "lb/admin.h"
 
 #include <arpa/inet.h>
