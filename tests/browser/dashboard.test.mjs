@@ -23,6 +23,8 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { eventually as waitFor, freePortRange, sleep } from './lib.mjs';
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const AGORA = process.env.AGORA_BIN || path.join(ROOT, 'build', 'agora');
 const BACKEND = path.join(ROOT, 'build', 'testbackend');
@@ -42,39 +44,8 @@ const TOKEN = crypto.randomBytes(24).toString('hex');
 const sys = { lb: null, backends: [], output: '', lbExit: null, port: 0, admin: 0, ports: [] };
 const ui = { browser: null, context: null, page: null, pageErrors: [], consoleErrors: [] };
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function eventually(fn, timeoutMs = STEP_TIMEOUT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(100);
-    }
-  }
-}
-
-function portFree(port) {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-// Five free neighbouring ports below the ephemeral range (see ui.test.mjs): the balancer, three
-// backends, the admin API.
-async function freePortRange(n) {
-  for (let attempt = 0; attempt < 200; attempt += 1) {
-    const p = 20000 + Math.floor(Math.random() * (12000 - n));
-    let ok = true;
-    for (let i = 0; i < n && ok; i += 1) ok = await portFree(p + i);
-    if (ok) return p;
-  }
-  throw new Error(`no range of ${n} free ports found on 127.0.0.1`);
-}
+// eventually() with this file's step timeout.
+const eventually = (fn, timeoutMs = STEP_TIMEOUT_MS) => waitFor(fn, timeoutMs);
 
 function diagnostics() {
   return `\n--- agora lb output ---\n${sys.output.slice(-4000)}\n--- page errors ---\n${ui.pageErrors.join('\n')}` +

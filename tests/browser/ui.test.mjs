@@ -11,13 +11,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+
+import { eventually as waitFor, freePortRange, sleep } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const AGORA = process.env.AGORA_BIN || path.join(ROOT, 'build', 'agora');
@@ -41,42 +42,8 @@ let postId = null;
 
 // ---- helpers ----------------------------------------------------------------------------------
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// Retries fn (an async assertion) until it passes or timeoutMs elapses; then rethrows its error.
-async function eventually(fn, timeoutMs = STEP_TIMEOUT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(100);
-    }
-  }
-}
-
-function portFree(port) {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-// A port p such that p .. p+SERVERS are all free on 127.0.0.1 (balancer + web servers). Picked in
-// 20000-31999, below the kernel's ephemeral range (32768-60999): there, the outgoing connections
-// of other tests (thousands, in the C10k tests) and their TIME_WAIT entries leave few runs of
-// free neighbours.
-async function freePortRange() {
-  for (let attempt = 0; attempt < 200; attempt += 1) {
-    const p = 20000 + Math.floor(Math.random() * (12000 - SERVERS));
-    let ok = true;
-    for (let i = 0; i <= SERVERS && ok; i += 1) ok = await portFree(p + i);
-    if (ok) return p;
-  }
-  throw new Error(`no range of ${SERVERS + 1} free ports found on 127.0.0.1`);
-}
+// eventually() with this file's step timeout.
+const eventually = (fn, timeoutMs = STEP_TIMEOUT_MS) => waitFor(fn, timeoutMs);
 
 async function api(method, urlPath, body, token) {
   const headers = { Accept: 'application/json' };
@@ -177,7 +144,7 @@ before(async () => {
   assert.ok(fs.existsSync(AGORA), `${AGORA} does not exist: run make build first`);
   assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} does not exist: install Debian's chromium`);
   sys.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agora-ui-'));
-  sys.port = await freePortRange();
+  sys.port = await freePortRange(SERVERS + 1); // balancer + web servers
   sys.base = `http://127.0.0.1:${sys.port}`;
   sys.proc = spawn(AGORA, ['up', '--listen', `127.0.0.1:${sys.port}`, '--servers', String(SERVERS), '--data', sys.dataDir], {
     cwd: ROOT,
