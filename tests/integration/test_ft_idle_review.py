@@ -264,3 +264,29 @@ def test_resets_at_every_stage_leave_the_balancer_clean(backend, lb_factory):
             conn.send(b"POST /echo?after=%d HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok" % i)
             status, _, body = conn.read_response()
             assert status == 200 and json.loads(body)["target"] == "/echo?after=%d" % i
+
+
+def test_buffered_server_pipelined_then_half_closed(tmp_path, agora_server_factory):
+    """`agora server` (the buffered adapter, requests on the handler pool): pipelined API
+    requests with bodies, a head near a block's size among them, then a half-close: every one is
+    answered in order, only the last with Connection: close, then the connection closes."""
+    from helpers import free_port
+
+    srv = agora_server_factory(free_port(), tmp_path / "db.sqlite")
+    reqs = []
+    for i in range(8):
+        pad = b"q" * (15000 if i == 3 else 10)
+        reqs.append(b"GET /api/v1/accounts/nobody%d HTTP/1.1\r\nHost: t\r\nX-Pad: %s\r\n\r\n" % (i, pad))
+        reqs.append(b"POST /api/v1/sessions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 2\r\n\r\n{}")
+    with RawConnection(srv.port, timeout=10) as conn:
+        conn.send(b"".join(reqs))
+        conn.shutdown_write()
+        answers = [conn.read_response() for _ in range(len(reqs))]
+        conn.sock.settimeout(5)
+        assert conn.sock.recv(1) == b""
+    statuses = [a[0] for a in answers]
+    assert statuses[0::2] == [404] * 8, statuses
+    assert all(s in (400, 422) for s in statuses[1::2]), statuses
+    closes = [a[1].get("connection", "").lower() == "close" for a in answers]
+    assert closes == [False] * (len(reqs) - 1) + [True], closes
