@@ -6,6 +6,24 @@
 
 #include "core/alloc.h"
 
+/* Under AddressSanitizer a cached block is poisoned (its link word included) until it is taken
+ * again, so a use after give-back is reported as it would be after free(). */
+#if defined(__SANITIZE_ADDRESS__)
+#define BLOCKPOOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BLOCKPOOL_ASAN 1
+#endif
+#endif
+#ifdef BLOCKPOOL_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n)   ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 void blockpool_init(struct blockpool *p, size_t block, unsigned max_free)
 {
     *p = (struct blockpool){.block = block < sizeof(void *) ? sizeof(void *) : block, .max_free = max_free};
@@ -15,6 +33,7 @@ void *blockpool_take(struct blockpool *p)
 {
     void *b = p->free;
     if (b) {
+        UNPOISON(b, p->block);
         memcpy(&p->free, b, sizeof(void *));
         p->nfree--;
         return b;
@@ -31,6 +50,7 @@ void blockpool_give(struct blockpool *p, void *block)
         return;
     }
     memcpy(block, &p->free, sizeof(void *));
+    POISON(block, p->block);
     p->free = block;
     p->nfree++;
 }
@@ -39,6 +59,7 @@ void blockpool_free(struct blockpool *p)
 {
     while (p->free) {
         void *b = p->free;
+        UNPOISON(b, p->block);
         memcpy(&p->free, b, sizeof(void *));
         free(b);
     }

@@ -717,12 +717,105 @@ static void test_timer_pushed_back_fires_at_its_new_deadline(void **state)
     loop_destroy(loop);
 }
 
+/* Many timers armed, pushed back, pulled forward and cancelled in a random order (also from the
+ * callbacks, as connections re-arm each other's timers): every armed timer fires exactly once,
+ * never before its deadline, and they fire in deadline order. */
+#define LAZY_N 300
+struct lazy {
+    struct loop_timer t[LAZY_N];
+    int fired[LAZY_N];
+    int pending;
+    uint64_t last_when;
+    int early, out_of_order;
+    unsigned rnd;
+};
+
+static unsigned lazy_rand(struct lazy *z)
+{
+    z->rnd = z->rnd * 1103515245u + 12345u;
+    return z->rnd >> 16;
+}
+
+static void lazy_arm(struct loop *loop, struct lazy *z, int i, uint64_t ms)
+{
+    if (!loop_timer_armed(&z->t[i]))
+        z->pending++;
+    z->fired[i] = 0;
+    loop_timer_arm(loop, &z->t[i], ms);
+}
+
+static void on_lazy(struct loop *loop, struct loop_timer *t)
+{
+    struct lazy *z = t->data;
+    int i = (int)(t - z->t);
+    if (loop_now(loop) < t->when_ms)
+        z->early++;
+    if (t->when_ms < z->last_when)
+        z->out_of_order++;
+    z->last_when = t->when_ms;
+    z->fired[i]++;
+    z->pending--;
+    /* Push back (or forward) another armed timer, or cancel one, from the callback. */
+    int j = (int)(lazy_rand(z) % LAZY_N);
+    if (loop_timer_armed(&z->t[j])) {
+        if (lazy_rand(z) % 4 == 0) {
+            loop_timer_cancel(loop, &z->t[j]);
+            z->pending--;
+        } else {
+            uint64_t now = loop_now(loop);
+            uint64_t floor = z->last_when > now ? z->last_when - now : 0; /* keeps the order check exact */
+            lazy_arm(loop, z, j, floor + lazy_rand(z) % 40);
+        }
+    }
+    if (z->pending == 0)
+        loop_stop(loop);
+}
+
+static void test_timer_lazy_heap_random(void **state)
+{
+    struct loop *loop = loop_create(64);
+    static struct lazy z;
+    memset(&z, 0, sizeof(z));
+    z.rnd = 12345;
+    for (int i = 0; i < LAZY_N; i++) {
+        z.t[i].fn = on_lazy;
+        z.t[i].data = &z;
+        lazy_arm(loop, &z, i, 1 + lazy_rand(&z) % 50);
+    }
+    for (int k = 0; k < 3000; k++) {
+        int i = (int)(lazy_rand(&z) % LAZY_N);
+        if (lazy_rand(&z) % 5 == 0) {
+            if (loop_timer_armed(&z.t[i])) {
+                loop_timer_cancel(loop, &z.t[i]);
+                z.pending--;
+            }
+        } else {
+            lazy_arm(loop, &z, i, lazy_rand(&z) % 80);
+        }
+    }
+    int armed = z.pending;
+    assert_true(armed > 0);
+    struct loop_timer guard = {.fn = on_watchdog_stop, .data = NULL};
+    loop_timer_arm(loop, &guard, 5000);
+    assert_int_equal(loop_run(loop), 0);
+    assert_int_equal(z.pending, 0);
+    assert_int_equal(z.early, 0);
+    assert_int_equal(z.out_of_order, 0);
+    for (int i = 0; i < LAZY_N; i++) {
+        assert_false(loop_timer_armed(&z.t[i]));
+        assert_true(z.fired[i] <= 1);
+    }
+    loop_timer_cancel(loop, &guard);
+    loop_destroy(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timers_fire_in_order),
         cmocka_unit_test(test_timer_rearm_and_cancel),
         cmocka_unit_test(test_timer_pushed_back_fires_at_its_new_deadline),
+        cmocka_unit_test(test_timer_lazy_heap_random),
         cmocka_unit_test(test_timer_rearm_from_callback),
         cmocka_unit_test(test_timer_heap_many),
         cmocka_unit_test(test_defer_runs_after_callbacks),
