@@ -15,7 +15,8 @@ are re-exported here.
 """
 
 from agora_test.processes import (LOCALHOST, Process, RssSampler, _listens_on, _port_free, accepts, free_port,
-                                  free_port_run, raise_fd_limit, rss_kib, start_process, wait_for)  # noqa: F401
+                                  free_port_run, own_outside_address, raise_fd_limit, rss_kib, start_process,
+                                  wait_for)  # noqa: F401
 from agora_test.http import (PatternChecker, RawConnection, _BytesReader, _PATTERN_BLOCK, _PATTERN_PERIOD,
                              _ResponseReader, _header_dict, http_request, parse_responses, pattern_bytes, raw_exchange,
                              send_pattern)  # noqa: F401

@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from helpers import LOCALHOST, admin_request, free_port, free_port_run, http_request, parse_responses, wait_for
+from helpers import (LOCALHOST, admin_request, free_port, free_port_run, http_request, own_outside_address,
+                     parse_responses, wait_for)
 
 TOKEN = "dashboard-test-token-0123456789abcdef"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -254,19 +255,6 @@ def test_the_event_ring_keeps_the_last_256(two):
 
 
 # ---------------------------------------------------------------- refusals
-
-
-def own_outside_address():
-    """This host's address for an outside route (no packet is sent), or None."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("198.51.100.1", 9))  # TEST-NET-2: only the routing decision matters
-        ip = s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return None if ip.startswith("127.") else ip
 
 
 def get_from(source_ip, ip, port, path, headers):

@@ -16,22 +16,10 @@ import socket
 
 import pytest
 
-from helpers import LOCALHOST, free_port, http_request, parse_responses, record_lines, start_process, wait_for
+from helpers import (LOCALHOST, free_port, http_request, own_outside_address, parse_responses, record_lines,
+                     start_process, wait_for)
 
 FORBIDDEN = b"/stats is only available from loopback (--stats-access loopback)\n"
-
-
-def own_outside_address():
-    """This host's address for an outside route (no packet is sent), or None."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("198.51.100.1", 9))  # TEST-NET-2: only the routing decision matters
-        ip = s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return None if ip.startswith("127.") else ip
 
 
 def exchange_from(source_ip, port, data):

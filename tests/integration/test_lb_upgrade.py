@@ -13,73 +13,34 @@ import http.client
 import os
 import socket
 import subprocess
-import threading
 import time
 
-from helpers import LOCALHOST, backend_url, start_lb, wait_for
+from helpers import LOCALHOST, Load, backend_url, start_lb, wait_for
 
 
-class Load:
-    """Clients sending GET / continuously until stopped: `keep` keep-alive ones (a new connection
-    only when the server says Connection: close) and `fresh` ones opening a connection per
-    request. Counts answers and failures (any exception or non-200)."""
+class Traffic:
+    """Clients sending GET / continuously until finished (agora_test's Load): `keep` keep-alive
+    ones (a new connection only when the server says Connection: close) and `fresh` ones opening
+    a connection per request. A failure is any exception, any status but 200, or a body that
+    does not start with prefix."""
 
     def __init__(self, port, keep=4, fresh=2, prefix=b"hello"):
-        self.port = port
-        self.prefix = prefix  # what every body starts with
-        self.ok = 0
-        self.failures = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._keepalive, daemon=True) for _ in range(keep)]
-        self.threads += [threading.Thread(target=self._fresh, daemon=True) for _ in range(fresh)]
-        for t in self.threads:
-            t.start()
+        self.loads = [Load(port, threads=keep, body_prefix=prefix),
+                      Load(port, threads=fresh, headers={"Connection": "close"}, body_prefix=prefix)]
+        for load in self.loads:
+            load.start()
 
-    def _count(self, err=None):
-        with self.lock:
-            if err is None:
-                self.ok += 1
-            else:
-                self.failures.append(err)
+    @property
+    def ok(self):
+        return sum(1 for load in self.loads for r in load.snapshot() if r[2] == 200)
 
-    def _keepalive(self):
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(LOCALHOST, self.port, timeout=5)
-                conn.request("GET", "/")
-                resp = conn.getresponse()
-                body = resp.read()
-                self._count(None if resp.status == 200 and body.startswith(self.prefix) else "status %d" % resp.status)
-                if resp.getheader("Connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except Exception as e:  # noqa: BLE001 — every failure counts
-                self._count("keep-alive: %r" % e)
-                if conn:
-                    conn.close()
-                conn = None
-        if conn:
-            conn.close()
-
-    def _fresh(self):
-        while not self.stop.is_set():
-            try:
-                conn = http.client.HTTPConnection(LOCALHOST, self.port, timeout=5)
-                conn.request("GET", "/", headers={"Connection": "close"})
-                resp = conn.getresponse()
-                self._count(None if resp.status == 200 else "status %d" % resp.status)
-                resp.read()
-                conn.close()
-            except Exception as e:  # noqa: BLE001
-                self._count("fresh: %r" % e)
+    @property
+    def failures(self):
+        return [r for load in self.loads for r in load.failures()]
 
     def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
+        for load in self.loads:
+            load.stop()
 
 
 def start_on(agora_bin, port, args):
@@ -102,7 +63,7 @@ def test_two_upgrades_under_load_drop_nothing(agora_bin, testbackend_factory, tm
     first = start_lb(agora_bin, args)
     assert wait_for(lambda: sock.exists(), 5)
     assert (os.stat(sock).st_mode & 0o777) == 0o600
-    load = Load(first.port)
+    load = Traffic(first.port)
     procs = [first]
     try:
         time.sleep(0.5)
@@ -179,7 +140,7 @@ def test_agora_ctl_upgrade_replaces_agora_ups_balancer_under_load(agora_bin, tmp
                 return False
 
         assert wait_for(healthy, 20, 0.1), up.output()
-        load = Load(base, keep=3, fresh=1, prefix=b"<!doctype html>")
+        load = Traffic(base, keep=3, fresh=1, prefix=b"<!doctype html>")
         time.sleep(0.5)
         proc = subprocess.run([str(agora_bin), "ctl", "--data", str(data), "upgrade"], capture_output=True, text=True,
                               timeout=30)

@@ -16,14 +16,19 @@ class Load:
     `method path` in a loop on one HTTP/1.1 connection (a new one after an error or a close).
     Every outcome is kept in .results as (start, end, status, x_backend), times from
     time.monotonic(); a failed exchange has status "error: ..." instead of a number.
-    Usable as a context manager (stops on exit)."""
+    Usable as a context manager (stops on exit). headers go with every request ({"Connection":
+    "close"}: a new connection per request); with body_prefix, a 200 whose body does not start
+    with it is a failure ("body: ...")."""
 
-    def __init__(self, port, path="/", threads=3, method="GET", timeout=5.0, pause=0.0):
+    def __init__(self, port, path="/", threads=3, method="GET", timeout=5.0, pause=0.0, headers=None,
+                 body_prefix=None):
         self.port = port
         self.path = path
         self.method = method
         self.timeout = timeout
         self.pause = pause
+        self.headers = dict(headers or {})
+        self.body_prefix = body_prefix
         self.results = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -35,10 +40,13 @@ class Load:
             while not self._stop.is_set():
                 start = time.monotonic()
                 try:
-                    conn.request(self.method, self.path)
+                    conn.request(self.method, self.path, headers=self.headers)
                     resp = conn.getresponse()
-                    resp.read()
-                    outcome = (start, time.monotonic(), resp.status, resp.getheader("X-Backend"))
+                    body = resp.read()
+                    status = resp.status
+                    if status == 200 and self.body_prefix is not None and not body.startswith(self.body_prefix):
+                        status = "body: %r" % body[:60]
+                    outcome = (start, time.monotonic(), status, resp.getheader("X-Backend"))
                 except Exception as err:  # kept as a failure
                     outcome = (start, time.monotonic(), "error: %r" % err, None)
                     conn.close()

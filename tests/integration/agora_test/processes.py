@@ -9,6 +9,7 @@
     rss_kib(pid), RssSampler(pid)       VmRSS of a process, once or sampled in the background
     raise_fd_limit(n)                   this process's RLIMIT_NOFILE soft limit to at least n
     free_port_run(offsets)              a base port P with P+offset free for every offset
+    own_outside_address()               this host's non-loopback address (no packet sent), or None
 """
 
 import os
@@ -20,6 +21,19 @@ import time
 
 
 LOCALHOST = "127.0.0.1"
+
+
+def own_outside_address():
+    """This host's address for an outside route (no packet is sent), or None."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("198.51.100.1", 9))  # TEST-NET-2: only the routing decision matters
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") else ip
 
 
 def free_port(host=LOCALHOST):
