@@ -18,12 +18,12 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { eventually as waitFor, freePortRange, sleep } from './lib.mjs';
+import { eventually as waitFor, freePortRange, sleep, stepsWith } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const AGORA = process.env.AGORA_BIN || path.join(ROOT, 'build', 'agora');
@@ -142,22 +142,7 @@ async function expectText(locator, expected, timeoutMs) {
 }
 const events = (kind, server) => ui.page.locator(`[data-testid="event"][data-kind="${kind}"][data-server="${server}"]`);
 
-let broken = false;
-function step(name, fn) {
-  test(name, async (t) => {
-    if (broken) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      broken = true;
-      err.message += diagnostics();
-      throw err;
-    }
-  });
-}
+const step = stepsWith(diagnostics);
 
 before(async () => {
   for (const f of [AGORA, BACKEND, CHROMIUM]) assert.ok(fs.existsSync(f), `${f} does not exist (make build; Debian's chromium)`);

@@ -1,6 +1,7 @@
 // Helpers shared by the browser tests (ui.test.mjs, dashboard.test.mjs): waiting and free ports.
 
 import net from 'node:net';
+import { test } from 'node:test';
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -36,4 +37,25 @@ export async function freePortRange(n) {
     if (ok) return p;
   }
   throw new Error(`no range of ${n} free ports found on 127.0.0.1`);
+}
+
+// A test step function for a file whose steps run in order and depend on each other: once one
+// fails (its message followed by diagnostics()), the later ones are skipped.
+export function stepsWith(diagnostics) {
+  let broken = false;
+  return function step(name, fn) {
+    test(name, async (t) => {
+      if (broken) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      try {
+        await fn(t);
+      } catch (err) {
+        broken = true;
+        err.message += diagnostics();
+        throw err;
+      }
+    });
+  };
 }

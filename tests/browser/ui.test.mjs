@@ -13,12 +13,12 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { eventually as waitFor, freePortRange, sleep } from './lib.mjs';
+import { eventually as waitFor, freePortRange, sleep, stepsWith } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const AGORA = process.env.AGORA_BIN || path.join(ROOT, 'build', 'agora');
@@ -108,22 +108,7 @@ async function expectText(locator, expected) {
 }
 
 // Runs the steps in order; once one fails, the later ones are skipped (they depend on it).
-let broken = false;
-function step(name, fn) {
-  test(name, async (t) => {
-    if (broken) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      broken = true;
-      err.message += diagnostics();
-      throw err;
-    }
-  });
-}
+const step = stepsWith(diagnostics);
 
 async function signUp(page, user) {
   await page.goto(`${sys.base}/`);
