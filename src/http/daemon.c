@@ -249,9 +249,7 @@ static int handoff_start(struct daemon *d)
         return -1;
     }
     struct stat st;
-    d->hino = fstat(d->hlfd, &st) == 0 ? st.st_ino : 0;
-    if (stat(d->cfg->handoff_path, &st) == 0)
-        d->hino = st.st_ino;
+    d->hino = stat(d->cfg->handoff_path, &st) == 0 ? st.st_ino : 0;
     loop_watch(d->main, d->hlfd, LOOP_READ, on_handoff_accept, d);
     return 0;
 }

@@ -33,10 +33,5 @@ void http_request_id_make(char out[33])
 {
     unsigned char raw[16];
     randombytes_buf(raw, sizeof(raw));
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
-    }
-    out[32] = '\0';
+    sodium_bin2hex(out, 33, raw, sizeof(raw));
 }

@@ -7,8 +7,6 @@
 #include "core/loop.h"
 #include "lb/servers.h"
 
-void lb_count_answer(struct lb_counters *c, int status) { http_answers_count(&c->answers, status); }
-
 static void family(struct buf *out, const char *name, const char *type, const char *help)
 {
     buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);

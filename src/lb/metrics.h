@@ -34,9 +34,6 @@ struct lb_counters {
     atomic_uint_fast64_t reloads;         /* successful SIGHUP reloads */
 };
 
-/* Counts an answer the balancer made itself with this status. */
-void lb_count_answer(struct lb_counters *c, int status);
-
 /* Appends the exposition of the set and counters to out (text format 0.0.4). */
 void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, struct buf *out);
 

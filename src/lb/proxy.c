@@ -265,7 +265,7 @@ void px_fail(struct px *px, int status, const char *msg)
     px_log(px, px->head_sent ? px->status : status);
     int head_sent = px->head_sent;
     if (!head_sent)
-        lb_count_answer(&px->w->sh->counters, status);
+        http_answers_count(&px->w->sh->counters.answers, status);
     px_free(px);
     if (head_sent) {
         http_conn_response_done(c, 0); /* truncated: the client sees the connection close */
@@ -310,7 +310,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     worker_refresh(w);
     if (lb_rewrite_acted_on(h)) {
         http_conn_set_data(c, NULL);
-        lb_count_answer(&w->sh->counters, 400);
+        http_answers_count(&w->sh->counters.answers, 400);
         http_conn_respond_error(c, 400,
                                 "Connection header lists a field the balancer acts on (Idempotency-Key or Expect)", 1);
         return;
@@ -341,7 +341,7 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         http_conn_set_data(c, NULL);
         px_log(px, 503);
         px_free(px);
-        lb_count_answer(&w->sh->counters, 503);
+        http_answers_count(&w->sh->counters.answers, 503);
         http_conn_respond_error(c, 503, "No healthy servers available", 0);
         return;
     }
