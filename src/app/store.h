@@ -182,7 +182,7 @@ struct store {
     int fanout_limit;
     int64_t session_ttl_ms;
     char err[256];
-    struct store_stats *stats; /* the calls' timing (store_stats.h); NULL (store_open's): none */
+    struct store_stats *stats; /* the calls' timing (store_stats.h); NULL (as opened): none */
 };
 
 /* Opens the database named by url ("sqlite:PATH"), creating or migrating the schema, and returns
@@ -201,10 +201,7 @@ static inline int store_ping(struct store *st) { return st->ops->ping(st); }
 /* Groups the reads that follow, until store_read_end, into one consistent snapshot (one read
  * transaction instead of one per query). Only reads may happen in between. Returns STORE_OK, or
  * an error (then do not call store_read_end). */
-static inline int store_read_begin(struct store *st)
-{
-    return STORE_TIMED(st, STORE_OP_read_begin, st->ops->read_begin(st));
-}
+static inline int store_read_begin(struct store *st) { return st->ops->read_begin(st); }
 static inline void store_read_end(struct store *st) { st->ops->read_end(st); }
 
 /* Creates an account (username unique ignoring ASCII case → STORE_CONFLICT) and fills *out. The

@@ -14,9 +14,9 @@
 
 #include "core/prom.h"
 
-/* The timed operations, in struct store_ops's order (the op label's values). */
+/* The timed operations, in struct store_ops's order (the op label's values): every call a
+ * request makes but read_begin/read_end (a snapshot's bounds) and ping (the readiness thread's). */
 #define STORE_STATS_OPS(X)                                                                                             \
-    X(read_begin)                                                                                                      \
     X(account_create)                                                                                                  \
     X(account_by_name)                                                                                                 \
     X(account_credentials)                                                                                             \
