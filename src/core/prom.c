@@ -33,28 +33,39 @@ void prom_label_value(struct buf *out, const char *v)
     }
 }
 
-static void name_labels(struct buf *out, const char *name, const char *labels)
+static void name_labels(struct buf *out, const char *name, const char *labels, const char *more)
 {
+    int l = labels && *labels, m = more && *more;
     buf_puts(out, name);
-    if (labels && *labels) {
+    if (l || m) {
         buf_append(out, "{", 1);
-        buf_puts(out, labels);
+        if (l)
+            buf_puts(out, labels);
+        if (l && m)
+            buf_append(out, ",", 1);
+        if (m)
+            buf_puts(out, more);
         buf_append(out, "}", 1);
     }
     buf_append(out, " ", 1);
 }
 
-void prom_sample(struct buf *out, const char *name, const char *labels, uint64_t v)
+void prom_sample2(struct buf *out, const char *name, const char *labels, const char *more, uint64_t v)
 {
-    name_labels(out, name, labels);
+    name_labels(out, name, labels, more);
     buf_put_u64(out, (unsigned long long)v);
     buf_append(out, "\n", 1);
+}
+
+void prom_sample(struct buf *out, const char *name, const char *labels, uint64_t v)
+{
+    prom_sample2(out, name, labels, NULL, v);
 }
 
 void prom_sample_seconds(struct buf *out, const char *name, const char *labels, uint64_t us)
 {
     char frac[8];
-    name_labels(out, name, labels);
+    name_labels(out, name, labels, NULL);
     buf_put_u64(out, (unsigned long long)(us / 1000000));
     snprintf(frac, sizeof(frac), ".%06u", (unsigned)(us % 1000000));
     buf_append(out, frac, 7);

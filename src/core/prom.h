@@ -34,6 +34,8 @@ void prom_family(struct buf *out, const char *name, const char *type, const char
 void prom_label_value(struct buf *out, const char *v);
 /* name{labels} v (labels NULL or "": no braces), without printf. */
 void prom_sample(struct buf *out, const char *name, const char *labels, uint64_t v);
+/* name{labels,more} v: labels written once per series and more per sample (more may be NULL). */
+void prom_sample2(struct buf *out, const char *name, const char *labels, const char *more, uint64_t v);
 /* The same with a value in µs written as seconds (six decimals). */
 void prom_sample_seconds(struct buf *out, const char *name, const char *labels, uint64_t us);
 /* The samples of one histogram (no HELP/TYPE): name_bucket{labels,le="..."} cumulative counts,

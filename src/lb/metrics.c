@@ -2,30 +2,36 @@
 #include "lb/metrics.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/loop.h"
 #include "core/prom.h"
 #include "lb/servers.h"
 
-/* The label set server="KEY"[,extra] of server s, in lab (reset first). */
-static const char *server_labels(struct buf *lab, const struct lb_server *s, const char *extra)
+/* Each server's label set server="KEY" (escaped), made once per scrape: lab[i] for set->servers[i]
+ * (one block, freed by free(lab)). */
+static const char **server_labels(const struct lb_set *set)
 {
-    buf_reset(lab);
-    buf_append(lab, "server=\"", 8);
-    prom_label_value(lab, s->key);
-    buf_append(lab, "\"", 1);
-    if (extra) {
-        buf_append(lab, ",", 1);
-        buf_puts(lab, extra);
+    struct buf b = {0};
+    size_t *off = alloc_calloc(set->n + 1, sizeof(*off));
+    for (size_t i = 0; i < set->n; i++) {
+        off[i] = buf_used(&b);
+        buf_append(&b, "server=\"", 8);
+        prom_label_value(&b, set->servers[i]->key);
+        buf_append(&b, "\"", 2); /* and the NUL */
     }
-    return buf_cstr(lab);
-}
-
-static void sample(struct buf *out, struct buf *lab, const char *name, const struct lb_server *s, const char *extra,
-                   uint64_t v)
-{
-    prom_sample(out, name, server_labels(lab, s, extra), v);
+    size_t ptrs = (set->n + 1) * sizeof(char *);
+    const char **lab = alloc_malloc(ptrs + buf_used(&b));
+    char *text = (char *)lab + ptrs;
+    memcpy(text, buf_head(&b), buf_used(&b));
+    for (size_t i = 0; i < set->n; i++)
+        lab[i] = text + off[i];
+    lab[set->n] = NULL;
+    free(off);
+    buf_free(&b);
+    return lab;
 }
 
 /* One family with one sample per server, from a field read by get. */
@@ -34,13 +40,13 @@ static void sample(struct buf *out, struct buf *lab, const char *name, const str
         prom_family(out, name, type, help);                                                                            \
         for (size_t i_ = 0; i_ < (set)->n; i_++) {                                                                     \
             const struct lb_server *s = (set)->servers[i_];                                                            \
-            sample(out, lab, name, s, NULL, (uint64_t)(expr));                                                         \
+            prom_sample(out, name, lab[i_], (uint64_t)(expr));                                                         \
         }                                                                                                              \
     } while (0)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static void histogram(struct buf *out, struct buf *lab, const struct lb_set *set)
+static void histogram(struct buf *out, const char **lab, const struct lb_set *set)
 {
     const char *name = "agora_lb_server_response_seconds";
     prom_family(out, name, "histogram",
@@ -50,14 +56,14 @@ static void histogram(struct buf *out, struct buf *lab, const struct lb_set *set
         uint64_t counts[PROM_BUCKETS];
         for (unsigned b = 0; b < PROM_BUCKETS; b++)
             counts[b] = LOAD(s->prom_hist[b]);
-        prom_histogram(out, name, server_labels(lab, s, NULL), counts, LOAD(s->lat_sum_us));
+        prom_histogram(out, name, lab[i], counts, LOAD(s->lat_sum_us));
     }
 }
 
 void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, struct buf *out)
 {
     uint64_t now_ms = loop_clock_us() / 1000;
-    struct buf labels = {0}, *lab = &labels;
+    const char **lab = server_labels(set);
     prom_family(out, "agora_lb_servers", "gauge", "Servers in the set.");
     buf_printf(out, "agora_lb_servers %zu\n", set->n);
     prom_family(out, "agora_lb_config_generation", "gauge",
@@ -94,7 +100,7 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
         for (int k = 0; k < 3; k++) {
             char extra[32];
             snprintf(extra, sizeof(extra), "state=\"%s\"", states[k]);
-            sample(out, lab, "agora_lb_server_admin_state", s, extra, st == k);
+            prom_sample2(out, "agora_lb_server_admin_state", lab[i], extra, st == k);
         }
     }
     PER_SERVER(out, set, "agora_lb_server_ejected", "gauge",
@@ -112,7 +118,7 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
         for (int k = 0; k < 5; k++) {
             char extra[24];
             snprintf(extra, sizeof(extra), "code=\"%dxx\"", k + 1);
-            sample(out, lab, "agora_lb_server_responses_total", s, extra, LOAD(s->responses[k]));
+            prom_sample2(out, "agora_lb_server_responses_total", lab[i], extra, LOAD(s->responses[k]));
         }
     }
     PER_SERVER(out, set, "agora_lb_server_errors_total", "counter",
@@ -128,13 +134,13 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
     for (size_t i = 0; i < set->n; i++) {
         const struct lb_server *s = set->servers[i];
         int open = LOAD(s->conns_open), idle = LOAD(s->conns_idle);
-        sample(out, lab, "agora_lb_server_connections", s, "state=\"open\"", open > 0 ? (uint64_t)open : 0);
-        sample(out, lab, "agora_lb_server_connections", s, "state=\"idle\"", idle > 0 ? (uint64_t)idle : 0);
+        prom_sample2(out, "agora_lb_server_connections", lab[i], "state=\"open\"", open > 0 ? (uint64_t)open : 0);
+        prom_sample2(out, "agora_lb_server_connections", lab[i], "state=\"idle\"", idle > 0 ? (uint64_t)idle : 0);
     }
     PER_SERVER(out, set, "agora_lb_server_sent_bytes_total", "counter", "Request bytes written to the server.",
                LOAD(s->bytes_sent));
     PER_SERVER(out, set, "agora_lb_server_received_bytes_total", "counter", "Response bytes read from the server.",
                LOAD(s->bytes_received));
     histogram(out, lab, set);
-    buf_free(&labels);
+    free(lab);
 }
