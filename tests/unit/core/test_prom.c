@@ -39,9 +39,13 @@ static void test_label_escaping_and_samples(void **state)
     prom_sample_seconds(&b, "t_seconds", NULL, 0);
     prom_sample_seconds(&b, "t_seconds", "k=\"v\"", 12345678);
     prom_sample_seconds(&b, "t_seconds", NULL, 5);
+    prom_sample2(&b, "y", "server=\"a\"", "code=\"2xx\"", 3);
+    prom_sample2(&b, "y", "server=\"a\"", NULL, 4);
+    prom_sample2(&b, "y", NULL, "code=\"2xx\"", 5);
     assert_string_equal(buf_cstr(&b), "# HELP x_total Things.\n# TYPE x_total counter\n"
                                       "x_total 0\nx_total 7\nx_total{k=\"v\"} 18446744073709551615\n"
-                                      "t_seconds 0.000000\nt_seconds{k=\"v\"} 12.345678\nt_seconds 0.000005\n");
+                                      "t_seconds 0.000000\nt_seconds{k=\"v\"} 12.345678\nt_seconds 0.000005\n"
+                                      "y{server=\"a\",code=\"2xx\"} 3\ny{server=\"a\"} 4\ny{code=\"2xx\"} 5\n");
     buf_free(&b);
 }
 
