@@ -391,9 +391,9 @@ static const struct opts_def flags[] = {
     {.type = OPTS_TEXT,
      .help = "\nMetrics in the Prometheus text format (GET /metrics, and GET /health), served\n"
              "by an event loop on a listener of their own (default: none):\n"},
-    ROW("metrics-listen", OPTS_STR, metrics_listen, 0, 0, "ADDR:PORT", NULL,
-        "serve /metrics here (e.g. 127.0.0.1:9101); without a\ntoken only loopback clients are answered, and the\n"
-        "address must be a loopback one"),
+    ROW("metrics-listen", OPTS_STR, metrics_listen, 0, 0, "ADDR", NULL,
+        "serve /metrics on ADDR:PORT (e.g. 127.0.0.1:9101);\nwithout a token only loopback clients are answered,\n"
+        "and the address must be a loopback one"),
     ROW("metrics-token", OPTS_STR, metrics_token, 0, 0, "TOKEN", NULL,
         "a scrape must send Authorization: Bearer TOKEN (from\nany address; also AGORA_METRICS_TOKEN)"),
 };
