@@ -29,8 +29,24 @@ PASSWORD = "correct horse battery staple"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def start(agora_bin, tmp_path, *args, metrics_listen=None, token=None):
-    """agora server (1 worker, throttles off) with a metrics listener -> (server, metrics port)."""
+@pytest.fixture
+def start(agora_bin, tmp_path):
+    """start(*args, metrics_listen=, token=): agora server (1 worker, throttles off) with a metrics
+    listener -> (server, metrics port). At teardown each server gets SIGTERM and must exit 0."""
+    started = []
+
+    def run(*args, metrics_listen=None, token=None):
+        srv, mport = start_server(agora_bin, tmp_path, *args, metrics_listen=metrics_listen, token=token)
+        started.append(srv)
+        return srv, mport
+
+    yield run
+    statuses = [(srv.stop(timeout=10.0), srv) for srv in started]
+    for status, srv in statuses:
+        assert status == 0, srv.output()
+
+
+def start_server(agora_bin, tmp_path, *args, metrics_listen=None, token=None):
     mport = free_port()
     extra = ["--metrics-listen", metrics_listen or "%s:%d" % (LOCALHOST, mport), "--signup-limit", "off",
              "--login-limit", "off", "--login-address-limit", "off"] + list(args)
@@ -70,8 +86,8 @@ def check_histogram(m, name, count, **labels):
     assert 0 <= metric(m, name + "_sum", **labels) < 60 * max(count, 1)
 
 
-def test_exact_counts_after_known_requests(agora_bin, tmp_path):
-    srv, mport = start(agora_bin, tmp_path)
+def test_exact_counts_after_known_requests(start, tmp_path):
+    srv, mport = start()
     api = ApiClient(srv.port)
     n = 3
     tokens = []
@@ -134,8 +150,8 @@ def test_exact_counts_after_known_requests(agora_bin, tmp_path):
     assert ok, out
 
 
-def test_queue_full_refusals_counted(agora_bin, tmp_path):
-    srv, mport = start(agora_bin, tmp_path, "--hash-threads", "1", "--hash-queue", "1")
+def test_queue_full_refusals_counted(start, tmp_path):
+    srv, mport = start("--hash-threads", "1", "--hash-queue", "1")
     k = 10
     body = [json.dumps({"username": unique_username("q"), "password": PASSWORD}).encode() for _ in range(k)]
     conns = [socket.create_connection((LOCALHOST, srv.port), timeout=30) for _ in range(k)]
@@ -179,8 +195,8 @@ def test_queue_full_refusals_counted(agora_bin, tmp_path):
     assert ok is not False, out
 
 
-def test_answers_while_the_handler_thread_is_stuck(agora_bin, tmp_path):
-    srv, mport = start(agora_bin, tmp_path, "--threads", "1", "--queue", "4")
+def test_answers_while_the_handler_thread_is_stuck(start, tmp_path):
+    srv, mport = start("--threads", "1", "--queue", "4")
     api = ApiClient(srv.port)
     name = unique_username("b")
     assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
@@ -192,7 +208,7 @@ def test_answers_while_the_handler_thread_is_stuck(agora_bin, tmp_path):
     results = {}
     writer = threading.Thread(target=lambda: results.setdefault("post", user.post("/api/v1/posts", {"text": "x"})))
     writer.start()
-    m0 = None
+    m0, reader = None, None
     try:
         assert wait_for(lambda: metric(metrics(mport)[0], "agora_server_pool_busy", pool="handler") == 1, 10)
         reader = threading.Thread(target=lambda: results.setdefault("home", user.get("/api/v1/timelines/home")))
@@ -209,7 +225,8 @@ def test_answers_while_the_handler_thread_is_stuck(agora_bin, tmp_path):
         db.execute("COMMIT")
         db.close()
     writer.join(30)
-    reader.join(30)
+    if reader:
+        reader.join(30)
     assert results["post"].status == 201 and results["home"].status == 200
     assert metric(m0, "agora_server_pool_busy", pool="handler") == 1
     assert metric(m0, "agora_server_pool_queued", pool="handler") == 1
@@ -244,8 +261,8 @@ def get_from(source_ip, port, path, headers=b""):
     return response
 
 
-def test_gate_without_token(agora_bin, tmp_path):
-    srv, mport = start(agora_bin, tmp_path)
+def test_gate_without_token(start, tmp_path):
+    srv, mport = start()
     status, _, _ = scrape(mport)
     assert status == 200
     st, hdrs, text = scrape(mport, host="rebind.evil.example")
@@ -267,10 +284,10 @@ def test_gate_without_token(agora_bin, tmp_path):
     assert "refused %s: not a loopback client" % outside in srv.output()
 
 
-def test_gate_with_token(agora_bin, tmp_path):
+def test_gate_with_token(start):
     token = "t0ken-0123456789abcdef0123456789"
     mport = free_port()
-    srv, _ = start(agora_bin, tmp_path, metrics_listen="0.0.0.0:%d" % mport, token=token)
+    srv, _ = start(metrics_listen="0.0.0.0:%d" % mport, token=token)
     st, hdrs, text = scrape(mport)
     assert st == 401 and hdrs["www-authenticate"] == 'Bearer realm="agora-metrics"'
     assert "agora_server" not in text
@@ -293,5 +310,8 @@ def test_outside_address_needs_a_token(agora_bin, tmp_path):
     proc = start_process([agora_bin, "server", "--listen", "%s:%d" % (LOCALHOST, free_port()), "--db",
                           "sqlite:%s" % (tmp_path / "db.sqlite"), "--metrics-listen", "0.0.0.0:%d" % free_port()],
                          "is not a loopback address", timeout=10)
-    assert proc.wait(10) == 1
-    assert "give a --metrics-token" in proc.output()
+    try:
+        assert proc.wait(10) == 1
+        assert "give a --metrics-token" in proc.output()
+    finally:
+        proc.stop()
