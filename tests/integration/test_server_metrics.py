@@ -281,7 +281,7 @@ def test_gate_without_token(start, tmp_path):
     st, _, body = get_from(outside, mport, "/metrics")
     assert st == 403 and b"agora_server" not in body
     assert "only loopback clients" in json.loads(body)["error"]
-    assert "refused %s: not a loopback client" % outside in srv.output()
+    assert wait_for(lambda: "refused %s: not a loopback client" % outside in srv.output(), 5), srv.output()
 
 
 def test_gate_with_token(start):
