@@ -29,6 +29,7 @@ struct app {
     char *dummy_hash;          /* Argon2id hash of a random password, made on first failed log-in */
     struct app_limits limits;  /* log-in and sign-up throttles (throttle.h) */
     struct client_trust trust; /* proxies whose X-Forwarded-For is believed */
+    struct app_stats *stats;   /* this thread's counters (metrics.h); NULL: none */
 };
 
 struct api {

@@ -9,10 +9,12 @@
 #include "app/api.h"
 #include "app/auth.h"
 #include "app/json.h"
+#include "app/metrics.h"
 #include "app/ready.h"
 #include "app/router.h"
 #include "app/static.h"
 #include "core/alloc.h"
+#include "core/loop.h"
 
 void app_limits_default(struct app_limits *l)
 {
@@ -49,6 +51,9 @@ struct app *app_open(const struct app_config *cfg, char *err, size_t errlen)
     app->ready = cfg->ready;
     if (cfg->db_url != NULL && (app->store = store_open(cfg->db_url, &so, err, errlen)) == NULL)
         goto fail;
+    app->stats = cfg->stats;
+    if (app->store)
+        app->store->stats = app_stats_store(cfg->stats);
     return app;
 fail:
     app_close(app);
@@ -112,6 +117,8 @@ void app_handle(void *ctx, const struct http_request *req, struct http_response 
     struct app *app = ctx;
     const struct http_head *h = req->head;
     int ui = 0;
+    unsigned route = APP_ROUTE_STATIC;
+    uint64_t t0 = app->stats ? loop_clock_us() : 0;
     /* The request id: the balancer's (a trusted proxy's) when it is a sane one, else made here;
      * echoed, and in every error this request logs. */
     char id[HTTP_REQUEST_ID_MAX + 1];
@@ -125,16 +132,18 @@ void app_handle(void *ctx, const struct http_request *req, struct http_response 
     http_response_header(resp, "X-Request-Id", "%s", id);
     http_response_header(resp, "X-Served-By", "%s", app->served_by);
     if (path_is(h->path, "/health")) {
+        route = APP_ROUTE_HEALTH;
         if (is_get(h))
             health(app, resp);
         else
             not_allowed(resp);
     } else if (is_api(h->path) && app->store == NULL) {
+        route = APP_ROUTE_OTHER;
         resp->status = 503; /* a request sent to the wrong thread: a bug, but never a crash */
         json_put_error(&resp->body, "no database on this thread");
         http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
     } else if (is_api(h->path)) {
-        router_handle(app, req, resp, id);
+        route = router_handle(app, req, resp, id);
     } else if (!is_get(h)) {
         not_allowed(resp);
     } else {
@@ -144,4 +153,6 @@ void app_handle(void *ctx, const struct http_request *req, struct http_response 
     http_response_header(resp, "X-Content-Type-Options", "nosniff");
     http_response_header(resp, "Referrer-Policy", "no-referrer");
     http_response_header(resp, "Content-Security-Policy", "%s", ui ? APP_UI_CSP : APP_API_CSP);
+    if (app->stats)
+        app_stats_request(app->stats, route, h->method, resp->status, loop_clock_us() - t0);
 }

@@ -39,6 +39,7 @@ struct app_limits {
 };
 
 struct app_ready;
+struct app_stats;
 struct app_config {
     const char *db_url;               /* "sqlite:PATH" (later also "postgres://..."); NULL: no database
                                          (an event loop's app: only requests app_on_loop accepts) */
@@ -48,6 +49,7 @@ struct app_config {
     const struct app_limits *limits;  /* NULL: app_limits_default */
     const struct client_trust *trust; /* proxies whose X-Forwarded-For is believed; NULL: loopback */
     int session_days;                 /* a session unused this many days expires; <= 0: 30 */
+    struct app_stats *stats;          /* this thread's counters (metrics.h); NULL: none */
 };
 
 void app_limits_default(struct app_limits *l);

@@ -109,6 +109,12 @@ int app_ready_ok(const struct app_ready *r)
     return now_us() - last < (uint64_t)r->fresh_ms * 1000u;
 }
 
+uint64_t app_ready_age_us(const struct app_ready *r)
+{
+    uint64_t last = atomic_load(&((struct app_ready *)r)->last_ok_us), now = now_us();
+    return now > last ? now - last : 0;
+}
+
 void app_ready_stop(struct app_ready *r)
 {
     if (!r)

@@ -11,6 +11,7 @@
 #ifndef AGORA_APP_READY_H
 #define AGORA_APP_READY_H
 #include <stddef.h>
+#include <stdint.h>
 
 struct app_ready;
 
@@ -24,6 +25,8 @@ struct app_ready *app_ready_start(const char *db_url, unsigned interval_ms, unsi
                                   size_t errlen);
 /* 1 while the database answered within fresh_ms, else 0. */
 int app_ready_ok(const struct app_ready *r);
+/* Microseconds since the database last answered a ping (for metrics). */
+uint64_t app_ready_age_us(const struct app_ready *r);
 /* Stops the thread, closes its connection and frees r. NULL is allowed. */
 void app_ready_stop(struct app_ready *r);
 

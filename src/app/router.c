@@ -35,6 +35,12 @@ static const struct route routes[] = {
     {"/api/v1/timelines/home", api_timelines_home, NULL, NULL, 0},
 };
 
+_Static_assert(sizeof routes / sizeof routes[0] <= ROUTER_MAX, "ROUTER_MAX is too small for the route table");
+
+unsigned router_count(void) { return sizeof routes / sizeof routes[0]; }
+
+const char *router_pattern(unsigned i) { return i < router_count() ? routes[i].pattern : NULL; }
+
 /* Returns 1 if path matches pattern, setting *param to the segment matched by '*'. */
 static int match(const char *pattern, struct http_str path, struct http_str *param)
 {
@@ -80,7 +86,8 @@ static void allow(const struct route *r, char *out, size_t n)
         strncat(out, out[0] ? ", DELETE" : "DELETE", n - strlen(out) - 1);
 }
 
-static void dispatch(struct api *a)
+/* Routes a->req to its handler. Returns the route's index, or ROUTER_NONE for an unknown path. */
+static unsigned dispatch(struct api *a)
 {
     const struct http_head *h = a->head;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
@@ -100,20 +107,23 @@ static void dispatch(struct api *a)
             api_error(a, 405, "method %.*s not allowed here (allowed: %s)", (int)h->method_str.n, h->method_str.p,
                       methods);
             http_response_header(a->resp, "Allow", "%s", methods);
-            return;
+            return (unsigned)i;
         }
         if (a->req->body_len > API_MAX_BODY) {
             api_error(a, 413, "request body too large (at most %d bytes)", API_MAX_BODY);
-            return;
+            return (unsigned)i;
         }
         fn(a);
-        return;
+        return (unsigned)i;
     }
     api_error(a, 404, "no such API endpoint: %.*s", (int)h->path.n, h->path.p);
+    return ROUTER_NONE;
 }
 
-void router_handle(struct app *app, const struct http_request *req, struct http_response *resp, const char *request_id)
+unsigned router_handle(struct app *app, const struct http_request *req, struct http_response *resp,
+                       const char *request_id)
 {
+    unsigned route;
     struct timespec ts;
     struct api a;
     memset(&a, 0, sizeof a);
@@ -127,10 +137,10 @@ void router_handle(struct app *app, const struct http_request *req, struct http_
     resp->status = 200;
     /* a read request sees one snapshot: the session lookup and the query share a transaction */
     if ((a.head->method == HTTP_GET || a.head->method == HTTP_HEAD) && store_read_begin(app->store) == STORE_OK) {
-        dispatch(&a);
+        route = dispatch(&a);
         store_read_end(app->store);
     } else {
-        dispatch(&a);
+        route = dispatch(&a);
     }
     /* sliding expiry: record the session's use, at most once per API_SESSION_TOUCH_MS, after the
      * read transaction (a write inside it could fail on a newer snapshot). The answer does not
@@ -142,4 +152,5 @@ void router_handle(struct app *app, const struct http_request *req, struct http_
     }
     if (resp->status != 204 && resp->status != 304)
         http_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+    return route;
 }

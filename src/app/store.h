@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "app/store_stats.h"
 #include "core/rc.h"
 
 #define STORE_OK        RC_OK
@@ -181,6 +182,7 @@ struct store {
     int fanout_limit;
     int64_t session_ttl_ms;
     char err[256];
+    struct store_stats *stats; /* the calls' timing (store_stats.h); NULL (as opened): none */
 };
 
 /* Opens the database named by url ("sqlite:PATH"), creating or migrating the schema, and returns
@@ -207,18 +209,19 @@ static inline void store_read_end(struct store *st) { st->ops->read_end(st); }
 static inline int store_account_create(struct store *st, const char *username, const char *display_name,
                                        const char *password_hash, int64_t now, struct store_account *out)
 {
-    return st->ops->account_create(st, username, display_name, password_hash, now, out);
+    return STORE_TIMED(st, STORE_OP_account_create,
+                       st->ops->account_create(st, username, display_name, password_hash, now, out));
 }
 /* Looks an account up by username, ignoring ASCII case. STORE_NOT_FOUND if none. */
 static inline int store_account_by_name(struct store *st, const char *username, struct store_account *out)
 {
-    return st->ops->account_by_name(st, username, out);
+    return STORE_TIMED(st, STORE_OP_account_by_name, st->ops->account_by_name(st, username, out));
 }
 /* Like store_account_by_name, also copying the password hash (NUL-terminated) into hash. */
 static inline int store_account_credentials(struct store *st, const char *username, struct store_account *out,
                                             char hash[STORE_HASH_MAX])
 {
-    return st->ops->account_credentials(st, username, out, hash);
+    return STORE_TIMED(st, STORE_OP_account_credentials, st->ops->account_credentials(st, username, out, hash));
 }
 
 /* Stores a session identified by the hash of its token, used now from user_agent (NULL or "" =
@@ -227,7 +230,7 @@ static inline int store_account_credentials(struct store *st, const char *userna
 static inline int store_session_create(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN],
                                        int64_t account_id, const char *user_agent, int64_t now)
 {
-    return st->ops->session_create(st, hash, account_id, user_agent, now);
+    return STORE_TIMED(st, STORE_OP_session_create, st->ops->session_create(st, hash, account_id, user_agent, now));
 }
 /* Finds the account of the session with this token hash, and the session itself into *session
  * (may be NULL). STORE_NOT_FOUND if there is none, or if it was last used a session lifetime or
@@ -235,36 +238,37 @@ static inline int store_session_create(struct store *st, const unsigned char has
 static inline int store_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                                         struct store_account *out, struct store_session *session)
 {
-    return st->ops->session_account(st, hash, now, out, session);
+    return STORE_TIMED(st, STORE_OP_session_account, st->ops->session_account(st, hash, now, out, session));
 }
 /* Deletes the session (STORE_OK also when it did not exist). */
 static inline int store_session_delete(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN])
 {
-    return st->ops->session_delete(st, hash);
+    return STORE_TIMED(st, STORE_OP_session_delete, st->ops->session_delete(st, hash));
 }
 /* Records that session id was used at now (a write; it never moves last_used_at back). STORE_OK
  * also when the session is gone. */
 static inline int store_session_touch(struct store *st, int64_t id, int64_t now)
 {
-    return st->ops->session_touch(st, id, now);
+    return STORE_TIMED(st, STORE_OP_session_touch, st->ops->session_touch(st, id, now));
 }
 /* Streams account_id's sessions that have not expired at now, highest (newest) id first; page
  * bounds apply to session ids. */
 static inline int store_session_list(struct store *st, int64_t account_id, int64_t now, const struct store_page *page,
                                      store_session_cb cb, void *ctx)
 {
-    return st->ops->session_list(st, account_id, now, page, cb, ctx);
+    return STORE_TIMED(st, STORE_OP_session_list, st->ops->session_list(st, account_id, now, page, cb, ctx));
 }
 /* Deletes session id if it belongs to account_id; STORE_NOT_FOUND otherwise. */
 static inline int store_session_revoke(struct store *st, int64_t account_id, int64_t id)
 {
-    return st->ops->session_revoke(st, account_id, id);
+    return STORE_TIMED(st, STORE_OP_session_revoke, st->ops->session_revoke(st, account_id, id));
 }
 /* Deletes every session of account_id except keep_id (0 = keep none); *revoked (may be NULL) gets
  * how many were deleted. */
 static inline int store_session_revoke_others(struct store *st, int64_t account_id, int64_t keep_id, int64_t *revoked)
 {
-    return st->ops->session_revoke_others(st, account_id, keep_id, revoked);
+    return STORE_TIMED(st, STORE_OP_session_revoke_others,
+                       st->ops->session_revoke_others(st, account_id, keep_id, revoked));
 }
 /* Replaces account_id's password hash and, in the same transaction, deletes every session of the
  * account except keep_session_id (0 = keep none); *revoked (may be NULL) gets how many were
@@ -272,7 +276,8 @@ static inline int store_session_revoke_others(struct store *st, int64_t account_
 static inline int store_password_set(struct store *st, int64_t account_id, const char *password_hash,
                                      int64_t keep_session_id, int64_t *revoked)
 {
-    return st->ops->password_set(st, account_id, password_hash, keep_session_id, revoked);
+    return STORE_TIMED(st, STORE_OP_password_set,
+                       st->ops->password_set(st, account_id, password_hash, keep_session_id, revoked));
 }
 
 /* Makes follower follow (on = 1) or stop following (on = 0) followee; idempotent. Maintains the
@@ -280,14 +285,14 @@ static inline int store_password_set(struct store *st, int64_t account_id, const
  * caller rejects following oneself. */
 static inline int store_follow(struct store *st, int64_t follower, int64_t followee, int on, int64_t now)
 {
-    return st->ops->follow(st, follower, followee, on, now);
+    return STORE_TIMED(st, STORE_OP_follow, st->ops->follow(st, follower, followee, on, now));
 }
 /* Streams the followers or followees of account_id, highest account id first; page bounds apply
  * to account ids. */
 static inline int store_account_list(struct store *st, enum store_account_list which, int64_t account_id,
                                      const struct store_page *page, store_account_cb cb, void *ctx)
 {
-    return st->ops->account_list(st, which, account_id, page, cb, ctx);
+    return STORE_TIMED(st, STORE_OP_account_list, st->ops->account_list(st, which, account_id, page, cb, ctx));
 }
 
 /* Creates a post (text already validated; reply_to 0 = none) and sets *id_out. With an
@@ -301,43 +306,44 @@ static inline int store_post_create(struct store *st, int64_t author, const char
                                     int64_t reply_to, const char *idem_key, const unsigned char *idem_hash, int64_t now,
                                     int64_t *id_out)
 {
-    return st->ops->post_create(st, author, text, text_len, reply_to, idem_key, idem_hash, now, id_out);
+    return STORE_TIMED(st, STORE_OP_post_create,
+                       st->ops->post_create(st, author, text, text_len, reply_to, idem_key, idem_hash, now, id_out));
 }
 /* Calls cb once with the post (liked by viewer; 0 = anonymous). STORE_NOT_FOUND if none. */
 static inline int store_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, void *ctx)
 {
-    return st->ops->post_get(st, id, viewer, cb, ctx);
+    return STORE_TIMED(st, STORE_OP_post_get, st->ops->post_get(st, id, viewer, cb, ctx));
 }
 /* Deletes post id if author wrote it: STORE_NOT_FOUND if missing, STORE_FORBIDDEN if not theirs.
  * Replies to it keep existing with reply_to cleared. */
 static inline int store_post_delete(struct store *st, int64_t id, int64_t author)
 {
-    return st->ops->post_delete(st, id, author);
+    return STORE_TIMED(st, STORE_OP_post_delete, st->ops->post_delete(st, id, author));
 }
 /* Likes (on = 1) or unlikes (on = 0) a post; idempotent. STORE_NOT_FOUND if the post is missing. */
 static inline int store_like(struct store *st, int64_t post, int64_t account, int on, int64_t now)
 {
-    return st->ops->like(st, post, account, on, now);
+    return STORE_TIMED(st, STORE_OP_like, st->ops->like(st, post, account, on, now));
 }
 
 /* Streams author's posts, newest first. */
 static inline int store_posts_by_author(struct store *st, int64_t author, int64_t viewer, const struct store_page *page,
                                         store_post_cb cb, void *ctx)
 {
-    return st->ops->posts_by_author(st, author, viewer, page, cb, ctx);
+    return STORE_TIMED(st, STORE_OP_posts_by_author, st->ops->posts_by_author(st, author, viewer, page, cb, ctx));
 }
 /* Streams the replies to post, oldest first. */
 static inline int store_replies(struct store *st, int64_t post, int64_t viewer, const struct store_page *page,
                                 store_post_cb cb, void *ctx)
 {
-    return st->ops->replies(st, post, viewer, page, cb, ctx);
+    return STORE_TIMED(st, STORE_OP_replies, st->ops->replies(st, post, viewer, page, cb, ctx));
 }
 /* Streams owner's home timeline (own posts and those of every account owner follows), newest
  * first, with liked relative to owner. */
 static inline int store_home(struct store *st, int64_t owner, const struct store_page *page, store_post_cb cb,
                              void *ctx)
 {
-    return st->ops->home(st, owner, page, cb, ctx);
+    return STORE_TIMED(st, STORE_OP_home, st->ops->home(st, owner, page, cb, ctx));
 }
 
 /* Bulk loading (agora seed) into an empty database. bulk_begin opens one long write transaction
@@ -374,16 +380,19 @@ static inline int store_bulk_end(struct store *st, int commit, struct store_bulk
 static inline int store_throttle_take(struct store *st, const struct store_throttle *t, int n, int64_t now,
                                       int64_t *retry_ms)
 {
-    return st->ops->throttle_take(st, t, n, now, retry_ms);
+    return STORE_TIMED(st, STORE_OP_throttle_take, st->ops->throttle_take(st, t, n, now, retry_ms));
 }
 /* Gives back one event charged to key (forget = 0), or forgets its window (forget = 1), e.g.
  * after a successful log-in. STORE_OK also when the key has no window. */
 static inline int store_throttle_give(struct store *st, const char *key, int forget)
 {
-    return st->ops->throttle_give(st, key, forget);
+    return STORE_TIMED(st, STORE_OP_throttle_give, st->ops->throttle_give(st, key, forget));
 }
 
 /* Sets *n to the number of accounts. */
-static inline int store_count_accounts(struct store *st, int64_t *n) { return st->ops->count_accounts(st, n); }
+static inline int store_count_accounts(struct store *st, int64_t *n)
+{
+    return STORE_TIMED(st, STORE_OP_count_accounts, st->ops->count_accounts(st, n));
+}
 
 #endif

@@ -10,8 +10,15 @@
  * pinging thread keeps (app/ready.h), and the UI's files. Both pools and the pinger are shared by
  * every worker of the process; they start before the workers and stop after them (a graceful
  * stop lets the workers' waiting requests finish first). Stateless: any request may go to any
- * server. */
+ * server.
+ *
+ * Metrics (app/metrics.h): every thread that handles requests counts into a slot of its own;
+ * with --metrics-listen, the first worker's loop also serves GET /metrics (and /health) on that
+ * address, behind the gate of the balancer's admin API (http/gate.h: the Host check, then the
+ * --metrics-token, or loopback clients only when there is none). A scrape runs on that loop,
+ * never on the pools, so it is answered while every handler thread is busy. */
 #include <limits.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +27,15 @@
 #include "app/api.h"
 #include "app/app.h"
 #include "app/client_addr.h"
+#include "app/metrics.h"
 #include "app/ready.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
+#include "core/net.h"
 #include "core/opts.h"
+#include "core/prom.h"
 #include "http/daemon.h"
+#include "http/gate.h"
 #include "http/pool.h"
 #include "http/server.h"
 
@@ -49,10 +60,25 @@ struct server_opts {
     struct http_pool *hash_pool; /* hashing threads */
     struct app_ready *ready;
     unsigned session_days;
+    char metrics_listen[128];
+    char metrics_token[HTTP_GATE_TOKEN_MAX];
+    int metrics_fd; /* the metrics listener, bound before the workers start */
+    struct net_addr metrics_addr;
+    struct app_metrics *metrics;         /* every handling thread's counters */
+    struct http_server_stats http_stats; /* the HTTP layer's, all workers */
+};
+
+/* The metrics listener, on the first worker's loop. */
+struct server_metrics {
+    struct server_opts *o;
+    struct http_server *srv;
+    struct http_buffered hb;
+    struct http_gate gate;
 };
 
 struct server_worker {
-    struct app *app; /* the loop's own: no database (/health, UI files) */
+    struct app *app;            /* the loop's own: no database (/health, UI files) */
+    struct server_metrics *met; /* the first worker's: the metrics listener (else NULL) */
     struct http_server *srv;
     struct http_buffered hb;
     struct http_pool_port *port, *hash_port;
@@ -66,7 +92,70 @@ static void app_config_of(const struct server_opts *o, struct app_config *ac)
                               .web_dir = o->web,
                               .limits = &o->limits,
                               .trust = &o->trust,
-                              .session_days = o->session_days};
+                              .session_days = o->session_days,
+                              .stats = app_metrics_slot(o->metrics)};
+}
+
+/* GET/HEAD /metrics and /health on the metrics listener, after the gate (loop thread). */
+static void metrics_handle(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct server_metrics *m = ctx;
+    const struct http_head *h = req->head;
+    if (!http_gate_admit(&m->gate, req, resp))
+        return;
+    int is_metrics = h->path.n == 8 && !memcmp(h->path.p, "/metrics", 8);
+    int is_health = h->path.n == 7 && !memcmp(h->path.p, "/health", 7);
+    if (!is_metrics && !is_health) {
+        http_gate_reply_error(resp, 404, "metrics: only GET /metrics and GET /health are served here");
+        return;
+    }
+    if (h->method != HTTP_GET && h->method != HTTP_HEAD) {
+        http_response_header(resp, "Allow", "GET, HEAD");
+        http_gate_reply_error(resp, 405, "method not allowed");
+        return;
+    }
+    http_response_header(resp, "Cache-Control", "no-store");
+    if (is_health) {
+        int ok = app_ready_ok(m->o->ready);
+        resp->status = ok ? 200 : 503;
+        http_response_header(resp, "Content-Type", "application/json");
+        buf_puts(&resp->body, ok ? "{\"status\":\"ok\"}" : "{\"error\":\"database unavailable\"}");
+        return;
+    }
+    struct app_metrics_sources src = {
+        .pool = m->o->pool, .hash_pool = m->o->hash_pool, .ready = m->o->ready, .http = &m->o->http_stats};
+    http_response_header(resp, "Content-Type", PROM_CONTENT_TYPE);
+    app_metrics_write(m->o->metrics, &src, &resp->body);
+}
+
+/* Serves the metrics listener (its descriptor taken by the server) on loop. NULL with err set. */
+static struct server_metrics *metrics_start(struct server_opts *o, struct loop *loop, char *err, size_t errlen)
+{
+    struct server_metrics *m = alloc_calloc(1, sizeof(*m));
+    m->o = o;
+    http_gate_init(&m->gate, o->metrics_listen, &o->metrics_addr);
+    m->gate.log_prefix = "agora server: metrics";
+    m->gate.api = "metrics";
+    m->gate.addr_name = "metrics address";
+    m->gate.realm = "agora-metrics";
+    m->gate.token_hint = "the token is agora server's --metrics-token";
+    snprintf(m->gate.token, sizeof(m->gate.token), "%s", o->metrics_token);
+    m->hb.fn = metrics_handle;
+    m->hb.fn_ctx = m;
+    struct http_server_limits lim;
+    http_server_limits_default(&lim);
+    lim.max_body = 1024;
+    lim.json_errors = 1;
+    lim.max_conns = 16;
+    lim.header_timeout_ms = 10000;
+    m->srv = http_server_create(loop, o->metrics_fd, &http_server_buffered_ops, &m->hb, &lim);
+    if (!m->srv) {
+        snprintf(err, errlen, "cannot serve the metrics listener");
+        free(m);
+        return NULL;
+    }
+    o->metrics_fd = -1; /* the server's now */
+    return m;
 }
 
 /* A pool thread (handler or hashing): an app with a database connection of its own. */
@@ -127,15 +216,26 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     w->hb.fn_ctx = w->app;
     w->hb.pick = pick;
     w->hb.pick_ctx = w;
+    if (id == 0 && o->metrics_fd >= 0 && (w->met = metrics_start(o, loop, err, errlen)) == NULL) {
+        http_pool_port_close(w->hash_port);
+        http_pool_port_close(w->port);
+        app_close(w->app);
+        free(w);
+        return NULL;
+    }
     struct http_server_limits lim;
     http_server_limits_default(&lim);
     lim.max_body = API_MAX_BODY;
     lim.json_errors = 1;
     lim.extra_headers = o->served_by_header;
     lim.idle_timeout_ms = o->idle_ms;
+    lim.stats = &o->http_stats;
     w->srv = http_server_create(loop, listen_fd, &http_server_buffered_ops, &w->hb, &lim);
     if (!w->srv) {
         snprintf(err, errlen, "cannot watch the listening socket");
+        if (w->met)
+            http_server_free(w->met->srv);
+        free(w->met);
         http_pool_port_close(w->hash_port);
         http_pool_port_close(w->port);
         app_close(w->app);
@@ -145,11 +245,27 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     return w;
 }
 
-static void worker_shutdown(void *p) { http_server_shutdown(((struct server_worker *)p)->srv); }
-static unsigned worker_conns(void *p) { return http_server_conns(((struct server_worker *)p)->srv); }
+/* The metrics listener stops with the rest: a scrape during a graceful stop may be refused. */
+static void worker_shutdown(void *p)
+{
+    struct server_worker *w = p;
+    http_server_shutdown(w->srv);
+    if (w->met)
+        http_server_shutdown(w->met->srv);
+}
+static unsigned worker_conns(void *p)
+{
+    struct server_worker *w = p;
+    return http_server_conns(w->srv) + (w->met ? http_server_conns(w->met->srv) : 0);
+}
 static void worker_free(void *p)
 {
     struct server_worker *w = p;
+    if (w->met) {
+        http_server_free(w->met->srv);
+        sodium_memzero(w->met->gate.token, sizeof(w->met->gate.token));
+        free(w->met);
+    }
     http_server_free(w->srv); /* aborts its connections, which withdraws their pool jobs */
     http_pool_port_close(w->hash_port);
     http_pool_port_close(w->port);
@@ -272,6 +388,14 @@ static const struct opts_def flags[] = {
         "client is the right-most address not itself trusted.\nIPv6 clients are counted by /64"),
     ROW("session-days", OPTS_UINT, session_days, 1, 3650, NULL, NULL,
         "a log-in session unused for N days expires (sliding;\n1..3650, default 30)"),
+    {.type = OPTS_TEXT,
+     .help = "\nMetrics in the Prometheus text format (GET /metrics, and GET /health), served\n"
+             "by an event loop on a listener of their own (default: none):\n"},
+    ROW("metrics-listen", OPTS_STR, metrics_listen, 0, 0, "ADDR", NULL,
+        "serve /metrics on ADDR:PORT (e.g. 127.0.0.1:9101);\nwithout a token only loopback clients are answered,\n"
+        "and the address must be a loopback one"),
+    ROW("metrics-token", OPTS_STR, metrics_token, 0, 0, "TOKEN", NULL,
+        "a scrape must send Authorization: Bearer TOKEN (from\nany address; also AGORA_METRICS_TOKEN)"),
 };
 #undef ROW
 
@@ -283,6 +407,39 @@ static const struct opts_cmd command = {
     .width = 22,
 };
 
+/* Binds the metrics listener (before the workers start, so that a taken port or a forbidden
+ * address stops the server at once). Without a token the address must be a loopback one: the
+ * gate would refuse every other client anyway, and an operator who bound 0.0.0.0 surely meant
+ * to scrape from elsewhere. Returns 0, or -1 with err set. */
+static int open_metrics(struct server_opts *o, char *err, size_t errlen)
+{
+    if (net_parse_addr(o->metrics_listen, &o->metrics_addr) < 0) {
+        snprintf(err, errlen, "invalid --metrics-listen address '%s'", o->metrics_listen);
+        return -1;
+    }
+    if (!o->metrics_token[0] && !net_is_loopback((const struct sockaddr *)&o->metrics_addr.ss)) {
+        snprintf(err, errlen,
+                 "--metrics-listen %s is not a loopback address: give a --metrics-token (or "
+                 "AGORA_METRICS_TOKEN) that scrapers must send",
+                 o->metrics_listen);
+        return -1;
+    }
+    if (o->metrics_token[0] && strlen(o->metrics_token) < 16)
+        fprintf(stderr,
+                "agora server: warning: the metrics token has only %zu characters; use 32 or more random ones\n",
+                strlen(o->metrics_token));
+    int fd = net_listen(&o->metrics_addr, 0, 64);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s for metrics: %s", o->metrics_listen, strerror(-fd));
+        return -1;
+    }
+    /* The port actually bound (":0" in tests). */
+    o->metrics_addr.len = sizeof(o->metrics_addr.ss);
+    getsockname(fd, (struct sockaddr *)&o->metrics_addr.ss, &o->metrics_addr.len);
+    o->metrics_fd = fd;
+    return 0;
+}
+
 int cmd_server(int argc, char **argv)
 {
     struct server_opts o = {
@@ -292,6 +449,10 @@ int cmd_server(int argc, char **argv)
     snprintf(o.listen, sizeof(o.listen), "127.0.0.1:8001");
     snprintf(o.db, sizeof(o.db), "sqlite:data/agora.db");
     cli_default_web_dir(o.web, sizeof(o.web));
+    o.metrics_fd = -1;
+    const char *env_token = getenv("AGORA_METRICS_TOKEN");
+    if (env_token && *env_token)
+        snprintf(o.metrics_token, sizeof(o.metrics_token), "%s", env_token);
     int r = opts_cmd_parse(&command, &o, argc, argv, NULL);
     if (r != OPTS_CONTINUE)
         return r;
@@ -305,6 +466,14 @@ int cmd_server(int argc, char **argv)
     unsigned hash_threads = o.hash_threads ? o.hash_threads : http_daemon_cpus();
     char err[256];
     int rc = 1;
+    /* A slot for every thread that handles requests: the loops and both pools. */
+    o.metrics = app_metrics_create(workers + threads + hash_threads);
+    if (!o.metrics) {
+        fprintf(stderr, "agora server: out of memory\n");
+        return 1;
+    }
+    if (o.metrics_listen[0] && open_metrics(&o, err, sizeof(err)) < 0)
+        goto fail;
     /* First, so that every app below answers /health from it; it also checks the database. */
     o.ready = app_ready_start(o.db, 0, 0, err, sizeof(err));
     if (!o.ready)
@@ -332,6 +501,12 @@ int cmd_server(int argc, char **argv)
         goto fail;
     fprintf(stderr, "agora server: listening on %s, %u worker(s), %u handler thread(s), %u hashing thread(s), db %s\n",
             o.listen, workers, threads, hash_threads, o.db);
+    if (o.metrics_fd >= 0) {
+        char shown[80];
+        net_format_addr(&o.metrics_addr, shown, sizeof(shown));
+        fprintf(stderr, "agora server: metrics on http://%s/metrics (%s)\n", shown,
+                o.metrics_token[0] ? "bearer token" : "loopback clients only");
+    }
     struct http_daemon_config dc = {
         .listen = o.listen, .workers = workers, .shutdown_ms = 10000, .name = "agora server"};
     struct http_daemon_ops ops = {
@@ -345,6 +520,10 @@ int cmd_server(int argc, char **argv)
     http_pool_destroy(o.hash_pool);
     http_pool_destroy(o.pool);
     app_ready_stop(o.ready);
+    if (o.metrics_fd >= 0)
+        close(o.metrics_fd);
+    app_metrics_free(o.metrics);
+    sodium_memzero(o.metrics_token, sizeof(o.metrics_token));
     if (rc == 0)
         fprintf(stderr, "agora server: stopped\n");
     return rc;
@@ -353,5 +532,9 @@ fail:
     http_pool_destroy(o.hash_pool);
     http_pool_destroy(o.pool);
     app_ready_stop(o.ready);
+    if (o.metrics_fd >= 0)
+        close(o.metrics_fd);
+    app_metrics_free(o.metrics);
+    sodium_memzero(o.metrics_token, sizeof(o.metrics_token));
     return 1;
 }

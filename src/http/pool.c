@@ -70,6 +70,7 @@ struct http_pool {
     pthread_cond_t started; /* a thread finished thread_init */
     struct http_pool_job *qhead, *qtail;
     unsigned queued;
+    unsigned running;
     int stopping;
     struct pool_thread *threads;
     unsigned nthreads; /* threads started */
@@ -378,15 +379,22 @@ static void *thread_main(void *arg)
         struct http_pool_job *job = p->qhead;
         queue_unlink(p, job);
         job->state = JOB_RUNNING;
-        job->expired = loop_clock_us() - job->enq_us > (uint64_t)p->cfg.max_wait_ms * 1000;
-        if (job->expired)
+        uint64_t waited = loop_clock_us() - job->enq_us;
+        job->expired = waited > (uint64_t)p->cfg.max_wait_ms * 1000;
+        if (job->expired) {
             p->stats.expired++;
+        } else {
+            p->running++;
+            p->stats.wait_hist[prom_bucket(waited)]++;
+            p->stats.wait_sum_us += waited;
+        }
         pthread_mutex_unlock(&p->mu);
         if (!job->expired)
             p->cfg.handler(t->tctx, &job->req, &job->resp);
         pthread_mutex_lock(&p->mu);
         job->state = JOB_DONE;
         p->stats.done += !job->expired;
+        p->running -= !job->expired;
         pthread_mutex_unlock(&p->mu);
         port_post(job);
         pthread_mutex_lock(&p->mu);
@@ -463,5 +471,9 @@ void http_pool_stats(struct http_pool *p, struct http_pool_stats *out)
 {
     pthread_mutex_lock(&p->mu);
     *out = p->stats;
+    out->threads = p->cfg.threads;
+    out->max_queue = p->cfg.max_queue;
+    out->running = p->running;
+    out->queued = p->queued;
     pthread_mutex_unlock(&p->mu);
 }

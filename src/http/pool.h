@@ -30,6 +30,7 @@
 #include <stddef.h>
 
 #include "core/loop.h"
+#include "core/prom.h"
 #include "http/message.h"
 
 struct http_pool;
@@ -75,12 +76,20 @@ struct http_pool_job *http_pool_submit(struct http_pool_port *port, const struct
  * unseen. done is never called for it. */
 void http_pool_cancel(struct http_pool_job *job);
 
-/* Counters since creation (any thread; approximate while jobs run). */
+/* Counters since creation and gauges (any thread; one consistent copy, taken under the lock the
+ * queue takes anyway: the counting costs the request path no lock of its own). */
 struct http_pool_stats {
     unsigned long long done;     /* jobs run */
     unsigned long long full;     /* submits refused: queue full */
     unsigned long long expired;  /* jobs answered 503: waited too long */
     unsigned long long canceled; /* jobs withdrawn */
+    unsigned threads;            /* the pool's threads */
+    unsigned max_queue;          /* jobs that may wait */
+    unsigned running;            /* jobs running now */
+    unsigned queued;             /* jobs waiting now */
+    /* The wait of each job that ran, from submit to a thread taking it (core/prom.h buckets). */
+    uint64_t wait_hist[PROM_BUCKETS];
+    uint64_t wait_sum_us;
 };
 void http_pool_stats(struct http_pool *p, struct http_pool_stats *out);
 

@@ -1,9 +1,9 @@
 /* admin.c — runtime control of the server set over HTTP/JSON; see admin.h.
  *
- * One module although over 700 lines: every route (the server set, /metrics, the dashboard's
- * data) sits behind the same gate — the Host check against DNS rebinding, the bearer token with
- * its throttle, the JSON-only bodies — and the gate is easiest to keep whole where every route
- * is. The documents themselves are written elsewhere (servers.c, metrics.c, dashboard.c). */
+ * Every route (the server set, /metrics, the dashboard's data) sits behind the same gate: the
+ * Host check against DNS rebinding and the bearer token with its throttle (http/gate.h, shared
+ * with the web server's /metrics listener), then the JSON-only bodies. The documents themselves
+ * are written elsewhere (servers.c, metrics.c, dashboard.c). */
 #include "lb/admin.h"
 
 #include <arpa/inet.h>
@@ -11,7 +11,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,29 +21,11 @@
 #include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/net.h"
+#include "http/gate.h"
 #include "http/server.h"
 #include "lb/dashboard.h"
 #include "lb/events.h"
 #include "lb/metrics.h"
-
-/* Wrong tokens are counted per client address: after FAIL_LIMIT in a window of FAIL_WINDOW_MS
- * further wrong tokens from that address get 429 (and are no longer logged one by one) until the
- * window ends. The right token is always accepted: every local process shares 127.0.0.1, and a
- * throttle that refused the right token too would let any of them lock the operator (and
- * `agora up`) out of the admin API (found by the review of issue 9). What makes guessing hopeless
- * is the token itself: 256 random bits when generated; a configured one shorter than 16
- * characters is warned about at start. Requests with no token at all are refused and logged but
- * not counted. The table is small and evicts the oldest window: it bounds log noise from one
- * address. */
-#define FAIL_SLOTS     64
-#define FAIL_LIMIT     10
-#define FAIL_WINDOW_MS 60000
-
-struct fail_slot {
-    char ip[64];
-    uint64_t since_ms; /* start of the window; 0 = free */
-    unsigned count;
-};
 
 struct lb_admin {
     struct loop *loop;
@@ -53,13 +34,9 @@ struct lb_admin {
     struct http_server *srv;
     struct http_buffered hb;
     struct loop_timer drain_timer;
-    struct lb_dashboard *dash;      /* the dashboard's series sampler */
-    char token[LB_ADMIN_TOKEN_MAX]; /* the bearer token in force (configured or generated) */
-    char token_path[512];           /* the file a generated token was written to; "" if none */
-    char host[128];                 /* host part of the admin address, for the Host check */
-    int host_bracketed;             /* it was written "[v6]:port" */
-    int wildcard;                   /* admin address is 0.0.0.0 / [::]: any IP literal is this host */
-    struct fail_slot fails[FAIL_SLOTS];
+    struct lb_dashboard *dash; /* the dashboard's series sampler */
+    struct http_gate gate;     /* Host, token (configured or generated) and its throttle */
+    char token_path[512];      /* the file a generated token was written to; "" if none */
 };
 
 /* Starts a JSON answer with this status: sets Content-Type and opens the document's object in w
@@ -78,81 +55,6 @@ static void reply_end(struct jsonw *w)
     buf_puts(w->b, "\n");
 }
 
-/* Answers {"error": message} with this status, the message printf-formatted (and escaped). */
-static void reply_error(struct http_response *resp, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void reply_error(struct http_response *resp, int status, const char *fmt, ...)
-{
-    struct jsonw w;
-    struct buf msg = {0};
-    va_list ap;
-    va_start(ap, fmt);
-    buf_vprintf(&msg, fmt, ap);
-    va_end(ap);
-    reply_begin(resp, status, &w);
-    jsonw_kv_str(&w, "error", buf_cstr(&msg));
-    reply_end(&w);
-    buf_free(&msg);
-}
-
-/* Copies at most 100 bytes of v into out for a log line, control bytes shown as '?'. */
-static const char *printable(const char *v, size_t n, char *out, size_t outlen)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n && i < 100 && k + 1 < outlen; i++)
-        out[k++] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '?';
-    out[k] = '\0';
-    return out;
-}
-
-/* 1 if the Host value v (n bytes, "name[:port]" or "[v6][:port]") names this admin API: a
- * loopback name (localhost, 127.x.x.x, [::1]), the host of the admin address, or, when that
- * address is a wildcard, any IP literal (DNS rebinding needs a name; an IP literal cannot be
- * rebound). Anything else may be an attacker's name resolving to us. */
-static int host_allowed(const struct lb_admin *a, const char *v, size_t n)
-{
-    char host[256];
-    const char *end = v + n, *hp, *he, *rest;
-    int bracketed = n > 0 && v[0] == '[';
-    if (bracketed) {
-        he = memchr(v, ']', n);
-        if (!he)
-            return 0;
-        hp = v + 1;
-        rest = he + 1;
-    } else {
-        const char *colon = NULL;
-        for (const char *p = v; p < end; p++)
-            if (*p == ':')
-                colon = p;
-        hp = v;
-        he = colon ? colon : end;
-        rest = he;
-    }
-    if (rest < end) { /* ":port", digits only */
-        if (*rest != ':' || rest + 1 == end)
-            return 0;
-        for (const char *p = rest + 1; p < end; p++)
-            if (*p < '0' || *p > '9')
-                return 0;
-    }
-    if (he <= hp || (size_t)(he - hp) >= sizeof(host))
-        return 0;
-    memcpy(host, hp, (size_t)(he - hp));
-    host[he - hp] = '\0';
-    struct in_addr a4;
-    struct in6_addr a6;
-    int is_v4 = !bracketed && inet_pton(AF_INET, host, &a4) == 1;
-    int is_v6 = bracketed && inet_pton(AF_INET6, host, &a6) == 1;
-    if (!bracketed && !strcasecmp(host, "localhost"))
-        return 1;
-    if ((is_v4 || is_v6) && net_ip_is_loopback(host))
-        return 1;
-    if (a->host[0] && bracketed == a->host_bracketed && !strcasecmp(host, a->host))
-        return 1;
-    return a->wildcard && (is_v4 || is_v6);
-}
-
 /* 1 if a request body is declared as JSON: the media type of Content-Type (before any
  * parameters, case-insensitive) is application/json. */
 static int is_json(const struct http_request *req)
@@ -169,98 +71,14 @@ static int is_json(const struct http_request *req)
     return n == 16 && !strncasecmp(h->value.p, "application/json", 16);
 }
 
-/* The failure slot of ip (windows that ended are freed on the way); NULL if it has none. */
-static struct fail_slot *fail_find(struct lb_admin *a, const char *ip, uint64_t now)
-{
-    struct fail_slot *found = NULL;
-    for (size_t i = 0; i < FAIL_SLOTS; i++) {
-        struct fail_slot *f = &a->fails[i];
-        if (f->since_ms && now - f->since_ms >= FAIL_WINDOW_MS)
-            f->since_ms = 0;
-        if (f->since_ms && !strcmp(f->ip, ip))
-            found = f;
-    }
-    return found;
-}
-
-/* A new failure slot for ip (fail_find found none): a free one, else the oldest window. */
-static struct fail_slot *fail_new(struct lb_admin *a, const char *ip, uint64_t now)
-{
-    struct fail_slot *f = &a->fails[0];
-    for (size_t i = 1; i < FAIL_SLOTS && f->since_ms; i++)
-        if (a->fails[i].since_ms < f->since_ms)
-            f = &a->fails[i];
-    snprintf(f->ip, sizeof(f->ip), "%s", ip);
-    f->since_ms = now ? now : 1;
-    f->count = 0;
-    return f;
-}
-
-/* 1 if the request carries "Authorization: Bearer <the token>" (compared in constant time). */
-static int token_ok(const struct lb_admin *a, const struct http_request *req, int *present)
-{
-    const struct http_header *h = http_find_header(req->head, "authorization");
-    *present = h != NULL;
-    if (!h || h->value.n < 7 || strncasecmp(h->value.p, "Bearer ", 7))
-        return 0;
-    size_t tl = strlen(a->token);
-    return tl > 0 && h->value.n - 7 == tl && sodium_memcmp(h->value.p + 7, a->token, tl) == 0;
-}
-
-/* Checks Host and the target's form. Returns 1 when they are fine; otherwise the 403 is in resp. */
-static int admit_host(struct lb_admin *a, const struct http_request *req, struct http_response *resp)
-{
-    const struct http_head *h = req->head;
-    char shown[128];
-    if (!h->host.n || !h->target.n || h->target.p[0] != '/' || !host_allowed(a, h->host.p, h->host.n)) {
-        fprintf(stderr, "agora lb: admin: refused %s: Host '%s' is not this machine's admin address\n",
-                req->remote_addr, printable(h->host.p, h->host.n, shown, sizeof(shown)));
-        reply_error(resp, 403,
-                    "admin API: the Host header must be localhost, a loopback address or the admin address (DNS "
-                    "rebinding defence)");
-        return 0;
-    }
-    return 1;
-}
-
-/* Checks Host, the failure throttle, the token and the body type, in that order. Returns 1 when
- * the request may proceed; otherwise the refusal is in resp (403, 429, 401 or 415). */
+/* The gate (http/gate.h: Host, then the token and its throttle), then the body type. Returns 1
+ * when the request may proceed; otherwise the refusal is in resp (403, 429, 401 or 415). */
 static int admit(struct lb_admin *a, const struct http_request *req, struct http_response *resp)
 {
-    if (!admit_host(a, req, resp))
+    if (!http_gate_admit(&a->gate, req, resp))
         return 0;
-    uint64_t now = loop_clock_us() / 1000;
-    int present;
-    if (!token_ok(a, req, &present)) {
-        struct fail_slot *f = fail_find(a, req->remote_addr, now);
-        if (present && f && f->count >= FAIL_LIMIT) {
-            unsigned wait_s = (unsigned)((f->since_ms + FAIL_WINDOW_MS - now + 999) / 1000);
-            http_response_header(resp, "Retry-After", "%u", wait_s);
-            reply_error(resp, 429, "admin API: too many failed attempts from %s; retry in %u s", req->remote_addr,
-                        wait_s);
-            return 0;
-        }
-        if (present) {
-            if (!f)
-                f = fail_new(a, req->remote_addr, now);
-            f->count++;
-            fprintf(stderr, "agora lb: admin: refused %s: wrong bearer token (%u of %d allowed a minute)\n",
-                    req->remote_addr, f->count, FAIL_LIMIT);
-            if (f->count == FAIL_LIMIT)
-                fprintf(stderr, "agora lb: admin: throttling %s for %d s\n", req->remote_addr, FAIL_WINDOW_MS / 1000);
-        } else {
-            fprintf(stderr, "agora lb: admin: refused %s: no bearer token\n", req->remote_addr);
-        }
-        http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"agora-admin\"%s",
-                             present ? ", error=\"invalid_token\"" : "");
-        reply_error(resp, 401,
-                    "admin API: %s bearer token (send Authorization: Bearer TOKEN; see agora lb --help for where "
-                    "the token is)",
-                    present ? "wrong" : "missing");
-        return 0;
-    }
     if (req->body_len > 0 && !is_json(req)) {
-        reply_error(resp, 415, "admin API: request bodies must be Content-Type: application/json");
+        http_gate_reply_error(resp, 415, "admin API: request bodies must be Content-Type: application/json");
         return 0;
     }
     return 1;
@@ -299,7 +117,7 @@ static json_t *parse_body(const struct http_request *req, struct http_response *
     json_t *j = req->body_len ? json_loadb(req->body, req->body_len, 0, &e) : json_object();
     if (!j || !json_is_object(j)) {
         json_decref(j);
-        reply_error(resp, 400, "request body must be a JSON object");
+        http_gate_reply_error(resp, 400, "request body must be a JSON object");
         return NULL;
     }
     return j;
@@ -312,7 +130,7 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
         return;
     json_t *url = json_object_get(j, "url"), *weight = json_object_get(j, "weight");
     if (!json_is_string(url) || (weight && !json_is_integer(weight))) {
-        reply_error(resp, 400, "expected {\"url\": string, \"weight\": integer}");
+        http_gate_reply_error(resp, 400, "expected {\"url\": string, \"weight\": integer}");
         goto out;
     }
     char spec[600], err[400];
@@ -322,7 +140,7 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
         snprintf(spec, sizeof(spec), "%s", json_string_value(url));
     struct lb_server *s = lb_server_new(spec, err, sizeof(err));
     if (!s) {
-        reply_error(resp, 422, "%s", err);
+        http_gate_reply_error(resp, 422, "%s", err);
         goto out;
     }
     struct lb_set *cur = lb_registry_get(&a->sh->registry);
@@ -330,7 +148,8 @@ static void do_add(struct lb_admin *a, const struct http_request *req, struct ht
     size_t n = cur->n;
     lb_set_unref(cur);
     if (exists || n >= LB_MAX_BACKENDS) {
-        reply_error(resp, exists ? 409 : 422, "%s", exists ? "server already in the set" : "too many servers");
+        http_gate_reply_error(resp, exists ? 409 : 422, "%s",
+                              exists ? "server already in the set" : "too many servers");
         lb_server_unref(s);
         goto out;
     }
@@ -361,7 +180,7 @@ static void serve_page(const struct http_request *req, struct http_response *res
 {
     if (req->head->method != HTTP_GET && req->head->method != HTTP_HEAD) {
         http_response_header(resp, "Allow", "GET, HEAD");
-        reply_error(resp, 405, "method not allowed");
+        http_gate_reply_error(resp, 405, "method not allowed");
         return;
     }
     http_response_header(resp, "Content-Type", "%s", type);
@@ -399,7 +218,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
     size_t len;
     if (lb_dashboard_file(p, n, &type, &data, &len)) {
         /* The page holds no data: it is served without the token (Host is checked as always). */
-        if (admit_host(a, req, resp))
+        if (http_gate_admit_host(&a->gate, req, resp))
             serve_page(req, resp, type, data, len);
         return;
     }
@@ -409,9 +228,9 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         uint64_t since;
         if (h->method != HTTP_GET && h->method != HTTP_HEAD) {
             http_response_header(resp, "Allow", "GET");
-            reply_error(resp, 405, "method not allowed");
+            http_gate_reply_error(resp, 405, "method not allowed");
         } else if (query_since(h->query, &since) < 0) {
-            reply_error(resp, 400, "the query may only be since=N (a decimal number)");
+            http_gate_reply_error(resp, 400, "the query may only be since=N (a decimal number)");
         } else {
             http_response_header(resp, "Content-Type", "application/json");
             http_response_header(resp, "Cache-Control", "no-store");
@@ -432,14 +251,14 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
             do_add(a, req, resp);
         } else {
             http_response_header(resp, "Allow", "GET, POST");
-            reply_error(resp, 405, "method not allowed");
+            http_gate_reply_error(resp, 405, "method not allowed");
         }
         return;
     }
     if (n == 8 && !memcmp(p, "/metrics", 8)) {
         if (h->method != HTTP_GET && h->method != HTTP_HEAD) {
             http_response_header(resp, "Allow", "GET");
-            reply_error(resp, 405, "method not allowed");
+            http_gate_reply_error(resp, 405, "method not allowed");
             return;
         }
         struct lb_set *set = lb_registry_get(&a->sh->registry);
@@ -449,7 +268,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         return;
     }
     if (n <= 9 || memcmp(p, "/servers/", 9)) {
-        reply_error(resp, 404, "no such admin route");
+        http_gate_reply_error(resp, 404, "no such admin route");
         return;
     }
     const char *seg = p + 9, *end = p + n;
@@ -461,7 +280,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
     struct lb_server *s = find(set, seg, seglen);
     struct jsonw w;
     if (!s) {
-        reply_error(resp, 404, "no such server in the set (use host:port as shown by GET /servers)");
+        http_gate_reply_error(resp, 404, "no such server in the set (use host:port as shown by GET /servers)");
         goto out;
     }
 #define ACTION(x) (alen == sizeof(x) - 1 && !memcmp(action, x, alen))
@@ -478,7 +297,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
             goto out;
         json_t *wt = json_object_get(j, "weight");
         if (!json_is_integer(wt) || json_integer_value(wt) < 1 || json_integer_value(wt) > 1000) {
-            reply_error(resp, 422, "weight must be an integer from 1 to 1000");
+            http_gate_reply_error(resp, 422, "weight must be an integer from 1 to 1000");
         } else {
             unsigned was = atomic_exchange(&s->weight, (unsigned)json_integer_value(wt));
             set_change(a, NULL, NULL); /* new generation: policies rebuild with the new weight */
@@ -496,7 +315,7 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         json_t *then = json_object_get(j, "then");
         if (then && (!json_is_string(then) ||
                      (strcmp(json_string_value(then), "remove") && strcmp(json_string_value(then), "park")))) {
-            reply_error(resp, 422, "then must be \"remove\" or \"park\"");
+            http_gate_reply_error(resp, 422, "then must be \"remove\" or \"park\"");
         } else {
             int remove = !then || !strcmp(json_string_value(then), "remove");
             atomic_store(&s->drain_remove, remove);
@@ -521,9 +340,9 @@ static void admin_handle(void *ctx, const struct http_request *req, struct http_
         jsonw_kv_str(&w, "enabled", s->key);
         reply_end(&w);
     } else if (!action || ACTION("weight") || ACTION("drain") || ACTION("enable")) {
-        reply_error(resp, 405, "method not allowed");
+        http_gate_reply_error(resp, 405, "method not allowed");
     } else {
-        reply_error(resp, 404, "no such admin route");
+        http_gate_reply_error(resp, 404, "no such admin route");
     }
 #undef ACTION
 out:
@@ -650,16 +469,16 @@ out:
     return rc;
 }
 
-/* Sets a->token: the configured one, or a new random one (256 bits, hex) written to the token
+/* Sets a->gate.token: the configured one, or a new random one (256 bits, hex) written to the token
  * file (the configured path, or the default one for the port actually bound). */
 static int setup_token(struct lb_admin *a, int fd, char *err, size_t errlen)
 {
     const struct lb_config *cfg = a->sh->cfg;
     if (cfg->admin_token[0]) {
-        snprintf(a->token, sizeof(a->token), "%s", cfg->admin_token);
-        if (strlen(a->token) < 16)
+        snprintf(a->gate.token, sizeof(a->gate.token), "%s", cfg->admin_token);
+        if (strlen(a->gate.token) < 16)
             fprintf(stderr, "agora lb: warning: the admin token has only %zu characters; use 32 or more random ones\n",
-                    strlen(a->token));
+                    strlen(a->gate.token));
         return 0;
     }
     char path[sizeof(a->token_path)], e[400];
@@ -683,9 +502,9 @@ static int setup_token(struct lb_admin *a, int fd, char *err, size_t errlen)
         return -1;
     }
     randombytes_buf(raw, sizeof(raw));
-    sodium_bin2hex(a->token, sizeof(a->token), raw, sizeof(raw));
+    sodium_bin2hex(a->gate.token, sizeof(a->gate.token), raw, sizeof(raw));
     sodium_memzero(raw, sizeof(raw));
-    if (write_token_file(path, a->token, e, sizeof(e)) < 0) {
+    if (write_token_file(path, a->gate.token, e, sizeof(e)) < 0) {
         snprintf(err, errlen, "cannot write the admin token file: %s", e);
         return -1;
     }
@@ -694,35 +513,14 @@ static int setup_token(struct lb_admin *a, int fd, char *err, size_t errlen)
     return 0;
 }
 
-/* Parses the host part of the admin address for the Host check. */
-static void set_admin_host(struct lb_admin *a, const struct net_addr *addr)
-{
-    const char *l = a->sh->cfg->admin_listen;
-    const char *start = l, *end;
-    if (l[0] == '[') {
-        a->host_bracketed = 1;
-        start = l + 1;
-        end = strchr(start, ']');
-    } else {
-        end = strrchr(l, ':');
-    }
-    if (!end)
-        end = start; /* "PORT": all interfaces */
-    snprintf(a->host, sizeof(a->host), "%.*s", (int)(end - start), start);
-    if (addr->ss.ss_family == AF_INET)
-        a->wildcard = ((const struct sockaddr_in *)&addr->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
-    else if (addr->ss.ss_family == AF_INET6)
-        a->wildcard = IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&addr->ss)->sin6_addr);
-}
-
 /* Removes a generated token's file if it still holds our token (a newer balancer may have
  * replaced it), and wipes the token from memory. */
 static void forget_token(struct lb_admin *a)
 {
     char cur[LB_ADMIN_TOKEN_MAX];
-    if (a->token_path[0] && lb_admin_read_token(a->token_path, cur, sizeof(cur)) == 0 && !strcmp(cur, a->token))
+    if (a->token_path[0] && lb_admin_read_token(a->token_path, cur, sizeof(cur)) == 0 && !strcmp(cur, a->gate.token))
         unlink(a->token_path);
-    sodium_memzero(a->token, sizeof(a->token));
+    sodium_memzero(a->gate.token, sizeof(a->gate.token));
 }
 
 struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct lb_health *health, char *err,
@@ -744,7 +542,7 @@ struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct 
     a->loop = loop;
     a->sh = sh;
     a->health = health;
-    set_admin_host(a, &addr);
+    http_gate_init(&a->gate, sh->cfg->admin_listen, &addr);
     if (setup_token(a, fd, err, errlen) < 0) {
         close(fd);
         free(a);

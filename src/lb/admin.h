@@ -33,12 +33,13 @@
 #include <stddef.h>
 
 #include "core/loop.h"
+#include "http/gate.h"
 #include "lb/health.h"
 #include "lb/proxy.h"
 
 struct lb_admin;
 
-#define LB_ADMIN_TOKEN_MAX 128 /* longest token + 1 (as lb_config.admin_token) */
+#define LB_ADMIN_TOKEN_MAX HTTP_GATE_TOKEN_MAX /* longest token + 1 (as lb_config.admin_token) */
 
 /* The default token file of an admin API on port: "$XDG_RUNTIME_DIR/agora-admin-PORT.token" when
  * XDG_RUNTIME_DIR is an absolute path, else "/tmp/agora-UID/admin-PORT.token"; that directory is

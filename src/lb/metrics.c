@@ -2,100 +2,78 @@
 #include "lb/metrics.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/loop.h"
+#include "core/prom.h"
 #include "lb/servers.h"
 
-static void family(struct buf *out, const char *name, const char *type, const char *help)
+/* Each server's label set server="KEY" (escaped), made once per scrape: lab[i] for set->servers[i]
+ * (one block, freed by free(lab)). */
+static const char **server_labels(const struct lb_set *set)
 {
-    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-/* Label values are host:port from the configuration; escaped anyway as the format requires
- * (one append when nothing needs it, the usual case: a scrape writes thousands of samples). */
-static void put_label_value(struct buf *out, const char *v)
-{
-    size_t n = strcspn(v, "\\\"\n");
-    buf_append(out, v, n);
-    for (v += n; *v; v++) {
-        if (*v == '\\' || *v == '"')
-            buf_append(out, (char[]){'\\', *v}, 2);
-        else if (*v == '\n')
-            buf_append(out, "\\n", 2);
-        else
-            buf_append(out, v, 1);
+    struct buf b = {0};
+    size_t *off = alloc_calloc(set->n + 1, sizeof(*off));
+    for (size_t i = 0; i < set->n; i++) {
+        off[i] = buf_used(&b);
+        buf_append(&b, "server=\"", 8);
+        prom_label_value(&b, set->servers[i]->key);
+        buf_append(&b, "\"", 2); /* and the NUL */
     }
-}
-
-/* name{server="KEY"[,extra]} value — without printf. */
-static void sample(struct buf *out, const char *name, const struct lb_server *s, const char *extra, uint64_t v)
-{
-    buf_puts(out, name);
-    buf_append(out, "{server=\"", 9);
-    put_label_value(out, s->key);
-    buf_append(out, "\"", 1);
-    if (extra) {
-        buf_append(out, ",", 1);
-        buf_puts(out, extra);
-    }
-    buf_append(out, "} ", 2);
-    buf_put_u64(out, (unsigned long long)v);
-    buf_append(out, "\n", 1);
+    size_t ptrs = (set->n + 1) * sizeof(char *);
+    const char **lab = alloc_malloc(ptrs + buf_used(&b));
+    char *text = (char *)lab + ptrs;
+    memcpy(text, buf_head(&b), buf_used(&b));
+    for (size_t i = 0; i < set->n; i++)
+        lab[i] = text + off[i];
+    lab[set->n] = NULL;
+    free(off);
+    buf_free(&b);
+    return lab;
 }
 
 /* One family with one sample per server, from a field read by get. */
 #define PER_SERVER(out, set, name, type, help, expr)                                                                   \
     do {                                                                                                               \
-        family(out, name, type, help);                                                                                 \
+        prom_family(out, name, type, help);                                                                            \
         for (size_t i_ = 0; i_ < (set)->n; i_++) {                                                                     \
             const struct lb_server *s = (set)->servers[i_];                                                            \
-            sample(out, name, s, NULL, (uint64_t)(expr));                                                              \
+            prom_sample(out, name, lab[i_], (uint64_t)(expr));                                                         \
         }                                                                                                              \
     } while (0)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static void histogram(struct buf *out, const struct lb_set *set)
+static void histogram(struct buf *out, const char **lab, const struct lb_set *set)
 {
-    static const uint64_t bounds[] = LB_PROM_BOUNDS_US;
     const char *name = "agora_lb_server_response_seconds";
-    family(out, name, "histogram",
-           "Time from sending a request to the server to its complete response head, in seconds.");
-    char le[LB_PROM_BUCKETS][32]; /* the same for every server: formatted once */
-    for (unsigned b = 0; b < LB_PROM_BUCKETS; b++) {
-        if (b < LB_PROM_BUCKETS - 1)
-            snprintf(le[b], sizeof(le[b]), "le=\"%g\"", (double)bounds[b] / 1e6);
-        else
-            snprintf(le[b], sizeof(le[b]), "le=\"+Inf\"");
-    }
+    prom_family(out, name, "histogram",
+                "Time from sending a request to the server to its complete response head, in seconds.");
     for (size_t i = 0; i < set->n; i++) {
         const struct lb_server *s = set->servers[i];
-        uint64_t cum = 0;
-        for (unsigned b = 0; b < LB_PROM_BUCKETS; b++) {
-            cum += LOAD(s->prom_hist[b]);
-            sample(out, "agora_lb_server_response_seconds_bucket", s, le[b], cum);
-        }
-        buf_printf(out, "agora_lb_server_response_seconds_sum{server=\"");
-        put_label_value(out, s->key);
-        buf_printf(out, "\"} %.6f\n", (double)LOAD(s->lat_sum_us) / 1e6);
-        sample(out, "agora_lb_server_response_seconds_count", s, NULL, cum);
+        uint64_t counts[PROM_BUCKETS];
+        for (unsigned b = 0; b < PROM_BUCKETS; b++)
+            counts[b] = LOAD(s->prom_hist[b]);
+        prom_histogram(out, name, lab[i], counts, LOAD(s->lat_sum_us));
     }
 }
 
 void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, struct buf *out)
 {
     uint64_t now_ms = loop_clock_us() / 1000;
-    family(out, "agora_lb_servers", "gauge", "Servers in the set.");
+    const char **lab = server_labels(set);
+    prom_family(out, "agora_lb_servers", "gauge", "Servers in the set.");
     buf_printf(out, "agora_lb_servers %zu\n", set->n);
-    family(out, "agora_lb_config_generation", "gauge",
-           "Generation of the server set (grows with every reload and admin change).");
+    prom_family(out, "agora_lb_config_generation", "gauge",
+                "Generation of the server set (grows with every reload and admin change).");
     buf_printf(out, "agora_lb_config_generation %u\n", set->gen);
-    family(out, "agora_lb_reloads_total", "counter", "Successful configuration reloads (SIGHUP).");
+    prom_family(out, "agora_lb_reloads_total", "counter", "Successful configuration reloads (SIGHUP).");
     buf_printf(out, "agora_lb_reloads_total %llu\n", (unsigned long long)LOAD(c->reloads));
-    family(out, "agora_lb_answers_total", "counter",
-           "Responses the balancer made itself (no server answered, the request was refused or malformed, a "
-           "timeout or a limit), by status.");
+    prom_family(out, "agora_lb_answers_total", "counter",
+                "Responses the balancer made itself (no server answered, the request was refused or malformed, a "
+                "timeout or a limit), by status.");
     for (unsigned i = 1; i <= HTTP_ANSWER_N; i++) {
         unsigned k = i % HTTP_ANSWER_N; /* the codes in order, "other" (index 0) last */
         uint64_t v = LOAD(c->answers.by_code[k]) + LOAD(c->http.answers.by_code[k]);
@@ -104,17 +82,17 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
         else
             buf_printf(out, "agora_lb_answers_total{code=\"other\"} %llu\n", (unsigned long long)v);
     }
-    family(out, "agora_lb_client_connections", "gauge", "Open client connections, all workers.");
+    prom_family(out, "agora_lb_client_connections", "gauge", "Open client connections, all workers.");
     int conns = LOAD(c->http.conns);
     buf_printf(out, "agora_lb_client_connections %d\n", conns > 0 ? conns : 0);
-    family(out, "agora_lb_retry_budget_refusals_total", "counter",
-           "Retries not made because the retry budget was spent.");
+    prom_family(out, "agora_lb_retry_budget_refusals_total", "counter",
+                "Retries not made because the retry budget was spent.");
     buf_printf(out, "agora_lb_retry_budget_refusals_total %llu\n", (unsigned long long)LOAD(c->budget_refusals));
 
     PER_SERVER(out, set, "agora_lb_server_up", "gauge", "Whether the server's last health check passed (1) or not (0).",
                LOAD(s->healthy) ? 1 : 0);
-    family(out, "agora_lb_server_admin_state", "gauge",
-           "The server's administrative state: 1 for the state it is in, 0 for the others.");
+    prom_family(out, "agora_lb_server_admin_state", "gauge",
+                "The server's administrative state: 1 for the state it is in, 0 for the others.");
     static const char *const states[] = {"active", "draining", "parked"};
     for (size_t i = 0; i < set->n; i++) {
         const struct lb_server *s = set->servers[i];
@@ -122,7 +100,7 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
         for (int k = 0; k < 3; k++) {
             char extra[32];
             snprintf(extra, sizeof(extra), "state=\"%s\"", states[k]);
-            sample(out, "agora_lb_server_admin_state", s, extra, st == k);
+            prom_sample2(out, "agora_lb_server_admin_state", lab[i], extra, st == k);
         }
     }
     PER_SERVER(out, set, "agora_lb_server_ejected", "gauge",
@@ -133,14 +111,14 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
                LOAD(s->inflight) > 0 ? LOAD(s->inflight) : 0);
     PER_SERVER(out, set, "agora_lb_server_requests_total", "counter",
                "Requests sent to the server (each attempt, retries included).", LOAD(s->total));
-    family(out, "agora_lb_server_responses_total", "counter",
-           "Response heads from the server relayed, by status class.");
+    prom_family(out, "agora_lb_server_responses_total", "counter",
+                "Response heads from the server relayed, by status class.");
     for (size_t i = 0; i < set->n; i++) {
         const struct lb_server *s = set->servers[i];
         for (int k = 0; k < 5; k++) {
             char extra[24];
             snprintf(extra, sizeof(extra), "code=\"%dxx\"", k + 1);
-            sample(out, "agora_lb_server_responses_total", s, extra, LOAD(s->responses[k]));
+            prom_sample2(out, "agora_lb_server_responses_total", lab[i], extra, LOAD(s->responses[k]));
         }
     }
     PER_SERVER(out, set, "agora_lb_server_errors_total", "counter",
@@ -151,17 +129,18 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
                "Requests that failed on the server and were sent to another.", LOAD(s->retries));
     PER_SERVER(out, set, "agora_lb_server_ejections_total", "counter", "Times passive health took the server out.",
                LOAD(s->ejections_total));
-    family(out, "agora_lb_server_connections", "gauge",
-           "Backend connections to the server: open (all), and idle in the keep-alive pools.");
+    prom_family(out, "agora_lb_server_connections", "gauge",
+                "Backend connections to the server: open (all), and idle in the keep-alive pools.");
     for (size_t i = 0; i < set->n; i++) {
         const struct lb_server *s = set->servers[i];
         int open = LOAD(s->conns_open), idle = LOAD(s->conns_idle);
-        sample(out, "agora_lb_server_connections", s, "state=\"open\"", open > 0 ? (uint64_t)open : 0);
-        sample(out, "agora_lb_server_connections", s, "state=\"idle\"", idle > 0 ? (uint64_t)idle : 0);
+        prom_sample2(out, "agora_lb_server_connections", lab[i], "state=\"open\"", open > 0 ? (uint64_t)open : 0);
+        prom_sample2(out, "agora_lb_server_connections", lab[i], "state=\"idle\"", idle > 0 ? (uint64_t)idle : 0);
     }
     PER_SERVER(out, set, "agora_lb_server_sent_bytes_total", "counter", "Request bytes written to the server.",
                LOAD(s->bytes_sent));
     PER_SERVER(out, set, "agora_lb_server_received_bytes_total", "counter", "Response bytes read from the server.",
                LOAD(s->bytes_received));
-    histogram(out, set);
+    histogram(out, lab, set);
+    free(lab);
 }

@@ -16,7 +16,8 @@
  * times in seconds, sizes in bytes; labels have bounded values only (the server's host:port from
  * the configuration, a status class, a state from a fixed list); every family has HELP and TYPE.
  * The histogram buckets span 0.5 ms to 10 s, the range from a fast backend on loopback to the
- * response timeout's order. */
+ * response timeout's order; they and the text format's pieces are core/prom.h's, shared with
+ * the web server's /metrics. */
 #ifndef AGORA_LB_METRICS_H
 #define AGORA_LB_METRICS_H
 #include <stdatomic.h>

@@ -226,12 +226,8 @@ static uint64_t hist_upper(unsigned b)
 
 void lb_hist_record(struct lb_server *s, uint64_t us)
 {
-    static const uint64_t bounds[] = LB_PROM_BOUNDS_US;
     atomic_fetch_add_explicit(&s->hist[hist_bucket(us)], 1, memory_order_relaxed);
-    unsigned b = 0;
-    while (b < LB_PROM_BUCKETS - 1 && us > bounds[b])
-        b++;
-    atomic_fetch_add_explicit(&s->prom_hist[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->prom_hist[prom_bucket(us)], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->lat_sum_us, us, memory_order_relaxed);
 }
 

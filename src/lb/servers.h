@@ -16,16 +16,11 @@
 
 #include "core/buf.h"
 #include "core/net.h"
+#include "core/prom.h"
 
 struct lb_events;
 
 #define LB_HIST_BUCKETS 96
-/* Upper bounds (µs) of the response-time buckets /metrics exposes (metrics.h); +Inf follows. */
-#define LB_PROM_BOUNDS_US                                                                                              \
-    {                                                                                                                  \
-        500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000        \
-    }
-#define LB_PROM_BUCKETS 15 /* the bounds above and +Inf */
 
 enum lb_admin_state {
     LB_ADMIN_ACTIVE = 0, /* takes traffic when healthy */
@@ -54,10 +49,10 @@ struct lb_server {
     atomic_uint_fast64_t ejections_total;
     atomic_uint_fast64_t hist[LB_HIST_BUCKETS]; /* response latency histogram (see lb_hist_*) */
     /* for /metrics (metrics.h), written by the workers */
-    atomic_uint_fast64_t prom_hist[LB_PROM_BUCKETS]; /* the same samples in Prometheus buckets */
-    atomic_uint_fast64_t lat_sum_us;                 /* and their sum */
-    atomic_uint_fast64_t responses[5];               /* response heads relayed, by class 1xx..5xx */
-    atomic_uint_fast64_t retries;                    /* requests retried on another server after failing here */
+    atomic_uint_fast64_t prom_hist[PROM_BUCKETS]; /* the same samples in Prometheus buckets */
+    atomic_uint_fast64_t lat_sum_us;              /* and their sum */
+    atomic_uint_fast64_t responses[5];            /* response heads relayed, by class 1xx..5xx */
+    atomic_uint_fast64_t retries;                 /* requests retried on another server after failing here */
     atomic_uint_fast64_t connect_failures;
     atomic_uint_fast64_t bytes_sent;     /* request bytes written to it */
     atomic_uint_fast64_t bytes_received; /* response bytes read from it */

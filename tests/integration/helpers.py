@@ -9,6 +9,7 @@ in one module of agora_test, by concern:
     agora_test/load.py        Load (keep-alive GETs from threads), percentile
     agora_test/api.py         `agora server` and its JSON API: ApiClient, field checks, pagination
     agora_test/cluster.py     AgoraCluster: servers on one database behind `agora lb`
+    agora_test/prom.py        the Prometheus text format of /metrics: parse, look up, promtool
 
 Each module's docstring lists its helpers. New helpers go into the module of their concern and
 are re-exported here.
@@ -28,3 +29,4 @@ from agora_test.api import (ACCOUNT_FIELDS, API_PASSWORD, ApiClient, ApiResponse
                             _username_count, _username_lock, check_account, check_post, next_link, rfc3339_ms,
                             start_agora_server, unique_username, walk_pages)  # noqa: F401
 from agora_test.cluster import AgoraCluster  # noqa: F401
+from agora_test.prom import histogram_buckets, metric, metric_or_zero, parse_metrics, promtool_check  # noqa: F401

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from helpers import ApiClient, free_port, start_agora_server, wait_for
+from helpers import LOCALHOST, ApiClient, free_port, http_request, metric, parse_metrics, start_agora_server, wait_for
 
 
 @pytest.fixture
@@ -26,7 +26,9 @@ def small_disk(tmp_path):
 
 def test_full_disk_answers_507_and_loses_no_acknowledged_post(agora_bin, small_disk):
     db = small_disk / "agora.db"
-    server = start_agora_server(agora_bin, db, extra_args=("--signup-limit", "off"))
+    mport = free_port()
+    server = start_agora_server(agora_bin, db, extra_args=("--signup-limit", "off", "--metrics-listen",
+                                                           "%s:%d" % (LOCALHOST, mport)))
     try:
         api = ApiClient(server.port)
         assert api.post("/api/v1/accounts", {"username": "disk1", "password": "correct horse 1"}).status == 201
@@ -53,6 +55,12 @@ def test_full_disk_answers_507_and_loses_no_acknowledged_post(agora_bin, small_d
         rid = refused.headers["x-request-id"]
         assert re.fullmatch(r"[0-9a-f]{32}", rid)
         assert wait_for(lambda: "agora: [%s] database full: " % rid in server.output(), 5), server.output()
+        # /metrics counts the failure by kind, and the answer under its route
+        m = parse_metrics(http_request(LOCALHOST, mport, "GET", "/metrics")[2].decode())
+        assert metric(m, "agora_server_db_errors_total", kind="full") == 1
+        assert metric(m, "agora_server_db_errors_total", kind="error") == 0
+        assert metric(m, "agora_server_requests_total", route="/api/v1/posts", method="POST", code="507") == 1
+        assert metric(m, "agora_server_store_seconds_count", op="post_create") == len(acked) + 1
         assert api.get("/health").status == 200  # reads go on
         assert all(api.get("/api/v1/posts/%s" % i).status == 200 for i in acked)
         os.unlink(str(small_disk / "filler"))

@@ -6,13 +6,12 @@ package) on the output, the balancer's own answers and retries against a server 
 connections, and the admin API's rules (token, Host) applied to /metrics too.
 """
 
-import re
 import shutil
 import subprocess
 
 import pytest
 
-from helpers import LOCALHOST, admin_request, admin_token, free_port, http_request
+from helpers import LOCALHOST, admin_request, admin_token, free_port, http_request, metric, parse_metrics
 
 
 def scrape(admin_port, token=None):
@@ -23,32 +22,8 @@ def scrape(admin_port, token=None):
     return status, headers, body.decode()
 
 
-SAMPLE = re.compile(r'^([a-z_]+)(?:\{([^}]*)\})? (\S+)$')
-
-
-def parse(text):
-    """{(name, frozenset of (label, value)): float}; every family has HELP and TYPE before it."""
-    out, typed = {}, set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            typed.add(line.split()[2])
-            continue
-        if line.startswith("#") or not line:
-            continue
-        m = SAMPLE.match(line)
-        assert m, "not a sample line: %r" % line
-        name, labels, value = m.groups()
-        base = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in typed or base in typed, "sample before its TYPE: %r" % line
-        pairs = frozenset(re.findall(r'(\w+)="([^"]*)"', labels or ""))
-        key = (name, pairs)
-        assert key not in out, "duplicate sample %r" % line
-        out[key] = float(value)
-    return out
-
-
-def value(m, name, **labels):
-    return m[(name, frozenset(labels.items()))]
+parse = parse_metrics
+value = metric
 
 
 def addr(backend):

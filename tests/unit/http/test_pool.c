@@ -200,6 +200,12 @@ static void test_full_queue_refuses_and_waiting_too_long_expires(void **state)
     assert_non_null(http_pool_submit(port, &f.req, done, &r[1]));
     assert_non_null(http_pool_submit(port, &f.req, done, &r[2]));
     assert_null(http_pool_submit(port, &f.req, done, &r[3])); /* queue of 2 is full */
+    struct http_pool_stats st;
+    http_pool_stats(p, &st); /* the gauges: one running, two waiting */
+    assert_int_equal(st.threads, 1);
+    assert_int_equal(st.max_queue, 2);
+    assert_int_equal(st.running, 1);
+    assert_int_equal(st.queued, 2);
     /* jobs 1 and 2 wait longer than 100 ms: answered expired, without running */
     run_for(loop, 400);
     assert_int_equal(r[1].called, 1);
@@ -213,11 +219,17 @@ static void test_full_queue_refuses_and_waiting_too_long_expires(void **state)
     assert_int_equal(r[0].status, 202);
     assert_int_equal(r[3].called, 0);
     assert_int_equal(gate.ran, 1);
-    struct http_pool_stats st;
     http_pool_stats(p, &st);
     assert_int_equal(st.done, 1);
     assert_int_equal(st.full, 1);
     assert_int_equal(st.expired, 2);
+    assert_int_equal(st.running, 0);
+    assert_int_equal(st.queued, 0);
+    uint64_t waits = 0; /* only the job that ran is in the queue-wait histogram */
+    for (unsigned b = 0; b < PROM_BUCKETS; b++)
+        waits += st.wait_hist[b];
+    assert_int_equal(waits, 1);
+    assert_true(st.wait_sum_us < 100000);
     http_pool_port_close(port);
     http_pool_destroy(p);
     loop_destroy(loop);

@@ -1,6 +1,7 @@
 /* test_admin.c — unit tests for the admin API's request checks and token files (src/lb/admin.c).
  *
- * Includes admin.c to reach its static helpers (as h2o's t/00unit does): the Host check against
+ * Includes admin.c to reach its static helpers (as h2o's t/00unit does): the Host check (the
+ * shared http/gate.h, set up as the admin API sets it up; tests/unit/http/test_gate.c has the rest) against
  * tables of names that must and must not pass (for a loopback, a specific and a wildcard admin
  * address), the Content-Type check, the token comparison, and the token file: atomic 0600 write
  * that replaces a symlink instead of following it, reading back, and the default path rules
@@ -26,10 +27,13 @@ static void admin_for(struct lb_admin *a, struct lb_config *cfg, struct lb_share
     a->sh = sh;
     struct net_addr addr;
     assert_int_equal(net_parse_addr(listen, &addr), 0);
-    set_admin_host(a, &addr);
+    http_gate_init(&a->gate, listen, &addr);
 }
 
-static int host_ok(const struct lb_admin *a, const char *host) { return host_allowed(a, host, strlen(host)); }
+static int host_ok(const struct lb_admin *a, const char *host)
+{
+    return http_gate_host_allowed(&a->gate, host, strlen(host));
+}
 
 static void test_host_check_loopback_admin(void **state)
 {
@@ -78,7 +82,7 @@ static void test_host_check_specific_and_wildcard_admin(void **state)
     struct lb_config cfg;
     struct lb_shared sh;
     admin_for(&a, &cfg, &sh, "192.0.2.1:8404");
-    assert_int_equal(a.wildcard, 0);
+    assert_int_equal(a.gate.wildcard, 0);
     assert_true(host_ok(&a, "192.0.2.1:8404"));
     assert_true(host_ok(&a, "192.0.2.1"));
     assert_true(host_ok(&a, "localhost"));
@@ -96,7 +100,7 @@ static void test_host_check_specific_and_wildcard_admin(void **state)
     static const char *const wild[] = {"0.0.0.0:8404", ":8404", "[::]:8404"};
     for (size_t i = 0; i < N(wild); i++) {
         admin_for(&a, &cfg, &sh, wild[i]);
-        assert_int_equal(a.wildcard, 1);
+        assert_int_equal(a.gate.wildcard, 1);
         assert_true(host_ok(&a, "192.0.2.7:8404"));
         assert_true(host_ok(&a, "[2001:db8::7]"));
         assert_true(host_ok(&a, "localhost"));
@@ -119,7 +123,7 @@ static void test_json_and_token_checks(void **state)
     struct lb_config cfg;
     struct lb_shared sh;
     admin_for(&a, &cfg, &sh, "127.0.0.1:8404");
-    snprintf(a.token, sizeof(a.token), "%s", "0123456789abcdef0123456789abcdef");
+    snprintf(a.gate.token, sizeof(a.gate.token), "%s", "0123456789abcdef0123456789abcdef");
     static struct http_head h;
     struct http_request req = {.head = &h, .body = "", .remote_addr = "127.0.0.1"};
     static const struct {
@@ -170,15 +174,15 @@ static void test_json_and_token_checks(void **state)
             snprintf(text, sizeof(text), "GET /servers HTTP/1.1\r\nHost: x\r\n\r\n");
         parse(text, &h);
         int present = -1;
-        if (token_ok(&a, &req, &present) != auths[i].ok || present != auths[i].present)
+        if (http_gate_token_ok(&a.gate, &req, &present) != auths[i].ok || present != auths[i].present)
             fail_msg("Authorization '%s': expected ok %d present %d", auths[i].auth ? auths[i].auth : "(none)",
                      auths[i].ok, auths[i].present);
     }
     /* An empty token never matches (a balancer always has one, but the check must not rely on it). */
-    a.token[0] = '\0';
+    a.gate.token[0] = '\0';
     parse("GET /servers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \r\n\r\n", &h);
     int present;
-    assert_int_equal(token_ok(&a, &req, &present), 0);
+    assert_int_equal(http_gate_token_ok(&a.gate, &req, &present), 0);
     lb_config_free(&cfg);
 }
 
