@@ -516,7 +516,6 @@ static int connect_db(struct pg_store *s, int with_schema)
         return STORE_BUSY;
     }
     s->round_trips++;
-    PQsetNoticeReceiver(s->conn, (PQnoticeReceiver)NULL, NULL);
     PQsetNoticeProcessor(s->conn, quiet, NULL);
     s->timeout_ms = MIGRATE_TIMEOUT_MS;
     int rc;
