@@ -244,11 +244,12 @@ static int finish(struct pg_store *s)
                       "filling own timelines", NULL)) != STORE_OK)
         return rc;
     /* every post of a followee below the limit was marked fanout = true above (the database was
-     * empty when the load began) */
+     * empty when the load began); no row can repeat (follows are unique and never to oneself), so
+     * no ON CONFLICT, whose speculative insertion costs about a third more */
     snprintf(sql, sizeof sql,
              "INSERT INTO home(owner, post_id) SELECT f.follower, p.id FROM follows f"
              " JOIN accounts a ON a.id = f.followee AND a.followers_count < %d"
-             " JOIN posts p ON p.author = f.followee ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+             " JOIN posts p ON p.author = f.followee ORDER BY 1, 2",
              lim);
     return pg_exec(s, sql, "filling home timelines", NULL);
 }
