@@ -1318,6 +1318,13 @@ static void test_session_expiry_and_revocation(void **state)
     assert_int_equal(t_session_account(&t, 2, t0), STORE_NOT_FOUND);
     assert_int_equal(t_session_account(&t, 3, t0), STORE_OK);
     assert_int_equal(t_revoke(&t, alice, id2), STORE_NOT_FOUND); /* purged */
+    /* the purge takes sessions last used exactly a lifetime ago, and nothing younger */
+    int64_t carol = mk(&t, "carol");
+    int64_t id6 = t_session_create(&t, 6, carol, "six", t0 + 100 * DAY_MS);
+    int64_t id7 = t_session_create(&t, 7, carol, "seven", t0 + 100 * DAY_MS + 1);
+    t_session_create(&t, 8, carol, "eight", t0 + 130 * DAY_MS);
+    assert_int_equal(t_revoke(&t, carol, id6), STORE_NOT_FOUND);
+    assert_int_equal(t_revoke(&t, carol, id7), STORE_OK);
 
     /* revoking: only one's own sessions */
     assert_int_equal(t_revoke(&t, alice, id3), STORE_NOT_FOUND);
@@ -1574,6 +1581,12 @@ static void test_lists_by_author(void **state)
     assert_int_equal(t_list(&t, L_AUTHOR, a, 0, 0, &pg, NULL), 0);
     assert_int_equal(t_walk(&t, L_AUTHOR, a, b, 0, 1), 5);
     assert_int_equal(t_walk(&t, L_AUTHOR, a + b + 100, 0, 0, 3), 0); /* no such author */
+    /* the newest post deleted, the next one still gets a higher id (never a used one) */
+    int64_t newest = mkpost(&t, a, "newest", 0, 40);
+    assert_int_equal(t_delete(&t, newest, a), STORE_OK);
+    int64_t next = mkpost(&t, a, "next", 0, 41);
+    assert_true(next > newest);
+    assert_int_equal(t_post_get(&t, newest, 0), STORE_NOT_FOUND);
     t_check_all(&t, 50);
 }
 
