@@ -150,10 +150,10 @@ static void test_migrations_idempotent(void **state)
     int64_t id = mkacct(f->st, "alice");
     store_close(f->st);
     f->st = open_store(f, 0); /* second open: nothing to migrate, data intact */
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 4);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 5);
     assert_int_equal(account_of(f->st, "alice").id, id);
-    /* seven tables (throttle included) and sqlite_sequence (sessions' AUTOINCREMENT) */
-    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 8);
+    /* eight tables (throttle and post_ids included) and sqlite_sequence (sessions' AUTOINCREMENT) */
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"), 9);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_unfanned'"), 1);
     sqlite3 *db;
     sqlite3_stmt *q;
@@ -165,14 +165,14 @@ static void test_migrations_idempotent(void **state)
     sqlite3_close(db);
 }
 
-/* Undoes migrations 4 and 3 on the closed database at f->path: no throttle table, sessions without
- * id, last use or user agent, posts without idem_hash; user_version 2. */
+/* Undoes migrations 5, 4 and 3 on the closed database at f->path: no post id mark, no throttle
+ * table, sessions without id, last use or user agent, posts without idem_hash; user_version 2. */
 static void downgrade_to_v2(struct fx *f)
 {
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
-                                  "DROP TABLE throttle;"
+                                  "DROP TABLE post_ids; DROP TABLE throttle;"
                                   "CREATE TABLE sessions_v2 (token_hash BLOB PRIMARY KEY,"
                                   "  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
                                   "  created_at INTEGER NOT NULL) WITHOUT ROWID;"
@@ -187,7 +187,8 @@ static void downgrade_to_v2(struct fx *f)
 
 /* A database left at schema version 1 (the first release: posts_author held only (author, id)) is
  * brought to the current version on open: the covering index replaces it (2), sessions get ids
- * and posts a body hash (3), the throttle table appears (4), and the data reads back. */
+ * and posts a body hash (3), the throttle table appears (4), the post id mark is the highest id
+ * (5), and the data reads back. */
 static void test_migration_from_version_1(void **state)
 {
     struct fx *f = *state;
@@ -208,7 +209,8 @@ static void test_migration_from_version_1(void **state)
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_by_author'"), 0);
 
     f->st = open_store(f, 0);
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 4);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 5);
+    assert_int_equal(sql_int(f, "SELECT last FROM post_ids"), p[2]);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_author'"), 0);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'posts_by_author'"), 1);
     assert_int_equal(sql_int(f, "SELECT count(*) FROM pragma_index_info('posts_by_author')"), 8);
@@ -222,7 +224,7 @@ static void test_migration_from_version_1(void **state)
     assert_string_equal(post(f->st, p[1], 0).text, "two");
 }
 
-/* Version 2 → 4: sessions made before keep working (with an id, counted as used at the migration,
+/* Version 2 → 5: sessions made before keep working (with an id, counted as used at the migration,
  * so an upgrade logs nobody out) and posts made with a key before keep answering that key
  * whatever the body (their body hash is unknown). */
 static void test_migration_from_version_2(void **state)
@@ -245,7 +247,7 @@ static void test_migration_from_version_2(void **state)
 
     time_t before = time(NULL);
     f->st = open_store(f, 0);
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 4);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 5);
     int64_t now = (int64_t)time(NULL) * 1000;
     /* created long ago (5000 ms after the epoch), yet alive: last use = the migration */
     assert_int_equal(store_session_account(f->st, th, now, &a, &s), STORE_OK);
@@ -317,7 +319,7 @@ static void test_concurrent_open_new_file(void **state)
         pthread_join(t[i], NULL);
         assert_true(o[i].ok);
     }
-    assert_int_equal(sql_int(f, "PRAGMA user_version"), 4);
+    assert_int_equal(sql_int(f, "PRAGMA user_version"), 5);
 }
 
 static void test_accounts_and_sessions(void **state)
@@ -906,6 +908,24 @@ static void test_lists_by_author(void **state)
 
 /* Throttles: a fixed window per key, charged all-or-none, exact at the limit, shared by two
  * connections (two servers on one file), given back and forgotten, expired windows pruned. */
+/* Post ids: a rowid would be max(rowid) + 1, giving a deleted newest post's id to the next post;
+ * the post_ids mark (migration 5) is raised by every delete and posts are inserted above it. */
+static void test_post_id_mark(void **state)
+{
+    struct fx *f = *state;
+    f->st = open_store(f, 0);
+    int64_t a = mkacct(f->st, "a");
+    int64_t p1 = mkpost(f->st, a, "one", 0), p2 = mkpost(f->st, a, "two", 0);
+    assert_int_equal(sql_int(f, "SELECT last FROM post_ids"), 0); /* only deletes raise it */
+    assert_int_equal(store_post_delete(f->st, p2, a), STORE_OK);
+    assert_int_equal(sql_int(f, "SELECT last FROM post_ids"), p2);
+    assert_int_equal(store_post_delete(f->st, p1, a), STORE_OK);
+    assert_int_equal(sql_int(f, "SELECT last FROM post_ids"), p2);
+    int64_t p3 = mkpost(f->st, a, "three", 0);
+    assert_int_equal(p3, p2 + 1);
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM post_ids"), 1);
+}
+
 static void test_throttle(void **state)
 {
     struct fx *f = *state;
@@ -970,6 +990,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bulk_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lists_by_author, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_post_id_mark, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
