@@ -65,8 +65,9 @@ struct fx {
     char dir[64];    /* SQLite: this test's temporary directory */
     char dbname[64]; /* PostgreSQL: this test's database */
     char url[1024];
-    struct store *st; /* closed by teardown */
-    struct model *m;  /* freed by teardown */
+    struct store *st;    /* closed by teardown */
+    struct store *other; /* a second connection, closed by teardown */
+    struct model *m;     /* freed by teardown */
 };
 
 /* Runs one statement as the PostgreSQL administrator (CREATE/DROP DATABASE). */
@@ -126,7 +127,8 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     store_close(f->st);
-    f->st = NULL;
+    store_close(f->other);
+    f->st = f->other = NULL;
     free(f->m);
     if (f->dir[0] != '\0') {
         char cmd[128];
@@ -177,7 +179,7 @@ struct m_post {
     int live;
     int bulk; /* written by the bulk load in progress: fan-out decided at bulk_end */
     int has_key, has_hash;
-    char key[32];
+    char key[130]; /* an Idempotency-Key is at most 128 bytes (api_posts.c) */
     unsigned char hash[STORE_BODY_HASH_LEN];
     uint64_t likes; /* bit i: account index i likes it */
 };
@@ -779,7 +781,7 @@ static int t_post(struct tc *t, int64_t author, const char *text, size_t len, in
     int64_t want_id = 0, got = -1;
     assert_true(a >= 0);
     op(t, "post_create(author=%lld, \"%.*s\", reply_to=%lld, key=%s, hash=%s)", (long long)author, (int)len, text,
-       (long long)reply_to, key ? key : "NULL", hash ? (hash[0] == 1 ? "h1" : "h2") : "NULL");
+       (long long)reply_to, key ? key : "NULL", hash ? (hash[0] == 2 ? "h2" : "h1") : "NULL");
     for (int i = 0; key != NULL && i < m->npost && create; i++) {
         const struct m_post *p = &m->post[i];
         if (p->live && p->author == a && p->has_key && strcmp(p->key, key) == 0) {
@@ -1720,34 +1722,31 @@ static void test_throttle(void **state)
     store_close(u.st);
 }
 
-/* store_read_begin/end: the reads between them see one snapshot, whatever another connection
- * commits meanwhile; afterwards the new state is seen. */
-static void test_read_snapshot(void **state)
+/* store_read_begin/end mark one request's reads (a store may run them in one snapshot, or do
+ * nothing, store.h): reads in between answer as usual, and writes work again afterwards. Whether
+ * another connection's commit is seen in between is the store's choice (SQLite's snapshot is
+ * tested in test_store_sqlite.c). */
+static void test_read_begin_end(void **state)
 {
     struct fx *f = *state;
-    struct tc t = tc_open(f, "read snapshot", 0, 0);
-    int64_t a = mk(&t, "a"), n = 0;
+    struct tc t = tc_open(f, "read_begin", 0, 0);
+    int64_t a = mk(&t, "a"), b = mk(&t, "b");
     mkpost(&t, a, "one", 0, 1);
-    struct store *w = open_store(f, 0, 0);
-    int64_t id = 0;
-    assert_int_equal(store_read_begin(f->st), STORE_OK);
-    assert_int_equal(account_of(f->st, "a").posts_count, 1);
-    assert_int_equal(store_post_create(w, a, "two", 3, 0, NULL, NULL, 2, &id), STORE_OK);
-    struct store_account b;
-    assert_int_equal(store_account_create(w, "b", "b", "$h$", 3, &b), STORE_OK);
-    assert_int_equal(account_of(f->st, "a").posts_count, 1);
-    assert_int_equal(home_ids(f->st, a, 0, 0, 10).n, 1);
-    assert_int_equal(store_count_accounts(f->st, &n), STORE_OK);
-    assert_int_equal(n, 1);
-    store_read_end(f->st);
-    assert_int_equal(account_of(f->st, "a").posts_count, 2);
-    assert_int_equal(home_ids(f->st, a, 0, 0, 10).n, 2);
-    assert_int_equal(store_count_accounts(f->st, &n), STORE_OK);
-    assert_int_equal(n, 2);
-    /* a write after the snapshot ended works as usual */
-    assert_int_equal(store_follow(f->st, a, b.id, 1, 4), STORE_OK);
-    assert_int_equal(account_of(w, "b").followers_count, 1);
-    store_close(w);
+    t_follow(&t, b, a, 1, 2);
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(store_read_begin(f->st), STORE_OK);
+        t_account_by_name(&t, "a", 0);
+        struct store_page pg = {0, 0, 10};
+        t_list(&t, L_HOME, b, 0, 0, &pg, NULL);
+        t_list(&t, L_AUTHOR, a, b, 0, &pg, NULL);
+        t_list(&t, L_FOLLOWERS, a, 0, 0, &pg, NULL);
+        t_post_get(&t, t.m->post[0].id, b);
+        t_count_accounts(&t);
+        store_read_end(f->st);
+        mkpost(&t, round % 2 ? a : b, "more", 0, 10 + round);
+        t_like(&t, t.m->post[0].id, b, round % 2, 20);
+    }
+    t_check_all(&t, 30);
 }
 
 struct writer {
@@ -1820,6 +1819,117 @@ static void test_concurrent_writers(void **state)
     }
     assert_int_equal(total, 101);
     assert_int_equal(post_of(f->st, target, 0).p.likes_count, 4); /* the last step (i = 24) likes */
+}
+
+/* Racing connections, released together by a barrier. */
+struct racer {
+    const char *url;
+    pthread_barrier_t *go;
+    const char *name; /* account_create: the username */
+    int64_t author;   /* post_create: the author, key and hash */
+    const char *key;
+    const unsigned char *hash;
+    int rc;
+    int64_t id;
+    char err[512];
+};
+
+static void *race_thread(void *arg)
+{
+    struct racer *r = arg;
+    struct store *st = store_open(r->url, NULL, r->err, sizeof r->err);
+    struct store_account a;
+    pthread_barrier_wait(r->go);
+    if (st == NULL) {
+        r->rc = -1000;
+        return NULL;
+    }
+    if (r->name != NULL) {
+        r->rc = store_account_create(st, r->name, r->name, "$h$", 5, &a);
+        r->id = a.id;
+    } else {
+        r->rc = store_post_create(st, r->author, "raced", 5, 0, r->key, r->hash, 6, &r->id);
+    }
+    if (r->rc != STORE_OK)
+        snprintf(r->err, sizeof r->err, "%s: %s", rc_name(r->rc), store_errmsg(st));
+    store_close(st);
+    return NULL;
+}
+
+static void race(struct racer *r, int n)
+{
+    pthread_t th[8];
+    pthread_barrier_t go;
+    assert_true(n <= 8);
+    assert_int_equal(pthread_barrier_init(&go, NULL, (unsigned)n), 0);
+    for (int i = 0; i < n; i++) {
+        r[i].go = &go;
+        assert_int_equal(pthread_create(&th[i], NULL, race_thread, &r[i]), 0);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+}
+
+/* Signing up the same name (in four cases) on four connections at once: exactly one account. The
+ * same Idempotency-Key on four connections at once: one post, every answer naming it (and with
+ * different body hashes, the others STORE_CONFLICT naming it). */
+static void test_concurrent_unique(void **state)
+{
+    struct fx *f = *state;
+    static const char *const names[3][4] = {
+        {"Racer", "RACER", "racer", "rAcEr"}, {"two", "TWO", "Two", "tWO"}, {"Three", "tHREE", "three", "THREE"}};
+    unsigned char h[2][STORE_BODY_HASH_LEN];
+    struct racer r[6];
+    int64_t n = 0;
+    memset(h[0], 7, sizeof h[0]);
+    memset(h[1], 8, sizeof h[1]);
+    for (int round = 0; round < 3; round++) {
+        int ok = 0;
+        memset(r, 0, sizeof r);
+        for (int i = 0; i < 4; i++) {
+            r[i].url = f->url;
+            r[i].name = names[round][i];
+        }
+        race(r, 4);
+        for (int i = 0; i < 4; i++) {
+            if (r[i].rc == STORE_OK)
+                ok++;
+            else if (r[i].rc != STORE_CONFLICT)
+                fail_msg("round %d racer %d: %s", round, i, r[i].err);
+        }
+        assert_int_equal(ok, 1);
+    }
+    f->st = open_store(f, 0, 0);
+    assert_int_equal(store_count_accounts(f->st, &n), STORE_OK);
+    assert_int_equal(n, 3);
+    int64_t author = account_of(f->st, "racer").id;
+    for (int round = 0; round < 2; round++) {
+        memset(r, 0, sizeof r);
+        for (int i = 0; i < 6; i++) {
+            r[i].url = f->url;
+            r[i].author = author;
+            r[i].key = round == 0 ? "same-key" : "another-key";
+            r[i].hash = round == 0 ? h[0] : h[i % 2];
+        }
+        race(r, 6);
+        int conflicts = 0;
+        for (int i = 0; i < 6; i++) {
+            if (r[i].rc == STORE_CONFLICT)
+                conflicts++;
+            else if (r[i].rc != STORE_OK)
+                fail_msg("post round %d racer %d: %s", round, i, r[i].err);
+            if (r[i].id != r[0].id)
+                fail_msg("post round %d: racer %d got post %lld, racer 0 post %lld", round, i, (long long)r[i].id,
+                         (long long)r[0].id);
+        }
+        if (round == 0)
+            assert_int_equal(conflicts, 0);
+        else
+            assert_int_equal(conflicts, 3); /* whichever hash won, the three others differ */
+    }
+    assert_int_equal(account_of(f->st, "racer").posts_count, 2);
+    assert_int_equal(home_ids(f->st, author, 0, 0, 10).n, 2);
 }
 
 struct opener {
@@ -2023,18 +2133,34 @@ static void test_bulk_load(void **state)
     t_check_all(&t, 3002);
 }
 
+/* A load rolled back leaves nothing. A username taken twice in one load (in another case) is
+ * STORE_CONFLICT, from that bulk_account or from a later call of the load (store.h: a store may
+ * send rows in batches); either way nothing of the load is kept. */
 static void test_bulk_rollback(void **state)
 {
     struct fx *f = *state;
     struct model *saved = NULL;
     struct tc t = tc_open(f, "bulk rollback", 0, 0);
+    int64_t id = 0;
     assert_int_equal(t_bulk_begin(&t, 0, &saved), STORE_OK);
     int64_t x = t_bulk_account(&t, "x", 1);
     assert_true(x > 0);
-    assert_int_equal(t_bulk_account(&t, "X", 1), 0); /* conflict */
-    t_bulk_end(&t, 0, &saved);
+    int rc = store_bulk_account(f->st, "X", "X", "$h$", 1, &id);
+    if (rc == STORE_OK) { /* reported later, at the latest by bulk_end */
+        rc = store_bulk_post(f->st, x, "p", 2, &id);
+        if (rc == STORE_OK)
+            rc = store_bulk_end(f->st, 1, NULL);
+        else
+            store_bulk_end(f->st, 0, NULL);
+    } else {
+        assert_int_equal(store_bulk_end(f->st, 0, NULL), STORE_OK);
+    }
+    assert_int_equal(rc, STORE_CONFLICT);
+    memcpy(t.m, saved, sizeof *t.m);
+    free(saved);
+    saved = NULL;
     t_check_all(&t, 1);
-    /* the connection is usable normally afterwards */
+    /* the connection is usable normally afterwards, for live writes and for another load */
     mk(&t, "y");
     t_check_all(&t, 2);
     /* a load with rows, rolled back, leaves nothing */
@@ -2044,6 +2170,8 @@ static void test_bulk_rollback(void **state)
     t_bulk_post(&t, w, "gone", 1);
     t_bulk_end(&t, 0, &saved);
     t_check_all(&t, 3);
+    mkpost(&t, t.m->acct[0].id, "live", 0, 4);
+    t_check_all(&t, 5);
 }
 
 /* ---- random operation sequences ---- */
@@ -2116,8 +2244,14 @@ static void random_text(uint64_t *x, char *out, size_t *len)
 static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
 {
     static const char *const uas[] = {NULL, "", "Mozilla/5.0", "curl/8", "tab\there", "caf\xc3\xa9"};
-    static const char *const keys[] = {"k0", "k1", "k2"};
-    static const char *const tkeys[] = {"login/account/a", "login/address/1", "signup/address/1"};
+    static const char *const keys[] = {
+        "k0", "K0", "k'1\"\\%_,{}NULL ",
+        "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
+        "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk128" /* 128 bytes */};
+    static const char *const tkeys[] = {
+        "login/account/a\"b\\c,{d} NULL", "login/address/2001:db8::1",
+        "signup/address/tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+        "tttttttttttttttttttttttttttttttttttttttttttttt128" /* 128 bytes */};
     unsigned char h1[STORE_BODY_HASH_LEN], h2[STORE_BODY_HASH_LEN];
     uint64_t x = seed;
     int64_t now = 1000000, tokens = 0;
@@ -2125,11 +2259,13 @@ static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
     struct model *saved = NULL;
     char where[64];
     memset(&seen, 0, sizeof seen);
-    memset(h1, 1, sizeof h1);
+    memset(h1, 0, sizeof h1); /* zero bytes in a hash are bytes like any other */
+    h1[STORE_BODY_HASH_LEN - 1] = 1;
     memset(h2, 2, sizeof h2);
     snprintf(where, sizeof where, "seed %llu setup", (unsigned long long)seed);
     struct tc t = tc_open(f, where, 3, 5000);
     struct model *m = t.m;
+    f->other = open_store(f, 3, 5000); /* each step goes through one of two connections */
 
     if (bulk_first) {
         int n = 8 + rn(&x, 16);
@@ -2151,7 +2287,9 @@ static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
     }
 
     for (int step = 0; step < steps; step++) {
-        snprintf(t.where, sizeof t.where, "seed %llu step %d", (unsigned long long)seed, step);
+        t.st = rn(&x, 2) ? f->st : f->other;
+        snprintf(t.where, sizeof t.where, "seed %llu step %d (connection %d)", (unsigned long long)seed, step,
+                 t.st == f->st ? 1 : 2);
         now += rn(&x, 60);
         int kind = m->nacct < 3 ? 0 : rn(&x, 100);
         if (kind < 4) { /* a new account, or a name taken in another case */
@@ -2176,7 +2314,7 @@ static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
             size_t len;
             random_text(&x, text, &len);
             int64_t author = any_account(m, &x, 0), reply_to = rn(&x, 4) == 0 ? any_post(m, &x) : 0;
-            const char *key = rn(&x, 4) == 0 ? keys[rn(&x, 3)] : NULL;
+            const char *key = rn(&x, 4) == 0 ? keys[rn(&x, 4)] : NULL;
             const unsigned char *hash = key == NULL ? NULL : rn(&x, 3) == 0 ? NULL : rn(&x, 2) ? h1 : h2;
             int before = m->npost;
             int rc = t_post(&t, author, text, len, reply_to, key, hash, now, NULL);
@@ -2261,7 +2399,8 @@ static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
                      seen.fanned, seen.merged, seen.expired, seen.idem_same);
     }
     store_close(f->st);
-    f->st = NULL;
+    store_close(f->other);
+    f->st = f->other = NULL;
     free(f->m);
     f->m = NULL;
 }
@@ -2309,9 +2448,10 @@ int main(void)
         T(test_lists_by_author),
         T(test_home_fanout_crossing),
         T(test_throttle),
-        T(test_read_snapshot),
+        T(test_read_begin_end),
         T(test_concurrent_writers),
         T(test_concurrent_open),
+        T(test_concurrent_unique),
         T(test_bulk_load),
         T(test_bulk_rollback),
         T(test_random_1),

@@ -534,6 +534,33 @@ static void test_throttle_rows(void **state)
     assert_int_equal(sql_int(f, "SELECT count FROM throttle WHERE key = 'login/address/10.0.0.1'"), 1);
 }
 
+/* SQLite's store_read_begin/end is one read transaction: the reads in between see one snapshot,
+ * whatever another connection commits meanwhile; afterwards the new state is seen. */
+static void test_read_snapshot(void **state)
+{
+    struct fx *f = *state;
+    struct store_account b;
+    int64_t n = 0, id = 0;
+    f->st = open_store(f, 0);
+    int64_t a = mkacct(f->st, "a");
+    mkpost(f->st, a, "one", 0);
+    struct store *w = open_store(f, 0);
+    assert_int_equal(store_read_begin(f->st), STORE_OK);
+    assert_int_equal(account_of(f->st, "a").posts_count, 1);
+    assert_int_equal(store_post_create(w, a, "two", 3, 0, NULL, NULL, 2, &id), STORE_OK);
+    assert_int_equal(store_account_create(w, "b", "b", "$h$", 3, &b), STORE_OK);
+    assert_int_equal(account_of(f->st, "a").posts_count, 1);
+    assert_int_equal(store_count_accounts(f->st, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    store_read_end(f->st);
+    assert_int_equal(account_of(f->st, "a").posts_count, 2);
+    assert_int_equal(store_count_accounts(f->st, &n), STORE_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_follow(f->st, a, b.id, 1, 4), STORE_OK);
+    assert_int_equal(account_of(w, "b").followers_count, 1);
+    store_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -549,6 +576,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_leaves_no_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_home_table_invariant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throttle_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_snapshot, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
