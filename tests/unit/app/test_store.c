@@ -10,12 +10,14 @@
  *  - Deterministic tests check each operation's outcomes and edge cases, asserting the exact
  *    values and comparing with the model as well (so that model and store cannot agree on a
  *    wrong answer unnoticed).
- *  - Random operation sequences (seeded, a few thousand operations over a few dozen accounts,
- *    fanout_limit 3 so both fan-out paths and threshold crossings occur, a short session
- *    lifetime so sessions expire) are applied to the store and the model, comparing every
- *    operation's return code and results, and every CHECK_EVERY steps every list of every
- *    account and every post. A mismatch prints "seed S step N" and the operation; replay one
- *    sequence with AGORA_TEST_SEED=S (and AGORA_TEST_STEPS=N to change its length).
+ *  - Random operation sequences (seeded; 1,500-2,000 operations over up to 60 accounts, some
+ *    starting from a bulk load; fanout_limit 3 so both fan-out paths and threshold crossings
+ *    occur; sessions living 5 s so they expire; each step through one of two connections;
+ *    hostile keys and text) are applied to the store and the model, comparing every operation's
+ *    return code and results, and every CHECK_EVERY steps every list of every account and every
+ *    post. A mismatch prints "seed S step N", the connection and the operation. Replay with
+ *    AGORA_TEST_SEED=S (AGORA_TEST_STEPS=N changes the length) and AGORA_TEST_ONLY=test_random_1
+ *    (a cmocka filter; * allowed) to run that test alone.
  *
  * The database is a parameter, AGORA_TEST_DB_URL:
  *   unset (or "sqlite")  each test gets a fresh SQLite file in its own temporary directory;
@@ -1579,6 +1581,8 @@ static void test_lists_by_author(void **state)
     assert_int_equal(t_list(&t, L_AUTHOR, a, 0, 0, &pg, NULL), 0);
     pg = (struct store_page){0, p[4], 10};
     assert_int_equal(t_list(&t, L_AUTHOR, a, 0, 0, &pg, NULL), 0);
+    pg = (struct store_page){INT64_MAX, 0, 10}; /* the highest bound there is: everything */
+    assert_int_equal(t_list(&t, L_AUTHOR, a, 0, 0, &pg, NULL), 5);
     pg = (struct store_page){p[2], p[1], 10}; /* an empty window */
     assert_int_equal(t_list(&t, L_AUTHOR, a, 0, 0, &pg, NULL), 0);
     assert_int_equal(t_walk(&t, L_AUTHOR, a, b, 0, 1), 5);
@@ -2243,7 +2247,7 @@ static void random_text(uint64_t *x, char *out, size_t *len)
  * the store) and to the model, comparing each; optionally starting from a random bulk load. */
 static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
 {
-    static const char *const uas[] = {NULL, "", "Mozilla/5.0", "curl/8", "tab\there", "caf\xc3\xa9"};
+    static const char *const uas[] = {NULL, "", "Mozilla/5.0 \"quoted\" \\", "del\x7f", "tab\there", "caf\xc3\xa9"};
     static const char *const keys[] = {
         "k0", "K0", "k'1\"\\%_,{}NULL ",
         "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
@@ -2434,6 +2438,9 @@ int main(void)
         return 2;
     }
     printf("test_store: on %s\n", suite.pg_admin != NULL ? suite.pg_admin : "SQLite (a new file per test)");
+    const char *only = getenv("AGORA_TEST_ONLY");
+    if (only != NULL && only[0] != '\0')
+        cmocka_set_test_filter(only);
 #define T(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &suite)
     const struct CMUnitTest tests[] = {
         T(test_open_and_ping),
