@@ -1168,6 +1168,17 @@ static struct row post_of(struct store *st, int64_t id, int64_t viewer)
     return r;
 }
 
+/* A seeded random number generator (splitmix64) and a number below n from it. */
+static uint64_t rnd(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int rn(uint64_t *x, int n) { return (int)(rnd(x) % (uint64_t)n); }
+
 /* ---- deterministic tests ---- */
 
 static void test_open_and_ping(void **state)
@@ -1942,6 +1953,115 @@ static void test_concurrent_unique(void **state)
     assert_int_equal(home_ids(f->st, author, 0, 0, 10).n, 2);
 }
 
+/* Posts and follows racing on several connections (fan-out limit 3, so authors cross it while
+ * followers come and go): a post's fan-out and a follow's backfill must not miss each other. The
+ * model is then read back from the store (posts by author, followees) and every home timeline,
+ * counter and list must agree with it. */
+struct churner {
+    const char *url;
+    const int64_t *acct; /* NACCT accounts; 0 and 1 are the authors */
+    int who, ok;
+    char err[512];
+};
+
+enum { CHURN_ACCTS = 8, CHURN_STEPS = 120 };
+
+static void *churn_thread(void *arg)
+{
+    struct churner *c = arg;
+    struct store_options o = {.fanout_limit = 3};
+    struct store *st = store_open(c->url, &o, c->err, sizeof c->err);
+    uint64_t x = 1000 + (uint64_t)c->who;
+    c->ok = st != NULL;
+    for (int i = 0; c->ok && i < CHURN_STEPS; i++) {
+        int rc;
+        int64_t id;
+        if (c->who < 2) { /* the two authors post */
+            rc = store_post_create(st, c->acct[c->who], "churn", 5, 0, NULL, NULL, i, &id);
+        } else { /* the others follow and unfollow them */
+            int64_t author = c->acct[rn(&x, 2)];
+            rc = store_follow(st, c->acct[c->who], author, rn(&x, 3) != 0, i);
+        }
+        if (rc != STORE_OK) {
+            snprintf(c->err, sizeof c->err, "step %d: %s: %s", i, rc_name(rc), store_errmsg(st));
+            c->ok = 0;
+        }
+    }
+    store_close(st);
+    return NULL;
+}
+
+static int collect_following(void *ctx, const struct store_account *a)
+{
+    struct ids *ids = ctx;
+    assert_true(ids->n < 64);
+    ids->v[ids->n++] = a->id;
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_concurrent_fanout(void **state)
+{
+    struct fx *f = *state;
+    pthread_t th[CHURN_ACCTS];
+    struct churner c[CHURN_ACCTS];
+    int64_t acct[CHURN_ACCTS];
+    char name[16];
+    struct tc t = tc_open(f, "concurrent fan-out", 3, 0);
+    for (int i = 0; i < CHURN_ACCTS; i++) {
+        snprintf(name, sizeof name, "c%d", i);
+        acct[i] = mk(&t, name);
+    }
+    for (int i = 0; i < CHURN_ACCTS; i++) {
+        c[i] = (struct churner){f->url, acct, i, 0, ""};
+        assert_int_equal(pthread_create(&th[i], NULL, churn_thread, &c[i]), 0);
+    }
+    for (int i = 0; i < CHURN_ACCTS; i++) {
+        pthread_join(th[i], NULL);
+        if (!c[i].ok)
+            fail_msg("churner %d: %s", i, c[i].err);
+    }
+    /* the model, from what the store says was committed */
+    struct model *m = t.m;
+    int64_t *posts = calloc(2 * CHURN_STEPS, sizeof *posts);
+    int np = 0;
+    assert_non_null(posts);
+    for (int a = 0; a < 2; a++) {
+        struct ids page = {.n = 0};
+        struct store_page pg = {0, 0, 64};
+        for (;;) {
+            page.n = 0;
+            assert_int_equal(store_posts_by_author(f->st, acct[a], 0, &pg, collect_id, &page), STORE_OK);
+            for (int i = 0; i < page.n; i++)
+                posts[np++] = page.v[i];
+            if (page.n < 64)
+                break;
+            pg.max_id = page.v[page.n - 1];
+        }
+    }
+    assert_int_equal(np, 2 * CHURN_STEPS);
+    qsort(posts, (size_t)np, sizeof *posts, cmp_i64);
+    for (int i = 0; i < np; i++) {
+        struct row r = post_of(f->st, posts[i], 0);
+        m_add_post(m, posts[i], m_acct_by_id(m, r.p.author.id), r.text, r.p.text_len, 0, NULL, NULL, r.p.created_at);
+    }
+    for (int i = 0; i < CHURN_ACCTS; i++) {
+        struct ids following = {.n = 0};
+        struct store_page pg = {0, 0, 64};
+        assert_int_equal(store_account_list(f->st, STORE_FOLLOWING, acct[i], &pg, collect_following, &following),
+                         STORE_OK);
+        for (int j = 0; j < following.n; j++)
+            m->follows[i] |= 1ull << m_acct_by_id(m, following.v[j]);
+    }
+    free(posts);
+    t_check_all(&t, 1000);
+}
+
 struct opener {
     const char *url;
     int ok;
@@ -2185,17 +2305,6 @@ static void test_bulk_rollback(void **state)
 }
 
 /* ---- random operation sequences ---- */
-
-static uint64_t rnd(uint64_t *x)
-{
-    /* splitmix64 */
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int rn(uint64_t *x, int n) { return (int)(rnd(x) % (uint64_t)n); }
 
 /* What a random sequence met, so that a run cannot pass without exercising the contract. */
 struct seen {
@@ -2465,6 +2574,7 @@ int main(void)
         T(test_concurrent_writers),
         T(test_concurrent_open),
         T(test_concurrent_unique),
+        T(test_concurrent_fanout),
         T(test_bulk_load),
         T(test_bulk_rollback),
         T(test_random_1),
