@@ -1953,18 +1953,31 @@ static void test_concurrent_unique(void **state)
     assert_int_equal(home_ids(f->st, author, 0, 0, 10).n, 2);
 }
 
-/* Posts and follows racing on several connections (fan-out limit 3, so authors cross it while
- * followers come and go): a post's fan-out and a follow's backfill must not miss each other. The
- * model is then read back from the store (posts by author, followees) and every home timeline,
- * counter and list must agree with it. */
+/* Posts, deletes, follows, likes and replies racing on eight connections (fan-out limit 3, so
+ * authors cross it while followers come and go): a post's fan-out and a follow's backfill must
+ * not miss each other, a like or a reply racing with the delete of its post either lands or is
+ * STORE_NOT_FOUND, and the counters stay exact. The model is then read back from the store (every
+ * account's posts, followees, each post's likers) and every timeline, counter and list must agree
+ * with it. */
 struct churner {
     const char *url;
-    const int64_t *acct; /* NACCT accounts; 0 and 1 are the authors */
+    pthread_barrier_t *go;
+    const int64_t *acct; /* CHURN_ACCTS accounts; 0 and 1 are the authors */
     int who, ok;
     char err[512];
 };
 
 enum { CHURN_ACCTS = 8, CHURN_STEPS = 120 };
+
+/* One of an author's newest posts (0 if none). */
+static int64_t recent_post(struct store *st, int64_t author, uint64_t *x)
+{
+    struct ids ids = {.n = 0};
+    struct store_page pg = {0, 0, 4};
+    if (store_posts_by_author(st, author, 0, &pg, collect_id, &ids) != STORE_OK || ids.n == 0)
+        return 0;
+    return ids.v[rn(x, ids.n)];
+}
 
 static void *churn_thread(void *arg)
 {
@@ -1973,16 +1986,26 @@ static void *churn_thread(void *arg)
     struct store *st = store_open(c->url, &o, c->err, sizeof c->err);
     uint64_t x = 1000 + (uint64_t)c->who;
     c->ok = st != NULL;
+    pthread_barrier_wait(c->go);
     for (int i = 0; c->ok && i < CHURN_STEPS; i++) {
-        int rc;
-        int64_t id;
-        if (c->who < 2) { /* the two authors post */
-            rc = store_post_create(st, c->acct[c->who], "churn", 5, 0, NULL, NULL, i, &id);
-        } else { /* the others follow and unfollow them */
-            int64_t author = c->acct[rn(&x, 2)];
-            rc = store_follow(st, c->acct[c->who], author, rn(&x, 3) != 0, i);
+        int rc, racy = 0;
+        int64_t id, me = c->acct[c->who], author = c->acct[rn(&x, 2)];
+        if (c->who < 2 && i % 4 == 3 && (id = recent_post(st, me, &x)) != 0) {
+            rc = store_post_delete(st, id, me); /* only its author deletes it: no race to lose */
+        } else if (c->who < 2) {
+            rc = store_post_create(st, me, "churn", 5, 0, NULL, NULL, i, &id);
+        } else if (c->who < 6) {
+            rc = store_follow(st, me, author, rn(&x, 3) != 0, i);
+        } else if ((id = recent_post(st, author, &x)) == 0) {
+            continue;
+        } else {
+            racy = 1; /* the post may be deleted meanwhile */
+            if (i % 3 == 0)
+                rc = store_post_create(st, me, "reply", 5, id, NULL, NULL, i, &id);
+            else
+                rc = store_like(st, id, me, c->who == 6 || i % 3 == 1, i); /* 6 only likes */
         }
-        if (rc != STORE_OK) {
+        if (rc != STORE_OK && !(racy && rc == STORE_NOT_FOUND)) {
             snprintf(c->err, sizeof c->err, "step %d: %s: %s", i, rc_name(rc), store_errmsg(st));
             c->ok = 0;
         }
@@ -2017,21 +2040,28 @@ static void test_concurrent_fanout(void **state)
         snprintf(name, sizeof name, "c%d", i);
         acct[i] = mk(&t, name);
     }
+    for (int i = 0; i < 2 * 8; i++) { /* something to like and reply to from the start */
+        int64_t id;
+        assert_int_equal(store_post_create(f->st, acct[i % 2], "first", 5, 0, NULL, NULL, 0, &id), STORE_OK);
+    }
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, CHURN_ACCTS), 0);
     for (int i = 0; i < CHURN_ACCTS; i++) {
-        c[i] = (struct churner){f->url, acct, i, 0, ""};
+        c[i] = (struct churner){f->url, &go, acct, i, 0, ""};
         assert_int_equal(pthread_create(&th[i], NULL, churn_thread, &c[i]), 0);
     }
-    for (int i = 0; i < CHURN_ACCTS; i++) {
+    for (int i = 0; i < CHURN_ACCTS; i++)
         pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < CHURN_ACCTS; i++)
         if (!c[i].ok)
             fail_msg("churner %d: %s", i, c[i].err);
-    }
     /* the model, from what the store says was committed */
     struct model *m = t.m;
-    int64_t *posts = calloc(2 * CHURN_STEPS, sizeof *posts);
+    int64_t *posts = calloc(M_POSTS, sizeof *posts);
     int np = 0;
     assert_non_null(posts);
-    for (int a = 0; a < 2; a++) {
+    for (int a = 0; a < CHURN_ACCTS; a++) {
         struct ids page = {.n = 0};
         struct store_page pg = {0, 0, 64};
         for (;;) {
@@ -2044,11 +2074,18 @@ static void test_concurrent_fanout(void **state)
             pg.max_id = page.v[page.n - 1];
         }
     }
-    assert_int_equal(np, 2 * CHURN_STEPS);
-    qsort(posts, (size_t)np, sizeof *posts, cmp_i64);
+    qsort(posts, (size_t)np, sizeof *posts, cmp_i64); /* parents before their replies */
+    int likes = 0, replies = 0;
     for (int i = 0; i < np; i++) {
         struct row r = post_of(f->st, posts[i], 0);
-        m_add_post(m, posts[i], m_acct_by_id(m, r.p.author.id), r.text, r.p.text_len, 0, NULL, NULL, r.p.created_at);
+        int pi = m_add_post(m, posts[i], m_acct_by_id(m, r.p.author.id), r.text, r.p.text_len, r.p.reply_to, NULL, NULL,
+                            r.p.created_at);
+        replies += r.p.reply_to != 0;
+        for (int v = 0; v < CHURN_ACCTS; v++)
+            if (post_of(f->st, posts[i], acct[v]).p.liked) {
+                m->post[pi].likes |= 1ull << v;
+                likes++;
+            }
     }
     for (int i = 0; i < CHURN_ACCTS; i++) {
         struct ids following = {.n = 0};
@@ -2059,6 +2096,8 @@ static void test_concurrent_fanout(void **state)
             m->follows[i] |= 1ull << m_acct_by_id(m, following.v[j]);
     }
     free(posts);
+    if (np < 100 || likes == 0 || replies == 0) /* the race had something in it */
+        fail_msg("%d posts, %d likes, %d replies", np, likes, replies);
     t_check_all(&t, 1000);
 }
 
