@@ -605,7 +605,9 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
         goto lost;
     s->round_trips++;
     for (int i = 0; i < n; i++) {
-        if (await(s) != STORE_OK || (r = PQgetResult(s->conn)) == NULL)
+        if (await(s) != STORE_OK)
+            goto gone;
+        if ((r = PQgetResult(s->conn)) == NULL)
             goto lost;
         ExecStatusType est = PQresultStatus(r);
         if (est == PGRES_TUPLES_OK || est == PGRES_COMMAND_OK) {
@@ -618,14 +620,16 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
                 goto lost;
         }
         if (await(s) != STORE_OK)
-            goto lost;
+            goto gone;
         if ((r = PQgetResult(s->conn)) != NULL) { /* each query's results end with NULL */
             PQclear(r);
             pg_fail(s, STORE_ERROR, "%s: unexpected extra result", what);
             goto lost;
         }
     }
-    if (await(s) != STORE_OK || (r = PQgetResult(s->conn)) == NULL)
+    if (await(s) != STORE_OK)
+        goto gone;
+    if ((r = PQgetResult(s->conn)) == NULL)
         goto lost;
     ExecStatusType est = PQresultStatus(r);
     PQclear(r);
@@ -638,9 +642,10 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
         goto lost;
     return rc;
 lost:
-    *lost = 1;
     if (rc == STORE_OK || s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)
         pg_fail(s, STORE_BUSY, "%s: connection lost: %s", what, s->conn ? PQerrorMessage(s->conn) : "");
+gone: /* await() said why */
+    *lost = 1;
     return STORE_BUSY;
 }
 

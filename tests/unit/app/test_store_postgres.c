@@ -423,6 +423,57 @@ static void test_server_killed_and_restarted(void **state)
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts"), 2);
 }
 
+/* The server stops answering in the middle of a call (the connection's backend frozen with
+ * SIGSTOP, so statement_timeout cannot fire either). A read gives up the connection after the
+ * client-side timeout (statement_timeout + 2 s) and is sent again on a new one; a write that may
+ * not be sent twice answers STORE_BUSY after that timeout. Then the store works again. (Whether
+ * that write was committed is unknown, as after any lost connection: Idempotency-Key is the
+ * client's answer to that.) */
+static int64_t backend_of(const char *url, const char *app)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pid FROM pg_stat_activity WHERE application_name = '%s'", app);
+    return raw_int(url, sql);
+}
+
+static void test_a_frozen_server_gives_busy_not_a_hang(void **state)
+{
+    struct fx *f = *state;
+    if (own_dir[0] == '\0') {
+        print_message("skipped: needs a cluster of its own (AGORA_TEST_PG is set)\n");
+        skip();
+    }
+    char url[700];
+    snprintf(url, sizeof url, "%s&options=-c%%20statement_timeout%%3D300&application_name=frozen", f->url);
+    struct store *st = f->st = open_url(url, 0);
+    struct store_account acc;
+    int64_t alice = account(st, "alice"), id = 0;
+
+    int64_t pid = backend_of(f->url, "frozen");
+    assert_true(pid > 0);
+    assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+    double t0 = now_s();
+    int rc = store_account_by_name(st, "alice", &acc);
+    double took = now_s() - t0;
+    kill((pid_t)pid, SIGCONT);
+    assert_int_equal(rc, STORE_OK);
+    assert_true(took >= 2.0 && took < 4.0);
+
+    int64_t pid2 = backend_of(f->url, "frozen");
+    assert_true(pid2 > 0 && pid2 != pid);
+    assert_int_equal(kill((pid_t)pid2, SIGSTOP), 0);
+    t0 = now_s();
+    rc = store_post_create(st, alice, "x", 1, 0, NULL, NULL, 1, &id);
+    took = now_s() - t0;
+    kill((pid_t)pid2, SIGCONT);
+    assert_int_equal(rc, STORE_BUSY);
+    assert_true(took >= 2.0 && took < 4.0);
+    assert_non_null(strstr(store_errmsg(st), "did not answer"));
+    rc = store_account_by_name(st, "alice", &acc);
+    if (rc != STORE_OK)
+        fail_msg("after SIGCONT: %d %s", rc, store_errmsg(st));
+}
+
 /* ---- concurrency ---- */
 
 struct worker {
@@ -688,6 +739,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_post_during_a_follow_reaches_the_follower, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_idempotent_creates_make_one_post, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bulk_ids_come_from_the_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_frozen_server_gives_busy_not_a_hang, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_killed_and_restarted, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
