@@ -4,6 +4,7 @@
 #   make test           install missing packages, build, check formatting, run unit + integration +
 #                       browser tests, then the ASan, TSan and fuzzing runs
 #   make bench          run the benchmarks (bench/run.sh)
+#   make unit-postgres  the store contract suite on PostgreSQL (make unit runs it on SQLite)
 CC      ?= cc
 PKGS    := sqlite3 libsodium jansson inih libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -27,7 +28,7 @@ SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 SUPPORT_BINS := $(SUPPORT_SRCS:tests/support/%.c=$(BUILD)/%)
 FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c) bench/idlehold.c bench/openloop.c
 
-.PHONY: all build run test unit integration browser bench deps deps-test clean format format-check asan tsan fuzz
+.PHONY: all build run test unit unit-postgres integration browser bench deps deps-test clean format format-check asan tsan fuzz
 
 all build: $(BUILD)/agora $(SUPPORT_BINS) $(BUILD)/idlehold $(BUILD)/openloop
 
@@ -76,6 +77,12 @@ run: deps
 
 unit: $(UNIT_BINS)
 	@sh scripts/run-unit.sh $(UNIT_BINS)
+
+# The store contract suite (tests/unit/app/test_store.c, which `make unit` runs on SQLite) on
+# PostgreSQL: on the cluster AGORA_TEST_PG names, or on a private one scripts/test-store-postgres.sh
+# starts and destroys. Any single run: AGORA_TEST_DB_URL=postgresql://... $(BUILD)/tests/app/test_store
+unit-postgres: $(BUILD)/tests/app/test_store
+	@sh scripts/test-store-postgres.sh $(BUILD)/tests/app/test_store
 
 integration: build
 	@sh scripts/run-integration.sh

@@ -125,6 +125,12 @@ static const char *const migrations[] = {
     "  count INTEGER NOT NULL,"
     "  until INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX throttle_until ON throttle(until);",
+    /* 5: the highest post id ever given out. A rowid is max(rowid) + 1, so deleting the newest
+     * post would give its id to the next one (store.h: ids grow with insertion order; a client
+     * polling with since_id = that id would miss the new post, and a repeated DELETE would
+     * delete it); posts are inserted above this mark and a delete raises it. */
+    "CREATE TABLE post_ids (last INTEGER NOT NULL);"
+    "INSERT INTO post_ids SELECT coalesce(max(id), 0) FROM posts;",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -168,12 +174,14 @@ static const char *const stmt_sql[SQ__COUNT] = {
     [SQ_LIST_FOLLOWING] = "SELECT " SQ_ACCOUNT_COLS " FROM follows f JOIN accounts a ON a.id = f.followee "
                           "WHERE f.follower = ?1 AND f.followee < ?2 AND f.followee > ?3 "
                           "ORDER BY f.followee DESC LIMIT ?4",
-    [SQ_POST_INSERT] = "INSERT INTO posts(author, text, created_at, reply_to, fanout, idem_key, idem_hash) "
-                       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [SQ_POST_INSERT] = "INSERT INTO posts(id, author, text, created_at, reply_to, fanout, idem_key, idem_hash) "
+                       "VALUES((SELECT max(last, coalesce((SELECT max(id) FROM posts), 0)) + 1 FROM post_ids),"
+                       " ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQ_POST_BY_KEY] = "SELECT id, idem_hash FROM posts WHERE author = ?1 AND idem_key = ?2 AND idem_key IS NOT NULL",
     [SQ_POST_EXISTS] = "SELECT 1 FROM posts WHERE id = ?1",
     [SQ_POST_META] = "SELECT author, reply_to FROM posts WHERE id = ?1",
     [SQ_POST_DELETE] = "DELETE FROM posts WHERE id = ?1",
+    [SQ_POST_IDS_RAISE] = "UPDATE post_ids SET last = ?1 WHERE last < ?1",
     [SQ_POST_ADD_REPLIES] = "UPDATE posts SET replies_count = replies_count + ?2 WHERE id = ?1",
     [SQ_POST_ADD_LIKES] = "UPDATE posts SET likes_count = likes_count + ?2 WHERE id = ?1",
     [SQ_POST_GET] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author "

@@ -58,6 +58,7 @@ enum sq_stmt {
     SQ_POST_EXISTS,
     SQ_POST_META,
     SQ_POST_DELETE,
+    SQ_POST_IDS_RAISE,
     SQ_POST_ADD_REPLIES,
     SQ_POST_ADD_LIKES,
     SQ_POST_GET,

@@ -156,6 +156,7 @@ static int post_delete_tx(struct sq_store *s, void *arg)
     /* home rows exist exactly for the author and the current followers (fan-out invariant) */
     if ((rc = run2(s, SQ_HOME_DELETE_POST, author, a->id, NULL, "removing from home timelines")) != STORE_OK ||
         (rc = run2(s, SQ_POST_DELETE, a->id, 0, NULL, "deleting a post")) != STORE_OK ||
+        (rc = run2(s, SQ_POST_IDS_RAISE, a->id, 0, NULL, "keeping the post id")) != STORE_OK ||
         (rc = run2(s, SQ_ACC_ADD_POSTS, author, -1, NULL, "counting posts")) != STORE_OK)
         return rc;
     if (reply_to != 0)
