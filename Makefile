@@ -5,6 +5,7 @@
 #                       browser tests, then the ASan, TSan and fuzzing runs
 #   make bench          run the benchmarks (bench/run.sh)
 #   make unit-postgres  the store contract suite on PostgreSQL (make unit runs it on SQLite)
+#   make integration-postgres  the API suites again on PostgreSQL (make test runs both)
 CC      ?= cc
 PKGS    := sqlite3 libsodium jansson inih libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -28,7 +29,7 @@ SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 SUPPORT_BINS := $(SUPPORT_SRCS:tests/support/%.c=$(BUILD)/%)
 FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c) bench/idlehold.c bench/openloop.c
 
-.PHONY: all build run test unit unit-postgres integration browser bench deps deps-test clean format format-check asan tsan fuzz
+.PHONY: all build run test test-suites unit unit-postgres integration integration-postgres browser bench deps deps-test clean format format-check asan tsan fuzz
 
 all build: $(BUILD)/agora $(SUPPORT_BINS) $(BUILD)/idlehold $(BUILD)/openloop
 
@@ -79,10 +80,17 @@ unit: $(UNIT_BINS)
 	@sh scripts/run-unit.sh $(UNIT_BINS)
 
 # The store contract suite (tests/unit/app/test_store.c, which `make unit` runs on SQLite) on
-# PostgreSQL: on the cluster AGORA_TEST_PG names, or on a private one scripts/test-store-postgres.sh
-# starts and destroys. Any single run: AGORA_TEST_DB_URL=postgresql://... $(BUILD)/tests/app/test_store
+# PostgreSQL: on the cluster AGORA_TEST_PG names, or on a private one scripts/with-pg.sh starts and
+# destroys. Any single run: AGORA_TEST_DB_URL=postgresql://... $(BUILD)/tests/app/test_store
 unit-postgres: $(BUILD)/tests/app/test_store
-	@sh scripts/test-store-postgres.sh $(BUILD)/tests/app/test_store
+	@sh scripts/with-pg.sh sh -c 'AGORA_TEST_DB_URL=$$AGORA_TEST_PG exec "$$0"' $(BUILD)/tests/app/test_store
+
+# The API suites, the idempotency crash test and the login flood again, on PostgreSQL (each
+# cluster of servers on a fresh database of AGORA_TEST_PG's cluster, or of a private one).
+PG_SUITES := $(sort $(wildcard tests/integration/test_api_*.py)) tests/integration/test_ft_idempotent.py \
+	tests/integration/test_ft_login_flood.py
+integration-postgres: build
+	@sh scripts/with-pg.sh env AGORA_TEST_STORE=postgres sh scripts/run-integration.sh $(PG_SUITES)
 
 integration: build
 	@sh scripts/run-integration.sh
@@ -90,11 +98,17 @@ integration: build
 browser: build
 	@sh scripts/run-browser.sh
 
+# One PostgreSQL (scripts/with-pg.sh) serves every suite of the run; it is destroyed at the end.
 test: deps-test
 	@$(MAKE) --no-print-directory build
 	@$(MAKE) --no-print-directory format-check
+	@sh scripts/with-pg.sh $(MAKE) --no-print-directory test-suites
+
+test-suites:
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-postgres
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory integration-postgres
 	@$(MAKE) --no-print-directory browser
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory tsan

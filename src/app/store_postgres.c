@@ -699,8 +699,8 @@ int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *w
         }
         if (rc == RETRY)
             return STORE_BUSY;
-        if (rc == FKEY)
-            return (flags & PG_RACY) ? STORE_BUSY : STORE_ERROR;
+        if (rc == FKEY) /* still after every retry: a row the caller named does not exist */
+            return STORE_ERROR;
         return rc;
     }
 }

@@ -28,7 +28,7 @@
  * Running it:
  *   make unit                 all unit tests, this one on SQLite
  *   make unit-postgres        this suite on PostgreSQL: on the cluster AGORA_TEST_PG names, or on
- *                             a private one started and destroyed by scripts/test-store-postgres.sh
+ *                             a private one started and destroyed by scripts/with-pg.sh
  *   AGORA_TEST_DB_URL='postgresql:///agora?host=DIR&user=agora' build/tests/app/test_store
  *
  * What the store's own files do beyond the contract (SQLite's schema migrations, VFS, file
