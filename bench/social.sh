@@ -134,7 +134,7 @@ pg_start() {
 pg_settings() {
     pg_sql agora "SELECT name || '=' || current_setting(name) || ' (' || source || ')' FROM pg_settings
         WHERE source NOT IN ('default', 'override', 'client', 'session')
-        AND name !~ '^(lc_|datestyle|timezone|log_timezone|default_text_search_config)' ORDER BY name" |
+        AND name !~* '^(lc_|datestyle|timezone|log_timezone|default_text_search_config)' ORDER BY name" |
         tr '\n' ' '
 }
 # db_url STORE USERS WHICH: the URL of the graph's database (WHICH = pristine or run).
