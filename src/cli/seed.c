@@ -181,28 +181,26 @@ static int load(struct store *st, const struct seed_opts *o, const char *hash, l
     int rc = STORE_OK;
     double *cdf = zipf_cdf(o->users);
     int *hist = alloc_calloc(FOLLOW_MAX + 1, sizeof *hist);
+    /* ids[u] = the store's id of user u: ids come from the store, whatever it held before */
+    int64_t *ids = alloc_calloc((size_t)o->users + 1, sizeof *ids);
     for (long u = 1; u <= o->users; u++) {
         snprintf(name, sizeof name, "user%ld", u);
         snprintf(display, sizeof display, "User %ld", u);
-        if ((rc = store_bulk_account(st, name, display, hash, ORIGIN_MS - (o->users - u + 1) * 1000, &id)) != STORE_OK)
+        if ((rc = store_bulk_account(st, name, display, hash, ORIGIN_MS - (o->users - u + 1) * 1000, &ids[u])) !=
+            STORE_OK)
             goto out;
-        if (id != u) {
-            fprintf(stderr, "agora seed: account ids do not start at 1; is the database empty?\n");
-            rc = STORE_ERROR;
-            goto out;
-        }
     }
     for (long u = 1; u <= o->users; u++) {
         int k = pick_followees(u, o->users, cdf, &rng, followees);
         hist[k]++;
         for (int i = 0; i < k; i++)
-            if ((rc = store_bulk_follow(st, u, followees[i], ORIGIN_MS - 1000)) != STORE_OK)
+            if ((rc = store_bulk_follow(st, ids[u], ids[followees[i]], ORIGIN_MS - 1000)) != STORE_OK)
                 goto out;
     }
     for (long j = 0, t = 0; j < o->posts; j++) {
         for (long u = 1; u <= o->users; u++, t++) {
             post_text(text, sizeof text, u, j, &rng);
-            if ((rc = store_bulk_post(st, u, text, ORIGIN_MS + t * 1000, &id)) != STORE_OK)
+            if ((rc = store_bulk_post(st, ids[u], text, ORIGIN_MS + t * 1000, &id)) != STORE_OK)
                 goto out;
         }
     }
@@ -213,6 +211,7 @@ static int load(struct store *st, const struct seed_opts *o, const char *hash, l
             break;
         }
 out:
+    free(ids);
     free(cdf);
     free(hist);
     return rc;

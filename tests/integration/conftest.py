@@ -92,15 +92,15 @@ def lb_factory(agora_bin):
 @pytest.fixture
 def agora_server_factory(agora_bin):
     """start(port, db_path, workers=1) starts `agora server --listen 127.0.0.1:PORT --db
-    sqlite:DB_PATH --workers N` and waits until it listens -> Process with .port. Every server
+    sqlite:DB_PATH --workers N` (db_path may also be a postgres:// URL: store_db) and waits until it listens -> Process with .port. Every server
     started is stopped at teardown (SIGTERM, then SIGKILL), also when the test failed."""
-    from helpers import LOCALHOST, accepts, start_process, wait_for
+    from helpers import LOCALHOST, accepts, db_url, start_process, wait_for
 
     started = []
 
     def start(port, db_path, workers=1):
         proc = start_process([agora_bin, "server", "--listen", "%s:%d" % (LOCALHOST, port),
-                              "--db", "sqlite:%s" % db_path, "--workers", workers],
+                              "--db", db_url(db_path), "--workers", workers],
                              "agora server: listening on", timeout=15.0)
         started.append(proc)
         proc.port = port
@@ -119,15 +119,56 @@ def agora_server_factory(agora_bin):
 
 # ---------------------------------------------------------------- JSON API (test_api_*.py)
 
+# ---------------------------------------------------------------- the database (agora_test/db.py)
+# AGORA_TEST_STORE=postgres runs the API suites on PostgreSQL: a private cluster for the session
+# (scripts/pg-temp.sh, fsync off, destroyed at the end), or the one AGORA_TEST_PG names; each
+# cluster of servers gets a database of its own (CREATE DATABASE).
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """The PostgreSQL cluster of the session (agora_test.db.PgCluster): AGORA_TEST_PG's, or one
+    started on first use; skips the test when PostgreSQL is not installed."""
+    import os
+    import tempfile
+
+    from helpers import PgCluster
+
+    if os.environ.get("AGORA_TEST_PG"):
+        yield PgCluster.existing(os.environ["AGORA_TEST_PG"])
+        return
+    if not list(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        pytest.skip("PostgreSQL is not installed (make deps-test)")
+    # under /tmp itself: as root the cluster runs as the postgres user, who cannot enter pytest's
+    # owner-only temporary directories
+    cluster = PgCluster.start(tempfile.mkdtemp(prefix="agora-pg-"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def store_db(request, tmp_path):
+    """The database of one test: tmp_path/agora.db, or with AGORA_TEST_STORE=postgres the URL of
+    a fresh PostgreSQL database. Pass it to agora_server_factory or agora_test.db.sql."""
+    from helpers import store_kind
+
+    if store_kind() == "postgres":
+        return request.getfixturevalue("pg_cluster").create_database()
+    return tmp_path / "agora.db"
+
+
 @pytest.fixture(scope="module")
-def api_cluster(agora_bin, tmp_path_factory):
-    """One SQLite file, three `agora server --workers 1` on it and `agora lb` in front (see
+def api_cluster(agora_bin, tmp_path_factory, request):
+    """One database (SQLite file, or with AGORA_TEST_STORE=postgres a fresh PostgreSQL
+    database), three `agora server --workers 1` on it and `agora lb` in front (see
     helpers.AgoraCluster), shared by the tests of a module: tests keep to their own accounts
     (unique usernames) so they do not depend on each other's data. At teardown every process
     gets SIGTERM and must exit with status 0."""
-    from helpers import AgoraCluster
+    from helpers import AgoraCluster, store_kind
 
-    cluster = AgoraCluster.start(agora_bin, tmp_path_factory.mktemp("api"))
+    db = request.getfixturevalue("pg_cluster").create_database() if store_kind() == "postgres" else None
+    cluster = AgoraCluster.start(agora_bin, tmp_path_factory.mktemp("api"), db=db)
     try:
         yield cluster
     finally:

@@ -5,11 +5,11 @@ itself: nothing was written."""
 import json
 import pathlib
 import re
-import sqlite3
 
 import pytest
 
 from helpers import LOCALHOST, http_request, unique_username
+from helpers import sql as db_sql
 
 POSTS = "/api/v1/posts"
 JSON_TYPE = "application/json; charset=utf-8"
@@ -33,11 +33,7 @@ def error_of(resp):
 
 def db_int(cluster, sql, *args):
     """One integer from the cluster's database, read with a connection of our own."""
-    con = sqlite3.connect(str(cluster.db), timeout=10)
-    try:
-        return con.execute(sql, args).fetchone()[0]
-    finally:
-        con.close()
+    return db_sql(cluster.db, sql, *args)[0][0]
 
 
 def posts_of(cluster, user):

@@ -4,15 +4,14 @@ session), the password rule, and the modes of the database files and of `agora u
 directory. Three `agora server` behind `agora lb` (api_cluster); expiry is driven by moving a
 session's last use back in the database itself."""
 import os
-import sqlite3
 import stat
 import subprocess
 import time
 
 import pytest
 
-from helpers import (API_PASSWORD, LOCALHOST, ApiClient, accepts, free_port, free_port_run, rfc3339_ms, start_agora_server,
-                     start_process, wait_for)
+from helpers import (API_PASSWORD, LOCALHOST, ApiClient, accepts, free_port, free_port_run, is_postgres, rfc3339_ms,
+                     sql, start_agora_server, start_process, wait_for)
 
 ME_SESSIONS = "/api/v1/me/sessions"
 PASSWORD = "/api/v1/me/password"
@@ -29,16 +28,6 @@ def error_of(resp):
 
 def now_ms():
     return int(time.time() * 1000)
-
-
-def sql(db, query, *args):
-    con = sqlite3.connect(str(db), timeout=10)
-    try:
-        rows = con.execute(query, args).fetchall()
-        con.commit()
-        return rows
-    finally:
-        con.close()
 
 
 def log_in(api, username, user_agent, password=API_PASSWORD):
@@ -249,11 +238,17 @@ def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+def skip_unless_sqlite(cluster):
+    if is_postgres(cluster.db):
+        pytest.skip("SQLite's files (WAL, locks, modes): not used on PostgreSQL")
+
+
 def test_a_reader_closing_its_connection_never_removes_the_wal(api_cluster):
     """Regression: creating the file 0600 with open()+close() in every store_open dropped the POSIX
     locks that the server's other connections (workers, hashing threads) held on the database, so
     another process closing its last connection believed it was alone, checkpointed and deleted
     the WAL; later commits went to the deleted file and no new reader saw them."""
+    skip_unless_sqlite(api_cluster)
     for i in range(3):
         sql(api_cluster.db, "SELECT count(*) FROM accounts")  # opens and closes a connection
         user = api_cluster.new_user("walkeep%d" % i)  # sign-up and log-in commit on hashing threads
@@ -262,6 +257,7 @@ def test_a_reader_closing_its_connection_never_removes_the_wal(api_cluster):
 
 
 def test_database_files_are_owner_only(api_cluster):
+    skip_unless_sqlite(api_cluster)
     for suffix in ("", "-wal", "-shm"):
         path = str(api_cluster.db) + suffix
         assert mode(path) == 0o600, (path, oct(mode(path)))

@@ -1,6 +1,7 @@
 """agora lb + agora server: exactly-once posts with Idempotency-Key across a server crash.
 
-Three real web servers share one SQLite database behind the balancer. Client threads create
+Three real web servers share one database (SQLite, or PostgreSQL with AGORA_TEST_STORE=postgres)
+behind the balancer. Client threads create
 posts with POST /api/v1/posts and a per-post Idempotency-Key, each retried by the client with the
 same key until it is acknowledged (201). Meanwhile one server is killed with SIGKILL and started
 again on the same port. A post whose server died after committing it but before answering is
@@ -10,11 +11,10 @@ acknowledged post exactly once, and nothing else; each acknowledgement named the
 """
 
 import json
-import sqlite3
 import threading
 import time
 
-from helpers import LOCALHOST, free_port, http_request, wait_for
+from helpers import LOCALHOST, free_port, http_request, sql, wait_for
 
 POSTS = 200
 THREADS = 4
@@ -30,8 +30,8 @@ def api(port, method, path, body=None, headers=None):
     return status, raw
 
 
-def test_posts_with_idempotency_keys_exist_exactly_once_after_a_crash(agora_server_factory, lb_factory, tmp_path):
-    db = tmp_path / "agora.db"
+def test_posts_with_idempotency_keys_exist_exactly_once_after_a_crash(agora_server_factory, lb_factory, store_db):
+    db = store_db  # SQLite, or PostgreSQL with AGORA_TEST_STORE=postgres
     ports = [free_port() for _ in range(3)]
     servers = [agora_server_factory(ports[0], db)]  # the first one creates the schema alone
     servers += [agora_server_factory(p, db) for p in ports[1:]]
@@ -84,10 +84,8 @@ def test_posts_with_idempotency_keys_exist_exactly_once_after_a_crash(agora_serv
     # Every post was acknowledged in the end (bounded retries).
     assert sorted(acked) == list(range(POSTS)), "not acknowledged: %r" % sorted(set(range(POSTS)) - set(acked))
     # The database holds exactly the acknowledged posts, once each, with the acknowledged ids.
-    with sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10) as conn:
-        rows = conn.execute(
-            "SELECT p.id, p.text, p.idem_key FROM posts p JOIN accounts a ON a.id = p.author "
-            "WHERE a.username = ?", (USER,)).fetchall()
+    rows = sql(db, "SELECT p.id, p.text, p.idem_key FROM posts p JOIN accounts a ON a.id = p.author "
+                   "WHERE a.username = ?", USER)
     texts = [text for _, text, _ in rows]
     assert len(texts) == len(set(texts)), "duplicates: %r" % sorted(t for t in texts if texts.count(t) > 1)
     assert sorted(texts) == sorted("post %d" % k for k in acked)

@@ -12,6 +12,7 @@
 import json
 import threading
 
+from .db import db_url
 from .http import http_request
 from .processes import LOCALHOST, _listens_on, free_port, start_process, wait_for
 
@@ -21,14 +22,14 @@ API_PASSWORD = "correct horse battery staple"
 
 def start_agora_server(agora, db_path, workers=1, timeout=15.0, attempts=5, extra_args=()):
     """Starts `agora server --listen 127.0.0.1:PORT --db sqlite:DB_PATH --workers N` (then
-    extra_args) on a free port and waits until the port accepts connections. A port taken between
+    extra_args; db_path may also be a postgres:// URL, agora_test.db.db_url) on a free port and waits until the port accepts connections. A port taken between
     choosing and binding it is retried with another one. Returns the Process with .port and .name
     (its X-Served-By value, host:port); raises RuntimeError with the server's output on any other
     failure."""
     for attempt in range(attempts):
         port = free_port()
         proc = start_process([agora, "server", "--listen", "%s:%d" % (LOCALHOST, port),
-                              "--db", "sqlite:%s" % db_path, "--workers", workers] + list(extra_args),
+                              "--db", db_url(db_path), "--workers", workers] + list(extra_args),
                              "agora server: listening on", timeout)
         # The message comes before the socket is bound: wait for the port too.
         wait_for(lambda: proc.poll() is not None or _listens_on(proc.pid, port), timeout)

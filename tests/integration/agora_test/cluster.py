@@ -1,6 +1,7 @@
 """Several `agora server` processes on one database behind `agora lb`.
 
     AgoraCluster.start(agora, dir)      one SQLite file, three servers, `agora lb` in front
+    AgoraCluster.start(agora, dir, db=URL)   the same on a PostgreSQL database
 """
 
 import pathlib
@@ -11,9 +12,10 @@ from .processes import wait_for
 
 
 class AgoraCluster:
-    """Three `agora server` processes sharing one SQLite file, behind `agora lb` (least-conn,
+    """Three `agora server` processes sharing one database, behind `agora lb` (least-conn,
     one worker, no admin API, no slow start). .lb and .servers are the Processes, .names the
-    servers' X-Served-By values, .api an anonymous ApiClient for the balancer."""
+    servers' X-Served-By values, .api an anonymous ApiClient for the balancer, .db the database:
+    the SQLite file's path, or the PostgreSQL URL given (agora_test.db.sql reads either)."""
 
     def __init__(self):
         self.servers = []
@@ -26,10 +28,11 @@ class AgoraCluster:
     SERVER_ARGS = ("--signup-limit", "off")
 
     @classmethod
-    def start(cls, agora, directory, servers=3, server_args=SERVER_ARGS, lb_args=()):
-        """server_args go to every `agora server`, lb_args to `agora lb` (after the defaults)."""
+    def start(cls, agora, directory, servers=3, server_args=SERVER_ARGS, lb_args=(), db=None):
+        """server_args go to every `agora server`, lb_args to `agora lb` (after the defaults); db
+        is a database URL (postgres://...), or None for DIRECTORY/agora.db."""
         cluster = cls()
-        cluster.db = pathlib.Path(directory) / "agora.db"
+        cluster.db = db if db is not None else pathlib.Path(directory) / "agora.db"
         try:
             # the first server creates the schema alone, then the others open the file
             cluster.servers.append(start_agora_server(agora, cluster.db, extra_args=server_args))

@@ -1,0 +1,155 @@
+/* store_postgres_posts.c — PostgreSQL store: posts, likes, post lists and the hybrid home
+ * timeline. Each call is one round trip (store_postgres.h); the SQL is in the statement table of
+ * store_postgres.c. See store.h and docs/TIMELINES.md. */
+#include "app/store_postgres.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+
+int pg_post_create(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
+                   const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    if (memchr(text, '\0', text_len) != NULL) /* PostgreSQL's text cannot hold NUL */
+        return pg_fail(s, STORE_ERROR, "creating a post: the text contains a NUL character");
+    /* text parameters are NUL-terminated: copy when the caller's text is not */
+    char small[1024], *copy = text_len < sizeof small ? small : NULL;
+    if (copy == NULL)
+        copy = alloc_malloc(text_len + 1);
+    memcpy(copy, text, text_len);
+    copy[text_len] = '\0';
+    struct pg_q q[2] = {{.id = PG_LOCK_ACCOUNT, .n = 1}, {.id = PG_POST_CREATE, .n = 7}};
+    pg_q_int(&q[0], 0, author);
+    pg_q_int(&q[1], 0, author);
+    pg_q_text(&q[1], 1, copy, text_len);
+    pg_q_int(&q[1], 2, now);
+    if (reply_to != 0)
+        pg_q_int(&q[1], 3, reply_to);
+    pg_q_int(&q[1], 4, st->fanout_limit);
+    if (idem_key != NULL)
+        pg_q_text(&q[1], 5, idem_key, strlen(idem_key));
+    if (idem_key != NULL && idem_hash != NULL)
+        pg_q_bytes(&q[1], 6, idem_hash, STORE_BODY_HASH_LEN);
+    /* PG_RACY: a parent deleted meanwhile (foreign key) or a key taken meanwhile (unique index)
+     * is found by the next attempt */
+    int rc = pg_batch(s, q, 2, PG_WRITE | PG_RACY, "creating a post");
+    if (rc == STORE_OK) {
+        const PGresult *r = q[1].res;
+        if (!PQgetisnull(r, 0, 1)) { /* the key's post */
+            *id_out = pg_int(r, 0, 1);
+            rc = pg_bool(r, 0, 2) ? STORE_CONFLICT : STORE_OK;
+        } else if (!PQgetisnull(r, 0, 0)) {
+            *id_out = pg_int(r, 0, 0);
+        } else {
+            rc = STORE_NOT_FOUND; /* no such author, or no such parent */
+        }
+    }
+    pg_q_clear(q, 2);
+    if (copy != small)
+        free(copy);
+    return rc;
+}
+
+int pg_post_delete(struct store *st, int64_t id, int64_t author)
+{
+    struct pg_q q[2] = {{.id = PG_LOCK_ACCOUNT, .n = 1}, {.id = PG_POST_DELETE, .n = 2}};
+    pg_q_int(&q[0], 0, author);
+    pg_q_int(&q[1], 0, id);
+    pg_q_int(&q[1], 1, author);
+    /* not sent again after a lost connection: a post deleted by the first sending would then
+     * read as not found */
+    int rc = pg_batch((struct pg_store *)st, q, 2, PG_WRITE | PG_RACY, "deleting a post");
+    if (rc == STORE_OK) {
+        if (PQgetisnull(q[1].res, 0, 0))
+            rc = STORE_NOT_FOUND;
+        else if (pg_int(q[1].res, 0, 0) != author)
+            rc = STORE_FORBIDDEN;
+    }
+    pg_q_clear(q, 2);
+    return rc;
+}
+
+int pg_like(struct store *st, int64_t post, int64_t account, int on, int64_t now)
+{
+    struct pg_q q = {.id = on ? PG_LIKE : PG_UNLIKE, .n = on ? 3 : 2};
+    pg_q_int(&q, 0, post);
+    pg_q_int(&q, 1, account);
+    if (on)
+        pg_q_int(&q, 2, now);
+    int rc = pg_batch((struct pg_store *)st, &q, 1, PG_WRITE | PG_RACY | PG_RESEND, on ? "liking" : "unliking");
+    if (rc == STORE_OK && !pg_bool(q.res, 0, 0))
+        rc = STORE_NOT_FOUND;
+    pg_q_clear(&q, 1);
+    return rc;
+}
+
+/* Calls cb for each post row of r until it returns non-zero. */
+static void stream_posts(const PGresult *r, store_post_cb cb, void *ctx)
+{
+    struct store_post p;
+    for (int i = 0; i < PQntuples(r); i++) {
+        p.id = pg_int(r, i, 0);
+        p.text = PQgetvalue(r, i, 1);
+        p.text_len = (size_t)PQgetlength(r, i, 1);
+        p.created_at = pg_int(r, i, 2);
+        p.reply_to = pg_int(r, i, 3); /* NULL reads as 0 */
+        p.likes_count = pg_int(r, i, 4);
+        p.replies_count = pg_int(r, i, 5);
+        p.liked = pg_bool(r, i, 6);
+        pg_read_account(r, i, 7, &p.author);
+        if (cb(ctx, &p) != 0)
+            break;
+    }
+}
+
+int pg_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, void *ctx)
+{
+    struct pg_q q = {.id = PG_POST_GET, .n = 2};
+    pg_q_int(&q, 0, id);
+    pg_q_int(&q, 1, viewer);
+    int rc = pg_batch((struct pg_store *)st, &q, 1, PG_RESEND, "reading a post");
+    if (rc == STORE_OK) {
+        if (PQntuples(q.res) == 0)
+            rc = STORE_NOT_FOUND;
+        else
+            stream_posts(q.res, cb, ctx);
+    }
+    pg_q_clear(&q, 1);
+    return rc;
+}
+
+/* Runs a list statement of the form ($1 key, $2 max_id, $3 since_id, $4 limit[, $5 viewer]). */
+static int list(struct pg_store *s, enum pg_stmt id, int nparams, int64_t key, int64_t viewer,
+                const struct store_page *page, store_post_cb cb, void *ctx)
+{
+    struct pg_q q = {.id = id, .n = nparams};
+    pg_q_int(&q, 0, key);
+    pg_q_int(&q, 1, page->max_id > 0 ? page->max_id : INT64_MAX);
+    pg_q_int(&q, 2, page->since_id > 0 ? page->since_id : 0);
+    pg_q_int(&q, 3, page->limit > 0 ? page->limit : 1);
+    if (nparams >= 5)
+        pg_q_int(&q, 4, viewer);
+    int rc = pg_batch(s, &q, 1, PG_RESEND, "reading posts");
+    if (rc == STORE_OK)
+        stream_posts(q.res, cb, ctx);
+    pg_q_clear(&q, 1);
+    return rc;
+}
+
+int pg_posts_by_author(struct store *st, int64_t author, int64_t viewer, const struct store_page *page,
+                       store_post_cb cb, void *ctx)
+{
+    return list((struct pg_store *)st, PG_LIST_AUTHOR, 5, author, viewer, page, cb, ctx);
+}
+
+int pg_replies(struct store *st, int64_t post, int64_t viewer, const struct store_page *page, store_post_cb cb,
+               void *ctx)
+{
+    return list((struct pg_store *)st, PG_LIST_REPLIES, 5, post, viewer, page, cb, ctx);
+}
+
+int pg_home(struct store *st, int64_t owner, const struct store_page *page, store_post_cb cb, void *ctx)
+{
+    return list((struct pg_store *)st, PG_LIST_HOME, 4, owner, owner, page, cb, ctx);
+}
