@@ -177,6 +177,25 @@ static int run(const struct up_pg *pg, char *const argv[])
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* 1 if the postgres user can use pg->dir (every directory above it must let it pass: /root,
+ * for one, does not), else 0. Checked in a child that takes the user's identity. */
+static int owner_reaches(const struct up_pg *pg)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return 1; /* no verdict: initdb will say */
+    if (pid == 0) {
+        if (initgroups("postgres", pg->gid) < 0 || setgid(pg->gid) < 0 || setuid(pg->uid) < 0)
+            _exit(2);
+        _exit(access(pg->dir, R_OK | W_OK | X_OK) == 0 ? 0 : 1);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return 1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 void up_pg_log_tail(const struct up_pg *pg, int lines)
 {
     FILE *f = fopen(pg->log, "r");
@@ -254,6 +273,13 @@ int up_pg_prepare(struct up_pg *pg, const char *data, char *err, size_t errlen)
     }
     if ((pg->drop && chown(pg->dir, pg->uid, pg->gid) < 0) || chmod(pg->dir, 0700) < 0) {
         snprintf(err, errlen, "cannot hand %s to the postgres user: %s", pg->dir, strerror(errno));
+        return -1;
+    }
+    if (pg->drop && !owner_reaches(pg)) {
+        snprintf(err, errlen,
+                 "PostgreSQL runs as the postgres user, which cannot reach %s (a directory above it is closed "
+                 "to other users, as /root is): use a --data directory outside it, e.g. /var/lib/agora",
+                 pg->dir);
         return -1;
     }
     int fd = open(pg->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
