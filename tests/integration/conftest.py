@@ -182,28 +182,3 @@ def api(api_cluster):
     """An anonymous ApiClient talking to the balancer of api_cluster."""
     return api_cluster.api
 
-
-# ---------------------------------------------------------------- PostgreSQL
-
-@pytest.fixture(scope="session")
-def pg_url(tmp_path_factory):
-    """The URL of a running PostgreSQL cluster where tests may create their own databases
-    (superuser): $AGORA_TEST_PG if set, else a cluster of scripts/pg-temp.sh started for this
-    session (fsync off) and destroyed at its end. Skips when PostgreSQL is not installed."""
-    import os
-    import tempfile
-
-    from agora_test.pgtemp import PgTemp, pg_bindir
-
-    url = os.environ.get("AGORA_TEST_PG")
-    if url:
-        yield url
-        return
-    if pg_bindir() is None:
-        pytest.skip("PostgreSQL is not installed (make deps-test installs it)")
-    # Under /tmp itself: the postgres user (as root) cannot pass pytest's 0700 base directory.
-    cluster = PgTemp(tempfile.mkdtemp(prefix="agora-pg-"))
-    try:
-        yield cluster.start("fsync=off")
-    finally:
-        cluster.destroy()

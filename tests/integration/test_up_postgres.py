@@ -16,7 +16,8 @@ import time
 import pytest
 
 from agora_test.api import API_PASSWORD, ApiClient, unique_username
-from agora_test.pgtemp import backends_gone, create_database, pg_bindir, psql
+from agora_test.db import sql
+from agora_test.pgtemp import backends_gone, pg_bindir
 from agora_test.processes import LOCALHOST, accepts, free_port_run, start_process, wait_for
 
 pytestmark = pytest.mark.skipif(pg_bindir() is None, reason="PostgreSQL is not installed")
@@ -108,13 +109,13 @@ def test_up_postgres_serves_survives_restarts_and_stops_clean(agora_bin, data_di
             assert os.stat("/proc/%d" % pid).st_uid == pwd_uid("postgres")
             assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o710
         assert stat.S_IMODE(os.stat(pgdata).st_mode) == 0o700
-        settings = dict(psql(url, "SELECT name, setting FROM pg_settings WHERE name IN "
-                                  "('fsync', 'synchronous_commit', 'listen_addresses', 'full_page_writes', "
-                                  "'unix_socket_directories', 'max_connections')"))
+        settings = dict(sql(url, "SELECT name, setting FROM pg_settings WHERE name IN "
+                                 "('fsync', 'synchronous_commit', 'listen_addresses', 'full_page_writes', "
+                                 "'unix_socket_directories', 'max_connections')"))
         assert settings == {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
                             "listen_addresses": "", "unix_socket_directories": str(pgdata),
-                            "max_connections": "200"}, settings
-        assert psql(url, "SELECT current_user, current_database()") == [["agora", "agora"]]
+                            "max_connections": 200}, settings
+        assert sql(url, "SELECT current_user, current_database()") == [("agora", "agora")]
         # The API through the balancer.
         name, token, post = sign_up_and_post(api, "first run")
         assert home_ids(api, token) == [post["id"]]
@@ -166,23 +167,23 @@ def pwd_uid(name):
     return pwd.getpwnam(name).pw_uid
 
 
-def test_up_db_url_runs_the_servers_on_an_existing_postgres(agora_bin, data_dir, pg_url):
-    dbname = "up_db_%d" % os.getpid()
-    url = create_database(pg_url, dbname)
+def test_up_db_url_runs_the_servers_on_an_existing_postgres(agora_bin, data_dir, pg_cluster):
+    url = pg_cluster.create_database("up_db")
+    dbname = url.split("?")[0].rsplit("/", 1)[1]
     up, api = start_up(agora_bin, data_dir, "--db", url)
     try:
         assert "database: %s\n" % url in up.output(), up.output()
         name, token, post = sign_up_and_post(api, "on an existing cluster")
         assert home_ids(api, token) == [post["id"]]
         # The servers hold connections to that database, and agora up made no cluster of its own.
-        conns = psql(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'" % dbname)
-        assert int(conns[0][0]) >= 2, conns
+        conns = sql(pg_cluster.url, "SELECT count(*) FROM pg_stat_activity WHERE datname = ?", dbname)
+        assert conns[0][0] >= 2, conns
         assert not (data_dir / "postgres").exists()
     finally:
         status = stop_up(up)
     assert status == 0, up.output()
-    assert wait_for(lambda: psql(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'"
-                                 % dbname) == [["0"]], 10.0, 0.2)
+    assert wait_for(lambda: sql(pg_cluster.url, "SELECT count(*) FROM pg_stat_activity WHERE datname = ?",
+                                dbname) == [(0,)], 10.0, 0.2)
 
 
 def test_up_db_url_not_answering_fails_clearly(agora_bin, data_dir):

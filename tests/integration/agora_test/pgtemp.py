@@ -1,13 +1,12 @@
-"""Private PostgreSQL clusters for tests (scripts/pg-temp.sh), and plain SQL through psql.
+"""A PostgreSQL cluster a test stops, kills and restarts itself (scripts/pg-temp.sh); for a
+database on the session's cluster use conftest's pg_cluster, for SQL agora_test.db.sql.
 
     PgTemp(dir).start(*settings)        initdb (first time) and start; .url
     PgTemp.stop() / .destroy()          fast shutdown / immediate stop and removal
     PgTemp.kill()                       SIGKILL the postmaster (a crash); returns its pid
     PgTemp.postmaster_pid()             the running postmaster's pid, or None
-    psql(url, sql)                      run sql, return the rows as lists of strings
-    database_url(url, name)             the same server, another database
-    create_database(url, name)          CREATE DATABASE name on url's server -> its URL
     pg_bindir()                         the newest /usr/lib/postgresql/*/bin, or None
+    backends_gone(dir)                  no process (postmaster, backend) works in dir any more
 """
 
 import glob
@@ -15,7 +14,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import urllib.parse
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 PG_TEMP = REPO_ROOT / "scripts" / "pg-temp.sh"
@@ -28,31 +26,6 @@ def pg_bindir():
 
     dirs = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.access(d + "/initdb", os.X_OK)]
     return sorted(dirs, key=key)[-1] if dirs else None
-
-
-def psql(url, sql, timeout=30):
-    """Runs sql on the database at url with psql (stop at the first error). Returns the rows, each
-    a list of strings; raises RuntimeError with psql's message on failure."""
-    bindir = pg_bindir()
-    exe = os.path.join(bindir, "psql") if bindir else "psql"
-    r = subprocess.run([exe, "-qAtX", "-v", "ON_ERROR_STOP=1", "-F", "\t", "-d", url, "-c", sql],
-                       capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError("psql %r failed (%d): %s" % (sql, r.returncode, r.stderr))
-    return [line.split("\t") for line in r.stdout.splitlines()]
-
-
-def database_url(url, name):
-    """url (postgres[ql]://...) with its database replaced by name."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-def create_database(url, name):
-    """Creates the database name on url's server (dropping one of that name first). Returns its URL."""
-    psql(url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
-    psql(url, 'CREATE DATABASE "%s"' % name)
-    return database_url(url, name)
 
 
 class PgTemp:
