@@ -65,7 +65,7 @@ if [ -z "${BENCH_SOCIAL_STORES:-}" ]; then
     [ ! -x "$PG_BINDIR/initdb" ] || BENCH_SOCIAL_STORES="sqlite postgres"
 fi
 : "${BENCH_SOCIAL_PG_SETTINGS:=shared_preload_libraries=pg_stat_statements max_connections=200}"
-: "${BENCH_SOCIAL_PG_RATIO:=0.6}" "${BENCH_SOCIAL_CALL_DURATION:=5}"
+: "${BENCH_SOCIAL_PG_SERVER_ARGS:=}" "${BENCH_SOCIAL_PG_RATIO:=0.6}" "${BENCH_SOCIAL_CALL_DURATION:=5}"
 : "${BENCH_SOCIAL_CALL_MIXES:=100,0,0 0,100,0 0,0,100}"
 
 CLK_TCK=$(getconf CLK_TCK)
@@ -120,7 +120,7 @@ bench_at_exit() {
 # pg_url DBNAME: the URL of that database in the cluster.
 pg_url() { echo "postgresql:///$1?host=$PG_DIR&user=agora"; }
 # pg_sql DBNAME SQL: runs SQL there (psql, stop at the first error); rows on stdout.
-pg_sql() { "$PG_BINDIR/psql" -qAtX -v ON_ERROR_STOP=1 -d "$(pg_url "$1")" -c "$2"; }
+pg_sql() { PGOPTIONS="-c client_min_messages=warning" "$PG_BINDIR/psql" -qAtX -F $'\t' -v ON_ERROR_STOP=1 -d "$(pg_url "$1")" -c "$2"; }
 pg_start() {
     local args=() s
     PG_DIR=$(mktemp -d /tmp/agora-bench-pg.XXXXXX) || bench_die "mktemp failed"
@@ -179,7 +179,7 @@ cpu_seconds() {
 # and the balancer on it (logs named after TAG); sets STORE, DB (the SQLite file, or empty),
 # LB_PORT, LB_PID, LB_LOG, SRV_PIDS, SRV_LOGS.
 stack_start() {
-    local store=$1 users=$2 config=$3 tag=$4 sw lw i=0 name log port s1 s2 s3 backends=()
+    local store=$1 users=$2 config=$3 tag=$4 sw lw i=0 name log port s1 s2 s3 backends=() extra=()
     local gdir="$BENCH_TMP/$store-g$users" url
     IFS=: read -r sw lw _ _ <<<"$config"
     STORE=$store
@@ -193,6 +193,8 @@ stack_start() {
         sync "$DB"
     else
         DB=""
+        # shellcheck disable=SC2206 # words on purpose
+        extra=($BENCH_SOCIAL_PG_SERVER_ARGS)
         pg_sql agora "DROP DATABASE IF EXISTS run WITH (FORCE)" >/dev/null
         # A file copy of the template (with a checkpoint before it), then one after it: the copy
         # is on disk before the run, as SQLite's is.
@@ -206,7 +208,7 @@ stack_start() {
     for port in "$s1" "$s2" "$s3"; do
         name="server$((++i))-$tag"
         log="$RAW/$name.log"
-        bench_spawn "$name" "$log" "$AGORA" server --listen "127.0.0.1:$port" --db "$url" --workers "$sw"
+        bench_spawn "$name" "$log" "$AGORA" server --listen "127.0.0.1:$port" --db "$url" --workers "$sw" "${extra[@]}"
         bench_wait_port "$name" "$SPAWNED" "$port" "$log"
         SRV_PIDS+=("$SPAWNED")
         SRV_LOGS+=("$log")
@@ -387,7 +389,7 @@ profile() {
 if [[ " $BENCH_SOCIAL_STORES " == *" postgres "* ]]; then
     pg_start
     {
-        echo "PostgreSQL: $("$PG_BINDIR/postgres" --version), cluster $PG_DIR (Unix socket only), -c settings: $BENCH_SOCIAL_PG_SETTINGS"
+        echo "PostgreSQL: $("$PG_BINDIR/postgres" --version), cluster $PG_DIR (Unix socket only), -c settings: $BENCH_SOCIAL_PG_SETTINGS; agora server flags on it: ${BENCH_SOCIAL_PG_SERVER_ARGS:-none}"
         echo "PostgreSQL settings not at their defaults: $(pg_settings)"
         echo "PostgreSQL durability: $(pg_sql agora "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method', 'shared_buffers')")"
     } | tee -a "$RAW/notes.txt"
