@@ -261,7 +261,8 @@ pg_cpu_seconds() {
 # run USERS CONFIG MIX KIND FILE SECONDS: one wrk run on the running stack, output in $RAW/FILE,
 # recorded in runs.tsv with the CPU the balancer, the servers and PostgreSQL used and the WAL size
 # after it (SQLite's -wal file; for PostgreSQL the WAL written during the run). With kind "calls"
-# (PostgreSQL), pg_stat_statements is reset just before and written to $RAW/calls-FILE after.
+# (PostgreSQL), pg_stat_statements is reset just before and written to $RAW/calls-FILE after
+# (calls, rows, mean execution time in µs, statement).
 run() {
     local users=$1 config=$2 mix=$3 kind=$4 file=$5 secs=$6 lb0 srv0 lb1 srv1 pg0 pg1 wal=0 lsn0=""
     stack_alive
@@ -281,7 +282,7 @@ run() {
     stack_alive
     if [ "$STORE" = postgres ]; then
         wal=$(pg_sql agora "SELECT pg_current_wal_lsn() - '$lsn0'::pg_lsn")
-        [ "$kind" != calls ] || pg_sql agora "SELECT s.calls, s.rows, regexp_replace(s.query, '\s+', ' ', 'g')
+        [ "$kind" != calls ] || pg_sql agora "SELECT s.calls, s.rows, round(s.mean_exec_time::numeric * 1000), regexp_replace(s.query, '\s+', ' ', 'g')
             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
             WHERE d.datname = 'run' ORDER BY s.calls DESC" >"$RAW/calls-${file%.wrk.txt}.tsv"
     else

@@ -18,7 +18,7 @@ config is SW:LW:T:C (worker threads per agora server, agora lb workers, wrk thre
 connections); mix is HOME,USER,COMPOSE percentages; kind is warmup, measure (the main table),
 part (the "where the time goes" table: the same configuration with another mix), calls (one
 request type alone on PostgreSQL, its pg_stat_statements in calls-NAME.tsv next to the wrk file
-NAME.wrk.txt: "calls rows query" lines) or perf (run under perf, not shown). Every run's failed
+NAME.wrk.txt: "calls rows mean-exec-µs query" lines) or perf (run under perf, not shown). Every run's failed
 requests count, whatever its kind. cpu-s are CPU seconds (user + system) the balancer, the three
 servers and PostgreSQL's processes used during the run; wal-bytes is the size of SQLite's -wal
 file after it, or the WAL PostgreSQL wrote during it. store is sqlite (the default for lines of
@@ -200,7 +200,8 @@ KINDS = ("home", "user", "compose")
 def calls_table(runs):
     """Lines: for each kind=calls run (one request type alone on PostgreSQL), the statements per
     request (pg_stat_statements calls / requests wrk sent), in total and for the most frequent
-    statements. The readiness pinger (one statement a second per server) is counted too."""
+    statements with their mean execution time. The readiness pinger (one statement a second per
+    server) is counted too."""
     lines = []
     for r in runs:
         if r["kind"] != "calls":
@@ -211,15 +212,15 @@ def calls_table(runs):
                             + ".tsv")
         try:
             with open(path) as f:
-                stmts = [line.rstrip("\n").split("\t", 2) for line in f if line.strip()]
+                stmts = [line.rstrip("\n").split("\t", 3) for line in f if line.strip()]
         except OSError as e:
             raise ParseError("%s: %s" % (path, e))
         total = sum(int(s[0]) for s in stmts)
         lines.append("  %7d users  %-8s %7d requests  %5.2f statements/request  (%.0f req/s, p99 %.2f ms)" % (
             r["users"], "+".join(kinds), requests, total / max(requests, 1), r["rps"], r["p99"]))
-        for calls, rows, query in stmts[:6]:
+        for calls, rows, mean_us, query in stmts[:6]:
             if int(calls) / max(requests, 1) >= 0.01:
-                lines.append("      %5.2f/req  %s" % (int(calls) / max(requests, 1), query[:110]))
+                lines.append("      %5.2f/req  %5s µs  %s" % (int(calls) / max(requests, 1), mean_us, query[:100]))
     return lines
 
 
