@@ -1,17 +1,19 @@
 /* store.h — the one interface between the application and its database.
  *
  * A store is a connection to one database, used by one thread at a time (each app worker opens
- * its own). The implementation is chosen by the URL in store_open(): "sqlite:PATH" today
- * (store_sqlite.c); a PostgreSQL implementation can be added later by filling another
+ * its own). The implementation is chosen by the URL in store_open(): "sqlite:PATH"
+ * (store_sqlite.c) or "postgres://..." (store_postgres.c), each filling a
  * struct store_ops. Handlers call the store_* wrappers below and never see SQL; the store
  * returns plain structs and never formats JSON.
  *
  * Data model: accounts, sessions (only a hash of the token is stored; a session expires when it
  * has not been used for the session lifetime, see store_options), follows, posts, likes, and
  * the home-timeline table used for fan-out on write (see docs/TIMELINES.md). Ids are positive
- * 64-bit integers that grow with insertion order; timestamps are milliseconds since the Unix epoch.
- * Every write is one transaction that also maintains the denormalised counters, and is retried
- * when the database is busy, so an acknowledged write (STORE_OK) is committed.
+ * 64-bit integers that grow with insertion order (with concurrent writers a higher id may commit
+ * before a lower one; one author's posts commit in id order); timestamps are milliseconds since
+ * the Unix epoch. Every write is one transaction that also maintains the denormalised counters,
+ * and is retried whole when the database is busy or the transaction lost a conflict with another
+ * (deadlock, serialization failure), so an acknowledged write (STORE_OK) is committed.
  *
  * Return codes of every function returning int: STORE_OK, or one of the negative codes below;
  * on STORE_ERROR/STORE_BUSY store_errmsg() describes the problem. OK, ERROR and BUSY are the shared
@@ -30,7 +32,7 @@
 
 #define STORE_OK        RC_OK
 #define STORE_ERROR     RC_ERROR        /* unexpected database error (message in store_errmsg) */
-#define STORE_BUSY      RC_AGAIN        /* the database stayed locked through every retry */
+#define STORE_BUSY      RC_AGAIN        /* not now: locked through every retry, or unreachable (try later) */
 #define STORE_NOT_FOUND (RC_MODULE)     /* the account/post/session named does not exist */
 #define STORE_CONFLICT  (RC_MODULE - 1) /* a unique value (username) is taken */
 #define STORE_FORBIDDEN (RC_MODULE - 2) /* the caller may not do this (deleting another author's post) */
@@ -183,7 +185,7 @@ struct store {
     char err[256];
 };
 
-/* Opens the database named by url ("sqlite:PATH"), creating or migrating the schema, and returns
+/* Opens the database named by url ("sqlite:PATH", "postgres://..."), creating or migrating the schema, and returns
  * a store for the calling thread, or NULL with a message in err. opts may be NULL. */
 struct store *store_open(const char *url, const struct store_options *opts, char *err, size_t errlen);
 /* Closes the connection and frees the store. NULL is allowed. */
@@ -191,13 +193,14 @@ void store_close(struct store *st);
 /* The message describing the last STORE_ERROR/STORE_BUSY. */
 static inline const char *store_errmsg(const struct store *st) { return st->err; }
 
-/* Runs a trivial query; STORE_OK when the database answers (and is still the one opened: SQLite
- * checks that the file at its path was not removed or replaced). The readiness thread (ready.h)
- * calls it once a second, so it must stay cheap. */
+/* Runs a trivial query; STORE_OK when the database answers now (and is still the one opened, as
+ * far as the store can tell; a store whose connection was lost connects again). The readiness
+ * thread (ready.h) calls it once a second, so it must stay cheap. */
 static inline int store_ping(struct store *st) { return st->ops->ping(st); }
 
-/* Groups the reads that follow, until store_read_end, into one consistent snapshot (one read
- * transaction instead of one per query). Only reads may happen in between. Returns STORE_OK, or
+/* Marks the reads that follow, until store_read_end, as one request's: a store may run them in one
+ * consistent snapshot (one read transaction instead of one per query), or do nothing when each
+ * read is a single statement anyway. Only reads may happen in between. Returns STORE_OK, or
  * an error (then do not call store_read_end). */
 static inline int store_read_begin(struct store *st) { return st->ops->read_begin(st); }
 static inline void store_read_end(struct store *st) { st->ops->read_end(st); }
@@ -345,7 +348,8 @@ static inline int store_home(struct store *st, int64_t owner, const struct store
  * bulk_account/bulk_follow/bulk_post insert raw rows without maintaining counters or timelines; bulk_end(commit = 1)
  * recomputes every counter, decides each post's fan-out with the same rule as store_post_create, fills the home
  * timelines, commits and fills *stats (may be NULL); commit = 0 rolls back. Follows must not repeat or point to
- * oneself. */
+ * oneself. Ids are the store's own (use the ones returned; they need not start at 1); a taken username is
+ * STORE_CONFLICT, from its bulk_account or from a later call of the same load. */
 static inline int store_bulk_begin(struct store *st, int wipe) { return st->ops->bulk_begin(st, wipe); }
 static inline int store_bulk_account(struct store *st, const char *username, const char *display_name,
                                      const char *password_hash, int64_t created_at, int64_t *id_out)

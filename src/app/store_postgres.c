@@ -19,6 +19,7 @@
 #define MIGRATE_TIMEOUT_MS   120000       /* waiting for another server's migration, and running ours */
 #define WRITE_ATTEMPTS       8            /* a transaction retried after serialization failures, deadlocks */
 #define MIGRATION_LOCK       "7411000001" /* pg_advisory_lock key of the schema migrations */
+#define RECONNECT_PAUSE_MS   250          /* after a failed connection attempt, calls answer STORE_BUSY at once */
 
 /* Internal outcomes of one attempt (never returned by a store call). */
 #define RETRY (RC_MODULE - 20) /* serialization failure or deadlock: run the transaction again */
@@ -515,7 +516,6 @@ static int connect_db(struct pg_store *s, int with_schema)
         return STORE_BUSY;
     }
     s->round_trips++;
-    PQsetNoticeReceiver(s->conn, (PQnoticeReceiver)NULL, NULL);
     PQsetNoticeProcessor(s->conn, quiet, NULL);
     s->timeout_ms = MIGRATE_TIMEOUT_MS;
     int rc;
@@ -605,7 +605,9 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
         goto lost;
     s->round_trips++;
     for (int i = 0; i < n; i++) {
-        if (await(s) != STORE_OK || (r = PQgetResult(s->conn)) == NULL)
+        if (await(s) != STORE_OK)
+            goto gone;
+        if ((r = PQgetResult(s->conn)) == NULL)
             goto lost;
         ExecStatusType est = PQresultStatus(r);
         if (est == PGRES_TUPLES_OK || est == PGRES_COMMAND_OK) {
@@ -618,14 +620,16 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
                 goto lost;
         }
         if (await(s) != STORE_OK)
-            goto lost;
+            goto gone;
         if ((r = PQgetResult(s->conn)) != NULL) { /* each query's results end with NULL */
             PQclear(r);
             pg_fail(s, STORE_ERROR, "%s: unexpected extra result", what);
             goto lost;
         }
     }
-    if (await(s) != STORE_OK || (r = PQgetResult(s->conn)) == NULL)
+    if (await(s) != STORE_OK)
+        goto gone;
+    if ((r = PQgetResult(s->conn)) == NULL)
         goto lost;
     ExecStatusType est = PQresultStatus(r);
     PQclear(r);
@@ -638,10 +642,18 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
         goto lost;
     return rc;
 lost:
-    *lost = 1;
     if (rc == STORE_OK || s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)
         pg_fail(s, STORE_BUSY, "%s: connection lost: %s", what, s->conn ? PQerrorMessage(s->conn) : "");
+gone: /* await() said why */
+    *lost = 1;
     return STORE_BUSY;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
 static void nap_ms(int ms)
@@ -658,8 +670,14 @@ int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *w
         if (!alive(s)) {
             if (s->in_bulk)
                 return pg_fail(s, STORE_BUSY, "%s: the connection of the bulk load was lost", what);
-            if ((rc = connect_db(s, 0)) != STORE_OK)
+            /* after a failed connection attempt, answer at once for a moment instead of making
+             * every call wait for its own attempt (connect_timeout) */
+            if (s->conn == NULL && now_us() < s->retry_at_us)
+                return STORE_BUSY; /* the message of the failed attempt stays */
+            if ((rc = connect_db(s, 0)) != STORE_OK) {
+                s->retry_at_us = now_us() + RECONNECT_PAUSE_MS * 1000;
                 return rc;
+            }
         }
         rc = batch_once(s, q, n, what, &lost);
         if (rc == STORE_OK)

@@ -24,10 +24,11 @@
  * A lost connection, a server that is down, starting or shutting down, too many connections, a
  * statement that ran past statement_timeout (5 s unless the URL or PGOPTIONS set one) and a reply
  * that did not come within the client-side timeout → STORE_BUSY; the connection is dropped and
- * the next call reconnects. A read (and an idempotent write) whose connection turns out to be
- * dead is reconnected and sent again once. Ids come from sequences: they grow in insertion order,
- * but two transactions may commit in the other order (one author's posts never do: creating a
- * post locks the author's row).
+ * the next call reconnects (when that fails, calls answer STORE_BUSY at once for 250 ms rather
+ * than each waiting for its own attempt). A read (and an idempotent write) whose connection turns
+ * out to be dead is reconnected and sent again once. Ids come from sequences: they grow in
+ * insertion order, but two transactions may commit in the other order (one author's posts never
+ * do: creating a post locks the author's row).
  *
  * Bulk loading (store_postgres_bulk.c): one transaction; ids reserved from the sequences in
  * batches (nextval), rows streamed with COPY ... FROM STDIN in batches; bulk_end derives
@@ -105,7 +106,8 @@ struct pg_store {
     PGconn *conn;
     char *url;
     long round_trips;
-    int timeout_ms; /* how long to wait for a reply before giving the connection up */
+    int timeout_ms;      /* how long to wait for a reply before giving the connection up */
+    int64_t retry_at_us; /* no new connection attempt before this (CLOCK_MONOTONIC) */
     /* bulk loading (store_postgres_bulk.c) */
     int in_bulk;
     struct pg_bulk *bulk;

@@ -8,8 +8,9 @@
  * then posts, then follows, so that the foreign keys of each batch point to rows already sent.
  * A taken username is reported (STORE_CONFLICT) by the call that sends its batch. bulk_end derives
  * counters, each post's fan-out flag (same rule as store_post_create: the author has fewer than
- * fanout_limit followers) and the home rows with set-based statements, then ANALYZEs the tables
- * after the commit so that the planner knows their new sizes. */
+ * fanout_limit followers) and the home rows with set-based statements, then VACUUM (ANALYZE)s the
+ * tables after the commit: the planner learns their sizes, and the visibility map lets index-only
+ * scans (home timelines) skip the table. */
 #include "app/store_postgres.h"
 
 #include <stdio.h>
@@ -243,11 +244,12 @@ static int finish(struct pg_store *s)
                       "filling own timelines", NULL)) != STORE_OK)
         return rc;
     /* every post of a followee below the limit was marked fanout = true above (the database was
-     * empty when the load began) */
+     * empty when the load began); no row can repeat (follows are unique and never to oneself), so
+     * no ON CONFLICT, whose speculative insertion costs about a third more */
     snprintf(sql, sizeof sql,
              "INSERT INTO home(owner, post_id) SELECT f.follower, p.id FROM follows f"
              " JOIN accounts a ON a.id = f.followee AND a.followers_count < %d"
-             " JOIN posts p ON p.author = f.followee ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+             " JOIN posts p ON p.author = f.followee ORDER BY 1, 2",
              lim);
     return pg_exec(s, sql, "filling home timelines", NULL);
 }
@@ -290,7 +292,7 @@ int pg_bulk_end(struct store *st, int commit, struct store_bulk_stats *stats)
     else if (s->conn != NULL)
         pg_exec(s, "ROLLBACK", "rollback", NULL);
     if (commit && rc == STORE_OK)
-        pg_exec(s, "ANALYZE accounts, follows, posts, home", "analyzing", NULL);
+        pg_exec(s, "VACUUM (ANALYZE) accounts, follows, posts, home", "vacuuming", NULL);
     s->timeout_ms = s->bulk->saved_timeout_ms;
     s->in_bulk = 0;
     pg_bulk_free(s);

@@ -56,7 +56,7 @@ static const struct opts_def flags[] = {
     ROW("users", OPTS_LONG, users, 1, MAX_USERS, NULL, "accounts user1..userN (1-" XSTR(MAX_USERS) ")"),
     ROW("posts-per-user", OPTS_LONG, posts, 0, MAX_POSTS_PER_USER, "M",
         "posts written by each user (0-" XSTR(MAX_POSTS_PER_USER) ", default 10)"),
-    ROW("db", OPTS_PTR, db, 0, 0, "URL", "database, e.g. sqlite:agora.db"),
+    ROW("db", OPTS_PTR, db, 0, 0, "URL", "database, e.g. sqlite:agora.db or\npostgres://user@host/dbname"),
     ROW("password", OPTS_PTR, password, 0, 0, "P", "password of every account (default password123)"),
     ROW("seed", OPTS_LONG, seed, 0, 0x7fffffffL, "S", "random seed (default 1); same seed, same graph"),
     ROW("force", OPTS_FLAG, force, 0, 0, NULL,

@@ -239,7 +239,9 @@ static int set_trusted(void *target, const struct opts_def *d, const char *name,
 #define ROW(fl, t, f, lo, hi, a, fn, h) OPTS_ROW(struct server_opts, fl, t, f, lo, hi, a, fn, h)
 static const struct opts_def flags[] = {
     ROW("listen", OPTS_STR, listen, 0, 0, "ADDR:PORT", NULL, "address to serve on (default 127.0.0.1:8001)"),
-    ROW("db", OPTS_STR, db, 0, 0, "URL", NULL, "database: sqlite:PATH (default sqlite:data/agora.db)"),
+    ROW("db", OPTS_STR, db, 0, 0, "URL", NULL,
+        "database: sqlite:PATH or postgres://[user@host[:port]]/dbname (libpq URI;\nPG* variables apply) (default "
+        "sqlite:data/agora.db)"),
     ROW("workers", OPTS_UINT, workers, 1, 256, NULL, NULL,
         "event-loop threads (network I/O and HTTP; no database)\n(default: number of cores)"),
     ROW("web", OPTS_STR, web, 0, 0, "DIR", NULL, "directory of the web UI files (default: the installed web/)"),

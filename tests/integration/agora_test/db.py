@@ -86,6 +86,8 @@ class PgCluster:
     def stop(self):
         if self.directory is not None:
             subprocess.run(["sh", str(PG_TEMP), "destroy", str(self.directory)], capture_output=True, timeout=120)
+            # pg-temp.sh destroy stops early when the postmaster was killed (a test does that)
+            shutil.rmtree(str(self.directory), ignore_errors=True)
 
     def create_database(self, prefix="t"):
         name = "%s_%d_%d" % (prefix, os.getpid(), next(_counter))

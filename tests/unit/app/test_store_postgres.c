@@ -1,0 +1,748 @@
+/* test_store_postgres.c — what is particular to the PostgreSQL store (the store contract itself
+ * is tests/unit/app/test_store.c's): migrations when many servers open a new database at once,
+ * one round trip per call, error mapping (taken usernames, statement timeouts), reconnection
+ * after the server closed the connections or was killed and restarted, exact counters and
+ * timelines under concurrent writers, one post for concurrent creates with one Idempotency-Key,
+ * and the bulk loader's ids.
+ *
+ * The cluster: AGORA_TEST_PG when set (a superuser URL; each test creates its own database),
+ * otherwise one started here with scripts/pg-temp.sh in a temporary directory and destroyed at
+ * the end. Without PostgreSQL installed every test is skipped with a message. The test that
+ * kills the postmaster runs only on a cluster started here. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+
+#include "app/store.h"
+#include "app/store_postgres.h"
+
+static char cluster_url[512]; /* superuser URL of the cluster ("" = none) */
+static char own_dir[64];      /* the cluster started here, "" if AGORA_TEST_PG's */
+static int db_counter;
+
+struct fx {
+    char url[600];
+    struct store *st;
+};
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The URL of database name on the cluster (replaces the path of cluster_url). */
+static void url_of(const char *name, char *out, size_t size)
+{
+    const char *scheme_end = strstr(cluster_url, "://");
+    const char *path = strchr(scheme_end + 3, '/');
+    const char *query = strchr(cluster_url, '?');
+    snprintf(out, size, "%.*s/%s%s", (int)(path - cluster_url), cluster_url, name, query ? query : "");
+}
+
+/* Runs sql on url with a connection of our own; returns the first column of the first row as an
+ * integer (0 when there is none). Fails the test on an error. */
+static int64_t raw_int(const char *url, const char *sql)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect %s: %s", url, PQerrorMessage(c));
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    int64_t v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+static int cluster_start(void)
+{
+    const char *env = getenv("AGORA_TEST_PG");
+    if (env != NULL && env[0] != '\0') {
+        snprintf(cluster_url, sizeof cluster_url, "%s", env);
+        return 0;
+    }
+    if (system("ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1") != 0)
+        return 0;
+    strcpy(own_dir, "/tmp/agora-pgunit-XXXXXX");
+    if (mkdtemp(own_dir) == NULL)
+        return -1;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "sh scripts/pg-temp.sh start %s -c fsync=off", own_dir);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL || fgets(cluster_url, sizeof cluster_url, p) == NULL) {
+        if (p != NULL)
+            pclose(p);
+        fprintf(stderr, "test_store_postgres: pg-temp.sh did not start a cluster\n");
+        cluster_url[0] = '\0';
+        return -1;
+    }
+    pclose(p);
+    cluster_url[strcspn(cluster_url, "\n")] = '\0';
+    return 0;
+}
+
+static void cluster_destroy(void)
+{
+    if (own_dir[0] != '\0') {
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "sh scripts/pg-temp.sh destroy %s", own_dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "test_store_postgres: could not destroy %s\n", own_dir);
+    }
+}
+
+static int setup(void **state)
+{
+    if (cluster_url[0] == '\0') {
+        print_message("skipped: no PostgreSQL (set AGORA_TEST_PG or install postgresql)\n");
+        skip();
+    }
+    struct fx *f = calloc(1, sizeof *f);
+    char name[64], sql[128];
+    snprintf(name, sizeof name, "unit_%d_%d", (int)getpid(), ++db_counter);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    raw_int(cluster_url, sql);
+    url_of(name, f->url, sizeof f->url);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    if (f == NULL)
+        return 0;
+    store_close(f->st);
+    free(f);
+    return 0;
+}
+
+static struct store *open_url(const char *url, int fanout_limit)
+{
+    char err[512] = "";
+    struct store_options o = {.fanout_limit = fanout_limit};
+    struct store *st = store_open(url, &o, err, sizeof err);
+    if (st == NULL)
+        fail_msg("store_open: %s", err);
+    return st;
+}
+
+static int64_t account(struct store *st, const char *name)
+{
+    struct store_account a;
+    int rc = store_account_create(st, name, name, "hash", 1000, &a);
+    if (rc != STORE_OK)
+        fail_msg("account_create %s: %d %s", name, rc, store_errmsg(st));
+    return a.id;
+}
+
+static int64_t post(struct store *st, int64_t author, const char *text)
+{
+    int64_t id = 0;
+    int rc = store_post_create(st, author, text, strlen(text), 0, NULL, NULL, 2000, &id);
+    if (rc != STORE_OK)
+        fail_msg("post_create: %d %s", rc, store_errmsg(st));
+    return id;
+}
+
+/* ---- migrations ---- */
+
+struct opener {
+    const char *url;
+    pthread_barrier_t *go;
+    int ok;
+    char err[512];
+};
+
+static void *open_at_once(void *arg)
+{
+    struct opener *o = arg;
+    pthread_barrier_wait(o->go);
+    struct store *st = store_open(o->url, NULL, o->err, sizeof o->err);
+    o->ok = st != NULL && store_ping(st) == STORE_OK;
+    store_close(st);
+    return NULL;
+}
+
+static void test_concurrent_open_migrates_once(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 12 };
+    pthread_t t[N];
+    struct opener o[N];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    for (int i = 0; i < N; i++) {
+        o[i] = (struct opener){.url = f->url, .go = &go};
+        pthread_create(&t[i], NULL, open_at_once, &o[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        if (!o[i].ok)
+            fail_msg("opener %d: %s", i, o[i].err);
+    }
+    pthread_barrier_destroy(&go);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(f->url, "SELECT version FROM schema_version"), 1);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 8);
+    /* a newer schema is refused */
+    raw_int(f->url, "UPDATE schema_version SET version = 99");
+    char err[512] = "";
+    assert_null(store_open(f->url, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "newer"));
+}
+
+/* ---- round trips ---- */
+
+static int count_post(void *ctx, const struct store_post *p)
+{
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int count_session(void *ctx, const struct store_session *s)
+{
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int count_account(void *ctx, const struct store_account *a)
+{
+    (*(int *)ctx)++;
+    return 0;
+}
+
+#define ONE_TRIP(st, call)                                                                                             \
+    do {                                                                                                               \
+        long before_ = store_postgres_round_trips(st);                                                                 \
+        int rc_ = (call);                                                                                              \
+        long trips_ = store_postgres_round_trips(st) - before_;                                                        \
+        print_message("  %-60.60s rc %d, %ld round trip(s)\n", #call, rc_, trips_);                                    \
+        assert_int_equal(trips_, 1);                                                                                   \
+    } while (0)
+
+static void test_one_round_trip_per_call(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 0);
+    struct store_account acc;
+    struct store_session sess;
+    unsigned char tok[STORE_TOKEN_HASH_LEN] = {1}, body[STORE_BODY_HASH_LEN] = {2};
+    struct store_page page = {.limit = 20};
+    struct store_throttle thr[2] = {{"login/a", 5, 60000}, {"login/b", 5, 60000}};
+    int64_t alice = 0, bob = 0, p1 = 0, p2 = 0, n = 0, retry = 0;
+    int rows = 0;
+    ONE_TRIP(st, store_account_create(st, "alice", "Alice", "h", 1, &acc));
+    alice = acc.id;
+    ONE_TRIP(st, store_account_create(st, "bob", "Bob", "h", 1, &acc));
+    bob = acc.id;
+    ONE_TRIP(st, store_account_by_name(st, "ALICE", &acc));
+    ONE_TRIP(st, store_session_create(st, tok, alice, "ua", 10));
+    ONE_TRIP(st, store_session_account(st, tok, 11, &acc, &sess));
+    ONE_TRIP(st, store_session_touch(st, sess.id, 12));
+    ONE_TRIP(st, store_session_list(st, alice, 13, &page, count_session, &rows));
+    ONE_TRIP(st, store_follow(st, alice, bob, 1, 14));
+    ONE_TRIP(st, store_account_list(st, STORE_FOLLOWERS, bob, &page, count_account, &rows));
+    ONE_TRIP(st, store_post_create(st, bob, "hello", 5, 0, "k1", body, 15, &p1));
+    ONE_TRIP(st, store_post_create(st, bob, "hello", 5, 0, "k1", body, 15, &p2));
+    assert_int_equal(p1, p2);
+    ONE_TRIP(st, store_post_create(st, alice, "re", 2, p1, NULL, NULL, 16, &p2));
+    ONE_TRIP(st, store_post_get(st, p1, alice, count_post, &rows));
+    ONE_TRIP(st, store_like(st, p1, alice, 1, 17));
+    ONE_TRIP(st, store_like(st, p1, alice, 0, 18));
+    ONE_TRIP(st, store_home(st, alice, &page, count_post, &rows));
+    ONE_TRIP(st, store_posts_by_author(st, bob, alice, &page, count_post, &rows));
+    ONE_TRIP(st, store_replies(st, p1, alice, &page, count_post, &rows));
+    ONE_TRIP(st, store_post_delete(st, p2, alice));
+    ONE_TRIP(st, store_follow(st, alice, bob, 0, 19));
+    ONE_TRIP(st, store_throttle_take(st, thr, 2, 20, &retry));
+    ONE_TRIP(st, store_throttle_give(st, "login/a", 0));
+    ONE_TRIP(st, store_password_set(st, alice, "h2", sess.id, &n));
+    ONE_TRIP(st, store_session_revoke_others(st, alice, 0, &n));
+    ONE_TRIP(st, store_count_accounts(st, &n));
+    ONE_TRIP(st, store_ping(st));
+    assert_int_equal(store_read_begin(st), STORE_OK); /* no-op: no round trip */
+    store_read_end(st);
+}
+
+/* ---- errors ---- */
+
+static void test_error_mapping(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 0);
+    struct store_account acc;
+    int64_t alice = account(st, "Alice");
+    /* usernames unique ignoring ASCII case only */
+    assert_int_equal(store_account_create(st, "aLICE", "x", "h", 1, &acc), STORE_CONFLICT);
+    assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK);
+    assert_int_equal(acc.id, alice);
+    assert_string_equal(acc.username, "Alice");
+    assert_int_equal(store_account_create(st, "\xc3\x84x", "x", "h", 1, &acc), STORE_OK); /* Äx */
+    assert_int_equal(store_account_create(st, "\xc3\xa4x", "x", "h", 1, &acc), STORE_OK); /* äx: not folded */
+    assert_int_equal(store_account_by_name(st, "\xc3\xa4X", &acc), STORE_OK);
+    assert_string_equal(acc.username, "\xc3\xa4x");
+    /* unknown rows */
+    int64_t id = 0;
+    assert_int_equal(store_post_create(st, alice, "x", 1, 999999, NULL, NULL, 1, &id), STORE_NOT_FOUND);
+    assert_int_equal(store_follow(st, alice, 999999, 1, 1), STORE_NOT_FOUND);
+    assert_int_equal(store_like(st, 999999, alice, 1, 1), STORE_NOT_FOUND);
+    assert_int_equal(store_post_delete(st, 999999, alice), STORE_NOT_FOUND);
+    /* a text PostgreSQL cannot store */
+    assert_int_equal(store_post_create(st, alice, "a\0b", 3, 0, NULL, NULL, 1, &id), STORE_ERROR);
+    /* a huge text (the API allows far less) goes through whole */
+    size_t big = 1 << 20;
+    char *text = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        text[i] = (char)('a' + i % 26);
+    assert_int_equal(store_post_create(st, alice, text, big, 0, NULL, NULL, 1, &id), STORE_OK);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT length(text) FROM posts WHERE id = %lld", (long long)id);
+    assert_int_equal(raw_int(f->url, sql), (int64_t)big);
+    free(text);
+}
+
+/* A statement that waits on a lock past statement_timeout gives STORE_BUSY, not a hang; the
+ * store goes on working once the lock is gone. */
+static void test_statement_timeout_is_busy(void **state)
+{
+    struct fx *f = *state;
+    char url[700];
+    snprintf(url, sizeof url, "%s&options=-c%%20statement_timeout%%3D300", f->url);
+    struct store *st = f->st = open_url(url, 0);
+    int64_t alice = account(st, "alice"), id = 0;
+    PGconn *c = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id = %lld FOR UPDATE", (long long)alice);
+    PQclear(PQexec(c, sql));
+    double t0 = now_s();
+    assert_int_equal(store_post_create(st, alice, "x", 1, 0, NULL, NULL, 1, &id), STORE_BUSY);
+    double took = now_s() - t0;
+    assert_true(took >= 0.25 && took < 3.0);
+    assert_non_null(strstr(store_errmsg(st), "57014"));
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    assert_int_equal(store_post_create(st, alice, "x", 1, 0, NULL, NULL, 1, &id), STORE_OK);
+    assert_int_equal(raw_int(f->url, "SELECT posts_count FROM accounts WHERE username = 'alice'"), 1);
+}
+
+/* The server closes every connection (as at a restart): the next calls reconnect by themselves,
+ * reads and writes alike, and nothing is lost. */
+static void test_reconnect_after_terminate(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 0);
+    struct store_account acc;
+    int64_t alice = account(st, "alice");
+    post(st, alice, "before");
+    for (int round = 0; round < 3; round++) {
+        raw_int(f->url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = 'agora' AND pid <> pg_backend_pid()");
+        usleep(50 * 1000);
+        if (round == 0)
+            assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK);
+        else if (round == 1)
+            post(st, alice, "after"); /* a write that is not sent twice: the dead connection is seen first */
+        else
+            assert_int_equal(store_ping(st), STORE_OK);
+    }
+    assert_int_equal(raw_int(f->url, "SELECT posts_count FROM accounts WHERE username = 'alice'"), 2);
+}
+
+static int64_t postmaster_pid(void)
+{
+    char path[128], line[32] = "";
+    snprintf(path, sizeof path, "%s/data/postmaster.pid", own_dir);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0;
+    if (fgets(line, sizeof line, fp) == NULL)
+        line[0] = '\0';
+    fclose(fp);
+    return strtoll(line, NULL, 10);
+}
+
+/* The postmaster is killed mid-use: calls answer STORE_BUSY promptly (no hang), ping notices;
+ * after a restart the same store works again without being reopened. */
+static void test_server_killed_and_restarted(void **state)
+{
+    struct fx *f = *state;
+    if (own_dir[0] == '\0') {
+        print_message("skipped: needs a cluster of its own (AGORA_TEST_PG is set)\n");
+        skip();
+    }
+    struct store *st = f->st = open_url(f->url, 0);
+    struct store_account acc;
+    int64_t alice = account(st, "alice"), id = 0;
+    post(st, alice, "acknowledged");
+    int64_t pid = postmaster_pid();
+    assert_true(pid > 0);
+    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+    /* the backends notice their postmaster's death and exit at once */
+    double t0 = now_s();
+    int busy = 0;
+    for (int i = 0; i < 50 && !busy; i++) {
+        busy = store_ping(st) == STORE_BUSY;
+        if (!busy)
+            usleep(100 * 1000);
+    }
+    assert_true(busy);
+    assert_int_equal(store_post_create(st, alice, "x", 1, 0, NULL, NULL, 1, &id), STORE_BUSY);
+    assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_BUSY);
+    assert_true(now_s() - t0 < 8.0);
+    /* restart (the orphaned backends may take a moment to go) */
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "sh scripts/pg-temp.sh start %s -c fsync=off >/dev/null 2>&1", own_dir);
+    int started = 0;
+    for (int i = 0; i < 20 && !started; i++) {
+        started = system(cmd) == 0;
+        if (!started)
+            sleep(1);
+    }
+    assert_true(started);
+    assert_int_equal(store_ping(st), STORE_OK);
+    assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK);
+    assert_int_equal(acc.posts_count, 1); /* the acknowledged post survived */
+    post(st, alice, "after the restart");
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts"), 2);
+}
+
+/* The server stops answering in the middle of a call (the connection's backend frozen with
+ * SIGSTOP, so statement_timeout cannot fire either). A read gives up the connection after the
+ * client-side timeout (statement_timeout + 2 s) and is sent again on a new one; a write that may
+ * not be sent twice answers STORE_BUSY after that timeout. Then the store works again. (Whether
+ * that write was committed is unknown, as after any lost connection: Idempotency-Key is the
+ * client's answer to that.) */
+static int64_t backend_of(const char *url, const char *app)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pid FROM pg_stat_activity WHERE application_name = '%s'", app);
+    return raw_int(url, sql);
+}
+
+static void test_a_frozen_server_gives_busy_not_a_hang(void **state)
+{
+    struct fx *f = *state;
+    if (own_dir[0] == '\0') {
+        print_message("skipped: needs a cluster of its own (AGORA_TEST_PG is set)\n");
+        skip();
+    }
+    char url[700];
+    snprintf(url, sizeof url, "%s&options=-c%%20statement_timeout%%3D300&application_name=frozen", f->url);
+    struct store *st = f->st = open_url(url, 0);
+    struct store_account acc;
+    int64_t alice = account(st, "alice"), id = 0;
+
+    int64_t pid = backend_of(f->url, "frozen");
+    assert_true(pid > 0);
+    assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+    double t0 = now_s();
+    int rc = store_account_by_name(st, "alice", &acc);
+    double took = now_s() - t0;
+    kill((pid_t)pid, SIGCONT);
+    assert_int_equal(rc, STORE_OK);
+    assert_true(took >= 2.0 && took < 4.0);
+
+    int64_t pid2 = backend_of(f->url, "frozen");
+    assert_true(pid2 > 0 && pid2 != pid);
+    assert_int_equal(kill((pid_t)pid2, SIGSTOP), 0);
+    t0 = now_s();
+    rc = store_post_create(st, alice, "x", 1, 0, NULL, NULL, 1, &id);
+    took = now_s() - t0;
+    kill((pid_t)pid2, SIGCONT);
+    assert_int_equal(rc, STORE_BUSY);
+    assert_true(took >= 2.0 && took < 4.0);
+    assert_non_null(strstr(store_errmsg(st), "did not answer"));
+    rc = store_account_by_name(st, "alice", &acc);
+    if (rc != STORE_OK)
+        fail_msg("after SIGCONT: %d %s", rc, store_errmsg(st));
+}
+
+/* ---- concurrency ---- */
+
+struct worker {
+    const char *url;
+    int64_t post, followee, first_account, accounts;
+    int toggles;
+    pthread_barrier_t *go;
+    int failures;
+    char err[300];
+};
+
+/* Each worker likes/unlikes one post and follows/unfollows one account with its own accounts. */
+static void *toggler(void *arg)
+{
+    struct worker *w = arg;
+    struct store *st = open_url(w->url, 3);
+    pthread_barrier_wait(w->go);
+    for (int i = 0; i < w->toggles; i++) {
+        int64_t who = w->first_account + i % w->accounts;
+        int on = (i / w->accounts) % 2 == 0;
+        int rc = store_like(st, w->post, who, on, 1);
+        if (rc == STORE_OK)
+            rc = store_follow(st, who, w->followee, on, 1);
+        if (rc != STORE_OK) {
+            w->failures++;
+            snprintf(w->err, sizeof w->err, "%d %s", rc, store_errmsg(st));
+        }
+    }
+    store_close(st);
+    return NULL;
+}
+
+/* The followee posts while others follow and unfollow it: the home rows must be exactly the
+ * fan-out invariant afterwards (docs/TIMELINES.md). */
+static void *poster(void *arg)
+{
+    struct worker *w = arg;
+    struct store *st = open_url(w->url, 3);
+    pthread_barrier_wait(w->go);
+    for (int i = 0; i < w->toggles; i++) {
+        int64_t id;
+        int rc = store_post_create(st, w->followee, "p", 1, 0, NULL, NULL, 1, &id);
+        if (rc == STORE_OK && i % 5 == 4)
+            rc = store_post_delete(st, id, w->followee);
+        if (rc != STORE_OK) {
+            w->failures++;
+            snprintf(w->err, sizeof w->err, "%d %s", rc, store_errmsg(st));
+        }
+    }
+    store_close(st);
+    return NULL;
+}
+
+static void test_concurrent_toggles_keep_counters_exact(void **state)
+{
+    struct fx *f = *state;
+    enum { THREADS = 8, PER = 10, TOGGLES = 25, POSTERS = 4 }; /* 8 × 25 = 200 toggles of each kind */
+    struct store *st = f->st = open_url(f->url, 3);
+    char name[32];
+    int64_t author = account(st, "author"), first = 0;
+    for (int i = 0; i < THREADS * PER; i++) {
+        snprintf(name, sizeof name, "u%d", i);
+        int64_t id = account(st, name);
+        if (i == 0)
+            first = id;
+    }
+    int64_t p = post(st, author, "popular");
+    pthread_t t[THREADS + POSTERS];
+    struct worker w[THREADS + POSTERS];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, THREADS + POSTERS);
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){f->url, p, author, first + i * PER, PER, TOGGLES, &go, 0, ""};
+        pthread_create(&t[i], NULL, toggler, &w[i]);
+    }
+    for (int i = THREADS; i < THREADS + POSTERS; i++) {
+        w[i] = (struct worker){f->url, p, author, 0, 0, 40, &go, 0, ""};
+        pthread_create(&t[i], NULL, poster, &w[i]);
+    }
+    for (int i = 0; i < THREADS + POSTERS; i++) {
+        pthread_join(t[i], NULL);
+        if (w[i].failures)
+            fail_msg("worker %d: %d failures, last %s", i, w[i].failures, w[i].err);
+    }
+    pthread_barrier_destroy(&go);
+    /* every account ends with toggles 20..24 "on" (i / 10 = 2): 5 of 10 per thread */
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM likes"), THREADS * 5);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT likes_count FROM posts WHERE id = %lld", (long long)p);
+    assert_int_equal(raw_int(f->url, sql), THREADS * 5);
+    snprintf(sql, sizeof sql, "SELECT followers_count FROM accounts WHERE id = %lld", (long long)author);
+    assert_int_equal(raw_int(f->url, sql), THREADS * 5);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM accounts a WHERE following_count <>"
+                                     " (SELECT count(*) FROM follows WHERE follower = a.id)"),
+                     0);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM accounts a WHERE posts_count <>"
+                                     " (SELECT count(*) FROM posts WHERE author = a.id)"),
+                     0);
+    /* the fan-out invariant: home = own posts + fanout posts of current followees */
+    const char *expected = "SELECT author, id FROM posts UNION SELECT f.follower, p.id FROM follows f"
+                           " JOIN posts p ON p.author = f.followee AND p.fanout";
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM ((%s) EXCEPT SELECT owner, post_id FROM home) x", expected);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM (SELECT owner, post_id FROM home EXCEPT (%s)) x", expected);
+    assert_int_equal(raw_int(f->url, sql), 0);
+}
+
+struct bg_post {
+    const char *url;
+    int64_t author, id;
+    int rc;
+};
+
+static void *post_in_background(void *arg)
+{
+    struct bg_post *b = arg;
+    struct store *st = open_url(b->url, 0);
+    b->rc = store_post_create(st, b->author, "during", 6, 0, NULL, NULL, 1, &b->id);
+    store_close(st);
+    return NULL;
+}
+
+/* Deterministic form of the race the lock statement closes: a follow is in progress (the
+ * followee's row locked, the follow row written, the backfill done from a snapshot that cannot
+ * see the new post) while the followee posts. The post must wait for the follow and then fan out
+ * to the new follower; without the lock its fan-out would read the follows from a snapshot taken
+ * before the follow committed, and the follower would never get the post. */
+static void test_post_during_a_follow_reaches_the_follower(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 0);
+    int64_t star = account(st, "star"), fan = account(st, "fan");
+    char sql[256];
+    PGconn *c = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id IN (%lld, %lld) ORDER BY id FOR NO KEY UPDATE",
+             (long long)star, (long long)fan);
+    PQclear(PQexec(c, sql));
+    snprintf(sql, sizeof sql,
+             "INSERT INTO follows VALUES (%lld, %lld, 1); UPDATE accounts SET followers_count = 1 WHERE id = %lld;"
+             "UPDATE accounts SET following_count = 1 WHERE id = %lld",
+             (long long)fan, (long long)star, (long long)star, (long long)fan);
+    PQclear(PQexec(c, sql));
+    struct bg_post b = {f->url, star, 0, -99};
+    pthread_t t;
+    pthread_create(&t, NULL, post_in_background, &b);
+    usleep(300 * 1000); /* the post is now waiting for the lock */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO home SELECT %lld, id FROM posts WHERE author = %lld AND fanout ON CONFLICT DO NOTHING",
+             (long long)fan, (long long)star);
+    PQclear(PQexec(c, sql));
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    pthread_join(t, NULL);
+    assert_int_equal(b.rc, STORE_OK);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM home WHERE owner = %lld AND post_id = %lld", (long long)fan,
+             (long long)b.id);
+    assert_int_equal(raw_int(f->url, sql), 1);
+}
+
+struct creator {
+    const char *url;
+    int64_t author;
+    pthread_barrier_t *go;
+    int64_t id;
+    int rc;
+};
+
+static void *create_with_key(void *arg)
+{
+    struct creator *c = arg;
+    unsigned char h[STORE_BODY_HASH_LEN] = {7};
+    struct store *st = open_url(c->url, 0);
+    pthread_barrier_wait(c->go);
+    c->rc = store_post_create(st, c->author, "once", 4, 0, "the-key", h, 1, &c->id);
+    store_close(st);
+    return NULL;
+}
+
+static void test_concurrent_idempotent_creates_make_one_post(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 10 };
+    struct store *st = f->st = open_url(f->url, 0);
+    int64_t author = account(st, "author");
+    pthread_t t[N];
+    struct creator c[N];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    for (int i = 0; i < N; i++) {
+        c[i] = (struct creator){f->url, author, &go, 0, -99};
+        pthread_create(&t[i], NULL, create_with_key, &c[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].rc, STORE_OK);
+        assert_int_equal(c[i].id, c[0].id);
+    }
+    pthread_barrier_destroy(&go);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts"), 1);
+    assert_int_equal(raw_int(f->url, "SELECT posts_count FROM accounts"), 1);
+    /* the same key with another body: STORE_CONFLICT naming the first post */
+    unsigned char other[STORE_BODY_HASH_LEN] = {8};
+    int64_t id = 0;
+    assert_int_equal(store_post_create(st, author, "twice", 5, 0, "the-key", other, 1, &id), STORE_CONFLICT);
+    assert_int_equal(id, c[0].id);
+}
+
+/* ---- bulk loading ---- */
+
+static void test_bulk_ids_come_from_the_store(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 2);
+    struct store_bulk_stats stats;
+    int64_t ids[4], posts[4];
+    account(st, "early"); /* the sequences no longer start at 1 */
+    assert_int_equal(store_bulk_begin(st, 0), STORE_CONFLICT);
+    assert_int_equal(store_bulk_begin(st, 1), STORE_OK);
+    const char *names[4] = {"a\tb", "c\\d", "e", "f"}; /* COPY's special characters */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(store_bulk_account(st, names[i], "D\nx", "h", 1, &ids[i]), STORE_OK);
+    assert_true(ids[0] > 1);
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(store_bulk_follow(st, ids[i], ids[0], 1), STORE_OK); /* 3 ≥ limit 2: no fan-out */
+    assert_int_equal(store_bulk_follow(st, ids[0], ids[1], 1), STORE_OK);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(store_bulk_post(st, ids[i], "t\\x\ty", 1, &posts[i]), STORE_OK);
+    assert_int_equal(store_bulk_end(st, 1, &stats), STORE_OK);
+    assert_int_equal(stats.accounts, 4);
+    assert_int_equal(stats.follows, 4);
+    assert_int_equal(stats.posts, 4);
+    assert_int_equal(stats.fanout_posts, 3);
+    assert_int_equal(stats.home_rows, 4 + 1);
+    assert_int_equal(stats.big_accounts, 1);
+    assert_int_equal(stats.max_followers, 3);
+    struct store_account acc;
+    assert_int_equal(store_account_by_name(st, "a\tb", &acc), STORE_OK);
+    assert_int_equal(acc.id, ids[0]);
+    assert_string_equal(acc.display_name, "D\nx");
+    assert_int_equal(acc.followers_count, 3);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM posts WHERE id = %lld AND text = E't\\\\x\\ty'",
+             (long long)posts[3]);
+    assert_int_equal(raw_int(f->url, sql), 1);
+    /* live writes go on from the sequences */
+    int64_t later = account(st, "later");
+    assert_true(later > ids[3]);
+}
+
+int main(void)
+{
+    if (cluster_start() != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_concurrent_open_migrates_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_round_trip_per_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_statement_timeout_is_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_after_terminate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_toggles_keep_counters_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_post_during_a_follow_reaches_the_follower, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_idempotent_creates_make_one_post, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bulk_ids_come_from_the_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_frozen_server_gives_busy_not_a_hang, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_killed_and_restarted, setup, teardown),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    cluster_destroy();
+    return failed;
+}
