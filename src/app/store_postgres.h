@@ -30,6 +30,10 @@
  * insertion order, but two transactions may commit in the other order (one author's posts never
  * do: creating a post locks the author's row).
  *
+ * The code: store_postgres.c (connection, migrations, statements, batches, errors),
+ * store_postgres_accounts.c (accounts, sessions, follows, throttles), store_postgres_posts.c
+ * (posts, likes, lists, home timeline) and store_postgres_bulk.c.
+ *
  * Bulk loading (store_postgres_bulk.c): one transaction; ids reserved from the sequences in
  * batches (nextval), rows streamed with COPY ... FROM STDIN in batches; bulk_end derives
  * counters, fan-out flags and home rows set-wise, as the SQLite store does. */
@@ -144,6 +148,37 @@ int pg_copy(struct pg_store *s, const char *sql, const char *rows, size_t len, c
 #define PG_ACCOUNT_COLS                                                                                                \
     "a.id, a.username, a.display_name, a.created_at, a.followers_count, a.following_count, a.posts_count"
 
+/* Runs statement id with the integer parameters a, b, c (the first nparams of them) as one
+ * batch (pg_batch); q receives the result. */
+int pg_run_ints(struct pg_store *s, enum pg_stmt id, int nparams, int64_t a, int64_t b, int64_t c, int flags,
+                const char *what, struct pg_q *q);
+
+/* store_postgres_accounts.c: the store_ops of accounts, sessions, follows and throttles */
+int pg_account_create(struct store *st, const char *username, const char *display_name, const char *password_hash,
+                      int64_t now, struct store_account *out);
+int pg_account_by_name(struct store *st, const char *username, struct store_account *out);
+int pg_account_credentials(struct store *st, const char *username, struct store_account *out,
+                           char hash[STORE_HASH_MAX]);
+int pg_count_accounts(struct store *st, int64_t *n);
+int pg_session_create(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t account_id,
+                      const char *user_agent, int64_t now);
+int pg_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                       struct store_account *out, struct store_session *session);
+int pg_session_delete(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN]);
+int pg_session_touch(struct store *st, int64_t id, int64_t now);
+int pg_session_list(struct store *st, int64_t account_id, int64_t now, const struct store_page *page,
+                    store_session_cb cb, void *ctx);
+int pg_session_revoke(struct store *st, int64_t account_id, int64_t id);
+int pg_session_revoke_others(struct store *st, int64_t account_id, int64_t keep_id, int64_t *revoked);
+int pg_password_set(struct store *st, int64_t account_id, const char *password_hash, int64_t keep_session_id,
+                    int64_t *revoked);
+int pg_follow(struct store *st, int64_t follower, int64_t followee, int on, int64_t now);
+int pg_account_list(struct store *st, enum store_account_list which, int64_t account_id, const struct store_page *page,
+                    store_account_cb cb, void *ctx);
+int pg_throttle_take(struct store *st, const struct store_throttle *t, int n, int64_t now, int64_t *retry_ms);
+int pg_throttle_give(struct store *st, const char *key, int forget);
+
+/* store_postgres_posts.c */
 int pg_post_create(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
                    const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out);
 int pg_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, void *ctx);

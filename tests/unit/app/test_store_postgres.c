@@ -99,7 +99,8 @@ static void cluster_destroy(void)
 {
     if (own_dir[0] != '\0') {
         char cmd[256];
-        snprintf(cmd, sizeof cmd, "sh scripts/pg-temp.sh destroy %s", own_dir);
+        /* rm -rf as well: pg-temp.sh destroy stops early when the postmaster is dead */
+        snprintf(cmd, sizeof cmd, "sh scripts/pg-temp.sh destroy %s; rm -rf %s", own_dir, own_dir);
         if (system(cmd) != 0)
             fprintf(stderr, "test_store_postgres: could not destroy %s\n", own_dir);
     }
