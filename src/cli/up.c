@@ -12,6 +12,7 @@
  * are retried on another server and health checks take it out). SIGINT/SIGTERM stop everything:
  * children get SIGTERM and up to 15 s to finish, then SIGKILL.
  *
+ * Each web server's /metrics listens on 127.0.0.1:(its port + 1000), e.g. 9001 for :8001.
  * The balancer's admin API listens on 127.0.0.1:(balancer port + 404), e.g. 8404 for :8000; the
  * balancer writes its generated token to DATA/admin.token (0600), read here for each call and by
  * `agora ctl` by default. Once up, it prints the balancer's dashboard address (admin.h).
@@ -57,6 +58,9 @@
 #include "http/daemon.h"
 #include "lb/admin.h"
 #include "lb/lb.h"
+
+/* A web server's /metrics listener: its API port plus this (loopback only). */
+#define UP_METRICS_OFFSET 1000u
 
 #define MAX_CHILDREN 65
 #define MAX_ARGS     40
@@ -232,6 +236,8 @@ static void make_server(struct up *u, struct child *c, unsigned port)
     if (u->server_threads)
         child_flag(c, "--threads", "%u", u->server_threads);
     child_flag(c, "--web", "%s", u->web);
+    if (port + UP_METRICS_OFFSET <= 65535) /* loopback only: no token is needed (http/gate.h) */
+        child_flag(c, "--metrics-listen", "127.0.0.1:%u", port + UP_METRICS_OFFSET);
 }
 
 /* Writes the JSON document in b (written with core/jsonw) and a newline to the control
@@ -769,6 +775,10 @@ int cmd_up(int argc, char **argv)
         char dbshown[sizeof(u->db)];
         up_db_redact(u->db, dbshown, sizeof(dbshown));
         printf("database: %s%s\n", dbshown, u->db_slot >= 0 ? "  (PostgreSQL run by agora up)" : "");
+        if (port + 1 + UP_METRICS_OFFSET <= 65535)
+            printf("server metrics: http://127.0.0.1:%u/metrics ... :%u/metrics  (each web server's port + %u; "
+                   "loopback only)\n",
+                   port + 1 + UP_METRICS_OFFSET, port + nservers + UP_METRICS_OFFSET, UP_METRICS_OFFSET);
         print_dashboard(u);
     } else
         printf("agora up: the balancer is not answering on %s yet; still trying\n", shown);

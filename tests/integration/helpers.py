@@ -16,7 +16,7 @@ are re-exported here.
 """
 
 from agora_test.processes import (LOCALHOST, Process, RssSampler, _listens_on, _port_free, accepts, free_port,
-                                  free_port_run, own_outside_address, raise_fd_limit, rss_kib, start_process,
+                                  free_port_run, up_port_run, own_outside_address, raise_fd_limit, rss_kib, start_process,
                                   wait_for)  # noqa: F401
 from agora_test.http import (PatternChecker, RawConnection, _BytesReader, _PATTERN_BLOCK, _PATTERN_PERIOD,
                              _ResponseReader, _header_dict, http_request, parse_responses, pattern_bytes, raw_exchange,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import (API_PASSWORD, LOCALHOST, ApiClient, accepts, free_port, free_port_run, is_postgres, rfc3339_ms,
+from helpers import (API_PASSWORD, LOCALHOST, ApiClient, accepts, free_port, is_postgres, up_port_run, rfc3339_ms,
                      sql, start_agora_server, start_process, wait_for)
 
 ME_SESSIONS = "/api/v1/me/sessions"
@@ -265,7 +265,7 @@ def test_database_files_are_owner_only(api_cluster):
 
 def test_agora_up_makes_an_owner_only_data_directory(agora_bin, tmp_path):
     data = tmp_path / "data"
-    base = free_port_run([0, 1, 2, 3, 404])
+    base = up_port_run(3)
     old = os.umask(0o022)
     try:
         up = start_process([agora_bin, "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", data,

@@ -25,7 +25,7 @@ from helpers import (
     accepts,
     admin_request,
     free_port,
-    free_port_run,
+    up_port_run,
     http_request,
     record_lines,
     start_process,
@@ -163,7 +163,7 @@ def up_call(agora_bin, data, *args):
 
 def test_agora_up_server_add_and_remove(agora_bin, tmp_path):
     data = tmp_path / "data"
-    base = free_port_run([0, 1, 2, 3, 4, 404])
+    base = up_port_run(3, spare=1)
     admin_port = base + 404
     token_file = data / "admin.token"  # the balancer `agora up` runs writes its token there
     up = start_process([agora_bin, "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", data,
@@ -231,7 +231,7 @@ def test_agora_up_server_add_refused_by_the_balancer_leaves_no_process(agora_bin
     reads a wrong token from the data directory, so the balancer answers 401), the web server
     `agora up` had started stayed running and supervised, serving nobody."""
     data = tmp_path / "data"
-    base = free_port_run([0, 1, 2, 3, 4, 404])
+    base = up_port_run(3, spare=1)
     admin_port = base + 404
     token_file = data / "admin.token"
     env = {k: v for k, v in os.environ.items() if k != "AGORA_ADMIN_TOKEN"}

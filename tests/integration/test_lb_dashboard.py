@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from helpers import (LOCALHOST, admin_request, free_port, free_port_run, http_request, own_outside_address,
+from helpers import (LOCALHOST, admin_request, free_port, http_request, own_outside_address, up_port_run,
                      parse_responses, wait_for)
 
 TOKEN = "dashboard-test-token-0123456789abcdef"
@@ -352,7 +352,7 @@ def stop(proc):
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_agora_up_prints_the_dashboard_address(agora_bin, tmp_path, tty):
-    base = free_port_run([0, 1, 2, 3, 404])
+    base = up_port_run(3)
     admin = "%s:%d" % (LOCALHOST, base + 404)
     if tty:
         master, slave = pty.openpty()
@@ -376,6 +376,12 @@ def test_agora_up_prints_the_dashboard_address(agora_bin, tmp_path, tty):
         assert st == 200 and b"dashboard.js" in body
         status, doc = admin_request(base + 404, "GET", "/series", token=token)
         assert status == 200 and len(doc["servers"]) == 3
+        # each web server's /metrics on its port + 1000, loopback only, printed before the dashboard
+        assert ("server metrics: http://127.0.0.1:%d/metrics ... :%d/metrics  (each web server's port + 1000; "
+                "loopback only)" % (base + 1001, base + 1003)) in out.splitlines(), out
+        for k in (1001, 1002, 1003):
+            st, _, body = http_request(LOCALHOST, base + k, "GET", "/metrics")
+            assert st == 200 and b"agora_server_requests_total" in body, (k, st, body[:200])
     finally:
         assert stop(proc) == 0
         if tty:

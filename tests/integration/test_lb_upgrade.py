@@ -121,10 +121,10 @@ def test_a_successor_that_goes_away_leaves_the_old_one_serving(agora_bin, testba
 
 
 def test_agora_ctl_upgrade_replaces_agora_ups_balancer_under_load(agora_bin, tmp_path):
-    from helpers import free_port_run, start_process
+    from helpers import start_process, up_port_run
 
     data = tmp_path / "data"
-    base = free_port_run([0, 1, 2, 3, 404])
+    base = up_port_run(3)
     up = start_process([agora_bin, "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", data, "--servers", "2",
                         "--lb-workers", "1"], ready_text="agora is up", timeout=30)
     load = None

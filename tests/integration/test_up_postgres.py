@@ -18,7 +18,7 @@ import pytest
 from agora_test.api import API_PASSWORD, ApiClient, unique_username
 from agora_test.db import sql
 from agora_test.pgtemp import backends_gone, pg_bindir
-from agora_test.processes import LOCALHOST, accepts, free_port_run, start_process, wait_for
+from agora_test.processes import LOCALHOST, accepts, start_process, up_port_run, wait_for
 
 pytestmark = pytest.mark.skipif(pg_bindir() is None, reason="PostgreSQL is not installed")
 
@@ -35,7 +35,7 @@ def data_dir():
 
 
 def start_up(agora_bin, data, *flags, env=None):
-    base = free_port_run([0, 1, 2, 404])
+    base = up_port_run(2)
     up = start_process([agora_bin, "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", data, "--servers", "2",
                         "--lb-workers", "1"] + list(flags), ready_text="agora is up", timeout=90, env=env)
     up.port = base
@@ -189,7 +189,7 @@ def test_up_db_url_runs_the_servers_on_an_existing_postgres(agora_bin, data_dir,
 def test_up_db_url_not_answering_fails_clearly(agora_bin, data_dir):
     missing = tempfile.mkdtemp(prefix="agora-nopg-")  # an empty socket directory: nobody listens
     try:
-        base = free_port_run([0, 1, 2, 404])
+        base = up_port_run(2)
         url = "postgresql:///agora?host=%s&user=agora" % missing
         t0 = time.monotonic()
         r = subprocess.run([str(agora_bin), "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", str(data_dir),
@@ -203,7 +203,7 @@ def test_up_db_url_not_answering_fails_clearly(agora_bin, data_dir):
 
 
 def test_up_redacts_the_password_of_a_db_url(agora_bin, data_dir):
-    base = free_port_run([0, 1, 2, 404])
+    base = up_port_run(2)
     r = subprocess.run([str(agora_bin), "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", str(data_dir),
                         "--db", "postgres://agora:s3cret@127.0.0.1:1/agora?connect_timeout=1"],
                        capture_output=True, text=True, timeout=60)
@@ -221,7 +221,7 @@ def test_up_postgres_not_installed(agora_bin, data_dir):
     empty = tempfile.mkdtemp(prefix="agora-nopg-")
     try:
         env = dict(os.environ, AGORA_PG_LIB=empty)
-        r = subprocess.run([str(agora_bin), "up", "--listen", "%s:%d" % (LOCALHOST, free_port_run([0, 1, 2, 3, 404])),
+        r = subprocess.run([str(agora_bin), "up", "--listen", "%s:%d" % (LOCALHOST, up_port_run(3)),
                             "--data", str(data_dir), "--postgres"], capture_output=True, text=True, timeout=20,
                            env=env)
         assert r.returncode == 1, r
@@ -243,7 +243,7 @@ def test_up_postgres_takes_the_newest_version_and_reports_initdb_failure(agora_b
                 (bindir / prog).write_text("#!/bin/sh\necho \"fake %s of %s\"\nexit 3\n" % (prog, version))
                 (bindir / prog).chmod(0o755)
         env = dict(os.environ, AGORA_PG_LIB=fake)
-        r = subprocess.run([str(agora_bin), "up", "--listen", "%s:%d" % (LOCALHOST, free_port_run([0, 1, 2, 3, 404])),
+        r = subprocess.run([str(agora_bin), "up", "--listen", "%s:%d" % (LOCALHOST, up_port_run(3)),
                             "--data", str(data_dir), "--postgres"], capture_output=True, text=True, timeout=20,
                            env=env)
         assert r.returncode == 1, r

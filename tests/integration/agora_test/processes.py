@@ -9,6 +9,8 @@
     rss_kib(pid), RssSampler(pid)       VmRSS of a process, once or sampled in the background
     raise_fd_limit(n)                   this process's RLIMIT_NOFILE soft limit to at least n
     free_port_run(offsets)              a base port P with P+offset free for every offset
+    up_port_run(servers)                the same for `agora up --servers N` (balancer, servers,
+                                        admin at +404, the servers' metrics at +1001...)
     own_outside_address()               this host's non-loopback address (no packet sent), or None
 """
 
@@ -266,6 +268,14 @@ def free_port_run(offsets, low=20000, high=32000, attempts=200):
         if all(_port_free(base + k) for k in offsets):
             return base
     raise RuntimeError("no free run of ports %r found" % (list(offsets),))
+
+
+def up_port_run(servers=3, spare=0):
+    """A base port for `agora up --listen 127.0.0.1:P --servers N`: P (the balancer), P+1..P+N and
+    spare more (servers added later), P+404 (admin API) and each server's metrics port (its port
+    + 1000) are free."""
+    n = servers + spare
+    return free_port_run([0] + [k for k in range(1, n + 1)] + [404] + [1000 + k for k in range(1, n + 1)])
 
 
 def accepts(port):
