@@ -157,6 +157,7 @@ int http_gate_admit_host(struct http_gate *g, const struct http_request *req, st
                               "%s: the Host header must be localhost, a loopback address or the %s (DNS rebinding "
                               "defence)",
                               g->api, g->addr_name);
+        resp->close = 1;
         return 0;
     }
     return 1;
@@ -172,6 +173,7 @@ int http_gate_admit(struct http_gate *g, const struct http_request *req, struct 
         fprintf(stderr, "%s: refused %s: not a loopback client, and no token is configured\n", g->log_prefix,
                 req->remote_addr);
         http_gate_reply_error(resp, 403, "%s: only loopback clients may connect (no token is configured)", g->api);
+        resp->close = 1;
         return 0;
     }
     uint64_t now = loop_clock_us() / 1000;
@@ -184,6 +186,7 @@ int http_gate_admit(struct http_gate *g, const struct http_request *req, struct 
         http_response_header(resp, "Retry-After", "%u", wait_s);
         http_gate_reply_error(resp, 429, "%s: too many failed attempts from %s; retry in %u s", g->api,
                               req->remote_addr, wait_s);
+        resp->close = 1;
         return 0;
     }
     if (present) {
@@ -202,5 +205,6 @@ int http_gate_admit(struct http_gate *g, const struct http_request *req, struct 
                          present ? ", error=\"invalid_token\"" : "");
     http_gate_reply_error(resp, 401, "%s: %s bearer token (send Authorization: Bearer TOKEN; %s)", g->api,
                           present ? "wrong" : "missing", g->token_hint);
+    resp->close = 1;
     return 0;
 }

@@ -316,3 +316,57 @@ def test_outside_address_needs_a_token(agora_bin, tmp_path):
         assert "give a --metrics-token" in proc.output()
     finally:
         proc.stop()
+
+
+def connect_from(source_ip, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.bind((source_ip, 0))
+    sock.connect((LOCALHOST, port))
+    return sock
+
+
+def timed_scrape(mport, source_ip=LOCALHOST, timeout=3.0):
+    """A scrape from source_ip with a deadline: its status, or None when it was not answered in time."""
+    sock = connect_from(source_ip, mport)
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        [(status, _, _)] = parse_responses(data)
+        return status
+    except socket.timeout:
+        return None
+    finally:
+        sock.close()
+
+
+def test_refused_clients_cannot_hold_the_listener(start):
+    """Review of issue 13: a client the gate refuses (foreign Host, no or wrong token) was kept
+    alive, so 16 of them, each sending one refused request a minute, held every connection of the
+    listener and no scrape got through. A refusal now closes its connection."""
+    srv, mport = start()
+    held = []
+    try:
+        for _ in range(40):
+            sock = connect_from("127.0.0.2", mport)
+            held.append(sock)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: rebind.evil.example\r\n\r\n")
+            data = b""
+            while True:  # the server must close after its 403
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            [(status, hdrs, _)] = parse_responses(data)
+            assert status == 403 and hdrs["connection"] == "close"
+        assert timed_scrape(mport) == 200
+    finally:
+        for sock in held:
+            sock.close()
+
