@@ -370,3 +370,27 @@ def test_refused_clients_cannot_hold_the_listener(start):
         for sock in held:
             sock.close()
 
+
+def test_one_address_cannot_take_every_connection(start):
+    """Review of issue 13: one address opening silent connections (slowloris) took all 16 of the
+    listener's; each lasted its 10 s header timeout and the scrapes waited behind them. One
+    address now has at most a few connections, the others are refused at once."""
+    srv, mport = start()
+    held, refused = [], 0
+    try:
+        for _ in range(40):
+            sock = connect_from("127.0.0.2", mport)
+            held.append(sock)
+        for sock in held:
+            sock.settimeout(0.2)
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                continue
+            assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections from your address" in data
+            refused += 1
+        assert refused >= 40 - 4, refused
+        assert timed_scrape(mport) == 200
+    finally:
+        for sock in held:
+            sock.close()
