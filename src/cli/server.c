@@ -83,7 +83,7 @@ struct server_metrics {
  * (each lasts the header timeout) cannot take them all and keep every scrape out (review of
  * issue 13); refused clients are closed by the gate. */
 #define METRICS_MAX_CONNS    64
-#define METRICS_CONNS_PER_IP 4
+#define METRICS_CONNS_PER_IP 8
 #define METRICS_HEAD_TIMEOUT 5000
 
 struct server_worker {

@@ -389,8 +389,112 @@ def test_one_address_cannot_take_every_connection(start):
                 continue
             assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections from your address" in data
             refused += 1
-        assert refused >= 40 - 4, refused
+        assert refused >= 40 - 8, refused
         assert timed_scrape(mport) == 200
     finally:
         for sock in held:
             sock.close()
+
+
+def test_exact_counts_under_concurrency(start):
+    """Review of issue 13: many threads on two workers (keep-alive reads, posts, unknown paths, a
+    pipelined burst, clients that reset mid-request) while four threads scrape without pause:
+    every counter read by a scraper only grows, every histogram is cumulative with +Inf equal to
+    _count, and afterwards each counter holds exactly the requests the clients were answered."""
+    srv, mport = start("--workers", "2")
+    api = ApiClient(srv.port)
+    users = 6
+    tokens = []
+    for _ in range(users):
+        name = unique_username("c")
+        assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
+        r = api.post("/api/v1/sessions", {"username": name, "password": PASSWORD})
+        assert r.status == 200, r
+        tokens.append(r.json["token"])
+    rounds = 25
+    stop = threading.Event()
+    problems = []
+    seen = {"home": 0, "post": 0, "other": 0}
+    lock = threading.Lock()
+
+    def user(tok):
+        me = api.as_user(tok)
+        counts = {"home": 0, "post": 0, "other": 0}
+        for i in range(rounds):
+            r = me.get("/api/v1/timelines/home")
+            counts["home"] += r.status == 200
+            r = me.post("/api/v1/posts", {"text": "load %d" % i})
+            counts["post"] += r.status == 201
+            r = me.get("/api/v1/no/such/%d/\"quote\\" % i)
+            counts["other"] += r.status == 404
+        with lock:
+            for k, v in counts.items():
+                seen[k] += v
+
+    def scraper():
+        last = {}
+        while not stop.is_set():
+            st, _, text = scrape(mport)
+            if st != 200:
+                problems.append("scrape %d" % st)
+                return
+            m = parse_metrics(text)
+            for key, v in m.items():
+                if key[0].endswith("_total") or key[0].endswith("_count") or key[0].endswith("_bucket"):
+                    if v < last.get(key, 0):
+                        problems.append("%r went from %s to %s" % (key, last[key], v))
+                    last[key] = v
+            for key, v in m.items():
+                if key[0] == "agora_server_handler_seconds_count":
+                    labels = dict(key[1])
+                    b = histogram_buckets(m, "agora_server_handler_seconds", **labels)
+                    vals = [x for _, x in b]
+                    if vals != sorted(vals) or vals[-1] != v:
+                        problems.append("histogram %r: %r, count %s" % (labels, b, v))
+
+    def resetter():
+        for _ in range(20):
+            sock = socket.create_connection((LOCALHOST, srv.port), timeout=5)
+            sock.sendall(b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"te")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()  # RST with the body unfinished
+
+    scrapers = [threading.Thread(target=scraper) for _ in range(4)]
+    workers = [threading.Thread(target=user, args=(t,)) for t in tokens] + [threading.Thread(target=resetter)]
+    for t in scrapers + workers:
+        t.start()
+    # a pipelined burst of /health (answered on the loop) on one connection
+    pipelined = 30
+    sock = socket.create_connection((LOCALHOST, srv.port), timeout=10)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * (pipelined - 1) +
+                 b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    assert [st for st, _, _ in parse_responses(data)] == [200] * pipelined
+    for t in workers:
+        t.join(60)
+    stop.set()
+    for t in scrapers:
+        t.join(30)
+    assert not problems, problems[:5]
+    assert seen == {"home": users * rounds, "post": users * rounds, "other": users * rounds}
+
+    m, text = metrics(mport)
+    req = "agora_server_requests_total"
+    assert metric(m, req, route="/api/v1/timelines/home", method="GET", code="200") == users * rounds
+    assert metric(m, req, route="/api/v1/posts", method="POST", code="201") == users * rounds
+    assert metric(m, req, route="other", method="GET", code="404") == users * rounds
+    assert metric(m, req, route="/health", method="GET", code="200") == pipelined
+    # sign-ups and log-ins before, and nothing else: the reset requests never reached a handler
+    assert sum(v for k, v in m.items() if k[0] == req) == 2 * users + 3 * users * rounds + pipelined
+    check_histogram(m, "agora_server_handler_seconds", users * rounds, route="/api/v1/posts")
+    check_histogram(m, "agora_server_store_seconds", users * rounds, op="home")
+    assert "quote" not in text
+    ok, out = promtool_check(text)
+    assert ok is not False, out
