@@ -498,3 +498,24 @@ def test_exact_counts_under_concurrency(start):
     assert "quote" not in text
     ok, out = promtool_check(text)
     assert ok is not False, out
+
+
+def test_refusals_do_not_flood_the_log(start):
+    """Review of issue 13: every refused request wrote a line to stderr, 14 000 a second from one
+    loopback client (1.3 MB/s, any client can do it to a token-protected listener): the refusal
+    lines are now at most 20 a second, then one line counts those left out."""
+    srv, mport = start()
+    flood = 400
+    for _ in range(flood):
+        sock = connect_from(LOCALHOST, mport)
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: rebind.evil.example\r\n\r\n")
+        while sock.recv(65536):
+            pass
+        sock.close()
+    time.sleep(1.1)
+    assert scrape(mport, host="rebind.evil.example")[0] == 403  # a new second: says what was left out
+    assert wait_for(lambda: "more refusal(s) not logged" in srv.output(), 5), srv.output()[-2000:]
+    logged = srv.output().count("Host 'rebind.evil.example' is not this machine's metrics address")
+    assert 1 <= logged <= 20 * 4, logged  # the flood lasts at most a few seconds
+    left_out = sum(int(line.split()[3]) for line in srv.output().splitlines() if "not logged" in line)
+    assert logged + left_out == flood + 1
