@@ -477,6 +477,12 @@ int cmd_server(int argc, char **argv)
     cli_default_web_dir(o.web, sizeof(o.web));
     o.metrics_fd = -1;
     const char *env_token = getenv("AGORA_METRICS_TOKEN");
+    if (env_token && strlen(env_token) >= sizeof(o.metrics_token)) {
+        /* as --metrics-token does: cut, the scraper's token would never match */
+        fprintf(stderr, "agora server: AGORA_METRICS_TOKEN: value too long (at most %zu characters)\n",
+                sizeof(o.metrics_token) - 1);
+        return 1;
+    }
     if (env_token && *env_token)
         snprintf(o.metrics_token, sizeof(o.metrics_token), "%s", env_token);
     int r = opts_cmd_parse(&command, &o, argc, argv, NULL);

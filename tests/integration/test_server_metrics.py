@@ -14,6 +14,7 @@
 """
 
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -519,3 +520,17 @@ def test_refusals_do_not_flood_the_log(start):
     assert 1 <= logged <= 20 * 4, logged  # the flood lasts at most a few seconds
     left_out = sum(int(line.split()[3]) for line in srv.output().splitlines() if "not logged" in line)
     assert logged + left_out == flood + 1
+
+
+def test_a_token_too_long_in_the_environment_does_not_start(agora_bin, tmp_path):
+    """Review of issue 13: AGORA_METRICS_TOKEN longer than 127 characters was cut silently (the
+    flag refuses it), so the scraper's whole token never matched: now it does not start."""
+    env = dict(os.environ, AGORA_METRICS_TOKEN="x" * 200)
+    proc = start_process([agora_bin, "server", "--listen", "%s:%d" % (LOCALHOST, free_port()), "--db",
+                          "sqlite:%s" % (tmp_path / "db.sqlite"), "--metrics-listen", "%s:0" % LOCALHOST],
+                         "AGORA_METRICS_TOKEN", timeout=10, env=env)
+    try:
+        assert proc.wait(10) == 1
+        assert "AGORA_METRICS_TOKEN: value too long (at most 127 characters)" in proc.output()
+    finally:
+        proc.stop()
