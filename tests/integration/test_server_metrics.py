@@ -534,3 +534,69 @@ def test_a_token_too_long_in_the_environment_does_not_start(agora_bin, tmp_path)
         assert "AGORA_METRICS_TOKEN: value too long (at most 127 characters)" in proc.output()
     finally:
         proc.stop()
+
+
+def raw_exchange(port, request, source_ip=LOCALHOST):
+    sock = connect_from(source_ip, port)
+    try:
+        sock.sendall(request)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    [(status, _, body)] = parse_responses(data)
+    return status, body
+
+
+def test_gate_holds_against_header_tricks(start):
+    """Review of issue 13 (these held): Host spellings, duplicate or absent Host, absolute-form
+    targets, forwarding headers from a non-loopback client, and the token in the query string."""
+    srv, mport = start()
+    end = b"Connection: close\r\n\r\n"
+    cases = [
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n", 200),
+        (b"GET /metrics HTTP/1.1\r\nHost: LocalHost:9\r\n", 200),
+        (b"GET /metrics HTTP/1.1\r\nHost: [::1]:9\r\n", 200),
+        (b"GET /metrics HTTP/1.1\r\nHost: localhost.\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.1\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1.evil.example\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: ::1\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9:9\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\n", 400),
+        (b"GET /metrics HTTP/1.0\r\n", 403),
+        (b"GET http://127.0.0.1/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n", 403),
+        (b"GET /metrics/ HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
+    ]
+    for head, want in cases:
+        status, body = raw_exchange(mport, head + end)
+        assert status == want, (head, status, body)
+        assert (b"agora_server" in body) == (want == 200), head
+    outside = own_outside_address()
+    if outside is None:
+        pytest.skip("no non-loopback address on this machine")
+    for forged in (b"X-Forwarded-For: 127.0.0.1\r\n", b"Forwarded: for=127.0.0.1\r\n", b"X-Real-IP: 127.0.0.1\r\n"):
+        status, body = raw_exchange(mport, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n" + forged + end, outside)
+        assert status == 403 and b"agora_server" not in body, forged
+
+
+def test_token_only_in_the_authorization_header(start):
+    token = "t0ken-0123456789abcdef0123456789"
+    srv, mport = start(token=token)
+    end = b"Connection: close\r\n\r\n"
+    for head in (b"GET /metrics?token=" + token.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                 b"GET /metrics?access_token=" + token.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: token=" + token.encode() + b"\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic " + token.encode() + b"\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token[:-1].encode() + b"\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode() + b"x\r\n"):
+        status, body = raw_exchange(mport, head + end)
+        assert status == 401 and b"agora_server" not in body, head
+    status, body = raw_exchange(mport, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: bearer " +
+                                token.encode() + b"\r\n" + end)
+    assert status == 200 and b"agora_server_requests_total" in body
