@@ -34,6 +34,7 @@
 #include "core/net.h"
 #include "core/opts.h"
 #include "core/prom.h"
+#include "http/climits.h"
 #include "http/daemon.h"
 #include "http/gate.h"
 #include "http/pool.h"
@@ -74,7 +75,16 @@ struct server_metrics {
     struct http_server *srv;
     struct http_buffered hb;
     struct http_gate gate;
+    struct http_climits *climits; /* connections per client address */
 };
+
+/* The metrics listener's connections: a scraper needs one (Prometheus keeps it alive), an
+ * operator's curl another. A few per address, so that one address holding silent connections
+ * (each lasts the header timeout) cannot take them all and keep every scrape out (review of
+ * issue 13); refused clients are closed by the gate. */
+#define METRICS_MAX_CONNS    64
+#define METRICS_CONNS_PER_IP 8
+#define METRICS_HEAD_TIMEOUT 5000
 
 struct server_worker {
     struct app *app;            /* the loop's own: no database (/health, UI files) */
@@ -146,11 +156,13 @@ static struct server_metrics *metrics_start(struct server_opts *o, struct loop *
     http_server_limits_default(&lim);
     lim.max_body = 1024;
     lim.json_errors = 1;
-    lim.max_conns = 16;
-    lim.header_timeout_ms = 10000;
-    m->srv = http_server_create(loop, o->metrics_fd, &http_server_buffered_ops, &m->hb, &lim);
+    lim.max_conns = METRICS_MAX_CONNS;
+    lim.header_timeout_ms = METRICS_HEAD_TIMEOUT;
+    lim.climits = m->climits = http_climits_new(METRICS_CONNS_PER_IP, 0, 0);
+    m->srv = m->climits ? http_server_create(loop, o->metrics_fd, &http_server_buffered_ops, &m->hb, &lim) : NULL;
     if (!m->srv) {
         snprintf(err, errlen, "cannot serve the metrics listener");
+        http_climits_free(m->climits);
         free(m);
         return NULL;
     }
@@ -241,8 +253,10 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned
     w->srv = http_server_create(loop, listen_fd, &http_server_buffered_ops, &w->hb, &lim);
     if (!w->srv) {
         snprintf(err, errlen, "cannot watch the listening socket");
-        if (w->met)
+        if (w->met) {
             http_server_free(w->met->srv);
+            http_climits_free(w->met->climits);
+        }
         free(w->met);
         http_pool_port_close(w->hash_port);
         http_pool_port_close(w->port);
@@ -271,6 +285,7 @@ static void worker_free(void *p)
     struct server_worker *w = p;
     if (w->met) {
         http_server_free(w->met->srv);
+        http_climits_free(w->met->climits);
         sodium_memzero(w->met->gate.token, sizeof(w->met->gate.token));
         free(w->met);
     }
@@ -462,6 +477,12 @@ int cmd_server(int argc, char **argv)
     cli_default_web_dir(o.web, sizeof(o.web));
     o.metrics_fd = -1;
     const char *env_token = getenv("AGORA_METRICS_TOKEN");
+    if (env_token && strlen(env_token) >= sizeof(o.metrics_token)) {
+        /* as --metrics-token does: cut, the scraper's token would never match */
+        fprintf(stderr, "agora server: AGORA_METRICS_TOKEN: value too long (at most %zu characters)\n",
+                sizeof(o.metrics_token) - 1);
+        return 1;
+    }
     if (env_token && *env_token)
         snprintf(o.metrics_token, sizeof(o.metrics_token), "%s", env_token);
     int r = opts_cmd_parse(&command, &o, argc, argv, NULL);

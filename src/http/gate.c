@@ -65,6 +65,27 @@ static const char *printable(const char *v, size_t n, char *out, size_t outlen)
     return out;
 }
 
+/* 1 if a refusal may be logged now (at most HTTP_GATE_LOG_PER_S a second); else counts it as
+ * left out. Entering a new second, first says how many were left out in the last. */
+static int log_allowed(struct http_gate *g)
+{
+    uint64_t sec = loop_clock_us() / 1000000;
+    if (sec != g->log_second) {
+        if (g->log_dropped)
+            fprintf(stderr, "%s: %u more refusal(s) not logged (at most %d a second)\n", g->log_prefix, g->log_dropped,
+                    HTTP_GATE_LOG_PER_S);
+        g->log_second = sec;
+        g->log_count = 0;
+        g->log_dropped = 0;
+    }
+    if (g->log_count < HTTP_GATE_LOG_PER_S) {
+        g->log_count++;
+        return 1;
+    }
+    g->log_dropped++;
+    return 0;
+}
+
 int http_gate_host_allowed(const struct http_gate *g, const char *v, size_t n)
 {
     char host[256];
@@ -151,12 +172,14 @@ int http_gate_admit_host(struct http_gate *g, const struct http_request *req, st
     const struct http_head *h = req->head;
     char shown[128];
     if (!h->host.n || !h->target.n || h->target.p[0] != '/' || !http_gate_host_allowed(g, h->host.p, h->host.n)) {
-        fprintf(stderr, "%s: refused %s: Host '%s' is not this machine's %s\n", g->log_prefix, req->remote_addr,
-                printable(h->host.p, h->host.n, shown, sizeof(shown)), g->addr_name);
+        if (log_allowed(g))
+            fprintf(stderr, "%s: refused %s: Host '%s' is not this machine's %s\n", g->log_prefix, req->remote_addr,
+                    printable(h->host.p, h->host.n, shown, sizeof(shown)), g->addr_name);
         http_gate_reply_error(resp, 403,
                               "%s: the Host header must be localhost, a loopback address or the %s (DNS rebinding "
                               "defence)",
                               g->api, g->addr_name);
+        resp->close = 1;
         return 0;
     }
     return 1;
@@ -169,9 +192,11 @@ int http_gate_admit(struct http_gate *g, const struct http_request *req, struct 
     if (!g->token[0]) {
         if (req->remote_addr && net_ip_is_loopback(req->remote_addr))
             return 1;
-        fprintf(stderr, "%s: refused %s: not a loopback client, and no token is configured\n", g->log_prefix,
-                req->remote_addr);
+        if (log_allowed(g))
+            fprintf(stderr, "%s: refused %s: not a loopback client, and no token is configured\n", g->log_prefix,
+                    req->remote_addr);
         http_gate_reply_error(resp, 403, "%s: only loopback clients may connect (no token is configured)", g->api);
+        resp->close = 1;
         return 0;
     }
     uint64_t now = loop_clock_us() / 1000;
@@ -184,23 +209,27 @@ int http_gate_admit(struct http_gate *g, const struct http_request *req, struct 
         http_response_header(resp, "Retry-After", "%u", wait_s);
         http_gate_reply_error(resp, 429, "%s: too many failed attempts from %s; retry in %u s", g->api,
                               req->remote_addr, wait_s);
+        resp->close = 1;
         return 0;
     }
     if (present) {
         if (!f)
             f = fail_new(g, req->remote_addr, now);
         f->count++;
-        fprintf(stderr, "%s: refused %s: wrong bearer token (%u of %d allowed a minute)\n", g->log_prefix,
-                req->remote_addr, f->count, HTTP_GATE_FAIL_LIMIT);
+        if (log_allowed(g))
+            fprintf(stderr, "%s: refused %s: wrong bearer token (%u of %d allowed a minute)\n", g->log_prefix,
+                    req->remote_addr, f->count, HTTP_GATE_FAIL_LIMIT);
         if (f->count == HTTP_GATE_FAIL_LIMIT)
             fprintf(stderr, "%s: throttling %s for %d s\n", g->log_prefix, req->remote_addr,
                     HTTP_GATE_FAIL_WINDOW_MS / 1000);
     } else {
-        fprintf(stderr, "%s: refused %s: no bearer token\n", g->log_prefix, req->remote_addr);
+        if (log_allowed(g))
+            fprintf(stderr, "%s: refused %s: no bearer token\n", g->log_prefix, req->remote_addr);
     }
     http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"%s\"%s", g->realm,
                          present ? ", error=\"invalid_token\"" : "");
     http_gate_reply_error(resp, 401, "%s: %s bearer token (send Authorization: Bearer TOKEN; %s)", g->api,
                           present ? "wrong" : "missing", g->token_hint);
+    resp->close = 1;
     return 0;
 }

@@ -13,8 +13,12 @@
  * Wrong tokens are counted per client address, in a small table that evicts the oldest window:
  * it bounds log noise from one address. The right token is always accepted: every local process
  * shares 127.0.0.1, and a throttle that refused the right token too would let any of them lock
- * the operator out (found by the review of issue 9). What makes guessing hopeless is the token
- * itself (256 random bits when the balancer generates it). Refusals are JSON {"error": "..."}.
+ * the operator out (found by the review of issue 9). Refusals are logged, at most
+ * HTTP_GATE_LOG_PER_S lines a second; the first refusal logged in a later second is preceded by
+ * a line counting those left out (one client made 14 000 lines a second: review of issue 13). What makes guessing
+ * hopeless is the token itself (256 random bits when the balancer generates it). Refusals are JSON {"error": "..."} and
+ * close their connection (resp->close): a refused client cannot keep one of the listener's few connections idle (review
+ * of issue 13: 16 of them, one refused request a minute each, kept every scrape out).
  *
  * Threads: a gate belongs to the loop thread its listener runs on. */
 #ifndef AGORA_HTTP_GATE_H
@@ -29,6 +33,7 @@
 #define HTTP_GATE_FAIL_SLOTS     64
 #define HTTP_GATE_FAIL_LIMIT     10
 #define HTTP_GATE_FAIL_WINDOW_MS 60000
+#define HTTP_GATE_LOG_PER_S      20 /* refusal lines a second; then one line counts the rest */
 
 struct http_gate_fail {
     char ip[64];
@@ -48,6 +53,9 @@ struct http_gate {
     const char *realm;      /* "agora-admin" */
     const char *token_hint; /* "see agora lb --help for where the token is" */
     struct http_gate_fail fails[HTTP_GATE_FAIL_SLOTS];
+    uint64_t log_second;  /* the second the refusal lines below were counted in */
+    unsigned log_count;   /* refusal lines written in it */
+    unsigned log_dropped; /* refusals not logged in it */
 };
 
 /* Sets g up for a listener on listen ("host:port", "[v6]:port" or ":port", as given) bound to

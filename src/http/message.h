@@ -24,6 +24,7 @@ struct http_response {
     int status;         /* default 200 */
     struct buf headers; /* extra header lines, each "Name: value\r\n" */
     struct buf body;    /* the body (ignored for HEAD requests, but Content-Length kept) */
+    int close;          /* 1: Connection: close, end the connection after this response */
 };
 
 /* Appends a header line "name: value" to resp->headers (value printf-formatted). */

@@ -1091,7 +1091,7 @@ static void buf_send_response(struct http_conn *c, struct http_response *resp)
     http_write_status_line(&out, resp->status);
     if (!no_body)
         buf_printf(&out, "Content-Length: %zu\r\n", buf_used(&resp->body));
-    int last = http_conn_will_close(c);
+    int last = resp->close || http_conn_will_close(c);
     if (last)
         buf_puts(&out, "Connection: close\r\n");
     buf_append(&out, buf_head(&resp->headers), buf_used(&resp->headers));
@@ -1100,7 +1100,7 @@ static void buf_send_response(struct http_conn *c, struct http_response *resp)
         buf_append(&out, buf_head(&resp->body), buf_used(&resp->body));
     http_conn_send(c, buf_head(&out), buf_used(&out));
     buf_free(&out);
-    http_conn_response_done(c, !last); /* what the head said */
+    http_conn_response_done(c, !last); /* what the head or the handler said */
 }
 
 /* A pool job finished (on the connection's loop thread; the connection is alive, or the job

@@ -21,6 +21,7 @@
 #include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/net.h"
+#include "http/climits.h"
 #include "http/gate.h"
 #include "http/server.h"
 #include "lb/dashboard.h"
@@ -34,10 +35,19 @@ struct lb_admin {
     struct http_server *srv;
     struct http_buffered hb;
     struct loop_timer drain_timer;
-    struct lb_dashboard *dash; /* the dashboard's series sampler */
-    struct http_gate gate;     /* Host, token (configured or generated) and its throttle */
-    char token_path[512];      /* the file a generated token was written to; "" if none */
+    struct lb_dashboard *dash;    /* the dashboard's series sampler */
+    struct http_gate gate;        /* Host, token (configured or generated) and its throttle */
+    char token_path[512];         /* the file a generated token was written to; "" if none */
+    struct http_climits *climits; /* connections per client address */
 };
+
+/* The admin listener's connections: 64, at most 16 from one address (the operator's browser
+ * takes 6 per tab, agora ctl and the scrapers a few more), and a request head within 10 s: one
+ * address's silent connections took all 64, each for the 30 s header timeout, and kept the
+ * operator, the dashboard and the scrapes out (review of issue 13). */
+#define ADMIN_MAX_CONNS    64
+#define ADMIN_CONNS_PER_IP 16
+#define ADMIN_HEAD_TIMEOUT 10000
 
 /* Starts a JSON answer with this status: sets Content-Type and opens the document's object in w
  * (the spaced layout, as jansson writes). The caller adds members and calls reply_end. */
@@ -554,12 +564,15 @@ struct lb_admin *lb_admin_start(struct loop *loop, struct lb_shared *sh, struct 
     http_server_limits_default(&lim);
     lim.max_body = 16384;
     lim.json_errors = 1;
-    lim.max_conns = 64;
+    lim.max_conns = ADMIN_MAX_CONNS;
+    lim.header_timeout_ms = ADMIN_HEAD_TIMEOUT;
+    lim.climits = a->climits = http_climits_new(ADMIN_CONNS_PER_IP, 0, 0);
     a->srv = http_server_create(loop, fd, &http_server_buffered_ops, &a->hb, &lim);
     if (!a->srv) {
         snprintf(err, errlen, "cannot serve the admin API");
         close(fd);
         forget_token(a);
+        http_climits_free(a->climits);
         free(a);
         return NULL;
     }
@@ -577,6 +590,7 @@ void lb_admin_stop(struct lb_admin *a)
     loop_timer_cancel(a->loop, &a->drain_timer);
     lb_dashboard_stop(a->dash);
     http_server_free(a->srv);
+    http_climits_free(a->climits);
     forget_token(a);
     free(a);
 }

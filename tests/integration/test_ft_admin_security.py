@@ -291,3 +291,33 @@ def test_agora_ctl_finds_the_token_or_says_why_it_was_refused(agora_bin, admin_l
     rc, out, err = ctl("--token-file", str(tmp_path / "missing"), "list")
     assert (rc, out, err) == (2, "", "agora ctl: cannot read a token from %s: No such file or directory\n"
                               % (tmp_path / "missing"))
+
+
+def test_one_address_cannot_take_every_admin_connection(admin_lb):
+    """Review of issue 13: one address opening silent connections took all 64 of the admin
+    listener's (each lasted the 30 s header timeout, then was opened again), so the operator's
+    calls, the dashboard and the scrapes of /metrics waited behind them. One address now has at
+    most 16; the rest are answered 503 at once."""
+    import socket
+    lb, admin_port, a, c, _ = admin_lb
+    held, refused = [], 0
+    try:
+        for _ in range(80):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.bind(("127.0.0.2", 0))
+            sock.connect((LOCALHOST, admin_port))
+            held.append(sock)
+        for sock in held:
+            sock.settimeout(0.2)
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                continue
+            assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections from your address" in data
+            refused += 1
+        assert refused >= 80 - 16, refused
+        assert admin_request(admin_port, "GET", "/servers", timeout=3.0)[0] == 200
+    finally:
+        for sock in held:
+            sock.close()

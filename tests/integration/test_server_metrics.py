@@ -14,6 +14,7 @@
 """
 
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -316,3 +317,286 @@ def test_outside_address_needs_a_token(agora_bin, tmp_path):
         assert "give a --metrics-token" in proc.output()
     finally:
         proc.stop()
+
+
+def connect_from(source_ip, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.bind((source_ip, 0))
+    sock.connect((LOCALHOST, port))
+    return sock
+
+
+def timed_scrape(mport, source_ip=LOCALHOST, timeout=3.0):
+    """A scrape from source_ip with a deadline: its status, or None when it was not answered in time."""
+    sock = connect_from(source_ip, mport)
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        [(status, _, _)] = parse_responses(data)
+        return status
+    except socket.timeout:
+        return None
+    finally:
+        sock.close()
+
+
+def test_refused_clients_cannot_hold_the_listener(start):
+    """Review of issue 13: a client the gate refuses (foreign Host, no or wrong token) was kept
+    alive, so 16 of them, each sending one refused request a minute, held every connection of the
+    listener and no scrape got through. A refusal now closes its connection."""
+    srv, mport = start()
+    held = []
+    try:
+        for _ in range(40):
+            sock = connect_from("127.0.0.2", mport)
+            held.append(sock)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: rebind.evil.example\r\n\r\n")
+            data = b""
+            while True:  # the server must close after its 403
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            [(status, hdrs, _)] = parse_responses(data)
+            assert status == 403 and hdrs["connection"] == "close"
+        assert timed_scrape(mport) == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_one_address_cannot_take_every_connection(start):
+    """Review of issue 13: one address opening silent connections (slowloris) took all 16 of the
+    listener's; each lasted its 10 s header timeout and the scrapes waited behind them. One
+    address now has at most a few connections, the others are refused at once."""
+    srv, mport = start()
+    held, refused = [], 0
+    try:
+        for _ in range(40):
+            sock = connect_from("127.0.0.2", mport)
+            held.append(sock)
+        for sock in held:
+            sock.settimeout(0.2)
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                continue
+            assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections from your address" in data
+            refused += 1
+        assert refused >= 40 - 8, refused
+        assert timed_scrape(mport) == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_exact_counts_under_concurrency(start):
+    """Review of issue 13: many threads on two workers (keep-alive reads, posts, unknown paths, a
+    pipelined burst, clients that reset mid-request) while four threads scrape without pause:
+    every counter read by a scraper only grows, every histogram is cumulative with +Inf equal to
+    _count, and afterwards each counter holds exactly the requests the clients were answered."""
+    srv, mport = start("--workers", "2")
+    api = ApiClient(srv.port)
+    users = 6
+    tokens = []
+    for _ in range(users):
+        name = unique_username("c")
+        assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
+        r = api.post("/api/v1/sessions", {"username": name, "password": PASSWORD})
+        assert r.status == 200, r
+        tokens.append(r.json["token"])
+    rounds = 25
+    stop = threading.Event()
+    problems = []
+    seen = {"home": 0, "post": 0, "other": 0}
+    lock = threading.Lock()
+
+    def user(tok):
+        me = api.as_user(tok)
+        counts = {"home": 0, "post": 0, "other": 0}
+        for i in range(rounds):
+            r = me.get("/api/v1/timelines/home")
+            counts["home"] += r.status == 200
+            r = me.post("/api/v1/posts", {"text": "load %d" % i})
+            counts["post"] += r.status == 201
+            r = me.get("/api/v1/no/such/%d/\"quote\\" % i)
+            counts["other"] += r.status == 404
+        with lock:
+            for k, v in counts.items():
+                seen[k] += v
+
+    def scraper():
+        last = {}
+        while not stop.is_set():
+            st, _, text = scrape(mport)
+            if st != 200:
+                problems.append("scrape %d" % st)
+                return
+            m = parse_metrics(text)
+            for key, v in m.items():
+                if key[0].endswith("_total") or key[0].endswith("_count") or key[0].endswith("_bucket"):
+                    if v < last.get(key, 0):
+                        problems.append("%r went from %s to %s" % (key, last[key], v))
+                    last[key] = v
+            for key, v in m.items():
+                if key[0] == "agora_server_handler_seconds_count":
+                    labels = dict(key[1])
+                    b = histogram_buckets(m, "agora_server_handler_seconds", **labels)
+                    vals = [x for _, x in b]
+                    if vals != sorted(vals) or vals[-1] != v:
+                        problems.append("histogram %r: %r, count %s" % (labels, b, v))
+
+    def resetter():
+        for _ in range(20):
+            sock = socket.create_connection((LOCALHOST, srv.port), timeout=5)
+            sock.sendall(b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"te")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()  # RST with the body unfinished
+
+    scrapers = [threading.Thread(target=scraper) for _ in range(4)]
+    workers = [threading.Thread(target=user, args=(t,)) for t in tokens] + [threading.Thread(target=resetter)]
+    for t in scrapers + workers:
+        t.start()
+    # a pipelined burst of /health (answered on the loop) on one connection
+    pipelined = 30
+    sock = socket.create_connection((LOCALHOST, srv.port), timeout=10)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * (pipelined - 1) +
+                 b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    assert [st for st, _, _ in parse_responses(data)] == [200] * pipelined
+    for t in workers:
+        t.join(60)
+    stop.set()
+    for t in scrapers:
+        t.join(30)
+    assert not problems, problems[:5]
+    assert seen == {"home": users * rounds, "post": users * rounds, "other": users * rounds}
+
+    m, text = metrics(mport)
+    req = "agora_server_requests_total"
+    assert metric(m, req, route="/api/v1/timelines/home", method="GET", code="200") == users * rounds
+    assert metric(m, req, route="/api/v1/posts", method="POST", code="201") == users * rounds
+    assert metric(m, req, route="other", method="GET", code="404") == users * rounds
+    assert metric(m, req, route="/health", method="GET", code="200") == pipelined
+    # sign-ups and log-ins before, and nothing else: the reset requests never reached a handler
+    assert sum(v for k, v in m.items() if k[0] == req) == 2 * users + 3 * users * rounds + pipelined
+    check_histogram(m, "agora_server_handler_seconds", users * rounds, route="/api/v1/posts")
+    check_histogram(m, "agora_server_store_seconds", users * rounds, op="home")
+    assert "quote" not in text
+    ok, out = promtool_check(text)
+    assert ok is not False, out
+
+
+def test_refusals_do_not_flood_the_log(start):
+    """Review of issue 13: every refused request wrote a line to stderr, 14 000 a second from one
+    loopback client (1.3 MB/s, any client can do it to a token-protected listener): the refusal
+    lines are now at most 20 a second, then one line counts those left out."""
+    srv, mport = start()
+    flood = 400
+    for _ in range(flood):
+        sock = connect_from(LOCALHOST, mport)
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: rebind.evil.example\r\n\r\n")
+        while sock.recv(65536):
+            pass
+        sock.close()
+    time.sleep(1.1)
+    assert scrape(mport, host="rebind.evil.example")[0] == 403  # a new second: says what was left out
+    assert wait_for(lambda: "more refusal(s) not logged" in srv.output(), 5), srv.output()[-2000:]
+    logged = srv.output().count("Host 'rebind.evil.example' is not this machine's metrics address")
+    assert 1 <= logged <= 20 * 4, logged  # the flood lasts at most a few seconds
+    left_out = sum(int(line.split()[3]) for line in srv.output().splitlines() if "not logged" in line)
+    assert logged + left_out == flood + 1
+
+
+def test_a_token_too_long_in_the_environment_does_not_start(agora_bin, tmp_path):
+    """Review of issue 13: AGORA_METRICS_TOKEN longer than 127 characters was cut silently (the
+    flag refuses it), so the scraper's whole token never matched: now it does not start."""
+    env = dict(os.environ, AGORA_METRICS_TOKEN="x" * 200)
+    proc = start_process([agora_bin, "server", "--listen", "%s:%d" % (LOCALHOST, free_port()), "--db",
+                          "sqlite:%s" % (tmp_path / "db.sqlite"), "--metrics-listen", "%s:0" % LOCALHOST],
+                         "AGORA_METRICS_TOKEN", timeout=10, env=env)
+    try:
+        assert proc.wait(10) == 1
+        assert "AGORA_METRICS_TOKEN: value too long (at most 127 characters)" in proc.output()
+    finally:
+        proc.stop()
+
+
+def raw_exchange(port, request, source_ip=LOCALHOST):
+    sock = connect_from(source_ip, port)
+    try:
+        sock.sendall(request)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    [(status, _, body)] = parse_responses(data)
+    return status, body
+
+
+def test_gate_holds_against_header_tricks(start):
+    """Review of issue 13 (these held): Host spellings, duplicate or absent Host, absolute-form
+    targets, forwarding headers from a non-loopback client, and the token in the query string."""
+    srv, mport = start()
+    end = b"Connection: close\r\n\r\n"
+    cases = [
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n", 200),
+        (b"GET /metrics HTTP/1.1\r\nHost: LocalHost:9\r\n", 200),
+        (b"GET /metrics HTTP/1.1\r\nHost: [::1]:9\r\n", 200),
+        (b"GET /metrics HTTP/1.1\r\nHost: localhost.\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.1\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1.evil.example\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: ::1\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9:9\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\n", 400),
+        (b"GET /metrics HTTP/1.0\r\n", 403),
+        (b"GET http://127.0.0.1/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n", 403),
+        (b"GET /metrics/ HTTP/1.1\r\nHost: 127.0.0.1\r\n", 404),
+    ]
+    for head, want in cases:
+        status, body = raw_exchange(mport, head + end)
+        assert status == want, (head, status, body)
+        assert (b"agora_server" in body) == (want == 200), head
+    outside = own_outside_address()
+    if outside is None:
+        pytest.skip("no non-loopback address on this machine")
+    for forged in (b"X-Forwarded-For: 127.0.0.1\r\n", b"Forwarded: for=127.0.0.1\r\n", b"X-Real-IP: 127.0.0.1\r\n"):
+        status, body = raw_exchange(mport, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n" + forged + end, outside)
+        assert status == 403 and b"agora_server" not in body, forged
+
+
+def test_token_only_in_the_authorization_header(start):
+    token = "t0ken-0123456789abcdef0123456789"
+    srv, mport = start(token=token)
+    end = b"Connection: close\r\n\r\n"
+    for head in (b"GET /metrics?token=" + token.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                 b"GET /metrics?access_token=" + token.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: token=" + token.encode() + b"\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic " + token.encode() + b"\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token[:-1].encode() + b"\r\n",
+                 b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode() + b"x\r\n"):
+        status, body = raw_exchange(mport, head + end)
+        assert status == 401 and b"agora_server" not in body, head
+    status, body = raw_exchange(mport, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: bearer " +
+                                token.encode() + b"\r\n" + end)
+    assert status == 200 and b"agora_server_requests_total" in body

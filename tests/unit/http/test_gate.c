@@ -3,7 +3,8 @@
  * (an outside address is refused even with a Host naming the listener); with a token every
  * client must present it, a missing or wrong one is 401 with WWW-Authenticate, and after
  * HTTP_GATE_FAIL_LIMIT wrong ones from an address that address gets 429 while the right token
- * still passes (the Host tables are in tests/unit/lb/test_admin.c). */
+ * still passes (the Host tables are in tests/unit/lb/test_admin.c). Every refusal closes its
+ * connection (resp.close), every admitted request leaves it open. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +37,7 @@ static int run(struct http_gate *g, const char *ip, const char *host, const char
         assert_int_equal(resp.status, 200);
     else
         assert_true(resp.status >= 400);
+    assert_int_equal(resp.close, !ok); /* a refusal ends its connection (review of issue 13) */
     if (body)
         snprintf(body, bodylen, "%s", buf_cstr(&resp.body));
     int st = ok ? 200 : resp.status;
