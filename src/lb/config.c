@@ -266,6 +266,15 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "stats-access must be public, loopback or off");
         return -1;
     }
+    /* An AGORA_ADMIN_TOKEN too long for the buffer would be cut, and no client sending the whole
+     * token would match: refuse it (--admin-token's option row refuses a long flag the same way). */
+    const char *env_tok = getenv("AGORA_ADMIN_TOKEN");
+    if (env_tok && strlen(env_tok) >= sizeof(cfg->admin_token) &&
+        !strncmp(cfg->admin_token, env_tok, sizeof(cfg->admin_token) - 1)) {
+        snprintf(err, errlen, "AGORA_ADMIN_TOKEN: value too long (at most %zu characters)",
+                 sizeof(cfg->admin_token) - 1);
+        return -1;
+    }
     /* A generated token is only good for clients that can read its file, i.e. on this machine:
      * an admin API reachable from other machines must have a token the operator chose. */
     if (strcmp(cfg->admin_listen, "off") && !cfg->admin_token[0] && !admin_on_loopback(cfg->admin_listen)) {

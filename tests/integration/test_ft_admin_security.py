@@ -321,3 +321,13 @@ def test_one_address_cannot_take_every_admin_connection(admin_lb):
     finally:
         for sock in held:
             sock.close()
+
+
+def test_an_admin_token_too_long_in_the_environment_does_not_start(agora_bin):
+    """Review of issue 13: AGORA_ADMIN_TOKEN longer than 127 characters was cut silently, so an
+    operator sending the whole token never matched: now the balancer does not start."""
+    env = dict(os.environ, AGORA_ADMIN_TOKEN="x" * 200)
+    r = subprocess.run([str(agora_bin), "lb", "--listen", "%s:%d" % (LOCALHOST, free_port()),
+                        "--backend", "http://127.0.0.1:1"], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1, r
+    assert "AGORA_ADMIN_TOKEN: value too long (at most 127 characters)" in r.stderr, r.stderr
