@@ -3,7 +3,8 @@
  *
  * Failures: a connect failure, a reset or a response timeout ejects the server at once
  * (lb_server_eject: base·2^(k-1) ms, growing with consecutive ejections), and so does a streak of
- * eject_5xx consecutive 5xx responses; never so many that more than max_eject_percent of the
+ * eject_5xx consecutive 5xx responses (a 503 with Retry-After, a server shedding load on purpose,
+ * neither counts nor ends a streak: relay.c leaves it out); never so many that more than max_eject_percent of the
  * active servers would be out; nothing when --passive-health is off. (The caller does not report
  * a failure on a reused pooled connection before any response byte: that is most likely the
  * backend closing an idle connection as it was written to, no verdict on the server.)

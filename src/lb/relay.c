@@ -103,7 +103,11 @@ static int on_resp_head(void *ctx, const struct http_head *r, const char *p, siz
     if (lb_access_log_on(&px->w->log))
         px->header_us = loop_clock_us();
     if (px->server) {
-        lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r->status);
+        /* A 503 with Retry-After is a live server shedding load on purpose (a full queue): no
+         * verdict for passive health, which would otherwise eject the servers a flood of costly
+         * requests keeps busy. Active health still takes out one that is not ready. */
+        if (r->status != 503 || http_find_header(r, "retry-after") == NULL)
+            lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r->status);
         atomic_fetch_add_explicit(&px->server->responses[r->status / 100 - 1], 1, memory_order_relaxed);
     }
     px->resp_keep_alive = r->keep_alive && r->body != HTTP_BODY_EOF;

@@ -278,6 +278,32 @@ def test_consecutive_5xx_eject_a_server(testbackend_factory, lb_factory):
     assert lb.wait_for_output("agora lb: server %s ejected for " % backend_url(a), 5), lb.output()
 
 
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_a_503_with_retry_after_is_load_shedding_not_a_failure(lb_factory, retry_after):
+    """A server whose queue is full answers 503 with Retry-After (agora server's pools do, under a
+    flood of log-ins): that is a live server shedding load, so passive health does not eject it
+    (it neither extends nor ends a 5xx streak). A bare 503 still counts."""
+    extra = b"Retry-After: 1\r\n" if retry_after else b""
+
+    def answer(sock):
+        sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\n" + extra +
+                     b"Content-Length: 4\r\nConnection: close\r\n\r\nbusy")
+        sock.close()
+
+    backend = ScriptBackend(answer)
+    try:
+        lb = lb_factory([backend.port], "--eject-5xx", "3", "--eject-time", "1h", "--max-ejection", "100",
+                        "--retries", "0")
+        for _ in range(6):
+            assert http_request(LOCALHOST, lb.port, "GET", "/")[0] == 503
+        server = lb_server_stats(lb.port)[backend_url(backend.port)]
+        # with Retry-After: six answers from the server, still in; without: ejected after three
+        assert (server["healthy"], server["ejections"], server["requests"]) == (
+            (True, 0, 6) if retry_after else (False, 1, 3)), server
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize("ending", ["fin", "rst"])
 def test_only_a_clean_close_completes_a_close_delimited_body(lb_factory, ending):
     """Regression: a reset ended a close-delimited body as if complete (an HTTP/1.1 client got the
