@@ -242,6 +242,8 @@ int pg_fail(struct pg_store *s, int code, const char *fmt, ...)
     size_t n = strlen(s->base.err); /* libpq's messages end with a newline */
     while (n > 0 && (s->base.err[n - 1] == '\n' || s->base.err[n - 1] == ' '))
         s->base.err[--n] = '\0';
+    if (s->url != NULL)
+        store_redact(s->url, s->base.err, sizeof s->base.err); /* libpq may quote the URL */
     return code;
 }
 

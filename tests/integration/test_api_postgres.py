@@ -124,3 +124,43 @@ def test_a_killed_database_gives_503_promptly_and_the_server_recovers(agora_bin,
     finally:
         status = server.stop(timeout=10)
     assert status == 0, server.output()
+
+
+SECRET = "Hunter2SeCrEt"
+
+
+def with_password(url, where="userinfo"):
+    """url (postgresql:///db?host=DIR&user=agora, a trust-authenticated cluster) with a password
+    that the server ignores but that a careless program would print."""
+    if where == "userinfo":
+        return url.replace("postgresql:///", "postgresql://agora:%s@/" % SECRET, 1)
+    return url + "&password=" + SECRET
+
+
+def test_a_password_in_the_database_url_is_never_printed(agora_bin, pg_cluster):
+    url = pg_cluster.create_database("secret")
+    for variant in ("userinfo", "query"):
+        server = start_agora_server(agora_bin, with_password(url, variant))
+        try:
+            api = ApiClient(server.port)
+            health = api.get("/health")
+            assert health.status == 200 and SECRET not in health.body.decode()
+        finally:
+            assert server.stop(timeout=10) == 0, server.output()
+        assert "listening on" in server.output() and SECRET not in server.output(), server.output()
+
+    first = seed(agora_bin, with_password(url))
+    assert first.returncode == 0 and "seeded" in first.stdout, first.stderr
+    again = seed(agora_bin, with_password(url))
+    assert again.returncode == 1 and "already holds" in again.stderr, again.stderr
+    for out in (first, again):
+        assert SECRET not in out.stdout + out.stderr, out
+
+    # URLs libpq or agora reject: their error messages quote the URL or a part of it
+    for bad in ("postgresql://agora:%s@[::1/db" % SECRET,        # libpq quotes the whole URI
+                "postgresql://agora:%s%%zz@/db" % SECRET,         # libpq quotes the bad token
+                "pgsql://agora:%s@localhost/db" % SECRET):        # not a scheme agora knows
+        for cmd in (["server", "--listen", "127.0.0.1:0"], ["seed", "--users", "1"]):
+            out = subprocess.run([str(agora_bin)] + cmd + ["--db", bad], capture_output=True, text=True, timeout=30)
+            assert out.returncode != 0, (bad, out)
+            assert SECRET not in out.stdout + out.stderr, (bad, out.stdout + out.stderr)
