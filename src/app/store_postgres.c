@@ -528,6 +528,10 @@ static int connect_db(struct pg_store *s, int with_schema)
     }
     if (s->conn == NULL)
         return STORE_BUSY;
+    /* the migrations may wait for another server's; preparing is quick: a database that
+     * authenticated but does not answer (overloaded, a pooler out of server connections) must
+     * not hold a handler thread for MIGRATE_TIMEOUT_MS */
+    s->timeout_ms = STATEMENT_TIMEOUT_MS + REPLY_SLACK_MS;
     char name[16], set[160];
     snprintf(set, sizeof set,
              "SELECT set_config('statement_timeout', '%d', false) WHERE current_setting('statement_timeout') = '0'",

@@ -164,3 +164,127 @@ def test_a_password_in_the_database_url_is_never_printed(agora_bin, pg_cluster):
             out = subprocess.run([str(agora_bin)] + cmd + ["--db", bad], capture_output=True, text=True, timeout=30)
             assert out.returncode != 0, (bad, out)
             assert SECRET not in out.stdout + out.stderr, (bad, out.stdout + out.stderr)
+
+
+class StallingPgProxy:
+    """A TCP proxy in front of PostgreSQL. Mode "pass" forwards both ways; in mode "stall" a new
+    connection is forwarded until the server's first ReadyForQuery (the log-in succeeded), after
+    which the server's answers are swallowed: a database (or a pooler such as pgbouncer with every
+    server connection taken) that accepts and authenticates, then never answers a query."""
+
+    def __init__(self, pg_url):
+        import socket
+        import threading
+        import urllib.parse
+        parts = urllib.parse.urlsplit(pg_url)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        port = parts.port or int(query.get("port", 5432))
+        host = parts.hostname or query.get("host", "/var/run/postgresql")
+        self.upstream = ((socket.AF_UNIX, "%s/.s.PGSQL.%d" % (host, port)) if host.startswith("/")
+                         else (socket.AF_INET, (host, port)))
+        self.mode = "pass"
+        self.conns = []
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.user = parts.username or query.get("user", "agora")
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, dbname):
+        return "postgresql://%s@127.0.0.1:%d/%s?sslmode=disable&gssencmode=disable" % (self.user, self.port, dbname)
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket(self.upstream[0])
+            server.connect(self.upstream[1])
+            with self.lock:
+                self.conns += [client, server]
+            stall = self.mode == "stall"
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, stall), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst, stall):
+        seen = b""  # server to client: messages are a type byte and a length (4 bytes, itself included)
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(2)
+                    except OSError:
+                        pass
+                return
+            if stall and seen is not None:
+                seen += data
+                at = 0
+                while len(seen) - at >= 5:
+                    if seen[at:at + 1] == b"Z":
+                        end = at + 1 + int.from_bytes(seen[at + 1:at + 5], "big")
+                        data = data[:len(data) - (len(seen) - end)]  # up to the ReadyForQuery
+                        seen = None
+                        break
+                    at += 1 + int.from_bytes(seen[at + 1:at + 5], "big")
+            elif stall:
+                continue  # swallowed
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def cut_all(self):
+        """Closes every connection made so far (their owners see the database go away)."""
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+        self.cut_all()
+
+
+def test_a_database_that_authenticates_then_never_answers_gives_503_not_a_hang(agora_bin, pg_cluster):
+    """A reconnect that logs in but gets no answer to its statements (an overloaded database, a
+    pooler waiting for a free server connection) is bounded by the reply timeout (statement_timeout
+    5 s + 2 s), not by the 120 s allowed for the schema migrations at start."""
+    url = pg_cluster.create_database("stall")
+    proxy = StallingPgProxy(url)
+    dbname = url.split("?")[0].rsplit("/", 1)[1]
+    server = start_agora_server(agora_bin, proxy.url(dbname), extra_args=("--threads", "1", "--hash-threads", "1"))
+    try:
+        api = ApiClient(server.port, timeout=40.0)
+        assert api.get("/api/v1/accounts/nobody").status == 404
+        proxy.mode = "stall"
+        proxy.cut_all()
+        t0 = time.monotonic()
+        resp = api.get("/api/v1/accounts/nobody")
+        waited = time.monotonic() - t0
+        assert resp.status == 503 and resp.headers.get("retry-after"), resp
+        assert waited < 12.0, waited
+        assert wait_for(lambda: api.get("/health").status == 503, 10.0, 0.2)
+        # the database answers again: the same server recovers by itself
+        proxy.mode = "pass"
+        proxy.cut_all()
+        assert wait_for(lambda: api.get("/health").status == 200, 30.0, 0.2)
+        assert wait_for(lambda: api.get("/api/v1/accounts/nobody").status == 404, 30.0, 0.2)
+    finally:
+        proxy.mode = "pass"
+        proxy.cut_all()
+        status = server.stop(timeout=30)
+        proxy.close()
+    assert status == 0, server.output()
