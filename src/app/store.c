@@ -61,9 +61,13 @@ void store_redact(const char *url, char *text, size_t size)
         if (at != NULL && (colon = memchr(a, ':', (size_t)(at - a))) != NULL)
             hide(colon + 1, (size_t)(at - colon - 1), text, size);
     }
-    for (const char *p = url; (p = strstr(p, "password=")) != NULL; p += 9) /* ?password=, key=value */
-        if (p == url || p[-1] == '?' || p[-1] == '&' || p[-1] == ' ')
-            hide(p + 9, strcspn(p + 9, "& #"), text, size);
+    static const char *const keys[] = {"password=", "sslpassword=" /* of the client's key */};
+    for (int k = 0; k < 2; k++) { /* ?password=..., &password=..., a key=value string */
+        size_t n = strlen(keys[k]);
+        for (const char *p = url; (p = strstr(p, keys[k])) != NULL; p += n)
+            if (p == url || p[-1] == '?' || p[-1] == '&' || p[-1] == ' ')
+                hide(p + n, strcspn(p + n, "& #"), text, size);
+    }
 }
 
 void store_close(struct store *st)

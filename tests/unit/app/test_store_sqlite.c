@@ -293,6 +293,7 @@ static void test_redact(void **state)
     check_redact("postgres://u:pw@h/d", "pw pw pw", 9, "*** *** ");
     check_redact("postgresql:///a?host=/tmp&password=pw%41&user=u", "URI \"?password=pw%41&user=u\"", 256,
                  "URI \"?password=***&user=u\"");
+    check_redact("postgres:///d?sslpassword=k3y&host=/x", "sslpassword=k3y", 256, "sslpassword=***");
     check_redact("postgres://bob@host/db", "postgres://bob@host/db", 256, "postgres://bob@host/db");
     check_redact("postgres://bob:@host/db", "postgres://bob:@host/db", 256, "postgres://bob:@host/db");
     check_redact("postgres://host/db?x=a@b:c", "a@b:c", 256, "a@b:c"); /* '@' after the authority */
