@@ -288,3 +288,33 @@ def test_a_database_that_authenticates_then_never_answers_gives_503_not_a_hang(a
         status = server.stop(timeout=30)
         proxy.close()
     assert status == 0, server.output()
+
+
+def test_text_is_stored_as_utf8_whatever_the_environment_says(agora_bin, pg_cluster):
+    """PGCLIENTENCODING in a server's environment must not make it store mojibake (another server
+    without it would then read other bytes), and a database that cannot hold UTF-8 is refused at
+    start with a message rather than failing requests later."""
+    import os
+    url = pg_cluster.create_database("enc")
+    env = dict(os.environ, PGCLIENTENCODING="LATIN1")
+    port = __import__("helpers").free_port()
+    from helpers import start_process
+    server = start_process([agora_bin, "server", "--listen", "127.0.0.1:%d" % port, "--db", url, "--workers", "1"],
+                           "agora server: listening on", 15.0, env=env)
+    try:
+        assert wait_for(lambda: ApiClient(port).get("/health").status == 200, 10.0, 0.1)
+        name = unique_username("enc")
+        resp = ApiClient(port).post("/api/v1/accounts", {"username": name, "password": API_PASSWORD,
+                                                         "display_name": "Zo\u00eb \U0001F600"})
+        assert resp.status == 201 and resp.json["display_name"] == "Zo\u00eb \U0001F600", resp
+    finally:
+        assert server.stop(timeout=10) == 0, server.output()
+    assert sql(url, "SELECT length(display_name), octet_length(display_name) FROM accounts WHERE username = ?",
+               name) == [(5, 9)]
+
+    latin1 = url.replace("/enc_", "/latin1_", 1)
+    dbname = latin1.split("?")[0].rsplit("/", 1)[1]
+    sql(url, "CREATE DATABASE %s ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'" % dbname)
+    out = subprocess.run([str(agora_bin), "server", "--listen", "127.0.0.1:0", "--db", latin1],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "UTF8" in out.stderr, out.stderr
