@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from helpers import API_PASSWORD, ApiClient, PgCluster, sql, start_agora_server, unique_username, wait_for
+from helpers import (API_PASSWORD, ApiClient, PgCluster, _listens_on, free_port, sql, start_agora_server,
+                     start_process, unique_username, wait_for)
 
 SEED_LINE = re.compile(r"(\d+) accounts .* (\d+) follows .* (\d+) posts \((\d+) fanned out on write\), "
                        r"(\d+) home-timeline rows")
@@ -297,12 +298,13 @@ def test_text_is_stored_as_utf8_whatever_the_environment_says(agora_bin, pg_clus
     import os
     url = pg_cluster.create_database("enc")
     env = dict(os.environ, PGCLIENTENCODING="LATIN1")
-    port = __import__("helpers").free_port()
-    from helpers import start_process
+    port = free_port()
     server = start_process([agora_bin, "server", "--listen", "127.0.0.1:%d" % port, "--db", url, "--workers", "1"],
                            "agora server: listening on", 15.0, env=env)
     try:
-        assert wait_for(lambda: ApiClient(port).get("/health").status == 200, 10.0, 0.1)
+        # the message comes before the socket is bound
+        assert wait_for(lambda: server.poll() is not None or _listens_on(server.pid, port), 15.0)
+        assert ApiClient(port).get("/health").status == 200, server.output()
         name = unique_username("enc")
         resp = ApiClient(port).post("/api/v1/accounts", {"username": name, "password": API_PASSWORD,
                                                          "display_name": "Zo\u00eb \U0001F600"})
