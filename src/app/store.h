@@ -192,6 +192,12 @@ struct store {
 struct store *store_open(const char *url, const struct store_options *opts, char *err, size_t errlen);
 /* Closes the connection and frees the store. NULL is allowed. */
 void store_close(struct store *st);
+/* Hides the password of the database URL url wherever it appears in text (size bytes,
+ * NUL-terminated), in place: each copy of the password of the URL's authority
+ * (scheme://user:PASSWORD@host) or of a password=... or sslpassword=... parameter becomes "***". For anything that
+ * shows the URL or a message about it (libpq's messages quote a URI they cannot parse). A URL
+ * without a password leaves text as it is. */
+void store_redact(const char *url, char *text, size_t size);
 /* The message describing the last STORE_ERROR/STORE_BUSY. */
 static inline const char *store_errmsg(const struct store *st) { return st->err; }
 

@@ -242,6 +242,8 @@ int pg_fail(struct pg_store *s, int code, const char *fmt, ...)
     size_t n = strlen(s->base.err); /* libpq's messages end with a newline */
     while (n > 0 && (s->base.err[n - 1] == '\n' || s->base.err[n - 1] == ' '))
         s->base.err[--n] = '\0';
+    if (s->url != NULL)
+        store_redact(s->url, s->base.err, sizeof s->base.err); /* libpq may quote the URL */
     return code;
 }
 
@@ -497,7 +499,7 @@ static void quiet(void *arg, const char *message) { (void)arg, (void)message; }
  * it is 0 (unbounded), reads it back, and prepares every statement. */
 static int connect_db(struct pg_store *s, int with_schema)
 {
-    const char *keys[8], *vals[8];
+    const char *keys[10], *vals[10];
     int k = 0;
     drop(s);
     if (getenv("PGCONNECT_TIMEOUT") == NULL)
@@ -508,7 +510,8 @@ static int connect_db(struct pg_store *s, int with_schema)
     keys[k] = "keepalives_count", vals[k++] = "3";
     if (getenv("PGAPPNAME") == NULL)
         keys[k] = "application_name", vals[k++] = "agora";
-    keys[k] = "dbname", vals[k++] = s->url; /* last: what the URL says wins */
+    keys[k] = "dbname", vals[k++] = s->url;          /* what the URL says wins, but for: */
+    keys[k] = "client_encoding", vals[k++] = "UTF8"; /* the store's texts are UTF-8 (not PGCLIENTENCODING's) */
     keys[k] = NULL, vals[k] = NULL;
     s->conn = PQconnectdbParams(keys, vals, 1);
     if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
@@ -517,6 +520,13 @@ static int connect_db(struct pg_store *s, int with_schema)
         return STORE_BUSY;
     }
     s->round_trips++;
+    const char *enc = PQparameterStatus(s->conn, "server_encoding");
+    if (enc == NULL || strcmp(enc, "UTF8") != 0) { /* else texts fail (or turn to mojibake) later */
+        pg_fail(s, STORE_ERROR, "the database's encoding is %s; agora needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')",
+                enc != NULL ? enc : "unknown");
+        drop(s);
+        return STORE_ERROR;
+    }
     PQsetNoticeProcessor(s->conn, quiet, NULL);
     s->timeout_ms = MIGRATE_TIMEOUT_MS;
     int rc;
@@ -526,6 +536,10 @@ static int connect_db(struct pg_store *s, int with_schema)
     }
     if (s->conn == NULL)
         return STORE_BUSY;
+    /* the migrations may wait for another server's; preparing is quick: a database that
+     * authenticated but does not answer (overloaded, a pooler out of server connections) must
+     * not hold a handler thread for MIGRATE_TIMEOUT_MS */
+    s->timeout_ms = STATEMENT_TIMEOUT_MS + REPLY_SLACK_MS;
     char name[16], set[160];
     snprintf(set, sizeof set,
              "SELECT set_config('statement_timeout', '%d', false) WHERE current_setting('statement_timeout') = '0'",

@@ -4,7 +4,9 @@
  * the schema migrations under pg_advisory_lock (table schema_version; servers starting together
  * on a new database migrate it exactly once), then prepares every statement of the table in
  * store_postgres.c in one pipelined round trip. A lost connection is reopened (and the statements
- * prepared again) by the next call that needs it.
+ * prepared again) by the next call that needs it. Texts are UTF-8: each connection's
+ * client_encoding is UTF8 whatever PGCLIENTENCODING or the URL say, and a database whose encoding
+ * is not UTF8 is refused (STORE_ERROR with a message).
  *
  * Round trips. Every store call is one round trip: the statements of a call are sent in libpq's
  * pipeline mode followed by one Sync, so they form one implicit transaction that commits at the

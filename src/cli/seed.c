@@ -222,7 +222,7 @@ int cmd_seed(int argc, char **argv)
     struct seed_opts o;
     struct store_bulk_stats stats;
     struct timespec t0;
-    char err[512], hash[STORE_HASH_MAX];
+    char err[512], hash[STORE_HASH_MAX], db_shown[1024];
     int64_t existing = 0;
     long median = 0;
     int rc, status = 1;
@@ -235,6 +235,8 @@ int cmd_seed(int argc, char **argv)
         fprintf(stderr, "agora seed: cannot initialise libsodium\n");
         return 1;
     }
+    snprintf(db_shown, sizeof db_shown, "%s", o.db); /* never the password */
+    store_redact(o.db, db_shown, sizeof db_shown);
     if ((st = store_open(o.db, NULL, err, sizeof err)) == NULL) {
         fprintf(stderr, "agora seed: %s\n", err);
         return 1;
@@ -247,7 +249,7 @@ int cmd_seed(int argc, char **argv)
         fprintf(stderr,
                 "agora seed: %s already holds %lld accounts; seed only fills an empty database "
                 "(use --force to delete everything first)\n",
-                o.db, (long long)existing);
+                db_shown, (long long)existing);
         goto out;
     }
     if (auth_hash_password(o.password, strlen(o.password), hash) != 0) {
@@ -271,7 +273,7 @@ int cmd_seed(int argc, char **argv)
     printf("seeded %s in %.1f s: %lld accounts (password \"%s\"), %lld follows (median %ld followees per user, "
            "max %lld followers, %lld accounts with >= %d followers), %lld posts (%lld fanned out on write), "
            "%lld home-timeline rows\n",
-           o.db, elapsed(&t0), (long long)stats.accounts, o.password, (long long)stats.follows, median,
+           db_shown, elapsed(&t0), (long long)stats.accounts, o.password, (long long)stats.follows, median,
            (long long)stats.max_followers, (long long)stats.big_accounts, st->fanout_limit, (long long)stats.posts,
            (long long)stats.fanout_posts, (long long)stats.home_rows);
     status = 0;

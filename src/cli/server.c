@@ -29,6 +29,7 @@
 #include "app/client_addr.h"
 #include "app/metrics.h"
 #include "app/ready.h"
+#include "app/store.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
 #include "core/net.h"
@@ -531,8 +532,11 @@ int cmd_server(int argc, char **argv)
                                   .ctx = &o};
     if ((o.hash_pool = http_pool_create(&hc, err, sizeof(err))) == NULL)
         goto fail;
+    char db_shown[sizeof o.db]; /* never the password */
+    snprintf(db_shown, sizeof db_shown, "%s", o.db);
+    store_redact(o.db, db_shown, sizeof db_shown);
     fprintf(stderr, "agora server: listening on %s, %u worker(s), %u handler thread(s), %u hashing thread(s), db %s\n",
-            o.listen, workers, threads, hash_threads, o.db);
+            o.listen, workers, threads, hash_threads, db_shown);
     if (o.metrics_fd >= 0) {
         char shown[80];
         net_format_addr(&o.metrics_addr, shown, sizeof(shown));

@@ -2297,6 +2297,10 @@ static void test_bulk_load(void **state)
     int64_t x = t_bulk_account(&t, "x", 1), y = t_bulk_account(&t, "y", 1);
     t_bulk_follow(&t, y, x);
     t_bulk_post(&t, x, "loaded", 5);
+    /* what a bulk format must escape (PostgreSQL's COPY: tab, newline, CR, backslash, \N, \.)
+     * comes back byte for byte */
+    int64_t z = t_bulk_account(&t, "z\\.\t\\N\r\n", 1);
+    t_bulk_post(&t, z, "\\.\n\\N\ta\\tb\r\n\\", 6);
     t_bulk_end(&t, 1, &saved);
     mkpost(&t, x, "live", 0, 3001);
     t_check_all(&t, 3002);

@@ -275,6 +275,35 @@ static void test_bad_urls(void **state)
     assert_non_null(strstr(err, "cannot open"));
 }
 
+/* store_redact (store.c): a URL's password never reaches a message or a log line. */
+static void check_redact(const char *url, const char *text, size_t size, const char *want)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", text);
+    store_redact(url, buf, size);
+    assert_string_equal(buf, want);
+}
+
+static void test_redact(void **state)
+{
+    const char *u = "postgres://bob:s3cr@t@db.example:5432/agora?sslmode=require";
+    check_redact(u, u, 256, "postgres://bob:***@db.example:5432/agora?sslmode=require");
+    check_redact(u, "token \"s3cr@t\" twice: s3cr@t.", 256, "token \"***\" twice: ***.");
+    /* "***" is longer than "pw": the text is cut short, never showing a part of the secret */
+    check_redact("postgres://u:pw@h/d", "pw pw pw", 9, "*** *** ");
+    check_redact("postgresql:///a?host=/tmp&password=pw%41&user=u", "URI \"?password=pw%41&user=u\"", 256,
+                 "URI \"?password=***&user=u\"");
+    check_redact("postgres:///d?sslpassword=k3y&host=/x", "sslpassword=k3y", 256, "sslpassword=***");
+    check_redact("postgres://bob@host/db", "postgres://bob@host/db", 256, "postgres://bob@host/db");
+    check_redact("postgres://bob:@host/db", "postgres://bob:@host/db", 256, "postgres://bob:@host/db");
+    check_redact("postgres://host/db?x=a@b:c", "a@b:c", 256, "a@b:c"); /* '@' after the authority */
+    check_redact("sqlite:data/agora.db", "sqlite:data/agora.db", 256, "sqlite:data/agora.db");
+    char err[256];
+    assert_null(store_open("pgsql://bob:s3cr@t@host/db", NULL, err, sizeof err));
+    assert_null(strstr(err, "s3cr@t"));
+    assert_non_null(strstr(err, "pgsql://bob:***@host/db"));
+}
+
 struct opener {
     const char *url;
     int ok;
@@ -570,6 +599,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_permissions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
+        cmocka_unit_test(test_redact),
         cmocka_unit_test_setup_teardown(test_concurrent_open_new_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rowids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_id_mark, setup, teardown),
