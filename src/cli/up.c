@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/store.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "cli/up_pg.h"
@@ -746,7 +747,8 @@ int cmd_up(int argc, char **argv)
         /* An existing PostgreSQL: say now, clearly, if it is not there (each server would fail). */
         if (up_db_ping(u->db, 10000, err, sizeof(err)) < 0) {
             char shown[sizeof(u->db)];
-            up_db_redact(u->db, shown, sizeof(shown));
+            snprintf(shown, sizeof(shown), "%s", u->db);
+            store_redact(u->db, shown, sizeof(shown));
             fprintf(stderr, "agora up: the database %s: %s\n", shown, err);
             goto out;
         }
@@ -773,7 +775,8 @@ int cmd_up(int argc, char **argv)
     if (wait_port(&probe, 10000) == 0) {
         printf("agora is up: open http://%s/  (%u web servers, data in %s; Ctrl-C to stop)\n", shown, nservers, data);
         char dbshown[sizeof(u->db)];
-        up_db_redact(u->db, dbshown, sizeof(dbshown));
+        snprintf(dbshown, sizeof(dbshown), "%s", u->db);
+        store_redact(u->db, dbshown, sizeof(dbshown));
         printf("database: %s%s\n", dbshown, u->db_slot >= 0 ? "  (PostgreSQL run by agora up)" : "");
         if (port + 1 + UP_METRICS_OFFSET <= 65535)
             printf("server metrics: http://127.0.0.1:%u/metrics ... :%u/metrics  (each web server's port + %u; "

@@ -423,24 +423,3 @@ int up_db_ping(const char *url, unsigned ms, char *err, size_t errlen)
         sleep_ms(200);
     }
 }
-
-void up_db_redact(const char *url, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s", url);
-    const char *scheme = strstr(url, "://");
-    if (scheme) {
-        const char *auth = scheme + 3;
-        size_t authlen = strcspn(auth, "/?#");
-        const char *at = memchr(auth, '@', authlen);
-        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-        if (colon)
-            snprintf(out, outlen, "%.*s:***%s", (int)(colon - url), url, at);
-    }
-    char *pw = strstr(out, "password=");
-    if (pw && pw > out && (pw[-1] == '?' || pw[-1] == '&')) {
-        char *end = pw + 9 + strcspn(pw + 9, "&#");
-        char rest[1024];
-        snprintf(rest, sizeof(rest), "%s", end);
-        snprintf(pw + 9, outlen - (size_t)(pw + 9 - out), "***%s", rest);
-    }
-}

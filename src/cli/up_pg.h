@@ -65,7 +65,4 @@ void up_pg_free(struct up_pg *pg);
  * connections. Returns 0, or -1 with the reason in err. */
 int up_db_ping(const char *url, unsigned ms, char *err, size_t errlen);
 
-/* Copies url to out with any password replaced by "***" (for printing). */
-void up_db_redact(const char *url, char *out, size_t outlen);
-
 #endif
