@@ -197,17 +197,19 @@ static struct http_pool_port *pick(void *ctx, const struct http_request *req)
  * only take turns; plus one, because SQLite has one writer at a time (across every server on the
  * file) and a write waiting for the lock sleeps in the busy handler, holding its thread: the
  * spare one keeps reads going meanwhile. At least 2, for the same reason on one core.
- * PostgreSQL: 4 per core, at least 8, at most 64. A handler thread spends most of a request
+ * PostgreSQL: 4 per core, at least 8, at most 16. A handler thread spends most of a request
  * waiting for the database's answer (a round trip, and the server's own work on other cores or
  * machines), so a few per core keep the cores busy; each holds a connection, and every server
- * on the database adds its own, against PostgreSQL's max_connections (100 by default): three
- * servers on two cores take 3 × 8 = 24. */
+ * on the database adds its own (handler threads + hashing threads + 1 for readiness) against
+ * PostgreSQL's max_connections (100 by default): three servers on two cores take 3 × 11 = 33.
+ * The cap keeps a few servers on large machines within that default; more needs --threads and
+ * a larger max_connections (docs/CONFIG.md). */
 static unsigned server_default_threads(const char *db)
 {
     unsigned cpus = http_daemon_cpus();
     if (strncmp(db, "postgres://", 11) == 0 || strncmp(db, "postgresql://", 13) == 0) {
         unsigned n = 4 * cpus;
-        return n < 8 ? 8 : n > 64 ? 64 : n;
+        return n < 8 ? 8 : n > 16 ? 16 : n;
     }
     return cpus + 1 < 2 ? 2 : cpus + 1;
 }
@@ -387,7 +389,7 @@ static const struct opts_def flags[] = {
              "request runs on a pool of handler threads:\n"},
     ROW("threads", OPTS_UINT, threads, 1, 1024, NULL, NULL,
         "handler threads, each with its own database connection\n(default for SQLite: cores + 1; PostgreSQL: 4 x "
-        "cores, 8-64)"),
+        "cores, 8-16)"),
     ROW("queue", OPTS_UINT, queue, 1, 100000, NULL, NULL,
         "requests that may wait for a handler thread (default 32\nper thread); beyond, 503 with Retry-After"),
     ROW("queue-wait", OPTS_DURATION, queue_wait_ms, 1, 0, NULL, NULL,
