@@ -75,6 +75,8 @@ bench_cleanup() {
     for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do
         bench_stop "${BENCH_PIDS[$i]}"
     done
+    # A scenario's own cleanup (bench/social.sh: its PostgreSQL cluster), after its processes.
+    ! declare -F bench_at_exit >/dev/null || bench_at_exit
     [ -n "${BENCH_TMP:-}" ] && rm -rf "$BENCH_TMP"
     exit "$status"
 }

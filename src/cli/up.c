@@ -1,8 +1,12 @@
 /* up.c — `agora up`: the whole platform on one machine, supervised.
  *
- * Starts N web servers (`agora server`, on the N ports after the balancer's) sharing one SQLite
- * database in the data directory, and the balancer (`agora lb`) in front of them, each as a
- * child process of this one (the same executable, so a crash stays isolated). A child that
+ * Starts N web servers (`agora server`, on the N ports after the balancer's) sharing one
+ * database, and the balancer (`agora lb`) in front of them, each as a child process of this one
+ * (the same executable, so a crash stays isolated). The database is a SQLite file in the data
+ * directory by default; --db URL names another (e.g. an existing PostgreSQL, which must answer
+ * before the servers start); --postgres runs a private PostgreSQL cluster in DATA/postgres
+ * (up_pg.h) as one more child, started and ready before the servers, restarted like them, and
+ * stopped last (fast shutdown, SIGQUIT after 20 s, then SIGKILL). A child that
  * exits unexpectedly is restarted with a growing back-off (0.25 s doubling to 8 s, reset after
  * it has run 30 s); meanwhile the balancer routes around the missing server (connect failures
  * are retried on another server and health checks take it out). SIGINT/SIGTERM stop everything:
@@ -44,6 +48,7 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "cli/up_pg.h"
 #include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/loop.h"
@@ -64,9 +69,12 @@ struct child {
     uint64_t started_ms;
     uint64_t restart_at_ms; /* 0 = not waiting */
     unsigned backoff_ms;
-    unsigned port; /* web servers: their port */
-    int retiring;  /* being drained for removal: not restarted, stopped when drained */
-    int retired;   /* removed for good */
+    unsigned port;          /* web servers: their port */
+    int retiring;           /* being drained for removal: not restarted, stopped when drained */
+    int retired;            /* removed for good */
+    const char *exe;        /* NULL: this executable (agora) */
+    const struct up_pg *pg; /* the PostgreSQL server: its set-up in the child */
+    uint64_t stop_sent_ms;  /* the PostgreSQL server: when up asked it to stop (0: not yet) */
 };
 
 struct up {
@@ -76,7 +84,9 @@ struct up {
     int stopping;
     char admin[64];                 /* balancer admin API address */
     char token_file[PATH_MAX + 16]; /* DATA/admin.token, rewritten by each balancer start */
-    char db[PATH_MAX + 16];
+    char db[3 * PATH_MAX + 64];
+    struct up_pg pg;
+    int db_slot; /* the PostgreSQL server's slot, or -1 */
     char web[PATH_MAX];
     unsigned server_workers;
     unsigned server_threads; /* 0: the server's default */
@@ -132,14 +142,18 @@ static int spawn(struct up *u, struct child *c)
          * the children in order (one signal each, so their stop stays graceful). And a child
          * whose supervisor dies is told to stop. */
         setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (c->pg && up_pg_child_setup(c->pg) < 0)
+            _exit(127);
+        /* After the identity change, which clears it. PostgreSQL's fast shutdown is SIGINT. */
+        prctl(PR_SET_PDEATHSIG, c->pg ? SIGINT : SIGTERM);
         if (getppid() == 1)
             _exit(0); /* the supervisor died before prctl */
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(u->exe, c->argv);
-        fprintf(stderr, "agora up: cannot run %s: %s\n", u->exe, strerror(errno));
+        const char *exe = c->exe ? c->exe : u->exe;
+        execv(exe, c->argv);
+        fprintf(stderr, "agora up: cannot run %s: %s\n", exe, strerror(errno));
         _exit(127);
     }
     c->pid = pid;
@@ -149,8 +163,9 @@ static int spawn(struct up *u, struct child *c)
 }
 
 struct up_opts {
-    char listen[128], data[PATH_MAX], policy[32], access_log[PATH_MAX];
+    char listen[128], data[PATH_MAX], policy[32], access_log[PATH_MAX], db[1024];
     unsigned nservers, server_workers, server_threads, lb_workers;
+    int postgres;
 };
 
 #define ROW(fl, t, f, lo, hi, a, h) OPTS_ROW(struct up_opts, fl, t, f, lo, hi, a, NULL, h)
@@ -159,6 +174,10 @@ static const struct opts_def flags[] = {
         "balancer address (default :8000); servers use the next N ports\non 127.0.0.1"),
     ROW("servers", OPTS_UINT, nservers, 1, MAX_CHILDREN - 1, NULL, "number of web servers (default 3)"),
     ROW("data", OPTS_STR, data, 0, 0, "DIR", "data directory, database at DIR/agora.db (default ./data)"),
+    ROW("db", OPTS_STR, db, 0, 0, "URL",
+        "the servers' database instead: sqlite:PATH or an existing\nPostgreSQL, postgres://USER@HOST:PORT/DBNAME"),
+    ROW("postgres", OPTS_FLAG, postgres, 0, 0, NULL,
+        "run a private PostgreSQL cluster in DIR/postgres (initdb\non the first run; Unix socket only) and use it"),
     ROW("policy", OPTS_STR, policy, 0, 0, "NAME", "balancing policy (default least-conn)"),
     ROW("server-workers", OPTS_UINT, server_workers, 1, 64, NULL, "worker threads per web server (default 1)"),
     ROW("server-threads", OPTS_UINT, server_threads, 1, 1024, NULL,
@@ -172,7 +191,7 @@ static const struct opts_cmd command = {
     .name = "agora up",
     .head = "usage: agora up [options]\n\n"
             "Runs the whole platform on this machine: the load balancer and N web servers sharing one\n"
-            "SQLite database. Ctrl-C (or SIGTERM) stops everything cleanly.\n\n",
+            "database (SQLite by default). Ctrl-C (or SIGTERM) stops everything cleanly.\n\n",
     OPTS_TABLE(flags),
     .width = 20,
 };
@@ -426,7 +445,7 @@ static void ctl_remove(struct up *u, int fd, unsigned port)
 {
     for (int i = 0; i < u->nkids; i++) {
         struct child *c = &u->kids[i];
-        if (c->port != port || c->retired)
+        if (c->port != port || c->retired || c->pg)
             continue;
         char path[96];
         snprintf(path, sizeof(path), "/servers/127.0.0.1:%u/drain", port);
@@ -537,6 +556,70 @@ static int ctl_listen(struct up *u, const char *data)
     return 0;
 }
 
+/* Stops the PostgreSQL server now (at start-up failures): fast shutdown, then immediate after
+ * 20 s, then SIGKILL after 25 s; waits for it. */
+static void stop_db_now(struct up *u)
+{
+    struct child *c = u->db_slot >= 0 ? &u->kids[u->db_slot] : NULL;
+    if (!c || c->pid <= 0)
+        return;
+    kill(c->pid, SIGINT);
+    uint64_t t0 = now_ms();
+    int stage = 0, status;
+    while (waitpid(c->pid, &status, WNOHANG) == 0) {
+        if (stage == 0 && now_ms() - t0 > 20000) {
+            kill(c->pid, SIGQUIT);
+            stage = 1;
+        } else if (stage == 1 && now_ms() - t0 > 25000) {
+            kill(c->pid, SIGKILL);
+            stage = 2;
+        }
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    c->pid = 0;
+}
+
+/* Once every other child has exited: asks the PostgreSQL server to stop (fast shutdown: it
+ * disconnects its clients, writes a checkpoint and exits), then escalates as stop_db_now does.
+ * Called on every turn of the supervising loop while stopping. */
+static void stop_db_step(struct up *u)
+{
+    struct child *c = &u->kids[u->db_slot];
+    if (c->pid <= 0)
+        return;
+    uint64_t now = now_ms();
+    if (!c->stop_sent_ms) {
+        fprintf(stderr, "agora up: stopping PostgreSQL (fast shutdown)\n");
+        kill(c->pid, SIGINT);
+        c->stop_sent_ms = now;
+    } else if (now - c->stop_sent_ms > 25000) {
+        kill(c->pid, SIGKILL);
+    } else if (now - c->stop_sent_ms > 20000) {
+        kill(c->pid, SIGQUIT);
+    }
+}
+
+/* Starts the PostgreSQL server of --postgres in its slot and waits (bounded) until it accepts
+ * connections and the database "agora" exists. 0, or -1 (reported on stderr). */
+static int start_db(struct up *u)
+{
+    char err[512];
+    struct child *c = &u->kids[u->db_slot];
+    if (spawn(u, c) < 0)
+        return -1;
+    int exited;
+    if (up_pg_wait_ready(&u->pg, c->pid, 60000, &exited, err, sizeof(err)) < 0) {
+        if (exited != -1)
+            c->pid = 0; /* reaped */
+        fprintf(stderr, "agora up: %s\n", err);
+        up_pg_log_tail(&u->pg, 15);
+        return -1;
+    }
+    fprintf(stderr, "agora up: PostgreSQL (pid %d, %s) accepts connections on %s\n", c->pid, u->pg.bindir, u->pg.dir);
+    return 0;
+}
+
 int cmd_up(int argc, char **argv)
 {
     struct up_opts o = {.listen = ":8000",
@@ -548,6 +631,10 @@ int cmd_up(int argc, char **argv)
     int r = opts_cmd_parse(&command, &o, argc, argv, NULL);
     if (r != OPTS_CONTINUE)
         return r;
+    if (o.postgres && o.db[0]) {
+        fprintf(stderr, "agora up: --db and --postgres exclude each other\n");
+        return 2;
+    }
     const char *listen = o.listen, *data = o.data, *policy = o.policy, *access_log = o.access_log;
     unsigned nservers = o.nservers, server_workers = o.server_workers, lb_workers = o.lb_workers;
     struct net_addr la;
@@ -567,6 +654,7 @@ int cmd_up(int argc, char **argv)
     }
     http_daemon_raise_fd_limit("agora up", LB_C10K_FDS); /* the children inherit it */
     struct up *u = alloc_calloc(1, sizeof(*u));
+    u->db_slot = -1;
     int rc = 1;
     ssize_t n = readlink("/proc/self/exe", u->exe, sizeof(u->exe) - 1);
     if (n <= 0) {
@@ -576,7 +664,22 @@ int cmd_up(int argc, char **argv)
     u->exe[n] = '\0';
     u->ctl_fd = -1;
     cli_default_web_dir(u->web, sizeof(u->web));
-    snprintf(u->db, sizeof(u->db), "sqlite:%s/agora.db", data);
+    char err[512];
+    if (o.db[0]) {
+        snprintf(u->db, sizeof(u->db), "%s", o.db);
+    } else if (o.postgres) {
+        if (up_pg_prepare(&u->pg, data, err, sizeof(err)) < 0) {
+            fprintf(stderr, "agora up: %s\n", err);
+            if (strstr(err, "initdb failed"))
+                up_pg_log_tail(&u->pg, 15);
+            goto out;
+        }
+        fprintf(stderr, "agora up: %s PostgreSQL cluster in %s\n", u->pg.created ? "created (initdb) a" : "using the",
+                u->pg.dir);
+        snprintf(u->db, sizeof(u->db), "%s", u->pg.url);
+    } else {
+        snprintf(u->db, sizeof(u->db), "sqlite:%s/agora.db", data);
+    }
     snprintf(u->admin, sizeof(u->admin), "127.0.0.1:%u", port + 404);
     snprintf(u->token_file, sizeof(u->token_file), "%s/admin.token", data);
     u->server_workers = server_workers;
@@ -608,6 +711,15 @@ int cmd_up(int argc, char **argv)
         child_flag(lb, "--backend", "http://127.0.0.1:%u", port + 1 + i);
     }
     u->nkids = (int)nservers + 1;
+    if (o.postgres) {
+        struct child *c = &u->kids[u->nkids];
+        snprintf(c->name, sizeof(c->name), "postgres");
+        for (int k = 0; u->pg.argv[k]; k++)
+            child_arg(c, "%s", u->pg.argv[k]);
+        c->exe = u->pg.exe;
+        c->pg = &u->pg;
+        u->db_slot = u->nkids++;
+    }
     u->lb = (int)nservers;
     u->lb_old = -1;
 
@@ -622,7 +734,20 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "agora up: signalfd: %s\n", strerror(errno));
         goto out;
     }
+    if (u->db_slot >= 0 && start_db(u) < 0)
+        goto out;
+    if (!strncmp(u->db, "postgres://", 11) || !strncmp(u->db, "postgresql://", 13)) {
+        /* An existing PostgreSQL: say now, clearly, if it is not there (each server would fail). */
+        if (up_db_ping(u->db, 10000, err, sizeof(err)) < 0) {
+            char shown[sizeof(u->db)];
+            up_db_redact(u->db, shown, sizeof(shown));
+            fprintf(stderr, "agora up: the database %s: %s\n", shown, err);
+            goto out;
+        }
+    }
     for (int i = 0; i < u->nkids; i++) {
+        if (i == u->db_slot)
+            continue;
         if (spawn(u, &u->kids[i]) < 0)
             goto out;
         if (i == 0) {
@@ -641,6 +766,9 @@ int cmd_up(int argc, char **argv)
     net_format_addr(&probe, shown, sizeof(shown));
     if (wait_port(&probe, 10000) == 0) {
         printf("agora is up: open http://%s/  (%u web servers, data in %s; Ctrl-C to stop)\n", shown, nservers, data);
+        char dbshown[sizeof(u->db)];
+        up_db_redact(u->db, dbshown, sizeof(dbshown));
+        printf("database: %s%s\n", dbshown, u->db_slot >= 0 ? "  (PostgreSQL run by agora up)" : "");
         print_dashboard(u);
     } else
         printf("agora up: the balancer is not answering on %s yet; still trying\n", shown);
@@ -648,10 +776,11 @@ int cmd_up(int argc, char **argv)
 
     uint64_t kill_at = 0, next_retire_check = 0;
     for (;;) {
-        int alive = 0;
+        int alive = 0, others = 0;
         uint64_t next_wake = 0;
         for (int i = 0; i < u->nkids; i++) {
             alive += u->kids[i].pid > 0;
+            others += u->kids[i].pid > 0 && i != u->db_slot;
             if (u->kids[i].restart_at_ms && (!next_wake || u->kids[i].restart_at_ms < next_wake))
                 next_wake = u->kids[i].restart_at_ms;
         }
@@ -659,9 +788,12 @@ int cmd_up(int argc, char **argv)
             break;
         if (u->stopping && now_ms() >= kill_at) {
             for (int i = 0; i < u->nkids; i++)
-                if (u->kids[i].pid > 0)
+                if (u->kids[i].pid > 0 && i != u->db_slot)
                     kill(u->kids[i].pid, SIGKILL);
         }
+        /* The database last: the servers' last requests finish first. */
+        if (u->stopping && !others && u->db_slot >= 0)
+            stop_db_step(u);
         int timeout_ms = 200;
         if (next_wake && !u->stopping && next_wake < now_ms() + 200)
             timeout_ms = next_wake > now_ms() ? (int)(next_wake - now_ms()) : 0;
@@ -676,9 +808,10 @@ int cmd_up(int argc, char **argv)
                 fflush(stdout);
                 u->stopping = 1;
                 kill_at = now_ms() + 15000;
-                /* The balancer first, so it stops taking requests, then the servers. */
+                /* The balancer first, so it stops taking requests, then the servers (the
+                 * database once they have exited). */
                 for (int i = u->nkids - 1; i >= 0; i--)
-                    if (u->kids[i].pid > 0)
+                    if (u->kids[i].pid > 0 && i != u->db_slot)
                         kill(u->kids[i].pid, SIGTERM);
             }
         }
@@ -724,6 +857,8 @@ int cmd_up(int argc, char **argv)
     printf("agora up: stopped\n");
     rc = 0;
 out:
+    stop_db_now(u);
+    up_pg_free(&u->pg);
     if (u->ctl_fd >= 0) {
         close(u->ctl_fd);
         unlink(u->ctl_path);

@@ -181,3 +181,4 @@ def api_cluster(agora_bin, tmp_path_factory, request):
 def api(api_cluster):
     """An anonymous ApiClient talking to the balancer of api_cluster."""
     return api_cluster.api
+
