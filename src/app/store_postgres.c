@@ -110,7 +110,7 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_SESS_CREATE] = "WITH purge AS (DELETE FROM sessions WHERE account_id = $2 AND last_used_at <= $5::bigint) "
                        "INSERT INTO sessions(token_hash, account_id, created_at, last_used_at, user_agent) "
                        "VALUES($1::bytea, $2, $3, $3, $4)",
-    [PG_SESS_ACCOUNT] = "SELECT " PG_ACCOUNT_COLS ", s.id, s.created_at, s.last_used_at, s.user_agent "
+    [PG_SESS_ACCOUNT] = "SELECT " PG_SESSION_COLS " "
                         "FROM sessions s JOIN accounts a ON a.id = s.account_id "
                         "WHERE s.token_hash = $1::bytea AND s.last_used_at > $2",
     [PG_SESS_DELETE] = "DELETE FROM sessions WHERE token_hash = $1::bytea",
@@ -229,6 +229,33 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " JOIN accounts a ON a.id = p.author"
                      " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
                      " ORDER BY p.id DESC",
+    /* PG_SESS_ACCOUNT ($1 the token's hash, $5 the oldest last use still alive) and PG_LIST_HOME
+     * of its account in one statement: no row when there is no such session; otherwise its
+     * columns, then those of one post per row (all NULL when the timeline is empty) */
+    [PG_SESS_HOME] =
+        "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
+        " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
+        "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
+        " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
+        " ids AS (SELECT id FROM h UNION ALL"
+        "  SELECT q.id FROM lo CROSS JOIN follows f CROSS JOIN LATERAL"
+        "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
+        "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q"
+        "   WHERE f.follower = (SELECT account_id FROM me)),"
+        " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4),"
+        " t (id, text, created_at, reply_to, likes, replies, liked, a_id, a_name, a_display, a_created,"
+        "  a_followers, a_following, a_posts) AS (SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
+        "  JOIN accounts a ON a.id = p.author"
+        "  LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me))"
+        " SELECT " PG_SESSION_COLS ", t.* FROM sessions s JOIN accounts a ON a.id = s.account_id"
+        " LEFT JOIN t ON true WHERE s.token_hash = $1::bytea AND s.last_used_at > $5"
+        " ORDER BY t.id DESC",
+    /* after PG_POST_CREATE, in its transaction: the post of the Idempotency-Key $2, or without a
+     * key the author's newest (the one just created: the author's row is locked) */
+    [PG_POST_CREATED] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
+                        " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
+                        " WHERE p.id = CASE WHEN $2::text IS NULL THEN (SELECT max(id) FROM posts WHERE author = $1)"
+                        "  ELSE (SELECT id FROM posts WHERE author = $1 AND idem_key = $2::text) END",
 };
 
 /* ---- results, parameters, errors ---- */
@@ -767,6 +794,8 @@ static const struct store_ops postgres_ops = {
     .posts_by_author = pg_posts_by_author,
     .replies = pg_replies,
     .home = pg_home,
+    .session_home = pg_session_home,
+    .post_create_get = pg_post_create_get,
     .bulk_begin = pg_bulk_begin,
     .bulk_account = pg_bulk_account,
     .bulk_follow = pg_bulk_follow,
