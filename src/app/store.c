@@ -49,3 +49,10 @@ int store_post_create_get_calls(struct store *st, int64_t author, const char *te
     rc = st->ops->post_get(st, *id_out, author, cb, ctx);
     return rc == STORE_NOT_FOUND ? STORE_OK : rc; /* created, then deleted before the read */
 }
+
+int store_posts_by_name_calls(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
+                              struct store_account *author, store_post_cb cb, void *ctx)
+{
+    int rc = st->ops->account_by_name(st, username, author);
+    return rc != STORE_OK ? rc : st->ops->posts_by_author(st, author->id, viewer, page, cb, ctx);
+}

@@ -250,6 +250,17 @@ static const char *const stmt_sql[PG__COUNT] = {
         " SELECT " PG_SESSION_COLS ", t.* FROM sessions s JOIN accounts a ON a.id = s.account_id"
         " LEFT JOIN t ON true WHERE s.token_hash = $1::bytea AND s.last_used_at > $5"
         " ORDER BY t.id DESC",
+    /* PG_ACC_BY_NAME ($1) and PG_LIST_AUTHOR of that account in one statement: no row when there is
+     * no such account; otherwise its columns, then those of one post per row (NULL: no posts) */
+    [PG_LIST_NAME] =
+        "WITH t (id, text, created_at, reply_to, likes, replies, liked, a_id, a_name, a_display, a_created,"
+        "  a_followers, a_following, a_posts) AS (SELECT " POST_COLS " FROM posts p"
+        "  JOIN accounts a ON a.id = p.author LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $5"
+        "  WHERE p.author = (SELECT id FROM accounts"
+        "    WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
+        "  AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4)"
+        " SELECT " PG_ACCOUNT_COLS ", t.* FROM accounts a LEFT JOIN t ON true"
+        " WHERE lower(a.username COLLATE \"C\") = lower($1::text COLLATE \"C\") ORDER BY t.id DESC",
     /* after PG_POST_CREATE, in its transaction: the post of the Idempotency-Key $2, or without a
      * key the author's newest (the one just created: the author's row is locked) */
     [PG_POST_CREATED] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
@@ -795,6 +806,7 @@ static const struct store_ops postgres_ops = {
     .replies = pg_replies,
     .home = pg_home,
     .session_home = pg_session_home,
+    .posts_by_name = pg_posts_by_name,
     .post_create_get = pg_post_create_get,
     .bulk_begin = pg_bulk_begin,
     .bulk_account = pg_bulk_account,

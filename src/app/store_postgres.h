@@ -84,6 +84,7 @@ enum pg_stmt {
     PG_LIST_REPLIES,
     PG_LIST_HOME,
     PG_SESS_HOME,
+    PG_LIST_NAME,
     PG_POST_CREATED,
     PG__COUNT
 };
@@ -200,6 +201,8 @@ int pg_home(struct store *st, int64_t owner, const struct store_page *page, stor
 int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                     const struct store_page *page, struct store_account *me, struct store_session *session,
                     store_post_cb cb, void *ctx);
+int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
+                     struct store_account *author, store_post_cb cb, void *ctx);
 int pg_post_create_get(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
                        const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
                        store_post_cb cb, void *ctx);

@@ -195,3 +195,27 @@ int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_
     pg_q_clear(&q, 1);
     return rc;
 }
+
+int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
+                     struct store_account *author, store_post_cb cb, void *ctx)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    struct pg_q q = {.id = PG_LIST_NAME, .n = 5};
+    pg_q_text(&q, 0, username, strlen(username));
+    pg_q_int(&q, 1, page->max_id > 0 ? page->max_id : INT64_MAX);
+    pg_q_int(&q, 2, page->since_id > 0 ? page->since_id : 0);
+    pg_q_int(&q, 3, page->limit > 0 ? page->limit : 1);
+    pg_q_int(&q, 4, viewer);
+    int rc = pg_batch(s, &q, 1, PG_RESEND, "reading posts");
+    if (rc != STORE_OK)
+        return rc;
+    if (PQntuples(q.res) == 0) {
+        rc = STORE_NOT_FOUND;
+    } else {
+        pg_read_account(q.res, 0, 0, author);
+        if (!PQgetisnull(q.res, 0, 7)) /* else one row of NULL posts: none */
+            stream_posts(q.res, 7, cb, ctx);
+    }
+    pg_q_clear(&q, 1);
+    return rc;
+}

@@ -753,6 +753,42 @@ static int t_account_by_name(struct tc *t, const char *name, int cred)
     return rc;
 }
 
+/* store_posts_by_name: the account (as store_account_by_name) and then one page of its posts
+ * (as store_posts_by_author), compared with the model. */
+static int t_posts_by_name(struct tc *t, const char *name, int64_t viewer, const struct store_page *pg)
+{
+    struct model *m = t->m;
+    struct store_account got, w;
+    op(t, "posts_by_name(\"%s\", viewer=%lld, max_id=%lld, since_id=%lld, limit=%d)", name, (long long)viewer,
+       (long long)pg->max_id, (long long)pg->since_id, pg->limit);
+    int i = m_acct_by_name(m, name);
+    struct store_page page = *pg;
+    page.limit = pg->limit < M_POSTS ? pg->limit : M_POSTS;
+    int *want = calloc((size_t)page.limit, sizeof *want);
+    assert_non_null(want);
+    int n = i >= 0 ? m_list(m, L_AUTHOR, m->acct[i].id, 0, &page, want) : 0;
+    struct rows rows = {calloc((size_t)n + 1, sizeof(struct row)), 0, n + 1, 0};
+    assert_non_null(rows.v);
+    int rc = store_posts_by_name(t->st, name, viewer, &page, &got, collect_post, &rows);
+    expect_rc(t, i >= 0 ? STORE_OK : STORE_NOT_FOUND, rc);
+    if (rc == STORE_OK) {
+        m_account_view(m, i, &w);
+        cmp_account(t, "account", &w, &got);
+    }
+    for (int k = 0; k < n && k < rows.n; k++) {
+        char what[32];
+        struct store_post wp;
+        snprintf(what, sizeof what, "row %d", k);
+        m_post_view(m, want[k], viewer, &wp);
+        cmp_post(t, what, &wp, &rows.v[k].p);
+    }
+    if (rows.n != n)
+        mismatch(t, "expected %d rows, got %d%s", n, rows.n, rows.more ? " or more" : "");
+    free(want);
+    free(rows.v);
+    return rc;
+}
+
 static void t_count_accounts(struct tc *t)
 {
     int64_t n = -1;
@@ -1120,7 +1156,8 @@ static void t_check_all(struct tc *t, int64_t now)
         for (char *c = name; *c != '\0'; c++) /* swap the ASCII case */
             *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
         t_account_by_name(t, name, i % 2);
-        struct store_page all = {0, 0, M_POSTS - 1};
+        struct store_page all = {0, 0, M_POSTS - 1}, few = {0, 0, 2};
+        t_posts_by_name(t, name, i % 3 ? viewer : 0, i % 2 ? &all : &few);
         t_list(t, L_AUTHOR, id, viewer, now, &all, NULL);
         t_list(t, L_HOME, id, 0, now, &all, NULL);
         t_walk(t, L_HOME, id, 0, now, 4);
@@ -2518,7 +2555,13 @@ static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
             int i = rn(&x, m->nacct + 1);
             snprintf(name, sizeof name, "%s", i < m->nacct ? m->acct[i].name : "nobody");
             name[0] = (char)(rn(&x, 2) && name[0] >= 'a' && name[0] <= 'z' ? name[0] - 32 : name[0]);
-            saw(&seen, t_account_by_name(&t, name, rn(&x, 2)));
+            if (rn(&x, 3)) {
+                saw(&seen, t_account_by_name(&t, name, rn(&x, 2)));
+            } else {
+                struct store_page pg;
+                random_page(&x, m->top_post, &pg);
+                saw(&seen, t_posts_by_name(&t, name, rn(&x, 2) ? any_account(m, &x, 1) : 0, &pg));
+            }
         } else if (kind < 22) { /* follows: popular accounts get more followers */
             int64_t a = any_account(m, &x, 0);
             int64_t b = rn(&x, 2) ? m->acct[rn(&x, m->nacct < 4 ? m->nacct : 4)].id : any_account(m, &x, 1);

@@ -273,6 +273,10 @@ static void test_one_round_trip_per_call(void **state)
     assert_int_equal(p2, p1);
     assert_int_equal(rows, 3);
     ONE_TRIP(st, store_posts_by_author(st, bob, alice, &page, count_post, &rows));
+    rows = 0;
+    ONE_TRIP(st, store_posts_by_name(st, "BOB", alice, &page, &acc, count_post, &rows));
+    assert_int_equal(acc.id, bob);
+    assert_int_equal(rows, 1);
     ONE_TRIP(st, store_replies(st, p1, alice, &page, count_post, &rows));
     ONE_TRIP(st, store_post_delete(st, p2, alice));
     ONE_TRIP(st, store_follow(st, alice, bob, 0, 19));
