@@ -92,6 +92,10 @@ static const char *const migrations[] = {
     "  count integer NOT NULL,"
     "  until bigint NOT NULL);"
     "CREATE INDEX throttle_until ON throttle(until);",
+    /* 2: the authors that may have posts merged at read time (fanout false): a superset, never
+     * pruned, so that a home timeline probes the posts of those followees only */
+    "CREATE TABLE unfanned_authors (author bigint PRIMARY KEY);"
+    "INSERT INTO unfanned_authors SELECT DISTINCT author FROM posts WHERE NOT fanout;",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -181,6 +185,7 @@ static const char *const stmt_sql[PG__COUNT] = {
         " c1 AS (UPDATE accounts SET posts_count = posts_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)),"
         " c2 AS (UPDATE posts SET replies_count = replies_count + 1 WHERE id = (SELECT reply_to FROM ins)),"
         " h1 AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins),"
+        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
         " h2 AS (INSERT INTO home(owner, post_id) SELECT f.follower, ins.id FROM ins"
         "   JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
         " SELECT (SELECT id FROM ins), (SELECT id FROM k),"
@@ -221,7 +226,8 @@ static const char *const stmt_sql[PG__COUNT] = {
                      "    AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
                      " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
                      " ids AS (SELECT id FROM h UNION ALL"
-                     "  SELECT q.id FROM lo CROSS JOIN follows f CROSS JOIN LATERAL"
+                     "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+                     "   CROSS JOIN LATERAL"
                      "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
                      "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q WHERE f.follower = $1),"
                      " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4)"
@@ -238,7 +244,8 @@ static const char *const stmt_sql[PG__COUNT] = {
         "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
         " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
         " ids AS (SELECT id FROM h UNION ALL"
-        "  SELECT q.id FROM lo CROSS JOIN follows f CROSS JOIN LATERAL"
+        "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+        "   CROSS JOIN LATERAL"
         "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
         "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q"
         "   WHERE f.follower = (SELECT account_id FROM me)),"
