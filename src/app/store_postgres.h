@@ -16,7 +16,10 @@
  * other's effects (a post fanned out while its author gains a follower reaches that follower by
  * one path or the other; two creates with one Idempotency-Key see each other's post).
  * store_read_begin/end are no-ops: every list is one statement and so one snapshot, and a
- * transaction around a request's two reads would cost two more round trips.
+ * transaction around a request's two reads would cost two more round trips. The calls that stand
+ * for two (store.h) are one round trip too: store_session_home and store_posts_by_name one
+ * statement each (the session's or the account's row joined to the page), store_post_create_get
+ * the create's pipeline with a third statement reading the post back in the same transaction.
  *
  * Failures: serialization failure (40001), deadlock (40P01), and for the writes that name other
  * rows a foreign-key or unique violation caused by a concurrent change, roll the whole transaction
