@@ -360,11 +360,12 @@ static inline int store_home(struct store *st, int64_t owner, const struct store
 
 /* Two calls in one, for the requests that make them in a row (a store may answer them in one
  * round trip; the default, in store.c, simply makes both). Their time is counted under the op of
- * the request's main call (home, posts_by_author, post_create: store_stats.h), which they replace. store_session_home
- * authenticates and reads the home timeline: it is store_session_account(hash, now, me, session) and then, only when
- * that found the session, store_home(me->id, page, cb, ctx). STORE_NOT_FOUND when the session does
- * not exist or has expired (cb is not called, *me and *session are not set); otherwise the home
- * call's outcome. session must not be NULL. */
+ * the request's main call (home, posts_by_author, post_create: store_stats.h).
+ *
+ * store_session_home authenticates and reads the home timeline: store_session_account(hash, now,
+ * me, session) and then, only when that found the session, store_home(me->id, page, cb, ctx).
+ * STORE_NOT_FOUND when the session does not exist or has expired (cb is not called); otherwise
+ * the home call's outcome. session may be NULL, as for store_session_account. */
 int store_session_home_calls(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                              const struct store_page *page, struct store_account *me, struct store_session *session,
                              store_post_cb cb, void *ctx);
