@@ -269,11 +269,28 @@ void api_accounts_posts(struct api *a)
     struct store_account acc;
     struct store_page pg = {0};
     struct api_list l;
-    int limit;
+    struct http_str tok;
+    int limit, rc;
+    if (auth_request_token(a->head, &tok) != 1 && valid_username(a->param.p, a->param.n) &&
+        api_page(a, &pg, &limit) == 0) {
+        /* anonymous (api_auth would find no token): the account and its posts in one store call */
+        char name[STORE_USERNAME_MAX + 1];
+        memcpy(name, a->param.p, a->param.n);
+        name[a->param.n] = '\0';
+        a->auth = -1;
+        api_list_begin(&l, a, limit);
+        rc = store_posts_by_name(a->app->store, name, 0, &pg, &acc, api_list_post, &l);
+        if (rc != STORE_OK)
+            api_store_error(a, rc, "account not found");
+        else
+            api_list_end(&l, 0);
+        return;
+    }
+    /* else as always: the account's 404 first, then the page's 400 (again), then the caller */
     if (path_account(a, &acc) < 0 || api_page(a, &pg, &limit) < 0 || api_auth(a, 0) < 0)
         return;
     api_list_begin(&l, a, limit);
-    int rc = store_posts_by_author(a->app->store, acc.id, a->auth > 0 ? a->me.id : 0, &pg, api_list_post, &l);
+    rc = store_posts_by_author(a->app->store, acc.id, a->auth > 0 ? a->me.id : 0, &pg, api_list_post, &l);
     if (rc != STORE_OK)
         api_store_error(a, rc, "account not found");
     else

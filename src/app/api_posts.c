@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "app/api.h"
+#include "app/auth.h"
 #include "app/json.h"
 #include "app/req.h"
 #include "app/text.h"
@@ -46,6 +47,19 @@ static void reply_post(struct api *a, int status, int64_t id)
         api_store_error(a, rc, "post not found");
     else
         a->resp->status = status;
+}
+
+/* put_post for store_post_create_get, noting that the post was seen. */
+struct created {
+    struct api *a;
+    int seen;
+};
+
+static int put_created(void *ctx, const struct store_post *p)
+{
+    struct created *c = ctx;
+    c->seen = 1;
+    return put_post(c->a, p);
 }
 
 /* Reads the optional Idempotency-Key header into key (NUL-terminated; "" when absent). Returns 0,
@@ -126,7 +140,11 @@ void api_posts_create(struct api *a)
         goto out;
     /* the key is bound to the exact request body it came with: another body is another request */
     crypto_generichash(body_hash, sizeof body_hash, (const unsigned char *)a->req->body, a->req->body_len, NULL, 0);
-    rc = store_post_create(a->app->store, a->me.id, text, n, parent, key[0] ? key : NULL, body_hash, a->now, &id);
+    /* the post is read back as its author sees it, by the same store call (reply_post's answer) */
+    struct created c = {a, 0};
+    buf_reset(&a->resp->body);
+    rc = store_post_create_get(a->app->store, a->me.id, text, n, parent, key[0] ? key : NULL, body_hash, a->now, &id,
+                               put_created, &c);
     if (rc == STORE_NOT_FOUND) {
         api_error(a, 422, "reply_to: post not found");
         goto out;
@@ -139,9 +157,12 @@ void api_posts_create(struct api *a)
         api_store_error(a, rc, "");
         goto out;
     }
-    reply_post(a, 201, id);
-    if (a->resp->status == 201)
-        http_response_header(a->resp, "Location", "/api/v1/posts/%lld", (long long)id);
+    if (!c.seen) { /* deleted again before it was read */
+        api_error(a, 404, "post not found");
+        goto out;
+    }
+    a->resp->status = 201;
+    http_response_header(a->resp, "Location", "/api/v1/posts/%lld", (long long)id);
 out:
     json_decref(body);
 }
@@ -206,13 +227,29 @@ void api_timelines_home(struct api *a)
 {
     struct store_page pg = {0};
     struct api_list l;
-    int limit;
-    if (api_auth(a, 1) < 0 || api_page(a, &pg, &limit) < 0)
+    struct http_str tok;
+    unsigned char hash[STORE_TOKEN_HASH_LEN];
+    int limit, rc;
+    if (api_page(a, &pg, &limit) < 0) {
+        api_auth(a, 1); /* the caller's 401 (or 503) comes before the page's 400, which stays otherwise */
         return;
+    }
+    if (auth_request_token(a->head, &tok) != 1 || auth_token_hash(tok.p, tok.n, hash) != 0) {
+        api_auth(a, 1); /* no well-formed token: its 401 */
+        return;
+    }
+    /* api_auth and the timeline in one store call, with their outcomes: 401 when the session is
+     * unknown or expired; on a store error the caller stays unresolved (a->auth 0), as when
+     * api_auth's own lookup fails */
     api_list_begin(&l, a, limit);
-    int rc = store_home(a->app->store, a->me.id, &pg, api_list_post, &l);
-    if (rc != STORE_OK)
-        api_store_error(a, rc, "");
-    else
+    rc = store_session_home(a->app->store, hash, a->now, &pg, &a->me, &a->session, api_list_post, &l);
+    if (rc == STORE_OK) {
+        a->auth = 1;
         api_list_end(&l, 0);
+    } else if (rc == STORE_NOT_FOUND) {
+        a->auth = -1;
+        api_auth(a, 1);
+    } else {
+        api_store_error(a, rc, "");
+    }
 }

@@ -165,6 +165,15 @@ struct store_ops {
     int (*replies)(struct store *st, int64_t post, int64_t viewer, const struct store_page *page, store_post_cb cb,
                    void *ctx);
     int (*home)(struct store *st, int64_t owner, const struct store_page *page, store_post_cb cb, void *ctx);
+    /* Optional (NULL: store.c runs the two calls these stand for): one request's calls in one. */
+    int (*session_home)(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                        const struct store_page *page, struct store_account *me, struct store_session *session,
+                        store_post_cb cb, void *ctx);
+    int (*posts_by_name)(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
+                         struct store_account *author, store_post_cb cb, void *ctx);
+    int (*post_create_get)(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
+                           const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
+                           store_post_cb cb, void *ctx);
 
     int (*bulk_begin)(struct store *st, int wipe);
     int (*bulk_account)(struct store *st, const char *username, const char *display_name, const char *password_hash,
@@ -353,6 +362,60 @@ static inline int store_home(struct store *st, int64_t owner, const struct store
                              void *ctx)
 {
     return STORE_TIMED(st, STORE_OP_home, st->ops->home(st, owner, page, cb, ctx));
+}
+
+/* Two calls in one, for the requests that make them in a row (a store may answer them in one
+ * round trip; the default, in store.c, simply makes both). Their time is counted under the op of
+ * the request's main call (home, posts_by_author, post_create: store_stats.h).
+ *
+ * store_session_home authenticates and reads the home timeline: store_session_account(hash, now,
+ * me, session) and then, only when that found the session, store_home(me->id, page, cb, ctx).
+ * STORE_NOT_FOUND when the session does not exist or has expired (cb is not called); otherwise
+ * the home call's outcome. session may be NULL, as for store_session_account. */
+int store_session_home_calls(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                             const struct store_page *page, struct store_account *me, struct store_session *session,
+                             store_post_cb cb, void *ctx);
+static inline int store_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                                     const struct store_page *page, struct store_account *me,
+                                     struct store_session *session, store_post_cb cb, void *ctx)
+{
+    return STORE_TIMED(st, STORE_OP_home,
+                       st->ops->session_home != NULL
+                           ? st->ops->session_home(st, hash, now, page, me, session, cb, ctx)
+                           : store_session_home_calls(st, hash, now, page, me, session, cb, ctx));
+}
+/* store_account_by_name(username, author) and then, when it found the account,
+ * store_posts_by_author(author->id, viewer, page, cb, ctx). STORE_NOT_FOUND when there is no such
+ * account (cb is not called); otherwise the list's outcome. */
+int store_posts_by_name_calls(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
+                              struct store_account *author, store_post_cb cb, void *ctx);
+static inline int store_posts_by_name(struct store *st, const char *username, int64_t viewer,
+                                      const struct store_page *page, struct store_account *author, store_post_cb cb,
+                                      void *ctx)
+{
+    return STORE_TIMED(st, STORE_OP_posts_by_author,
+                       st->ops->posts_by_name != NULL
+                           ? st->ops->posts_by_name(st, username, viewer, page, author, cb, ctx)
+                           : store_posts_by_name_calls(st, username, viewer, page, author, cb, ctx));
+}
+/* store_post_create and then, when it returned STORE_OK, store_post_get(*id_out, author, cb, ctx):
+ * the post created (or the one of the Idempotency-Key) as its author sees it. Outcomes: those of
+ * store_post_create (cb not called); or, once it succeeded (*id_out set), those of the read, except
+ * that a post already gone again (deleted meanwhile) is STORE_OK without a call of cb. A store may
+ * read in the write's transaction (then the post is never gone). */
+int store_post_create_get_calls(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
+                                const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
+                                store_post_cb cb, void *ctx);
+static inline int store_post_create_get(struct store *st, int64_t author, const char *text, size_t text_len,
+                                        int64_t reply_to, const char *idem_key, const unsigned char *idem_hash,
+                                        int64_t now, int64_t *id_out, store_post_cb cb, void *ctx)
+{
+    return STORE_TIMED(
+        st, STORE_OP_post_create,
+        st->ops->post_create_get != NULL
+            ? st->ops->post_create_get(st, author, text, text_len, reply_to, idem_key, idem_hash, now, id_out, cb, ctx)
+            : store_post_create_get_calls(st, author, text, text_len, reply_to, idem_key, idem_hash, now, id_out, cb,
+                                          ctx));
 }
 
 /* Bulk loading (agora seed) into an empty database. bulk_begin opens one long write transaction

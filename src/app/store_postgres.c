@@ -92,6 +92,10 @@ static const char *const migrations[] = {
     "  count integer NOT NULL,"
     "  until bigint NOT NULL);"
     "CREATE INDEX throttle_until ON throttle(until);",
+    /* 2: the authors that may have posts merged at read time (fanout false): a superset, never
+     * pruned, so that a home timeline probes the posts of those followees only */
+    "CREATE TABLE unfanned_authors (author bigint PRIMARY KEY);"
+    "INSERT INTO unfanned_authors SELECT DISTINCT author FROM posts WHERE NOT fanout;",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -110,7 +114,7 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_SESS_CREATE] = "WITH purge AS (DELETE FROM sessions WHERE account_id = $2 AND last_used_at <= $5::bigint) "
                        "INSERT INTO sessions(token_hash, account_id, created_at, last_used_at, user_agent) "
                        "VALUES($1::bytea, $2, $3, $3, $4)",
-    [PG_SESS_ACCOUNT] = "SELECT " PG_ACCOUNT_COLS ", s.id, s.created_at, s.last_used_at, s.user_agent "
+    [PG_SESS_ACCOUNT] = "SELECT " PG_SESSION_COLS " "
                         "FROM sessions s JOIN accounts a ON a.id = s.account_id "
                         "WHERE s.token_hash = $1::bytea AND s.last_used_at > $2",
     [PG_SESS_DELETE] = "DELETE FROM sessions WHERE token_hash = $1::bytea",
@@ -181,6 +185,7 @@ static const char *const stmt_sql[PG__COUNT] = {
         " c1 AS (UPDATE accounts SET posts_count = posts_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)),"
         " c2 AS (UPDATE posts SET replies_count = replies_count + 1 WHERE id = (SELECT reply_to FROM ins)),"
         " h1 AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins),"
+        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
         " h2 AS (INSERT INTO home(owner, post_id) SELECT f.follower, ins.id FROM ins"
         "   JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
         " SELECT (SELECT id FROM ins), (SELECT id FROM k),"
@@ -221,7 +226,8 @@ static const char *const stmt_sql[PG__COUNT] = {
                      "    AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
                      " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
                      " ids AS (SELECT id FROM h UNION ALL"
-                     "  SELECT q.id FROM lo CROSS JOIN follows f CROSS JOIN LATERAL"
+                     "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+                     "   CROSS JOIN LATERAL"
                      "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
                      "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q WHERE f.follower = $1),"
                      " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4)"
@@ -229,6 +235,45 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " JOIN accounts a ON a.id = p.author"
                      " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
                      " ORDER BY p.id DESC",
+    /* PG_SESS_ACCOUNT ($1 the token's hash, $5 the oldest last use still alive) and PG_LIST_HOME
+     * of its account in one statement: no row when there is no such session; otherwise its
+     * columns, then those of one post per row (all NULL when the timeline is empty) */
+    [PG_SESS_HOME] =
+        "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
+        " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
+        "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
+        " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
+        " ids AS (SELECT id FROM h UNION ALL"
+        "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+        "   CROSS JOIN LATERAL"
+        "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
+        "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q"
+        "   WHERE f.follower = (SELECT account_id FROM me)),"
+        " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4),"
+        " t (id, text, created_at, reply_to, likes, replies, liked, a_id, a_name, a_display, a_created,"
+        "  a_followers, a_following, a_posts) AS (SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
+        "  JOIN accounts a ON a.id = p.author"
+        "  LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me))"
+        " SELECT " PG_SESSION_COLS ", t.* FROM sessions s JOIN accounts a ON a.id = s.account_id"
+        " LEFT JOIN t ON true WHERE s.token_hash = $1::bytea AND s.last_used_at > $5"
+        " ORDER BY t.id DESC",
+    /* PG_ACC_BY_NAME ($1) and PG_LIST_AUTHOR of that account in one statement: no row when there is
+     * no such account; otherwise its columns, then those of one post per row (NULL: no posts) */
+    [PG_LIST_NAME] =
+        "WITH t (id, text, created_at, reply_to, likes, replies, liked, a_id, a_name, a_display, a_created,"
+        "  a_followers, a_following, a_posts) AS (SELECT " POST_COLS " FROM posts p"
+        "  JOIN accounts a ON a.id = p.author LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $5"
+        "  WHERE p.author = (SELECT id FROM accounts"
+        "    WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
+        "  AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4)"
+        " SELECT " PG_ACCOUNT_COLS ", t.* FROM accounts a LEFT JOIN t ON true"
+        " WHERE lower(a.username COLLATE \"C\") = lower($1::text COLLATE \"C\") ORDER BY t.id DESC",
+    /* after PG_POST_CREATE, in its transaction: the post of the Idempotency-Key $2, or without a
+     * key the author's newest (the one just created: the author's row is locked) */
+    [PG_POST_CREATED] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
+                        " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
+                        " WHERE p.id = CASE WHEN $2::text IS NULL THEN (SELECT max(id) FROM posts WHERE author = $1)"
+                        "  ELSE (SELECT id FROM posts WHERE author = $1 AND idem_key = $2::text) END",
 };
 
 /* ---- results, parameters, errors ---- */
@@ -781,6 +826,9 @@ static const struct store_ops postgres_ops = {
     .posts_by_author = pg_posts_by_author,
     .replies = pg_replies,
     .home = pg_home,
+    .session_home = pg_session_home,
+    .posts_by_name = pg_posts_by_name,
+    .post_create_get = pg_post_create_get,
     .bulk_begin = pg_bulk_begin,
     .bulk_account = pg_bulk_account,
     .bulk_follow = pg_bulk_follow,

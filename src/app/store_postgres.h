@@ -18,7 +18,10 @@
  * other's effects (a post fanned out while its author gains a follower reaches that follower by
  * one path or the other; two creates with one Idempotency-Key see each other's post).
  * store_read_begin/end are no-ops: every list is one statement and so one snapshot, and a
- * transaction around a request's two reads would cost two more round trips.
+ * transaction around a request's two reads would cost two more round trips. The calls that stand
+ * for two (store.h) are one round trip too: store_session_home and store_posts_by_name one
+ * statement each (the session's or the account's row joined to the page), store_post_create_get
+ * the create's pipeline with a third statement reading the post back in the same transaction.
  *
  * Failures: serialization failure (40001), deadlock (40P01), and for the writes that name other
  * rows a foreign-key or unique violation caused by a concurrent change, roll the whole transaction
@@ -85,6 +88,9 @@ enum pg_stmt {
     PG_LIST_AUTHOR,
     PG_LIST_REPLIES,
     PG_LIST_HOME,
+    PG_SESS_HOME,
+    PG_LIST_NAME,
+    PG_POST_CREATED,
     PG__COUNT
 };
 
@@ -134,6 +140,8 @@ int64_t pg_int(const PGresult *r, int row, int col);
 int pg_bool(const PGresult *r, int row, int col);
 /* Reads the 7 account columns starting at col (PG_ACCOUNT_COLS). */
 void pg_read_account(const PGresult *r, int row, int col, struct store_account *out);
+/* Reads PG_SESSION_COLS (11 columns from col 0: the account, then the session); session may be NULL. */
+void pg_read_session(const PGresult *r, int row, struct store_account *out, struct store_session *session);
 /* Records a message and returns code. */
 int pg_fail(struct pg_store *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Maps the outcome of a result (or of the connection when r is NULL) to a store code, recording
@@ -149,6 +157,10 @@ int pg_copy(struct pg_store *s, const char *sql, const char *rows, size_t len, c
 /* The columns pg_read_account expects, for accounts aliased "a". */
 #define PG_ACCOUNT_COLS                                                                                                \
     "a.id, a.username, a.display_name, a.created_at, a.followers_count, a.following_count, a.posts_count"
+
+/* The columns pg_read_session expects: a session "s" and its account "a". */
+#define PG_SESSION_COLS  PG_ACCOUNT_COLS ", s.id, s.created_at, s.last_used_at, s.user_agent"
+#define PG_SESSION_NCOLS 11
 
 /* Runs statement id with the integer parameters a, b, c (the first nparams of them) as one
  * batch (pg_batch); q receives the result. */
@@ -191,6 +203,14 @@ int pg_posts_by_author(struct store *st, int64_t author, int64_t viewer, const s
 int pg_replies(struct store *st, int64_t post, int64_t viewer, const struct store_page *page, store_post_cb cb,
                void *ctx);
 int pg_home(struct store *st, int64_t owner, const struct store_page *page, store_post_cb cb, void *ctx);
+int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                    const struct store_page *page, struct store_account *me, struct store_session *session,
+                    store_post_cb cb, void *ctx);
+int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
+                     struct store_account *author, store_post_cb cb, void *ctx);
+int pg_post_create_get(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
+                       const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
+                       store_post_cb cb, void *ctx);
 
 int pg_bulk_begin(struct store *st, int wipe);
 int pg_bulk_account(struct store *st, const char *username, const char *display_name, const char *password_hash,

@@ -116,20 +116,24 @@ int pg_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HA
     int rc = pg_batch(s, &q, 1, PG_RESEND, "looking up a session");
     if (rc != STORE_OK)
         return rc;
-    if (PQntuples(q.res) == 0) {
+    if (PQntuples(q.res) == 0)
         rc = STORE_NOT_FOUND;
-    } else {
-        pg_read_account(q.res, 0, 0, out);
-        if (session != NULL) {
-            session->id = pg_int(q.res, 0, 7);
-            session->account_id = out->id;
-            session->created_at = pg_int(q.res, 0, 8);
-            session->last_used_at = pg_int(q.res, 0, 9);
-            copy_text(q.res, 0, 10, session->user_agent, sizeof session->user_agent);
-        }
-    }
+    else
+        pg_read_session(q.res, 0, out, session);
     pg_q_clear(&q, 1);
     return rc;
+}
+
+void pg_read_session(const PGresult *r, int row, struct store_account *out, struct store_session *session)
+{
+    pg_read_account(r, row, 0, out);
+    if (session != NULL) {
+        session->id = pg_int(r, row, 7);
+        session->account_id = out->id;
+        session->created_at = pg_int(r, row, 8);
+        session->last_used_at = pg_int(r, row, 9);
+        copy_text(r, row, 10, session->user_agent, sizeof session->user_agent);
+    }
 }
 
 int pg_session_delete(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN])

@@ -154,8 +154,8 @@ int pg_bulk_begin(struct store *st, int wipe)
         if (rc != STORE_OK)
             goto fail;
     }
-    if (wipe && (rc = pg_exec(s, "TRUNCATE home, likes, sessions, posts, follows, accounts", "wiping the database",
-                              NULL)) != STORE_OK)
+    if (wipe && (rc = pg_exec(s, "TRUNCATE home, likes, sessions, posts, follows, accounts, unfanned_authors",
+                              "wiping the database", NULL)) != STORE_OK)
         goto fail;
     s->bulk = alloc_calloc(1, sizeof *s->bulk);
     s->bulk->saved_timeout_ms = s->timeout_ms;
@@ -239,6 +239,11 @@ static int finish(struct pg_store *s)
              " (SELECT id FROM accounts WHERE followers_count >= %d)",
              first, lim);
     if ((rc = pg_exec(s, sql, "deciding fan-out", NULL)) != STORE_OK)
+        return rc;
+    if ((rc = pg_exec(s,
+                      "INSERT INTO unfanned_authors SELECT DISTINCT author FROM posts WHERE NOT fanout"
+                      " ON CONFLICT DO NOTHING",
+                      "listing the authors merged at read time", NULL)) != STORE_OK)
         return rc;
     if ((rc = pg_exec(s, "INSERT INTO home(owner, post_id) SELECT author, id FROM posts ORDER BY 1, 2",
                       "filling own timelines", NULL)) != STORE_OK)

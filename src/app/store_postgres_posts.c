@@ -7,8 +7,18 @@
 
 #include "core/alloc.h"
 
+static void stream_posts(const PGresult *r, int c, store_post_cb cb, void *ctx);
+
 int pg_post_create(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
                    const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out)
+{
+    return pg_post_create_get(st, author, text, text_len, reply_to, idem_key, idem_hash, now, id_out, NULL, NULL);
+}
+
+/* With cb, PG_POST_CREATED reads the post back as the third statement of the write's pipeline. */
+int pg_post_create_get(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
+                       const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
+                       store_post_cb cb, void *ctx)
 {
     struct pg_store *s = (struct pg_store *)st;
     if (memchr(text, '\0', text_len) != NULL) /* PostgreSQL's text cannot hold NUL */
@@ -19,7 +29,9 @@ int pg_post_create(struct store *st, int64_t author, const char *text, size_t te
         copy = alloc_malloc(text_len + 1);
     memcpy(copy, text, text_len);
     copy[text_len] = '\0';
-    struct pg_q q[2] = {{.id = PG_LOCK_ACCOUNT, .n = 1}, {.id = PG_POST_CREATE, .n = 7}};
+    struct pg_q q[3] = {
+        {.id = PG_LOCK_ACCOUNT, .n = 1}, {.id = PG_POST_CREATE, .n = 7}, {.id = PG_POST_CREATED, .n = 2}};
+    int nq = cb != NULL ? 3 : 2;
     pg_q_int(&q[0], 0, author);
     pg_q_int(&q[1], 0, author);
     pg_q_text(&q[1], 1, copy, text_len);
@@ -27,13 +39,16 @@ int pg_post_create(struct store *st, int64_t author, const char *text, size_t te
     if (reply_to != 0)
         pg_q_int(&q[1], 3, reply_to);
     pg_q_int(&q[1], 4, st->fanout_limit);
-    if (idem_key != NULL)
+    pg_q_int(&q[2], 0, author);
+    if (idem_key != NULL) {
         pg_q_text(&q[1], 5, idem_key, strlen(idem_key));
+        pg_q_text(&q[2], 1, idem_key, strlen(idem_key));
+    }
     if (idem_key != NULL && idem_hash != NULL)
         pg_q_bytes(&q[1], 6, idem_hash, STORE_BODY_HASH_LEN);
     /* PG_RACY: a parent deleted meanwhile (foreign key) or a key taken meanwhile (unique index)
      * is found by the next attempt */
-    int rc = pg_batch(s, q, 2, PG_WRITE | PG_RACY, "creating a post");
+    int rc = pg_batch(s, q, nq, PG_WRITE | PG_RACY, "creating a post");
     if (rc == STORE_OK) {
         const PGresult *r = q[1].res;
         if (!PQgetisnull(r, 0, 1)) { /* the key's post */
@@ -44,8 +59,10 @@ int pg_post_create(struct store *st, int64_t author, const char *text, size_t te
         } else {
             rc = STORE_NOT_FOUND; /* no such author, or no such parent */
         }
+        if (rc == STORE_OK && cb != NULL)
+            stream_posts(q[2].res, 0, cb, ctx);
     }
-    pg_q_clear(q, 2);
+    pg_q_clear(q, nq);
     if (copy != small)
         free(copy);
     return rc;
@@ -84,20 +101,20 @@ int pg_like(struct store *st, int64_t post, int64_t account, int on, int64_t now
     return rc;
 }
 
-/* Calls cb for each post row of r until it returns non-zero. */
-static void stream_posts(const PGresult *r, store_post_cb cb, void *ctx)
+/* Calls cb for each post row of r (POST_COLS from column c) until it returns non-zero. */
+static void stream_posts(const PGresult *r, int c, store_post_cb cb, void *ctx)
 {
     struct store_post p;
     for (int i = 0; i < PQntuples(r); i++) {
-        p.id = pg_int(r, i, 0);
-        p.text = PQgetvalue(r, i, 1);
-        p.text_len = (size_t)PQgetlength(r, i, 1);
-        p.created_at = pg_int(r, i, 2);
-        p.reply_to = pg_int(r, i, 3); /* NULL reads as 0 */
-        p.likes_count = pg_int(r, i, 4);
-        p.replies_count = pg_int(r, i, 5);
-        p.liked = pg_bool(r, i, 6);
-        pg_read_account(r, i, 7, &p.author);
+        p.id = pg_int(r, i, c);
+        p.text = PQgetvalue(r, i, c + 1);
+        p.text_len = (size_t)PQgetlength(r, i, c + 1);
+        p.created_at = pg_int(r, i, c + 2);
+        p.reply_to = pg_int(r, i, c + 3); /* NULL reads as 0 */
+        p.likes_count = pg_int(r, i, c + 4);
+        p.replies_count = pg_int(r, i, c + 5);
+        p.liked = pg_bool(r, i, c + 6);
+        pg_read_account(r, i, c + 7, &p.author);
         if (cb(ctx, &p) != 0)
             break;
     }
@@ -113,7 +130,7 @@ int pg_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, 
         if (PQntuples(q.res) == 0)
             rc = STORE_NOT_FOUND;
         else
-            stream_posts(q.res, cb, ctx);
+            stream_posts(q.res, 0, cb, ctx);
     }
     pg_q_clear(&q, 1);
     return rc;
@@ -132,7 +149,7 @@ static int list(struct pg_store *s, enum pg_stmt id, int nparams, int64_t key, i
         pg_q_int(&q, 4, viewer);
     int rc = pg_batch(s, &q, 1, PG_RESEND, "reading posts");
     if (rc == STORE_OK)
-        stream_posts(q.res, cb, ctx);
+        stream_posts(q.res, 0, cb, ctx);
     pg_q_clear(&q, 1);
     return rc;
 }
@@ -152,4 +169,53 @@ int pg_replies(struct store *st, int64_t post, int64_t viewer, const struct stor
 int pg_home(struct store *st, int64_t owner, const struct store_page *page, store_post_cb cb, void *ctx)
 {
     return list((struct pg_store *)st, PG_LIST_HOME, 4, owner, owner, page, cb, ctx);
+}
+
+int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
+                    const struct store_page *page, struct store_account *me, struct store_session *session,
+                    store_post_cb cb, void *ctx)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    struct pg_q q = {.id = PG_SESS_HOME, .n = 5};
+    pg_q_bytes(&q, 0, hash, STORE_TOKEN_HASH_LEN);
+    pg_q_int(&q, 1, page->max_id > 0 ? page->max_id : INT64_MAX);
+    pg_q_int(&q, 2, page->since_id > 0 ? page->since_id : 0);
+    pg_q_int(&q, 3, page->limit > 0 ? page->limit : 1);
+    pg_q_int(&q, 4, now - s->base.session_ttl_ms);
+    int rc = pg_batch(s, &q, 1, PG_RESEND, "reading the home timeline");
+    if (rc != STORE_OK)
+        return rc;
+    if (PQntuples(q.res) == 0) {
+        rc = STORE_NOT_FOUND;
+    } else {
+        pg_read_session(q.res, 0, me, session);
+        if (!PQgetisnull(q.res, 0, PG_SESSION_NCOLS)) /* else one row of NULL posts: an empty timeline */
+            stream_posts(q.res, PG_SESSION_NCOLS, cb, ctx);
+    }
+    pg_q_clear(&q, 1);
+    return rc;
+}
+
+int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
+                     struct store_account *author, store_post_cb cb, void *ctx)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    struct pg_q q = {.id = PG_LIST_NAME, .n = 5};
+    pg_q_text(&q, 0, username, strlen(username));
+    pg_q_int(&q, 1, page->max_id > 0 ? page->max_id : INT64_MAX);
+    pg_q_int(&q, 2, page->since_id > 0 ? page->since_id : 0);
+    pg_q_int(&q, 3, page->limit > 0 ? page->limit : 1);
+    pg_q_int(&q, 4, viewer);
+    int rc = pg_batch(s, &q, 1, PG_RESEND, "reading posts");
+    if (rc != STORE_OK)
+        return rc;
+    if (PQntuples(q.res) == 0) {
+        rc = STORE_NOT_FOUND;
+    } else {
+        pg_read_account(q.res, 0, 0, author);
+        if (!PQgetisnull(q.res, 0, 7)) /* else one row of NULL posts: none */
+            stream_posts(q.res, 7, cb, ctx);
+    }
+    pg_q_clear(&q, 1);
+    return rc;
 }

@@ -391,6 +391,7 @@ struct tc {
     struct model *m;
     char where[96]; /* "seed S step N" or the test's name */
     char op[400];   /* the operation being checked */
+    int posts;      /* t_post calls so far: every other one reads the post back (store_post_create_get) */
 };
 
 static void op(struct tc *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -752,6 +753,42 @@ static int t_account_by_name(struct tc *t, const char *name, int cred)
     return rc;
 }
 
+/* store_posts_by_name: the account (as store_account_by_name) and then one page of its posts
+ * (as store_posts_by_author), compared with the model. */
+static int t_posts_by_name(struct tc *t, const char *name, int64_t viewer, const struct store_page *pg)
+{
+    struct model *m = t->m;
+    struct store_account got, w;
+    op(t, "posts_by_name(\"%s\", viewer=%lld, max_id=%lld, since_id=%lld, limit=%d)", name, (long long)viewer,
+       (long long)pg->max_id, (long long)pg->since_id, pg->limit);
+    int i = m_acct_by_name(m, name);
+    struct store_page page = *pg;
+    page.limit = pg->limit < M_POSTS ? pg->limit : M_POSTS;
+    int *want = calloc((size_t)page.limit, sizeof *want);
+    assert_non_null(want);
+    int n = i >= 0 ? m_list(m, L_AUTHOR, m->acct[i].id, 0, &page, want) : 0;
+    struct rows rows = {calloc((size_t)n + 1, sizeof(struct row)), 0, n + 1, 0};
+    assert_non_null(rows.v);
+    int rc = store_posts_by_name(t->st, name, viewer, &page, &got, collect_post, &rows);
+    expect_rc(t, i >= 0 ? STORE_OK : STORE_NOT_FOUND, rc);
+    if (rc == STORE_OK) {
+        m_account_view(m, i, &w);
+        cmp_account(t, "account", &w, &got);
+    }
+    for (int k = 0; k < n && k < rows.n; k++) {
+        char what[32];
+        struct store_post wp;
+        snprintf(what, sizeof what, "row %d", k);
+        m_post_view(m, want[k], viewer, &wp);
+        cmp_post(t, what, &wp, &rows.v[k].p);
+    }
+    if (rows.n != n)
+        mismatch(t, "expected %d rows, got %d%s", n, rows.n, rows.more ? " or more" : "");
+    free(want);
+    free(rows.v);
+    return rc;
+}
+
 static void t_count_accounts(struct tc *t)
 {
     int64_t n = -1;
@@ -783,8 +820,9 @@ static int t_post(struct tc *t, int64_t author, const char *text, size_t len, in
     int a = m_acct_by_id(m, author), want = STORE_OK, create = 1;
     int64_t want_id = 0, got = -1;
     assert_true(a >= 0);
-    op(t, "post_create(author=%lld, \"%.*s\", reply_to=%lld, key=%s, hash=%s)", (long long)author, (int)len, text,
-       (long long)reply_to, key ? key : "NULL", hash ? (hash[0] == 2 ? "h2" : "h1") : "NULL");
+    int get = t->posts++ % 2; /* store_post_create_get: store_post_create, then the post as its author sees it */
+    op(t, "post_create%s(author=%lld, \"%.*s\", reply_to=%lld, key=%s, hash=%s)", get ? "_get" : "", (long long)author,
+       (int)len, text, (long long)reply_to, key ? key : "NULL", hash ? (hash[0] == 2 ? "h2" : "h1") : "NULL");
     for (int i = 0; key != NULL && i < m->npost && create; i++) {
         const struct m_post *p = &m->post[i];
         if (p->live && p->author == a && p->has_key && strcmp(p->key, key) == 0) {
@@ -796,13 +834,24 @@ static int t_post(struct tc *t, int64_t author, const char *text, size_t len, in
     }
     if (create && reply_to != 0 && m_live_post(m, reply_to) < 0)
         want = STORE_NOT_FOUND;
-    int rc = store_post_create(t->st, author, text, len, reply_to, key, hash, now, &got);
+    struct row r;
+    struct rows back = {&r, 0, 1, 0};
+    int rc = get ? store_post_create_get(t->st, author, text, len, reply_to, key, hash, now, &got, collect_post, &back)
+                 : store_post_create(t->st, author, text, len, reply_to, key, hash, now, &got);
     expect_rc(t, want, rc);
     if (rc == STORE_OK && create) {
         new_id(t, "post", &m->top_post, got);
         m_add_post(m, got, a, text, len, reply_to, key, hash, now);
     } else if (rc == STORE_OK || rc == STORE_CONFLICT) {
         expect_int(t, "the post of that Idempotency-Key", want_id, got);
+    }
+    if (get) {
+        expect_int(t, "posts read back", rc == STORE_OK, back.n);
+        if (rc == STORE_OK && back.n == 1) {
+            struct store_post w;
+            m_post_view(m, m_post_idx(m, got), author, &w);
+            cmp_post(t, "the post read back", &w, &r.p);
+        }
     }
     if (id != NULL)
         *id = got;
@@ -927,6 +976,48 @@ static int t_session_account(struct tc *t, int64_t tokn, int64_t now)
         expect_rc(t, STORE_OK, store_session_account(t->st, tok, now, &a, NULL)); /* session may be NULL */
         cmp_account(t, "session's account (no session asked)", &wa, &a);
     }
+    return rc;
+}
+
+/* store_session_home: the session's account and session (as store_session_account) and then
+ * one page of its account's home timeline (as store_home), compared with the model. */
+static int t_session_home(struct tc *t, int64_t tokn, int64_t now, const struct store_page *pg)
+{
+    struct model *m = t->m;
+    unsigned char tok[STORE_TOKEN_HASH_LEN];
+    struct store_account a, wa;
+    struct store_session s, ws;
+    token(tok, tokn);
+    op(t, "session_home(token %lld, now=%lld, max_id=%lld, since_id=%lld, limit=%d)", (long long)tokn, (long long)now,
+       (long long)pg->max_id, (long long)pg->since_id, pg->limit);
+    int i = m_sess_by_tok(m, tok);
+    int alive = i >= 0 && m_sess_alive(m, i, now);
+    struct store_page page = *pg;
+    page.limit = pg->limit < M_POSTS ? pg->limit : M_POSTS;
+    int *want = calloc((size_t)page.limit, sizeof *want);
+    assert_non_null(want);
+    int n = alive ? m_list(m, L_HOME, m->acct[m->sess[i].acct].id, now, &page, want) : 0;
+    struct rows got = {calloc((size_t)n + 1, sizeof(struct row)), 0, n + 1, 0};
+    assert_non_null(got.v);
+    int rc = store_session_home(t->st, tok, now, &page, &a, &s, collect_post, &got);
+    expect_rc(t, alive ? STORE_OK : STORE_NOT_FOUND, rc);
+    if (rc == STORE_OK) {
+        m_account_view(m, m->sess[i].acct, &wa);
+        cmp_account(t, "session's account", &wa, &a);
+        m_sess_view(m, i, &ws);
+        cmp_session(t, "session", &ws, &s);
+    }
+    for (int k = 0; k < n && k < got.n; k++) {
+        char what[32];
+        struct store_post w;
+        snprintf(what, sizeof what, "row %d", k);
+        m_post_view(m, want[k], a.id, &w);
+        cmp_post(t, what, &w, &got.v[k].p);
+    }
+    if (got.n != n)
+        mismatch(t, "expected %d rows, got %d%s", n, got.n, got.more ? " or more" : "");
+    free(want);
+    free(got.v);
     return rc;
 }
 
@@ -1065,7 +1156,8 @@ static void t_check_all(struct tc *t, int64_t now)
         for (char *c = name; *c != '\0'; c++) /* swap the ASCII case */
             *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
         t_account_by_name(t, name, i % 2);
-        struct store_page all = {0, 0, M_POSTS - 1};
+        struct store_page all = {0, 0, M_POSTS - 1}, few = {0, 0, 2};
+        t_posts_by_name(t, name, i % 3 ? viewer : 0, i % 2 ? &all : &few);
         t_list(t, L_AUTHOR, id, viewer, now, &all, NULL);
         t_list(t, L_HOME, id, 0, now, &all, NULL);
         t_walk(t, L_HOME, id, 0, now, 4);
@@ -1086,6 +1178,8 @@ static void t_check_all(struct tc *t, int64_t now)
             int64_t n;
             memcpy(&n, m->sess[i].tok, sizeof n);
             t_session_account(t, n, now);
+            struct store_page all = {0, 0, M_POSTS - 1}, few = {0, 0, 2};
+            t_session_home(t, n, now, i % 2 ? &all : &few);
         }
 }
 
@@ -2465,7 +2559,13 @@ static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
             int i = rn(&x, m->nacct + 1);
             snprintf(name, sizeof name, "%s", i < m->nacct ? m->acct[i].name : "nobody");
             name[0] = (char)(rn(&x, 2) && name[0] >= 'a' && name[0] <= 'z' ? name[0] - 32 : name[0]);
-            saw(&seen, t_account_by_name(&t, name, rn(&x, 2)));
+            if (rn(&x, 3)) {
+                saw(&seen, t_account_by_name(&t, name, rn(&x, 2)));
+            } else {
+                struct store_page pg;
+                random_page(&x, m->top_post, &pg);
+                saw(&seen, t_posts_by_name(&t, name, rn(&x, 2) ? any_account(m, &x, 1) : 0, &pg));
+            }
         } else if (kind < 22) { /* follows: popular accounts get more followers */
             int64_t a = any_account(m, &x, 0);
             int64_t b = rn(&x, 2) ? m->acct[rn(&x, m->nacct < 4 ? m->nacct : 4)].id : any_account(m, &x, 1);
@@ -2505,7 +2605,9 @@ static void random_run(struct fx *f, uint64_t seed, int steps, int bulk_first)
             t_session_create(&t, ++tokens, any_account(m, &x, 0), uas[rn(&x, 6)], now);
         } else if (kind < 82) {
             int64_t tok = tokens > 0 ? 1 + rn(&x, (int)tokens + 1) : 1;
-            int rc = t_session_account(&t, tok, now);
+            struct store_page pg;
+            random_page(&x, m->top_post, &pg);
+            int rc = rn(&x, 2) ? t_session_account(&t, tok, now) : t_session_home(&t, tok, now, &pg);
             saw(&seen, rc);
             int i = -1;
             unsigned char th[STORE_TOKEN_HASH_LEN];

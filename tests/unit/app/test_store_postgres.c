@@ -198,8 +198,8 @@ static void test_concurrent_open_migrates_once(void **state)
     }
     pthread_barrier_destroy(&go);
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM schema_version"), 1);
-    assert_int_equal(raw_int(f->url, "SELECT version FROM schema_version"), 1);
-    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 8);
+    assert_int_equal(raw_int(f->url, "SELECT version FROM schema_version"), 2);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 9);
     /* a newer schema is refused */
     raw_int(f->url, "UPDATE schema_version SET version = 99");
     char err[512] = "";
@@ -266,7 +266,17 @@ static void test_one_round_trip_per_call(void **state)
     ONE_TRIP(st, store_like(st, p1, alice, 1, 17));
     ONE_TRIP(st, store_like(st, p1, alice, 0, 18));
     ONE_TRIP(st, store_home(st, alice, &page, count_post, &rows));
+    rows = 0;
+    ONE_TRIP(st, store_session_home(st, tok, 18, &page, &acc, &sess, count_post, &rows));
+    assert_int_equal(rows, 2); /* bob's post and alice's reply */
+    ONE_TRIP(st, store_post_create_get(st, bob, "again", 5, 0, "k1", body, 18, &p2, count_post, &rows));
+    assert_int_equal(p2, p1);
+    assert_int_equal(rows, 3);
     ONE_TRIP(st, store_posts_by_author(st, bob, alice, &page, count_post, &rows));
+    rows = 0;
+    ONE_TRIP(st, store_posts_by_name(st, "BOB", alice, &page, &acc, count_post, &rows));
+    assert_int_equal(acc.id, bob);
+    assert_int_equal(rows, 1);
     ONE_TRIP(st, store_replies(st, p1, alice, &page, count_post, &rows));
     ONE_TRIP(st, store_post_delete(st, p2, alice));
     ONE_TRIP(st, store_follow(st, alice, bob, 0, 19));
