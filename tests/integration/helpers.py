@@ -19,8 +19,9 @@ from agora_test.processes import (LOCALHOST, Process, RssSampler, _listens_on, _
                                   free_port_run, up_port_run, own_outside_address, raise_fd_limit, rss_kib, start_process,
                                   wait_for)  # noqa: F401
 from agora_test.http import (PatternChecker, RawConnection, _BytesReader, _PATTERN_BLOCK, _PATTERN_PERIOD,
-                             _ResponseReader, _header_dict, http_request, parse_responses, pattern_bytes, raw_exchange,
-                             send_pattern)  # noqa: F401
+                             _ResponseReader, _header_dict, connect_from, exchange_from, get_from, http_request,
+                             parse_responses, pattern_bytes, raw_exchange, read_to_close, send_pattern,
+                             silent_connections)  # noqa: F401
 from agora_test.backends import CaptureBackend, record_lines, start_testbackend  # noqa: F401
 from agora_test.lb import (FROM_TOKEN_FILE, LB_READY_TEXT, admin_request, admin_token, admin_token_path, agora_binary,
                            backend_url, lb_server_stats, lb_stats, start_lb, wait_health_checked)  # noqa: F401
