@@ -27,8 +27,8 @@ from agora_test.lb import (FROM_TOKEN_FILE, LB_READY_TEXT, admin_request, admin_
                            backend_url, lb_server_stats, lb_stats, start_lb, wait_health_checked)  # noqa: F401
 from agora_test.load import Load, percentile  # noqa: F401
 from agora_test.api import (ACCOUNT_FIELDS, API_PASSWORD, ApiClient, ApiResponse, ApiUser, POST_FIELDS, RFC3339_UTC,
-                            _username_count, _username_lock, check_account, check_post, next_link, rfc3339_ms,
-                            start_agora_server, unique_username, walk_pages)  # noqa: F401
+                            _username_count, _username_lock, check_account, check_post, new_session, next_link,
+                            rfc3339_ms, start_agora_server, unique_username, walk_pages)  # noqa: F401
 from agora_test.cluster import AgoraCluster  # noqa: F401
 from agora_test.db import PgCluster, db_url, is_postgres, sql, store_kind  # noqa: F401
 from agora_test.prom import histogram_buckets, metric, metric_or_zero, parse_metrics, promtool_check  # noqa: F401

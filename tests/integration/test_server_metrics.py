@@ -23,7 +23,7 @@ import time
 import pytest
 
 from helpers import (LOCALHOST, ApiClient, connect_from, exchange_from, free_port, get_from, histogram_buckets,
-                     http_request, metric, metric_or_zero, own_outside_address, parse_metrics,
+                     http_request, metric, metric_or_zero, new_session, own_outside_address, parse_metrics,
                      parse_responses, promtool_check, read_to_close, silent_connections, start_agora_server,
                      start_process, unique_username, wait_for)
 
@@ -92,13 +92,7 @@ def test_exact_counts_after_known_requests(start, tmp_path):
     srv, mport = start()
     api = ApiClient(srv.port)
     n = 3
-    tokens = []
-    for _ in range(n):
-        name = unique_username("m")
-        assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
-        r = api.post("/api/v1/sessions", {"username": name, "password": PASSWORD})
-        assert r.status == 200, r
-        tokens.append(r.json["token"])
+    tokens = [new_session(api, "m", PASSWORD) for _ in range(n)]
     for tok in tokens:
         assert api.as_user(tok).get("/api/v1/timelines/home").status == 200
         assert api.as_user(tok).post("/api/v1/posts", {"text": "hello"}).status == 201
@@ -200,10 +194,7 @@ def test_queue_full_refusals_counted(start, tmp_path):
 def test_answers_while_the_handler_thread_is_stuck(start, tmp_path):
     srv, mport = start("--threads", "1", "--queue", "4")
     api = ApiClient(srv.port)
-    name = unique_username("b")
-    assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
-    tok = api.post("/api/v1/sessions", {"username": name, "password": PASSWORD}).json["token"]
-    user = api.as_user(tok)
+    user = api.as_user(new_session(api, "b", PASSWORD))
     # Hold SQLite's write lock: the post waits for it on the only handler thread, a read queues.
     db = sqlite3.connect(str(tmp_path / "db.sqlite"), isolation_level=None, timeout=10)
     db.execute("BEGIN IMMEDIATE")
@@ -352,13 +343,7 @@ def test_exact_counts_under_concurrency(start):
     srv, mport = start("--workers", "2")
     api = ApiClient(srv.port)
     users = 6
-    tokens = []
-    for _ in range(users):
-        name = unique_username("c")
-        assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
-        r = api.post("/api/v1/sessions", {"username": name, "password": PASSWORD})
-        assert r.status == 200, r
-        tokens.append(r.json["token"])
+    tokens = [new_session(api, "c", PASSWORD) for _ in range(users)]
     rounds = 25
     stop = threading.Event()
     problems = []
