@@ -160,13 +160,7 @@ def test_queue_full_refusals_counted(start, tmp_path):
                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body[i])) + body[i]
         go.wait()
         c.sendall(req)
-        data = b""
-        while True:
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        [(status, _, _)] = parse_responses(data)
+        [(status, _, _)] = parse_responses(read_to_close(c))
         statuses[i] = status
 
     threads = [threading.Thread(target=sign_up, args=(i,)) for i in range(k)]
@@ -402,12 +396,7 @@ def test_exact_counts_under_concurrency(start):
     sock = socket.create_connection((LOCALHOST, srv.port), timeout=10)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * (pipelined - 1) +
                  b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = read_to_close(sock)
     sock.close()
     assert [st for st, _, _ in parse_responses(data)] == [200] * pipelined
     for t in workers:
