@@ -15,14 +15,9 @@ N1=${INSTR_N1:-2000}
 N2=${INSTR_N2:-12000}
 NEW=${2:-${1:-build/agora}}
 OLD=${2:+$1}
-command -v valgrind >/dev/null || { echo "instr.sh: valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-
 # shellcheck source=bench/instr_lib.sh
 . bench/instr_lib.sh
+instr_init instr.sh
 
 BP=$(free_port)
 build/testbackend --port "$BP" --threads 1 >"$tmp/backend.log" 2>&1 &

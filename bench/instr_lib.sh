@@ -2,9 +2,24 @@
 # bench/instr.sh (`agora lb`) and bench/server_metrics.sh (`agora server`); sourced, never run.
 # shellcheck shell=bash
 #
-# Contract: the sourcing script sets $tmp (a private temporary directory it removes) and the array
-# pids (processes its exit trap kills); every process started here is appended to pids. The
+# Contract: the sourcing script calls instr_init NAME first: it checks valgrind is there, makes the
+# private temporary directory $tmp and the array pids, and installs an exit trap that kills every
+# pid in pids and removes $tmp; every process started here, or by the script, goes into pids. The
 # per-request cost is (Ir(N2) - Ir(N1)) / (N2 - N1), which cancels start-up and shutdown.
+
+# instr_init NAME: as above; NAME (the script's) prefixes the message when valgrind is missing.
+instr_init() {
+    command -v valgrind >/dev/null || { echo "$1: valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
+    tmp=$(mktemp -d)
+    pids=()
+    trap instr_cleanup EXIT
+}
+
+instr_cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
 
 # Prints a free loopback port.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

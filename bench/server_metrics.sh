@@ -20,14 +20,9 @@ N2=${INSTR_N2:-5000}
 SCRAPES=${BENCH_SCRAPES:-500}
 NEW=${2:-${1:-build/agora}}
 OLD=${2:+$1}
-command -v valgrind >/dev/null || { echo "server_metrics.sh: valgrind is needed" >&2; exit 1; }
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-
 # shellcheck source=bench/instr_lib.sh
 . bench/instr_lib.sh
+instr_init server_metrics.sh
 SERVER_ARGS=(--workers 1 --threads 1 --hash-threads 1 --signup-limit off --login-limit off --login-address-limit off)
 
 # ---- the database and a session token, made once with NEW
