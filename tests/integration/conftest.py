@@ -130,12 +130,12 @@ def pg_cluster():
     started on first use; skips the test when PostgreSQL is not installed."""
     import os
 
-    from helpers import PgCluster, pg_installed
+    from helpers import PgCluster
 
     if os.environ.get("AGORA_TEST_PG"):
         yield PgCluster.existing(os.environ["AGORA_TEST_PG"])
         return
-    if not pg_installed():
+    if not PgCluster.installed():
         pytest.skip("PostgreSQL is not installed (make deps-test)")
     with PgCluster.private("agora-pg-") as cluster:
         yield cluster

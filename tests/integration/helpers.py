@@ -30,5 +30,5 @@ from agora_test.api import (ACCOUNT_FIELDS, API_PASSWORD, ApiClient, ApiResponse
                             _username_count, _username_lock, check_account, check_post, new_session, next_link,
                             rfc3339_ms, start_agora_server, unique_username, walk_pages)  # noqa: F401
 from agora_test.cluster import AgoraCluster  # noqa: F401
-from agora_test.db import PgCluster, db_url, is_postgres, pg_installed, sql, store_kind  # noqa: F401
+from agora_test.db import PgCluster, db_url, is_postgres, sql, store_kind  # noqa: F401
 from agora_test.prom import histogram_buckets, metric, metric_or_zero, parse_metrics, promtool_check  # noqa: F401

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from helpers import (API_PASSWORD, ApiClient, PgCluster, pg_installed, sql, start_agora_server, unique_username,
-                     wait_for)
+from helpers import API_PASSWORD, ApiClient, PgCluster, sql, start_agora_server, unique_username, wait_for
 
 SEED_LINE = re.compile(r"(\d+) accounts .* (\d+) follows .* (\d+) posts \((\d+) fanned out on write\), "
                        r"(\d+) home-timeline rows")
@@ -66,7 +65,7 @@ def test_seed_on_postgres_matches_sqlite_and_ids_come_from_the_store(agora_bin, 
 @pytest.fixture
 def own_pg():
     """A PostgreSQL cluster of this test alone (it gets killed)."""
-    if not pg_installed():
+    if not PgCluster.installed():
         pytest.skip("PostgreSQL is not installed")
     with PgCluster.private("agora-pgkill-") as cluster:
         yield cluster

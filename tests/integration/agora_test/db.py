@@ -7,7 +7,7 @@ environment variable AGORA_TEST_STORE (sqlite, the default, or postgres).
     PgCluster.start(dir) / .stop  a private cluster (scripts/pg-temp.sh, fsync off), or
     PgCluster.existing(url)       one that runs already (AGORA_TEST_PG)
     PgCluster.private(prefix)     with-block: a private cluster in a fresh /tmp directory, removed after
-    pg_installed()                whether PostgreSQL is installed (callers skip their test if not)
+    PgCluster.installed()         whether PostgreSQL is installed (callers skip their test if not)
     cluster.create_database()     a fresh, empty database on it -> its URL
     sql(db, query, *args)         rows of a query (? placeholders) on either kind, read with a
                                   connection of our own (sqlite3, or psql for PostgreSQL)
@@ -25,11 +25,6 @@ import urllib.parse
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 PG_TEMP = REPO_ROOT / "scripts" / "pg-temp.sh"
 _counter = itertools.count(1)
-
-
-def pg_installed():
-    """Whether a PostgreSQL server is installed (an initdb under /usr/lib/postgresql)."""
-    return bool(list(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb")))
 
 
 def store_kind():
@@ -91,6 +86,11 @@ class PgCluster:
     @classmethod
     def existing(cls, url):
         return cls(url)
+
+    @staticmethod
+    def installed():
+        """Whether a PostgreSQL server is installed (an initdb under /usr/lib/postgresql)."""
+        return bool(list(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb")))
 
     @classmethod
     @contextlib.contextmanager
