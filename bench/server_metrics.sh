@@ -20,20 +20,9 @@ N2=${INSTR_N2:-5000}
 SCRAPES=${BENCH_SCRAPES:-500}
 NEW=${2:-${1:-build/agora}}
 OLD=${2:+$1}
-command -v valgrind >/dev/null || { echo "server_metrics.sh: valgrind is needed" >&2; exit 1; }
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 300); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $1)).close()" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+# shellcheck source=bench/instr_lib.sh
+. bench/instr_lib.sh
+instr_init server_metrics.sh
 SERVER_ARGS=(--workers 1 --threads 1 --hash-threads 1 --signup-limit off --login-limit off --login-address-limit off)
 
 # ---- the database and a session token, made once with NEW
@@ -64,58 +53,21 @@ EOF
 kill -TERM "$SEEDPID"
 wait "$SEEDPID" || true
 
-# load PORT N: N home reads over 8 keep-alive connections, each answer checked (200).
-load() {
-    python3 - "$1" "$2" "$TOKEN" <<'EOF'
-import socket, sys
-port, n, tok = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-req = ("GET /api/v1/timelines/home HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n\r\n" % tok).encode()
-conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
-bufs = [b""] * 8
-done = 0
-while done < n:
-    k = min(8, n - done)
-    for i in range(k):
-        conns[i].sendall(req)
-    for i in range(k):
-        while True:
-            h = bufs[i].find(b"\r\n\r\n")
-            if h >= 0:
-                head = bufs[i][:h].decode()
-                ln = int([l.split(":")[1] for l in head.split("\r\n") if l.lower().startswith("content-length")][0])
-                if len(bufs[i]) >= h + 4 + ln:
-                    assert head.startswith("HTTP/1.1 200"), head
-                    bufs[i] = bufs[i][h + 4 + ln:]
-                    break
-            bufs[i] += conns[i].recv(65536)
-    done += k
-EOF
-}
+REQ=$'GET /api/v1/timelines/home HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer '"$TOKEN"$'\r\n\r\n'
 
 # run BIN N: Ir of one callgrind run of BIN serving N home reads.
 run() {
-    local bin=$1 n=$2 port out
+    local port
     port=$(free_port)
-    out="$tmp/cg.$RANDOM"
     cp "$tmp/seed.db" "$tmp/run.db"
     rm -f "$tmp/run.db-wal" "$tmp/run.db-shm"
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" server --listen "127.0.0.1:$port" \
-        --db "sqlite:$tmp/run.db" "${SERVER_ARGS[@]}" >"$tmp/server.log" 2>&1 &
-    local pid=$!
-    pids+=($pid)
-    wait_port "$port"
-    load "$port" "$n"
-    kill -TERM "$pid"
-    wait "$pid" || true
-    grep -m1 '^summary:' "$out" | awk '{print $2}'
+    instr_ir "$port" "$2" "$REQ" "$tmp/server.log" "$1" server --listen "127.0.0.1:$port" \
+        --db "sqlite:$tmp/run.db" "${SERVER_ARGS[@]}"
 }
 
 echo "(a) instructions per home-timeline read (callgrind, N1=$N1, N2=$N2)"
-for bin in $OLD $NEW; do
-    a=$(run "$bin" "$N1")
-    b=$(run "$bin" "$N2")
-    echo "$bin: $(((b - a) / (N2 - N1))) instructions per request (Ir $a for $N1, $b for $N2 requests)"
-done
+# shellcheck disable=SC2086 # OLD is empty or one path
+instr_compare request run $OLD $NEW
 
 echo "(b) one scrape of $NEW's /metrics ($SCRAPES scrapes, one keep-alive connection)"
 P=$(free_port)
@@ -127,7 +79,7 @@ rm -f "$tmp/run.db-wal" "$tmp/run.db-shm"
 SPID=$!
 pids+=($SPID)
 wait_port "$P"
-load "$P" 2000
+instr_load "$P" 2000 "$REQ"
 python3 - "$P" "$MP" "$SPID" "$SCRAPES" "$TOKEN" <<'EOF'
 import http.client, json, os, sys, time
 port, mport, pid, n, tok = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]

@@ -129,22 +129,16 @@ def pg_cluster():
     """The PostgreSQL cluster of the session (agora_test.db.PgCluster): AGORA_TEST_PG's, or one
     started on first use; skips the test when PostgreSQL is not installed."""
     import os
-    import tempfile
 
     from helpers import PgCluster
 
     if os.environ.get("AGORA_TEST_PG"):
         yield PgCluster.existing(os.environ["AGORA_TEST_PG"])
         return
-    if not list(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+    if not PgCluster.installed():
         pytest.skip("PostgreSQL is not installed (make deps-test)")
-    # under /tmp itself: as root the cluster runs as the postgres user, who cannot enter pytest's
-    # owner-only temporary directories
-    cluster = PgCluster.start(tempfile.mkdtemp(prefix="agora-pg-"))
-    try:
+    with PgCluster.private("agora-pg-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

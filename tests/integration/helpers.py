@@ -19,15 +19,16 @@ from agora_test.processes import (LOCALHOST, Process, RssSampler, _listens_on, _
                                   free_port_run, up_port_run, own_outside_address, raise_fd_limit, rss_kib, start_process,
                                   wait_for)  # noqa: F401
 from agora_test.http import (PatternChecker, RawConnection, _BytesReader, _PATTERN_BLOCK, _PATTERN_PERIOD,
-                             _ResponseReader, _header_dict, http_request, parse_responses, pattern_bytes, raw_exchange,
-                             send_pattern)  # noqa: F401
+                             _ResponseReader, _header_dict, connect_from, exchange_from, get_from, http_request,
+                             parse_responses, pattern_bytes, raw_exchange, read_to_close, send_pattern,
+                             silent_connections)  # noqa: F401
 from agora_test.backends import CaptureBackend, record_lines, start_testbackend  # noqa: F401
 from agora_test.lb import (FROM_TOKEN_FILE, LB_READY_TEXT, admin_request, admin_token, admin_token_path, agora_binary,
                            backend_url, lb_server_stats, lb_stats, start_lb, wait_health_checked)  # noqa: F401
 from agora_test.load import Load, percentile  # noqa: F401
 from agora_test.api import (ACCOUNT_FIELDS, API_PASSWORD, ApiClient, ApiResponse, ApiUser, POST_FIELDS, RFC3339_UTC,
-                            _username_count, _username_lock, check_account, check_post, next_link, rfc3339_ms,
-                            start_agora_server, unique_username, walk_pages)  # noqa: F401
+                            _username_count, _username_lock, check_account, check_post, new_session, next_link,
+                            rfc3339_ms, start_agora_server, unique_username, walk_pages)  # noqa: F401
 from agora_test.cluster import AgoraCluster  # noqa: F401
 from agora_test.db import PgCluster, db_url, is_postgres, sql, store_kind  # noqa: F401
 from agora_test.prom import histogram_buckets, metric, metric_or_zero, parse_metrics, promtool_check  # noqa: F401

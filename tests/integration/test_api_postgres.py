@@ -12,7 +12,6 @@ The API suites themselves run on PostgreSQL with AGORA_TEST_STORE=postgres (conf
 
 import re
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -67,13 +66,10 @@ def test_seed_on_postgres_matches_sqlite_and_ids_come_from_the_store(agora_bin, 
 @pytest.fixture
 def own_pg():
     """A PostgreSQL cluster of this test alone (it gets killed)."""
-    if not list(__import__("pathlib").Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+    if not PgCluster.installed():
         pytest.skip("PostgreSQL is not installed")
-    cluster = PgCluster.start(tempfile.mkdtemp(prefix="agora-pgkill-"))
-    try:
+    with PgCluster.private("agora-pgkill-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def postmaster_pid(cluster):

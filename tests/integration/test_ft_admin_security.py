@@ -33,6 +33,7 @@ from helpers import (
     parse_responses,
     raw_exchange,
     record_lines,
+    silent_connections,
     start_process,
     wait_for,
 )
@@ -298,29 +299,10 @@ def test_one_address_cannot_take_every_admin_connection(admin_lb):
     listener's (each lasted the 30 s header timeout, then was opened again), so the operator's
     calls, the dashboard and the scrapes of /metrics waited behind them. One address now has at
     most 16; the rest are answered 503 at once."""
-    import socket
     lb, admin_port, a, c, _ = admin_lb
-    held, refused = [], 0
-    try:
-        for _ in range(80):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.settimeout(5)
-            sock.bind(("127.0.0.2", 0))
-            sock.connect((LOCALHOST, admin_port))
-            held.append(sock)
-        for sock in held:
-            sock.settimeout(0.2)
-            try:
-                data = sock.recv(4096)
-            except socket.timeout:
-                continue
-            assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections from your address" in data
-            refused += 1
+    with silent_connections("127.0.0.2", admin_port, 80) as refused:
         assert refused >= 80 - 16, refused
         assert admin_request(admin_port, "GET", "/servers", timeout=3.0)[0] == 200
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def test_an_admin_token_too_long_in_the_environment_does_not_start(agora_bin):

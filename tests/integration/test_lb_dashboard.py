@@ -15,14 +15,13 @@ import pty
 import re
 import select
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from helpers import (LOCALHOST, admin_request, free_port, http_request, own_outside_address, up_port_run,
-                     parse_responses, wait_for)
+from helpers import (LOCALHOST, admin_request, free_port, get_from, http_request, own_outside_address, up_port_run,
+                     wait_for)
 
 TOKEN = "dashboard-test-token-0123456789abcdef"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -257,24 +256,6 @@ def test_the_event_ring_keeps_the_last_256(two):
 # ---------------------------------------------------------------- refusals
 
 
-def get_from(source_ip, ip, port, path, headers):
-    """GET path on ip:port from a socket bound to source_ip -> (status, headers, body)."""
-    lines = "".join("%s: %s\r\n" % kv for kv in headers.items())
-    sock = socket.create_connection((ip, port), timeout=5, source_address=(source_ip, 0))
-    try:
-        sock.sendall(("GET %s HTTP/1.1\r\n%sConnection: close\r\n\r\n" % (path, lines)).encode())
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
-    [response] = parse_responses(data)
-    return response
-
-
 DATA_ROUTES = ["/series", "/events", "/metrics", "/servers"]
 
 
@@ -299,20 +280,21 @@ def test_from_a_non_loopback_address(testbackend_factory, lb_factory):
     a = testbackend_factory("A")
     admin_port = free_port(ip)
     lb_factory([a], "--admin-listen", "%s:%d" % (ip, admin_port), "--admin-token", TOKEN)
-    host = {"Host": "%s:%d" % (ip, admin_port)}
+    named = {"Host": "%s:%d" % (ip, admin_port)}
     for path in DATA_ROUTES:
-        st, _, body = get_from(ip, ip, admin_port, path, host)
+        st, _, body = get_from(ip, admin_port, path, named, host=ip)
         assert st == 401 and addr(a).encode() not in body, (path, st, body)
-        st, _, body = get_from(ip, ip, admin_port, path, dict(host, Authorization="Bearer wrong-token"))
+        st, _, body = get_from(ip, admin_port, path, dict(named, Authorization="Bearer wrong-token"), host=ip)
         assert st == 401 and addr(a).encode() not in body
-        st, _, body = get_from(ip, ip, admin_port, path, {"Host": "evil.example", "Authorization": "Bearer " + TOKEN})
+        st, _, body = get_from(ip, admin_port, path, {"Host": "evil.example", "Authorization": "Bearer " + TOKEN},
+                               host=ip)
         assert st == 403 and addr(a).encode() not in body
-        st, _, body = get_from(ip, ip, admin_port, path, dict(host, Authorization="Bearer " + TOKEN))
+        st, _, body = get_from(ip, admin_port, path, dict(named, Authorization="Bearer " + TOKEN), host=ip)
         assert st == 200 and (path == "/events" or addr(a).encode() in body)
     # the page itself holds no data: served, but only under a Host that names this API
-    st, _, body = get_from(ip, ip, admin_port, "/dashboard", host)
+    st, _, body = get_from(ip, admin_port, "/dashboard", named, host=ip)
     assert st == 200 and b"<html" in body and addr(a).encode() not in body
-    assert get_from(ip, ip, admin_port, "/dashboard", {"Host": "evil.example"})[0] == 403
+    assert get_from(ip, admin_port, "/dashboard", {"Host": "evil.example"}, host=ip)[0] == 403
 
 
 # ---------------------------------------------------------------- agora up

@@ -12,39 +12,21 @@ balancer on 127.0.0.1. The traffic stays on the loopback interface; the peer add
 """
 
 import json
-import socket
 
 import pytest
 
-from helpers import (LOCALHOST, free_port, http_request, own_outside_address, parse_responses, record_lines,
-                     start_process, wait_for)
+from helpers import (LOCALHOST, connect_from, free_port, get_from, http_request, own_outside_address, parse_responses,
+                     read_to_close, record_lines, start_process, wait_for)
 
+HOST = {"Host": "x"}
 FORBIDDEN = b"/stats is only available from loopback (--stats-access loopback)\n"
 
 
 def exchange_from(source_ip, port, data):
     """Sends data from a socket bound to source_ip and returns all it gets until the close."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    try:
-        sock.bind((source_ip, 0))
-        sock.connect((LOCALHOST, port))
+    with connect_from(source_ip, port) as sock:
         sock.sendall(data)
-        received = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return received
-            received += chunk
-    finally:
-        sock.close()
-
-
-def get_from(source_ip, port, path):
-    """GET path from a socket bound to source_ip -> (status, headers, body)."""
-    data = exchange_from(source_ip, port, ("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
-    [response] = parse_responses(data)
-    return response
+        return read_to_close(sock)
 
 
 @pytest.fixture
@@ -59,7 +41,7 @@ def test_default_is_public(testbackend_factory, lb_factory, outside_ip):
     a = testbackend_factory("A")
     lb = lb_factory([a])
     for source in (LOCALHOST, outside_ip):
-        status, headers, body = get_from(source, lb.port, "/stats")
+        status, headers, body = get_from(source, lb.port, "/stats", HOST)
         assert status == 200 and "x-backend" not in headers
         assert [s["address"] for s in json.loads(body)["servers"]] == ["%s:%d" % (LOCALHOST, a.port)]
 
@@ -68,14 +50,14 @@ def test_loopback_answers_loopback_peers_and_refuses_others(testbackend_factory,
     record = tmp_path / "a.txt"
     a = testbackend_factory("A", "--record", str(record))
     lb = lb_factory([a], "--stats-access", "loopback")
-    status, headers, body = get_from(LOCALHOST, lb.port, "/stats")
+    status, headers, body = get_from(LOCALHOST, lb.port, "/stats", HOST)
     assert status == 200 and json.loads(body)["servers"][0]["address"] == "%s:%d" % (LOCALHOST, a.port)
-    status, headers, body = get_from(outside_ip, lb.port, "/stats")
+    status, headers, body = get_from(outside_ip, lb.port, "/stats", HOST)
     assert (status, body) == (403, FORBIDDEN)
     assert "x-backend" not in headers
     # /health stays the balancer's own, and other paths are proxied as before, for every peer.
-    assert get_from(outside_ip, lb.port, "/health")[::2] == (200, b"OK")
-    status, headers, _ = get_from(outside_ip, lb.port, "/")
+    assert get_from(outside_ip, lb.port, "/health", HOST)[::2] == (200, b"OK")
+    status, headers, _ = get_from(outside_ip, lb.port, "/", HOST)
     assert (status, headers["x-backend"]) == (200, "A")
     assert [line for line in record_lines(record) if line != "GET /health"] == ["GET /"]
 

@@ -22,8 +22,9 @@ import time
 
 import pytest
 
-from helpers import (LOCALHOST, ApiClient, free_port, histogram_buckets, http_request, metric, metric_or_zero,
-                     own_outside_address, parse_metrics, parse_responses, promtool_check, start_agora_server,
+from helpers import (LOCALHOST, ApiClient, connect_from, exchange_from, free_port, get_from, histogram_buckets,
+                     http_request, metric, metric_or_zero, new_session, own_outside_address, parse_metrics,
+                     parse_responses, promtool_check, read_to_close, silent_connections, start_agora_server,
                      start_process, unique_username, wait_for)
 
 PASSWORD = "correct horse battery staple"
@@ -91,13 +92,7 @@ def test_exact_counts_after_known_requests(start, tmp_path):
     srv, mport = start()
     api = ApiClient(srv.port)
     n = 3
-    tokens = []
-    for _ in range(n):
-        name = unique_username("m")
-        assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
-        r = api.post("/api/v1/sessions", {"username": name, "password": PASSWORD})
-        assert r.status == 200, r
-        tokens.append(r.json["token"])
+    tokens = [new_session(api, "m", PASSWORD) for _ in range(n)]
     for tok in tokens:
         assert api.as_user(tok).get("/api/v1/timelines/home").status == 200
         assert api.as_user(tok).post("/api/v1/posts", {"text": "hello"}).status == 201
@@ -165,13 +160,7 @@ def test_queue_full_refusals_counted(start, tmp_path):
                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body[i])) + body[i]
         go.wait()
         c.sendall(req)
-        data = b""
-        while True:
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        [(status, _, _)] = parse_responses(data)
+        [(status, _, _)] = parse_responses(read_to_close(c))
         statuses[i] = status
 
     threads = [threading.Thread(target=sign_up, args=(i,)) for i in range(k)]
@@ -199,10 +188,7 @@ def test_queue_full_refusals_counted(start, tmp_path):
 def test_answers_while_the_handler_thread_is_stuck(start, tmp_path):
     srv, mport = start("--threads", "1", "--queue", "4")
     api = ApiClient(srv.port)
-    name = unique_username("b")
-    assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
-    tok = api.post("/api/v1/sessions", {"username": name, "password": PASSWORD}).json["token"]
-    user = api.as_user(tok)
+    user = api.as_user(new_session(api, "b", PASSWORD))
     # Hold SQLite's write lock: the post waits for it on the only handler thread, a read queues.
     db = sqlite3.connect(str(tmp_path / "db.sqlite"), isolation_level=None, timeout=10)
     db.execute("BEGIN IMMEDIATE")
@@ -243,26 +229,6 @@ def test_answers_while_the_handler_thread_is_stuck(start, tmp_path):
     assert histogram_buckets(m, "agora_server_store_seconds", op="post_create")[8][1] == 0  # > 0.25 s: it waited
 
 
-def get_from(source_ip, port, path, headers=b""):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    try:
-        sock.bind((source_ip, 0))
-        sock.connect((LOCALHOST, port))
-        sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + headers +
-                     b"\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
-    [response] = parse_responses(data)
-    return response
-
-
 def test_gate_without_token(start, tmp_path):
     srv, mport = start()
     status, _, _ = scrape(mport)
@@ -280,7 +246,7 @@ def test_gate_without_token(start, tmp_path):
     outside = own_outside_address()
     if outside is None:
         pytest.skip("no non-loopback address on this machine")
-    st, _, body = get_from(outside, mport, "/metrics")
+    st, _, body = get_from(outside, mport, "/metrics", {"Host": "127.0.0.1"})
     assert st == 403 and b"agora_server" not in body
     assert "only loopback clients" in json.loads(body)["error"]
     assert wait_for(lambda: "refused %s: not a loopback client" % outside in srv.output(), 5), srv.output()
@@ -302,9 +268,9 @@ def test_gate_with_token(start):
     outside = own_outside_address()
     if outside is None:
         pytest.skip("no non-loopback address on this machine")
-    st, _, body = get_from(outside, mport, "/metrics")
+    st, _, body = get_from(outside, mport, "/metrics", {"Host": "127.0.0.1"})
     assert st == 401
-    st, _, body = get_from(outside, mport, "/metrics", b"Authorization: Bearer " + token.encode() + b"\r\n")
+    st, _, body = get_from(outside, mport, "/metrics", {"Host": "127.0.0.1", "Authorization": "Bearer " + token})
     assert st == 200 and b"agora_server_db_up 1" in body
 
 
@@ -319,27 +285,13 @@ def test_outside_address_needs_a_token(agora_bin, tmp_path):
         proc.stop()
 
 
-def connect_from(source_ip, port):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    sock.bind((source_ip, 0))
-    sock.connect((LOCALHOST, port))
-    return sock
-
-
 def timed_scrape(mport, source_ip=LOCALHOST, timeout=3.0):
     """A scrape from source_ip with a deadline: its status, or None when it was not answered in time."""
     sock = connect_from(source_ip, mport)
     sock.settimeout(timeout)
     try:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        [(status, _, _)] = parse_responses(data)
+        [(status, _, _)] = parse_responses(read_to_close(sock))
         return status
     except socket.timeout:
         return None
@@ -358,12 +310,7 @@ def test_refused_clients_cannot_hold_the_listener(start):
             sock = connect_from("127.0.0.2", mport)
             held.append(sock)
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: rebind.evil.example\r\n\r\n")
-            data = b""
-            while True:  # the server must close after its 403
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_close(sock)  # the server must close after its 403
             [(status, hdrs, _)] = parse_responses(data)
             assert status == 403 and hdrs["connection"] == "close"
         assert timed_scrape(mport) == 200
@@ -377,24 +324,9 @@ def test_one_address_cannot_take_every_connection(start):
     listener's; each lasted its 10 s header timeout and the scrapes waited behind them. One
     address now has at most a few connections, the others are refused at once."""
     srv, mport = start()
-    held, refused = [], 0
-    try:
-        for _ in range(40):
-            sock = connect_from("127.0.0.2", mport)
-            held.append(sock)
-        for sock in held:
-            sock.settimeout(0.2)
-            try:
-                data = sock.recv(4096)
-            except socket.timeout:
-                continue
-            assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections from your address" in data
-            refused += 1
+    with silent_connections("127.0.0.2", mport, 40) as refused:
         assert refused >= 40 - 8, refused
         assert timed_scrape(mport) == 200
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def test_exact_counts_under_concurrency(start):
@@ -405,13 +337,7 @@ def test_exact_counts_under_concurrency(start):
     srv, mport = start("--workers", "2")
     api = ApiClient(srv.port)
     users = 6
-    tokens = []
-    for _ in range(users):
-        name = unique_username("c")
-        assert api.post("/api/v1/accounts", {"username": name, "password": PASSWORD}).status == 201
-        r = api.post("/api/v1/sessions", {"username": name, "password": PASSWORD})
-        assert r.status == 200, r
-        tokens.append(r.json["token"])
+    tokens = [new_session(api, "c", PASSWORD) for _ in range(users)]
     rounds = 25
     stop = threading.Event()
     problems = []
@@ -470,12 +396,7 @@ def test_exact_counts_under_concurrency(start):
     sock = socket.create_connection((LOCALHOST, srv.port), timeout=10)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * (pipelined - 1) +
                  b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = read_to_close(sock)
     sock.close()
     assert [st for st, _, _ in parse_responses(data)] == [200] * pipelined
     for t in workers:
@@ -537,18 +458,8 @@ def test_a_token_too_long_in_the_environment_does_not_start(agora_bin, tmp_path)
 
 
 def raw_exchange(port, request, source_ip=LOCALHOST):
-    sock = connect_from(source_ip, port)
-    try:
-        sock.sendall(request)
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
-    [(status, _, body)] = parse_responses(data)
+    """request's one answer from source_ip -> (status, body)."""
+    status, _, body = exchange_from(source_ip, port, request)
     return status, body
 
 

@@ -3,6 +3,7 @@
     start_agora_server(agora, db_path)  `agora server` on a free 127.0.0.1 port -> Process (.port, .name)
     ApiClient(port, token)              JSON requests -> ApiResponse (.status, .headers, .body, .json)
     unique_username(prefix)             a fresh valid username (at most 30 of [A-Za-z0-9_])
+    new_session(api, prefix)            sign up and log in a fresh account -> its session token
     next_link(headers)                  the target of a Link header's rel="next", or None
     walk_pages(client, path)            every page of a list by following rel="next"
     check_account(obj), check_post(obj) assert the exact fields and their forms
@@ -116,6 +117,17 @@ def unique_username(prefix="u"):
         n = _username_count[0]
     name = "%s_%d_%s" % (prefix[:16], n, uuid.uuid4().hex)
     return name[:30]
+
+
+def new_session(api, prefix="u", password=API_PASSWORD):
+    """Signs up a fresh account (unique_username(prefix)) through the ApiClient api and logs it in;
+    asserts the answers are 201 and 200 and returns the session token."""
+    name = unique_username(prefix)
+    r = api.post("/api/v1/accounts", {"username": name, "password": password})
+    assert r.status == 201, r
+    r = api.post("/api/v1/sessions", {"username": name, "password": password})
+    assert r.status == 200, r
+    return r.json["token"]
 
 
 def next_link(headers):

@@ -6,16 +6,20 @@ environment variable AGORA_TEST_STORE (sqlite, the default, or postgres).
     is_postgres(db)               whether db is a PostgreSQL URL
     PgCluster.start(dir) / .stop  a private cluster (scripts/pg-temp.sh, fsync off), or
     PgCluster.existing(url)       one that runs already (AGORA_TEST_PG)
+    PgCluster.private(prefix)     with-block: a private cluster in a fresh /tmp directory, removed after
+    PgCluster.installed()         whether PostgreSQL is installed (callers skip their test if not)
     cluster.create_database()     a fresh, empty database on it -> its URL
     sql(db, query, *args)         rows of a query (? placeholders) on either kind, read with a
                                   connection of our own (sqlite3, or psql for PostgreSQL)
 """
 
+import contextlib
 import itertools
 import os
 import pathlib
 import shutil
 import subprocess
+import tempfile
 import urllib.parse
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -82,6 +86,23 @@ class PgCluster:
     @classmethod
     def existing(cls, url):
         return cls(url)
+
+    @staticmethod
+    def installed():
+        """Whether a PostgreSQL server is installed (an initdb under /usr/lib/postgresql)."""
+        return bool(list(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb")))
+
+    @classmethod
+    @contextlib.contextmanager
+    def private(cls, prefix):
+        """A cluster of the caller's alone, started (start) in a fresh directory named prefix...
+        under /tmp itself (as root the cluster runs as the postgres user, who cannot enter pytest's
+        owner-only temporary directories); stopped and removed when the with-block ends."""
+        cluster = cls.start(tempfile.mkdtemp(prefix=prefix))
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
     def stop(self):
         if self.directory is not None:

@@ -5,6 +5,11 @@
     RawConnection                       a raw socket for step-by-step exchanges (100-continue, ...);
                                         read_head() + stream_body(headers, sink) stream big bodies
     parse_responses(data, head=...)     split raw bytes into (status, headers, body) tuples
+    connect_from(source_ip, port)       a socket bound to source_ip (127.0.0.2, the outside address)
+    read_to_close(sock)                 every byte until the peer closes
+    exchange_from(source_ip, port, req) raw request from source_ip -> its one (status, headers, body)
+    get_from(source_ip, port, path, h)  GET with headers (a dict) from source_ip -> (status, headers, body)
+    silent_connections(source_ip, port, n)  n connections sending nothing; yields how many were refused
     pattern_bytes(offset, length)       expected slice of a testbackend /bytes body
     send_pattern(conn, total, chunked)  upload `total` pattern bytes without holding them
     PatternChecker()                    stream_body() sink checking the /bytes pattern
@@ -13,6 +18,7 @@ Headers come back as a dict with lower-case names; a repeated header's values ar
 ", ". Bodies are bytes, already de-chunked. Every wait is bounded by a timeout.
 """
 
+import contextlib
 import http.client
 import socket
 import time
@@ -331,3 +337,65 @@ class PatternChecker:
         if self.ok and _PATTERN_BLOCK[start : start + len(data)] != data:
             self.ok = False
         self.length += len(data)
+
+
+def connect_from(source_ip, port, host=LOCALHOST, timeout=5.0):
+    """A TCP connection to host:port from a socket bound to source_ip (another loopback address
+    such as 127.0.0.2, or the machine's outside address), with `timeout` on every operation."""
+    return socket.create_connection((host, port), timeout=timeout, source_address=(source_ip, 0))
+
+
+def read_to_close(sock):
+    """Every byte received on sock until the peer closes it; each read is bounded by sock's timeout
+    (socket.timeout propagates)."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def exchange_from(source_ip, port, request, host=LOCALHOST):
+    """Sends the raw bytes request from source_ip, reads until the server closes, and returns the
+    one response -> (status, headers, body); ValueError unless exactly one whole response came."""
+    sock = connect_from(source_ip, port, host)
+    try:
+        sock.sendall(request)
+        data = read_to_close(sock)
+    finally:
+        sock.close()
+    [response] = parse_responses(data)
+    return response
+
+
+def get_from(source_ip, port, path, headers=None, host=LOCALHOST):
+    """GET path on host:port from source_ip with headers (a dict, in its order; no Host unless it
+    has one) and Connection: close -> (status, headers, body)."""
+    lines = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
+    request = "GET %s HTTP/1.1\r\n%sConnection: close\r\n\r\n" % (path, lines)
+    return exchange_from(source_ip, port, request.encode(), host)
+
+
+@contextlib.contextmanager
+def silent_connections(source_ip, port, n, host=LOCALHOST):
+    """Opens n connections from source_ip that send nothing (a slowloris) and yields how many of
+    them the server refused at once: answered within 0.2 s, and then only with a 503 "too many
+    connections from your address" (any other answer fails the test). Closes them all on exit."""
+    held = []
+    try:
+        for _ in range(n):
+            held.append(connect_from(source_ip, port, host))
+        refused = 0
+        for sock in held:
+            sock.settimeout(0.2)
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                continue
+            assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections from your address" in data
+            refused += 1
+        yield refused
+    finally:
+        for sock in held:
+            sock.close()
