@@ -129,8 +129,8 @@ static const char *const migrations[] = {
      * post would give its id to the next one (store.h: ids grow with insertion order; a client
      * polling with since_id = that id would miss the new post, and a repeated DELETE would
      * delete it); posts are inserted above this mark and a delete raises it. */
-    "CREATE TABLE post_ids (last INTEGER NOT NULL);"
-    "INSERT INTO post_ids SELECT coalesce(max(id), 0) FROM posts;",
+    ("CREATE TABLE post_ids (last INTEGER NOT NULL);"
+     "INSERT INTO post_ids SELECT coalesce(max(id), 0) FROM posts;"),
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
