@@ -16,8 +16,8 @@ are re-exported here.
 """
 
 from agora_test.processes import (LOCALHOST, Process, RssSampler, _listens_on, _port_free, accepts, free_port,
-                                  free_port_run, up_port_run, own_outside_address, raise_fd_limit, rss_kib, start_process,
-                                  wait_for)  # noqa: F401
+                                  free_port_run, own_outside_address, raise_fd_limit, rss_kib, start_process, stop_all,
+                                  up_port_run, wait_for)  # noqa: F401
 from agora_test.http import (PatternChecker, RawConnection, _BytesReader, _PATTERN_BLOCK, _PATTERN_PERIOD,
                              _ResponseReader, _header_dict, connect_from, exchange_from, get_from, http_request,
                              parse_responses, pattern_bytes, raw_exchange, read_to_close, send_pattern,

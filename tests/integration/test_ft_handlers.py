@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from helpers import API_PASSWORD, ApiClient, RawConnection, start_agora_server, unique_username, wait_for
+from helpers import API_PASSWORD, ApiClient, RawConnection, start_agora_server, stop_all, unique_username, wait_for
 
 
 @pytest.fixture
@@ -46,10 +46,7 @@ def server_factory(agora_bin, tmp_path):
     try:
         yield start
     finally:
-        for proc in started:
-            status = proc.stop(timeout=15.0)
-            if status != 0:
-                complaints.append("agora server exited with %r; output:\n%s" % (status, proc.output()))
+        complaints = stop_all(started, timeout=15.0)
     if complaints:
         pytest.fail("\n".join(complaints))
 

@@ -32,6 +32,7 @@ from helpers import (
     http_request,
     lb_stats,
     start_agora_server,
+    stop_all,
     store_kind,
     unique_username,
 )
@@ -100,10 +101,7 @@ def server_factory(agora_bin, tmp_path, request):
     try:
         yield start
     finally:
-        for proc in started:
-            status = proc.stop(timeout=10.0)
-            if status != 0:
-                complaints.append("agora server exited with %r; output:\n%s" % (status, proc.output()))
+        complaints = stop_all(started, timeout=10.0)
     if complaints:
         pytest.fail("\n".join(complaints))
 

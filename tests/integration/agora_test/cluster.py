@@ -8,7 +8,7 @@ import pathlib
 
 from .api import API_PASSWORD, ApiClient, ApiUser, start_agora_server, unique_username
 from .lb import backend_url, lb_stats, start_lb, wait_health_checked
-from .processes import wait_for
+from .processes import stop_all, wait_for
 
 
 class AgoraCluster:
@@ -59,12 +59,7 @@ class AgoraCluster:
     def stop(self):
         """Stops the balancer and the servers. Returns a list of complaints (a process that did
         not exit with status 0), empty when all went well."""
-        complaints = []
-        for proc in ([self.lb] if self.lb else []) + self.servers:
-            status = proc.stop(timeout=10.0)
-            if status != 0:
-                complaints.append("%s exited with %r; output:\n%s" % (proc.args[:2], status, proc.output()))
-        return complaints
+        return stop_all(([self.lb] if self.lb else []) + self.servers, timeout=10.0)
 
     def create_account(self, prefix="u", password=API_PASSWORD, display_name=None):
         """Signs up a fresh account through the balancer. Returns (username, account dict);

@@ -9,6 +9,7 @@
     rss_kib(pid), RssSampler(pid)       VmRSS of a process, once or sampled in the background
     raise_fd_limit(n)                   this process's RLIMIT_NOFILE soft limit to at least n
     free_port_run(offsets)              a base port P with P+offset free for every offset
+    stop_all(procs)                     stop them; complaints for those not exiting 0
     up_port_run(servers)                the same for `agora up --servers N` (balancer, servers,
                                         admin at +404, the servers' metrics at +1001...)
     own_outside_address()               this host's non-loopback address (no packet sent), or None
@@ -254,6 +255,19 @@ def _port_free(port):
             return True
         except OSError:
             return False
+
+
+def stop_all(procs, timeout=10.0):
+    """Stops every process (Process.stop) and returns a complaint, with its output, for each
+    that did not exit with status 0: empty when all went well. For fixtures that must fail a
+    test whose processes crashed or hung."""
+    complaints = []
+    for proc in procs:
+        status = proc.stop(timeout=timeout)
+        if status != 0:
+            complaints.append("%s exited with %r; output:\n%s" % (" ".join(str(a) for a in proc.args[:2]), status,
+                                                                    proc.output()))
+    return complaints
 
 
 def free_port_run(offsets, low=20000, high=32000, attempts=200):
