@@ -235,39 +235,31 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " JOIN accounts a ON a.id = p.author"
                      " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
                      " ORDER BY p.id DESC",
-    /* PG_SESS_ACCOUNT ($1 the token's hash, $5 the oldest last use still alive) and PG_LIST_HOME
-     * of its account in one statement: no row when there is no such session; otherwise its
-     * columns, then those of one post per row (all NULL when the timeline is empty) */
-    [PG_SESS_HOME] =
-        "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
-        " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
-        "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
-        " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
-        " ids AS (SELECT id FROM h UNION ALL"
-        "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
-        "   CROSS JOIN LATERAL"
-        "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
-        "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q"
-        "   WHERE f.follower = (SELECT account_id FROM me)),"
-        " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4),"
-        " t (id, text, created_at, reply_to, likes, replies, liked, a_id, a_name, a_display, a_created,"
-        "  a_followers, a_following, a_posts) AS (SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
-        "  JOIN accounts a ON a.id = p.author"
-        "  LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me))"
-        " SELECT " PG_SESSION_COLS ", t.* FROM sessions s JOIN accounts a ON a.id = s.account_id"
-        " LEFT JOIN t ON true WHERE s.token_hash = $1::bytea AND s.last_used_at > $5"
-        " ORDER BY t.id DESC",
-    /* PG_ACC_BY_NAME ($1) and PG_LIST_AUTHOR of that account in one statement: no row when there is
-     * no such account; otherwise its columns, then those of one post per row (NULL: no posts) */
-    [PG_LIST_NAME] =
-        "WITH t (id, text, created_at, reply_to, likes, replies, liked, a_id, a_name, a_display, a_created,"
-        "  a_followers, a_following, a_posts) AS (SELECT " POST_COLS " FROM posts p"
-        "  JOIN accounts a ON a.id = p.author LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $5"
-        "  WHERE p.author = (SELECT id FROM accounts"
-        "    WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
-        "  AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4)"
-        " SELECT " PG_ACCOUNT_COLS ", t.* FROM accounts a LEFT JOIN t ON true"
-        " WHERE lower(a.username COLLATE \"C\") = lower($1::text COLLATE \"C\") ORDER BY t.id DESC",
+    /* PG_LIST_HOME of the account of the session whose token hash is $1 and whose last use is
+     * after $5 (no row when there is no such session); sent after PG_SESS_ACCOUNT in one
+     * pipeline. Post rows only: the session's columns joined to every row cost PostgreSQL a
+     * quarter more work than a statement of their own (bench/RESULTS-social.md). */
+    [PG_SESS_HOME] = "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
+                     " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
+                     "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
+                     " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
+                     " ids AS (SELECT id FROM h UNION ALL"
+                     "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+                     "   CROSS JOIN LATERAL"
+                     "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
+                     "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q"
+                     "   WHERE f.follower = (SELECT account_id FROM me)),"
+                     " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4)"
+                     " SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
+                     " JOIN accounts a ON a.id = p.author"
+                     " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me)"
+                     " ORDER BY p.id DESC",
+    /* PG_LIST_AUTHOR of the account named $1; sent after PG_ACC_BY_NAME in one pipeline */
+    [PG_LIST_NAME] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
+                     " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $5"
+                     " WHERE p.author = (SELECT id FROM accounts"
+                     "   WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
+                     " AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4",
     /* after PG_POST_CREATE, in its transaction: the post of the Idempotency-Key $2, or without a
      * key the author's newest (the one just created: the author's row is locked) */
     [PG_POST_CREATED] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"

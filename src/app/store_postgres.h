@@ -19,9 +19,10 @@
  * one path or the other; two creates with one Idempotency-Key see each other's post).
  * store_read_begin/end are no-ops: every list is one statement and so one snapshot, and a
  * transaction around a request's two reads would cost two more round trips. The calls that stand
- * for two (store.h) are one round trip too: store_session_home and store_posts_by_name one
- * statement each (the session's or the account's row joined to the page), store_post_create_get
- * the create's pipeline with a third statement reading the post back in the same transaction.
+ * for two (store.h) are one round trip too: store_session_home and store_posts_by_name are two
+ * statements in one pipeline (the session's or the account's row, then the page: joining that
+ * row to every post row cost PostgreSQL a quarter more work), store_post_create_get the create's
+ * pipeline with a third statement reading the post back in the same transaction.
  *
  * Failures: serialization failure (40001), deadlock (40P01), and for the writes that name other
  * rows a foreign-key or unique violation caused by a concurrent change, roll the whole transaction
@@ -159,8 +160,7 @@ int pg_copy(struct pg_store *s, const char *sql, const char *rows, size_t len, c
     "a.id, a.username, a.display_name, a.created_at, a.followers_count, a.following_count, a.posts_count"
 
 /* The columns pg_read_session expects: a session "s" and its account "a". */
-#define PG_SESSION_COLS  PG_ACCOUNT_COLS ", s.id, s.created_at, s.last_used_at, s.user_agent"
-#define PG_SESSION_NCOLS 11
+#define PG_SESSION_COLS PG_ACCOUNT_COLS ", s.id, s.created_at, s.last_used_at, s.user_agent"
 
 /* Runs statement id with the integer parameters a, b, c (the first nparams of them) as one
  * batch (pg_batch); q receives the result. */

@@ -136,15 +136,21 @@ int pg_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, 
     return rc;
 }
 
+/* Sets a list statement's $2 max_id, $3 since_id and $4 limit from page. */
+static void page_params(struct pg_q *q, const struct store_page *page)
+{
+    pg_q_int(q, 1, page->max_id > 0 ? page->max_id : INT64_MAX);
+    pg_q_int(q, 2, page->since_id > 0 ? page->since_id : 0);
+    pg_q_int(q, 3, page->limit > 0 ? page->limit : 1);
+}
+
 /* Runs a list statement of the form ($1 key, $2 max_id, $3 since_id, $4 limit[, $5 viewer]). */
 static int list(struct pg_store *s, enum pg_stmt id, int nparams, int64_t key, int64_t viewer,
                 const struct store_page *page, store_post_cb cb, void *ctx)
 {
     struct pg_q q = {.id = id, .n = nparams};
     pg_q_int(&q, 0, key);
-    pg_q_int(&q, 1, page->max_id > 0 ? page->max_id : INT64_MAX);
-    pg_q_int(&q, 2, page->since_id > 0 ? page->since_id : 0);
-    pg_q_int(&q, 3, page->limit > 0 ? page->limit : 1);
+    page_params(&q, page);
     if (nparams >= 5)
         pg_q_int(&q, 4, viewer);
     int rc = pg_batch(s, &q, 1, PG_RESEND, "reading posts");
@@ -171,51 +177,51 @@ int pg_home(struct store *st, int64_t owner, const struct store_page *page, stor
     return list((struct pg_store *)st, PG_LIST_HOME, 4, owner, owner, page, cb, ctx);
 }
 
+/* The session (PG_SESS_ACCOUNT) and its home page (PG_SESS_HOME) in one pipeline. */
 int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                     const struct store_page *page, struct store_account *me, struct store_session *session,
                     store_post_cb cb, void *ctx)
 {
     struct pg_store *s = (struct pg_store *)st;
-    struct pg_q q = {.id = PG_SESS_HOME, .n = 5};
-    pg_q_bytes(&q, 0, hash, STORE_TOKEN_HASH_LEN);
-    pg_q_int(&q, 1, page->max_id > 0 ? page->max_id : INT64_MAX);
-    pg_q_int(&q, 2, page->since_id > 0 ? page->since_id : 0);
-    pg_q_int(&q, 3, page->limit > 0 ? page->limit : 1);
-    pg_q_int(&q, 4, now - s->base.session_ttl_ms);
-    int rc = pg_batch(s, &q, 1, PG_RESEND, "reading the home timeline");
-    if (rc != STORE_OK)
-        return rc;
-    if (PQntuples(q.res) == 0) {
-        rc = STORE_NOT_FOUND;
-    } else {
-        pg_read_session(q.res, 0, me, session);
-        if (!PQgetisnull(q.res, 0, PG_SESSION_NCOLS)) /* else one row of NULL posts: an empty timeline */
-            stream_posts(q.res, PG_SESSION_NCOLS, cb, ctx);
+    int64_t oldest = now - s->base.session_ttl_ms;
+    struct pg_q q[2] = {{.id = PG_SESS_ACCOUNT, .n = 2}, {.id = PG_SESS_HOME, .n = 5}};
+    pg_q_bytes(&q[0], 0, hash, STORE_TOKEN_HASH_LEN);
+    pg_q_int(&q[0], 1, oldest);
+    pg_q_bytes(&q[1], 0, hash, STORE_TOKEN_HASH_LEN);
+    page_params(&q[1], page);
+    pg_q_int(&q[1], 4, oldest);
+    int rc = pg_batch(s, q, 2, PG_RESEND, "reading the home timeline");
+    if (rc == STORE_OK) {
+        if (PQntuples(q[0].res) == 0) {
+            rc = STORE_NOT_FOUND;
+        } else {
+            pg_read_session(q[0].res, 0, me, session);
+            stream_posts(q[1].res, 0, cb, ctx);
+        }
     }
-    pg_q_clear(&q, 1);
+    pg_q_clear(q, 2);
     return rc;
 }
 
+/* The account (PG_ACC_BY_NAME) and its posts (PG_LIST_NAME) in one pipeline. */
 int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
                      struct store_account *author, store_post_cb cb, void *ctx)
 {
-    struct pg_store *s = (struct pg_store *)st;
-    struct pg_q q = {.id = PG_LIST_NAME, .n = 5};
-    pg_q_text(&q, 0, username, strlen(username));
-    pg_q_int(&q, 1, page->max_id > 0 ? page->max_id : INT64_MAX);
-    pg_q_int(&q, 2, page->since_id > 0 ? page->since_id : 0);
-    pg_q_int(&q, 3, page->limit > 0 ? page->limit : 1);
-    pg_q_int(&q, 4, viewer);
-    int rc = pg_batch(s, &q, 1, PG_RESEND, "reading posts");
-    if (rc != STORE_OK)
-        return rc;
-    if (PQntuples(q.res) == 0) {
-        rc = STORE_NOT_FOUND;
-    } else {
-        pg_read_account(q.res, 0, 0, author);
-        if (!PQgetisnull(q.res, 0, 7)) /* else one row of NULL posts: none */
-            stream_posts(q.res, 7, cb, ctx);
+    size_t n = strlen(username);
+    struct pg_q q[2] = {{.id = PG_ACC_BY_NAME, .n = 1}, {.id = PG_LIST_NAME, .n = 5}};
+    pg_q_text(&q[0], 0, username, n);
+    pg_q_text(&q[1], 0, username, n);
+    page_params(&q[1], page);
+    pg_q_int(&q[1], 4, viewer);
+    int rc = pg_batch((struct pg_store *)st, q, 2, PG_RESEND, "reading posts");
+    if (rc == STORE_OK) {
+        if (PQntuples(q[0].res) == 0) {
+            rc = STORE_NOT_FOUND;
+        } else {
+            pg_read_account(q[0].res, 0, 0, author);
+            stream_posts(q[1].res, 0, cb, ctx);
+        }
     }
-    pg_q_clear(&q, 1);
+    pg_q_clear(q, 2);
     return rc;
 }
