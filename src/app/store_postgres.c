@@ -756,6 +756,16 @@ int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *w
     }
 }
 
+int pg_batch_row(struct pg_store *s, struct pg_q *q, int n, int flags, const char *what)
+{
+    int rc = pg_batch(s, q, n, flags, what);
+    if (rc == STORE_OK && PQntuples(q[0].res) == 0) {
+        pg_q_clear(q, n);
+        rc = STORE_NOT_FOUND;
+    }
+    return rc;
+}
+
 int pg_run_ints(struct pg_store *s, enum pg_stmt id, int nparams, int64_t a, int64_t b, int64_t c, int flags,
                 const char *what, struct pg_q *q)
 {

@@ -135,6 +135,10 @@ void pg_q_bytes(struct pg_q *q, int i, const void *p, size_t len); /* p NULL: SQ
  * operation) and no results kept; with PG_WRITE the transaction is retried as store_postgres.h
  * says. */
 int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *what);
+
+/* pg_batch, then STORE_NOT_FOUND when the first statement returned no row (the lookups: a
+ * session, an account, a post). On any outcome but STORE_OK the results are already cleared. */
+int pg_batch_row(struct pg_store *s, struct pg_q *q, int n, int flags, const char *what);
 void pg_q_clear(struct pg_q *q, int n);
 /* Integer value of a result cell (NULL and non-numbers read as 0); boolean 't' reads as 1. */
 int64_t pg_int(const PGresult *r, int row, int col);

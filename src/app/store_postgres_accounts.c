@@ -21,18 +21,14 @@ static int account_query(struct pg_store *s, enum pg_stmt id, const char *userna
 {
     struct pg_q q = {.id = id, .n = 1};
     pg_q_text(&q, 0, username, strlen(username));
-    int rc = pg_batch(s, &q, 1, PG_RESEND, "looking up an account");
+    int rc = pg_batch_row(s, &q, 1, PG_RESEND, "looking up an account");
     if (rc != STORE_OK)
         return rc;
-    if (PQntuples(q.res) == 0) {
-        rc = STORE_NOT_FOUND;
-    } else {
-        pg_read_account(q.res, 0, 0, out);
-        if (hash != NULL)
-            snprintf(hash, STORE_HASH_MAX, "%s", PQgetvalue(q.res, 0, 7));
-    }
+    pg_read_account(q.res, 0, 0, out);
+    if (hash != NULL)
+        snprintf(hash, STORE_HASH_MAX, "%s", PQgetvalue(q.res, 0, 7));
     pg_q_clear(&q, 1);
-    return rc;
+    return STORE_OK;
 }
 
 int pg_account_by_name(struct store *st, const char *username, struct store_account *out)
@@ -113,15 +109,12 @@ int pg_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HA
     struct pg_q q = {.id = PG_SESS_ACCOUNT, .n = 2};
     pg_q_bytes(&q, 0, hash, STORE_TOKEN_HASH_LEN);
     pg_q_int(&q, 1, now - s->base.session_ttl_ms);
-    int rc = pg_batch(s, &q, 1, PG_RESEND, "looking up a session");
+    int rc = pg_batch_row(s, &q, 1, PG_RESEND, "looking up a session");
     if (rc != STORE_OK)
         return rc;
-    if (PQntuples(q.res) == 0)
-        rc = STORE_NOT_FOUND;
-    else
-        pg_read_session(q.res, 0, out, session);
+    pg_read_session(q.res, 0, out, session);
     pg_q_clear(&q, 1);
-    return rc;
+    return STORE_OK;
 }
 
 void pg_read_session(const PGresult *r, int row, struct store_account *out, struct store_session *session)

@@ -125,15 +125,12 @@ int pg_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, 
     struct pg_q q = {.id = PG_POST_GET, .n = 2};
     pg_q_int(&q, 0, id);
     pg_q_int(&q, 1, viewer);
-    int rc = pg_batch((struct pg_store *)st, &q, 1, PG_RESEND, "reading a post");
-    if (rc == STORE_OK) {
-        if (PQntuples(q.res) == 0)
-            rc = STORE_NOT_FOUND;
-        else
-            stream_posts(q.res, 0, cb, ctx);
-    }
+    int rc = pg_batch_row((struct pg_store *)st, &q, 1, PG_RESEND, "reading a post");
+    if (rc != STORE_OK)
+        return rc;
+    stream_posts(q.res, 0, cb, ctx);
     pg_q_clear(&q, 1);
-    return rc;
+    return STORE_OK;
 }
 
 /* Sets a list statement's $2 max_id, $3 since_id and $4 limit from page. */
@@ -190,17 +187,13 @@ int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_
     pg_q_bytes(&q[1], 0, hash, STORE_TOKEN_HASH_LEN);
     page_params(&q[1], page);
     pg_q_int(&q[1], 4, oldest);
-    int rc = pg_batch(s, q, 2, PG_RESEND, "reading the home timeline");
-    if (rc == STORE_OK) {
-        if (PQntuples(q[0].res) == 0) {
-            rc = STORE_NOT_FOUND;
-        } else {
-            pg_read_session(q[0].res, 0, me, session);
-            stream_posts(q[1].res, 0, cb, ctx);
-        }
-    }
+    int rc = pg_batch_row(s, q, 2, PG_RESEND, "reading the home timeline");
+    if (rc != STORE_OK)
+        return rc;
+    pg_read_session(q[0].res, 0, me, session);
+    stream_posts(q[1].res, 0, cb, ctx);
     pg_q_clear(q, 2);
-    return rc;
+    return STORE_OK;
 }
 
 /* The account (PG_ACC_BY_NAME) and its posts (PG_LIST_NAME) in one pipeline. */
@@ -213,15 +206,11 @@ int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, con
     pg_q_text(&q[1], 0, username, n);
     page_params(&q[1], page);
     pg_q_int(&q[1], 4, viewer);
-    int rc = pg_batch((struct pg_store *)st, q, 2, PG_RESEND, "reading posts");
-    if (rc == STORE_OK) {
-        if (PQntuples(q[0].res) == 0) {
-            rc = STORE_NOT_FOUND;
-        } else {
-            pg_read_account(q[0].res, 0, 0, author);
-            stream_posts(q[1].res, 0, cb, ctx);
-        }
-    }
+    int rc = pg_batch_row((struct pg_store *)st, q, 2, PG_RESEND, "reading posts");
+    if (rc != STORE_OK)
+        return rc;
+    pg_read_account(q[0].res, 0, 0, author);
+    stream_posts(q[1].res, 0, cb, ctx);
     pg_q_clear(q, 2);
-    return rc;
+    return STORE_OK;
 }
