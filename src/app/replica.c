@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -354,7 +355,12 @@ struct app_replica *app_replica_start(const char *url, int64_t max_lag_ms, char 
     pthread_cond_init(&r->cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&r->mu, NULL);
+    /* The thread takes no signals: they belong to the daemon's signalfd (as the pools' threads). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int e = pthread_create(&r->tid, NULL, monitor, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e != 0) {
         snprintf(err, errlen, "cannot start the replica's monitor: %s", strerror(e));
         pthread_cond_destroy(&r->cv);
