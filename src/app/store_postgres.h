@@ -37,7 +37,8 @@
  *
  * The code: store_postgres.c (connection, migrations, statements, batches, errors),
  * store_postgres_accounts.c (accounts, sessions, follows, throttles), store_postgres_posts.c
- * (posts, likes, lists, home timeline) and store_postgres_bulk.c.
+ * (posts, likes, lists, home timeline), store_postgres_bulk.c and store_postgres_replica.c
+ * (write positions and a standby's replay position, for read replicas: app/replica.h).
  *
  * Bulk loading (store_postgres_bulk.c): one transaction; ids reserved from the sequences in
  * batches (nextval), rows streamed with COPY ... FROM STDIN in batches; bulk_end derives
