@@ -7,6 +7,8 @@ sockets in directories of this module's own under /tmp).
   times in a row, while the replica applies WAL 400 ms late (recovery_min_apply_delay); the same
   reads without a position went to the replica and were stale (counted by /metrics, and seen).
 - Once the replica has replayed a write, reads carrying its position go to the replica.
+- The same across two servers and from many threads at once: a position one server handed out
+  is honoured by the other.
 - A replica whose replay is paused beyond --replica-max-lag is skipped (reads answer fresh data
   from the primary, counted as "lagging"), and used again once it has caught up.
 - The replica stopped under a stream of reads: zero errors (reads move to the primary); started
@@ -92,13 +94,14 @@ def replica_server(agora_bin, pair):
     apply delay reset, whatever the test did."""
     started = []
 
-    def start(*args):
-        primary, replica = pair.databases()
+    def start(*args, databases=None):
+        primary, replica = databases or pair.databases()
         mport = free_port()
         srv = start_agora_server(agora_bin, primary, extra_args=[
             "--db-replica", replica, "--metrics-listen", "%s:%d" % (LOCALHOST, mport), "--signup-limit", "off",
             "--login-limit", "off", "--login-address-limit", "off"] + list(args))
         started.append(srv)
+        srv.databases = (primary, replica)
         assert wait_for(lambda: metrics(mport)[("agora_server_replica_up", frozenset())] == 1, 15.0, 0.05), \
             srv.output()
         return srv, mport
@@ -185,6 +188,36 @@ def test_a_client_reads_its_writes_every_time_from_a_delayed_replica(replica_ser
     assert d["down"] == d["lagging"] == d["fallback"] == 0, d
     assert d["position"] >= n - 10, d
     assert stale >= n - 10, stale
+
+
+def test_positions_hold_across_servers_and_threads(replica_server, pair):
+    a, ma = replica_server()
+    b, mb = replica_server(databases=a.databases)
+    pair.standby_sql("ALTER SYSTEM SET recovery_min_apply_delay = '200ms'")
+    pair.standby_sql("SELECT pg_reload_conf()")
+    time.sleep(0.3)
+    failures, done = [], [0]
+
+    def client(k):
+        me, name = user(a.port)
+        other = ApiClient(b.port, me.token)
+        for i in range(40):
+            writer, reader = (me, other) if i % 2 == 0 else (other, me)
+            pid, pos = post(writer, "thread %d write %d" % (k, i))
+            got = newest(reader, name, {"Agora-Position": pos})
+            if got != pid:
+                failures.append((k, i, pid, got))
+        done[0] += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert done[0] == 6 and failures == [], failures[:5]
+    ra, rb = reads(ma), reads(mb)
+    assert ra["position"] + ra["ok"] + rb["position"] + rb["ok"] == 240, (ra, rb)
+    assert ra["fallback"] == rb["fallback"] == ra["down"] == rb["down"] == 0, (ra, rb)
 
 
 def test_reads_go_to_the_replica_once_it_has_replayed_the_position(replica_server, pair):
