@@ -13,6 +13,9 @@ sockets in directories of this module's own under /tmp).
   from the primary, counted as "lagging"), and used again once it has caught up.
 - The replica stopped under a stream of reads: zero errors (reads move to the primary); started
   again: reads return to it by themselves.
+- The replica frozen (SIGSTOP: connections open, no answers, as a cut link): every read is
+  answered, those already sent to it within the reply timeout, the others at once from the
+  primary once its check is stale (1 s); thawed, it is used again.
 - Hostile positions (garbage, signs, far in the future, a 10 KB cookie) get normal answers and
   cause no check of the replica per request.
 - --db-replica needs PostgreSQL on both sides: a clear error otherwise.
@@ -308,6 +311,65 @@ def test_a_stopped_replica_costs_no_request_and_is_used_again_when_back(replica_
         assert newest(me, name) == pid2
     assert delta(reads(mport), before)["ok"] == 10
     assert "replica down" in srv.output()
+
+
+def standby_pids(directory):
+    """The processes (postmaster, backends) working in the standby's directory."""
+    import os
+
+    directory = os.path.realpath(str(directory))
+    pids = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cwd = os.readlink("/proc/%s/cwd" % pid)
+            except OSError:
+                continue
+            if cwd == directory or cwd.startswith(directory + "/"):
+                pids.append(int(pid))
+    return pids
+
+
+def test_a_frozen_replica_delays_only_the_reads_sent_to_it(replica_server, pair):
+    import os
+    import signal
+
+    srv, mport = replica_server()
+    me, name = user(srv.port)
+    pid, _ = post(me, "before the freeze")
+    assert wait_for(lambda: newest(me, name) == pid, 5.0, 0.02)
+    frozen = standby_pids(pair.standby_dir)
+    assert frozen
+    for p in frozen:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        slow = []
+        while time.monotonic() - t0 < 2.5:
+            t = time.monotonic()
+            assert newest(me, name) == pid
+            slow.append(time.monotonic() - t)
+        # a read stuck on the replica waits for the reply timeout (statement_timeout 5 s + 2 s)
+        print("reads during the freeze: %d, slowest %.2f s" % (len(slow), max(slow)))
+        assert max(slow) < 8.0, slow
+        assert wait_for(lambda: metrics(mport)[("agora_server_replica_up", frozenset())] == 0, 3.0, 0.05)
+        before = reads(mport)
+        for _ in range(20):
+            t = time.monotonic()
+            assert newest(me, name) == pid
+            assert time.monotonic() - t < 1.0
+        d = delta(reads(mport), before)
+        assert d["ok"] == 0 and d["down"] == 20, d
+    finally:
+        for p in frozen:
+            os.kill(p, signal.SIGCONT)
+    assert wait_for(lambda: metrics(mport)[("agora_server_replica_up", frozenset())] == 1, 15.0, 0.1)
+    # each handler thread may find its replica connection dead once, and keeps off it for a second
+    time.sleep(1.2)
+    before = reads(mport)
+    for _ in range(10):
+        assert newest(me, name) == pid
+    assert delta(reads(mport), before)["ok"] == 10
 
 
 HOSTILE = ["", "garbage", "-1/5", "0/-5", "1/2/3", "0x10/0", " 0/1", "0/1 ", "+1/1", "123456789/0", "0/123456789",
