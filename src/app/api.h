@@ -26,11 +26,13 @@ struct app {
     const struct app_ready *ready; /* NULL: /health pings store itself */
     char *served_by;
     char *web_dir;
-    char *dummy_hash;            /* Argon2id hash of a random password, made on first failed log-in */
-    struct app_limits limits;    /* log-in and sign-up throttles (throttle.h) */
-    struct client_trust trust;   /* proxies whose X-Forwarded-For is believed */
-    struct app_stats *stats;     /* this thread's counters (metrics.h); NULL: none */
-    struct app_replica *replica; /* the server's read replica (replica.h); NULL: none */
+    char *dummy_hash;          /* Argon2id hash of a random password, made on first failed log-in */
+    struct app_limits limits;  /* log-in and sign-up throttles (throttle.h) */
+    struct client_trust trust; /* proxies whose X-Forwarded-For is believed */
+    struct app_stats *stats;   /* this thread's counters (metrics.h); NULL: none */
+
+    /* read replica (replica.h) */
+    struct app_replica *replica; /* the server's; NULL: none */
     struct store *replica_store; /* this thread's connection to it, opened on first use */
     int64_t replica_retry_us;    /* no replica for this thread before (CLOCK_MONOTONIC) */
 };

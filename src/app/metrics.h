@@ -44,10 +44,11 @@ struct store_stats;
 
 /* Where the gauges and counters kept outside the slots are read (each may be NULL). */
 struct app_metrics_sources {
-    struct http_pool *pool;            /* the handler threads */
-    struct http_pool *hash_pool;       /* the hashing threads */
-    const struct app_ready *ready;     /* the database's readiness */
-    struct http_server_stats *http;    /* the HTTP layer's answers and connections */
+    struct http_pool *pool;         /* the handler threads */
+    struct http_pool *hash_pool;    /* the hashing threads */
+    const struct app_ready *ready;  /* the database's readiness */
+    struct http_server_stats *http; /* the HTTP layer's answers and connections */
+
     const struct app_replica *replica; /* the read replica's state (replica.h) */
 };
 

@@ -89,19 +89,6 @@ static void allow(const struct route *r, char *out, size_t n)
 }
 
 /* Routes a->req to its handler. Returns the route's index, or ROUTER_NONE for an unknown path. */
-static unsigned dispatch(struct api *a);
-
-/* dispatch, a read request in one snapshot: the session lookup and the query share a transaction */
-static unsigned run_read(struct api *a)
-{
-    unsigned route;
-    if (store_read_begin(a->app->store) != STORE_OK)
-        return dispatch(a);
-    route = dispatch(a);
-    store_read_end(a->app->store);
-    return route;
-}
-
 static unsigned dispatch(struct api *a)
 {
     const struct http_head *h = a->head;
@@ -133,6 +120,17 @@ static unsigned dispatch(struct api *a)
     }
     api_error(a, 404, "no such API endpoint: %.*s", (int)h->path.n, h->path.p);
     return ROUTER_NONE;
+}
+
+/* dispatch, a read request in one snapshot: the session lookup and the query share a transaction */
+static unsigned run_read(struct api *a)
+{
+    unsigned route;
+    if (store_read_begin(a->app->store) != STORE_OK)
+        return dispatch(a);
+    route = dispatch(a);
+    store_read_end(a->app->store);
+    return route;
 }
 
 unsigned router_handle(struct app *app, const struct http_request *req, struct http_response *resp,

@@ -108,8 +108,8 @@ static void app_config_of(const struct server_opts *o, struct app_config *ac)
                               .limits = &o->limits,
                               .trust = &o->trust,
                               .session_days = o->session_days,
-                              .stats = app_metrics_slot(o->metrics),
-                              .replica = o->replica};
+                              .stats = app_metrics_slot(o->metrics)};
+    ac->replica = o->replica;
 }
 
 /* GET/HEAD /metrics and /health on the metrics listener, after the gate (loop thread). */
@@ -138,11 +138,9 @@ static void metrics_handle(void *ctx, const struct http_request *req, struct htt
         buf_puts(&resp->body, ok ? "{\"status\":\"ok\"}" : "{\"error\":\"database unavailable\"}");
         return;
     }
-    struct app_metrics_sources src = {.pool = m->o->pool,
-                                      .hash_pool = m->o->hash_pool,
-                                      .ready = m->o->ready,
-                                      .http = &m->o->http_stats,
-                                      .replica = m->o->replica};
+    struct app_metrics_sources src = {
+        .pool = m->o->pool, .hash_pool = m->o->hash_pool, .ready = m->o->ready, .http = &m->o->http_stats};
+    src.replica = m->o->replica;
     http_response_header(resp, "Content-Type", PROM_CONTENT_TYPE);
     app_metrics_write(m->o->metrics, &src, &resp->body);
 }
@@ -385,9 +383,9 @@ static const struct opts_def flags[] = {
         "database: sqlite:PATH or postgres://[user@host[:port]]/dbname (libpq URI;\nPG* variables apply) (default "
         "sqlite:data/agora.db)"),
     ROW("db-replica", OPTS_STR, db_replica, 0, 0, "URL", NULL,
-        "a read replica of --db (PostgreSQL hot standby): API reads\ngo there unless the client's last write is not "
-        "replayed\n"
-        "yet, or it is down or lagging (default: none)"),
+        "a read replica of --db (a PostgreSQL hot standby): API\n"
+        "reads go there unless it has not replayed the client's\n"
+        "last write yet, or is down or lagging (default: none)"),
     ROW("replica-max-lag", OPTS_DURATION, replica_lag_ms, 1, 0, NULL, NULL,
         "a replica further behind than this is skipped (default 5s)"),
     ROW("workers", OPTS_UINT, workers, 1, 256, NULL, NULL,
