@@ -18,7 +18,8 @@ sockets in directories of this module's own under /tmp).
   primary once its check is stale (1 s); thawed, it is used again.
 - Hostile positions (garbage, signs, far in the future, a 10 KB cookie) get normal answers and
   cause no check of the replica per request.
-- --db-replica needs PostgreSQL on both sides: a clear error otherwise.
+- --db-replica needs PostgreSQL on both sides: a clear error otherwise; a "replica" that is a
+  primary (not in recovery) is never read from.
 """
 
 import tempfile
@@ -426,3 +427,21 @@ def test_db_replica_needs_postgresql(agora_bin, tmp_path, pair):
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 1, out
         assert message in out.stderr, out.stderr
+
+
+def test_a_replica_url_naming_a_primary_is_never_read_from(agora_bin, pair):
+    primary, _ = pair.databases()
+    mport = free_port()
+    srv = start_agora_server(agora_bin, primary, extra_args=[
+        "--db-replica", primary, "--metrics-listen", "%s:%d" % (LOCALHOST, mport), "--signup-limit", "off"])
+    try:
+        me, name = user(srv.port)
+        pid, _ = post(me, "on the primary")
+        assert wait_for(lambda: "not a standby" in srv.output(), 5.0, 0.05), srv.output()
+        before = reads(mport)
+        for _ in range(10):
+            assert newest(me, name) == pid
+        assert delta(reads(mport), before) == {"ok": 0, "position": 0, "down": 10, "lagging": 0, "fallback": 0}
+        assert metrics(mport)[("agora_server_replica_up", frozenset())] == 0
+    finally:
+        assert srv.stop(timeout=10.0) == 0, srv.output()
