@@ -221,11 +221,13 @@ int pg_post_create_get(struct store *st, int64_t author, const char *text, size_
  * own after the write's Sync, in the same flush (no extra round trip): its LSN is past the write's
  * commit record. */
 #define PG_POSITION_SQL "SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"
-/* Where a standby stands: in recovery?, replayed and received LSNs (0: none), streaming now? */
+/* Where a standby stands: in recovery?, replayed and received LSNs (0: none), streaming now? (no
+ * WAL receiver: no; its status is shown only to roles with pg_read_all_stats, and an unknown one
+ * counts as streaming) */
 #define PG_REPLAY_SQL                                                                                                  \
     "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() - '0/0', 0)::bigint,"                               \
     " coalesce(pg_last_wal_receive_lsn() - '0/0', 0)::bigint,"                                                         \
-    " EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')"
+    " coalesce((SELECT coalesce(status = 'streaming', true) FROM pg_stat_wal_receiver LIMIT 1), false)"
 int pg_position(struct store *st, uint64_t *pos);
 int pg_replay(struct store *st, struct store_replay *out);
 

@@ -19,21 +19,20 @@ sockets in directories of this module's own under /tmp).
 - Hostile positions (garbage, signs, far in the future, a 10 KB cookie) get normal answers and
   cause no check of the replica per request.
 - --db-replica needs PostgreSQL on both sides: a clear error otherwise; a "replica" that is a
-  primary (not in recovery) is never read from.
+  primary (not in recovery) is never read from; a replica role that may only SELECT is enough.
 """
 
+import subprocess
 import tempfile
 import threading
 import time
 
 import pytest
 
-from helpers import (LOCALHOST, ApiClient, free_port, http_request, metric, parse_metrics, start_agora_server,
-                     start_process, unique_username, wait_for)
+from helpers import (LOCALHOST, ApiClient, free_port, http_request, parse_metrics, start_agora_server,
+                     unique_username, wait_for)
 from agora_test.db import PG_TEMP, psql, with_database
 from agora_test.pgtemp import PgTemp
-
-import subprocess
 
 PASSWORD = "correct horse battery staple"
 
@@ -427,6 +426,32 @@ def test_db_replica_needs_postgresql(agora_bin, tmp_path, pair):
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 1, out
         assert message in out.stderr, out.stderr
+
+
+def test_a_replica_role_that_may_only_read_is_enough(agora_bin, pair):
+    """No superuser, no pg_read_all_stats: only SELECT on the tables (the WAL receiver's status
+    is hidden from such a role: unknown counts as streaming)."""
+    primary, replica = pair.databases()
+    psql(primary, "DO $$ BEGIN CREATE ROLE agora_reader LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    mport = free_port()
+    srv = start_agora_server(agora_bin, primary, extra_args=[
+        "--db-replica", replica.replace("user=agora", "user=agora_reader"), "--metrics-listen",
+        "%s:%d" % (LOCALHOST, mport), "--signup-limit", "off", "--replica-max-lag", "200ms"])
+    try:
+        psql(primary, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO agora_reader")
+        assert wait_for(lambda: metrics(mport)[("agora_server_replica_up", frozenset())] == 1, 10.0, 0.05), \
+            srv.output()
+        me, name = user(srv.port)
+        pid, _ = post(me, "read by a reader")
+        assert wait_for(lambda: newest(me, name) == pid, 5.0, 0.02)
+        before = reads(mport)
+        for _ in range(10):
+            assert newest(me, name) == pid
+        assert delta(reads(mport), before)["ok"] == 10
+        time.sleep(0.5)  # still up: not taken for a standby cut off from its primary
+        assert metrics(mport)[("agora_server_replica_up", frozenset())] == 1
+    finally:
+        assert srv.stop(timeout=10.0) == 0, srv.output()
 
 
 def test_a_replica_url_naming_a_primary_is_never_read_from(agora_bin, pair):
