@@ -6,6 +6,7 @@
 #   make bench          run the benchmarks (bench/run.sh)
 #   make unit-postgres  the store contract suite on PostgreSQL (make unit runs it on SQLite)
 #   make integration-postgres  the API suites again on PostgreSQL (make test runs both)
+#   make integration-replica   the API suites again with a read replica (--db-replica on a standby)
 CC      ?= cc
 PKGS    := sqlite3 libsodium jansson inih libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -29,7 +30,7 @@ SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 SUPPORT_BINS := $(SUPPORT_SRCS:tests/support/%.c=$(BUILD)/%)
 FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c) bench/idlehold.c bench/openloop.c
 
-.PHONY: all build run test test-suites unit unit-postgres integration integration-postgres browser bench deps deps-test clean format format-check asan tsan fuzz
+.PHONY: all build run test test-suites unit unit-postgres integration integration-postgres integration-replica browser bench deps deps-test clean format format-check asan tsan fuzz
 
 all build: $(BUILD)/agora $(SUPPORT_BINS) $(BUILD)/idlehold $(BUILD)/openloop
 
@@ -92,6 +93,13 @@ PG_SUITES := $(sort $(wildcard tests/integration/test_api_*.py)) tests/integrati
 integration-postgres: build
 	@sh scripts/with-pg.sh env AGORA_TEST_STORE=postgres sh scripts/run-integration.sh $(PG_SUITES)
 
+# The API suites once more with read replicas: api_cluster's servers read from a streaming standby
+# of the cluster (--db-replica; conftest.py's pg_standby), and the test clients send back the
+# newest Agora-Position they were given, as a browser's cookie jar does.
+integration-replica: build
+	@sh scripts/with-pg.sh env AGORA_TEST_STORE=postgres AGORA_TEST_REPLICA=1 sh scripts/run-integration.sh \
+		$(sort $(wildcard tests/integration/test_api_*.py))
+
 integration: build
 	@sh scripts/run-integration.sh
 
@@ -109,6 +117,7 @@ test-suites:
 	@$(MAKE) --no-print-directory unit-postgres
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory integration-postgres
+	@$(MAKE) --no-print-directory integration-replica
 	@$(MAKE) --no-print-directory browser
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory tsan

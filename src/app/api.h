@@ -30,6 +30,11 @@ struct app {
     struct app_limits limits;  /* log-in and sign-up throttles (throttle.h) */
     struct client_trust trust; /* proxies whose X-Forwarded-For is believed */
     struct app_stats *stats;   /* this thread's counters (metrics.h); NULL: none */
+
+    /* read replica (replica.h) */
+    struct app_replica *replica; /* the server's; NULL: none */
+    struct store *replica_store; /* this thread's connection to it, opened on first use */
+    int64_t replica_retry_us;    /* no replica for this thread before (CLOCK_MONOTONIC) */
 };
 
 struct api {

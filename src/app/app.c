@@ -49,6 +49,8 @@ struct app *app_open(const struct app_config *cfg, char *err, size_t errlen)
     if (cfg->session_days > 0)
         so.session_ttl_ms = (int64_t)cfg->session_days * 24 * 60 * 60 * 1000;
     app->ready = cfg->ready;
+    so.positions = cfg->replica != NULL; /* a write answers with its position (replica.h) */
+    app->replica = cfg->db_url != NULL ? cfg->replica : NULL;
     if (cfg->db_url != NULL && (app->store = store_open(cfg->db_url, &so, err, errlen)) == NULL)
         goto fail;
     app->stats = cfg->stats;
@@ -64,6 +66,7 @@ void app_close(struct app *app)
 {
     if (app == NULL)
         return;
+    store_close(app->replica_store);
     store_close(app->store);
     free(app->served_by);
     free(app->web_dir);

@@ -50,6 +50,7 @@ struct app_config {
     const struct client_trust *trust; /* proxies whose X-Forwarded-For is believed; NULL: loopback */
     int session_days;                 /* a session unused this many days expires; <= 0: 30 */
     struct app_stats *stats;          /* this thread's counters (metrics.h); NULL: none */
+    struct app_replica *replica;      /* reads go there when they may (replica.h); NULL: none */
 };
 
 void app_limits_default(struct app_limits *l);

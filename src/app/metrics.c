@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "app/ready.h"
+#include "app/replica.h"
 #include "app/store_stats.h"
 #include "core/prom.h"
 #include "http/parser.h"
@@ -26,6 +27,7 @@ struct app_stats {
     atomic_uint_fast64_t hist[APP_ROUTES][PROM_BUCKETS]; /* app_handle's time, per bucket */
     atomic_uint_fast64_t sum_us[APP_ROUTES];
     struct store_stats store;
+    atomic_uint_fast64_t reads[APP_READ_N]; /* read requests by where they went (replica.h) */
 };
 
 struct app_metrics {
@@ -103,6 +105,12 @@ void app_stats_request(struct app_stats *s, unsigned route, int method, int stat
     bump(&s->requests[route][method_index(method)][code_index(status)], 1);
     bump(&s->hist[route][prom_bucket(us)], 1);
     bump(&s->sum_us[route], us);
+}
+
+void app_stats_read(struct app_stats *s, unsigned why)
+{
+    if (s && why < APP_READ_N)
+        bump(&s->reads[why], 1);
 }
 
 static const char *route_name(unsigned r)
@@ -244,6 +252,47 @@ static void pools(const struct app_metrics_sources *src, struct buf *out)
 #undef EACH_POOL
 }
 
+/* The read replica: where reads went and why, and its state as the monitor last saw it. */
+static void replica(struct app_metrics *m, const struct app_replica *r, struct buf *out)
+{
+    static const char *const labels[APP_READ_N] = {
+        [APP_READ_REPLICA] = "db=\"replica\",reason=\"ok\"",
+        [APP_READ_POSITION] = "db=\"primary\",reason=\"position\"",
+        [APP_READ_DOWN] = "db=\"primary\",reason=\"down\"",
+        [APP_READ_LAGGING] = "db=\"primary\",reason=\"lagging\"",
+        [APP_READ_FALLBACK] = "db=\"primary\",reason=\"fallback\"",
+    };
+    unsigned used = atomic_load(&m->next) < m->nslots ? atomic_load(&m->next) : m->nslots;
+    struct app_replica_status st;
+    app_replica_status(r, &st);
+    prom_family(out, "agora_server_reads_total", "counter",
+                "Read requests (GET, HEAD of the API) by the database that answered them: the replica, or the "
+                "primary and why (position: the client's last write was not replayed yet; down: the replica does "
+                "not answer; lagging: it lags beyond the bound; fallback: the replica failed or answered 401/404 "
+                "and the primary was asked again).");
+    for (unsigned k = 0; k < APP_READ_N; k++) {
+        uint64_t v = 0;
+        for (unsigned i = 0; i < used; i++)
+            v += LOAD(m->slots[i].reads[k]);
+        prom_sample(out, "agora_server_reads_total", labels[k], v);
+    }
+    prom_family(out, "agora_server_replica_up", "gauge",
+                "Whether reads may go to the replica now (1): it answered lately, is a standby, within the lag bound.");
+    prom_sample(out, "agora_server_replica_up", NULL, (uint64_t)st.up);
+    prom_family(out, "agora_server_replica_lagging", "gauge", "Whether the replica answers but lags beyond the bound.");
+    prom_sample(out, "agora_server_replica_lagging", NULL, (uint64_t)st.lagging);
+    prom_family(out, "agora_server_replica_lag_seconds", "gauge", "The replica's lag as last measured, in seconds.");
+    prom_sample_seconds(out, "agora_server_replica_lag_seconds", NULL,
+                        (uint64_t)(st.lag_ms > 0 ? st.lag_ms : 0) * 1000);
+    prom_family(out, "agora_server_replica_replayed_bytes", "gauge",
+                "The replica's replay position as last seen (a WAL LSN, in bytes).");
+    prom_sample(out, "agora_server_replica_replayed_bytes", NULL, st.replayed);
+    prom_family(out, "agora_server_replica_checks_total", "counter",
+                "Times the server asked the replica where it stands (periodic, and at most one per 2 ms asked for by "
+                "reads).");
+    prom_sample(out, "agora_server_replica_checks_total", NULL, st.checks);
+}
+
 void app_metrics_write(struct app_metrics *m, const struct app_metrics_sources *src, struct buf *out)
 {
     struct buf labels = {0};
@@ -267,6 +316,8 @@ void app_metrics_write(struct app_metrics *m, const struct app_metrics_sources *
         prom_family(out, "agora_server_client_connections", "gauge", "Open client connections, all workers.");
         prom_sample(out, "agora_server_client_connections", NULL, conns > 0 ? (uint64_t)conns : 0);
     }
+    if (src->replica)
+        replica(m, src->replica, out);
     if (src->ready) {
         prom_family(out, "agora_server_db_up", "gauge",
                     "Whether the database answered a ping within the readiness window (1) or not (0).");

@@ -31,6 +31,7 @@
 struct app_metrics;
 struct app_stats;
 struct app_ready;
+struct app_replica;
 struct http_pool;
 struct http_server_stats;
 struct store_stats;
@@ -47,6 +48,8 @@ struct app_metrics_sources {
     struct http_pool *hash_pool;    /* the hashing threads */
     const struct app_ready *ready;  /* the database's readiness */
     struct http_server_stats *http; /* the HTTP layer's answers and connections */
+
+    const struct app_replica *replica; /* the read replica's state (replica.h) */
 };
 
 /* Makes room for nslots threads' counters. NULL when out of memory. */
@@ -60,6 +63,8 @@ struct store_stats *app_stats_store(struct app_stats *s);
 /* Counts one request answered on the slot's thread: route (a router index, or APP_ROUTE_*),
  * its method, the response's status, and how long app_handle took (µs). */
 void app_stats_request(struct app_stats *s, unsigned route, int method, int status, uint64_t us);
+/* Counts one read request by where it went (enum app_read, replica.h). */
+void app_stats_read(struct app_stats *s, unsigned why);
 /* Appends the exposition of every slot and of src to out (text format 0.0.4). */
 void app_metrics_write(struct app_metrics *m, const struct app_metrics_sources *src, struct buf *out);
 

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "app/replica.h"
+
 /* Methods whose handler hashes a password (Argon2id, ~64 MiB and tens of ms): those requests run
  * on the web server's hashing pool, never on an event-loop thread (app_hashes_password). Every
  * route that hashes or verifies a password must carry the flag. */
@@ -120,6 +122,17 @@ static unsigned dispatch(struct api *a)
     return ROUTER_NONE;
 }
 
+/* dispatch, a read request in one snapshot: the session lookup and the query share a transaction */
+static unsigned run_read(struct api *a)
+{
+    unsigned route;
+    if (store_read_begin(a->app->store) != STORE_OK)
+        return dispatch(a);
+    route = dispatch(a);
+    store_read_end(a->app->store);
+    return route;
+}
+
 unsigned router_handle(struct app *app, const struct http_request *req, struct http_response *resp,
                        const char *request_id)
 {
@@ -135,13 +148,14 @@ unsigned router_handle(struct app *app, const struct http_request *req, struct h
     a.request_id = request_id;
     a.now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     resp->status = 200;
-    /* a read request sees one snapshot: the session lookup and the query share a transaction */
-    if ((a.head->method == HTTP_GET || a.head->method == HTTP_HEAD) && store_read_begin(app->store) == STORE_OK) {
+    /* reads may go to the replica, writes answer with their position (replica.h) */
+    int read = a.head->method == HTTP_GET || a.head->method == HTTP_HEAD;
+    if (read)
+        route = app->replica != NULL ? app_replica_read(&a, run_read) : run_read(&a);
+    else
         route = dispatch(&a);
-        store_read_end(app->store);
-    } else {
-        route = dispatch(&a);
-    }
+    if (!read && app->replica != NULL)
+        app_replica_after_write(&a);
     /* sliding expiry: record the session's use, at most once per API_SESSION_TOUCH_MS, after the
      * read transaction (a write inside it could fail on a newer snapshot). The answer does not
      * depend on it: a failure is only logged. */

@@ -120,6 +120,18 @@ struct store_throttle {
 struct store_options {
     int fanout_limit;       /* <= 0: STORE_FANOUT_LIMIT; tests use small values */
     int64_t session_ttl_ms; /* <= 0: STORE_SESSION_TTL_MS */
+    int positions;          /* 1: note each write's commit position (store_position) */
+    int replica;            /* 1: a read-only standby: opened without migrating (store_replay) */
+};
+
+/* Where a replica is in the primary's history (store_replay). Positions are the database's own
+ * (PostgreSQL: WAL LSNs as 64-bit numbers): they only grow, and a replica that has replayed
+ * position p has every write whose store_position was <= p. */
+struct store_replay {
+    uint64_t replayed; /* every write up to here is visible on the replica */
+    uint64_t received; /* the replica has received (not necessarily replayed) up to here */
+    int standby;       /* 1: the database is a standby (in recovery), 0: it is a primary */
+    int streaming;     /* 1: it streams from its primary now */
 };
 
 struct store;
@@ -185,6 +197,9 @@ struct store_ops {
 
     int (*throttle_take)(struct store *st, const struct store_throttle *t, int n, int64_t now, int64_t *retry_ms);
     int (*throttle_give)(struct store *st, const char *key, int forget);
+    /* Optional (NULL: the store has no positions; SQLite): replication, see store_position. */
+    int (*position)(struct store *st, uint64_t *pos);
+    int (*replay)(struct store *st, struct store_replay *out);
 };
 
 /* Every implementation embeds this as its first member. */
@@ -460,6 +475,21 @@ static inline int store_throttle_take(struct store *st, const struct store_throt
 static inline int store_throttle_give(struct store *st, const char *key, int forget)
 {
     return STORE_TIMED(st, STORE_OP_throttle_give, st->ops->throttle_give(st, key, forget));
+}
+
+/* Replication (PostgreSQL only; read replicas, app/replica.h). store_position sets *pos to the
+ * commit position of the last write made through st (a store opened with opts->positions): a
+ * position at or after that write's commit, so a replica that has replayed it sees the write.
+ * STORE_NOT_FOUND when there is none: no write yet, positions not asked for, or a store without
+ * positions (SQLite). store_replay asks the database (one round trip) where it stands as a
+ * replica; STORE_NOT_FOUND for a store without replication, else STORE_OK or a failure. */
+static inline int store_position(struct store *st, uint64_t *pos)
+{
+    return st->ops->position != NULL ? st->ops->position(st, pos) : STORE_NOT_FOUND;
+}
+static inline int store_replay(struct store *st, struct store_replay *out)
+{
+    return st->ops->replay != NULL ? st->ops->replay(st, out) : STORE_NOT_FOUND;
 }
 
 /* Sets *n to the number of accounts. */

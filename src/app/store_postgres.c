@@ -266,6 +266,7 @@ static const char *const stmt_sql[PG__COUNT] = {
                         " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
                         " WHERE p.id = CASE WHEN $2::text IS NULL THEN (SELECT max(id) FROM posts WHERE author = $1)"
                         "  ELSE (SELECT id FROM posts WHERE author = $1 AND idem_key = $2::text) END",
+    [PG_REPLAY] = PG_REPLAY_SQL,
 };
 
 /* ---- results, parameters, errors ---- */
@@ -640,8 +641,10 @@ static int alive(struct pg_store *s)
     return poll(&p, 1, 0) == 0;
 }
 
-/* One attempt: sends the batch, reads every result. *lost is set when the connection failed. */
-static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *what, int *lost)
+/* One attempt: sends the batch, reads every result. *lost is set when the connection failed. With
+ * position, PG_POSITION_SQL follows the batch's Sync as a transaction of its own, with a Sync of its
+ * own, in the same flush: its result sets s->position (store_postgres.h). */
+static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *what, int position, int *lost)
 {
     char name[16];
     int rc = STORE_OK;
@@ -654,6 +657,9 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
             goto lost;
     }
     if (!PQpipelineSync(s->conn))
+        goto lost;
+    if (position &&
+        (!PQsendQueryParams(s->conn, PG_POSITION_SQL, 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(s->conn)))
         goto lost;
     s->round_trips++;
     for (int i = 0; i < n; i++) {
@@ -689,6 +695,19 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
         if (rc == STORE_OK)
             rc = pg_fail(s, STORE_ERROR, "%s: no end of pipeline", what);
         goto lost;
+    }
+    for (int k = 0; position && k < 3; k++) { /* the position's result, its end (NULL), its Sync */
+        if (await(s) != STORE_OK)
+            goto gone;
+        r = PQgetResult(s->conn);
+        int got = r != NULL;
+        est = got ? PQresultStatus(r) : PGRES_COMMAND_OK;
+        if (k == 0 && est == PGRES_TUPLES_OK && PQntuples(r) == 1 && (uint64_t)pg_int(r, 0, 0) > s->position)
+            s->position = (uint64_t)pg_int(r, 0, 0);
+        PQclear(r);
+        r = NULL;
+        if (got != (k != 1) || (k == 2 && est != PGRES_PIPELINE_SYNC))
+            goto lost;
     }
     if (!PQexitPipelineMode(s->conn))
         goto lost;
@@ -731,7 +750,7 @@ int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *w
                 return rc;
             }
         }
-        rc = batch_once(s, q, n, what, &lost);
+        rc = batch_once(s, q, n, what, s->positions && (flags & PG_WRITE) && !s->in_bulk, &lost);
         if (rc == STORE_OK)
             return STORE_OK;
         pg_q_clear(q, n);
@@ -839,6 +858,8 @@ static const struct store_ops postgres_ops = {
     .count_accounts = pg_count_accounts,
     .throttle_take = pg_throttle_take,
     .throttle_give = pg_throttle_give,
+    .position = pg_position,
+    .replay = pg_replay,
 };
 
 struct store *store_postgres_open(const char *url, const struct store_options *opts, char *err, size_t errlen)
@@ -848,7 +869,8 @@ struct store *store_postgres_open(const char *url, const struct store_options *o
     s->base.fanout_limit = opts != NULL && opts->fanout_limit > 0 ? opts->fanout_limit : STORE_FANOUT_LIMIT;
     s->base.session_ttl_ms = opts != NULL && opts->session_ttl_ms > 0 ? opts->session_ttl_ms : STORE_SESSION_TTL_MS;
     s->url = alloc_strdup(url);
-    if (connect_db(s, 1) != STORE_OK) {
+    s->positions = opts != NULL && opts->positions;
+    if (connect_db(s, opts == NULL || !opts->replica) != STORE_OK) { /* a standby is not migrated */
         snprintf(err, errlen, "postgres: %s", s->base.err);
         pg_close(&s->base);
         return NULL;

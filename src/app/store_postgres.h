@@ -38,7 +38,8 @@
  *
  * The code: store_postgres.c (connection, migrations, statements, batches, errors),
  * store_postgres_accounts.c (accounts, sessions, follows, throttles), store_postgres_posts.c
- * (posts, likes, lists, home timeline) and store_postgres_bulk.c.
+ * (posts, likes, lists, home timeline), store_postgres_bulk.c and store_postgres_replica.c
+ * (write positions and a standby's replay position, for read replicas: app/replica.h).
  *
  * Bulk loading (store_postgres_bulk.c): one transaction; ids reserved from the sequences in
  * batches (nextval), rows streamed with COPY ... FROM STDIN in batches; bulk_end derives
@@ -92,6 +93,7 @@ enum pg_stmt {
     PG_SESS_HOME,
     PG_LIST_NAME,
     PG_POST_CREATED,
+    PG_REPLAY, /* store_postgres_replica.c */
     PG__COUNT
 };
 
@@ -121,6 +123,8 @@ struct pg_store {
     long round_trips;
     int timeout_ms;      /* how long to wait for a reply before giving the connection up */
     int64_t retry_at_us; /* no new connection attempt before this (CLOCK_MONOTONIC) */
+    int positions;       /* read the WAL position after each write (store_postgres_replica.c) */
+    uint64_t position;   /* the last write's, 0 = none yet */
     /* bulk loading (store_postgres_bulk.c) */
     int in_bulk;
     struct pg_bulk *bulk;
@@ -215,6 +219,21 @@ int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, con
 int pg_post_create_get(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
                        const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
                        store_post_cb cb, void *ctx);
+
+/* store_postgres_replica.c: replication. The position of a write is pg_current_wal_insert_lsn()
+ * read right after the write's commit, by PG_POSITION_SQL sent as an implicit transaction of its
+ * own after the write's Sync, in the same flush (no extra round trip): its LSN is past the write's
+ * commit record. */
+#define PG_POSITION_SQL "SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"
+/* Where a standby stands: in recovery?, replayed and received LSNs (0: none), streaming now? (no
+ * WAL receiver: no; its status is shown only to roles with pg_read_all_stats, and an unknown one
+ * counts as streaming) */
+#define PG_REPLAY_SQL                                                                                                  \
+    "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() - '0/0', 0)::bigint,"                               \
+    " coalesce(pg_last_wal_receive_lsn() - '0/0', 0)::bigint,"                                                         \
+    " coalesce((SELECT coalesce(status = 'streaming', true) FROM pg_stat_wal_receiver LIMIT 1), false)"
+int pg_position(struct store *st, uint64_t *pos);
+int pg_replay(struct store *st, struct store_replay *out);
 
 int pg_bulk_begin(struct store *st, int wipe);
 int pg_bulk_account(struct store *st, const char *username, const char *display_name, const char *password_hash,

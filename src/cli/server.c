@@ -29,6 +29,7 @@
 #include "app/client_addr.h"
 #include "app/metrics.h"
 #include "app/ready.h"
+#include "app/replica.h"
 #include "app/store.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
@@ -61,6 +62,9 @@ struct server_opts {
     struct http_pool *pool;      /* handler threads */
     struct http_pool *hash_pool; /* hashing threads */
     struct app_ready *ready;
+    char db_replica[1024];       /* --db-replica: reads go there when they may (app/replica.h) */
+    unsigned replica_lag_ms;     /* --replica-max-lag */
+    struct app_replica *replica; /* its monitor; NULL: no replica */
     unsigned session_days;
     char metrics_listen[128];
     char metrics_token[HTTP_GATE_TOKEN_MAX];
@@ -105,6 +109,7 @@ static void app_config_of(const struct server_opts *o, struct app_config *ac)
                               .trust = &o->trust,
                               .session_days = o->session_days,
                               .stats = app_metrics_slot(o->metrics)};
+    ac->replica = o->replica;
 }
 
 /* GET/HEAD /metrics and /health on the metrics listener, after the gate (loop thread). */
@@ -135,6 +140,7 @@ static void metrics_handle(void *ctx, const struct http_request *req, struct htt
     }
     struct app_metrics_sources src = {
         .pool = m->o->pool, .hash_pool = m->o->hash_pool, .ready = m->o->ready, .http = &m->o->http_stats};
+    src.replica = m->o->replica;
     http_response_header(resp, "Content-Type", PROM_CONTENT_TYPE);
     app_metrics_write(m->o->metrics, &src, &resp->body);
 }
@@ -376,6 +382,12 @@ static const struct opts_def flags[] = {
     ROW("db", OPTS_STR, db, 0, 0, "URL", NULL,
         "database: sqlite:PATH or postgres://[user@host[:port]]/dbname (libpq URI;\nPG* variables apply) (default "
         "sqlite:data/agora.db)"),
+    ROW("db-replica", OPTS_STR, db_replica, 0, 0, "URL", NULL,
+        "a read replica of --db (a PostgreSQL hot standby): API\n"
+        "reads go there unless it has not replayed the client's\n"
+        "last write yet, or is down or lagging (default: none)"),
+    ROW("replica-max-lag", OPTS_DURATION, replica_lag_ms, 1, 0, NULL, NULL,
+        "a replica further behind than this is skipped (default 5s)"),
     ROW("workers", OPTS_UINT, workers, 1, 256, NULL, NULL,
         "event-loop threads (network I/O and HTTP; no database)\n(default: number of cores)"),
     ROW("web", OPTS_STR, web, 0, 0, "DIR", NULL, "directory of the web UI files (default: the installed web/)"),
@@ -491,6 +503,11 @@ int cmd_server(int argc, char **argv)
     int r = opts_cmd_parse(&command, &o, argc, argv, NULL);
     if (r != OPTS_CONTINUE)
         return r;
+    if (o.db_replica[0] && strncmp(o.db, "postgres://", 11) != 0 && strncmp(o.db, "postgresql://", 13) != 0) {
+        fprintf(stderr, "agora server: --db-replica needs a PostgreSQL --db (postgres://...): a replica is a "
+                        "PostgreSQL hot standby of it\n");
+        return 1;
+    }
     if (!o.served_by[0])
         snprintf(o.served_by, sizeof(o.served_by), "%s", o.listen);
     snprintf(o.served_by_header, sizeof(o.served_by_header), "X-Served-By: %s\r\n", o.served_by);
@@ -512,6 +529,11 @@ int cmd_server(int argc, char **argv)
     /* First, so that every app below answers /health from it; it also checks the database. */
     o.ready = app_ready_start(o.db, 0, 0, err, sizeof(err));
     if (!o.ready)
+        goto fail;
+    /* Before the pools: their apps take it from the options. It need not answer yet. */
+    if (o.db_replica[0] &&
+        (o.replica = app_replica_start(o.db_replica, o.replica_lag_ms ? o.replica_lag_ms : APP_REPLICA_MAX_LAG_MS, err,
+                                       sizeof(err))) == NULL)
         goto fail;
     struct http_pool_config pc = {.name = "handler",
                                   .threads = threads,
@@ -539,6 +561,12 @@ int cmd_server(int argc, char **argv)
     store_redact(o.db, db_shown, sizeof db_shown);
     fprintf(stderr, "agora server: listening on %s, %u worker(s), %u handler thread(s), %u hashing thread(s), db %s\n",
             o.listen, workers, threads, hash_threads, db_shown);
+    if (o.replica) {
+        snprintf(db_shown, sizeof db_shown, "%s", o.db_replica);
+        store_redact(o.db_replica, db_shown, sizeof db_shown);
+        fprintf(stderr, "agora server: read replica %s (skipped beyond %u ms of lag)\n", db_shown,
+                o.replica_lag_ms ? o.replica_lag_ms : APP_REPLICA_MAX_LAG_MS);
+    }
     if (o.metrics_fd >= 0) {
         char shown[80];
         net_format_addr(&o.metrics_addr, shown, sizeof(shown));
@@ -557,6 +585,7 @@ int cmd_server(int argc, char **argv)
     /* after the workers: their requests waiting on the pools are answered */
     http_pool_destroy(o.hash_pool);
     http_pool_destroy(o.pool);
+    app_replica_stop(o.replica);
     app_ready_stop(o.ready);
     if (o.metrics_fd >= 0)
         close(o.metrics_fd);
@@ -569,6 +598,7 @@ fail:
     fprintf(stderr, "agora server: %s\n", err);
     http_pool_destroy(o.hash_pool);
     http_pool_destroy(o.pool);
+    app_replica_stop(o.replica);
     app_ready_stop(o.ready);
     if (o.metrics_fd >= 0)
         close(o.metrics_fd);

@@ -152,21 +152,68 @@ def store_db(request, tmp_path):
     return tmp_path / "agora.db"
 
 
+@pytest.fixture(scope="session")
+def pg_standby(pg_cluster):
+    """With AGORA_TEST_REPLICA=1 (and AGORA_TEST_STORE=postgres): a streaming hot standby of the
+    session's cluster (scripts/pg-temp.sh start-standby; the cluster must be a pg-temp.sh one, its
+    socket directory in the URL), whose URL api_cluster's servers get as --db-replica; and every
+    ApiClient sends back the newest Agora-Position (agora_test.api.Positions). None otherwise."""
+    import os
+    import subprocess
+    import tempfile
+    import urllib.parse
+
+    from agora_test.api import Positions
+    from agora_test.db import PG_TEMP
+    from agora_test.pgtemp import PgTemp
+
+    if os.environ.get("AGORA_TEST_REPLICA") != "1":
+        yield None
+        return
+    primary = urllib.parse.parse_qs(urllib.parse.urlsplit(pg_cluster.url).query)["host"][0]
+    standby = PgTemp(tempfile.mkdtemp(prefix="agora-standby-"))
+    try:
+        out = subprocess.run(["sh", str(PG_TEMP), "start-standby", str(standby.dir), primary, "-c", "fsync=off"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        standby.url = out.stdout.strip().splitlines()[-1]
+        Positions.on = True
+        yield standby
+    finally:
+        Positions.on = False
+        standby.destroy()
+
+
 @pytest.fixture(scope="module")
 def api_cluster(agora_bin, tmp_path_factory, request):
     """One database (SQLite file, or with AGORA_TEST_STORE=postgres a fresh PostgreSQL
     database), three `agora server --workers 1` on it and `agora lb` in front (see
     helpers.AgoraCluster), shared by the tests of a module: tests keep to their own accounts
-    (unique usernames) so they do not depend on each other's data. At teardown every process
-    gets SIGTERM and must exit with status 0."""
-    from helpers import AgoraCluster, store_kind
+    (unique usernames) so they do not depend on each other's data. With AGORA_TEST_REPLICA=1 the
+    servers read from a standby (pg_standby). At teardown every process gets SIGTERM and must exit
+    with status 0."""
+    from agora_test.db import psql, with_database
+    from helpers import AgoraCluster, store_kind, wait_for
 
     db = request.getfixturevalue("pg_cluster").create_database() if store_kind() == "postgres" else None
-    cluster = AgoraCluster.start(agora_bin, tmp_path_factory.mktemp("api"), db=db)
+    args = AgoraCluster.SERVER_ARGS
+    standby = request.getfixturevalue("pg_standby") if db is not None else None
+    if standby is not None:
+        name = db.split("?")[0].rsplit("/", 1)[1]
+        assert wait_for(lambda: psql(with_database(standby.url, "postgres"), "SELECT count(*) FROM pg_database "
+                                     "WHERE datname = '%s'" % name).strip() == "1", 15.0, 0.05)
+        args = args + ("--db-replica", with_database(standby.url, name))
+    cluster = AgoraCluster.start(agora_bin, tmp_path_factory.mktemp("api"), db=db, server_args=args)
     try:
         yield cluster
     finally:
         complaints = cluster.stop()
+    if standby is not None:  # the replica did answer reads: its own statistics count table scans there
+        scans = psql(with_database(standby.url, name), "SELECT coalesce(sum(coalesce(seq_scan, 0) + "
+                     "coalesce(idx_scan, 0)), 0) FROM pg_stat_user_tables").strip()
+        print("replica: %s table scans on the standby" % scans)
+        if int(scans) == 0:
+            complaints.append("no read reached the replica")
     if complaints:
         pytest.fail("\n".join(complaints))
 

@@ -290,6 +290,56 @@ static void test_one_round_trip_per_call(void **state)
     store_read_end(st);
 }
 
+/* ---- write positions (read replicas) ---- */
+
+/* store_position with opts.positions: after each write, a position at or after that write's
+ * commit record (pg_walinspect finds the commit of the row's xid before it), growing, read in the
+ * write's own round trip; none before a write, none without opts.positions; store_replay on a
+ * primary says it is not a standby. */
+static void test_write_positions(void **state)
+{
+    struct fx *f = *state;
+    char err[512] = "", sql[400];
+    struct store_options o = {.positions = 1};
+    struct store *st = f->st = store_open(f->url, &o, err, sizeof err);
+    if (st == NULL)
+        fail_msg("store_open: %s", err);
+    struct store_account acc;
+    uint64_t p1 = 0, p2 = 0, p3 = 0;
+    assert_int_equal(store_position(st, &p1), STORE_NOT_FOUND);
+    int64_t before = raw_int(f->url, "SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint");
+    ONE_TRIP(st, store_account_create(st, "alice", "Alice", "h", 1, &acc));
+    assert_int_equal(store_position(st, &p1), STORE_OK);
+    assert_true(p1 > (uint64_t)before);
+    raw_int(f->url, "CREATE EXTENSION IF NOT EXISTS pg_walinspect");
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_get_wal_records_info('%X/%X', '%X/%X') WHERE record_type = 'COMMIT'"
+             " AND xid::text = (SELECT xmin::text FROM accounts WHERE id = %lld)"
+             " AND end_lsn <= '%X/%X'",
+             (unsigned)((uint64_t)before >> 32), (unsigned)before, (unsigned)(p1 >> 32), (unsigned)p1,
+             (long long)acc.id, (unsigned)(p1 >> 32), (unsigned)p1);
+    assert_int_equal(raw_int(f->url, sql), 1);
+    ONE_TRIP(st, store_account_by_name(st, "alice", &acc)); /* a read: the position stays */
+    assert_int_equal(store_position(st, &p2), STORE_OK);
+    assert_true(p2 == p1);
+    ONE_TRIP(st, store_post_create(st, acc.id, "hello", 5, 0, NULL, NULL, 2, &(int64_t){0}));
+    assert_int_equal(store_position(st, &p2), STORE_OK);
+    assert_true(p2 > p1);
+    assert_true(p2 <= (uint64_t)raw_int(f->url, "SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"));
+    ONE_TRIP(st, store_account_create(st, "ALICE", "x", "h", 1, &acc)); /* a failed write */
+    assert_int_equal(store_position(st, &p3), STORE_OK);
+    assert_true(p3 >= p2);
+    struct store_replay rp = {.standby = 1, .replayed = 9};
+    assert_int_equal(store_replay(st, &rp), STORE_OK);
+    assert_int_equal(rp.standby, 0);
+    assert_true(rp.replayed == 0);
+    /* without opts.positions there is none */
+    struct store *plain = open_url(f->url, 0);
+    assert_int_equal(store_account_create(plain, "bob", "Bob", "h", 1, &acc), STORE_OK);
+    assert_int_equal(store_position(plain, &p3), STORE_NOT_FOUND);
+    store_close(plain);
+}
+
 /* ---- errors ---- */
 
 static void test_error_mapping(void **state)
@@ -743,6 +793,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_concurrent_open_migrates_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_round_trip_per_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_timeout_is_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_after_terminate, setup, teardown),
