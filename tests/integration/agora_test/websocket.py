@@ -21,7 +21,9 @@ reached it. Answers:
         ?greet=1                     a text frame "hello" right after the 101 (same write)
         ?status=N                    no upgrade: an ordinary N response, body "no upgrade: N\\n"
         ?protocol=P                  101 naming protocol P instead of websocket
+        ?pause_ms=N                  reads nothing of the tunnel for N ms after the 101 (a slow reader)
     anything else                    200 "plain METHOD TARGET\\n" (keep-alive)
+Every HTTP answer has X-Backend: ws:PORT.
 Standard library only.
 """
 
@@ -190,6 +192,7 @@ def start_ws_backend(*args, timeout=10.0):
 class _Backend:
     def __init__(self, record):
         self.record = open(record, "a", buffering=1) if record else None
+        self.name = b"ws:0"
 
     def log(self, doc):
         if self.record:
@@ -233,15 +236,19 @@ class _Backend:
                         out += frame(OP_TEXT, b"hello", mask=False)
                     writer.write(out)
                     await writer.drain()
+                    if params.get("pause_ms"):
+                        await asyncio.sleep(int(params["pause_ms"]) / 1000.0)
                     await self.echo(reader, writer)
                     return
                 elif path == "/ws" and "status" in params:
                     status = int(params["status"])
                     text = b"no upgrade: %d\n" % status
-                    writer.write(b"HTTP/1.1 %d Whatever\r\nContent-Length: %d\r\n\r\n%s" % (status, len(text), text))
+                    writer.write(b"HTTP/1.1 %d Whatever\r\nX-Backend: %s\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (status, self.name, len(text), text))
                 else:
                     text = ("plain %s %s\n" % (method, target)).encode()
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text))
+                    writer.write(b"HTTP/1.1 200 OK\r\nX-Backend: %s\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (self.name, len(text), text))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
@@ -286,6 +293,7 @@ class _Backend:
 async def _main(port, record):
     backend = _Backend(record)
     server = await asyncio.start_server(backend.serve, "127.0.0.1", port, limit=1 << 16, backlog=2048)
+    backend.name = b"ws:%d" % server.sockets[0].getsockname()[1]
     print("listening on 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
