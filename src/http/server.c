@@ -111,6 +111,7 @@ struct http_conn {
     unsigned shut_wr : 1;    /* ... http_conn_shutdown_write asked for */
     unsigned shut_done : 1;  /* ... and done */
     unsigned feeding : 1;    /* ... a deferred tunnel_feed is scheduled */
+    unsigned parked : 1;     /* ... not watched while paused after a hang-up (tunnel_read) */
     char ip[48];
 };
 
@@ -493,10 +494,20 @@ static int wait_reads(const struct http_conn *c)
     return c->state == ST_WAIT && !c->hup && buf_used(&c->in) < c->srv->lim.max_head + READ_CHUNK;
 }
 
+static void on_conn_io(struct loop *loop, int fd, int events, void *data);
+
 static void conn_update_mask(struct http_conn *c)
 {
     if (c->closing)
         return;
+    if (c->parked) {
+        if (c->state == ST_CLOSE || c->paused || c->tunnel_eof)
+            return; /* still nothing to read: closing, paused, or read to its end */
+        c->parked = 0;
+        if (loop_watch(c->srv->loop, c->fd, LOOP_READ, on_conn_io, c) < 0)
+            conn_close_later(c);
+        return;
+    }
     int mask = 0;
     if (c->tunnel && c->state != ST_CLOSE && !c->paused && !c->tunnel_eof)
         mask |= LOOP_READ;
@@ -817,6 +828,15 @@ static void tunnel_read(struct http_conn *c)
         if (n == 0 && !c->tunnel_eof && !c->feeding) {
             c->hup = 1;
             tunnel_feed(c); /* hands the end of stream over */
+            return;
+        }
+        if (c->shut_done && ((n > 0 && c->paused) || c->tunnel_eof)) {
+            /* Both directions are shut (our end of stream went out, the client's came, maybe
+             * after data it sent): epoll reports the hang-up level-triggered whatever the mask,
+             * so it would be reported again at once, forever. Nothing is to be written: unwatch,
+             * until the resume if data waits (conn_update_mask watches it again), else for good. */
+            loop_unwatch(c->srv->loop, c->fd);
+            c->parked = 1;
             return;
         }
         conn_update_mask(c);

@@ -199,6 +199,8 @@ void tunnel_io(struct lb_upstream *u, int events)
             px_finish(px, 0);
         else if (r == 0 && !px->backend_eof)
             backend_ended(px);
+        else if (r > 0 && px->backend_shut && buf_used(&u->out) == 0)
+            lb_upstream_park(u); /* a hang-up with data waiting for the client to drain */
         else
             lb_upstream_update_mask(u);
         return;

@@ -221,6 +221,54 @@ def test_idle_timeout_closes_both_sides(ws_backend_factory, lb_factory):
     assert metric(m, "agora_lb_tunnels") == 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of process pid so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_hang_up_both_ways_while_the_backend_is_slow_does_not_spin(ws):
+    """The backend ends its side at once and then reads nothing for 3 s; the client sends 6 MiB
+    and ends its side too. The balancer pauses reading the client (the backend's queue is full)
+    while that socket is shut both ways, which epoll reports as a hang-up whatever the mask: it
+    must wait without spinning (it stops watching that socket until the backend drains), then
+    deliver every byte and close."""
+    lb, backend = ws
+    payload = b"\xa5" * (6 * MIB)
+    with open_tunnel(lb.port, "/ws?halfclose=1&pause_ms=3000") as c:
+        assert c.ends(5) == "eof"  # the backend's end of stream, passed on
+        sender = threading.Thread(target=c.sock.sendall, args=(payload,))
+        sender.start()
+        sender.join(2)
+        assert not sender.is_alive()  # in the balancer's and the kernel's buffers
+        c.sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.3)
+        cpu0 = cpu_seconds(lb.pid)
+        time.sleep(1.0)
+        assert cpu_seconds(lb.pid) - cpu0 < 0.2
+    assert wait_for(lambda: {"drained": len(payload)} in records(backend), 10)
+    assert wait_for(lambda: metric(scrape(lb.admin_port), "agora_lb_tunnels") == 0, 5)
+
+
+def test_backend_hang_up_while_the_client_is_slow_does_not_spin(ws):
+    """The mirror case: the client ends its side and reads nothing for 2 s; the backend then sends
+    5 MiB and ends its side. The balancer stops reading the backend (the client's queue is full)
+    on a socket shut both ways, with bytes waiting in it: it must wait without spinning (it
+    stops watching that socket until the client drains), then deliver every byte and the end."""
+    lb, _ = ws
+    n = 5 * MIB
+    with open_tunnel(lb.port, "/ws?flood=%d" % n) as c:
+        c.sock.shutdown(socket.SHUT_WR)
+        time.sleep(1.0)
+        cpu0 = cpu_seconds(lb.pid)
+        time.sleep(1.0)
+        assert cpu_seconds(lb.pid) - cpu0 < 0.2
+        op, data = c.recv()
+        assert (op, len(data), data.count(b"\x5a")) == (OP_BINARY, n, n)
+        assert c.ends(5) == "eof"
+
+
 # ---------------------------------------------------------------- limits
 
 

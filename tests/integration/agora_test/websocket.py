@@ -22,6 +22,10 @@ reached it. Answers:
         ?status=N                    no upgrade: an ordinary N response, body "no upgrade: N\\n"
         ?protocol=P                  101 naming protocol P instead of websocket
         ?pause_ms=N                  reads nothing of the tunnel for N ms after the 101 (a slow reader)
+        ?halfclose=1                 ends its side right after the 101 and reads nothing for
+                                     pause_ms; then reads to the end and records {"drained": bytes}
+        ?flood=N                     at the client's end of stream, sends one binary frame of N
+                                     bytes instead of "eof", then ends
     anything else                    200 "plain METHOD TARGET\\n" (keep-alive)
 Every HTTP answer has X-Backend: ws:PORT.
 Standard library only.
@@ -236,9 +240,23 @@ class _Backend:
                         out += frame(OP_TEXT, b"hello", mask=False)
                     writer.write(out)
                     await writer.drain()
+                    if params.get("halfclose"):
+                        writer.write_eof()
+                        writer.transport.pause_reading()  # nothing into asyncio's buffer meanwhile
                     if params.get("pause_ms"):
                         await asyncio.sleep(int(params["pause_ms"]) / 1000.0)
-                    await self.echo(reader, writer)
+                    if params.get("halfclose"):
+                        writer.transport.resume_reading()
+                    if params.get("halfclose"):
+                        n = 0
+                        while True:
+                            data = await reader.read(1 << 16)
+                            if not data:
+                                break
+                            n += len(data)
+                        self.log({"drained": n})
+                        return
+                    await self.echo(reader, writer, int(params.get("flood", 0)))
                     return
                 elif path == "/ws" and "status" in params:
                     status = int(params["status"])
@@ -255,13 +273,13 @@ class _Backend:
         finally:
             writer.close()
 
-    async def echo(self, reader, writer):
+    async def echo(self, reader, writer, flood=0):
         while True:
             try:
                 b0, b1 = await reader.readexactly(2)
             except asyncio.IncompleteReadError:
                 # The client ended its stream: one last frame, then end ours.
-                writer.write(frame(OP_TEXT, b"eof", mask=False))
+                writer.write(frame(OP_BINARY, b"\x5a" * flood, mask=False) if flood else frame(OP_TEXT, b"eof", mask=False))
                 await writer.drain()
                 writer.write_eof()
                 await asyncio.sleep(0.5)
