@@ -859,6 +859,7 @@ void http_conn_tunnel(struct http_conn *c)
     if (c->closing)
         return;
     c->tunnel = 1;
+    conn_req_release(c); /* the head is not needed any more: 3 KB less per tunnel */
     if ((buf_used(&c->in) > 0 || c->hup) && !c->feeding) {
         c->feeding = 1; /* the bytes held from before, after the caller's callback */
         loop_defer(c->srv->loop, tunnel_feed_deferred, c);

@@ -144,6 +144,7 @@ void http_conn_pause_body(struct http_conn *c, int paused);
  * unparsed) goes to on_body as it arrives, raw, in pieces the handler must take whole; the
  * client's end of stream goes to on_body_end (a half-close: the client may still read);
  * http_conn_pause_body pauses and resumes reading; http_conn_send and on_drain work as before.
+ * The request's head (h of on_request) is dead from then on.
  * The request timers stop (the handler keeps its own idle timer); the send timeout stays: a client
  * that reads nothing of what is queued for that long is closed (on_abort). The bytes held from
  * before are handed over from a deferred call, never inside http_conn_tunnel. The tunnel ends with

@@ -60,6 +60,7 @@ static void tunnel_to_client(struct px *px)
         return;
     int more = http_conn_send(px->client, buf_head(&u->in), n);
     buf_consume(&u->in, n);
+    blockpool_buf_release(&u->pools->bufs, &u->in); /* an idle tunnel holds no input block */
     px->body_bytes += n;
     atomic_fetch_add_explicit(&px->w->sh->counters.tunnel_bytes_to_client, n, memory_order_relaxed);
     tunnel_active(px);
@@ -108,8 +109,11 @@ void tunnel_open(struct px *px)
         loop_timer_arm(w->loop, &w->tunnel_tick, TICK_MS);
     px->timer.fn = on_tunnel_timer;
     tunnel_active(px);
+    px->req = NULL; /* dead once the client connection is a tunnel */
     http_conn_tunnel(px->client);
     struct lb_upstream *u = px->up;
+    if (buf_used(&u->out) == 0)
+        buf_free(&u->out); /* the request head's storage */
     u->reading = 1;
     tunnel_to_client(px); /* what the backend sent right after its 101 */
     lb_upstream_update_mask(u);

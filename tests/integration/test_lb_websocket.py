@@ -495,9 +495,13 @@ def test_1000_idle_tunnels_while_normal_traffic_is_served(ws_backend_factory, lb
     lb = lb_factory([backend], "--admin-listen", "%s:%d" % (LOCALHOST, admin_port), "--max-conns-per-ip", "2000")
     tunnels = []
     try:
-        for _ in range(1000):
+        tunnels.append(open_tunnel(lb.port))
+        base = rss_kib(lb.pid)
+        for _ in range(999):
             tunnels.append(open_tunnel(lb.port))
         assert metric(scrape(admin_port), "agora_lb_tunnels") == 1000
+        # About 6 KB each (the exchange, both connections' state; no buffer while idle).
+        assert rss_kib(lb.pid) - base < 10 * 1024
         worst = 0.0
         for i in range(200):
             t0 = time.monotonic()
