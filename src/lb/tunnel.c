@@ -20,7 +20,10 @@
  * most about one high-water mark per direction, whatever the peers do.
  * Half-close: an end of stream from one side is passed on (shutdown SHUT_WR) once what was queued
  * for the other side is written; reading the other way goes on. When both sides have ended, the
- * tunnel ends. A reset or error on either side ends it at once.
+ * tunnel ends. A reset or error on either side ends it at once. A socket shut both ways (its end of
+ * stream passed on, the peer's received) while its reads are paused is reported by epoll as a
+ * hang-up whatever the mask, again and again: it is unwatched until the resume (lb_upstream_park
+ * here, the HTTP server's own for the client).
  * Idle timeout (tunnel_timeout): px->timer, re-armed by every byte either way; when it fires, both
  * connections are closed. Drains: once a second (tunnel_tick) a worker with tunnels looks for
  * those whose server is draining, parked or no longer in the set; they are closed once the

@@ -487,7 +487,7 @@ def test_metrics_and_access_log_line(ws_backend_factory, lb_factory, tmp_path):
 # ---------------------------------------------------------------- many tunnels
 
 
-def test_1000_idle_tunnels_while_normal_traffic_is_served(ws_backend_factory, lb_factory):
+def test_1000_idle_tunnels_while_normal_traffic_is_served(ws_backend_factory, lb_factory, agora_bin):
     raise_fd_limit(4096)  # before the backend starts: it inherits the limit
     backend = ws_backend_factory()
     admin_port = free_port()
@@ -500,8 +500,10 @@ def test_1000_idle_tunnels_while_normal_traffic_is_served(ws_backend_factory, lb
         for _ in range(999):
             tunnels.append(open_tunnel(lb.port))
         assert metric(scrape(admin_port), "agora_lb_tunnels") == 1000
-        # About 6 KB each (the exchange, both connections' state; no buffer while idle).
-        assert rss_kib(lb.pid) - base < 10 * 1024
+        # About 6 KB each (the exchange, both connections' state; no buffer while idle). Not under
+        # ASan, whose redzones and quarantine make resident memory meaningless here.
+        if "asan" not in str(agora_bin):
+            assert rss_kib(lb.pid) - base < 10 * 1024
         worst = 0.0
         for i in range(200):
             t0 = time.monotonic()
