@@ -298,6 +298,28 @@ def test_max_tunnels_refuses_with_503(ws_backend_factory, lb_factory):
     third.close()
 
 
+def test_an_upgrade_is_never_retried_once_sent(lb_factory):
+    """Two backends that reset the connection after reading a request: a plain GET is retried on
+    the other one (it is safe to repeat), an upgrade is not: 502, and exactly one backend saw it."""
+    with CaptureBackend(mode="reset") as a, CaptureBackend(mode="reset") as b:
+        lb = lb_factory([a.port, b.port], "--passive-health", "off", "--retries", "2")
+        status, _, _ = http_request(LOCALHOST, lb.port, "GET", "/plain")
+        assert status == 502
+        assert len(a.requests) + len(b.requests) == 2  # tried on both
+        with WsClient(lb.port, "/ws") as c:
+            status, headers = c.handshake()
+            assert (status, c.read_body(headers)) == (502, b"Error communicating with backend server\n")
+        assert len(a.requests) + len(b.requests) == 3
+
+
+def test_tunnel_timeout_must_be_positive(agora_bin):
+    import subprocess
+
+    proc = subprocess.run([str(agora_bin), "lb", "--tunnel-timeout", "0", "--admin-listen", "off"],
+                          capture_output=True, text=True, timeout=10)
+    assert (proc.returncode, proc.stderr.strip()) == (1, "agora lb: tunnel-timeout must be greater than 0")
+
+
 # ---------------------------------------------------------------- no 101: plain HTTP goes on
 
 
