@@ -106,6 +106,12 @@ struct http_conn {
     unsigned hup : 1;        /* peer hung up */
     unsigned counted : 1;    /* counted in the per-address connection limit */
     unsigned lingering : 1;  /* response sent, write side shut: discarding input, then close */
+    unsigned tunnel : 1;     /* http_conn_tunnel: raw bytes both ways */
+    unsigned tunnel_eof : 1; /* ... the client's end of stream was handed over */
+    unsigned shut_wr : 1;    /* ... http_conn_shutdown_write asked for */
+    unsigned shut_done : 1;  /* ... and done */
+    unsigned feeding : 1;    /* ... a deferred tunnel_feed is scheduled */
+    unsigned parked : 1;     /* ... not watched while paused after a hang-up (tunnel_read) */
     char ip[48];
 };
 
@@ -286,6 +292,14 @@ static void conn_arm_timer(struct http_conn *c)
     if (c->lingering || c->closing)
         return; /* lingering: its own deadline, set when it began; closing: none */
     unsigned ms = 0;
+    if (c->tunnel) {
+        /* Only the send timeout: the handler times the tunnel's idleness itself. */
+        if (buf_used(&c->out) > 0)
+            loop_timer_arm(s->loop, &c->timer, s->lim.send_timeout_ms);
+        else
+            loop_timer_cancel(s->loop, &c->timer);
+        return;
+    }
     if (c->state == ST_HEAD && (buf_used(&c->in) > 0 || c->resp_bytes == 0)) {
         /* A whole-head deadline, set once when the head starts (or at accept): trickling bytes
          * does not extend it (slowloris). */
@@ -319,6 +333,10 @@ static int conn_flush(struct http_conn *c)
         return -1;
     }
     if (buf_used(&c->out) == 0) {
+        if (c->tunnel && c->shut_wr && !c->shut_done && c->state != ST_CLOSE) {
+            shutdown(c->fd, SHUT_WR); /* http_conn_shutdown_write */
+            c->shut_done = 1;
+        }
         if (c->state == ST_CLOSE && !c->lingering) {
             if (c->body_done && buf_used(&c->in) == 0) {
                 conn_close_later(c);
@@ -476,13 +494,25 @@ static int wait_reads(const struct http_conn *c)
     return c->state == ST_WAIT && !c->hup && buf_used(&c->in) < c->srv->lim.max_head + READ_CHUNK;
 }
 
+static void on_conn_io(struct loop *loop, int fd, int events, void *data);
+
 static void conn_update_mask(struct http_conn *c)
 {
     if (c->closing)
         return;
+    if (c->parked) {
+        if (c->state == ST_CLOSE || c->paused || c->tunnel_eof)
+            return; /* still nothing to read: closing, paused, or read to its end */
+        c->parked = 0;
+        if (loop_watch(c->srv->loop, c->fd, LOOP_READ, on_conn_io, c) < 0)
+            conn_close_later(c);
+        return;
+    }
     int mask = 0;
-    if ((c->state == ST_HEAD && !out_full(c)) || (c->state == ST_BODY && !c->paused && !c->body_done) ||
-        wait_reads(c) || c->lingering)
+    if (c->tunnel && c->state != ST_CLOSE && !c->paused && !c->tunnel_eof)
+        mask |= LOOP_READ;
+    else if ((c->state == ST_HEAD && !out_full(c)) || (c->state == ST_BODY && !c->paused && !c->body_done) ||
+             wait_reads(c) || c->lingering)
         mask |= LOOP_READ;
     if (buf_used(&c->out) > 0)
         mask |= LOOP_WRITE;
@@ -601,7 +631,7 @@ static int start_request(struct http_conn *c, size_t len)
     c->keep_alive = h->keep_alive && !s->shutting_down;
     c->paused = 0;
     c->data = NULL;
-    if (h->upgrade || h->method == HTTP_CONNECT) {
+    if ((h->upgrade && !s->ops->upgrades) || h->method == HTTP_CONNECT) {
         server_error(c, 501, "not implemented: CONNECT and protocol upgrades are not supported", 1);
         return -1;
     }
@@ -752,6 +782,103 @@ again:
     conn_arm_timer(c);
 }
 
+/* ---- tunnels (http_conn_tunnel) ---- */
+
+/* Hands what `in` holds to the handler as tunnel bytes, then the client's end of stream if it was
+ * seen meanwhile (hup, or a read of nothing). */
+static void tunnel_feed(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    size_t n = buf_used(&c->in);
+    const char *p = buf_head(&c->in);
+    /* Consumed first: if the handler ends the tunnel inside on_body, `in` is then empty as the
+     * close expects (its memory stays until conn_trim below). */
+    buf_consume(&c->in, n);
+    if (n > 0 && c->owned)
+        s->ops->on_body(s->ctx, c, p, n);
+    if (c->hup && !c->tunnel_eof && !c->closing) {
+        c->tunnel_eof = 1;
+        if (c->owned)
+            s->ops->on_body_end(s->ctx, c);
+    }
+    conn_trim(c);
+    conn_update_mask(c);
+    conn_arm_timer(c);
+}
+
+static void tunnel_feed_deferred(struct loop *loop, void *data)
+{
+    struct http_conn *c = data;
+    c->feeding = 0;
+    if (!c->closing) /* closed meanwhile: conn_free was deferred after this call */
+        tunnel_feed(c);
+}
+
+/* The client's side of a tunnel is readable. */
+static void tunnel_read(struct http_conn *c)
+{
+    if (c->paused || c->tunnel_eof || c->feeding) {
+        /* Not reading: a reset or an end of stream? (Left unread, data waits for the resume.) */
+        char tmp;
+        ssize_t n = recv(c->fd, &tmp, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            conn_close(c);
+            return;
+        }
+        if (n == 0 && !c->tunnel_eof && !c->feeding) {
+            c->hup = 1;
+            tunnel_feed(c); /* hands the end of stream over */
+            return;
+        }
+        if (c->shut_done && ((n > 0 && c->paused) || c->tunnel_eof)) {
+            /* Both directions are shut (our end of stream went out, the client's came, maybe
+             * after data it sent): epoll reports the hang-up level-triggered whatever the mask,
+             * so it would be reported again at once, forever. Nothing is to be written: unwatch,
+             * until the resume if data waits (conn_update_mask watches it again), else for good. */
+            loop_unwatch(c->srv->loop, c->fd);
+            c->parked = 1;
+            return;
+        }
+        conn_update_mask(c);
+        return;
+    }
+    ssize_t n = conn_read(c, 4 * READ_CHUNK);
+    if (n == -EAGAIN)
+        return;
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    if (n == 0)
+        c->hup = 1;
+    tunnel_feed(c);
+}
+
+void http_conn_tunnel(struct http_conn *c)
+{
+    if (c->closing)
+        return;
+    c->tunnel = 1;
+    conn_req_release(c); /* the head is not needed any more: 3 KB less per tunnel */
+    if ((buf_used(&c->in) > 0 || c->hup) && !c->feeding) {
+        c->feeding = 1; /* the bytes held from before, after the caller's callback */
+        loop_defer(c->srv->loop, tunnel_feed_deferred, c);
+    }
+    conn_update_mask(c);
+    conn_arm_timer(c);
+}
+
+void http_conn_shutdown_write(struct http_conn *c)
+{
+    if (c->closing || !c->tunnel || c->shut_wr)
+        return;
+    c->shut_wr = 1;
+    if (buf_used(&c->out) == 0 && c->state != ST_CLOSE) {
+        shutdown(c->fd, SHUT_WR);
+        c->shut_done = 1;
+    }
+}
+
 static void on_conn_io(struct loop *loop, int fd, int events, void *data)
 {
     struct http_conn *c = data;
@@ -774,6 +901,10 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
         blockpool_buf_release(&c->srv->bufs, &c->in);
         if ((n <= 0 && n != -EAGAIN) || c->linger_bytes > LINGER_MAX)
             conn_close(c);
+        return;
+    }
+    if (c->tunnel && c->state != ST_CLOSE) {
+        tunnel_read(c);
         return;
     }
     int reading = (c->state == ST_HEAD && !out_full(c)) || (c->state == ST_BODY && !c->paused && !c->body_done);

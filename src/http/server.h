@@ -94,6 +94,10 @@ struct http_server_ops {
     /* Send "100 Continue" by itself when a request expects it (the proxy says 0 and relays the
      * backend's own). */
     int auto_continue;
+    /* The handler takes requests asking for a protocol upgrade (Connection: upgrade and an
+     * Upgrade header; see http_conn_tunnel). 0: the server answers them 501 itself. CONNECT is
+     * always 501. */
+    int upgrades;
 };
 
 /* Creates a server that accepts on listen_fd (owned by the server from now on) using ops/ctx.
@@ -134,6 +138,22 @@ void http_conn_respond_error(struct http_conn *c, int status, const char *messag
  * already read are handed over (on_body) after the current callback returns, not inside this
  * call. */
 void http_conn_pause_body(struct http_conn *c, int paused);
+/* Tunnels (protocol upgrades, e.g. WebSocket). After the handler has queued a 101 response to
+ * a request without a body, http_conn_tunnel(c) makes the connection carry opaque bytes: what the
+ * client sends from then on (and anything it sent after the request head, which the server held
+ * unparsed) goes to on_body as it arrives, raw, in pieces the handler must take whole; the
+ * client's end of stream goes to on_body_end (a half-close: the client may still read);
+ * http_conn_pause_body pauses and resumes reading; http_conn_send and on_drain work as before.
+ * The request's head (h of on_request) is dead from then on.
+ * The request timers stop (the handler keeps its own idle timer); the send timeout stays: a client
+ * that reads nothing of what is queued for that long is closed (on_abort). The bytes held from
+ * before are handed over from a deferred call, never inside http_conn_tunnel. The tunnel ends with
+ * http_conn_response_done(c, 0) (the queue is written, then the connection closes) or on_abort. */
+void http_conn_tunnel(struct http_conn *c);
+/* In a tunnel: once the queued bytes are written, ends the client's stream (shutdown SHUT_WR);
+ * reading goes on. */
+void http_conn_shutdown_write(struct http_conn *c);
+
 /* Client IP as text, e.g. "127.0.0.1". */
 const char *http_conn_remote_ip(const struct http_conn *c);
 /* Time the current request's head was complete (loop_clock_us). */

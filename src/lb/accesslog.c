@@ -106,6 +106,8 @@ static void write_json(struct lb_access_log *log, const struct lb_log_req *r, co
     put_ms(&w, "connect_ms", e->start_us, e->connect_us);
     put_ms(&w, "header_ms", e->start_us, e->header_us);
     put_ms(&w, "total_ms", e->start_us, now_us);
+    if (e->tunnel)
+        jsonw_kv_uint(&w, "tunnel_to_server", e->tunnel_to_server);
     jsonw_end(&w);
     buf_append(&log->buf, "\n", 1);
 }

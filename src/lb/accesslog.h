@@ -10,6 +10,8 @@
  *   {"time":"2026-12-03T06:53:59.123Z","client":"IP","request_id":"...","request":"GET /path HTTP/1.1",
  *    "status":200,"bytes":1234,"referer":"-","agent":"-","server":"host:port","retries":0,
  *    "connect_ms":0.101,"header_ms":0.350,"total_ms":0.412}
+ * A WebSocket tunnel's line is written when it closes: status 101, bytes (and json's "bytes") what
+ * the client received, the time its whole life; json adds "tunnel_to_server" (bytes from the client).
  * Each worker appends to its own buffer and writes it to the shared descriptor when it passes
  * 32 KiB, once a second, and when the worker ends: one write() per batch, so workers' lines do
  * not interleave mid-line. A failed write (a full disk) drops the batch: logging never stops the
@@ -49,6 +51,8 @@ struct lb_log_entry {
     const char *server_key; /* NULL when no server was chosen */
     unsigned retries;       /* attempts after the first */
     uint64_t start_us, connect_us, header_us;
+    int tunnel;                /* a WebSocket tunnel: status 101, body_bytes what the client got */
+    uint64_t tunnel_to_server; /* ... and the bytes the server got from the client */
 };
 
 /* Starts a log writing to fd (-1 = off) in this format from loop's thread; the flush timer runs

@@ -127,6 +127,10 @@ static const struct opts_def opts[] = {
         "who gets the balancer's GET /stats: public (default), loopback (others 403) or off (proxied)"),
     ROW("timeouts", "pool_idle", "pool-idle-timeout", OPTS_DURATION, O(pool_idle_timeout_ms), 0,
         "close idle backend connections after (default 30s)"),
+    ROW("timeouts", "tunnel", "tunnel-timeout", OPTS_DURATION, O(tunnel_timeout_ms), 0,
+        "close a WebSocket tunnel after this long without a byte either way (default 1h)"),
+    ROW("limits", "max_tunnels", "max-tunnels", OPTS_UINT, O(max_tunnels), 0,
+        "WebSocket tunnels open at once, all workers, then 503; 0 = none allowed (default 10000)"),
 };
 #undef O
 #undef S
@@ -167,6 +171,8 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->max_connections = 0; /* auto: lb_auto_max_connections() */
     cfg->pool_idle_max = 128;
     cfg->pool_idle_timeout_ms = 30000;
+    cfg->tunnel_timeout_ms = 3600000;
+    cfg->max_tunnels = 10000;
     cfg->passive_health = 1;
     cfg->eject_5xx = 5;
     cfg->eject_base_ms = 2000;
@@ -230,6 +236,10 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
 {
     if (cfg->rise == 0 || cfg->fall == 0) {
         snprintf(err, errlen, "health rise and fall must be at least 1");
+        return -1;
+    }
+    if (cfg->tunnel_timeout_ms == 0) {
+        snprintf(err, errlen, "tunnel-timeout must be greater than 0");
         return -1;
     }
     if (cfg->health_interval_ms == 0 || cfg->health_timeout_ms == 0) {

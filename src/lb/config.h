@@ -34,12 +34,14 @@ struct lb_config {
     /* timeouts */
     unsigned client_header_timeout_ms, client_idle_timeout_ms, client_body_timeout_ms, client_send_timeout_ms;
     unsigned connect_timeout_ms, response_timeout_ms, shutdown_timeout_ms;
+    unsigned tunnel_timeout_ms; /* an upgraded (WebSocket) connection idle both ways this long is closed */
     /* limits */
     uint64_t max_header_size, max_line_size, max_body_size;
     unsigned max_connections; /* per worker; 0 = auto (lb_auto_max_connections) */
     unsigned pool_idle_max;   /* idle keep-alive connections kept per backend per worker */
     unsigned pool_idle_timeout_ms;
-    int trust_forwarded; /* keep a client's X-Forwarded-For (append to it) */
+    unsigned max_tunnels; /* upgraded (WebSocket) connections at once, all workers; then 503 */
+    int trust_forwarded;  /* keep a client's X-Forwarded-For (append to it) */
     /* passive health (outlier detection) */
     int passive_health; /* eject on connect failure/reset/timeout/consecutive 5xx */
     unsigned eject_5xx; /* consecutive 5xx responses that eject */

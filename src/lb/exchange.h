@@ -42,6 +42,8 @@ struct lb_worker {
     uint64_t id_state; /* request ids: a counter from a random start, mixed (proxy.c) */
     struct lb_access_log log;
     struct lb_retry_budget retry;
+    struct px *tunnels;            /* open WebSocket tunnels (tunnel.c), a list through tprev/tnext */
+    struct loop_timer tunnel_tick; /* once a second while there are tunnels: drains (tunnel.c) */
 };
 
 struct px {
@@ -70,6 +72,16 @@ struct px {
     char request_id[LB_REQUEST_ID_MAX + 1]; /* X-Request-Id: the trusted client's, or made here */
     struct loop_timer timer;
     struct lb_log_req log;
+    /* WebSocket (tunnel.c) */
+    int upgrade;              /* a WebSocket upgrade the balancer will tunnel (rewrite.h) */
+    int slot;                 /* holds one of max_tunnels (counters.tunnel_slots) */
+    int tunnel;               /* the 101 came: the exchange is a tunnel */
+    int client_eof;           /* the client ended its stream (passed on once u->out is written) */
+    int backend_eof;          /* the backend ended its stream (passed on to the client) */
+    int backend_shut;         /* the backend's stream was ended (shutdown SHUT_WR) */
+    uint64_t to_server;       /* tunnel bytes from the client */
+    uint64_t drain_seen_ms;   /* loop clock: the server was first seen draining or removed */
+    struct px *tprev, *tnext; /* in w->tunnels */
 };
 
 /* proxy.c */
@@ -84,6 +96,22 @@ void px_fail(struct px *px, int status, const char *msg);
 /* Ends px after a complete response; the backend connection goes back to its pool if
  * reuse_upstream (and the balancer is not stopping). */
 void px_finish(struct px *px, int reuse_upstream);
+
+/* tunnel.c: WebSocket tunnels (see the top of tunnel.c) */
+
+/* The 101 was relayed (relay.c): px becomes a tunnel; what u->in holds goes to the client. */
+void tunnel_open(struct px *px);
+/* The events of a tunnel's backend connection (relay_io passes them on). */
+void tunnel_io(struct lb_upstream *u, int events);
+/* The client side (proxy.c's handler): bytes, its end of stream, its queue drained. */
+void tunnel_from_client(struct px *px, const char *p, size_t n);
+void tunnel_client_eof(struct px *px);
+void tunnel_client_drained(struct px *px);
+/* px ends (px_free): leaves the worker's list and gives back its max_tunnels slot. */
+void tunnel_release(struct px *px);
+/* The worker's tunnel timer, set up and stopped with the worker. */
+void tunnel_worker_init(struct lb_worker *w);
+void tunnel_worker_stop(struct lb_worker *w);
 
 /* relay.c */
 

@@ -88,6 +88,20 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
     prom_family(out, "agora_lb_retry_budget_refusals_total", "counter",
                 "Retries not made because the retry budget was spent.");
     buf_printf(out, "agora_lb_retry_budget_refusals_total %llu\n", (unsigned long long)LOAD(c->budget_refusals));
+    prom_family(out, "agora_lb_tunnels", "gauge", "WebSocket tunnels open (upgraded connections), all workers.");
+    int tunnels = LOAD(c->tunnels_open);
+    buf_printf(out, "agora_lb_tunnels %d\n", tunnels > 0 ? tunnels : 0);
+    prom_family(out, "agora_lb_tunnels_total", "counter", "WebSocket tunnels opened (101 relayed).");
+    buf_printf(out, "agora_lb_tunnels_total %llu\n", (unsigned long long)LOAD(c->tunnels_total));
+    prom_family(out, "agora_lb_tunnels_refused_total", "counter",
+                "WebSocket upgrades answered 503 because max_tunnels were open.");
+    buf_printf(out, "agora_lb_tunnels_refused_total %llu\n", (unsigned long long)LOAD(c->tunnels_refused));
+    prom_family(out, "agora_lb_tunnel_bytes_total", "counter",
+                "Bytes relayed through WebSocket tunnels, by direction.");
+    buf_printf(out, "agora_lb_tunnel_bytes_total{direction=\"to_server\"} %llu\n",
+               (unsigned long long)LOAD(c->tunnel_bytes_to_server));
+    buf_printf(out, "agora_lb_tunnel_bytes_total{direction=\"to_client\"} %llu\n",
+               (unsigned long long)LOAD(c->tunnel_bytes_to_client));
 
     PER_SERVER(out, set, "agora_lb_server_up", "gauge", "Whether the server's last health check passed (1) or not (0).",
                LOAD(s->healthy) ? 1 : 0);

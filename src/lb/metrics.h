@@ -9,7 +9,8 @@
  * lb_shared): the answers it made itself, by status — its request path's (the backend never
  * answered: 502/503/504; refusals: 400) and its HTTP layer's (malformed or too large requests,
  * timeouts, per-address limits: 400/408/413/414/429/431/501/503/505) —, open client
- * connections, retry-budget refusals, reloads; and gauges read at scrape time (the configuration
+ * connections, retry-budget refusals, reloads, WebSocket tunnels (open, opened, refused, bytes each
+ * way); and gauges read at scrape time (the configuration
  * generation, the number of servers).
  *
  * Conventions (prometheus.io/docs/practices/naming): names agora_lb_*, counters end in _total,
@@ -33,6 +34,12 @@ struct lb_counters {
     struct http_server_stats http;        /* its HTTP layer's: client connections, answers it made */
     atomic_uint_fast64_t budget_refusals; /* retries the retry budget refused */
     atomic_uint_fast64_t reloads;         /* successful SIGHUP reloads */
+    /* WebSocket tunnels (lb/tunnel.c) */
+    atomic_int tunnel_slots;              /* tunnels open or being asked for (the max_tunnels cap) */
+    atomic_int tunnels_open;              /* tunnels open (after the 101) */
+    atomic_uint_fast64_t tunnels_total;   /* tunnels opened */
+    atomic_uint_fast64_t tunnels_refused; /* upgrades refused: max_tunnels reached */
+    atomic_uint_fast64_t tunnel_bytes_to_server, tunnel_bytes_to_client;
 };
 
 /* Appends the exposition of the set and counters to out (text format 0.0.4). */

@@ -100,7 +100,9 @@ static void px_log(struct px *px, int status)
                              .retries = px->tried.n > 1 ? (unsigned)px->tried.n - 1 : 0,
                              .start_us = px->start_us,
                              .connect_us = px->connect_us,
-                             .header_us = px->header_us};
+                             .header_us = px->header_us,
+                             .tunnel = px->tunnel,
+                             .tunnel_to_server = px->to_server};
     lb_access_log_write(&px->w->log, &px->log, &e);
 }
 
@@ -112,6 +114,7 @@ static void px_free(struct px *px)
 {
     loop_timer_cancel(px->w->loop, &px->timer);
     buf_free(&px->replay);
+    tunnel_release(px);
     px_release_server(px);
     loop_defer(px->w->loop, free_later, px);
 }
@@ -149,6 +152,7 @@ static int px_start_upstream(struct px *px, struct buf *pending)
         return rc;
     px->up = u;
     http_reader_init(&px->resp, px->req->method, 0); /* a retry reads a new response */
+    px->resp.final_101 = px->upgrade;                /* a 101 ends the exchange's HTTP part */
     if (u->state == LB_UP_CONNECTING) {
         px_arm(px, w->sh->cfg->connect_timeout_ms);
     } else {
@@ -279,10 +283,12 @@ void px_finish(struct px *px, int reuse_upstream)
 {
     struct lb_worker *w = px->w;
     struct lb_upstream *u = px->up;
-    if (px->server) {
+    if (px->server && !px->tunnel) { /* a tunnel's handshake was counted when it opened */
         uint64_t now = loop_clock_us();
         lb_passive_done(px->server, now - px->start_us, px->queued, now, px->status);
     }
+    if (px->upgrade)
+        reuse_upstream = 0; /* the backend was asked to switch protocols: never pooled */
     px->up = NULL;
     if (u)
         lb_upstream_release(u, reuse_upstream && !atomic_load(&w->sh->stopping));
@@ -336,6 +342,20 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     if (lb_access_log_on(&w->log))
         lb_log_req_capture(&px->log, h);
     http_conn_set_data(c, px);
+    if ((px->upgrade = lb_rewrite_is_websocket(h, 1))) {
+        struct lb_counters *k = &w->sh->counters;
+        if ((unsigned)atomic_fetch_add_explicit(&k->tunnel_slots, 1, memory_order_relaxed) >= cfg->max_tunnels) {
+            atomic_fetch_sub_explicit(&k->tunnel_slots, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&k->tunnels_refused, 1, memory_order_relaxed);
+            http_conn_set_data(c, NULL);
+            px_log(px, 503);
+            px_free(px);
+            http_answers_count(&k->answers, 503);
+            http_conn_respond_error(c, 503, "Too many WebSocket connections open (max_tunnels), try again later", 0);
+            return;
+        }
+        px->slot = 1;
+    }
     struct lb_server *s = pick_server(px);
     if (!s) {
         http_conn_set_data(c, NULL);
@@ -349,10 +369,13 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     lb_retry_budget_earn(&w->retry, cfg->retry_budget_percent);
     px->safe = h->method == HTTP_GET || h->method == HTTP_HEAD || h->method == HTTP_OPTIONS || h->method == HTTP_PUT ||
                h->method == HTTP_DELETE || h->method == HTTP_TRACE || http_find_header(h, "idempotency-key") != NULL;
+    px->safe = px->safe && !px->upgrade; /* an upgrade is never sent twice */
     px->replayable = px->safe && cfg->replay_buffer > 0;
     struct buf b = {0};
     px->req_chunked =
         lb_rewrite_request(&b, h, http_conn_remote_ip(c), s->host_header, cfg->trust_forwarded, px->request_id);
+    if (px->upgrade)
+        lb_rewrite_upgrade_request(&b);
     if (px->replayable)
         buf_append(&px->replay, buf_head(&b), buf_used(&b));
     int rc = px_dispatch(px, &b);
@@ -364,7 +387,11 @@ static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
 {
     struct px *px = http_conn_get_data(c);
     if (px == LOCAL)
-        return;                     /* drained */
+        return; /* drained */
+    if (px->tunnel) {
+        tunnel_from_client(px, p, n);
+        return;
+    }
     struct lb_upstream *u = px->up; /* set while px lives: px_dispatch either connects or ends px */
     size_t before = buf_used(&u->out);
     if (px->req_chunked) {
@@ -400,6 +427,10 @@ static void on_body_end(void *ctx, struct http_conn *c)
         http_conn_response_done(c, 1);
         return;
     }
+    if (px->tunnel) {
+        tunnel_client_eof(px);
+        return;
+    }
     if (px->req_body_done)
         return;
     px->req_body_done = 1;
@@ -413,6 +444,10 @@ static void on_body_end(void *ctx, struct http_conn *c)
 static void on_drain(void *ctx, struct http_conn *c)
 {
     struct px *px = http_conn_get_data(c);
+    if (px != LOCAL && px->tunnel) {
+        tunnel_client_drained(px);
+        return;
+    }
     if (px == LOCAL || !px->client_paused)
         return;
     px->client_paused = 0;
@@ -442,6 +477,7 @@ static const struct http_server_ops proxy_ops = {
     .on_drain = on_drain,
     .on_abort = on_abort,
     .auto_continue = 0,
+    .upgrades = 1, /* WebSocket (tunnel.c); other upgrades go on as plain requests (rewrite.h) */
 };
 
 /* ---- worker lifecycle ---- */
@@ -458,6 +494,7 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     if (!w->rng)
         w->rng = 1;
     lb_retry_budget_init(&w->retry);
+    tunnel_worker_init(w);
     lb_pools_init(&w->pools, loop, cfg->pool_idle_max, cfg->pool_idle_timeout_ms, relay_io);
     lb_access_log_init(&w->log, loop, sh->access_log_fd,
                        strcmp(sh->cfg->access_log_format, "json") ? LB_LOG_COMBINED : LB_LOG_JSON);
@@ -488,7 +525,8 @@ void lb_worker_free(struct lb_worker *w)
     if (!w)
         return;
     if (w->srv)
-        http_server_free(w->srv);
+        http_server_free(w->srv); /* aborts the exchanges, tunnels too */
+    tunnel_worker_stop(w);
     lb_access_log_close(&w->log);
     lb_pools_free(&w->pools);
     if (w->set) {

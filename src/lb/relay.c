@@ -110,6 +110,20 @@ static int on_resp_head(void *ctx, const struct http_head *r, const char *p, siz
             lb_passive_status(px->w->set, px->server, px->w->sh->cfg, r->status);
         atomic_fetch_add_explicit(&px->server->responses[r->status / 100 - 1], 1, memory_order_relaxed);
     }
+    if (r->status == 101) {
+        /* Final only for a WebSocket upgrade (final_101): the tunnel opens after this run
+         * (relay_process), or the exchange fails there if the backend switched to another
+         * protocol than the one asked for. */
+        if (!lb_rewrite_is_websocket(r, 0))
+            return -1;
+        struct buf b = {0};
+        lb_rewrite_switch(&b, r, px->request_id);
+        px->head_sent = 1;
+        px->tunnel = 1;
+        http_conn_send(px->client, buf_head(&b), buf_used(&b));
+        buf_free(&b);
+        return -1;
+    }
     px->resp_keep_alive = r->keep_alive && r->body != HTTP_BODY_EOF;
     send_response_head(px, r);
     px_arm(px, px->w->sh->cfg->response_timeout_ms);
@@ -141,6 +155,14 @@ void relay_process(struct lb_upstream *u)
         lb_upstream_update_mask(u);
         loop_timer_cancel(px->w->loop, &px->timer); /* a slow client is not a slow backend */
         break;
+    case HTTP_READER_STOPPED: /* a 101 (on_resp_head) */
+        if (px->tunnel) {
+            tunnel_open(px);
+            break;
+        }
+        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+        px_fail(px, 502, "Backend switched to a protocol other than the WebSocket asked for");
+        break;
     case HTTP_ERROR: /* a malformed head or chunked body */
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         px_fail(px, 502, "Error communicating with backend server");
@@ -171,6 +193,10 @@ static int reset_while_paused(struct lb_upstream *u)
 void relay_io(struct lb_upstream *u, int events)
 {
     struct px *px = u->owner;
+    if (px && px->tunnel) {
+        tunnel_io(u, events);
+        return;
+    }
     if (u->state == LB_UP_CONNECTING) {
         if (lb_upstream_connect_error(u)) {
             if (px)

@@ -187,3 +187,36 @@ int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor,
     buf_puts(b, "\r\n");
     return chunked;
 }
+
+int lb_rewrite_is_websocket(const struct http_head *h, int request)
+{
+    if (!h->upgrade)
+        return 0;
+    if (request && (h->method != HTTP_GET || h->minor != 1 || h->body != HTTP_BODY_NONE))
+        return 0;
+    const struct http_header *up = NULL;
+    for (int i = 0; i < h->nheaders; i++) {
+        if (!http_str_ieq(h->headers[i].name, "upgrade"))
+            continue;
+        if (up)
+            return 0; /* several Upgrade fields: not the one protocol asked for */
+        up = &h->headers[i];
+    }
+    return up && http_str_ieq(up->value, "websocket");
+}
+
+void lb_rewrite_upgrade_request(struct buf *b)
+{
+    b->len -= 2; /* the empty line, written again below */
+    buf_puts(b, "Connection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+}
+
+void lb_rewrite_switch(struct buf *b, const struct http_head *r, const char *request_id)
+{
+    buf_printf(b, "HTTP/1.1 101 %.*s\r\n", (int)r->reason.n, r->reason.p);
+    for (int i = 0; i < r->nheaders; i++)
+        if (!is_hop_by_hop(r->headers[i].name, r))
+            put_header(b, &r->headers[i]);
+    put_request_id(b, request_id);
+    buf_puts(b, "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+}

@@ -51,4 +51,20 @@ int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *cli
 int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive,
                         const char *request_id);
 
+/* WebSocket upgrades (RFC 6455 §4, RFC 9110 §7.8). A request is tunnelled only when it is a GET
+ * over HTTP/1.1 without a body (no Content-Length above 0, no Transfer-Encoding) whose Connection
+ * lists "upgrade" and whose one Upgrade field is exactly "websocket" (any case): then
+ * lb_rewrite_is_websocket(h, 1) is 1. Any other request with an Upgrade field (another protocol
+ * such as h2c, HTTP/1.0, a body, another method) is forwarded as a plain request, its Upgrade
+ * field dropped like every hop-by-hop field, so the backend cannot switch it. For a response,
+ * lb_rewrite_is_websocket(r, 0) is 1 when it has Connection: upgrade and Upgrade: websocket. */
+int lb_rewrite_is_websocket(const struct http_head *h, int request);
+/* Adds "Connection: upgrade" and "Upgrade: websocket" to the request head lb_rewrite_request just
+ * appended to b (which ends with its empty line). */
+void lb_rewrite_upgrade_request(struct buf *b);
+/* Appends the 101 head for the client to b: "HTTP/1.1 101 REASON", the backend's end-to-end
+ * fields (Sec-WebSocket-Accept, -Protocol, -Extensions, ...), X-Request-Id, then
+ * "Connection: Upgrade" and "Upgrade: websocket"; no framing field. */
+void lb_rewrite_switch(struct buf *b, const struct http_head *r, const char *request_id);
+
 #endif

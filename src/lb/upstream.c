@@ -224,3 +224,18 @@ ssize_t lb_upstream_read(struct lb_upstream *u)
         atomic_fetch_add_explicit(&u->server->bytes_received, (uint64_t)n, memory_order_relaxed);
     return n;
 }
+
+void lb_upstream_park(struct lb_upstream *u)
+{
+    loop_unwatch(u->pools->loop, u->fd);
+    u->parked = 1;
+}
+
+void lb_upstream_unpark(struct lb_upstream *u, int mask)
+{
+    if (!mask)
+        return;
+    /* A failure leaves it parked: the owner's timer ends the exchange. */
+    if (loop_watch(u->pools->loop, u->fd, mask, on_io, u) == 0)
+        u->parked = 0;
+}

@@ -36,6 +36,7 @@ struct lb_upstream {
     uint64_t bytes_written; /* on this connection, for the current exchange */
     unsigned uses;          /* exchanges served, including the current one */
     int reading;            /* read interest wanted */
+    int parked;             /* not watched (lb_upstream_park) */
     void *owner;            /* the exchange using it; NULL when idle or closed */
     struct loop_timer idle_timer;
 };
@@ -84,6 +85,14 @@ int lb_upstream_flush(struct lb_upstream *u);
 /* Reads what the backend sent into u->in: net_read's result. */
 ssize_t lb_upstream_read(struct lb_upstream *u);
 
+/* Stops watching u's descriptor: for a connection whose both directions are shut (our end of
+ * stream sent, the backend's received) while its reads are paused, which epoll would report as a
+ * hang-up again and again whatever the mask. lb_upstream_update_mask watches it again once it
+ * wants an event. */
+void lb_upstream_park(struct lb_upstream *u);
+/* lb_upstream_update_mask for a parked connection. */
+void lb_upstream_unpark(struct lb_upstream *u, int mask);
+
 /* Sets the loop interest from the state: write while connecting or with bytes queued, read when
  * wanted and connected. */
 static inline void lb_upstream_update_mask(struct lb_upstream *u)
@@ -93,7 +102,10 @@ static inline void lb_upstream_update_mask(struct lb_upstream *u)
         mask |= LOOP_WRITE;
     if (u->reading && u->state != LB_UP_CONNECTING)
         mask |= LOOP_READ;
-    loop_set_mask(u->pools->loop, u->fd, mask);
+    if (u->parked)
+        lb_upstream_unpark(u, mask);
+    else
+        loop_set_mask(u->pools->loop, u->fd, mask);
 }
 
 #endif

@@ -10,6 +10,7 @@ in one module of agora_test, by concern:
     agora_test/api.py         `agora server` and its JSON API: ApiClient, field checks, pagination
     agora_test/cluster.py     AgoraCluster: servers on one database behind `agora lb`
     agora_test/prom.py        the Prometheus text format of /metrics: parse, look up, promtool
+    agora_test/websocket.py   WebSocket: a raw client (WsClient, frame) and an echo backend process
 
 Each module's docstring lists its helpers. New helpers go into the module of their concern and
 are re-exported here.
@@ -32,3 +33,5 @@ from agora_test.api import (ACCOUNT_FIELDS, API_PASSWORD, ApiClient, ApiResponse
 from agora_test.cluster import AgoraCluster  # noqa: F401
 from agora_test.db import PgCluster, db_url, is_postgres, sql, store_kind  # noqa: F401
 from agora_test.prom import histogram_buckets, metric, metric_or_zero, parse_metrics, promtool_check  # noqa: F401
+from agora_test.websocket import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WsClient, frame, start_ws_backend,
+                                  ws_accept)  # noqa: F401

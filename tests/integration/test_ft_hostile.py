@@ -143,10 +143,6 @@ HEAD_CASES = [
     ("absolute-form-bad-port", raw("GET http://x:8o/hostile HTTP/1.1\r\nHost: x\r\n\r\n"), 400),
     ("connect-origin-form", raw("CONNECT /hostile HTTP/1.1\r\nHost: x\r\n\r\n"), 400),
     ("connect-tunnel", raw("CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n"), 501),
-    ("h2c-upgrade", raw("GET /hostile HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                        "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"), 501),
-    ("websocket-upgrade", raw("GET /hostile HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"), 501),
     # --- Host
     ("missing-host-http11", raw("GET /hostile HTTP/1.1\r\nX-A: b\r\n\r\n"), 400),
     ("duplicate-host", raw("GET /hostile HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"), 400),
@@ -219,6 +215,13 @@ ACCEPTED_CASES = [
     # a Connection header may name other fields: they are removed, the request forwarded
     ("conn-names-other-field", req("/accepted-10", method="GET", headers=(H, ("Connection", "x-a, content-length2"),
                                                                          ("X-A", "1"))), "GET /accepted-10"),
+    # upgrades (test_lb_websocket.py): h2c goes as a plain request without Upgrade; a WebSocket
+    # upgrade is forwarded, and a backend that does not switch (testbackend) answers it as HTTP
+    ("h2c-upgrade", raw("GET /accepted-11 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                        "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"), "GET /accepted-11"),
+    ("websocket-upgrade", raw("GET /accepted-12 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+     "GET /accepted-12"),
     ("chunk-extensions", req("/accepted-9", headers=(H, ("Transfer-Encoding", "chunked")),
                              body=b"5 ; name=\"q\\\"v\" ;flag\r\nhello\r\n0\r\n\r\n"), "POST /accepted-9"),
 ]

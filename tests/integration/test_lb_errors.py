@@ -236,10 +236,15 @@ def test_request_body_over_the_limit_gives_413(testbackend_factory, lb_factory, 
     assert [line for line in records(record) if line != "GET /hc"] in ([], ["POST /sink"])
 
 
-def test_upgrade_request_gets_501(testbackend_factory, lb_factory):
+def test_upgrade_request_to_a_backend_that_does_not_switch_is_answered_as_http(testbackend_factory, lb_factory):
+    """WebSocket upgrades are forwarded (test_lb_websocket.py); testbackend does not switch, so its
+    ordinary answer is relayed and the connection goes on as HTTP. CONNECT is still 501."""
     lb = lb_factory([testbackend_factory("A")])
     with RawConnection(lb.port) as conn:
         conn.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+        status, _, body = conn.read_response()
+        assert (status, body) == (200, b"hello from A\n")
+        conn.send(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n")
         status, _, body = conn.read_response()
     assert (status, body) == (501, b"not implemented: CONNECT and protocol upgrades are not supported\n")
 
