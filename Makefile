@@ -6,6 +6,7 @@
 #   make bench          run the benchmarks (bench/run.sh)
 #   make unit-postgres  the store contract suite on PostgreSQL (make unit runs it on SQLite)
 #   make integration-postgres  the API suites again on PostgreSQL (make test runs both)
+#   make cluster-test   tests/cluster: the platform on network-namespace hosts (root; skips otherwise)
 CC      ?= cc
 PKGS    := sqlite3 libsodium jansson inih libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -98,6 +99,11 @@ integration: build
 browser: build
 	@sh scripts/run-browser.sh
 
+# The namespace cluster (scripts/cluster.sh): needs root, ip netns, keepalived; skipped with the reason otherwise.
+.PHONY: cluster-test
+cluster-test: build
+	@/usr/bin/python3 -m pytest -q tests/cluster
+
 # One PostgreSQL (scripts/with-pg.sh) serves every suite of the run; it is destroyed at the end.
 test: deps-test
 	@$(MAKE) --no-print-directory build
@@ -109,6 +115,7 @@ test-suites:
 	@$(MAKE) --no-print-directory unit-postgres
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory integration-postgres
+	@$(MAKE) --no-print-directory cluster-test
 	@$(MAKE) --no-print-directory browser
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory tsan

@@ -52,6 +52,13 @@ die() {
     exit 1
 }
 
+# die with the last lines of a log (an up that fails removes DIR, and its logs with it).
+die_log() {
+    echo "cluster.sh: $2; the end of $1:" >&2
+    tail -n 8 "$1" 2>/dev/null | sed 's/^/    /' >&2
+    exit 1
+}
+
 usage() {
     sed -n '2,/^set -eu/p' "$0" | sed -e '/^set -eu/d' -e 's/^# \{0,1\}//'
     exit "${1:-2}"
@@ -158,9 +165,10 @@ wait_for() {
     t=$(($1 * 10))
     shift
     while [ $t -gt 0 ]; do
-        if "$@" >/dev/null 2>&1; then
-            return 0
-        fi
+        r=0
+        ("$@") >/dev/null 2>&1 || r=$?
+        [ $r -eq 0 ] && return 0
+        [ $r -eq 2 ] && return 1 # the thing waited for is gone
         sleep 0.1
         t=$((t - 1))
     done
@@ -175,6 +183,12 @@ in_ns() {
 
 http_ok() { # HOST URL: a 2xx from URL, asked from inside HOST
     in_ns "$1" curl -fsS -o /dev/null -m 2 "$2"
+}
+
+# HOST's SVC answers URL with a 2xx; a process that exited makes the wait end (exit 2).
+up_and_ok() {
+    [ -n "$(running_pid "$1" "$2")" ] || exit 2
+    http_ok "$1" "$3"
 }
 
 # ---- the network ----
@@ -219,7 +233,7 @@ db_start() {
         chmod 700 "$d"
         runuser -u postgres -- "$PGBIN/initdb" -D "$d/data" -U postgres --auth-local=peer \
             --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >>"$DIR/log/$h.initdb.log" 2>&1 ||
-            die "initdb failed: see $DIR/log/$h.initdb.log"
+            die_log "$DIR/log/$h.initdb.log" "initdb failed"
         cat >"$d/data/pg_hba.conf" <<EOF
 # cluster.sh: the postgres user on the Unix socket (set-up), role agora from the cluster subnet.
 local all      postgres                 peer
@@ -235,7 +249,7 @@ EOF
     fi
     # shellcheck disable=SC2086
     in_ns "$h" runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d/data" -l "$(logfile "$h" db)" -w -t 60 \
-        -o "${AGORA_CLUSTER_PG_OPTS:-}" start >/dev/null || die "PostgreSQL on $h did not start: see $(logfile "$h" db)"
+        -o "${AGORA_CLUSTER_PG_OPTS:-}" start >/dev/null || die_log "$(logfile "$h" db)" "PostgreSQL on $h did not start"
     if [ -n "$first" ]; then
         pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
         runuser -u postgres -- psql -q -h "$d" -U postgres -d postgres -v ON_ERROR_STOP=1 \
@@ -259,8 +273,8 @@ server_start() {
     start_bg "$h" server env PGPASSFILE="$DIR/pgpass" "$BIN" server --listen "$(addr "$h"):$WEB_PORT" \
         --db "postgresql://agora@$(addr db1):$PG_PORT/agora" --served-by "$h" --web "$root/web" \
         --trusted-proxy "$(addr lb1),$(addr lb2)" ${AGORA_CLUSTER_SERVER_OPTS:-}
-    wait_for 30 http_ok "$h" "http://$(addr "$h"):$WEB_PORT/health" ||
-        die "agora server on $h is not healthy after 30 s: see $(logfile "$h" server)"
+    wait_for 30 up_and_ok "$h" server "http://$(addr "$h"):$WEB_PORT/health" ||
+        die_log "$(logfile "$h" server)" "agora server on $h is not healthy (30 s) or exited"
 }
 
 # ---- balancer hosts ----
@@ -325,6 +339,7 @@ write_keepalived_config() {
 global_defs {
     router_id ${NAME}_$h
     script_user root
+    vrrp_version 3
 }
 vrrp_script agora_lb {
     script "$DIR/check-lb.sh"
@@ -339,7 +354,7 @@ vrrp_instance agora {
     interface eth0
     virtual_router_id 51
     priority $prio
-    advert_int 1
+    advert_int 0.5
     unicast_src_ip $(addr "$h")
     unicast_peer {
         $(addr "$peer")
@@ -358,8 +373,8 @@ lb_start() {
     h=$1
     if [ -z "$(running_pid "$h" lb)" ]; then
         start_bg "$h" lb "$BIN" lb --config "$DIR/lb.ini" --admin-listen "$(addr "$h"):$ADMIN_PORT"
-        wait_for 15 http_ok "$h" "http://127.0.0.1:$LB_PORT/health" ||
-            die "agora lb on $h does not answer after 15 s: see $(logfile "$h" lb)"
+        wait_for 15 up_and_ok "$h" lb "http://127.0.0.1:$LB_PORT/health" ||
+            die_log "$(logfile "$h" lb)" "agora lb on $h does not answer (15 s) or exited"
     fi
 }
 
@@ -512,7 +527,7 @@ cmd_up() {
     lb_start lb2
     keepalived_start lb1
     keepalived_start lb2
-    wait_for 20 vip_held || die "no balancer took the virtual address $VIP within 20 s"
+    wait_for 20 vip_held || die_log "$(logfile lb1 keepalived)" "no balancer took the virtual address $VIP within 20 s"
     wait_for 10 http_ok client "http://$VIP:$LB_PORT/health" || die "the client cannot reach $VIP"
     trap - EXIT
     echo "cluster $NAME up: virtual address $VIP:$LB_PORT (held by $(vip_holder)), state in $DIR"

@@ -50,8 +50,8 @@ class Cluster:
         self.facts = {}
 
     # ---- cluster.sh ----
-    def sh(self, *args, check=True, timeout=120):
-        env = dict(os.environ, AGORA_CLUSTER_PG_OPTS="-c fsync=off -c synchronous_commit=off")
+    def sh(self, *args, check=True, timeout=120, env=None):
+        env = dict(os.environ, AGORA_CLUSTER_PG_OPTS="-c fsync=off -c synchronous_commit=off", **(env or {}))
         r = subprocess.run(["sh", str(SCRIPT), "--name", self.name, "--bin", self.agora_bin, *args],
                            capture_output=True, text=True, timeout=timeout, env=env)
         if check and r.returncode != 0:

@@ -5,7 +5,7 @@ import subprocess
 import time
 from collections import Counter
 
-from netcluster import wait_until
+from netcluster import Cluster, wait_until
 
 
 def test_hosts_are_separate_and_only_on_the_bridge(cluster):
@@ -17,9 +17,12 @@ def test_hosts_are_separate_and_only_on_the_bridge(cluster):
         assert routes == ["%s.0/24 dev eth0 proto kernel scope link src %s" % (net, cluster.addr(host))], routes
     r = cluster.exec("client", "ip", "route", "get", "192.0.2.1", check=False)
     assert r.returncode != 0 and "Network is unreachable" in r.stderr, (r.returncode, r.stderr)
-    out = subprocess.run(["ip", "-4", "addr", "show", "dev", cluster.facts["BRIDGE"]], capture_output=True,
-                         text=True).stdout
-    assert "state UP" in out and "inet " not in out, out
+    br = cluster.facts["BRIDGE"]
+    out = subprocess.run(["ip", "addr", "show", "dev", br], capture_output=True, text=True).stdout
+    assert "state UP" in out and "inet" not in out, out
+    ports = subprocess.run(["ip", "-o", "link", "show", "master", br], capture_output=True, text=True).stdout
+    names = sorted(l.split(": ")[1].split("@")[0] for l in ports.splitlines())
+    assert names == sorted(cluster.ns(h) for h in ("db1", "web1", "web2", "web3", "lb1", "lb2", "client")), names
     status = cluster.sh("status").stdout
     for host in ("db1", "web1", "web2", "web3", "lb1", "lb2"):
         line = [l for l in status.splitlines() if l.startswith(host + " ")][0]
@@ -65,3 +68,18 @@ def test_social_api_end_to_end_on_postgres(cluster):
     rows = cluster.psql("SELECT a.username, p.text FROM posts p JOIN accounts a ON a.id = p.author "
                         "WHERE p.id = %d" % int(out["post_id"]))
     assert rows == [[out["user"], out["text"]]]
+
+
+def test_up_refused_for_a_running_name_and_a_failed_up_leaves_nothing(cluster):
+    """A second `up` of the same name is refused and leaves the running cluster alone; an `up`
+    that fails half-way (a web server that cannot start) takes down what it had made."""
+    r = cluster.sh("up", check=False)
+    assert r.returncode == 1 and "exists" in r.stderr, r.stderr
+    tries = cluster.load("/", count=3, interval=0).result()
+    assert [t[3] for t in tries] == [200, 200, 200]
+    other = Cluster(cluster.name[:5] + "bad", cluster.agora_bin)
+    r = other.sh("up", check=False, env={"AGORA_CLUSTER_SERVER_OPTS": "--no-such-option"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "agora server on web1 is not healthy (30 s) or exited" in r.stderr, r.stderr
+    assert "unknown option '--no-such-option'" in r.stderr, r.stderr
+    assert other.leftovers() == []
