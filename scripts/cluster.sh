@@ -31,7 +31,7 @@
 #   lbN      agora lb --config DIR/lb.ini (the same file on both; clients on :8000 of every
 #            address of the host, the virtual one included; admin API on ADDR:8404, token in
 #            DIR/admin.token) and keepalived (DIR/lbN/keepalived.conf, VRRP with unicast peers,
-#            check script DIR/check-lb.sh)
+#            check script deploy/agora-lb-check, copied to DIR/check-lb.sh)
 # Environment: AGORA_CLUSTER_PG_OPTS (extra "-c name=value" options for postgres, e.g. fsync=off
 # in tests), AGORA_CLUSTER_SERVER_OPTS (extra flags for every agora server), PGBIN (default
 # /usr/lib/postgresql/15/bin).
@@ -320,12 +320,8 @@ EOF
             echo "server = http://$(addr "$w"):$WEB_PORT"
         done
     ) >"$DIR/lb.ini"
-    cat >"$DIR/check-lb.sh" <<EOF
-#!/bin/sh
-# keepalived's check of the local agora lb: it answers, and has at least one server up (its
-# /stats from loopback, a state "up"). A balancer with no server to send to gives the address up.
-curl -fsS -m 1 http://127.0.0.1:$LB_PORT/stats | grep -q '"state": "up"'
-EOF
+    # The check shipped in deploy/, so that what the tests run is what is deployed.
+    cp "$root/deploy/agora-lb-check" "$DIR/check-lb.sh"
     chmod 755 "$DIR/check-lb.sh"
 }
 
@@ -342,7 +338,7 @@ global_defs {
     vrrp_version 3
 }
 vrrp_script agora_lb {
-    script "$DIR/check-lb.sh"
+    script "$DIR/check-lb.sh $LB_PORT"
     interval 1
     timeout 1
     fall 2
