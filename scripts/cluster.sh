@@ -115,6 +115,7 @@ VIP=$(addr vip)
 
 # Hosts of the cluster, in start order (DIR/hosts, one name a line).
 hosts() { cat "$DIR/hosts" 2>/dev/null || true; }
+is_host() { hosts | grep -qx "$1"; }
 # The services of a host, in start order.
 services() {
     case $1 in
@@ -151,6 +152,7 @@ start_bg() {
     shift 2
     f=$(pidfile "$h" "$svc")
     rm -f "$f"
+    # shellcheck disable=SC2016 # $$ and $@ are the inner shell's
     setsid sh -c 'echo $$ >"$0"; exec "$@"' "$f" ip netns exec "$(ns "$h")" "$@" \
         >>"$(logfile "$h" "$svc")" 2>&1 </dev/null &
     i=0
@@ -437,23 +439,28 @@ host_stop() {
     done
 }
 
-# Ends whatever still runs in namespace $1 (a process the cluster did not start has no business
-# there), then removes the namespace; its veth goes with it.
+# Ends whatever still runs in the namespaces "$@" (a process the cluster did not start has no
+# business there: TERM, then KILL after 3 s), then removes them; their veths go with them.
 ns_remove() {
-    pids=$(ip netns pids "$1" 2>/dev/null || true)
-    if [ -n "$pids" ]; then
+    pids=
+    for n in "$@"; do pids="$pids $(ip netns pids "$n" 2>/dev/null || true)"; done
+    if case $pids in *[0-9]*) true ;; *) false ;; esac then
         # shellcheck disable=SC2086
         kill -TERM $pids 2>/dev/null || true
         i=0
-        while [ -n "$(ip netns pids "$1" 2>/dev/null)" ] && [ $i -lt 30 ]; do
+        while [ $i -lt 30 ]; do
+            alive=
+            for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+            [ -z "$alive" ] && break
             sleep 0.1
             i=$((i + 1))
         done
-        pids=$(ip netns pids "$1" 2>/dev/null || true)
-        # shellcheck disable=SC2086
-        [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+        for n in "$@"; do # only what is still in them (a pid may have been reused meanwhile)
+            # shellcheck disable=SC2046
+            kill -KILL $(ip netns pids "$n" 2>/dev/null || true) 2>/dev/null || true
+        done
     fi
-    ip netns del "$1" 2>/dev/null || true
+    for n in "$@"; do ip netns del "$n" 2>/dev/null || true; done
 }
 
 # ---- commands ----
@@ -476,14 +483,15 @@ cmd_down() {
         sleep 0.1
         i=$((i + 1))
     done
-    for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in $pids; do # still ours (in one of our namespaces), not a reused pid
+        case $(ip netns identify "$p" 2>/dev/null) in "$NAME"-*) kill -KILL "$p" 2>/dev/null || true ;; esac
+    done
     for h in $(hosts); do
         case $h in db*) db_stop "$h" || true ;; esac
     done
     # Whatever the state file says, every namespace, veth and the bridge of this NAME go.
-    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NAME-" || true); do
-        ns_remove "$n"
-    done
+    # shellcheck disable=SC2046
+    ns_remove $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NAME-" || true)
     for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep "^$NAME-" || true); do
         ip link del "$l" 2>/dev/null || true
     done
@@ -497,8 +505,9 @@ cmd_down() {
 cmd_up() {
     [ -f "$MARK" ] && die "cluster $NAME exists ($DIR): down first"
     [ -x "$BIN" ] || die "$BIN not found: make build"
-    [ -z "$(ip netns list | grep "^$NAME-" || true)" ] && ! ip link show "$BR" >/dev/null 2>&1 ||
+    if [ -n "$(ip netns list | grep "^$NAME-" || true)" ] || ip link show "$BR" >/dev/null 2>&1; then
         die "namespaces or a bridge named $NAME-* exist already: cluster.sh --name $NAME down"
+    fi
     if ip route show | grep -q "^$NET\."; then
         die "$NET.0/24 is routed on this machine already: pick another with --net"
     fi
@@ -516,6 +525,11 @@ cmd_up() {
     done
     write_lb_config
     db_start db1
+    # The first packets between two hosts: a host firewall that filters bridged traffic stops here.
+    wait_for 5 in_ns web1 "$PGBIN/pg_isready" -q -h "$(addr db1)" -p $PG_PORT ||
+        die "web1 cannot reach db1's PostgreSQL across the bridge: is bridged traffic filtered on this" \
+            "machine (sysctl net.bridge.bridge-nf-call-iptables = 1 and a FORWARD policy of DROP, e.g." \
+            "Docker's)? Allow forwarding on $BR, or set that sysctl to 0"
     for h in web1 web2 web3; do
         server_start "$h"
     done
@@ -533,7 +547,7 @@ cmd_status() {
     [ -f "$MARK" ] || die "no cluster $NAME ($DIR)"
     printf '%-8s %-14s %-24s %s\n' HOST ADDRESS PROCESSES HEALTH
     for h in $(hosts); do
-        procs= health=
+        procs='' health=''
         for s in $(services "$h"); do
             p=$(running_pid "$h" "$s")
             procs="${procs:+$procs }$s:${p:-dead}"
@@ -584,7 +598,7 @@ env) cmd_env ;;
 add-web)
     [ $# -eq 1 ] || die "usage: add-web HOST (web4 ... web9)"
     case $1 in web[1-9]) ;; *) die "add-web: a web host is web1 ... web9" ;; esac
-    hosts | grep -qx "$1" && die "$1 exists already"
+    is_host "$1" && die "$1 exists already"
     host_octet "$1" >/dev/null
     host_net_up "$1"
     server_start "$1"
@@ -592,19 +606,19 @@ add-web)
     echo "$1 up: http://$(addr "$1"):$WEB_PORT (add it to the balancers with agora ctl add)"
     ;;
 start)
-    [ $# -eq 1 ] && hosts | grep -qx "$1" || die "usage: start HOST (one of: $(hosts | tr '\n' ' '))"
+    if [ $# -ne 1 ] || ! is_host "$1"; then die "usage: start HOST (one of: $(hosts | tr '\n' ' '))"; fi
     host_start "$1"
     ;;
 stop)
-    [ $# -ge 1 ] && hosts | grep -qx "$1" || die "usage: stop HOST [SERVICE]"
+    if [ $# -lt 1 ] || ! is_host "$1"; then die "usage: stop HOST [SERVICE]"; fi
     if [ $# -ge 2 ]; then svc_stop "$1" "$2"; else host_stop "$1"; fi
     ;;
 link)
-    [ $# -eq 2 ] && hosts | grep -qx "$1" || die "usage: link HOST up|down"
+    if [ $# -ne 2 ] || ! is_host "$1"; then die "usage: link HOST up|down"; fi
     case $2 in up | down) ip link set "$(ns "$1")" "$2" ;; *) die "usage: link HOST up|down" ;; esac
     ;;
 exec)
-    [ $# -ge 2 ] && hosts | grep -qx "$1" || die "usage: exec HOST COMMAND..."
+    if [ $# -lt 2 ] || ! is_host "$1"; then die "usage: exec HOST COMMAND..."; fi
     h=$1
     shift
     exec ip netns exec "$(ns "$h")" "$@"

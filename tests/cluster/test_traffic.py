@@ -83,3 +83,19 @@ def test_up_refused_for_a_running_name_and_a_failed_up_leaves_nothing(cluster):
     assert "agora server on web1 is not healthy (30 s) or exited" in r.stderr, r.stderr
     assert "unknown option '--no-such-option'" in r.stderr, r.stderr
     assert other.leftovers() == []
+
+
+def test_down_without_the_state_directory_still_removes_everything(cluster):
+    """A cluster whose directory was lost (deleted by hand, a crashed run) is still taken down by
+    name: every process in its namespaces, the namespaces, veths and the bridge."""
+    other = Cluster(cluster.name[:5] + "dl", cluster.agora_bin)
+    try:
+        other.up()
+        pids = other.namespace_pids()
+        assert len(pids) >= 8, pids  # postgres (several), 3 servers, 2 balancers, 2 keepalived (x2)
+        subprocess.run(["rm", "-rf", other.dir], check=True)
+        r = other.sh("down")
+        assert r.returncode == 0
+        assert other.leftovers(pids) == []
+    finally:
+        other.sh("down", check=False)
