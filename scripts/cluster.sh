@@ -220,44 +220,68 @@ host_net_up() {
 
 # ---- db1: the PostgreSQL primary ----
 
-# Creates (first time) and starts the PostgreSQL of HOST (db1) as the postgres user, listening
-# on the host's address and on a Unix socket in DIR/HOST (for the set-up as the postgres user).
-db_start() {
-    h=$1 d=$DIR/$1
-    [ -n "$(running_pid "$h" db)" ] && return 0
+# PostgreSQL runs as the postgres user (it refuses root), its data in DIR/HOST/data (DIR/HOST is
+# the postgres user's, mode 0700), listening on the host's address and on a Unix socket in
+# DIR/HOST (set-up and tests, as the postgres user). A new database host (db2, the replica; a
+# monitor) gets its own HOST_init and a line in db_up; db_start and db_stop serve any of them.
+
+# Creates db1's cluster: initdb, pg_hba (role agora from the subnet with scram-sha-256, the
+# postgres user on the socket only) and the settings above.
+db1_init() {
+    h=db1 d=$DIR/db1
     [ -x "$PGBIN/initdb" ] || die "PostgreSQL 15 is not installed ($PGBIN; Debian's postgresql)"
     id postgres >/dev/null 2>&1 || die "no postgres user (Debian's postgresql package creates it)"
-    first=
-    if [ ! -f "$d/data/PG_VERSION" ]; then
-        first=1
-        mkdir -p "$d"
-        chown postgres "$d"
-        chmod 700 "$d"
-        runuser -u postgres -- "$PGBIN/initdb" -D "$d/data" -U postgres --auth-local=peer \
-            --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >>"$DIR/log/$h.initdb.log" 2>&1 ||
-            die_log "$DIR/log/$h.initdb.log" "initdb failed"
-        cat >"$d/data/pg_hba.conf" <<EOF
+    mkdir -p "$d"
+    chown postgres "$d"
+    chmod 700 "$d"
+    runuser -u postgres -- "$PGBIN/initdb" -D "$d/data" -U postgres --auth-local=peer \
+        --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >>"$DIR/log/$h.initdb.log" 2>&1 ||
+        die_log "$DIR/log/$h.initdb.log" "initdb failed"
+    cat >"$d/data/pg_hba.conf" <<EOF
 # cluster.sh: the postgres user on the Unix socket (set-up), role agora from the cluster subnet.
 local all      postgres                 peer
 host  agora    agora    $NET.0/24       scram-sha-256
 EOF
-        cat >>"$d/data/postgresql.conf" <<EOF
+    cat >>"$d/data/postgresql.conf" <<EOF
 # cluster.sh
 listen_addresses = '$(addr "$h")'
 port = $PG_PORT
 unix_socket_directories = '$d'
 max_connections = 200
 EOF
-    fi
-    # shellcheck disable=SC2086
-    in_ns "$h" runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d/data" -l "$(logfile "$h" db)" -w -t 60 \
-        -o "${AGORA_CLUSTER_PG_OPTS:-}" start >/dev/null || die_log "$(logfile "$h" db)" "PostgreSQL on $h did not start"
-    if [ -n "$first" ]; then
-        pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-        runuser -u postgres -- psql -q -h "$d" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-            -c "CREATE ROLE agora LOGIN PASSWORD '$pw'" -c "CREATE DATABASE agora OWNER agora" >/dev/null
-        (umask 077 && echo "$(addr "$h"):$PG_PORT:agora:agora:$pw" >"$DIR/pgpass")
-    fi
+}
+
+# The role and database agora on db1 (running), with a random password, kept in DIR/pgpass
+# (mode 0600; the web servers' PGPASSFILE).
+db1_create_role() {
+    pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    runuser -u postgres -- psql -q -h "$DIR/db1" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+        -c "CREATE ROLE agora LOGIN PASSWORD '$pw'" -c "CREATE DATABASE agora OWNER agora" >/dev/null
+    (umask 077 && echo "$(addr db1):$PG_PORT:agora:agora:$pw" >"$DIR/pgpass")
+}
+
+# Starts the PostgreSQL of database host HOST (its data exists) inside HOST's namespace and waits
+# until it accepts connections. AGORA_CLUSTER_PG_OPTS adds "-c name=value" settings.
+db_start() {
+    [ -n "$(running_pid "$1" db)" ] && return 0
+    in_ns "$1" runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DIR/$1/data" -l "$(logfile "$1" db)" -w -t 60 \
+        -o "${AGORA_CLUSTER_PG_OPTS:-}" start >/dev/null || die_log "$(logfile "$1" db)" "PostgreSQL on $1 did not start"
+}
+
+# Creates (the first time) and starts database host HOST.
+db_up() {
+    case $1 in
+    db1)
+        if [ -f "$DIR/db1/data/PG_VERSION" ]; then
+            db_start db1
+        else
+            db1_init
+            db_start db1
+            db1_create_role
+        fi
+        ;;
+    *) die "no set-up for database host $1 yet" ;;
+    esac
 }
 
 db_stop() {
@@ -402,7 +426,7 @@ vip_held() { case $(vip_holder) in lb1 | lb2) return 0 ;; *) return 1 ;; esac }
 
 svc_start() {
     case $2 in
-    db) db_start "$1" ;;
+    db) db_up "$1" ;;
     server) server_start "$1" ;;
     lb) lb_start "$1" ;;
     keepalived) keepalived_start "$1" ;;
@@ -524,7 +548,7 @@ cmd_up() {
         host_net_up "$h"
     done
     write_lb_config
-    db_start db1
+    db_up db1
     # The first packets between two hosts: a host firewall that filters bridged traffic stops here.
     wait_for 5 in_ns web1 "$PGBIN/pg_isready" -q -h "$(addr db1)" -p $PG_PORT ||
         die "web1 cannot reach db1's PostgreSQL across the bridge: is bridged traffic filtered on this" \

@@ -2,13 +2,15 @@
 netclient.py ...), it sends requests to the virtual address and prints what happened as one JSON
 document on stdout, so the test (in the root namespace) can count.
 
-  load URL --duration S [--interval S] [--timeout S] [--retry-for S] [--count N] [--stop-file F]
+  load URL --duration S [--interval S] [--timeout S] [--retry-for S] [--count N] [--clients N]
+       [--stop-file F]
       GET URL once every interval (a new connection each time: a dead balancer cannot hide behind
       a kept-alive connection) for duration seconds, or until count logical requests were made or
-      the stop file exists. Each logical request is tried again, every
-      0.1 s, until it succeeds or retry-for seconds have passed (0: one try). A try succeeds on a
-      2xx. Output: {"tries": [[t0, t1, logical, status, served_by, error], ...]}: times are
-      time.time() (the test's clock), status 0 when no response came.
+      the stop file exists; --clients N: that many such clients at once (count is per client).
+      Each logical request is tried again, every 0.1 s, until it succeeds or retry-for seconds
+      have passed (0: one try). A try succeeds on a 2xx. Output: {"tries": [[t0, t1, logical,
+      status, served_by, error], ...]} sorted by t0: times are time.time() (the test's clock),
+      status 0 when no response came, logical = client * 1000000 + its request number.
   social BASE
       sign up, log in, post, read back through BASE; output: each step's status and body.
 """
@@ -17,6 +19,7 @@ import http.client
 import json
 import os
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -42,7 +45,8 @@ def request(url, method="GET", body=None, headers=None, timeout=2.0):
 
 def load(args):
     url = args[0]
-    opts = {"--duration": 5.0, "--interval": 0.05, "--timeout": 1.0, "--retry-for": 0.0, "--count": 0}
+    opts = {"--duration": 5.0, "--interval": 0.05, "--timeout": 1.0, "--retry-for": 0.0, "--count": 0,
+            "--clients": 1}
     stop_file = None
     i = 1
     while i < len(args):
@@ -51,31 +55,41 @@ def load(args):
         else:
             opts[args[i]] = float(args[i + 1])
         i += 2
-    tries = []
     end = time.time() + opts["--duration"]
-    logical = 0
-    while time.time() < end and not (stop_file and os.path.exists(stop_file)):
-        if opts["--count"] and logical >= opts["--count"]:
-            break
-        logical += 1
-        first = time.time()
-        while True:
-            t0 = time.time()
-            status, served, error = 0, "", ""
-            try:
-                status, hdrs, _ = request(url, timeout=opts["--timeout"])
-                served = hdrs.get("x-served-by", "")
-            except Exception as e:  # noqa: BLE001 - every failure is a data point
-                error = "%s: %s" % (type(e).__name__, e)
-            t1 = time.time()
-            tries.append([t0, t1, logical, status, served, error])
-            if 200 <= status < 300 or t1 - first >= opts["--retry-for"]:
+    results = []
+
+    def client(number):
+        tries = []
+        logical = 0
+        while time.time() < end and not (stop_file and os.path.exists(stop_file)):
+            if opts["--count"] and logical >= opts["--count"]:
                 break
-            time.sleep(0.1)
-        pause = opts["--interval"] - (time.time() - first)
-        if pause > 0:
-            time.sleep(pause)
-    json.dump({"tries": tries}, sys.stdout)
+            logical += 1
+            first = time.time()
+            while True:
+                t0 = time.time()
+                status, served, error = 0, "", ""
+                try:
+                    status, hdrs, _ = request(url, timeout=opts["--timeout"])
+                    served = hdrs.get("x-served-by", "")
+                except Exception as e:  # noqa: BLE001 - every failure is a data point
+                    error = "%s: %s" % (type(e).__name__, e)
+                t1 = time.time()
+                tries.append([t0, t1, number * 1000000 + logical, status, served, error])
+                if 200 <= status < 300 or t1 - first >= opts["--retry-for"]:
+                    break
+                time.sleep(0.1)
+            pause = opts["--interval"] - (time.time() - first)
+            if pause > 0:
+                time.sleep(pause)
+        results.extend(tries)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(int(opts["--clients"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    json.dump({"tries": sorted(results)}, sys.stdout)
 
 
 def social(args):

@@ -126,11 +126,12 @@ class Cluster:
         return {s["address"]: s for s in json.loads(r.stdout)["servers"]}
 
     # ---- the client host ----
-    def load(self, path="/", duration=10, interval=0.05, timeout=1.0, retry_for=0.0, count=0):
+    def load(self, path="/", duration=10, interval=0.05, timeout=1.0, retry_for=0.0, count=0, clients=1):
         stop_file = os.path.join(self.dir, "load-stop-%d" % time.monotonic_ns())
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns("client"), PYTHON, str(NETCLIENT), "load",
                                  self.vip_url + path, "--duration", str(duration), "--interval", str(interval),
                                  "--timeout", str(timeout), "--retry-for", str(retry_for), "--count", str(count),
+                                 "--clients", str(clients),
                                  "--stop-file", stop_file],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return Load(self, proc, stop_file)
