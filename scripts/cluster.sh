@@ -24,7 +24,8 @@
 # address and no other port: nothing is routed to or from the rest of the machine or the world.
 # Every namespace, veth and the bridge carry NAME (1-8 of [a-z0-9], starting with a letter;
 # default "agc"), so runs with different names never collide; DIR defaults to
-# /tmp/agora-cluster-NAME. Each process runs inside its host's namespace:
+# /tmp/agora-cluster-NAME (a DIR given to up must be given to every later command too; down
+# removes it). Each process runs inside its host's namespace:
 #   db1      postgres (as the postgres user) on ADDR:5432; pg_hba admits only role agora from
 #            NET.0/24 with scram-sha-256; the password is in DIR/pgpass (PGPASSFILE of the servers)
 #   webN     agora server --listen ADDR:8080 --db postgresql://agora@DB1:5432/agora
@@ -92,7 +93,8 @@ if [ -f "$MARK" ]; then
 fi
 NET=${NET:-10.213.0}
 BIN=${BIN:-$root/build/agora}
-echo "$NET" | grep -Eq '^(10|172|192)\.[0-9]{1,3}\.[0-9]{1,3}$' || die "--net: three octets of a private subnet, e.g. 10.213.0"
+echo "$NET" | grep -Eq '^(10\.[0-9]{1,3}|172\.(1[6-9]|2[0-9]|3[01])|192\.168)\.[0-9]{1,3}$' ||
+    die "--net: the first three octets of a private /24 (10.x.y, 172.16-31.y, 192.168.y), e.g. 10.213.0"
 
 ns() { echo "$NAME-$1"; }
 
@@ -146,20 +148,22 @@ running_pid() {
 }
 
 # Runs "$@" in HOST's namespace in the background, in a session of its own, logging to the
-# service's log; its pid (that of the program itself: every step execs) goes to the pid file.
+# service's log; its pid (that of the program itself: every step execs) goes to the pid file,
+# written from inside the namespace (so running_pid never sees it half-way).
 start_bg() {
     h=$1 svc=$2
     shift 2
     f=$(pidfile "$h" "$svc")
     rm -f "$f"
     # shellcheck disable=SC2016 # $$ and $@ are the inner shell's
-    setsid sh -c 'echo $$ >"$0"; exec "$@"' "$f" ip netns exec "$(ns "$h")" "$@" \
+    setsid ip netns exec "$(ns "$h")" sh -c 'echo $$ >"$0"; exec "$@"' "$f" "$@" \
         >>"$(logfile "$h" "$svc")" 2>&1 </dev/null &
     i=0
-    while [ ! -s "$f" ] && [ $i -lt 50 ]; do
+    while [ ! -s "$f" ] && [ $i -lt 500 ]; do # a busy machine may take a while to fork
         sleep 0.02
         i=$((i + 1))
     done
+    [ -s "$f" ] || die "$svc on $h did not start within 10 s"
 }
 
 # Waits up to $1 seconds for "$2..." to succeed.
@@ -199,7 +203,7 @@ net_up() {
     ip link show "$BR" >/dev/null 2>&1 || {
         ip link add "$BR" type bridge
         # No address on the bridge: the root namespace takes no part in the cluster's subnet.
-        echo 1 >"/proc/sys/net/ipv6/conf/$BR/disable_ipv6" 2>/dev/null || true
+        (echo 1 >"/proc/sys/net/ipv6/conf/$BR/disable_ipv6") 2>/dev/null || true
         ip link set "$BR" up
     }
 }
@@ -210,6 +214,7 @@ host_net_up() {
     ip netns add "$n"
     ip link add "$n" type veth peer name eth0 netns "$n"
     ip link set "$n" master "$BR"
+    (echo 1 >"/proc/sys/net/ipv6/conf/$n/disable_ipv6") 2>/dev/null || true
     ip link set "$n" up
     in_ns "$h" sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6' 2>/dev/null || true
     in_ns "$h" ip link set lo up
@@ -360,7 +365,8 @@ write_keepalived_config() {
 # deploy/keepalived.conf.example for the commented version.
 global_defs {
     router_id ${NAME}_$h
-    script_user root
+    script_user nobody nogroup
+    enable_script_security
     vrrp_version 3
 }
 vrrp_script agora_lb {
@@ -532,8 +538,10 @@ cmd_up() {
     if [ -n "$(ip netns list | grep "^$NAME-" || true)" ] || ip link show "$BR" >/dev/null 2>&1; then
         die "namespaces or a bridge named $NAME-* exist already: cluster.sh --name $NAME down"
     fi
-    if ip route show | grep -q "^$NET\."; then
-        die "$NET.0/24 is routed on this machine already: pick another with --net"
+    # The cluster's hosts have no route out, so a subnet in use elsewhere could not leak; but a
+    # subnet this machine already routes (besides the default route) would confuse whoever looks.
+    if [ -n "$(ip -4 route show match "$NET.0/24" | grep -v '^default' || true)" ]; then
+        die "$NET.0/24 is routed on this machine already ($(ip -4 route show match "$NET.0/24" | grep -v '^default' | head -n 1)): pick another with --net"
     fi
     if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
         die "$DIR exists and is not empty"
@@ -543,6 +551,7 @@ cmd_up() {
     printf 'NET=%s\nBIN=%s\n' "$NET" "$BIN" >"$MARK"
     : >"$DIR/hosts"
     trap 'echo "cluster.sh: up failed, taking it down" >&2; cmd_down' EXIT
+    trap 'exit 1' INT TERM HUP # interrupted: the EXIT trap takes down what was made
     net_up
     for h in db1 web1 web2 web3 lb1 lb2 client; do
         host_net_up "$h"
@@ -563,7 +572,7 @@ cmd_up() {
     keepalived_start lb2
     wait_for 20 vip_held || die_log "$(logfile lb1 keepalived)" "no balancer took the virtual address $VIP within 20 s"
     wait_for 10 http_ok client "http://$VIP:$LB_PORT/health" || die "the client cannot reach $VIP"
-    trap - EXIT
+    trap - EXIT INT TERM HUP
     echo "cluster $NAME up: virtual address $VIP:$LB_PORT (held by $(vip_holder)), state in $DIR"
 }
 
