@@ -102,7 +102,7 @@ browser: build
 # The namespace cluster (scripts/cluster.sh): needs root, ip netns, keepalived; skipped with the reason otherwise.
 .PHONY: cluster-test
 cluster-test: build
-	@/usr/bin/python3 -m pytest -q tests/cluster
+	@/usr/bin/python3 -m pytest -q -rs tests/cluster
 
 # One PostgreSQL (scripts/with-pg.sh) serves every suite of the run; it is destroyed at the end.
 test: deps-test

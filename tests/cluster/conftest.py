@@ -26,11 +26,16 @@ def _skip_reason():
             return "tests/cluster need %s (Debian's %s; scripts/install-deps.sh test)" % (tool, pkg)
     if not os.path.exists("/usr/lib/postgresql/15/bin/initdb"):
         return "tests/cluster need PostgreSQL 15 (Debian's postgresql)"
-    probe = "agprobe%d" % os.getpid()
+    probe = "agprobe%d" % (os.getpid() % 100000)
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode != 0:
         return "network namespaces are not available here (ip netns add: %s)" % r.stderr.strip()
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    for kind in ("bridge", "veth"):
+        r = subprocess.run(["ip", "link", "add", probe, "type", kind], capture_output=True, text=True)
+        if r.returncode != 0:
+            return "no %s interfaces here (ip link add type %s: %s)" % (kind, kind, r.stderr.strip())
+        subprocess.run(["ip", "link", "del", probe], capture_output=True)
     return None
 
 
