@@ -7,6 +7,7 @@
 #   make unit-postgres  the store contract suite on PostgreSQL (make unit runs it on SQLite)
 #   make integration-postgres  the API suites again on PostgreSQL (make test runs both)
 #   make integration-replica   the API suites again with a read replica (--db-replica on a standby)
+#   make cluster-test   tests/cluster: the platform on network-namespace hosts (root; skips otherwise)
 CC      ?= cc
 PKGS    := sqlite3 libsodium jansson inih libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -106,6 +107,11 @@ integration: build
 browser: build
 	@sh scripts/run-browser.sh
 
+# The namespace cluster (scripts/cluster.sh): needs root, ip netns, keepalived; skipped with the reason otherwise.
+.PHONY: cluster-test
+cluster-test: build
+	@/usr/bin/python3 -m pytest -q -rs tests/cluster
+
 # One PostgreSQL (scripts/with-pg.sh) serves every suite of the run; it is destroyed at the end.
 test: deps-test
 	@$(MAKE) --no-print-directory build
@@ -118,6 +124,7 @@ test-suites:
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory integration-postgres
 	@$(MAKE) --no-print-directory integration-replica
+	@$(MAKE) --no-print-directory cluster-test
 	@$(MAKE) --no-print-directory browser
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory tsan
