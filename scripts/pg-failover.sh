@@ -4,7 +4,7 @@
 #
 #   pg-failover.sh up DIR [options]     create (first time) and start the three parts; print the URL
 #   pg-failover.sh url DIR              print the multi-host URL for agora (--db)
-#   pg-failover.sh status DIR           pg_autoctl show state (the monitor's view of the nodes)
+#   pg-failover.sh status DIR [--json]  pg_autoctl show state (the monitor's view of the nodes)
 #   pg-failover.sh primary DIR          print the name of the current primary (node1 or node2), if any
 #   pg-failover.sh failover DIR         a planned switchover (pg_autoctl perform failover), waits for it
 #   pg-failover.sh start|stop DIR PART  start or stop one part's pg_autoctl (monitor, node1, node2)
@@ -99,7 +99,11 @@ pid_of() { # PART: the pid of its running pg_autoctl, or nothing
 start_part() { # PART: pg_autoctl run in the background, detached, its output in DIR/PART.log
   [ -n "$(pid_of "$1")" ] && return 0
   eval "addr=\${addr_$1} port=\${port_$1}"
-  as "$1" setsid "$autoctl" run --pgdata "$dir/$1" >>"$dir/$1.log" 2>&1 </dev/null &
+  # a subshell whose descriptors are the log only: nothing of ours (a caller's pipe) stays open
+  (
+    exec >>"$dir/$1.log" 2>&1 </dev/null
+    as "$1" setsid "$autoctl" run --pgdata "$dir/$1"
+  ) &
   i=0
   until as "$1" "$bindir/pg_isready" -q -h "$dir/sock-$1" -p "$port" -t 1; do
     i=$((i + 1))
@@ -159,6 +163,9 @@ write_conf() { # PART: our settings, after pg_auto_failover's (postgresql.conf i
     echo "max_connections = 200"
     echo "password_encryption = 'scram-sha-256'"
     if [ "$1" != monitor ]; then
+      # a standby whose primary restarted reconnects within 0.5 s (default 5 s), and commits on
+      # the primary wait for it (synchronous replication) meanwhile
+      echo "wal_retrieve_retry_interval = '500ms'"
       for s in $settings; do echo "$s" | sed 's/=/ = /'; done
     fi
     echo "# pg-failover.sh end"
@@ -321,7 +328,7 @@ down() {
 case $cmd in
   up) up "$@" ;;
   url) load_env; url_of ;;
-  status) load_env; need_autoctl; show_state ;;
+  status) load_env; need_autoctl; show_state "$@" ;;
   primary) load_env; need_autoctl; primary_name ;;
   failover)
     load_env; need_autoctl
