@@ -242,7 +242,9 @@ def settled(pair):
 
 def test_planned_switchover_under_load(pair, web):
     old, new = settled(pair)
-    load, _ = run_phase(pair, web, "sw", pair.failover, lambda: pair.wait_states({new: "primary", old: "secondary"}))
+    load, reads = run_phase(pair, web, "sw", pair.failover,
+                            lambda: pair.wait_states({new: "primary", old: "secondary"}))
+    assert reads and len([r for r in reads if r[3] == 200]) >= len(reads) / 2, [r[:4] for r in reads[:10]]
     n = check_exactly_once(pair, load, "sw", new)
     check_exactly_once(pair, load, "sw", old, wait_s=15.0)
     assert n >= len(load.acked) >= 5
