@@ -22,6 +22,7 @@
 #   --connect-timeout S libpq connect_timeout in the printed URL (default 2: a host that does
 #                       not answer costs at most that long before libpq tries the next)
 #   --fast              short failure-detection timeouts on the monitor, for tests (see DEPLOY.md)
+# An up that fails leaves what it started running, for its logs: down stops it.
 #   -c name=value       a PostgreSQL setting for both data nodes (e.g. -c fsync=off)
 #
 # Layout: DIR/monitor, DIR/node1, DIR/node2 are the PGDATA directories; DIR/<part>.log the
@@ -118,7 +119,7 @@ stop_part() { # PART: stops its pg_autoctl and PostgreSQL (fast), then anything 
     as "$1" "$autoctl" stop --pgdata "$dir/$1" >/dev/null 2>&1 || kill "$p" 2>/dev/null || true
     i=0
     while kill -0 "$p" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -9 "$p" 2>/dev/null || true
+    /bin/kill -s KILL -- "-$p" 2>/dev/null || true # its process group (start_part: setsid)
   fi
   if [ -f "$dir/$1/postmaster.pid" ]; then
     as "$1" "$bindir/pg_ctl" -D "$dir/$1" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
