@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 
 #include "app/store.h"
 #include "core/alloc.h"
+#include "core/thread.h"
 
 struct app_ready {
     struct store *store;
@@ -79,17 +79,8 @@ struct app_ready *app_ready_start(const char *db_url, unsigned interval_ms, unsi
     }
     atomic_store(&r->last_ok_us, now_us());
     pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    /* The thread takes no signals: they belong to the daemon's signalfd (as the pools' threads). */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&r->tid, NULL, pinger, r);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    thread_cond_init(&r->cv);
+    int rc = thread_start(&r->tid, pinger, r); /* takes no signals: the daemon's signalfd does */
     if (rc != 0) {
         snprintf(err, errlen, "cannot start the readiness thread: %s", strerror(rc));
         pthread_cond_destroy(&r->cv);

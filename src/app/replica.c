@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 #include "app/req.h"
 #include "app/store.h"
 #include "core/alloc.h"
+#include "core/thread.h"
 
 enum { DOWN, UP, LAGGING };
 
@@ -349,18 +349,9 @@ struct app_replica *app_replica_start(const char *url, int64_t max_lag_ms, char 
     r->url = alloc_strdup(url);
     r->max_lag_us = (max_lag_ms > 0 ? max_lag_ms : APP_REPLICA_MAX_LAG_MS) * 1000;
     r->shown = -1;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    thread_cond_init(&r->cv);
     pthread_mutex_init(&r->mu, NULL);
-    /* The thread takes no signals: they belong to the daemon's signalfd (as the pools' threads). */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int e = pthread_create(&r->tid, NULL, monitor, r);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int e = thread_start(&r->tid, monitor, r); /* takes no signals: the daemon's signalfd does */
     if (e != 0) {
         snprintf(err, errlen, "cannot start the replica's monitor: %s", strerror(e));
         pthread_cond_destroy(&r->cv);

@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/thread.h"
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_GONE };
 
@@ -419,17 +419,13 @@ struct http_pool *http_pool_create(const struct http_pool_config *cfg, char *err
     pthread_cond_init(&p->cv, NULL);
     pthread_cond_init(&p->started, NULL);
     p->threads = alloc_calloc(p->cfg.threads, sizeof(*p->threads));
-    /* Pool threads take no signals (a thread inherits its creator's mask): they belong to the
-     * daemon's signalfd (daemon.h), even when the pool starts before the daemon blocks them. */
-    sigset_t all, old;
-    sigfillset(&all);
+    /* Pool threads take no signals (core/thread.h), even when the pool starts before the daemon
+     * blocks them. */
     for (unsigned i = 0; i < p->cfg.threads; i++) {
         struct pool_thread *t = &p->threads[i];
         t->pool = p;
         t->id = i;
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        int rc = pthread_create(&t->tid, NULL, thread_main, t);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        int rc = thread_start(&t->tid, thread_main, t);
         if (rc != 0) {
             snprintf(err, errlen, "cannot start %s thread: %s", p->cfg.name ? p->cfg.name : "pool", strerror(rc));
             goto fail;
