@@ -7,7 +7,7 @@
 #   make unit-postgres  the store contract suite on PostgreSQL (make unit runs it on SQLite)
 #   make integration-postgres  the API suites again on PostgreSQL (make test runs both)
 CC      ?= cc
-PKGS    := sqlite3 libsodium jansson inih libpq
+PKGS    := sqlite3 libsodium jansson inih libpq libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT     ?= -O2 -g

@@ -2,8 +2,8 @@
 # Installs the Debian packages agora needs, only those missing. Idempotent; runs as root
 # (or via sudo when available). Usage: install-deps.sh [test|bench]
 set -e
-base="pkg-config libsqlite3-dev libsodium-dev libjansson-dev libinih-dev libpq-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest curl postgresql clang libclang-rt-14-dev chromium nodejs npm wrk prometheus"
+base="pkg-config libsqlite3-dev libsodium-dev libjansson-dev libinih-dev libpq-dev libssl-dev"
+test_pkgs="libcmocka-dev python3 python3-pytest curl openssl postgresql clang libclang-rt-14-dev chromium nodejs npm wrk prometheus"
 bench_pkgs="haproxy nginx-light wrk"
 want="$base"
 case "$1" in

@@ -38,6 +38,7 @@
 #include "core/net.h"
 #include "http/climits.h"
 #include "http/pool.h"
+#include "http/tls.h"
 
 #define READ_CHUNK 16384
 #define LINGER_MS  2000          /* lingering close: how long input is discarded */
@@ -87,6 +88,7 @@ struct http_conn {
     uint64_t req_start_us;
     uint64_t head_deadline_ms; /* loop clock; 0 = no request head being received */
     uint64_t resp_bytes;
+    SSL *ssl; /* NULL on a plain listener (see "transport" below) */
     int fd;
     unsigned retry_after;  /* Retry-After seconds for a 429/503 made here */
     unsigned linger_bytes; /* at most LINGER_MAX plus one read */
@@ -96,16 +98,18 @@ struct http_conn {
     unsigned response_done : 1; /* handler finished the current response */
     unsigned owned : 1;         /* handler owns the current request */
     unsigned keep_alive : 1;
-    unsigned paused : 1;     /* handler asked to pause the body */
-    unsigned want_drain : 1; /* handler was told to stop producing */
-    unsigned in_process : 1; /* inside process_input (re-entrancy guard) */
-    unsigned corked : 1;     /* http_conn_cork: queue sends, write on uncork */
-    unsigned closing : 1;    /* failed or finished: no more I/O; conn_close has run or is deferred */
-    unsigned freed : 1;      /* conn_close has run: free is scheduled */
-    unsigned resuming : 1;   /* a deferred resume_body is scheduled */
-    unsigned hup : 1;        /* peer hung up */
-    unsigned counted : 1;    /* counted in the per-address connection limit */
-    unsigned lingering : 1;  /* response sent, write side shut: discarding input, then close */
+    unsigned paused : 1;      /* handler asked to pause the body */
+    unsigned want_drain : 1;  /* handler was told to stop producing */
+    unsigned in_process : 1;  /* inside process_input (re-entrancy guard) */
+    unsigned corked : 1;      /* http_conn_cork: queue sends, write on uncork */
+    unsigned closing : 1;     /* failed or finished: no more I/O; conn_close has run or is deferred */
+    unsigned freed : 1;       /* conn_close has run: free is scheduled */
+    unsigned resuming : 1;    /* a deferred resume_body is scheduled */
+    unsigned hup : 1;         /* peer hung up */
+    unsigned counted : 1;     /* counted in the per-address connection limit */
+    unsigned lingering : 1;   /* response sent, write side shut: discarding input, then close */
+    unsigned handshaking : 1; /* TLS handshake in progress: the mask and timer are its own */
+    unsigned tls_kick : 1;    /* a deferred read of bytes OpenSSL holds is scheduled */
     char ip[48];
 };
 
@@ -183,6 +187,33 @@ static void conn_trim(struct http_conn *c)
     conn_release_out(c);
 }
 
+/* ---- transport ----
+ *
+ * A connection reads and writes through the socket, or through OpenSSL (http/tls.h) when it came
+ * to a TLS listener (c->ssl set). The choice is one predictable branch in each of the three
+ * places that move bytes (conn_read, conn_send_now, conn_write_out), so the plain path costs what
+ * it did; a table of function pointers would add an indirect call per read and write instead.
+ * TLS differs in two ways the rest of the file sees: the handshake comes first (conn_handshake,
+ * its own mask and deadline), and OpenSSL may hold decrypted bytes the socket no longer reports
+ * (conn_update_mask schedules a read for them: tls_kick). */
+
+/* Writes n bytes from p now: the count written, -EAGAIN when none could go, or -errno. */
+static ssize_t conn_send_now(struct http_conn *c, const void *p, size_t n)
+{
+    if (c->ssl)
+        return http_tls_write(c->ssl, p, n);
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w >= 0)
+        return w;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+}
+
+/* Writes what `out` holds as net_write does. */
+static ssize_t conn_write_out(struct http_conn *c)
+{
+    return c->ssl ? http_tls_write_buf(c->ssl, &c->out) : net_write(c->fd, &c->out);
+}
+
 /* Reads up to max bytes into `in` (net_read's result), into a pool block when `in` has no
  * storage. A read is bounded by the free space of the buffer when there is some, so that the
  * block is not replaced by a larger malloc while it has room; the rest comes with the next
@@ -195,7 +226,7 @@ static ssize_t conn_read(struct http_conn *c, size_t max)
     if (b->off >= used)
         room = b->cap - used; /* buf_reserve compacts first */
     size_t want = room >= 1024 && room < max ? room : max;
-    ssize_t n = net_read(c->fd, b, want);
+    ssize_t n = c->ssl ? http_tls_read(c->ssl, b, want) : net_read(c->fd, b, want);
     if (n <= 0)
         blockpool_buf_release(&c->srv->bufs, b);
     return n;
@@ -254,6 +285,7 @@ void http_server_limits_default(struct http_server_limits *lim)
     lim->idle_timeout_ms = 60000;
     lim->body_timeout_ms = 30000;
     lim->send_timeout_ms = 60000;
+    lim->handshake_timeout_ms = HTTP_TLS_HANDSHAKE_MS_DEF;
 }
 
 /* ---- timers ---- */
@@ -314,7 +346,7 @@ static int conn_flush(struct http_conn *c)
 {
     if (c->closing)
         return -1;
-    if (net_write(c->fd, &c->out) < 0) {
+    if (conn_write_out(c) < 0) {
         conn_close_later(c);
         return -1;
     }
@@ -328,6 +360,8 @@ static int conn_flush(struct http_conn *c)
              * closing now would reset the connection and could destroy the response before the
              * client reads it. Shut the write side and discard input for a while (lingering
              * close, as nginx does). */
+            if (c->ssl)
+                http_tls_close_notify(c->ssl);
             shutdown(c->fd, SHUT_WR);
             c->lingering = 1;
             buf_reset(&c->in);
@@ -352,8 +386,8 @@ int http_conn_send(struct http_conn *c, const void *p, size_t n)
     c->resp_bytes += n;
     if (buf_used(&c->out) == 0 && !c->in_process && !c->corked) {
         /* Nothing queued: write straight from the caller's memory. */
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        ssize_t w = conn_send_now(c, p, n);
+        if (w < 0 && w != -EAGAIN) {
             conn_close_later(c); /* on_abort comes after the caller's callback returns */
             return 0;
         }
@@ -438,6 +472,8 @@ static void conn_close(struct http_conn *c)
     }
     loop_timer_cancel(s->loop, &c->timer);
     loop_unwatch(s->loop, c->fd);
+    http_tls_conn_free(c->ssl); /* a close_notify first, when the handshake was done */
+    c->ssl = NULL;
     close(c->fd);
     if (c->counted)
         http_climits_conn_close(s->lim.climits, c->ip);
@@ -476,9 +512,20 @@ static int wait_reads(const struct http_conn *c)
     return c->state == ST_WAIT && !c->hup && buf_used(&c->in) < c->srv->lim.max_head + READ_CHUNK;
 }
 
+static void on_conn_io(struct loop *loop, int fd, int events, void *data);
+
+/* The deferred read of decrypted bytes OpenSSL holds (see conn_update_mask). */
+static void tls_kick(struct loop *loop, void *data)
+{
+    struct http_conn *c = data;
+    c->tls_kick = 0;
+    if (!c->closing) /* closed meanwhile: conn_free was deferred after this call */
+        on_conn_io(loop, c->fd, LOOP_READ, c);
+}
+
 static void conn_update_mask(struct http_conn *c)
 {
-    if (c->closing)
+    if (c->closing || c->handshaking)
         return;
     int mask = 0;
     if ((c->state == ST_HEAD && !out_full(c)) || (c->state == ST_BODY && !c->paused && !c->body_done) ||
@@ -487,6 +534,13 @@ static void conn_update_mask(struct http_conn *c)
     if (buf_used(&c->out) > 0)
         mask |= LOOP_WRITE;
     loop_set_mask(c->srv->loop, c->fd, mask);
+    if (c->ssl && (mask & LOOP_READ) && !c->tls_kick && http_tls_pending(c->ssl)) {
+        /* Decrypted bytes wait inside OpenSSL (a read stopped at its limit): the socket will not
+         * report them, so read them after this iteration's callbacks. Each kick consumes some,
+         * so this ends. */
+        c->tls_kick = 1;
+        loop_defer(c->srv->loop, tls_kick, c);
+    }
 }
 
 /* ---- responses ---- */
@@ -752,9 +806,36 @@ again:
     conn_arm_timer(c);
 }
 
+/* Advances the TLS handshake. Returns 1 once it is done (the header deadline starts then), 0
+ * while it goes on (the mask asks for what OpenSSL wants), -1 if it failed (c is closed). */
+static int conn_handshake(struct http_conn *c)
+{
+    int r = http_tls_handshake(c->ssl);
+    if (r == RC_OK) {
+        c->handshaking = 0;
+        c->head_deadline_ms = 0;
+        conn_update_mask(c);
+        conn_arm_timer(c);
+        return 1;
+    }
+    if (r < 0) {
+        if (c->srv->lim.stats)
+            atomic_fetch_add_explicit(&c->srv->lim.stats->tls_failed, 1, memory_order_relaxed);
+        conn_close(c);
+        return -1;
+    }
+    loop_set_mask(c->srv->loop, c->fd, r == HTTP_TLS_WANT_WRITE ? LOOP_READ | LOOP_WRITE : LOOP_READ);
+    return 0;
+}
+
 static void on_conn_io(struct loop *loop, int fd, int events, void *data)
 {
     struct http_conn *c = data;
+    if (c->handshaking) {
+        if (conn_handshake(c) <= 0)
+            return;
+        events = LOOP_READ; /* the request may have come with the handshake's last flight */
+    }
     if (events & LOOP_WRITE) {
         if (conn_flush(c) < 0)
             return;
@@ -894,7 +975,7 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
                 static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
                                           "Content-Length: 39\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
                                           "too many connections from your address\n";
-                ssize_t w = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
+                ssize_t w = s->lim.tls ? 0 : send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL); /* none in TLS */
                 (void)w;
                 close(fd);
                 if (s->lim.stats)
@@ -912,7 +993,12 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
         memcpy(c->ip, ip, sizeof(c->ip));
         c->timer.fn = on_timer;
         c->timer.data = c;
-        if (loop_watch(loop, fd, LOOP_READ, on_conn_io, c) < 0) {
+        if (s->lim.tls) {
+            c->ssl = http_tls_conn_new(s->lim.tls, fd);
+            c->handshaking = 1;
+        }
+        if ((s->lim.tls && !c->ssl) || loop_watch(loop, fd, LOOP_READ, on_conn_io, c) < 0) {
+            http_tls_conn_free(c->ssl);
             close(fd);
             if (counted)
                 http_climits_conn_close(s->lim.climits, ip);
@@ -926,7 +1012,10 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
         s->nconns++;
         if (s->lim.stats)
             atomic_fetch_add_explicit(&s->lim.stats->conns, 1, memory_order_relaxed);
-        conn_arm_timer(c);
+        if (c->handshaking)
+            loop_timer_arm(loop, &c->timer, s->lim.handshake_timeout_ms); /* then closed (on_timer) */
+        else
+            conn_arm_timer(c);
     }
     server_maybe_accept(s);
 }
@@ -951,6 +1040,7 @@ struct http_server *http_server_create(struct loop *loop, int listen_fd, const s
     DEF(idle_timeout_ms);
     DEF(body_timeout_ms);
     DEF(send_timeout_ms);
+    DEF(handshake_timeout_ms);
 #undef DEF
     s->plim.max_line = s->lim.max_line;
     s->plim.max_head = s->lim.max_head;
@@ -1037,6 +1127,7 @@ void http_conn_pause_body(struct http_conn *c, int paused)
 }
 
 const char *http_conn_remote_ip(const struct http_conn *c) { return c->ip; }
+int http_conn_is_tls(const struct http_conn *c) { return c->ssl != NULL; }
 uint64_t http_conn_request_start_us(const struct http_conn *c) { return c->req_start_us; }
 uint64_t http_conn_response_bytes(const struct http_conn *c) { return c->resp_bytes; }
 int http_conn_will_close(const struct http_conn *c)
