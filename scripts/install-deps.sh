@@ -3,7 +3,7 @@
 # (or via sudo when available). Usage: install-deps.sh [test|bench]
 set -e
 base="pkg-config libsqlite3-dev libsodium-dev libjansson-dev libinih-dev libpq-dev libssl-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest curl openssl postgresql clang libclang-rt-14-dev chromium nodejs npm wrk prometheus"
+test_pkgs="libcmocka-dev python3 python3-pytest python3-cryptography curl openssl postgresql clang libclang-rt-14-dev chromium nodejs npm wrk prometheus"
 bench_pkgs="haproxy nginx-light wrk"
 want="$base"
 case "$1" in

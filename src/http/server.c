@@ -819,6 +819,12 @@ static int conn_handshake(struct http_conn *c)
         return 1;
     }
     if (r < 0) {
+        /* Not TLS (a plain HTTP request, garbage) or a failed negotiation: what the client sent
+         * and OpenSSL did not read is discarded first (a little of it), so the close is a FIN and
+         * not a reset that could destroy an alert on its way. */
+        char junk[4096];
+        for (int i = 0; i < 4 && recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
+            ;
         if (c->srv->lim.stats)
             atomic_fetch_add_explicit(&c->srv->lim.stats->tls_failed, 1, memory_order_relaxed);
         conn_close(c);

@@ -303,9 +303,9 @@ void px_finish(struct px *px, int reuse_upstream)
 static const char local_tag;
 #define LOCAL ((struct px *)(void *)&local_tag)
 
-/* --redirect-https: answers a request on the plain listener with 308 to the same host and target
- * on the TLS port (the Host header's port replaced; none when it is 443). The response is queued
- * now and completed at the end of the request body, as a local answer is (LOCAL). */
+/* --redirect-https: answers a request on the plain listener (but /health and /stats) with 308 to the same host and
+ * target on the TLS port (the Host header's port replaced; none when it is 443). The response is queued now and
+ * completed at the end of the request body, as a local answer is (LOCAL). */
 static void redirect_https(struct lb_worker *w, struct http_conn *c, const struct http_head *h)
 {
     if (!h->host.n) {
@@ -358,11 +358,11 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
                                 "Connection header lists a field the balancer acts on (Idempotency-Key or Expect)", 1);
         return;
     }
-    if (cfg->redirect_https && !http_conn_is_tls(c)) {
-        redirect_https(w, c, h);
+    enum lb_local own = lb_local_match(h, cfg->stats_access);
+    if (cfg->redirect_https && own == LB_LOCAL_NONE && !http_conn_is_tls(c)) {
+        redirect_https(w, c, h); /* the balancer's own /health and /stats stay on plain HTTP for monitors */
         return;
     }
-    enum lb_local own = lb_local_match(h, cfg->stats_access);
     if (own != LB_LOCAL_NONE) {
         /* Not an exchange: on_body_end completes it once the body, if any, is read. (A refused
          * /stats is done at once: http_conn_response_done clears the slot.) */
