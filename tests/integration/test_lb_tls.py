@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from helpers import LOCALHOST, free_port, http_request, raise_fd_limit, wait_for
+from helpers import (API_PASSWORD, LOCALHOST, AgoraCluster, free_port, http_request, raise_fd_limit,
+                     start_agora_server, wait_for)
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
 
@@ -101,13 +102,15 @@ def client_ctx(certs, name="a", alpn=None):
     return ctx
 
 
-def https_get(port, path, ctx, server_hostname="localhost", headers=None, timeout=5.0):
+def https_get(port, path, ctx, server_hostname="localhost", headers=None, timeout=5.0, method="GET", body=b""):
     """One request on a new TLS connection -> (status, headers dict (lower-case), body bytes)."""
     with socket.create_connection((LOCALHOST, port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname=server_hostname) as s:
-            req = "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" % path
+            req = "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" % (method, path)
+            if body:
+                req += "Content-Length: %d\r\n" % len(body)
             req += "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
-            s.sendall((req + "\r\n").encode())
+            s.sendall((req + "\r\n").encode() + body)
             data = b""
             while True:
                 chunk = s.recv(65536)
@@ -524,3 +527,39 @@ def test_certificates_reload_on_sighup_without_a_failed_request(live_lb, certs):
     kept.sendall(b"GET /k2 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert kept.recv(65536).endswith(b"hello from A\n")
     kept.close()
+
+
+# ---------------------------------------------------------------- the web server's Secure cookie
+
+def test_session_cookie_is_secure_over_tls_only(agora_bin, certs, tmp_path):
+    port = free_port()
+    cluster = AgoraCluster.start(agora_bin, tmp_path, servers=1,
+                                 lb_args=["--tls-listen", "%s:%d" % (LOCALHOST, port)] + tls_flags(certs, "a"))
+    direct = None
+    try:
+        username, _ = cluster.create_account("tlscookie")
+        login = json.dumps({"username": username, "password": API_PASSWORD}).encode()
+        json_type = {"Content-Type": "application/json"}
+        # Through the TLS listener: Secure.
+        status, headers, _ = https_get(port, "/api/v1/sessions", client_ctx(certs), method="POST", body=login,
+                                       headers=json_type)
+        assert status == 200
+        assert re.fullmatch(r"agora_token=[^;]+; HttpOnly; SameSite=Strict; Path=/; Secure", headers["set-cookie"])
+        # Through the plain listener, even with a spoofed X-Forwarded-Proto: not Secure.
+        for extra in ({}, {"X-Forwarded-Proto": "https"}):
+            status, headers, _ = http_request(LOCALHOST, cluster.lb.port, "POST", "/api/v1/sessions", body=login,
+                                              headers=dict(json_type, **extra))
+            assert status == 200
+            assert re.fullmatch(r"agora_token=[^;]+; HttpOnly; SameSite=Strict; Path=/", headers["set-cookie"])
+        # Straight to a server that does not trust this peer: a client's X-Forwarded-Proto is ignored.
+        direct = start_agora_server(agora_bin, cluster.db, extra_args=AgoraCluster.SERVER_ARGS +
+                                    ("--trusted-proxy", "10.9.9.9"))
+        status, headers, _ = http_request(LOCALHOST, direct.port, "POST", "/api/v1/sessions", body=login,
+                                          headers=dict(json_type, **{"X-Forwarded-Proto": "https"}))
+        assert status == 200
+        assert re.fullmatch(r"agora_token=[^;]+; HttpOnly; SameSite=Strict; Path=/", headers["set-cookie"])
+    finally:
+        complaints = cluster.stop()
+        if direct:
+            direct.stop()
+    assert complaints == []
