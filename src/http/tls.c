@@ -9,6 +9,7 @@
 #include "http/tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/rc.h"
@@ -490,3 +492,76 @@ ssize_t http_tls_write_buf(SSL *ssl, struct buf *b)
 }
 
 int http_tls_pending(const SSL *ssl) { return SSL_has_pending(ssl); }
+
+/* ---- a self-signed certificate ---- */
+
+static int add_ext(X509 *x, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    int ok = ext && X509_add_ext(x, ext, -1) == 1;
+    X509_EXTENSION_free(ext);
+    return ok ? RC_OK : RC_ERROR;
+}
+
+/* Writes what fn writes to path through path.tmp (mode), then renames it. RC_OK or RC_ERROR. */
+static int write_pem(const char *path, mode_t mode, int (*fn)(FILE *, void *), void *arg, char *err, size_t errlen)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return RC_ERROR;
+    }
+    int ok = fn(f, arg) == 1;
+    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) < 0) {
+        snprintf(err, errlen, "cannot write %s: %s", path, ok ? strerror(errno) : "write failed");
+        unlink(tmp);
+        return RC_ERROR;
+    }
+    return RC_OK;
+}
+
+static int put_key(FILE *f, void *pkey) { return PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL); }
+static int put_cert(FILE *f, void *x) { return PEM_write_X509(f, x); }
+
+int http_tls_self_signed(const char *cert_path, const char *key_path, const char *cn, const char *alt_names,
+                         unsigned days, char *err, size_t errlen)
+{
+    int rc = RC_ERROR;
+    X509 *x = X509_new();
+    BIGNUM *serial = BN_new();
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    if (!x || !serial || !pkey || !BN_rand(serial, 63, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) ||
+        !BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(x)) || X509_set_version(x, 2) != 1 ||
+        !X509_gmtime_adj(X509_getm_notBefore(x), -3600) ||
+        !X509_gmtime_adj(X509_getm_notAfter(x), (long)days * 86400L) || X509_set_pubkey(x, pkey) != 1 ||
+        X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
+                                   0) != 1 ||
+        X509_set_issuer_name(x, X509_get_subject_name(x)) != 1 || add_ext(x, NID_subject_alt_name, alt_names) < 0 ||
+        add_ext(x, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
+        add_ext(x, NID_key_usage, "critical,digitalSignature") < 0 || add_ext(x, NID_ext_key_usage, "serverAuth") < 0 ||
+        X509_sign(x, pkey, EVP_sha256()) <= 0) {
+        snprintf(err, errlen, "cannot make a self-signed certificate: %s", ossl_reason());
+        goto out;
+    }
+    if (write_pem(key_path, 0600, put_key, pkey, err, errlen) < 0 ||
+        write_pem(cert_path, 0644, put_cert, x, err, errlen) < 0)
+        goto out;
+    rc = RC_OK;
+out:
+    X509_free(x);
+    BN_free(serial);
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return rc;
+}

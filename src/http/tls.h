@@ -45,6 +45,14 @@ int http_tls_reload(struct http_tls *t, const char *const *certs, const char *co
 /* Frees t. Every connection made from it must have been freed. */
 void http_tls_free(struct http_tls *t);
 
+/* Makes a self-signed certificate (`agora up`'s for localhost): a new P-256 key, subject CN cn,
+ * subjectAltName alt_names (e.g. "DNS:localhost,IP:127.0.0.1"), valid from an hour ago for days.
+ * The key is written to key_path with mode 0600 and the certificate to cert_path (0644), each
+ * under a temporary name first and then renamed, so a reader never sees half a file. Returns
+ * RC_OK, or RC_ERROR with a message in err. */
+int http_tls_self_signed(const char *cert_path, const char *key_path, const char *cn, const char *alt_names,
+                         unsigned days, char *err, size_t errlen);
+
 /* A new server-side TLS connection on fd (the caller keeps the descriptor), holding a reference
  * to the certificate set in force. NULL when OpenSSL cannot make one (then close the socket). */
 SSL *http_tls_conn_new(struct http_tls *t, int fd);

@@ -23,7 +23,7 @@ import time
 import pytest
 
 from helpers import (API_PASSWORD, LOCALHOST, AgoraCluster, free_port, http_request, raise_fd_limit,
-                     start_agora_server, wait_for)
+                     start_agora_server, start_process, up_port_run, wait_for)
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
 
@@ -563,3 +563,47 @@ def test_session_cookie_is_secure_over_tls_only(agora_bin, certs, tmp_path):
         if direct:
             direct.stop()
     assert complaints == []
+
+
+# ---------------------------------------------------------------- agora up serves HTTPS too
+
+def test_agora_up_makes_a_self_signed_certificate_and_serves_https(agora_bin, tmp_path):
+    data = tmp_path / "data"
+    base = up_port_run(1)
+    argv = [agora_bin, "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", data, "--servers", "1",
+            "--lb-workers", "1"]
+    up = start_process(argv, ready_text="agora is up", timeout=30)
+    try:
+        crt, key = data / "tls-cert.pem", data / "tls-key.pem"
+        assert "agora up: made a self-signed certificate for localhost: %s (key %s, mode 0600)" % (crt, key) \
+            in up.output()
+        assert wait_for(lambda: "https: https://localhost:%d/  (self-signed)" % (base + 443) in up.output(), 5), \
+            up.output()
+        assert os.stat(key).st_mode & 0o777 == 0o600
+        text = run("openssl", "x509", "-in", crt, "-noout", "-subject", "-ext", "subjectAltName").stdout.decode()
+        assert "subject=CN = localhost" in text and "DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1" \
+            in text, text
+        serial = run("openssl", "x509", "-in", crt, "-noout", "-serial").stdout
+        # The UI over HTTPS, verified against the certificate made, and the same over HTTP.
+        resolve = ["--cacert", crt, "--resolve", "localhost:%d:127.0.0.1" % (base + 443)]
+        assert wait_for(lambda: curl(*resolve, "-o", "/dev/null", "-w", "%{http_code}",
+                                     "https://localhost:%d/" % (base + 443))[1] == "200", 15)
+        rc, page, err = curl(*resolve, "https://localhost:%d/" % (base + 443))
+        status, _, plain = http_request(LOCALHOST, base, "GET", "/")
+        assert rc == 0 and status == 200 and page.encode() == plain and b"<html" in plain.lower(), err
+    finally:
+        assert up.stop(timeout=20) == 0, up.output()
+    # A second run keeps the certificate (browsers that accepted it keep working).
+    up = start_process(argv, ready_text="agora is up", timeout=30)
+    try:
+        assert "made a self-signed certificate" not in up.output()
+        assert run("openssl", "x509", "-in", crt, "-noout", "-serial").stdout == serial
+    finally:
+        assert up.stop(timeout=20) == 0, up.output()
+    # --tls-listen off: plain HTTP only.
+    up = start_process(argv + ["--tls-listen", "off"], ready_text="agora is up", timeout=30)
+    try:
+        assert "https:" not in up.output()
+        assert curl("-k", "https://127.0.0.1:%d/" % (base + 443))[0] != 0
+    finally:
+        assert up.stop(timeout=20) == 0, up.output()
