@@ -109,7 +109,6 @@ struct http_conn {
     unsigned counted : 1;     /* counted in the per-address connection limit */
     unsigned lingering : 1;   /* response sent, write side shut: discarding input, then close */
     unsigned handshaking : 1; /* TLS handshake in progress: the mask and timer are its own */
-    unsigned tls_kick : 1;    /* a deferred read of bytes OpenSSL holds is scheduled */
     char ip[48];
 };
 
@@ -191,16 +190,16 @@ static void conn_trim(struct http_conn *c)
  *
  * A connection reads and writes through the socket, or through OpenSSL (http/tls.h) when it came
  * to a TLS listener (c->ssl set). The choice is one predictable branch in each of the three
- * places that move bytes (conn_read, conn_send_now, conn_write_out), so the plain path costs what
- * it did; a table of function pointers would add an indirect call per read and write instead.
- * TLS differs in two ways the rest of the file sees: the handshake comes first (conn_handshake,
- * its own mask and deadline), and OpenSSL may hold decrypted bytes the socket no longer reports
- * (conn_update_mask schedules a read for them: tls_kick). */
+ * places that move bytes (conn_read, conn_send_now, conn_flush), so the plain path costs what it did (bench/instr.sh:
+ * within 0.5%); a table of function pointers would add an indirect call per read and write instead. TLS differs in one
+ * way the rest of the file sees: the handshake comes first (conn_handshake, its own mask and deadline). OpenSSL never
+ * keeps decrypted bytes the socket would not report again: a TLS read takes the rest of a record it started
+ * (http_tls_read), so level-triggered readiness stays the whole truth. */
 
 /* Writes n bytes from p now: the count written, -EAGAIN when none could go, or -errno. */
-static ssize_t conn_send_now(struct http_conn *c, const void *p, size_t n)
+static inline ssize_t conn_send_now(struct http_conn *c, const void *p, size_t n)
 {
-    if (c->ssl)
+    if (__builtin_expect(c->ssl != NULL, 0))
         return http_tls_write(c->ssl, p, n);
     ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
     if (w >= 0)
@@ -208,17 +207,11 @@ static ssize_t conn_send_now(struct http_conn *c, const void *p, size_t n)
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
 }
 
-/* Writes what `out` holds as net_write does. */
-static ssize_t conn_write_out(struct http_conn *c)
-{
-    return c->ssl ? http_tls_write_buf(c->ssl, &c->out) : net_write(c->fd, &c->out);
-}
-
 /* Reads up to max bytes into `in` (net_read's result), into a pool block when `in` has no
  * storage. A read is bounded by the free space of the buffer when there is some, so that the
  * block is not replaced by a larger malloc while it has room; the rest comes with the next
  * (level-triggered) readiness. A read of nothing gives the block back. */
-static ssize_t conn_read(struct http_conn *c, size_t max)
+static inline __attribute__((always_inline)) ssize_t conn_read(struct http_conn *c, size_t max)
 {
     struct buf *b = &c->in;
     blockpool_buf_attach(&c->srv->bufs, b);
@@ -226,7 +219,7 @@ static ssize_t conn_read(struct http_conn *c, size_t max)
     if (b->off >= used)
         room = b->cap - used; /* buf_reserve compacts first */
     size_t want = room >= 1024 && room < max ? room : max;
-    ssize_t n = c->ssl ? http_tls_read(c->ssl, b, want) : net_read(c->fd, b, want);
+    ssize_t n = __builtin_expect(c->ssl != NULL, 0) ? http_tls_read(c->ssl, b, want) : net_read(c->fd, b, want);
     if (n <= 0)
         blockpool_buf_release(&c->srv->bufs, b);
     return n;
@@ -346,7 +339,8 @@ static int conn_flush(struct http_conn *c)
 {
     if (c->closing)
         return -1;
-    if (conn_write_out(c) < 0) {
+    ssize_t w = __builtin_expect(c->ssl != NULL, 0) ? http_tls_write_buf(c->ssl, &c->out) : net_write(c->fd, &c->out);
+    if (w < 0) {
         conn_close_later(c);
         return -1;
     }
@@ -512,35 +506,25 @@ static int wait_reads(const struct http_conn *c)
     return c->state == ST_WAIT && !c->hup && buf_used(&c->in) < c->srv->lim.max_head + READ_CHUNK;
 }
 
-static void on_conn_io(struct loop *loop, int fd, int events, void *data);
-
-/* The deferred read of decrypted bytes OpenSSL holds (see conn_update_mask). */
-static void tls_kick(struct loop *loop, void *data)
+/* The loop interest the connection's state calls for. */
+static inline int conn_mask(const struct http_conn *c)
 {
-    struct http_conn *c = data;
-    c->tls_kick = 0;
-    if (!c->closing) /* closed meanwhile: conn_free was deferred after this call */
-        on_conn_io(loop, c->fd, LOOP_READ, c);
-}
-
-static void conn_update_mask(struct http_conn *c)
-{
-    if (c->closing || c->handshaking)
-        return;
     int mask = 0;
     if ((c->state == ST_HEAD && !out_full(c)) || (c->state == ST_BODY && !c->paused && !c->body_done) ||
         wait_reads(c) || c->lingering)
         mask |= LOOP_READ;
     if (buf_used(&c->out) > 0)
         mask |= LOOP_WRITE;
-    loop_set_mask(c->srv->loop, c->fd, mask);
-    if (c->ssl && (mask & LOOP_READ) && !c->tls_kick && http_tls_pending(c->ssl)) {
-        /* Decrypted bytes wait inside OpenSSL (a read stopped at its limit): the socket will not
-         * report them, so read them after this iteration's callbacks. Each kick consumes some,
-         * so this ends. */
-        c->tls_kick = 1;
-        loop_defer(c->srv->loop, tls_kick, c);
-    }
+    return mask;
+}
+
+/* Sets the loop's interest from the connection's state. Never called during a TLS handshake
+ * (conn_handshake sets the mask then; no request exists yet to make a handler call here). */
+static void conn_update_mask(struct http_conn *c)
+{
+    if (c->closing)
+        return;
+    loop_set_mask(c->srv->loop, c->fd, conn_mask(c));
 }
 
 /* ---- responses ---- */
@@ -837,7 +821,7 @@ static int conn_handshake(struct http_conn *c)
 static void on_conn_io(struct loop *loop, int fd, int events, void *data)
 {
     struct http_conn *c = data;
-    if (c->handshaking) {
+    if (__builtin_expect(c->handshaking, 0)) {
         if (conn_handshake(c) <= 0)
             return;
         events = LOOP_READ; /* the request may have come with the handshake's last flight */

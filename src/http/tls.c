@@ -454,6 +454,17 @@ ssize_t http_tls_read(SSL *ssl, struct buf *b, size_t max)
             return -EPROTO;
         }
     }
+    /* The rest of a record begun (at most 16 KB over max): OpenSSL reads no further than the
+     * record it needs (no read-ahead), so once this is taken it holds no decrypted byte that the
+     * socket would not report again, and the caller's level-triggered loop misses nothing. */
+    for (int pending; (pending = SSL_pending(ssl)) > 0;) {
+        size_t got = 0;
+        ERR_clear_error();
+        if (SSL_read_ex(ssl, buf_reserve(b, (size_t)pending), (size_t)pending, &got) != 1)
+            break;
+        buf_commit(b, got);
+        total += got;
+    }
     return (ssize_t)total;
 }
 
@@ -490,8 +501,6 @@ ssize_t http_tls_write_buf(SSL *ssl, struct buf *b)
     }
     return (ssize_t)total;
 }
-
-int http_tls_pending(const SSL *ssl) { return SSL_has_pending(ssl); }
 
 /* ---- a self-signed certificate ---- */
 

@@ -64,16 +64,16 @@ void http_tls_conn_free(SSL *ssl);
 #define HTTP_TLS_WANT_READ  1
 #define HTTP_TLS_WANT_WRITE 2
 int http_tls_handshake(SSL *ssl);
-/* Reads decrypted bytes into b, up to max (as net_read): the count, 0 at the end of the stream
- * (close_notify or EOF), -EAGAIN when nothing is readable yet, -EPROTO on a TLS error. */
+/* Reads decrypted bytes into b, up to max (as net_read) and then the rest of the last record
+ * begun (at most 16 KB more), so that OpenSSL is left holding no decrypted byte: what is not read
+ * yet is still in the socket, where the loop sees it. Returns the count, 0 at the end of the
+ * stream (close_notify or EOF), -EAGAIN when nothing is readable yet, -EPROTO on a TLS error. */
 ssize_t http_tls_read(SSL *ssl, struct buf *b, size_t max);
 /* Writes n bytes from p (as send(2)): the count written (whole records), -EAGAIN when none could
  * go, -EPIPE on failure. Bytes not taken must be offered again, first in the next write. */
 ssize_t http_tls_write(SSL *ssl, const void *p, size_t n);
 /* Writes what b holds, consuming what went out (as net_write). */
 ssize_t http_tls_write_buf(SSL *ssl, struct buf *b);
-/* 1 if decrypted or raw bytes wait inside OpenSSL (the socket will not report them). */
-int http_tls_pending(const SSL *ssl);
 /* Sends a close_notify now (best effort), before the write side is shut. */
 void http_tls_close_notify(SSL *ssl);
 

@@ -168,11 +168,11 @@ static void reload(void *ctx)
     }
     lb->cfg.nbackends = next.nbackends;
     next.nbackends = 0;
-    if (strcmp(next.listen, lb->cfg.listen) || strcmp(next.policy, lb->cfg.policy) || next.workers != lb->cfg.workers ||
-        strcmp(next.tls_listen, lb->cfg.tls_listen) || next.redirect_https != lb->cfg.redirect_https ||
+    if (strcmp(next.listen, lb->cfg.listen) || strcmp(next.policy, lb->cfg.policy) || next.workers != lb->cfg.workers)
+        fprintf(stderr, "agora lb: reload: listen, policy and workers changes need a restart\n");
+    if (strcmp(next.tls_listen, lb->cfg.tls_listen) || next.redirect_https != lb->cfg.redirect_https ||
         next.hsts_s != lb->cfg.hsts_s)
-        fprintf(stderr, "agora lb: reload: listen, tls-listen, redirect-https, hsts, policy and workers changes need a "
-                        "restart\n");
+        fprintf(stderr, "agora lb: reload: tls-listen, redirect-https and hsts changes need a restart\n");
     lb_config_free(&next);
     fprintf(stderr, "agora lb: reloaded: %d backend(s)\n", n);
     lb_events_add(lb->sh.events, LB_EV_RELOAD, NULL, "%d server(s)", n);

@@ -189,6 +189,37 @@ def test_curl_over_tls_gets_exact_answers(tls_lb, certs):
     still_serves(lb, certs)
 
 
+def test_large_bodies_and_pipelining_over_tls(tls_lb, certs):
+    """A 40 MB upload (the balancer pauses reading while the backend is behind: reads stop at
+    their limits mid-record) and 50 pipelined requests in one TLS write, answered in order."""
+    lb = tls_lb()
+    ctx = client_ctx(certs)
+    with socket.create_connection((LOCALHOST, lb.tls_port), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            n = 40 * 1024 * 1024
+            s.sendall(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n)
+            block = os.urandom(1 << 20)
+            for _ in range(40):
+                s.sendall(block)
+            data = b""
+            while not data.endswith(b"}\n"):
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:100]
+            assert data.endswith(b'{"received": %d, "chunked": false}\n' % n), data[-100:]
+            s.sendall(b"".join(b"GET /echo?i=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(49)) +
+                      b"GET /echo?i=49 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    targets = re.findall(rb'"target":"(/echo\?i=\d+)"', data)
+    assert targets == [b"/echo?i=%d" % i for i in range(50)], targets[:5]
+
+
 def test_x_forwarded_proto_is_set_and_a_spoofed_one_replaced(tls_lb, certs):
     lb = tls_lb()
     ctx = client_ctx(certs)
