@@ -274,6 +274,20 @@ static void handoff_stop(struct daemon *d)
         unlink(d->cfg->handoff_path);
 }
 
+/* 1 if listening socket fd is bound to a (compared as text, "127.0.0.1:8000"). */
+static int bound_to(int fd, const struct net_addr *a)
+{
+    struct net_addr got = {.len = sizeof(got.ss)};
+    socklen_t len = sizeof(got.ss);
+    if (getsockname(fd, (struct sockaddr *)&got.ss, &len) < 0)
+        return 0;
+    got.len = len;
+    char x[80], y[80];
+    net_format_addr(&got, x, sizeof(x));
+    net_format_addr(a, y, sizeof(y));
+    return !strcmp(x, y);
+}
+
 unsigned long http_daemon_raise_fd_limit(const char *name, unsigned long want)
 {
     struct rlimit rl;
@@ -344,6 +358,21 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
                 close(taken[i]);
             close(takeover);
             return 1;
+        }
+        for (unsigned i = 0; i < ntaken; i++) {
+            /* The first half must be --listen's sockets, the second listen2's: a successor whose
+             * listeners differ (TLS added or removed, another port) would serve them wrongly. */
+            const struct net_addr *want = per == 2 && i >= ntaken / 2 ? &addr2 : &addr;
+            if (!bound_to(taken[i], want)) {
+                fprintf(stderr,
+                        "%s: upgrade: the listening sockets taken are not those of this configuration (%s%s%s); "
+                        "the running process goes on\n",
+                        cfg->name, cfg->listen, cfg->listen2 ? " and " : "", cfg->listen2 ? cfg->listen2 : "");
+                for (unsigned k = 0; k < ntaken; k++)
+                    close(taken[k]);
+                close(takeover);
+                return 1;
+            }
         }
         if (ntaken / per != d.n)
             fprintf(stderr, "%s: upgrade: took %u listening socket(s): running %u worker(s), not %u\n", cfg->name,

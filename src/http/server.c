@@ -286,6 +286,8 @@ void http_server_limits_default(struct http_server_limits *lim)
 static void on_timer(struct loop *loop, struct loop_timer *t)
 {
     struct http_conn *c = t->data;
+    if (c->handshaking && c->srv->lim.stats) /* the TLS handshake deadline */
+        atomic_fetch_add_explicit(&c->srv->lim.stats->tls_failed, 1, memory_order_relaxed);
     switch (c->state) {
     case ST_HEAD:
         if (buf_used(&c->in) > 0 && !c->owned) {

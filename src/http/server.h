@@ -62,7 +62,7 @@ int http_answers_code(unsigned i);
 /* What a server counts for its owner's metrics (http_server_limits.stats). */
 struct http_server_stats {
     atomic_int conns;                /* open client connections */
-    atomic_uint_fast64_t tls_failed; /* TLS handshakes that failed (not those that timed out) */
+    atomic_uint_fast64_t tls_failed; /* TLS handshakes that failed or missed their deadline */
     struct http_answers answers;     /* answers the server made itself */
 };
 

@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from helpers import (API_PASSWORD, LOCALHOST, AgoraCluster, free_port, http_request, raise_fd_limit,
-                     start_agora_server, start_process, up_port_run, wait_for)
+from helpers import (API_PASSWORD, LOCALHOST, AgoraCluster, admin_token, free_port, http_request, metric,
+                     parse_metrics, raise_fd_limit, start_agora_server, start_process, up_port_run, wait_for)
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
 
@@ -377,6 +377,31 @@ def _lb_client_conns(lb):
     return len([line for line in out.splitlines() if line.strip()])
 
 
+def test_failed_handshakes_are_counted(tls_lb, certs):
+    admin = free_port()
+    lb = tls_lb("--tls-handshake-timeout", "1s", "--admin-listen", "%s:%d" % (LOCALHOST, admin))
+
+    def failures():
+        _, _, body = http_request(LOCALHOST, admin, "GET", "/metrics",
+                                  headers={"Authorization": "Bearer " + admin_token(admin)})
+        return metric(parse_metrics(body.decode()), "agora_lb_tls_handshake_failures_total")
+
+    assert failures() == 0
+    https_get(lb.tls_port, "/", client_ctx(certs))  # a good one: not counted
+    for blob in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", os.urandom(600)):
+        with socket.create_connection((LOCALHOST, lb.tls_port), timeout=5) as s:
+            s.sendall(blob)
+            try:
+                s.recv(100)
+            except ConnectionResetError:
+                pass
+    out = s_client(lb.tls_port, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0")  # no common protocol
+    assert "alert protocol version" in out
+    with socket.create_connection((LOCALHOST, lb.tls_port), timeout=5) as s:  # the deadline
+        assert s.recv(100) == b""
+    assert wait_for(lambda: failures() == 4, 5), failures()
+
+
 def test_a_thousand_stalled_handshakes_do_not_stop_others(tls_lb, certs):
     raise_fd_limit(4096)
     lb = tls_lb("--tls-handshake-timeout", "3s", "--max-conns-per-ip", "0", workers=2)
@@ -638,3 +663,42 @@ def test_agora_up_makes_a_self_signed_certificate_and_serves_https(agora_bin, tm
         assert curl("-k", "https://127.0.0.1:%d/" % (base + 443))[0] != 0
     finally:
         assert up.stop(timeout=20) == 0, up.output()
+
+
+# ---------------------------------------------------------------- upgrades pass both listeners
+
+def test_upgrade_passes_the_tls_listener_too(agora_bin, testbackend_factory, certs, tmp_path):
+    backend = testbackend_factory("A")
+    sock = tmp_path / "upgrade.sock"
+    port, tport = free_port(), free_port()
+    args = [agora_bin, "lb", "--admin-listen", "off", "--workers", "2", "--backend", "http://%s:%d" % (LOCALHOST,
+            backend.port), "--listen", "%s:%d" % (LOCALHOST, port), "--tls-listen", "%s:%d" % (LOCALHOST, tport),
+            "--upgrade-socket", sock] + tls_flags(certs, "a")
+    old = start_process(args, "agora lb: listening on", 10)
+    new = None
+    try:
+        assert wait_for(lambda: sock.exists(), 5)
+        ctx = client_ctx(certs)
+        assert https_get(tport, "/", ctx)[::2] == (200, b"hello from A\n")
+        new = start_process(args + ["--upgrade-from", sock], "agora lb: ", 10)
+        assert new.wait_for_output("serving the listening sockets of the previous process", 10), new.output()
+        assert "upgrade: passed 4 listening socket(s) to a new process" in old.output()
+        assert old.wait(timeout=15) == 0, old.output()
+        for _ in range(10):  # both listeners are the new process's now
+            assert https_get(tport, "/", ctx)[::2] == (200, b"hello from A\n")
+            assert http_request(LOCALHOST, port, "GET", "/")[::2] == (200, b"hello from A\n")
+        # A successor whose listeners differ (no TLS) is refused and the running one goes on.
+        plain = [a for a in args if a not in ("--tls-listen", "%s:%d" % (LOCALHOST, tport))]
+        plain = plain[:plain.index("--tls-cert")]
+        sock2 = tmp_path / "upgrade2.sock"
+        p = subprocess.run([str(a) for a in plain] + ["--upgrade-socket", sock2, "--upgrade-from", sock],
+                           capture_output=True, timeout=20)
+        assert p.returncode == 1
+        assert ("agora lb: upgrade: the listening sockets taken are not those of this configuration (%s:%d); the "
+                "running process goes on\n" % (LOCALHOST, port)) in p.stderr.decode(), p.stderr.decode()
+        assert new.poll() is None
+        assert https_get(tport, "/", ctx)[::2] == (200, b"hello from A\n")
+    finally:
+        old.stop()
+        if new:
+            assert new.stop() == 0, new.output()
