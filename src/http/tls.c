@@ -266,7 +266,10 @@ static int load_pair(struct tls_set *s, size_t i, const char *cert, const char *
     }
     SSL_CTX_set_dh_auto(ctx, 1);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"agora", 5);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    /* No automatic clearing: OpenSSL would walk the whole cache under its lock every 255
+     * handshakes; the cache stays bounded anyway (the oldest session goes when it is full) and an
+     * expired session is never resumed. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR);
     SSL_CTX_sess_set_cache_size(ctx, HTTP_TLS_SESSION_CACHE);
     SSL_CTX_set_timeout(ctx, HTTP_TLS_TICKET_ROTATE_S);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
