@@ -72,7 +72,9 @@ struct conn_req {
  * partial head, body bytes, pipelined requests) and the output queue, both without storage while
  * empty; the request state while one is in progress; the timer (idle, header, body and send
  * deadlines); the body framing counters; the handler's per-request slot; the per-request figures
- * the access log and the timers need; the state and flags in bits; and the client's address as
+ * the access log and the timers need; the OpenSSL connection on a TLS listener (8 bytes, NULL on a
+ * plain one: the plain path tests it and nothing more); the state and flags in bits; and the
+ * client's address as
  * text (returned by http_conn_remote_ip, and the key of the per-address limits), which is 48
  * bytes where a stored sockaddr would be 28 and a formatting per request. */
 struct http_conn {
