@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "app/auth.h"
+#include "app/client_addr.h"
 #include "app/json.h"
 #include "app/req.h"
 #include "app/text.h"
@@ -291,4 +292,9 @@ void api_list_end(struct api_list *l, int oldest_first)
     if (l->more)
         http_response_header(a->resp, "Link", "<%.*s?limit=%d&%s=%" PRId64 ">; rel=\"next\"", (int)a->head->path.n,
                              a->head->path.p, l->limit, oldest_first ? "since_id" : "max_id", l->last_id);
+}
+
+const char *api_cookie_secure(const struct api *a)
+{
+    return client_forwarded_https(&a->app->trust, a->req->remote_addr, a->head) ? "; Secure" : "";
 }

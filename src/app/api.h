@@ -67,6 +67,9 @@ void api_store_error(struct api *a, int rc, const char *what);
  * and its Origin must name the site (api_same_site), or, without Origin, Sec-Fetch-Site must be
  * same-origin. Bearer tokens are never sent by a browser on its own, so need no such check. */
 int api_auth(struct api *a, int required);
+/* "; Secure" for the session cookie when the request came over TLS through a trusted balancer
+ * (client_forwarded_https), else "". */
+const char *api_cookie_secure(const struct api *a);
 /* Returns the request's User-Agent (cut to STORE_USER_AGENT_MAX bytes, NUL-terminated, "" when
  * absent), copied into a->user_agent. */
 const char *api_user_agent(struct api *a);

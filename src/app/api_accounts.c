@@ -229,7 +229,8 @@ void api_sessions_create(struct api *a)
         api_store_error(a, rc, "");
         goto out;
     }
-    http_response_header(a->resp, "Set-Cookie", "%s=%s; HttpOnly; SameSite=Strict; Path=/", AUTH_COOKIE, token);
+    http_response_header(a->resp, "Set-Cookie", "%s=%s; HttpOnly; SameSite=Strict; Path=/%s", AUTH_COOKIE, token,
+                         api_cookie_secure(a));
     http_response_header(a->resp, "Cache-Control", "no-store");
     a->resp->status = 200;
     struct jsonw w;
@@ -261,7 +262,8 @@ void api_sessions_delete(struct api *a)
         else
             a->resp->status = 204;
     }
-    http_response_header(a->resp, "Set-Cookie", "%s=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", AUTH_COOKIE);
+    http_response_header(a->resp, "Set-Cookie", "%s=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0%s", AUTH_COOKIE,
+                         api_cookie_secure(a));
 }
 
 void api_accounts_posts(struct api *a)

@@ -61,7 +61,8 @@ void api_me_sessions(struct api *a)
 
 static void clear_cookie(struct api *a)
 {
-    http_response_header(a->resp, "Set-Cookie", "%s=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", AUTH_COOKIE);
+    http_response_header(a->resp, "Set-Cookie", "%s=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0%s", AUTH_COOKIE,
+                         api_cookie_secure(a));
 }
 
 void api_me_session_revoke(struct api *a)

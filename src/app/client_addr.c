@@ -141,6 +141,20 @@ static void format_ip(int family, const unsigned char *addr, char out[CLIENT_ADD
         snprintf(out, CLIENT_ADDR_CHARS, "?");
 }
 
+int client_forwarded_https(const struct client_trust *t, const char *peer, const struct http_head *h)
+{
+    if (!peer || !client_trust_has(t, peer))
+        return 0;
+    int https = 0, n = 0;
+    for (int i = 0; i < h->nheaders; i++) {
+        if (!req_ieq(h->headers[i].name.p, h->headers[i].name.n, "x-forwarded-proto"))
+            continue;
+        n++;
+        https = req_ieq(h->headers[i].value.p, h->headers[i].value.n, "https");
+    }
+    return n == 1 && https;
+}
+
 void client_addr(const struct client_trust *t, const char *peer, const struct http_head *h, char out[CLIENT_ADDR_CHARS])
 {
     int family;

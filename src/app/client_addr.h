@@ -43,6 +43,11 @@ int client_trust_has(const struct client_trust *t, const char *ip);
  * X-Forwarded-For headers of h say when peer is trusted (see above). */
 void client_addr(const struct client_trust *t, const char *peer, const struct http_head *h,
                  char out[CLIENT_ADDR_CHARS]);
+/* 1 if the client reached the balancer over TLS: peer is a trusted proxy (the rule above) and the
+ * request carries exactly one X-Forwarded-Proto field, "https" (the balancer replaces whatever a
+ * client sent with one field of its own). A client talking to the server directly from an untrusted
+ * address gets 0 whatever it sends. */
+int client_forwarded_https(const struct client_trust *t, const char *peer, const struct http_head *h);
 /* Writes the limit key of address ip into out (CLIENT_ADDR_CHARS bytes): IPv4 as is, IPv6 as its
  * /64 ("2001:db8:1:2::/64"); text that is not an address is copied (cut to fit). */
 void client_addr_key(const char *ip, char out[CLIENT_ADDR_CHARS]);

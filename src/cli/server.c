@@ -220,7 +220,8 @@ static unsigned server_default_threads(const char *db)
     return cpus + 1 < 2 ? 2 : cpus + 1;
 }
 
-static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned id, char *err, size_t errlen)
+static void *worker_create(void *ctx, struct loop *loop, int listen_fd, int listen_fd2, unsigned id, char *err,
+                           size_t errlen)
 {
     struct server_opts *o = ctx;
     struct server_worker *w = alloc_calloc(1, sizeof(*w));

@@ -57,6 +57,7 @@
 #include "core/net.h"
 #include "core/opts.h"
 #include "http/daemon.h"
+#include "http/tls.h"
 #include "lb/admin.h"
 #include "lb/lb.h"
 
@@ -169,6 +170,7 @@ static int spawn(struct up *u, struct child *c)
 
 struct up_opts {
     char listen[128], data[PATH_MAX], policy[32], access_log[PATH_MAX], db[1024];
+    char tls_listen[128], tls_cert[PATH_MAX], tls_key[PATH_MAX];
     unsigned nservers, server_workers, server_threads, lb_workers;
     int postgres;
 };
@@ -189,6 +191,11 @@ static const struct opts_def flags[] = {
         "handler threads per web server (default: the server's\nown, cores + 1 for SQLite)"),
     ROW("lb-workers", OPTS_UINT, lb_workers, 1, 256, NULL, "balancer worker threads (default: number of cores)"),
     ROW("access-log", OPTS_STR, access_log, 0, 0, "DEST", "balancer access log: off (default), stdout or a file"),
+    ROW("tls-listen", OPTS_STR, tls_listen, 0, 0, "ADDR:PORT",
+        "the balancer's HTTPS address (default: the --listen host,\nits port + 443, e.g. :8443), or off"),
+    ROW("tls-cert", OPTS_STR, tls_cert, 0, 0, "FILE",
+        "certificate for HTTPS (default: a self-signed one for\nlocalhost, made on the first run in DIR/tls-cert.pem)"),
+    ROW("tls-key", OPTS_STR, tls_key, 0, 0, "FILE", "its private key (default DIR/tls-key.pem, mode 0600)"),
 };
 #undef ROW
 
@@ -659,6 +666,43 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "agora up: cannot create data directory '%s': %s\n", data, strerror(errno));
         return 1;
     }
+    /* HTTPS beside HTTP: the balancer's second listener, with the operator's certificate or one
+     * made here on the first run (self-signed, for localhost: browsers warn, curl needs -k). */
+    char tls_listen[160] = "", tls_cert[PATH_MAX + 32] = "", tls_key[PATH_MAX + 32] = "";
+    if (strcmp(o.tls_listen, "off")) {
+        if (!o.tls_cert[0] != !o.tls_key[0]) {
+            fprintf(stderr, "agora up: --tls-cert and --tls-key go together\n");
+            return 2;
+        }
+        if (o.tls_listen[0]) {
+            snprintf(tls_listen, sizeof(tls_listen), "%s", o.tls_listen);
+        } else if (port + 443 > 65535) {
+            fprintf(stderr, "agora up: no HTTPS port after %u: give --tls-listen ADDR:PORT or --tls-listen off\n",
+                    port);
+            return 2;
+        } else {
+            struct net_addr ta = la;
+            ((struct sockaddr_in *)&ta.ss)->sin_port = htons((uint16_t)(port + 443));
+            net_format_addr(&ta, tls_listen, sizeof(tls_listen));
+        }
+        if (o.tls_cert[0]) {
+            snprintf(tls_cert, sizeof(tls_cert), "%s", o.tls_cert);
+            snprintf(tls_key, sizeof(tls_key), "%s", o.tls_key);
+        } else {
+            snprintf(tls_cert, sizeof(tls_cert), "%s/tls-cert.pem", data);
+            snprintf(tls_key, sizeof(tls_key), "%s/tls-key.pem", data);
+            if (access(tls_cert, F_OK) < 0 || access(tls_key, F_OK) < 0) {
+                char terr[600];
+                if (http_tls_self_signed(tls_cert, tls_key, "localhost", "DNS:localhost,IP:127.0.0.1,IP:::1", 825, terr,
+                                         sizeof(terr)) < 0) {
+                    fprintf(stderr, "agora up: %s\n", terr);
+                    return 1;
+                }
+                fprintf(stderr, "agora up: made a self-signed certificate for localhost: %s (key %s, mode 0600)\n",
+                        tls_cert, tls_key);
+            }
+        }
+    }
     http_daemon_raise_fd_limit("agora up", LB_C10K_FDS); /* the children inherit it */
     struct up *u = alloc_calloc(1, sizeof(*u));
     u->db_slot = -1;
@@ -710,6 +754,11 @@ int cmd_up(int argc, char **argv)
     child_flag(lb, "--access-log", "%s", access_log);
     snprintf(u->upgrade_sock, sizeof(u->upgrade_sock), "%s/lb-upgrade.sock", data);
     child_flag(lb, "--upgrade-socket", "%s", u->upgrade_sock);
+    if (tls_listen[0]) {
+        child_flag(lb, "--tls-listen", "%s", tls_listen);
+        child_flag(lb, "--tls-cert", "%s", tls_cert);
+        child_flag(lb, "--tls-key", "%s", tls_key);
+    }
     if (lb_workers) {
         child_flag(lb, "--workers", "%u", lb_workers);
     }
@@ -774,6 +823,18 @@ int cmd_up(int argc, char **argv)
     net_format_addr(&probe, shown, sizeof(shown));
     if (wait_port(&probe, 10000) == 0) {
         printf("agora is up: open http://%s/  (%u web servers, data in %s; Ctrl-C to stop)\n", shown, nservers, data);
+        if (tls_listen[0]) {
+            struct net_addr tprobe;
+            char tshown[80];
+            if (net_parse_addr(tls_listen, &tprobe) == 0 && tprobe.ss.ss_family == AF_INET &&
+                ((struct sockaddr_in *)&tprobe.ss)->sin_addr.s_addr == htonl(INADDR_ANY))
+                ((struct sockaddr_in *)&tprobe.ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            net_format_addr(&tprobe, tshown, sizeof(tshown));
+            if (!strncmp(tshown, "127.0.0.1:", 10)) /* the name the self-signed certificate is for */
+                printf("https: https://localhost:%s/%s\n", tshown + 10, o.tls_cert[0] ? "" : "  (self-signed)");
+            else
+                printf("https: https://%s/\n", tshown);
+        }
         char dbshown[sizeof(u->db)];
         snprintf(dbshown, sizeof(dbshown), "%s", u->db);
         store_redact(u->db, dbshown, sizeof(dbshown));

@@ -27,6 +27,7 @@ struct worker_thread {
     void *ctx;
     unsigned id;
     int lfd;
+    int lfd2; /* cfg->listen2's socket, -1 = none */
     pthread_t tid;
     struct loop *loop;
     void *worker;
@@ -90,7 +91,7 @@ static void *worker_main(void *arg)
     struct worker_thread *wt = arg;
     wt->loop = loop_create(LOOP_INITIAL_FDS);
     if (wt->loop)
-        wt->worker = wt->ops->worker_create(wt->ctx, wt->loop, wt->lfd, wt->id, wt->err, sizeof(wt->err));
+        wt->worker = wt->ops->worker_create(wt->ctx, wt->loop, wt->lfd, wt->lfd2, wt->id, wt->err, sizeof(wt->err));
     else
         snprintf(wt->err, sizeof(wt->err), "cannot create event loop: %s", strerror(errno));
     pthread_mutex_lock(&wt->mu);
@@ -100,6 +101,8 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&wt->mu);
     if (!wt->worker) {
         close(wt->lfd);
+        if (wt->lfd2 >= 0)
+            close(wt->lfd2);
         loop_destroy(wt->loop);
         wt->loop = NULL;
         atomic_store(&wt->done, 1);
@@ -223,9 +226,12 @@ static void on_handoff_accept(struct loop *loop, int fd, int events, void *data)
         return;
     }
     int fds[HTTP_HANDOFF_MAX_FDS];
+    unsigned nfds = 0;
     for (unsigned i = 0; i < d->n; i++)
-        fds[i] = d->w[i].lfd;
-    int rc = http_handoff_send(cfd, fds, d->n);
+        fds[nfds++] = d->w[i].lfd;
+    for (unsigned i = 0; i < d->n && d->cfg->listen2; i++)
+        fds[nfds++] = d->w[i].lfd2;
+    int rc = http_handoff_send(cfd, fds, nfds);
     if (rc < 0 || loop_watch(loop, cfd, LOOP_READ, on_handoff_conn, d) < 0) {
         fprintf(stderr, "%s: upgrade: cannot pass the listening sockets: %s\n", d->cfg->name,
                 strerror(rc < 0 ? -rc : EIO));
@@ -236,7 +242,7 @@ static void on_handoff_accept(struct loop *loop, int fd, int events, void *data)
     d->hto.fn = on_handoff_timeout;
     d->hto.data = d;
     loop_timer_arm(loop, &d->hto, HANDOFF_READY_MS);
-    fprintf(stderr, "%s: upgrade: passed %u listening socket(s) to a new process\n", d->cfg->name, d->n);
+    fprintf(stderr, "%s: upgrade: passed %u listening socket(s) to a new process\n", d->cfg->name, nfds);
 }
 
 /* Starts offering the listening sockets at cfg->handoff_path. Returns 0 or -1 (message printed). */
@@ -266,6 +272,20 @@ static void handoff_stop(struct daemon *d)
     struct stat st;
     if (stat(d->cfg->handoff_path, &st) == 0 && st.st_ino == d->hino)
         unlink(d->cfg->handoff_path);
+}
+
+/* 1 if listening socket fd is bound to a (compared as text, "127.0.0.1:8000"). */
+static int bound_to(int fd, const struct net_addr *a)
+{
+    struct net_addr got = {.len = sizeof(got.ss)};
+    socklen_t len = sizeof(got.ss);
+    if (getsockname(fd, (struct sockaddr *)&got.ss, &len) < 0)
+        return 0;
+    got.len = len;
+    char x[80], y[80];
+    net_format_addr(&got, x, sizeof(x));
+    net_format_addr(a, y, sizeof(y));
+    return !strcmp(x, y);
 }
 
 unsigned long http_daemon_raise_fd_limit(const char *name, unsigned long want)
@@ -303,11 +323,16 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
     struct daemon d = {.cfg = cfg, .ops = ops, .ctx = ctx, .sfd = -1, .hlfd = -1, .hcfd = -1};
     int takeover = -1; /* the connection to the process whose sockets were taken */
     int rc = 1;
-    struct net_addr addr;
+    struct net_addr addr, addr2;
     if (net_parse_addr(cfg->listen, &addr) < 0) {
         fprintf(stderr, "%s: invalid listen address '%s' (expected HOST:PORT)\n", cfg->name, cfg->listen);
         return 1;
     }
+    if (cfg->listen2 && net_parse_addr(cfg->listen2, &addr2) < 0) {
+        fprintf(stderr, "%s: invalid listen address '%s' (expected HOST:PORT)\n", cfg->name, cfg->listen2);
+        return 1;
+    }
+    unsigned per = cfg->listen2 ? 2 : 1; /* listening sockets per worker */
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;
     sigemptyset(&set);
@@ -326,10 +351,33 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
             fprintf(stderr, "%s: upgrade: %s\n", cfg->name, err);
             return 1;
         }
-        if (ntaken != d.n)
+        if (ntaken % per) {
+            fprintf(stderr, "%s: upgrade: took %u listening socket(s), not %u per worker: listen addresses differ\n",
+                    cfg->name, ntaken, per);
+            for (unsigned i = 0; i < ntaken; i++)
+                close(taken[i]);
+            close(takeover);
+            return 1;
+        }
+        for (unsigned i = 0; i < ntaken; i++) {
+            /* The first half must be --listen's sockets, the second listen2's: a successor whose
+             * listeners differ (TLS added or removed, another port) would serve them wrongly. */
+            const struct net_addr *want = per == 2 && i >= ntaken / 2 ? &addr2 : &addr;
+            if (!bound_to(taken[i], want)) {
+                fprintf(stderr,
+                        "%s: upgrade: the listening sockets taken are not those of this configuration (%s%s%s); "
+                        "the running process goes on\n",
+                        cfg->name, cfg->listen, cfg->listen2 ? " and " : "", cfg->listen2 ? cfg->listen2 : "");
+                for (unsigned k = 0; k < ntaken; k++)
+                    close(taken[k]);
+                close(takeover);
+                return 1;
+            }
+        }
+        if (ntaken / per != d.n)
             fprintf(stderr, "%s: upgrade: took %u listening socket(s): running %u worker(s), not %u\n", cfg->name,
-                    ntaken, ntaken, d.n);
-        d.n = ntaken;
+                    ntaken, ntaken / per, d.n);
+        d.n = ntaken / per;
     }
     d.w = alloc_calloc(d.n, sizeof(*d.w));
     d.main = loop_create(LOOP_INITIAL_FDS);
@@ -338,17 +386,27 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         fprintf(stderr, "%s: start-up failed: %s\n", cfg->name, strerror(errno));
         goto out;
     }
-    for (unsigned i = 0; i < d.n && takeover >= 0; i++)
+    for (unsigned i = 0; i < d.n && takeover >= 0; i++) {
         d.w[i].lfd = taken[i];
+        d.w[i].lfd2 = per == 2 ? taken[d.n + i] : -1;
+    }
     for (unsigned i = 0; i < d.n && takeover < 0; i++) {
         int fd = net_listen(&addr, 1, 4096);
-        if (fd < 0) {
-            fprintf(stderr, "%s: cannot listen on %s: %s\n", cfg->name, cfg->listen, strerror(-fd));
-            for (unsigned k = 0; k < i; k++)
+        int fd2 = fd >= 0 && cfg->listen2 ? net_listen(&addr2, 1, 4096) : -1;
+        if (fd < 0 || (cfg->listen2 && fd2 < 0)) {
+            fprintf(stderr, "%s: cannot listen on %s: %s\n", cfg->name, fd < 0 ? cfg->listen : cfg->listen2,
+                    strerror(fd < 0 ? -fd : -fd2));
+            if (fd >= 0)
+                close(fd);
+            for (unsigned k = 0; k < i; k++) {
                 close(d.w[k].lfd);
+                if (d.w[k].lfd2 >= 0)
+                    close(d.w[k].lfd2);
+            }
             goto out;
         }
         d.w[i].lfd = fd;
+        d.w[i].lfd2 = fd2;
     }
     unsigned started = 0;
     for (unsigned i = 0; i < d.n; i++) {
@@ -360,8 +418,7 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         pthread_cond_init(&wt->cv, NULL);
         if (pthread_create(&wt->tid, NULL, worker_main, wt) != 0) {
             fprintf(stderr, "%s: cannot start worker thread\n", cfg->name);
-            close(wt->lfd);
-            break;
+            break; /* its sockets are closed below, with those of the workers not started */
         }
         pthread_mutex_lock(&wt->mu);
         while (!wt->started)
@@ -392,8 +449,11 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         loop_run(d.main);
         handoff_stop(&d);
     } else {
-        for (unsigned i = started; i < d.n; i++)
+        for (unsigned i = started; i < d.n; i++) {
             close(d.w[i].lfd);
+            if (d.w[i].lfd2 >= 0)
+                close(d.w[i].lfd2);
+        }
         for (unsigned i = 0; i < started; i++) {
             struct worker_thread *wt = &d.w[i];
             if (wt->loop && !atomic_load(&wt->done)) {

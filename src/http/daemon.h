@@ -19,9 +19,11 @@
 #include "core/loop.h"
 
 struct http_daemon_ops {
-    /* Creates a worker on its thread's loop serving listen_fd (owned by the worker on success).
-     * Returns NULL on failure with a message in err. */
-    void *(*worker_create)(void *ctx, struct loop *loop, int listen_fd, unsigned id, char *err, size_t errlen);
+    /* Creates a worker on its thread's loop serving listen_fd, and listen_fd2 when it is not -1
+     * (cfg->listen2); both owned by the worker on success. Returns NULL on failure with a message
+     * in err. */
+    void *(*worker_create)(void *ctx, struct loop *loop, int listen_fd, int listen_fd2, unsigned id, char *err,
+                           size_t errlen);
     void (*worker_shutdown)(void *worker);
     unsigned (*worker_conns)(void *worker);
     void (*worker_free)(void *worker);
@@ -35,12 +37,14 @@ struct http_daemon_ops {
 
 struct http_daemon_config {
     const char *listen;   /* "ADDR:PORT" */
+    const char *listen2;  /* a second address every worker accepts on too (the balancer's TLS one); NULL = none */
     unsigned workers;     /* >= 1 */
     unsigned shutdown_ms; /* graceful-stop deadline */
     const char *name;     /* for messages, e.g. "agora lb" */
     /* Upgrades (handoff.h): offer this process's listening sockets to a successor at this unix
      * socket path (NULL = do not), and take them from a running process at this path instead of
-     * binding (NULL = bind). A process that took N sockets runs N workers. */
+     * binding (NULL = bind). A process that took N sockets runs N workers (N / 2 with listen2:
+     * the first half are the listen sockets, the second the listen2 ones). */
     const char *handoff_path;
     const char *takeover_path;
 };

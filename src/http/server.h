@@ -41,6 +41,7 @@
 
 struct http_conn;
 struct http_server;
+struct http_tls;
 
 /* Counts of answers by status, for metrics: those a server makes itself (malformed or too large
  * requests, timeouts, limits) and, in the balancer, its own (lb/metrics.h). Relaxed atomics,
@@ -60,8 +61,9 @@ int http_answers_code(unsigned i);
 
 /* What a server counts for its owner's metrics (http_server_limits.stats). */
 struct http_server_stats {
-    atomic_int conns;            /* open client connections */
-    struct http_answers answers; /* answers the server made itself */
+    atomic_int conns;                /* open client connections */
+    atomic_uint_fast64_t tls_failed; /* TLS handshakes that failed or missed their deadline */
+    struct http_answers answers;     /* answers the server made itself */
 };
 
 struct http_server_limits {
@@ -77,6 +79,8 @@ struct http_server_limits {
     struct http_climits *climits;    /* per-address connection/rate limits (climits.h); NULL = none */
     const char *extra_headers;       /* added to server-made responses, e.g. "X-Served-By: h:p\r\n" */
     struct http_server_stats *stats; /* counted here when not NULL (may be shared by servers) */
+    struct http_tls *tls;            /* TLS on this listener (tls.h), shared by servers; NULL = plain */
+    unsigned handshake_timeout_ms;   /* TLS handshake deadline from accept, then close; default 10000 */
 };
 
 struct http_server_ops {
@@ -154,6 +158,8 @@ void http_conn_tunnel(struct http_conn *c);
  * reading goes on. */
 void http_conn_shutdown_write(struct http_conn *c);
 
+/* 1 if the connection came to a TLS listener (its bytes are decrypted by the server). */
+int http_conn_is_tls(const struct http_conn *c);
 /* Client IP as text, e.g. "127.0.0.1". */
 const char *http_conn_remote_ip(const struct http_conn *c);
 /* Time the current request's head was complete (loop_clock_us). */

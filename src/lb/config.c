@@ -20,6 +20,8 @@ static int add_backend(void *target, const struct opts_def *d, const char *name,
                        size_t errlen);
 static int read_config(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
                        size_t errlen);
+static int add_tls_file(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
+                        size_t errlen);
 
 /* The option table (core/opts.h): section and key in the INI file, the flag, the type, the field
  * and the --help text. --config is read before the other flags, which override it. */
@@ -131,6 +133,30 @@ static const struct opts_def opts[] = {
         "close a WebSocket tunnel after this long without a byte either way (default 1h)"),
     ROW("limits", "max_tunnels", "max-tunnels", OPTS_UINT, O(max_tunnels), 0,
         "WebSocket tunnels open at once, all workers, then 503; 0 = none allowed (default 10000)"),
+    ROW("lb", "tls_listen", "tls-listen", OPTS_STR, O(tls_listen), S(tls_listen),
+        "ADDR:PORT to accept TLS (HTTPS) clients on (default off; needs --tls-cert and --tls-key)"),
+    {.section = "lb",
+     .key = "tls_cert",
+     .flag = "tls-cert",
+     .type = OPTS_CALL,
+     .arg = "FILE",
+     .off = O(tls_cert),
+     .help = "PEM certificate (chain) for --tls-listen; repeatable, chosen by SNI, the first is the default",
+     .set = add_tls_file},
+    {.section = "lb",
+     .key = "tls_key",
+     .flag = "tls-key",
+     .type = OPTS_CALL,
+     .arg = "FILE",
+     .off = O(tls_key),
+     .help = "PEM private key of the --tls-cert given in the same position",
+     .set = add_tls_file},
+    ROW("timeouts", "tls_handshake", "tls-handshake-timeout", OPTS_DURATION, O(tls_handshake_timeout_ms), 0,
+        "TLS handshake deadline from accept, then close (default 10s)"),
+    ROW("lb", "redirect_https", "redirect-https", OPTS_BOOL, O(redirect_https), 0,
+        "the plain listener answers every request with 308 to https:// (default off)"),
+    ROW("lb", "hsts", "hsts", OPTS_UINT, O(hsts_s), 0,
+        "Strict-Transport-Security max-age in seconds on TLS responses; 0 = none (default 0)"),
 };
 #undef O
 #undef S
@@ -173,6 +199,7 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->pool_idle_timeout_ms = 30000;
     cfg->tunnel_timeout_ms = 3600000;
     cfg->max_tunnels = 10000;
+    cfg->tls_handshake_timeout_ms = 10000;
     cfg->passive_health = 1;
     cfg->eject_5xx = 5;
     cfg->eject_base_ms = 2000;
@@ -214,6 +241,31 @@ static int add_backend(void *target, const struct opts_def *d, const char *name,
         return -1;
     }
     cfg->backends[cfg->nbackends++] = alloc_strdup(val);
+    return 0;
+}
+
+/* OPTS_CALL for --tls-cert and --tls-key (the row's off names the list): adds one file to its list; the first
+ * one of a file or of the command line replaces both lists. */
+static int add_tls_file(void *target, const struct opts_def *d, const char *name, const char *val, char *err,
+                        size_t errlen)
+{
+    struct lb_config *cfg = target;
+    if (cfg->tls_reset) {
+        cfg->ntls_cert = cfg->ntls_key = 0;
+        cfg->tls_reset = 0;
+    }
+    int is_key = d->off == offsetof(struct lb_config, tls_key);
+    unsigned *n = is_key ? &cfg->ntls_key : &cfg->ntls_cert;
+    char(*list)[512] = is_key ? cfg->tls_key : cfg->tls_cert;
+    if (*n >= LB_MAX_CERTS) {
+        snprintf(err, errlen, "%s: too many certificates (at most %d)", name, LB_MAX_CERTS);
+        return -1;
+    }
+    if (strlen(val) >= sizeof(list[0])) {
+        snprintf(err, errlen, "%s: file name too long", name);
+        return -1;
+    }
+    snprintf(list[(*n)++], sizeof(list[0]), "%s", val);
     return 0;
 }
 
@@ -274,6 +326,19 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
     if (strcmp(cfg->stats_access, "public") && strcmp(cfg->stats_access, "loopback") &&
         strcmp(cfg->stats_access, "off")) {
         snprintf(err, errlen, "stats-access must be public, loopback or off");
+        return -1;
+    }
+    if (cfg->ntls_cert != cfg->ntls_key) {
+        snprintf(err, errlen, "tls-cert and tls-key come in pairs: %u certificate(s), %u key(s)", cfg->ntls_cert,
+                 cfg->ntls_key);
+        return -1;
+    }
+    if (cfg->tls_listen[0] && cfg->ntls_cert == 0) {
+        snprintf(err, errlen, "tls-listen needs a certificate and its key (--tls-cert FILE --tls-key FILE)");
+        return -1;
+    }
+    if (!cfg->tls_listen[0] && (cfg->ntls_cert || cfg->redirect_https || cfg->hsts_s)) {
+        snprintf(err, errlen, "tls-cert, tls-key, redirect-https and hsts need tls-listen");
         return -1;
     }
     /* An AGORA_ADMIN_TOKEN too long for the buffer would be cut, and no client sending the whole
@@ -356,9 +421,11 @@ int lb_config_load_file(struct lb_config *cfg, const char *path, char *err, size
         return -1;
     }
     cfg->backends_reset = 1;
+    cfg->tls_reset = 1;
     int r = ini_parse_stream(read_line, &lr, on_ini_entry, &ctx); /* r > 0: line of the first error */
     fclose(lr.f);
     cfg->backends_reset = 1; /* the first --backend after the file replaces the file's list */
+    cfg->tls_reset = 1;
     if (lr.too_long) {
         snprintf(err, errlen, "%s:%d: line too long (at most %d characters)", path, lr.lineno, INI_MAX_LINE - 2);
         return -1;
@@ -396,6 +463,7 @@ void lb_config_usage(void) { opts_cmd_usage(&command, stdout); }
 int lb_config_from_args(struct lb_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     cfg->backends_reset = 1;
+    cfg->tls_reset = 1;
     int r = opts_parse(opts, sizeof(opts) / sizeof(opts[0]), cfg, argc, argv, 0, NULL, err, errlen);
     if (r == OPTS_HELP) {
         lb_config_usage();
@@ -417,4 +485,5 @@ void lb_config_client_limits(const struct lb_config *cfg, struct http_server_lim
     lim->body_timeout_ms = cfg->client_body_timeout_ms;
     lim->send_timeout_ms = cfg->client_send_timeout_ms;
     lim->max_conns = cfg->max_connections;
+    lim->handshake_timeout_ms = cfg->tls_handshake_timeout_ms;
 }

@@ -14,6 +14,7 @@
 #include "core/opts.h"
 
 #define LB_MAX_BACKENDS 256
+#define LB_MAX_CERTS    16 /* = HTTP_TLS_MAX_CERTS */
 
 struct lb_config {
     char listen[128];
@@ -64,6 +65,15 @@ struct lb_config {
     char stats_access[16];      /* GET /stats on the public port: "public", "loopback" or "off" */
     char config_path[512];      /* the file read, if any (for SIGHUP) */
     int backends_reset;         /* internal: the next backend given replaces the list */
+    /* TLS (http/tls.h): a second listener; certificate i goes with key i, the first is the default */
+    char tls_listen[128]; /* "" = none */
+    char tls_cert[LB_MAX_CERTS][512];
+    char tls_key[LB_MAX_CERTS][512];
+    unsigned ntls_cert, ntls_key;
+    unsigned tls_handshake_timeout_ms;
+    int redirect_https; /* the plain listener answers 308 to https:// */
+    unsigned hsts_s;    /* Strict-Transport-Security max-age on TLS responses; 0 = none */
+    int tls_reset;      /* internal: the next --tls-cert/--tls-key replaces the lists (as backends_reset) */
 };
 
 /* Fills the defaults: listen :8000, backends 127.0.0.1:8001-8003, least-conn, health GET /health

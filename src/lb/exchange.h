@@ -33,6 +33,8 @@ struct lb_worker {
     struct lb_shared *sh;
     struct loop *loop;
     struct http_server *srv;
+    struct http_server *tls_srv; /* the TLS listener's, NULL = none */
+    unsigned tls_port;           /* its port, for --redirect-https */
     unsigned id;
     unsigned gen;       /* generation of `set` */
     struct lb_set *set; /* reference held */

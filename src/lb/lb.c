@@ -19,6 +19,7 @@
 #include "core/alloc.h"
 #include "http/climits.h"
 #include "http/daemon.h"
+#include "http/tls.h"
 #include "lb/admin.h"
 #include "lb/config.h"
 #include "lb/health.h"
@@ -30,9 +31,36 @@ struct lb {
     struct lb_health *health;
     struct lb_admin *admin;
     struct loop *main_loop;
+    char hsts[64]; /* sh.hsts points here */
     int argc;
     char **argv;
 };
+
+/* The certificate and key lists of cfg as arrays of pointers (into cfg) for http/tls.h. */
+static void tls_files(const struct lb_config *cfg, const char **certs, const char **keys)
+{
+    for (unsigned i = 0; i < cfg->ntls_cert; i++) {
+        certs[i] = cfg->tls_cert[i];
+        keys[i] = cfg->tls_key[i];
+    }
+}
+
+/* SIGHUP with TLS: loads the certificates the configuration names now. New handshakes use them;
+ * connections keep theirs. On any error the running ones stay. */
+static void reload_tls(struct lb *lb, const struct lb_config *next)
+{
+    if (!lb->sh.tls)
+        return;
+    const char *certs[LB_MAX_CERTS], *keys[LB_MAX_CERTS];
+    char err[700];
+    tls_files(next, certs, keys);
+    if (!next->tls_listen[0] || http_tls_reload(lb->sh.tls, certs, keys, next->ntls_cert, err, sizeof(err)) < 0) {
+        fprintf(stderr, "agora lb: reload: keeping the running TLS certificates: %s\n",
+                next->tls_listen[0] ? err : "tls-listen was removed (a change of listeners needs a restart)");
+        return;
+    }
+    fprintf(stderr, "agora lb: reload: TLS certificates loaded (%u)\n", next->ntls_cert);
+}
 
 /* Builds servers for the specs; reuses (with a new reference) those of `old` with the same URL.
  * New servers log to events. Returns the count, or -1 with err set. out must hold
@@ -70,10 +98,11 @@ fail:
     return -1;
 }
 
-static void *worker_create(void *ctx, struct loop *loop, int listen_fd, unsigned id, char *err, size_t errlen)
+static void *worker_create(void *ctx, struct loop *loop, int listen_fd, int listen_fd2, unsigned id, char *err,
+                           size_t errlen)
 {
     struct lb *lb = ctx;
-    struct lb_worker *w = lb_worker_create(&lb->sh, loop, listen_fd, id);
+    struct lb_worker *w = lb_worker_create(&lb->sh, loop, listen_fd, listen_fd2, id);
     if (!w)
         snprintf(err, errlen, "out of memory or descriptors");
     return w;
@@ -118,6 +147,7 @@ static void reload(void *ctx)
         lb_config_free(&next);
         return;
     }
+    reload_tls(lb, &next);
     struct lb_set *old = lb_registry_get(&lb->sh.registry);
     struct lb_server *servers[LB_MAX_BACKENDS];
     int n = build_servers(&next, old, lb->sh.events, servers, err, sizeof(err));
@@ -140,6 +170,9 @@ static void reload(void *ctx)
     next.nbackends = 0;
     if (strcmp(next.listen, lb->cfg.listen) || strcmp(next.policy, lb->cfg.policy) || next.workers != lb->cfg.workers)
         fprintf(stderr, "agora lb: reload: listen, policy and workers changes need a restart\n");
+    if (strcmp(next.tls_listen, lb->cfg.tls_listen) || next.redirect_https != lb->cfg.redirect_https ||
+        next.hsts_s != lb->cfg.hsts_s)
+        fprintf(stderr, "agora lb: reload: tls-listen, redirect-https and hsts changes need a restart\n");
     lb_config_free(&next);
     fprintf(stderr, "agora lb: reloaded: %d backend(s)\n", n);
     lb_events_add(lb->sh.events, LB_EV_RELOAD, NULL, "%d server(s)", n);
@@ -209,6 +242,22 @@ int lb_main(int argc, char **argv)
             goto out;
         }
     }
+    if (lb->cfg.tls_listen[0]) {
+        const char *certs[LB_MAX_CERTS], *keys[LB_MAX_CERTS];
+        tls_files(&lb->cfg, certs, keys);
+        lb->sh.tls = http_tls_new(certs, keys, lb->cfg.ntls_cert, err, sizeof(err));
+        if (!lb->sh.tls) {
+            fprintf(stderr, "agora lb: %s\n", err);
+            lb_registry_destroy(&lb->sh.registry);
+            if (lb->sh.access_log_fd > STDOUT_FILENO)
+                close(lb->sh.access_log_fd);
+            goto out;
+        }
+        if (lb->cfg.hsts_s) {
+            snprintf(lb->hsts, sizeof(lb->hsts), "Strict-Transport-Security: max-age=%u\r\n", lb->cfg.hsts_s);
+            lb->sh.hsts = lb->hsts;
+        }
+    }
     if (lb->cfg.max_conns_per_ip || lb->cfg.rate_limit)
         lb->sh.climits = http_climits_new(lb->cfg.max_conns_per_ip, lb->cfg.rate_limit, lb->cfg.rate_burst);
     unsigned workers = lb->cfg.workers ? lb->cfg.workers : http_daemon_cpus();
@@ -219,7 +268,10 @@ int lb_main(int argc, char **argv)
         stderr,
         "agora lb: listening on %s, %u worker(s), policy %s, %d backend(s), up to %u client connections per worker\n",
         lb->cfg.listen, workers, lb->sh.policy->name, n, lb->cfg.max_connections);
+    if (lb->sh.tls)
+        fprintf(stderr, "agora lb: TLS on %s, %u certificate(s)\n", lb->cfg.tls_listen, lb->cfg.ntls_cert);
     struct http_daemon_config dc = {.listen = lb->cfg.listen,
+                                    .listen2 = lb->cfg.tls_listen[0] ? lb->cfg.tls_listen : NULL,
                                     .workers = workers,
                                     .shutdown_ms = lb->cfg.shutdown_timeout_ms,
                                     .name = "agora lb",
@@ -239,6 +291,7 @@ int lb_main(int argc, char **argv)
         close(lb->sh.access_log_fd);
     lb_registry_destroy(&lb->sh.registry);
     http_climits_free(lb->sh.climits);
+    http_tls_free(lb->sh.tls);
     if (rc == 0)
         fprintf(stderr, "agora lb: stopped\n");
 out:

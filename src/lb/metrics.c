@@ -85,6 +85,10 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
     prom_family(out, "agora_lb_client_connections", "gauge", "Open client connections, all workers.");
     int conns = LOAD(c->http.conns);
     buf_printf(out, "agora_lb_client_connections %d\n", conns > 0 ? conns : 0);
+    prom_family(out, "agora_lb_tls_handshake_failures_total", "counter",
+                "TLS handshakes on --tls-listen that failed (not TLS, no common protocol or cipher, an error) or "
+                "missed the handshake deadline.");
+    buf_printf(out, "agora_lb_tls_handshake_failures_total %llu\n", (unsigned long long)LOAD(c->http.tls_failed));
     prom_family(out, "agora_lb_retry_budget_refusals_total", "counter",
                 "Retries not made because the retry budget was spent.");
     buf_printf(out, "agora_lb_retry_budget_refusals_total %llu\n", (unsigned long long)LOAD(c->budget_refusals));

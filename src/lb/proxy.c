@@ -309,6 +309,49 @@ void px_finish(struct px *px, int reuse_upstream)
 static const char local_tag;
 #define LOCAL ((struct px *)(void *)&local_tag)
 
+/* --redirect-https: answers a request on the plain listener (but /health and /stats) with 308 to the same host and
+ * target on the TLS port (the Host header's port replaced; none when it is 443). The response is queued now and
+ * completed at the end of the request body, as a local answer is (LOCAL). */
+static void redirect_https(struct lb_worker *w, struct http_conn *c, const struct http_head *h)
+{
+    if (!h->host.n) {
+        http_conn_set_data(c, NULL);
+        http_answers_count(&w->sh->counters.answers, 400);
+        http_conn_respond_error(c, 400, "a Host header is needed to redirect to https", 1);
+        return;
+    }
+    size_t hn = h->host.n; /* the host without its port (the parser checked its characters) */
+    if (h->host.p[0] == '[') {
+        const char *end = memchr(h->host.p, ']', h->host.n);
+        hn = end ? (size_t)(end - h->host.p) + 1 : h->host.n;
+    } else {
+        const char *colon = memchr(h->host.p, ':', h->host.n);
+        if (colon)
+            hn = (size_t)(colon - h->host.p);
+    }
+    struct buf b = {0};
+    http_write_status_line(&b, 308);
+    buf_printf(&b, "Location: https://%.*s", (int)hn, h->host.p);
+    if (w->tls_port != 443)
+        buf_printf(&b, ":%u", w->tls_port);
+    if (h->target.n && h->target.p[0] == '/')
+        buf_append(&b, h->target.p, h->target.n);
+    else { /* absolute-form (or OPTIONS *): the path and query */
+        buf_append(&b, h->path.p, h->path.n);
+        if (h->query.n) {
+            buf_append(&b, "?", 1);
+            buf_append(&b, h->query.p, h->query.n);
+        }
+    }
+    buf_puts(&b, "\r\nContent-Length: 0\r\n");
+    if (http_conn_will_close(c))
+        buf_puts(&b, "Connection: close\r\n");
+    buf_puts(&b, "\r\n");
+    http_conn_set_data(c, LOCAL);
+    http_conn_send(c, buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
 static void on_request(void *ctx, struct http_conn *c, const struct http_head *h)
 {
     struct lb_worker *w = ctx;
@@ -322,6 +365,10 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
         return;
     }
     enum lb_local own = lb_local_match(h, cfg->stats_access);
+    if (cfg->redirect_https && own == LB_LOCAL_NONE && !http_conn_is_tls(c)) {
+        redirect_https(w, c, h); /* the balancer's own /health and /stats stay on plain HTTP for monitors */
+        return;
+    }
     if (own != LB_LOCAL_NONE) {
         /* Not an exchange: on_body_end completes it once the body, if any, is read. (A refused
          * /stats is done at once: http_conn_response_done clears the slot.) */
@@ -372,8 +419,8 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     px->safe = px->safe && !px->upgrade; /* an upgrade is never sent twice */
     px->replayable = px->safe && cfg->replay_buffer > 0;
     struct buf b = {0};
-    px->req_chunked =
-        lb_rewrite_request(&b, h, http_conn_remote_ip(c), s->host_header, cfg->trust_forwarded, px->request_id);
+    px->req_chunked = lb_rewrite_request(&b, h, http_conn_remote_ip(c), s->host_header, cfg->trust_forwarded,
+                                         px->request_id, http_conn_is_tls(c));
     if (px->upgrade)
         lb_rewrite_upgrade_request(&b);
     if (px->replayable)
@@ -482,7 +529,7 @@ static const struct http_server_ops proxy_ops = {
 
 /* ---- worker lifecycle ---- */
 
-struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int listen_fd, unsigned id)
+struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int listen_fd, int tls_fd, unsigned id)
 {
     struct lb_worker *w = alloc_calloc(1, sizeof(*w));
     const struct lb_config *cfg = sh->cfg;
@@ -504,7 +551,14 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     lim.stats = &sh->counters.http;
     worker_refresh(w);
     w->srv = http_server_create(loop, listen_fd, &proxy_ops, w, &lim);
-    if (!w->srv) {
+    if (w->srv && tls_fd >= 0) {
+        const char *colon = strrchr(cfg->tls_listen, ':');
+        w->tls_port = colon ? (unsigned)atoi(colon + 1) : 443;
+        lim.tls = sh->tls;
+        lim.extra_headers = sh->hsts; /* on the answers the server makes itself */
+        w->tls_srv = http_server_create(loop, tls_fd, &proxy_ops, w, &lim);
+    }
+    if (!w->srv || (tls_fd >= 0 && !w->tls_srv)) {
         lb_worker_free(w);
         return NULL;
     }
@@ -516,9 +570,14 @@ void lb_worker_shutdown(struct lb_worker *w)
     atomic_store(&w->sh->stopping, 1);
     if (w->srv)
         http_server_shutdown(w->srv);
+    if (w->tls_srv)
+        http_server_shutdown(w->tls_srv);
 }
 
-unsigned lb_worker_conns(const struct lb_worker *w) { return w->srv ? http_server_conns(w->srv) : 0; }
+unsigned lb_worker_conns(const struct lb_worker *w)
+{
+    return (w->srv ? http_server_conns(w->srv) : 0) + (w->tls_srv ? http_server_conns(w->tls_srv) : 0);
+}
 
 void lb_worker_free(struct lb_worker *w)
 {
@@ -526,6 +585,8 @@ void lb_worker_free(struct lb_worker *w)
         return;
     if (w->srv)
         http_server_free(w->srv); /* aborts the exchanges, tunnels too */
+    if (w->tls_srv)
+        http_server_free(w->tls_srv);
     tunnel_worker_stop(w);
     lb_access_log_close(&w->log);
     lb_pools_free(&w->pools);

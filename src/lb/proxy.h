@@ -23,6 +23,8 @@
 #include "lb/policy.h"
 #include "lb/servers.h"
 
+struct http_tls;
+
 struct lb_shared {
     const struct lb_config *cfg; /* immutable while workers run (reload swaps servers only) */
     struct lb_registry registry;
@@ -32,12 +34,15 @@ struct lb_shared {
     atomic_int stopping;          /* graceful shutdown requested */
     struct lb_counters counters;  /* for /metrics */
     struct lb_events *events;     /* the event log (events.h), for the dashboard */
+    struct http_tls *tls;         /* the TLS listener's certificates (http/tls.h), NULL = none */
+    const char *hsts;             /* "Strict-Transport-Security: ...\r\n" for TLS responses, or NULL */
 };
 
 struct lb_worker;
 
-/* Creates a worker on loop that accepts on listen_fd (owned from now on). NULL on failure. */
-struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int listen_fd, unsigned id);
+/* Creates a worker on loop that accepts on listen_fd, and with TLS (sh->tls) on tls_fd when it is
+ * not -1 (both owned from now on). NULL on failure. */
+struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int listen_fd, int tls_fd, unsigned id);
 /* Begins a graceful stop: no new connections; busy ones close after their response. */
 void lb_worker_shutdown(struct lb_worker *w);
 /* Client connections still open. */

@@ -57,8 +57,9 @@ void relay_send(struct lb_upstream *u, const void *p, size_t n)
 static void send_response_head(struct px *px, const struct http_head *r)
 {
     struct buf b = {0};
-    px->resp_chunked_out = lb_rewrite_response(&b, r, px->req->minor, http_conn_will_close(px->client),
-                                               &px->client_keep_alive, px->request_id);
+    px->resp_chunked_out =
+        lb_rewrite_response(&b, r, px->req->minor, http_conn_will_close(px->client), &px->client_keep_alive,
+                            px->request_id, px->w->sh->hsts && http_conn_is_tls(px->client) ? px->w->sh->hsts : NULL);
     px->head_sent = 1;
     http_conn_send(px->client, buf_head(&b), buf_used(&b));
     buf_free(&b);

@@ -104,7 +104,7 @@ static void put_header(struct buf *b, const struct http_header *hd)
 }
 
 int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *client_ip, const char *host_header,
-                       int trust_forwarded, const char *request_id)
+                       int trust_forwarded, const char *request_id, int https)
 {
     buf_append(b, h->method_str.p, h->method_str.n);
     buf_append(b, " ", 1);
@@ -144,7 +144,7 @@ int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *cli
         buf_puts(b, client_ip);
         buf_append(b, "\r\n", 2);
     }
-    buf_puts(b, "X-Forwarded-Proto: http\r\n");
+    buf_puts(b, https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     put_request_id(b, request_id);
     int chunked = 0;
     if (h->body == HTTP_BODY_CHUNKED) {
@@ -158,13 +158,15 @@ int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *cli
 }
 
 int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive,
-                        const char *request_id)
+                        const char *request_id, const char *extra)
 {
     buf_printf(b, "HTTP/1.1 %d %.*s\r\n", r->status, (int)r->reason.n, r->reason.p);
     for (int i = 0; i < r->nheaders; i++)
         if (!is_hop_by_hop(r->headers[i].name, r))
             put_header(b, &r->headers[i]);
     put_request_id(b, request_id);
+    if (extra)
+        buf_puts(b, extra);
     /* One value, even where the backend sent a list of equal ones; none on 1xx and 204, which
      * cannot have one (RFC 9110 §8.6). */
     if (r->content_length >= 0 && r->status != 204 && r->status >= 200)

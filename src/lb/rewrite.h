@@ -38,18 +38,20 @@ void lb_request_id(const struct http_head *h, int trust, uint64_t *state, char o
 
 /* Appends the head of request h for the backend to b: client_ip is the client's address,
  * host_header the server's authority, request_id the X-Request-Id the backend gets (every
- * X-Request-Id of h is dropped). Returns 1 if the body is to be sent chunked, 0 if it has a
- * Content-Length (or none). */
+ * X-Request-Id of h is dropped), https whether the client came over TLS (X-Forwarded-Proto: https
+ * or http; a client's own X-Forwarded-Proto is always dropped). Returns 1 if the body is to be
+ * sent chunked, 0 if it has a Content-Length (or none). */
 int lb_rewrite_request(struct buf *b, const struct http_head *h, const char *client_ip, const char *host_header,
-                       int trust_forwarded, const char *request_id);
+                       int trust_forwarded, const char *request_id, int https);
 
 /* Appends the head of response r for the client to b: req_minor is the request's HTTP minor
  * version, *keep_alive whether the client connection is to be kept (in: as the request asked;
  * out: 0 if it must close: an HTTP/1.0 client whose body ends with the connection, or will_close,
  * the client connection closing anyway). The request's id is echoed as X-Request-Id (the
- * backend's own X-Request-Id fields are dropped). Returns 1 if the body is to be re-chunked. */
+ * backend's own X-Request-Id fields are dropped); extra (NULL = none) is added as is, whole header
+ * lines (Strict-Transport-Security on TLS). Returns 1 if the body is to be re-chunked. */
 int lb_rewrite_response(struct buf *b, const struct http_head *r, int req_minor, int will_close, int *keep_alive,
-                        const char *request_id);
+                        const char *request_id, const char *extra);
 
 /* WebSocket upgrades (RFC 6455 §4, RFC 9110 §7.8). A request is tunnelled only when it is a GET
  * over HTTP/1.1 without a body (no Content-Length above 0, no Transfer-Encoding) whose Connection

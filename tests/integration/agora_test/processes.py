@@ -286,10 +286,10 @@ def free_port_run(offsets, low=20000, high=32000, attempts=200):
 
 def up_port_run(servers=3, spare=0):
     """A base port for `agora up --listen 127.0.0.1:P --servers N`: P (the balancer), P+1..P+N and
-    spare more (servers added later), P+404 (admin API) and each server's metrics port (its port
-    + 1000) are free."""
+    spare more (servers added later), P+404 (admin API), P+443 (HTTPS) and each server's metrics port
+    (its port + 1000) are free."""
     n = servers + spare
-    return free_port_run([0] + [k for k in range(1, n + 1)] + [404] + [1000 + k for k in range(1, n + 1)])
+    return free_port_run([0] + [k for k in range(1, n + 1)] + [404, 443] + [1000 + k for k in range(1, n + 1)])
 
 
 def accepts(port):

@@ -113,12 +113,45 @@ static void test_keys(void **state)
     assert_string_equal(k, "unix");
 }
 
+/* A head with the given X-Forwarded-Proto values (NULL-terminated). */
+static int https_of(const struct client_trust *t, const char *peer, const char *const *xfp)
+{
+    struct http_head h;
+    head_with(&h, NULL);
+    for (int i = 0; xfp && xfp[i]; i++) {
+        h.headers[h.nheaders].name = (struct http_str){"X-forwarded-PROTO", 17};
+        h.headers[h.nheaders].value = (struct http_str){xfp[i], strlen(xfp[i])};
+        h.nheaders++;
+    }
+    return client_forwarded_https(t, peer, &h);
+}
+
+static void test_forwarded_https(void **state)
+{
+    struct client_trust t;
+    client_trust_default(&t);
+    const char *https[] = {"https", NULL}, *upper[] = {"HTTPS", NULL}, *http[] = {"http", NULL};
+    const char *two[] = {"https", "https", NULL}, *mixed[] = {"http", "https", NULL}, *odd[] = {"https ", NULL};
+    assert_int_equal(https_of(&t, "127.0.0.1", https), 1);
+    assert_int_equal(https_of(&t, "::1", upper), 1);
+    assert_int_equal(https_of(&t, "127.0.0.1", http), 0);
+    assert_int_equal(https_of(&t, "127.0.0.1", NULL), 0);
+    assert_int_equal(https_of(&t, "127.0.0.1", two), 0); /* the balancer sends exactly one */
+    assert_int_equal(https_of(&t, "127.0.0.1", mixed), 0);
+    assert_int_equal(https_of(&t, "127.0.0.1", odd), 0);
+    /* An untrusted peer is never believed. */
+    assert_int_equal(https_of(&t, "192.0.2.1", https), 0);
+    assert_int_equal(https_of(&t, "garbage", https), 0);
+    assert_int_equal(client_forwarded_https(&t, NULL, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trust_lists),
         cmocka_unit_test(test_forwarded_for),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_forwarded_https),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

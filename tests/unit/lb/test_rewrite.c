@@ -35,7 +35,7 @@ static void expect_request(const char *raw, int trust, const char *want, int wan
     struct req r;
     parse_req(&r, raw);
     struct buf b = {0};
-    int chunked = lb_rewrite_request(&b, &r.h, IP, HOST, trust, RID);
+    int chunked = lb_rewrite_request(&b, &r.h, IP, HOST, trust, RID, 0);
     assert_int_equal(chunked, want_chunked);
     buf_append(&b, "", 1);
     /* The request id always follows X-Forwarded-Proto. */
@@ -131,7 +131,7 @@ static void expect_response(const char *raw, enum http_method method, int req_mi
         fail_msg("parse_response(%s): %d", raw, n);
     struct buf b = {0};
     int keep = keep_in;
-    int chunked = lb_rewrite_response(&b, &r, req_minor, will_close, &keep, RID);
+    int chunked = lb_rewrite_response(&b, &r, req_minor, will_close, &keep, RID, NULL);
     buf_append(&b, "", 1);
     /* The request id comes after the backend's fields, before those the balancer writes. */
     char full[2048];
@@ -182,7 +182,7 @@ static void test_request_id(void **state)
     struct req r;
     parse_req(&r, "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: forged\r\nx-request-id: again\r\n\r\n");
     struct buf b = {0};
-    lb_rewrite_request(&b, &r.h, IP, HOST, 1, "abc");
+    lb_rewrite_request(&b, &r.h, IP, HOST, 1, "abc", 0);
     buf_append(&b, "", 1);
     assert_string_equal(buf_head(&b), "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: " IP
                                       "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: abc\r\n\r\n");
@@ -191,7 +191,7 @@ static void test_request_id(void **state)
     struct http_head h;
     assert_true(http_parse_response(resp, strlen(resp), HTTP_GET, NULL, &h) > 0);
     int keep = 1;
-    lb_rewrite_response(&b, &h, 1, 0, &keep, "abc");
+    lb_rewrite_response(&b, &h, 1, 0, &keep, "abc", NULL);
     buf_append(&b, "", 1);
     assert_string_equal(buf_head(&b), "HTTP/1.1 200 OK\r\nX-Request-Id: abc\r\nContent-Length: 0\r\n\r\n");
     buf_free(&b);

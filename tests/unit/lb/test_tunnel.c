@@ -82,7 +82,7 @@ static void test_upgrade_request(void **state)
           "Sec-WebSocket-Version: 13\r\n\r\n",
           1);
     struct buf b = {0};
-    assert_int_equal(lb_rewrite_request(&b, &m.h, "192.0.2.7", "127.0.0.1:8001", 0, RID), 0);
+    assert_int_equal(lb_rewrite_request(&b, &m.h, "192.0.2.7", "127.0.0.1:8001", 0, RID, 0), 0);
     lb_rewrite_upgrade_request(&b);
     buf_append(&b, "", 1);
     assert_string_equal(buf_head(&b), "GET /chat HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
