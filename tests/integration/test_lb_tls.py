@@ -24,6 +24,7 @@ import pytest
 
 from helpers import (API_PASSWORD, LOCALHOST, AgoraCluster, admin_token, free_port, http_request, metric,
                      parse_metrics, raise_fd_limit, start_agora_server, start_process, up_port_run, wait_for)
+from helpers import OP_BINARY, OP_TEXT, WsClient, start_ws_backend, ws_accept
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
 
@@ -702,3 +703,26 @@ def test_upgrade_passes_the_tls_listener_too(agora_bin, testbackend_factory, cer
         old.stop()
         if new:
             assert new.stop() == 0, new.output()
+
+
+def test_websocket_over_tls(certs, lb_factory, tmp_path):
+    """A WebSocket tunnel through the TLS listener: the 101, frames both ways (1 MiB each way),
+    and the backend's close ends the client's side with a TLS close_notify, not a bare FIN."""
+    backend = start_ws_backend("--record", tmp_path / "ws.jsonl")
+    try:
+        port = free_port()
+        lb = lb_factory([backend], "--tls-listen", "%s:%d" % (LOCALHOST, port), *tls_flags(certs, "a"))
+        with WsClient(port, "/ws", ssl_ctx=client_ctx(certs)) as c:
+            status, headers = c.handshake()
+            assert status == 101
+            assert [v for k, v in headers if k.lower() == "sec-websocket-accept"] == [ws_accept(c.key)]
+            c.send(OP_TEXT, b"hello over tls")
+            assert c.recv() == (OP_TEXT, b"hello over tls")
+            big = os.urandom(1024 * 1024)
+            c.send(OP_BINARY, big)
+            assert c.recv() == (OP_BINARY, big)
+            c.send(OP_TEXT, b"bye")  # the echo backend closes
+            assert c.ends(5) == "eof"
+        assert lb.poll() is None
+    finally:
+        backend.stop()

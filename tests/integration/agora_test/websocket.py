@@ -99,10 +99,13 @@ def _get(headers, name):
 class WsClient:
     """A WebSocket client over a raw socket: WsClient(port, "/ws") sends the upgrade request
     (extra headers may replace or add fields; headers=None values drop one); .handshake() reads the
-    response head -> (status, headers as a list of (name, value)). Then send/recv frames."""
+    response head -> (status, headers as a list of (name, value)). Then send/recv frames. With
+    ssl_ctx (an ssl.SSLContext) it talks TLS, and ends() says "eof" only after a close_notify."""
 
-    def __init__(self, port, path="/ws", headers=None, host="127.0.0.1", timeout=10.0, send=True):
+    def __init__(self, port, path="/ws", headers=None, host="127.0.0.1", timeout=10.0, send=True, ssl_ctx=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if ssl_ctx is not None:  # over TLS; an end of stream without close_notify raises
+            self.sock = ssl_ctx.wrap_socket(self.sock, server_hostname="localhost", suppress_ragged_eofs=False)
         self.sock.settimeout(timeout)
         self.key = base64.b64encode(os.urandom(16)).decode()
         self.buf = b""
