@@ -75,8 +75,13 @@ tls_run() {
     cpu1=$(bench_cpu_ticks "$pid")
     bench_alive "$label" "$pid" "$log"
     printf '%s\t%s\t%s\t%s\t\t%s\n' "$group" "$label" "$round" "$file" "$((cpu1 - cpu0))" >>"$RAW/runs.tsv"
-    printf '  %-34s %-8s round %s: %s\n' "$group" "$label" "$round" \
-        "$("$PY" "$STATS" parse "$RAW/$file" --cpu-ticks "$((cpu1 - cpu0))")$(sed -n 's/^tlsload: connections=[0-9]* full=\([0-9]*\) resumed=\([0-9]*\).*/  (full \1, resumed \2)/p' "$RAW/$file")"
+    local summary
+    summary=$("$PY" "$STATS" parse "$RAW/$file" --cpu-ticks "$((cpu1 - cpu0))")
+    if [[ $file == *.tlsload.txt ]]; then
+        summary="${summary//req\/s/conn\/s}"
+        summary="${summary//us\/req/us\/conn}$(sed -n 's/^tlsload: connections=[0-9]* full=\([0-9]*\) resumed=\([0-9]*\).*/  (full \1, resumed \2)/p' "$RAW/$file")"
+    fi
+    printf '  %-34s %-8s round %s: %s\n' "$group" "$label" "$round" "$summary"
 }
 
 bench_ports B1 B2 B3
