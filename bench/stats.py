@@ -286,6 +286,13 @@ def tls_table(runs_path, note):
                 if agora["cpu_us"] and o["cpu_us"]:
                     line += "   CPU per %s %.2fx" % (unit, agora["cpu_us"] / o["cpu_us"])
                 out.append(line + "   (rate > 1, p99 and CPU < 1 favour agora)")
+        base = stats.get("agora-base")
+        if agora and base:
+            line = "  agora/agora-base: rate %.2fx   p99 %.2fx" % (ratio(agora["rps"], base["rps"]),
+                                                                 ratio(agora["p99"], base["p99"]))
+            if agora["cpu_us"] and base["cpu_us"]:
+                line += "   CPU per %s %.3fx" % (unit, agora["cpu_us"] / base["cpu_us"])
+            out.append(line + "   (this build against $BENCH_AGORA_BASE)")
         if "haproxy" in stats:
             if agora:
                 targets.append(check_target("agora vs haproxy, %s" % group, agora, stats["haproxy"],

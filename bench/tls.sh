@@ -16,6 +16,8 @@
 # order (HAProxy: prefer-client-ciphers), so each client gets the same cryptography from all
 # three: tlsload offers only TLS_AES_128_GCM_SHA256 and X25519; wrk and h2load OpenSSL's default
 # order (TLS_AES_256_GCM_SHA384 first, X25519). The negotiated parameters are logged at start.
+# With BENCH_AGORA_BASE=PATH another agora build runs as a fourth proxy ("agora-base") in the same
+# rounds, as in bench/lb.sh.
 # Raw outputs: build/bench/tls/. Usage: bash bench/tls.sh (knobs below and in bench/README.md).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
@@ -99,6 +101,13 @@ for CERT in $BENCH_TLS_CERTS; do
         BENCH_AGORA_EXTRA="--tls-listen 127.0.0.1:$TA --tls-cert $BENCH_TMP/$CERT.pem --tls-key $BENCH_TMP/$CERT.key" \
             bench_agora "agora-$CERT-w$W" "$PA" least-conn "$W" "$B1" "$B2" "$B3"
         PID_A=$SPAWNED
+        if [ -n "${BENCH_AGORA_BASE:-}" ]; then
+            # Another build in the same rounds ("agora-base"), for before/after comparisons.
+            bench_ports PB TB
+            BENCH_BIN=$BENCH_AGORA_BASE BENCH_AGORA_EXTRA="--tls-listen 127.0.0.1:$TB --tls-cert $BENCH_TMP/$CERT.pem --tls-key $BENCH_TMP/$CERT.key" \
+                bench_agora "agora-base-$CERT-w$W" "$PB" least-conn "$W" "$B1" "$B2" "$B3"
+            PID_B=$SPAWNED
+        fi
         # HAProxy: the same suites and groups, client preference as agora and nginx, tickets on
         # (its default) and its shared session cache (default 20,000 sessions).
         BENCH_HAPROXY_GLOBAL=$(printf '    ssl-default-bind-ciphers %s\n    ssl-default-bind-ciphersuites %s\n    ssl-default-bind-curves X25519:P-256:P-384\n    ssl-default-bind-options ssl-min-ver TLSv1.2 prefer-client-ciphers\n    tune.ssl.lifetime 3600' "$CIPHERS12" "$SUITES13") \
@@ -115,6 +124,12 @@ for CERT in $BENCH_TLS_CERTS; do
         declare -A PID=([agora]=$PID_A [haproxy]=$PID_H [nginx]=$PID_N)
         declare -A TPORT=([agora]=$TA [haproxy]=$TH [nginx]=$TN)
         declare -A LOG=([agora]="$RAW/agora-$CERT-w$W.log" [haproxy]="$RAW/haproxy-$CERT-w$W.log" [nginx]="$RAW/nginx-$CERT-w$W.log")
+        if [ -n "${BENCH_AGORA_BASE:-}" ]; then
+            PROXIES+=(agora-base)
+            PID[agora-base]=$PID_B
+            TPORT[agora-base]=$TB
+            LOG[agora-base]="$RAW/agora-base-$CERT-w$W.log"
+        fi
         declare -A H2=()
         for proxy in "${PROXIES[@]}"; do
             code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "https://127.0.0.1:${TPORT[$proxy]}/") || true
@@ -147,6 +162,7 @@ for CERT in $BENCH_TLS_CERTS; do
         bench_stop "$PID_A"
         bench_stop "$PID_H"
         bench_stop "$PID_N"
+        [ -z "${BENCH_AGORA_BASE:-}" ] || bench_stop "$PID_B"
         unset PID TPORT LOG H2
     done
 done
