@@ -29,11 +29,11 @@ UNIT_HDRS := $(wildcard tests/unit/*.h tests/unit/*/*.h)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 SUPPORT_BINS := $(SUPPORT_SRCS:tests/support/%.c=$(BUILD)/%)
-FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c) bench/idlehold.c bench/openloop.c
+FORMAT_SRCS  := $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS) $(UNIT_HDRS) $(SUPPORT_SRCS) $(wildcard tests/fuzz/*.c) bench/idlehold.c bench/openloop.c bench/tlsload.c
 
 .PHONY: all build run test test-suites unit unit-postgres integration integration-postgres integration-replica browser bench deps deps-test clean format format-check asan tsan fuzz
 
-all build: $(BUILD)/agora $(SUPPORT_BINS) $(BUILD)/idlehold $(BUILD)/openloop
+all build: $(BUILD)/agora $(SUPPORT_BINS) $(BUILD)/idlehold $(BUILD)/openloop $(BUILD)/tlsload
 
 $(BUILD)/agora: $(OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -62,6 +62,10 @@ $(BUILD)/idlehold: bench/idlehold.c
 $(BUILD)/openloop: bench/openloop.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< -lm
+# The TLS handshake load generator of bench/tls.sh (full and resumed handshakes); OpenSSL only.
+$(BUILD)/tlsload: bench/tlsload.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< -lssl -lcrypto
 
 -include $(OBJS:.o=.d)
 

@@ -222,11 +222,15 @@ bench_haproxy() {
         # (2 x maxconn) exceeds the hard limit; they do not use backend connections, so HAProxy may
         # run with the limit it gets instead of refusing to start.
         [ "${BENCH_HAPROXY_LOOSE:-0}" = 0 ] || printf '    no strict-limits\n'
+        # bench/tls.sh: extra global lines (TLS defaults) and frontend lines (the ssl bind), verbatim.
+        [ -z "${BENCH_HAPROXY_GLOBAL:-}" ] || printf '%s\n' "$BENCH_HAPROXY_GLOBAL"
         printf '\n'
         printf 'defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n'
         printf '    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n'
         printf '    timeout http-keep-alive 30s\n\n'
-        printf 'frontend fe\n    bind 127.0.0.1:%s\n    default_backend be\n\n' "$port"
+        printf 'frontend fe\n    bind 127.0.0.1:%s\n' "$port"
+        [ -z "${BENCH_HAPROXY_FRONTEND:-}" ] || printf '%s\n' "$BENCH_HAPROXY_FRONTEND"
+        printf '    default_backend be\n\n'
         printf 'backend be\n    balance %s\n    option httpchk GET /health\n' "$balance"
         printf '    default-server check inter 1s fall 3 rise 2\n'
         for p in "$@"; do printf '    server b%d 127.0.0.1:%s\n' $((++i)) "$p"; done
@@ -258,11 +262,15 @@ bench_nginx() {
         printf '    client_body_temp_path %s/tmp/body;\n    proxy_temp_path %s/tmp/proxy;\n' "$dir" "$dir"
         printf '    fastcgi_temp_path %s/tmp/fastcgi;\n    uwsgi_temp_path %s/tmp/uwsgi;\n' "$dir" "$dir"
         printf '    scgi_temp_path %s/tmp/scgi;\n\n' "$dir"
+        # bench/tls.sh: extra http-level lines (TLS settings) and server-level lines (listen ssl).
+        [ -z "${BENCH_NGINX_HTTP:-}" ] || printf '%s\n' "$BENCH_NGINX_HTTP"
         printf '    upstream be {\n        least_conn;\n'
         if [ "${BENCH_NGINX_ZONE:-0}" = 1 ]; then printf '        zone be 256k;\n'; fi
         for p in "$@"; do printf '        server 127.0.0.1:%s;\n' "$p"; done
         printf '        keepalive 64;\n        keepalive_requests 1000000;\n    }\n\n'
-        printf '    server {\n        listen 127.0.0.1:%s;\n        location / {\n' "$port"
+        printf '    server {\n        listen 127.0.0.1:%s;\n' "$port"
+        [ -z "${BENCH_NGINX_SERVER:-}" ] || printf '%s\n' "$BENCH_NGINX_SERVER"
+        printf '        location / {\n'
         printf '            proxy_pass http://be;\n            proxy_http_version 1.1;\n'
         printf '            proxy_set_header Connection "";\n        }\n    }\n}\n'
     } >"$dir/nginx.conf"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh — the load-balancer benchmarks (`make bench` runs this after building).
-# Usage: bash bench/run.sh [lb|slow|openloop|social|idle|metrics|all]   (default all; knobs in bench/README.md)
+# Usage: bash bench/run.sh [lb|slow|openloop|social|idle|metrics|tls|all]   (default all; knobs in bench/README.md)
 #   lb       scenario 1: agora lb vs HAProxy vs nginx in front of fast backends (bench/lb.sh)
 #   slow     scenario 2: agora's policies vs HAProxy with serial, slow backends (bench/slow.sh)
 #   openloop scenario 2's slow variant at a fixed rate, latency from due times (bench/openloop.sh)
@@ -8,6 +8,8 @@
 #            10,000 idle connections held vs none, agora lb vs HAProxy vs nginx (bench/idle.sh)
 #   metrics  scenario 5: the cost of GET /metrics: one scrape at 100 servers, and throughput
 #            with a scrape a second vs none (bench/metrics.sh)
+#   tls      issue 14: TLS handshakes/s (full, resumed), HTTPS keep-alive req/s and HTTP/2 req/s,
+#            agora lb vs HAProxy vs nginx with the same certificate and backends (bench/tls.sh)
 # Installs missing packages, checks the binaries, runs the scenarios and prints their tables;
 # raw outputs and the tables go to build/bench/ (summary.txt holds all tables of the last run).
 set -euo pipefail
@@ -22,8 +24,9 @@ case "${1:-all}" in
     social) scenarios=(social) ;;
     idle) scenarios=(idle) ;;
     metrics) scenarios=(metrics) ;;
-    all) scenarios=(lb slow openloop social idle metrics) ;;
-    *) bench_die "unknown scenario '$1' (expected lb, slow, openloop, social, idle, metrics or all)" ;;
+    tls) scenarios=(tls) ;;
+    all) scenarios=(lb slow openloop social idle metrics tls) ;;
+    *) bench_die "unknown scenario '$1' (expected lb, slow, openloop, social, idle, metrics, tls or all)" ;;
 esac
 
 sh scripts/install-deps.sh bench

@@ -6,6 +6,9 @@ Subcommands:
   parse FILE              one-line summary of a wrk --latency output file
   lb-table RUNS.tsv       scenario 1 tables: median req/s, p50, p99, CPU per request per proxy, agora ratios
   slow-table RUNS.tsv     scenario 2 tables: per policy, ratios against HAProxy leastconn, targets
+  tls-table RUNS.tsv      issue 14's TLS tables (bench/tls.sh): per group (worker count, certificate, measure)
+                          median rate, p50, p99, errors, CPU per unit per proxy, agora ratios, targets;
+                          reads wrk, bench/tlsload.c (wrk-shaped) and h2load outputs (*.h2load.txt)
   idle-table MEM.tsv RUNS.tsv
                           scenario 4 (bench/idle.sh): bytes per idle connection per proxy (MEM.tsv:
                           proxy <TAB> VmRSS kB before <TAB> connections held <TAB> VmRSS kB with
@@ -23,12 +26,13 @@ target is missed.
 import argparse
 import os
 import random
+import re
 import socket
 import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wrk_output import ParseError, parse_wrk, tsv_rows  # noqa: E402  (bench/wrk_output.py)
+from wrk_output import ParseError, duration_ms, parse_wrk, tsv_rows  # noqa: E402  (bench/wrk_output.py)
 
 # A run whose failed requests exceed this share of all requests is marked invalid.
 MAX_ERROR_SHARE = 0.01
@@ -60,15 +64,18 @@ def free_ports(n):
     return chosen
 
 
-def read_runs(path):
-    """Returns [(group, [(label, [parsed runs])])] in first-appearance order."""
+def read_runs(path, keep_tail=False):
+    """Returns [(group, [(label, [parsed runs])])] in first-appearance order; keep_tail keeps the
+    last 400 characters of each output as "tail" (bench/tlsload.c's summary line)."""
     groups = {}
     for n, parts, resolve in tsv_rows(path):
         if len(parts) not in (4, 5, 6):
             raise ParseError("%s:%d: expected 4 to 6 tab-separated fields" % (path, n))
         group, label, _round, wrk_file = parts[:4]
         wrk_file = resolve(wrk_file)
-        run = parse_wrk(wrk_file)
+        run = parse_h2load(wrk_file) if wrk_file.endswith(".h2load.txt") else parse_wrk(wrk_file)
+        if keep_tail:
+            run["tail"] = run["text"][-400:]
         del run["text"]
         try:
             run["split"] = [int(x) for x in parts[4].split()] if len(parts) >= 5 and parts[4] else None
@@ -80,6 +87,27 @@ def read_runs(path):
             raise ParseError("%s:%d: bad CPU ticks %r" % (path, n, parts[5]))
         groups.setdefault(group, {}).setdefault(label, []).append(run)
     return [(g, list(labels.items())) for g, labels in groups.items()]
+
+
+def parse_h2load(path):
+    """Parses one h2load output like parse_wrk; h2load gives no percentiles, so p50 is the mean
+    time for request and p99 is None."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        raise ParseError("%s: %s" % (path, e.strerror))
+    fin = re.search(r"^finished in [0-9.]+\S*, ([0-9.]+) req/s", text, re.M)
+    req = re.search(r"^requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
+                    r"(\d+) errored, (\d+) timeout", text, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    mean = re.search(r"^time for request:\s+\S+\s+\S+\s+(\S+)", text, re.M)
+    if not (fin and req and codes and mean):
+        raise ParseError("%s: not a complete h2load output" % path)
+    ok = int(codes.group(1)) + int(codes.group(2))
+    return {"rps": float(fin.group(1)), "p50": duration_ms(mean.group(1), path), "p99": None,
+            "requests": ok, "errors": int(req.group(2)) + int(req.group(4)) + int(codes.group(3)) + int(codes.group(4)),
+            "text": text}
 
 
 def cpu_us_per_request(ticks, requests):
@@ -218,6 +246,66 @@ def check_target(name, s, base, max_p99, min_rps):
         name, "MET" if met else "MISSED", s["p99"], base["p99"], p, max_p99, s["rps"], base["rps"], t, min_rps)
 
 
+def tls_resumed(runs):
+    """Median share (%) of resumed handshakes over tlsload rounds; None for other tools."""
+    shares = []
+    for r in runs:
+        m = re.search(r"^tlsload: connections=(\d+) full=(\d+) resumed=(\d+)", r.get("tail", ""), re.M)
+        if m and int(m.group(1)):
+            shares.append(100.0 * int(m.group(3)) / int(m.group(1)))
+    return statistics.median(shares) if shares else None
+
+
+def tls_table(runs_path, note):
+    """Issue 14's TLS tables: one per group ("w1 rsa2048: full handshakes" ...), the proxies' rows,
+    agora's ratios and the target check (rate >= HAProxy's within the noise allowance, p99 no
+    worse; CPU per unit reported)."""
+    out, targets = [], []
+    for group, labels in read_runs(runs_path, keep_tail=True):
+        stats = {}
+        for label, runs in labels:
+            st = summarise([dict(r, p99=r["p99"] if r["p99"] is not None else float("nan")) for r in runs])
+            st["resumed"] = tls_resumed(runs)
+            stats[label] = st
+        width = max(len(l) for l in stats)
+        rounds = max(s["rounds"] for s in stats.values())
+        unit = "conn" if "handshake" in group else "req"
+        out.append("%s (%s)" % (group, describe(note, rounds)))
+        out.append(header(width, "  resumed").replace("req/s", "%s/s" % unit).replace("us/req", "us/%s" % unit))
+        for label, st in stats.items():
+            row = fmt_row(label, st, width).replace(" nan ", "   - ")
+            if st["resumed"] is not None:
+                row += "  %6.1f%%" % st["resumed"]
+            out.append(row)
+        agora = stats.get("agora")
+        for other in ("haproxy", "nginx"):
+            if agora and other in stats:
+                o = stats[other]
+                line = "  agora/%-8s rate %.2fx   p99 %.2fx" % (other + ":", ratio(agora["rps"], o["rps"]),
+                                                               ratio(agora["p99"], o["p99"]))
+                if agora["cpu_us"] and o["cpu_us"]:
+                    line += "   CPU per %s %.2fx" % (unit, agora["cpu_us"] / o["cpu_us"])
+                out.append(line + "   (rate > 1, p99 and CPU < 1 favour agora)")
+        base = stats.get("agora-base")
+        if agora and base:
+            line = "  agora/agora-base: rate %.2fx   p99 %.2fx" % (ratio(agora["rps"], base["rps"]),
+                                                                 ratio(agora["p99"], base["p99"]))
+            if agora["cpu_us"] and base["cpu_us"]:
+                line += "   CPU per %s %.3fx" % (unit, agora["cpu_us"] / base["cpu_us"])
+            out.append(line + "   (this build against $BENCH_AGORA_BASE)")
+        if "haproxy" in stats:
+            if agora:
+                targets.append(check_target("agora vs haproxy, %s" % group, agora, stats["haproxy"],
+                                            max_p99=1 + TOLERANCE, min_rps=1 - TOLERANCE))
+            else:
+                targets.append((False, "agora vs haproxy, %s: NOT MEASURED (agora does not offer it)" % group))
+        out.append("")
+    out.append("Targets (agora >= 1.0x HAProxy, p99 no worse; %d%% noise allowance):" % round(TOLERANCE * 100))
+    out.extend("  " + t[1] for t in targets)
+    out.append("")
+    return "\n".join(out)
+
+
 def idle_table(mem_path, runs_path, note):
     out = ["Scenario 4, idle keep-alive connections: resident memory per idle client connection",
            "  %-8s %10s %10s %12s %16s" % ("proxy", "held", "VmRSS kB", "growth kB", "bytes/conn")]
@@ -261,7 +349,7 @@ def main(argv):
     p = sub.add_parser("parse")
     p.add_argument("file")
     p.add_argument("--cpu-ticks", type=int, help="the proxy's CPU ticks during the run: adds CPU per request")
-    for name in ("lb-table", "slow-table"):
+    for name in ("lb-table", "slow-table", "tls-table"):
         p = sub.add_parser(name)
         p.add_argument("runs")
         p.add_argument("--note", default="", help="load description printed in each table title")
@@ -276,13 +364,19 @@ def main(argv):
         if args.cmd == "ports":
             print(" ".join(str(p) for p in free_ports(args.n)))
         elif args.cmd == "parse":
-            r = parse_wrk(args.file)
-            line = "%.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (r["rps"], r["p50"], r["p99"], r["errors"])
+            h2 = args.file.endswith(".h2load.txt")
+            r = parse_h2load(args.file) if h2 else parse_wrk(args.file)
+            if h2:
+                line = "%.0f req/s  mean %.2f ms  errors %d" % (r["rps"], r["p50"], r["errors"])
+            else:
+                line = "%.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (r["rps"], r["p50"], r["p99"], r["errors"])
             if args.cpu_ticks is not None and r["requests"]:
                 line += "  CPU %.2f us/req" % cpu_us_per_request(args.cpu_ticks, r["requests"])
             print(line)
         elif args.cmd == "lb-table":
             print(lb_table(args.runs, args.note))
+        elif args.cmd == "tls-table":
+            print(tls_table(args.runs, args.note))
         elif args.cmd == "idle-table":
             print(idle_table(args.mem, args.runs, args.note))
         else:

@@ -442,6 +442,8 @@ ssize_t http_tls_read(SSL *ssl, struct buf *b, size_t max)
         if (r == 1) {
             buf_commit(b, got);
             total += got;
+            if (got < want)
+                break; /* a whole record shorter than asked: as net_read, no read() only to see EAGAIN */
             continue;
         }
         if (total)
