@@ -224,6 +224,10 @@ print(" ".join(sorted("%s:%s" % (n["nodename"], n["current_group_state"]) for n 
 }
 
 secret() { od -An -N18 -tx1 /dev/urandom | tr -d ' \n'; }
+# Put before a statement that holds a password: neither the log (the monitor has log_statement =
+# ddl) nor pg_stat_statements (loaded on the data nodes; it keeps utility statements' text as it
+# is, readable by any pg_read_all_stats role) records it. Both settings are the superuser's.
+unrecorded="SET log_statement = 'none'; SET pg_stat_statements.track_utility = off;"
 
 up() {
   need_autoctl
@@ -280,7 +284,7 @@ up() {
   write_hba monitor
   write_conf monitor
   start_part monitor
-  psql_local monitor pg_auto_failover "ALTER ROLE autoctl_node PASSWORD '$internal'"
+  psql_local monitor pg_auto_failover "$unrecorded ALTER ROLE autoctl_node PASSWORD '$internal'"
   if [ "$fast" = 1 ]; then
     # a dead primary is noticed in a few seconds instead of ~30 s (defaults: period 5 s, timeout
     # 5 s, 2 retries 2 s apart, unhealthy after 20 s without a keeper report); not shorter: on a
@@ -315,7 +319,7 @@ up() {
     if [ $n = node1 ]; then
       wait_states 60 node1:single
       pw=$(cat "$dir/agora.password")
-      psql_local node1 postgres "ALTER ROLE pgautofailover_replicator PASSWORD '$internal';
+      psql_local node1 postgres "$unrecorded ALTER ROLE pgautofailover_replicator PASSWORD '$internal';
         ALTER ROLE pgautofailover_monitor PASSWORD '$internal';
         CREATE ROLE agora LOGIN PASSWORD '$pw';
         ALTER DATABASE agora OWNER TO agora"

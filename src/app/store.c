@@ -55,8 +55,10 @@ static void hide(const char *secret, size_t n, char *text, size_t size)
 void store_redact(const char *url, char *text, size_t size)
 {
     const char *scheme = strstr(url, "://");
-    if (scheme != NULL) { /* scheme://user:password@host: the authority ends at '/', '?' or '#' */
-        const char *a = scheme + 3, *end = a + strcspn(a, "/?#"), *at = NULL, *colon;
+    if (scheme != NULL) {
+        /* scheme://user:password@host. libpq looks for the '@' up to the first '/' only, so a
+         * password may hold a raw '?' or '#': the user part ends at the last '@' before a '/'. */
+        const char *a = scheme + 3, *end = a + strcspn(a, "/"), *at = NULL, *colon;
         for (const char *p = a; p < end; p++)
             if (*p == '@')
                 at = p;
