@@ -29,6 +29,7 @@ enum { DOWN, UP, LAGGING };
 
 struct app_replica {
     char *url;
+    char *primary_url; /* the watcher's (NULL: no watcher) */
     int64_t max_lag_us;
     _Atomic int state;
     _Atomic uint64_t replayed, received, written;
@@ -36,10 +37,11 @@ struct app_replica {
     _Atomic int64_t lag_us;
     _Atomic uint64_t checks;
     atomic_int want; /* a read asked for a check */
-    pthread_t tid;
+    pthread_t tid, wtid;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int stop;
+    pthread_cond_t cv, wcv; /* wake the monitor; wake the watcher (to stop) */
+    int stop, watching;
+    struct store *pstore; /* the watcher's own: the primary */
     /* the monitor's own */
     struct store *store;
     struct {
@@ -339,7 +341,41 @@ static void *monitor(void *arg)
     return NULL;
 }
 
-struct app_replica *app_replica_start(const char *url, int64_t max_lag_ms, char *err, size_t errlen)
+/* The watcher: notes the primary's flushed position every APP_REPLICA_CHECK_MS as a position seen
+ * (app_replica_wrote), so that lag shows even on a server that writes nothing itself while the
+ * replica's stream stalls with its connection open (the standby then still says it streams, and
+ * its received position stops). Its own thread and connection: a primary that does not answer
+ * (a failover) delays only the watcher, never the replica's checks. */
+static void *watcher(void *arg)
+{
+    struct app_replica *r = arg;
+    char err[256];
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        pthread_mutex_unlock(&r->mu);
+        struct store_replay rp;
+        if (r->pstore == NULL) {
+            struct store_options so = {.replica = 1}; /* no migration: only asks where the WAL is */
+            r->pstore = store_open(r->primary_url, &so, err, sizeof err);
+        }
+        if (r->pstore != NULL && store_replay(r->pstore, &rp) == STORE_OK && !rp.standby && rp.current > 0)
+            app_replica_wrote(r, rp.current);
+        int pause_ms = r->pstore != NULL ? APP_REPLICA_CHECK_MS : APP_REPLICA_RETRY_MS;
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t ns = until.tv_nsec + (int64_t)pause_ms * 1000000;
+        until.tv_sec += ns / 1000000000;
+        until.tv_nsec = ns % 1000000000;
+        pthread_mutex_lock(&r->mu);
+        if (!r->stop)
+            pthread_cond_timedwait(&r->wcv, &r->mu, &until);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+struct app_replica *app_replica_start(const char *url, const char *primary_url, int64_t max_lag_ms, char *err,
+                                      size_t errlen)
 {
     if (url == NULL || (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0)) {
         snprintf(err, errlen, "a read replica must be PostgreSQL (postgres://... or postgresql://...)");
@@ -350,15 +386,26 @@ struct app_replica *app_replica_start(const char *url, int64_t max_lag_ms, char 
     r->max_lag_us = (max_lag_ms > 0 ? max_lag_ms : APP_REPLICA_MAX_LAG_MS) * 1000;
     r->shown = -1;
     thread_cond_init(&r->cv);
+    thread_cond_init(&r->wcv);
     pthread_mutex_init(&r->mu, NULL);
     int e = thread_start(&r->tid, monitor, r); /* takes no signals: the daemon's signalfd does */
     if (e != 0) {
         snprintf(err, errlen, "cannot start the replica's monitor: %s", strerror(e));
         pthread_cond_destroy(&r->cv);
+        pthread_cond_destroy(&r->wcv);
         pthread_mutex_destroy(&r->mu);
         free(r->url);
         free(r);
         return NULL;
+    }
+    if (primary_url != NULL) {
+        r->primary_url = alloc_strdup(primary_url);
+        if ((e = thread_start(&r->wtid, watcher, r)) != 0) {
+            snprintf(err, errlen, "cannot start the replica's watcher of the primary: %s", strerror(e));
+            app_replica_stop(r);
+            return NULL;
+        }
+        r->watching = 1;
     }
     return r;
 }
@@ -370,10 +417,16 @@ void app_replica_stop(struct app_replica *r)
     pthread_mutex_lock(&r->mu);
     r->stop = 1;
     pthread_cond_signal(&r->cv);
+    pthread_cond_signal(&r->wcv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->tid, NULL);
+    if (r->watching)
+        pthread_join(r->wtid, NULL);
     store_close(r->store);
+    store_close(r->pstore);
+    free(r->primary_url);
     pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->wcv);
     pthread_mutex_destroy(&r->mu);
     free(r->url);
     free(r);

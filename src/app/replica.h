@@ -74,9 +74,11 @@ enum app_read {
 };
 
 /* Starts the monitor of the replica at url (a postgres:// or postgresql:// URL; anything else:
- * NULL with a message in err) with the lag bound max_lag_ms (> 0). The replica need not be up: it
- * is used once a check succeeds. */
-struct app_replica *app_replica_start(const char *url, int64_t max_lag_ms, char *err, size_t errlen);
+ * NULL with a message in err) with the lag bound max_lag_ms (> 0), and with primary_url (NULL:
+ * none) a watcher of the primary whose flushed position counts as seen (see replica.c). The
+ * replica need not be up: it is used once a check succeeds. */
+struct app_replica *app_replica_start(const char *url, const char *primary_url, int64_t max_lag_ms, char *err,
+                                      size_t errlen);
 /* Stops the monitor and frees r (after every handler thread stopped). NULL is allowed. */
 void app_replica_stop(struct app_replica *r);
 

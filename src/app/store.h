@@ -132,6 +132,7 @@ struct store_replay {
     uint64_t received; /* the replica has received (not necessarily replayed) up to here */
     int standby;       /* 1: the database is a standby (in recovery), 0: it is a primary */
     int streaming;     /* 1: it streams from its primary now */
+    uint64_t current;  /* a primary (standby 0): its WAL is flushed up to here; 0 on a standby */
 };
 
 struct store;

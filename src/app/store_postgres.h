@@ -235,7 +235,8 @@ int pg_post_create_get(struct store *st, int64_t author, const char *text, size_
 #define PG_REPLAY_SQL                                                                                                  \
     "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() - '0/0', 0)::bigint,"                               \
     " coalesce(pg_last_wal_receive_lsn() - '0/0', 0)::bigint,"                                                         \
-    " coalesce((SELECT coalesce(status = 'streaming', true) FROM pg_stat_wal_receiver LIMIT 1), false)"
+    " coalesce((SELECT coalesce(status = 'streaming', true) FROM pg_stat_wal_receiver LIMIT 1), false),"               \
+    " CASE WHEN pg_is_in_recovery() THEN 0 ELSE (pg_current_wal_flush_lsn() - '0/0')::bigint END"
 int pg_position(struct store *st, uint64_t *pos);
 int pg_replay(struct store *st, struct store_replay *out);
 

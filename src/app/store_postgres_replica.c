@@ -19,13 +19,14 @@ int pg_replay(struct store *st, struct store_replay *out)
     int rc = pg_run_ints((struct pg_store *)st, PG_REPLAY, 0, 0, 0, 0, PG_RESEND, "asking the replica", &q);
     if (rc == STORE_OK) {
         const PGresult *r = q.res;
-        if (PQntuples(r) != 1 || PQnfields(r) != 4) {
+        if (PQntuples(r) != 1 || PQnfields(r) != 5) {
             rc = pg_fail((struct pg_store *)st, STORE_ERROR, "asking the replica: unexpected answer");
         } else {
             out->standby = pg_bool(r, 0, 0);
             out->replayed = (uint64_t)pg_int(r, 0, 1);
             out->received = (uint64_t)pg_int(r, 0, 2);
             out->streaming = pg_bool(r, 0, 3);
+            out->current = (uint64_t)pg_int(r, 0, 4);
         }
     }
     pg_q_clear(&q, 1);

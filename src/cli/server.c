@@ -533,8 +533,8 @@ int cmd_server(int argc, char **argv)
         goto fail;
     /* Before the pools: their apps take it from the options. It need not answer yet. */
     if (o.db_replica[0] &&
-        (o.replica = app_replica_start(o.db_replica, o.replica_lag_ms ? o.replica_lag_ms : APP_REPLICA_MAX_LAG_MS, err,
-                                       sizeof(err))) == NULL)
+        (o.replica = app_replica_start(o.db_replica, o.db, o.replica_lag_ms ? o.replica_lag_ms : APP_REPLICA_MAX_LAG_MS,
+                                       err, sizeof(err))) == NULL)
         goto fail;
     struct http_pool_config pc = {.name = "handler",
                                   .threads = threads,

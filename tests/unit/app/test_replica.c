@@ -170,10 +170,10 @@ static void test_lag_from_first_seen_positions(void **state)
 static void test_start_refuses_sqlite_and_survives_a_replica_that_never_answers(void **state)
 {
     char err[256] = "";
-    assert_null(app_replica_start("sqlite:/tmp/x.db", 5000, err, sizeof err));
+    assert_null(app_replica_start("sqlite:/tmp/x.db", NULL, 5000, err, sizeof err));
     assert_non_null(strstr(err, "must be PostgreSQL"));
-    struct app_replica *r =
-        app_replica_start("postgresql:///agora?host=/nonexistent-agora-replica&user=agora", 5000, err, sizeof err);
+    struct app_replica *r = app_replica_start("postgresql:///agora?host=/nonexistent-agora-replica&user=agora", NULL,
+                                              5000, err, sizeof err);
     assert_non_null(r);
     struct timespec ts = {0, 50 * 1000000L};
     nanosleep(&ts, NULL);
