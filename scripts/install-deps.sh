@@ -3,7 +3,7 @@
 # (or via sudo when available). Usage: install-deps.sh [test|bench]
 set -e
 base="pkg-config libsqlite3-dev libsodium-dev libjansson-dev libinih-dev libpq-dev"
-test_pkgs="libcmocka-dev nftables python3 python3-pytest curl postgresql clang libclang-rt-14-dev chromium nodejs npm wrk prometheus keepalived"
+test_pkgs="libcmocka-dev nftables python3 python3-pytest curl postgresql postgresql-15-auto-failover clang libclang-rt-14-dev chromium nodejs npm wrk prometheus keepalived"
 bench_pkgs="haproxy nginx-light wrk"
 want="$base"
 case "$1" in

@@ -21,10 +21,15 @@
 #define WRITE_ATTEMPTS       8            /* a transaction retried after serialization failures, deadlocks */
 #define MIGRATION_LOCK       "7411000001" /* pg_advisory_lock key of the schema migrations */
 #define RECONNECT_PAUSE_MS   250          /* after a failed connection attempt, calls answer STORE_BUSY at once */
+#define STANDBY_READS_MS     1000         /* a read fallback's life before a read tries the primary again */
+#define STANDBY_TRY_MS       1000         /* no read fallback after a read-write attempt that took this long */
+#define CONNECT_SCHEMA       1            /* connect_db: migrate */
+#define CONNECT_ANY          2            /* connect_db: any server will do (target_session_attrs=any) */
 
 /* Internal outcomes of one attempt (never returned by a store call). */
-#define RETRY (RC_MODULE - 20) /* serialization failure or deadlock: run the transaction again */
-#define FKEY  (RC_MODULE - 21) /* foreign-key violation */
+#define RETRY       (RC_MODULE - 20) /* serialization failure or deadlock: run the transaction again */
+#define FKEY        (RC_MODULE - 21) /* foreign-key violation */
+#define LOST_UNSENT 2                /* batch_once's *lost: dropped, and nothing was committed (25006) */
 
 #define POST_COLS                                                                                                      \
     "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT "                     \
@@ -533,11 +538,11 @@ out:
 
 static void quiet(void *arg, const char *message) { (void)arg, (void)message; }
 
-/* Connects, and with with_schema migrates. Then, in one round trip, sets statement_timeout where
+/* Connects, and with CONNECT_SCHEMA migrates. Then, in one round trip, sets statement_timeout where
  * it is 0 (unbounded), reads it back, and prepares every statement. */
-static int connect_db(struct pg_store *s, int with_schema)
+static int connect_db(struct pg_store *s, int mode)
 {
-    const char *keys[10], *vals[10];
+    const char *keys[12], *vals[12];
     int k = 0;
     drop(s);
     if (getenv("PGCONNECT_TIMEOUT") == NULL)
@@ -550,6 +555,8 @@ static int connect_db(struct pg_store *s, int with_schema)
         keys[k] = "application_name", vals[k++] = "agora";
     keys[k] = "dbname", vals[k++] = s->url;          /* what the URL says wins, but for: */
     keys[k] = "client_encoding", vals[k++] = "UTF8"; /* the store's texts are UTF-8 (not PGCLIENTENCODING's) */
+    if (mode & CONNECT_ANY)
+        keys[k] = "target_session_attrs", vals[k++] = "any";
     keys[k] = NULL, vals[k] = NULL;
     s->conn = PQconnectdbParams(keys, vals, 1);
     if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
@@ -568,7 +575,7 @@ static int connect_db(struct pg_store *s, int with_schema)
     PQsetNoticeProcessor(s->conn, quiet, NULL);
     s->timeout_ms = MIGRATE_TIMEOUT_MS;
     int rc;
-    if (with_schema && (rc = migrate(s)) != STORE_OK) {
+    if ((mode & CONNECT_SCHEMA) && (rc = migrate(s)) != STORE_OK) {
         drop(s);
         return rc;
     }
@@ -641,13 +648,22 @@ static int alive(struct pg_store *s)
     return poll(&p, 1, 0) == 0;
 }
 
-/* One attempt: sends the batch, reads every result. *lost is set when the connection failed. With
- * position, PG_POSITION_SQL follows the batch's Sync as a transaction of its own, with a Sync of its
- * own, in the same flush: its result sets s->position (store_postgres.h). */
+/* 1 when r failed with 25006 (read_only_sql_transaction): the server is a standby, or has
+ * default_transaction_read_only on. The transaction committed nothing. */
+static int read_only_error(const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return st != NULL && strcmp(st, "25006") == 0;
+}
+
+/* One attempt: sends the batch, reads every result. *lost is set when the connection failed, or
+ * to LOST_UNSENT when it turned out read-only (the caller drops it either way). With position,
+ * PG_POSITION_SQL follows the batch's Sync as a transaction of its own, with a Sync of its own, in
+ * the same flush: its result sets s->position (store_postgres.h). */
 static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *what, int position, int *lost)
 {
     char name[16];
-    int rc = STORE_OK;
+    int rc = STORE_OK, unsent = 0;
     PGresult *r;
     if (!PQenterPipelineMode(s->conn))
         goto lost;
@@ -671,8 +687,9 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
         if (est == PGRES_TUPLES_OK || est == PGRES_COMMAND_OK) {
             q[i].res = r;
         } else {
-            if (est != PGRES_PIPELINE_ABORTED && rc == STORE_OK)
-                rc = pg_result_rc(s, r, what);
+            if (est != PGRES_PIPELINE_ABORTED && rc == STORE_OK && (rc = pg_result_rc(s, r, what)) == STORE_BUSY &&
+                read_only_error(r))
+                unsent = 1;
             PQclear(r);
             if (PQstatus(s->conn) != CONNECTION_OK)
                 goto lost;
@@ -711,6 +728,10 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
     }
     if (!PQexitPipelineMode(s->conn))
         goto lost;
+    if (unsent) { /* a standby, or a server turned read-only: this connection cannot write */
+        *lost = LOST_UNSENT;
+        return STORE_BUSY;
+    }
     return rc;
 lost:
     if (rc == STORE_OK || s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)
@@ -733,6 +754,85 @@ static void nap_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* ---- failover: a multi-host URL with target_session_attrs=read-write (docs/CONFIG.md) ----
+ *
+ * libpq connects to the first host that accepts writes, so after a failover the next connection
+ * finds the new primary by itself. A connection whose server turns read-only (a write fails with
+ * 25006) is dropped and the batch sent once more on a new one: nothing was committed. While no
+ * server accepts writes (the switch), reads fall back to a connection to any server that
+ * answers (the standby). On it a write tries a read-write connection again RECONNECT_PAUSE_MS
+ * after the last attempt (else answers STORE_BUSY at once), a read STANDBY_READS_MS after it;
+ * the fallback serves the reads until such an attempt succeeds. A URL without that attribute is
+ * used as it is. */
+
+/* 1 when the URL (or PGTARGETSESSIONATTRS) asks for a server that accepts writes. */
+static int wants_primary(const struct pg_store *s)
+{
+    PQconninfoOption *opts = PQconninfoParse(s->url, NULL);
+    const char *v = NULL;
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "target_session_attrs") == 0)
+            v = o->val;
+    if (v == NULL)
+        v = getenv("PGTARGETSESSIONATTRS");
+    int yes = v != NULL && (strcmp(v, "read-write") == 0 || strcmp(v, "primary") == 0);
+    PQconninfoFree(opts);
+    return yes;
+}
+
+/* 1 when the session cannot write: a hot standby, or default_transaction_read_only on (both
+ * reported by the server, and kept current by libpq). */
+static int read_only_session(const struct pg_store *s)
+{
+    const char *h = PQparameterStatus(s->conn, "in_hot_standby");
+    const char *d = PQparameterStatus(s->conn, "default_transaction_read_only");
+    return (h != NULL && strcmp(h, "on") == 0) || (d != NULL && strcmp(d, "on") == 0);
+}
+
+/* The connection is a read fallback (alive, read-only, the URL wants a primary): tries a
+ * read-write connection when it is time (see above). STORE_OK when the batch may go on s->conn
+ * (the new connection, or for a read the fallback), else STORE_BUSY (a write, and no primary). */
+static int leave_standby(struct pg_store *s, int flags, const char *what)
+{
+    /* retry_at_us: RECONNECT_PAUSE_MS after the last read-write attempt */
+    if (now_us() < s->retry_at_us + ((flags & PG_WRITE) ? 0 : (STANDBY_READS_MS - RECONNECT_PAUSE_MS) * 1000))
+        return (flags & PG_WRITE) ? pg_fail(s, STORE_BUSY, "%s: no server accepts writes", what) : STORE_OK;
+    PGconn *standby = s->conn;
+    int timeout_ms = s->timeout_ms;
+    s->conn = NULL;
+    if (connect_db(s, 0) == STORE_OK) {
+        PQfinish(standby);
+        return STORE_OK;
+    }
+    s->conn = standby;
+    s->timeout_ms = timeout_ms;
+    s->retry_at_us = now_us() + RECONNECT_PAUSE_MS * 1000;
+    return (flags & PG_WRITE) ? STORE_BUSY : STORE_OK;
+}
+
+/* Connects (s->conn is NULL); for a read, when no server accepts writes and the URL wants one,
+ * connects to any server instead. */
+static int reconnect(struct pg_store *s, int flags)
+{
+    int64_t t0 = now_us();
+    int rc = connect_db(s, 0);
+    /* not after a slow failure: a read waits for at most one more attempt, and only a quick one */
+    if (rc != STORE_BUSY || (flags & PG_WRITE) || now_us() - t0 >= STANDBY_TRY_MS * 1000 || !wants_primary(s)) {
+        if (rc != STORE_OK)
+            s->retry_at_us = now_us() + RECONNECT_PAUSE_MS * 1000;
+        return rc;
+    }
+    char err[sizeof s->base.err];
+    memcpy(err, s->base.err, sizeof err);
+    if (connect_db(s, CONNECT_ANY) != STORE_OK) {
+        memcpy(s->base.err, err, sizeof err); /* the read-write attempt's message says more */
+        s->retry_at_us = now_us() + RECONNECT_PAUSE_MS * 1000;
+        return STORE_BUSY;
+    }
+    s->retry_at_us = now_us() + RECONNECT_PAUSE_MS * 1000;
+    return STORE_OK;
+}
+
 int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *what)
 {
     int resent = 0;
@@ -745,10 +845,11 @@ int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *w
              * every call wait for its own attempt (connect_timeout) */
             if (s->conn == NULL && now_us() < s->retry_at_us)
                 return STORE_BUSY; /* the message of the failed attempt stays */
-            if ((rc = connect_db(s, 0)) != STORE_OK) {
-                s->retry_at_us = now_us() + RECONNECT_PAUSE_MS * 1000;
+            if ((rc = reconnect(s, flags)) != STORE_OK)
                 return rc;
-            }
+        } else if (!s->in_bulk && read_only_session(s) && wants_primary(s) &&
+                   (rc = leave_standby(s, flags, what)) != STORE_OK) {
+            return rc;
         }
         rc = batch_once(s, q, n, what, s->positions && (flags & PG_WRITE) && !s->in_bulk, &lost);
         if (rc == STORE_OK)
@@ -756,7 +857,7 @@ int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *w
         pg_q_clear(q, n);
         if (lost) {
             drop(s);
-            if ((flags & PG_RESEND) && !resent && !s->in_bulk) {
+            if (((flags & PG_RESEND) || lost == LOST_UNSENT) && !resent && !s->in_bulk) {
                 resent = 1;
                 continue;
             }
@@ -870,7 +971,7 @@ struct store *store_postgres_open(const char *url, const struct store_options *o
     s->base.session_ttl_ms = opts != NULL && opts->session_ttl_ms > 0 ? opts->session_ttl_ms : STORE_SESSION_TTL_MS;
     s->url = alloc_strdup(url);
     s->positions = opts != NULL && opts->positions;
-    if (connect_db(s, opts == NULL || !opts->replica) != STORE_OK) { /* a standby is not migrated */
+    if (connect_db(s, opts == NULL || !opts->replica ? CONNECT_SCHEMA : 0) != STORE_OK) { /* a standby is not migrated */
         snprintf(err, errlen, "postgres: %s", s->base.err);
         pg_close(&s->base);
         return NULL;

@@ -32,7 +32,11 @@
  * that did not come within the client-side timeout → STORE_BUSY; the connection is dropped and
  * the next call reconnects (when that fails, calls answer STORE_BUSY at once for 250 ms rather
  * than each waiting for its own attempt). A read (and an idempotent write) whose connection turns
- * out to be dead is reconnected and sent again once. Ids come from sequences: they grow in
+ * out to be dead is reconnected and sent again once. A write refused as read-only (25006: the
+ * server became a standby) drops the connection and is sent again once on a new one (nothing was
+ * committed). With target_session_attrs=read-write in the URL (several hosts: a failover pair)
+ * reads fall back to a read-only server while none accepts writes (store_postgres.c, "failover";
+ * docs/CONFIG.md). Ids come from sequences: they grow in
  * insertion order, but two transactions may commit in the other order (one author's posts never
  * do: creating a post locks the author's row).
  *

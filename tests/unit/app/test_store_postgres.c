@@ -1,7 +1,8 @@
 /* test_store_postgres.c — what is particular to the PostgreSQL store (the store contract itself
  * is tests/unit/app/test_store.c's): migrations when many servers open a new database at once,
  * one round trip per call, error mapping (taken usernames, statement timeouts), reconnection
- * after the server closed the connections or was killed and restarted, exact counters and
+ * after the server closed the connections or was killed and restarted, a server that turns
+ * read-only (a standby after a failover: writes busy, reads from it), exact counters and
  * timelines under concurrent writers, one post for concurrent creates with one Idempotency-Key,
  * and the bulk loader's ids.
  *
@@ -426,6 +427,104 @@ static void test_reconnect_after_terminate(void **state)
     assert_int_equal(raw_int(f->url, "SELECT posts_count FROM accounts WHERE username = 'alice'"), 2);
 }
 
+/* ---- a server that turns read-only (a standby after a failover) ---- */
+
+/* The database name of url (its path up to the query). */
+static void db_name(const char *url, char *out, size_t size)
+{
+    const char *p = strchr(strstr(url, "://") + 3, '/') + 1, *q = strchr(p, '?');
+    snprintf(out, size, "%.*s", (int)(q ? q - p : (ptrdiff_t)strlen(p)), p);
+}
+
+/* Sets default_transaction_read_only of the test's database (on or RESET) and ends the store's
+ * sessions, so that its next connection has the new setting. */
+static void set_read_only(const char *url, int on)
+{
+    char name[128], sql[256];
+    db_name(url, name, sizeof name);
+    snprintf(sql, sizeof sql, "ALTER DATABASE %s %s", name,
+             on ? "SET default_transaction_read_only = on" : "RESET default_transaction_read_only");
+    raw_int(cluster_url, sql);
+    raw_int(url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                 "WHERE datname = current_database() AND application_name = 'agora' AND pid <> pg_backend_pid()");
+}
+
+static const char agora_backends[] = "SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE datname = current_database() AND application_name = 'agora'";
+static const char agora_backend[] = "SELECT coalesce(max(pid), 0) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND application_name = 'agora'";
+
+/* A plain URL on a read-only server (as a standby that a connection ends up on): reads work,
+ * a write answers STORE_BUSY with 25006, nothing is written and the connection is dropped (not
+ * kept for the next call); once the server accepts writes the very next write succeeds. */
+static void test_read_only_server_gives_busy_and_drops_the_connection(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 0);
+    struct store_account acc;
+    int64_t alice = account(st, "alice"), id = 0;
+    post(st, alice, "before");
+    set_read_only(f->url, 1);
+    assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK);
+    assert_int_equal(acc.id, alice);
+    assert_int_equal(store_post_create(st, alice, "ro", 2, 0, NULL, NULL, 3000, &id), STORE_BUSY);
+    assert_non_null(strstr(store_errmsg(st), "25006"));
+    assert_int_equal(store_follow(st, alice, alice + 1, 1, 3000), STORE_BUSY);
+    assert_int_equal(raw_int(f->url, agora_backends), 0); /* dropped */
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts"), 1);
+    set_read_only(f->url, 0);
+    assert_int_equal(store_post_create(st, alice, "rw", 2, 0, NULL, NULL, 3000, &id), STORE_OK);
+    assert_int_equal(raw_int(f->url, "SELECT posts_count FROM accounts WHERE username = 'alice'"), 2);
+}
+
+/* A URL with target_session_attrs=read-write while no server accepts writes (the switch of a
+ * failover): reads go on over a connection to the read-only server; writes answer STORE_BUSY at
+ * once (no waiting, nothing written); when the server takes writes again a write gets a
+ * read-write connection within RECONNECT_PAUSE_MS, and reads leave the fallback too. */
+static void test_read_write_url_reads_from_a_standby_during_the_switch(void **state)
+{
+    struct fx *f = *state;
+    char url[700];
+    snprintf(url, sizeof url, "%s%ctarget_session_attrs=read-write", f->url, strchr(f->url, '?') ? '&' : '?');
+    struct store *st = f->st = open_url(url, 0);
+    struct store_account acc;
+    int64_t alice = account(st, "alice"), id = 0;
+    post(st, alice, "before");
+    set_read_only(f->url, 1);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK);
+        assert_int_equal(acc.id, alice);
+    }
+    int64_t fallback = raw_int(f->url, agora_backend);
+    assert_true(fallback > 0);
+    double t0 = now_s();
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(store_post_create(st, alice, "ro", 2, 0, NULL, NULL, 3000, &id), STORE_BUSY);
+        assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK); /* the fallback stays */
+    }
+    assert_true(now_s() - t0 < 2.0);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts"), 1);
+    assert_int_equal(raw_int(f->url, agora_backend), fallback);
+    /* writable again: reads leave the fallback within STANDBY_READS_MS (1 s) */
+    char name[128], sql[192];
+    db_name(f->url, name, sizeof name);
+    snprintf(sql, sizeof sql, "ALTER DATABASE %s RESET default_transaction_read_only", name);
+    raw_int(cluster_url, sql);
+    usleep(1100 * 1000);
+    assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK);
+    int64_t primary = raw_int(f->url, agora_backend);
+    assert_true(primary > 0 && primary != fallback);
+    assert_int_equal(raw_int(f->url, agora_backends), 1);
+    assert_int_equal(store_post_create(st, alice, "rw", 2, 0, NULL, NULL, 3000, &id), STORE_OK);
+    /* and a write alone finds the writable server after RECONNECT_PAUSE_MS (250 ms) */
+    set_read_only(f->url, 1);
+    assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK); /* onto the fallback */
+    raw_int(cluster_url, sql);
+    usleep(300 * 1000);
+    assert_int_equal(store_post_create(st, alice, "rw2", 3, 0, NULL, NULL, 3000, &id), STORE_OK);
+    assert_int_equal(raw_int(f->url, "SELECT posts_count FROM accounts WHERE username = 'alice'"), 3);
+}
+
 static int64_t postmaster_pid(void)
 {
     char path[128], line[32] = "";
@@ -797,6 +896,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_timeout_is_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_after_terminate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_server_gives_busy_and_drops_the_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_write_url_reads_from_a_standby_during_the_switch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_toggles_keep_counters_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_during_a_follow_reaches_the_follower, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_idempotent_creates_make_one_post, setup, teardown),
