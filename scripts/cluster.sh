@@ -303,6 +303,8 @@ db_stop() {
 
 # ---- web hosts ----
 
+# Starts HOST's agora server and waits until it is healthy; with a second argument "nowait", only
+# starts it (server_wait later).
 server_start() {
     h=$1
     [ -n "$(running_pid "$h" server)" ] && return 0
@@ -312,8 +314,12 @@ server_start() {
         --db "$(db_url)" --db-replica "$(db_replica_url)" --served-by "$h" --web "$root/web" \
         --trusted-proxy "$(addr lb1),$(addr lb2)" --metrics-listen "127.0.0.1:$METRICS_PORT" \
         ${AGORA_CLUSTER_SERVER_OPTS:-}
-    wait_for 30 up_and_ok "$h" server "http://$(addr "$h"):$WEB_PORT/health" ||
-        die_log "$(logfile "$h" server)" "agora server on $h is not healthy (30 s) or exited"
+    [ "${2:-}" = nowait ] || server_wait "$h"
+}
+
+server_wait() {
+    wait_for 30 up_and_ok "$1" server "http://$(addr "$1"):$WEB_PORT/health" ||
+        die_log "$(logfile "$1" server)" "agora server on $1 is not healthy (30 s) or exited"
 }
 
 # ---- balancer hosts ----
@@ -524,8 +530,12 @@ cmd_down() {
     for p in $pids; do # still ours (in one of our namespaces), not a reused pid
         case $(ip netns identify "$p" 2>/dev/null) in "$NAME"-*) kill -KILL "$p" 2>/dev/null || true ;; esac
     done
-    # the database pair: node2, node1, then the monitor, each gracefully (immediate when that fails)
-    if [ -f "$DIR/pg/cluster.env" ]; then pgf down "$DIR/pg" || true; fi
+    # the database pair: its three parts at once, each gracefully (immediate when that fails)
+    if [ -f "$DIR/pg/cluster.env" ]; then
+        for part in node2 node1 monitor; do pgf stop "$DIR/pg" $part & done
+        wait
+        pgf down "$DIR/pg" || true
+    fi
     # Whatever the state file says, every namespace, veth and the bridge of this NAME go.
     # shellcheck disable=SC2046
     ns_remove $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NAME-" || true)
@@ -564,14 +574,19 @@ cmd_up() {
         host_net_up "$h"
     done
     write_lb_config
-    db_pair_up
-    for h in web1 web2 web3; do
-        server_start "$h"
-    done
+    # The balancers first: they need nothing else to start, and their keepalived pair settles while
+    # the database pair is made (the address is taken once a web server is up: the check script).
     lb_start lb1
     lb_start lb2
     keepalived_start lb1
     keepalived_start lb2
+    db_pair_up
+    for h in web1 web2 web3; do
+        server_start "$h" nowait
+    done
+    for h in web1 web2 web3; do
+        server_wait "$h"
+    done
     wait_for 20 vip_held || die_log "$(logfile lb1 keepalived)" "no balancer took the virtual address $VIP within 20 s"
     wait_for 10 http_ok client "http://$VIP:$LB_PORT/health" || die "the client cannot reach $VIP"
     trap - EXIT INT TERM HUP
