@@ -251,6 +251,8 @@ pgf() { sh "$root/scripts/pg-failover.sh" "$@"; }
 db_pair_up() {
     [ -x "$PGBIN/initdb" ] || die "PostgreSQL 15 is not installed ($PGBIN; Debian's postgresql)"
     id postgres >/dev/null 2>&1 || die "no postgres user (Debian's postgresql package creates it)"
+    # its output ends with the URL, password included: for root's eyes only
+    (umask 077 && : >"$DIR/log/pg-up.log")
     # shellcheck disable=SC2086 # AGORA_CLUSTER_PG_OPTS: "-c name=value" words
     if ! pgf up "$DIR/pg" --fast --clients "$NET.0/24" \
         --monitor "$(addr mon):$PG_PORT" --node1 "$(addr db1):$PG_PORT" --node2 "$(addr db2):$PG_PORT" \
