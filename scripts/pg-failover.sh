@@ -34,7 +34,7 @@
 # printed URL and DIR/agora.password); pg_auto_failover's own roles (autoctl_node,
 # pgautofailover_replicator, pgautofailover_monitor) share another generated password, found
 # through DIR/pgpass (PGPASSFILE). pg_hba.conf allows each role only from the addresses of the
-# parts that need it, with scram-sha-256; trust only on the Unix sockets, whose directories
+# parts that need it (on loopback: 127.0.0.0/8), with scram-sha-256; trust only on the Unix sockets, whose directories
 # belong to the postgres user (mode 0700). SSL is off (--no-ssl): the traffic stays on loopback or
 # a private test bridge; DEPLOY.md says what to do on a real network.
 #
@@ -132,21 +132,26 @@ stop_part() { # PART: stops its pg_autoctl and PostgreSQL (fast), then anything 
   fi
 }
 
+# from ADDR: the pg_hba.conf address of connections from the part at ADDR. On loopback the
+# source address of a connection is not the part's own (127.0.0.1 speaks to 127.0.0.3): any
+# loopback address then, which only this machine can use.
+from() { case $1 in 127.*) echo 127.0.0.0/8 ;; *) echo "$1/32" ;; esac; }
+
 write_hba() { # PART: pg_hba.conf of a part (the data nodes share theirs)
   {
     echo "# written by scripts/pg-failover.sh: trust on the Unix socket only, scram-sha-256 over TCP"
     echo "local all all trust"
     echo "local replication all trust"
     if [ "$1" = monitor ]; then
-      for a in "$addr_node1" "$addr_node2" "$addr_monitor"; do
-        echo "host pg_auto_failover autoctl_node $a/32 scram-sha-256"
+      for a in $(printf '%s\n' "$(from "$addr_node1")" "$(from "$addr_node2")" "$(from "$addr_monitor")" | sort -u); do
+        echo "host pg_auto_failover autoctl_node $a scram-sha-256"
       done
     else
-      for a in "$addr_node1" "$addr_node2"; do
-        echo "host replication pgautofailover_replicator $a/32 scram-sha-256"
-        echo "host all pgautofailover_replicator $a/32 scram-sha-256"
+      for a in $(printf '%s\n' "$(from "$addr_node1")" "$(from "$addr_node2")" | sort -u); do
+        echo "host replication pgautofailover_replicator $a scram-sha-256"
+        echo "host all pgautofailover_replicator $a scram-sha-256"
       done
-      echo "host all pgautofailover_monitor $addr_monitor/32 scram-sha-256"
+      echo "host all pgautofailover_monitor $(from "$addr_monitor") scram-sha-256"
       echo "host agora agora $clients scram-sha-256"
     fi
   } >"$dir/$1/pg_hba.conf"
@@ -277,13 +282,14 @@ up() {
   start_part monitor
   psql_local monitor pg_auto_failover "ALTER ROLE autoctl_node PASSWORD '$internal'"
   if [ "$fast" = 1 ]; then
-    # a dead primary is noticed in ~2 s instead of ~30 s (defaults: period 5 s, timeout 5 s,
-    # 2 retries 2 s apart, unhealthy after 20 s without a keeper report)
+    # a dead primary is noticed in a few seconds instead of ~30 s (defaults: period 5 s, timeout
+    # 5 s, 2 retries 2 s apart, unhealthy after 20 s without a keeper report); not shorter: on a
+    # busy machine a live node would be taken for dead
     psql_local monitor pg_auto_failover "ALTER SYSTEM SET pgautofailover.health_check_period = 500;
-      ALTER SYSTEM SET pgautofailover.health_check_timeout = 500;
+      ALTER SYSTEM SET pgautofailover.health_check_timeout = 1000;
       ALTER SYSTEM SET pgautofailover.health_check_max_retries = 1;
-      ALTER SYSTEM SET pgautofailover.health_check_retry_delay = 200;
-      ALTER SYSTEM SET pgautofailover.node_considered_unhealthy_timeout = 1500;
+      ALTER SYSTEM SET pgautofailover.health_check_retry_delay = 500;
+      ALTER SYSTEM SET pgautofailover.node_considered_unhealthy_timeout = 3000;
       ALTER SYSTEM SET pgautofailover.primary_demote_timeout = 3000;
       ALTER SYSTEM SET pgautofailover.startup_grace_period = 1000;
       SELECT pg_reload_conf()" >/dev/null
@@ -320,9 +326,15 @@ up() {
 }
 
 down() {
-  [ -f "$dir/cluster.env" ] || { rm -rf "$dir"; return 0; }
-  load_env
-  for part in node2 node1 monitor; do stop_part $part; done
+  if [ -f "$dir/cluster.env" ]; then
+    load_env
+    for part in node2 node1 monitor; do stop_part $part; done
+  fi
+  # what an interrupted up may have left: a pg_autoctl create, or its PostgreSQL, on a PGDATA here
+  for p in /proc/[0-9]*; do
+    c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+    case "$c" in *"--pgdata $dir/"* | *"-D $dir/"*) kill -9 "${p#/proc/}" 2>/dev/null || true ;; esac
+  done
   rm -rf "$dir"
 }
 

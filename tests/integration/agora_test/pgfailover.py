@@ -134,8 +134,17 @@ class PgFailover:
             time.sleep(0.2)
 
     def failover(self):
-        """A planned switchover; returns pg-failover.sh's line "primary: A -> B"."""
-        return self._script("failover", self.dir, timeout=120)
+        """A planned switchover; returns pg-failover.sh's line "primary: A -> B". The monitor
+        refuses one while it holds the standby for unhealthy (a busy machine can make it think
+        so for a moment): then, once both nodes are settled again, it is asked once more."""
+        try:
+            return self._script("failover", self.dir, timeout=120)
+        except RuntimeError as e:
+            print("failover refused, asking again once the pair is settled: %s" % e)
+            deadline = time.monotonic() + 60
+            while not (self.primary() and self.standby()) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return self._script("failover", self.dir, timeout=120)
 
     def kill(self, node):
         self._script("kill", self.dir, node, timeout=30)
