@@ -536,8 +536,9 @@ cmd_down() {
     if [ -f "$DIR/pg/cluster.env" ]; then
         for part in node2 node1 monitor; do pgf stop "$DIR/pg" $part & done
         wait
-        pgf down "$DIR/pg" || true
     fi
+    # (and what an interrupted up left: a pg_autoctl create of a part)
+    if [ -d "$DIR/pg" ]; then pgf down "$DIR/pg" || true; fi
     # Whatever the state file says, every namespace, veth and the bridge of this NAME go.
     # shellcheck disable=SC2046
     ns_remove $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NAME-" || true)
