@@ -13,7 +13,12 @@ the tests in this order (the last one moves the primary):
   load with Idempotency-Key: db2 is promoted, the web servers (not restarted) write there, every
   acknowledged post exists exactly once on the new primary, none lost; the time without
   acknowledged writes is printed; reads then go to the primary (db2 is no standby any more);
-  db1 comes back and rejoins as the standby.
+  db1 comes back and rejoins as the standby;
+- then db2, the primary now, loses its cable (a partition, not a crash: no reset reaches anyone,
+  its PostgreSQL lives on and demotes itself): db1 is promoted, the web servers give up on their
+  connections to db2 (statement_timeout plus slack) and write to db1, every acknowledged post is
+  there exactly once; db2, plugged in again, rejoins as the standby, and reads go to it again
+  (it is the --db-replica, a standby once more).
 """
 
 import time
@@ -132,34 +137,42 @@ def test_read_your_writes_with_a_delayed_replica(cluster, report):
               {"%s/%s" % k: v for k, v in delta2.items()}))
 
 
-def test_primary_host_killed_under_write_load(cluster, report):
-    """db1 (the primary) dies under 4 clients' posts with Idempotency-Key: db2 is promoted, the
-    web servers (same processes) write there, all 240 posts are acknowledged and each is on db2
-    exactly once; no try was answered 500. Reads meanwhile and after go to the primary."""
-    assert cluster.primary() == "db1"
+def posts_through_failover(cluster, fault, old, new, timeout):
+    """Posts (4 clients x 60, one every 0.2 s each, tried until acknowledged) while fault() takes
+    the primary OLD away: NEW is promoted, every post is acknowledged and is on NEW exactly once;
+    no try was answered 500; the web servers are the same processes. Returns (seconds from the
+    fault to NEW's promotion, the longest time without an acknowledged write, tries by status)."""
+    assert cluster.primary() == old
     wait_until(lambda: all_up(cluster), 15, what="web1-web3 up on both balancers")
     servers = {w: cluster.pid(w, "server") for w in WEBS}
-    job = cluster.posts(clients=4, count=60, interval=0.2, timeout=5.0, retry_for=90)
+    job = cluster.posts(clients=4, count=60, interval=0.2, timeout=timeout, retry_for=90)
     time.sleep(2.0)
-    t_kill = time.time()
-    cluster.sh("kill", "db1")
-    promoted = wait_until(lambda: cluster.primary() == "db2", WRITES_BACK_S, step=0.2, what="db2 promoted")
-    t_promoted = time.time()
+    t_fault = time.time()
+    fault()
+    wait_until(lambda: cluster.primary() == new, WRITES_BACK_S, step=0.2, what="%s promoted" % new)
+    promoted = time.time() - t_fault
     doc = job.result(timeout=240)
     posts = doc["posts"]
-    assert promoted and len(posts) == 240
+    assert len(posts) == 240
     acks = sorted(p[6] for p in posts if p[6] is not None)
-    before_kill = [a for a in acks if a < t_kill]
-    assert len(before_kill) >= 10, "the load had not started before the kill: %d acks" % len(before_kill)
-    after_kill = [a for a in acks if a >= t_kill]
-    assert after_kill, "no write acknowledged after the kill"
-    window = [a for a in acks if a >= t_kill - 1.0]
+    assert len([a for a in acks if a < t_fault]) >= 10, "the load had not started before the fault"
+    assert [a for a in acks if a >= t_fault], "no write acknowledged after the fault"
+    window = [a for a in acks if a >= t_fault - 1.0]
     gap = max(b - a for a, b in zip(window, window[1:]))
     assert gap < WRITES_BACK_S, "no write acknowledged for %.1f s" % gap
-    check_exactly_once(cluster, doc, "db2")
+    check_exactly_once(cluster, doc, new)
     statuses = Counter(s for p in posts for s in p[7])
     assert 500 not in statuses, statuses
     assert {w: cluster.pid(w, "server") for w in WEBS} == servers, "a web server was restarted"
+    return promoted, gap, statuses, doc
+
+
+def test_primary_host_killed_under_write_load(cluster, report):
+    """db1 (the primary) dies under 4 clients' posts with Idempotency-Key: db2 is promoted, the
+    web servers (same processes) write there, all 240 posts are acknowledged and each is on db2
+    exactly once; no try was answered 500. Reads after go to the primary."""
+    promoted, gap, statuses, doc = posts_through_failover(cluster, lambda: cluster.sh("kill", "db1"), "db1", "db2",
+                                                          timeout=5.0)
     # db2, the replica, is the primary now: the servers' monitors see no standby there, so reads go
     # to the primary (reason "down") and none to the replica
     wait_until(lambda: all(cluster.metrics(w)["agora_server_replica_up"] == 0 for w in WEBS), 10,
@@ -179,6 +192,31 @@ def test_primary_host_killed_under_write_load(cluster, report):
     report("primary db1 killed under 4 writers: db2 promoted %.1f s after the kill; longest time without an "
            "acknowledged write %.1f s; 240 posts acknowledged, each exactly once on db2; tries by status %s; "
            "web servers not restarted; reads after: %s; db1 rejoined as standby %.1f s after its start"
-           % (t_promoted - t_kill, gap, dict(sorted(statuses.items())),
+           % (promoted, gap, dict(sorted(statuses.items())),
               {"%s/%s" % k: v for k, v in delta.items()}, rejoined))
 
+
+def test_primary_cable_pulled_under_write_load(cluster, report):
+    """db2 (the primary since the previous test) loses its cable under 4 clients' posts: db1 is
+    promoted, all 240 posts are acknowledged and each is on db1 exactly once, no 500. Plugged in
+    again, db2 rejoins as the standby and reads without a position go to it again."""
+    promoted, gap, statuses, doc = posts_through_failover(cluster, lambda: cluster.sh("link", "db2", "down"), "db2",
+                                                          "db1", timeout=10.0)
+    t_plug = time.time()
+    cluster.sh("link", "db2", "up")
+    wait_until(lambda: cluster.db_states() == {"node1": "primary", "node2": "secondary"}, 90, step=0.5,
+               what="db2 rejoined as the standby")
+    rejoined = time.time() - t_plug
+    wait_until(lambda: all(cluster.metrics(w)["agora_server_replica_up"] == 1 for w in WEBS), 15,
+               what="the replica (db2, a standby again) used for reads")
+    path = "/api/v1/accounts/%s/posts" % doc["users"][0]
+    before = reads(cluster)
+    tries = cluster.load(path, duration=60, interval=0, count=30).result()
+    assert [t[3] for t in tries] == [200] * 30
+    delta = reads_delta(cluster, before)
+    assert delta == {("replica", "ok"): 30}, delta
+    report("primary db2's cable pulled under 4 writers: db1 promoted %.1f s after; longest time without an "
+           "acknowledged write %.1f s; 240 posts acknowledged, each exactly once on db1; tries by status %s "
+           "(0: no answer within the client's 10 s); plugged in again, db2 rejoined as standby after %.1f s and "
+           "reads went to it again: %s"
+           % (promoted, gap, dict(sorted(statuses.items())), rejoined, {"%s/%s" % k: v for k, v in delta.items()}))
