@@ -971,7 +971,8 @@ struct store *store_postgres_open(const char *url, const struct store_options *o
     s->base.session_ttl_ms = opts != NULL && opts->session_ttl_ms > 0 ? opts->session_ttl_ms : STORE_SESSION_TTL_MS;
     s->url = alloc_strdup(url);
     s->positions = opts != NULL && opts->positions;
-    if (connect_db(s, opts == NULL || !opts->replica ? CONNECT_SCHEMA : 0) != STORE_OK) { /* a standby is not migrated */
+    int mode = opts != NULL && opts->replica ? 0 : CONNECT_SCHEMA; /* a standby is not migrated */
+    if (connect_db(s, mode) != STORE_OK) {
         snprintf(err, errlen, "postgres: %s", s->base.err);
         pg_close(&s->base);
         return NULL;
