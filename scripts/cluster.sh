@@ -15,27 +15,38 @@
 #                      balancers learn of it only through `agora ctl add` (see docs/DEPLOY.md)
 #   start HOST         start whichever of HOST's processes is not running (after a crash)
 #   stop HOST [SVC]    stop HOST's processes (or one: db, server, lb, keepalived) gracefully
+#   kill HOST          SIGKILL every process in HOST's namespace: the host crashes (start brings
+#                      its processes back; a database node rejoins the pair as the standby)
+#   primary            which database host is the pair's primary now (db1 or db2; nothing while
+#                      the monitor knows of none)
 #   link HOST up|down  plug / unplug HOST's cable (its veth on the bridge)
 #   exec HOST CMD...   run CMD inside HOST's namespace
 #
 # Hosts and addresses (NET defaults to 10.213.0; the script refuses a NET the machine already
-# routes): db1 .10 (PostgreSQL primary), .11 and .12 kept for db2 (replica) and a monitor, the
+# routes): db1 .10 and db2 .11 (the PostgreSQL pair's data nodes), mon .12 (its monitor), the
 # virtual address .30, lb1 .31, lb2 .32, web1-web9 .21-.29, client .100. The bridge NAME-br has no
 # address and no other port: nothing is routed to or from the rest of the machine or the world.
 # Every namespace, veth and the bridge carry NAME (1-8 of [a-z0-9], starting with a letter;
 # default "agc"), so runs with different names never collide; DIR defaults to
 # /tmp/agora-cluster-NAME (a DIR given to up must be given to every later command too; down
 # removes it). Each process runs inside its host's namespace:
-#   db1      postgres (as the postgres user) on ADDR:5432; pg_hba admits only role agora from
-#            NET.0/24 with scram-sha-256; the password is in DIR/pgpass (PGPASSFILE of the servers)
-#   webN     agora server --listen ADDR:8080 --db postgresql://agora@DB1:5432/agora
+#   mon, db1, db2  the database pair: pg_auto_failover (scripts/pg-failover.sh, its state in
+#            DIR/pg) with the monitor on mon and the data nodes node1 on db1 (the first primary)
+#            and node2 on db2, each on ADDR:5432, synchronous replication, --fast failure
+#            detection (a dead primary is replaced within seconds). The nodes admit role agora
+#            from NET.0/24 only, with scram-sha-256; its password is in DIR/pgpass (PGPASSFILE of
+#            the servers); pg_auto_failover's own roles only from the pair's addresses.
+#   webN     agora server --listen ADDR:8080 --db postgresql://agora@DB1:5432,DB2:5432/agora?
+#            target_session_attrs=read-write (the primary, wherever it is) --db-replica
+#            postgresql://agora@DB2:5432/agora (reads; while db2 is not a standby they go to the
+#            primary); its /metrics on 127.0.0.1:9100, inside the host only
 #   lbN      agora lb --config DIR/lb.ini (the same file on both; clients on :8000 of every
 #            address of the host, the virtual one included; admin API on ADDR:8404, token in
 #            DIR/admin.token) and keepalived (DIR/lbN/keepalived.conf, VRRP with unicast peers,
 #            check script deploy/agora-lb-check, copied to DIR/check-lb.sh)
-# Environment: AGORA_CLUSTER_PG_OPTS (extra "-c name=value" options for postgres, e.g. fsync=off
-# in tests), AGORA_CLUSTER_SERVER_OPTS (extra flags for every agora server), PGBIN (default
-# /usr/lib/postgresql/15/bin).
+# Environment: AGORA_CLUSTER_PG_OPTS (extra "-c name=value" settings for the data nodes, e.g.
+# fsync=off in tests), AGORA_CLUSTER_SERVER_OPTS (extra flags for every agora server), PGBIN
+# (default /usr/lib/postgresql/15/bin).
 set -eu
 
 NAME=agc
@@ -46,6 +57,7 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 WEB_PORT=8080
 LB_PORT=8000
 ADMIN_PORT=8404
+METRICS_PORT=9100
 PG_PORT=5432
 
 die() {
@@ -109,7 +121,7 @@ host_octet() {
     lb2) echo 32 ;;
     web[1-9]) echo $((20 + ${1#web})) ;;
     client) echo 100 ;;
-    *) die "unknown host $1 (db1, web1-web9, lb1, lb2, client)" ;;
+    *) die "unknown host $1 (mon, db1, db2, web1-web9, lb1, lb2, client)" ;;
     esac
 }
 addr() { echo "$NET.$(host_octet "$1")"; }
@@ -121,7 +133,7 @@ is_host() { hosts | grep -qx "$1"; }
 # The services of a host, in start order.
 services() {
     case $1 in
-    db*) echo db ;;
+    db* | mon) echo db ;;
     web*) echo server ;;
     lb*) echo "lb keepalived" ;;
     *) ;;
@@ -129,14 +141,18 @@ services() {
 }
 
 pidfile() { echo "$DIR/run/$1.$2.pid"; }
-logfile() { # PostgreSQL writes its own log, as the postgres user, in its directory
-    if [ "$2" = db ]; then echo "$DIR/$1/postgres.log"; else echo "$DIR/log/$1.$2.log"; fi
+# The pg_auto_failover part on a database host (pg-failover.sh's names).
+pg_part() {
+    case $1 in db1) echo node1 ;; db2) echo node2 ;; mon) echo monitor ;; *) die "$1 is no database host" ;; esac
+}
+logfile() { # the database parts: pg_autoctl's log (PostgreSQL's own is under DIR/pg/PART/log)
+    if [ "$2" = db ]; then echo "$DIR/pg/$(pg_part "$1").log"; else echo "$DIR/log/$1.$2.log"; fi
 }
 
 # The pid of HOST's SVC when it runs inside HOST's namespace, else nothing.
 running_pid() {
     if [ "$2" = db ]; then
-        f=$DIR/$1/data/postmaster.pid
+        f=$DIR/pg/$(pg_part "$1")/postmaster.pid
     else
         f=$(pidfile "$1" "$2")
     fi
@@ -223,89 +239,89 @@ host_net_up() {
     echo "$h" >>"$DIR/hosts"
 }
 
-# ---- db1: the PostgreSQL primary ----
+# ---- the database pair: mon, db1, db2 ----
 
-# PostgreSQL runs as the postgres user (it refuses root), its data in DIR/HOST/data (DIR/HOST is
-# the postgres user's, mode 0700), listening on the host's address and on a Unix socket in
-# DIR/HOST (set-up and tests, as the postgres user). A new database host (db2, the replica; a
-# monitor) gets its own HOST_init and a line in db_up; db_start and db_stop serve any of them.
+# pg_auto_failover through scripts/pg-failover.sh (DIR/pg; as root it runs everything as the
+# postgres user), each part under the prefix "ip netns exec NAME-HOST", so each runs on its host.
+# DIR/pg belongs to the postgres user (mode 0700): DIR is 0711 for it to pass through.
+pgf() { sh "$root/scripts/pg-failover.sh" "$@"; }
 
-# Creates db1's cluster: initdb, pg_hba (role agora from the subnet with scram-sha-256, the
-# postgres user on the socket only) and the settings above.
-db1_init() {
-    h=db1 d=$DIR/db1
+# Creates the pair (monitor, node1 primary, node2 synchronous standby) and waits until it is
+# settled; role agora's password goes to DIR/pgpass (mode 0600; the web servers' PGPASSFILE).
+db_pair_up() {
     [ -x "$PGBIN/initdb" ] || die "PostgreSQL 15 is not installed ($PGBIN; Debian's postgresql)"
     id postgres >/dev/null 2>&1 || die "no postgres user (Debian's postgresql package creates it)"
-    mkdir -p "$d"
-    chown postgres "$d"
-    chmod 700 "$d"
-    runuser -u postgres -- "$PGBIN/initdb" -D "$d/data" -U postgres --auth-local=peer \
-        --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >>"$DIR/log/$h.initdb.log" 2>&1 ||
-        die_log "$DIR/log/$h.initdb.log" "initdb failed"
-    cat >"$d/data/pg_hba.conf" <<EOF
-# cluster.sh: the postgres user on the Unix socket (set-up), role agora from the cluster subnet.
-local all      postgres                 peer
-host  agora    agora    $NET.0/24       scram-sha-256
-EOF
-    cat >>"$d/data/postgresql.conf" <<EOF
-# cluster.sh
-listen_addresses = '$(addr "$h")'
-port = $PG_PORT
-unix_socket_directories = '$d'
-max_connections = 200
-EOF
+    # its output ends with the URL, password included: for root's eyes only
+    (umask 077 && : >"$DIR/log/pg-up.log")
+    # shellcheck disable=SC2086 # AGORA_CLUSTER_PG_OPTS: "-c name=value" words
+    if ! pgf up "$DIR/pg" --fast --clients "$NET.0/24" \
+        --monitor "$(addr mon):$PG_PORT" --node1 "$(addr db1):$PG_PORT" --node2 "$(addr db2):$PG_PORT" \
+        --prefix-monitor "ip netns exec $(ns mon)" --prefix-node1 "ip netns exec $(ns db1)" \
+        --prefix-node2 "ip netns exec $(ns db2)" ${AGORA_CLUSTER_PG_OPTS:-} >"$DIR/log/pg-up.log" 2>&1; then
+        # the first packets between two hosts: a host firewall that filters bridged traffic stops here
+        if ! in_ns db1 "$PGBIN/pg_isready" -q -t 2 -h "$(addr mon)" -p $PG_PORT; then
+            die "db1 cannot reach the monitor on mon across the bridge: is bridged traffic filtered" \
+                "on this machine (sysctl net.bridge.bridge-nf-call-iptables = 1 and a FORWARD policy of" \
+                "DROP, e.g. Docker's)? Allow forwarding on $BR, or set that sysctl to 0"
+        fi
+        die_log "$DIR/log/pg-up.log" "the database pair did not come up"
+    fi
+    pw=$(cat "$DIR/pg/agora.password")
+    (umask 077 && printf '%s:%s:agora:agora:%s\n' "$(addr db1)" $PG_PORT "$pw" "$(addr db2)" $PG_PORT "$pw" >"$DIR/pgpass")
 }
 
-# The role and database agora on db1 (running), with a random password, kept in DIR/pgpass
-# (mode 0600; the web servers' PGPASSFILE).
-db1_create_role() {
-    pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    runuser -u postgres -- psql -q -h "$DIR/db1" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-        -c "CREATE ROLE agora LOGIN PASSWORD '$pw'" -c "CREATE DATABASE agora OWNER agora" >/dev/null
-    (umask 077 && echo "$(addr db1):$PG_PORT:agora:agora:$pw" >"$DIR/pgpass")
+# The web servers' URLs: the primary wherever it is, and the replica (db2, the first standby).
+db_url() {
+    echo "postgresql://agora@$(addr db1):$PG_PORT,$(addr db2):$PG_PORT/agora?target_session_attrs=read-write&connect_timeout=2"
+}
+db_replica_url() { echo "postgresql://agora@$(addr db2):$PG_PORT/agora?connect_timeout=2"; }
+
+# The database host whose node the monitor has settled as the writable one (db1, db2), else
+# nothing: "primary" with its standby, "wait_primary" while it has none (after a failover, until
+# the old primary rejoins: writes go on, unreplicated), "single" before the standby first joined.
+db_primary() {
+    pgf status "$DIR/pg" --json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    nodes = json.load(sys.stdin)
+except ValueError:
+    sys.exit(0)
+for n in nodes:
+    if n["current_group_state"] == n["assigned_group_state"] in ("primary", "wait_primary", "single"):
+        print({"node1": "db1", "node2": "db2"}.get(n["nodename"], ""))
+' 2>/dev/null | head -n 1
 }
 
-# Starts the PostgreSQL of database host HOST (its data exists) inside HOST's namespace and waits
-# until it accepts connections. AGORA_CLUSTER_PG_OPTS adds "-c name=value" settings.
+# Starts database host HOST's part (its pg_autoctl, which starts its PostgreSQL) when not running.
 db_start() {
     [ -n "$(running_pid "$1" db)" ] && return 0
-    in_ns "$1" runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DIR/$1/data" -l "$(logfile "$1" db)" -w -t 60 \
-        -o "${AGORA_CLUSTER_PG_OPTS:-}" start >/dev/null || die_log "$(logfile "$1" db)" "PostgreSQL on $1 did not start"
-}
-
-# Creates (the first time) and starts database host HOST.
-db_up() {
-    case $1 in
-    db1)
-        if [ -f "$DIR/db1/data/PG_VERSION" ]; then
-            db_start db1
-        else
-            db1_init
-            db_start db1
-            db1_create_role
-        fi
-        ;;
-    *) die "no set-up for database host $1 yet" ;;
-    esac
+    pgf start "$DIR/pg" "$(pg_part "$1")" || die_log "$(logfile "$1" db)" "the database on $1 did not start"
 }
 
 db_stop() {
-    [ -n "$(running_pid "$1" db)" ] || return 0
-    in_ns "$1" runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DIR/$1/data" -m fast -w -t 30 stop >/dev/null || true
+    [ -f "$DIR/pg/cluster.env" ] || return 0
+    pgf stop "$DIR/pg" "$(pg_part "$1")" || true
 }
 
 # ---- web hosts ----
 
+# Starts HOST's agora server and waits until it is healthy; with a second argument "nowait", only
+# starts it (server_wait later).
 server_start() {
     h=$1
     [ -n "$(running_pid "$h" server)" ] && return 0
     # The balancers' own addresses are the only proxies whose X-Forwarded-For is believed.
     # shellcheck disable=SC2086
     start_bg "$h" server env PGPASSFILE="$DIR/pgpass" "$BIN" server --listen "$(addr "$h"):$WEB_PORT" \
-        --db "postgresql://agora@$(addr db1):$PG_PORT/agora" --served-by "$h" --web "$root/web" \
-        --trusted-proxy "$(addr lb1),$(addr lb2)" ${AGORA_CLUSTER_SERVER_OPTS:-}
-    wait_for 30 up_and_ok "$h" server "http://$(addr "$h"):$WEB_PORT/health" ||
-        die_log "$(logfile "$h" server)" "agora server on $h is not healthy (30 s) or exited"
+        --db "$(db_url)" --db-replica "$(db_replica_url)" --served-by "$h" --web "$root/web" \
+        --trusted-proxy "$(addr lb1),$(addr lb2)" --metrics-listen "127.0.0.1:$METRICS_PORT" \
+        ${AGORA_CLUSTER_SERVER_OPTS:-}
+    [ "${2:-}" = nowait ] || server_wait "$h"
+}
+
+server_wait() {
+    wait_for 30 up_and_ok "$1" server "http://$(addr "$1"):$WEB_PORT/health" ||
+        die_log "$(logfile "$1" server)" "agora server on $1 is not healthy (30 s) or exited"
 }
 
 # ---- balancer hosts ----
@@ -432,7 +448,7 @@ vip_held() { case $(vip_holder) in lb1 | lb2) return 0 ;; *) return 1 ;; esac }
 
 svc_start() {
     case $2 in
-    db) db_up "$1" ;;
+    db) db_start "$1" ;;
     server) server_start "$1" ;;
     lb) lb_start "$1" ;;
     keepalived) keepalived_start "$1" ;;
@@ -516,9 +532,13 @@ cmd_down() {
     for p in $pids; do # still ours (in one of our namespaces), not a reused pid
         case $(ip netns identify "$p" 2>/dev/null) in "$NAME"-*) kill -KILL "$p" 2>/dev/null || true ;; esac
     done
-    for h in $(hosts); do
-        case $h in db*) db_stop "$h" || true ;; esac
-    done
+    # the database pair: its three parts at once, each gracefully (immediate when that fails)
+    if [ -f "$DIR/pg/cluster.env" ]; then
+        for part in node2 node1 monitor; do pgf stop "$DIR/pg" $part & done
+        wait
+    fi
+    # (and what an interrupted up left: a pg_autoctl create of a part)
+    if [ -d "$DIR/pg" ]; then pgf down "$DIR/pg" || true; fi
     # Whatever the state file says, every namespace, veth and the bridge of this NAME go.
     # shellcheck disable=SC2046
     ns_remove $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NAME-" || true)
@@ -547,29 +567,29 @@ cmd_up() {
         die "$DIR exists and is not empty"
     fi
     mkdir -p "$DIR/run" "$DIR/log"
-    chmod 711 "$DIR" # the postgres user passes through to DIR/db1, reads nothing else
+    chmod 711 "$DIR" # the postgres user passes through to DIR/pg, reads nothing else
     printf 'NET=%s\nBIN=%s\n' "$NET" "$BIN" >"$MARK"
     : >"$DIR/hosts"
     trap 'echo "cluster.sh: up failed, taking it down" >&2; cmd_down' EXIT
     trap 'exit 1' INT TERM HUP # interrupted: the EXIT trap takes down what was made
     net_up
-    for h in db1 web1 web2 web3 lb1 lb2 client; do
+    for h in mon db1 db2 web1 web2 web3 lb1 lb2 client; do
         host_net_up "$h"
     done
     write_lb_config
-    db_up db1
-    # The first packets between two hosts: a host firewall that filters bridged traffic stops here.
-    wait_for 5 in_ns web1 "$PGBIN/pg_isready" -q -h "$(addr db1)" -p $PG_PORT ||
-        die "web1 cannot reach db1's PostgreSQL across the bridge: is bridged traffic filtered on this" \
-            "machine (sysctl net.bridge.bridge-nf-call-iptables = 1 and a FORWARD policy of DROP, e.g." \
-            "Docker's)? Allow forwarding on $BR, or set that sysctl to 0"
-    for h in web1 web2 web3; do
-        server_start "$h"
-    done
+    # The balancers first: they need nothing else to start, and their keepalived pair settles while
+    # the database pair is made (the address is taken once a web server is up: the check script).
     lb_start lb1
     lb_start lb2
     keepalived_start lb1
     keepalived_start lb2
+    db_pair_up
+    for h in web1 web2 web3; do
+        server_start "$h" nowait
+    done
+    for h in web1 web2 web3; do
+        server_wait "$h"
+    done
     wait_for 20 vip_held || die_log "$(logfile lb1 keepalived)" "no balancer took the virtual address $VIP within 20 s"
     wait_for 10 http_ok client "http://$VIP:$LB_PORT/health" || die "the client cannot reach $VIP"
     trap - EXIT INT TERM HUP
@@ -586,7 +606,10 @@ cmd_status() {
             procs="${procs:+$procs }$s:${p:-dead}"
         done
         case $h in
-        db*) if in_ns "$h" "$PGBIN/pg_isready" -q -h "$(addr "$h")" -p $PG_PORT; then health=accepting; else health=down; fi ;;
+        db* | mon)
+            if in_ns "$h" "$PGBIN/pg_isready" -q -t 2 -h "$(addr "$h")" -p $PG_PORT; then health=accepting; else health=down; fi
+            [ "$h" != mon ] && [ "$h" = "$(db_primary)" ] && health="$health, primary"
+            ;;
         web*) if http_ok "$h" "http://$(addr "$h"):$WEB_PORT/health"; then health=ok; else health=down; fi ;;
         lb*)
             health=down
@@ -601,6 +624,7 @@ cmd_status() {
         printf '%-8s %-14s %-24s %s\n' "$h" "$(addr "$h")" "${procs:--}" "$health"
     done
     echo "virtual address $VIP:$LB_PORT held by $(vip_holder)"
+    echo "database primary: $(db_primary | grep . || echo none)"
 }
 
 cmd_env() {
@@ -613,8 +637,12 @@ cmd_env() {
     echo "LB_PORT=$LB_PORT"
     echo "WEB_PORT=$WEB_PORT"
     echo "ADMIN_PORT=$ADMIN_PORT"
+    echo "METRICS_PORT=$METRICS_PORT"
     echo "ADMIN_TOKEN_FILE=$DIR/admin.token"
-    echo "DB_URL=postgresql://agora@$(addr db1):$PG_PORT/agora"
+    echo "DB_URL=$(db_url)"
+    echo "DB_REPLICA_URL=$(db_replica_url)"
+    echo "PG_DIR=$DIR/pg"
+    echo "PG_PORT=$PG_PORT"
     echo "PGPASSFILE=$DIR/pgpass"
     echo "VIP_HOLDER=$(vip_holder | tr ' ' ',')"
     for h in $(hosts); do
@@ -650,6 +678,17 @@ link)
     if [ $# -ne 2 ] || ! is_host "$1"; then die "usage: link HOST up|down"; fi
     case $2 in up | down) ip link set "$(ns "$1")" "$2" ;; *) die "usage: link HOST up|down" ;; esac
     ;;
+kill)
+    if [ $# -ne 1 ] || ! is_host "$1"; then die "usage: kill HOST"; fi
+    # shellcheck disable=SC2046
+    kill -KILL $(ip netns pids "$(ns "$1")") 2>/dev/null || true
+    i=0
+    while [ -n "$(ip netns pids "$(ns "$1")")" ] && [ $i -lt 100 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    ;;
+primary) db_primary ;;
 exec)
     if [ $# -lt 2 ] || ! is_host "$1"; then die "usage: exec HOST COMMAND..."; fi
     h=$1

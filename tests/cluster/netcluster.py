@@ -11,6 +11,7 @@ import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "cluster.sh"
+PG_FAILOVER = REPO_ROOT / "scripts" / "pg-failover.sh"
 NETCLIENT = pathlib.Path(__file__).resolve().parent / "netclient.py"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
@@ -42,6 +43,18 @@ class Load:
         return json.loads(out)["tries"]
 
 
+class Job:
+    """A netclient.py run on the client host; result() waits and parses its JSON document."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def result(self, timeout=120):
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, "netclient failed: %s" % err.decode()
+        return json.loads(out)
+
+
 class Cluster:
     def __init__(self, name, agora_bin):
         self.name = name
@@ -51,7 +64,12 @@ class Cluster:
 
     # ---- cluster.sh ----
     def sh(self, *args, check=True, timeout=120, env=None):
-        env = dict(os.environ, AGORA_CLUSTER_PG_OPTS="-c fsync=off -c synchronous_commit=off", **(env or {}))
+        env_more = env
+        # fsync off: only processes die in these tests, never the machine; synchronous_commit stays
+        # on (the pair's synchronous replication: an acknowledged write is on both nodes). The
+        # tests sign up more accounts from the client host than the default 5 per 10 minutes.
+        env = dict(os.environ, AGORA_CLUSTER_PG_OPTS="-c fsync=off", AGORA_CLUSTER_SERVER_OPTS="--signup-limit off")
+        env.update(env_more or {})
         r = subprocess.run(["sh", str(SCRIPT), "--name", self.name, "--bin", self.agora_bin, *args],
                            capture_output=True, text=True, timeout=timeout, env=env)
         if check and r.returncode != 0:
@@ -136,17 +154,63 @@ class Cluster:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return Load(self, proc, stop_file)
 
+    def posts(self, clients, count, interval=0.0, timeout=5.0, retry_for=60.0):
+        """netclient.py posts on the client host, started now; returns when its accounts exist and
+        it begins to post (at most 60 s): .result(timeout) -> its document."""
+        ready = os.path.join(self.dir, "posts-ready-%d" % time.monotonic_ns())
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns("client"), PYTHON, str(NETCLIENT), "posts",
+                                 self.vip_url, "--clients", str(clients), "--count", str(count), "--interval",
+                                 str(interval), "--timeout", str(timeout), "--retry-for", str(retry_for),
+                                 "--ready-file", ready], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(lambda: os.path.exists(ready) or proc.poll() is not None, 60, what="the posting clients ready")
+        return Job(proc)
+
+    def ryw(self, clients, count):
+        """netclient.py ryw on the client host, started now: .result(timeout) -> its document."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns("client"), PYTHON, str(NETCLIENT), "ryw",
+                                 self.vip_url, "--clients", str(clients), "--count", str(count)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return Job(proc)
+
     def social(self):
         r = self.exec("client", PYTHON, str(NETCLIENT), "social", self.vip_url, timeout=60)
         return json.loads(r.stdout)
 
-    def psql(self, sql):
-        """A query on db1 as the postgres user (Unix socket in DIR/db1) -> rows of tab-separated text."""
-        r = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-F", "\t", "-h",
-                            os.path.join(self.dir, "db1"), "-U", "postgres", "-d", "agora", "-v",
-                            "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=30)
+    def primary(self):
+        """The database host the pair's monitor has as the settled primary (db1, db2), or None."""
+        return self.sh("primary").stdout.strip() or None
+
+    def db_states(self):
+        """{node1|node2: state} of the nodes settled in the state the monitor assigned them."""
+        r = subprocess.run(["sh", str(PG_FAILOVER), "status", self.facts["PG_DIR"], "--json"], capture_output=True,
+                           text=True, timeout=30)
+        try:
+            nodes = json.loads(r.stdout)
+        except ValueError:
+            return {}
+        return {n["nodename"]: n["current_group_state"] for n in nodes
+                if n["current_group_state"] == n["assigned_group_state"]}
+
+    def psql(self, sql, host=None):
+        """A query on database host HOST (default: the primary now) as the postgres user, over its
+        Unix socket in DIR/pg -> rows of tab-separated text."""
+        host = host or wait_until(self.primary, 30, what="a database primary")
+        sock = os.path.join(self.facts["PG_DIR"], "sock-" + {"db1": "node1", "db2": "node2"}[host])
+        r = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-F", "\t", "-h", sock,
+                            "-p", self.facts["PG_PORT"], "-U", "postgres", "-d", "agora", "-v", "ON_ERROR_STOP=1",
+                            "-c", sql], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         return [line.split("\t") for line in r.stdout.splitlines() if line]
+
+    def metrics(self, host):
+        """HOST's agora server /metrics (on its loopback, asked inside the host) -> {sample: value}."""
+        r = self.exec(host, "curl", "-fsS", "-m", "3", "http://127.0.0.1:%s/metrics" % self.facts["METRICS_PORT"])
+        out = {}
+        for line in r.stdout.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
 
     # ---- down ----
     def namespace_pids(self):

@@ -1,5 +1,5 @@
 """The client host reaches the balancers' virtual address; requests are shared by web1-web3; the
-social API works end to end on PostgreSQL (db1), every hop across the bridge."""
+social API works end to end on PostgreSQL (the pair db1, db2), every hop across the bridge."""
 
 import subprocess
 import time
@@ -12,7 +12,7 @@ def test_hosts_are_separate_and_only_on_the_bridge(cluster):
     """Each host has its own address on eth0 and one route, its subnet: nothing leads out of it,
     and the root namespace has no address on the bridge. status shows every process alive."""
     net = cluster.facts["NET"]
-    for host in ("db1", "web1", "web2", "web3", "lb1", "lb2", "client"):
+    for host in ("mon", "db1", "db2", "web1", "web2", "web3", "lb1", "lb2", "client"):
         routes = [l.strip() for l in cluster.exec(host, "ip", "-4", "route", "show").stdout.splitlines()]
         assert routes == ["%s.0/24 dev eth0 proto kernel scope link src %s" % (net, cluster.addr(host))], routes
     r = cluster.exec("client", "ip", "route", "get", "192.0.2.1", check=False)
@@ -22,12 +22,14 @@ def test_hosts_are_separate_and_only_on_the_bridge(cluster):
     assert "state UP" in out and "inet" not in out, out
     ports = subprocess.run(["ip", "-o", "link", "show", "master", br], capture_output=True, text=True).stdout
     names = sorted(l.split(": ")[1].split("@")[0] for l in ports.splitlines())
-    assert names == sorted(cluster.ns(h) for h in ("db1", "web1", "web2", "web3", "lb1", "lb2", "client")), names
+    assert names == sorted(cluster.ns(h) for h in ("mon", "db1", "db2", "web1", "web2", "web3", "lb1", "lb2",
+                                                   "client")), names
     status = cluster.sh("status").stdout
-    for host in ("db1", "web1", "web2", "web3", "lb1", "lb2"):
+    for host in ("mon", "db1", "db2", "web1", "web2", "web3", "lb1", "lb2"):
         line = [l for l in status.splitlines() if l.startswith(host + " ")][0]
         assert "dead" not in line and ("ok" in line or "accepting" in line), status
     assert "held by %s" % cluster.active_lb() in status
+    assert "database primary: db1" in status, status
 
 
 def test_requests_reach_all_three_web_hosts_evenly(cluster, report):
@@ -49,8 +51,8 @@ def test_requests_reach_all_three_web_hosts_evenly(cluster, report):
 
 
 def test_social_api_end_to_end_on_postgres(cluster):
-    """Sign up, log in, post and read back through the virtual address; the post is in db1's
-    PostgreSQL, written by the account the client created."""
+    """Sign up, log in, post and read back through the virtual address; the post is in the
+    primary's (db1's) PostgreSQL, written by the account the client created."""
     out = cluster.social()
     steps = out["steps"]
     assert steps["signup"]["status"] == 201, steps["signup"]
@@ -66,7 +68,7 @@ def test_social_api_end_to_end_on_postgres(cluster):
     for s in steps.values():
         assert s["served_by"] in ("web1", "web2", "web3"), s
     rows = cluster.psql("SELECT a.username, p.text FROM posts p JOIN accounts a ON a.id = p.author "
-                        "WHERE p.id = %d" % int(out["post_id"]))
+                        "WHERE p.id = %d" % int(out["post_id"]), host="db1")
     assert rows == [[out["user"], out["text"]]]
 
 
@@ -92,7 +94,7 @@ def test_down_without_the_state_directory_still_removes_everything(cluster):
     try:
         other.up()
         pids = other.namespace_pids()
-        assert len(pids) >= 8, pids  # postgres (several), 3 servers, 2 balancers, 2 keepalived (x2)
+        assert len(pids) >= 8, pids  # pg_autoctl and postgres (x3), 3 servers, 2 balancers, 2 keepalived
         subprocess.run(["rm", "-rf", other.dir], check=True)
         r = other.sh("down")
         assert r.returncode == 0
