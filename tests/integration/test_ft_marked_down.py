@@ -1,0 +1,318 @@
+"""agora lb: requests in flight on a server that is marked down, and the per-try timeout.
+
+A cut link sends no reset: a request already sent to that host would wait for the response
+timeout. So (HAProxy's `on-marked-down shutdown-sessions`, Envoy's per-try timeout):
+
+- When the active health checks mark a server down, every request still waiting for its
+  response head there is abandoned at once: moved to another server when a retry is allowed
+  (safe method or Idempotency-Key, kept in the replay buffer, --retries and the retry budget
+  allow), else answered 502 at once. A response already begun is cut (the client connection
+  closes). Passive ejection does not do this.
+- --try-timeout D: a try without a response head after D is abandoned and the request moved
+  under the same rules when another server is there; a request that may not move keeps waiting,
+  bounded by --response-timeout, which bounds the wait for the head over all tries together.
+
+The hanging server is a testbackend with --delay-ms 20000 (every request but /health waits 20 s)
+and --health-file (its /health answers 503 while the file exists). The good one is a plain
+testbackend; both record what they received. Health checks every 200 ms, fall 2: a server whose
+health file appears is down within about 0.6 s.
+"""
+
+import json
+import socket
+import threading
+import time
+
+from helpers import LOCALHOST, admin_token, free_port, http_request, record_lines, wait_for
+from agora_test.prom import metric_or_zero, parse_metrics
+
+HANG_MS = "20000"
+RESPONSE_TIMEOUT = "30s"  # far above every bound asserted here
+
+
+def lines(record):
+    return [l for l in record_lines(record) if not l.startswith("GET /health")]
+
+
+def metrics(lb):
+    # The admin listener (off by default in lb_factory) serves /metrics, with its token.
+    status, _, body = http_request(LOCALHOST, lb.admin_port, "GET", "/metrics",
+                                   headers={"Authorization": "Bearer " + admin_token(lb.admin_port)})
+    assert status == 200
+    return parse_metrics(body.decode())
+
+
+def retries(lb, reason):
+    return metric_or_zero(metrics(lb), "agora_lb_retries_total", reason=reason)
+
+
+class Calls:
+    """Requests from threads, each on its own connection: .results[i] = (status, X-Backend,
+    seconds taken) once done."""
+
+    def __init__(self, port, requests):
+        self.results = [None] * len(requests)
+        self.threads = [threading.Thread(target=self._run, args=(port, i, r), daemon=True)
+                        for i, r in enumerate(requests)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, port, i, req):
+        method, path, headers, body = req
+        t0 = time.monotonic()
+        try:
+            status, h, _ = http_request(LOCALHOST, port, method, path, headers=headers, body=body, timeout=40)
+            self.results[i] = (status, h.get("x-backend"), time.monotonic() - t0)
+        except Exception as err:  # a failure the test reports
+            self.results[i] = ("error", repr(err), time.monotonic() - t0)
+
+    def join(self, timeout=45):
+        for t in self.threads:
+            t.join(timeout)
+        return self.results
+
+
+def start_pair(testbackend_factory, lb_factory, tmp_path, *flags):
+    """(lb, hanging backend, its health file, its record, good record)."""
+    health_file = tmp_path / "hang-down"
+    rec_h, rec_b = tmp_path / "h.txt", tmp_path / "b.txt"
+    hang = testbackend_factory("H", "--delay-ms", HANG_MS, "--health-file", str(health_file), "--record", str(rec_h))
+    good = testbackend_factory("B", "--record", str(rec_b))
+    admin_port = free_port()
+    lb = lb_factory([hang, good], "--policy", "round-robin", "--health-fall", "2", "--response-timeout",
+                    RESPONSE_TIMEOUT, "--admin-listen", "%s:%d" % (LOCALHOST, admin_port), *flags)
+    lb.admin_port = admin_port
+    return lb, hang, health_file, rec_h, rec_b
+
+
+def wait_sent(record, n, timeout=5.0):
+    """Waits until record holds n request lines (health checks aside)."""
+    assert wait_for(lambda: len(lines(record)) >= n, timeout), lines(record)
+
+
+def test_gets_in_flight_move_when_their_server_is_marked_down(testbackend_factory, lb_factory, tmp_path):
+    lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--passive-health",
+                                                     "off", "--access-log", str(tmp_path / "access.log"),
+                                                     "--access-log-format", "json")
+    n = 6
+    calls = Calls(lb.port, [("GET", "/page-%d" % i, None, None) for i in range(n)])
+    wait_sent(rec_h, n // 2)  # round-robin: every other one is waiting on H
+    assert wait_for(lambda: len(lines(rec_b)) == n // 2, 5)
+    time.sleep(0.3)
+    marked = time.monotonic()
+    health_file.touch()
+    results = calls.join()
+    took = time.monotonic() - marked
+
+    assert [(s, b) for s, b, _ in results] == [(200, "B")] * n
+    assert took < 3.0  # down after 2 failed checks (~0.6 s), far below the 30 s response timeout
+    on_h = sorted(lines(rec_h))
+    assert len(on_h) == n // 2
+    # Every page reached B exactly once: the ones H held were moved there, none twice.
+    assert sorted(lines(rec_b)) == sorted("GET /page-%d" % i for i in range(n))
+    assert retries(lb, "marked_down") == n // 2
+    assert retries(lb, "try_timeout") == 0
+    lb.stop()  # flushes the access log
+    log = [json.loads(l) for l in (tmp_path / "access.log").read_text().splitlines()]
+    moved = sorted(e["request"].split()[1] for e in log if e["retry_reasons"] == ["marked_down"])
+    assert moved == sorted(l.split()[1] for l in on_h)
+    assert all(e["retries"] == 1 for e in log if e["retry_reasons"])
+    assert sum(1 for e in log if e["retry_reasons"] == []) == n - n // 2
+
+
+def test_post_in_flight_is_answered_502_at_once_not_replayed(testbackend_factory, lb_factory, tmp_path):
+    lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--passive-health",
+                                                     "off", "--retry-budget", "100")
+    calls = Calls(lb.port, [("POST", "/order-%d" % i, None, b"x") for i in range(2)]
+                  + [("POST", "/keyed-%d" % i, {"Idempotency-Key": "k-%d" % i}, b"y") for i in range(2)])
+    wait_sent(rec_h, 2)
+    assert wait_for(lambda: len(lines(rec_b)) == 2, 5)
+    time.sleep(0.3)
+    marked = time.monotonic()
+    health_file.touch()
+    results = calls.join()
+    took = time.monotonic() - marked
+
+    assert took < 3.0
+    on_h = lines(rec_h)
+    assert len(on_h) == 2
+    by_path = {p: r for p, r in zip(["/order-0", "/order-1", "/keyed-0", "/keyed-1"], results)}
+    for line in on_h:
+        path = line.split()[1]
+        if path.startswith("/order-"):
+            assert by_path[path][:2] == (502, None)  # not safe to repeat: an error at once
+        else:
+            assert by_path[path][:2] == (200, "B")  # Idempotency-Key: replayed on B
+    # A POST without a key reached exactly one server; a keyed one on H also reached B once.
+    b_lines = lines(rec_b)
+    for i in range(2):
+        assert (("POST /order-%d" % i) in on_h) + (("POST /order-%d" % i) in b_lines) == 1
+        assert b_lines.count("POST /keyed-%d" % i) == 1
+    assert retries(lb, "marked_down") == sum(1 for l in on_h if "/keyed-" in l)
+
+
+def test_spent_budget_no_retry_by_try_timeout_nor_marked_down(testbackend_factory, lb_factory, tmp_path):
+    # --retry-budget 0: the worker starts with 10 retries and earns none. The try timeout spends
+    # them on GETs held by H; after that a GET on H is not moved: past the try timeout it keeps
+    # waiting, and when H is marked down it gets 502 at once.
+    lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--passive-health",
+                                                     "off", "--retry-budget", "0", "--try-timeout", "200ms")
+    for i in range(40):
+        if retries(lb, "try_timeout") == 10:
+            break
+        status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/spend-%d" % i)
+        assert (status, headers["x-backend"]) == (200, "B")
+    assert retries(lb, "try_timeout") == 10
+    held = len(lines(rec_h))
+    assert held == 10
+    calls = Calls(lb.port, [("GET", "/late-%d" % i, None, None) for i in range(2)])
+    wait_sent(rec_h, held + 1)
+    time.sleep(0.6)  # three try timeouts: refused by the budget, the try goes on
+    assert metric_or_zero(metrics(lb), "agora_lb_retry_budget_refusals_total") == 1
+    late = [l.split()[1] for l in lines(rec_h)[held:]]
+    assert len(late) == 1
+    i_late = int(late[0].rsplit("-", 1)[1])
+    assert calls.results[i_late] is None  # still waiting
+    marked = time.monotonic()
+    health_file.touch()
+    results = calls.join()
+    assert time.monotonic() - marked < 3.0
+    assert results[i_late][:2] == (502, None)
+    assert results[1 - i_late][:2] == (200, "B")
+    assert retries(lb, "try_timeout") == 10
+    assert retries(lb, "marked_down") == 0
+    assert metric_or_zero(metrics(lb), "agora_lb_retry_budget_refusals_total") == 2
+    assert "GET " + late[0] not in lines(rec_b)
+
+
+def test_try_timeout_moves_a_get_to_another_server(testbackend_factory, lb_factory, tmp_path):
+    lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--passive-health",
+                                                     "off", "--try-timeout", "300ms", "--retry-budget", "100")
+    took = {}
+    for i in range(6):
+        t0 = time.monotonic()
+        status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/item-%d" % i)
+        took["/item-%d" % i] = time.monotonic() - t0
+        assert (status, headers["x-backend"]) == (200, "B")
+    on_h = [l.split()[1] for l in lines(rec_h)]
+    assert len(on_h) >= 2  # round-robin sends some to H first
+    for path, t in took.items():
+        if path in on_h:
+            assert 0.28 <= t < 1.5, (path, t)  # about the try timeout, not the response timeout
+        else:
+            assert t < 0.28, (path, t)
+    assert sorted(lines(rec_b)) == sorted("GET /item-%d" % i for i in range(6))  # each exactly once
+    assert retries(lb, "try_timeout") == len(on_h)
+    assert retries(lb, "marked_down") == 0
+
+
+def test_try_timeout_never_fails_a_post_by_itself(testbackend_factory, lb_factory, tmp_path):
+    # A POST without a key may not move: past the try timeout it waits on, until the response
+    # timeout (1.5 s here) answers 504. It reached one server only.
+    lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--passive-health",
+                                                     "off", "--try-timeout", "300ms", "--response-timeout", "1500ms")
+    calls = Calls(lb.port, [("POST", "/order-%d" % i, None, b"x") for i in range(2)])
+    results = calls.join()
+    on_h = [l.split()[1] for l in lines(rec_h)]
+    assert len(on_h) == 1
+    i_h = int(on_h[0].rsplit("-", 1)[1])
+    status, backend, t = results[i_h]
+    assert (status, backend) == (504, None)
+    assert 1.4 <= t < 3.0
+    assert results[1 - i_h][:2] == (200, "B")
+    assert lines(rec_b) == ["POST /order-%d" % (1 - i_h)]
+    assert retries(lb, "try_timeout") == 0
+
+
+class PartialBackend:
+    """A backend whose every response stops half-way: the head (Content-Length: 100) and 10 bytes
+    of body, then nothing. /health answers 200 while .healthy, else 503."""
+
+    def __init__(self):
+        self.healthy = True
+        self.requests = []
+        self._lis = socket.socket()
+        self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._lis.bind((LOCALHOST, 0))
+        self._lis.listen(64)
+        self.port = self._lis.getsockname()[1]
+        self._socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self._lis.accept()
+            except OSError:
+                return
+            self._socks.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        buf = b""
+        try:
+            while b"\r\n\r\n" not in buf:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                buf += data
+            line = buf.split(b"\r\n", 1)[0].decode()
+            if line.startswith("GET /health "):
+                status = b"200 OK" if self.healthy else b"503 Service Unavailable"
+                sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                sock.close()
+                return
+            self.requests.append(line)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Backend: P\r\n\r\n" + b"0123456789")
+            while sock.recv(4096):
+                pass
+        except OSError:
+            return
+
+    def stop(self):
+        self._lis.close()
+        for s in self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_response_begun_is_cut_when_marked_down(testbackend_factory, lb_factory, tmp_path):
+    partial = PartialBackend()
+    try:
+        rec_b = tmp_path / "b.txt"
+        good = testbackend_factory("B", "--record", str(rec_b))
+        lb = lb_factory([partial.port, good], "--policy", "round-robin", "--health-fall", "2", "--passive-health",
+                        "off", "--response-timeout", RESPONSE_TIMEOUT)
+        got = None
+        for i in range(2):  # round-robin: one of two GETs goes to the partial backend
+            sock = socket.create_connection((LOCALHOST, lb.port), timeout=10)
+            sock.sendall(b"GET /doc-%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(4096)
+            if b"X-Backend: P" in data or b"x-backend: P" in data:
+                got = (sock, data)
+                break
+            sock.close()
+        assert got is not None
+        sock, data = got
+        while not data.endswith(b"0123456789"):
+            data += sock.recv(4096)
+        marked = time.monotonic()
+        partial.healthy = False
+        rest = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+        took = time.monotonic() - marked
+        sock.close()
+        assert rest == b""  # the body stops short of its Content-Length: the client sees a cut
+        assert took < 3.0
+        assert len(partial.requests) == 1
+        assert "GET " + partial.requests[0].split()[1] not in lines(rec_b)  # not retried
+    finally:
+        partial.stop()
