@@ -108,8 +108,9 @@ struct px {
 
 /* (Re)arms px's timer: when it fires the backend has failed (connect or response timeout). */
 void px_arm(struct px *px, unsigned ms);
-/* Arms px's timer for the wait for the response head: what is left of the response timeout,
- * which bounds every try together (head_deadline_ms). */
+/* The try's connection is up: arms px's timer for the wait for the response head, what is left
+ * of the response timeout, which bounds every try together (head_deadline_ms), and the try
+ * timer (--try-timeout) if the client's request is all in. */
 void px_arm_head(struct px *px);
 /* The backend failed: retries on another server when allowed (see proxy.c), else px_fail. */
 void px_backend_failed(struct px *px, enum lb_fail kind);

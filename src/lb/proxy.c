@@ -27,7 +27,8 @@
  *   allowed as above, else answered 502 at once, or its client connection cut if the response
  *   had begun (never left to wait for the response timeout). Exchanges sent to a server already
  *   down (panic mode) and WebSocket tunnels are left alone. Passive ejection does none of this.
- * - --try-timeout passes with no response head: the try is abandoned and the request moved when
+ * - --try-timeout passes with no response head (counted from when the try's connection is up and
+ *   the client's request is all in): the try is abandoned and the request moved when
  *   allowed as above and another server is there; when not, the try goes on (a try timeout never
  *   fails a request by itself: retrying is its only purpose).
  * The response timeout bounds the wait for the response head over all tries together
@@ -234,7 +235,22 @@ static unsigned head_left(const struct px *px)
     return px->head_deadline_ms > now ? (unsigned)(px->head_deadline_ms - now) : 0;
 }
 
-void px_arm_head(struct px *px) { px_arm(px, head_left(px)); }
+/* Starts the try timer (--try-timeout) once the try's connection is up and the client's request
+ * is all in (as Envoy's per-try timeout: neither a slow connect, which the connect timeout
+ * bounds, nor a slow upload counts against the backend). */
+static void px_arm_try(struct px *px)
+{
+    const struct lb_config *cfg = px->w->sh->cfg;
+    if (cfg->try_timeout_ms && !px->upgrade && px->req_body_done && px->up && px->up->state != LB_UP_CONNECTING &&
+        !loop_timer_armed(&px->try_timer))
+        loop_timer_arm(px->w->loop, &px->try_timer, cfg->try_timeout_ms);
+}
+
+void px_arm_head(struct px *px)
+{
+    px_arm(px, head_left(px));
+    px_arm_try(px);
+}
 
 static void on_px_timer(struct loop *loop, struct loop_timer *t)
 {
@@ -270,8 +286,7 @@ static int px_start_upstream(struct px *px, struct buf *pending)
     px->up = u;
     http_reader_init(&px->resp, px->req->method, 0); /* a retry reads a new response */
     px->resp.final_101 = px->upgrade;                /* a 101 ends the exchange's HTTP part */
-    if (w->sh->cfg->try_timeout_ms && !px->upgrade)
-        loop_timer_arm(w->loop, &px->try_timer, w->sh->cfg->try_timeout_ms);
+    loop_timer_cancel(w->loop, &px->try_timer);      /* a new try: armed once connected (px_arm_head) */
     if (u->state == LB_UP_CONNECTING) {
         unsigned left = head_left(px);
         px_arm(px, w->sh->cfg->connect_timeout_ms < left ? w->sh->cfg->connect_timeout_ms : left);
@@ -685,6 +700,7 @@ static void on_body_end(void *ctx, struct http_conn *c)
     if (px->req_body_done)
         return;
     px->req_body_done = 1;
+    px_arm_try(px);
     if (px->req_chunked && px->up) {
         if (px->replayable)
             buf_append(&px->replay, "0\r\n\r\n", 5);

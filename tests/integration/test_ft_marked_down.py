@@ -316,3 +316,47 @@ def test_response_begun_is_cut_when_marked_down(testbackend_factory, lb_factory,
         assert "GET " + partial.requests[0].split()[1] not in lines(rec_b)  # not retried
     finally:
         partial.stop()
+
+
+def test_response_timeout_bounds_all_tries_together(testbackend_factory, lb_factory, tmp_path):
+    # Two servers that both hold every request: the GET moves from the first to the second after
+    # the 400 ms try timeout, waits there (no third server), and the 1 s response timeout,
+    # counted from the first try, answers 504 at about 1 s, not 1.4 s.
+    recs = [tmp_path / "h1.txt", tmp_path / "h2.txt"]
+    hangs = [testbackend_factory("H%d" % i, "--delay-ms", HANG_MS, "--record", str(recs[i])) for i in range(2)]
+    admin_port = free_port()
+    lb = lb_factory(hangs, "--policy", "round-robin", "--passive-health", "off", "--try-timeout", "400ms",
+                    "--response-timeout", "1s", "--admin-listen", "%s:%d" % (LOCALHOST, admin_port))
+    lb.admin_port = admin_port
+    t0 = time.monotonic()
+    status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/slow", timeout=10)
+    took = time.monotonic() - t0
+    assert status == 504
+    assert 0.95 <= took < 1.3, took
+    assert [lines(r) for r in recs] == [["GET /slow"], ["GET /slow"]]
+    assert retries(lb, "try_timeout") == 1
+
+
+def test_a_slow_upload_does_not_count_against_the_try_timeout(testbackend_factory, lb_factory, tmp_path):
+    # The try timer starts once the client's request is all in: a PUT whose body takes 1.2 s to
+    # arrive is answered by the first server it went to, never moved by the 300 ms try timeout.
+    recs = [tmp_path / "b.txt", tmp_path / "c.txt"]
+    goods = [testbackend_factory(n, "--record", str(r)) for n, r in zip("BC", recs)]
+    admin_port = free_port()
+    lb = lb_factory(goods, "--policy", "round-robin", "--try-timeout", "300ms", "--retry-budget", "100",
+                    "--admin-listen", "%s:%d" % (LOCALHOST, admin_port))
+    lb.admin_port = admin_port
+    sock = socket.create_connection((LOCALHOST, lb.port), timeout=10)
+    sock.sendall(b"PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n")
+    for piece in (b"a", b"b", b"c", b"d"):
+        time.sleep(0.3)
+        sock.sendall(piece)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert sorted(len(lines(r)) for r in recs) == [0, 1]
+    assert retries(lb, "try_timeout") == 0
