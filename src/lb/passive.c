@@ -8,7 +8,7 @@
 
 void lb_passive_fail(const struct lb_set *set, struct lb_server *s, const struct lb_config *cfg, enum lb_fail kind)
 {
-    if (!cfg->passive_health || kind == LB_FAIL_DOWN || !atomic_load(&s->healthy))
+    if (!cfg->passive_health || kind == LB_FAIL_DOWN || kind == LB_FAIL_TRY_TIMEOUT || !atomic_load(&s->healthy))
         return;
     /* Never eject so many that the rest are overwhelmed: at most max_eject_percent may be out. */
     size_t active = 0, down = 0;
@@ -21,11 +21,10 @@ void lb_passive_fail(const struct lb_set *set, struct lb_server *s, const struct
     if ((down + 1) * 100 > active * cfg->max_eject_percent)
         return;
     lb_server_eject(s, cfg->eject_base_ms, cfg->eject_max_ms,
-                    kind == LB_FAIL_CONNECT       ? "connect failed"
-                    : kind == LB_FAIL_TIMEOUT     ? "response timeout"
-                    : kind == LB_FAIL_TRY_TIMEOUT ? "try timeout"
-                    : kind == LB_FAIL_5XX         ? "consecutive 5xx responses"
-                                                  : "connection reset");
+                    kind == LB_FAIL_CONNECT   ? "connect failed"
+                    : kind == LB_FAIL_TIMEOUT ? "response timeout"
+                    : kind == LB_FAIL_5XX     ? "consecutive 5xx responses"
+                                              : "connection reset");
 }
 
 void lb_passive_5xx(const struct lb_set *set, struct lb_server *s, const struct lb_config *cfg)

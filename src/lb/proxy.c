@@ -471,7 +471,10 @@ static void on_px_try_timer(struct loop *loop, struct loop_timer *t)
         atomic_fetch_add_explicit(&px->w->sh->counters.budget_refusals, 1, memory_order_relaxed);
         return;
     }
-    px_count_failure(px, LB_FAIL_TRY_TIMEOUT, 0);
+    /* For passive health a try timeout is a 5xx (Envoy counts it as a gateway failure): one in a
+     * streak of eject_5xx, not an ejection at once; a slow response is no dead server. */
+    atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+    lb_passive_5xx(px->w->set, px->server, px->w->sh->cfg);
     px_move(px, LB_FAIL_TRY_TIMEOUT, how, s);
 }
 

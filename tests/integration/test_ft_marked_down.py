@@ -23,7 +23,8 @@ import socket
 import threading
 import time
 
-from helpers import LOCALHOST, admin_token, free_port, http_request, record_lines, wait_for
+from helpers import (LOCALHOST, admin_token, backend_url, free_port, http_request, lb_server_stats, record_lines,
+                     wait_for)
 from agora_test.prom import metric_or_zero, parse_metrics
 
 HANG_MS = "20000"
@@ -360,3 +361,26 @@ def test_a_slow_upload_does_not_count_against_the_try_timeout(testbackend_factor
     assert data.startswith(b"HTTP/1.1 200 ")
     assert sorted(len(lines(r)) for r in recs) == [0, 1]
     assert retries(lb, "try_timeout") == 0
+
+
+def test_a_try_timeout_is_one_5xx_for_passive_health_not_an_ejection(testbackend_factory, lb_factory, tmp_path):
+    # Passive health on (the default, --eject-5xx 5): one try timeout on H moves the GET and
+    # leaves H in rotation; five in a row eject it, as five 5xx would.
+    lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--try-timeout",
+                                                     "200ms", "--retry-budget", "100")
+    i = 0
+    while len(lines(rec_h)) < 1 and i < 4:
+        status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/one-%d" % i)
+        assert (status, headers["x-backend"]) == (200, "B")
+        i += 1
+    assert len(lines(rec_h)) == 1
+    h = lb_server_stats(lb.port)[backend_url(hang)]
+    assert (h["healthy"], h["ejections"]) == (True, 0)
+    while len(lines(rec_h)) < 5 and i < 40:
+        status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/more-%d" % i)
+        assert (status, headers["x-backend"]) == (200, "B")
+        i += 1
+    assert len(lines(rec_h)) == 5
+    h = lb_server_stats(lb.port)[backend_url(hang)]
+    assert (h["healthy"], h["ejections"]) == (False, 1)
+    assert retries(lb, "try_timeout") == 5
