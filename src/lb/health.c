@@ -85,11 +85,15 @@ static void check_free(struct check *c)
     free(c);
 }
 
-static void check_done(struct check *c, int passed, const char *what)
+/* The verdict of c: passed, or failed with an HTTP answer (answered: a live server saying it is
+ * not ready) or without one (a timeout, a refused or reset connection). */
+static void check_done(struct check *c, int passed, int answered, const char *what)
 {
     struct lb_server *s = c->server;
     struct lb_health *h = c->h;
     int down = 0;
+    if (!passed) /* before `downs` moves (mark_down): the workers read it after */
+        atomic_store(&s->down_answered, answered);
     if (!s->hc_checked) {
         /* The first check ever decides the state at once. */
         s->hc_checked = 1;
@@ -144,7 +148,7 @@ static void on_check_done(struct http_client *cl, void *data)
     switch (cl->error) {
     case HTTP_CLIENT_OK:
         snprintf(what, sizeof(what), "HTTP %d", cl->status);
-        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, what);
+        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, 1, what);
         return;
     case HTTP_CLIENT_ECONNECT:
         if (net_local_shortage(cl->err)) {
@@ -170,7 +174,7 @@ static void on_check_done(struct http_client *cl, void *data)
         snprintf(what, sizeof(what), "malformed response");
         break;
     }
-    check_done(c, 0, what);
+    check_done(c, 0, 0, what);
 }
 
 static void start_check(struct lb_health *h, struct lb_server *s)

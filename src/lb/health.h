@@ -14,8 +14,10 @@
  * A server marked down by the checks (after `fall` failures, or by its first check) has its
  * `downs` count increased before `healthy` is cleared, and the function set with
  * lb_health_on_down is called on the checker's thread: the balancer wakes its workers with it,
- * which then abandon or retry the requests still waiting on that server (proxy.c). Passive
- * ejection does not do this (passive.h). */
+ * which then abandon or retry the requests still waiting on that server (proxy.c). The server's
+ * `down_answered` tells them whether the failing check got an HTTP answer (a live server saying
+ * it is not ready) or none (a timeout, a refused or reset connection). Passive ejection does not
+ * do this (passive.h). */
 #ifndef AGORA_LB_HEALTH_H
 #define AGORA_LB_HEALTH_H
 #include "core/loop.h"

@@ -22,11 +22,15 @@
  * shutdown-sessions`, Envoy's per-try timeout):
  * - the active checks mark its server down (health.h raises the server's `downs` and wakes every
  *   worker: lb_proxy_servers_down). Each worker keeps its exchanges in a list per server
- *   (struct px_group) and walks only the lists of servers whose count moved since it last looked;
- *   an exchange sent before the count moved is abandoned: moved to another server if that is
- *   allowed as above, else answered 502 at once, or its client connection cut if the response
- *   had begun (never left to wait for the response timeout). Exchanges sent to a server already
- *   down (panic mode) and WebSocket tunnels are left alone. Passive ejection does none of this.
+ *   (struct px_group) and walks only the lists of servers whose count moved since it last looked.
+ *   An exchange sent before the count moved and still waiting for its head moves to another
+ *   server if that is allowed as above. If the failing check got no answer at all (a timeout, a
+ *   refused or reset connection: a cut link, a dead host) nothing more will come from the server:
+ *   an exchange that cannot move is answered 502 at once, or its client connection cut if the
+ *   response had begun. If the check was answered (a live server saying it is not ready, e.g. its
+ *   database is down), what cannot move is left to finish: the server may still answer it (with
+ *   its own 503 and Retry-After, say). Exchanges sent to a server already down (panic mode) and
+ *   WebSocket tunnels are left alone. Passive ejection does none of this.
  * - --try-timeout passes with no response head (counted from when the try's connection is up and
  *   the client's request is all in): the try is abandoned and the request moved when
  *   allowed as above and another server is there; when not, the try goes on (a try timeout never
@@ -453,38 +457,52 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
         px_fail(px, 502, "Error communicating with backend server");
 }
 
+/* Moves px's waiting try (kind: why) to another server if px_movable allows, a usable server is
+ * there and, after sending, the retry budget has a retry. Returns 1 if px was moved (or answered
+ * by px_move), 0 if it was left as it was. */
+static int px_try_move(struct px *px, enum lb_fail kind)
+{
+    if (px->ended || px->tunnel || !px->server)
+        return 0;
+    enum move how = px_movable(px, kind);
+    if (how == MOVE_NO)
+        return 0;
+    struct lb_server *s = pick_server(px); /* px->server is in the tried set */
+    if (!s)
+        return 0;
+    if (how == MOVE_REPLAY && !lb_retry_budget_take(&px->w->retry)) {
+        atomic_fetch_add_explicit(&px->w->sh->counters.budget_refusals, 1, memory_order_relaxed);
+        return 0;
+    }
+    atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+    /* For passive health a try timeout is a 5xx (Envoy counts it as a gateway failure): one in a
+     * streak of eject_5xx, not an ejection at once; a slow response is no dead server. */
+    if (kind == LB_FAIL_TRY_TIMEOUT)
+        lb_passive_5xx(px->w->set, px->server, px->w->sh->cfg);
+    px_move(px, kind, how, s);
+    return 1;
+}
+
 /* --try-timeout passed without a response head: the try is abandoned when px may move and
  * another server is there (budget permitting); otherwise it goes on, bounded by the response
  * timeout. */
-static void on_px_try_timer(struct loop *loop, struct loop_timer *t)
-{
-    struct px *px = t->data;
-    if (px->ended || px->tunnel || !px->server)
-        return;
-    enum move how = px_movable(px, LB_FAIL_TRY_TIMEOUT);
-    if (how == MOVE_NO)
-        return;
-    struct lb_server *s = pick_server(px); /* px->server is in the tried set */
-    if (!s)
-        return;
-    if (how == MOVE_REPLAY && !lb_retry_budget_take(&px->w->retry)) {
-        atomic_fetch_add_explicit(&px->w->sh->counters.budget_refusals, 1, memory_order_relaxed);
-        return;
-    }
-    /* For passive health a try timeout is a 5xx (Envoy counts it as a gateway failure): one in a
-     * streak of eject_5xx, not an ejection at once; a slow response is no dead server. */
-    atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
-    lb_passive_5xx(px->w->set, px->server, px->w->sh->cfg);
-    px_move(px, LB_FAIL_TRY_TIMEOUT, how, s);
-}
+static void on_px_try_timer(struct loop *loop, struct loop_timer *t) { px_try_move(t->data, LB_FAIL_TRY_TIMEOUT); }
 
-/* px's server was marked down while px was on it: a try still waiting for its head moves or
- * fails now (px_backend_failed); a response already begun is cut (the client connection
- * closes); a tunnel is left alone. */
-static void px_server_down(struct px *px)
+/* px's server was marked down while px was on it. If the failing check got no answer at all
+ * (`answered` 0: a timeout, a refused or reset connection: a cut link, a dead host), nothing
+ * more will come from it: a try still waiting for its head moves or fails now
+ * (px_backend_failed), a response already begun is cut (the client connection closes). If the
+ * check was answered (a live server saying it is not ready, e.g. its database is down), the
+ * server may still answer what it has: px moves only when it may and a usable server is there,
+ * else it is left to finish. A tunnel is left alone. */
+static void px_server_down(struct px *px, int answered)
 {
     if (px->tunnel)
         return;
+    if (answered) {
+        px_try_move(px, LB_FAIL_DOWN);
+        return;
+    }
     if (px->head_sent || px->resp.phase != HTTP_READER_HEAD) {
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         px_fail(px, 502, "Backend server marked down by health checks");
@@ -500,6 +518,7 @@ void lb_worker_wake(struct lb_worker *w)
         if (downs == g->downs_seen)
             continue;
         g->downs_seen = downs;
+        int answered = atomic_load(&g->server->down_answered);
         /* Handling one exchange may end or move others' neighbours in the list (a client's next
          * pipelined request starts when one is answered): take the list first, then check each
          * is still on this server and not handled (an ended px lives until the iteration ends). */
@@ -518,7 +537,7 @@ void lb_worker_wake(struct lb_worker *w)
             if (px->ended || px->grp != g || px->downs_at == downs)
                 continue;
             px->downs_at = downs;
-            px_server_down(px);
+            px_server_down(px, answered);
         }
         w->walking--;
         free(v);

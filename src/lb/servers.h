@@ -40,6 +40,8 @@ struct lb_server {
     atomic_int healthy;               /* last health verdict (1 = up) */
     atomic_uint downs;                /* times the active checks marked it down (proxy.c rescues
                                          the requests in flight on it: lb_health_on_down) */
+    atomic_int down_answered;         /* the last failing check got an HTTP answer (a live server
+                                         not ready), not a timeout or a connection failure */
     atomic_int inflight;              /* requests in flight, all workers */
     atomic_uint_fast64_t total;       /* requests sent */
     atomic_uint_fast64_t errors;      /* failed requests: connect/send/receive failures, timeouts, 5xx */

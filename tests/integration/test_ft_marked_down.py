@@ -4,24 +4,33 @@ A cut link sends no reset: a request already sent to that host would wait for th
 timeout. So (HAProxy's `on-marked-down shutdown-sessions`, Envoy's per-try timeout):
 
 - When the active health checks mark a server down, every request still waiting for its
-  response head there is abandoned at once: moved to another server when a retry is allowed
-  (safe method or Idempotency-Key, kept in the replay buffer, --retries and the retry budget
-  allow), else answered 502 at once. A response already begun is cut (the client connection
-  closes). Passive ejection does not do this.
-- --try-timeout D: a try without a response head after D is abandoned and the request moved
-  under the same rules when another server is there; a request that may not move keeps waiting,
-  bounded by --response-timeout, which bounds the wait for the head over all tries together.
+  response head there may move at once to another server when a retry is allowed (safe method or
+  Idempotency-Key, kept in the replay buffer, --retries and the retry budget allow).
+  What else happens depends on how the failing check failed:
+  * no answer at all (a check timing out: a cut link, a frozen host): nothing more will come from
+    that server: a request that may not move is answered 502 at once, a response already begun
+    is cut (the client connection closes);
+  * an HTTP answer (a live server saying it is not ready, e.g. its database is down): the server
+    may still answer what it has: what may not move is left to finish.
+  Passive ejection does none of this.
+- --try-timeout D: a try without a response head D after its connection is up and the request
+  is all in is abandoned and the request moved under the same rules when another server is
+  there; a request that may not move keeps waiting, bounded by --response-timeout, which bounds
+  the wait for the head over all tries together.
 
-The hanging server is a testbackend with --delay-ms 20000 (every request but /health waits 20 s)
-and --health-file (its /health answers 503 while the file exists). The good one is a plain
-testbackend; both record what they received. Health checks every 200 ms, fall 2: a server whose
-health file appears is down within about 0.6 s.
+The hanging server is either a testbackend with --delay-ms (every request but /health waits)
+and --health-file (its /health answers 503 while the file exists: an answered check), or a
+CutBackend below that holds requests and can stop answering its health checks (a check that
+times out: a cut link). The good one is a plain testbackend; all record what they received.
+Health checks every 200 ms, fall 2, timeout 300 ms.
 """
 
 import json
 import socket
 import threading
 import time
+
+import pytest
 
 from helpers import (LOCALHOST, admin_token, backend_url, free_port, http_request, lb_server_stats, record_lines,
                      wait_for)
@@ -73,6 +82,94 @@ class Calls:
         return self.results
 
 
+class CutBackend:
+    """A backend on a link about to be cut: it reads each request and holds it (mode "hang": no
+    answer; "partial": the head, Content-Length: 100, and 10 bytes of body, then nothing).
+    /health answers 200 while .health == "ok", 503 for "503", nothing at all for "silent" (a
+    check times out, as over a cut link). .requests: the request lines held, in order."""
+
+    def __init__(self, mode="hang"):
+        self.mode = mode
+        self.health = "ok"
+        self.requests = []
+        self._lis = socket.socket()
+        self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._lis.bind((LOCALHOST, 0))
+        self._lis.listen(64)
+        self.port = self._lis.getsockname()[1]
+        self._socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self._lis.accept()
+            except OSError:
+                return
+            self._socks.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        buf = b""
+        try:
+            while b"\r\n\r\n" not in buf:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                buf += data
+            line = buf.split(b"\r\n", 1)[0].decode()
+            if line.startswith("GET /health "):
+                if self.health == "silent":
+                    while sock.recv(4096):
+                        pass
+                    return
+                status = b"200 OK" if self.health == "ok" else b"503 Service Unavailable"
+                sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                sock.close()
+                return
+            self.requests.append(line)
+            if self.mode == "partial":
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Backend: P\r\n\r\n0123456789")
+            while sock.recv(4096):
+                pass
+        except OSError:
+            return
+
+    def stop(self):
+        self._lis.close()
+        for s in self._socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def cut_pair(testbackend_factory, lb_factory, tmp_path):
+    """start(mode, *flags) -> (lb, CutBackend, good record): a CutBackend and a good testbackend B
+    behind one worker, round-robin, checks every 200 ms with fall 2 and a 300 ms timeout."""
+    cuts = []
+
+    def start(mode, *flags):
+        cut = CutBackend(mode)
+        cuts.append(cut)
+        rec_b = tmp_path / "b.txt"
+        good = testbackend_factory("B", "--record", str(rec_b))
+        admin_port = free_port()
+        lb = lb_factory([cut.port, good], "--policy", "round-robin", "--health-fall", "2", "--health-timeout",
+                        "300ms", "--response-timeout", RESPONSE_TIMEOUT, "--admin-listen",
+                        "%s:%d" % (LOCALHOST, admin_port), *flags)
+        lb.admin_port = admin_port
+        return lb, cut, rec_b
+
+    try:
+        yield start
+    finally:
+        for cut in cuts:
+            cut.stop()
+
+
 def start_pair(testbackend_factory, lb_factory, tmp_path, *flags):
     """(lb, hanging backend, its health file, its record, good record)."""
     health_file = tmp_path / "hang-down"
@@ -121,71 +218,6 @@ def test_gets_in_flight_move_when_their_server_is_marked_down(testbackend_factor
     assert sum(1 for e in log if e["retry_reasons"] == []) == n - n // 2
 
 
-def test_post_in_flight_is_answered_502_at_once_not_replayed(testbackend_factory, lb_factory, tmp_path):
-    lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--passive-health",
-                                                     "off", "--retry-budget", "100")
-    calls = Calls(lb.port, [("POST", "/order-%d" % i, None, b"x") for i in range(2)]
-                  + [("POST", "/keyed-%d" % i, {"Idempotency-Key": "k-%d" % i}, b"y") for i in range(2)])
-    wait_sent(rec_h, 2)
-    assert wait_for(lambda: len(lines(rec_b)) == 2, 5)
-    time.sleep(0.3)
-    marked = time.monotonic()
-    health_file.touch()
-    results = calls.join()
-    took = time.monotonic() - marked
-
-    assert took < 3.0
-    on_h = lines(rec_h)
-    assert len(on_h) == 2
-    by_path = {p: r for p, r in zip(["/order-0", "/order-1", "/keyed-0", "/keyed-1"], results)}
-    for line in on_h:
-        path = line.split()[1]
-        if path.startswith("/order-"):
-            assert by_path[path][:2] == (502, None)  # not safe to repeat: an error at once
-        else:
-            assert by_path[path][:2] == (200, "B")  # Idempotency-Key: replayed on B
-    # A POST without a key reached exactly one server; a keyed one on H also reached B once.
-    b_lines = lines(rec_b)
-    for i in range(2):
-        assert (("POST /order-%d" % i) in on_h) + (("POST /order-%d" % i) in b_lines) == 1
-        assert b_lines.count("POST /keyed-%d" % i) == 1
-    assert retries(lb, "marked_down") == sum(1 for l in on_h if "/keyed-" in l)
-
-
-def test_spent_budget_no_retry_by_try_timeout_nor_marked_down(testbackend_factory, lb_factory, tmp_path):
-    # --retry-budget 0: the worker starts with 10 retries and earns none. The try timeout spends
-    # them on GETs held by H; after that a GET on H is not moved: past the try timeout it keeps
-    # waiting, and when H is marked down it gets 502 at once.
-    lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--passive-health",
-                                                     "off", "--retry-budget", "0", "--try-timeout", "200ms")
-    for i in range(40):
-        if retries(lb, "try_timeout") == 10:
-            break
-        status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/spend-%d" % i)
-        assert (status, headers["x-backend"]) == (200, "B")
-    assert retries(lb, "try_timeout") == 10
-    held = len(lines(rec_h))
-    assert held == 10
-    calls = Calls(lb.port, [("GET", "/late-%d" % i, None, None) for i in range(2)])
-    wait_sent(rec_h, held + 1)
-    time.sleep(0.6)  # three try timeouts: refused by the budget, the try goes on
-    assert metric_or_zero(metrics(lb), "agora_lb_retry_budget_refusals_total") == 1
-    late = [l.split()[1] for l in lines(rec_h)[held:]]
-    assert len(late) == 1
-    i_late = int(late[0].rsplit("-", 1)[1])
-    assert calls.results[i_late] is None  # still waiting
-    marked = time.monotonic()
-    health_file.touch()
-    results = calls.join()
-    assert time.monotonic() - marked < 3.0
-    assert results[i_late][:2] == (502, None)
-    assert results[1 - i_late][:2] == (200, "B")
-    assert retries(lb, "try_timeout") == 10
-    assert retries(lb, "marked_down") == 0
-    assert metric_or_zero(metrics(lb), "agora_lb_retry_budget_refusals_total") == 2
-    assert "GET " + late[0] not in lines(rec_b)
-
-
 def test_try_timeout_moves_a_get_to_another_server(testbackend_factory, lb_factory, tmp_path):
     lb, hang, health_file, rec_h, rec_b = start_pair(testbackend_factory, lb_factory, tmp_path, "--passive-health",
                                                      "off", "--try-timeout", "300ms", "--retry-budget", "100")
@@ -223,100 +255,6 @@ def test_try_timeout_never_fails_a_post_by_itself(testbackend_factory, lb_factor
     assert results[1 - i_h][:2] == (200, "B")
     assert lines(rec_b) == ["POST /order-%d" % (1 - i_h)]
     assert retries(lb, "try_timeout") == 0
-
-
-class PartialBackend:
-    """A backend whose every response stops half-way: the head (Content-Length: 100) and 10 bytes
-    of body, then nothing. /health answers 200 while .healthy, else 503."""
-
-    def __init__(self):
-        self.healthy = True
-        self.requests = []
-        self._lis = socket.socket()
-        self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lis.bind((LOCALHOST, 0))
-        self._lis.listen(64)
-        self.port = self._lis.getsockname()[1]
-        self._socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                sock, _ = self._lis.accept()
-            except OSError:
-                return
-            self._socks.append(sock)
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock):
-        buf = b""
-        try:
-            while b"\r\n\r\n" not in buf:
-                data = sock.recv(4096)
-                if not data:
-                    return
-                buf += data
-            line = buf.split(b"\r\n", 1)[0].decode()
-            if line.startswith("GET /health "):
-                status = b"200 OK" if self.healthy else b"503 Service Unavailable"
-                sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                sock.close()
-                return
-            self.requests.append(line)
-            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Backend: P\r\n\r\n" + b"0123456789")
-            while sock.recv(4096):
-                pass
-        except OSError:
-            return
-
-    def stop(self):
-        self._lis.close()
-        for s in self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-
-def test_response_begun_is_cut_when_marked_down(testbackend_factory, lb_factory, tmp_path):
-    partial = PartialBackend()
-    try:
-        rec_b = tmp_path / "b.txt"
-        good = testbackend_factory("B", "--record", str(rec_b))
-        lb = lb_factory([partial.port, good], "--policy", "round-robin", "--health-fall", "2", "--passive-health",
-                        "off", "--response-timeout", RESPONSE_TIMEOUT)
-        got = None
-        for i in range(2):  # round-robin: one of two GETs goes to the partial backend
-            sock = socket.create_connection((LOCALHOST, lb.port), timeout=10)
-            sock.sendall(b"GET /doc-%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += sock.recv(4096)
-            if b"X-Backend: P" in data or b"x-backend: P" in data:
-                got = (sock, data)
-                break
-            sock.close()
-        assert got is not None
-        sock, data = got
-        while not data.endswith(b"0123456789"):
-            data += sock.recv(4096)
-        marked = time.monotonic()
-        partial.healthy = False
-        rest = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            rest += chunk
-        took = time.monotonic() - marked
-        sock.close()
-        assert rest == b""  # the body stops short of its Content-Length: the client sees a cut
-        assert took < 3.0
-        assert len(partial.requests) == 1
-        assert "GET " + partial.requests[0].split()[1] not in lines(rec_b)  # not retried
-    finally:
-        partial.stop()
 
 
 def test_response_timeout_bounds_all_tries_together(testbackend_factory, lb_factory, tmp_path):
@@ -384,3 +322,133 @@ def test_a_try_timeout_is_one_5xx_for_passive_health_not_an_ejection(testbackend
     h = lb_server_stats(lb.port)[backend_url(hang)]
     assert (h["healthy"], h["ejections"]) == (False, 1)
     assert retries(lb, "try_timeout") == 5
+
+
+def wait_held(cut, n, timeout=5.0):
+    assert wait_for(lambda: len(cut.requests) >= n, timeout), cut.requests
+
+
+def test_post_on_a_cut_server_gets_502_at_once_keyed_ones_move(cut_pair):
+    lb, cut, rec_b = cut_pair("hang", "--passive-health", "off", "--retry-budget", "100")
+    calls = Calls(lb.port, [("POST", "/order-%d" % i, None, b"x") for i in range(2)]
+                  + [("POST", "/keyed-%d" % i, {"Idempotency-Key": "k-%d" % i}, b"y") for i in range(2)])
+    wait_held(cut, 2)
+    assert wait_for(lambda: len(lines(rec_b)) == 2, 5)
+    time.sleep(0.3)
+    marked = time.monotonic()
+    cut.health = "silent"  # checks time out from now on: the link is cut
+    results = calls.join()
+    took = time.monotonic() - marked
+
+    assert took < 3.0  # two checks timing out (300 ms each) after the cut, not the 30 s response timeout
+    held = [l.split()[1] for l in cut.requests]
+    assert len(held) == 2
+    by_path = dict(zip(["/order-0", "/order-1", "/keyed-0", "/keyed-1"], results))
+    for path in held:
+        if path.startswith("/order-"):
+            assert by_path[path][:2] == (502, None)  # not safe to repeat: an error at once
+        else:
+            assert by_path[path][:2] == (200, "B")  # Idempotency-Key: replayed on B
+    b_lines = lines(rec_b)
+    for i in range(2):
+        # A POST without a key reached exactly one server; a keyed one reached B once.
+        assert ("/order-%d" % i in held) + (("POST /order-%d" % i) in b_lines) == 1
+        assert b_lines.count("POST /keyed-%d" % i) == 1
+    assert retries(lb, "marked_down") == sum(1 for p in held if p.startswith("/keyed-"))
+
+
+def test_a_server_answering_not_ready_finishes_what_cannot_move(testbackend_factory, lb_factory, tmp_path):
+    # H's checks are answered (503: a live server whose database is down, say): the GETs held
+    # there move to B at once, a POST without a key is left to H, which answers it itself.
+    health_file = tmp_path / "h-down"
+    rec_h, rec_b = tmp_path / "h.txt", tmp_path / "b.txt"
+    hang = testbackend_factory("H", "--delay-ms", "2500", "--health-file", str(health_file), "--record", str(rec_h))
+    good = testbackend_factory("B", "--record", str(rec_b))
+    admin_port = free_port()
+    lb = lb_factory([hang, good], "--policy", "round-robin", "--health-fall", "2", "--passive-health", "off",
+                    "--admin-listen", "%s:%d" % (LOCALHOST, admin_port))
+    lb.admin_port = admin_port
+    calls = Calls(lb.port, [("GET", "/page-%d" % i, None, None) for i in range(2)]
+                  + [("POST", "/order-%d" % i, None, b"x") for i in range(2)])
+    wait_sent(rec_h, 2)
+    assert wait_for(lambda: len(lines(rec_b)) == 2, 5)
+    marked = time.monotonic()
+    health_file.touch()
+    assert wait_for(lambda: retries(lb, "marked_down") >= 1, 2.0)
+    results = calls.join()
+    by_path = dict(zip(["/page-0", "/page-1", "/order-0", "/order-1"], results))
+    for line in lines(rec_h):
+        method, path = line.split()
+        if method == "GET":
+            assert by_path[path][:2] == (200, "B")
+            assert by_path[path][2] < 2.0  # moved when H went down, not H's 2.5 s
+        else:
+            assert by_path[path][:2] == (200, "H")  # H answered it after all
+    assert time.monotonic() - marked < 5.0
+    assert retries(lb, "marked_down") == sum(1 for l in lines(rec_h) if l.startswith("GET "))
+
+
+def test_spent_budget_no_retry_by_try_timeout_nor_marked_down(cut_pair):
+    # --retry-budget 0: the worker starts with 10 retries and earns none. The try timeout spends
+    # them on GETs held by the cut server; after that a GET held there is not moved: past the try
+    # timeout it keeps waiting, and when the server is marked down (checks timing out) it gets
+    # 502 at once.
+    lb, cut, rec_b = cut_pair("hang", "--passive-health", "off", "--retry-budget", "0", "--try-timeout", "200ms")
+    for i in range(40):
+        if retries(lb, "try_timeout") == 10:
+            break
+        status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/spend-%d" % i)
+        assert (status, headers["x-backend"]) == (200, "B")
+    assert retries(lb, "try_timeout") == 10
+    assert len(cut.requests) == 10
+    calls = Calls(lb.port, [("GET", "/late-%d" % i, None, None) for i in range(2)])
+    wait_held(cut, 11)
+    time.sleep(0.6)  # three try timeouts: refused by the budget, the try goes on
+    assert metric_or_zero(metrics(lb), "agora_lb_retry_budget_refusals_total") == 1
+    late = cut.requests[10].split()[1]
+    i_late = int(late.rsplit("-", 1)[1])
+    assert calls.results[i_late] is None  # still waiting
+    marked = time.monotonic()
+    cut.health = "silent"
+    results = calls.join()
+    assert time.monotonic() - marked < 3.0
+    assert results[i_late][:2] == (502, None)
+    assert results[1 - i_late][:2] == (200, "B")
+    assert retries(lb, "try_timeout") == 10
+    assert retries(lb, "marked_down") == 0
+    assert metric_or_zero(metrics(lb), "agora_lb_retry_budget_refusals_total") == 2
+    assert "GET " + late not in lines(rec_b)
+
+
+def test_response_begun_on_a_cut_server_is_cut(cut_pair):
+    lb, cut, rec_b = cut_pair("partial", "--passive-health", "off")
+    got = None
+    for i in range(2):  # round-robin: one of two GETs goes to the cut server
+        sock = socket.create_connection((LOCALHOST, lb.port), timeout=10)
+        sock.sendall(b"GET /doc-%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        if b"x-backend: p" in data.lower():
+            got = (sock, data)
+            break
+        sock.close()
+    assert got is not None
+    sock, data = got
+    while not data.endswith(b"0123456789"):
+        data += sock.recv(4096)
+    marked = time.monotonic()
+    cut.health = "silent"
+    rest = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        rest += chunk
+    took = time.monotonic() - marked
+    sock.close()
+    assert rest == b""  # the body stops short of its Content-Length: the client sees a cut
+    assert took < 3.0
+    assert len(cut.requests) == 1
+    assert "GET " + cut.requests[0].split()[1] not in lines(rec_b)  # not retried
+    assert retries(lb, "marked_down") == 0
