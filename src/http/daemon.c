@@ -78,6 +78,8 @@ static void on_worker_poll(struct loop *loop, struct loop_timer *t)
 static void on_worker_wake(struct loop *loop, void *data)
 {
     struct worker_thread *wt = data;
+    if (wt->ops->worker_wake)
+        wt->ops->worker_wake(wt->worker);
     if (!atomic_load(&wt->stopping) || loop_timer_armed(&wt->poll))
         return;
     wt->ops->worker_shutdown(wt->worker);

@@ -27,6 +27,10 @@ struct http_daemon_ops {
     void (*worker_shutdown)(void *worker);
     unsigned (*worker_conns)(void *worker);
     void (*worker_free)(void *worker);
+    /* Worker thread: its loop was woken by another thread (loop_wake) for the worker's own
+     * purposes, e.g. the balancer's health checker marking a server down (may be NULL). Called
+     * on every wake, a stop's included. */
+    void (*worker_wake)(void *worker);
     /* Main thread: called once before serving with the main loop (may be NULL). */
     void (*main_start)(void *ctx, struct loop *main_loop);
     /* Main thread: called after the workers stopped (may be NULL). */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/jsonw.h"
+#include "lb/metrics.h"
 
 #define FLUSH_AT 32768
 
@@ -103,6 +104,12 @@ static void write_json(struct lb_access_log *log, const struct lb_log_req *r, co
     else
         jsonw_null(&w);
     jsonw_kv_uint(&w, "retries", e->retries);
+    jsonw_key(&w, "retry_reasons");
+    jsonw_array(&w);
+    for (unsigned r = 0; r < LB_RETRY_N; r++)
+        if (e->retry_reasons & (1u << r))
+            jsonw_cstr(&w, lb_retry_reason_name(r));
+    jsonw_end(&w);
     put_ms(&w, "connect_ms", e->start_us, e->connect_us);
     put_ms(&w, "header_ms", e->start_us, e->header_us);
     put_ms(&w, "total_ms", e->start_us, now_us);

@@ -9,7 +9,9 @@
  * times (milliseconds since the request head began; null when it did not happen):
  *   {"time":"2026-12-03T06:53:59.123Z","client":"IP","request_id":"...","request":"GET /path HTTP/1.1",
  *    "status":200,"bytes":1234,"referer":"-","agent":"-","server":"host:port","retries":0,
- *    "connect_ms":0.101,"header_ms":0.350,"total_ms":0.412}
+ *    "retry_reasons":[],"connect_ms":0.101,"header_ms":0.350,"total_ms":0.412}
+ * ("retry_reasons": the kinds of the retries made, in the order of enum lb_retry_reason, e.g.
+ * ["marked_down"] or ["try_timeout"]; metrics.h names them.)
  * A WebSocket tunnel's line is written when it closes: status 101, bytes (and json's "bytes") what
  * the client received, the time its whole life; json adds "tunnel_to_server" (bytes from the client).
  * Each worker appends to its own buffer and writes it to the shared descriptor when it passes
@@ -50,6 +52,7 @@ struct lb_log_entry {
     uint64_t body_bytes;
     const char *server_key; /* NULL when no server was chosen */
     unsigned retries;       /* attempts after the first */
+    unsigned retry_reasons; /* bit (1 << enum lb_retry_reason, metrics.h) for each kind of retry made */
     uint64_t start_us, connect_us, header_us;
     int tunnel;                /* a WebSocket tunnel: status 101, body_bytes what the client got */
     uint64_t tunnel_to_server; /* ... and the bytes the server got from the client */

@@ -83,6 +83,8 @@ static const struct opts_def opts[] = {
         "backend connect, then 502/retry (default 5s)"),
     ROW("timeouts", "backend_response", "response-timeout", OPTS_DURATION, O(response_timeout_ms), 0,
         "backend response head and gaps in its body, then 504 (default 60s)"),
+    ROW("timeouts", "try", "try-timeout", OPTS_DURATION, O(try_timeout_ms), 0,
+        "one try without a response head, then retried elsewhere when safe (default 0 = off)"),
     ROW("timeouts", "shutdown", "shutdown-timeout", OPTS_DURATION, O(shutdown_timeout_ms), 0,
         "graceful stop deadline for in-flight requests (default 10s)"),
     ROW("limits", "max_header_size", "max-header-size", OPTS_SIZE, O(max_header_size), 0,

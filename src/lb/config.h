@@ -35,6 +35,7 @@ struct lb_config {
     /* timeouts */
     unsigned client_header_timeout_ms, client_idle_timeout_ms, client_body_timeout_ms, client_send_timeout_ms;
     unsigned connect_timeout_ms, response_timeout_ms, shutdown_timeout_ms;
+    unsigned try_timeout_ms;    /* one try without a response head this long is retried elsewhere; 0 = off */
     unsigned tunnel_timeout_ms; /* an upgraded (WebSocket) connection idle both ways this long is closed */
     /* limits */
     uint64_t max_header_size, max_line_size, max_body_size;

@@ -29,8 +29,19 @@
 
 #define HIGH_WATER HTTP_OUT_HIGH_WATER /* backend output queued past this pauses the client body */
 
+/* A worker's exchanges on one server (proxy.c): when the server is marked down (its `downs`
+ * count moves) the worker walks this list only. Created when a first exchange goes to the server;
+ * an empty one is freed when the worker takes a new snapshot. */
+struct px_group {
+    struct lb_server *server; /* reference held */
+    struct px *head;          /* through px.gprev/gnext */
+    unsigned downs_seen;      /* server->downs when the worker last looked */
+    struct px_group *next;    /* in lb_worker.groups */
+};
+
 struct lb_worker {
     struct lb_shared *sh;
+    struct lb_worker *next; /* in sh->workers, under sh->workers_mu */
     struct loop *loop;
     struct http_server *srv;
     struct http_server *tls_srv; /* the TLS listener's, NULL = none */
@@ -46,6 +57,8 @@ struct lb_worker {
     struct lb_retry_budget retry;
     struct px *tunnels;            /* open WebSocket tunnels (tunnel.c), a list through tprev/tnext */
     struct loop_timer tunnel_tick; /* once a second while there are tunnels: drains (tunnel.c) */
+    struct px_group *groups;       /* exchanges by server (proxy.c) */
+    int walking;                   /* a marked-down walk is running: groups are not freed */
 };
 
 struct px {
@@ -73,6 +86,13 @@ struct px {
     uint64_t connect_us, header_us;         /* backend connection ready, response head in (0 = not yet) */
     char request_id[LB_REQUEST_ID_MAX + 1]; /* X-Request-Id: the trusted client's, or made here */
     struct loop_timer timer;
+    struct loop_timer try_timer; /* --try-timeout: the current try has no response head yet */
+    uint64_t head_deadline_ms;   /* loop clock: the response timeout for the head, all tries */
+    struct px_group *grp;        /* of `server`, while it is set */
+    struct px *gprev, *gnext;    /* in grp->head */
+    unsigned downs_at;           /* server->downs when sent there */
+    unsigned retry_reasons;      /* bit (1 << enum lb_retry_reason) for each kind of retry made */
+    int ended;                   /* px_free ran (the memory lives until the iteration ends) */
     struct lb_log_req log;
     /* WebSocket (tunnel.c) */
     int upgrade;              /* a WebSocket upgrade the balancer will tunnel (rewrite.h) */
@@ -90,6 +110,10 @@ struct px {
 
 /* (Re)arms px's timer: when it fires the backend has failed (connect or response timeout). */
 void px_arm(struct px *px, unsigned ms);
+/* The try's connection is up: arms px's timer for the wait for the response head, what is left
+ * of the response timeout, which bounds every try together (head_deadline_ms), and the try
+ * timer (--try-timeout) if the client's request is all in. */
+void px_arm_head(struct px *px);
 /* The backend failed: retries on another server when allowed (see proxy.c), else px_fail. */
 void px_backend_failed(struct px *px, enum lb_fail kind);
 /* Ends px with an error: status and msg if no response head was sent, else the client connection

@@ -24,12 +24,23 @@ struct lb_health {
     struct loop_timer tick;
     uint64_t skip_log_after_ms; /* loop clock: no "skipped" message before this */
     unsigned long skipped;      /* checks skipped since the last message */
+    void (*on_down)(void *ctx); /* a server was marked down (lb_health_on_down) */
+    void *on_down_ctx;
 };
 
 /* Skipped checks are reported at most this often. */
 #define SKIP_LOG_MS 10000
 
-void lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what)
+/* Marks s down: `downs` first, so that a worker that sees the server unhealthy also sees the new
+ * count (proxy.c compares it with the count its exchanges were sent under). */
+static void mark_down(struct lb_server *s)
+{
+    s->hc_down = 1;
+    atomic_fetch_add(&s->downs, 1);
+    atomic_store(&s->healthy, 0);
+}
+
+int lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what)
 {
     lb_server_set_last_check(s, what, "");
     int healthy = atomic_load(&s->healthy);
@@ -37,18 +48,29 @@ void lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fa
         s->hc_fall = 0;
         if (!healthy && ++s->hc_rise >= (int)rise) {
             s->hc_rise = 0;
+            s->hc_down = 0;
             atomic_store(&s->healthy, 1);
             atomic_store(&s->up_since_ms, loop_clock_us() / 1000);
             lb_events_add(s->events, LB_EV_UP, s->key, "%s", what);
         }
     } else {
         s->hc_rise = 0;
-        if (healthy && ++s->hc_fall >= (int)fall) {
+        /* A server the proxy ejected (passive.h) is out already, but only the checks' own verdict
+         * marks it down: it counts towards fall too. */
+        if (!s->hc_down && ++s->hc_fall >= (int)fall) {
             s->hc_fall = 0;
-            atomic_store(&s->healthy, 0);
-            lb_events_add(s->events, LB_EV_DOWN, s->key, "%s", what);
+            mark_down(s);
+            lb_events_add(s->events, LB_EV_DOWN, s->key, healthy ? "%s" : "%s (was ejected)", what);
+            return 1;
         }
     }
+    return 0;
+}
+
+void lb_health_on_down(struct lb_health *h, void (*fn)(void *ctx), void *ctx)
+{
+    h->on_down = fn;
+    h->on_down_ctx = ctx;
 }
 
 static void check_free(struct check *c)
@@ -63,22 +85,37 @@ static void check_free(struct check *c)
     free(c);
 }
 
-static void check_done(struct check *c, int passed, const char *what)
+/* The verdict of c: passed, or failed with an HTTP answer (answered: a live server saying it is
+ * not ready) or without one (a timeout, a refused or reset connection). */
+static void check_done(struct check *c, int passed, int answered, const char *what)
 {
     struct lb_server *s = c->server;
+    struct lb_health *h = c->h;
+    int down = 0;
+    if (!passed) /* before `downs` moves (mark_down): the workers read it after */
+        atomic_store(&s->down_answered, answered);
     if (!s->hc_checked) {
         /* The first check ever decides the state at once. */
         s->hc_checked = 1;
-        if (atomic_exchange(&s->healthy, passed) != passed) /* servers start up, added ones down */
-            lb_events_add(s->events, passed ? LB_EV_UP : LB_EV_DOWN, s->key, "first check: %s", what);
+        if (!passed) {
+            int was = atomic_load(&s->healthy); /* servers start up, added ones down */
+            mark_down(s);
+            down = 1;
+            if (was)
+                lb_events_add(s->events, LB_EV_DOWN, s->key, "first check: %s", what);
+        } else if (!atomic_exchange(&s->healthy, 1)) {
+            lb_events_add(s->events, LB_EV_UP, s->key, "first check: %s", what);
+        }
         s->hc_rise = s->hc_fall = 0;
         lb_server_set_last_check(s, what, "");
     } else if (passed && loop_clock_us() / 1000 < atomic_load(&s->ejected_until_ms)) {
         lb_server_set_last_check(s, what, " (ejected)"); /* too early to come back */
     } else {
-        lb_health_apply(s, passed, c->h->cfg->rise, c->h->cfg->fall, what);
+        down = lb_health_apply(s, passed, h->cfg->rise, h->cfg->fall, what);
     }
     check_free(c);
+    if (down > 0 && h->on_down)
+        h->on_down(h->on_down_ctx);
 }
 
 /* The check could not run for want of a local resource (err): that is no verdict on the server.
@@ -111,7 +148,7 @@ static void on_check_done(struct http_client *cl, void *data)
     switch (cl->error) {
     case HTTP_CLIENT_OK:
         snprintf(what, sizeof(what), "HTTP %d", cl->status);
-        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, what);
+        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, 1, what);
         return;
     case HTTP_CLIENT_ECONNECT:
         if (net_local_shortage(cl->err)) {
@@ -137,7 +174,7 @@ static void on_check_done(struct http_client *cl, void *data)
         snprintf(what, sizeof(what), "malformed response");
         break;
     }
-    check_done(c, 0, what);
+    check_done(c, 0, 0, what);
 }
 
 static void start_check(struct lb_health *h, struct lb_server *s)

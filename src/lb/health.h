@@ -10,7 +10,14 @@
  * A check that cannot run because this process is short of something (a descriptor, buffers, a
  * local port: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL) is no verdict: the server's state
  * and rise/fall counts are kept, its last-check text says "not checked: ...", and stderr gets a
- * message at most every 10 s. */
+ * message at most every 10 s.
+ * A server marked down by the checks (after `fall` failures, or by its first check) has its
+ * `downs` count increased before `healthy` is cleared, and the function set with
+ * lb_health_on_down is called on the checker's thread: the balancer wakes its workers with it,
+ * which then abandon or retry the requests still waiting on that server (proxy.c). The server's
+ * `down_answered` tells them whether the failing check got an HTTP answer (a live server saying
+ * it is not ready) or none (a timeout, a refused or reset connection). Passive ejection does not
+ * do this (passive.h). */
 #ifndef AGORA_LB_HEALTH_H
 #define AGORA_LB_HEALTH_H
 #include "core/loop.h"
@@ -24,8 +31,12 @@ struct lb_health *lb_health_start(struct loop *loop, const struct lb_config *cfg
 /* Runs a round now (e.g. after the server set changed); servers with a check in flight are
  * skipped. */
 void lb_health_kick(struct lb_health *h);
-/* Applies a new verdict to a server (rise/fall logic); exposed for unit tests. */
-void lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what);
+/* Sets the function called (on the checker's thread) each time a check marks a server down;
+ * fn may be NULL. */
+void lb_health_on_down(struct lb_health *h, void (*fn)(void *ctx), void *ctx);
+/* Applies a new verdict to a server (rise/fall logic); exposed for unit tests. Returns 1 if this
+ * verdict marked the server down (its `downs` count was increased), else 0. */
+int lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what);
 /* Cancels checks in flight and frees everything. */
 void lb_health_stop(struct lb_health *h);
 

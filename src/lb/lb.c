@@ -111,12 +111,17 @@ static void *worker_create(void *ctx, struct loop *loop, int listen_fd, int list
 static void worker_shutdown(void *w) { lb_worker_shutdown(w); }
 static unsigned worker_conns(void *w) { return lb_worker_conns(w); }
 static void worker_free(void *w) { lb_worker_free(w); }
+static void worker_wake(void *w) { lb_worker_wake(w); }
+
+/* The health checker marked a server down: the workers rescue the requests waiting on it. */
+static void on_server_down(void *sh) { lb_proxy_servers_down(sh); }
 
 static void main_start(void *ctx, struct loop *loop)
 {
     struct lb *lb = ctx;
     lb->main_loop = loop;
     lb->health = lb_health_start(loop, &lb->cfg, &lb->sh.registry);
+    lb_health_on_down(lb->health, on_server_down, &lb->sh);
     if (strcmp(lb->cfg.admin_listen, "off")) {
         char err[300];
         lb->admin = lb_admin_start(loop, &lb->sh, lb->health, err, sizeof(err));
@@ -215,6 +220,7 @@ int lb_main(int argc, char **argv)
         goto out;
     }
     lb->sh.cfg = &lb->cfg;
+    lb_shared_init(&lb->sh);
     lb->sh.events = lb_events_new();
     lb->sh.policy = lb_policy_find(lb->cfg.policy);
     if (!lb->sh.policy) {
@@ -282,6 +288,7 @@ int lb_main(int argc, char **argv)
         .worker_shutdown = worker_shutdown,
         .worker_conns = worker_conns,
         .worker_free = worker_free,
+        .worker_wake = worker_wake,
         .main_start = main_start,
         .main_stop = main_stop,
         .reload = reload,
@@ -295,6 +302,8 @@ int lb_main(int argc, char **argv)
     if (rc == 0)
         fprintf(stderr, "agora lb: stopped\n");
 out:
+    if (lb->sh.cfg)
+        lb_shared_destroy(&lb->sh);
     lb_config_free(&lb->cfg);
     lb_events_free(lb->sh.events);
     free(lb);

@@ -60,6 +60,12 @@ static void histogram(struct buf *out, const char **lab, const struct lb_set *se
     }
 }
 
+const char *lb_retry_reason_name(enum lb_retry_reason r)
+{
+    static const char *const names[LB_RETRY_N] = {"connect", "error", "marked_down", "try_timeout"};
+    return r < LB_RETRY_N ? names[r] : "other";
+}
+
 void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, struct buf *out)
 {
     uint64_t now_ms = loop_clock_us() / 1000;
@@ -89,6 +95,13 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
                 "TLS handshakes on --tls-listen that failed (not TLS, no common protocol or cipher, an error) or "
                 "missed the handshake deadline.");
     buf_printf(out, "agora_lb_tls_handshake_failures_total %llu\n", (unsigned long long)LOAD(c->http.tls_failed));
+    prom_family(out, "agora_lb_retries_total", "counter",
+                "Requests sent to another server after a try failed, by reason (connect: nothing was sent; error: "
+                "failed after sending; marked_down: the server was marked down by the health checks while the "
+                "request waited; try_timeout: no response head within the try timeout).");
+    for (unsigned r = 0; r < LB_RETRY_N; r++)
+        buf_printf(out, "agora_lb_retries_total{reason=\"%s\"} %llu\n", lb_retry_reason_name(r),
+                   (unsigned long long)LOAD(c->retries[r]));
     prom_family(out, "agora_lb_retry_budget_refusals_total", "counter",
                 "Retries not made because the retry budget was spent.");
     buf_printf(out, "agora_lb_retry_budget_refusals_total %llu\n", (unsigned long long)LOAD(c->budget_refusals));

@@ -9,7 +9,7 @@
  * lb_shared): the answers it made itself, by status — its request path's (the backend never
  * answered: 502/503/504; refusals: 400) and its HTTP layer's (malformed or too large requests,
  * timeouts, per-address limits: 400/408/413/414/429/431/501/503/505) —, open client
- * connections, retry-budget refusals, reloads, WebSocket tunnels (open, opened, refused, bytes each
+ * connections, retries by reason, retry-budget refusals, reloads, WebSocket tunnels (open, opened, refused, bytes each
  * way); and gauges read at scrape time (the configuration
  * generation, the number of servers).
  *
@@ -29,11 +29,21 @@
 
 struct lb_set;
 
+/* Why a request was sent to another server (agora_lb_retries_total{reason}, and the access
+ * log's "retry_reasons"): nothing reached the first (connect), it failed after sending (error: a
+ * reset, a close, a failed write), the active checks marked it down while the request waited
+ * (marked_down), or --try-timeout passed without a response head (try_timeout). */
+enum lb_retry_reason { LB_RETRY_CONNECT, LB_RETRY_ERROR, LB_RETRY_MARKED_DOWN, LB_RETRY_TRY_TIMEOUT, LB_RETRY_N };
+
+/* The label value of a reason ("connect", "error", "marked_down", "try_timeout"). */
+const char *lb_retry_reason_name(enum lb_retry_reason r);
+
 struct lb_counters {
-    struct http_answers answers;          /* made by the balancer's request path */
-    struct http_server_stats http;        /* its HTTP layer's: client connections, answers it made */
-    atomic_uint_fast64_t budget_refusals; /* retries the retry budget refused */
-    atomic_uint_fast64_t reloads;         /* successful SIGHUP reloads */
+    struct http_answers answers;              /* made by the balancer's request path */
+    struct http_server_stats http;            /* its HTTP layer's: client connections, answers it made */
+    atomic_uint_fast64_t budget_refusals;     /* retries the retry budget refused */
+    atomic_uint_fast64_t retries[LB_RETRY_N]; /* retries made, by reason */
+    atomic_uint_fast64_t reloads;             /* successful SIGHUP reloads */
     /* WebSocket tunnels (lb/tunnel.c) */
     atomic_int tunnel_slots;              /* tunnels open or being asked for (the max_tunnels cap) */
     atomic_int tunnels_open;              /* tunnels open (after the 101) */

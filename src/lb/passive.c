@@ -8,7 +8,7 @@
 
 void lb_passive_fail(const struct lb_set *set, struct lb_server *s, const struct lb_config *cfg, enum lb_fail kind)
 {
-    if (!cfg->passive_health || !atomic_load(&s->healthy))
+    if (!cfg->passive_health || kind == LB_FAIL_DOWN || kind == LB_FAIL_TRY_TIMEOUT || !atomic_load(&s->healthy))
         return;
     /* Never eject so many that the rest are overwhelmed: at most max_eject_percent may be out. */
     size_t active = 0, down = 0;

@@ -22,7 +22,10 @@
 #include "lb/config.h"
 #include "lb/servers.h"
 
-enum lb_fail { LB_FAIL_CONNECT, LB_FAIL_IO, LB_FAIL_TIMEOUT, LB_FAIL_5XX };
+/* LB_FAIL_DOWN (the active checks marked the server down while the request waited on it) and
+ * LB_FAIL_TRY_TIMEOUT (--try-timeout passed without a response head) end a try for the proxy;
+ * neither ejects here (the proxy reports a try timeout with lb_passive_5xx, as one 5xx). */
+enum lb_fail { LB_FAIL_CONNECT, LB_FAIL_IO, LB_FAIL_TIMEOUT, LB_FAIL_5XX, LB_FAIL_DOWN, LB_FAIL_TRY_TIMEOUT };
 
 /* Reports a failure of kind on s, a server of set (the worker's snapshot): ejects s if it is
  * healthy, passive health is on and the max_eject_percent cap allows. */

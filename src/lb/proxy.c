@@ -16,9 +16,30 @@
  * written, the request goes to another server only if it is safe to repeat (idempotent method or
  * Idempotency-Key), fully kept in the replay buffer, has no response byte yet and the retry budget
  * allows. Otherwise the client gets 502 (504 for a response timeout), or its connection is cut
- * once a response has begun. */
+ * once a response has begun.
+ *
+ * Two events end a try that is still waiting, under the same rules (HAProxy's `on-marked-down
+ * shutdown-sessions`, Envoy's per-try timeout):
+ * - the active checks mark its server down (health.h raises the server's `downs` and wakes every
+ *   worker: lb_proxy_servers_down). Each worker keeps its exchanges in a list per server
+ *   (struct px_group) and walks only the lists of servers whose count moved since it last looked.
+ *   An exchange sent before the count moved and still waiting for its head moves to another
+ *   server if that is allowed as above. If the failing check got no answer at all (a timeout, a
+ *   refused or reset connection: a cut link, a dead host) nothing more will come from the server:
+ *   an exchange that cannot move is answered 502 at once, or its client connection cut if the
+ *   response had begun. If the check was answered (a live server saying it is not ready, e.g. its
+ *   database is down), what cannot move is left to finish: the server may still answer it (with
+ *   its own 503 and Retry-After, say). Exchanges sent to a server already down (panic mode) and
+ *   WebSocket tunnels are left alone. Passive ejection does none of this.
+ * - --try-timeout passes with no response head (counted from when the try's connection is up and
+ *   the client's request is all in): the try is abandoned and the request moved when
+ *   allowed as above and another server is there; when not, the try goes on (a try timeout never
+ *   fails a request by itself: retrying is its only purpose).
+ * The response timeout bounds the wait for the response head over all tries together
+ * (head_deadline_ms), then each gap in the body. */
 #include "lb/proxy.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +51,77 @@
 #include "lb/exchange.h"
 #include "lb/local.h"
 #include "lb/rewrite.h"
+
+/* ---- the workers' list, and exchanges by server ---- */
+
+void lb_shared_init(struct lb_shared *sh)
+{
+    pthread_mutex_init(&sh->workers_mu, NULL);
+    sh->workers = NULL;
+}
+
+void lb_shared_destroy(struct lb_shared *sh) { pthread_mutex_destroy(&sh->workers_mu); }
+
+void lb_proxy_servers_down(struct lb_shared *sh)
+{
+    pthread_mutex_lock(&sh->workers_mu);
+    for (struct lb_worker *w = sh->workers; w; w = w->next)
+        loop_wake(w->loop);
+    pthread_mutex_unlock(&sh->workers_mu);
+}
+
+static void worker_register(struct lb_worker *w)
+{
+    pthread_mutex_lock(&w->sh->workers_mu);
+    w->next = w->sh->workers;
+    w->sh->workers = w;
+    pthread_mutex_unlock(&w->sh->workers_mu);
+}
+
+/* Leaves sh->workers: no thread wakes w's loop after this returns. */
+static void worker_unregister(struct lb_worker *w)
+{
+    pthread_mutex_lock(&w->sh->workers_mu);
+    struct lb_worker **pp = &w->sh->workers;
+    while (*pp && *pp != w)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = w->next;
+    pthread_mutex_unlock(&w->sh->workers_mu);
+}
+
+/* The worker's group of exchanges on s, made if there is none. */
+static struct px_group *group_of(struct lb_worker *w, struct lb_server *s)
+{
+    for (struct px_group *g = w->groups; g; g = g->next)
+        if (g->server == s)
+            return g;
+    struct px_group *g = alloc_calloc(1, sizeof(*g));
+    g->server = s;
+    lb_server_ref(s);
+    g->downs_seen = atomic_load(&s->downs);
+    g->next = w->groups;
+    w->groups = g;
+    return g;
+}
+
+/* Frees the worker's empty groups (all of them when `all`, at the worker's end). */
+static void groups_sweep(struct lb_worker *w, int all)
+{
+    if (w->walking)
+        return;
+    struct px_group **pp = &w->groups;
+    while (*pp) {
+        struct px_group *g = *pp;
+        if (g->head && !all) {
+            pp = &g->next;
+            continue;
+        }
+        *pp = g->next;
+        lb_server_unref(g->server);
+        free(g);
+    }
+}
 
 /* ---- choosing a server ---- */
 
@@ -49,6 +141,7 @@ static void worker_refresh(struct lb_worker *w)
     lb_selector_init(&w->sel, sh->policy, set);
     w->set = set;
     w->gen = set->gen;
+    groups_sweep(w, 0); /* servers removed meanwhile keep no group */
 }
 
 /* Chooses a server not yet tried for px; NULL if none is usable. */
@@ -68,12 +161,27 @@ static void px_use_server(struct px *px, struct lb_server *s)
     px->queued = (unsigned)atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed) + 1;
     atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
     lb_tried_add(&px->tried, s);
+    px->downs_at = atomic_load(&s->downs);
+    px->grp = group_of(px->w, s);
+    px->gprev = NULL;
+    px->gnext = px->grp->head;
+    if (px->gnext)
+        px->gnext->gprev = px;
+    px->grp->head = px;
 }
 
 static void px_release_server(struct px *px)
 {
     if (!px->server)
         return;
+    if (px->gprev)
+        px->gprev->gnext = px->gnext;
+    else
+        px->grp->head = px->gnext;
+    if (px->gnext)
+        px->gnext->gprev = px->gprev;
+    px->grp = NULL;
+    px->gprev = px->gnext = NULL;
     atomic_fetch_sub_explicit(&px->server->inflight, 1, memory_order_relaxed);
     lb_server_unref(px->server);
     px->server = NULL;
@@ -98,6 +206,7 @@ static void px_log(struct px *px, int status)
                              .body_bytes = px->body_bytes,
                              .server_key = px->server ? px->server->key : NULL,
                              .retries = px->tried.n > 1 ? (unsigned)px->tried.n - 1 : 0,
+                             .retry_reasons = px->retry_reasons,
                              .start_us = px->start_us,
                              .connect_us = px->connect_us,
                              .header_us = px->header_us,
@@ -112,7 +221,9 @@ static void free_later(struct loop *loop, void *p) { free(p); }
  * still compare pointers to it (e.g. `u->owner == px`) but must not use it otherwise. */
 static void px_free(struct px *px)
 {
+    px->ended = 1;
     loop_timer_cancel(px->w->loop, &px->timer);
+    loop_timer_cancel(px->w->loop, &px->try_timer);
     buf_free(&px->replay);
     tunnel_release(px);
     px_release_server(px);
@@ -121,14 +232,40 @@ static void px_free(struct px *px)
 
 void px_arm(struct px *px, unsigned ms) { loop_timer_arm(px->w->loop, &px->timer, ms); }
 
+/* Milliseconds left of the response timeout for the head (0 when it passed). */
+static unsigned head_left(const struct px *px)
+{
+    uint64_t now = loop_now(px->w->loop);
+    return px->head_deadline_ms > now ? (unsigned)(px->head_deadline_ms - now) : 0;
+}
+
+/* Starts the try timer (--try-timeout) once the try's connection is up and the client's request
+ * is all in (as Envoy's per-try timeout: neither a slow connect, which the connect timeout
+ * bounds, nor a slow upload counts against the backend). */
+static void px_arm_try(struct px *px)
+{
+    const struct lb_config *cfg = px->w->sh->cfg;
+    if (cfg->try_timeout_ms && !px->upgrade && px->req_body_done && px->up && px->up->state != LB_UP_CONNECTING &&
+        !loop_timer_armed(&px->try_timer))
+        loop_timer_arm(px->w->loop, &px->try_timer, cfg->try_timeout_ms);
+}
+
+void px_arm_head(struct px *px)
+{
+    px_arm(px, head_left(px));
+    px_arm_try(px);
+}
+
 static void on_px_timer(struct loop *loop, struct loop_timer *t)
 {
     struct px *px = t->data;
-    if (px->up && px->up->state == LB_UP_CONNECTING)
+    if (px->up && px->up->state == LB_UP_CONNECTING && head_left(px) > 0)
         px_backend_failed(px, LB_FAIL_CONNECT); /* connect timeout: nothing was sent */
     else
         px_backend_failed(px, LB_FAIL_TIMEOUT);
 }
+
+static void on_px_try_timer(struct loop *loop, struct loop_timer *t);
 
 /* Detaches and closes px's backend connection, if any. */
 static void px_close_upstream(struct px *px)
@@ -153,12 +290,14 @@ static int px_start_upstream(struct px *px, struct buf *pending)
     px->up = u;
     http_reader_init(&px->resp, px->req->method, 0); /* a retry reads a new response */
     px->resp.final_101 = px->upgrade;                /* a 101 ends the exchange's HTTP part */
+    loop_timer_cancel(w->loop, &px->try_timer);      /* a new try: armed once connected (px_arm_head) */
     if (u->state == LB_UP_CONNECTING) {
-        px_arm(px, w->sh->cfg->connect_timeout_ms);
+        unsigned left = head_left(px);
+        px_arm(px, w->sh->cfg->connect_timeout_ms < left ? w->sh->cfg->connect_timeout_ms : left);
     } else {
         if (lb_access_log_on(&w->log))
             px->connect_us = loop_clock_us(); /* a pooled connection, ready at once */
-        px_arm(px, w->sh->cfg->response_timeout_ms);
+        px_arm_head(px);
         if (relay_flush(u) < 0)
             return 0; /* px already handled */
     }
@@ -191,6 +330,8 @@ static int px_dispatch(struct px *px, struct buf *pending)
         if (!s)
             break;
         atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
+        px->retry_reasons |= 1u << LB_RETRY_CONNECT;
+        atomic_fetch_add_explicit(&w->sh->counters.retries[LB_RETRY_CONNECT], 1, memory_order_relaxed);
         px_use_server(px, s);
     }
     buf_free(pending);
@@ -207,15 +348,78 @@ static void px_fail_dispatch(struct px *px, int rc)
         px_fail(px, 502, "Error communicating with backend server");
 }
 
-/* The backend failed. Retry on another server when nothing reached the backend (any method), or
- * when the request is safe to repeat and fully replayable and the retry budget allows; otherwise
- * answer the client (if it has no response head yet) or cut it off. A failure on a reused pooled
- * connection before any response byte (stale) is no verdict on the server and costs no budget. */
-void px_backend_failed(struct px *px, enum lb_fail kind)
+/* How a try that failed or was abandoned may go on elsewhere. */
+enum move { MOVE_NO, MOVE_QUEUED, MOVE_REPLAY };
+
+/* Whether px's try may move to another server (a server still to be found): MOVE_QUEUED when
+ * nothing reached the backend (any method: what is queued moves), MOVE_REPLAY when the request is
+ * safe to repeat, every byte of it is in the replay buffer and no response byte came (a retry
+ * budget permit is still needed, except for a stale pooled connection), else MOVE_NO; also
+ * MOVE_NO once a response head came, after --retries, and on a response timeout. */
+static enum move px_movable(const struct px *px, enum lb_fail kind)
+{
+    const struct lb_upstream *u = px->up;
+    if (!u || px->resp.phase != HTTP_READER_HEAD || px->head_sent || kind == LB_FAIL_TIMEOUT ||
+        px->tried.n > (int)px->w->sh->cfg->retries)
+        return MOVE_NO;
+    if (u->bytes_written == 0)
+        return MOVE_QUEUED;
+    if (px->safe && px->replayable && buf_used(&u->in) == 0)
+        return MOVE_REPLAY;
+    return MOVE_NO;
+}
+
+static enum lb_retry_reason retry_reason(enum lb_fail kind)
+{
+    switch (kind) {
+    case LB_FAIL_CONNECT:
+        return LB_RETRY_CONNECT;
+    case LB_FAIL_DOWN:
+        return LB_RETRY_MARKED_DOWN;
+    case LB_FAIL_TRY_TIMEOUT:
+        return LB_RETRY_TRY_TIMEOUT;
+    default:
+        return LB_RETRY_ERROR;
+    }
+}
+
+/* Moves px (px_movable said how) from its server to s, or to a server picked now when s is NULL;
+ * answers the client (px_fail_dispatch) when there is none or none can be reached. */
+static void px_move(struct px *px, enum lb_fail kind, enum move how, struct lb_server *s)
 {
     struct lb_worker *w = px->w;
     struct lb_upstream *u = px->up;
-    int stale = u && u->uses > 1 && kind == LB_FAIL_IO;
+    struct buf pending = {0};
+    if (how == MOVE_QUEUED) {
+        pending = u->out; /* nothing reached the backend: move what is queued */
+        memset(&u->out, 0, sizeof(u->out));
+    } else {
+        buf_append(&pending, buf_head(&px->replay), buf_used(&px->replay));
+    }
+    px_close_upstream(px);
+    struct lb_server *failed = px->server; /* w->set holds a reference */
+    px_release_server(px);
+    if (!s)
+        s = pick_server(px);
+    if (s && failed)
+        atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
+    int rc = -1;
+    if (s) {
+        enum lb_retry_reason r = retry_reason(kind);
+        px->retry_reasons |= 1u << r;
+        atomic_fetch_add_explicit(&w->sh->counters.retries[r], 1, memory_order_relaxed);
+        px_use_server(px, s);
+        if ((rc = px_dispatch(px, &pending)) == 0)
+            return;
+    }
+    buf_free(&pending);
+    px_fail_dispatch(px, rc);
+}
+
+/* Counts a failure of px's try on its server: errors, connect failures, passive health (not for
+ * a stale pooled connection). */
+static void px_count_failure(struct px *px, enum lb_fail kind, int stale)
+{
     if (px->server) {
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         if (kind == LB_FAIL_CONNECT)
@@ -223,40 +427,121 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
     }
     if (!stale)
         px_passive_fail(px, kind);
-    int can =
-        px->resp.phase == HTTP_READER_HEAD && px->tried.n <= (int)w->sh->cfg->retries && kind != LB_FAIL_TIMEOUT && u;
-    struct buf pending = {0};
-    if (can && u->bytes_written == 0) {
-        /* Nothing reached the backend: move what is queued to another server. */
-        pending = u->out;
-        memset(&u->out, 0, sizeof(u->out));
-    } else if (can && px->safe && px->replayable && buf_used(&u->in) == 0 &&
-               (stale || lb_retry_budget_take(&w->retry))) {
-        buf_append(&pending, buf_head(&px->replay), buf_used(&px->replay));
-    } else {
-        if (can && px->safe && px->replayable && buf_used(&u->in) == 0)
-            atomic_fetch_add_explicit(&w->sh->counters.budget_refusals, 1, memory_order_relaxed);
-        can = 0;
+}
+
+/* The backend failed, or (LB_FAIL_DOWN) its server was marked down while px waited. Retry on
+ * another server when px_movable allows and, after bytes were sent, the retry budget does;
+ * otherwise answer the client (if it has no response head yet) or cut it off. A failure on a
+ * reused pooled connection before any response byte (stale) is no verdict on the server and
+ * costs no budget. */
+void px_backend_failed(struct px *px, enum lb_fail kind)
+{
+    struct lb_worker *w = px->w;
+    struct lb_upstream *u = px->up;
+    int stale = u && u->uses > 1 && kind == LB_FAIL_IO;
+    px_count_failure(px, kind, stale);
+    enum move how = px_movable(px, kind);
+    if (how == MOVE_REPLAY && !stale && !lb_retry_budget_take(&w->retry)) {
+        atomic_fetch_add_explicit(&w->sh->counters.budget_refusals, 1, memory_order_relaxed);
+        how = MOVE_NO;
     }
-    if (can) {
-        px_close_upstream(px);
-        struct lb_server *failed = px->server; /* w->set holds a reference */
-        px_release_server(px);
-        struct lb_server *s = pick_server(px);
-        if (s && failed)
-            atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
-        int rc = -1;
-        if (s) {
-            px_use_server(px, s);
-            if ((rc = px_dispatch(px, &pending)) == 0)
-                return;
-        }
-        buf_free(&pending);
-        px_fail_dispatch(px, rc);
+    if (how != MOVE_NO) {
+        px_move(px, kind, how, NULL);
         return;
     }
-    px_fail(px, kind == LB_FAIL_TIMEOUT ? 504 : 502,
-            kind == LB_FAIL_TIMEOUT ? "Backend server timed out" : "Error communicating with backend server");
+    if (kind == LB_FAIL_TIMEOUT || kind == LB_FAIL_TRY_TIMEOUT)
+        px_fail(px, 504, "Backend server timed out");
+    else if (kind == LB_FAIL_DOWN)
+        px_fail(px, 502, "Backend server marked down by health checks");
+    else
+        px_fail(px, 502, "Error communicating with backend server");
+}
+
+/* Moves px's waiting try (kind: why) to another server if px_movable allows, a usable server is
+ * there and, after sending, the retry budget has a retry. Returns 1 if px was moved (or answered
+ * by px_move), 0 if it was left as it was. */
+static int px_try_move(struct px *px, enum lb_fail kind)
+{
+    if (px->ended || px->tunnel || !px->server)
+        return 0;
+    enum move how = px_movable(px, kind);
+    if (how == MOVE_NO)
+        return 0;
+    struct lb_server *s = pick_server(px); /* px->server is in the tried set */
+    if (!s)
+        return 0;
+    if (how == MOVE_REPLAY && !lb_retry_budget_take(&px->w->retry)) {
+        atomic_fetch_add_explicit(&px->w->sh->counters.budget_refusals, 1, memory_order_relaxed);
+        return 0;
+    }
+    atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+    /* For passive health a try timeout is a 5xx (Envoy counts it as a gateway failure): one in a
+     * streak of eject_5xx, not an ejection at once; a slow response is no dead server. */
+    if (kind == LB_FAIL_TRY_TIMEOUT)
+        lb_passive_5xx(px->w->set, px->server, px->w->sh->cfg);
+    px_move(px, kind, how, s);
+    return 1;
+}
+
+/* --try-timeout passed without a response head: the try is abandoned when px may move and
+ * another server is there (budget permitting); otherwise it goes on, bounded by the response
+ * timeout. */
+static void on_px_try_timer(struct loop *loop, struct loop_timer *t) { px_try_move(t->data, LB_FAIL_TRY_TIMEOUT); }
+
+/* px's server was marked down while px was on it. If the failing check got no answer at all
+ * (`answered` 0: a timeout, a refused or reset connection: a cut link, a dead host), nothing
+ * more will come from it: a try still waiting for its head moves or fails now
+ * (px_backend_failed), a response already begun is cut (the client connection closes). If the
+ * check was answered (a live server saying it is not ready, e.g. its database is down), the
+ * server may still answer what it has: px moves only when it may and a usable server is there,
+ * else it is left to finish. A tunnel is left alone. */
+static void px_server_down(struct px *px, int answered)
+{
+    if (px->tunnel)
+        return;
+    if (answered) {
+        px_try_move(px, LB_FAIL_DOWN);
+        return;
+    }
+    if (px->head_sent || px->resp.phase != HTTP_READER_HEAD) {
+        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+        px_fail(px, 502, "Backend server marked down by health checks");
+        return;
+    }
+    px_backend_failed(px, LB_FAIL_DOWN);
+}
+
+void lb_worker_wake(struct lb_worker *w)
+{
+    for (struct px_group *g = w->groups; g; g = g->next) {
+        unsigned downs = atomic_load(&g->server->downs);
+        if (downs == g->downs_seen)
+            continue;
+        g->downs_seen = downs;
+        int answered = atomic_load(&g->server->down_answered);
+        /* Handling one exchange may end or move others' neighbours in the list (a client's next
+         * pipelined request starts when one is answered): take the list first, then check each
+         * is still on this server and not handled (an ended px lives until the iteration ends). */
+        size_t n = 0;
+        for (struct px *px = g->head; px; px = px->gnext)
+            n++;
+        if (!n)
+            continue;
+        struct px **v = alloc_calloc(n, sizeof(*v));
+        n = 0;
+        for (struct px *px = g->head; px; px = px->gnext)
+            v[n++] = px;
+        w->walking++;
+        for (size_t i = 0; i < n; i++) {
+            struct px *px = v[i];
+            if (px->ended || px->grp != g || px->downs_at == downs)
+                continue;
+            px->downs_at = downs;
+            px_server_down(px, answered);
+        }
+        w->walking--;
+        free(v);
+    }
 }
 
 /* Ends the exchange with an error: an error response if nothing was sent yet, else the client
@@ -384,6 +669,9 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     px->client_keep_alive = h->keep_alive;
     px->timer.fn = on_px_timer;
     px->timer.data = px;
+    px->try_timer.fn = on_px_try_timer;
+    px->try_timer.data = px;
+    px->head_deadline_ms = loop_now(w->loop) + cfg->response_timeout_ms;
     px->req_body_done = h->body == HTTP_BODY_NONE;
     lb_request_id(h, w->sh->cfg->trust_forwarded, &w->id_state, px->request_id);
     if (lb_access_log_on(&w->log))
@@ -481,6 +769,7 @@ static void on_body_end(void *ctx, struct http_conn *c)
     if (px->req_body_done)
         return;
     px->req_body_done = 1;
+    px_arm_try(px);
     if (px->req_chunked && px->up) {
         if (px->replayable)
             buf_append(&px->replay, "0\r\n\r\n", 5);
@@ -542,6 +831,7 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
         w->rng = 1;
     lb_retry_budget_init(&w->retry);
     tunnel_worker_init(w);
+    worker_register(w);
     lb_pools_init(&w->pools, loop, cfg->pool_idle_max, cfg->pool_idle_timeout_ms, relay_io);
     lb_access_log_init(&w->log, loop, sh->access_log_fd,
                        strcmp(sh->cfg->access_log_format, "json") ? LB_LOG_COMBINED : LB_LOG_JSON);
@@ -583,10 +873,12 @@ void lb_worker_free(struct lb_worker *w)
 {
     if (!w)
         return;
+    worker_unregister(w);
     if (w->srv)
         http_server_free(w->srv); /* aborts the exchanges, tunnels too */
     if (w->tls_srv)
         http_server_free(w->tls_srv);
+    groups_sweep(w, 1);
     tunnel_worker_stop(w);
     lb_access_log_close(&w->log);
     lb_pools_free(&w->pools);

@@ -14,6 +14,7 @@
  * rewrite.h (the heads), local.h (/health, /stats), accesslog.h. */
 #ifndef AGORA_LB_PROXY_H
 #define AGORA_LB_PROXY_H
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "core/loop.h"
@@ -36,9 +37,24 @@ struct lb_shared {
     struct lb_events *events;     /* the event log (events.h), for the dashboard */
     struct http_tls *tls;         /* the TLS listener's certificates (http/tls.h), NULL = none */
     const char *hsts;             /* "Strict-Transport-Security: ...\r\n" for TLS responses, or NULL */
+    /* the workers, for lb_proxy_servers_down: a list through lb_worker's next, under workers_mu
+     * (initialised with lb_shared_init) */
+    pthread_mutex_t workers_mu;
+    struct lb_worker *workers;
 };
 
 struct lb_worker;
+
+/* Initialises what lb_shared needs besides its plain fields (the workers' list and its lock);
+ * lb_shared_destroy undoes it once no worker is left. */
+void lb_shared_init(struct lb_shared *sh);
+void lb_shared_destroy(struct lb_shared *sh);
+
+/* Any thread (the health checker's, after raising a server's `downs`, health.h): wakes every
+ * worker, which then looks at its exchanges on servers marked down since it last looked (see
+ * proxy.c: retried elsewhere when safe, else answered 502 at once, or cut once the response
+ * began). */
+void lb_proxy_servers_down(struct lb_shared *sh);
 
 /* Creates a worker on loop that accepts on listen_fd, and with TLS (sh->tls) on tls_fd when it is
  * not -1 (both owned from now on). NULL on failure. */
@@ -49,5 +65,8 @@ void lb_worker_shutdown(struct lb_worker *w);
 unsigned lb_worker_conns(const struct lb_worker *w);
 /* Closes everything and frees the worker (on its own thread, after its loop stopped). */
 void lb_worker_free(struct lb_worker *w);
+/* On the worker's thread when its loop was woken (http_daemon's worker_wake): handles the
+ * exchanges on servers marked down since the last look. */
+void lb_worker_wake(struct lb_worker *w);
 
 #endif

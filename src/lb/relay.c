@@ -212,7 +212,7 @@ void relay_io(struct lb_upstream *u, int events)
         if (px) {
             if (lb_access_log_on(&px->w->log))
                 px->connect_us = loop_clock_us();
-            px_arm(px, px->w->sh->cfg->response_timeout_ms);
+            px_arm_head(px); /* what is left of the response timeout, all tries together */
         }
     }
     if (events & LOOP_WRITE) {

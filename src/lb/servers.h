@@ -38,6 +38,10 @@ struct lb_server {
     atomic_int admin;                 /* enum lb_admin_state */
     atomic_int drain_remove;          /* when drained: 1 = remove from the set, 0 = park */
     atomic_int healthy;               /* last health verdict (1 = up) */
+    atomic_uint downs;                /* times the active checks marked it down (proxy.c rescues
+                                         the requests in flight on it: lb_health_on_down) */
+    atomic_int down_answered;         /* the last failing check got an HTTP answer (a live server
+                                         not ready), not a timeout or a connection failure */
     atomic_int inflight;              /* requests in flight, all workers */
     atomic_uint_fast64_t total;       /* requests sent */
     atomic_uint_fast64_t errors;      /* failed requests: connect/send/receive failures, timeouts, 5xx */
@@ -66,6 +70,7 @@ struct lb_server {
     /* health-check state, touched by the health thread only */
     int hc_rise, hc_fall;
     int hc_checked; /* a check has completed at least once */
+    int hc_down;    /* the checks' own verdict is down (ejection aside) */
     /* last check outcome, written by the health thread and read by /stats in any worker: only
      * through lb_server_set_last_check() and lb_server_last_check(), which hold hc_lock */
     pthread_mutex_t hc_lock;

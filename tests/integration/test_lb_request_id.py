@@ -85,7 +85,8 @@ def test_json_access_log(testbackend_factory, lb_factory, tmp_path):
     assert len(entries) == 2
     first, second = entries
     assert set(first) == {"time", "client", "request_id", "request", "status", "bytes", "referer", "agent",
-                          "server", "retries", "connect_ms", "header_ms", "total_ms"}
+                          "server", "retries", "retry_reasons", "connect_ms", "header_ms", "total_ms"}
+    assert first["retry_reasons"] == []
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
     assert first["client"] == LOCALHOST
     assert first["request_id"] == h1["x-request-id"]
@@ -93,7 +94,7 @@ def test_json_access_log(testbackend_factory, lb_factory, tmp_path):
     assert (first["status"], first["server"], first["retries"]) == (201, "%s:%d" % (LOCALHOST, a.port), 0)
     assert 0 <= first["connect_ms"] <= first["header_ms"] <= first["total_ms"]
     assert second["request_id"] == h2["x-request-id"]
-    assert (second["status"], second["bytes"], second["retries"]) == (200, 7, 1)
+    assert (second["status"], second["bytes"], second["retries"], second["retry_reasons"]) == (200, 7, 1, ["connect"])
     assert second["server"] == "%s:%d" % (LOCALHOST, a.port)
     assert second["agent"] == "agent 'x''y"  # as in the combined format: quotes and backslashes made '
     assert 0 <= second["connect_ms"] <= second["header_ms"] <= second["total_ms"]

@@ -243,6 +243,32 @@ static void clear_last(struct lb_server **servers, size_t n)
         lb_server_set_last_check(servers[i], "", "");
 }
 
+/* Going down raises `downs` (the proxy's cue to end the requests waiting there) and says so by
+ * its return value; a server the proxy ejected still counts failing checks towards fall and is
+ * marked down by them, once. */
+static void test_apply_marks_down(void **state)
+{
+    struct lb_server *s = new_server("http://127.0.0.1:8001");
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 1);
+    assert_int_equal(atomic_load(&s->downs), 1);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0); /* already down: once */
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0);
+    assert_int_equal(atomic_load(&s->downs), 1);
+    assert_int_equal(lb_health_apply(s, 1, 2, 2, "ok"), 0);
+    assert_int_equal(lb_health_apply(s, 1, 2, 2, "ok"), 0);
+    assert_int_equal(atomic_load(&s->healthy), 1);
+    /* Ejected by the proxy (healthy 0, the checks' verdict up): failing checks still count. */
+    assert_int_equal(lb_server_eject(s, 1000, 1000, "test"), 1);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 1);
+    assert_int_equal(atomic_load(&s->downs), 2);
+    assert_int_equal(atomic_load(&s->healthy), 0);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0);
+    assert_int_equal(atomic_load(&s->downs), 2);
+    lb_server_unref(s);
+}
+
 static void test_checker(void **state)
 {
     struct loop *loop = loop_create(1024);
@@ -466,13 +492,10 @@ static void test_no_descriptor_is_no_verdict(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_apply_rise2_fall3),
-        cmocka_unit_test(test_apply_other_thresholds),
-        cmocka_unit_test(test_apply_counters),
-        cmocka_unit_test(test_checker),
-        cmocka_unit_test(test_checker_timeout),
-        cmocka_unit_test(test_stop_in_flight),
-        cmocka_unit_test(test_no_descriptor_is_no_verdict),
+        cmocka_unit_test(test_apply_rise2_fall3), cmocka_unit_test(test_apply_other_thresholds),
+        cmocka_unit_test(test_apply_counters),    cmocka_unit_test(test_apply_marks_down),
+        cmocka_unit_test(test_checker),           cmocka_unit_test(test_checker_timeout),
+        cmocka_unit_test(test_stop_in_flight),    cmocka_unit_test(test_no_descriptor_is_no_verdict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
