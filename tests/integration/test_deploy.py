@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from helpers import ApiClient, LB_READY_TEXT, LOCALHOST, accepts, free_port, start_process, wait_for
+from helpers import ApiClient, LB_READY_TEXT, LOCALHOST, accepts, free_port, read_to_close, start_process, wait_for
 
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
@@ -99,12 +99,7 @@ def test_server_unit_command_serves(agora_bin, tmp_path):
         s = socket.create_connection((LOCALHOST, mport), timeout=5)
         s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n"
                   % env["AGORA_METRICS_TOKEN"].encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_close(s)
         s.close()
         assert data.startswith(b"HTTP/1.1 200"), data[:200]
         assert b'agora_server_requests_total{route="/api/v1/accounts",method="POST",code="201"} 1' in data

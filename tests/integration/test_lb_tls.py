@@ -24,7 +24,7 @@ import pytest
 
 from helpers import (API_PASSWORD, LOCALHOST, AgoraCluster, admin_token, free_port, http_request, metric,
                      parse_metrics, raise_fd_limit, start_agora_server, start_process, up_port_run, wait_for)
-from helpers import OP_BINARY, OP_TEXT, WsClient, start_ws_backend, ws_accept
+from helpers import OP_BINARY, OP_TEXT, WsClient, read_to_close, start_ws_backend, ws_accept
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
 
@@ -112,12 +112,7 @@ def https_get(port, path, ctx, server_hostname="localhost", headers=None, timeou
                 req += "Content-Length: %d\r\n" % len(body)
             req += "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
             s.sendall((req + "\r\n").encode() + body)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_close(s)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     hdrs = {}
@@ -211,12 +206,7 @@ def test_large_bodies_and_pipelining_over_tls(tls_lb, certs):
             assert data.endswith(b'{"received": %d, "chunked": false}\n' % n), data[-100:]
             s.sendall(b"".join(b"GET /echo?i=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(49)) +
                       b"GET /echo?i=49 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_close(s)
     targets = re.findall(rb'"target":"(/echo\?i=\d+)"', data)
     assert targets == [b"/echo?i=%d" % i for i in range(50)], targets[:5]
 
@@ -343,12 +333,7 @@ def test_stalled_handshake_is_closed_at_the_deadline(tls_lb, certs):
         with socket.create_connection((LOCALHOST, lb.tls_port), timeout=10) as s:
             s.sendall(send)
             t0 = time.monotonic()
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_close(s)
             took = time.monotonic() - t0
             assert 0.8 <= took <= 3.0, (send[:10], took)
             if len(send) < 30:
