@@ -36,7 +36,8 @@
  *   allowed as above and another server is there; when not, the try goes on (a try timeout never
  *   fails a request by itself: retrying is its only purpose).
  * The response timeout bounds the wait for the response head over all tries together
- * (head_deadline_ms), then each gap in the body. */
+ * (head_deadline_ms, counted from the request's last byte: px_request_progress), then each gap in
+ * the body. */
 #include "lb/proxy.h"
 
 #include <pthread.h>
@@ -254,6 +255,18 @@ void px_arm_head(struct px *px)
 {
     px_arm(px, head_left(px));
     px_arm_try(px);
+}
+
+/* The client's request body moved on (or ended): the response timeout for the head counts from
+ * the last byte of the request, not from its head, so a long upload on a slow link is not a slow
+ * backend (the backend cannot answer before it has the request). Not once a response began. */
+static void px_request_progress(struct px *px)
+{
+    if (px->head_sent || px->resp.phase != HTTP_READER_HEAD)
+        return;
+    px->head_deadline_ms = loop_now(px->w->loop) + px->w->sh->cfg->response_timeout_ms;
+    if (px->up && px->up->state != LB_UP_CONNECTING)
+        px_arm(px, head_left(px));
 }
 
 static void on_px_timer(struct loop *loop, struct loop_timer *t)
@@ -747,6 +760,7 @@ static void on_body(void *ctx, struct http_conn *c, const char *p, size_t n)
             buf_append(&px->replay, buf_head(&u->out) + before, added);
         }
     }
+    px_request_progress(px);
     if (u->state == LB_UP_ACTIVE && relay_flush(u) < 0)
         return;
     lb_upstream_update_mask(u);
@@ -769,6 +783,7 @@ static void on_body_end(void *ctx, struct http_conn *c)
     if (px->req_body_done)
         return;
     px->req_body_done = 1;
+    px_request_progress(px);
     px_arm_try(px);
     if (px->req_chunked && px->up) {
         if (px->replayable)
