@@ -24,7 +24,7 @@
  *   worker: lb_proxy_servers_down). Each worker keeps its exchanges in a list per server
  *   (struct px_group) and walks only the lists of servers whose count moved since it last looked.
  *   An exchange sent before the count moved and still waiting for its head moves to another
- *   server if that is allowed as above. If the failing check got no answer at all (a timeout, a
+ *   server (a healthy one, even in panic mode) if that is allowed as above. If the failing check got no answer at all (a timeout, a
  *   refused or reset connection: a cut link, a dead host) nothing more will come from the server:
  *   an exchange that cannot move is answered 502 at once, or its client connection cut if the
  *   response had begun. If the check was answered (a live server saying it is not ready, e.g. its
@@ -143,6 +143,21 @@ static void worker_refresh(struct lb_worker *w)
     w->set = set;
     w->gen = set->gen;
     groups_sweep(w, 0); /* servers removed meanwhile keep no group */
+}
+
+/* Chooses a server not yet tried for px; NULL if none is usable. A request moved off a server
+ * marked down (kind LB_FAIL_DOWN) goes only to a healthy one, even in panic mode: panic balances
+ * new requests over every server, but moving one to a server known down would only make it wait
+ * there for the response timeout. */
+static struct lb_server *pick_server_for(struct px *px, enum lb_fail kind)
+{
+    struct lb_worker *w = px->w;
+    struct lb_select_req req = {.head = px->req,
+                                .client_ip = http_conn_remote_ip(px->client),
+                                .tried = &px->tried,
+                                .no_panic = kind == LB_FAIL_DOWN};
+    int i = lb_select(&w->sel, w->set, w->sh->cfg, &req, loop_now(w->loop), lb_rng_next(&w->rng));
+    return i < 0 ? NULL : w->set->servers[i];
 }
 
 /* Chooses a server not yet tried for px; NULL if none is usable. */
@@ -413,7 +428,7 @@ static void px_move(struct px *px, enum lb_fail kind, enum move how, struct lb_s
     struct lb_server *failed = px->server; /* w->set holds a reference */
     px_release_server(px);
     if (!s)
-        s = pick_server(px);
+        s = pick_server_for(px, kind);
     if (s && failed)
         atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
     int rc = -1;
@@ -480,7 +495,7 @@ static int px_try_move(struct px *px, enum lb_fail kind)
     enum move how = px_movable(px, kind);
     if (how == MOVE_NO)
         return 0;
-    struct lb_server *s = pick_server(px); /* px->server is in the tried set */
+    struct lb_server *s = pick_server_for(px, kind); /* px->server is in the tried set */
     if (!s)
         return 0;
     if (how == MOVE_REPLAY && !lb_retry_budget_take(&px->w->retry)) {

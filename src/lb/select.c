@@ -65,7 +65,7 @@ int lb_select(struct lb_selector *sel, const struct lb_set *set, const struct lb
     for (size_t i = 0; i < set->n; i++) {
         struct lb_server *s = set->servers[i];
         struct lb_target *t = &sel->targets[i];
-        int ok = (panic ? is_active(s) : lb_server_usable(s)) && !lb_tried_has(req->tried, s);
+        int ok = (panic && !req->no_panic ? is_active(s) : lb_server_usable(s)) && !lb_tried_has(req->tried, s);
         unsigned weight = current_weight(s, cfg->slow_start_ms, now_ms);
         t->weight = ok ? weight : 0;
         t->inflight = (unsigned)atomic_load_explicit(&s->inflight, memory_order_relaxed);

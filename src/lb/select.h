@@ -68,6 +68,7 @@ struct lb_select_req {
     const struct http_head *head;
     const char *client_ip;
     const struct lb_tried *tried;
+    int no_panic; /* usable servers only, even in panic (a request moved off a server marked down) */
 };
 
 /* Chooses a server of set (the one sel was built for) for req at loop time now_ms, with the
