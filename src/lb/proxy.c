@@ -24,12 +24,14 @@
  *   worker: lb_proxy_servers_down). Each worker keeps its exchanges in a list per server
  *   (struct px_group) and walks only the lists of servers whose count moved since it last looked.
  *   An exchange sent before the count moved and still waiting for its head moves to another
- *   server (a healthy one, even in panic mode) if that is allowed as above. If the failing check got no answer at all
- * (a timeout, a refused or reset connection: a cut link, a dead host) nothing more will come from the server: an
- * exchange that cannot move is answered 502 at once, or its client connection cut if the response had begun. If the
- * check was answered (a live server saying it is not ready, e.g. its database is down), what cannot move is left to
- * finish: the server may still answer it (with its own 503 and Retry-After, say). Exchanges sent to a server already
- * down (panic mode) and WebSocket tunnels are left alone. Passive ejection does none of this.
+ *   server (a healthy one, even in panic mode) if that is allowed as above. If the failing check
+ *   got no answer at all (a timeout, a refused or reset connection: a cut link, a dead host)
+ *   nothing more will come from the server: an exchange that cannot move is answered 502 at once,
+ *   or its client connection cut if the response had begun. If the check was answered (a live
+ *   server saying it is not ready, e.g. its database is down), what cannot move is left to
+ *   finish: the server may still answer it (with its own 503 and Retry-After, say). Exchanges
+ *   sent to a server already down (panic mode) and WebSocket tunnels are left alone. Passive
+ *   ejection does none of this.
  * - --try-timeout passes with no response head (counted from when the try's connection is up and
  *   the client's request is all in): the try is abandoned and the request moved when
  *   allowed as above and another server is there; when not, the try goes on (a try timeout never
