@@ -129,6 +129,7 @@ def test_lb_unit_command_serves(agora_bin, tmp_path, testbackend_factory):
             except OSError:
                 return False
         assert wait_for(served, timeout=10)
+        assert wait_for(lambda: accepts(aport), timeout=10), proc.output()  # bound after the ready text
         admin = ApiClient(aport, token=env["AGORA_ADMIN_TOKEN"])
         r = admin.get("/servers")
         assert r.status == 200 and len(r.json["servers"]) == 1, r
