@@ -34,7 +34,7 @@ import time
 import pytest
 
 from agora_test.api import API_PASSWORD, ApiClient, unique_username, walk_pages
-from agora_test.http import http_request
+from agora_test.http import http_request, timed_api_request
 from agora_test.lb import backend_url, lb_stats, start_lb, wait_health_checked
 from agora_test.pgtemp import PgTemp, pg_bindir
 from agora_test.processes import LOCALHOST, _listens_on, free_port, start_process, wait_for
@@ -97,17 +97,7 @@ class Recorder:
 
 
 def request(port, method, path, token=None, body=None):
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    if token:
-        headers["Authorization"] = "Bearer " + token
-    t0 = time.monotonic()
-    try:
-        status, hdrs, data = http_request(LOCALHOST, port, method, path, headers=headers,
-                                          body=None if body is None else json.dumps(body).encode(),
-                                          timeout=REQUEST_BOUND_S + 3)
-    except OSError as e:
-        status, hdrs, data = "error: %r" % e, {}, b""
-    return t0, time.monotonic(), status, hdrs, data
+    return timed_api_request(port, method, path, REQUEST_BOUND_S, token, body)
 
 
 def writer(port, user, rec, stop, n):

@@ -29,7 +29,7 @@ import pytest
 from agora_test.api import API_PASSWORD, unique_username
 from agora_test.cluster import AgoraCluster
 from agora_test.db import sql
-from agora_test.http import http_request
+from agora_test.http import timed_api_request
 from agora_test.pgfailover import PgFailover
 from agora_test.processes import LOCALHOST, wait_for
 
@@ -63,19 +63,7 @@ def web(agora_bin, pair):
 
 
 def request(port, method, path, token=None, body=None, key=None):
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    if token:
-        headers["Authorization"] = "Bearer " + token
-    if key:
-        headers["Idempotency-Key"] = key
-    t0 = time.monotonic()
-    try:
-        status, hdrs, data = http_request(LOCALHOST, port, method, path, headers=headers,
-                                          body=None if body is None else json.dumps(body).encode(),
-                                          timeout=REQUEST_BOUND_S + 3)
-    except OSError as e:
-        status, hdrs, data = "error: %r" % e, {}, b""
-    return t0, time.monotonic(), status, hdrs, data
+    return timed_api_request(port, method, path, REQUEST_BOUND_S, token, body, key)
 
 
 class Load:

@@ -19,6 +19,7 @@ Headers come back as a dict with lower-case names; a repeated header's values ar
 """
 
 import contextlib
+import json
 import http.client
 import socket
 import time
@@ -399,3 +400,22 @@ def silent_connections(source_ip, port, n, host=LOCALHOST):
     finally:
         for sock in held:
             sock.close()
+
+
+def timed_api_request(port, method, path, bound_s, token=None, body=None, key=None):
+    """One JSON API request on 127.0.0.1:port that gives up bound_s + 3 s after it was sent (the
+    outage and failover tests' bound) -> (t0, t1, status, headers, body): status is the error's
+    repr string when the request failed (refused, reset, timed out)."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    if key:
+        headers["Idempotency-Key"] = key
+    t0 = time.monotonic()
+    try:
+        status, hdrs, data = http_request(LOCALHOST, port, method, path, headers=headers,
+                                          body=None if body is None else json.dumps(body).encode(),
+                                          timeout=bound_s + 3)
+    except OSError as e:
+        status, hdrs, data = "error: %r" % e, {}, b""
+    return t0, time.monotonic(), status, hdrs, data
