@@ -91,6 +91,7 @@ struct px {
     struct px_group *grp;        /* of `server`, while it is set */
     struct px *gprev, *gnext;    /* in grp->head */
     unsigned downs_at;           /* server->downs when sent there */
+    int sent_down;               /* the server was down then (panic mode): its marks leave px alone */
     unsigned retry_reasons;      /* bit (1 << enum lb_retry_reason) for each kind of retry made */
     int ended;                   /* px_free ran (the memory lives until the iteration ends) */
     struct lb_log_req log;

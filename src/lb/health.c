@@ -1,6 +1,7 @@
 /* health.c — concurrent active health checks; see health.h. */
 #include "lb/health.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,21 +32,43 @@ struct lb_health {
 /* Skipped checks are reported at most this often. */
 #define SKIP_LOG_MS 10000
 
-/* Marks s down: `downs` first, so that a worker that sees the server unhealthy also sees the new
- * count (proxy.c compares it with the count its exchanges were sent under). */
-static void mark_down(struct lb_server *s)
+/* Marks s down, saying how its check failed (down_how before `downs` moves: a worker that sees the
+ * new count also sees how), then `downs`, so that a worker that sees the server unhealthy also
+ * sees the new count (proxy.c compares it with the count its exchanges were sent under). */
+static void mark_down(struct lb_server *s, enum lb_down_how how)
 {
     s->hc_down = 1;
+    s->hc_silent = 0;
+    atomic_store(&s->down_how, how);
     atomic_fetch_add(&s->downs, 1);
     atomic_store(&s->healthy, 0);
 }
 
-int lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what)
+/* s is down by the checks and was marked SILENT or ANSWERED: its requests in flight were left to
+ * finish where they could not move. When it stops answering altogether it is marked again, GONE,
+ * which ends them: at once when a check's connection is refused or reset, after `fall` checks in a
+ * row that time out (a link cut for that long, not a moment's overload). Returns 1 if marked. */
+static int mark_gone(struct lb_server *s, enum lb_down_how how, unsigned fall)
+{
+    if (atomic_load(&s->down_how) == LB_DOWN_GONE)
+        return 0;
+    if (how == LB_DOWN_ANSWERED) {
+        s->hc_silent = 0;
+        return 0;
+    }
+    if (how == LB_DOWN_SILENT && ++s->hc_silent < (int)fall)
+        return 0;
+    mark_down(s, LB_DOWN_GONE);
+    return 1;
+}
+
+int lb_health_apply(struct lb_server *s, int passed, enum lb_down_how how, unsigned rise, unsigned fall,
+                    const char *what)
 {
     lb_server_set_last_check(s, what, "");
     int healthy = atomic_load(&s->healthy);
     if (passed) {
-        s->hc_fall = 0;
+        s->hc_fall = s->hc_silent = 0;
         if (!healthy && ++s->hc_rise >= (int)rise) {
             s->hc_rise = 0;
             s->hc_down = 0;
@@ -59,8 +82,12 @@ int lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fal
          * marks it down: it counts towards fall too. */
         if (!s->hc_down && ++s->hc_fall >= (int)fall) {
             s->hc_fall = 0;
-            mark_down(s);
+            mark_down(s, how);
             lb_events_add(s->events, LB_EV_DOWN, s->key, healthy ? "%s" : "%s (was ejected)", what);
+            return 1;
+        }
+        if (s->hc_down && mark_gone(s, how, fall)) {
+            lb_server_set_last_check(s, what, " (no answer: requests in flight ended)");
             return 1;
         }
     }
@@ -85,21 +112,18 @@ static void check_free(struct check *c)
     free(c);
 }
 
-/* The verdict of c: passed, or failed with an HTTP answer (answered: a live server saying it is
- * not ready) or without one (a timeout, a refused or reset connection). */
-static void check_done(struct check *c, int passed, int answered, const char *what)
+/* The verdict of c: passed, or failed as `how` says. */
+static void check_done(struct check *c, int passed, enum lb_down_how how, const char *what)
 {
     struct lb_server *s = c->server;
     struct lb_health *h = c->h;
     int down = 0;
-    if (!passed) /* before `downs` moves (mark_down): the workers read it after */
-        atomic_store(&s->down_answered, answered);
     if (!s->hc_checked) {
         /* The first check ever decides the state at once. */
         s->hc_checked = 1;
         if (!passed) {
             int was = atomic_load(&s->healthy); /* servers start up, added ones down */
-            mark_down(s);
+            mark_down(s, how);
             down = 1;
             if (was)
                 lb_events_add(s->events, LB_EV_DOWN, s->key, "first check: %s", what);
@@ -111,7 +135,7 @@ static void check_done(struct check *c, int passed, int answered, const char *wh
     } else if (passed && loop_clock_us() / 1000 < atomic_load(&s->ejected_until_ms)) {
         lb_server_set_last_check(s, what, " (ejected)"); /* too early to come back */
     } else {
-        down = lb_health_apply(s, passed, h->cfg->rise, h->cfg->fall, what);
+        down = lb_health_apply(s, passed, how, h->cfg->rise, h->cfg->fall, what);
     }
     check_free(c);
     if (down > 0 && h->on_down)
@@ -145,10 +169,11 @@ static void on_check_done(struct http_client *cl, void *data)
 {
     struct check *c = data;
     char what[96];
+    enum lb_down_how how = LB_DOWN_GONE;
     switch (cl->error) {
     case HTTP_CLIENT_OK:
         snprintf(what, sizeof(what), "HTTP %d", cl->status);
-        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, 1, what);
+        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, LB_DOWN_ANSWERED, what);
         return;
     case HTTP_CLIENT_ECONNECT:
         if (net_local_shortage(cl->err)) {
@@ -156,6 +181,8 @@ static void on_check_done(struct http_client *cl, void *data)
             return;
         }
         snprintf(what, sizeof(what), "connect failed: %s", strerror(cl->err));
+        if (cl->err == ETIMEDOUT)
+            how = LB_DOWN_SILENT;
         break;
     case HTTP_CLIENT_ESEND:
         snprintf(what, sizeof(what), "send failed: %s", strerror(cl->err));
@@ -163,6 +190,7 @@ static void on_check_done(struct http_client *cl, void *data)
     case HTTP_CLIENT_ETIMEOUT:
         snprintf(what, sizeof(what), "%s",
                  cl->phase == HTTP_CLIENT_CONNECTING ? "timeout connecting" : "timeout waiting for response");
+        how = LB_DOWN_SILENT;
         break;
     case HTTP_CLIENT_ECLOSED:
         snprintf(what, sizeof(what), "connection closed before a response");
@@ -170,11 +198,12 @@ static void on_check_done(struct http_client *cl, void *data)
     case HTTP_CLIENT_EREQUEST:
         snprintf(what, sizeof(what), "not sent: %s", cl->detail);
         break;
-    default: /* EMALFORMED, ETOOLARGE (a head over the limit is malformed) */
+    default: /* EMALFORMED, ETOOLARGE (a head over the limit is malformed): something answered */
         snprintf(what, sizeof(what), "malformed response");
+        how = LB_DOWN_ANSWERED;
         break;
     }
-    check_done(c, 0, 0, what);
+    check_done(c, 0, how, what);
 }
 
 static void start_check(struct lb_health *h, struct lb_server *s)

@@ -24,12 +24,15 @@
  *   worker: lb_proxy_servers_down). Each worker keeps its exchanges in a list per server
  *   (struct px_group) and walks only the lists of servers whose count moved since it last looked.
  *   An exchange sent before the count moved and still waiting for its head moves to another
- *   server (a healthy one, even in panic mode) if that is allowed as above. If the failing check
- *   got no answer at all (a timeout, a refused or reset connection: a cut link, a dead host)
- *   nothing more will come from the server: an exchange that cannot move is answered 502 at once,
- *   or its client connection cut if the response had begun. If the check was answered (a live
- *   server saying it is not ready, e.g. its database is down), what cannot move is left to
- *   finish: the server may still answer it (with its own 503 and Retry-After, say). Exchanges
+ *   server (a healthy one, even in panic mode) if that is allowed as above. What cannot move
+ *   depends on how the checks failed (health.h, enum lb_down_how): a refused, reset or closed
+ *   check connection (GONE) means nothing more will come from the server: an exchange that cannot
+ *   move is answered 502 at once, or its client connection cut if the response had begun. A check
+ *   that timed out (SILENT: a cut link, or a server too busy to answer in time, which may still
+ *   commit a POST and answer it) or was answered (ANSWERED: a live server saying it is not
+ *   ready, e.g. its database is down) leaves what cannot move to finish: the server may still
+ *   answer it. A SILENT or ANSWERED server that then stays silent for `fall` more checks, or
+ *   refuses one, is marked again as GONE, which ends what was left. Exchanges
  *   sent to a server already down (panic mode) and WebSocket tunnels are left alone. Passive
  *   ejection does none of this.
  * - --try-timeout passes with no response head (counted from when the try's connection is up and
@@ -179,6 +182,7 @@ static void px_use_server(struct px *px, struct lb_server *s)
     atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
     lb_tried_add(&px->tried, s);
     px->downs_at = atomic_load(&s->downs);
+    px->sent_down = !atomic_load(&s->healthy);
     px->grp = group_of(px->w, s);
     px->gprev = NULL;
     px->gnext = px->grp->head;
@@ -517,18 +521,19 @@ static int px_try_move(struct px *px, enum lb_fail kind)
  * timeout. */
 static void on_px_try_timer(struct loop *loop, struct loop_timer *t) { px_try_move(t->data, LB_FAIL_TRY_TIMEOUT); }
 
-/* px's server was marked down while px was on it. If the failing check got no answer at all
- * (`answered` 0: a timeout, a refused or reset connection: a cut link, a dead host), nothing
- * more will come from it: a try still waiting for its head moves or fails now
- * (px_backend_failed), a response already begun is cut (the client connection closes). If the
- * check was answered (a live server saying it is not ready, e.g. its database is down), the
- * server may still answer what it has: px moves only when it may and a usable server is there,
- * else it is left to finish. A tunnel is left alone. */
-static void px_server_down(struct px *px, int answered)
+/* px's server was marked down while px was on it, as `how` says (health.h). GONE (a refused, reset
+ * or closed check, or one silent for `fall` checks after the server went down): nothing more will
+ * come from it: a try still waiting for its head moves or fails now (px_backend_failed), a
+ * response already begun is cut (the client connection closes). SILENT (the checks time out: a
+ * cut link, or a server too busy to answer in time, which may still commit and answer what it
+ * has) or ANSWERED (a live server saying it is not ready): px moves only when it may and a usable
+ * server is there, else it is left to finish, bounded by the response timeout, or until the
+ * server is marked GONE. A tunnel is left alone. */
+static void px_server_down(struct px *px, enum lb_down_how how)
 {
     if (px->tunnel)
         return;
-    if (answered) {
+    if (how != LB_DOWN_GONE) {
         px_try_move(px, LB_FAIL_DOWN);
         return;
     }
@@ -547,7 +552,7 @@ void lb_worker_wake(struct lb_worker *w)
         if (downs == g->downs_seen)
             continue;
         g->downs_seen = downs;
-        int answered = atomic_load(&g->server->down_answered);
+        enum lb_down_how how = atomic_load(&g->server->down_how);
         /* Handling one exchange may end or move others' neighbours in the list (a client's next
          * pipelined request starts when one is answered): take the list first, then check each
          * is still on this server and not handled (an ended px lives until the iteration ends). */
@@ -563,10 +568,10 @@ void lb_worker_wake(struct lb_worker *w)
         w->walking++;
         for (size_t i = 0; i < n; i++) {
             struct px *px = v[i];
-            if (px->ended || px->grp != g || px->downs_at == downs)
+            if (px->ended || px->grp != g || px->downs_at == downs || px->sent_down)
                 continue;
             px->downs_at = downs;
-            px_server_down(px, answered);
+            px_server_down(px, how);
         }
         w->walking--;
         free(v);

@@ -52,8 +52,8 @@ void lb_shared_destroy(struct lb_shared *sh);
 
 /* Any thread (the health checker's, after raising a server's `downs`, health.h): wakes every
  * worker, which then looks at its exchanges on servers marked down since it last looked (see
- * proxy.c: retried elsewhere when safe, else answered 502 at once, or cut once the response
- * began). */
+ * proxy.c: retried elsewhere when safe, else, by how the server's checks failed, left to finish
+ * or answered 502 at once, or cut once the response began). */
 void lb_proxy_servers_down(struct lb_shared *sh);
 
 /* Creates a worker on loop that accepts on listen_fd, and with TLS (sh->tls) on tls_fd when it is
