@@ -96,6 +96,7 @@ struct up {
     char web[PATH_MAX];
     unsigned server_workers;
     unsigned server_threads; /* 0: the server's default */
+    unsigned db_wait_ms;     /* --db-wait */
     unsigned next_port;
     int ctl_fd;
     char ctl_path[PATH_MAX];
@@ -172,6 +173,7 @@ struct up_opts {
     char listen[128], data[PATH_MAX], policy[32], access_log[PATH_MAX], db[1024];
     char tls_listen[128], tls_cert[PATH_MAX], tls_key[PATH_MAX];
     unsigned nservers, server_workers, server_threads, lb_workers;
+    unsigned db_wait_ms;
     int postgres;
 };
 
@@ -183,6 +185,8 @@ static const struct opts_def flags[] = {
     ROW("data", OPTS_STR, data, 0, 0, "DIR", "data directory, database at DIR/agora.db (default ./data)"),
     ROW("db", OPTS_STR, db, 0, 0, "URL",
         "the servers' database instead: sqlite:PATH or an existing\nPostgreSQL, postgres://USER@HOST:PORT/DBNAME"),
+    ROW("db-wait", OPTS_DURATION, db_wait_ms, 1, 3600000, "DURATION",
+        "how long --db's PostgreSQL may take to answer at start\n(default 10s)"),
     ROW("postgres", OPTS_FLAG, postgres, 0, 0, NULL,
         "run a private PostgreSQL cluster in DIR/postgres (initdb\non the first run; Unix socket only) and use it"),
     ROW("policy", OPTS_STR, policy, 0, 0, "NAME", "balancing policy (default least-conn)"),
@@ -641,7 +645,8 @@ int cmd_up(int argc, char **argv)
                         .policy = "least-conn",
                         .access_log = "off",
                         .nservers = 3,
-                        .server_workers = 1};
+                        .server_workers = 1,
+                        .db_wait_ms = 10000};
     int r = opts_cmd_parse(&command, &o, argc, argv, NULL);
     if (r != OPTS_CONTINUE)
         return r;
@@ -718,6 +723,7 @@ int cmd_up(int argc, char **argv)
     char err[512];
     if (o.db[0]) {
         snprintf(u->db, sizeof(u->db), "%s", o.db);
+        u->db_wait_ms = o.db_wait_ms;
     } else if (o.postgres) {
         if (up_pg_prepare(&u->pg, data, err, sizeof(err)) < 0) {
             fprintf(stderr, "agora up: %s\n", err);
@@ -794,7 +800,7 @@ int cmd_up(int argc, char **argv)
         goto out;
     if (!strncmp(u->db, "postgres://", 11) || !strncmp(u->db, "postgresql://", 13)) {
         /* An existing PostgreSQL: say now, clearly, if it is not there (each server would fail). */
-        if (up_db_ping(u->db, 10000, err, sizeof(err)) < 0) {
+        if (up_db_ping(u->db, u->db_wait_ms, err, sizeof(err)) < 0) {
             char shown[sizeof(u->db)];
             snprintf(shown, sizeof(shown), "%s", u->db);
             store_redact(u->db, shown, sizeof(shown));

@@ -414,10 +414,10 @@ int up_db_ping(const char *url, unsigned ms, char *err, size_t errlen)
             return -1;
         }
         if (now_ms() >= end) {
-            snprintf(err, errlen, "%s after %u s",
+            snprintf(err, errlen, "%s after %u %s",
                      p == PQPING_REJECT ? "the server rejects connections (starting up or shutting down?)"
                                         : "no answer from the server",
-                     ms / 1000);
+                     ms % 1000 ? ms : ms / 1000, ms % 1000 ? "ms" : "s");
             return -1;
         }
         sleep_ms(200);

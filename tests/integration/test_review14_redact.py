@@ -18,7 +18,7 @@ def test_a_password_with_question_mark_or_hash_is_redacted(agora_bin, tmp_path, 
     base = up_port_run(2)
     url = "postgres://agora:%s@127.0.0.1:1/agora?connect_timeout=1" % secret
     r = subprocess.run([str(agora_bin), "up", "--listen", "%s:%d" % (LOCALHOST, base), "--data", str(data_dir),
-                        "--db", url], capture_output=True, text=True, timeout=60)
+                        "--db", url, "--db-wait", "1s"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r
     assert "postgres://agora:***@127.0.0.1:1/agora?connect_timeout=1" in r.stderr, r.stderr
     assert secret not in r.stdout + r.stderr, r
