@@ -668,7 +668,8 @@ def test_upgrade_passes_the_tls_listener_too(agora_bin, testbackend_factory, cer
         assert https_get(tport, "/", ctx)[::2] == (200, b"hello from A\n")
         new = start_process(args + ["--upgrade-from", sock], "agora lb: ", 10)
         assert new.wait_for_output("serving the listening sockets of the previous process", 10), new.output()
-        assert "upgrade: passed 4 listening socket(s) to a new process" in old.output()
+        # The old process says so after the new one has taken the sockets: wait for it.
+        assert old.wait_for_output("upgrade: passed 4 listening socket(s) to a new process", 10), old.output()
         assert old.wait(timeout=15) == 0, old.output()
         for _ in range(10):  # both listeners are the new process's now
             assert https_get(tport, "/", ctx)[::2] == (200, b"hello from A\n")
