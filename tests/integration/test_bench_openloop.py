@@ -61,8 +61,10 @@ def test_counts_rate_and_service_time(openloop, testbackend_factory, tmp_path):
     # The schedule is fixed: 200 requests at 100/s take 2 s, plus the last one's 10 ms.
     assert 1.95 <= elapsed < 4.0
     assert 95 <= r["achieved_rps"] <= 101
-    # Each request takes 10 ms at the backend; the histogram's error is under 1 %.
-    assert 9.9 <= r["p50_ms"] <= 14, r["text"]
+    # Each request takes 10 ms at the backend; the histogram's error is under 1 %. Latency counts
+    # from the due time, so when this process itself ran late (a loaded machine: `late` requests
+    # sent up to max_send_lag_ms after their due time) that lateness is in it, as it must be.
+    assert 9.9 <= r["p50_ms"] <= 14 + (r["max_send_lag_ms"] if r["late"] else 0), r["text"]
     assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["p999_ms"] <= r["max_ms"]
     # Ten requests are in flight at a time on keep-alive connections, not one connection each.
     assert 2 <= r["conns"] <= 40
