@@ -133,7 +133,9 @@ static void check_done(struct check *c, int passed, enum lb_down_how how, const 
         s->hc_rise = s->hc_fall = 0;
         lb_server_set_last_check(s, what, "");
     } else if (passed && loop_clock_us() / 1000 < atomic_load(&s->ejected_until_ms)) {
-        lb_server_set_last_check(s, what, " (ejected)"); /* too early to come back */
+        /* Too early to come back, but it answered: no longer silent (mark_gone counts a row). */
+        s->hc_silent = 0;
+        lb_server_set_last_check(s, what, " (ejected)");
     } else {
         down = lb_health_apply(s, passed, how, h->cfg->rise, h->cfg->fall, what);
     }
