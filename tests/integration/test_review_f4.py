@@ -265,3 +265,23 @@ def test_answered_then_closed_check_marks_gone_and_ends_the_post(script_pair):
     assert r[:2] == (502, None), (r, a.checks)
     st = a_stats(lb, a)
     assert st["last_check"].endswith("(no answer: requests in flight ended)"), st
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "agora up: --db-wait must be 1ms..1h (got '0')"),
+    ("0s", "agora up: --db-wait must be 1ms..1h (got '0s')"),
+    ("2h", "agora up: --db-wait must be 1ms..1h (got '2h')"),  # the row's maximum was not checked
+    ("3601s", "agora up: --db-wait must be 1ms..1h (got '3601s')"),
+    ("99999999999h", "agora up: --db-wait: '99999999999h' is not a duration (e.g. 500ms, 10s, 2m)"),
+    ("soon", "agora up: --db-wait: 'soon' is not a duration (e.g. 500ms, 10s, 2m)"),
+    ("-1s", "agora up: --db-wait: '-1s' is not a duration (e.g. 500ms, 10s, 2m)"),
+    ("", "agora up: --db-wait: '' is not a duration (e.g. 500ms, 10s, 2m)"),
+])
+def test_up_db_wait_bad_values_are_refused_clearly(agora_bin, tmp_path, value, message):
+    import subprocess
+
+    out = subprocess.run([str(agora_bin), "up", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--db",
+                          "postgresql:///agora?host=%s&user=agora" % tmp_path, "--db-wait", value],
+                         capture_output=True, text=True, timeout=10)
+    assert (out.returncode, out.stderr.strip().splitlines()[0]) == (2, message), out.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was made
