@@ -73,6 +73,7 @@ int lb_health_apply(struct lb_server *s, int passed, enum lb_down_how how, unsig
             s->hc_rise = 0;
             s->hc_down = 0;
             atomic_store(&s->healthy, 1);
+            atomic_fetch_add(&s->ups, 1);
             atomic_store(&s->up_since_ms, loop_clock_us() / 1000);
             lb_events_add(s->events, LB_EV_UP, s->key, "%s", what);
         }
@@ -128,6 +129,7 @@ static void check_done(struct check *c, int passed, enum lb_down_how how, const 
             if (was)
                 lb_events_add(s->events, LB_EV_DOWN, s->key, "first check: %s", what);
         } else if (!atomic_exchange(&s->healthy, 1)) {
+            atomic_fetch_add(&s->ups, 1);
             lb_events_add(s->events, LB_EV_UP, s->key, "first check: %s", what);
         }
         s->hc_rise = s->hc_fall = 0;

@@ -285,3 +285,75 @@ def test_up_db_wait_bad_values_are_refused_clearly(agora_bin, tmp_path, value, m
                          capture_output=True, text=True, timeout=10)
     assert (out.returncode, out.stderr.strip().splitlines()[0]) == (2, message), out.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+@pytest.fixture
+def panic_trio(testbackend_factory, lb_factory, tmp_path):
+    """start(*flags) -> (lb, A, D, B's record): round-robin over ScriptBackends A and D and a good
+    testbackend B; D's checks answer 503 (down) all along."""
+    made = []
+
+    def start(*flags):
+        a, d = ScriptBackend(), ScriptBackend()
+        made.extend([a, d])
+        d.health = "503"
+        rec_b = tmp_path / "b.txt"
+        good = testbackend_factory("B", "--record", str(rec_b))
+        lb = lb_factory([a.port, d.port, good], "--policy", "round-robin", "--health-fall", "2", "--health-rise",
+                        "2", "--health-timeout", "300ms", "--response-timeout", RESPONSE_TIMEOUT, "--passive-health",
+                        "off", *flags)
+        assert wait_for(lambda: lb_server_stats(lb.port)[backend_url(d.port)]["healthy"] is False, 5)
+        return lb, a, d, rec_b
+
+    try:
+        yield start
+    finally:
+        for s in made:
+            s.stop()
+
+
+def post_in_panic_on_a(lb, a, d, rec_b):
+    """A answering 503 too: only B is up (1 of 3, below the 50 % panic threshold), so POSTs go to
+    every server; returns (Calls, the path A holds)."""
+    a.health = "503"
+    assert wait_for(lambda: a_stats(lb, a)["healthy"] is False, 5)
+    paths = ["/order-%d" % i for i in range(3)]
+    calls = Calls(lb.port, [("POST", p, None, b"x") for p in paths])
+    assert wait_for(lambda: len(a.requests) + len(d.requests) + len(lines(rec_b)) == 3, 5)
+    assert len(a.requests) == 1, (a.requests, d.requests, lines(rec_b))  # panic mode: A got one
+    return calls, paths, a.requests[0].split()[1]
+
+
+def test_a_post_sent_in_panic_mode_is_left_alone_when_its_server_goes_gone(panic_trio):
+    # The POST went to A while A was down (panic): A's marks say nothing new about it, also the
+    # GONE re-mark (two silent checks): it is left to A, which answers it.
+    lb, a, d, rec_b = panic_trio()
+    calls, paths, held = post_in_panic_on_a(lb, a, d, rec_b)
+    a.health = "silent"
+    assert wait_for(lambda: a_stats(lb, a)["last_check"].endswith("(no answer: requests in flight ended)"), 5)
+    time.sleep(0.3)
+    assert calls.results[paths.index(held)] is None
+    a.release()
+    d.release()
+    assert calls.join()[paths.index(held)][:2] == (200, "A")
+
+
+def test_a_post_sent_in_panic_mode_is_ended_when_its_server_came_back_and_then_went_gone(panic_trio):
+    # The POST went to A in panic mode; A then came back up (two passing checks) and was later
+    # marked down as GONE (its checks' connections closed without an answer: nothing more will
+    # come). That is a new down, not the one the POST was sent under: the POST is ended at once
+    # (502) like every other request on A, not left waiting for the 30 s response timeout.
+    lb, a, d, rec_b = panic_trio()
+    calls, paths, held = post_in_panic_on_a(lb, a, d, rec_b)
+    a.health = "ok"
+    assert wait_for(lambda: a_stats(lb, a)["healthy"] is True, 5)
+    t0 = time.monotonic()
+    a.health = "close"
+    assert wait_for(lambda: a_stats(lb, a)["healthy"] is False, 5)
+    wait_for(lambda: calls.results[paths.index(held)] is not None, 2.0)
+    r = calls.results[paths.index(held)]
+    a.release()
+    d.release()
+    calls.join()
+    assert r is not None and r[:2] == (502, None), r
+    assert time.monotonic() - t0 < 3.0
