@@ -31,6 +31,7 @@ class ScriptBackend:
         self.script = []
         self.checks = []  # verdicts served, in order
         self.requests = []  # request lines held
+        self.tunnels = 0
         self._lock = threading.Lock()
         self._held = []
         self._socks = []
@@ -86,10 +87,19 @@ class ScriptBackend:
                     sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 sock.close()
                 return
+            if line.split()[1] == "/ws":  # a tunnel: 101, then every byte echoed
+                sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"X-Backend: A\r\n\r\n")
+                self.tunnels += 1
+                while True:
+                    data = sock.recv(4096)
+                    if not data:
+                        return
+                    sock.sendall(data)
             if line.split()[1] == "/fail":
-                sock.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nX-Backend: A\r\n\r\n")
-                while sock.recv(4096):
-                    pass
+                sock.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nX-Backend: A\r\n"
+                             b"Connection: close\r\n\r\n")
+                sock.close()
                 return
             self.requests.append(line)
             self._held.append(sock)
@@ -357,3 +367,100 @@ def test_a_post_sent_in_panic_mode_is_ended_when_its_server_came_back_and_then_w
     calls.join()
     assert r is not None and r[:2] == (502, None), r
     assert time.monotonic() - t0 < 3.0
+
+
+def next_goes_to_a(lb):
+    """Round-robin over A and B (one worker): probes with GET /fail (A answers 500, B 200) until
+    the last probe went to B, so that the next request goes to A."""
+    for _ in range(3):
+        status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/fail")
+        if headers.get("x-backend") == "B":
+            return
+    raise AssertionError("round-robin never reached B")
+
+
+def read_responses(sock, timeout=10.0):
+    """Every response on sock until it closes: [(status, X-Backend, body)]; the socket is read to
+    its end (within timeout)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines_ = head.decode("latin-1").split("\r\n")
+        hdrs = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines_[1:])}
+        n = int(hdrs.get("content-length", "0"))
+        out.append((int(lines_[0].split()[1]), hdrs.get("x-backend"), rest[:n]))
+        data = rest[n:]
+    return out
+
+
+PIPELINED = (b"POST /p1 HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx"
+             b"GET /g2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+
+
+def test_pipelined_post_left_on_a_silent_server_then_the_next_request_goes_on(script_pair):
+    # POST /p1 (held by A) and GET /g2 pipelined behind it. A's checks time out: the POST is left
+    # to A, which answers it; then GET /g2 goes to B. Each answered once, in order.
+    lb, a, rec_b = script_pair("--passive-health", "off")
+    next_goes_to_a(lb)
+    sock = socket.create_connection((LOCALHOST, lb.port), timeout=10)
+    sock.sendall(PIPELINED)
+    assert wait_for(lambda: len(a.requests) == 1, 5)
+    a.health = "silent"
+    assert wait_for(lambda: a_stats(lb, a)["healthy"] is False, 5)
+    time.sleep(0.2)
+    a.release()
+    got = read_responses(sock)
+    sock.close()
+    assert got == [(200, "A", b"done"), (200, "B", got[1][2] if len(got) > 1 else None)], got
+    assert a.requests == ["POST /p1 HTTP/1.1"]
+    assert [l for l in lines(rec_b) if l != "GET /fail"] == ["GET /g2"]
+
+
+def test_pipelined_post_on_a_gone_server_gets_one_502_and_the_next_request_is_not_sent(script_pair):
+    # The same, but A's check connections are closed without an answer (gone): the POST gets 502
+    # at once and the connection closes; GET /g2 was never sent anywhere (the client may repeat it).
+    lb, a, rec_b = script_pair("--passive-health", "off")
+    next_goes_to_a(lb)
+    sock = socket.create_connection((LOCALHOST, lb.port), timeout=10)
+    sock.sendall(PIPELINED)
+    assert wait_for(lambda: len(a.requests) == 1, 5)
+    t0 = time.monotonic()
+    a.health = "close"
+    got = read_responses(sock)
+    sock.close()
+    assert [(s, b) for s, b, _ in got] == [(502, None)], got
+    assert time.monotonic() - t0 < 3.0
+    time.sleep(0.3)
+    assert [l for l in lines(rec_b) if l != "GET /fail"] == []
+
+
+def test_a_tunnel_on_a_gone_server_is_left_alone(script_pair):
+    # A WebSocket tunnel to A goes on when A is marked down (gone: its checks' connections are
+    # closed without an answer): bytes still go both ways.
+    lb, a, rec_b = script_pair("--passive-health", "off")
+    next_goes_to_a(lb)
+    sock = socket.create_connection((LOCALHOST, lb.port), timeout=10)
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert a.tunnels == 1
+    sock.sendall(b"one")
+    assert sock.recv(4096) == b"one"
+    a.health = "close"
+    assert wait_for(lambda: a_stats(lb, a)["healthy"] is False, 5)
+    time.sleep(0.5)
+    sock.sendall(b"two")
+    assert sock.recv(4096) == b"two"
+    sock.close()
