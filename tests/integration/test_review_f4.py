@@ -89,9 +89,9 @@ class ScriptBackend:
                 sock.close()
                 return
             if line.split()[1] == "/ws":  # a tunnel: 101, then every byte echoed
+                self.tunnels += 1
                 sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                              b"X-Backend: A\r\n\r\n")
-                self.tunnels += 1
                 while True:
                     data = sock.recv(4096)
                     if not data:
@@ -459,23 +459,25 @@ def test_a_tunnel_on_a_gone_server_is_left_alone(script_pair):
     lb, a, rec_b = script_pair("--passive-health", "off")
     next_goes_to_a(lb)
     sock = socket.create_connection((LOCALHOST, lb.port), timeout=10)
-    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        assert chunk, head
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    assert a.tunnels == 1
-    sock.sendall(b"one")
-    assert sock.recv(4096) == b"one"
-    a.health = "close"
-    assert wait_for(lambda: a_stats(lb, a)["healthy"] is False, 5)
-    time.sleep(0.5)
-    sock.sendall(b"two")
-    assert sock.recv(4096) == b"two"
-    sock.close()
+    try:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert a.tunnels == 1
+        sock.sendall(b"one")
+        assert sock.recv(4096) == b"one"
+        a.health = "close"
+        assert wait_for(lambda: a_stats(lb, a)["healthy"] is False, 5)
+        time.sleep(0.5)
+        sock.sendall(b"two")
+        assert sock.recv(4096) == b"two"
+    finally:
+        sock.close()
 
 
 @pytest.mark.xfail(strict=True, reason="review-f4 finding: a response streaming from a server whose checks time "
