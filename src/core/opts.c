@@ -75,6 +75,19 @@ int opts_parse_size(const char *s, uint64_t *bytes)
     return 0;
 }
 
+/* Writes ms as a duration the parser takes back: "1h", "2m", "10s" or "500ms". */
+static void format_ms(unsigned ms, char *out, size_t size)
+{
+    if (ms && ms % 3600000 == 0)
+        snprintf(out, size, "%uh", ms / 3600000);
+    else if (ms && ms % 60000 == 0)
+        snprintf(out, size, "%um", ms / 60000);
+    else if (ms && ms % 1000 == 0)
+        snprintf(out, size, "%us", ms / 1000);
+    else
+        snprintf(out, size, "%ums", ms);
+}
+
 /* Parses a decimal integer for OPTS_UINT / OPTS_LONG into *out. Returns 0 or -1 with err set. */
 static int parse_int(const struct opts_def *d, const char *name, const char *val, long *out, char *err, size_t errlen)
 {
@@ -124,8 +137,18 @@ int opts_set(const struct opts_def *d, void *target, const char *name, const cha
         return 0;
     case OPTS_DURATION: {
         unsigned ms;
-        if (opts_parse_duration(val, &ms) < 0 || ms < (unsigned long)d->min) {
+        if (opts_parse_duration(val, &ms) < 0) {
             snprintf(err, errlen, "%s: '%s' is not a duration (e.g. 500ms, 10s, 2m)", name, val);
+            return -1;
+        }
+        if (ms < (unsigned long)d->min || (d->max > 0 && ms > (unsigned long)d->max)) {
+            char lo[24], hi[24];
+            format_ms((unsigned)d->min, lo, sizeof(lo));
+            format_ms((unsigned)d->max, hi, sizeof(hi));
+            if (d->max > 0)
+                snprintf(err, errlen, "%s must be %s..%s (got '%s')", name, lo, hi, val);
+            else
+                snprintf(err, errlen, "%s must be at least %s (got '%s')", name, lo, val);
             return -1;
         }
         *(unsigned *)field = ms;

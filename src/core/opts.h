@@ -9,8 +9,10 @@
  *   OPTS_UINT      unsigned; OPTS_LONG long. With max > 0 the range is min..max:
  *                  "--x must be MIN..MAX (got 'v')"; without (max = 0, UINT only), 0..10^9:
  *                  "--x: 'v' is not a non-negative integer"
- *   OPTS_DURATION  unsigned ms, "250ms", "10s", "2m", "1h" or seconds (opts_parse_duration), at
- *                  least min: "--x: 'v' is not a duration (e.g. 500ms, 10s, 2m)"
+ *   OPTS_DURATION  unsigned ms, "250ms", "10s", "2m", "1h" or seconds (opts_parse_duration):
+ *                  "--x: 'v' is not a duration (e.g. 500ms, 10s, 2m)"; at least min and, with
+ *                  max > 0, at most max: "--x must be at least 1ms (got '0')", "--x must be
+ *                  1ms..1h (got '2h')"
  *   OPTS_SIZE      uint64_t bytes, "512", "16k", "64KiB", "1m", "2g" (opts_parse_size)
  *   OPTS_BOOL      int, on/true/yes/1 or off/false/no/0
  *   OPTS_FLAG      int set to 1; takes no value

@@ -73,6 +73,7 @@ int lb_health_apply(struct lb_server *s, int passed, enum lb_down_how how, unsig
             s->hc_rise = 0;
             s->hc_down = 0;
             atomic_store(&s->healthy, 1);
+            atomic_fetch_add(&s->ups, 1);
             atomic_store(&s->up_since_ms, loop_clock_us() / 1000);
             lb_events_add(s->events, LB_EV_UP, s->key, "%s", what);
         }
@@ -128,12 +129,15 @@ static void check_done(struct check *c, int passed, enum lb_down_how how, const 
             if (was)
                 lb_events_add(s->events, LB_EV_DOWN, s->key, "first check: %s", what);
         } else if (!atomic_exchange(&s->healthy, 1)) {
+            atomic_fetch_add(&s->ups, 1);
             lb_events_add(s->events, LB_EV_UP, s->key, "first check: %s", what);
         }
         s->hc_rise = s->hc_fall = 0;
         lb_server_set_last_check(s, what, "");
     } else if (passed && loop_clock_us() / 1000 < atomic_load(&s->ejected_until_ms)) {
-        lb_server_set_last_check(s, what, " (ejected)"); /* too early to come back */
+        /* Too early to come back, but it answered: no longer silent (mark_gone counts a row). */
+        s->hc_silent = 0;
+        lb_server_set_last_check(s, what, " (ejected)");
     } else {
         down = lb_health_apply(s, passed, how, h->cfg->rise, h->cfg->fall, what);
     }

@@ -33,7 +33,8 @@
  *   ready, e.g. its database is down) leaves what cannot move to finish: the server may still
  *   answer it. A SILENT or ANSWERED server that then stays silent for `fall` more checks, or
  *   refuses one, is marked again as GONE, which ends what was left. Exchanges
- *   sent to a server already down (panic mode) and WebSocket tunnels are left alone. Passive
+ *   sent to a server already down (panic mode) are left alone by the marks of that down (not once
+ *   it came back up and went down again), WebSocket tunnels by all. Passive
  *   ejection does none of this.
  * - --try-timeout passes with no response head (counted from when the try's connection is up and
  *   the client's request is all in): the try is abandoned and the request moved when
@@ -182,6 +183,7 @@ static void px_use_server(struct px *px, struct lb_server *s)
     atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
     lb_tried_add(&px->tried, s);
     px->downs_at = atomic_load(&s->downs);
+    px->ups_at = atomic_load(&s->ups); /* before `healthy`, which a rise sets before `ups` */
     px->sent_down = !atomic_load(&s->healthy);
     px->grp = group_of(px->w, s);
     px->gprev = NULL;
@@ -553,6 +555,7 @@ void lb_worker_wake(struct lb_worker *w)
             continue;
         g->downs_seen = downs;
         enum lb_down_how how = atomic_load(&g->server->down_how);
+        unsigned ups = atomic_load(&g->server->ups);
         /* Handling one exchange may end or move others' neighbours in the list (a client's next
          * pipelined request starts when one is answered): take the list first, then check each
          * is still on this server and not handled (an ended px lives until the iteration ends). */
@@ -568,7 +571,7 @@ void lb_worker_wake(struct lb_worker *w)
         w->walking++;
         for (size_t i = 0; i < n; i++) {
             struct px *px = v[i];
-            if (px->ended || px->grp != g || px->downs_at == downs || px->sent_down)
+            if (px->ended || px->grp != g || px->downs_at == downs || (px->sent_down && px->ups_at == ups))
                 continue;
             px->downs_at = downs;
             px_server_down(px, how);

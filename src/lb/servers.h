@@ -49,6 +49,9 @@ struct lb_server {
     atomic_uint downs;                /* times the active checks marked it down (proxy.c rescues
                                          the requests in flight on it: lb_health_on_down) */
     atomic_int down_how;              /* enum lb_down_how of the check that last moved `downs` */
+    atomic_uint ups;                  /* times the checks brought it (back) up, after `healthy` is
+                                         set: a request sent in panic mode while it was down is
+                                         left alone by that down's marks only (proxy.c) */
     atomic_int inflight;              /* requests in flight, all workers */
     atomic_uint_fast64_t total;       /* requests sent */
     atomic_uint_fast64_t errors;      /* failed requests: connect/send/receive failures, timeouts, 5xx */

@@ -19,7 +19,7 @@
 struct t {
     char name[8];
     const char *ptr;
-    unsigned n, ranged, ms;
+    unsigned n, ranged, ms, wait;
     long l;
     uint64_t size;
     int on, force;
@@ -48,6 +48,7 @@ static const struct opts_def defs[] = {
     {.flag = "long", .type = OPTS_LONG, .off = O(l), .min = -5, .max = 5, .help = "-5..5"},
     {.type = OPTS_TEXT, .help = "\nSection:\n"},
     {.flag = "ms", .type = OPTS_DURATION, .off = O(ms), .min = 1, .help = "first line\nsecond line"},
+    {.flag = "wait", .type = OPTS_DURATION, .off = O(wait), .min = 1, .max = 3600000, .help = "1ms..1h"},
     {.flag = "size", .type = OPTS_SIZE, .off = O(size), .help = "bytes"},
     {.flag = "on", .type = OPTS_BOOL, .off = O(on), .help = "a switch"},
     {.flag = "force", .type = OPTS_FLAG, .off = O(force), .help = "no value"},
@@ -107,6 +108,8 @@ static void test_values(void **state)
     assert_int_equal(t.on, 1);
     assert_int_equal(t.force, 1);
     assert_int_equal(t.calls, 2);
+    assert_int_equal(parse(&t, err, 0, NULL, "--wait", "1h", NULL), 0); /* max itself */
+    assert_int_equal(t.wait, 3600000);
     assert_int_equal(parse(&t, err, 0, NULL, "--on=off", "--name=", "--ms", "1ms", NULL), 0);
     assert_int_equal(t.on, 0);
     assert_string_equal(t.name, "");
@@ -125,7 +128,12 @@ static void test_bad_values(void **state)
     EXPECT_ERR("--ranged must be 1..256 (got '')", "--ranged=");
     EXPECT_ERR("--long must be -5..5 (got '6')", "--long", "6");
     EXPECT_ERR("--ms: 'soon' is not a duration (e.g. 500ms, 10s, 2m)", "--ms", "soon");
-    EXPECT_ERR("--ms: '0' is not a duration (e.g. 500ms, 10s, 2m)", "--ms", "0"); /* below min */
+    EXPECT_ERR("--ms must be at least 1ms (got '0')", "--ms", "0"); /* a duration, below min */
+    EXPECT_ERR("--ms must be at least 1ms (got '0s')", "--ms", "0s");
+    EXPECT_ERR("--wait must be 1ms..1h (got '2h')", "--wait", "2h"); /* above max */
+    EXPECT_ERR("--wait must be 1ms..1h (got '3601s')", "--wait", "3601s");
+    EXPECT_ERR("--wait must be 1ms..1h (got '0')", "--wait", "0");
+    EXPECT_ERR("--wait: '10 minutes' is not a duration (e.g. 500ms, 10s, 2m)", "--wait", "10 minutes");
     EXPECT_ERR("--size: 'big' is not a size (e.g. 16k, 1m)", "--size", "big");
     EXPECT_ERR("--on: 'maybe' is not on/off", "--on", "maybe");
     EXPECT_ERR("option --force takes no value", "--force=1");
@@ -197,6 +205,7 @@ static void test_usage_layout(void **state)
                               "\nSection:\n"
                               "  --ms DURATION  first line\n"
                               "               second line\n"
+                              "  --wait DURATION  1ms..1h\n"
                               "  --size SIZE  bytes\n"
                               "  --on on|off  a switch\n"
                               "  --force      no value\n"

@@ -255,9 +255,14 @@ static void test_apply_marks_down(void **state)
     assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 0); /* already down: once */
     assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 0);
     assert_int_equal(atomic_load(&s->downs), 1);
+    assert_int_equal(atomic_load(&s->ups), 0);
     assert_int_equal(lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 2, "ok"), 0);
+    assert_int_equal(atomic_load(&s->ups), 0);
     assert_int_equal(lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 2, "ok"), 0);
     assert_int_equal(atomic_load(&s->healthy), 1);
+    assert_int_equal(atomic_load(&s->ups), 1); /* up again: panic-mode requests' marks are over */
+    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 2, "ok"), 0);
+    assert_int_equal(atomic_load(&s->ups), 1);
     /* Ejected by the proxy (healthy 0, the checks' verdict up): failing checks still count. */
     assert_int_equal(lb_server_eject(s, 1000, 1000, "test"), 1);
     assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 0);
