@@ -140,6 +140,19 @@ int net_tune(int fd)
     return 0;
 }
 
+int net_probe_peer(int fd, unsigned timeout_ms)
+{
+    int on = 1, idle = 1, intvl = 1, cnt = (int)(timeout_ms / 1000) + 1;
+    unsigned user = timeout_ms;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user)) < 0)
+        return -errno;
+    return 0;
+}
+
 int net_listen(const struct net_addr *a, int reuseport, int backlog)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -68,5 +68,11 @@ int net_connect(const struct net_addr *a);
 int net_local_shortage(int err);
 /* Sets TCP_NODELAY on an accepted socket (accept4 already made it non-blocking). */
 int net_tune(int fd);
+/* Has the kernel find out soon whether the peer of the connected TCP socket fd is still there:
+ * keep-alive probes after 1 s idle, then every second, and the connection fails (reads and
+ * writes: ETIMEDOUT) once the peer has acknowledged nothing for timeout_ms, probes or data: a cut
+ * link, a host powered off. A host that rebooted answers the first probe with a reset
+ * (ECONNRESET). A live peer acknowledges at once, however busy its process is. 0 or -errno. */
+int net_probe_peer(int fd, unsigned timeout_ms);
 
 #endif

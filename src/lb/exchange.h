@@ -91,9 +91,6 @@ struct px {
     struct px_group *grp;        /* of `server`, while it is set */
     struct px *gprev, *gnext;    /* in grp->head */
     unsigned downs_at;           /* server->downs when sent there */
-    int sent_down;               /* the server was down then (panic mode): the marks of that down
-                                    (until it is up again: `ups` moves from ups_at) leave px alone */
-    unsigned ups_at;             /* server->ups when sent there */
     unsigned retry_reasons;      /* bit (1 << enum lb_retry_reason) for each kind of retry made */
     int ended;                   /* px_free ran (the memory lives until the iteration ends) */
     struct lb_log_req log;

@@ -1,7 +1,6 @@
 /* health.c — concurrent active health checks; see health.h. */
 #include "lb/health.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,48 +31,25 @@ struct lb_health {
 /* Skipped checks are reported at most this often. */
 #define SKIP_LOG_MS 10000
 
-/* Marks s down, saying how its check failed (down_how before `downs` moves: a worker that sees the
- * new count also sees how), then `downs`, so that a worker that sees the server unhealthy also
- * sees the new count (proxy.c compares it with the count its exchanges were sent under). */
-static void mark_down(struct lb_server *s, enum lb_down_how how)
+/* Marks s down: `downs` first, so that a worker that sees the server unhealthy also sees the new
+ * count (proxy.c compares it with the count its exchanges were sent under). */
+static void mark_down(struct lb_server *s)
 {
     s->hc_down = 1;
-    s->hc_silent = 0;
-    atomic_store(&s->down_how, how);
     atomic_fetch_add(&s->downs, 1);
     atomic_store(&s->healthy, 0);
 }
 
-/* s is down by the checks and was marked SILENT or ANSWERED: its requests in flight were left to
- * finish where they could not move. When it stops answering altogether it is marked again, GONE,
- * which ends them: at once when a check's connection is refused or reset, after `fall` checks in a
- * row that time out (a link cut for that long, not a moment's overload). Returns 1 if marked. */
-static int mark_gone(struct lb_server *s, enum lb_down_how how, unsigned fall)
-{
-    if (atomic_load(&s->down_how) == LB_DOWN_GONE)
-        return 0;
-    if (how == LB_DOWN_ANSWERED) {
-        s->hc_silent = 0;
-        return 0;
-    }
-    if (how == LB_DOWN_SILENT && ++s->hc_silent < (int)fall)
-        return 0;
-    mark_down(s, LB_DOWN_GONE);
-    return 1;
-}
-
-int lb_health_apply(struct lb_server *s, int passed, enum lb_down_how how, unsigned rise, unsigned fall,
-                    const char *what)
+int lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what)
 {
     lb_server_set_last_check(s, what, "");
     int healthy = atomic_load(&s->healthy);
     if (passed) {
-        s->hc_fall = s->hc_silent = 0;
+        s->hc_fall = 0;
         if (!healthy && ++s->hc_rise >= (int)rise) {
             s->hc_rise = 0;
             s->hc_down = 0;
             atomic_store(&s->healthy, 1);
-            atomic_fetch_add(&s->ups, 1);
             atomic_store(&s->up_since_ms, loop_clock_us() / 1000);
             lb_events_add(s->events, LB_EV_UP, s->key, "%s", what);
         }
@@ -83,12 +59,8 @@ int lb_health_apply(struct lb_server *s, int passed, enum lb_down_how how, unsig
          * marks it down: it counts towards fall too. */
         if (!s->hc_down && ++s->hc_fall >= (int)fall) {
             s->hc_fall = 0;
-            mark_down(s, how);
+            mark_down(s);
             lb_events_add(s->events, LB_EV_DOWN, s->key, healthy ? "%s" : "%s (was ejected)", what);
-            return 1;
-        }
-        if (s->hc_down && mark_gone(s, how, fall)) {
-            lb_server_set_last_check(s, what, " (no answer: requests in flight ended)");
             return 1;
         }
     }
@@ -113,8 +85,8 @@ static void check_free(struct check *c)
     free(c);
 }
 
-/* The verdict of c: passed, or failed as `how` says. */
-static void check_done(struct check *c, int passed, enum lb_down_how how, const char *what)
+/* The verdict of c. */
+static void check_done(struct check *c, int passed, const char *what)
 {
     struct lb_server *s = c->server;
     struct lb_health *h = c->h;
@@ -124,22 +96,19 @@ static void check_done(struct check *c, int passed, enum lb_down_how how, const 
         s->hc_checked = 1;
         if (!passed) {
             int was = atomic_load(&s->healthy); /* servers start up, added ones down */
-            mark_down(s, how);
+            mark_down(s);
             down = 1;
             if (was)
                 lb_events_add(s->events, LB_EV_DOWN, s->key, "first check: %s", what);
         } else if (!atomic_exchange(&s->healthy, 1)) {
-            atomic_fetch_add(&s->ups, 1);
             lb_events_add(s->events, LB_EV_UP, s->key, "first check: %s", what);
         }
         s->hc_rise = s->hc_fall = 0;
         lb_server_set_last_check(s, what, "");
     } else if (passed && loop_clock_us() / 1000 < atomic_load(&s->ejected_until_ms)) {
-        /* Too early to come back, but it answered: no longer silent (mark_gone counts a row). */
-        s->hc_silent = 0;
-        lb_server_set_last_check(s, what, " (ejected)");
+        lb_server_set_last_check(s, what, " (ejected)"); /* too early to come back */
     } else {
-        down = lb_health_apply(s, passed, how, h->cfg->rise, h->cfg->fall, what);
+        down = lb_health_apply(s, passed, h->cfg->rise, h->cfg->fall, what);
     }
     check_free(c);
     if (down > 0 && h->on_down)
@@ -173,11 +142,10 @@ static void on_check_done(struct http_client *cl, void *data)
 {
     struct check *c = data;
     char what[96];
-    enum lb_down_how how = LB_DOWN_GONE;
     switch (cl->error) {
     case HTTP_CLIENT_OK:
         snprintf(what, sizeof(what), "HTTP %d", cl->status);
-        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, LB_DOWN_ANSWERED, what);
+        check_done(c, (unsigned)cl->status == c->h->cfg->health_status, what);
         return;
     case HTTP_CLIENT_ECONNECT:
         if (net_local_shortage(cl->err)) {
@@ -185,8 +153,6 @@ static void on_check_done(struct http_client *cl, void *data)
             return;
         }
         snprintf(what, sizeof(what), "connect failed: %s", strerror(cl->err));
-        if (cl->err == ETIMEDOUT)
-            how = LB_DOWN_SILENT;
         break;
     case HTTP_CLIENT_ESEND:
         snprintf(what, sizeof(what), "send failed: %s", strerror(cl->err));
@@ -194,7 +160,6 @@ static void on_check_done(struct http_client *cl, void *data)
     case HTTP_CLIENT_ETIMEOUT:
         snprintf(what, sizeof(what), "%s",
                  cl->phase == HTTP_CLIENT_CONNECTING ? "timeout connecting" : "timeout waiting for response");
-        how = LB_DOWN_SILENT;
         break;
     case HTTP_CLIENT_ECLOSED:
         snprintf(what, sizeof(what), "connection closed before a response");
@@ -202,12 +167,11 @@ static void on_check_done(struct http_client *cl, void *data)
     case HTTP_CLIENT_EREQUEST:
         snprintf(what, sizeof(what), "not sent: %s", cl->detail);
         break;
-    default: /* EMALFORMED, ETOOLARGE (a head over the limit is malformed): something answered */
+    default: /* EMALFORMED, ETOOLARGE (a head over the limit is malformed) */
         snprintf(what, sizeof(what), "malformed response");
-        how = LB_DOWN_ANSWERED;
         break;
     }
-    check_done(c, 0, how, what);
+    check_done(c, 0, what);
 }
 
 static void start_check(struct lb_health *h, struct lb_server *s)

@@ -12,16 +12,10 @@
  * and rise/fall counts are kept, its last-check text says "not checked: ...", and stderr gets a
  * message at most every 10 s.
  * A server marked down by the checks (after `fall` failures, or by its first check) has its
- * `down_how` set and then its `downs` count increased before `healthy` is cleared, and the
- * function set with lb_health_on_down is called on the checker's thread: the balancer wakes its
- * workers with it, which then move, end or leave the requests still in flight on that server
- * (proxy.c) by `down_how`: the failing check got an HTTP answer (ANSWERED: a live server saying it
- * is not ready), timed out (SILENT: a cut link, or a server too busy to answer in time), or its
- * connection was refused, reset or closed (GONE: nothing more will come). A server down as
- * ANSWERED or SILENT is marked again, as GONE (`downs` increased once more), when a check's
- * connection is refused or reset, or after `fall` more checks in a row time out: a link cut for
- * that long ends what was left waiting there. Only the verdict that moves `downs` sets
- * `down_how`. Passive ejection does none of this (passive.h). */
+ * `downs` count increased before `healthy` is cleared, and the function set with
+ * lb_health_on_down is called on the checker's thread: the balancer wakes its workers with it,
+ * which then move the requests still in flight on that server where they may, and probe the
+ * connections of the rest (proxy.c). Passive ejection does not do this (passive.h). */
 #ifndef AGORA_LB_HEALTH_H
 #define AGORA_LB_HEALTH_H
 #include "core/loop.h"
@@ -38,11 +32,9 @@ void lb_health_kick(struct lb_health *h);
 /* Sets the function called (on the checker's thread) each time a check marks a server down;
  * fn may be NULL. */
 void lb_health_on_down(struct lb_health *h, void (*fn)(void *ctx), void *ctx);
-/* Applies a new verdict to a server (rise/fall logic): passed, or failed as `how` says (ignored
- * when passed); exposed for unit tests. Returns 1 if this verdict marked the server down or GONE
- * (its `downs` count was increased), else 0. */
-int lb_health_apply(struct lb_server *s, int passed, enum lb_down_how how, unsigned rise, unsigned fall,
-                    const char *what);
+/* Applies a new verdict to a server (rise/fall logic); exposed for unit tests. Returns 1 if this
+ * verdict marked the server down (its `downs` count was increased), else 0. */
+int lb_health_apply(struct lb_server *s, int passed, unsigned rise, unsigned fall, const char *what);
 /* Cancels checks in flight and frees everything. */
 void lb_health_stop(struct lb_health *h);
 

@@ -25,17 +25,13 @@
  *   (struct px_group) and walks only the lists of servers whose count moved since it last looked.
  *   An exchange sent before the count moved and still waiting for its head moves to another
  *   server (a healthy one, even in panic mode) if that is allowed as above. What cannot move
- *   depends on how the checks failed (health.h, enum lb_down_how): a refused, reset or closed
- *   check connection (GONE) means nothing more will come from the server: an exchange that cannot
- *   move is answered 502 at once, or its client connection cut if the response had begun. A check
- *   that timed out (SILENT: a cut link, or a server too busy to answer in time, which may still
- *   commit a POST and answer it) or was answered (ANSWERED: a live server saying it is not
- *   ready, e.g. its database is down) leaves what cannot move to finish: the server may still
- *   answer it. A SILENT or ANSWERED server that then stays silent for `fall` more checks, or
- *   refuses one, is marked again as GONE, which ends what was left. Exchanges
- *   sent to a server already down (panic mode) are left alone by the marks of that down (not once
- *   it came back up and went down again), WebSocket tunnels by all. Passive
- *   ejection does none of this.
+ *   stays, and its backend connection is probed (TCP keep-alive probes and a user timeout,
+ *   net_probe_peer): the checks cannot tell a cut link or a dead host from a live server too busy
+ *   to answer them, draining or not ready, which may still commit a POST and answer it, but the
+ *   connection can: a live peer acknowledges and the exchange is left to finish; a dead one fails
+ *   the connection within a few seconds and the exchange ends as on any backend error (502, or
+ *   its client connection cut if the response had begun). Exchanges sent to a server already
+ *   down (panic mode) are left alone by that down. Passive ejection does none of this.
  * - --try-timeout passes with no response head (counted from when the try's connection is up and
  *   the client's request is all in): the try is abandoned and the request moved when
  *   allowed as above and another server is there; when not, the try goes on (a try timeout never
@@ -183,8 +179,6 @@ static void px_use_server(struct px *px, struct lb_server *s)
     atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
     lb_tried_add(&px->tried, s);
     px->downs_at = atomic_load(&s->downs);
-    px->ups_at = atomic_load(&s->ups); /* before `healthy`, which a rise sets before `ups` */
-    px->sent_down = !atomic_load(&s->healthy);
     px->grp = group_of(px->w, s);
     px->gprev = NULL;
     px->gnext = px->grp->head;
@@ -523,28 +517,28 @@ static int px_try_move(struct px *px, enum lb_fail kind)
  * timeout. */
 static void on_px_try_timer(struct loop *loop, struct loop_timer *t) { px_try_move(t->data, LB_FAIL_TRY_TIMEOUT); }
 
-/* px's server was marked down while px was on it, as `how` says (health.h). GONE (a refused, reset
- * or closed check, or one silent for `fall` checks after the server went down): nothing more will
- * come from it: a try still waiting for its head moves or fails now (px_backend_failed), a
- * response already begun is cut (the client connection closes). SILENT (the checks time out: a
- * cut link, or a server too busy to answer in time, which may still commit and answer what it
- * has) or ANSWERED (a live server saying it is not ready): px moves only when it may and a usable
- * server is there, else it is left to finish, bounded by the response timeout, or until the
- * server is marked GONE. A tunnel is left alone. */
-static void px_server_down(struct px *px, enum lb_down_how how)
+/* How long a probed backend connection (px_server_down) may go without the peer acknowledging
+ * anything before it fails: long enough for a lost probe or two on a real network, at least the
+ * checks' own timeout. */
+#define PX_PROBE_MIN_MS 3000
+
+/* px's server was marked down while px was on it (health.h). px moves now when it may and a
+ * usable server is there (px_try_move). Otherwise it stays, whatever the checks saw: they cannot
+ * tell a cut link or a dead host from a live server that is too busy to answer them, draining
+ * (its listener closed: checks refused), or saying it is not ready — and such a server may still
+ * commit a POST it holds and answer it. px's own connection can tell: it is probed
+ * (net_probe_peer). A live peer acknowledges the probes at once and px is left to finish, bounded
+ * by the response timeout; a dead one (no acknowledgement for the probe time: a cut link, a host
+ * powered off; a reset from a host that rebooted) fails the connection, and the usual error path
+ * moves px if it may, else answers 502 or cuts a response already begun. */
+static void px_server_down(struct px *px)
 {
-    if (px->tunnel)
+    if (px_try_move(px, LB_FAIL_DOWN))
         return;
-    if (how != LB_DOWN_GONE) {
-        px_try_move(px, LB_FAIL_DOWN);
-        return;
+    if (px->up && px->up->fd >= 0) {
+        unsigned ms = px->w->sh->cfg->health_timeout_ms;
+        net_probe_peer(px->up->fd, ms > PX_PROBE_MIN_MS ? ms : PX_PROBE_MIN_MS);
     }
-    if (px->head_sent || px->resp.phase != HTTP_READER_HEAD) {
-        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
-        px_fail(px, 502, "Backend server marked down by health checks");
-        return;
-    }
-    px_backend_failed(px, LB_FAIL_DOWN);
 }
 
 void lb_worker_wake(struct lb_worker *w)
@@ -554,8 +548,6 @@ void lb_worker_wake(struct lb_worker *w)
         if (downs == g->downs_seen)
             continue;
         g->downs_seen = downs;
-        enum lb_down_how how = atomic_load(&g->server->down_how);
-        unsigned ups = atomic_load(&g->server->ups);
         /* Handling one exchange may end or move others' neighbours in the list (a client's next
          * pipelined request starts when one is answered): take the list first, then check each
          * is still on this server and not handled (an ended px lives until the iteration ends). */
@@ -571,10 +563,10 @@ void lb_worker_wake(struct lb_worker *w)
         w->walking++;
         for (size_t i = 0; i < n; i++) {
             struct px *px = v[i];
-            if (px->ended || px->grp != g || px->downs_at == downs || (px->sent_down && px->ups_at == ups))
+            if (px->ended || px->grp != g || px->downs_at == downs)
                 continue;
             px->downs_at = downs;
-            px_server_down(px, how);
+            px_server_down(px);
         }
         w->walking--;
         free(v);

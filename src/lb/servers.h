@@ -28,14 +28,6 @@ enum lb_admin_state {
     LB_ADMIN_PARKED,     /* drained and kept in the set, taking no traffic */
 };
 
-/* How the check that marked a server down failed, which tells proxy.c what may still come from
- * the server for the requests in flight on it (lb_health_on_down, health.h). */
-enum lb_down_how {
-    LB_DOWN_GONE = 0, /* refused, reset or closed (or silent for `fall` more checks): nothing will */
-    LB_DOWN_SILENT,   /* timed out: a cut link, or a server too busy to answer in time */
-    LB_DOWN_ANSWERED, /* an HTTP answer: a live server saying it is not ready */
-};
-
 struct lb_server {
     atomic_int refs;
     char *url;         /* as configured, e.g. "http://127.0.0.1:8001" */
@@ -48,10 +40,6 @@ struct lb_server {
     atomic_int healthy;               /* last health verdict (1 = up) */
     atomic_uint downs;                /* times the active checks marked it down (proxy.c rescues
                                          the requests in flight on it: lb_health_on_down) */
-    atomic_int down_how;              /* enum lb_down_how of the check that last moved `downs` */
-    atomic_uint ups;                  /* times the checks brought it (back) up, after `healthy` is
-                                         set: a request sent in panic mode while it was down is
-                                         left alone by that down's marks only (proxy.c) */
     atomic_int inflight;              /* requests in flight, all workers */
     atomic_uint_fast64_t total;       /* requests sent */
     atomic_uint_fast64_t errors;      /* failed requests: connect/send/receive failures, timeouts, 5xx */
@@ -81,7 +69,6 @@ struct lb_server {
     int hc_rise, hc_fall;
     int hc_checked; /* a check has completed at least once */
     int hc_down;    /* the checks' own verdict is down (ejection aside) */
-    int hc_silent;  /* checks in a row without an answer since a down server was last marked */
     /* last check outcome, written by the health thread and read by /stats in any worker: only
      * through lb_server_set_last_check() and lb_server_last_check(), which hold hc_lock */
     pthread_mutex_t hc_lock;

@@ -44,7 +44,7 @@ static void run_seq(struct lb_server *s, unsigned rise, unsigned fall, const cha
 {
     assert_int_equal(strlen(seq), strlen(want));
     for (size_t i = 0; seq[i]; i++) {
-        lb_health_apply(s, seq[i] == 'P', LB_DOWN_ANSWERED, rise, fall, seq[i] == 'P' ? "HTTP 200" : "HTTP 500");
+        lb_health_apply(s, seq[i] == 'P', rise, fall, seq[i] == 'P' ? "HTTP 200" : "HTTP 500");
         int got = atomic_load(&s->healthy);
         if (got != want[i] - '0')
             fail_msg("rise %u fall %u, after \"%.*s\": healthy = %d, want %c", rise, fall, (int)i + 1, seq, got,
@@ -90,29 +90,29 @@ static void test_apply_counters(void **state)
 {
     struct lb_server *s = new_server("http://127.0.0.1:8001");
     /* Up: passes do not count towards rise, failures count towards fall. */
-    lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 3, "ok");
+    lb_health_apply(s, 1, 2, 3, "ok");
     assert_int_equal(s->hc_rise, 0);
     assert_int_equal(s->hc_fall, 0);
-    lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 3, "bad");
+    lb_health_apply(s, 0, 2, 3, "bad");
     assert_int_equal(s->hc_fall, 1);
-    lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 3, "bad");
+    lb_health_apply(s, 0, 2, 3, "bad");
     assert_int_equal(s->hc_fall, 2);
-    lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 3, "ok");
+    lb_health_apply(s, 1, 2, 3, "ok");
     assert_int_equal(s->hc_fall, 0);
     assert_int_equal(s->hc_rise, 0);
-    lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 3, "bad");
-    lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 3, "bad");
-    lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 3, "bad");
+    lb_health_apply(s, 0, 2, 3, "bad");
+    lb_health_apply(s, 0, 2, 3, "bad");
+    lb_health_apply(s, 0, 2, 3, "bad");
     assert_int_equal(atomic_load(&s->healthy), 0);
     assert_int_equal(s->hc_fall, 0); /* reset on the transition */
     /* Down: failures do not count towards fall, passes count towards rise. */
-    lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 3, "bad");
+    lb_health_apply(s, 0, 2, 3, "bad");
     assert_int_equal(s->hc_fall, 0);
     assert_int_equal(s->hc_rise, 0);
-    lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 3, "ok");
+    lb_health_apply(s, 1, 2, 3, "ok");
     assert_int_equal(s->hc_rise, 1);
     uint64_t before = loop_clock_us() / 1000;
-    lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 3, "back");
+    lb_health_apply(s, 1, 2, 3, "back");
     uint64_t after = loop_clock_us() / 1000;
     assert_int_equal(atomic_load(&s->healthy), 1);
     assert_int_equal(s->hc_rise, 0);
@@ -249,75 +249,23 @@ static void clear_last(struct lb_server **servers, size_t n)
 static void test_apply_marks_down(void **state)
 {
     struct lb_server *s = new_server("http://127.0.0.1:8001");
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 1);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 1);
     assert_int_equal(atomic_load(&s->downs), 1);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 0); /* already down: once */
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 0);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0); /* already down: once */
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0);
     assert_int_equal(atomic_load(&s->downs), 1);
-    assert_int_equal(atomic_load(&s->ups), 0);
-    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 2, "ok"), 0);
-    assert_int_equal(atomic_load(&s->ups), 0);
-    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 2, "ok"), 0);
+    assert_int_equal(lb_health_apply(s, 1, 2, 2, "ok"), 0);
+    assert_int_equal(lb_health_apply(s, 1, 2, 2, "ok"), 0);
     assert_int_equal(atomic_load(&s->healthy), 1);
-    assert_int_equal(atomic_load(&s->ups), 1); /* up again: panic-mode requests' marks are over */
-    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_ANSWERED, 2, 2, "ok"), 0);
-    assert_int_equal(atomic_load(&s->ups), 1);
     /* Ejected by the proxy (healthy 0, the checks' verdict up): failing checks still count. */
     assert_int_equal(lb_server_eject(s, 1000, 1000, "test"), 1);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 1);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 1);
     assert_int_equal(atomic_load(&s->downs), 2);
     assert_int_equal(atomic_load(&s->healthy), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "bad"), 0);
+    assert_int_equal(lb_health_apply(s, 0, 2, 2, "bad"), 0);
     assert_int_equal(atomic_load(&s->downs), 2);
-    lb_server_unref(s);
-}
-
-/* Only the verdict that moves `downs` says how (review12 F5); a server down as SILENT (checks
- * timing out) is marked again, GONE, after `fall` more silent checks in a row or at once on a
- * refused connection; an answered check in between restarts the count; a GONE server is not
- * marked again; a pass clears the count. */
-static void test_apply_marks_gone(void **state)
-{
-    struct lb_server *s = new_server("http://127.0.0.1:8001");
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "HTTP 503"), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 1);
-    assert_int_equal(atomic_load(&s->downs), 1);
-    assert_int_equal(atomic_load(&s->down_how), LB_DOWN_SILENT); /* the marking verdict's */
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "HTTP 503"), 0); /* restarts */
-    assert_int_equal(atomic_load(&s->down_how), LB_DOWN_SILENT);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 0);
-    assert_int_equal(atomic_load(&s->downs), 1);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 1);
-    assert_int_equal(atomic_load(&s->downs), 2);
-    assert_int_equal(atomic_load(&s->down_how), LB_DOWN_GONE);
-    char buf[128];
-    lb_server_last_check(s, buf, sizeof(buf));
-    assert_string_equal(buf, "timeout (no answer: requests in flight ended)");
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 0); /* once */
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_GONE, 2, 2, "refused"), 0);
-    assert_int_equal(atomic_load(&s->downs), 2);
-    /* Back up, then down as ANSWERED: a refused check marks it GONE at once. */
-    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_GONE, 2, 2, "ok"), 0);
-    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_GONE, 2, 2, "ok"), 0);
-    assert_int_equal(atomic_load(&s->healthy), 1);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_ANSWERED, 2, 2, "HTTP 503"), 1);
-    assert_int_equal(atomic_load(&s->down_how), LB_DOWN_ANSWERED);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_GONE, 2, 2, "refused"), 1);
-    assert_int_equal(atomic_load(&s->downs), 4);
-    assert_int_equal(atomic_load(&s->down_how), LB_DOWN_GONE);
-    /* Down as SILENT, one silent check, a pass: the count starts again from 0. */
-    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_GONE, 2, 2, "ok"), 0);
-    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_GONE, 2, 2, "ok"), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 1);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 0);
-    assert_int_equal(lb_health_apply(s, 1, LB_DOWN_GONE, 2, 2, "ok"), 0);
-    assert_int_equal(lb_health_apply(s, 0, LB_DOWN_SILENT, 2, 2, "timeout"), 0);
-    assert_int_equal(atomic_load(&s->downs), 5);
     lb_server_unref(s);
 }
 
@@ -544,15 +492,10 @@ static void test_no_descriptor_is_no_verdict(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_apply_rise2_fall3),
-        cmocka_unit_test(test_apply_other_thresholds),
-        cmocka_unit_test(test_apply_counters),
-        cmocka_unit_test(test_apply_marks_down),
-        cmocka_unit_test(test_apply_marks_gone),
-        cmocka_unit_test(test_checker),
-        cmocka_unit_test(test_checker_timeout),
-        cmocka_unit_test(test_stop_in_flight),
-        cmocka_unit_test(test_no_descriptor_is_no_verdict),
+        cmocka_unit_test(test_apply_rise2_fall3), cmocka_unit_test(test_apply_other_thresholds),
+        cmocka_unit_test(test_apply_counters),    cmocka_unit_test(test_apply_marks_down),
+        cmocka_unit_test(test_checker),           cmocka_unit_test(test_checker_timeout),
+        cmocka_unit_test(test_stop_in_flight),    cmocka_unit_test(test_no_descriptor_is_no_verdict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
