@@ -122,15 +122,20 @@ test: deps-test
 	@$(MAKE) --no-print-directory format-check
 	@sh scripts/with-pg.sh $(MAKE) --no-print-directory test-suites
 
+# The namespace cluster's tests (mostly waiting: fail-overs, keepalived, pg_auto_failover) run
+# beside the ASan suite, their output kept in build/cluster-test.log and shown when both are done.
 test-suites:
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-postgres
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory integration-postgres
 	@$(MAKE) --no-print-directory integration-replica
-	@$(MAKE) --no-print-directory cluster-test
 	@$(MAKE) --no-print-directory browser
-	@$(MAKE) --no-print-directory asan
+	@echo "cluster-test: running beside asan (output at the end: build/cluster-test.log)"; \
+	$(MAKE) --no-print-directory cluster-test >build/cluster-test.log 2>&1 & cpid=$$!; \
+	$(MAKE) --no-print-directory asan; a=$$?; \
+	wait $$cpid; c=$$?; echo "---- cluster-test (exit $$c) ----"; cat build/cluster-test.log; \
+	[ $$a -eq 0 ] && [ $$c -eq 0 ]
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory fuzz-smoke
 
@@ -148,7 +153,7 @@ test-suites:
 #                    new inputs go to build-fuzz/corpus/NAME, crashes to build-fuzz/crashes/NAME/,
 #                    output to build-fuzz/fuzz_NAME.log. The checked-in seeds (tests/fuzz/corpus/NAME)
 #                    are only read.
-#   make fuzz-smoke  the same, 10 seconds per harness (part of `make test`).
+#   make fuzz-smoke  the same, 6 seconds per harness (part of `make test`).
 #   make tsan        builds agora, testbackend and the unit tests with ThreadSanitizer into build-tsan/,
 #                    runs the unit tests, then tests/tsan/load.py (TSAN_SECONDS of load: `agora lb`
 #                    with 2 workers under wrk with admin calls and a SIGHUP reload, then `agora server`
@@ -216,7 +221,7 @@ fuzz: fuzz-build
 	done; exit $$fail
 
 fuzz-smoke:
-	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=6
 
 bench: deps
 	@$(MAKE) --no-print-directory build
