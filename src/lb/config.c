@@ -159,6 +159,8 @@ static const struct opts_def opts[] = {
         "the plain listener answers every request with 308 to https:// (default off)"),
     ROW("lb", "hsts", "hsts", OPTS_UINT, O(hsts_s), 0,
         "Strict-Transport-Security max-age in seconds on TLS responses; 0 = none (default 0)"),
+    ROW("lb", "http2", "http2", OPTS_BOOL, O(http2), 0,
+        "HTTP/2 to TLS clients that offer it by ALPN (h2 preferred over http/1.1; default on)"),
 };
 #undef O
 #undef S
@@ -203,6 +205,7 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->max_tunnels = 10000;
     cfg->tls_handshake_timeout_ms = 10000;
     cfg->passive_health = 1;
+    cfg->http2 = 1;
     cfg->eject_5xx = 5;
     cfg->eject_base_ms = 2000;
     cfg->eject_max_ms = 60000;

@@ -74,6 +74,7 @@ struct lb_config {
     unsigned tls_handshake_timeout_ms;
     int redirect_https; /* the plain listener answers 308 to https:// */
     unsigned hsts_s;    /* Strict-Transport-Security max-age on TLS responses; 0 = none */
+    int http2;          /* ALPN offers h2 on the TLS listener (http/h2.h); default on */
     int tls_reset;      /* internal: the next --tls-cert/--tls-key replaces the lists (as backends_reset) */
 };
 
