@@ -85,7 +85,7 @@ struct h2_session {
     unsigned nrequests;
     uint64_t window_start;
     unsigned resets, control, empty;
-    unsigned tls : 1, calm : 1, dead : 1, freeing : 1;
+    unsigned tls : 1, calm : 1, dead : 1, freeing : 1, goaway : 1;
 };
 
 /* ---- small helpers ---- */
@@ -364,8 +364,12 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     s->streams = st;
     s->nstreams++;
     nghttp2_session_set_stream_user_data(ng, st->id, st);
-    if (++s->nrequests == H2_MAX_REQUESTS) /* enough on one connection: the open ones finish */
+    /* Enough on one connection, or stream ids nearly used up: the open streams finish, the
+     * client opens a new connection for more. */
+    if (++s->nrequests == H2_MAX_REQUESTS || (st->id >= H2_LAST_IDS && !s->goaway)) {
+        s->goaway = 1;
         nghttp2_submit_goaway(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR, NULL, 0);
+    }
     return 0;
 }
 

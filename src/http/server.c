@@ -988,7 +988,7 @@ static int conn_handshake(struct http_conn *c)
 
 static void h2_pump(struct http_conn *c)
 {
-    if (c->closing)
+    if (c->closing || c->lingering)
         return;
     struct http_server *s = c->srv;
     for (int i = 0; i < 16; i++) {
@@ -1014,7 +1014,13 @@ static void h2_pump(struct http_conn *c)
     }
     int reading = h2_session_want_read(c->h2);
     if (!reading && buf_used(&c->out) == 0 && !h2_session_want_write(c->h2)) {
-        conn_close_later(c); /* GOAWAY sent and every stream done, or the session failed */
+        /* GOAWAY sent and every stream done, or the session failed: a lingering close (see
+         * conn_flush), so that what the client sent meanwhile does not turn the close into a
+         * reset that destroys the GOAWAY before the client reads it. */
+        conn_shut_write(c);
+        c->lingering = 1;
+        loop_set_mask(s->loop, c->fd, LOOP_READ);
+        loop_timer_arm(s->loop, &c->timer, LINGER_MS);
         return;
     }
     conn_release_out(c);
@@ -1108,7 +1114,7 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
         if (http_tls_conn_is_h2(c->ssl) && h2_start(c) < 0)
             return;
     }
-    if (c->h2) {
+    if (c->h2 && !c->lingering) {
         h2_io(c, events);
         return;
     }
