@@ -793,7 +793,10 @@ int h2_session_recv(struct h2_session *s, const char *p, size_t n)
     ssize_t r = nghttp2_session_mem_recv(s->ng, (const uint8_t *)p, n);
     if (r >= 0)
         return RC_OK;
-    uint32_t code = s->calm || r == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR;
+    /* Our bounds (calm), nghttp2's on queued acks (FLOODED) and CONTINUATION frames: the peer
+     * misbehaves on purpose; anything else is a protocol error (bad preface, bad frame). */
+    int calm = s->calm || r == NGHTTP2_ERR_FLOODED || r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
+    uint32_t code = calm ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR;
     nghttp2_session_terminate_session(s->ng, code);
     s->dead = 1;
     return RC_ERROR;
