@@ -833,6 +833,16 @@ int h2_session_want_read(const struct h2_session *s) { return !s->dead && nghttp
 int h2_session_want_write(const struct h2_session *s) { return nghttp2_session_want_write(s->ng); }
 unsigned h2_session_streams(const struct h2_session *s) { return s->nstreams; }
 
+int h2_session_blocked(const struct h2_session *s)
+{
+    if (nghttp2_session_want_write(s->ng))
+        return 0;
+    for (const struct h2_stream *st = s->streams; st; st = st->next)
+        if (buf_used(&st->out) > 0)
+            return 1;
+    return 0;
+}
+
 void h2_session_goaway(struct h2_session *s, uint32_t code)
 {
     nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng), code, NULL, 0);

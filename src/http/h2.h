@@ -90,6 +90,8 @@ int h2_session_want_read(const struct h2_session *s);
 int h2_session_want_write(const struct h2_session *s);
 /* Open streams. */
 unsigned h2_session_streams(const struct h2_session *s);
+/* 1 if response bytes wait that nothing can send: the client's flow-control window is shut. */
+int h2_session_blocked(const struct h2_session *s);
 /* Queues a GOAWAY with this code (0 NO_ERROR: idle or shutting down; the open streams finish). */
 void h2_session_goaway(struct h2_session *s, uint32_t code);
 

@@ -983,14 +983,16 @@ static int conn_handshake(struct http_conn *c)
  * the handler with a stream's conn per request (http_conn_stream_new). The connection reads while
  * the session wants to and its output is below the high-water mark, writes whatever the session
  * produces, and closes once the session wants neither. Its timer: the send timeout while output
- * waits, the idle timeout while no stream is open, none otherwise (the handler times its
- * requests). */
+ * waits in the socket's queue or behind a window the client keeps shut (the timer is not pushed
+ * back by what the client sends meanwhile, only by bytes written), the idle timeout while no
+ * stream is open, none otherwise (the handler times its requests). */
 
 static void h2_pump(struct http_conn *c)
 {
     if (c->closing || c->lingering)
         return;
     struct http_server *s = c->srv;
+    int wrote = 0;
     for (int i = 0; i < 16; i++) {
         size_t before = buf_used(&c->out);
         if (before < HTTP_OUT_HIGH_WATER) {
@@ -1007,8 +1009,7 @@ static void h2_pump(struct http_conn *c)
             conn_close_later(c);
             return;
         }
-        if (w > 0 || buf_used(&c->out) != before)
-            loop_timer_cancel(s->loop, &c->timer); /* progress: the send timeout starts again */
+        wrote |= w > 0 || buf_used(&c->out) != before;
         if (buf_used(&c->out) > 0)
             break; /* the socket is full */
     }
@@ -1028,11 +1029,16 @@ static void h2_pump(struct http_conn *c)
         (reading && buf_used(&c->out) < HTTP_OUT_HIGH_WATER ? LOOP_READ : 0) | (buf_used(&c->out) ? LOOP_WRITE : 0);
     loop_set_mask(s->loop, c->fd, mask);
     if (buf_used(&c->out)) {
-        if (!loop_timer_armed(&c->timer))
+        if (wrote || !loop_timer_armed(&c->timer)) /* bytes went out: the send timeout starts again */
             loop_timer_arm(s->loop, &c->timer, s->lim.send_timeout_ms);
     } else if (h2_session_streams(c->h2) == 0) {
         if (!loop_timer_armed(&c->timer))
             loop_timer_arm(s->loop, &c->timer, s->lim.idle_timeout_ms);
+    } else if (h2_session_blocked(c->h2)) {
+        /* The client keeps its window shut on a response: as a client that reads nothing (what
+         * else it makes us write, PING acknowledgements, does not push the deadline back). */
+        if (!loop_timer_armed(&c->timer))
+            loop_timer_arm(s->loop, &c->timer, s->lim.send_timeout_ms);
     } else {
         loop_timer_cancel(s->loop, &c->timer);
     }

@@ -543,3 +543,19 @@ def test_idle_h2_connection_is_closed(h2_lb):
     c = H2(lb.tls_port, lb.ca)
     assert c.wait_stream(c.request("/delay?ms=1500"))[0] == 200
     c.close()
+
+
+def test_window_kept_shut_is_closed_at_the_send_timeout(h2_lb):
+    """A client that opens no flow-control window (SETTINGS_INITIAL_WINDOW_SIZE 0) on a response,
+    while it keeps the connection busy with PINGs: closed after the send timeout, as an HTTP/1.1
+    client that reads nothing."""
+    lb = h2_lb("--client-send-timeout", "1s")
+    c = H2(lb.tls_port, lb.ca, settings=struct.pack(">HI", 4, 0))
+    c.request("/bytes?n=1000000")
+    t0 = time.monotonic()
+    while not c.closed and time.monotonic() - t0 < 5:
+        c.send(frame(PING, 0, 0, b"stillhere"[:8]))
+        c.wait(lambda c: False, 0.2)
+    assert c.closed and 0.8 < time.monotonic() - t0 < 3, time.monotonic() - t0
+    c.close()
+    fresh_request_works(lb)
