@@ -252,6 +252,7 @@ static int build_head(struct h2_stream *st, int end_stream)
     if (q)
         h->query = (struct http_str){q + 1, h->target.n - h->path.n - 1};
     h->minor = 1;
+    h->http2 = 1;
     h->keep_alive = 1;
     h->content_length = -1;
     if (st->authority.nn) {

@@ -12,6 +12,7 @@ connection, the h2 preface on an http/1.1 connection, idle timeout.
 import hashlib
 import json
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -559,3 +560,32 @@ def test_window_kept_shut_is_closed_at_the_send_timeout(h2_lb):
     assert c.closed and 0.8 < time.monotonic() - t0 < 3, time.monotonic() - t0
     c.close()
     fresh_request_works(lb)
+
+
+def test_access_log_has_one_line_per_stream(h2_lb, tmp_path):
+    log = tmp_path / "access.log"
+    lb = h2_lb("--access-log", str(log))
+    c = H2(lb.tls_port, lb.ca)
+    ids = [c.request("/one"), c.request("/status?code=404"), c.request("/sink", method="POST", body=b"x" * 1000)]
+    assert [c.wait_stream(sid)[0] for sid in ids] == [200, 404, 200]
+    c.close()
+    assert wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 3, 5)
+    lines = sorted(log.read_text().splitlines())
+    assert len(lines) == 3
+    assert ['"GET /one HTTP/2.0" 200' in l for l in lines].count(True) == 1, lines
+    assert ['"GET /status?code=404 HTTP/2.0" 404' in l for l in lines].count(True) == 1, lines
+    assert ['"POST /sink HTTP/2.0" 200' in l for l in lines].count(True) == 1, lines
+
+
+def test_sigterm_finishes_the_open_streams_with_goaway(h2_lb):
+    lb = h2_lb("--shutdown-timeout", "10s")
+    c = H2(lb.tls_port, lb.ca)
+    sid = c.request("/delay?ms=1000")
+    time.sleep(0.3)
+    lb.popen.send_signal(signal.SIGTERM)
+    status, body, reset = c.wait_stream(sid, 10)
+    assert (status, body, reset) == (200, b"delayed 1000 ms\n", None)
+    assert c.wait_goaway() == (sid, NO_ERROR)
+    assert c.wait(lambda c: c.closed, 5)
+    c.close()
+    assert lb.wait(timeout=15) == 0
