@@ -378,16 +378,16 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
     struct h2_session *s = ud;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* trailers: dropped */
     struct h2_stream *st = stream_of(s, frame->hd.stream_id);
-    if (!st)
+    if (frame->hd.type != NGHTTP2_HEADERS || !st)
         return 0;
-    st->hsize += namelen + valuelen + 32;
+    st->hsize += namelen + valuelen + 32;  /* trailers count too */
     if (st->hsize > 4 * s->lim.max_head) { /* an HPACK bomb: far past what is answered 431 */
         s->calm = 1;
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers: dropped */
     if (st->hsize > s->lim.max_head || st->too_big) {
         st->too_big = 1;
         buf_free(&st->hb);

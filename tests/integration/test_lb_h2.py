@@ -589,3 +589,22 @@ def test_sigterm_finishes_the_open_streams_with_goaway(h2_lb):
     assert c.wait(lambda c: c.closed, 5)
     c.close()
     assert lb.wait(timeout=15) == 0
+
+
+def test_request_trailers_are_dropped_and_bounded(h2_lb):
+    lb = h2_lb()
+    c = H2(lb.tls_port, lb.ca)
+    sid = c.request("/echo", method="POST", body=b"abc", end=False)
+    c.send(frame(HEADERS, END_HEADERS | END_STREAM, sid, c.block([("x-trailer", "yes")])))
+    status, body, reset = c.wait_stream(sid)
+    doc = json.loads(body)
+    assert (status, reset, doc["body_length"], doc["chunked"], doc["body_prefix"]) == (200, None, 3, True, "abc")
+    assert not any(k.lower() == "x-trailer" for k, _ in doc["headers"])
+    # A trailer section counts toward the HPACK-bomb bound as the head does.
+    c.send(frame(HEADERS, END_HEADERS, 3, req_block(c, "/sink", "POST")) + frame(DATA, 0, 3, b"x"))
+    c.send(frame(HEADERS, END_HEADERS, 5, c.block([(":method", "POST"), (":scheme", "https"), (":path", "/sink"),
+                                                   (":authority", "localhost"), ("bomb", "x" * 4000)])))
+    c.send(frame(HEADERS, END_HEADERS | END_STREAM, 5, bytes([0x80 | 62]) * 16000))  # the bomb, 16,000 times
+    assert c.wait_goaway() == (5, ENHANCE_YOUR_CALM)
+    c.close()
+    fresh_request_works(lb)
