@@ -150,6 +150,8 @@ static void process_input(struct http_conn *c);
 static int fail_request(struct http_conn *c, int status, const char *message);
 static void conn_update_mask(struct http_conn *c);
 static int conn_flush(struct http_conn *c);
+static int h2_start(struct http_conn *c);
+static void h2_pump(struct http_conn *c);
 
 /* The method of the current request; HTTP_OTHER when none is parsed. */
 static enum http_method conn_method(const struct http_conn *c) { return c->req ? c->req->head.method : HTTP_OTHER; }
@@ -796,6 +798,18 @@ static int feed_body(struct http_conn *c)
     return 0;
 }
 
+/* h2c prior knowledge (lim.h2c): 1 if a connection's first bytes are the HTTP/2 connection
+ * preface, RC_AGAIN while they are a beginning of it, 0 if not (HTTP/1.1 then). Only before the
+ * connection's first request (the parser answers a preface later on with 505). */
+static int h2c_detect(const struct http_conn *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t n = buf_used(&c->in) < sizeof(preface) - 1 ? buf_used(&c->in) : sizeof(preface) - 1;
+    if (memcmp(buf_head(&c->in), preface, n))
+        return 0;
+    return n < sizeof(preface) - 1 ? RC_AGAIN : 1;
+}
+
 static void process_input(struct http_conn *c)
 {
     struct http_server *s = c->srv;
@@ -810,6 +824,22 @@ again:
             if (out_full(c)) {
                 stalled = 1; /* see out_full */
                 break;
+            }
+            if (__builtin_expect(s->lim.h2c, 0) && !c->req_start_us && !c->ssl) {
+                int d = h2c_detect(c);
+                if (d == RC_AGAIN)
+                    break;
+                if (d == 1) { /* HTTP/2 with prior knowledge: the connection's bytes go there now */
+                    c->in_process = 0;
+                    if (h2_start(c) < 0)
+                        return;
+                    int rc = h2_session_recv(c->h2, buf_head(&c->in), buf_used(&c->in));
+                    buf_reset(&c->in);
+                    blockpool_buf_release(&s->bufs, &c->in);
+                    (void)rc; /* a failed session sends its GOAWAY, then closes (h2_pump) */
+                    h2_pump(c);
+                    return;
+                }
             }
             struct http_head *h = &conn_req(c)->head;
             int r = http_parse_request(buf_head(&c->in), buf_used(&c->in), &s->plim, h);

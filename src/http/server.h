@@ -81,6 +81,7 @@ struct http_server_limits {
     struct http_server_stats *stats; /* counted here when not NULL (may be shared by servers) */
     struct http_tls *tls;            /* TLS on this listener (tls.h), shared by servers; NULL = plain */
     unsigned handshake_timeout_ms;   /* TLS handshake deadline from accept, then close; default 10000 */
+    int h2c;                         /* a plain connection that starts with the HTTP/2 preface speaks HTTP/2 (h2.h) */
 };
 
 struct http_server_ops {

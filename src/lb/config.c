@@ -161,6 +161,8 @@ static const struct opts_def opts[] = {
         "Strict-Transport-Security max-age in seconds on TLS responses; 0 = none (default 0)"),
     ROW("lb", "http2", "http2", OPTS_BOOL, O(http2), 0,
         "HTTP/2 to TLS clients that offer it by ALPN (h2 preferred over http/1.1; default on)"),
+    ROW("lb", "h2c", "h2c", OPTS_BOOL, O(h2c), 0,
+        "HTTP/2 with prior knowledge (h2c) on the plain listener, beside HTTP/1.1 (default off)"),
 };
 #undef O
 #undef S
@@ -491,4 +493,5 @@ void lb_config_client_limits(const struct lb_config *cfg, struct http_server_lim
     lim->send_timeout_ms = cfg->client_send_timeout_ms;
     lim->max_conns = cfg->max_connections;
     lim->handshake_timeout_ms = cfg->tls_handshake_timeout_ms;
+    lim->h2c = cfg->h2c;
 }

@@ -75,6 +75,7 @@ struct lb_config {
     int redirect_https; /* the plain listener answers 308 to https:// */
     unsigned hsts_s;    /* Strict-Transport-Security max-age on TLS responses; 0 = none */
     int http2;          /* ALPN offers h2 on the TLS listener (http/h2.h); default on */
+    int h2c;            /* HTTP/2 with prior knowledge on the plain listener; default off */
     int tls_reset;      /* internal: the next --tls-cert/--tls-key replaces the lists (as backends_reset) */
 };
 

@@ -528,7 +528,7 @@ def test_h2_preface_on_an_http11_connection(h2_lb):
     s.sendall(PREFACE)
     data = read_to_close(s)
     s.close()
-    assert data.startswith(b"HTTP/1.1 400 ") or data.startswith(b"HTTP/1.1 505 "), data[:100]
+    assert data.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), data[:100]
     fresh_request_works(lb)
 
 
@@ -608,3 +608,27 @@ def test_request_trailers_are_dropped_and_bounded(h2_lb):
     assert c.wait_goaway() == (5, ENHANCE_YOUR_CALM)
     c.close()
     fresh_request_works(lb)
+
+
+def test_h2c_prior_knowledge_on_the_plain_listener(h2_lb):
+    lb = h2_lb("--h2c", "on")
+    base = "http://127.0.0.1:%d" % lb.port
+    p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}", base + "/echo"],
+                       capture_output=True, timeout=30)
+    body, _, version = p.stdout.rpartition(b"\n")
+    assert (p.returncode, version) == (0, b"2"), p.stderr
+    hdrs = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert hdrs["x-forwarded-proto"] == "http"
+    # HTTP/1.1 on the same port still.
+    p = subprocess.run(["curl", "-sS", "--http1.1", "-w", "\n%{http_version}", base + "/"], capture_output=True,
+                       timeout=30)
+    assert p.stdout.endswith(b"\n1.1") and p.stdout.startswith(b"hello from "), p.stdout
+    if shutil.which("h2load"):
+        p = subprocess.run(["h2load", "-n", "500", "-c", "2", "-m", "10", base + "/"], capture_output=True,
+                           timeout=60)
+        assert "500 succeeded, 0 failed" in p.stdout.decode(), p.stdout.decode()
+    # Off (the default): the preface is an HTTP/1.1 error, HTTP/2 is not spoken.
+    off = h2_lb()
+    with socket.create_connection((LOCALHOST, off.port), timeout=5) as s:
+        s.sendall(PREFACE)
+        assert read_to_close(s).startswith(b"HTTP/1.1 505 ")
