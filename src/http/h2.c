@@ -523,7 +523,8 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *p, size_t len
     size_t n = buf_used(&st->out);
     if (n > len)
         n = len;
-    memcpy(p, buf_head(&st->out), n);
+    if (n) /* an empty buf may have no storage: memcpy from NULL is undefined even for 0 bytes */
+        memcpy(p, buf_head(&st->out), n);
     buf_consume(&st->out, n);
     if (st->want_drain && buf_used(&st->out) <= H2_STREAM_HIGH_WATER / 4) {
         st->want_drain = 0;

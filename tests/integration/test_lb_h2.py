@@ -255,7 +255,7 @@ def test_post_body_streams_both_ways_with_equal_checksum(h2_lb, tmp_path, length
         echo.close()
 
 
-def test_100_mib_each_way_with_flat_memory(h2_lb):
+def test_100_mib_each_way_with_flat_memory(h2_lb, agora_bin):
     lb = h2_lb(backends=None)
     for _ in range(3):  # warm up: the pools and the TLS buffers exist
         assert curl(lb, url(lb, "/bytes?n=1000000"))[0] == 0
@@ -296,7 +296,8 @@ def test_100_mib_each_way_with_flat_memory(h2_lb):
     rc, out, err = results["up"]
     assert (rc, json.loads(out)) == (0, {"received": BIG, "chunked": True}), err
     growth = rss.peak_kib - before
-    assert growth < 32 * 1024, "VmRSS %d KiB before, peak %d KiB" % (before, rss.peak_kib)
+    if "asan" not in str(agora_bin):  # ASan's quarantine and redzones make resident memory meaningless
+        assert growth < 32 * 1024, "VmRSS %d KiB before, peak %d KiB" % (before, rss.peak_kib)
 
 
 def test_client_resets_a_stream_mid_response(h2_lb, tmp_path):
