@@ -49,8 +49,7 @@ struct h2_stream {
     struct buf in; /* DATA kept while paused */
     uint64_t body_seen;
     /* the response */
-    struct http_head *rh; /* while its head is parsed */
-    struct buf rhead;     /* its head's bytes until complete */
+    struct buf rhead; /* its head's bytes until complete */
     struct http_chunked rchunk;
     uint64_t rleft;
     struct buf out; /* decoded body not yet in DATA frames */
@@ -82,6 +81,7 @@ struct h2_session {
     struct http_server_limits lim;
     struct h2_stream *streams;
     unsigned nstreams;
+    struct http_head *rh; /* scratch for parsing response heads (the parser keeps no state) */
     unsigned nrequests;
     uint64_t window_start;
     unsigned resets, control, empty;
@@ -137,7 +137,6 @@ static void stream_free(struct h2_stream *st)
     buf_free(&st->rhead);
     buf_free(&st->out);
     free(st->head);
-    free(st->rh);
     free(st);
 }
 
@@ -367,7 +366,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     nghttp2_session_set_stream_user_data(ng, st->id, st);
     /* Enough on one connection, or stream ids nearly used up: the open streams finish, the
      * client opens a new connection for more. */
-    if (++s->nrequests == H2_MAX_REQUESTS || (st->id >= H2_LAST_IDS && !s->goaway)) {
+    if ((++s->nrequests == s->lim.h2_max_requests || st->id >= H2_LAST_IDS) && !s->goaway) {
         s->goaway = 1;
         nghttp2_submit_goaway(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR, NULL, 0);
     }
@@ -560,7 +559,9 @@ static int submit_head(struct h2_stream *st, const struct http_head *rh)
 {
     struct h2_session *s = st->s;
     nghttp2_nv nv[HTTP_MAX_HEADERS + 1];
-    char *low = malloc(buf_used(&st->rhead) + 1), *lp = low;
+    char small[2048]; /* the names in lower case: most heads fit here */
+    size_t need = buf_used(&st->rhead) + 1;
+    char *low = need <= sizeof(small) ? small : alloc_malloc(need), *lp = low;
     size_t n = 0;
     snprintf(st->status, sizeof(st->status), "%03d", rh->status);
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st->status, 7, 3, NGHTTP2_NV_FLAG_NONE};
@@ -587,7 +588,8 @@ static int submit_head(struct h2_stream *st, const struct http_head *rh)
         nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read};
         rc = nghttp2_submit_response(s->ng, st->id, nv, n, &dp);
     }
-    free(low);
+    if (low != small)
+        free(low);
     st->submitted = 1;
     return rc == 0 ? RC_OK : RC_ERROR;
 }
@@ -636,24 +638,21 @@ static int response_feed(struct h2_stream *st, const char *p, size_t n)
     if (st->rstate != R_HEAD)
         return body_feed(st, p, n);
     buf_append(&st->rhead, p, n);
+    struct http_head *rh = st->s->rh;
     for (;;) {
-        if (!st->rh)
-            st->rh = alloc_calloc(1, sizeof(*st->rh));
-        int r = http_parse_response(buf_head(&st->rhead), buf_used(&st->rhead), st->req_method, NULL, st->rh);
+        int r = http_parse_response(buf_head(&st->rhead), buf_used(&st->rhead), st->req_method, NULL, rh);
         if (r == HTTP_AGAIN)
             return RC_OK;
-        if (r < 0 || st->rh->status == 101)
+        if (r < 0 || rh->status == 101)
             return RC_ERROR;
-        if (st->rh->status < 200) { /* 1xx interim: dropped */
+        if (rh->status < 200) { /* 1xx interim: dropped */
             buf_consume(&st->rhead, (size_t)r);
             continue;
         }
-        if (submit_head(st, st->rh) < 0)
+        if (submit_head(st, rh) < 0)
             return RC_ERROR;
         int rc = body_feed(st, buf_head(&st->rhead) + r, buf_used(&st->rhead) - (size_t)r);
         buf_free(&st->rhead);
-        free(st->rh);
-        st->rh = NULL;
         return rc;
     }
 }
@@ -732,9 +731,11 @@ struct h2_session *h2_session_new(struct http_conn *c, struct loop *loop, const 
     s->lim = *lim;
     s->tls = tls ? 1 : 0;
     s->window_start = loop_now(loop);
+    s->rh = alloc_malloc(sizeof(*s->rh));
     nghttp2_session_callbacks *cb;
     nghttp2_option *opt;
     if (nghttp2_session_callbacks_new(&cb)) {
+        free(s->rh);
         free(s);
         return NULL;
     }
@@ -746,6 +747,7 @@ struct h2_session *h2_session_new(struct http_conn *c, struct loop *loop, const 
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     if (nghttp2_option_new(&opt)) {
         nghttp2_session_callbacks_del(cb);
+        free(s->rh);
         free(s);
         return NULL;
     }
@@ -757,6 +759,7 @@ struct h2_session *h2_session_new(struct http_conn *c, struct loop *loop, const 
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     if (rc) {
+        free(s->rh);
         free(s);
         return NULL;
     }
@@ -785,6 +788,7 @@ void h2_session_free(struct h2_session *s)
     }
     s->freeing = 1;
     nghttp2_session_del(s->ng);
+    free(s->rh);
     free(s);
 }
 

@@ -36,12 +36,11 @@
  *
  * Limits (docs/SECURITY.md): H2_MAX_STREAMS concurrent streams, max_head as
  * SETTINGS_MAX_HEADER_LIST_SIZE, H2_STREAM_WINDOW / H2_CONN_WINDOW receive windows, at most
- * H2_MAX_REQUESTS streams per connection or a stream id from H2_LAST_IDS (then GOAWAY NO_ERROR,
- * the open ones finish, the client goes on on a new connection), and per
- * H2_GLITCH_WINDOW_MS: H2_MAX_RESETS client RST_STREAMs (rapid reset), H2_MAX_CONTROL PING,
- * SETTINGS and PRIORITY frames, H2_MAX_EMPTY_DATA empty DATA frames without END_STREAM — beyond
- * any, GOAWAY ENHANCE_YOUR_CALM and the connection closes. nghttp2 itself bounds CONTINUATION
- * frames (8 per header block), queued SETTINGS/PING acknowledgements (1000) and SETTINGS entries.
+ * lim->h2_max_requests streams per connection (H2_MAX_REQUESTS_DEF) or a stream id from H2_LAST_IDS (then GOAWAY
+ * NO_ERROR, the open ones finish, the client goes on on a new connection), and per H2_GLITCH_WINDOW_MS: H2_MAX_RESETS
+ * client RST_STREAMs (rapid reset), H2_MAX_CONTROL PING, SETTINGS and PRIORITY frames, H2_MAX_EMPTY_DATA empty DATA
+ * frames without END_STREAM — beyond any, GOAWAY ENHANCE_YOUR_CALM and the connection closes. nghttp2 itself bounds
+ * CONTINUATION frames (8 per header block), queued SETTINGS/PING acknowledgements (1000) and SETTINGS entries.
  *
  * Threading: a session and its streams live on their connection's loop thread. */
 #ifndef AGORA_HTTP_H2_H
@@ -62,7 +61,7 @@ struct h2_stream;
 #define H2_STREAM_WINDOW     (256 * 1024)
 #define H2_CONN_WINDOW       (1024 * 1024)
 #define H2_STREAM_HIGH_WATER (128 * 1024)
-#define H2_MAX_REQUESTS      10000
+#define H2_MAX_REQUESTS_DEF  100000                            /* http_server_limits.h2_max_requests */
 #define H2_LAST_IDS          (0x7fffffff - 2 * H2_MAX_STREAMS) /* a stream id from here: GOAWAY */
 #define H2_GLITCH_WINDOW_MS  10000
 #define H2_MAX_RESETS        200

@@ -296,6 +296,7 @@ void http_server_limits_default(struct http_server_limits *lim)
     lim->body_timeout_ms = 30000;
     lim->send_timeout_ms = 60000;
     lim->handshake_timeout_ms = HTTP_TLS_HANDSHAKE_MS_DEF;
+    lim->h2_max_requests = H2_MAX_REQUESTS_DEF;
 }
 
 /* ---- timers ---- */
@@ -1363,6 +1364,7 @@ struct http_server *http_server_create(struct loop *loop, int listen_fd, const s
     DEF(body_timeout_ms);
     DEF(send_timeout_ms);
     DEF(handshake_timeout_ms);
+    DEF(h2_max_requests);
 #undef DEF
     s->plim.max_line = s->lim.max_line;
     s->plim.max_head = s->lim.max_head;

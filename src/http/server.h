@@ -82,6 +82,7 @@ struct http_server_limits {
     struct http_tls *tls;            /* TLS on this listener (tls.h), shared by servers; NULL = plain */
     unsigned handshake_timeout_ms;   /* TLS handshake deadline from accept, then close; default 10000 */
     int h2c;                         /* a plain connection that starts with the HTTP/2 preface speaks HTTP/2 (h2.h) */
+    unsigned h2_max_requests;        /* streams per HTTP/2 connection, then GOAWAY; default H2_MAX_REQUESTS_DEF */
 };
 
 struct http_server_ops {
