@@ -14,6 +14,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -641,3 +642,115 @@ def test_h2c_prior_knowledge_on_the_plain_listener(h2_lb):
     with socket.create_connection((LOCALHOST, off.port), timeout=5) as s:
         s.sendall(PREFACE)
         assert read_to_close(s).startswith(b"HTTP/1.1 505 ")
+
+
+class HeldBackend:
+    """An HTTP/1.1 origin that reads a request head, then nothing more until .release is set; then
+    it reads the (chunked) body to its end and answers 200 with the count of body bytes."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind((LOCALHOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = conn.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                if head.split(b" ")[1] == b"/health":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    continue
+                self.release.wait(30)
+                total = len(buf)  # what came with the head
+                while not buf.endswith(b"0\r\n\r\n") or total == 0:  # the chunked body, roughly
+                    d = conn.recv(1 << 20)
+                    if not d:
+                        return
+                    buf = (buf + d)[-16:]
+                    total += len(d)
+                answer = b"%d" % total
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                buf = b""
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_request_body_backpressure_holds_the_client(h2_lb, agora_bin):
+    """A backend that reads nothing of a 64 MiB upload for 2 s: the balancer stops giving the
+    client's window back, so the client (which respects flow control, python3-h2) has sent a
+    bounded part of it meanwhile; released, the whole body arrives."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    backend = HeldBackend()
+    try:
+        lb = h2_lb(backends=[backend.port])
+        before = rss_kib(lb.pid)
+        s = tls_socket(lb.tls_port, lb.ca)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"), (":path", "/held"),
+                                (":authority", "localhost")])
+        total, sent, body, done = 64 * 1024 * 1024, 0, b"", False
+        chunk = b"x" * 16384
+        t0 = time.monotonic()
+        held_sent = None
+        with RssSampler(lb.pid) as rss:
+            while not done and time.monotonic() - t0 < 60:
+                if held_sent is None and time.monotonic() - t0 > 2:
+                    held_sent = sent
+                    backend.release.set()
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size) if sent < total else 0
+                if window > 0:
+                    n = min(window, total - sent)
+                    conn.send_data(sid, chunk[:n], end_stream=sent + n == total)
+                    sent += n
+                s.sendall(conn.data_to_send())
+                s.settimeout(0.0 if window > 0 else 0.2)
+                try:
+                    data = s.recv(65536)
+                except (socket.timeout, ssl.SSLWantReadError, BlockingIOError):
+                    data = None
+                if data == b"":
+                    break
+                for ev in conn.receive_data(data) if data else []:
+                    if isinstance(ev, h2.events.DataReceived):
+                        body += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        done = True
+                s.sendall(conn.data_to_send())
+        s.close()
+        assert done and body.isdigit() and int(body) >= total, body  # the count includes chunk framing
+        # Held: at most the stream window, the balancer's buffer and the kernel's socket buffers.
+        assert held_sent is not None and held_sent < 16 * 1024 * 1024, held_sent  # 4.5 MiB seen
+        if "asan" not in str(agora_bin):
+            assert rss.peak_kib - before < 32 * 1024, (before, rss.peak_kib)
+    finally:
+        backend.release.set()
+        backend.close()
