@@ -24,7 +24,7 @@ import pytest
 
 from h2raw import (CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, H2, HEADERS, NO_ERROR,
                    PING, PREFACE, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, frame, tls_socket)
-from helpers import LOCALHOST, RssSampler, pattern_bytes, read_to_close, record_lines, rss_kib, wait_for
+from helpers import LOCALHOST, RssSampler, lb_stats, pattern_bytes, read_to_close, record_lines, rss_kib, wait_for
 from test_lb_tls import certs, make_cert, s_client, tls_flags  # noqa: F401 (certs is a fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("openssl") is None,
@@ -152,6 +152,9 @@ def test_h2load_many_streams_spread_over_backends(h2_lb):
     assert "status codes: 1000 2xx, 0 3xx, 0 4xx, 0 5xx" in out, out
     counts = [sum(1 for line in record_lines(b.record) if line == "GET /h2load") for b in lb.backends]
     assert sum(counts) == 1000 and min(counts) > 0, counts
+    # The balancer's per-server request counts (/stats) saw each stream as a request.
+    served = {s["url"]: s["requests"] for s in lb_stats(lb.port)["servers"]}
+    assert sorted(served.values()) == sorted(counts), (served, counts)
 
 
 class StreamingEcho:
