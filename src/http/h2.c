@@ -186,8 +186,8 @@ static int authority_ok(struct http_str a)
 {
     for (size_t i = 0; i < a.n; i++) {
         unsigned char ch = (unsigned char)a.p[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              strchr("-._~!$&'()*+,;=%:[]", ch)))
+        if (!ch || !((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                     strchr("-._~!$&'()*+,;=%:[]", ch)))
             return 0;
     }
     return 1;
