@@ -16,6 +16,7 @@
 #include "http/h2.h"
 
 #include <nghttp2/nghttp2.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,6 @@ struct h2_stream {
     int32_t id;
     /* the request head */
     struct buf hb;
-    struct field f[HTTP_MAX_HEADERS];
     int nf;
     struct field method, path, authority; /* nn = 1 when present */
     size_t hsize;                         /* field section size as RFC 9113 counts it */
@@ -70,6 +70,7 @@ struct h2_stream {
     unsigned want_drain : 1;
     unsigned drain : 1; /* on_drain to call */
     unsigned failed : 1;
+    struct field f[HTTP_MAX_HEADERS]; /* last: not zeroed at the start (stream_new) */
 };
 
 struct h2_session {
@@ -235,7 +236,11 @@ static int build_head(struct h2_stream *st, int end_stream)
         buf_append(&st->hb, st->hb.data + f->vo, f->vn);
         cookie_n = (uint32_t)st->hb.len - cookie_o;
     }
-    struct http_head *h = st->head = alloc_calloc(1, sizeof(*h));
+    /* The header array is filled up to nheaders below: only the fields around it are zeroed (a
+     * calloc of the 3.3 KB head per request showed in profiles). */
+    struct http_head *h = st->head = alloc_malloc(sizeof(*h));
+    memset(h, 0, offsetof(struct http_head, headers));
+    memset(&h->nheaders, 0, sizeof(*h) - offsetof(struct http_head, nheaders));
     if (!st->method.nn || (!st->path.nn && method_of(str_at(st, st->method.vo, st->method.vn)) != HTTP_CONNECT))
         return 400;
     h->method_str = str_at(st, st->method.vo, st->method.vn);
@@ -355,7 +360,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     struct h2_session *s = ud;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    struct h2_stream *st = alloc_calloc(1, sizeof(*st));
+    struct h2_stream *st = alloc_malloc(sizeof(*st));
+    memset(st, 0, offsetof(struct h2_stream, f)); /* f is filled up to nf */
     st->s = s;
     st->id = frame->hd.stream_id;
     st->next = s->streams;
@@ -755,6 +761,7 @@ struct h2_session *h2_session_new(struct http_conn *c, struct loop *loop, const 
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_no_closed_streams(opt, 1); /* kept only for priorities, which RFC 9113 dropped */
     int rc = nghttp2_session_server_new2(&s->ng, cb, s, opt);
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
