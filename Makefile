@@ -9,7 +9,7 @@
 #   make integration-replica   the API suites again with a read replica (--db-replica on a standby)
 #   make cluster-test   tests/cluster: the platform on network-namespace hosts (root; skips otherwise)
 CC      ?= cc
-PKGS    := sqlite3 libsodium jansson inih libpq libssl libcrypto
+PKGS    := sqlite3 libsodium jansson inih libpq libssl libcrypto libnghttp2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT     ?= -O2 -g

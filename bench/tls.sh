@@ -10,7 +10,8 @@
 #   resumed   the same, each connection offering the ticket its client received last
 #   keepalive wrk over https, -t$BENCH_THREADS -c$BENCH_CONNS, keep-alive (requests/s, p50, p99)
 #   h2        h2load -c$BENCH_H2_CONNS -m$BENCH_H2_STREAMS over h2, for the proxies whose ALPN
-#             offers h2 (agora does not yet: it is reported as not measured)
+#             offers h2 (all three since agora's src/http/h2.c; one that does not is reported as
+#             not measured)
 # with the proxy's CPU time from /proc (bench_cpu_ticks) per connection or per request. The
 # three proxies get the same TLS 1.2 list, TLS 1.3 suites and groups and all follow the client's
 # order (HAProxy: prefer-client-ciphers), so each client gets the same cryptography from all

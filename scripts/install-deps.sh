@@ -2,8 +2,8 @@
 # Installs the Debian packages agora needs, only those missing. Idempotent; runs as root
 # (or via sudo when available). Usage: install-deps.sh [test|bench]
 set -e
-base="pkg-config libsqlite3-dev libsodium-dev libjansson-dev libinih-dev libpq-dev libssl-dev"
-test_pkgs="libcmocka-dev nftables python3 python3-pytest python3-pytest-xdist python3-cryptography curl openssl postgresql postgresql-15-auto-failover clang libclang-rt-14-dev chromium nodejs npm wrk prometheus keepalived"
+base="pkg-config libsqlite3-dev libsodium-dev libjansson-dev libinih-dev libpq-dev libssl-dev libnghttp2-dev"
+test_pkgs="libcmocka-dev nftables python3 python3-pytest python3-pytest-xdist python3-cryptography python3-h2 nghttp2-client curl openssl postgresql postgresql-15-auto-failover clang libclang-rt-14-dev chromium nodejs npm wrk prometheus keepalived"
 bench_pkgs="haproxy nginx-light wrk nghttp2-client openssl"
 want="$base"
 case "$1" in

@@ -400,7 +400,7 @@ static void reset_head(struct http_head *h)
     h->nheaders = 0;
     h->body = HTTP_BODY_NONE;
     h->content_length = -1;
-    h->keep_alive = h->expect_continue = h->upgrade = h->conn_names = 0;
+    h->keep_alive = h->expect_continue = h->upgrade = h->conn_names = h->http2 = 0;
     h->error_status = 0;
     h->error = NULL;
 }

@@ -104,6 +104,7 @@ struct http_head {
     int status;
     struct http_str reason;
     int minor; /* HTTP/1.<minor>: 0 or 1 */
+    int http2; /* the request came as an HTTP/2 stream (h2.h makes such heads; minor is 1) */
 
     struct http_header headers[HTTP_MAX_HEADERS];
     int nheaders;

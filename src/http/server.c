@@ -37,6 +37,7 @@
 #include "core/jsonw.h"
 #include "core/net.h"
 #include "http/climits.h"
+#include "http/h2.h"
 #include "http/pool.h"
 #include "http/tls.h"
 
@@ -90,7 +91,9 @@ struct http_conn {
     uint64_t req_start_us;
     uint64_t head_deadline_ms; /* loop clock; 0 = no request head being received */
     uint64_t resp_bytes;
-    SSL *ssl; /* NULL on a plain listener (see "transport" below) */
+    SSL *ssl;              /* NULL on a plain listener (see "transport" below) */
+    struct h2_session *h2; /* an HTTP/2 connection (h2.h): its bytes go there, not to the parser */
+    struct h2_stream *h2s; /* a stream's conn (h2.h): the public calls below go there */
     int fd;
     unsigned retry_after;  /* Retry-After seconds for a 429/503 made here */
     unsigned linger_bytes; /* at most LINGER_MAX plus one read */
@@ -117,6 +120,8 @@ struct http_conn {
     unsigned shut_done : 1;   /* ... and done */
     unsigned feeding : 1;     /* ... a deferred tunnel_feed is scheduled */
     unsigned parked : 1;      /* ... not watched while paused after a hang-up (tunnel_read) */
+    unsigned stream_tls : 1;  /* a stream's conn: its connection is TLS */
+    unsigned h2_kicked : 1;   /* an HTTP/2 connection: a deferred h2_pump is scheduled */
     char ip[48];
 };
 
@@ -145,6 +150,8 @@ static void process_input(struct http_conn *c);
 static int fail_request(struct http_conn *c, int status, const char *message);
 static void conn_update_mask(struct http_conn *c);
 static int conn_flush(struct http_conn *c);
+static int h2_start(struct http_conn *c);
+static void h2_pump(struct http_conn *c);
 
 /* The method of the current request; HTTP_OTHER when none is parsed. */
 static enum http_method conn_method(const struct http_conn *c) { return c->req ? c->req->head.method : HTTP_OTHER; }
@@ -289,6 +296,7 @@ void http_server_limits_default(struct http_server_limits *lim)
     lim->body_timeout_ms = 30000;
     lim->send_timeout_ms = 60000;
     lim->handshake_timeout_ms = HTTP_TLS_HANDSHAKE_MS_DEF;
+    lim->h2_max_requests = H2_MAX_REQUESTS_DEF;
 }
 
 /* ---- timers ---- */
@@ -296,6 +304,10 @@ void http_server_limits_default(struct http_server_limits *lim)
 static void on_timer(struct loop *loop, struct loop_timer *t)
 {
     struct http_conn *c = t->data;
+    if (c->h2) {
+        conn_close(c); /* idle with no stream open, or the client reads nothing: see h2_pump */
+        return;
+    }
     if (c->handshaking && c->srv->lim.stats) /* the TLS handshake deadline */
         atomic_fetch_add_explicit(&c->srv->lim.stats->tls_failed, 1, memory_order_relaxed);
     switch (c->state) {
@@ -406,6 +418,10 @@ static int conn_flush(struct http_conn *c)
 
 int http_conn_send(struct http_conn *c, const void *p, size_t n)
 {
+    if (__builtin_expect(c->h2s != NULL, 0)) {
+        c->resp_bytes += n;
+        return h2_stream_send(c->h2s, p, n);
+    }
     if (c->closing)
         return 0;
     c->resp_bytes += n;
@@ -441,7 +457,7 @@ void http_conn_cork(struct http_conn *c) { c->corked = 1; }
 void http_conn_uncork(struct http_conn *c)
 {
     c->corked = 0;
-    if (c->closing || c->in_process)
+    if (c->closing || c->in_process || c->h2s)
         return;
     if (conn_flush(c) < 0)
         return;
@@ -495,6 +511,8 @@ static void conn_close(struct http_conn *c)
         if (s->ops->on_abort)
             s->ops->on_abort(s->ctx, c);
     }
+    h2_session_free(c->h2); /* aborts its streams' handlers */
+    c->h2 = NULL;
     loop_timer_cancel(s->loop, &c->timer);
     loop_unwatch(s->loop, c->fd);
     http_tls_conn_free(c->ssl); /* a close_notify first, when the handshake was done */
@@ -603,6 +621,10 @@ void http_conn_response_done(struct http_conn *c, int keep_alive)
     c->owned = 0; /* also when closing: the deferred conn_close then calls no on_abort */
     c->response_done = 1;
     c->data = NULL;
+    if (c->h2s) {
+        h2_stream_response_done(c->h2s);
+        return;
+    }
     if (c->closing)
         return;
     if (!keep_alive || c->srv->shutting_down)
@@ -777,6 +799,18 @@ static int feed_body(struct http_conn *c)
     return 0;
 }
 
+/* h2c prior knowledge (lim.h2c): 1 if a connection's first bytes are the HTTP/2 connection
+ * preface, RC_AGAIN while they are a beginning of it, 0 if not (HTTP/1.1 then). Only before the
+ * connection's first request (the parser answers a preface later on with 505). */
+static int h2c_detect(const struct http_conn *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t n = buf_used(&c->in) < sizeof(preface) - 1 ? buf_used(&c->in) : sizeof(preface) - 1;
+    if (memcmp(buf_head(&c->in), preface, n))
+        return 0;
+    return n < sizeof(preface) - 1 ? RC_AGAIN : 1;
+}
+
 static void process_input(struct http_conn *c)
 {
     struct http_server *s = c->srv;
@@ -791,6 +825,22 @@ again:
             if (out_full(c)) {
                 stalled = 1; /* see out_full */
                 break;
+            }
+            if (__builtin_expect(s->lim.h2c, 0) && !c->req_start_us && !c->ssl) {
+                int d = h2c_detect(c);
+                if (d == RC_AGAIN)
+                    break;
+                if (d == 1) { /* HTTP/2 with prior knowledge: the connection's bytes go there now */
+                    c->in_process = 0;
+                    if (h2_start(c) < 0)
+                        return;
+                    int rc = h2_session_recv(c->h2, buf_head(&c->in), buf_used(&c->in));
+                    buf_reset(&c->in);
+                    blockpool_buf_release(&s->bufs, &c->in);
+                    (void)rc; /* a failed session sends its GOAWAY, then closes (h2_pump) */
+                    h2_pump(c);
+                    return;
+                }
             }
             struct http_head *h = &conn_req(c)->head;
             int r = http_parse_request(buf_head(&c->in), buf_used(&c->in), &s->plim, h);
@@ -907,7 +957,7 @@ static void tunnel_read(struct http_conn *c)
 
 void http_conn_tunnel(struct http_conn *c)
 {
-    if (c->closing)
+    if (c->closing || c->h2s) /* never on a stream: upgrades are refused there */
         return;
     c->tunnel = 1;
     conn_req_release(c); /* the head is not needed any more: 3 KB less per tunnel */
@@ -921,7 +971,7 @@ void http_conn_tunnel(struct http_conn *c)
 
 void http_conn_shutdown_write(struct http_conn *c)
 {
-    if (c->closing || !c->tunnel || c->shut_wr)
+    if (c->closing || !c->tunnel || c->shut_wr || c->h2s)
         return;
     c->shut_wr = 1;
     if (buf_used(&c->out) == 0 && c->state != ST_CLOSE) {
@@ -958,6 +1008,139 @@ static int conn_handshake(struct http_conn *c)
     return 0;
 }
 
+/* ---- HTTP/2 connections (h2.h) ----
+ *
+ * A connection whose TLS handshake chose "h2" hands its bytes to its h2_session, which calls
+ * the handler with a stream's conn per request (http_conn_stream_new). The connection reads while
+ * the session wants to and its output is below the high-water mark, writes whatever the session
+ * produces, and closes once the session wants neither. Its timer: the send timeout while output
+ * waits in the socket's queue or behind a window the client keeps shut (the timer is not pushed
+ * back by what the client sends meanwhile, only by bytes written), the idle timeout while no
+ * stream is open, none otherwise (the handler times its requests). */
+
+static void h2_pump(struct http_conn *c)
+{
+    if (c->closing || c->lingering)
+        return;
+    struct http_server *s = c->srv;
+    int wrote = 0;
+    for (int i = 0; i < 16; i++) {
+        size_t before = buf_used(&c->out);
+        if (before < HTTP_OUT_HIGH_WATER) {
+            blockpool_buf_attach(&s->bufs, &c->out);
+            if (h2_session_send(c->h2, &c->out, HTTP_OUT_HIGH_WATER) < 0) {
+                conn_close_later(c);
+                return;
+            }
+        }
+        if (buf_used(&c->out) == 0)
+            break;
+        ssize_t w = c->ssl ? http_tls_write_buf(c->ssl, &c->out) : net_write(c->fd, &c->out);
+        if (w < 0) {
+            conn_close_later(c);
+            return;
+        }
+        wrote |= w > 0 || buf_used(&c->out) != before;
+        if (buf_used(&c->out) > 0)
+            break; /* the socket is full */
+    }
+    int reading = h2_session_want_read(c->h2);
+    if (!reading && buf_used(&c->out) == 0 && !h2_session_want_write(c->h2)) {
+        /* GOAWAY sent and every stream done, or the session failed: a lingering close (see
+         * conn_flush), so that what the client sent meanwhile does not turn the close into a
+         * reset that destroys the GOAWAY before the client reads it. */
+        conn_shut_write(c);
+        c->lingering = 1;
+        loop_set_mask(s->loop, c->fd, LOOP_READ);
+        loop_timer_arm(s->loop, &c->timer, LINGER_MS);
+        return;
+    }
+    conn_release_out(c);
+    int mask =
+        (reading && buf_used(&c->out) < HTTP_OUT_HIGH_WATER ? LOOP_READ : 0) | (buf_used(&c->out) ? LOOP_WRITE : 0);
+    loop_set_mask(s->loop, c->fd, mask);
+    if (buf_used(&c->out)) {
+        if (wrote || !loop_timer_armed(&c->timer)) /* bytes went out: the send timeout starts again */
+            loop_timer_arm(s->loop, &c->timer, s->lim.send_timeout_ms);
+    } else if (h2_session_streams(c->h2) == 0) {
+        if (!loop_timer_armed(&c->timer))
+            loop_timer_arm(s->loop, &c->timer, s->lim.idle_timeout_ms);
+    } else if (h2_session_blocked(c->h2)) {
+        /* The client keeps its window shut on a response: as a client that reads nothing (what
+         * else it makes us write, PING acknowledgements, does not push the deadline back). */
+        if (!loop_timer_armed(&c->timer))
+            loop_timer_arm(s->loop, &c->timer, s->lim.send_timeout_ms);
+    } else {
+        loop_timer_cancel(s->loop, &c->timer);
+    }
+}
+
+static void h2_kicked(struct loop *loop, void *data)
+{
+    struct http_conn *c = data;
+    c->h2_kicked = 0;
+    if (!c->closing) /* closed meanwhile: conn_free was deferred after this call */
+        h2_pump(c);
+}
+
+void http_conn_h2_kick(struct http_conn *c)
+{
+    if (c->h2_kicked || c->closing)
+        return;
+    c->h2_kicked = 1;
+    loop_defer(c->srv->loop, h2_kicked, c);
+}
+
+static void h2_io(struct http_conn *c, int events)
+{
+    if (events & LOOP_READ) {
+        ssize_t n = conn_read(c, 4 * READ_CHUNK);
+        if (n == 0 || (n < 0 && n != -EAGAIN)) {
+            conn_close(c);
+            return;
+        }
+        if (n > 0) {
+            int rc = h2_session_recv(c->h2, buf_head(&c->in), buf_used(&c->in));
+            buf_reset(&c->in);
+            blockpool_buf_release(&c->srv->bufs, &c->in);
+            if (rc < 0 || c->closing) {
+                h2_pump(c); /* the GOAWAY, then the close */
+                return;
+            }
+        }
+    }
+    h2_pump(c);
+}
+
+/* The handshake chose h2: the connection becomes an HTTP/2 one. -1 if it could not (closed). */
+static int h2_start(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    c->h2 = h2_session_new(c, s->loop, s->ops, s->ctx, &s->lim, c->ssl != NULL);
+    if (!c->h2) {
+        conn_close(c);
+        return -1;
+    }
+    loop_timer_cancel(s->loop, &c->timer);
+    return 0;
+}
+
+struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_stream *st, int tls)
+{
+    struct http_conn *c = alloc_calloc(1, sizeof(*c));
+    c->srv = parent->srv;
+    c->h2s = st;
+    c->fd = -1;
+    c->keep_alive = 1;
+    c->stream_tls = tls ? 1 : 0;
+    c->state = ST_WAIT;
+    c->req_start_us = loop_clock_us();
+    memcpy(c->ip, parent->ip, sizeof(c->ip));
+    return c;
+}
+
+void http_conn_stream_free(struct http_conn *c) { free(c); }
+
 static void on_conn_io(struct loop *loop, int fd, int events, void *data)
 {
     struct http_conn *c = data;
@@ -965,6 +1148,12 @@ static void on_conn_io(struct loop *loop, int fd, int events, void *data)
         if (conn_handshake(c) <= 0)
             return;
         events = LOOP_READ; /* the request may have come with the handshake's last flight */
+        if (http_tls_conn_is_h2(c->ssl) && h2_start(c) < 0)
+            return;
+    }
+    if (c->h2 && !c->lingering) {
+        h2_io(c, events);
+        return;
     }
     if (events & LOOP_WRITE) {
         if (conn_flush(c) < 0)
@@ -1175,6 +1364,7 @@ struct http_server *http_server_create(struct loop *loop, int listen_fd, const s
     DEF(body_timeout_ms);
     DEF(send_timeout_ms);
     DEF(handshake_timeout_ms);
+    DEF(h2_max_requests);
 #undef DEF
     s->plim.max_line = s->lim.max_line;
     s->plim.max_head = s->lim.max_head;
@@ -1204,6 +1394,11 @@ void http_server_shutdown(struct http_server *s)
     struct http_conn *c = s->conns;
     for (; c; c = c->next) {
         c->keep_alive = 0;
+        if (c->h2) { /* the open streams finish; then the connection closes (h2_pump) */
+            h2_session_goaway(c->h2, 0);
+            http_conn_h2_kick(c);
+            continue;
+        }
         if (c->state == ST_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0 && !c->closing)
             loop_timer_arm(s->loop, &c->timer, SHUTDOWN_IDLE_GRACE_MS);
     }
@@ -1243,6 +1438,10 @@ static void resume_body(struct loop *loop, void *data)
 void http_conn_pause_body(struct http_conn *c, int paused)
 {
     paused = !!paused; /* a one-bit field */
+    if (c->h2s) {
+        h2_stream_pause_body(c->h2s, paused);
+        return;
+    }
     if (c->closing || c->paused == (unsigned)paused)
         return;
     c->paused = (unsigned)paused;
@@ -1261,7 +1460,7 @@ void http_conn_pause_body(struct http_conn *c, int paused)
 }
 
 const char *http_conn_remote_ip(const struct http_conn *c) { return c->ip; }
-int http_conn_is_tls(const struct http_conn *c) { return c->ssl != NULL; }
+int http_conn_is_tls(const struct http_conn *c) { return c->ssl != NULL || c->stream_tls; }
 uint64_t http_conn_request_start_us(const struct http_conn *c) { return c->req_start_us; }
 uint64_t http_conn_response_bytes(const struct http_conn *c) { return c->resp_bytes; }
 int http_conn_will_close(const struct http_conn *c)

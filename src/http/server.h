@@ -12,6 +12,13 @@
  * buffered adapter (http_server_buffered_ops) that collects the whole body and calls an
  * http_handler_fn (message.h) for the web servers.
  *
+ * HTTP/2 (h2.h, the balancer only): a TLS connection whose ALPN chose "h2" (http_tls_set_h2), or
+ * with lim.h2c a plain one that starts with the HTTP/2 preface, is served by an h2 session, which
+ * hands the handler each request stream as a struct http_conn of its own: one request, no
+ * pipelining, no tunnel, and every call below works on it as documented (http_conn_send takes the
+ * HTTP/1.1 response, which the stream turns into HEADERS and DATA). Its limits are the same
+ * (max_head, max_body, the rate limit), plus the HTTP/2 ones of h2.h.
+ *
  * Errors the server detects itself (malformed request → 400/501/505, too long → 414/431, body too
  * large → 413, header deadline → 408) are answered by the server, and the connection is closed.
  *
@@ -81,6 +88,8 @@ struct http_server_limits {
     struct http_server_stats *stats; /* counted here when not NULL (may be shared by servers) */
     struct http_tls *tls;            /* TLS on this listener (tls.h), shared by servers; NULL = plain */
     unsigned handshake_timeout_ms;   /* TLS handshake deadline from accept, then close; default 10000 */
+    int h2c;                         /* a plain connection that starts with the HTTP/2 preface speaks HTTP/2 (h2.h) */
+    unsigned h2_max_requests;        /* streams per HTTP/2 connection, then GOAWAY; default H2_MAX_REQUESTS_DEF */
 };
 
 struct http_server_ops {

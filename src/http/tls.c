@@ -63,6 +63,7 @@ struct http_tls {
     pthread_mutex_t kmu; /* guards the keys */
     struct ticket_key key, prev;
     int has_prev;
+    atomic_int h2; /* ALPN offers "h2" (http_tls_set_h2) */
 };
 
 /* ---- the certificate set ---- */
@@ -106,14 +107,20 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_NOACK; /* the default certificate */
 }
 
-/* ALPN: http/1.1 when the client offers it; otherwise no protocol is agreed (HTTP/1.1 anyway). */
+/* ALPN: h2 when the client offers it and the listener enables it (preferred over http/1.1, as
+ * in our list's order), else http/1.1 when offered; otherwise no protocol is agreed (HTTP/1.1
+ * anyway). */
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
                    unsigned int inlen, void *arg)
 {
-    static const unsigned char ours[] = "\x08http/1.1";
+    static const unsigned char both[] = "\x02h2\x08http/1.1";
+    struct tls_set *s = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    int h2 = s && atomic_load_explicit(&s->tls->h2, memory_order_relaxed);
+    const unsigned char *ours = h2 ? both : both + 3;
+    unsigned ourlen = h2 ? sizeof(both) - 1 : sizeof(both) - 4;
     unsigned char *sel;
     unsigned char sellen;
-    if (SSL_select_next_proto(&sel, &sellen, ours, sizeof(ours) - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    if (SSL_select_next_proto(&sel, &sellen, ours, ourlen, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK;
     *out = sel;
     *outlen = sellen;
@@ -578,4 +585,14 @@ out:
     EVP_PKEY_free(pkey);
     ERR_clear_error();
     return rc;
+}
+
+void http_tls_set_h2(struct http_tls *t, int on) { atomic_store(&t->h2, on ? 1 : 0); }
+
+int http_tls_conn_is_h2(SSL *ssl)
+{
+    const unsigned char *p = NULL;
+    unsigned n = 0;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
 }

@@ -9,8 +9,9 @@
  *
  * Defaults (docs/SECURITY.md): TLS 1.2 and 1.3 only; Mozilla's "intermediate" TLS 1.2 cipher
  * list (ECDHE/DHE with AES-GCM or ChaCha20-Poly1305) and OpenSSL's TLS 1.3 suites; groups X25519,
- * P-256, P-384; no renegotiation, no compression; ALPN answers "http/1.1" when offered (and
- * nothing else: no h2 yet); an unexpected EOF reads as an EOF.
+ * P-256, P-384; no renegotiation, no compression; ALPN answers "h2" when offered and enabled
+ * (http_tls_set_h2; off by default: only the balancer serves HTTP/2, http/h2.h), else "http/1.1"
+ * when offered; an unexpected EOF reads as an EOF.
  *
  * http_tls_reload builds a new certificate set and swaps it in only when every certificate
  * loads; connections keep the set they started with (each holds a reference) and new handshakes
@@ -42,6 +43,8 @@ struct http_tls *http_tls_new(const char *const *certs, const char *const *keys,
  * RC_OK is returned; on failure RC_ERROR with a message in err, and the running set stays. */
 int http_tls_reload(struct http_tls *t, const char *const *certs, const char *const *keys, size_t n, char *err,
                     size_t errlen);
+/* Whether ALPN offers "h2" from now on (preferred over "http/1.1"); off after http_tls_new. */
+void http_tls_set_h2(struct http_tls *t, int on);
 /* Frees t. Every connection made from it must have been freed. */
 void http_tls_free(struct http_tls *t);
 
@@ -74,6 +77,8 @@ ssize_t http_tls_read(SSL *ssl, struct buf *b, size_t max);
 ssize_t http_tls_write(SSL *ssl, const void *p, size_t n);
 /* Writes what b holds, consuming what went out (as net_write). */
 ssize_t http_tls_write_buf(SSL *ssl, struct buf *b);
+/* 1 if the handshake (done) agreed on "h2" by ALPN. */
+int http_tls_conn_is_h2(SSL *ssl);
 /* Sends a close_notify now (best effort), before the write side is shut. */
 void http_tls_close_notify(SSL *ssl);
 

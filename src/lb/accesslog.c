@@ -61,8 +61,11 @@ static void copy_header(const struct http_head *h, const char *name, char *out, 
 
 void lb_log_req_capture(struct lb_log_req *r, const struct http_head *h)
 {
-    snprintf(r->line, sizeof(r->line), "%.*s %.*s HTTP/1.%d", (int)h->method_str.n, h->method_str.p,
-             (int)(h->target.n > 100 ? 100 : h->target.n), h->target.p, h->minor);
+    snprintf(r->line, sizeof(r->line), "%.*s %.*s HTTP/%s", (int)h->method_str.n, h->method_str.p,
+             (int)(h->target.n > 100 ? 100 : h->target.n), h->target.p,
+             h->http2   ? "2.0"
+             : h->minor ? "1.1"
+                        : "1.0");
     copy_header(h, "referer", r->referer, sizeof(r->referer));
     copy_header(h, "user-agent", r->agent, sizeof(r->agent));
 }

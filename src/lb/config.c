@@ -159,6 +159,12 @@ static const struct opts_def opts[] = {
         "the plain listener answers every request with 308 to https:// (default off)"),
     ROW("lb", "hsts", "hsts", OPTS_UINT, O(hsts_s), 0,
         "Strict-Transport-Security max-age in seconds on TLS responses; 0 = none (default 0)"),
+    ROW("lb", "http2", "http2", OPTS_BOOL, O(http2), 0,
+        "HTTP/2 to TLS clients that offer it by ALPN (h2 preferred over http/1.1; default on)"),
+    ROW("limits", "h2_max_requests", "h2-max-requests", OPTS_UINT, O(h2_max_requests), 0,
+        "requests (streams) per HTTP/2 connection, then GOAWAY and the client opens another (default 100000)"),
+    ROW("lb", "h2c", "h2c", OPTS_BOOL, O(h2c), 0,
+        "HTTP/2 with prior knowledge (h2c) on the plain listener, beside HTTP/1.1 (default off)"),
 };
 #undef O
 #undef S
@@ -203,6 +209,8 @@ void lb_config_defaults(struct lb_config *cfg)
     cfg->max_tunnels = 10000;
     cfg->tls_handshake_timeout_ms = 10000;
     cfg->passive_health = 1;
+    cfg->http2 = 1;
+    cfg->h2_max_requests = 100000;
     cfg->eject_5xx = 5;
     cfg->eject_base_ms = 2000;
     cfg->eject_max_ms = 60000;
@@ -488,4 +496,6 @@ void lb_config_client_limits(const struct lb_config *cfg, struct http_server_lim
     lim->send_timeout_ms = cfg->client_send_timeout_ms;
     lim->max_conns = cfg->max_connections;
     lim->handshake_timeout_ms = cfg->tls_handshake_timeout_ms;
+    lim->h2c = cfg->h2c;
+    lim->h2_max_requests = cfg->h2_max_requests;
 }

@@ -72,9 +72,12 @@ struct lb_config {
     char tls_key[LB_MAX_CERTS][512];
     unsigned ntls_cert, ntls_key;
     unsigned tls_handshake_timeout_ms;
-    int redirect_https; /* the plain listener answers 308 to https:// */
-    unsigned hsts_s;    /* Strict-Transport-Security max-age on TLS responses; 0 = none */
-    int tls_reset;      /* internal: the next --tls-cert/--tls-key replaces the lists (as backends_reset) */
+    int redirect_https;       /* the plain listener answers 308 to https:// */
+    unsigned hsts_s;          /* Strict-Transport-Security max-age on TLS responses; 0 = none */
+    int http2;                /* ALPN offers h2 on the TLS listener (http/h2.h); default on */
+    int h2c;                  /* HTTP/2 with prior knowledge on the plain listener; default off */
+    unsigned h2_max_requests; /* streams per HTTP/2 connection (http_server_limits) */
+    int tls_reset;            /* internal: the next --tls-cert/--tls-key replaces the lists (as backends_reset) */
 };
 
 /* Fills the defaults: listen :8000, backends 127.0.0.1:8001-8003, least-conn, health GET /health

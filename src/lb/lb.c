@@ -153,6 +153,8 @@ static void reload(void *ctx)
         return;
     }
     reload_tls(lb, &next);
+    if (lb->sh.tls)
+        http_tls_set_h2(lb->sh.tls, next.http2); /* new handshakes */
     struct lb_set *old = lb_registry_get(&lb->sh.registry);
     struct lb_server *servers[LB_MAX_BACKENDS];
     int n = build_servers(&next, old, lb->sh.events, servers, err, sizeof(err));
@@ -259,6 +261,7 @@ int lb_main(int argc, char **argv)
                 close(lb->sh.access_log_fd);
             goto out;
         }
+        http_tls_set_h2(lb->sh.tls, lb->cfg.http2);
         if (lb->cfg.hsts_s) {
             snprintf(lb->hsts, sizeof(lb->hsts), "Strict-Transport-Security: max-age=%u\r\n", lb->cfg.hsts_s);
             lb->sh.hsts = lb->hsts;

@@ -259,9 +259,11 @@ def test_no_sni_gets_the_default_certificate(tls_lb, certs):
 
 
 def test_alpn_http11(tls_lb, certs):
-    lb = tls_lb()
+    # HTTP/2 is on by default (test_lb_h2.py): h2 when offered, http/1.1 otherwise.
+    assert "ALPN protocol: h2" in s_client(tls_lb().tls_port, "-alpn", "http/1.1,h2")
+    lb = tls_lb("--http2", "off")
     assert "ALPN protocol: http/1.1" in s_client(lb.tls_port, "-alpn", "h2,http/1.1")
-    # Only h2 offered: no protocol agreed (not an error), and HTTP/1.1 is spoken.
+    # --http2 off and only h2 offered: no protocol agreed (not an error), and HTTP/1.1 is spoken.
     out = s_client(lb.tls_port, "-alpn", "h2")
     assert "No ALPN negotiated" in out, out
     ctx = client_ctx(certs, alpn=["http/1.1"])
