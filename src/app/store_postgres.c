@@ -31,9 +31,8 @@
 #define FKEY        (RC_MODULE - 21) /* foreign-key violation */
 #define LOST_UNSENT 2                /* batch_once's *lost: dropped, and nothing was committed (25006) */
 
-#define POST_COLS                                                                                                      \
-    "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT "                     \
-    "NULL, " PG_ACCOUNT_COLS
+#define POST_OWN_COLS "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT NULL"
+#define POST_COLS     POST_OWN_COLS ", " PG_ACCOUNT_COLS
 
 /* Schema migrations, applied in order; schema_version holds the number applied. Never edit an
  * entry once released: append a new one. Usernames are unique ignoring ASCII case: lower() under
@@ -259,8 +258,10 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " JOIN accounts a ON a.id = p.author"
                      " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me)"
                      " ORDER BY p.id DESC",
-    /* PG_LIST_AUTHOR of the account named $1; sent after PG_ACC_BY_NAME in one pipeline */
-    [PG_LIST_NAME] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
+    /* PG_LIST_AUTHOR of the account named $1 without the author's columns (the rows of
+     * PG_ACC_BY_NAME, which precedes it in one pipeline, are the author's: joining accounts again
+     * cost PostgreSQL a fifth of a user page, bench/RESULTS-social.md) */
+    [PG_LIST_NAME] = "SELECT " POST_OWN_COLS " FROM posts p"
                      " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $5"
                      " WHERE p.author = (SELECT id FROM accounts"
                      "   WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"

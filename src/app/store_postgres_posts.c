@@ -7,7 +7,7 @@
 
 #include "core/alloc.h"
 
-static void stream_posts(const PGresult *r, int c, store_post_cb cb, void *ctx);
+static void stream_posts(const PGresult *r, int c, const struct store_account *author, store_post_cb cb, void *ctx);
 
 int pg_post_create(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
                    const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out)
@@ -60,7 +60,7 @@ int pg_post_create_get(struct store *st, int64_t author, const char *text, size_
             rc = STORE_NOT_FOUND; /* no such author, or no such parent */
         }
         if (rc == STORE_OK && cb != NULL)
-            stream_posts(q[2].res, 0, cb, ctx);
+            stream_posts(q[2].res, 0, NULL, cb, ctx);
     }
     pg_q_clear(q, nq);
     if (copy != small)
@@ -101,10 +101,13 @@ int pg_like(struct store *st, int64_t post, int64_t account, int on, int64_t now
     return rc;
 }
 
-/* Calls cb for each post row of r (POST_COLS from column c) until it returns non-zero. */
-static void stream_posts(const PGresult *r, int c, store_post_cb cb, void *ctx)
+/* Calls cb for each post row of r until it returns non-zero: POST_COLS from column c, or with
+ * author, POST_OWN_COLS and every post's author is *author. */
+static void stream_posts(const PGresult *r, int c, const struct store_account *author, store_post_cb cb, void *ctx)
 {
     struct store_post p;
+    if (author != NULL)
+        p.author = *author;
     for (int i = 0; i < PQntuples(r); i++) {
         p.id = pg_int(r, i, c);
         p.text = PQgetvalue(r, i, c + 1);
@@ -114,7 +117,8 @@ static void stream_posts(const PGresult *r, int c, store_post_cb cb, void *ctx)
         p.likes_count = pg_int(r, i, c + 4);
         p.replies_count = pg_int(r, i, c + 5);
         p.liked = pg_bool(r, i, c + 6);
-        pg_read_account(r, i, c + 7, &p.author);
+        if (author == NULL)
+            pg_read_account(r, i, c + 7, &p.author);
         if (cb(ctx, &p) != 0)
             break;
     }
@@ -128,7 +132,7 @@ int pg_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, 
     int rc = pg_batch_row((struct pg_store *)st, &q, 1, PG_RESEND, "reading a post");
     if (rc != STORE_OK)
         return rc;
-    stream_posts(q.res, 0, cb, ctx);
+    stream_posts(q.res, 0, NULL, cb, ctx);
     pg_q_clear(&q, 1);
     return STORE_OK;
 }
@@ -152,7 +156,7 @@ static int list(struct pg_store *s, enum pg_stmt id, int nparams, int64_t key, i
         pg_q_int(&q, 4, viewer);
     int rc = pg_batch(s, &q, 1, PG_RESEND, "reading posts");
     if (rc == STORE_OK)
-        stream_posts(q.res, 0, cb, ctx);
+        stream_posts(q.res, 0, NULL, cb, ctx);
     pg_q_clear(&q, 1);
     return rc;
 }
@@ -191,7 +195,7 @@ int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_
     if (rc != STORE_OK)
         return rc;
     pg_read_session(q[0].res, 0, me, session);
-    stream_posts(q[1].res, 0, cb, ctx);
+    stream_posts(q[1].res, 0, NULL, cb, ctx);
     pg_q_clear(q, 2);
     return STORE_OK;
 }
@@ -210,7 +214,7 @@ int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, con
     if (rc != STORE_OK)
         return rc;
     pg_read_account(q[0].res, 0, 0, author);
-    stream_posts(q[1].res, 0, cb, ctx);
+    stream_posts(q[1].res, 0, author, cb, ctx);
     pg_q_clear(q, 2);
     return STORE_OK;
 }
