@@ -291,6 +291,8 @@ int pg_fail(struct pg_store *s, int code, const char *fmt, ...)
     return code;
 }
 
+/* PostgreSQL's int8out writes an optional '-' and decimal digits: read here without strtoll's
+ * locale and base handling (a home page has 210 of them: bench/RESULTS-social.md). */
 int64_t pg_int(const PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
@@ -298,7 +300,11 @@ int64_t pg_int(const PGresult *r, int row, int col)
     const char *v = PQgetvalue(r, row, col);
     if (v[0] == 't')
         return 1;
-    return strtoll(v, NULL, 10);
+    int neg = v[0] == '-';
+    uint64_t u = 0;
+    for (const char *p = v + neg; *p >= '0' && *p <= '9'; p++)
+        u = u * 10 + (uint64_t)(*p - '0');
+    return neg ? (int64_t)(0 - u) : (int64_t)u;
 }
 
 int pg_bool(const PGresult *r, int row, int col)
@@ -306,16 +312,20 @@ int pg_bool(const PGresult *r, int row, int col)
     return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
 }
 
-static void copy_text(const PGresult *r, int row, int col, char *out, size_t size)
+void pg_copy_text(const PGresult *r, int row, int col, char *out, size_t size)
 {
-    snprintf(out, size, "%s", PQgetvalue(r, row, col));
+    size_t n = (size_t)PQgetlength(r, row, col);
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, PQgetvalue(r, row, col), n);
+    out[n] = '\0';
 }
 
 void pg_read_account(const PGresult *r, int row, int col, struct store_account *out)
 {
     out->id = pg_int(r, row, col);
-    copy_text(r, row, col + 1, out->username, sizeof out->username);
-    copy_text(r, row, col + 2, out->display_name, sizeof out->display_name);
+    pg_copy_text(r, row, col + 1, out->username, sizeof out->username);
+    pg_copy_text(r, row, col + 2, out->display_name, sizeof out->display_name);
     out->created_at = pg_int(r, row, col + 3);
     out->followers_count = pg_int(r, row, col + 4);
     out->following_count = pg_int(r, row, col + 5);
@@ -324,7 +334,16 @@ void pg_read_account(const PGresult *r, int row, int col, struct store_account *
 
 void pg_q_int(struct pg_q *q, int i, int64_t v)
 {
-    snprintf(q->num[i], sizeof q->num[i], "%lld", (long long)v);
+    char tmp[24], *p = tmp + sizeof tmp, *out = q->num[i];
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *out++ = '-';
+    memcpy(out, p, (size_t)(tmp + sizeof tmp - p));
+    out[tmp + sizeof tmp - p] = '\0';
     q->v[i] = q->num[i];
     q->len[i] = 0;
     q->fmt[i] = 0;

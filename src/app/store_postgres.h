@@ -151,6 +151,8 @@ void pg_q_clear(struct pg_q *q, int n);
 /* Integer value of a result cell (NULL and non-numbers read as 0); boolean 't' reads as 1. */
 int64_t pg_int(const PGresult *r, int row, int col);
 int pg_bool(const PGresult *r, int row, int col);
+/* Copies a text value into out (size > 0 bytes), cut to size - 1 bytes, NUL-terminated. */
+void pg_copy_text(const PGresult *r, int row, int col, char *out, size_t size);
 /* Reads the 7 account columns starting at col (PG_ACCOUNT_COLS). */
 void pg_read_account(const PGresult *r, int row, int col, struct store_account *out);
 /* Reads PG_SESSION_COLS (11 columns from col 0: the account, then the session); session may be NULL. */
