@@ -258,6 +258,20 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " JOIN accounts a ON a.id = p.author"
                      " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me)"
                      " ORDER BY p.id DESC",
+    /* PG_SESS_HOME without the merge, from the home rows alone, and in a last column whether
+     * unfanned_authors has any row, in the same snapshot: when it has none, no post is unfanned
+     * (post_create and bulk_end add its author in the post's transaction), so the merge would add
+     * nothing and the page is PG_SESS_HOME's. Sent while the store has not seen that table
+     * non-empty: executing the merge's plan costs PostgreSQL a seventh of a home page even when
+     * it finds no author (bench/RESULTS-social.md). */
+    [PG_SESS_HOME_FANNED] =
+        "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
+        " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
+        "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4)"
+        " SELECT " POST_COLS ", (SELECT EXISTS (SELECT 1 FROM unfanned_authors))"
+        " FROM h JOIN posts p ON p.id = h.id JOIN accounts a ON a.id = p.author"
+        " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me)"
+        " ORDER BY p.id DESC",
     /* PG_LIST_AUTHOR of the account named $1 without the author's columns (the rows of
      * PG_ACC_BY_NAME, which precedes it in one pipeline, are the author's: joining accounts again
      * cost PostgreSQL a fifth of a user page, bench/RESULTS-social.md) */

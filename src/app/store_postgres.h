@@ -95,6 +95,7 @@ enum pg_stmt {
     PG_LIST_REPLIES,
     PG_LIST_HOME,
     PG_SESS_HOME,
+    PG_SESS_HOME_FANNED,
     PG_LIST_NAME,
     PG_POST_CREATED,
     PG_REPLAY, /* store_postgres_replica.c */
@@ -129,6 +130,7 @@ struct pg_store {
     int64_t retry_at_us; /* no new connection attempt before this (CLOCK_MONOTONIC) */
     int positions;       /* read the WAL position after each write (store_postgres_replica.c) */
     uint64_t position;   /* the last write's, 0 = none yet */
+    int unfanned;        /* unfanned_authors was seen non-empty: home pages merge (pg_session_home) */
     /* bulk loading (store_postgres_bulk.c) */
     int in_bulk;
     struct pg_bulk *bulk;

@@ -178,26 +178,42 @@ int pg_home(struct store *st, int64_t owner, const struct store_page *page, stor
     return list((struct pg_store *)st, PG_LIST_HOME, 4, owner, owner, page, cb, ctx);
 }
 
-/* The session (PG_SESS_ACCOUNT) and its home page (PG_SESS_HOME) in one pipeline. */
+/* The session (PG_SESS_ACCOUNT) and its home page in one pipeline. The page is PG_SESS_HOME's;
+ * while s->unfanned is 0 it is asked of PG_SESS_HOME_FANNED instead, whose last column says
+ * whether that was the same page (no unfanned author): when it was not, or when the page came
+ * back empty (no row to say), both statements are sent again with PG_SESS_HOME, a second round
+ * trip. unfanned_authors is never pruned, so once seen non-empty the store merges from then on. */
 int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                     const struct store_page *page, struct store_account *me, struct store_session *session,
                     store_post_cb cb, void *ctx)
 {
     struct pg_store *s = (struct pg_store *)st;
     int64_t oldest = now - s->base.session_ttl_ms;
-    struct pg_q q[2] = {{.id = PG_SESS_ACCOUNT, .n = 2}, {.id = PG_SESS_HOME, .n = 5}};
-    pg_q_bytes(&q[0], 0, hash, STORE_TOKEN_HASH_LEN);
-    pg_q_int(&q[0], 1, oldest);
-    pg_q_bytes(&q[1], 0, hash, STORE_TOKEN_HASH_LEN);
-    page_params(&q[1], page);
-    pg_q_int(&q[1], 4, oldest);
-    int rc = pg_batch_row(s, q, 2, PG_RESEND, "reading the home timeline");
-    if (rc != STORE_OK)
-        return rc;
-    pg_read_session(q[0].res, 0, me, session);
-    stream_posts(q[1].res, 0, NULL, cb, ctx);
-    pg_q_clear(q, 2);
-    return STORE_OK;
+    int merge = s->unfanned;
+    for (;;) {
+        struct pg_q q[2] = {{.id = PG_SESS_ACCOUNT, .n = 2},
+                            {.id = merge ? PG_SESS_HOME : PG_SESS_HOME_FANNED, .n = 5}};
+        pg_q_bytes(&q[0], 0, hash, STORE_TOKEN_HASH_LEN);
+        pg_q_int(&q[0], 1, oldest);
+        pg_q_bytes(&q[1], 0, hash, STORE_TOKEN_HASH_LEN);
+        page_params(&q[1], page);
+        pg_q_int(&q[1], 4, oldest);
+        int rc = pg_batch_row(s, q, 2, PG_RESEND, "reading the home timeline");
+        if (rc != STORE_OK)
+            return rc;
+        int rows = PQntuples(q[1].res);
+        if (!merge && (rows == 0 || pg_bool(q[1].res, 0, PQnfields(q[1].res) - 1))) {
+            if (rows > 0)
+                s->unfanned = 1;
+            pg_q_clear(q, 2);
+            merge = 1;
+            continue;
+        }
+        pg_read_session(q[0].res, 0, me, session);
+        stream_posts(q[1].res, 0, NULL, cb, ctx);
+        pg_q_clear(q, 2);
+        return STORE_OK;
+    }
 }
 
 /* The account (PG_ACC_BY_NAME) and its posts (PG_LIST_NAME) in one pipeline. */
