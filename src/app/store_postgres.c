@@ -31,8 +31,9 @@
 #define FKEY        (RC_MODULE - 21) /* foreign-key violation */
 #define LOST_UNSENT 2                /* batch_once's *lost: dropped, and nothing was committed (25006) */
 
-#define POST_OWN_COLS "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT NULL"
-#define POST_COLS     POST_OWN_COLS ", " PG_ACCOUNT_COLS
+#define POST_OWN_COLS_UNLIKED "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, false"
+#define POST_OWN_COLS         "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT NULL"
+#define POST_COLS             POST_OWN_COLS ", " PG_ACCOUNT_COLS
 
 /* Schema migrations, applied in order; schema_version holds the number applied. Never edit an
  * entry once released: append a new one. Usernames are unique ignoring ASCII case: lower() under
@@ -195,6 +196,20 @@ static const char *const stmt_sql[PG__COUNT] = {
         " SELECT (SELECT id FROM ins), (SELECT id FROM k),"
         "  (SELECT k.idem_hash IS NOT NULL AND $7::bytea IS NOT NULL AND k.idem_hash <> $7::bytea FROM k),"
         "  EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM par)",
+    /* PG_POST_CREATE of a post that is no reply and has no Idempotency-Key ($1 author, $2 text,
+     * $3 now, $4 the fan-out limit), the same columns: without the key's lookup, the parent and
+     * its counter, and with one insert of the home rows, its plan costs PostgreSQL less to set up
+     * (bench/RESULTS-social.md). The author exists (PG_LOCK_ACCOUNT found it) or nothing is
+     * written: a, hence ins, is empty. */
+    [PG_POST_CREATE_PLAIN] =
+        "WITH a AS (SELECT followers_count FROM accounts WHERE id = $1),"
+        " ins AS (INSERT INTO posts(author, text, created_at, fanout)"
+        "   SELECT $1, $2, $3, a.followers_count < $4 FROM a RETURNING id, fanout),"
+        " c1 AS (UPDATE accounts SET posts_count = posts_count + 1 WHERE id IN (SELECT $1::bigint FROM ins)),"
+        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
+        " h AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins UNION ALL"
+        "   SELECT f.follower, ins.id FROM ins JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
+        " SELECT (SELECT id FROM ins), NULL::bigint, false",
     /* after PG_LOCK_ACCOUNT(author): home rows exist exactly for the author and the current
      * followers (fan-out invariant); replies keep existing with reply_to cleared (ON DELETE SET
      * NULL). Column: the post's author (NULL: no such post). */
@@ -286,6 +301,11 @@ static const char *const stmt_sql[PG__COUNT] = {
                         " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
                         " WHERE p.id = CASE WHEN $2::text IS NULL THEN (SELECT max(id) FROM posts WHERE author = $1)"
                         "  ELSE (SELECT id FROM posts WHERE author = $1 AND idem_key = $2::text) END",
+    /* after PG_POST_CREATE_PLAIN, in its transaction: the author's newest post, the one just
+     * created (the author's row is locked); nobody can like it before the commit */
+    [PG_POST_CREATED_PLAIN] =
+        "SELECT " POST_OWN_COLS_UNLIKED ", " PG_ACCOUNT_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
+        " WHERE p.id = (SELECT max(id) FROM posts WHERE author = $1)",
     [PG_REPLAY] = PG_REPLAY_SQL,
 };
 

@@ -87,6 +87,7 @@ enum pg_stmt {
     PG_THR_GIVE,
     PG_THR_FORGET,
     PG_POST_CREATE,
+    PG_POST_CREATE_PLAIN,
     PG_POST_DELETE,
     PG_POST_GET,
     PG_LIKE,
@@ -98,6 +99,7 @@ enum pg_stmt {
     PG_SESS_HOME_FANNED,
     PG_LIST_NAME,
     PG_POST_CREATED,
+    PG_POST_CREATED_PLAIN,
     PG_REPLAY, /* store_postgres_replica.c */
     PG__COUNT
 };

@@ -33,19 +33,29 @@ int pg_post_create_get(struct store *st, int64_t author, const char *text, size_
         {.id = PG_LOCK_ACCOUNT, .n = 1}, {.id = PG_POST_CREATE, .n = 7}, {.id = PG_POST_CREATED, .n = 2}};
     int nq = cb != NULL ? 3 : 2;
     pg_q_int(&q[0], 0, author);
-    pg_q_int(&q[1], 0, author);
-    pg_q_text(&q[1], 1, copy, text_len);
-    pg_q_int(&q[1], 2, now);
-    if (reply_to != 0)
-        pg_q_int(&q[1], 3, reply_to);
-    pg_q_int(&q[1], 4, st->fanout_limit);
-    pg_q_int(&q[2], 0, author);
-    if (idem_key != NULL) {
-        pg_q_text(&q[1], 5, idem_key, strlen(idem_key));
-        pg_q_text(&q[2], 1, idem_key, strlen(idem_key));
+    if (reply_to == 0 && idem_key == NULL) { /* the common post: statements of its own */
+        q[1] = (struct pg_q){.id = PG_POST_CREATE_PLAIN, .n = 4};
+        q[2] = (struct pg_q){.id = PG_POST_CREATED_PLAIN, .n = 1};
+        pg_q_int(&q[1], 0, author);
+        pg_q_text(&q[1], 1, copy, text_len);
+        pg_q_int(&q[1], 2, now);
+        pg_q_int(&q[1], 3, st->fanout_limit);
+        pg_q_int(&q[2], 0, author);
+    } else {
+        pg_q_int(&q[1], 0, author);
+        pg_q_text(&q[1], 1, copy, text_len);
+        pg_q_int(&q[1], 2, now);
+        if (reply_to != 0)
+            pg_q_int(&q[1], 3, reply_to);
+        pg_q_int(&q[1], 4, st->fanout_limit);
+        pg_q_int(&q[2], 0, author);
+        if (idem_key != NULL) {
+            pg_q_text(&q[1], 5, idem_key, strlen(idem_key));
+            pg_q_text(&q[2], 1, idem_key, strlen(idem_key));
+        }
+        if (idem_key != NULL && idem_hash != NULL)
+            pg_q_bytes(&q[1], 6, idem_hash, STORE_BODY_HASH_LEN);
     }
-    if (idem_key != NULL && idem_hash != NULL)
-        pg_q_bytes(&q[1], 6, idem_hash, STORE_BODY_HASH_LEN);
     /* PG_RACY: a parent deleted meanwhile (foreign key) or a key taken meanwhile (unique index)
      * is found by the next attempt */
     int rc = pg_batch(s, q, nq, PG_WRITE | PG_RACY, "creating a post");
