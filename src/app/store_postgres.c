@@ -295,6 +295,11 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " WHERE p.author = (SELECT id FROM accounts"
                      "   WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
                      " AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4",
+    /* PG_LIST_NAME for no viewer (anonymous: nothing liked), without probing likes */
+    [PG_LIST_NAME_ANON] = "SELECT " POST_OWN_COLS_UNLIKED " FROM posts p"
+                          " WHERE p.author = (SELECT id FROM accounts"
+                          "   WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
+                          " AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4",
     /* after PG_POST_CREATE, in its transaction: the post of the Idempotency-Key $2, or without a
      * key the author's newest (the one just created: the author's row is locked) */
     [PG_POST_CREATED] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"

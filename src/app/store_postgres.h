@@ -98,6 +98,7 @@ enum pg_stmt {
     PG_SESS_HOME,
     PG_SESS_HOME_FANNED,
     PG_LIST_NAME,
+    PG_LIST_NAME_ANON,
     PG_POST_CREATED,
     PG_POST_CREATED_PLAIN,
     PG_REPLAY, /* store_postgres_replica.c */

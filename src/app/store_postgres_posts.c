@@ -226,16 +226,19 @@ int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_
     }
 }
 
-/* The account (PG_ACC_BY_NAME) and its posts (PG_LIST_NAME) in one pipeline. */
+/* The account (PG_ACC_BY_NAME) and its posts (PG_LIST_NAME, or PG_LIST_NAME_ANON for no viewer)
+ * in one pipeline. */
 int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
                      struct store_account *author, store_post_cb cb, void *ctx)
 {
     size_t n = strlen(username);
-    struct pg_q q[2] = {{.id = PG_ACC_BY_NAME, .n = 1}, {.id = PG_LIST_NAME, .n = 5}};
+    struct pg_q q[2] = {{.id = PG_ACC_BY_NAME, .n = 1},
+                        {.id = viewer > 0 ? PG_LIST_NAME : PG_LIST_NAME_ANON, .n = viewer > 0 ? 5 : 4}};
     pg_q_text(&q[0], 0, username, n);
     pg_q_text(&q[1], 0, username, n);
     page_params(&q[1], page);
-    pg_q_int(&q[1], 4, viewer);
+    if (viewer > 0)
+        pg_q_int(&q[1], 4, viewer);
     int rc = pg_batch_row((struct pg_store *)st, q, 2, PG_RESEND, "reading posts");
     if (rc != STORE_OK)
         return rc;
