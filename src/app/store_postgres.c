@@ -310,7 +310,7 @@ static const char *const stmt_sql[PG__COUNT] = {
      * created (the author's row is locked); nobody can like it before the commit */
     [PG_POST_CREATED_PLAIN] =
         "SELECT " POST_OWN_COLS_UNLIKED ", " PG_ACCOUNT_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
-        " WHERE p.id = (SELECT max(id) FROM posts WHERE author = $1)",
+        " WHERE p.author = $1 ORDER BY p.id DESC LIMIT 1",
     [PG_REPLAY] = PG_REPLAY_SQL,
 };
 
