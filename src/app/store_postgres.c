@@ -240,15 +240,20 @@ static const char *const stmt_sql[PG__COUNT] = {
                         "WHERE p.reply_to = $1 AND p.id < $2 AND p.id > $3 ORDER BY p.id ASC LIMIT $4",
     /* Hybrid home timeline, as SQ_LIST_HOME in store_sqlite.c (docs/TIMELINES.md): the newest $4
      * home rows in the window, merged with, for each followee, its newest unfanned posts in the
-     * window (newer than h's oldest row when h is full), cut to $4 before the joins. */
+     * window (newer than h's oldest row when h is full), cut to $4 before the joins. That bound,
+     * lo, is read as a scalar (one InitPlan): joined as a row, it was inlined into the join and its
+     * aggregate over h computed again for every followee probed (at 100 000 users a seventh of the
+     * statement's instructions, bench/RESULTS-social.md). */
     [PG_LIST_HOME] = "WITH h AS (SELECT post_id AS id FROM home WHERE owner = $1 AND post_id < $2"
                      "    AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
-                     " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
+                     " lo AS MATERIALIZED"
+                     "  (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
                      " ids AS (SELECT id FROM h UNION ALL"
-                     "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+                     "  SELECT q.id FROM follows f JOIN unfanned_authors u ON u.author = f.followee"
                      "   CROSS JOIN LATERAL"
                      "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
-                     "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q WHERE f.follower = $1),"
+                     "    AND r.id < $2 AND r.id > (SELECT v FROM lo) ORDER BY r.id DESC LIMIT $4) q"
+                     "   WHERE f.follower = $1),"
                      " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4)"
                      " SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
                      " JOIN accounts a ON a.id = p.author"
@@ -261,12 +266,13 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_SESS_HOME] = "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
                      " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
                      "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
-                     " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
+                     " lo AS MATERIALIZED"
+                     "  (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
                      " ids AS (SELECT id FROM h UNION ALL"
-                     "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+                     "  SELECT q.id FROM follows f JOIN unfanned_authors u ON u.author = f.followee"
                      "   CROSS JOIN LATERAL"
                      "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
-                     "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q"
+                     "    AND r.id < $2 AND r.id > (SELECT v FROM lo) ORDER BY r.id DESC LIMIT $4) q"
                      "   WHERE f.follower = (SELECT account_id FROM me)),"
                      " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4)"
                      " SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
