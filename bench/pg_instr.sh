@@ -141,8 +141,10 @@ for kind in $KINDS; do
     # shellcheck disable=SC2086 # OLD is empty or one path
     for bin in $OLD $NEW; do
         cluster
-        read -r a sa <<<"$(run "$bin" "$kind" "$N1")"
-        read -r b sb <<<"$(run "$bin" "$kind" "$N2")"
+        out1=$(run "$bin" "$kind" "$N1") # (an assignment: a failed run stops the script)
+        out2=$(run "$bin" "$kind" "$N2")
+        read -r a sa <<<"$out1"
+        read -r b sb <<<"$out2"
         echo "$bin: $kind: $(((b - a) / (N2 - N1))) PostgreSQL instructions per request (Ir $a for $N1, $b for $N2)"
         [ "$SERVER" = 0 ] ||
             echo "$bin: $kind: $(((sb - sa) / (N2 - N1))) agora server instructions per request (Ir $sa for $N1, $sb for $N2)"
