@@ -289,9 +289,11 @@ static const char *const stmt_sql[PG__COUNT] = {
         "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
         " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
         "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4)"
-        " SELECT " POST_COLS ", (SELECT EXISTS (SELECT 1 FROM unfanned_authors))"
+        " SELECT p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count,"
+        "  CASE WHEN (SELECT EXISTS (SELECT 1 FROM likes WHERE account_id = (SELECT account_id FROM me)))"
+        "   THEN EXISTS (SELECT 1 FROM likes l WHERE l.post_id = p.id AND l.account_id = (SELECT account_id FROM me))"
+        "   ELSE false END, " PG_ACCOUNT_COLS ", (SELECT EXISTS (SELECT 1 FROM unfanned_authors))"
         " FROM h JOIN posts p ON p.id = h.id JOIN accounts a ON a.id = p.author"
-        " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me)"
         " ORDER BY p.id DESC",
     /* PG_LIST_AUTHOR of the account named $1 without the author's columns (the rows of
      * PG_ACC_BY_NAME, which precedes it in one pipeline, are the author's: joining accounts again

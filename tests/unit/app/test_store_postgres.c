@@ -296,13 +296,16 @@ static void test_one_round_trip_per_call(void **state)
 struct idlist {
     int n;
     int64_t id[8];
+    int liked[8];
 };
 
 static int collect_ids(void *ctx, const struct store_post *p)
 {
     struct idlist *l = ctx;
-    if (l->n < 8)
+    if (l->n < 8) {
         l->id[l->n] = p->id;
+        l->liked[l->n] = p->liked;
+    }
     l->n++;
     return 0;
 }
@@ -320,10 +323,10 @@ static long home_trips(struct store *st, const unsigned char *tok, struct idlist
 }
 
 /* A store that has not seen unfanned_authors non-empty reads home pages without the merge, in one
- * round trip, while the table is empty. Once another store made a post unfanned (merged at read
- * time), the first page with rows says so and is read again with the merge (two trips, the merged
- * post in it), and every page after that merges at once (one trip). An empty page cannot say: it
- * is read again with the merge each time, and teaches nothing. */
+ * round trip, while the table is empty (the liked flags the owner's, as always). Once another store made a post
+ * unfanned (merged at read time), the first page with rows says so and is read again with the merge (two trips, the
+ * merged post in it), and every page after that merges at once (one trip). An empty page cannot say: it is read again
+ * with the merge each time, and teaches nothing. */
 static void test_home_merges_once_a_post_is_unfanned(void **state)
 {
     struct fx *f = *state;
@@ -340,6 +343,19 @@ static void test_home_merges_once_a_post_is_unfanned(void **state)
     assert_int_equal(home_trips(st, tb, &l), 1);
     assert_int_equal(l.n, 1);
     assert_int_equal(l.id[0], p1);
+    assert_false(l.liked[0]);
+    int64_t p0 = post(st, b, "b's own"); /* liked by x, who likes nothing b sees: b's flags stay 0 */
+    assert_int_equal(store_like(st, p0, x, 1, 60), STORE_OK);
+    assert_int_equal(home_trips(st, tb, &l), 1);
+    assert_int_equal(l.n, 2);
+    assert_false(l.liked[0] || l.liked[1]);
+    assert_int_equal(store_like(st, p1, b, 1, 60), STORE_OK); /* b's own like: the flag without the merge */
+    assert_int_equal(home_trips(st, tb, &l), 1);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.id[0], p0);
+    assert_int_equal(l.id[1], p1);
+    assert_false(l.liked[0]);
+    assert_true(l.liked[1]);
     assert_int_equal(home_trips(st, tx, &l), 2); /* empty, and nothing is unfanned */
     assert_int_equal(l.n, 0);
     int64_t p2 = post(other, big, "merged"); /* big: 2 followers, so merged at read time */
@@ -348,19 +364,23 @@ static void test_home_merges_once_a_post_is_unfanned(void **state)
     assert_int_equal(l.n, 1);
     assert_int_equal(l.id[0], p2);
     assert_int_equal(home_trips(st, tx, &l), 2); /* nothing learned */
-    assert_int_equal(home_trips(st, tb, &l), 2); /* p1's row says an author is unfanned */
-    assert_int_equal(l.n, 2);
+    assert_int_equal(home_trips(st, tb, &l), 2); /* b's rows say an author is unfanned */
+    assert_int_equal(l.n, 3);
     assert_int_equal(l.id[0], p2);
-    assert_int_equal(l.id[1], p1);
+    assert_int_equal(l.id[1], p0);
+    assert_int_equal(l.id[2], p1);
+    assert_true(!l.liked[0] && !l.liked[1] && l.liked[2]);
     assert_int_equal(home_trips(st, tx, &l), 1); /* learned: the merge at once */
     assert_int_equal(l.n, 1);
     assert_int_equal(l.id[0], p2);
     int64_t p3 = post(other, a, "fanned again");
     assert_int_equal(home_trips(st, tb, &l), 1);
-    assert_int_equal(l.n, 3);
+    assert_int_equal(l.n, 4);
     assert_int_equal(l.id[0], p3);
     assert_int_equal(l.id[1], p2);
-    assert_int_equal(l.id[2], p1);
+    assert_int_equal(l.id[2], p0);
+    assert_int_equal(l.id[3], p1);
+    assert_true(l.liked[3]);
     store_close(other);
 }
 
