@@ -34,6 +34,13 @@
 #define POST_OWN_COLS_UNLIKED "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, false"
 #define POST_OWN_COLS         "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT NULL"
 #define POST_COLS             POST_OWN_COLS ", " PG_ACCOUNT_COLS
+/* POST_COLS of a home page of the owner in CTE me: likes is probed per row only when the owner
+ * likes anything (one probe of likes_account), not rescanned for every row by a left join */
+#define POST_COLS_ME                                                                                                   \
+    "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count,"                                          \
+    " CASE WHEN (SELECT EXISTS (SELECT 1 FROM likes WHERE account_id = (SELECT account_id FROM me)))"                  \
+    "  THEN EXISTS (SELECT 1 FROM likes l WHERE l.post_id = p.id AND l.account_id = (SELECT account_id FROM me))"      \
+    "  ELSE false END, " PG_ACCOUNT_COLS
 
 /* Schema migrations, applied in order; schema_version holds the number applied. Never edit an
  * entry once released: append a new one. Usernames are unique ignoring ASCII case: lower() under
@@ -275,9 +282,8 @@ static const char *const stmt_sql[PG__COUNT] = {
                      "    AND r.id < $2 AND r.id > (SELECT v FROM lo) ORDER BY r.id DESC LIMIT $4) q"
                      "   WHERE f.follower = (SELECT account_id FROM me)),"
                      " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4)"
-                     " SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
+                     " SELECT " POST_COLS_ME " FROM top JOIN posts p ON p.id = top.id"
                      " JOIN accounts a ON a.id = p.author"
-                     " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me)"
                      " ORDER BY p.id DESC",
     /* PG_SESS_HOME without the merge, from the home rows alone, and in a last column whether
      * unfanned_authors has any row, in the same snapshot: when it has none, no post is unfanned
@@ -289,10 +295,7 @@ static const char *const stmt_sql[PG__COUNT] = {
         "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
         " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
         "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4)"
-        " SELECT p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count,"
-        "  CASE WHEN (SELECT EXISTS (SELECT 1 FROM likes WHERE account_id = (SELECT account_id FROM me)))"
-        "   THEN EXISTS (SELECT 1 FROM likes l WHERE l.post_id = p.id AND l.account_id = (SELECT account_id FROM me))"
-        "   ELSE false END, " PG_ACCOUNT_COLS ", (SELECT EXISTS (SELECT 1 FROM unfanned_authors))"
+        " SELECT " POST_COLS_ME ", (SELECT EXISTS (SELECT 1 FROM unfanned_authors))"
         " FROM h JOIN posts p ON p.id = h.id JOIN accounts a ON a.id = p.author"
         " ORDER BY p.id DESC",
     /* PG_LIST_AUTHOR of the account named $1 without the author's columns (the rows of
