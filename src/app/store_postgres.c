@@ -31,9 +31,16 @@
 #define FKEY        (RC_MODULE - 21) /* foreign-key violation */
 #define LOST_UNSENT 2                /* batch_once's *lost: dropped, and nothing was committed (25006) */
 
-#define POST_COLS                                                                                                      \
-    "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT "                     \
-    "NULL, " PG_ACCOUNT_COLS
+#define POST_OWN_COLS_UNLIKED "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, false"
+#define POST_OWN_COLS         "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT NULL"
+#define POST_COLS             POST_OWN_COLS ", " PG_ACCOUNT_COLS
+/* POST_COLS of a home page of the owner in CTE me: likes is probed per row only when the owner
+ * likes anything (one probe of likes_account), not rescanned for every row by a left join */
+#define POST_COLS_ME                                                                                                   \
+    "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count,"                                          \
+    " CASE WHEN (SELECT EXISTS (SELECT 1 FROM likes WHERE account_id = (SELECT account_id FROM me)))"                  \
+    "  THEN EXISTS (SELECT 1 FROM likes l WHERE l.post_id = p.id AND l.account_id = (SELECT account_id FROM me))"      \
+    "  ELSE false END, " PG_ACCOUNT_COLS
 
 /* Schema migrations, applied in order; schema_version holds the number applied. Never edit an
  * entry once released: append a new one. Usernames are unique ignoring ASCII case: lower() under
@@ -196,6 +203,20 @@ static const char *const stmt_sql[PG__COUNT] = {
         " SELECT (SELECT id FROM ins), (SELECT id FROM k),"
         "  (SELECT k.idem_hash IS NOT NULL AND $7::bytea IS NOT NULL AND k.idem_hash <> $7::bytea FROM k),"
         "  EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM par)",
+    /* PG_POST_CREATE of a post that is no reply and has no Idempotency-Key ($1 author, $2 text,
+     * $3 now, $4 the fan-out limit), the same columns: without the key's lookup, the parent and
+     * its counter, and with one insert of the home rows, its plan costs PostgreSQL less to set up
+     * (bench/RESULTS-social.md). The author exists (PG_LOCK_ACCOUNT found it) or nothing is
+     * written: a, hence ins, is empty. */
+    [PG_POST_CREATE_PLAIN] =
+        "WITH a AS (SELECT followers_count FROM accounts WHERE id = $1),"
+        " ins AS (INSERT INTO posts(author, text, created_at, fanout)"
+        "   SELECT $1, $2, $3, a.followers_count < $4 FROM a RETURNING id, fanout),"
+        " c1 AS (UPDATE accounts SET posts_count = posts_count + 1 WHERE id IN (SELECT $1::bigint FROM ins)),"
+        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
+        " h AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins UNION ALL"
+        "   SELECT f.follower, ins.id FROM ins JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
+        " SELECT (SELECT id FROM ins), NULL::bigint, false",
     /* after PG_LOCK_ACCOUNT(author): home rows exist exactly for the author and the current
      * followers (fan-out invariant); replies keep existing with reply_to cleared (ON DELETE SET
      * NULL). Column: the post's author (NULL: no such post). */
@@ -226,15 +247,20 @@ static const char *const stmt_sql[PG__COUNT] = {
                         "WHERE p.reply_to = $1 AND p.id < $2 AND p.id > $3 ORDER BY p.id ASC LIMIT $4",
     /* Hybrid home timeline, as SQ_LIST_HOME in store_sqlite.c (docs/TIMELINES.md): the newest $4
      * home rows in the window, merged with, for each followee, its newest unfanned posts in the
-     * window (newer than h's oldest row when h is full), cut to $4 before the joins. */
+     * window (newer than h's oldest row when h is full), cut to $4 before the joins. That bound,
+     * lo, is read as a scalar (one InitPlan): joined as a row, it was inlined into the join and its
+     * aggregate over h computed again for every followee probed (at 100 000 users a seventh of the
+     * statement's instructions, bench/RESULTS-social.md). */
     [PG_LIST_HOME] = "WITH h AS (SELECT post_id AS id FROM home WHERE owner = $1 AND post_id < $2"
                      "    AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
-                     " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
+                     " lo AS MATERIALIZED"
+                     "  (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
                      " ids AS (SELECT id FROM h UNION ALL"
-                     "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+                     "  SELECT q.id FROM follows f JOIN unfanned_authors u ON u.author = f.followee"
                      "   CROSS JOIN LATERAL"
                      "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
-                     "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q WHERE f.follower = $1),"
+                     "    AND r.id < $2 AND r.id > (SELECT v FROM lo) ORDER BY r.id DESC LIMIT $4) q"
+                     "   WHERE f.follower = $1),"
                      " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4)"
                      " SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
                      " JOIN accounts a ON a.id = p.author"
@@ -247,30 +273,55 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_SESS_HOME] = "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
                      " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
                      "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4),"
-                     " lo AS (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
+                     " lo AS MATERIALIZED"
+                     "  (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
                      " ids AS (SELECT id FROM h UNION ALL"
-                     "  SELECT q.id FROM lo CROSS JOIN follows f JOIN unfanned_authors u ON u.author = f.followee"
+                     "  SELECT q.id FROM follows f JOIN unfanned_authors u ON u.author = f.followee"
                      "   CROSS JOIN LATERAL"
                      "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
-                     "    AND r.id < $2 AND r.id > lo.v ORDER BY r.id DESC LIMIT $4) q"
+                     "    AND r.id < $2 AND r.id > (SELECT v FROM lo) ORDER BY r.id DESC LIMIT $4) q"
                      "   WHERE f.follower = (SELECT account_id FROM me)),"
                      " top AS (SELECT id FROM ids ORDER BY id DESC LIMIT $4)"
-                     " SELECT " POST_COLS " FROM top JOIN posts p ON p.id = top.id"
+                     " SELECT " POST_COLS_ME " FROM top JOIN posts p ON p.id = top.id"
                      " JOIN accounts a ON a.id = p.author"
-                     " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = (SELECT account_id FROM me)"
                      " ORDER BY p.id DESC",
-    /* PG_LIST_AUTHOR of the account named $1; sent after PG_ACC_BY_NAME in one pipeline */
-    [PG_LIST_NAME] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
+    /* PG_SESS_HOME without the merge, from the home rows alone, and in a last column whether
+     * unfanned_authors has any row, in the same snapshot: when it has none, no post is unfanned
+     * (post_create and bulk_end add its author in the post's transaction), so the merge would add
+     * nothing and the page is PG_SESS_HOME's. Sent while the store has not seen that table
+     * non-empty: executing the merge's plan costs PostgreSQL a seventh of a home page even when
+     * it finds no author (bench/RESULTS-social.md). */
+    [PG_SESS_HOME_FANNED] =
+        "WITH me AS (SELECT account_id FROM sessions WHERE token_hash = $1::bytea AND last_used_at > $5),"
+        " h AS (SELECT post_id AS id FROM home WHERE owner = (SELECT account_id FROM me)"
+        "    AND post_id < $2 AND post_id > $3 ORDER BY post_id DESC LIMIT $4)"
+        " SELECT " POST_COLS_ME ", (SELECT EXISTS (SELECT 1 FROM unfanned_authors))"
+        " FROM h JOIN posts p ON p.id = h.id JOIN accounts a ON a.id = p.author"
+        " ORDER BY p.id DESC",
+    /* PG_LIST_AUTHOR of the account named $1 without the author's columns (the rows of
+     * PG_ACC_BY_NAME, which precedes it in one pipeline, are the author's: joining accounts again
+     * cost PostgreSQL a fifth of a user page, bench/RESULTS-social.md) */
+    [PG_LIST_NAME] = "SELECT " POST_OWN_COLS " FROM posts p"
                      " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $5"
                      " WHERE p.author = (SELECT id FROM accounts"
                      "   WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
                      " AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4",
+    /* PG_LIST_NAME for no viewer (anonymous: nothing liked), without probing likes */
+    [PG_LIST_NAME_ANON] = "SELECT " POST_OWN_COLS_UNLIKED " FROM posts p"
+                          " WHERE p.author = (SELECT id FROM accounts"
+                          "   WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
+                          " AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4",
     /* after PG_POST_CREATE, in its transaction: the post of the Idempotency-Key $2, or without a
      * key the author's newest (the one just created: the author's row is locked) */
     [PG_POST_CREATED] = "SELECT " POST_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
                         " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
                         " WHERE p.id = CASE WHEN $2::text IS NULL THEN (SELECT max(id) FROM posts WHERE author = $1)"
                         "  ELSE (SELECT id FROM posts WHERE author = $1 AND idem_key = $2::text) END",
+    /* after PG_POST_CREATE_PLAIN, in its transaction: the author's newest post, the one just
+     * created (the author's row is locked); nobody can like it before the commit */
+    [PG_POST_CREATED_PLAIN] =
+        "SELECT " POST_OWN_COLS_UNLIKED ", " PG_ACCOUNT_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
+        " WHERE p.author = $1 ORDER BY p.id DESC LIMIT 1",
     [PG_REPLAY] = PG_REPLAY_SQL,
 };
 
@@ -290,6 +341,8 @@ int pg_fail(struct pg_store *s, int code, const char *fmt, ...)
     return code;
 }
 
+/* PostgreSQL's int8out writes an optional '-' and decimal digits: read here without strtoll's
+ * locale and base handling (a home page has 210 of them: bench/RESULTS-social.md). */
 int64_t pg_int(const PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
@@ -297,7 +350,11 @@ int64_t pg_int(const PGresult *r, int row, int col)
     const char *v = PQgetvalue(r, row, col);
     if (v[0] == 't')
         return 1;
-    return strtoll(v, NULL, 10);
+    int neg = v[0] == '-';
+    uint64_t u = 0;
+    for (const char *p = v + neg; *p >= '0' && *p <= '9'; p++)
+        u = u * 10 + (uint64_t)(*p - '0');
+    return neg ? (int64_t)(0 - u) : (int64_t)u;
 }
 
 int pg_bool(const PGresult *r, int row, int col)
@@ -305,16 +362,20 @@ int pg_bool(const PGresult *r, int row, int col)
     return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
 }
 
-static void copy_text(const PGresult *r, int row, int col, char *out, size_t size)
+void pg_copy_text(const PGresult *r, int row, int col, char *out, size_t size)
 {
-    snprintf(out, size, "%s", PQgetvalue(r, row, col));
+    size_t n = (size_t)PQgetlength(r, row, col);
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, PQgetvalue(r, row, col), n);
+    out[n] = '\0';
 }
 
 void pg_read_account(const PGresult *r, int row, int col, struct store_account *out)
 {
     out->id = pg_int(r, row, col);
-    copy_text(r, row, col + 1, out->username, sizeof out->username);
-    copy_text(r, row, col + 2, out->display_name, sizeof out->display_name);
+    pg_copy_text(r, row, col + 1, out->username, sizeof out->username);
+    pg_copy_text(r, row, col + 2, out->display_name, sizeof out->display_name);
     out->created_at = pg_int(r, row, col + 3);
     out->followers_count = pg_int(r, row, col + 4);
     out->following_count = pg_int(r, row, col + 5);
@@ -323,7 +384,16 @@ void pg_read_account(const PGresult *r, int row, int col, struct store_account *
 
 void pg_q_int(struct pg_q *q, int i, int64_t v)
 {
-    snprintf(q->num[i], sizeof q->num[i], "%lld", (long long)v);
+    char tmp[24], *p = tmp + sizeof tmp, *out = q->num[i];
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *out++ = '-';
+    memcpy(out, p, (size_t)(tmp + sizeof tmp - p));
+    out[tmp + sizeof tmp - p] = '\0';
     q->v[i] = q->num[i];
     q->len[i] = 0;
     q->fmt[i] = 0;

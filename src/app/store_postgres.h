@@ -87,6 +87,7 @@ enum pg_stmt {
     PG_THR_GIVE,
     PG_THR_FORGET,
     PG_POST_CREATE,
+    PG_POST_CREATE_PLAIN,
     PG_POST_DELETE,
     PG_POST_GET,
     PG_LIKE,
@@ -95,8 +96,11 @@ enum pg_stmt {
     PG_LIST_REPLIES,
     PG_LIST_HOME,
     PG_SESS_HOME,
+    PG_SESS_HOME_FANNED,
     PG_LIST_NAME,
+    PG_LIST_NAME_ANON,
     PG_POST_CREATED,
+    PG_POST_CREATED_PLAIN,
     PG_REPLAY, /* store_postgres_replica.c */
     PG__COUNT
 };
@@ -129,6 +133,7 @@ struct pg_store {
     int64_t retry_at_us; /* no new connection attempt before this (CLOCK_MONOTONIC) */
     int positions;       /* read the WAL position after each write (store_postgres_replica.c) */
     uint64_t position;   /* the last write's, 0 = none yet */
+    int unfanned;        /* unfanned_authors was seen non-empty: home pages merge (pg_session_home) */
     /* bulk loading (store_postgres_bulk.c) */
     int in_bulk;
     struct pg_bulk *bulk;
@@ -151,6 +156,8 @@ void pg_q_clear(struct pg_q *q, int n);
 /* Integer value of a result cell (NULL and non-numbers read as 0); boolean 't' reads as 1. */
 int64_t pg_int(const PGresult *r, int row, int col);
 int pg_bool(const PGresult *r, int row, int col);
+/* Copies a text value into out (size > 0 bytes), cut to size - 1 bytes, NUL-terminated. */
+void pg_copy_text(const PGresult *r, int row, int col, char *out, size_t size);
 /* Reads the 7 account columns starting at col (PG_ACCOUNT_COLS). */
 void pg_read_account(const PGresult *r, int row, int col, struct store_account *out);
 /* Reads PG_SESSION_COLS (11 columns from col 0: the account, then the session); session may be NULL. */

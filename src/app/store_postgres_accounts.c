@@ -9,12 +9,6 @@
 
 #include "core/alloc.h"
 
-/* Copies a text cell into out (size bytes), truncating. */
-static void copy_text(const PGresult *r, int row, int col, char *out, size_t size)
-{
-    snprintf(out, size, "%s", PQgetvalue(r, row, col));
-}
-
 /* Runs a one-account query with the username as its parameter. */
 static int account_query(struct pg_store *s, enum pg_stmt id, const char *username, struct store_account *out,
                          char *hash)
@@ -99,7 +93,7 @@ static void read_session(const PGresult *r, int row, int col, struct store_sessi
     out->account_id = pg_int(r, row, col + 1);
     out->created_at = pg_int(r, row, col + 2);
     out->last_used_at = pg_int(r, row, col + 3);
-    copy_text(r, row, col + 4, out->user_agent, sizeof out->user_agent);
+    pg_copy_text(r, row, col + 4, out->user_agent, sizeof out->user_agent);
 }
 
 int pg_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
@@ -125,7 +119,7 @@ void pg_read_session(const PGresult *r, int row, struct store_account *out, stru
         session->account_id = out->id;
         session->created_at = pg_int(r, row, 8);
         session->last_used_at = pg_int(r, row, 9);
-        copy_text(r, row, 10, session->user_agent, sizeof session->user_agent);
+        pg_copy_text(r, row, 10, session->user_agent, sizeof session->user_agent);
     }
 }
 

@@ -7,7 +7,7 @@
 
 #include "core/alloc.h"
 
-static void stream_posts(const PGresult *r, int c, store_post_cb cb, void *ctx);
+static void stream_posts(const PGresult *r, int c, const struct store_account *author, store_post_cb cb, void *ctx);
 
 int pg_post_create(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
                    const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out)
@@ -33,19 +33,29 @@ int pg_post_create_get(struct store *st, int64_t author, const char *text, size_
         {.id = PG_LOCK_ACCOUNT, .n = 1}, {.id = PG_POST_CREATE, .n = 7}, {.id = PG_POST_CREATED, .n = 2}};
     int nq = cb != NULL ? 3 : 2;
     pg_q_int(&q[0], 0, author);
-    pg_q_int(&q[1], 0, author);
-    pg_q_text(&q[1], 1, copy, text_len);
-    pg_q_int(&q[1], 2, now);
-    if (reply_to != 0)
-        pg_q_int(&q[1], 3, reply_to);
-    pg_q_int(&q[1], 4, st->fanout_limit);
-    pg_q_int(&q[2], 0, author);
-    if (idem_key != NULL) {
-        pg_q_text(&q[1], 5, idem_key, strlen(idem_key));
-        pg_q_text(&q[2], 1, idem_key, strlen(idem_key));
+    if (reply_to == 0 && idem_key == NULL) { /* the common post: statements of its own */
+        q[1] = (struct pg_q){.id = PG_POST_CREATE_PLAIN, .n = 4};
+        q[2] = (struct pg_q){.id = PG_POST_CREATED_PLAIN, .n = 1};
+        pg_q_int(&q[1], 0, author);
+        pg_q_text(&q[1], 1, copy, text_len);
+        pg_q_int(&q[1], 2, now);
+        pg_q_int(&q[1], 3, st->fanout_limit);
+        pg_q_int(&q[2], 0, author);
+    } else {
+        pg_q_int(&q[1], 0, author);
+        pg_q_text(&q[1], 1, copy, text_len);
+        pg_q_int(&q[1], 2, now);
+        if (reply_to != 0)
+            pg_q_int(&q[1], 3, reply_to);
+        pg_q_int(&q[1], 4, st->fanout_limit);
+        pg_q_int(&q[2], 0, author);
+        if (idem_key != NULL) {
+            pg_q_text(&q[1], 5, idem_key, strlen(idem_key));
+            pg_q_text(&q[2], 1, idem_key, strlen(idem_key));
+        }
+        if (idem_key != NULL && idem_hash != NULL)
+            pg_q_bytes(&q[1], 6, idem_hash, STORE_BODY_HASH_LEN);
     }
-    if (idem_key != NULL && idem_hash != NULL)
-        pg_q_bytes(&q[1], 6, idem_hash, STORE_BODY_HASH_LEN);
     /* PG_RACY: a parent deleted meanwhile (foreign key) or a key taken meanwhile (unique index)
      * is found by the next attempt */
     int rc = pg_batch(s, q, nq, PG_WRITE | PG_RACY, "creating a post");
@@ -60,7 +70,7 @@ int pg_post_create_get(struct store *st, int64_t author, const char *text, size_
             rc = STORE_NOT_FOUND; /* no such author, or no such parent */
         }
         if (rc == STORE_OK && cb != NULL)
-            stream_posts(q[2].res, 0, cb, ctx);
+            stream_posts(q[2].res, 0, NULL, cb, ctx);
     }
     pg_q_clear(q, nq);
     if (copy != small)
@@ -101,10 +111,13 @@ int pg_like(struct store *st, int64_t post, int64_t account, int on, int64_t now
     return rc;
 }
 
-/* Calls cb for each post row of r (POST_COLS from column c) until it returns non-zero. */
-static void stream_posts(const PGresult *r, int c, store_post_cb cb, void *ctx)
+/* Calls cb for each post row of r until it returns non-zero: POST_COLS from column c, or with
+ * author, POST_OWN_COLS and every post's author is *author. */
+static void stream_posts(const PGresult *r, int c, const struct store_account *author, store_post_cb cb, void *ctx)
 {
     struct store_post p;
+    if (author != NULL)
+        p.author = *author;
     for (int i = 0; i < PQntuples(r); i++) {
         p.id = pg_int(r, i, c);
         p.text = PQgetvalue(r, i, c + 1);
@@ -114,7 +127,8 @@ static void stream_posts(const PGresult *r, int c, store_post_cb cb, void *ctx)
         p.likes_count = pg_int(r, i, c + 4);
         p.replies_count = pg_int(r, i, c + 5);
         p.liked = pg_bool(r, i, c + 6);
-        pg_read_account(r, i, c + 7, &p.author);
+        if (author == NULL)
+            pg_read_account(r, i, c + 7, &p.author);
         if (cb(ctx, &p) != 0)
             break;
     }
@@ -128,7 +142,7 @@ int pg_post_get(struct store *st, int64_t id, int64_t viewer, store_post_cb cb, 
     int rc = pg_batch_row((struct pg_store *)st, &q, 1, PG_RESEND, "reading a post");
     if (rc != STORE_OK)
         return rc;
-    stream_posts(q.res, 0, cb, ctx);
+    stream_posts(q.res, 0, NULL, cb, ctx);
     pg_q_clear(&q, 1);
     return STORE_OK;
 }
@@ -152,7 +166,7 @@ static int list(struct pg_store *s, enum pg_stmt id, int nparams, int64_t key, i
         pg_q_int(&q, 4, viewer);
     int rc = pg_batch(s, &q, 1, PG_RESEND, "reading posts");
     if (rc == STORE_OK)
-        stream_posts(q.res, 0, cb, ctx);
+        stream_posts(q.res, 0, NULL, cb, ctx);
     pg_q_clear(&q, 1);
     return rc;
 }
@@ -174,43 +188,62 @@ int pg_home(struct store *st, int64_t owner, const struct store_page *page, stor
     return list((struct pg_store *)st, PG_LIST_HOME, 4, owner, owner, page, cb, ctx);
 }
 
-/* The session (PG_SESS_ACCOUNT) and its home page (PG_SESS_HOME) in one pipeline. */
+/* The session (PG_SESS_ACCOUNT) and its home page in one pipeline. The page is PG_SESS_HOME's;
+ * while s->unfanned is 0 it is asked of PG_SESS_HOME_FANNED instead, whose last column says
+ * whether that was the same page (no unfanned author): when it was not, or when the page came
+ * back empty (no row to say), both statements are sent again with PG_SESS_HOME, a second round
+ * trip. unfanned_authors is never pruned, so once seen non-empty the store merges from then on. */
 int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                     const struct store_page *page, struct store_account *me, struct store_session *session,
                     store_post_cb cb, void *ctx)
 {
     struct pg_store *s = (struct pg_store *)st;
     int64_t oldest = now - s->base.session_ttl_ms;
-    struct pg_q q[2] = {{.id = PG_SESS_ACCOUNT, .n = 2}, {.id = PG_SESS_HOME, .n = 5}};
-    pg_q_bytes(&q[0], 0, hash, STORE_TOKEN_HASH_LEN);
-    pg_q_int(&q[0], 1, oldest);
-    pg_q_bytes(&q[1], 0, hash, STORE_TOKEN_HASH_LEN);
-    page_params(&q[1], page);
-    pg_q_int(&q[1], 4, oldest);
-    int rc = pg_batch_row(s, q, 2, PG_RESEND, "reading the home timeline");
-    if (rc != STORE_OK)
-        return rc;
-    pg_read_session(q[0].res, 0, me, session);
-    stream_posts(q[1].res, 0, cb, ctx);
-    pg_q_clear(q, 2);
-    return STORE_OK;
+    int merge = s->unfanned;
+    for (;;) {
+        struct pg_q q[2] = {{.id = PG_SESS_ACCOUNT, .n = 2},
+                            {.id = merge ? PG_SESS_HOME : PG_SESS_HOME_FANNED, .n = 5}};
+        pg_q_bytes(&q[0], 0, hash, STORE_TOKEN_HASH_LEN);
+        pg_q_int(&q[0], 1, oldest);
+        pg_q_bytes(&q[1], 0, hash, STORE_TOKEN_HASH_LEN);
+        page_params(&q[1], page);
+        pg_q_int(&q[1], 4, oldest);
+        int rc = pg_batch_row(s, q, 2, PG_RESEND, "reading the home timeline");
+        if (rc != STORE_OK)
+            return rc;
+        int rows = PQntuples(q[1].res);
+        if (!merge && (rows == 0 || pg_bool(q[1].res, 0, PQnfields(q[1].res) - 1))) {
+            if (rows > 0)
+                s->unfanned = 1;
+            pg_q_clear(q, 2);
+            merge = 1;
+            continue;
+        }
+        pg_read_session(q[0].res, 0, me, session);
+        stream_posts(q[1].res, 0, NULL, cb, ctx);
+        pg_q_clear(q, 2);
+        return STORE_OK;
+    }
 }
 
-/* The account (PG_ACC_BY_NAME) and its posts (PG_LIST_NAME) in one pipeline. */
+/* The account (PG_ACC_BY_NAME) and its posts (PG_LIST_NAME, or PG_LIST_NAME_ANON for no viewer)
+ * in one pipeline. */
 int pg_posts_by_name(struct store *st, const char *username, int64_t viewer, const struct store_page *page,
                      struct store_account *author, store_post_cb cb, void *ctx)
 {
     size_t n = strlen(username);
-    struct pg_q q[2] = {{.id = PG_ACC_BY_NAME, .n = 1}, {.id = PG_LIST_NAME, .n = 5}};
+    struct pg_q q[2] = {{.id = PG_ACC_BY_NAME, .n = 1},
+                        {.id = viewer > 0 ? PG_LIST_NAME : PG_LIST_NAME_ANON, .n = viewer > 0 ? 5 : 4}};
     pg_q_text(&q[0], 0, username, n);
     pg_q_text(&q[1], 0, username, n);
     page_params(&q[1], page);
-    pg_q_int(&q[1], 4, viewer);
+    if (viewer > 0)
+        pg_q_int(&q[1], 4, viewer);
     int rc = pg_batch_row((struct pg_store *)st, q, 2, PG_RESEND, "reading posts");
     if (rc != STORE_OK)
         return rc;
     pg_read_account(q[0].res, 0, 0, author);
-    stream_posts(q[1].res, 0, cb, ctx);
+    stream_posts(q[1].res, 0, author, cb, ctx);
     pg_q_clear(q, 2);
     return STORE_OK;
 }

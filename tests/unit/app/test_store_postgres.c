@@ -1,10 +1,10 @@
 /* test_store_postgres.c — what is particular to the PostgreSQL store (the store contract itself
  * is tests/unit/app/test_store.c's): migrations when many servers open a new database at once,
- * one round trip per call, error mapping (taken usernames, statement timeouts), reconnection
- * after the server closed the connections or was killed and restarted, a server that turns
- * read-only (a standby after a failover: writes busy, reads from it), exact counters and
- * timelines under concurrent writers, one post for concurrent creates with one Idempotency-Key,
- * and the bulk loader's ids.
+ * one round trip per call, home pages without the merge until a post is unfanned, error mapping
+ * (taken usernames, statement timeouts), reconnection after the server closed the connections or
+ * was killed and restarted, a server that turns read-only (a standby after a failover: writes
+ * busy, reads from it), exact counters and timelines under concurrent writers, one post for
+ * concurrent creates with one Idempotency-Key, and the bulk loader's ids.
  *
  * The cluster: AGORA_TEST_PG when set (a superuser URL; each test creates its own database),
  * otherwise one started here with scripts/pg-temp.sh in a temporary directory and destroyed at
@@ -291,6 +291,99 @@ static void test_one_round_trip_per_call(void **state)
     store_read_end(st);
 }
 
+/* ---- home pages without the merge (pg_session_home) ---- */
+
+struct idlist {
+    int n;
+    int64_t id[8];
+    int liked[8];
+};
+
+static int collect_ids(void *ctx, const struct store_post *p)
+{
+    struct idlist *l = ctx;
+    if (l->n < 8) {
+        l->id[l->n] = p->id;
+        l->liked[l->n] = p->liked;
+    }
+    l->n++;
+    return 0;
+}
+
+/* store_session_home of the session tok on st into l; returns the round trips it took. */
+static long home_trips(struct store *st, const unsigned char *tok, struct idlist *l)
+{
+    struct store_account me;
+    struct store_session sess;
+    struct store_page page = {.limit = 10};
+    memset(l, 0, sizeof *l);
+    long before = store_postgres_round_trips(st);
+    assert_int_equal(store_session_home(st, tok, 100, &page, &me, &sess, collect_ids, l), STORE_OK);
+    return store_postgres_round_trips(st) - before;
+}
+
+/* A store that has not seen unfanned_authors non-empty reads home pages without the merge, in one
+ * round trip, while the table is empty (the liked flags the owner's, as always). Once another store made a post
+ * unfanned (merged at read time), the first page with rows says so and is read again with the merge (two trips, the
+ * merged post in it), and every page after that merges at once (one trip). An empty page cannot say: it is read again
+ * with the merge each time, and teaches nothing. */
+static void test_home_merges_once_a_post_is_unfanned(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 2), *other = open_url(f->url, 2);
+    unsigned char tb[STORE_TOKEN_HASH_LEN] = {7}, tx[STORE_TOKEN_HASH_LEN] = {8};
+    int64_t a = account(st, "a"), b = account(st, "b"), x = account(st, "x"), big = account(st, "big");
+    struct idlist l;
+    assert_int_equal(store_follow(st, b, a, 1, 10), STORE_OK);
+    assert_int_equal(store_follow(st, b, big, 1, 10), STORE_OK);
+    assert_int_equal(store_follow(st, x, big, 1, 10), STORE_OK);
+    assert_int_equal(store_session_create(st, tb, b, "ua", 50), STORE_OK);
+    assert_int_equal(store_session_create(st, tx, x, "ua", 50), STORE_OK);
+    int64_t p1 = post(st, a, "fanned"); /* a: 1 follower, under the limit of 2 */
+    assert_int_equal(home_trips(st, tb, &l), 1);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.id[0], p1);
+    assert_false(l.liked[0]);
+    int64_t p0 = post(st, b, "b's own"); /* liked by x, who likes nothing b sees: b's flags stay 0 */
+    assert_int_equal(store_like(st, p0, x, 1, 60), STORE_OK);
+    assert_int_equal(home_trips(st, tb, &l), 1);
+    assert_int_equal(l.n, 2);
+    assert_false(l.liked[0] || l.liked[1]);
+    assert_int_equal(store_like(st, p1, b, 1, 60), STORE_OK); /* b's own like: the flag without the merge */
+    assert_int_equal(home_trips(st, tb, &l), 1);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.id[0], p0);
+    assert_int_equal(l.id[1], p1);
+    assert_false(l.liked[0]);
+    assert_true(l.liked[1]);
+    assert_int_equal(home_trips(st, tx, &l), 2); /* empty, and nothing is unfanned */
+    assert_int_equal(l.n, 0);
+    int64_t p2 = post(other, big, "merged"); /* big: 2 followers, so merged at read time */
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts WHERE NOT fanout"), 1);
+    assert_int_equal(home_trips(st, tx, &l), 2); /* x has no home rows: the merge brings p2 */
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.id[0], p2);
+    assert_int_equal(home_trips(st, tx, &l), 2); /* nothing learned */
+    assert_int_equal(home_trips(st, tb, &l), 2); /* b's rows say an author is unfanned */
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.id[0], p2);
+    assert_int_equal(l.id[1], p0);
+    assert_int_equal(l.id[2], p1);
+    assert_true(!l.liked[0] && !l.liked[1] && l.liked[2]);
+    assert_int_equal(home_trips(st, tx, &l), 1); /* learned: the merge at once */
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.id[0], p2);
+    int64_t p3 = post(other, a, "fanned again");
+    assert_int_equal(home_trips(st, tb, &l), 1);
+    assert_int_equal(l.n, 4);
+    assert_int_equal(l.id[0], p3);
+    assert_int_equal(l.id[1], p2);
+    assert_int_equal(l.id[2], p0);
+    assert_int_equal(l.id[3], p1);
+    assert_true(l.liked[3]);
+    store_close(other);
+}
+
 /* ---- write positions (read replicas) ---- */
 
 /* store_position with opts.positions: after each write, a position at or after that write's
@@ -449,6 +542,18 @@ static void set_read_only(const char *url, int on)
                  "WHERE datname = current_database() AND application_name = 'agora' AND pid <> pg_backend_pid()");
 }
 
+/* raw_int(url, sql) once it equals want, polling for up to 3 s: a dropped connection's backend
+ * leaves pg_stat_activity a moment after the client closed it. Returns the last value. */
+static int64_t raw_int_soon(const char *url, const char *sql, int64_t want)
+{
+    int64_t v = raw_int(url, sql);
+    for (int i = 0; i < 60 && v != want; i++) {
+        usleep(50 * 1000);
+        v = raw_int(url, sql);
+    }
+    return v;
+}
+
 static const char agora_backends[] = "SELECT count(*) FROM pg_stat_activity "
                                      "WHERE datname = current_database() AND application_name = 'agora'";
 static const char agora_backend[] = "SELECT coalesce(max(pid), 0) FROM pg_stat_activity "
@@ -470,7 +575,7 @@ static void test_read_only_server_gives_busy_and_drops_the_connection(void **sta
     assert_int_equal(store_post_create(st, alice, "ro", 2, 0, NULL, NULL, 3000, &id), STORE_BUSY);
     assert_non_null(strstr(store_errmsg(st), "25006"));
     assert_int_equal(store_follow(st, alice, alice + 1, 1, 3000), STORE_BUSY);
-    assert_int_equal(raw_int(f->url, agora_backends), 0); /* dropped */
+    assert_int_equal(raw_int_soon(f->url, agora_backends, 0), 0); /* dropped */
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts"), 1);
     set_read_only(f->url, 0);
     assert_int_equal(store_post_create(st, alice, "rw", 2, 0, NULL, NULL, 3000, &id), STORE_OK);
@@ -514,7 +619,7 @@ static void test_read_write_url_reads_from_a_standby_during_the_switch(void **st
     assert_int_equal(store_account_by_name(st, "alice", &acc), STORE_OK);
     int64_t primary = raw_int(f->url, agora_backend);
     assert_true(primary > 0 && primary != fallback);
-    assert_int_equal(raw_int(f->url, agora_backends), 1);
+    assert_int_equal(raw_int_soon(f->url, agora_backends, 1), 1);
     assert_int_equal(store_post_create(st, alice, "rw", 2, 0, NULL, NULL, 3000, &id), STORE_OK);
     /* and a write alone finds the writable server after RECONNECT_PAUSE_MS (250 ms) */
     set_read_only(f->url, 1);
@@ -892,6 +997,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_concurrent_open_migrates_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_round_trip_per_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_home_merges_once_a_post_is_unfanned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_timeout_is_busy, setup, teardown),
