@@ -1,27 +1,36 @@
 """review-probe: a hostile look at fa979ef (a request that cannot move off a server marked down
-stays and its backend connection is probed: net_probe_peer sets TCP keep-alive and
-TCP_USER_TIMEOUT = max(check timeout, 3 s)).
+stays and its backend connection is probed).
 
-The promise: "a live peer acknowledges and the exchange is left to finish". TCP_USER_TIMEOUT also
-bounds how long a live peer may keep its receive window closed while the balancer has data for it
-(Linux >= 5.11, "tcp: fix TCP_USER_TIMEOUT with zero window"): a live server that is busy and
-does not read a request body for longer than the probe time gets its connection aborted
-(ETIMEDOUT), though it acknowledges every window probe.
+fa979ef probed with TCP keep-alive and TCP_USER_TIMEOUT = max(check timeout, 3 s). The promise:
+"a live peer acknowledges and the exchange is left to finish". But TCP_USER_TIMEOUT also bounds
+how long a live peer may keep its receive window closed while the balancer has data for it (Linux
+>= 5.11, "tcp: fix TCP_USER_TIMEOUT with zero window"): a live, busy server that did not read a
+request body for 3 s had its connection aborted (502), though it acknowledged every window probe;
+and a probed connection went back to the pool with its user timeout, to do the same to a later
+request on a server that was up again. Now (proxy.c on_px_probe_timer) no user timeout: keep-alive
+probes, and the balancer looks at TCP_INFO: a probe or retransmission unanswered and nothing from
+the peer for the probe time ends the exchange; a probed connection is never pooled again.
 
 UploadBackend: a live server on loopback with a tiny receive buffer. /health answers 200 until
-.busy is set, then 503 (a live server saying it is not ready: the checks mark it down). A POST
-/upload is held: its head is read, then nothing for HOLD_S seconds (window closed), then the whole
-body is read and answered 200 "got N".
+.busy is set, then 503 (a live server saying it is not ready: the checks mark it down). POST
+/upload (/upload-quiet: without setting .busy) is held: its head is read, then nothing for HOLD_S
+seconds (window closed), then the whole body is read and answered 200 "got N"; /upload-read reads
+the body as it comes; /upload-never never reads it; GET /slow answers after 2 s; GET /big sends
+BIG bytes. .cut() cuts its link for real (nftables, agora_test/netcut.py).
 """
 
 import socket
 import threading
 import time
 
+import pytest
+
+from agora_test.netcut import PortCut
 from helpers import LOCALHOST, http_request, wait_for
 
 HOLD_S = 7
 BODY = 16 * 1024 * 1024
+BIG = 32 * 1024 * 1024  # GET /big: a response far over every buffer on the way
 
 
 class UploadBackend:
@@ -73,7 +82,17 @@ class UploadBackend:
                 if first:
                     self.conns += 1
                     first = False
-                if line.startswith("POST /upload-quiet"):
+                if line.startswith("GET /big"):
+                    self.busy = True
+                    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Backend: A\r\n\r\n" % BIG + b"b" * BIG)
+                    continue
+                if line.startswith("POST /upload-never"):
+                    self.busy = True
+                    time.sleep(60)  # never reads the body (the link is cut meanwhile)
+                    return
+                if line.startswith("POST /upload-read"):
+                    self.busy = True  # reads the body as it comes (below)
+                elif line.startswith("POST /upload-quiet"):
                     time.sleep(HOLD_S)  # the body is not read for a while: the window stays closed
                 elif line.startswith("POST /upload"):
                     self.busy = True
@@ -93,7 +112,16 @@ class UploadBackend:
         except OSError:
             return
 
+    def cut(self):
+        ok, why = PortCut.available()
+        if not ok:
+            pytest.skip(why)
+        self.link = PortCut(self.port)
+        self.link.cut()
+
     def stop(self):
+        if getattr(self, "link", None):
+            self.link.restore()
         self._lis.close()
         for s in self._socks:
             try:
@@ -154,8 +182,153 @@ def test_probed_connection_back_in_the_pool_keeps_no_probe(lb_factory):
         except OSError as err:
             status, body = "error", repr(err)
         took = time.monotonic() - t0
-        assert a.conns == 1  # the POST went on the GET's pooled connection
+        assert a.conns == 2  # the probed connection was not pooled: the POST had a new one
         assert (status, body) == (200, b"got %d" % BODY), (status, body, took)
         assert a.got == [0, BODY]
+    finally:
+        a.stop()
+
+
+def raw_upload(port, path, body_chunks, pause):
+    """POSTs body_chunks (a list of bytes) on its own connection, pause s apart, while reading the
+    answer -> (status line or "closed", seconds). Sending stops quietly once the balancer closed."""
+    total = sum(len(c) for c in body_chunks)
+    sock = socket.create_connection((LOCALHOST, port))
+    sock.settimeout(60)
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), total))
+    t0 = time.monotonic()
+
+    def send():
+        try:
+            for c in body_chunks:
+                sock.sendall(c)
+                time.sleep(pause)
+        except OSError:
+            pass
+
+    threading.Thread(target=send, daemon=True).start()
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            got = sock.recv(4096)
+            if not got:
+                break
+            data += got
+    except OSError:
+        pass
+    took = time.monotonic() - t0
+    sock.close()
+    return (data.split(b"\r\n", 1)[0].decode() if data else "closed"), took
+
+
+def test_an_upload_over_a_cut_link_gets_502(lb_factory):
+    """A POST whose body is still being sent (unacknowledged data) when its server is marked down
+    and then its link cut: the retransmissions go unanswered and the request is answered 502
+    within a few seconds (probe time 3 s), not left to hang."""
+    a = UploadBackend()
+    try:
+        lb = lb_factory([a.port], "--health-fall", "2", "--health-rise", "2", "--health-timeout", "300ms",
+                        "--response-timeout", "60s")
+        out = {}
+        chunks = [b"y" * 1024] * 400  # 40 s at 1 KB / 100 ms
+        t = threading.Thread(target=lambda: out.update(r=raw_upload(lb.port, "/upload-read", chunks, 0.1)),
+                             daemon=True)
+        t.start()
+        assert wait_for(lambda: a.busy, 5)
+        time.sleep(1.0)  # marked down (503 checks): the POST stays, probed
+        a.cut()
+        t0 = time.monotonic()
+        t.join(30)
+        assert "r" in out
+        status, _ = out["r"]
+        assert status == "HTTP/1.1 502 Bad Gateway", out
+        assert time.monotonic() - t0 < 12
+    finally:
+        a.stop()
+
+
+def test_a_closed_window_over_a_cut_link_gets_502(lb_factory):
+    """A POST whose body a busy server does not read (its window closed) when its link is cut:
+    the window probes go unanswered and the request is answered 502, bounded (the probes back
+    off: within tens of seconds), not left to the response timeout (60 s)."""
+    a = UploadBackend()
+    try:
+        lb = lb_factory([a.port], "--health-fall", "2", "--health-rise", "2", "--health-timeout", "300ms",
+                        "--response-timeout", "60s")
+        out = {}
+        chunks = [b"z" * 65536] * 256  # 16 MB, as fast as it goes
+        t = threading.Thread(target=lambda: out.update(r=raw_upload(lb.port, "/upload-never", chunks, 0)),
+                             daemon=True)
+        t.start()
+        assert wait_for(lambda: a.busy, 5)
+        time.sleep(2.0)  # marked down, the window closed for a while: the probes back off
+        a.cut()
+        t0 = time.monotonic()
+        t.join(45)
+        assert "r" in out
+        status, _ = out["r"]
+        assert status == "HTTP/1.1 502 Bad Gateway", out
+        print("closed window over a cut link: 502 after %.1f s" % (time.monotonic() - t0))
+        assert time.monotonic() - t0 < 40
+    finally:
+        a.stop()
+
+
+def slow_get_big(port, stall, cut=None):
+    """GET /big from a client that reads nothing for `stall` s (the balancer parks the backend
+    connection: backpressure), calling cut() after 1 s of it, then reads all it can -> (status
+    line, body bytes received, seconds)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((LOCALHOST, port))
+    sock.settimeout(30)
+    sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    t0 = time.monotonic()
+    time.sleep(1)
+    if cut:
+        cut()
+    time.sleep(stall - 1)
+    data = b""
+    try:
+        while True:
+            got = sock.recv(1 << 20)
+            if not got:
+                break
+            data += got
+            if b"\r\n\r\n" in data and len(data.split(b"\r\n\r\n", 1)[1]) >= BIG:
+                break
+    except OSError:
+        pass
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(), len(body), time.monotonic() - t0
+
+
+def test_a_response_parked_by_a_slow_client_on_a_live_server_is_not_cut(lb_factory):
+    """A response streamed to a client that reads nothing for 8 s (the backend connection parked)
+    while the checks mark its live server down: the server acknowledges the probes, so the whole
+    body arrives."""
+    a = UploadBackend()
+    try:
+        lb = lb_factory([a.port], "--health-fall", "2", "--health-rise", "2", "--health-timeout", "300ms",
+                        "--response-timeout", "30s")
+        status, n, took = slow_get_big(lb.port, 8)
+        assert (status, n) == ("HTTP/1.1 200 OK", BIG), took
+    finally:
+        a.stop()
+
+
+def test_a_response_parked_by_a_slow_client_over_a_cut_link_is_cut(lb_factory):
+    """The same with the server's link cut 1 s into the stall: the probes go unanswered and the
+    client's connection is cut (it gets what was buffered, then the close), not left to the
+    response timeout's gap (30 s)."""
+    a = UploadBackend()
+    try:
+        lb = lb_factory([a.port], "--health-fall", "2", "--health-rise", "2", "--health-timeout", "300ms",
+                        "--response-timeout", "30s")
+        status, n, took = slow_get_big(lb.port, 10, cut=a.cut)
+        assert status == "HTTP/1.1 200 OK"
+        assert n < BIG
+        assert took < 15
     finally:
         a.stop()
