@@ -26,7 +26,8 @@ import time
 import pytest
 
 from agora_test.netcut import PortCut
-from helpers import LOCALHOST, http_request, wait_for
+from agora_test.prom import metric_or_zero, parse_metrics
+from helpers import LOCALHOST, admin_token, free_port, http_request, wait_for
 
 HOLD_S = 7
 BODY = 16 * 1024 * 1024
@@ -39,6 +40,7 @@ class UploadBackend:
         self.got = []  # body sizes read, per upload
         self.heads = 0
         self.conns = 0  # connections that carried a request other than a check
+        self.holds = []  # paths of GET /hold... received
         self._socks = []
         self._lis = socket.socket()
         self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -82,6 +84,13 @@ class UploadBackend:
                 if first:
                     self.conns += 1
                     first = False
+                if line.startswith("POST /later"):
+                    self.busy = True
+                    time.sleep(5)  # answered 5 s later (below)
+                if line.startswith("GET /hold"):
+                    self.holds.append(line.split()[1])
+                    time.sleep(60)  # held: never answered
+                    return
                 if line.startswith("GET /big"):
                     self.busy = True
                     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Backend: A\r\n\r\n" % BIG + b"b" * BIG)
@@ -330,5 +339,98 @@ def test_a_response_parked_by_a_slow_client_over_a_cut_link_is_cut(lb_factory):
         assert status == "HTTP/1.1 200 OK"
         assert n < BIG
         assert took < 15
+    finally:
+        a.stop()
+
+
+def metrics(lb):
+    status, _, body = http_request(LOCALHOST, lb.admin_port, "GET", "/metrics",
+                                   headers={"Authorization": "Bearer " + admin_token(lb.admin_port)})
+    assert status == 200
+    return parse_metrics(body.decode())
+
+
+def test_a_dead_pooled_connection_is_no_stale_retry_past_the_budget(testbackend_factory, lb_factory):
+    """The retry budget is spent (--retry-budget 0: 10 retries, spent by try timeouts). A GET held
+    by A on a REUSED pooled connection cannot move when A is marked down (budget refused), so its
+    connection is probed; the link is cut and the probe fails. fa979ef took that failure for a
+    stale pooled connection (LB_FAIL_IO with uses > 1: no budget) and replayed the GET on B past
+    the budget; as on a fresh connection (test_ft_marked_down
+    test_spent_budget_no_retry_by_try_timeout_nor_marked_down) it must be 502, the budget refusing
+    again."""
+    a = UploadBackend()
+    try:
+        b = testbackend_factory("B")
+        admin_port = free_port()
+        lb = lb_factory([a.port, b], "--policy", "round-robin", "--health-fall", "2", "--health-rise", "2",
+                        "--health-timeout", "300ms", "--response-timeout", "30s", "--passive-health", "off",
+                        "--retry-budget", "0", "--try-timeout", "200ms", "--admin-listen",
+                        "%s:%d" % (LOCALHOST, admin_port))
+        lb.admin_port = admin_port
+
+        def retries(reason):
+            return metric_or_zero(metrics(lb), "agora_lb_retries_total", reason=reason)
+
+        for i in range(40):  # spend the budget: GETs held by A move to B on their try timeout
+            if retries("try_timeout") == 10:
+                break
+            status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/hold-spend-%d" % i)
+            assert (status, headers["x-backend"]) == (200, "B")
+        assert retries("try_timeout") == 10
+        conns = a.conns
+        for i in range(4):  # one answered by A: its connection goes back to the pool
+            status, headers, _ = http_request(LOCALHOST, lb.port, "GET", "/quick-%d" % i)
+            assert status == 200
+            if headers["x-backend"] == "A":
+                break
+        assert a.conns == conns + 1
+        out = {}
+        for i in range(4):  # a GET held by A, on that pooled connection
+            held = len(a.holds)
+            t = threading.Thread(target=lambda p="/hold-late-%d" % i: out.update(
+                r=http_request(LOCALHOST, lb.port, "GET", p, timeout=40)), daemon=True)
+            t.start()
+            if wait_for(lambda: len(a.holds) > held, 1):
+                break
+            t.join(5)
+        assert a.holds[-1].startswith("/hold-late")
+        assert a.conns == conns + 1  # reused
+        time.sleep(0.5)  # its try timeout: refused by the budget
+        refusals = metric_or_zero(metrics(lb), "agora_lb_retry_budget_refusals_total")
+        assert refusals >= 1
+        a.cut()  # marked down (budget refuses the move), probed, the probe fails
+        t0 = time.monotonic()
+        t.join(20)
+        assert "r" in out
+        status, headers, _ = out["r"]
+        assert (status, headers.get("x-backend")) == (502, None), (status, headers, time.monotonic() - t0)
+        assert retries("error") == 0
+        assert retries("marked_down") == 0
+        assert metric_or_zero(metrics(lb), "agora_lb_retry_budget_refusals_total") == refusals + 2
+    finally:
+        a.stop()
+
+
+def test_a_link_cut_for_a_moment_keeps_the_request(lb_factory):
+    """A POST held by a live server marked down (503 checks), its link cut for 1 s and restored
+    before the probe time (3 s) passes: the connection survives and the answer, sent after the
+    restore, reaches the client."""
+    a = UploadBackend()
+    try:
+        lb = lb_factory([a.port], "--health-fall", "2", "--health-rise", "2", "--health-timeout", "300ms",
+                        "--response-timeout", "30s")
+        out = {}
+        t = threading.Thread(target=lambda: out.update(
+            r=http_request(LOCALHOST, lb.port, "POST", "/later", body=b"k", timeout=20)), daemon=True)
+        t.start()
+        assert wait_for(lambda: a.busy, 5)
+        time.sleep(1.5)  # marked down, probed
+        a.cut()
+        time.sleep(1.0)
+        a.link.restore()
+        t.join(20)
+        assert "r" in out
+        status, headers, body = out["r"]
+        assert (status, headers.get("x-backend"), body) == (200, "A", b"got 1")
     finally:
         a.stop()
