@@ -140,17 +140,29 @@ int net_tune(int fd)
     return 0;
 }
 
-int net_probe_peer(int fd, unsigned timeout_ms)
+int net_probe_peer(int fd)
 {
-    int on = 1, idle = 1, intvl = 1, cnt = (int)(timeout_ms / 1000) + 1;
-    unsigned user = timeout_ms;
+    int on = 1, idle = 1, intvl = 1, cnt = 127; /* the most Linux takes: the caller decides */
     if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user)) < 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0)
         return -errno;
     return 0;
+}
+
+long net_peer_unanswered_ms(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        return -errno;
+    if (ti.tcpi_state != 1 /* TCP_ESTABLISHED */)
+        return 0; /* connecting (its own timeout), or closing: reads and writes will say */
+    if (ti.tcpi_probes == 0 && ti.tcpi_retransmits == 0)
+        return 0; /* nothing of ours waits for an answer: a keep-alive, window probe or data */
+    return ti.tcpi_last_ack_recv < ti.tcpi_last_data_recv ? (long)ti.tcpi_last_ack_recv : (long)ti.tcpi_last_data_recv;
 }
 
 int net_listen(const struct net_addr *a, int reuseport, int backlog)

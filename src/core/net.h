@@ -68,11 +68,17 @@ int net_connect(const struct net_addr *a);
 int net_local_shortage(int err);
 /* Sets TCP_NODELAY on an accepted socket (accept4 already made it non-blocking). */
 int net_tune(int fd);
-/* Has the kernel find out soon whether the peer of the connected TCP socket fd is still there:
- * keep-alive probes after 1 s idle, then every second, and the connection fails (reads and
- * writes: ETIMEDOUT) once the peer has acknowledged nothing for timeout_ms, probes or data: a cut
- * link, a host powered off. A host that rebooted answers the first probe with a reset
- * (ECONNRESET). A live peer acknowledges at once, however busy its process is. 0 or -errno. */
-int net_probe_peer(int fd, unsigned timeout_ms);
+/* Has the kernel find out whether the peer of the connected TCP socket fd is still there: TCP
+ * keep-alive probes after 1 s without anything received, then every second (up to 127 of them),
+ * which a live peer acknowledges at once however busy its process is. With net_peer_silent_ms the
+ * caller tells a cut link or a host powered off (unanswered for longer than it allows) from a
+ * live peer. No TCP_USER_TIMEOUT: it also aborts a live peer that keeps its receive window closed
+ * (Linux >= 5.11), e.g. a busy server not reading an upload yet. 0 or -errno. */
+int net_probe_peer(int fd);
+/* While a keep-alive or window probe or a retransmission of fd's is unanswered: milliseconds
+ * since the peer of the connected TCP socket fd last sent anything, an acknowledgement or data
+ * (TCP_INFO); else 0 (also when fd is not established). A live peer keeping its window closed is
+ * probed at growing intervals and answers each probe: 0 in between. -errno if unknown. */
+long net_peer_unanswered_ms(int fd);
 
 #endif

@@ -94,6 +94,10 @@ struct px {
     unsigned retry_reasons;      /* bit (1 << enum lb_retry_reason) for each kind of retry made */
     int ended;                   /* px_free ran (the memory lives until the iteration ends) */
     struct lb_log_req log;
+    /* its server marked down, the connection stays: its peer probed (proxy.c px_server_down) */
+    struct loop_timer probe_timer; /* looks at `probed` every tick */
+    struct lb_upstream *probed;    /* `up` while probed */
+    int probe_misses;              /* ticks in a row that found the peer unanswering too long */
     /* WebSocket (tunnel.c) */
     int upgrade;              /* a WebSocket upgrade the balancer will tunnel (rewrite.h) */
     int slot;                 /* holds one of max_tunnels (counters.tunnel_slots) */

@@ -25,12 +25,13 @@
  *   (struct px_group) and walks only the lists of servers whose count moved since it last looked.
  *   An exchange sent before the count moved and still waiting for its head moves to another
  *   server (a healthy one, even in panic mode) if that is allowed as above. What cannot move
- *   stays, and its backend connection is probed (TCP keep-alive probes and a user timeout,
- *   net_probe_peer): the checks cannot tell a cut link or a dead host from a live server too busy
- *   to answer them, draining or not ready, which may still commit a POST and answer it, but the
- *   connection can: a live peer acknowledges and the exchange is left to finish; a dead one fails
- *   the connection within a few seconds and the exchange ends as on any backend error (502, or
- *   its client connection cut if the response had begun). Exchanges sent to a server already
+ *   stays, and its backend connection is probed (TCP keep-alive probes, net_probe_peer, and a
+ *   look at TCP_INFO every 500 ms: on_px_probe_timer): the checks cannot tell a cut link or a dead host from a live
+ * server too busy to answer them, draining or not ready, which may still commit a POST and answer it, but the
+ *   connection can: a live peer acknowledges and the exchange is left to finish; a dead one leaves
+ *   a probe (or data) unanswered for 3 s and the exchange ends as on any backend error (moved if
+ *   it may, else 502, or its client connection cut if the response had begun). The connection
+ *   is never pooled again. Exchanges sent to a server already
  *   down (panic mode) are left alone by that down. Passive ejection does none of this.
  * - --try-timeout passes with no response head (counted from when the try's connection is up and
  *   the client's request is all in): the try is abandoned and the request moved when
@@ -241,6 +242,7 @@ static void px_free(struct px *px)
     px->ended = 1;
     loop_timer_cancel(px->w->loop, &px->timer);
     loop_timer_cancel(px->w->loop, &px->try_timer);
+    loop_timer_cancel(px->w->loop, &px->probe_timer);
     buf_free(&px->replay);
     tunnel_release(px);
     px_release_server(px);
@@ -320,6 +322,8 @@ static int px_start_upstream(struct px *px, struct buf *pending)
     http_reader_init(&px->resp, px->req->method, 0); /* a retry reads a new response */
     px->resp.final_101 = px->upgrade;                /* a 101 ends the exchange's HTTP part */
     loop_timer_cancel(w->loop, &px->try_timer);      /* a new try: armed once connected (px_arm_head) */
+    loop_timer_cancel(w->loop, &px->probe_timer);    /* a new connection: not probed */
+    px->probed = NULL;
     if (u->state == LB_UP_CONNECTING) {
         unsigned left = head_left(px);
         px_arm(px, w->sh->cfg->connect_timeout_ms < left ? w->sh->cfg->connect_timeout_ms : left);
@@ -517,27 +521,66 @@ static int px_try_move(struct px *px, enum lb_fail kind)
  * timeout. */
 static void on_px_try_timer(struct loop *loop, struct loop_timer *t) { px_try_move(t->data, LB_FAIL_TRY_TIMEOUT); }
 
-/* How long a probed backend connection (px_server_down) may go without the peer acknowledging
- * anything before it fails: long enough for a lost probe or two on a real network, at least the
- * checks' own timeout. */
-#define PX_PROBE_MIN_MS 3000
+/* How long a probed backend connection (px_server_down) may go without the peer sending anything
+ * (an acknowledgement of a keep-alive or window probe, of data, or data) before it counts as
+ * dead: long enough for a lost probe or two on a real network, at least the checks' own timeout.
+ * Looked at every PX_PROBE_TICK_MS. */
+#define PX_PROBE_MIN_MS  3000
+#define PX_PROBE_TICK_MS 500
+
+static unsigned probe_ms(const struct px *px)
+{
+    unsigned ms = px->w->sh->cfg->health_timeout_ms;
+    return ms > PX_PROBE_MIN_MS ? ms : PX_PROBE_MIN_MS;
+}
+
+/* px's probed connection: still the one px uses, and its peer has left a probe (or data) of ours
+ * unanswered and sent nothing for the probe time, on two ticks in a row? Then
+ * it is dead (a cut link, a host powered off): px moves if it may, else is answered 502 or cut
+ * (px_backend_failed, as marked down: no stale-connection retry); a tunnel ends. Looked at
+ * whether or not px reads the connection (a response paused by a slow client). */
+static void on_px_probe_timer(struct loop *loop, struct loop_timer *t)
+{
+    struct px *px = t->data;
+    struct lb_upstream *u = px->up;
+    if (px->ended || !u || u != px->probed || u->fd < 0)
+        return;
+    long silent = net_peer_unanswered_ms(u->fd);
+    /* Twice in a row: a probe just sent after a long quiet time (a closed window's probes back
+     * off) has not had its round trip yet. -errno: the connection's own error path reports. */
+    px->probe_misses = silent >= (long)probe_ms(px) ? px->probe_misses + 1 : 0;
+    if (px->probe_misses < 2) {
+        loop_timer_arm(loop, t, PX_PROBE_TICK_MS);
+        return;
+    }
+    if (px->tunnel) {
+        atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
+        px_finish(px, 0);
+        return;
+    }
+    px_backend_failed(px, LB_FAIL_DOWN);
+}
 
 /* px's server was marked down while px was on it (health.h). px moves now when it may and a
  * usable server is there (px_try_move). Otherwise it stays, whatever the checks saw: they cannot
  * tell a cut link or a dead host from a live server that is too busy to answer them, draining
  * (its listener closed: checks refused), or saying it is not ready — and such a server may still
- * commit a POST it holds and answer it. px's own connection can tell: it is probed
- * (net_probe_peer). A live peer acknowledges the probes at once and px is left to finish, bounded
- * by the response timeout; a dead one (no acknowledgement for the probe time: a cut link, a host
- * powered off; a reset from a host that rebooted) fails the connection, and the usual error path
- * moves px if it may, else answers 502 or cuts a response already begun. */
+ * commit a POST it holds and answer it. px's own connection can tell: its peer is probed
+ * (net_probe_peer, keep-alive probes) and watched (on_px_probe_timer). A live peer acknowledges
+ * the probes at once, also with its receive window closed, and px is left to finish, bounded by
+ * the response timeout; a dead one (nothing from it for the probe time: a cut link, a host
+ * powered off) fails px: it moves if it may, else is answered 502 or its response cut. A reset
+ * from a host that rebooted takes the usual error path. The connection is never pooled again. */
 static void px_server_down(struct px *px)
 {
     if (px_try_move(px, LB_FAIL_DOWN))
         return;
-    if (px->up && px->up->fd >= 0) {
-        unsigned ms = px->w->sh->cfg->health_timeout_ms;
-        net_probe_peer(px->up->fd, ms > PX_PROBE_MIN_MS ? ms : PX_PROBE_MIN_MS);
+    struct lb_upstream *u = px->up;
+    if (u && u->fd >= 0 && px->probed != u && net_probe_peer(u->fd) == 0) {
+        u->probed = 1;
+        px->probed = u;
+        px->probe_misses = 0;
+        loop_timer_arm(px->w->loop, &px->probe_timer, PX_PROBE_TICK_MS);
     }
 }
 
@@ -700,6 +743,8 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     px->timer.data = px;
     px->try_timer.fn = on_px_try_timer;
     px->try_timer.data = px;
+    px->probe_timer.fn = on_px_probe_timer;
+    px->probe_timer.data = px;
     px->head_deadline_ms = loop_now(w->loop) + cfg->response_timeout_ms;
     px->req_body_done = h->body == HTTP_BODY_NONE;
     lb_request_id(h, w->sh->cfg->trust_forwarded, &w->id_state, px->request_id);

@@ -134,7 +134,7 @@ void lb_upstream_release(struct lb_upstream *u, int reuse)
 {
     struct lb_pools *p = u->pools;
     u->owner = NULL;
-    struct lb_pool *pool = reuse ? pool_of(p, u->server) : NULL;
+    struct lb_pool *pool = reuse && !u->probed ? pool_of(p, u->server) : NULL;
     if (pool && pool->nidle < p->idle_max && buf_used(&u->in) == 0 && buf_used(&u->out) == 0) {
         u->state = LB_UP_IDLE;
         u->next = pool->idle;

@@ -37,6 +37,7 @@ struct lb_upstream {
     unsigned uses;          /* exchanges served, including the current one */
     int reading;            /* read interest wanted */
     int parked;             /* not watched (lb_upstream_park) */
+    int probed;             /* its peer was probed (net_probe_peer): never pooled again */
     void *owner;            /* the exchange using it; NULL when idle or closed */
     struct loop_timer idle_timer;
 };

@@ -9,7 +9,7 @@ timeout. So (HAProxy's `on-marked-down shutdown-sessions`, Envoy's per-try timeo
   What cannot move stays, whatever the checks saw (a timeout, a 503, a refused or closed
   connection): they cannot tell a cut link or a dead host from a live server too busy to answer
   them, draining or not ready, which may still commit a POST and answer it. The request's own
-  connection can: it is probed (TCP keep-alive probes and a user timeout): a live server
+  connection can: it is probed (TCP keep-alive probes, unanswered ones watched): a live server
   acknowledges and is left to finish; over a cut link nothing comes back and the connection fails
   within ~4 s: a request that may not move is answered 502, a response already begun is cut (the
   client connection closes).
