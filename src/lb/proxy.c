@@ -26,13 +26,14 @@
  *   An exchange sent before the count moved and still waiting for its head moves to another
  *   server (a healthy one, even in panic mode) if that is allowed as above. What cannot move
  *   stays, and its backend connection is probed (TCP keep-alive probes, net_probe_peer, and a
- *   look at TCP_INFO every 500 ms: on_px_probe_timer): the checks cannot tell a cut link or a dead host from a live
- * server too busy to answer them, draining or not ready, which may still commit a POST and answer it, but the
- *   connection can: a live peer acknowledges and the exchange is left to finish; a dead one leaves
- *   a probe (or data) unanswered for 3 s and the exchange ends as on any backend error (moved if
- *   it may, else 502, or its client connection cut if the response had begun). The connection
- *   is never pooled again. Exchanges sent to a server already
- *   down (panic mode) are left alone by that down. Passive ejection does none of this.
+ *   look at TCP_INFO every 500 ms: on_px_probe_timer): the checks cannot tell a cut link or a
+ *   dead host from a live server too busy to answer them, draining or not ready, which may still
+ *   commit a POST and answer it, but the connection can: a live peer acknowledges and the
+ *   exchange is left to finish; a dead one leaves a probe (or data) unanswered for 3 s and the
+ *   exchange ends as on any backend error (moved if it may, else 502, or its client connection
+ *   cut if the response had begun). The connection is never pooled again. Exchanges sent to a
+ *   server already down (panic mode) are left alone by that down. Passive ejection does none of
+ *   this.
  * - --try-timeout passes with no response head (counted from when the try's connection is up and
  *   the client's request is all in): the try is abandoned and the request moved when
  *   allowed as above and another server is there; when not, the try goes on (a try timeout never
