@@ -67,6 +67,8 @@ struct h2_stream;
 #define H2_MAX_RESETS        200
 #define H2_MAX_CONTROL       1000
 #define H2_MAX_EMPTY_DATA    1000
+#define H2_SPARE_STREAMS     16          /* freed streams a session keeps for reuse */
+#define H2_SPARE_BUF         (16 * 1024) /* a spare stream's buffers keep at most this storage */
 
 /* ---- for server.c: the connection ---- */
 
