@@ -48,6 +48,7 @@ struct h2_stream {
     /* the request body */
     struct buf in; /* DATA kept while paused */
     uint64_t body_seen;
+    struct loop_timer body_timer; /* lim.body_timeout_ms: no DATA for that long → 408 / reset */
     /* the response */
     struct buf rhead; /* its head's bytes until complete */
     struct http_chunked rchunk;
@@ -123,6 +124,8 @@ static struct h2_stream *stream_of(struct h2_session *s, int32_t id)
     return id ? nghttp2_session_get_stream_user_data(s->ng, id) : NULL;
 }
 
+static void on_body_timeout(struct loop *loop, struct loop_timer *t);
+
 /* A stream for id: a spare one (its head and buffers' storage kept, the rest zeroed; f is filled
  * up to nf), else a new one. Allocations per stream were ~10 % of a request's instructions. */
 static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
@@ -145,6 +148,8 @@ static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
     }
     st->s = s;
     st->id = id;
+    st->body_timer.fn = on_body_timeout;
+    st->body_timer.data = st;
     return st;
 }
 
@@ -167,6 +172,7 @@ static void stream_free(struct h2_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     s->nstreams--;
+    loop_timer_cancel(s->loop, &st->body_timer);
     if (st->conn)
         http_conn_stream_free(st->conn);
     if (!s->freeing && s->nspare < H2_SPARE_STREAMS) {
@@ -201,6 +207,39 @@ static void reject(struct h2_stream *st, int status, const char *msg)
         give_back(s, st->id, buf_used(&st->in));
         buf_free(&st->in);
     }
+}
+
+/* The request body timer (lim.body_timeout_ms, 0 = none), as on HTTP/1.1: running while the
+ * handler owns a request whose body has not ended and has not paused it; pushed back by every
+ * DATA frame. */
+static void body_timer_update(struct h2_stream *st)
+{
+    struct h2_session *s = st->s;
+    if (st->owned && !st->req_ended && !st->paused && s->lim.body_timeout_ms)
+        loop_timer_arm(s->loop, &st->body_timer, s->lim.body_timeout_ms);
+    else
+        loop_timer_cancel(s->loop, &st->body_timer);
+}
+
+/* No request body byte for body_timeout_ms: 408 on the stream when no response has begun (the
+ * rest of the body is dropped, then RST_STREAM NO_ERROR: on_frame_send), else the stream is
+ * reset (CANCEL). The handler's request is aborted either way. */
+static void on_body_timeout(struct loop *loop, struct loop_timer *t)
+{
+    struct h2_stream *st = t->data;
+    struct h2_session *s = st->s;
+    if (!st->owned || st->req_ended)
+        return;
+    st->owned = 0;
+    s->ops->on_abort(s->ctx, st->conn);
+    http_conn_set_data(st->conn, NULL);
+    if (!st->submitted && !st->rhead.len) {
+        reject(st, 408, "request body timeout: no body data received in time");
+    } else {
+        st->failed = 1;
+        nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    }
+    http_conn_h2_kick(s->c);
 }
 
 /* ---- the request head ---- */
@@ -374,6 +413,7 @@ static void start_request(struct h2_stream *st, int end_stream)
         st->eos_given = 1;
         s->ops->on_body_end(s->ctx, st->conn);
     }
+    body_timer_update(st);
 }
 
 /* Hands the body kept in `in` to the handler, then its end, while it takes them. */
@@ -474,6 +514,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     st->body_seen += len;
+    if (!st->paused && s->lim.body_timeout_ms)
+        loop_timer_arm(s->loop, &st->body_timer, s->lim.body_timeout_ms);
     if (s->lim.max_body && st->body_seen > s->lim.max_body) {
         give_back(s, id, len);
         if (!st->submitted && !st->rhead.len) {
@@ -528,6 +570,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     }
     if (st && end && !st->req_ended) {
         st->req_ended = 1;
+        loop_timer_cancel(s->loop, &st->body_timer);
         if (st->owned && !st->paused && !buf_used(&st->in) && !st->eos_given) {
             st->eos_given = 1;
             s->ops->on_body_end(s->ctx, st->conn);
@@ -768,6 +811,7 @@ int h2_stream_send(struct h2_stream *st, const void *p, size_t n)
 void h2_stream_response_done(struct h2_stream *st)
 {
     st->owned = 0;
+    loop_timer_cancel(st->s->loop, &st->body_timer);
     if (st->failed)
         return;
     if (st->rstate == R_BODY && st->rkind == HTTP_BODY_EOF) {
@@ -786,6 +830,7 @@ void h2_stream_response_done(struct h2_stream *st)
 void h2_stream_pause_body(struct h2_stream *st, int paused)
 {
     st->paused = paused ? 1 : 0;
+    body_timer_update(st); /* a paused body is not timed: the client waits for its window */
     if (!paused && (buf_used(&st->in) || (st->req_ended && !st->eos_given))) {
         st->resume = 1;
         http_conn_h2_kick(st->s->c);

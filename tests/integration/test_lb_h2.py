@@ -757,3 +757,31 @@ def test_request_body_backpressure_holds_the_client(h2_lb, agora_bin):
     finally:
         backend.release.set()
         backend.close()
+
+
+def test_stalled_request_body_is_408_on_that_stream(h2_lb):
+    """--client-body-timeout on HTTP/2 as on HTTP/1.1: a stream whose body stops (no DATA, no
+    END_STREAM) gets 408 after the timeout while the connection and its other streams go on; a
+    body trickled in DATA frames closer together than the timeout is not cut (every frame pushes
+    the deadline back) and reaches the backend whole."""
+    lb = h2_lb("--client-body-timeout", "1s")
+    c = H2(lb.tls_port, lb.ca)
+    t0 = time.monotonic()
+    stalled = c.request("/echo", method="POST", body=b"abc", end=False)
+    status, data, reset = c.wait_stream(stalled, 6)
+    took = time.monotonic() - t0
+    assert status == 408 and b"request body timeout" in data, (status, data, reset)
+    assert 0.8 < took < 3, took
+    # The client's later DATA on that stream is dropped; the connection serves the next stream.
+    c.send(frame(DATA, 0, stalled, b"late"))
+    assert c.wait_stream(c.request("/"))[0] == 200
+    # Trickled: 6 DATA frames 0.4 s apart (2 s in all, twice the timeout), then the end.
+    sid = c.request("/echo", method="POST", body=b"", end=False)
+    for i in range(6):
+        time.sleep(0.4)
+        c.send(frame(DATA, END_STREAM if i == 5 else 0, sid, b"part%d;" % i))
+    status, data, reset = c.wait_stream(sid, 6)
+    assert (status, reset) == (200, None), (status, data, reset)
+    echoed = json.loads(data)
+    assert echoed["body_length"] == 36 and echoed["body_prefix"] == "part0;part1;part2;part3;part4;part5;", echoed
+    c.close()
