@@ -656,13 +656,16 @@ static int hop_by_hop(struct http_str n)
     }
 }
 
-/* Submits the response head rh (its bytes in rhead). RC_OK or RC_ERROR. */
+/* Submits the response head rh (its names and values point into the handler's bytes or rhead;
+ * nghttp2 copies them). RC_OK or RC_ERROR. */
 static int submit_head(struct h2_stream *st, const struct http_head *rh)
 {
     struct h2_session *s = st->s;
     nghttp2_nv nv[HTTP_MAX_HEADERS + 1];
     char small[2048]; /* the names in lower case: most heads fit here */
-    size_t need = buf_used(&st->rhead) + 1;
+    size_t need = 1;
+    for (int i = 0; i < rh->nheaders; i++)
+        need += rh->headers[i].name.n;
     char *low = need <= sizeof(small) ? small : alloc_malloc(need), *lp = low;
     size_t n = 0;
     int code = rh->status; /* 100-599 (the parser checks); printf's cost showed in profiles */

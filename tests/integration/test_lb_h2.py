@@ -785,3 +785,31 @@ def test_stalled_request_body_is_408_on_that_stream(h2_lb):
     echoed = json.loads(data)
     assert echoed["body_length"] == 36 and echoed["body_prefix"] == "part0;part1;part2;part3;part4;part5;", echoed
     c.close()
+
+
+def test_response_head_with_long_field_names_arrives_whole(h2_lb):
+    """A backend response head whose field names alone are far over the 2 KiB h2.c lowers on its
+    stack (60 names of 100 characters, mixed case): every field reaches the h2 client, the names in
+    lower case, the values as sent, and the connection serves the next stream."""
+    from test_lb_errors import ScriptBackend
+
+    names = ["X-Long-%02d-" % i + "Ab" * 45 for i in range(60)]
+    head = "".join("%s: value-%d\r\n" % (n, i) for i, n in enumerate(names))
+
+    def answer(sock):
+        sock.sendall(("HTTP/1.1 200 OK\r\n%sContent-Length: 2\r\n\r\nok" % head).encode())
+        sock.close()
+
+    backend = ScriptBackend(answer)
+    try:
+        lb = h2_lb(backends=[backend.port])
+        c = H2(lb.tls_port, lb.ca)
+        for _ in range(2):  # the second on a spare stream
+            sid = c.request("/long")
+            status, data, reset = c.wait_stream(sid)
+            assert (status, data, reset) == (200, b"ok", None)
+            got = [(k, v) for k, v in c.streams[sid]["headers"] if k.startswith("x-long-")]
+            assert got == [(n.lower(), "value-%d" % i) for i, n in enumerate(names)]
+        c.close()
+    finally:
+        backend.close()
