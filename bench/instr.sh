@@ -49,5 +49,7 @@ run() {
         --slow-start 0 "${EXTRA[@]}"
 }
 
+WHAT="proxied request"
+[ "$MODE" = h1 ] || WHAT="proxied $MODE request"
 # shellcheck disable=SC2086 # OLD is empty or one path
-instr_compare "proxied $MODE request" run $OLD $NEW
+instr_compare "$WHAT" run $OLD $NEW

@@ -73,8 +73,8 @@ instr_ir() {
     valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$log" 2>&1 &
     pid=$!
     pids+=("$pid")
-    wait_port "$port"
-    "${INSTR_LOAD_FN:-instr_load}" "$port" "$n" "$req"
+    wait_port "$port" || { echo "instr: nothing listens on $port (see $log)" >&2; cat "$log" >&2; return 1; }
+    "${INSTR_LOAD_FN:-instr_load}" "$port" "$n" "$req" || { echo "instr: the load failed" >&2; kill -TERM "$pid"; return 1; }
     kill -TERM "$pid"
     wait "$pid" || true
     grep -m1 '^summary:' "$out" | awk '{print $2}'
