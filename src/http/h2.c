@@ -86,6 +86,7 @@ struct h2_session {
     struct http_head *rh;    /* scratch for parsing response heads (the parser keeps no state) */
     struct h2_stream *spare; /* freed streams kept for the next ones, with their head and buffers */
     unsigned nspare;
+    struct loop_timer spare_timer; /* frees the spares when no stream came for H2_SPARE_MS */
     unsigned nrequests;
     uint64_t window_start;
     unsigned resets, control, empty;
@@ -162,6 +163,35 @@ static void spare_buf(struct buf *b)
         buf_reset(b);
 }
 
+/* Frees a stream's memory (it is unlinked). */
+static void stream_release(struct h2_stream *st)
+{
+    buf_free(&st->hb);
+    buf_free(&st->in);
+    buf_free(&st->rhead);
+    buf_free(&st->out);
+    free(st->head);
+    free(st);
+}
+
+static void spares_free(struct h2_session *s)
+{
+    while (s->spare) {
+        struct h2_stream *st = s->spare;
+        s->spare = st->next;
+        stream_release(st);
+    }
+    s->nspare = 0;
+}
+
+/* No stream for H2_SPARE_MS: an idle connection holds no spare memory. */
+static void on_spare_timer(struct loop *loop, struct loop_timer *t)
+{
+    struct h2_session *s = t->data;
+    if (!s->nstreams)
+        spares_free(s);
+}
+
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->s;
@@ -183,14 +213,11 @@ static void stream_free(struct h2_stream *st)
         st->next = s->spare;
         s->spare = st;
         s->nspare++;
+        if (!s->nstreams) /* none open: the spares go unless a stream comes within H2_SPARE_MS */
+            loop_timer_arm(s->loop, &s->spare_timer, H2_SPARE_MS);
         return;
     }
-    buf_free(&st->hb);
-    buf_free(&st->in);
-    buf_free(&st->rhead);
-    buf_free(&st->out);
-    free(st->head);
-    free(st);
+    stream_release(st);
 }
 
 /* Answers a request here (the handler never sees it): status on that stream, its body dropped. */
@@ -853,6 +880,8 @@ struct h2_session *h2_session_new(struct http_conn *c, struct loop *loop, const 
     s->lim = *lim;
     s->tls = tls ? 1 : 0;
     s->window_start = loop_now(loop);
+    s->spare_timer.fn = on_spare_timer;
+    s->spare_timer.data = s;
     s->rh = alloc_malloc(sizeof(*s->rh));
     nghttp2_session_callbacks *cb;
     nghttp2_option *opt;
@@ -911,16 +940,8 @@ void h2_session_free(struct h2_session *s)
     }
     s->freeing = 1;
     nghttp2_session_del(s->ng);
-    while (s->spare) {
-        struct h2_stream *st = s->spare;
-        s->spare = st->next;
-        buf_free(&st->hb);
-        buf_free(&st->in);
-        buf_free(&st->rhead);
-        buf_free(&st->out);
-        free(st->head);
-        free(st);
-    }
+    loop_timer_cancel(s->loop, &s->spare_timer);
+    spares_free(s);
     free(s->rh);
     free(s);
 }

@@ -46,9 +46,9 @@
  * CONTINUATION frames (8 per header block), queued SETTINGS/PING acknowledgements (1000) and SETTINGS entries.
  *
  * Cost: a session keeps up to H2_SPARE_STREAMS freed streams (with their synthesized head and
- * buffers up to H2_SPARE_BUF) for its next streams, and its HPACK encoder uses no dynamic table
- * (as HAProxy): per-response values such as X-Request-Id would only fill it and lengthen every
- * lookup. bench/instr.sh INSTR_MODE=h2 counts the instructions per stream.
+ * buffers up to H2_SPARE_BUF each) for its next streams, freed after H2_SPARE_MS without a stream, and its HPACK
+ * encoder uses no dynamic table (as HAProxy): per-response values such as X-Request-Id would only fill it and lengthen
+ * every lookup. bench/instr.sh INSTR_MODE=h2 counts the instructions per stream.
  *
  * Threading: a session and its streams live on their connection's loop thread. */
 #ifndef AGORA_HTTP_H2_H
@@ -77,6 +77,7 @@ struct h2_stream;
 #define H2_MAX_EMPTY_DATA    1000
 #define H2_SPARE_STREAMS     16          /* freed streams a session keeps for reuse */
 #define H2_SPARE_BUF         (16 * 1024) /* a spare stream's buffers keep at most this storage */
+#define H2_SPARE_MS          1000        /* no stream open for this long: the spares are freed */
 
 /* ---- for server.c: the connection ---- */
 

@@ -813,3 +813,18 @@ def test_response_head_with_long_field_names_arrives_whole(h2_lb):
         c.close()
     finally:
         backend.close()
+
+
+def test_streams_after_the_spares_are_freed(h2_lb):
+    """A burst of 30 concurrent streams leaves up to 16 freed ones for reuse (H2_SPARE_STREAMS);
+    1.5 s without a stream frees them (H2_SPARE_MS); the bursts after that, and one on the spares
+    of the previous one, are all answered whole from both backends."""
+    lb = h2_lb()
+    c = H2(lb.tls_port, lb.ca)
+    for pause in (0, 1.5, 0):
+        time.sleep(pause)
+        sids = [c.request("/bytes?n=%d" % (1000 + i)) for i in range(30)]
+        for i, sid in enumerate(sids):
+            status, data, reset = c.wait_stream(sid)
+            assert (status, len(data), reset) == (200, 1000 + i, None)
+    c.close()
