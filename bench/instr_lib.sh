@@ -63,7 +63,8 @@ EOF
 }
 
 # instr_ir PORT N REQUEST LOG CMD...: runs CMD (which must listen on 127.0.0.1:PORT) under
-# callgrind with output to LOG, sends it N requests (instr_load), stops it with TERM and prints
+# callgrind with output to LOG, sends it N requests (instr_load, or the function named by
+# INSTR_LOAD_FN, called with the same PORT N REQUEST), stops it with TERM and prints
 # the instructions (Ir) the whole run executed.
 instr_ir() {
     local port=$1 n=$2 req=$3 log=$4 out pid
@@ -72,8 +73,8 @@ instr_ir() {
     valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$log" 2>&1 &
     pid=$!
     pids+=("$pid")
-    wait_port "$port"
-    instr_load "$port" "$n" "$req"
+    wait_port "$port" || { echo "instr: nothing listens on $port (see $log)" >&2; cat "$log" >&2; return 1; }
+    "${INSTR_LOAD_FN:-instr_load}" "$port" "$n" "$req" || { echo "instr: the load failed" >&2; kill -TERM "$pid"; return 1; }
     kill -TERM "$pid"
     wait "$pid" || true
     grep -m1 '^summary:' "$out" | awk '{print $2}'

@@ -48,6 +48,7 @@ struct h2_stream {
     /* the request body */
     struct buf in; /* DATA kept while paused */
     uint64_t body_seen;
+    struct loop_timer body_timer; /* lim.body_timeout_ms: no DATA for that long → 408 / reset */
     /* the response */
     struct buf rhead; /* its head's bytes until complete */
     struct http_chunked rchunk;
@@ -82,7 +83,10 @@ struct h2_session {
     struct http_server_limits lim;
     struct h2_stream *streams;
     unsigned nstreams;
-    struct http_head *rh; /* scratch for parsing response heads (the parser keeps no state) */
+    struct http_head *rh;    /* scratch for parsing response heads (the parser keeps no state) */
+    struct h2_stream *spare; /* freed streams kept for the next ones, with their head and buffers */
+    unsigned nspare;
+    struct loop_timer spare_timer; /* frees the spares when no stream came for H2_SPARE_MS */
     unsigned nrequests;
     uint64_t window_start;
     unsigned resets, control, empty;
@@ -121,6 +125,73 @@ static struct h2_stream *stream_of(struct h2_session *s, int32_t id)
     return id ? nghttp2_session_get_stream_user_data(s->ng, id) : NULL;
 }
 
+static void on_body_timeout(struct loop *loop, struct loop_timer *t);
+
+/* A stream for id: a spare one (its head and buffers' storage kept, the rest zeroed; f is filled
+ * up to nf), else a new one. Allocations per stream were ~10 % of a request's instructions. */
+static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
+{
+    struct h2_stream *st = s->spare;
+    if (st) {
+        s->spare = st->next;
+        s->nspare--;
+        struct buf hb = st->hb, in = st->in, rhead = st->rhead, out = st->out;
+        struct http_head *head = st->head;
+        memset(st, 0, offsetof(struct h2_stream, f));
+        st->hb = hb;
+        st->in = in;
+        st->rhead = rhead;
+        st->out = out;
+        st->head = head;
+    } else {
+        st = alloc_malloc(sizeof(*st));
+        memset(st, 0, offsetof(struct h2_stream, f));
+    }
+    st->s = s;
+    st->id = id;
+    st->body_timer.fn = on_body_timeout;
+    st->body_timer.data = st;
+    return st;
+}
+
+/* Empties b, keeping storage up to H2_SPARE_BUF bytes for the next stream. */
+static void spare_buf(struct buf *b)
+{
+    if (b->cap > H2_SPARE_BUF)
+        buf_free(b);
+    else
+        buf_reset(b);
+}
+
+/* Frees a stream's memory (it is unlinked). */
+static void stream_release(struct h2_stream *st)
+{
+    buf_free(&st->hb);
+    buf_free(&st->in);
+    buf_free(&st->rhead);
+    buf_free(&st->out);
+    free(st->head);
+    free(st);
+}
+
+static void spares_free(struct h2_session *s)
+{
+    while (s->spare) {
+        struct h2_stream *st = s->spare;
+        s->spare = st->next;
+        stream_release(st);
+    }
+    s->nspare = 0;
+}
+
+/* No stream for H2_SPARE_MS: an idle connection holds no spare memory. */
+static void on_spare_timer(struct loop *loop, struct loop_timer *t)
+{
+    struct h2_session *s = t->data;
+    if (!s->nstreams)
+        spares_free(s);
+}
+
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->s;
@@ -131,14 +202,22 @@ static void stream_free(struct h2_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     s->nstreams--;
+    loop_timer_cancel(s->loop, &st->body_timer);
     if (st->conn)
         http_conn_stream_free(st->conn);
-    buf_free(&st->hb);
-    buf_free(&st->in);
-    buf_free(&st->rhead);
-    buf_free(&st->out);
-    free(st->head);
-    free(st);
+    if (!s->freeing && s->nspare < H2_SPARE_STREAMS) {
+        spare_buf(&st->hb);
+        spare_buf(&st->in);
+        spare_buf(&st->rhead);
+        spare_buf(&st->out);
+        st->next = s->spare;
+        s->spare = st;
+        s->nspare++;
+        if (!s->nstreams) /* none open: the spares go unless a stream comes within H2_SPARE_MS */
+            loop_timer_arm(s->loop, &s->spare_timer, H2_SPARE_MS);
+        return;
+    }
+    stream_release(st);
 }
 
 /* Answers a request here (the handler never sees it): status on that stream, its body dropped. */
@@ -155,6 +234,39 @@ static void reject(struct h2_stream *st, int status, const char *msg)
         give_back(s, st->id, buf_used(&st->in));
         buf_free(&st->in);
     }
+}
+
+/* The request body timer (lim.body_timeout_ms, 0 = none), as on HTTP/1.1: running while the
+ * handler owns a request whose body has not ended and has not paused it; pushed back by every
+ * DATA frame. */
+static void body_timer_update(struct h2_stream *st)
+{
+    struct h2_session *s = st->s;
+    if (st->owned && !st->req_ended && !st->paused && s->lim.body_timeout_ms)
+        loop_timer_arm(s->loop, &st->body_timer, s->lim.body_timeout_ms);
+    else
+        loop_timer_cancel(s->loop, &st->body_timer);
+}
+
+/* No request body byte for body_timeout_ms: 408 on the stream when no response has begun (the
+ * rest of the body is dropped, then RST_STREAM NO_ERROR: on_frame_send), else the stream is
+ * reset (CANCEL). The handler's request is aborted either way. */
+static void on_body_timeout(struct loop *loop, struct loop_timer *t)
+{
+    struct h2_stream *st = t->data;
+    struct h2_session *s = st->s;
+    if (!st->owned || st->req_ended)
+        return;
+    st->owned = 0;
+    s->ops->on_abort(s->ctx, st->conn);
+    http_conn_set_data(st->conn, NULL);
+    if (!st->submitted && !st->rhead.len) {
+        reject(st, 408, "request body timeout: no body data received in time");
+    } else {
+        st->failed = 1;
+        nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    }
+    http_conn_h2_kick(s->c);
 }
 
 /* ---- the request head ---- */
@@ -238,7 +350,9 @@ static int build_head(struct h2_stream *st, int end_stream)
     }
     /* The header array is filled up to nheaders below: only the fields around it are zeroed (a
      * calloc of the 3.3 KB head per request showed in profiles). */
-    struct http_head *h = st->head = alloc_malloc(sizeof(*h));
+    if (!st->head)
+        st->head = alloc_malloc(sizeof(*st->head));
+    struct http_head *h = st->head;
     memset(h, 0, offsetof(struct http_head, headers));
     memset(&h->nheaders, 0, sizeof(*h) - offsetof(struct http_head, nheaders));
     if (!st->method.nn || (!st->path.nn && method_of(str_at(st, st->method.vo, st->method.vn)) != HTTP_CONNECT))
@@ -326,6 +440,7 @@ static void start_request(struct h2_stream *st, int end_stream)
         st->eos_given = 1;
         s->ops->on_body_end(s->ctx, st->conn);
     }
+    body_timer_update(st);
 }
 
 /* Hands the body kept in `in` to the handler, then its end, while it takes them. */
@@ -360,10 +475,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     struct h2_session *s = ud;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    struct h2_stream *st = alloc_malloc(sizeof(*st));
-    memset(st, 0, offsetof(struct h2_stream, f)); /* f is filled up to nf */
-    st->s = s;
-    st->id = frame->hd.stream_id;
+    struct h2_stream *st = stream_new(s, frame->hd.stream_id);
     st->next = s->streams;
     if (s->streams)
         s->streams->prev = st;
@@ -429,6 +541,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     st->body_seen += len;
+    if (!st->paused && s->lim.body_timeout_ms)
+        loop_timer_arm(s->loop, &st->body_timer, s->lim.body_timeout_ms);
     if (s->lim.max_body && st->body_seen > s->lim.max_body) {
         give_back(s, id, len);
         if (!st->submitted && !st->rhead.len) {
@@ -483,6 +597,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     }
     if (st && end && !st->req_ended) {
         st->req_ended = 1;
+        loop_timer_cancel(s->loop, &st->body_timer);
         if (st->owned && !st->paused && !buf_used(&st->in) && !st->eos_given) {
             st->eos_given = 1;
             s->ops->on_body_end(s->ctx, st->conn);
@@ -538,7 +653,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *p, size_t len
     if (!buf_used(&st->out)) {
         if (st->out_eof) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
-            buf_free(&st->out);
+            buf_reset(&st->out); /* its storage serves the next stream (stream_free) */
         } else if (!n) {
             st->deferred = 1;
             return NGHTTP2_ERR_DEFERRED;
@@ -552,24 +667,39 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *p, size_t len
 /* Hop-by-hop fields, which HTTP/2 does not carry (RFC 9113 §8.2.2). */
 static int hop_by_hop(struct http_str n)
 {
-    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade",    "te"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (http_str_ieq(n, names[i]))
-            return 1;
-    return 0;
+    switch (n.n) { /* by length first: this runs for every response field */
+    case 2:
+        return http_str_ieq(n, "te");
+    case 7:
+        return http_str_ieq(n, "upgrade");
+    case 10:
+        return http_str_ieq(n, "connection") || http_str_ieq(n, "keep-alive");
+    case 16:
+        return http_str_ieq(n, "proxy-connection");
+    case 17:
+        return http_str_ieq(n, "transfer-encoding");
+    default:
+        return 0;
+    }
 }
 
-/* Submits the response head rh (its bytes in rhead). RC_OK or RC_ERROR. */
+/* Submits the response head rh (its names and values point into the handler's bytes or rhead;
+ * nghttp2 copies them). RC_OK or RC_ERROR. */
 static int submit_head(struct h2_stream *st, const struct http_head *rh)
 {
     struct h2_session *s = st->s;
     nghttp2_nv nv[HTTP_MAX_HEADERS + 1];
     char small[2048]; /* the names in lower case: most heads fit here */
-    size_t need = buf_used(&st->rhead) + 1;
+    size_t need = 1;
+    for (int i = 0; i < rh->nheaders; i++)
+        need += rh->headers[i].name.n;
     char *low = need <= sizeof(small) ? small : alloc_malloc(need), *lp = low;
     size_t n = 0;
-    snprintf(st->status, sizeof(st->status), "%03d", rh->status);
+    int code = rh->status; /* 100-599 (the parser checks); printf's cost showed in profiles */
+    st->status[0] = (char)('0' + code / 100 % 10);
+    st->status[1] = (char)('0' + code / 10 % 10);
+    st->status[2] = (char)('0' + code % 10);
+    st->status[3] = 0;
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st->status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (int i = 0; i < rh->nheaders; i++) {
         const struct http_header *hd = &rh->headers[i];
@@ -643,22 +773,33 @@ static int response_feed(struct h2_stream *st, const char *p, size_t n)
 {
     if (st->rstate != R_HEAD)
         return body_feed(st, p, n);
-    buf_append(&st->rhead, p, n);
+    /* The head usually comes whole in one call: parsed where it is, kept in rhead only if not. */
+    int kept = buf_used(&st->rhead) > 0;
+    if (kept) {
+        buf_append(&st->rhead, p, n);
+        p = buf_head(&st->rhead);
+        n = buf_used(&st->rhead);
+    }
     struct http_head *rh = st->s->rh;
     for (;;) {
-        int r = http_parse_response(buf_head(&st->rhead), buf_used(&st->rhead), st->req_method, NULL, rh);
-        if (r == HTTP_AGAIN)
+        int r = http_parse_response(p, n, st->req_method, NULL, rh);
+        if (r == HTTP_AGAIN) {
+            if (!kept)
+                buf_append(&st->rhead, p, n);
+            else if (p != buf_head(&st->rhead))
+                buf_consume(&st->rhead, (size_t)(p - buf_head(&st->rhead)));
             return RC_OK;
+        }
         if (r < 0 || rh->status == 101)
             return RC_ERROR;
-        if (rh->status < 200) { /* 1xx interim: dropped */
-            buf_consume(&st->rhead, (size_t)r);
+        p += r;
+        n -= (size_t)r;
+        if (rh->status < 200) /* 1xx interim: dropped */
             continue;
-        }
         if (submit_head(st, rh) < 0)
             return RC_ERROR;
-        int rc = body_feed(st, buf_head(&st->rhead) + r, buf_used(&st->rhead) - (size_t)r);
-        buf_free(&st->rhead);
+        int rc = body_feed(st, p, n);
+        buf_reset(&st->rhead);
         return rc;
     }
 }
@@ -700,6 +841,7 @@ int h2_stream_send(struct h2_stream *st, const void *p, size_t n)
 void h2_stream_response_done(struct h2_stream *st)
 {
     st->owned = 0;
+    loop_timer_cancel(st->s->loop, &st->body_timer);
     if (st->failed)
         return;
     if (st->rstate == R_BODY && st->rkind == HTTP_BODY_EOF) {
@@ -718,6 +860,7 @@ void h2_stream_response_done(struct h2_stream *st)
 void h2_stream_pause_body(struct h2_stream *st, int paused)
 {
     st->paused = paused ? 1 : 0;
+    body_timer_update(st); /* a paused body is not timed: the client waits for its window */
     if (!paused && (buf_used(&st->in) || (st->req_ended && !st->eos_given))) {
         st->resume = 1;
         http_conn_h2_kick(st->s->c);
@@ -737,6 +880,8 @@ struct h2_session *h2_session_new(struct http_conn *c, struct loop *loop, const 
     s->lim = *lim;
     s->tls = tls ? 1 : 0;
     s->window_start = loop_now(loop);
+    s->spare_timer.fn = on_spare_timer;
+    s->spare_timer.data = s;
     s->rh = alloc_malloc(sizeof(*s->rh));
     nghttp2_session_callbacks *cb;
     nghttp2_option *opt;
@@ -758,7 +903,7 @@ struct h2_session *h2_session_new(struct http_conn *c, struct loop *loop, const 
         return NULL;
     }
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_no_closed_streams(opt, 1); /* kept only for priorities, which RFC 9113 dropped */
@@ -795,6 +940,8 @@ void h2_session_free(struct h2_session *s)
     }
     s->freeing = 1;
     nghttp2_session_del(s->ng);
+    loop_timer_cancel(s->loop, &s->spare_timer);
+    spares_free(s);
     free(s->rh);
     free(s);
 }

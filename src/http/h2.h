@@ -19,6 +19,9 @@
  * Body bytes go to on_body; the stream's flow-control window is given back (WINDOW_UPDATE) only for
  * the bytes the handler took, so http_conn_pause_body holds the client back: what arrives while
  * paused (at most one stream window) is kept and handed over on the resume.
+ * A body that stops (no DATA for lim->body_timeout_ms while the handler owns the request and has
+ * not paused it; 0 = no limit) ends that stream as on HTTP/1.1: 408 when no response has begun
+ * (the rest of the body dropped), else RST_STREAM CANCEL; the handler gets on_abort.
  *
  * Response side: the handler writes an HTTP/1.1 response with http_conn_send, as on any
  * connection. The stream parses it (parser.h), sends its head as HEADERS (hop-by-hop fields
@@ -41,6 +44,11 @@
  * client RST_STREAMs (rapid reset), H2_MAX_CONTROL PING, SETTINGS and PRIORITY frames, H2_MAX_EMPTY_DATA empty DATA
  * frames without END_STREAM — beyond any, GOAWAY ENHANCE_YOUR_CALM and the connection closes. nghttp2 itself bounds
  * CONTINUATION frames (8 per header block), queued SETTINGS/PING acknowledgements (1000) and SETTINGS entries.
+ *
+ * Cost: a session keeps up to H2_SPARE_STREAMS freed streams (with their synthesized head and
+ * buffers up to H2_SPARE_BUF each) for its next streams, freed after H2_SPARE_MS without a stream, and its HPACK
+ * encoder uses no dynamic table (as HAProxy): per-response values such as X-Request-Id would only fill it and lengthen
+ * every lookup. bench/instr.sh INSTR_MODE=h2 counts the instructions per stream.
  *
  * Threading: a session and its streams live on their connection's loop thread. */
 #ifndef AGORA_HTTP_H2_H
@@ -67,6 +75,9 @@ struct h2_stream;
 #define H2_MAX_RESETS        200
 #define H2_MAX_CONTROL       1000
 #define H2_MAX_EMPTY_DATA    1000
+#define H2_SPARE_STREAMS     16          /* freed streams a session keeps for reuse */
+#define H2_SPARE_BUF         (16 * 1024) /* a spare stream's buffers keep at most this storage */
+#define H2_SPARE_MS          1000        /* no stream open for this long: the spares are freed */
 
 /* ---- for server.c: the connection ---- */
 

@@ -757,3 +757,74 @@ def test_request_body_backpressure_holds_the_client(h2_lb, agora_bin):
     finally:
         backend.release.set()
         backend.close()
+
+
+def test_stalled_request_body_is_408_on_that_stream(h2_lb):
+    """--client-body-timeout on HTTP/2 as on HTTP/1.1: a stream whose body stops (no DATA, no
+    END_STREAM) gets 408 after the timeout while the connection and its other streams go on; a
+    body trickled in DATA frames closer together than the timeout is not cut (every frame pushes
+    the deadline back) and reaches the backend whole."""
+    lb = h2_lb("--client-body-timeout", "1s")
+    c = H2(lb.tls_port, lb.ca)
+    t0 = time.monotonic()
+    stalled = c.request("/echo", method="POST", body=b"abc", end=False)
+    status, data, reset = c.wait_stream(stalled, 6)
+    took = time.monotonic() - t0
+    assert status == 408 and b"request body timeout" in data, (status, data, reset)
+    assert 0.8 < took < 3, took
+    # The client's later DATA on that stream is dropped; the connection serves the next stream.
+    c.send(frame(DATA, 0, stalled, b"late"))
+    assert c.wait_stream(c.request("/"))[0] == 200
+    # Trickled: 6 DATA frames 0.4 s apart (2 s in all, twice the timeout), then the end.
+    sid = c.request("/echo", method="POST", body=b"", end=False)
+    for i in range(6):
+        time.sleep(0.4)
+        c.send(frame(DATA, END_STREAM if i == 5 else 0, sid, b"part%d;" % i))
+    status, data, reset = c.wait_stream(sid, 6)
+    assert (status, reset) == (200, None), (status, data, reset)
+    echoed = json.loads(data)
+    assert echoed["body_length"] == 36 and echoed["body_prefix"] == "part0;part1;part2;part3;part4;part5;", echoed
+    c.close()
+
+
+def test_response_head_with_long_field_names_arrives_whole(h2_lb):
+    """A backend response head whose field names alone are far over the 2 KiB h2.c lowers on its
+    stack (60 names of 100 characters, mixed case): every field reaches the h2 client, the names in
+    lower case, the values as sent, and the connection serves the next stream."""
+    from test_lb_errors import ScriptBackend
+
+    names = ["X-Long-%02d-" % i + "Ab" * 45 for i in range(60)]
+    head = "".join("%s: value-%d\r\n" % (n, i) for i, n in enumerate(names))
+
+    def answer(sock):
+        sock.sendall(("HTTP/1.1 200 OK\r\n%sContent-Length: 2\r\n\r\nok" % head).encode())
+        sock.close()
+
+    backend = ScriptBackend(answer)
+    try:
+        lb = h2_lb(backends=[backend.port])
+        c = H2(lb.tls_port, lb.ca)
+        for _ in range(2):  # the second on a spare stream
+            sid = c.request("/long")
+            status, data, reset = c.wait_stream(sid)
+            assert (status, data, reset) == (200, b"ok", None)
+            got = [(k, v) for k, v in c.streams[sid]["headers"] if k.startswith("x-long-")]
+            assert got == [(n.lower(), "value-%d" % i) for i, n in enumerate(names)]
+        c.close()
+    finally:
+        backend.close()
+
+
+def test_streams_after_the_spares_are_freed(h2_lb):
+    """A burst of 30 concurrent streams leaves up to 16 freed ones for reuse (H2_SPARE_STREAMS);
+    1.5 s without a stream frees them (H2_SPARE_MS); the bursts after that, and one on the spares
+    of the previous one, are all answered whole from both backends."""
+    lb = h2_lb()
+    c = H2(lb.tls_port, lb.ca)
+    for pause in (0, 1.5, 0):
+        time.sleep(pause)
+        sids = [c.request("/bytes?n=%d" % (1000 + i)) for i in range(30)]
+        for i, sid in enumerate(sids):
+            status, data, reset = c.wait_stream(sid)
+            assert (status, len(data), reset) == (200, 1000 + i, None)
+    c.close()
