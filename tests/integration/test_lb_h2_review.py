@@ -1,0 +1,239 @@
+"""Hostile review of HTTP/2 at the balancer's edge (issue 14 item 2, src/http/h2.c, review h2review).
+
+The h2-to-h1 desync class: what exactly reaches the backend for a body with and without
+content-length, :authority against Host, a stream reset mid-upload (the half-sent request's backend
+connection must never carry the next request); malformed and odd backend responses carried back;
+flow-control changes mid-stream; a reload with streams open; and the resource bound on backend
+connections (each stream is its own backend request: --max-connections does not bound them).
+Run under ASan too: AGORA_BIN=build-asan/agora."""
+
+import signal
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from agora_test.backends import CaptureBackend
+from h2raw import (CANCEL, DATA, END_HEADERS, END_STREAM, FLOW_CONTROL_ERROR, H2, HEADERS, PROTOCOL_ERROR, RST_STREAM, SETTINGS,
+                   WINDOW_UPDATE, frame)
+from helpers import LOCALHOST, pattern_bytes, wait_for
+from test_lb_h2 import h2_lb  # noqa: F401 (fixture)
+from test_lb_reload import reload, write_config
+from test_lb_tls import certs, tls_flags  # noqa: F401 (certs is a fixture)
+
+
+def hdr(c, sid, fields, end):
+    return frame(HEADERS, END_HEADERS | (END_STREAM if end else 0), sid, c.block(fields))
+
+
+def base(path="/", method="POST", authority="localhost"):
+    return [(":method", method), (":scheme", "https"), (":path", path), (":authority", authority)]
+
+
+@pytest.fixture
+def capture():
+    b = CaptureBackend()
+    yield b
+    b.stop()
+
+
+def strip_ids(raw):
+    """A captured request without its X-Request-Id value (random)."""
+    out = []
+    for line in raw.split(b"\r\n"):
+        out.append(b"X-Request-Id: *" if line.startswith(b"X-Request-Id: ") else line)
+    return b"\r\n".join(out)
+
+
+FWD = b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Request-Id: *\r\n"
+
+
+def test_backend_sees_exact_framing_and_one_host(h2_lb, capture):
+    """A body with content-length goes with Content-Length (the client's own field is not passed
+    twice), one without as chunked; :authority is the one Host even when a host field disagrees;
+    all three on one pooled backend connection, framed so the backend parses them as three."""
+    lb = h2_lb(backends=[capture.port])
+    c = H2(lb.tls_port, lb.ca)
+    c.send(hdr(c, 1, base("/cl") + [("content-length", "5")], False) + frame(DATA, END_STREAM, 1, b"hello"))
+    assert c.wait_stream(1) == (200, b"captured\n", None)
+    c.send(hdr(c, 3, base("/chunked"), False) + frame(DATA, 0, 3, b"hel") + frame(DATA, END_STREAM, 3, b"lo"))
+    assert c.wait_stream(3) == (200, b"captured\n", None)
+    c.send(hdr(c, 5, base("/auth", "GET", "a.example") + [("host", "evil.example")], True))
+    assert c.wait_stream(5) == (200, b"captured\n", None)
+    c.close()
+    assert capture.requests == ["POST /cl HTTP/1.1", "POST /chunked HTTP/1.1", "GET /auth HTTP/1.1"]
+    assert [strip_ids(bytes(x)) for x in capture.connections()] == [
+        b"POST /cl HTTP/1.1\r\nhost: localhost\r\n" + FWD + b"Content-Length: 5\r\n\r\nhello"
+        b"POST /chunked HTTP/1.1\r\nhost: localhost\r\n" + FWD + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
+        b"GET /auth HTTP/1.1\r\nhost: a.example\r\n" + FWD + b"\r\n"]
+
+
+@pytest.mark.parametrize("how", ["cl-reset", "chunked-reset", "cl-short-end"])
+def test_half_sent_upload_never_carries_the_next_request(h2_lb, capture, how):
+    """A stream ends mid-upload (client RST_STREAM, or END_STREAM short of its content-length:
+    nghttp2 resets it): the backend connection holding the half body is closed, never pooled, so
+    the next stream's request cannot become the rest of that body (H2.CL / H2.TE desync)."""
+    lb = h2_lb(backends=[capture.port])
+    c = H2(lb.tls_port, lb.ca)
+    fields = base("/up") + ([] if how == "chunked-reset" else [("content-length", "10")])
+    c.send(hdr(c, 1, fields, False) + frame(DATA, 0, 1, b"abc"))
+    assert wait_for(lambda: any(bytes(x).endswith(b"abc\r\n") or bytes(x).endswith(b"abc")
+                                for x in capture.connections()), 5)
+    if how == "cl-short-end":
+        c.send(frame(DATA, END_STREAM, 1))
+        assert c.wait_stream(1) == (None, b"", PROTOCOL_ERROR)
+    else:
+        c.send(frame(RST_STREAM, 0, 1, struct.pack(">I", CANCEL)))
+    c.wait(lambda c: False, 0.3)
+    c.next_id = 3
+    assert c.wait_stream(c.request("/next")) == (200, b"captured\n", None)
+    c.close()
+    assert capture.requests == ["GET /next HTTP/1.1"]
+    conns = [bytes(x) for x in capture.connections()]
+    assert len(conns) == 2 and conns[1].startswith(b"GET /next HTTP/1.1\r\n") and b"/next" not in conns[0]
+
+
+@pytest.mark.parametrize("resp,status,fields,body", [
+    # 1xx dropped; Connection, the fields it names, Keep-Alive: dropped
+    (b"HTTP/1.1 100 Continue\r\nX-A: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, x-hop\r\n"
+     b"X-Hop: 1\r\nKeep-Alive: 5\r\n\r\nok", 200, {"content-length": "2"}, b"ok"),
+    # 204 never has a body nor a content-length
+    (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", 204, {}, b""),
+    # chunked with a content-length (smuggling-shaped): refused
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 502, None,
+     None),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Bad: a\x00b\r\n\r\nok", 502, None, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Fold: a\r\n b\r\n\r\nok", 502, None, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!", 502, None, None),
+])
+def test_odd_backend_responses(h2_lb, resp, status, fields, body):
+    cap = CaptureBackend(response=resp)
+    try:
+        lb = h2_lb(backends=[cap.port])
+        c = H2(lb.tls_port, lb.ca)
+        for _ in range(2):  # and again: nothing left over on the connection
+            got = c.wait_stream(c.request("/r"))
+            sid = c.next_id - 2
+            assert got[0] == status and got[2] is None
+            if fields is not None:
+                h = {k: v for k, v in c.streams[sid]["headers"] if k not in (":status", "x-request-id")}
+                assert (h, got[1]) == (fields, body)
+        c.close()
+    finally:
+        cap.stop()
+
+
+def test_window_changes_mid_stream(h2_lb):
+    """SETTINGS_INITIAL_WINDOW_SIZE 0 holds a response; raising it releases all of it. A
+    WINDOW_UPDATE overflowing a stream's window resets that stream only (FLOW_CONTROL_ERROR)."""
+    lb = h2_lb()
+    c = H2(lb.tls_port, lb.ca, settings=struct.pack(">HI", 4, 0))
+    sid = c.request("/bytes?n=300000")
+    c.wait(lambda c: False, 1.0)
+    assert c.streams.get(sid, {}).get("data", b"") == b""
+    c.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65535)))
+    status, data, reset = c.wait_stream(sid, 20)
+    assert (status, len(data), data == pattern_bytes(0, 300000), reset) == (200, 300000, True, None)
+    # overflow: a stream held open by a slow response, then 2^31-1 more window
+    slow = c.request("/delay?ms=1500")
+    c.send(frame(WINDOW_UPDATE, 0, slow, struct.pack(">I", 0x7FFFFFFF)))
+    assert c.wait_stream(slow)[2] == FLOW_CONTROL_ERROR
+    assert c.wait_stream(c.request("/after"))[0] == 200
+    assert c.goaway is None
+    c.close()
+
+
+def test_body_over_max_size_mid_stream(h2_lb):
+    """A chunked (no content-length) body passing --max-body-size mid-stream: 413 on that stream
+    before any response, the next stream is served."""
+    lb = h2_lb("--max-body-size", "100000")
+    c = H2(lb.tls_port, lb.ca)
+    sid = c.request("/echo", method="POST", body=b"x" * 200000)
+    status, body, _ = c.wait_stream(sid)
+    assert (status, body) == (413, b"request body too large\n")
+    assert c.wait_stream(c.request("/"))[0] == 200
+    c.close()
+
+
+def test_reload_with_streams_open(h2_lb, testbackend_factory, tmp_path):
+    """SIGHUP while streams wait on their backend: they finish, new streams on the same connection
+    are served (by the new backend list)."""
+    a, b = testbackend_factory("A"), testbackend_factory("B")
+    config = tmp_path / "lb.ini"
+    write_config(config, [a])
+    lb = h2_lb("--config", config, backends=[])
+    c = H2(lb.tls_port, lb.ca)
+    held = [c.request("/delay?ms=1500") for _ in range(5)]
+    c.wait(lambda c: False, 0.3)
+    write_config(config, [b])
+    reload(lb)
+    for sid in held:
+        assert c.wait_stream(sid)[:2] == (200, b"delayed 1500 ms\n")
+    sid = c.request("/")
+    assert c.wait_stream(sid)[:2] == (200, b"hello from B\n")
+    c.close()
+
+
+class HoldBackend:
+    """Accepts connections and never answers (health checks get 200): counts connections."""
+
+    def __init__(self):
+        self.count = 0
+        self.socks = []
+        self.lock = threading.Lock()
+        self.listener = socket.create_server((LOCALHOST, 0), backlog=1024)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        try:
+            d = s.recv(4096)
+            if d.startswith(b"GET /health "):
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                s.close()
+                return
+            with self.lock:
+                self.count += 1
+                self.socks.append(s)
+        except OSError:
+            s.close()
+
+    def close(self):
+        self.listener.close()
+        with self.lock:
+            for s in self.socks:
+                s.close()
+
+
+@pytest.mark.xfail(strict=True, reason="h2review F1: each HTTP/2 stream opens its own backend connection and "
+                   "--max-connections counts client connections only, so one client multiplies it by 100")
+def test_backend_connections_bounded_like_http11(h2_lb):
+    """--max-connections 4 bounds an HTTP/1.1 client to 4 backend connections at once (one
+    request each). Over HTTP/2 one connection opens 100 streams, each a backend connection:
+    the bound (descriptors: lb_auto_max_connections halves the fd limit for this) is gone."""
+    hold = HoldBackend()
+    try:
+        lb = h2_lb("--max-connections", "4", backends=[hold.port])
+        conns = [H2(lb.tls_port, lb.ca) for _ in range(2)]
+        for c in conns:
+            for _ in range(100):
+                c.request("/held")
+        wait_for(lambda: hold.count >= 200, 5)
+        time.sleep(0.5)
+        got = hold.count
+        for c in conns:
+            c.close()
+        assert got <= 4 * 2, "%d backend connections for --max-connections 4" % got
+    finally:
+        hold.close()
