@@ -199,7 +199,7 @@ class HoldBackend:
     def _serve(self, s):
         try:
             d = s.recv(4096)
-            if d.startswith(b"GET /health "):
+            if d.startswith(b"GET /health ") or d.startswith(b"GET /victim "):
                 s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
                 s.close()
                 return
@@ -209,11 +209,16 @@ class HoldBackend:
         except OSError:
             s.close()
 
+    def release(self):
+        """Closes the held connections (the listener stays)."""
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            s.close()
+
     def close(self):
         self.listener.close()
-        with self.lock:
-            for s in self.socks:
-                s.close()
+        self.release()
 
 
 @pytest.mark.xfail(strict=True, reason="h2review F1: each HTTP/2 stream opens its own backend connection and "
@@ -236,4 +241,57 @@ def test_backend_connections_bounded_like_http11(h2_lb):
             c.close()
         assert got <= 4 * 2, "%d backend connections for --max-connections 4" % got
     finally:
+        hold.close()
+
+
+
+@pytest.mark.xfail(strict=True, reason="h2review F1: HTTP/2 streams are not counted against the descriptor budget "
+                   "(auto --max-connections): one client with 4 connections takes every descriptor")
+def test_h2_streams_keep_within_the_descriptor_budget(agora_bin, certs, tmp_path):
+    """The balancer at a descriptor limit of 300: auto --max-connections is 112 client connections,
+    each promised a backend descriptor (lb_auto_max_connections). One client opens 4 HTTP/2
+    connections with 100 streams each on a backend that holds them unanswered. Seen: 286 backend
+    connections (every descriptor), and another client's GET (answered at once by that backend)
+    times out; once the attacker leaves, service resumes (asserted). Wanted: at most 112 backend
+    connections (streams counted as connections, the excess refused with REFUSED_STREAM)."""
+    from agora_test.lb import backend_url, start_lb
+    from helpers import http_request
+    hold = HoldBackend()
+    wrapper = tmp_path / "agora-lowfd"
+    wrapper.write_text("#!/bin/sh\nexec prlimit --nofile=300:300 -- %s \"$@\"\n" % agora_bin)
+    wrapper.chmod(0o755)
+    s = socket.socket()
+    s.bind((LOCALHOST, 0))
+    tls_port = s.getsockname()[1]
+    s.close()
+    lb = start_lb(wrapper, ["--admin-listen", "off", "--workers", "1", "--slow-start", "0",
+                            "--backend", backend_url(hold.port), "--tls-listen", "%s:%d" % (LOCALHOST, tls_port)]
+                  + tls_flags(certs, "a"))
+    attackers = []
+    try:
+        assert "up to 112 client connections per worker" in lb.output(), lb.output()
+        for _ in range(4):
+            c = H2(tls_port, certs["a"][0])
+            for _ in range(100):
+                c.request("/held")
+            attackers.append(c)
+        wait_for(lambda: hold.count >= 400, 5)
+        time.sleep(0.5)
+        held = hold.count
+        for c in attackers:
+            c.close()
+        hold.release()
+
+        def served():
+            try:
+                return http_request(LOCALHOST, lb.port, "GET", "/victim", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        assert wait_for(served, 15)
+        assert held <= 112, "%d backend connections at a budget of 112" % held
+    finally:
+        for c in attackers:
+            c.close()
+        lb.stop()
         hold.close()
