@@ -295,3 +295,35 @@ def test_h2_streams_keep_within_the_descriptor_budget(agora_bin, certs, tmp_path
             c.close()
         lb.stop()
         hold.close()
+
+
+def test_resets_goaway_and_sigterm_with_uploads_held(h2_lb):
+    """Streams whose upload the backend does not read (their body paused in the balancer, DATA
+    kept), then: one reset by the client, a client GOAWAY, and SIGTERM with the rest still open.
+    Under ASan this is the use-after-free hunt; the balancer must exit 0 (the fixture checks)."""
+    from test_lb_h2 import HeldBackend
+    held = HeldBackend()
+    try:
+        lb = h2_lb(backends=[held.port])
+        c = H2(lb.tls_port, lb.ca)
+        sids = [c.request("/up", method="POST", body=b"z" * 200000, end=False) for _ in range(6)]
+        c.wait(lambda c: False, 1.0)
+        c.send(frame(RST_STREAM, 0, sids[0], struct.pack(">I", CANCEL)))
+        c.wait(lambda c: False, 0.3)
+        c.send(frame(7, 0, 0, struct.pack(">II", sids[-1], 0)))  # GOAWAY NO_ERROR from the client
+        c.wait(lambda c: False, 0.3)
+        d = H2(lb.tls_port, lb.ca)
+        more = [d.request("/up2", method="POST", body=b"y" * 100000, end=False) for _ in range(3)]
+        d.wait(lambda c: False, 0.5)
+        lb.popen.send_signal(signal.SIGTERM)
+        held.release.set()  # the backend reads and answers now; the streams still lack their END_STREAM
+        for sid in more:
+            d.send(frame(DATA, END_STREAM, sid))
+        for sid in more:
+            status, body, reset = d.wait_stream(sid, 20)
+            assert (status, reset) == (200, None) and int(body) > 100000, (status, body, reset)  # body + chunk framing
+        assert lb.popen.wait(20) == 0
+        c.close()
+        d.close()
+    finally:
+        held.close()
