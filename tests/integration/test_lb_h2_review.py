@@ -327,3 +327,33 @@ def test_resets_goaway_and_sigterm_with_uploads_held(h2_lb):
         d.close()
     finally:
         held.close()
+
+
+
+def test_no_host_and_h2c_upgrade(h2_lb, capture):
+    """No :authority nor host, or an empty :authority: the stream is reset (an HTTP/1.1 request
+    without Host is 400 too), nothing reaches the backend. With --h2c on, an HTTP/1.1 Upgrade: h2c
+    (h2c smuggling) is not taken: the request is forwarded as plain HTTP/1.1 without Upgrade,
+    Connection and HTTP2-Settings."""
+    lb = h2_lb("--h2c", "on", backends=[capture.port])
+    c = H2(lb.tls_port, lb.ca)
+    c.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, c.block([(":method", "GET"), (":scheme", "https"),
+                                                                 (":path", "/nohost")])))
+    assert c.wait_stream(1) == (None, b"", PROTOCOL_ERROR)
+    c.send(frame(HEADERS, END_HEADERS | END_STREAM, 3, c.block([(":method", "GET"), (":scheme", "https"),
+                                                                 (":path", "/emptyauth"), (":authority", "")])))
+    assert c.wait_stream(3) == (None, b"", PROTOCOL_ERROR)
+    c.close()
+    with socket.create_connection((LOCALHOST, lb.port), timeout=5) as s:
+        s.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                  b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        got = b""
+        while not got.endswith(b"captured\n"):
+            d = s.recv(1000)
+            if not d:
+                break
+            got += d
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"\r\n\r\ncaptured\n")
+    assert [strip_ids(bytes(x)) for x in capture.connections()] == [
+        b"GET /up HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+        b"X-Request-Id: *\r\n\r\n"]
