@@ -494,6 +494,19 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct h2_session *s = ud;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        /* A reset the client provoked (a malformed request, a window overflow, a frame on a closed
+         * stream...) frees its stream slot as the client's own RST_STREAM does: counted with those,
+         * or a client opens and gets reset streams without bound (MadeYouReset, CVE-2025-8671).
+         * Not counted: our own (INTERNAL_ERROR: the server failed; CANCEL: max_body; NO_ERROR). */
+        uint32_t code = frame->rst_stream.error_code;
+        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_INTERNAL_ERROR && code != NGHTTP2_CANCEL && !s->dead &&
+            glitch(s, &s->resets, H2_MAX_RESETS) < 0) {
+            nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
+            s->dead = 1;
+        }
+        return 0;
+    }
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;

@@ -38,9 +38,10 @@
  * SETTINGS_MAX_HEADER_LIST_SIZE, H2_STREAM_WINDOW / H2_CONN_WINDOW receive windows, at most
  * lim->h2_max_requests streams per connection (H2_MAX_REQUESTS_DEF) or a stream id from H2_LAST_IDS (then GOAWAY
  * NO_ERROR, the open ones finish, the client goes on on a new connection), and per H2_GLITCH_WINDOW_MS: H2_MAX_RESETS
- * client RST_STREAMs (rapid reset), H2_MAX_CONTROL PING, SETTINGS and PRIORITY frames, H2_MAX_EMPTY_DATA empty DATA
- * frames without END_STREAM — beyond any, GOAWAY ENHANCE_YOUR_CALM and the connection closes. nghttp2 itself bounds
- * CONTINUATION frames (8 per header block), queued SETTINGS/PING acknowledgements (1000) and SETTINGS entries.
+ * resets: the client's RST_STREAMs (rapid reset) and those it provoked (MadeYouReset), H2_MAX_CONTROL PING, SETTINGS
+ * and PRIORITY frames, H2_MAX_EMPTY_DATA empty DATA frames without END_STREAM — beyond any, GOAWAY ENHANCE_YOUR_CALM
+ * and the connection closes. nghttp2 itself bounds CONTINUATION frames (8 per header block), queued SETTINGS/PING
+ * acknowledgements (1000) and SETTINGS entries.
  *
  * Threading: a session and its streams live on their connection's loop thread. */
 #ifndef AGORA_HTTP_H2_H

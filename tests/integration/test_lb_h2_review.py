@@ -357,3 +357,28 @@ def test_no_host_and_h2c_upgrade(h2_lb, capture):
     assert [strip_ids(bytes(x)) for x in capture.connections()] == [
         b"GET /up HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
         b"X-Request-Id: *\r\n\r\n"]
+
+
+
+def test_server_resets_the_client_provokes_are_bounded(h2_lb):
+    """MadeYouReset (CVE-2025-8671): instead of resetting its own streams (bounded: 200 per 10 s),
+    the client makes the server reset them (here a WINDOW_UPDATE overflowing each stream's window:
+    FLOW_CONTROL_ERROR), so every stream's slot is freed at once and each one still started a
+    backend request. Before the fix 600 such streams in one burst all got their reset and no
+    GOAWAY. Now those resets count with the client's: GOAWAY ENHANCE_YOUR_CALM, close."""
+    from h2raw import ENHANCE_YOUR_CALM
+    from test_lb_h2 import fresh_request_works
+    lb = h2_lb()
+    c = H2(lb.tls_port, lb.ca)
+    out = b""
+    for i in range(600):
+        sid = 1 + 2 * i
+        out += hdr(c, sid, base("/delay?ms=3000", "GET"), True) + frame(WINDOW_UPDATE, 0, sid,
+                                                                        struct.pack(">I", 0x7FFFFFFF))
+    c.send(out)
+    assert c.wait_goaway(15) is not None and c.goaway[1] == ENHANCE_YOUR_CALM
+    resets = sum(1 for f in c.frames if f[0] == RST_STREAM)
+    assert 200 <= resets <= 201, resets
+    assert c.wait(lambda c: c.closed, 5)
+    c.close()
+    fresh_request_works(lb)
