@@ -382,3 +382,46 @@ def test_server_resets_the_client_provokes_are_bounded(h2_lb):
     assert c.wait(lambda c: c.closed, 5)
     c.close()
     fresh_request_works(lb)
+
+
+def test_long_method_path_and_quotes_in_the_access_log(h2_lb, capture, tmp_path):
+    """An HTTP/2 request head may be longer than an HTTP/1.1 request line (--max-line-size 8 KiB):
+    a 15,000-byte :path and a 1,000-byte :method reach the backend unchanged (its own limits
+    decide) and the access log line stays one line. A '"' or '\\' in the target (allowed over h2
+    and HTTP/1.1 alike) broke the log's quoting ("GET /q"x\\y HTTP/2.0"): now written as ' as
+    the User-Agent and Referer already were."""
+    log = tmp_path / "access.log"
+    lb = h2_lb("--access-log", str(log), backends=[capture.port])
+    c = H2(lb.tls_port, lb.ca)
+    path = "/" + "p" * 15000
+    method = "M" * 1000
+    assert c.wait_stream(c.request(path, method=method))[:2] == (200, b"captured\n")
+    q = '/q"x\\y'
+    assert c.wait_stream(c.request(q, extra=[("user-agent", 'ua"\\ x'), ("referer", 'r"')]))[:2] == (200, b"captured\n")
+    c.close()
+    with socket.create_connection((LOCALHOST, lb.port), timeout=5) as s:
+        s.sendall(b'GET /h1"q\\ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        while s.recv(4096):
+            pass
+    assert capture.requests == ["%s %s HTTP/1.1" % (method, path), "GET %s HTTP/1.1" % q, 'GET /h1"q\\ HTTP/1.1']
+    assert wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 3, 5)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3
+    assert lines[0].split('"')[1] == "M" * 159 and lines[0].count('"') == 6, lines[0]  # request: 159 bytes at most
+    assert lines[1].split('"')[1:6:2] == ["GET /q'x'y HTTP/2.0", "r'", "ua'' x"], lines[1]
+    assert lines[2].split('"')[1] == "GET /h1'q' HTTP/1.1", lines[2]
+
+def test_stalled_upload_is_answered_at_the_response_timeout(h2_lb):
+    """A stream whose head came without END_STREAM and then nothing: the client body timeout does
+    not apply per stream (SECURITY.md); the response timeout must end it (504), not hold the backend
+    connection forever."""
+    lb = h2_lb("--response-timeout", "1s")
+    c = H2(lb.tls_port, lb.ca)
+    t0 = time.monotonic()
+    sid = c.request("/echo", method="POST", end=False)
+    status, _, reset = c.wait_stream(sid, 10)
+    took = time.monotonic() - t0
+    assert (status, reset) == (504, 0), (status, reset)  # then RST_STREAM NO_ERROR: the client may stop
+    assert 0.8 < took < 3, took
+    assert c.wait_stream(c.request("/"))[0] == 200
+    c.close()
