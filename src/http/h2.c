@@ -131,6 +131,10 @@ static void stream_free(struct h2_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     s->nstreams--;
+    /* DATA kept and not handed over (a paused body, then a reset): it still holds the connection's
+     * window, which would shrink for good with every such stream. */
+    if (buf_used(&st->in) && !s->freeing)
+        nghttp2_session_consume_connection(s->ng, buf_used(&st->in));
     if (st->conn)
         http_conn_stream_free(st->conn);
     buf_free(&st->hb);

@@ -9,6 +9,7 @@ Run under ASan too: AGORA_BIN=build-asan/agora."""
 
 import signal
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -425,3 +426,81 @@ def test_stalled_upload_is_answered_at_the_response_timeout(h2_lb):
     assert 0.8 < took < 3, took
     assert c.wait_stream(c.request("/"))[0] == 200
     c.close()
+
+
+
+def test_reset_of_a_paused_upload_gives_the_connection_window_back(h2_lb):
+    """A stream whose upload the balancer holds paused (the backend reads nothing: up to a stream
+    window of DATA kept in the balancer, not yet given back to the client's connection window),
+    reset by the client: those bytes must be given back to the connection window, or each such
+    reset shrinks the window of the whole connection (1 MiB) for good and, after a few, every
+    upload on it stalls. 6 held-and-reset uploads, then a 2 MiB upload on the same connection: before
+    the fix (stream_free gives the kept bytes back) the connection window was 0 and it sent nothing."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    from h2raw import tls_socket
+    from test_lb_h2 import HeldBackend
+
+    backend = HeldBackend()
+    try:
+        lb = h2_lb(backends=[backend.port])
+        s = tls_socket(lb.tls_port, lb.ca)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        chunk = b"x" * 16384
+        state = {"body": b"", "ended": set(), "reset": set()}
+
+        def pump(sid, total, sent, until):
+            """Sends sid's body as the windows allow; returns (sent, seconds since the last progress)."""
+            last = time.monotonic()
+            while time.monotonic() < until:
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size) if sent < total else 0
+                if window > 0:
+                    n = min(window, total - sent)
+                    conn.send_data(sid, chunk[:n], end_stream=sent + n == total)
+                    sent += n
+                    last = time.monotonic()
+                s.sendall(conn.data_to_send())
+                s.settimeout(0.0 if window > 0 else 0.1)
+                try:
+                    data = s.recv(65536)
+                except (socket.timeout, ssl.SSLWantReadError, BlockingIOError):
+                    data = None
+                for ev in conn.receive_data(data) if data else []:
+                    if isinstance(ev, h2.events.DataReceived):
+                        state["body"] += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        state["ended"].add(ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamReset):
+                        state["reset"].add(ev.stream_id)
+                s.sendall(conn.data_to_send())
+                if sid in state["ended"] or sid in state["reset"] or time.monotonic() - last > 1.0:
+                    break
+            return sent, time.monotonic() - last
+
+        def start(path):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"), (":path", path),
+                                    (":authority", "localhost")])
+            return sid
+
+        for _ in range(6):
+            sid = start("/held")
+            sent, idle = pump(sid, 64 * 1024 * 1024, 0, time.monotonic() + 30)
+            assert idle > 1.0 and sent < 32 * 1024 * 1024, (sent, idle)  # held by the backend
+            conn.reset_stream(sid, 8)  # CANCEL
+            s.sendall(conn.data_to_send())
+        backend.release.set()
+        sid = start("/held")
+        sent, idle = pump(sid, 2 * 1024 * 1024, 0, time.monotonic() + 30)
+        if sid not in state["ended"]:
+            pump(sid, 2 * 1024 * 1024, sent, time.monotonic() + 10)
+        s.close()
+        assert sent == 2 * 1024 * 1024 and sid in state["ended"], (sent, conn.outbound_flow_control_window)
+        assert int(state["body"]) >= 2 * 1024 * 1024
+    finally:
+        backend.release.set()
+        backend.close()
