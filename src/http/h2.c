@@ -312,6 +312,10 @@ static void start_request(struct h2_stream *st, int end_stream)
                status == 501 ? "not implemented: CONNECT is not supported" : "bad request: malformed HTTP/2 request");
         return;
     }
+    if (!http_conn_stream_room(s->c)) { /* as many streams and connections as max_conns */
+        nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+        return;
+    }
     const struct http_head *h = st->head;
     st->conn = http_conn_stream_new(s->c, st, s->tls);
     if (s->lim.max_body && h->content_length > 0 && (uint64_t)h->content_length > s->lim.max_body) {
@@ -502,10 +506,11 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
         /* A reset the client provoked (a malformed request, a window overflow, a frame on a closed
          * stream...) frees its stream slot as the client's own RST_STREAM does: counted with those,
          * or a client opens and gets reset streams without bound (MadeYouReset, CVE-2025-8671).
-         * Not counted: our own (INTERNAL_ERROR: the server failed; CANCEL: max_body; NO_ERROR). */
+         * Not counted: our own (INTERNAL_ERROR: the server failed; CANCEL: max_body; NO_ERROR), nor
+         * REFUSED_STREAM (no stream was started: over the concurrency or the max_conns budget). */
         uint32_t code = frame->rst_stream.error_code;
-        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_INTERNAL_ERROR && code != NGHTTP2_CANCEL && !s->dead &&
-            glitch(s, &s->resets, H2_MAX_RESETS) < 0) {
+        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_INTERNAL_ERROR && code != NGHTTP2_CANCEL &&
+            code != NGHTTP2_REFUSED_STREAM && !s->dead && glitch(s, &s->resets, H2_MAX_RESETS) < 0) {
             nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
             s->dead = 1;
         }

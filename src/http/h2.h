@@ -102,7 +102,12 @@ void h2_stream_pause_body(struct h2_stream *st, int paused);
 
 /* ---- from server.c, for h2.c ---- */
 
-/* A stream's conn: shares parent's server, address and TLS flag; data NULL, request start now. */
+/* 1 while parent's server has room for one more stream's conn: its connections and streams
+ * together below lim.max_conns (each may hold a backend connection, and max_conns is the
+ * descriptor budget); else the stream is refused (RST_STREAM REFUSED_STREAM, retried by clients). */
+int http_conn_stream_room(const struct http_conn *parent);
+/* A stream's conn: shares parent's server, address and TLS flag; data NULL, request start now.
+ * Counted against lim.max_conns until http_conn_stream_free. */
 struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_stream *st, int tls);
 void http_conn_stream_free(struct http_conn *sc);
 /* Frames wait (or a body resumes): the parent writes them from a deferred call. */
