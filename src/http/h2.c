@@ -203,6 +203,10 @@ static void stream_free(struct h2_stream *st)
         st->next->prev = st->prev;
     s->nstreams--;
     loop_timer_cancel(s->loop, &st->body_timer);
+    /* DATA kept and not handed over (a paused body, then a reset): it still holds the connection's
+     * window, which would shrink for good with every such stream. */
+    if (buf_used(&st->in) && !s->freeing)
+        nghttp2_session_consume_connection(s->ng, buf_used(&st->in));
     if (st->conn)
         http_conn_stream_free(st->conn);
     if (!s->freeing && s->nspare < H2_SPARE_STREAMS) {
@@ -422,6 +426,10 @@ static void start_request(struct h2_stream *st, int end_stream)
                status == 501 ? "not implemented: CONNECT is not supported" : "bad request: malformed HTTP/2 request");
         return;
     }
+    if (!http_conn_stream_room(s->c)) { /* as many streams and connections as max_conns */
+        nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+        return;
+    }
     const struct http_head *h = st->head;
     st->conn = http_conn_stream_new(s->c, st, s->tls);
     if (s->lim.max_body && h->content_length > 0 && (uint64_t)h->content_length > s->lim.max_body) {
@@ -609,6 +617,20 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct h2_session *s = ud;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        /* A reset the client provoked (a malformed request, a window overflow, a frame on a closed
+         * stream...) frees its stream slot as the client's own RST_STREAM does: counted with those,
+         * or a client opens and gets reset streams without bound (MadeYouReset, CVE-2025-8671).
+         * Not counted: our own (INTERNAL_ERROR: the server failed; CANCEL: max_body; NO_ERROR), nor
+         * REFUSED_STREAM (no stream was started: over the concurrency or the max_conns budget). */
+        uint32_t code = frame->rst_stream.error_code;
+        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_INTERNAL_ERROR && code != NGHTTP2_CANCEL &&
+            code != NGHTTP2_REFUSED_STREAM && !s->dead && glitch(s, &s->resets, H2_MAX_RESETS) < 0) {
+            nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
+            s->dead = 1;
+        }
+        return 0;
+    }
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;

@@ -41,9 +41,10 @@
  * SETTINGS_MAX_HEADER_LIST_SIZE, H2_STREAM_WINDOW / H2_CONN_WINDOW receive windows, at most
  * lim->h2_max_requests streams per connection (H2_MAX_REQUESTS_DEF) or a stream id from H2_LAST_IDS (then GOAWAY
  * NO_ERROR, the open ones finish, the client goes on on a new connection), and per H2_GLITCH_WINDOW_MS: H2_MAX_RESETS
- * client RST_STREAMs (rapid reset), H2_MAX_CONTROL PING, SETTINGS and PRIORITY frames, H2_MAX_EMPTY_DATA empty DATA
- * frames without END_STREAM — beyond any, GOAWAY ENHANCE_YOUR_CALM and the connection closes. nghttp2 itself bounds
- * CONTINUATION frames (8 per header block), queued SETTINGS/PING acknowledgements (1000) and SETTINGS entries.
+ * resets: the client's RST_STREAMs (rapid reset) and those it provoked (MadeYouReset), H2_MAX_CONTROL PING, SETTINGS
+ * and PRIORITY frames, H2_MAX_EMPTY_DATA empty DATA frames without END_STREAM — beyond any, GOAWAY ENHANCE_YOUR_CALM
+ * and the connection closes. nghttp2 itself bounds CONTINUATION frames (8 per header block), queued SETTINGS/PING
+ * acknowledgements (1000) and SETTINGS entries.
  *
  * Cost: a session keeps up to H2_SPARE_STREAMS freed streams (with their synthesized head and
  * buffers up to H2_SPARE_BUF each) for its next streams, freed after H2_SPARE_MS without a stream, and its HPACK
@@ -112,7 +113,12 @@ void h2_stream_pause_body(struct h2_stream *st, int paused);
 
 /* ---- from server.c, for h2.c ---- */
 
-/* A stream's conn: shares parent's server, address and TLS flag; data NULL, request start now. */
+/* 1 while parent's server has room for one more stream's conn: its connections and streams
+ * together below lim.max_conns (each may hold a backend connection, and max_conns is the
+ * descriptor budget); else the stream is refused (RST_STREAM REFUSED_STREAM, retried by clients). */
+int http_conn_stream_room(const struct http_conn *parent);
+/* A stream's conn: shares parent's server, address and TLS flag; data NULL, request start now.
+ * Counted against lim.max_conns until http_conn_stream_free. */
 struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_stream *st, int tls);
 void http_conn_stream_free(struct http_conn *sc);
 /* Frames wait (or a body resumes): the parent writes them from a deferred call. */

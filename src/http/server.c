@@ -140,6 +140,8 @@ struct http_server {
     struct http_limits plim;
     struct http_conn *conns;
     unsigned nconns;
+    unsigned nstreams;     /* HTTP/2 streams with a conn: each may hold a backend connection, so they
+                            * count against lim.max_conns as connections do (h2.h) */
     struct blockpool bufs; /* IO_BLOCK blocks for the connections' in and out buffers */
     struct blockpool reqs; /* struct conn_req blocks */
 };
@@ -1125,10 +1127,17 @@ static int h2_start(struct http_conn *c)
     return 0;
 }
 
+int http_conn_stream_room(const struct http_conn *parent)
+{
+    const struct http_server *s = parent->srv;
+    return !s->lim.max_conns || s->nconns + s->nstreams < s->lim.max_conns;
+}
+
 struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_stream *st, int tls)
 {
     struct http_conn *c = alloc_calloc(1, sizeof(*c));
     c->srv = parent->srv;
+    c->srv->nstreams++;
     c->h2s = st;
     c->fd = -1;
     c->keep_alive = 1;
@@ -1139,7 +1148,13 @@ struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_strea
     return c;
 }
 
-void http_conn_stream_free(struct http_conn *c) { free(c); }
+void http_conn_stream_free(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    s->nstreams--;
+    free(c);
+    server_maybe_accept(s);
+}
 
 static void on_conn_io(struct loop *loop, int fd, int events, void *data)
 {
@@ -1237,7 +1252,7 @@ static void server_maybe_accept(struct http_server *s)
 {
     if (s->lfd < 0 || s->shutting_down)
         return;
-    int want = !s->accept_paused && (!s->lim.max_conns || s->nconns < s->lim.max_conns);
+    int want = !s->accept_paused && (!s->lim.max_conns || s->nconns + s->nstreams < s->lim.max_conns);
     if (want && !s->accepting) {
         loop_set_mask(s->loop, s->lfd, LOOP_READ);
         s->accepting = 1;
@@ -1276,7 +1291,7 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
 {
     struct http_server *s = data;
     for (int i = 0; i < 64; i++) {
-        if (s->lim.max_conns && s->nconns >= s->lim.max_conns)
+        if (s->lim.max_conns && s->nconns + s->nstreams >= s->lim.max_conns)
             break;
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);

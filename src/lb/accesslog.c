@@ -66,6 +66,9 @@ void lb_log_req_capture(struct lb_log_req *r, const struct http_head *h)
              h->http2   ? "2.0"
              : h->minor ? "1.1"
                         : "1.0");
+    for (char *p = r->line; *p; p++) /* the target may hold '"' (h1 and h2 allow it): as copy_header */
+        if (*p == '"' || *p == '\\')
+            *p = '\'';
     copy_header(h, "referer", r->referer, sizeof(r->referer));
     copy_header(h, "user-agent", r->agent, sizeof(r->agent));
 }
