@@ -66,6 +66,7 @@ if [ -z "${BENCH_SOCIAL_STORES:-}" ]; then
 fi
 : "${BENCH_SOCIAL_PG_SETTINGS:=shared_preload_libraries=pg_stat_statements max_connections=200}"
 : "${BENCH_SOCIAL_PG_SERVER_ARGS:=}" "${BENCH_SOCIAL_PG_RATIO:=0.6}" "${BENCH_SOCIAL_CALL_DURATION:=5}"
+: "${BENCH_SOCIAL_SQLITE_SERVER_ARGS:=}" # extra `agora server` flags on SQLite, as _PG_ on PostgreSQL
 : "${BENCH_SOCIAL_CALL_MIXES:=100,0,0 0,100,0 0,0,100}"
 
 CLK_TCK=$(getconf CLK_TCK)
@@ -186,6 +187,8 @@ stack_start() {
     url=$(db_url "$store" "$users" run)
     if [ "$store" = sqlite ]; then
         DB="$gdir/run.db"
+        # shellcheck disable=SC2206 # words on purpose
+        extra=($BENCH_SOCIAL_SQLITE_SERVER_ARGS)
         rm -f "$DB" "$DB-wal" "$DB-shm"
         cp "$gdir/pristine.db" "$DB"
         [ ! -f "$gdir/pristine.db-wal" ] || cp "$gdir/pristine.db-wal" "$DB-wal"
@@ -390,7 +393,7 @@ profile() {
 if [[ " $BENCH_SOCIAL_STORES " == *" postgres "* ]]; then
     pg_start
     {
-        echo "PostgreSQL: $("$PG_BINDIR/postgres" --version), cluster $PG_DIR (Unix socket only), -c settings: $BENCH_SOCIAL_PG_SETTINGS; agora server flags on it: ${BENCH_SOCIAL_PG_SERVER_ARGS:-none}"
+        echo "PostgreSQL: $("$PG_BINDIR/postgres" --version), cluster $PG_DIR (Unix socket only), -c settings: $BENCH_SOCIAL_PG_SETTINGS; agora server flags on it: ${BENCH_SOCIAL_PG_SERVER_ARGS:-none}; on SQLite: ${BENCH_SOCIAL_SQLITE_SERVER_ARGS:-none}"
         echo "PostgreSQL settings not at their defaults: $(pg_settings)"
         echo "PostgreSQL durability: $(pg_sql agora "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method', 'shared_buffers')")"
     } | tee -a "$RAW/notes.txt"
