@@ -29,13 +29,14 @@ Health checks every 200 ms, fall 2, timeout 300 ms.
 
 import json
 import socket
-import threading
 import time
 
 import pytest
 
 from helpers import (LOCALHOST, admin_token, backend_url, free_port, http_request, lb_server_stats, record_lines,
                      wait_for)
+from agora_test.backends import ThreadedBackend
+from agora_test.load import Calls
 from agora_test.netcut import PortCut
 from agora_test.prom import metric_or_zero, parse_metrics
 
@@ -59,33 +60,7 @@ def retries(lb, reason):
     return metric_or_zero(metrics(lb), "agora_lb_retries_total", reason=reason)
 
 
-class Calls:
-    """Requests from threads, each on its own connection: .results[i] = (status, X-Backend,
-    seconds taken) once done."""
-
-    def __init__(self, port, requests):
-        self.results = [None] * len(requests)
-        self.threads = [threading.Thread(target=self._run, args=(port, i, r), daemon=True)
-                        for i, r in enumerate(requests)]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, port, i, req):
-        method, path, headers, body = req
-        t0 = time.monotonic()
-        try:
-            status, h, _ = http_request(LOCALHOST, port, method, path, headers=headers, body=body, timeout=40)
-            self.results[i] = (status, h.get("x-backend"), time.monotonic() - t0)
-        except Exception as err:  # a failure the test reports
-            self.results[i] = ("error", repr(err), time.monotonic() - t0)
-
-    def join(self, timeout=45):
-        for t in self.threads:
-            t.join(timeout)
-        return self.results
-
-
-class CutBackend:
+class CutBackend(ThreadedBackend):
     """A backend on a link about to be cut: it reads each request and holds it (mode "hang": no
     answer; "partial": the head, Content-Length: 100, and 10 bytes of body, then nothing).
     /health answers 200 while .health == "ok", 503 for "503", nothing at all for "silent" (a
@@ -97,24 +72,9 @@ class CutBackend:
         self.mode = mode
         self.health = "ok"
         self.requests = []
-        self._lis = socket.socket()
-        self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lis.bind((LOCALHOST, 0))
-        self._lis.listen(64)
-        self.port = self._lis.getsockname()[1]
-        self._link = PortCut(self.port)
-        self._socks = []
         self._held = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                sock, _ = self._lis.accept()
-            except OSError:
-                return
-            self._socks.append(sock)
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+        super().__init__()
+        self._link = PortCut(self.port)
 
     def _serve(self, sock):
         buf = b""
@@ -155,13 +115,7 @@ class CutBackend:
 
     def stop(self):
         self._link.restore()
-        self._lis.close()
-        for s in self._socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
+        super().stop()
 
 
 @pytest.fixture

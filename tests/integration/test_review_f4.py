@@ -21,6 +21,8 @@ import time
 
 import pytest
 
+from agora_test.backends import ThreadedBackend
+from agora_test.load import Calls
 from helpers import LOCALHOST, backend_url, http_request, lb_server_stats, record_lines, wait_for
 
 RESPONSE_TIMEOUT = "30s"
@@ -31,7 +33,7 @@ def lines(record):
     return [l for l in record_lines(record) if not l.startswith("GET /health")]
 
 
-class ScriptBackend:
+class ScriptBackend(ThreadedBackend):
     def __init__(self):
         self.health = "ok"
         self.script = []
@@ -40,13 +42,7 @@ class ScriptBackend:
         self.tunnels = 0
         self._lock = threading.Lock()
         self._held = []
-        self._socks = []
-        self._lis = socket.socket()
-        self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lis.bind((LOCALHOST, 0))
-        self._lis.listen(64)
-        self.port = self._lis.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     def run_script(self, verdicts):
         with self._lock:
@@ -62,15 +58,6 @@ class ScriptBackend:
             v = self.script.pop(0) if self.script else self.health
             self.checks.append(v)
             return v
-
-    def _accept(self):
-        while True:
-            try:
-                sock, _ = self._lis.accept()
-            except OSError:
-                return
-            self._socks.append(sock)
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock):
         buf = b""
@@ -126,46 +113,6 @@ class ScriptBackend:
                 sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Backend: A\r\n\r\ndone")
             except OSError:
                 pass
-
-    def close_listener(self):
-        """Stops accepting (new connections are refused) and keeps what it holds, as a server
-        draining on SIGTERM does (agora server closes its listening socket, then finishes)."""
-        self._lis.close()
-
-    def stop(self):
-        self._lis.close()
-        for s in self._socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-
-
-class Calls:
-    """Requests from threads, each on its own connection: .results[i] = (status, X-Backend,
-    seconds) once done."""
-
-    def __init__(self, port, requests):
-        self.results = [None] * len(requests)
-        self.threads = [threading.Thread(target=self._run, args=(port, i, r), daemon=True)
-                        for i, r in enumerate(requests)]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, port, i, req):
-        method, path, headers, body = req
-        t0 = time.monotonic()
-        try:
-            status, h, _ = http_request(LOCALHOST, port, method, path, headers=headers, body=body, timeout=40)
-            self.results[i] = (status, h.get("x-backend"), time.monotonic() - t0)
-        except Exception as err:  # reported by the test
-            self.results[i] = ("error", repr(err), time.monotonic() - t0)
-
-    def join(self, timeout=45):
-        for t in self.threads:
-            t.join(timeout)
-        return self.results
 
 
 @pytest.fixture

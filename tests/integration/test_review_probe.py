@@ -25,6 +25,7 @@ import time
 
 import pytest
 
+from agora_test.backends import ThreadedBackend
 from agora_test.netcut import PortCut
 from agora_test.prom import metric_or_zero, parse_metrics
 from helpers import LOCALHOST, admin_token, free_port, http_request, wait_for
@@ -34,30 +35,14 @@ BODY = 16 * 1024 * 1024
 BIG = 32 * 1024 * 1024  # GET /big: a response far over every buffer on the way
 
 
-class UploadBackend:
+class UploadBackend(ThreadedBackend):
     def __init__(self):
         self.busy = False
         self.got = []  # body sizes read, per upload
         self.heads = 0
         self.conns = 0  # connections that carried a request other than a check
         self.holds = []  # paths of GET /hold... received
-        self._socks = []
-        self._lis = socket.socket()
-        self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by accepted sockets
-        self._lis.bind((LOCALHOST, 0))
-        self._lis.listen(64)
-        self.port = self._lis.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                sock, _ = self._lis.accept()
-            except OSError:
-                return
-            self._socks.append(sock)
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+        super().__init__(rcvbuf=4096)  # inherited by accepted sockets: an upload stays unread
 
     def _serve(self, sock):
         first = True
@@ -131,13 +116,7 @@ class UploadBackend:
     def stop(self):
         if getattr(self, "link", None):
             self.link.restore()
-        self._lis.close()
-        for s in self._socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
+        super().stop()
 
 
 def test_live_server_not_reading_an_upload_keeps_it_when_marked_down(lb_factory):

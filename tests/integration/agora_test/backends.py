@@ -3,6 +3,9 @@
     start_testbackend(build_dir, *args) start build/testbackend on a port of its choosing -> Process
     record_lines(path)                  a testbackend --record file as a list of lines
     CaptureBackend(...)                 a raw Python backend keeping every byte it receives
+    ThreadedBackend                     the base of tests' own raw backends: a listener on
+                                        127.0.0.1:.port, a thread per connection calling
+                                        ._serve(sock); .stop() closes everything
 """
 
 import pathlib
@@ -31,6 +34,50 @@ def record_lines(path):
     """The lines of a testbackend --record file ([] while it does not exist)."""
     path = pathlib.Path(path)
     return path.read_text().splitlines() if path.exists() else []
+
+
+class ThreadedBackend:
+    """A listening socket on 127.0.0.1 (.port) whose accepted connections each run
+    self._serve(sock) on a thread of their own (a subclass defines it: hold requests, answer
+    health checks its own way...). rcvbuf: SO_RCVBUF of the listener, which accepted sockets
+    inherit (a small one keeps an upload unread). .stop() closes the listener and shuts every
+    connection down; .close_listener() only stops accepting (new connections are refused), as a
+    server draining after SIGTERM does."""
+
+    def __init__(self, rcvbuf=None):
+        self._socks = []
+        self._lis = socket.socket()
+        self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            self._lis.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self._lis.bind((LOCALHOST, 0))
+        self._lis.listen(64)
+        self.port = self._lis.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self._lis.accept()
+            except OSError:
+                return
+            self._socks.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        raise NotImplementedError
+
+    def close_listener(self):
+        self._lis.close()
+
+    def stop(self):
+        self._lis.close()
+        for s in self._socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
 
 
 class CaptureBackend:

@@ -2,12 +2,14 @@
 
     Load(port, ...)                     keep-alive GET load from background threads
     percentile(values, pct)             nearest-rank percentile
+    Calls(port, requests)               one request per thread and connection, all at once
 """
 
 import http.client
 import threading
 import time
 
+from .http import http_request
 from .processes import LOCALHOST, wait_for
 
 
@@ -101,3 +103,29 @@ def percentile(values, pct):
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * pct // 100))
     return ordered[int(rank) - 1]
+
+
+class Calls:
+    """Requests from threads, each on its own connection: .results[i] = (status, X-Backend,
+    seconds taken) once done."""
+
+    def __init__(self, port, requests):
+        self.results = [None] * len(requests)
+        self.threads = [threading.Thread(target=self._run, args=(port, i, r), daemon=True)
+                        for i, r in enumerate(requests)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, port, i, req):
+        method, path, headers, body = req
+        t0 = time.monotonic()
+        try:
+            status, h, _ = http_request(LOCALHOST, port, method, path, headers=headers, body=body, timeout=40)
+            self.results[i] = (status, h.get("x-backend"), time.monotonic() - t0)
+        except Exception as err:  # a failure the test reports
+            self.results[i] = ("error", repr(err), time.monotonic() - t0)
+
+    def join(self, timeout=45):
+        for t in self.threads:
+            t.join(timeout)
+        return self.results
