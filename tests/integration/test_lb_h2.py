@@ -24,6 +24,7 @@ import pytest
 
 from h2raw import (CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, H2, HEADERS, NO_ERROR,
                    PING, PREFACE, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, frame, tls_socket)
+from agora_test.backends import ThreadedBackend
 from helpers import LOCALHOST, RssSampler, lb_stats, pattern_bytes, read_to_close, record_lines, rss_kib, wait_for
 from test_lb_tls import certs, make_cert, s_client, tls_flags  # noqa: F401 (certs is a fixture)
 
@@ -157,24 +158,12 @@ def test_h2load_many_streams_spread_over_backends(h2_lb):
     assert sorted(served.values()) == sorted(counts), (served, counts)
 
 
-class StreamingEcho:
+class StreamingEcho(ThreadedBackend):
     """An HTTP/1.1 origin that sends the request body back while it arrives, each piece read as
     one chunk of a chunked response (so both directions stream at once); /health answers 200."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind((LOCALHOST, 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _serve(self, conn):
         buf = b""
@@ -237,7 +226,7 @@ class StreamingEcho:
             conn.close()
 
     def close(self):
-        self.sock.close()
+        self.close_listener()
 
 
 @pytest.mark.parametrize("length", [True, False])
@@ -647,25 +636,13 @@ def test_h2c_prior_knowledge_on_the_plain_listener(h2_lb):
         assert read_to_close(s).startswith(b"HTTP/1.1 505 ")
 
 
-class HeldBackend:
+class HeldBackend(ThreadedBackend):
     """An HTTP/1.1 origin that reads a request head, then nothing more until .release is set; then
     it reads the (chunked) body to its end and answers 200 with the count of body bytes."""
 
     def __init__(self):
         self.release = threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind((LOCALHOST, 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _serve(self, conn):
         buf = b""
@@ -697,7 +674,7 @@ class HeldBackend:
             conn.close()
 
     def close(self):
-        self.sock.close()
+        self.close_listener()
 
 
 def test_request_body_backpressure_holds_the_client(h2_lb, agora_bin):
