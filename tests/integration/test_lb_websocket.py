@@ -143,10 +143,10 @@ def test_frames_sent_before_the_101_are_delivered_after_it(ws):
 
 
 @pytest.mark.parametrize("direction", ["slow-client", "slow-backend"])
-def test_10_mib_message_with_bounded_memory(ws, direction):
+def test_10_mib_message_with_bounded_memory(ws, agora_bin, direction):
     """10 MiB each way through one tunnel while one side does not read for a while: the
     balancer pauses the other side instead of buffering (its RSS grows by far less than the
-    message)."""
+    message: 2 MiB, or 8 MiB under ASan, whose allocator keeps freed buffers in quarantine)."""
     lb, _ = ws
     payload = os.urandom(10 * MIB)
     path = "/ws?pause_ms=1500" if direction == "slow-backend" else "/ws"
@@ -159,7 +159,8 @@ def test_10_mib_message_with_bounded_memory(ws, direction):
         op, data = c.recv()
         sender.join(10)
     assert (op, len(data), data == payload) == (OP_BINARY, len(payload), True)
-    assert rss.peak_kib - base < 2 * 1024, (base, rss.peak_kib)
+    bound = 8 * 1024 if "asan" in str(agora_bin) else 2 * 1024
+    assert rss.peak_kib - base < bound, (base, rss.peak_kib)
 
 
 # ---------------------------------------------------------------- ends of a tunnel
