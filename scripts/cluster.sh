@@ -548,7 +548,9 @@ cmd_down() {
     if [ -f "$MARK" ]; then
         rm -rf "$DIR"
     elif [ -d "$DIR" ]; then
-        echo "cluster.sh: $DIR is not a cluster's directory (no .agora-cluster): left as it is" >&2
+        # Empty: what a pg_autoctl of a cluster whose directory was lost made again on its way out.
+        rmdir "$DIR" 2>/dev/null ||
+            echo "cluster.sh: $DIR is not a cluster's directory (no .agora-cluster): left as it is" >&2
     fi
 }
 
