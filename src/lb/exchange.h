@@ -95,8 +95,7 @@ struct px {
     int ended;                   /* px_free ran (the memory lives until the iteration ends) */
     struct lb_log_req log;
     /* its server marked down, the connection stays: its peer probed (proxy.c px_server_down) */
-    struct loop_timer probe_timer; /* looks at `probed` every tick */
-    struct lb_upstream *probed;    /* `up` while probed */
+    struct loop_timer probe_timer; /* looks at `up` (up->probed) every tick */
     int probe_misses;              /* ticks in a row that found the peer unanswering too long */
     /* WebSocket (tunnel.c) */
     int upgrade;              /* a WebSocket upgrade the balancer will tunnel (rewrite.h) */

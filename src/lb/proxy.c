@@ -324,7 +324,6 @@ static int px_start_upstream(struct px *px, struct buf *pending)
     px->resp.final_101 = px->upgrade;                /* a 101 ends the exchange's HTTP part */
     loop_timer_cancel(w->loop, &px->try_timer);      /* a new try: armed once connected (px_arm_head) */
     loop_timer_cancel(w->loop, &px->probe_timer);    /* a new connection: not probed */
-    px->probed = NULL;
     if (u->state == LB_UP_CONNECTING) {
         unsigned left = head_left(px);
         px_arm(px, w->sh->cfg->connect_timeout_ms < left ? w->sh->cfg->connect_timeout_ms : left);
@@ -535,16 +534,16 @@ static unsigned probe_ms(const struct px *px)
     return ms > PX_PROBE_MIN_MS ? ms : PX_PROBE_MIN_MS;
 }
 
-/* px's probed connection: still the one px uses, and its peer has left a probe (or data) of ours
- * unanswered and sent nothing for the probe time, on two ticks in a row? Then
- * it is dead (a cut link, a host powered off): px moves if it may, else is answered 502 or cut
+/* px's connection, probed (never pooled again, so px's own), and its peer has left a probe (or
+ * data) of ours unanswered and sent nothing for the probe time, on two ticks in a row? Then it is
+ * dead (a cut link, a host powered off): px moves if it may, else is answered 502 or cut
  * (px_backend_failed, as marked down: no stale-connection retry); a tunnel ends. Looked at
  * whether or not px reads the connection (a response paused by a slow client). */
 static void on_px_probe_timer(struct loop *loop, struct loop_timer *t)
 {
     struct px *px = t->data;
     struct lb_upstream *u = px->up;
-    if (px->ended || !u || u != px->probed || u->fd < 0)
+    if (px->ended || !u || !u->probed || u->fd < 0)
         return;
     long silent = net_peer_unanswered_ms(u->fd);
     /* Twice in a row: a probe just sent after a long quiet time (a closed window's probes back
@@ -577,9 +576,8 @@ static void px_server_down(struct px *px)
     if (px_try_move(px, LB_FAIL_DOWN))
         return;
     struct lb_upstream *u = px->up;
-    if (u && u->fd >= 0 && px->probed != u && net_probe_peer(u->fd) == 0) {
-        u->probed = 1;
-        px->probed = u;
+    if (u && u->fd >= 0 && !u->probed && net_probe_peer(u->fd) == 0) {
+        u->probed = 1; /* never pooled again: only px uses it */
         px->probe_misses = 0;
         loop_timer_arm(px->w->loop, &px->probe_timer, PX_PROBE_TICK_MS);
     }
