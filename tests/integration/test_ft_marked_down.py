@@ -77,18 +77,13 @@ class CutBackend(ThreadedBackend):
         self._link = PortCut(self.port)
 
     def _serve(self, sock):
-        buf = b""
         try:
-            while b"\r\n\r\n" not in buf:
-                data = sock.recv(4096)
-                if not data:
-                    return
-                buf += data
-            line = buf.split(b"\r\n", 1)[0].decode()
+            line = self.read_head(sock)
+            if line is None:
+                return
             if line.startswith("GET /health "):
                 if self.health == "silent":
-                    while sock.recv(4096):
-                        pass
+                    self.drain(sock)
                     return
                 status = b"200 OK" if self.health == "ok" else b"503 Service Unavailable"
                 sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -98,8 +93,7 @@ class CutBackend(ThreadedBackend):
             self._held.append(sock)
             if self.mode == "partial":
                 sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Backend: P\r\n\r\n0123456789")
-            while sock.recv(4096):
-                pass
+            self.drain(sock)
         except OSError:
             return
 

@@ -60,19 +60,14 @@ class ScriptBackend(ThreadedBackend):
             return v
 
     def _serve(self, sock):
-        buf = b""
         try:
-            while b"\r\n\r\n" not in buf:
-                data = sock.recv(4096)
-                if not data:
-                    return
-                buf += data
-            line = buf.split(b"\r\n", 1)[0].decode()
+            line = self.read_head(sock)
+            if line is None:
+                return
             if line.startswith("GET /health "):
                 v = self._verdict()
                 if v == "silent":
-                    while sock.recv(4096):
-                        pass
+                    self.drain(sock)
                 elif v == "close":
                     pass
                 else:
@@ -102,8 +97,7 @@ class ScriptBackend(ThreadedBackend):
                     sock.sendall(b"0123456789")
                 return
             self._held.append(sock)
-            while sock.recv(4096):
-                pass
+            self.drain(sock)
         except OSError:
             return
 

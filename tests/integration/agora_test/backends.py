@@ -67,6 +67,25 @@ class ThreadedBackend:
     def _serve(self, sock):
         raise NotImplementedError
 
+    @staticmethod
+    def read_head(sock):
+        """Reads sock up to the end of a request head; its request line (str), or None when the
+        peer closed first. Bytes past the head are not kept (these backends hold or answer one
+        request per connection)."""
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = sock.recv(4096)
+            if not data:
+                return None
+            buf += data
+        return buf.split(b"\r\n", 1)[0].decode()
+
+    @staticmethod
+    def drain(sock):
+        """Reads and drops whatever sock receives until the peer closes it."""
+        while sock.recv(4096):
+            pass
+
     def close_listener(self):
         self._lis.close()
 
