@@ -89,9 +89,33 @@ def read_runs(path, keep_tail=False):
     return [(g, list(labels.items())) for g, labels in groups.items()]
 
 
+def h2load_times(path):
+    """The per-request times (ms) of an h2load run whose output is PATH (NAME.h2load.txt), read
+    from its --log-file NAME.h2log.tsv (start µs, status, µs to the end of the response), or None
+    when there is no such file. Failed streams (status -1) are left out, as wrk leaves errors out
+    of its latency."""
+    log = path[: -len(".h2load.txt")] + ".h2log.tsv"
+    try:
+        with open(log, encoding="utf-8") as f:
+            rows = [line.split("\t") for line in f if line.strip()]
+    except OSError:
+        return None
+    try:
+        return sorted(int(r[2]) / 1000.0 for r in rows if len(r) >= 3 and r[1] != "-1")
+    except ValueError:
+        raise ParseError("%s: not an h2load --log-file" % log)
+
+
+def percentile(sorted_values, q):
+    """The nearest-rank q-th percentile (0 < q <= 100) of a sorted, non-empty list."""
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
 def parse_h2load(path):
-    """Parses one h2load output like parse_wrk; h2load gives no percentiles, so p50 is the mean
-    time for request and p99 is None."""
+    """Parses one h2load output like parse_wrk. h2load prints no percentiles: p50 and p99 come
+    from its per-request log (h2load_times) when the run wrote one, else p50 is the mean time
+    for request and p99 is None."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
@@ -105,7 +129,11 @@ def parse_h2load(path):
     if not (fin and req and codes and mean):
         raise ParseError("%s: not a complete h2load output" % path)
     ok = int(codes.group(1)) + int(codes.group(2))
-    return {"rps": float(fin.group(1)), "p50": duration_ms(mean.group(1), path), "p99": None,
+    times = h2load_times(path)
+    p50, p99 = duration_ms(mean.group(1), path), None
+    if times:
+        p50, p99 = percentile(times, 50), percentile(times, 99)
+    return {"rps": float(fin.group(1)), "p50": p50, "p99": p99,
             "requests": ok, "errors": int(req.group(2)) + int(req.group(4)) + int(codes.group(3)) + int(codes.group(4)),
             "text": text}
 
@@ -366,7 +394,7 @@ def main(argv):
         elif args.cmd == "parse":
             h2 = args.file.endswith(".h2load.txt")
             r = parse_h2load(args.file) if h2 else parse_wrk(args.file)
-            if h2:
+            if h2 and r["p99"] is None:
                 line = "%.0f req/s  mean %.2f ms  errors %d" % (r["rps"], r["p50"], r["errors"])
             else:
                 line = "%.0f req/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (r["rps"], r["p50"], r["p99"], r["errors"])

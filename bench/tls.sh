@@ -69,7 +69,9 @@ tls_run() {
         full) cmd=("$TLSLOAD" --port "$port" --threads "$BENCH_TLS_CLIENTS" --seconds "$BENCH_DURATION") file+=.tlsload.txt ;;
         resumed) cmd=("$TLSLOAD" --port "$port" --threads "$BENCH_TLS_CLIENTS" --seconds "$BENCH_DURATION" --resume) file+=.tlsload.txt ;;
         keepalive) cmd=(wrk -t"$BENCH_THREADS" -c"$BENCH_CONNS" -d"${BENCH_DURATION}s" --timeout 5s --latency "https://127.0.0.1:$port/") file+=.wrk.txt ;;
-        h2) cmd=(h2load -t1 -c"$BENCH_H2_CONNS" -m"$BENCH_H2_STREAMS" -D "$BENCH_DURATION" "https://127.0.0.1:$port/") file+=.h2load.txt ;;
+        h2) # --log-file: every request's time, for p50 and p99 (bench/stats.py h2load_times)
+            cmd=(h2load -t1 -c"$BENCH_H2_CONNS" -m"$BENCH_H2_STREAMS" -D "$BENCH_DURATION" --log-file "$RAW/$file.h2log.tsv" "https://127.0.0.1:$port/")
+            file+=.h2load.txt ;;
     esac
     echo "$measure: ${cmd[*]} > $file" >>"$RAW/commands.txt"
     bench_alive "$label" "$pid" "$log"
