@@ -19,7 +19,8 @@
 #
 # PostgreSQL: one private cluster for the whole run (scripts/pg-temp.sh in a directory of /tmp,
 # Unix socket only), with its durable defaults (fsync, synchronous_commit on) and only the
-# settings of $BENCH_SOCIAL_PG_SETTINGS (default: pg_stat_statements loaded, max_connections 200);
+# settings of $BENCH_SOCIAL_PG_SETTINGS (default: pg_stat_statements loaded, max_connections 200;
+# pg_stat_statements.track is 'none' except during the "calls" runs below: see pgss_track);
 # every setting is printed in the notes. A graph's pristine database is seeded once (agora seed
 # --db postgres://..., COPY in the store), VACUUM ANALYZEd, and copied for each run with CREATE
 # DATABASE ... TEMPLATE (then CHECKPOINT, as SQLite's copy is synced). After the rounds, each
@@ -130,6 +131,16 @@ pg_start() {
     PG_URL=$(sh "$BENCH_ROOT/scripts/pg-temp.sh" start "$PG_DIR" "${args[@]}") || bench_die "PostgreSQL did not start"
     pg_sql agora "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null ||
         bench_die "pg_stat_statements is not available (is it in shared_preload_libraries?)"
+    pgss_track none
+}
+# pgss_track none|top: pg_stat_statements tracks nothing during the measured runs (it is the
+# bench's own instrument, which SQLite's side has no counterpart of, and PostgreSQL as installed
+# does not load it), and every top-level statement during the "calls" runs. A reload reaches each
+# backend at its next command; the short sleep lets the signal land first.
+pgss_track() {
+    pg_sql agora "ALTER SYSTEM SET pg_stat_statements.track = '$1'" >/dev/null &&
+        pg_sql agora "SELECT pg_reload_conf()" >/dev/null || bench_die "could not set pg_stat_statements.track"
+    sleep 0.5
 }
 # The settings that differ from PostgreSQL's defaults, as "name=value (source)".
 pg_settings() {
@@ -270,7 +281,7 @@ run() {
     local users=$1 config=$2 mix=$3 kind=$4 file=$5 secs=$6 lb0 srv0 lb1 srv1 pg0 pg1 wal=0 lsn0=""
     stack_alive
     if [ "$STORE" = postgres ]; then
-        [ "$kind" != calls ] || pg_sql agora "SELECT pg_stat_statements_reset()" >/dev/null
+        [ "$kind" != calls ] || { pgss_track top && pg_sql agora "SELECT pg_stat_statements_reset()" >/dev/null; }
         lsn0=$(pg_sql agora "SELECT pg_current_wal_lsn()")
     fi
     lb0=$(cpu_seconds "$LB_PID")
@@ -288,6 +299,7 @@ run() {
         [ "$kind" != calls ] || pg_sql agora "SELECT s.calls, s.rows, round(s.mean_exec_time::numeric * 1000), regexp_replace(s.query, '\s+', ' ', 'g')
             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
             WHERE d.datname = 'run' ORDER BY s.calls DESC" >"$RAW/calls-${file%.wrk.txt}.tsv"
+        [ "$kind" != calls ] || pgss_track none
     else
         [ ! -f "$DB-wal" ] || wal=$(stat -c %s "$DB-wal")
     fi
