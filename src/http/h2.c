@@ -71,6 +71,7 @@ struct h2_stream {
     unsigned want_drain : 1;
     unsigned drain : 1; /* on_drain to call */
     unsigned failed : 1;
+    unsigned counted : 1;             /* counted against its address's max_conns_per_ip (admit) */
     struct field f[HTTP_MAX_HEADERS]; /* last: not zeroed at the start (stream_new) */
 };
 
@@ -88,6 +89,7 @@ struct h2_session {
     unsigned nspare;
     struct loop_timer spare_timer; /* frees the spares when no stream came for H2_SPARE_MS */
     unsigned nrequests;
+    unsigned counted; /* its streams counted against max_conns_per_ip: the first on the connection's own slot */
     uint64_t window_start;
     unsigned resets, control, empty;
     unsigned tls : 1, calm : 1, dead : 1, freeing : 1, goaway : 1;
@@ -192,9 +194,13 @@ static void on_spare_timer(struct loop *loop, struct loop_timer *t)
         spares_free(s);
 }
 
+static void uncount(struct h2_stream *st);
+
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->s;
+    if (st->counted)
+        uncount(st);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -411,6 +417,46 @@ static int build_head(struct h2_stream *st, int end_stream)
     return 0;
 }
 
+/* The per-address limits (climits.h) for a stream about to be handed over, which may hold a server
+ * connection until it ends: a slot of max_conns_per_ip, then a request token of rate_limit.
+ * An HTTP/2 connection holds max(1, streams counted) of its address's slots: its own, taken at
+ * accept, serves its first stream, and each stream beyond takes one more, which uncount gives
+ * back when the stream ends, however it ends (stream_free); so one address holds at most
+ * max_conns_per_ip server requests at once over HTTP/2 as over HTTP/1.1, and as many connections.
+ * Returns 0, or the status to answer: 503 (no slot: as an HTTP/1.1 connection past the limit,
+ * nothing reached a server and no token was taken) or 429 (no token: the slot is given back at
+ * once, Retry-After is the bucket's). */
+static int admit(struct h2_stream *st)
+{
+    struct h2_session *s = st->s;
+    struct http_climits *cl = s->lim.climits;
+    const char *ip = http_conn_remote_ip(st->conn);
+    if (http_climits_conn_limited(cl)) {
+        if (s->counted && !http_climits_conn_open(cl, ip))
+            return 503;
+        s->counted++;
+        st->counted = 1;
+    }
+    unsigned retry_after;
+    if (http_climits_rate_limited(cl) && !http_climits_take(cl, ip, loop_now(s->loop), &retry_after)) {
+        if (st->counted)
+            uncount(st);
+        http_conn_stream_retry_after(st->conn, retry_after);
+        return 429;
+    }
+    return 0;
+}
+
+/* Gives back what admit counted for st: a slot of the address, unless st was the only stream
+ * counted (that one was on the connection's own slot). */
+static void uncount(struct h2_stream *st)
+{
+    struct h2_session *s = st->s;
+    st->counted = 0;
+    if (--s->counted > 0)
+        http_climits_conn_close(s->lim.climits, http_conn_remote_ip(st->conn));
+}
+
 /* The request's header block is complete: the handler takes it, or it is answered here. */
 static void start_request(struct h2_stream *st, int end_stream)
 {
@@ -436,10 +482,10 @@ static void start_request(struct h2_stream *st, int end_stream)
         reject(st, 413, "request body too large");
         return;
     }
-    unsigned retry_after;
-    if (s->lim.climits && http_climits_rate_limited(s->lim.climits) &&
-        !http_climits_take(s->lim.climits, http_conn_remote_ip(st->conn), loop_now(s->loop), &retry_after)) {
-        reject(st, 429, "too many requests from your address: slow down");
+    if (s->lim.climits && (status = admit(st)) != 0) {
+        reject(st, status,
+               status == 429 ? "too many requests from your address: slow down"
+                             : "too many connections from your address");
         return;
     }
     st->owned = 1;

@@ -37,6 +37,15 @@
  * stream's conn calls back into the handler or frees anything: frames are written from a deferred
  * call (http_conn_h2_kick), resumed bodies are handed over there too.
  *
+ * Per-address limits (climits.h, lim->climits; nothing when NULL): a stream handed to the handler
+ * may hold a server connection until it ends, so it counts against max_conns_per_ip as an
+ * HTTP/1.1 connection does. A connection holds max(1, such streams open) of its address's slots:
+ * its own, taken at accept, serves its first stream, each further stream takes one more and gives
+ * it back when it ends, however it ends (response done, reset either way, GOAWAY, timeout, the
+ * connection closing). A stream that finds no slot is answered 503 with Retry-After, as an
+ * HTTP/1.1 connection past the limit is (nothing reached a server, no request token was taken);
+ * then each stream takes a token of rate_limit, or is answered 429 with the bucket's Retry-After.
+ *
  * Limits (docs/SECURITY.md): H2_MAX_STREAMS concurrent streams, max_head as
  * SETTINGS_MAX_HEADER_LIST_SIZE, H2_STREAM_WINDOW / H2_CONN_WINDOW receive windows, at most
  * lim->h2_max_requests streams per connection (H2_MAX_REQUESTS_DEF) or a stream id from H2_LAST_IDS (then GOAWAY
@@ -49,7 +58,9 @@
  * Cost: a session keeps up to H2_SPARE_STREAMS freed streams (with their synthesized head and
  * buffers up to H2_SPARE_BUF each) for its next streams, freed after H2_SPARE_MS without a stream, and its HPACK
  * encoder uses no dynamic table (as HAProxy): per-response values such as X-Request-Id would only fill it and lengthen
- * every lookup. bench/instr.sh INSTR_MODE=h2 counts the instructions per stream.
+ * every lookup. bench/instr.sh INSTR_MODE=h2 counts the instructions per stream. The per-address slots cost nothing
+ * with climits off, and with max_conns_per_ip on (the default) two locked lookups in the table per stream beyond a
+ * connection's first (taken, given back): about 450 instructions of 32,000 in that bench.
  *
  * Threading: a session and its streams live on their connection's loop thread. */
 #ifndef AGORA_HTTP_H2_H
@@ -121,6 +132,8 @@ int http_conn_stream_room(const struct http_conn *parent);
  * Counted against lim.max_conns until http_conn_stream_free. */
 struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_stream *st, int tls);
 void http_conn_stream_free(struct http_conn *sc);
+/* The Retry-After of a 429 or 503 answered on the stream's conn sc (http_conn_respond_error). */
+void http_conn_stream_retry_after(struct http_conn *sc, unsigned seconds);
 /* Frames wait (or a body resumes): the parent writes them from a deferred call. */
 void http_conn_h2_kick(struct http_conn *parent);
 

@@ -1148,6 +1148,8 @@ struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_strea
     return c;
 }
 
+void http_conn_stream_retry_after(struct http_conn *sc, unsigned seconds) { sc->retry_after = seconds; }
+
 void http_conn_stream_free(struct http_conn *c)
 {
     struct http_server *s = c->srv;

@@ -116,7 +116,8 @@ static const struct opts_def opts[] = {
     ROW("retries", "replay_buffer", "replay-buffer", OPTS_SIZE, O(replay_buffer), 0,
         "request bytes kept so a request can be retried after sending (default 64k)"),
     ROW("limits", "max_conns_per_ip", "max-conns-per-ip", OPTS_UINT, O(max_conns_per_ip), 0,
-        "client connections per address, then 503 and close; 0 = unlimited (default 1000)"),
+        "client connections per address (an HTTP/2 connection: its open streams, at least 1), then 503; "
+        "0 = unlimited (default 1000)"),
     ROW("limits", "rate_limit", "rate-limit", OPTS_UINT, O(rate_limit), 0,
         "requests per second per client address, then 429; 0 = off (default 0)"),
     ROW("limits", "rate_burst", "rate-burst", OPTS_UINT, O(rate_burst), 0, "burst for --rate-limit (default = rate)"),

@@ -20,10 +20,12 @@ def frame(ftype, flags, sid, payload=b""):
     return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
 
 
-def tls_socket(port, ca, alpn=("h2",), timeout=10.0):
+def tls_socket(port, ca, alpn=("h2",), timeout=10.0, source=None):
+    """source: the client's address (e.g. 127.0.0.2), default the kernel's choice (127.0.0.1)."""
     ctx = ssl.create_default_context(cafile=str(ca))
     ctx.set_alpn_protocols(list(alpn))
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                   source_address=(source, 0) if source else None)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall between small frames
     return ctx.wrap_socket(raw, server_hostname="localhost")
 
@@ -34,8 +36,8 @@ class H2:
     "ended": bool, "reset": code or None}; .goaway = (last_sid, code) once a GOAWAY came; .closed
     once the server closed the connection."""
 
-    def __init__(self, port, ca, settings=b"", timeout=10.0, preface=True):
-        self.sock = tls_socket(port, ca, timeout=timeout)
+    def __init__(self, port, ca, settings=b"", timeout=10.0, preface=True, source=None):
+        self.sock = tls_socket(port, ca, timeout=timeout, source=source)
         assert self.sock.selected_alpn_protocol() == "h2"
         self.enc, self.dec = Encoder(), Decoder()
         self.dec.max_allowed_table_size = 65536

@@ -32,6 +32,8 @@ struct seen {
     const char *answer; /* the HTTP/1.1 response to send at the end of the body */
     int pause_first;    /* pause on the first body piece */
     struct http_conn *conn;
+    struct http_conn *conns[8]; /* every request handed over, in order */
+    int nconns;
 };
 
 static struct seen seen;
@@ -47,6 +49,8 @@ static void copy(char *dst, size_t cap, struct http_str s)
 static void on_request(void *ctx, struct http_conn *c, const struct http_head *h)
 {
     seen.conn = c;
+    if (seen.nconns < 8)
+        seen.conns[seen.nconns++] = c;
     copy(seen.method, sizeof(seen.method), h->method_str);
     copy(seen.target, sizeof(seen.target), h->target);
     copy(seen.path, sizeof(seen.path), h->path);
@@ -350,6 +354,124 @@ static void test_connect_and_bad_path_are_answered_here(void **state)
     assert_string_equal(seen.method, ""); /* the handler saw neither */
 }
 
+/* The handler answers the request on c (held until now). */
+static void answer(struct http_conn *c)
+{
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    http_conn_send(c, ok, sizeof(ok) - 1);
+    http_conn_set_data(c, NULL);
+    http_conn_response_done(c, 1);
+}
+
+/* How many more connections the address could open now (each taken, then given back). */
+static int room(struct http_climits *cl, const char *ip)
+{
+    int n = 0;
+    while (n < 100 && http_climits_conn_open(cl, ip))
+        n++;
+    for (int i = 0; i < n; i++)
+        http_climits_conn_close(cl, ip);
+    return n;
+}
+
+/* A session whose server has per-address limits cl, on a connection counted at accept. */
+static void limit_session(struct world *w, struct http_climits *cl)
+{
+    assert_int_equal(http_climits_conn_open(cl, "127.0.0.1"), 1);
+    h2_session_free(w->c->h2);
+    w->srv->lim.climits = cl;
+    w->c->counted = 1;
+    w->c->h2 = h2_session_new(w->c, w->loop, &ops, NULL, &w->srv->lim, 1);
+}
+
+/* Ends the connection: its streams' slots, then its own, are given back. */
+static void unlimit_session(struct world *w, struct http_climits *cl)
+{
+    h2_session_free(w->c->h2);
+    w->c->h2 = NULL;
+    assert_int_equal(room(cl, "127.0.0.1"), 2); /* all but the connection's own */
+    http_climits_conn_close(cl, "127.0.0.1");
+    w->c->counted = 0;
+    w->srv->lim.climits = NULL;
+    assert_int_equal(room(cl, "127.0.0.1"), 3);
+    http_climits_free(cl);
+}
+
+static void test_streams_take_the_address_slots(void **state)
+{
+    struct world *w = *state;
+    struct http_climits *cl = http_climits_new(3, 0, 0);
+    limit_session(w, cl);
+    int32_t ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = request(w, "GET", "/held", NULL, 0, NULL);
+    exchange(w);
+    /* Three handed over (the first on the connection's own slot, two on slots of their own), the
+     * others answered 503 as an HTTP/1.1 connection past the limit is. */
+    assert_int_equal(seen.nconns, 3);
+    for (int i = 3; i < 5; i++) {
+        struct reply *r = reply_of(w, ids[i]);
+        assert_int_equal(r->status, 503);
+        assert_non_null(strstr(r->headers, "retry-after: 1\n"));
+        assert_int_equal(r->nbody, 39);
+        assert_memory_equal(r->body, "too many connections from your address\n", 39);
+    }
+    assert_int_equal(room(cl, "127.0.0.1"), 0);
+    assert_int_equal(room(cl, "127.0.0.2"), 3); /* another address is not touched */
+    /* One answered: its slot is back, and the next stream takes it. */
+    answer(seen.conns[0]);
+    exchange(w);
+    assert_int_equal(reply_of(w, ids[0])->status, 200);
+    assert_int_equal(room(cl, "127.0.0.1"), 1);
+    request(w, "GET", "/held", NULL, 0, NULL);
+    exchange(w);
+    assert_int_equal(seen.nconns, 4);
+    assert_int_equal(room(cl, "127.0.0.1"), 0);
+    /* The client resets one: its slot is back. */
+    nghttp2_submit_rst_stream(w->cli, NGHTTP2_FLAG_NONE, ids[1], NGHTTP2_CANCEL);
+    exchange(w);
+    assert_true(seen.aborted);
+    assert_int_equal(room(cl, "127.0.0.1"), 1);
+    /* The connection ends with two streams open (ids[2] and the last). */
+    unlimit_session(w, cl);
+}
+
+static void test_streams_take_request_tokens(void **state)
+{
+    struct world *w = *state;
+    /* 2 slots, 3 tokens (1 a second: the loop's clock does not move here). */
+    struct http_climits *cl = http_climits_new(2, 1, 3);
+    limit_session(w, cl);
+    int32_t a = request(w, "GET", "/a", NULL, 0, NULL), b = request(w, "GET", "/b", NULL, 0, NULL);
+    int32_t c = request(w, "GET", "/c", NULL, 0, NULL);
+    exchange(w);
+    assert_int_equal(seen.nconns, 2);
+    assert_int_equal(reply_of(w, c)->status, 503); /* no slot: no token taken either */
+    answer(seen.conns[0]);
+    answer(seen.conns[1]);
+    exchange(w);
+    assert_int_equal(reply_of(w, a)->status, 200);
+    assert_int_equal(reply_of(w, b)->status, 200);
+    int32_t d = request(w, "GET", "/d", NULL, 0, NULL), e = request(w, "GET", "/e", NULL, 0, NULL);
+    exchange(w);
+    assert_int_equal(seen.nconns, 3); /* the third token */
+    struct reply *r = reply_of(w, e); /* none left: 429, and its slot given back */
+    assert_int_equal(r->status, 429);
+    assert_non_null(strstr(r->headers, "retry-after: 1\n"));
+    assert_int_equal(room(cl, "127.0.0.1"), 1);
+    answer(seen.conns[2]);
+    exchange(w);
+    assert_int_equal(reply_of(w, d)->status, 200);
+    assert_int_equal(room(cl, "127.0.0.1"), 1);
+    h2_session_free(w->c->h2);
+    w->c->h2 = NULL;
+    http_climits_conn_close(cl, "127.0.0.1");
+    w->c->counted = 0;
+    w->srv->lim.climits = NULL;
+    assert_int_equal(room(cl, "127.0.0.1"), 2);
+    http_climits_free(cl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -359,6 +481,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncated_response_resets_the_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paused_body_is_kept_then_handed_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_and_bad_path_are_answered_here, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streams_take_the_address_slots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streams_take_request_tokens, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
