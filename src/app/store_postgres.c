@@ -208,23 +208,26 @@ static const char *const stmt_sql[PG__COUNT] = {
         "  (SELECT k.idem_hash IS NOT NULL AND $7::bytea IS NOT NULL AND k.idem_hash <> $7::bytea FROM k),"
         "  EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM par)",
     /* the first statement of a plain post's write (PG_POST_CREATE_PLAIN): the author's posts
-     * counter, which also locks the author's row (FOR NO KEY UPDATE, as PG_LOCK_ACCOUNT): the
-     * post is inserted by the next statement exactly when this found the author */
-    [PG_POST_COUNT] = "UPDATE accounts SET posts_count = posts_count + 1 WHERE id = $1",
+     * counter, which also locks the author's row (FOR NO KEY UPDATE, as PG_LOCK_ACCOUNT), and the
+     * author's PG_ACCOUNT_COLS as the post's author sees them (no follow can change them before
+     * the commit: it needs that lock): the post is inserted by the next statement exactly when
+     * this found the author */
+    [PG_POST_COUNT] =
+        "UPDATE accounts a SET posts_count = a.posts_count + 1 WHERE a.id = $1 RETURNING " PG_ACCOUNT_COLS,
     /* after PG_POST_COUNT($1): a post that is no reply and has no Idempotency-Key ($1 author, $2
-     * text, $3 now, $4 the fan-out limit), fanned out as PG_POST_CREATE does, returning the
-     * post's id and its author's PG_ACCOUNT_COLS (counters included) from column 1, the post as
-     * its author sees it (nobody can like or answer it before the commit): no key lookup, no
-     * parent, one insert of the home rows and no read-back statement cost PostgreSQL less
-     * (bench/RESULTS-social.md). No row: no such author, nothing was written. */
+     * text, $3 now, $4 the fan-out limit), fanned out as PG_POST_CREATE does; its one column is
+     * the new id. With PG_POST_COUNT's row that is the post as its author sees it (nobody can
+     * like or answer it before the commit): no key lookup, no parent, one insert of the home rows
+     * and no read-back statement cost PostgreSQL less (bench/RESULTS-social.md). No row: no such
+     * author, nothing was written. */
     [PG_POST_CREATE_PLAIN] =
-        "WITH a AS (SELECT " PG_ACCOUNT_COLS ", a.followers_count < $4 AS fan FROM accounts a WHERE a.id = $1),"
+        "WITH a AS (SELECT followers_count FROM accounts WHERE id = $1),"
         " ins AS (INSERT INTO posts(author, text, created_at, fanout)"
-        "   SELECT $1, $2, $3, a.fan FROM a RETURNING id, fanout),"
+        "   SELECT $1, $2, $3, a.followers_count < $4 FROM a RETURNING id, fanout),"
         " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
         " h AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins UNION ALL"
         "   SELECT f.follower, ins.id FROM ins JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
-        " SELECT ins.id, " PG_ACCOUNT_COLS " FROM ins, a",
+        " SELECT id FROM ins",
     /* after PG_LOCK_ACCOUNT(author): home rows exist exactly for the author and the current
      * followers (fan-out invariant); replies keep existing with reply_to cleared (ON DELETE SET
      * NULL). Column: the post's author (NULL: no such post). */

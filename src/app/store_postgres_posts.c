@@ -16,8 +16,9 @@ int pg_post_create(struct store *st, int64_t author, const char *text, size_t te
 }
 
 /* A post that is no reply and has no Idempotency-Key (every compose of the social mix):
- * PG_POST_COUNT and PG_POST_CREATE_PLAIN, whose row is the post as its author sees it (text,
- * created_at and the zero counters are the call's own). text is NUL-terminated at text_len. */
+ * PG_POST_COUNT, whose row is the author, and PG_POST_CREATE_PLAIN, whose row is the new id; the
+ * post as its author sees it is theirs with the call's text and time and zero counters. text is
+ * NUL-terminated at text_len. */
 static int create_plain(struct pg_store *s, int64_t author, const char *text, size_t text_len, int64_t now,
                         int64_t *id_out, store_post_cb cb, void *ctx)
 {
@@ -30,14 +31,13 @@ static int create_plain(struct pg_store *s, int64_t author, const char *text, si
     int rc = pg_batch(s, q, 2, PG_WRITE | PG_RACY, "creating a post");
     if (rc != STORE_OK)
         return rc;
-    const PGresult *r = q[1].res;
-    if (PQntuples(r) != 1) {
+    if (PQntuples(q[0].res) != 1 || PQntuples(q[1].res) != 1) {
         rc = STORE_NOT_FOUND; /* no such author */
     } else {
-        *id_out = pg_int(r, 0, 0);
+        *id_out = pg_int(q[1].res, 0, 0);
         if (cb != NULL) {
             struct store_post p = {.id = *id_out, .text = text, .text_len = text_len, .created_at = now};
-            pg_read_account(r, 0, 1, &p.author);
+            pg_read_account(q[0].res, 0, 0, &p.author);
             cb(ctx, &p);
         }
     }
