@@ -7,6 +7,8 @@
 #   bash bench/pg_instr.sh [OLD_AGORA] [NEW_AGORA]     (default NEW: build/agora; OLD optional)
 #   PG_INSTR_SERVER=1 bash bench/pg_instr.sh ...       (the agora server's instructions too)
 #   PG_INSTR_KINDS="home" bash bench/pg_instr.sh ...   (some request types only)
+#   PG_INSTR_PG_SETTINGS="shared_preload_libraries=pg_stat_statements" bash bench/pg_instr.sh ...
+#                                                      (-c settings for the postmaster counted)
 #
 # A private cluster (scripts/pg-temp.sh) is seeded as bench/social.sh seeds its 1 000-user graph
 # (agora seed --users 1000 --posts-per-user 10 --seed 1, VACUUM ANALYZE), given 20 sessions whose
@@ -31,6 +33,8 @@ N1=${PG_INSTR_N1:-50}
 N2=${PG_INSTR_N2:-350}
 SERVER=${PG_INSTR_SERVER:-0}
 KINDS=${PG_INSTR_KINDS:-home user compose}
+PGSET=()
+for s in ${PG_INSTR_PG_SETTINGS:-}; do PGSET+=(-c "$s"); done
 NEW=${2:-${1:-build/agora}}
 OLD=${2:+$1}
 # shellcheck source=bench/instr_lib.sh
@@ -68,7 +72,7 @@ cluster() {
     [ "$(id -u)" -ne 0 ] || chown -R postgres: "$vg"
     rm -f "$vg/data/postmaster.pid"
     as_pg valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$vg/cg.%p" "$BIN/postgres" \
-        -D "$vg/data" -k "$vg" -c listen_addresses= -c autovacuum=off >"$vg/log" 2>&1 &
+        -D "$vg/data" -k "$vg" -c listen_addresses= -c autovacuum=off "${PGSET[@]}" >"$vg/log" 2>&1 &
     pm=$!
     pids+=("$pm")
     vgurl="postgresql:///agora?host=$vg&user=agora"

@@ -91,16 +91,18 @@ int api_same_site(struct api *a)
     return -1;
 }
 
-int api_auth(struct api *a, int required)
+/* api_auth; with full 0, only a->me.id of the account (api_auth_id). */
+static int auth(struct api *a, int required, int full)
 {
     if (a->auth == 0) {
         struct http_str tok;
         unsigned char hash[STORE_TOKEN_HASH_LEN];
         a->auth = -1;
         if (auth_request_token(a->head, &tok) == 1 && auth_token_hash(tok.p, tok.n, hash) == 0) {
-            int rc = store_session_account(a->app->store, hash, a->now, &a->me, &a->session);
+            int rc = store_session_account(a->app->store, hash, a->now, full ? &a->me : NULL, &a->session);
             if (rc == STORE_OK) {
                 a->auth = 1;
+                a->me.id = a->session.account_id;
             } else if (rc != STORE_NOT_FOUND) {
                 a->auth = 0;
                 api_store_error(a, rc, "");
@@ -119,6 +121,9 @@ int api_auth(struct api *a, int required)
     }
     return a->auth > 0;
 }
+
+int api_auth(struct api *a, int required) { return auth(a, required, 1); }
+int api_auth_id(struct api *a, int required) { return auth(a, required, 0); }
 
 const char *api_user_agent(struct api *a)
 {

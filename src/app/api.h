@@ -67,6 +67,10 @@ void api_store_error(struct api *a, int rc, const char *what);
  * and its Origin must name the site (api_same_site), or, without Origin, Sec-Fetch-Site must be
  * same-origin. Bearer tokens are never sent by a browser on its own, so need no such check. */
 int api_auth(struct api *a, int required);
+/* api_auth for a handler that needs of the caller's account only its id (a->me.id; the other
+ * fields of a->me stay empty, also for a later api_auth in the same request): the store need not
+ * read the account's row. */
+int api_auth_id(struct api *a, int required);
 /* "; Secure" for the session cookie when the request came over TLS through a trusted balancer
  * (client_forwarded_https), else "". */
 const char *api_cookie_secure(const struct api *a);

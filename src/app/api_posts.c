@@ -109,7 +109,7 @@ void api_posts_create(struct api *a)
     int64_t parent, id = 0;
     json_t *body = NULL;
     int rc;
-    if (api_auth(a, 1) < 0 || idempotency_key(a, key) < 0 || (body = api_body(a)) == NULL)
+    if (api_auth_id(a, 1) < 0 || idempotency_key(a, key) < 0 || (body = api_body(a)) == NULL)
         return;
     if ((rc = api_string(a, body, "text", &text, &n)) <= 0) {
         if (rc == 0)
@@ -240,11 +240,13 @@ void api_timelines_home(struct api *a)
     }
     /* api_auth and the timeline in one store call, with their outcomes: 401 when the session is
      * unknown or expired; on a store error the caller stays unresolved (a->auth 0), as when
-     * api_auth's own lookup fails */
+     * api_auth's own lookup fails. Of the account only its id is needed (the session's account_id):
+     * the store need not read its row */
     api_list_begin(&l, a, limit);
-    rc = store_session_home(a->app->store, hash, a->now, &pg, &a->me, &a->session, api_list_post, &l);
+    rc = store_session_home(a->app->store, hash, a->now, &pg, NULL, &a->session, api_list_post, &l);
     if (rc == STORE_OK) {
         a->auth = 1;
+        a->me.id = a->session.account_id;
         api_list_end(&l, 0);
     } else if (rc == STORE_NOT_FOUND) {
         a->auth = -1;

@@ -84,6 +84,9 @@ int store_session_home_calls(struct store *st, const unsigned char hash[STORE_TO
                              const struct store_page *page, struct store_account *me, struct store_session *session,
                              store_post_cb cb, void *ctx)
 {
+    struct store_account acc;
+    if (me == NULL)
+        me = &acc;
     int rc = st->ops->session_account(st, hash, now, me, session);
     return rc != STORE_OK ? rc : st->ops->home(st, me->id, page, cb, ctx);
 }

@@ -268,7 +268,9 @@ static inline int store_session_create(struct store *st, const unsigned char has
 }
 /* Finds the account of the session with this token hash, and the session itself into *session
  * (may be NULL). STORE_NOT_FOUND if there is none, or if it was last used a session lifetime or
- * more before now (expired). Only reads: refreshing last_used_at is store_session_touch's job. */
+ * more before now (expired). Only reads: refreshing last_used_at is store_session_touch's job.
+ * out may be NULL when session is not (the caller needs only session->account_id): a store may
+ * then skip reading the account's row. */
 static inline int store_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                                         struct store_account *out, struct store_session *session)
 {
@@ -387,7 +389,9 @@ static inline int store_home(struct store *st, int64_t owner, const struct store
  * store_session_home authenticates and reads the home timeline: store_session_account(hash, now,
  * me, session) and then, only when that found the session, store_home(me->id, page, cb, ctx).
  * STORE_NOT_FOUND when the session does not exist or has expired (cb is not called); otherwise
- * the home call's outcome. session may be NULL, as for store_session_account. */
+ * the home call's outcome. session may be NULL, as for store_session_account; me may be NULL
+ * when the caller needs only the account's id (session->account_id): a store may then skip
+ * reading the account's row. */
 int store_session_home_calls(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                              const struct store_page *page, struct store_account *me, struct store_session *session,
                              store_post_cb cb, void *ctx);

@@ -31,7 +31,8 @@
 #define FKEY        (RC_MODULE - 21) /* foreign-key violation */
 #define LOST_UNSENT 2                /* batch_once's *lost: dropped, and nothing was committed (25006) */
 
-#define POST_OWN_COLS_UNLIKED "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, false"
+/* POST_OWN_COLS without liked (read as false: stream_posts): for no viewer */
+#define POST_OWN_COLS_UNLIKED "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count"
 #define POST_OWN_COLS         "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count, l.account_id IS NOT NULL"
 #define POST_COLS             POST_OWN_COLS ", " PG_ACCOUNT_COLS
 /* POST_COLS of a home page of the owner in CTE me: likes is probed per row only when the owner
@@ -129,6 +130,9 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_SESS_ACCOUNT] = "SELECT " PG_SESSION_COLS " "
                         "FROM sessions s JOIN accounts a ON a.id = s.account_id "
                         "WHERE s.token_hash = $1::bytea AND s.last_used_at > $2",
+    /* PG_SESS_ACCOUNT without the account (pg_read_session_cols) */
+    [PG_SESS_ONLY] = "SELECT id, account_id, created_at, last_used_at, user_agent FROM sessions "
+                     "WHERE token_hash = $1::bytea AND last_used_at > $2",
     [PG_SESS_DELETE] = "DELETE FROM sessions WHERE token_hash = $1::bytea",
     [PG_SESS_TOUCH] = "UPDATE sessions SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2",
     [PG_SESS_LIST] = "SELECT id, account_id, created_at, last_used_at, user_agent FROM sessions "
@@ -203,20 +207,27 @@ static const char *const stmt_sql[PG__COUNT] = {
         " SELECT (SELECT id FROM ins), (SELECT id FROM k),"
         "  (SELECT k.idem_hash IS NOT NULL AND $7::bytea IS NOT NULL AND k.idem_hash <> $7::bytea FROM k),"
         "  EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM par)",
-    /* PG_POST_CREATE of a post that is no reply and has no Idempotency-Key ($1 author, $2 text,
-     * $3 now, $4 the fan-out limit), the same columns: without the key's lookup, the parent and
-     * its counter, and with one insert of the home rows, its plan costs PostgreSQL less to set up
-     * (bench/RESULTS-social.md). The author exists (PG_LOCK_ACCOUNT found it) or nothing is
-     * written: a, hence ins, is empty. */
+    /* the first statement of a plain post's write (PG_POST_CREATE_PLAIN): the author's posts
+     * counter, which also locks the author's row (FOR NO KEY UPDATE, as PG_LOCK_ACCOUNT), and the
+     * author's PG_ACCOUNT_COLS as the post's author sees them (no follow can change them before
+     * the commit: it needs that lock): the post is inserted by the next statement exactly when
+     * this found the author */
+    [PG_POST_COUNT] =
+        "UPDATE accounts a SET posts_count = a.posts_count + 1 WHERE a.id = $1 RETURNING " PG_ACCOUNT_COLS,
+    /* after PG_POST_COUNT($1): a post that is no reply and has no Idempotency-Key ($1 author, $2
+     * text, $3 now, $4 the fan-out limit), fanned out as PG_POST_CREATE does; its one column is
+     * the new id. With PG_POST_COUNT's row that is the post as its author sees it (nobody can
+     * like or answer it before the commit): no key lookup, no parent, one insert of the home rows
+     * and no read-back statement cost PostgreSQL less (bench/RESULTS-social.md). No row: no such
+     * author, nothing was written. */
     [PG_POST_CREATE_PLAIN] =
         "WITH a AS (SELECT followers_count FROM accounts WHERE id = $1),"
         " ins AS (INSERT INTO posts(author, text, created_at, fanout)"
         "   SELECT $1, $2, $3, a.followers_count < $4 FROM a RETURNING id, fanout),"
-        " c1 AS (UPDATE accounts SET posts_count = posts_count + 1 WHERE id IN (SELECT $1::bigint FROM ins)),"
         " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
         " h AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins UNION ALL"
         "   SELECT f.follower, ins.id FROM ins JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
-        " SELECT (SELECT id FROM ins), NULL::bigint, false",
+        " SELECT id FROM ins",
     /* after PG_LOCK_ACCOUNT(author): home rows exist exactly for the author and the current
      * followers (fan-out invariant); replies keep existing with reply_to cleared (ON DELETE SET
      * NULL). Column: the post's author (NULL: no such post). */
@@ -306,7 +317,8 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " WHERE p.author = (SELECT id FROM accounts"
                      "   WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
                      " AND p.id < $2 AND p.id > $3 ORDER BY p.id DESC LIMIT $4",
-    /* PG_LIST_NAME for no viewer (anonymous: nothing liked), without probing likes */
+    /* PG_LIST_NAME for no viewer (anonymous: nothing liked), without probing likes and without
+     * the liked column (a constant false on each row cost PostgreSQL 3 % of a user page) */
     [PG_LIST_NAME_ANON] = "SELECT " POST_OWN_COLS_UNLIKED " FROM posts p"
                           " WHERE p.author = (SELECT id FROM accounts"
                           "   WHERE lower(username COLLATE \"C\") = lower($1::text COLLATE \"C\"))"
@@ -317,13 +329,9 @@ static const char *const stmt_sql[PG__COUNT] = {
                         " LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $1"
                         " WHERE p.id = CASE WHEN $2::text IS NULL THEN (SELECT max(id) FROM posts WHERE author = $1)"
                         "  ELSE (SELECT id FROM posts WHERE author = $1 AND idem_key = $2::text) END",
-    /* after PG_POST_CREATE_PLAIN, in its transaction: the author's newest post, the one just
-     * created (the author's row is locked); nobody can like it before the commit */
-    [PG_POST_CREATED_PLAIN] =
-        "SELECT " POST_OWN_COLS_UNLIKED ", " PG_ACCOUNT_COLS " FROM posts p JOIN accounts a ON a.id = p.author"
-        " WHERE p.author = $1 ORDER BY p.id DESC LIMIT 1",
     [PG_REPLAY] = PG_REPLAY_SQL,
 };
+_Static_assert(PG__COUNT <= 100, "stmt_name writes at most two digits");
 
 /* ---- results, parameters, errors ---- */
 
@@ -342,12 +350,13 @@ int pg_fail(struct pg_store *s, int code, const char *fmt, ...)
 }
 
 /* PostgreSQL's int8out writes an optional '-' and decimal digits: read here without strtoll's
- * locale and base handling (a home page has 210 of them: bench/RESULTS-social.md). */
+ * locale and base handling (a home page has 210 of them: bench/RESULTS-social.md). libpq gives a
+ * NULL value as "" (read as 0), and a cell out of range as NULL. */
 int64_t pg_int(const PGresult *r, int row, int col)
 {
-    if (PQgetisnull(r, row, col))
-        return 0;
     const char *v = PQgetvalue(r, row, col);
+    if (v == NULL)
+        return 0;
     if (v[0] == 't')
         return 1;
     int neg = v[0] == '-';
@@ -359,7 +368,8 @@ int64_t pg_int(const PGresult *r, int row, int col)
 
 int pg_bool(const PGresult *r, int row, int col)
 {
-    return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
+    const char *v = PQgetvalue(r, row, col); /* NULL: "" */
+    return v != NULL && v[0] == 't';
 }
 
 void pg_copy_text(const PGresult *r, int row, int col, char *out, size_t size)
@@ -462,6 +472,18 @@ int pg_result_rc(struct pg_store *s, const PGresult *r, const char *what)
 }
 
 /* ---- the connection ---- */
+
+/* The name of prepared statement id, "a<id>" (out: at least 8 bytes), without snprintf: it is
+ * written for every statement sent. */
+static void stmt_name(char *out, int id)
+{
+    char *p = out;
+    *p++ = 'a';
+    if (id >= 10)
+        *p++ = (char)('0' + id / 10 % 10);
+    *p++ = (char)('0' + id % 10);
+    *p = '\0';
+}
 
 static void drop(struct pg_store *s)
 {
@@ -666,7 +688,7 @@ static int connect_db(struct pg_store *s, int mode)
                            NULL, NULL, 0))
         rc = pg_fail(s, STORE_BUSY, "preparing: %s", PQerrorMessage(s->conn));
     for (int i = 0; rc == STORE_OK && i < PG__COUNT; i++) {
-        snprintf(name, sizeof name, "a%d", i);
+        stmt_name(name, i);
         if (!PQsendPrepare(s->conn, name, stmt_sql[i], 0, NULL))
             rc = pg_fail(s, STORE_BUSY, "preparing: %s", PQerrorMessage(s->conn));
     }
@@ -738,7 +760,7 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
     if (!PQenterPipelineMode(s->conn))
         goto lost;
     for (int i = 0; i < n; i++) {
-        snprintf(name, sizeof name, "a%d", (int)q[i].id);
+        stmt_name(name, (int)q[i].id);
         if (!PQsendQueryPrepared(s->conn, name, q[i].n, q[i].v, q[i].len, q[i].fmt, 0))
             goto lost;
     }

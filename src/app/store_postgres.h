@@ -13,7 +13,9 @@
  * Sync (no BEGIN/COMMIT). Most calls are one statement (writes with their counters as
  * data-modifying CTEs). The writes that touch home timelines (post create and delete, follow,
  * unfollow) and throttle_take are two statements in that transaction: the first locks the
- * account row(s) (throttles: advisory locks on the keys), the second does the work with a fresh
+ * account row(s) (throttles: advisory locks on the keys; a post that is no reply and has no
+ * Idempotency-Key: the update of its author's posts counter, which takes the same row lock and
+ * leaves the second statement the rest of the work), the second does the work with a fresh
  * READ COMMITTED snapshot taken after the lock, so two such writes on the same author see each
  * other's effects (a post fanned out while its author gains a follower reaches that follower by
  * one path or the other; two creates with one Idempotency-Key see each other's post).
@@ -22,7 +24,9 @@
  * for two (store.h) are one round trip too: store_session_home and store_posts_by_name are two
  * statements in one pipeline (the session's or the account's row, then the page: joining that
  * row to every post row cost PostgreSQL a quarter more work), store_post_create_get the create's
- * pipeline with a third statement reading the post back in the same transaction.
+ * pipeline with a third statement reading the post back in the same transaction (a post that
+ * is no reply and has no key: the write's own statement returns it). A home page asked without
+ * its account (me NULL) reads the session alone, not the account's row.
  *
  * Failures: serialization failure (40001), deadlock (40P01), and for the writes that name other
  * rows a foreign-key or unique violation caused by a concurrent change, roll the whole transaction
@@ -72,6 +76,7 @@ enum pg_stmt {
     PG_LOCK_ACCOUNTS2,
     PG_SESS_CREATE,
     PG_SESS_ACCOUNT,
+    PG_SESS_ONLY,
     PG_SESS_DELETE,
     PG_SESS_TOUCH,
     PG_SESS_LIST,
@@ -87,6 +92,7 @@ enum pg_stmt {
     PG_THR_GIVE,
     PG_THR_FORGET,
     PG_POST_CREATE,
+    PG_POST_COUNT,
     PG_POST_CREATE_PLAIN,
     PG_POST_DELETE,
     PG_POST_GET,
@@ -100,7 +106,6 @@ enum pg_stmt {
     PG_LIST_NAME,
     PG_LIST_NAME_ANON,
     PG_POST_CREATED,
-    PG_POST_CREATED_PLAIN,
     PG_REPLAY, /* store_postgres_replica.c */
     PG__COUNT
 };
@@ -162,6 +167,8 @@ void pg_copy_text(const PGresult *r, int row, int col, char *out, size_t size);
 void pg_read_account(const PGresult *r, int row, int col, struct store_account *out);
 /* Reads PG_SESSION_COLS (11 columns from col 0: the account, then the session); session may be NULL. */
 void pg_read_session(const PGresult *r, int row, struct store_account *out, struct store_session *session);
+/* Reads a session's id, account_id, created_at, last_used_at and user_agent from column col. */
+void pg_read_session_cols(const PGresult *r, int row, int col, struct store_session *out);
 /* Records a message and returns code. */
 int pg_fail(struct pg_store *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Maps the outcome of a result (or of the connection when r is NULL) to a store code, recording

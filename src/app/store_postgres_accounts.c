@@ -87,7 +87,7 @@ int pg_session_create(struct store *st, const unsigned char hash[STORE_TOKEN_HAS
     return rc;
 }
 
-static void read_session(const PGresult *r, int row, int col, struct store_session *out)
+void pg_read_session_cols(const PGresult *r, int row, int col, struct store_session *out)
 {
     out->id = pg_int(r, row, col);
     out->account_id = pg_int(r, row, col + 1);
@@ -100,13 +100,16 @@ int pg_session_account(struct store *st, const unsigned char hash[STORE_TOKEN_HA
                        struct store_account *out, struct store_session *session)
 {
     struct pg_store *s = (struct pg_store *)st;
-    struct pg_q q = {.id = PG_SESS_ACCOUNT, .n = 2};
+    struct pg_q q = {.id = out != NULL ? PG_SESS_ACCOUNT : PG_SESS_ONLY, .n = 2};
     pg_q_bytes(&q, 0, hash, STORE_TOKEN_HASH_LEN);
     pg_q_int(&q, 1, now - s->base.session_ttl_ms);
     int rc = pg_batch_row(s, &q, 1, PG_RESEND, "looking up a session");
     if (rc != STORE_OK)
         return rc;
-    pg_read_session(q.res, 0, out, session);
+    if (out != NULL)
+        pg_read_session(q.res, 0, out, session);
+    else
+        pg_read_session_cols(q.res, 0, 0, session);
     pg_q_clear(&q, 1);
     return STORE_OK;
 }
@@ -161,7 +164,7 @@ int pg_session_list(struct store *st, int64_t account_id, int64_t now, const str
     pg_q_int(&q, 4, now - s->base.session_ttl_ms);
     int rc = pg_batch(s, &q, 1, PG_RESEND, "listing sessions");
     for (int i = 0; rc == STORE_OK && i < PQntuples(q.res); i++) {
-        read_session(q.res, i, 0, &sess);
+        pg_read_session_cols(q.res, i, 0, &sess);
         if (cb(ctx, &sess) != 0)
             break;
     }

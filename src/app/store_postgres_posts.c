@@ -15,47 +15,59 @@ int pg_post_create(struct store *st, int64_t author, const char *text, size_t te
     return pg_post_create_get(st, author, text, text_len, reply_to, idem_key, idem_hash, now, id_out, NULL, NULL);
 }
 
-/* With cb, PG_POST_CREATED reads the post back as the third statement of the write's pipeline. */
-int pg_post_create_get(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
-                       const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
-                       store_post_cb cb, void *ctx)
+/* A post that is no reply and has no Idempotency-Key (every compose of the social mix):
+ * PG_POST_COUNT, whose row is the author, and PG_POST_CREATE_PLAIN, whose row is the new id; the
+ * post as its author sees it is theirs with the call's text and time and zero counters. text is
+ * NUL-terminated at text_len. */
+static int create_plain(struct pg_store *s, int64_t author, const char *text, size_t text_len, int64_t now,
+                        int64_t *id_out, store_post_cb cb, void *ctx)
 {
-    struct pg_store *s = (struct pg_store *)st;
-    if (memchr(text, '\0', text_len) != NULL) /* PostgreSQL's text cannot hold NUL */
-        return pg_fail(s, STORE_ERROR, "creating a post: the text contains a NUL character");
-    /* text parameters are NUL-terminated: copy when the caller's text is not */
-    char small[1024], *copy = text_len < sizeof small ? small : NULL;
-    if (copy == NULL)
-        copy = alloc_malloc(text_len + 1);
-    memcpy(copy, text, text_len);
-    copy[text_len] = '\0';
+    struct pg_q q[2] = {{.id = PG_POST_COUNT, .n = 1}, {.id = PG_POST_CREATE_PLAIN, .n = 4}};
+    pg_q_int(&q[0], 0, author);
+    pg_q_int(&q[1], 0, author);
+    pg_q_text(&q[1], 1, text, text_len);
+    pg_q_int(&q[1], 2, now);
+    pg_q_int(&q[1], 3, s->base.fanout_limit);
+    int rc = pg_batch(s, q, 2, PG_WRITE | PG_RACY, "creating a post");
+    if (rc != STORE_OK)
+        return rc;
+    if (PQntuples(q[0].res) != 1 || PQntuples(q[1].res) != 1) {
+        rc = STORE_NOT_FOUND; /* no such author */
+    } else {
+        *id_out = pg_int(q[1].res, 0, 0);
+        if (cb != NULL) {
+            struct store_post p = {.id = *id_out, .text = text, .text_len = text_len, .created_at = now};
+            pg_read_account(q[0].res, 0, 0, &p.author);
+            cb(ctx, &p);
+        }
+    }
+    pg_q_clear(q, 2);
+    return rc;
+}
+
+/* Any other post: PG_LOCK_ACCOUNT, PG_POST_CREATE and, with cb, PG_POST_CREATED reading the post
+ * back as the third statement of the write's pipeline. text is NUL-terminated at text_len. */
+static int create_general(struct pg_store *s, int64_t author, const char *text, size_t text_len, int64_t reply_to,
+                          const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
+                          store_post_cb cb, void *ctx)
+{
     struct pg_q q[3] = {
         {.id = PG_LOCK_ACCOUNT, .n = 1}, {.id = PG_POST_CREATE, .n = 7}, {.id = PG_POST_CREATED, .n = 2}};
     int nq = cb != NULL ? 3 : 2;
     pg_q_int(&q[0], 0, author);
-    if (reply_to == 0 && idem_key == NULL) { /* the common post: statements of its own */
-        q[1] = (struct pg_q){.id = PG_POST_CREATE_PLAIN, .n = 4};
-        q[2] = (struct pg_q){.id = PG_POST_CREATED_PLAIN, .n = 1};
-        pg_q_int(&q[1], 0, author);
-        pg_q_text(&q[1], 1, copy, text_len);
-        pg_q_int(&q[1], 2, now);
-        pg_q_int(&q[1], 3, st->fanout_limit);
-        pg_q_int(&q[2], 0, author);
-    } else {
-        pg_q_int(&q[1], 0, author);
-        pg_q_text(&q[1], 1, copy, text_len);
-        pg_q_int(&q[1], 2, now);
-        if (reply_to != 0)
-            pg_q_int(&q[1], 3, reply_to);
-        pg_q_int(&q[1], 4, st->fanout_limit);
-        pg_q_int(&q[2], 0, author);
-        if (idem_key != NULL) {
-            pg_q_text(&q[1], 5, idem_key, strlen(idem_key));
-            pg_q_text(&q[2], 1, idem_key, strlen(idem_key));
-        }
-        if (idem_key != NULL && idem_hash != NULL)
-            pg_q_bytes(&q[1], 6, idem_hash, STORE_BODY_HASH_LEN);
+    pg_q_int(&q[1], 0, author);
+    pg_q_text(&q[1], 1, text, text_len);
+    pg_q_int(&q[1], 2, now);
+    if (reply_to != 0)
+        pg_q_int(&q[1], 3, reply_to);
+    pg_q_int(&q[1], 4, s->base.fanout_limit);
+    pg_q_int(&q[2], 0, author);
+    if (idem_key != NULL) {
+        pg_q_text(&q[1], 5, idem_key, strlen(idem_key));
+        pg_q_text(&q[2], 1, idem_key, strlen(idem_key));
     }
+    if (idem_key != NULL && idem_hash != NULL)
+        pg_q_bytes(&q[1], 6, idem_hash, STORE_BODY_HASH_LEN);
     /* PG_RACY: a parent deleted meanwhile (foreign key) or a key taken meanwhile (unique index)
      * is found by the next attempt */
     int rc = pg_batch(s, q, nq, PG_WRITE | PG_RACY, "creating a post");
@@ -73,6 +85,25 @@ int pg_post_create_get(struct store *st, int64_t author, const char *text, size_
             stream_posts(q[2].res, 0, NULL, cb, ctx);
     }
     pg_q_clear(q, nq);
+    return rc;
+}
+
+int pg_post_create_get(struct store *st, int64_t author, const char *text, size_t text_len, int64_t reply_to,
+                       const char *idem_key, const unsigned char *idem_hash, int64_t now, int64_t *id_out,
+                       store_post_cb cb, void *ctx)
+{
+    struct pg_store *s = (struct pg_store *)st;
+    if (memchr(text, '\0', text_len) != NULL) /* PostgreSQL's text cannot hold NUL */
+        return pg_fail(s, STORE_ERROR, "creating a post: the text contains a NUL character");
+    /* text parameters are NUL-terminated: copy when the caller's text is not */
+    char small[1024], *copy = text_len < sizeof small ? small : NULL;
+    if (copy == NULL)
+        copy = alloc_malloc(text_len + 1);
+    memcpy(copy, text, text_len);
+    copy[text_len] = '\0';
+    int rc = reply_to == 0 && idem_key == NULL
+                 ? create_plain(s, author, copy, text_len, now, id_out, cb, ctx)
+                 : create_general(s, author, copy, text_len, reply_to, idem_key, idem_hash, now, id_out, cb, ctx);
     if (copy != small)
         free(copy);
     return rc;
@@ -112,10 +143,12 @@ int pg_like(struct store *st, int64_t post, int64_t account, int on, int64_t now
 }
 
 /* Calls cb for each post row of r until it returns non-zero: POST_COLS from column c, or with
- * author, POST_OWN_COLS and every post's author is *author. */
+ * author, POST_OWN_COLS (or POST_OWN_COLS_UNLIKED: nothing liked) and every post's author is
+ * *author. */
 static void stream_posts(const PGresult *r, int c, const struct store_account *author, store_post_cb cb, void *ctx)
 {
     struct store_post p;
+    int liked = author == NULL || PQnfields(r) > c + 6; /* a liked column */
     if (author != NULL)
         p.author = *author;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -126,7 +159,7 @@ static void stream_posts(const PGresult *r, int c, const struct store_account *a
         p.reply_to = pg_int(r, i, c + 3); /* NULL reads as 0 */
         p.likes_count = pg_int(r, i, c + 4);
         p.replies_count = pg_int(r, i, c + 5);
-        p.liked = pg_bool(r, i, c + 6);
+        p.liked = liked && pg_bool(r, i, c + 6);
         if (author == NULL)
             pg_read_account(r, i, c + 7, &p.author);
         if (cb(ctx, &p) != 0)
@@ -188,11 +221,12 @@ int pg_home(struct store *st, int64_t owner, const struct store_page *page, stor
     return list((struct pg_store *)st, PG_LIST_HOME, 4, owner, owner, page, cb, ctx);
 }
 
-/* The session (PG_SESS_ACCOUNT) and its home page in one pipeline. The page is PG_SESS_HOME's;
- * while s->unfanned is 0 it is asked of PG_SESS_HOME_FANNED instead, whose last column says
- * whether that was the same page (no unfanned author): when it was not, or when the page came
- * back empty (no row to say), both statements are sent again with PG_SESS_HOME, a second round
- * trip. unfanned_authors is never pruned, so once seen non-empty the store merges from then on. */
+/* The session (PG_SESS_ACCOUNT, or without me PG_SESS_ONLY) and its home page in one pipeline.
+ * The page is PG_SESS_HOME's; while s->unfanned is 0 it is asked of PG_SESS_HOME_FANNED instead,
+ * whose last column says whether that was the same page (no unfanned author): when it was not,
+ * or when the page came back empty (no row to say), both statements are sent again with
+ * PG_SESS_HOME, a second round trip. unfanned_authors is never pruned, so once seen non-empty
+ * the store merges from then on. */
 int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_LEN], int64_t now,
                     const struct store_page *page, struct store_account *me, struct store_session *session,
                     store_post_cb cb, void *ctx)
@@ -201,7 +235,7 @@ int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_
     int64_t oldest = now - s->base.session_ttl_ms;
     int merge = s->unfanned;
     for (;;) {
-        struct pg_q q[2] = {{.id = PG_SESS_ACCOUNT, .n = 2},
+        struct pg_q q[2] = {{.id = me != NULL ? PG_SESS_ACCOUNT : PG_SESS_ONLY, .n = 2},
                             {.id = merge ? PG_SESS_HOME : PG_SESS_HOME_FANNED, .n = 5}};
         pg_q_bytes(&q[0], 0, hash, STORE_TOKEN_HASH_LEN);
         pg_q_int(&q[0], 1, oldest);
@@ -219,7 +253,10 @@ int pg_session_home(struct store *st, const unsigned char hash[STORE_TOKEN_HASH_
             merge = 1;
             continue;
         }
-        pg_read_session(q[0].res, 0, me, session);
+        if (me != NULL)
+            pg_read_session(q[0].res, 0, me, session);
+        else if (session != NULL)
+            pg_read_session_cols(q[0].res, 0, 0, session);
         stream_posts(q[1].res, 0, NULL, cb, ctx);
         pg_q_clear(q, 2);
         return STORE_OK;

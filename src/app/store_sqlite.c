@@ -702,7 +702,10 @@ static int sq_session_account(struct store *st, const unsigned char hash[STORE_T
 {
     struct sq_store *s = (struct sq_store *)st;
     sqlite3_stmt *q = sq_stmt(s, SQ_SESS_ACCOUNT);
+    struct store_account acc;
     int rc, ret;
+    if (out == NULL) /* the account is read anyway: one statement */
+        out = &acc;
     if (q == NULL)
         return STORE_ERROR;
     sqlite3_bind_blob(q, 1, hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);

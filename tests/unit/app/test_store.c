@@ -392,6 +392,7 @@ struct tc {
     char where[96]; /* "seed S step N" or the test's name */
     char op[400];   /* the operation being checked */
     int posts;      /* t_post calls so far: every other one reads the post back (store_post_create_get) */
+    int homes;      /* t_session_home calls so far: every other one passes no account (me NULL) */
 };
 
 static void op(struct tc *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -975,12 +976,16 @@ static int t_session_account(struct tc *t, int64_t tokn, int64_t now)
         memset(&a, 0, sizeof a);
         expect_rc(t, STORE_OK, store_session_account(t->st, tok, now, &a, NULL)); /* session may be NULL */
         cmp_account(t, "session's account (no session asked)", &wa, &a);
+        memset(&s, 0, sizeof s);
+        expect_rc(t, STORE_OK, store_session_account(t->st, tok, now, NULL, &s)); /* or the account */
+        cmp_session(t, "session (no account asked)", &ws, &s);
     }
     return rc;
 }
 
 /* store_session_home: the session's account and session (as store_session_account) and then
- * one page of its account's home timeline (as store_home), compared with the model. */
+ * one page of its account's home timeline (as store_home), compared with the model; every other
+ * call without the account (me NULL: the session alone, whose account_id names it). */
 static int t_session_home(struct tc *t, int64_t tokn, int64_t now, const struct store_page *pg)
 {
     struct model *m = t->m;
@@ -999,11 +1004,16 @@ static int t_session_home(struct tc *t, int64_t tokn, int64_t now, const struct 
     int n = alive ? m_list(m, L_HOME, m->acct[m->sess[i].acct].id, now, &page, want) : 0;
     struct rows got = {calloc((size_t)n + 1, sizeof(struct row)), 0, n + 1, 0};
     assert_non_null(got.v);
-    int rc = store_session_home(t->st, tok, now, &page, &a, &s, collect_post, &got);
+    int with_me = t->homes++ % 2 == 0;
+    memset(&s, 0, sizeof s);
+    int rc = store_session_home(t->st, tok, now, &page, with_me ? &a : NULL, &s, collect_post, &got);
     expect_rc(t, alive ? STORE_OK : STORE_NOT_FOUND, rc);
     if (rc == STORE_OK) {
         m_account_view(m, m->sess[i].acct, &wa);
-        cmp_account(t, "session's account", &wa, &a);
+        if (with_me)
+            cmp_account(t, "session's account", &wa, &a);
+        else
+            a.id = s.account_id;
         m_sess_view(m, i, &ws);
         cmp_session(t, "session", &ws, &s);
     }

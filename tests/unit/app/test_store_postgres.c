@@ -457,6 +457,15 @@ static void test_error_mapping(void **state)
     assert_int_equal(store_follow(st, alice, 999999, 1, 1), STORE_NOT_FOUND);
     assert_int_equal(store_like(st, 999999, alice, 1, 1), STORE_NOT_FOUND);
     assert_int_equal(store_post_delete(st, 999999, alice), STORE_NOT_FOUND);
+    /* a post of no such author (the plain path: no reply, no key) writes nothing */
+    int rows = 0;
+    int64_t posts = raw_int(f->url, "SELECT count(*) FROM posts");
+    assert_int_equal(store_post_create(st, 999999, "x", 1, 0, NULL, NULL, 1, &id), STORE_NOT_FOUND);
+    assert_int_equal(store_post_create_get(st, 999999, "x", 1, 0, NULL, NULL, 1, &id, count_post, &rows),
+                     STORE_NOT_FOUND);
+    assert_int_equal(rows, 0);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts"), posts);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM home"), raw_int(f->url, "SELECT count(*) FROM posts"));
     /* a text PostgreSQL cannot store */
     assert_int_equal(store_post_create(st, alice, "a\0b", 3, 0, NULL, NULL, 1, &id), STORE_ERROR);
     /* a huge text (the API allows far less) goes through whole */
