@@ -53,14 +53,11 @@ class HoldBackend(ThreadedBackend):
             return sum(1 for t in self.targets if ("t=%s&" % tag) in t or t.endswith("t=%s" % tag))
 
     def _serve(self, conn):
-        buf = b""
         try:
-            while b"\r\n\r\n" not in buf:
-                d = conn.recv(65536)
-                if not d:
-                    return
-                buf += d
-            target = buf.split(b" ")[1].decode()
+            line = self.read_head(conn)
+            if line is None:
+                return
+            target = line.split(" ")[1]
             if target != "/health":
                 with self._lock:
                     self.targets.append(target)
