@@ -38,6 +38,7 @@ struct lb_upstream {
     int reading;            /* read interest wanted */
     int parked;             /* not watched (lb_upstream_park) */
     int probed;             /* its peer was probed (net_probe_peer): never pooled again */
+    int read_soon;          /* a read is deferred to the end of this loop iteration (relay.c) */
     void *owner;            /* the exchange using it; NULL when idle or closed */
     struct loop_timer idle_timer;
 };
