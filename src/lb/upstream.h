@@ -57,7 +57,8 @@ struct lb_pools {
     unsigned idle_max, idle_timeout_ms;
     lb_upstream_io_fn *on_io;
     struct blockpool bufs; /* input buffers of connections in use: an idle one holds none */
-    int read_soon_credit;  /* relay.c's read_soon: tried while it finds answers (zeroed here) */
+    int read_soon;         /* relay.c's read_soon is used (set by the owner; off here) */
+    int read_soon_credit;  /* ... tried while it finds answers (zeroed here) */
     unsigned read_soon_skipped;
 };
 
