@@ -52,6 +52,7 @@
 #include "core/alloc.h"
 #include "core/net.h"
 #include "core/rc.h"
+#include "http/daemon.h"
 #include "lb/exchange.h"
 #include "lb/local.h"
 #include "lb/rewrite.h"
@@ -908,6 +909,8 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     tunnel_worker_init(w);
     worker_register(w);
     lb_pools_init(&w->pools, loop, cfg->pool_idle_max, cfg->pool_idle_timeout_ms, relay_io);
+    /* relay.c's read_soon: with one worker only (see there) */
+    w->pools.read_soon = (cfg->workers ? cfg->workers : http_daemon_cpus()) == 1;
     lb_access_log_init(&w->log, loop, sh->access_log_fd,
                        strcmp(sh->cfg->access_log_format, "json") ? LB_LOG_COMBINED : LB_LOG_JSON);
     struct http_server_limits lim;
