@@ -13,23 +13,23 @@
  * stops reading the request may have answered early (a 413 to a body it will not take): that
  * answer is relayed if it came.
  *
- * Reading soon (read_soon): once a request is written, its connection is also read from a
- * deferred call at the end of the current loop iteration, without waiting for epoll. A backend on
- * this machine usually answers within microseconds (woken by the write, it often runs before the
- * worker does again), so the answer is read in the iteration that sent the request instead of the
- * next one, and an HTTP/2 answer goes out with that iteration's deferred sends (server.c's
- * h2_kicked, queued after it). An iteration grows with the number of busy connections: with one
- * worker and 64 of them it lasted 0.3-1 ms, and that wait on every request set the tail
- * (bench/RESULTS-p99-draft.md). When nothing has come yet the read finds EAGAIN and the answer
- * comes through epoll as before: a read() for nothing. So it is tried while it pays: each read
- * that finds the answer raises the worker's credit by one (up to READ_SOON_MAX), each that finds
- * nothing lowers it by READ_SOON_MISS, and below zero only one request in READ_SOON_SAMPLE
- * tries, to notice when it pays again. It pays while over two reads in three find their answer:
- * with one worker 95% did (HTTPS keep-alive; 80% over h2); with two workers on the two cores,
- * whose iterations are shorter while the backends wait for a core, 42% did over h2. The worker
- * turns it on only when it is the only one (lb_pools.read_soon, proxy.c): with two workers h2's
- * p90 and p99 came out worse than without it in every paired round, credit or not, for a reason
- * not found yet (bench/RESULTS-p99-draft.md). */
+ * Reading soon (read_soon): once a request is written, its connection is also read from a deferred
+ * call at the end of the current loop iteration, without waiting for epoll. A backend on this
+ * machine usually answers within microseconds (woken by the write, it often runs before the worker
+ * does again), so the answer is read in the iteration that sent the request instead of the next
+ * one, and an HTTP/2 answer goes out with that iteration's deferred sends (server.c's h2_kicked,
+ * queued after it). An iteration grows with the number of busy connections: with one worker and 64
+ * of them it lasted 0.3-1 ms, and that wait on every request set the tail (bench/RESULTS.md, "One
+ * worker's p99"). When nothing has come yet the read finds EAGAIN and the answer comes through
+ * epoll as before: a read() for nothing. So it is tried while it pays: each read that finds the
+ * answer raises the worker's credit by one (up to READ_SOON_MAX), each that finds nothing lowers
+ * it by READ_SOON_MISS, and below zero only one request in READ_SOON_SAMPLE tries, to notice when
+ * it pays again. It pays while over two reads in three find their answer: with one worker 95% did
+ * (HTTPS keep-alive; 80% over h2); with two workers on the two cores, whose iterations are shorter
+ * while the backends wait for a core, 42% did over h2. The worker turns it on only when it is the
+ * only one (lb_pools.read_soon, proxy.c): with two workers h2's p90 and p99 came out worse than
+ * without it in every paired round, credit or not, for a reason not found yet (bench/RESULTS.md,
+ * "One worker's p99"). */
 #define READ_SOON_MAX    64
 #define READ_SOON_MISS   2
 #define READ_SOON_SAMPLE 16

@@ -3,7 +3,7 @@
 that read meets something else than a plain answer: an answer and the backend's close arriving
 together, an answer that has not come yet (the read finds EAGAIN and epoll brings it), and one
 worker with many busy connections over HTTP/1.1 and HTTP/2, where every request must get its own
-answer. Latency itself is measured by the benchmarks (bench/RESULTS-p99-draft.md), not here."""
+answer. Latency itself is measured by the benchmarks (bench/RESULTS.md, "One worker's p99"), not here."""
 
 import http.client
 import shutil
