@@ -134,7 +134,8 @@ struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_strea
 void http_conn_stream_free(struct http_conn *sc);
 /* The stream's request is answered here (h2.c's reject) and never holds a server connection: sc
  * stops counting against lim.max_conns. Its answer may wait for the client's window until
- * client_send; counted, such answers let one address fill the budget within max_conns_per_ip. */
+ * client_send; counted, such answers let one address fill the budget within max_conns_per_ip.
+ * Their memory is bounded per connection by H2_MAX_STREAMS, as HAProxy and nginx bound streams. */
 void http_conn_stream_answered(struct http_conn *sc);
 /* The Retry-After of a 429 or 503 answered on the stream's conn sc (http_conn_respond_error). */
 void http_conn_stream_retry_after(struct http_conn *sc, unsigned seconds);
