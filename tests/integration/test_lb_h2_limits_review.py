@@ -4,14 +4,17 @@ Each test names the finding it pins; see test_lb_h2_limits.py for the change's o
 fixtures and helpers are reused here). Clients connect from 127.0.0.3 (MAIN) and 127.0.0.2
 (OTHER), never sharing slots with the balancer's start-up polls from 127.0.0.1."""
 
+import signal
 import struct
 
-from h2raw import END_STREAM, H2, HEADERS, REFUSED_STREAM, RST_STREAM, SETTINGS, frame
+import pytest
+
+from h2raw import END_STREAM, H2, HEADERS, NO_ERROR, REFUSED_STREAM, RST_STREAM, frame
 from test_lb_h2 import h2_lb  # noqa: F401 (a fixture)
 from test_lb_h2_limits import MAIN, OTHER, TOO_MANY, backend, ended, hold_streams, release, settle, status_of  # noqa: F401
 from test_lb_tls import certs  # noqa: F401 (a fixture)
-from helpers import LOCALHOST, admin_token, free_port, http_request, metric, parse_metrics
-from test_lb_h2_limits import H1, TOO_MANY_CONNS
+from helpers import LOCALHOST, admin_token, free_port, http_request, metric, parse_metrics, wait_for
+from test_lb_h2_limits import H1, TOO_MANY_CONNS, wait_exact_room
 
 SHUT_WINDOW = struct.pack(">HI", 4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE 0: no response DATA ever
 
@@ -145,3 +148,113 @@ def test_streams_racing_on_two_workers_get_exactly_n(h2_lb, backend):
         assert sorted(status_of(c, s) for c, cids in zip(conns, ids) for s in cids) == [200] * n + [503] * 5 * n
     for c in conns:
         c.close()
+
+
+def test_one_slot_per_address(h2_lb, backend):
+    """A check, --max-conns-per-ip 1: an HTTP/2 connection's first stream rides on its own slot
+    (never refused), a second at once is 503, one after another they are all served; an HTTP/1.1
+    connection meanwhile is refused at accept; once the HTTP/2 connection is gone the HTTP/1.1
+    connection gets in and then an HTTP/2 connection is refused at accept."""
+    lb = h2_lb("--max-conns-per-ip", "1", backends=[backend.port])
+    c = H2(lb.tls_port, lb.ca, source=MAIN)
+    tag, ids = hold_streams(c, backend, 2)
+    assert settle(c, backend, tag, ids, 2) == (1, [ids[1]])
+    assert status_of(c, ids[1]) == 503
+    h1 = H1(lb.port, MAIN)
+    assert h1.read_until_closed() == TOO_MANY_CONNS
+    h1.close()
+    assert release(c, backend, ids[:1]) == [200]
+    assert [c.wait_stream(c.request("/fast?seq=%d" % i), 10)[0] for i in range(5)] == [200] * 5
+    c.close()
+
+    def h1_gets_in():
+        conn = H1(lb.port, MAIN)
+        try:
+            conn.get("/fast")
+            return conn.read_response()[0] == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    assert wait_for(h1_gets_in, 10)
+    h1 = H1(lb.port, MAIN)
+    h1.get("/fast")
+    assert h1.read_response()[0] == 200
+    with pytest.raises((OSError, AssertionError)):
+        H2(lb.tls_port, lb.ca, source=MAIN, timeout=5).wait_stream(1, 1)
+    h1.close()
+
+
+def test_sighup_reload_with_streams_open(h2_lb, backend):
+    """A check. --max-conns-per-ip 4, a connection holding 4 streams: SIGHUP reloads (the table is
+    kept); the streams are still counted (a fifth is 503), then answered, and the address gets
+    exactly 4 again."""
+    lb = h2_lb("--max-conns-per-ip", "4", backends=[backend.port])
+    c = H2(lb.tls_port, lb.ca, source=MAIN)
+    tag, ids = hold_streams(c, backend, 4)
+    assert settle(c, backend, tag, ids, 4) == (4, [])
+    lb.popen.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "agora lb: reloaded:" in lb.output(), 5), lb.output()
+    extra = c.request("/fast?extra=1")
+    assert c.wait_stream(extra, 10)[0] == 503
+    assert release(c, backend, ids) == [200] * 4
+    c.close()
+    wait_exact_room(lb, backend, MAIN, 4)
+
+
+def test_refused_uploads_sending_their_bodies_are_not_a_flood(h2_lb, backend):
+    """A check (the honest uploader). --max-conns-per-ip 1, one held stream; then 250 POSTs (over
+    the 200 resets per 10 s that end a connection), each with its whole 20 KB body sent after its
+    HEADERS without waiting: each is answered 503 (then RST_STREAM NO_ERROR, the body not wanted),
+    the DATA that arrives after is dropped without a reset of the client's making, and the
+    connection goes on: no GOAWAY, and a stream after them is served."""
+    lb = h2_lb("--max-conns-per-ip", "1", backends=[backend.port])
+    c = H2(lb.tls_port, lb.ca, source=MAIN)
+    tag, held = hold_streams(c, backend, 1)
+    assert settle(c, backend, tag, held, 1) == (1, [])
+    for batch in range(5):
+        ids = [c.request("/fast?up=%d" % i, method="POST", body=b"u" * 20000,
+                         extra=[("content-length", "20000")]) for i in range(50)]
+        for sid in ids:
+            c.wait_stream(sid, 10)
+        assert [status_of(c, s) for s in ids] == [503] * 50
+        assert {c.streams[s]["reset"] for s in ids} <= {None, NO_ERROR}
+    c.wait(lambda c: False, 0.3)
+    assert (c.goaway, c.closed) == (None, False)
+    assert release(c, backend, held) == [200]
+    assert c.wait_stream(c.request("/fast?after=1"), 10) == (200, b"ok\n", None)
+    c.close()
+
+
+def h2c(port, source):
+    """An HTTP/2 connection with prior knowledge on the plain port (h2raw.H2 without TLS)."""
+    from hpack import Decoder, Encoder
+    from h2raw import PREFACE, SETTINGS
+    from helpers import connect_from
+    c = H2.__new__(H2)
+    c.sock = connect_from(source, port, timeout=10)
+    c.enc, c.dec = Encoder(), Decoder()
+    c.buf, c.frames, c.streams, c.goaway, c.closed, c.next_id = b"", [], {}, None, False, 1
+    c.send(PREFACE + frame(SETTINGS, 0, 0))
+    return c
+
+
+def test_h2c_streams_share_the_limit_with_tls(h2_lb, backend):
+    """A check, --h2c on --max-conns-per-ip 4: an h2c connection (prior knowledge, plain port) and
+    a TLS h2 connection from one address: 2 held streams on each reach the backend (2 + 2), a fifth
+    stream on either is 503; closed, the address gets exactly 4 again."""
+    lb = h2_lb("--h2c", "on", "--max-conns-per-ip", "4", backends=[backend.port])
+    plain = h2c(lb.port, MAIN)
+    tls = H2(lb.tls_port, lb.ca, source=MAIN)
+    tag, pids = hold_streams(plain, backend, 2)
+    assert settle(plain, backend, tag, pids, 2) == (2, [])
+    tag2, tids = hold_streams(tls, backend, 2)
+    assert settle(tls, backend, tag2, tids, 2) == (2, [])
+    assert plain.wait_stream(plain.request("/fast?x=1"), 10)[0] == 503
+    assert tls.wait_stream(tls.request("/fast?x=2"), 10)[0] == 503
+    assert release(plain, backend, pids) == [200, 200]
+    assert release(tls, backend, tids) == [200, 200]
+    plain.close()
+    tls.close()
+    wait_exact_room(lb, backend, MAIN, 4)
