@@ -230,13 +230,15 @@ static void stream_free(struct h2_stream *st)
     stream_release(st);
 }
 
-/* Answers a request here (the handler never sees it): status on that stream, its body dropped. */
+/* Answers a request here (the handler never sees it, or was aborted): status on that stream, its
+ * body dropped. The stream holds no server connection, so it leaves the max_conns budget. */
 static void reject(struct h2_stream *st, int status, const char *msg)
 {
     struct h2_session *s = st->s;
     st->rejected = 1;
     if (!st->conn)
         st->conn = http_conn_stream_new(s->c, st, s->tls);
+    http_conn_stream_answered(st->conn);
     if (s->lim.stats)
         http_answers_count(&s->lim.stats->answers, status);
     http_conn_respond_error(st->conn, status, msg, 0);

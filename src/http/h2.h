@@ -129,9 +129,14 @@ void h2_stream_pause_body(struct h2_stream *st, int paused);
  * descriptor budget); else the stream is refused (RST_STREAM REFUSED_STREAM, retried by clients). */
 int http_conn_stream_room(const struct http_conn *parent);
 /* A stream's conn: shares parent's server, address and TLS flag; data NULL, request start now.
- * Counted against lim.max_conns until http_conn_stream_free. */
+ * Counted against lim.max_conns until http_conn_stream_free, or until http_conn_stream_answered. */
 struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_stream *st, int tls);
 void http_conn_stream_free(struct http_conn *sc);
+/* The stream's request is answered here (h2.c's reject) and never holds a server connection: sc
+ * stops counting against lim.max_conns. Its answer may wait for the client's window until
+ * client_send; counted, such answers let one address fill the budget within max_conns_per_ip.
+ * Their memory is bounded per connection by H2_MAX_STREAMS, as HAProxy and nginx bound streams. */
+void http_conn_stream_answered(struct http_conn *sc);
 /* The Retry-After of a 429 or 503 answered on the stream's conn sc (http_conn_respond_error). */
 void http_conn_stream_retry_after(struct http_conn *sc, unsigned seconds);
 /* Frames wait (or a body resumes): the parent writes them from a deferred call. */

@@ -121,6 +121,7 @@ struct http_conn {
     unsigned feeding : 1;     /* ... a deferred tunnel_feed is scheduled */
     unsigned parked : 1;      /* ... not watched while paused after a hang-up (tunnel_read) */
     unsigned stream_tls : 1;  /* a stream's conn: its connection is TLS */
+    unsigned answered : 1;    /* ... answered here: not in nstreams (http_conn_stream_answered) */
     unsigned h2_kicked : 1;   /* an HTTP/2 connection: a deferred h2_pump is scheduled */
     char ip[48];
 };
@@ -1150,10 +1151,20 @@ struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_strea
 
 void http_conn_stream_retry_after(struct http_conn *sc, unsigned seconds) { sc->retry_after = seconds; }
 
+void http_conn_stream_answered(struct http_conn *c)
+{
+    if (c->answered)
+        return;
+    c->answered = 1;
+    c->srv->nstreams--;
+    server_maybe_accept(c->srv);
+}
+
 void http_conn_stream_free(struct http_conn *c)
 {
     struct http_server *s = c->srv;
-    s->nstreams--;
+    if (!c->answered)
+        s->nstreams--;
     free(c);
     server_maybe_accept(s);
 }

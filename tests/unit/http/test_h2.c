@@ -472,6 +472,37 @@ static void test_streams_take_request_tokens(void **state)
     http_climits_free(cl);
 }
 
+/* A stream answered here holds no server connection: it leaves the max_conns budget at once, even
+ * while its answer waits for a window the client keeps shut (counted, such answers let one address
+ * take a worker's budget within its max_conns_per_ip). */
+static void test_answered_streams_leave_the_budget(void **state)
+{
+    struct world *w = *state;
+    struct http_climits *cl = http_climits_new(1, 0, 0);
+    limit_session(w, cl);
+    nghttp2_settings_entry shut = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0};
+    nghttp2_submit_settings(w->cli, NGHTTP2_FLAG_NONE, &shut, 1);
+    int32_t ids[3];
+    for (int i = 0; i < 3; i++)
+        ids[i] = request(w, "GET", "/held", NULL, 0, NULL);
+    exchange(w);
+    assert_int_equal(seen.nconns, 1); /* the first, on the connection's own slot */
+    for (int i = 1; i < 3; i++) {
+        assert_int_equal(reply_of(w, ids[i])->status, 503);
+        assert_int_equal(reply_of(w, ids[i])->closed, 0); /* its body waits for the window */
+    }
+    assert_int_equal(w->srv->nstreams, 1); /* the 503s are not in the budget */
+    assert_int_equal(h2_session_streams(w->c->h2), 3);
+    h2_session_free(w->c->h2);
+    w->c->h2 = NULL;
+    assert_int_equal(w->srv->nstreams, 0);
+    http_climits_conn_close(cl, "127.0.0.1");
+    w->c->counted = 0;
+    w->srv->lim.climits = NULL;
+    assert_int_equal(room(cl, "127.0.0.1"), 1);
+    http_climits_free(cl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -483,6 +514,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_and_bad_path_are_answered_here, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streams_take_the_address_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streams_take_request_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_answered_streams_leave_the_budget, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
