@@ -16,6 +16,7 @@ tests/integration/test_pg_review_cut2.py`). What is asserted, on both stores:
   each other account's home page holds the author's posts exactly when it follows the author at
   the end (docs/TIMELINES.md: the posts of every account the owner follows now)."""
 
+import subprocess
 import threading
 import uuid
 
@@ -23,6 +24,8 @@ import pytest
 
 from helpers import walk_pages
 from agora_test.api import API_PASSWORD, ApiUser, unique_username
+from agora_test.db import psql_path, sql, store_kind
+from agora_test.processes import wait_for
 
 POSTS = "/api/v1/posts"
 
@@ -144,3 +147,43 @@ def test_one_author_every_shape_while_followers_toggle(api_cluster):
     for j, fan in enumerate(fans):
         home = [p["id"] for p in walk_pages(fan.api, "/api/v1/timelines/home?limit=100")[0]]
         assert home == (want if j < 2 else []), (j, len(home))
+
+
+@pytest.mark.skipif(store_kind() != "postgres", reason="holds a PostgreSQL row lock with psql")
+@pytest.mark.parametrize("shape", ["plain", "keyed", "reply"])
+def test_compose_whose_account_is_deleted_meanwhile(api_cluster, shape):
+    """The session is found (api_auth_id), then the account is deleted (by an operator: the API has
+    no account deletion; its sessions go with it) before the post's write takes the author's row.
+    Nothing may be written, and the answer must not blame a reply_to the request does not have:
+    401, as for any request whose session is gone."""
+    u = api_cluster.new_user("c2del")
+    other = api_cluster.new_user("c2delp")
+    parent = other.api.post(POSTS, {"text": "parent"})
+    assert parent.status == 201, parent
+    holder = subprocess.Popen([psql_path(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", api_cluster.db],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        holder.stdin.write("BEGIN;\nDELETE FROM accounts WHERE id = %d;\n\\echo deleted\n" % int(u.id))
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "deleted"
+        out = {}
+        headers = {"Idempotency-Key": "k-del"} if shape == "keyed" else None
+        body = {"text": "orphan", "reply_to": parent.json["id"]} if shape == "reply" else {"text": "orphan"}
+        t = threading.Thread(target=lambda: out.update(r=u.api.post(POSTS, body, headers=headers)))
+        t.start()
+        # the compose waits for the author's row (the DELETE holds it) once it is past the session
+        assert wait_for(lambda: sql(api_cluster.db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type"
+                                    " = 'Lock' AND datname = current_database()") == [(1,)], 10.0, 0.05)
+        holder.stdin.write("COMMIT;\n\\echo committed\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "committed"
+        t.join(15)
+        assert not t.is_alive()
+    finally:
+        holder.stdin.close()
+        holder.wait(15)
+    r = out["r"]
+    assert r.status == 401, r
+    assert r.json["error"].startswith("authentication required"), r
+    assert sql(api_cluster.db, "SELECT count(*) FROM posts WHERE author = ?", int(u.id)) == [(0,)]
+    assert other.api.get(POSTS + "/" + parent.json["id"]).json["replies_count"] == 0
