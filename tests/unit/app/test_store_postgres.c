@@ -1251,6 +1251,47 @@ static void test_plain_posts_under_backend_kills(void **state)
     assert_int_equal(raw_int(f->url, sql), 2 * posts);
 }
 
+/* A plain post's backend is terminated while its PG_POST_COUNT waits for the author's row (held
+ * by another transaction): the call answers STORE_BUSY, is not sent again (it was a write), and
+ * nothing of it is written; the next call reconnects and succeeds. */
+static void test_plain_post_killed_while_waiting_for_the_author(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 3);
+    int64_t star = account(st, "star"), fan = account(st, "fan");
+    assert_int_equal(store_follow(st, fan, star, 1, 1), STORE_OK);
+    char sql[256];
+    PGconn *c = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id = %lld FOR NO KEY UPDATE", (long long)star);
+    PQclear(PQexec(c, sql));
+    struct bg_post b = {f->url, star, 0, -99};
+    pthread_t t;
+    pthread_create(&t, NULL, post_in_background, &b);
+    assert_int_equal(raw_int_soon(f->url,
+                                  "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                  " AND application_name = 'agora' AND wait_event_type = 'Lock'",
+                                  1),
+                     1);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                     " WHERE datname = current_database() AND application_name = 'agora'"
+                                     " AND wait_event_type = 'Lock') x"),
+                     1);
+    pthread_join(t, NULL);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    assert_int_equal(b.rc, STORE_BUSY);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM posts WHERE author = %lld", (long long)star);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT posts_count FROM accounts WHERE id = %lld", (long long)star);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM home"), 0);
+    int64_t id = post(st, star, "after");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM home WHERE post_id = %lld", (long long)id);
+    assert_int_equal(raw_int(f->url, sql), 2);
+}
+
 /* ---- bulk loading ---- */
 
 static void test_bulk_ids_come_from_the_store(void **state)
@@ -1314,6 +1355,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_every_post_shape_of_one_author_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plain_post_crossing_the_fanout_limit_during_a_follow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plain_posts_under_backend_kills, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_post_killed_while_waiting_for_the_author, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_frozen_server_gives_busy_not_a_hang, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_killed_and_restarted, setup, teardown),
     };
