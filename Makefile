@@ -94,7 +94,7 @@ unit-postgres: $(BUILD)/tests/app/test_store
 # The API suites, the idempotency crash test and the login flood again, on PostgreSQL (each
 # cluster of servers on a fresh database of AGORA_TEST_PG's cluster, or of a private one).
 PG_SUITES := $(sort $(wildcard tests/integration/test_api_*.py)) tests/integration/test_ft_idempotent.py \
-	tests/integration/test_ft_login_flood.py
+	tests/integration/test_ft_login_flood.py tests/integration/test_pg_review_cut2.py
 integration-postgres: build
 	@sh scripts/with-pg.sh env AGORA_TEST_STORE=postgres sh scripts/run-integration.sh $(PG_SUITES)
 

@@ -100,6 +100,8 @@ static int reply_to(struct api *a, json_t *body, int64_t *id)
     return -1;
 }
 
+static int ignore_post(void *ctx, const struct store_post *p) { return 0; }
+
 void api_posts_create(struct api *a)
 {
     char key[IDEM_KEY_MAX + 1];
@@ -145,6 +147,14 @@ void api_posts_create(struct api *a)
     buf_reset(&a->resp->body);
     rc = store_post_create_get(a->app->store, a->me.id, text, n, parent, key[0] ? key : NULL, body_hash, a->now, &id,
                                put_created, &c);
+    if (rc == STORE_NOT_FOUND &&
+        (parent == 0 || store_post_get(a->app->store, parent, 0, ignore_post, NULL) == STORE_OK)) {
+        /* no such author: the account was deleted (its sessions with it) after api_auth_id found
+         * the session: 401, as for a session that is gone (the parent, if any, exists) */
+        a->auth = -1;
+        api_auth_id(a, 1);
+        goto out;
+    }
     if (rc == STORE_NOT_FOUND) {
         api_error(a, 422, "reply_to: post not found");
         goto out;
@@ -202,8 +212,6 @@ static void like(struct api *a, int on)
 
 void api_posts_like(struct api *a) { like(a, 1); }
 void api_posts_unlike(struct api *a) { like(a, 0); }
-
-static int ignore_post(void *ctx, const struct store_post *p) { return 0; }
 
 void api_posts_replies(struct api *a)
 {

@@ -957,6 +957,341 @@ static void test_concurrent_idempotent_creates_make_one_post(void **state)
     assert_int_equal(id, c[0].id);
 }
 
+/* ---- pgcut2 review: a plain post's two statements against the other write shapes ---- */
+
+struct shaper {
+    const char *url;
+    int64_t author, replier, parent, first_fan;
+    int kind; /* 0 plain (create_get), 1 keyed, 2 the author's reply, 3 another's reply, 4 follow toggles */
+    int n, done;
+    pthread_barrier_t *go;
+    int failures;
+    char err[300];
+};
+
+struct seen_post {
+    int64_t author, posts_count;
+    int calls;
+};
+
+static int note_post(void *ctx, const struct store_post *p)
+{
+    struct seen_post *s = ctx;
+    s->author = p->author.id;
+    s->posts_count = p->author.posts_count;
+    s->calls++;
+    return 0;
+}
+
+static void *shape_worker(void *arg)
+{
+    struct shaper *w = arg;
+    struct store *st = open_url(w->url, 3);
+    pthread_barrier_wait(w->go);
+    for (int i = 0; i < w->n; i++) {
+        int64_t id = 0;
+        int rc = STORE_OK;
+        char key[32];
+        unsigned char h[STORE_BODY_HASH_LEN] = {1};
+        struct seen_post s = {0, 0, 0};
+        switch (w->kind) {
+        case 0:
+            rc = store_post_create_get(st, w->author, "plain", 5, 0, NULL, NULL, 1, &id, note_post, &s);
+            if (rc == STORE_OK && (s.calls != 1 || s.author != w->author || s.posts_count < 1))
+                rc = -1000;
+            break;
+        case 1:
+            snprintf(key, sizeof key, "k%d", i);
+            rc = store_post_create(st, w->author, "keyed", 5, 0, key, h, 1, &id);
+            break;
+        case 2:
+            rc = store_post_create(st, w->author, "self-reply", 10, w->parent, NULL, NULL, 1, &id);
+            break;
+        case 3:
+            rc = store_post_create(st, w->replier, "reply", 5, w->parent, NULL, NULL, 1, &id);
+            break;
+        default:
+            rc = store_follow(st, w->first_fan + i % 5, w->author, (i / 5) % 2 == 0, 1);
+            break;
+        }
+        if (rc == STORE_OK)
+            w->done++;
+        else {
+            w->failures++;
+            snprintf(w->err, sizeof w->err, "%d %s", rc, store_errmsg(st));
+        }
+    }
+    store_close(st);
+    return NULL;
+}
+
+/* One author writes with every statement shape at once (plain posts: PG_POST_COUNT first; keyed
+ * posts and replies: PG_LOCK_ACCOUNT first; a reply of another account locks the other account
+ * and then the author's post) while five accounts follow and unfollow it across the fan-out
+ * limit (3): no call may fail (a deadlock or serialization failure is retried whole), and the
+ * counters, the fan-out invariant and unfanned_authors are exact afterwards. */
+static void test_every_post_shape_of_one_author_at_once(void **state)
+{
+    struct fx *f = *state;
+    enum { KINDS = 6, N = 40 };
+    struct store *st = f->st = open_url(f->url, 3);
+    int64_t author = account(st, "author"), replier = account(st, "replier"), first_fan = 0;
+    char name[32];
+    for (int i = 0; i < 5; i++) {
+        snprintf(name, sizeof name, "fan%d", i);
+        int64_t id = account(st, name);
+        if (i == 0)
+            first_fan = id;
+    }
+    int64_t parent = post(st, author, "parent");
+    int kinds[KINDS] = {0, 0, 1, 2, 3, 4};
+    pthread_t t[KINDS];
+    struct shaper w[KINDS];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, KINDS);
+    for (int i = 0; i < KINDS; i++) {
+        w[i] = (struct shaper){f->url, author, replier, parent, first_fan, kinds[i], N, 0, &go, 0, ""};
+        pthread_create(&t[i], NULL, shape_worker, &w[i]);
+    }
+    for (int i = 0; i < KINDS; i++) {
+        pthread_join(t[i], NULL);
+        if (w[i].failures)
+            fail_msg("worker %d (kind %d): %d failures, last %s", i, kinds[i], w[i].failures, w[i].err);
+        assert_int_equal(w[i].done, N);
+    }
+    pthread_barrier_destroy(&go);
+    char sql[512];
+    /* 1 parent + 2 × 40 plain + 40 keyed + 40 self-replies; the replier 40 */
+    snprintf(sql, sizeof sql, "SELECT posts_count FROM accounts WHERE id = %lld", (long long)author);
+    assert_int_equal(raw_int(f->url, sql), 1 + 4 * N);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM posts WHERE author = %lld", (long long)author);
+    assert_int_equal(raw_int(f->url, sql), 1 + 4 * N);
+    snprintf(sql, sizeof sql, "SELECT replies_count FROM posts WHERE id = %lld", (long long)parent);
+    assert_int_equal(raw_int(f->url, sql), 2 * N);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM accounts a WHERE posts_count <>"
+                                     " (SELECT count(*) FROM posts WHERE author = a.id)"
+                                     " OR followers_count <> (SELECT count(*) FROM follows WHERE followee = a.id)"
+                                     " OR following_count <> (SELECT count(*) FROM follows WHERE follower = a.id)"),
+                     0);
+    /* i = 39: (39 / 5) % 2 = 1, every fan ends unfollowed; in between 5 > 3 followers */
+    snprintf(sql, sizeof sql, "SELECT followers_count FROM accounts WHERE id = %lld", (long long)author);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    const char *expected = "SELECT author, id FROM posts UNION SELECT f.follower, p.id FROM follows f"
+                           " JOIN posts p ON p.author = f.followee AND p.fanout";
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM ((%s) EXCEPT SELECT owner, post_id FROM home) x", expected);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM (SELECT owner, post_id FROM home EXCEPT (%s)) x", expected);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts p WHERE NOT fanout AND NOT EXISTS"
+                                     " (SELECT 1 FROM unfanned_authors u WHERE u.author = p.author)"),
+                     0);
+}
+
+struct bg_get {
+    const char *url;
+    int64_t author, id;
+    struct seen_post seen;
+    int64_t followers;
+    int rc;
+};
+
+static int note_followers(void *ctx, const struct store_post *p)
+{
+    struct bg_get *b = ctx;
+    b->followers = p->author.followers_count;
+    b->seen.posts_count = p->author.posts_count;
+    b->seen.calls++;
+    return 0;
+}
+
+static void *post_get_in_background(void *arg)
+{
+    struct bg_get *b = arg;
+    struct store *st = open_url(b->url, 1);
+    b->rc = store_post_create_get(st, b->author, "crossing", 8, 0, NULL, NULL, 1, &b->id, note_followers, b);
+    store_close(st);
+    return NULL;
+}
+
+struct home_ids {
+    int64_t ids[8];
+    int n;
+};
+
+static int note_home(void *ctx, const struct store_post *p)
+{
+    struct home_ids *h = ctx;
+    if (h->n < 8)
+        h->ids[h->n++] = p->id;
+    return 0;
+}
+
+/* The author crosses the fan-out limit (1) while its plain post waits: the follow making its
+ * first follower holds the author's row; the post, once it has the row, must see that follower
+ * (the insert's fresh snapshot): it is unfanned, its author is in unfanned_authors, the follower's
+ * home page has it (merged on read), and the post as returned counts the follower, as a later read
+ * of the author does. */
+static void test_plain_post_crossing_the_fanout_limit_during_a_follow(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 1);
+    int64_t star = account(st, "star"), fan = account(st, "fan");
+    char sql[256];
+    PGconn *c = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id IN (%lld, %lld) ORDER BY id FOR NO KEY UPDATE",
+             (long long)star, (long long)fan);
+    PQclear(PQexec(c, sql));
+    snprintf(sql, sizeof sql,
+             "INSERT INTO follows VALUES (%lld, %lld, 1); UPDATE accounts SET followers_count = 1 WHERE id = %lld;"
+             "UPDATE accounts SET following_count = 1 WHERE id = %lld",
+             (long long)fan, (long long)star, (long long)star, (long long)fan);
+    PQclear(PQexec(c, sql));
+    struct bg_get b = {f->url, star, 0, {0, 0, 0}, -1, -99};
+    pthread_t t;
+    pthread_create(&t, NULL, post_get_in_background, &b);
+    usleep(300 * 1000); /* the post now waits for the author's row */
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    pthread_join(t, NULL);
+    assert_int_equal(b.rc, STORE_OK);
+    assert_int_equal(b.seen.calls, 1);
+    assert_int_equal(b.followers, 1);
+    assert_int_equal(b.seen.posts_count, 1);
+    snprintf(sql, sizeof sql, "SELECT fanout::int FROM posts WHERE id = %lld", (long long)b.id);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM unfanned_authors WHERE author = %lld", (long long)star);
+    assert_int_equal(raw_int(f->url, sql), 1);
+    struct store *fresh = open_url(f->url, 1); /* its s->unfanned starts at 0: the merge must be found */
+    struct home_ids h = {{0}, 0};
+    struct store_page pg = {0, 0, 10};
+    assert_int_equal(store_home(fresh, fan, &pg, note_home, &h), STORE_OK);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.ids[0], b.id);
+    store_close(fresh);
+}
+
+/* pg_terminate_backend while plain posts are being written: every post acknowledged (STORE_OK)
+ * exists once, none exists twice (a lost write is never sent again), a failed one is STORE_BUSY,
+ * and posts_count equals the posts. */
+struct killer {
+    const char *url;
+    volatile int stop;
+    int kills;
+};
+
+static void *kill_agora_backends(void *arg)
+{
+    struct killer *k = arg;
+    PGconn *c = PQconnectdb(k->url);
+    for (int i = 0; i < 1000 && !k->stop; i++) {
+        PGresult *r = PQexec(c, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND application_name = 'agora'"
+                                " AND pid <> pg_backend_pid()) x");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK)
+            k->kills += atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        usleep(25000 + (i % 7) * 5000); /* a reconnect is let finish most times */
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+static void test_plain_posts_under_backend_kills(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 300 };
+    struct store *st = f->st = open_url(f->url, 3);
+    int64_t author = account(st, "author");
+    int64_t fans[2] = {account(st, "fan0"), account(st, "fan1")};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(store_follow(st, fans[i], author, 1, 1), STORE_OK);
+    struct store *w = open_url(f->url, 3);
+    struct killer k = {f->url, 0, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, kill_agora_backends, &k);
+    int ok = 0, busy = 0;
+    char text[32], sql[256];
+    static int64_t acked[N];
+    for (int i = 0; i < N; i++) {
+        int64_t id = 0;
+        snprintf(text, sizeof text, "t%d", i);
+        int rc = store_post_create(w, author, text, strlen(text), 0, NULL, NULL, 1, &id);
+        if (rc == STORE_OK)
+            acked[ok++] = id;
+        else if (rc == STORE_BUSY)
+            busy++;
+        else
+            fail_msg("post %d: %d %s", i, rc, store_errmsg(w));
+        usleep(1000);
+    }
+    k.stop = 1;
+    pthread_join(t, NULL);
+    store_close(w);
+    print_message("  %d acknowledged, %d busy, %d backends killed\n", ok, busy, k.kills);
+    assert_true(ok > 0);
+    for (int i = 0; i < ok; i++) {
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM posts WHERE id = %lld AND author = %lld", (long long)acked[i],
+                 (long long)author);
+        assert_int_equal(raw_int(f->url, sql), 1);
+    }
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM (SELECT text FROM posts WHERE author = %lld GROUP BY text"
+             " HAVING count(*) > 1) x",
+             (long long)author);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM posts WHERE author = %lld", (long long)author);
+    int64_t posts = raw_int(f->url, sql);
+    assert_true(posts >= ok && posts <= ok + busy);
+    snprintf(sql, sizeof sql, "SELECT posts_count FROM accounts WHERE id = %lld", (long long)author);
+    assert_int_equal(raw_int(f->url, sql), posts);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM home WHERE owner IN (%lld, %lld)", (long long)fans[0],
+             (long long)fans[1]);
+    assert_int_equal(raw_int(f->url, sql), 2 * posts);
+}
+
+/* A plain post's backend is terminated while its PG_POST_COUNT waits for the author's row (held
+ * by another transaction): the call answers STORE_BUSY, is not sent again (it was a write), and
+ * nothing of it is written; the next call reconnects and succeeds. */
+static void test_plain_post_killed_while_waiting_for_the_author(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 3);
+    int64_t star = account(st, "star"), fan = account(st, "fan");
+    assert_int_equal(store_follow(st, fan, star, 1, 1), STORE_OK);
+    char sql[256];
+    PGconn *c = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id = %lld FOR NO KEY UPDATE", (long long)star);
+    PQclear(PQexec(c, sql));
+    struct bg_post b = {f->url, star, 0, -99};
+    pthread_t t;
+    pthread_create(&t, NULL, post_in_background, &b);
+    assert_int_equal(raw_int_soon(f->url,
+                                  "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                  " AND application_name = 'agora' AND wait_event_type = 'Lock'",
+                                  1),
+                     1);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                     " WHERE datname = current_database() AND application_name = 'agora'"
+                                     " AND wait_event_type = 'Lock') x"),
+                     1);
+    pthread_join(t, NULL);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    assert_int_equal(b.rc, STORE_BUSY);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM posts WHERE author = %lld", (long long)star);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT posts_count FROM accounts WHERE id = %lld", (long long)star);
+    assert_int_equal(raw_int(f->url, sql), 0);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM home"), 0);
+    int64_t id = post(st, star, "after");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM home WHERE post_id = %lld", (long long)id);
+    assert_int_equal(raw_int(f->url, sql), 2);
+}
+
 /* ---- bulk loading ---- */
 
 static void test_bulk_ids_come_from_the_store(void **state)
@@ -1017,6 +1352,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_post_during_a_follow_reaches_the_follower, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_idempotent_creates_make_one_post, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bulk_ids_come_from_the_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_post_shape_of_one_author_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_post_crossing_the_fanout_limit_during_a_follow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_posts_under_backend_kills, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_post_killed_while_waiting_for_the_author, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_frozen_server_gives_busy_not_a_hang, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_killed_and_restarted, setup, teardown),
     };
