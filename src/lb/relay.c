@@ -52,8 +52,26 @@ static int read_soon_pays(struct lb_pools *p)
     return ++p->read_soon_skipped % READ_SOON_SAMPLE == 0;
 }
 
-/* Writes u's queued bytes. Returns 0, or -1 if the exchange failed (px handled). Once all is
- * written, a read at the end of this iteration follows (read_soon, above). */
+/* Queues the read of u at the end of this iteration (read_soon, above) if the request of its
+ * exchange is all written: not while its body is still coming, which the backend cannot have
+ * answered yet (each such read would find nothing, and lower the credit for every client). */
+static void read_soon_after_write(struct lb_upstream *u)
+{
+    struct px *px = u->owner;
+    if (px && px->req_body_done && buf_used(&u->out) == 0 && u->reading && !u->read_soon && read_soon_pays(u->pools)) {
+        u->read_soon = 1; /* u is freed by a deferred call queued after this one */
+        loop_defer(u->pools->loop, read_soon, u);
+    }
+}
+
+void relay_request_done(struct lb_upstream *u)
+{
+    if (u->state == LB_UP_ACTIVE)
+        read_soon_after_write(u);
+}
+
+/* Writes u's queued bytes. Returns 0, or -1 if the exchange failed (px handled). Once the request
+ * is all written, a read at the end of this iteration follows (read_soon_after_write). */
 int relay_flush(struct lb_upstream *u)
 {
     if (lb_upstream_flush(u) < 0) {
@@ -76,10 +94,7 @@ int relay_flush(struct lb_upstream *u)
     struct px *px = u->owner;
     if (px && buf_used(&u->out) < HIGH_WATER / 2 && !px->req_body_done)
         http_conn_pause_body(px->client, 0);
-    if (buf_used(&u->out) == 0 && u->reading && !u->read_soon && read_soon_pays(u->pools)) {
-        u->read_soon = 1; /* u is freed by a deferred call queued after this one */
-        loop_defer(u->pools->loop, read_soon, u);
-    }
+    read_soon_after_write(u);
     return 0;
 }
 
