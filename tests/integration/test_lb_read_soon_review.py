@@ -13,12 +13,21 @@ import time
 
 import pytest
 
-from agora_test.lb import start_lb
-from agora_test.processes import start_process
+from agora_test.http import http_request
+from agora_test.lb import wait_health_checked
+from agora_test.processes import start_process, wait_for
 from helpers import LOCALHOST, RawConnection
 from test_lb_errors import ScriptBackend
 
 STRACE = shutil.which("strace")
+
+
+def accepts(port):
+    try:
+        socket.create_connection((LOCALHOST, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 class Strace:
@@ -148,3 +157,28 @@ def test_a_body_with_a_length_is_read_soon_once_it_is_all_sent(lb_factory, tmp_p
         assert calls[:1] == ["recv-backend"], lines
     finally:
         backend.close()
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None or os.cpu_count() < 2, reason="taskset and two CPUs are needed")
+def test_default_workers_follow_the_cpus_the_balancer_may_run_on(agora_bin, testbackend_factory):
+    """read_soon is on when the balancer has one worker, which by default (no --workers) is when it
+    has one CPU. A balancer confined to one CPU (taskset here; a container's cpuset the same way)
+    runs its workers on that CPU only: it must count one CPU and start one worker (read_soon on),
+    not one per CPU of the machine, which would put two workers on one core with read_soon off,
+    the setting bench/RESULTS.md found worst. The one worker answers."""
+    backend = testbackend_factory("b0")
+    port = socket.socket()
+    port.bind((LOCALHOST, 0))
+    addr = "%s:%d" % (LOCALHOST, port.getsockname()[1])
+    port.close()
+    lb = start_process(["taskset", "-c", "0", agora_bin, "lb", "--admin-listen", "off", "--listen", addr,
+                        "--backend", "http://%s:%d" % (LOCALHOST, backend.port)], "agora lb: listening on")
+    try:
+        assert "1 worker(s)" in lb.output(), lb.output()
+        # the message comes before the listening socket is bound
+        assert wait_for(lambda: accepts(int(addr.split(":")[1])), 10.0), lb.output()
+        wait_health_checked(int(addr.split(":")[1]))
+        status, _, body = http_request(LOCALHOST, int(addr.split(":")[1]), "GET", "/echo?one=1")
+        assert status == 200 and b"/echo?one=1" in body, (status, body)
+    finally:
+        assert lb.stop(timeout=10.0) == 0, lb.output()
