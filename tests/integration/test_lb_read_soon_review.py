@@ -182,3 +182,26 @@ def test_default_workers_follow_the_cpus_the_balancer_may_run_on(agora_bin, test
         assert status == 200 and b"/echo?one=1" in body, (status, body)
     finally:
         assert lb.stop(timeout=10.0) == 0, lb.output()
+
+
+def test_pipelined_requests_each_get_their_own_answer_in_order(testbackend_factory, lb_factory):
+    """60 requests pipelined in one write, GET and HEAD in turn, on one client connection: each
+    answer read at the end of an iteration ends its exchange, which starts the client's next
+    request at once (inside that deferred call) and queues its read on the same pooled backend
+    connection. Every response comes in order, for its own request (the echoed target), HEAD
+    without a body, and the connection stays usable."""
+    backend = testbackend_factory("b0")
+    lb = lb_factory([backend], workers=1)
+    with RawConnection(lb.port) as conn:
+        reqs = b"".join(b"%s /echo?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (b"HEAD" if i % 2 else b"GET", i)
+                        for i in range(60))
+        conn.send(reqs)
+        for i in range(60):
+            status, headers, body = conn.read_response(head=bool(i % 2))
+            assert status == 200, (i, status)
+            if i % 2 == 0:
+                assert b"/echo?n=%d" % i in body, (i, body[:120])
+        conn.send(b"GET /echo?last=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body = conn.read_response()
+        assert status == 200 and b"/echo?last=1" in body
+        assert not conn.has_data(0.1)  # nothing more than the answers asked for
