@@ -14,7 +14,8 @@
  * answer is relayed if it came.
  *
  * Reading soon (read_soon): once a request is written, its connection is also read from a deferred
- * call at the end of the current loop iteration, without waiting for epoll. A backend on this
+ * call at the end of the current loop iteration, without waiting for epoll (all of the request:
+ * not after each piece of a body, which the backend cannot have answered yet). A backend on this
  * machine usually answers within microseconds (woken by the write, it often runs before the worker
  * does again), so the answer is read in the iteration that sent the request instead of the next
  * one, and an HTTP/2 answer goes out with that iteration's deferred sends (server.c's h2_kicked,
