@@ -122,6 +122,32 @@ def calls_after_last_send(lines, port):
 
 
 @pytest.mark.skipif(STRACE is None, reason="strace is needed")
+def test_a_get_is_read_soon_on_a_new_connection(lb_factory, tmp_path):
+    """A GET on a new backend connection (written once connected, relay_io): the write is
+    followed by a read of the backend before the worker waits in epoll again. (A fresh balancer:
+    its credit is zero, so the read is tried whether or not the answer has come; a pooled
+    connection's request, px_start_upstream, takes the same relay_flush.)"""
+    def answer(sock):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = ScriptBackend(answer)
+    try:
+        lb = lb_factory([backend.port], workers=1)
+        tracer = Strace(lb.pid, str(tmp_path / "strace.txt"), "sendto,recvfrom,epoll_wait")
+        try:
+            with RawConnection(lb.port) as conn:
+                conn.send(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+                status, headers, body = conn.read_response()
+                assert (status, body) == (200, b"ok")
+        finally:
+            lines = tracer.stop()
+        calls = [c for c in calls_after_last_send(lines, backend.port) if c in ("recv-backend", "epoll_wait")]
+        assert calls[:1] == ["recv-backend"], lines
+    finally:
+        backend.close()
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is needed")
 def test_a_body_with_a_length_is_read_soon_once_it_is_all_sent(lb_factory, tmp_path):
     """The other side of the test above: a POST with a Content-Length whose body comes after its
     head (another loop iteration) is still read at the end of the iteration that wrote its last
