@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -61,6 +62,12 @@ struct daemon {
 
 unsigned http_daemon_cpus(void)
 {
+    /* The CPUs this process may run on (taskset, a container's cpuset), not the machine's: workers
+     * past those would share cores, and the balancer's one-worker setting (relay.c's read_soon)
+     * would be off on a one-core container. A CPU quota (cgroup cpu.max) is not looked at. */
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1;
 }

@@ -64,7 +64,7 @@ unsigned long http_daemon_raise_fd_limit(const char *name, unsigned long want);
  * failure (message printed to stderr). */
 int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daemon_ops *ops, void *ctx);
 
-/* Number of online CPUs (at least 1). */
+/* Number of CPUs this process may run on (its affinity mask; at least 1). */
 unsigned http_daemon_cpus(void);
 
 #endif

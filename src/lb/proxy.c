@@ -850,6 +850,8 @@ static void on_body_end(void *ctx, struct http_conn *c)
         if (px->replayable)
             buf_append(&px->replay, "0\r\n\r\n", 5);
         relay_send(px->up, "0\r\n\r\n", 5);
+    } else if (px->up) {
+        relay_request_done(px->up);
     }
 }
 

@@ -14,7 +14,8 @@
  * answer is relayed if it came.
  *
  * Reading soon (read_soon): once a request is written, its connection is also read from a deferred
- * call at the end of the current loop iteration, without waiting for epoll. A backend on this
+ * call at the end of the current loop iteration, without waiting for epoll (all of the request:
+ * not after each piece of a body, which the backend cannot have answered yet). A backend on this
  * machine usually answers within microseconds (woken by the write, it often runs before the worker
  * does again), so the answer is read in the iteration that sent the request instead of the next
  * one, and an HTTP/2 answer goes out with that iteration's deferred sends (server.c's h2_kicked,
@@ -52,8 +53,26 @@ static int read_soon_pays(struct lb_pools *p)
     return ++p->read_soon_skipped % READ_SOON_SAMPLE == 0;
 }
 
-/* Writes u's queued bytes. Returns 0, or -1 if the exchange failed (px handled). Once all is
- * written, a read at the end of this iteration follows (read_soon, above). */
+/* Queues the read of u at the end of this iteration (read_soon, above) if the request of its
+ * exchange is all written: not while its body is still coming, which the backend cannot have
+ * answered yet (each such read would find nothing, and lower the credit for every client). */
+static void read_soon_after_write(struct lb_upstream *u)
+{
+    struct px *px = u->owner;
+    if (px && px->req_body_done && buf_used(&u->out) == 0 && u->reading && !u->read_soon && read_soon_pays(u->pools)) {
+        u->read_soon = 1; /* u is freed by a deferred call queued after this one */
+        loop_defer(u->pools->loop, read_soon, u);
+    }
+}
+
+void relay_request_done(struct lb_upstream *u)
+{
+    if (u->state == LB_UP_ACTIVE)
+        read_soon_after_write(u);
+}
+
+/* Writes u's queued bytes. Returns 0, or -1 if the exchange failed (px handled). Once the request
+ * is all written, a read at the end of this iteration follows (read_soon_after_write). */
 int relay_flush(struct lb_upstream *u)
 {
     if (lb_upstream_flush(u) < 0) {
@@ -76,10 +95,7 @@ int relay_flush(struct lb_upstream *u)
     struct px *px = u->owner;
     if (px && buf_used(&u->out) < HIGH_WATER / 2 && !px->req_body_done)
         http_conn_pause_body(px->client, 0);
-    if (buf_used(&u->out) == 0 && u->reading && !u->read_soon && read_soon_pays(u->pools)) {
-        u->read_soon = 1; /* u is freed by a deferred call queued after this one */
-        loop_defer(u->pools->loop, read_soon, u);
-    }
+    read_soon_after_write(u);
     return 0;
 }
 
