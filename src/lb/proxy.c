@@ -317,7 +317,7 @@ static int px_start_upstream(struct px *px, struct buf *pending)
 {
     struct lb_worker *w = px->w;
     struct lb_upstream *u;
-    int rc = lb_upstream_get(&w->pools, px->server, px, pending, &u);
+    int rc = lb_upstream_get(&w->pools, px->server, px->fresh, px, pending, &u);
     if (rc < 0)
         return rc;
     px->up = u;
@@ -480,7 +480,17 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
         how = MOVE_NO;
     }
     if (how != MOVE_NO) {
-        px_move(px, kind, how, NULL);
+        struct lb_server *s = NULL;
+        if (stale) {
+            /* The backend closed an idle connection as it was taken (a keep-alive timeout, a
+             * server that closes after each answer): another server, else the same one again,
+             * on a new connection this time. */
+            px->fresh = 1;
+            s = pick_server_for(px, kind);
+            if (!s && px->server && lb_server_usable(px->server))
+                s = px->server;
+        }
+        px_move(px, kind, how, s);
         return;
     }
     if (kind == LB_FAIL_TIMEOUT || kind == LB_FAIL_TRY_TIMEOUT)

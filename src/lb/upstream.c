@@ -86,9 +86,10 @@ static void on_io(struct loop *loop, int fd, int events, void *data)
     u->pools->on_io(u, events);
 }
 
-int lb_upstream_get(struct lb_pools *p, struct lb_server *s, void *owner, struct buf *pending, struct lb_upstream **out)
+int lb_upstream_get(struct lb_pools *p, struct lb_server *s, int fresh, void *owner, struct buf *pending,
+                    struct lb_upstream **out)
 {
-    struct lb_pool *pool = pool_of(p, s);
+    struct lb_pool *pool = fresh ? NULL : pool_of(p, s);
     struct lb_upstream *u = NULL;
     if (pool && pool->idle) {
         u = pool->idle;

@@ -71,10 +71,10 @@ void lb_pools_adopt(struct lb_pools *p, const struct lb_set *set);
 /* Closes every idle connection and frees the pools. */
 void lb_pools_free(struct lb_pools *p);
 
-/* A connection to s for owner: the most recent idle one from s's pool, or a new one (connecting).
- * Its output queue becomes *pending (taken over: *pending is left empty). Returns 0 with *out
+/* A connection to s for owner: the most recent idle one from s's pool (unless fresh), or a new one
+ * (connecting). Its output queue becomes *pending (taken over: *pending is left empty). Returns 0 with *out
  * set, or -errno when no connection could be started (pending untouched). */
-int lb_upstream_get(struct lb_pools *p, struct lb_server *s, void *owner, struct buf *pending,
+int lb_upstream_get(struct lb_pools *p, struct lb_server *s, int fresh, void *owner, struct buf *pending,
                     struct lb_upstream **out);
 /* The owner is done with u: back to its server's pool if reuse is asked, the pool has room and
  * nothing is buffered either way; closed otherwise. */

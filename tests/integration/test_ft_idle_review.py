@@ -269,7 +269,7 @@ def test_resets_at_every_stage_leave_the_balancer_clean(backend, lb_factory):
 def test_buffered_server_pipelined_then_half_closed(tmp_path, agora_server_factory):
     """`agora server` (the buffered adapter, requests on the handler pool): pipelined API
     requests with bodies, a head near a block's size among them, then a half-close: every one is
-    answered in order, only the last with Connection: close, then the connection closes."""
+    answered in order, none but the last with Connection: close, then the connection closes."""
     from helpers import free_port
 
     srv = agora_server_factory(free_port(), tmp_path / "db.sqlite")
@@ -289,4 +289,7 @@ def test_buffered_server_pipelined_then_half_closed(tmp_path, agora_server_facto
     assert statuses[0::2] == [404] * 8, statuses
     assert all(s in (400, 422) for s in statuses[1::2]), statuses
     closes = [a[1].get("connection", "").lower() == "close" for a in answers]
-    assert closes == [False] * (len(reqs) - 1) + [True], closes
+    # None before the last says close. The last says it when the server read the end of stream
+    # before that answer was done; the end comes in a read of its own, which may be the loop's
+    # next iteration, after the handler finished (seen in CI): the close then follows unannounced.
+    assert closes[:-1] == [False] * (len(reqs) - 1), closes

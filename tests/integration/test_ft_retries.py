@@ -124,6 +124,26 @@ def test_body_larger_than_the_replay_buffer_is_not_retried(reset_and_good):
     assert [s for s, _, _ in small] == [200] * N
 
 
+def test_stale_pooled_connection_on_the_only_server_is_retried_on_a_new_connection(lb_factory):
+    # The same flaky server, alone: no other server is left to try, so the request goes to the
+    # same server again, on a new connection (not another pooled one, which may be as stale).
+    # Before, the client got 502 (seen in CI with a backend that closed after each answer).
+    with CaptureBackend(mode="drop-second") as flaky:
+        lb = lb_factory([flaky.port], "--retry-budget", "0")
+        with RawConnection(lb.port) as conn:
+            answers = []
+            for i in range(6):
+                conn.send(b"GET /page-%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+                answers.append(conn.read_response())
+        assert [(s, h["x-backend"]) for s, h, _ in answers] == [(200, flaky.name)] * 6
+        # Each page after the first meets the pooled connection of the one before, is dropped,
+        # then answered on a new connection.
+        assert flaky.requests == ["GET /page-0 HTTP/1.1"] + [
+            "GET /page-%d HTTP/1.1" % i for i in range(1, 6) for _ in range(2)]
+        server = lb_server_stats(lb.port)[backend_url(flaky.port)]
+        assert (server["healthy"], server["ejections"]) == (True, 0)
+
+
 def test_stale_pooled_connection_is_retried_without_budget(testbackend_factory, lb_factory, tmp_path):
     # The flaky server answers the first request on each connection and closes the connection
     # on the second one without a byte of answer: what a backend closing an idle keep-alive
