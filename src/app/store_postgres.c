@@ -109,6 +109,17 @@ static const char *const migrations[] = {
      * pruned, so that a home timeline probes the posts of those followees only */
     "CREATE TABLE unfanned_authors (author bigint PRIMARY KEY);"
     "INSERT INTO unfanned_authors SELECT DISTINCT author FROM posts WHERE NOT fanout;",
+    /* 3: the follows of those authors, each follower's own (follows JOIN unfanned_authors, kept
+     * by the follow and by the post that lists its author; the cascade drops a row with its
+     * follow): a home page probes that follower's rows instead of hashing every unfanned author
+     * against all its follows (at 100 000 users, about half of the merge, bench/RESULTS-social.md) */
+    "CREATE TABLE unfanned_follows ("
+    "  follower bigint NOT NULL,"
+    "  followee bigint NOT NULL,"
+    "  PRIMARY KEY (follower, followee),"
+    "  FOREIGN KEY (follower, followee) REFERENCES follows ON DELETE CASCADE);"
+    "INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM follows f"
+    "  JOIN unfanned_authors u ON u.author = f.followee;",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -142,8 +153,10 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_PASSWORD_SET] = "WITH u AS (UPDATE accounts SET password_hash = $2 WHERE id = $1 RETURNING id),"
                         " d AS (DELETE FROM sessions WHERE account_id IN (SELECT id FROM u) AND id <> $3 RETURNING 1)"
                         " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM d)",
-    /* after PG_LOCK_ACCOUNTS2: the follow, both counters and the backfill of the followee's
-     * fanned-out posts (docs/TIMELINES.md), all only when the row was new */
+    /* after PG_LOCK_ACCOUNTS2: the follow, both counters, the backfill of the followee's
+     * fanned-out posts (docs/TIMELINES.md) and, for an unfanned followee, its unfanned_follows
+     * row, all only when the row was new (the lock orders this with the followee's posts: see
+     * PG_POST_CREATE) */
     [PG_FOLLOW] = "WITH t AS (SELECT id FROM accounts WHERE id = $2),"
                   " ins AS (INSERT INTO follows(follower, followee, created_at) SELECT $1, id, $3 FROM t"
                   "   ON CONFLICT DO NOTHING RETURNING followee),"
@@ -152,7 +165,9 @@ static const char *const stmt_sql[PG__COUNT] = {
                   " c2 AS (UPDATE accounts SET following_count = following_count + 1"
                   "   WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)),"
                   " bf AS (INSERT INTO home(owner, post_id) SELECT $1, p.id FROM ins JOIN posts p"
-                  "   ON p.author = ins.followee AND p.fanout ON CONFLICT DO NOTHING)"
+                  "   ON p.author = ins.followee AND p.fanout ON CONFLICT DO NOTHING),"
+                  " uf AS (INSERT INTO unfanned_follows SELECT $1, ins.followee FROM ins"
+                  "   JOIN unfanned_authors u ON u.author = ins.followee)"
                   " SELECT EXISTS (SELECT 1 FROM t)",
     [PG_UNFOLLOW] = "WITH t AS (SELECT id FROM accounts WHERE id = $2),"
                     " del AS (DELETE FROM follows WHERE follower = $1 AND followee = $2 RETURNING followee),"
@@ -187,7 +202,10 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_THR_GIVE] = "UPDATE throttle SET count = count - 1 WHERE key = $1 AND count > 0",
     [PG_THR_FORGET] = "DELETE FROM throttle WHERE key = $1",
     /* after PG_LOCK_ACCOUNT(author): the Idempotency-Key lookup, the parent, the post, both
-     * counters and the fan-out, decided on the author's current follower count. Columns: new id,
+     * counters and the fan-out, decided on the author's current follower count; the first
+     * unfanned post lists its author in unfanned_authors and its follows in unfanned_follows
+     * (the lock is taken by an earlier statement, so this one's snapshot holds every follow
+     * committed before it, and a follow waits for the lock: none is missed). Columns: new id,
      * id of the post with that key, whether its stored hash differs from $7, author exists,
      * parent exists. */
     [PG_POST_CREATE] =
@@ -201,7 +219,9 @@ static const char *const stmt_sql[PG__COUNT] = {
         " c1 AS (UPDATE accounts SET posts_count = posts_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)),"
         " c2 AS (UPDATE posts SET replies_count = replies_count + 1 WHERE id = (SELECT reply_to FROM ins)),"
         " h1 AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins),"
-        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
+        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING"
+        "   RETURNING author),"
+        " uf AS (INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM u JOIN follows f ON f.followee = $1),"
         " h2 AS (INSERT INTO home(owner, post_id) SELECT f.follower, ins.id FROM ins"
         "   JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
         " SELECT (SELECT id FROM ins), (SELECT id FROM k),"
@@ -224,7 +244,9 @@ static const char *const stmt_sql[PG__COUNT] = {
         "WITH a AS (SELECT followers_count FROM accounts WHERE id = $1),"
         " ins AS (INSERT INTO posts(author, text, created_at, fanout)"
         "   SELECT $1, $2, $3, a.followers_count < $4 FROM a RETURNING id, fanout),"
-        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
+        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING"
+        "   RETURNING author),"
+        " uf AS (INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM u JOIN follows f ON f.followee = $1),"
         " h AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins UNION ALL"
         "   SELECT f.follower, ins.id FROM ins JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
         " SELECT id FROM ins",
@@ -257,8 +279,9 @@ static const char *const stmt_sql[PG__COUNT] = {
                         "LEFT JOIN likes l ON l.post_id = p.id AND l.account_id = $5 "
                         "WHERE p.reply_to = $1 AND p.id < $2 AND p.id > $3 ORDER BY p.id ASC LIMIT $4",
     /* Hybrid home timeline, as SQ_LIST_HOME in store_sqlite.c (docs/TIMELINES.md): the newest $4
-     * home rows in the window, merged with, for each followee, its newest unfanned posts in the
-     * window (newer than h's oldest row when h is full), cut to $4 before the joins. That bound,
+     * home rows in the window, merged with, for each unfanned followee (unfanned_follows), its
+     * newest unfanned posts in the window (newer than h's oldest row when h is full), cut to $4
+     * before the joins. That bound,
      * lo, is read as a scalar (one InitPlan): joined as a row, it was inlined into the join and its
      * aggregate over h computed again for every followee probed (at 100 000 users a seventh of the
      * statement's instructions, bench/RESULTS-social.md). */
@@ -267,8 +290,7 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " lo AS MATERIALIZED"
                      "  (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
                      " ids AS (SELECT id FROM h UNION ALL"
-                     "  SELECT q.id FROM follows f JOIN unfanned_authors u ON u.author = f.followee"
-                     "   CROSS JOIN LATERAL"
+                     "  SELECT q.id FROM unfanned_follows f CROSS JOIN LATERAL"
                      "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
                      "    AND r.id < $2 AND r.id > (SELECT v FROM lo) ORDER BY r.id DESC LIMIT $4) q"
                      "   WHERE f.follower = $1),"
@@ -287,8 +309,7 @@ static const char *const stmt_sql[PG__COUNT] = {
                      " lo AS MATERIALIZED"
                      "  (SELECT CASE WHEN count(*) < $4 THEN $3::bigint ELSE min(id) END AS v FROM h),"
                      " ids AS (SELECT id FROM h UNION ALL"
-                     "  SELECT q.id FROM follows f JOIN unfanned_authors u ON u.author = f.followee"
-                     "   CROSS JOIN LATERAL"
+                     "  SELECT q.id FROM unfanned_follows f CROSS JOIN LATERAL"
                      "   (SELECT r.id FROM posts r WHERE r.author = f.followee AND NOT r.fanout"
                      "    AND r.id < $2 AND r.id > (SELECT v FROM lo) ORDER BY r.id DESC LIMIT $4) q"
                      "   WHERE f.follower = (SELECT account_id FROM me)),"

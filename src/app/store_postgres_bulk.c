@@ -154,7 +154,7 @@ int pg_bulk_begin(struct store *st, int wipe)
         if (rc != STORE_OK)
             goto fail;
     }
-    if (wipe && (rc = pg_exec(s, "TRUNCATE home, likes, sessions, posts, follows, accounts, unfanned_authors",
+    if (wipe && (rc = pg_exec(s, "TRUNCATE home, likes, sessions, posts, unfanned_follows, follows, accounts, unfanned_authors",
                               "wiping the database", NULL)) != STORE_OK)
         goto fail;
     s->bulk = alloc_calloc(1, sizeof *s->bulk);
@@ -244,6 +244,11 @@ static int finish(struct pg_store *s)
                       "INSERT INTO unfanned_authors SELECT DISTINCT author FROM posts WHERE NOT fanout"
                       " ON CONFLICT DO NOTHING",
                       "listing the authors merged at read time", NULL)) != STORE_OK)
+        return rc;
+    if ((rc = pg_exec(s,
+                      "INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM follows f"
+                      " JOIN unfanned_authors u ON u.author = f.followee ON CONFLICT DO NOTHING",
+                      "listing their follows", NULL)) != STORE_OK)
         return rc;
     if ((rc = pg_exec(s, "INSERT INTO home(owner, post_id) SELECT author, id FROM posts ORDER BY 1, 2",
                       "filling own timelines", NULL)) != STORE_OK)

@@ -199,8 +199,8 @@ static void test_concurrent_open_migrates_once(void **state)
     }
     pthread_barrier_destroy(&go);
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM schema_version"), 1);
-    assert_int_equal(raw_int(f->url, "SELECT version FROM schema_version"), 2);
-    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 9);
+    assert_int_equal(raw_int(f->url, "SELECT version FROM schema_version"), 3);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 10);
     /* a newer schema is refused */
     raw_int(f->url, "UPDATE schema_version SET version = 99");
     char err[512] = "";
@@ -1025,6 +1025,19 @@ static void *shape_worker(void *arg)
     return NULL;
 }
 
+/* unfanned_follows holds exactly the follows of the authors in unfanned_authors (migration 3) */
+static void assert_unfanned_follows_exact(const char *url)
+{
+    const char *expected = "SELECT f.follower, f.followee FROM follows f JOIN unfanned_authors u ON u.author = f.followee";
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM ((%s) EXCEPT SELECT follower, followee FROM unfanned_follows) x",
+             expected);
+    assert_int_equal(raw_int(url, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM (SELECT follower, followee FROM unfanned_follows EXCEPT (%s)) x",
+             expected);
+    assert_int_equal(raw_int(url, sql), 0);
+}
+
 /* One author writes with every statement shape at once (plain posts: PG_POST_COUNT first; keyed
  * posts and replies: PG_LOCK_ACCOUNT first; a reply of another account locks the other account
  * and then the author's post) while five accounts follow and unfollow it across the fan-out
@@ -1085,6 +1098,7 @@ static void test_every_post_shape_of_one_author_at_once(void **state)
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM posts p WHERE NOT fanout AND NOT EXISTS"
                                      " (SELECT 1 FROM unfanned_authors u WHERE u.author = p.author)"),
                      0);
+    assert_unfanned_follows_exact(f->url);
 }
 
 struct bg_get {
@@ -1163,6 +1177,9 @@ static void test_plain_post_crossing_the_fanout_limit_during_a_follow(void **sta
     assert_int_equal(raw_int(f->url, sql), 0);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM unfanned_authors WHERE author = %lld", (long long)star);
     assert_int_equal(raw_int(f->url, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM unfanned_follows WHERE follower = %lld AND followee = %lld",
+             (long long)fan, (long long)star);
+    assert_int_equal(raw_int(f->url, sql), 1);
     struct store *fresh = open_url(f->url, 1); /* its s->unfanned starts at 0: the merge must be found */
     struct home_ids h = {{0}, 0};
     struct store_page pg = {0, 0, 10};
@@ -1170,6 +1187,44 @@ static void test_plain_post_crossing_the_fanout_limit_during_a_follow(void **sta
     assert_int_equal(h.n, 1);
     assert_int_equal(h.ids[0], b.id);
     store_close(fresh);
+}
+
+/* unfanned_follows follows the follows (migration 3): an author's first unfanned post lists all
+ * its follows, a later follow of that author adds its row, an unfollow drops it (the cascade),
+ * and a home page merges through it, the new follower's included. */
+static void test_unfanned_follows_track_follows(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 2);
+    int64_t big = account(st, "big"), a = account(st, "a"), b = account(st, "b"), c = account(st, "c");
+    struct store_page pg = {0, 0, 10};
+    struct home_ids h = {{0}, 0};
+    assert_int_equal(store_follow(st, a, big, 1, 10), STORE_OK);
+    assert_int_equal(store_follow(st, b, big, 1, 10), STORE_OK);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 0); /* nothing unfanned yet */
+    int64_t p1 = post(st, big, "merged");
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 2);
+    assert_unfanned_follows_exact(f->url);
+    assert_int_equal(store_follow(st, c, big, 1, 20), STORE_OK);
+    assert_int_equal(store_follow(st, c, a, 1, 20), STORE_OK); /* a is not unfanned: no row */
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 3);
+    assert_unfanned_follows_exact(f->url);
+    assert_int_equal(store_home(st, c, &pg, note_home, &h), STORE_OK);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.ids[0], p1);
+    assert_int_equal(store_follow(st, a, big, 0, 30), STORE_OK);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 2);
+    assert_unfanned_follows_exact(f->url);
+    h.n = 0;
+    assert_int_equal(store_home(st, a, &pg, note_home, &h), STORE_OK);
+    assert_int_equal(h.n, 0);
+    int64_t p2 = post(st, big, "merged again"); /* already listed: nothing added twice */
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 2);
+    h.n = 0;
+    assert_int_equal(store_home(st, b, &pg, note_home, &h), STORE_OK);
+    assert_int_equal(h.n, 2);
+    assert_int_equal(h.ids[0], p2);
+    assert_int_equal(h.ids[1], p1);
 }
 
 /* pg_terminate_backend while plain posts are being written: every post acknowledged (STORE_OK)
@@ -1342,6 +1397,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_open_migrates_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_round_trip_per_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_home_merges_once_a_post_is_unfanned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unfanned_follows_track_follows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_timeout_is_busy, setup, teardown),
