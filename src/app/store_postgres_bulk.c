@@ -154,8 +154,9 @@ int pg_bulk_begin(struct store *st, int wipe)
         if (rc != STORE_OK)
             goto fail;
     }
-    if (wipe && (rc = pg_exec(s, "TRUNCATE home, likes, sessions, posts, unfanned_follows, follows, accounts, unfanned_authors",
-                              "wiping the database", NULL)) != STORE_OK)
+    if (wipe &&
+        (rc = pg_exec(s, "TRUNCATE home, likes, sessions, posts, unfanned_follows, follows, accounts, unfanned_authors",
+                      "wiping the database", NULL)) != STORE_OK)
         goto fail;
     s->bulk = alloc_calloc(1, sizeof *s->bulk);
     s->bulk->saved_timeout_ms = s->timeout_ms;

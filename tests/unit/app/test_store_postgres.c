@@ -1028,7 +1028,8 @@ static void *shape_worker(void *arg)
 /* unfanned_follows holds exactly the follows of the authors in unfanned_authors (migration 3) */
 static void assert_unfanned_follows_exact(const char *url)
 {
-    const char *expected = "SELECT f.follower, f.followee FROM follows f JOIN unfanned_authors u ON u.author = f.followee";
+    const char *expected =
+        "SELECT f.follower, f.followee FROM follows f JOIN unfanned_authors u ON u.author = f.followee";
     char sql[512];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM ((%s) EXCEPT SELECT follower, followee FROM unfanned_follows) x",
              expected);
