@@ -1614,6 +1614,73 @@ static void test_ufr_bulk_wipe_lists_and_vacuums_unfanned_follows(void **state)
     assert_true(raw_int(f->url, "SELECT relallvisible FROM pg_class WHERE relname = 'unfanned_follows'") > 0);
 }
 
+struct ufr_toggler {
+    const char *url;
+    int64_t author, first_fan;
+    int idx;
+    pthread_barrier_t *go;
+    int failures;
+    char err[300];
+};
+
+/* follows and unfollows the author by overlapping fans (two threads share each fan: the same
+ * pair's follow and unfollow race), or (idx 4) posts as the author: an already unfanned author's
+ * follow rows come and go while its posts are written */
+static void *ufr_toggle(void *arg)
+{
+    struct ufr_toggler *w = arg;
+    struct store *st = open_url(w->url, 2);
+    pthread_barrier_wait(w->go);
+    for (int i = 0; i < 40; i++) {
+        int64_t id = 0;
+        int rc = w->idx == 4 ? store_post_create(st, w->author, "more", 4, 0, NULL, NULL, 1, &id)
+                             : store_follow(st, w->first_fan + (w->idx + i) % 3, w->author, (i + w->idx) % 2, i);
+        if (rc != STORE_OK && !(rc == STORE_NOT_FOUND && w->idx != 4)) {
+            w->failures++;
+            snprintf(w->err, sizeof w->err, "%d %s", rc, store_errmsg(st));
+        }
+    }
+    store_close(st);
+    return NULL;
+}
+
+/* An unfanned author (limit 2) whose fans follow and unfollow it concurrently, the same pair from
+ * two threads, while it posts: no error (a duplicate key in unfanned_follows would be one), and
+ * afterwards unfanned_follows and the home pages are exact. */
+static void test_ufr_same_pair_toggles_on_an_unfanned_author(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 2);
+    int64_t author = account(st, "star"), first_fan = account(st, "fan0");
+    assert_int_equal(account(st, "fan1"), first_fan + 1);
+    assert_int_equal(account(st, "fan2"), first_fan + 2);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(store_follow(st, first_fan + i, author, 1, 1), STORE_OK);
+    post(st, author, "unfanned");
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 3);
+    enum { T = 7 };
+    pthread_t t[T];
+    struct ufr_toggler w[T];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, T);
+    for (int i = 0; i < T; i++) {
+        w[i] = (struct ufr_toggler){f->url, author, first_fan, i < 4 ? i : 4, &go, 0, ""};
+        pthread_create(&t[i], NULL, ufr_toggle, &w[i]);
+    }
+    for (int i = 0; i < T; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < T; i++)
+        if (w[i].failures)
+            fail_msg("thread %d: %d failures, last %s", i, w[i].failures, w[i].err);
+    assert_unfanned_follows_exact(f->url);
+    ufr_assert_homes(f->url, st, first_fan, 3);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM accounts a WHERE"
+                                     " followers_count <> (SELECT count(*) FROM follows WHERE followee = a.id)"
+                                     " OR following_count <> (SELECT count(*) FROM follows WHERE follower = a.id)"),
+                     0);
+}
+
 int main(void)
 {
     if (cluster_start() != 0)
@@ -1643,6 +1710,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ufr_first_unfanned_post_races_follows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ufr_migration_3_on_a_v2_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ufr_bulk_wipe_lists_and_vacuums_unfanned_follows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ufr_same_pair_toggles_on_an_unfanned_author, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     cluster_destroy();
