@@ -303,7 +303,8 @@ int pg_bulk_end(struct store *st, int commit, struct store_bulk_stats *stats)
     else if (s->conn != NULL)
         pg_exec(s, "ROLLBACK", "rollback", NULL);
     if (commit && rc == STORE_OK)
-        pg_exec(s, "VACUUM (ANALYZE) accounts, follows, posts, home", "vacuuming", NULL);
+        /* unfanned_follows too: the home merge probes it per page (index-only once visible) */
+        pg_exec(s, "VACUUM (ANALYZE) accounts, follows, posts, home, unfanned_follows", "vacuuming", NULL);
     s->timeout_ms = s->bulk->saved_timeout_ms;
     s->in_bulk = 0;
     pg_bulk_free(s);

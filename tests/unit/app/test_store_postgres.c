@@ -1390,6 +1390,297 @@ static void test_bulk_ids_come_from_the_store(void **state)
     assert_true(later > ids[3]);
 }
 
+/* ---- ufreview: unfanned_follows (migration 3) under attack ---- */
+
+enum { UFR_FANS = 4, UFR_ROUNDS = 25, UFR_THREADS = UFR_FANS + 2 };
+
+struct ufr_worker {
+    const char *url;
+    int64_t *authors, first_fan;
+    int kind; /* < UFR_FANS: fan index (follow storm); UFR_FANS: plain poster; UFR_FANS + 1: keyed poster */
+    pthread_barrier_t *go;
+    int failures;
+    char err[300];
+};
+
+static void ufr_fail(struct ufr_worker *w, struct store *st, int rc)
+{
+    w->failures++;
+    snprintf(w->err, sizeof w->err, "%d %s", rc, store_errmsg(st));
+}
+
+/* Each round a fresh author (no follower yet, fan-out limit 2): the fans follow it (some unfollow
+ * and follow again, some end unfollowed) while its first posts, plain (PG_POST_COUNT then
+ * PG_POST_CREATE_PLAIN) and keyed (PG_LOCK_ACCOUNT then PG_POST_CREATE), cross the limit: its
+ * first unfanned post races the follows in both lock orders. */
+static void *ufr_storm(void *arg)
+{
+    struct ufr_worker *w = arg;
+    struct store *st = open_url(w->url, 2);
+    for (int r = 0; r < UFR_ROUNDS; r++) {
+        pthread_barrier_wait(w->go);
+        int64_t a = w->authors[r], id = 0;
+        int rc;
+        if (w->kind < UFR_FANS) {
+            int64_t fan = w->first_fan + w->kind;
+            if ((rc = store_follow(st, fan, a, 1, 1)) != STORE_OK)
+                ufr_fail(w, st, rc);
+            if ((r + w->kind) % 3 != 2 && (rc = store_follow(st, fan, a, 0, 2)) != STORE_OK)
+                ufr_fail(w, st, rc);
+            if ((r + w->kind) % 3 == 0 && (rc = store_follow(st, fan, a, 1, 3)) != STORE_OK)
+                ufr_fail(w, st, rc);
+        } else {
+            for (int i = 0; i < 3; i++) {
+                char key[32];
+                unsigned char h[STORE_BODY_HASH_LEN] = {2};
+                snprintf(key, sizeof key, "r%d-%d", r, i);
+                if (w->kind == UFR_FANS)
+                    rc = store_post_create(st, a, "plain", 5, 0, NULL, NULL, 1, &id);
+                else
+                    rc = store_post_create(st, a, "keyed", 5, 0, key, h, 1, &id);
+                if (rc != STORE_OK)
+                    ufr_fail(w, st, rc);
+            }
+        }
+    }
+    store_close(st);
+    return NULL;
+}
+
+struct ufr_sum {
+    int64_t n, sum;
+};
+
+static int ufr_note(void *ctx, const struct store_post *p)
+{
+    struct ufr_sum *s = ctx;
+    s->n++;
+    s->sum += p->id;
+    return 0;
+}
+
+/* every fan's home page holds exactly the posts of its followees (brute force), through a fresh
+ * store (its unfanned flag starts clear) and the one that wrote */
+static void ufr_assert_homes(const char *url, struct store *st, int64_t first_fan, int fans)
+{
+    struct store *fresh = open_url(url, 2);
+    for (int i = 0; i < fans; i++) {
+        int64_t fan = first_fan + i;
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM posts WHERE author = %lld OR author IN"
+                 " (SELECT followee FROM follows WHERE follower = %lld)",
+                 (long long)fan, (long long)fan);
+        int64_t n = raw_int(url, sql);
+        snprintf(sql, sizeof sql,
+                 "SELECT coalesce(sum(id), 0) FROM posts WHERE author = %lld OR author IN"
+                 " (SELECT followee FROM follows WHERE follower = %lld)",
+                 (long long)fan, (long long)fan);
+        int64_t sum = raw_int(url, sql);
+        struct store *each[2] = {st, fresh};
+        for (int k = 0; k < 2; k++) {
+            struct ufr_sum s = {0, 0};
+            struct store_page pg = {0, 0, 1000};
+            assert_int_equal(store_home(each[k], fan, &pg, ufr_note, &s), STORE_OK);
+            if (s.n != n || s.sum != sum)
+                fail_msg("fan %d (store %d): home has %lld posts (id sum %lld), its followees %lld (%lld)", i, k,
+                         (long long)s.n, (long long)s.sum, (long long)n, (long long)sum);
+        }
+    }
+    store_close(fresh);
+}
+
+static void test_ufr_first_unfanned_post_races_follows(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 2);
+    int64_t authors[UFR_ROUNDS], first_fan = 0;
+    char name[32];
+    for (int i = 0; i < UFR_FANS; i++) {
+        snprintf(name, sizeof name, "fan%d", i);
+        int64_t id = account(st, name);
+        if (i == 0)
+            first_fan = id;
+        assert_int_equal(id, first_fan + i);
+    }
+    for (int r = 0; r < UFR_ROUNDS; r++) {
+        snprintf(name, sizeof name, "author%d", r);
+        authors[r] = account(st, name);
+    }
+    pthread_t t[UFR_THREADS];
+    struct ufr_worker w[UFR_THREADS];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, UFR_THREADS);
+    for (int i = 0; i < UFR_THREADS; i++) {
+        w[i] = (struct ufr_worker){f->url, authors, first_fan, i, &go, 0, ""};
+        pthread_create(&t[i], NULL, ufr_storm, &w[i]);
+    }
+    for (int i = 0; i < UFR_THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < UFR_THREADS; i++)
+        if (w[i].failures)
+            fail_msg("worker %d: %d failures, last %s", i, w[i].failures, w[i].err);
+    /* the storm did make authors unfanned with followers listed */
+    assert_true(raw_int(f->url, "SELECT count(*) FROM unfanned_authors") > 0);
+    assert_true(raw_int(f->url, "SELECT count(*) FROM unfanned_follows") > 0);
+    assert_unfanned_follows_exact(f->url);
+    ufr_assert_homes(f->url, st, first_fan, UFR_FANS);
+}
+
+/* Migration 3 on a database at schema 2 with data: drop what migration 3 made, set the version
+ * back to 2, and let several stores open it at once (the advisory lock: one migrates): the rows
+ * are exactly follows JOIN unfanned_authors and the home pages merge through them. */
+static void test_ufr_migration_3_on_a_v2_database(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_url(f->url, 2);
+    int64_t big = account(st, "big"), mid = account(st, "mid"), first_fan = 0;
+    char name[32];
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "fan%d", i);
+        int64_t id = account(st, name);
+        if (i == 0)
+            first_fan = id;
+        assert_int_equal(store_follow(st, id, big, 1, 1), STORE_OK);
+        if (i % 2 == 0)
+            assert_int_equal(store_follow(st, id, mid, 1, 1), STORE_OK);
+    }
+    post(st, big, "unfanned"); /* 4 followers >= 2 */
+    post(st, mid, "unfanned too");
+    assert_int_equal(store_follow(st, first_fan + 1, mid, 1, 5), STORE_OK); /* after mid was listed */
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 4 + 3);
+    store_close(st);
+    raw_int(f->url, "DROP TABLE unfanned_follows; UPDATE schema_version SET version = 2");
+    enum { N = 6 };
+    pthread_t t[N];
+    struct opener o[N];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    for (int i = 0; i < N; i++) {
+        o[i] = (struct opener){.url = f->url, .go = &go};
+        pthread_create(&t[i], NULL, open_at_once, &o[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        if (!o[i].ok)
+            fail_msg("opener %d: %s", i, o[i].err);
+    }
+    pthread_barrier_destroy(&go);
+    assert_int_equal(raw_int(f->url, "SELECT version FROM schema_version"), 3);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 4 + 3);
+    assert_unfanned_follows_exact(f->url);
+    st = f->st = open_url(f->url, 2);
+    ufr_assert_homes(f->url, st, first_fan, 4);
+    /* the cascade of the migrated FK */
+    assert_int_equal(store_follow(st, first_fan, big, 0, 9), STORE_OK);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 4 + 3 - 1);
+    assert_unfanned_follows_exact(f->url);
+}
+
+/* agora seed with wipe into a database that has live unfanned_follows rows: the wipe empties it
+ * (TRUNCATE with its FK), the load lists exactly the follows of the authors it made unfanned, the
+ * home pages merge through them, and the table is VACUUM (ANALYZE)d with the others (bulk_end's
+ * contract: statistics for the planner, the visibility map for the home merge's index-only probe
+ * of unfanned_follows; before the fix it was left to autovacuum: reltuples -1, relallvisible 0). */
+static void test_ufr_bulk_wipe_lists_and_vacuums_unfanned_follows(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 2);
+    int64_t old = account(st, "old"), ids[6], p = 0;
+    for (int i = 0; i < 2; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "oldfan%d", i);
+        assert_int_equal(store_follow(st, account(st, name), old, 1, 1), STORE_OK);
+    }
+    post(st, old, "unfanned before the wipe");
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 2);
+    assert_int_equal(store_bulk_begin(st, 1), STORE_OK);
+    for (int i = 0; i < 6; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "u%d", i);
+        assert_int_equal(store_bulk_account(st, name, name, "h", 1, &ids[i]), STORE_OK);
+    }
+    for (int i = 1; i < 6; i++) /* ids[0]: 5 followers >= 2, unfanned; ids[1]: 1 follower, fanned */
+        assert_int_equal(store_bulk_follow(st, ids[i], ids[0], 1), STORE_OK);
+    assert_int_equal(store_bulk_follow(st, ids[2], ids[1], 1), STORE_OK);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(store_bulk_post(st, ids[i], "seeded", 1, &p), STORE_OK);
+    assert_int_equal(store_bulk_end(st, 1, NULL), STORE_OK);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 5);
+    assert_unfanned_follows_exact(f->url);
+    ufr_assert_homes(f->url, st, ids[1], 5);
+    assert_true(raw_int(f->url, "SELECT reltuples::bigint FROM pg_class WHERE relname = 'unfanned_follows'") == 5);
+    assert_true(raw_int(f->url, "SELECT relallvisible FROM pg_class WHERE relname = 'unfanned_follows'") > 0);
+}
+
+struct ufr_toggler {
+    const char *url;
+    int64_t author, first_fan;
+    int idx;
+    pthread_barrier_t *go;
+    int failures;
+    char err[300];
+};
+
+/* follows and unfollows the author by overlapping fans (two threads share each fan: the same
+ * pair's follow and unfollow race), or (idx 4) posts as the author: an already unfanned author's
+ * follow rows come and go while its posts are written */
+static void *ufr_toggle(void *arg)
+{
+    struct ufr_toggler *w = arg;
+    struct store *st = open_url(w->url, 2);
+    pthread_barrier_wait(w->go);
+    for (int i = 0; i < 40; i++) {
+        int64_t id = 0;
+        int rc = w->idx == 4 ? store_post_create(st, w->author, "more", 4, 0, NULL, NULL, 1, &id)
+                             : store_follow(st, w->first_fan + (w->idx + i) % 3, w->author, (i + w->idx) % 2, i);
+        if (rc != STORE_OK && !(rc == STORE_NOT_FOUND && w->idx != 4)) {
+            w->failures++;
+            snprintf(w->err, sizeof w->err, "%d %s", rc, store_errmsg(st));
+        }
+    }
+    store_close(st);
+    return NULL;
+}
+
+/* An unfanned author (limit 2) whose fans follow and unfollow it concurrently, the same pair from
+ * two threads, while it posts: no error (a duplicate key in unfanned_follows would be one), and
+ * afterwards unfanned_follows and the home pages are exact. */
+static void test_ufr_same_pair_toggles_on_an_unfanned_author(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 2);
+    int64_t author = account(st, "star"), first_fan = account(st, "fan0");
+    assert_int_equal(account(st, "fan1"), first_fan + 1);
+    assert_int_equal(account(st, "fan2"), first_fan + 2);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(store_follow(st, first_fan + i, author, 1, 1), STORE_OK);
+    post(st, author, "unfanned");
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 3);
+    enum { T = 7 };
+    pthread_t t[T];
+    struct ufr_toggler w[T];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, T);
+    for (int i = 0; i < T; i++) {
+        w[i] = (struct ufr_toggler){f->url, author, first_fan, i < 4 ? i : 4, &go, 0, ""};
+        pthread_create(&t[i], NULL, ufr_toggle, &w[i]);
+    }
+    for (int i = 0; i < T; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < T; i++)
+        if (w[i].failures)
+            fail_msg("thread %d: %d failures, last %s", i, w[i].failures, w[i].err);
+    assert_unfanned_follows_exact(f->url);
+    ufr_assert_homes(f->url, st, first_fan, 3);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM accounts a WHERE"
+                                     " followers_count <> (SELECT count(*) FROM follows WHERE followee = a.id)"
+                                     " OR following_count <> (SELECT count(*) FROM follows WHERE follower = a.id)"),
+                     0);
+}
+
 int main(void)
 {
     if (cluster_start() != 0)
@@ -1415,6 +1706,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plain_post_killed_while_waiting_for_the_author, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_frozen_server_gives_busy_not_a_hang, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_killed_and_restarted, setup, teardown),
+        /* ufreview */
+        cmocka_unit_test_setup_teardown(test_ufr_first_unfanned_post_races_follows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ufr_migration_3_on_a_v2_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ufr_bulk_wipe_lists_and_vacuums_unfanned_follows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ufr_same_pair_toggles_on_an_unfanned_author, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     cluster_destroy();
