@@ -109,15 +109,33 @@ static const char *const migrations[] = {
      * pruned, so that a home timeline probes the posts of those followees only */
     "CREATE TABLE unfanned_authors (author bigint PRIMARY KEY);"
     "INSERT INTO unfanned_authors SELECT DISTINCT author FROM posts WHERE NOT fanout;",
-    /* 3: the follows of those authors, each follower's own (follows JOIN unfanned_authors, kept
-     * by the follow and by the post that lists its author; the cascade drops a row with its
-     * follow): a home page probes that follower's rows instead of hashing every unfanned author
-     * against all its follows (at 100 000 users, about half of the merge, bench/RESULTS-social.md) */
+    /* 3: the follows of those authors, each follower's own: exactly follows JOIN unfanned_authors.
+     * A home page probes the owner's rows instead of hashing every unfanned author against all
+     * its follows (at 100 000 users, about half of the merge, bench/RESULTS-social.md). Kept by
+     * the database itself, so that every writer keeps it, an older binary still running during
+     * an upgrade included: a statement adding follows adds the rows of those whose followee is
+     * listed (one call per statement, with its new rows: a COPY of the seed included), an author
+     * newly listed (a first unfanned post, rare) adds all its follows, and the foreign key drops
+     * a row with its follow. Both writers hold the author's row lock (PG_LOCK_ACCOUNTS2,
+     * PG_LOCK_ACCOUNT or PG_POST_COUNT, docs/TIMELINES.md) and a trigger's statement takes its
+     * own snapshot after the lock, so neither misses the other's commit. */
     "CREATE TABLE unfanned_follows ("
     "  follower bigint NOT NULL,"
     "  followee bigint NOT NULL,"
     "  PRIMARY KEY (follower, followee),"
     "  FOREIGN KEY (follower, followee) REFERENCES follows ON DELETE CASCADE);"
+    "CREATE FUNCTION agora_follows_added() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    "  INSERT INTO unfanned_follows SELECT n.follower, n.followee FROM agora_new_follows n"
+    "   JOIN unfanned_authors u ON u.author = n.followee ON CONFLICT DO NOTHING;"
+    "  RETURN NULL; END $$;"
+    "CREATE TRIGGER unfanned_follows_of_follows AFTER INSERT ON follows"
+    "  REFERENCING NEW TABLE AS agora_new_follows FOR EACH STATEMENT EXECUTE FUNCTION agora_follows_added();"
+    "CREATE FUNCTION agora_author_unfanned() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    "  INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM follows f"
+    "   WHERE f.followee = NEW.author ON CONFLICT DO NOTHING;"
+    "  RETURN NULL; END $$;"
+    "CREATE TRIGGER unfanned_follows_of_author AFTER INSERT ON unfanned_authors"
+    "  FOR EACH ROW EXECUTE FUNCTION agora_author_unfanned();"
     "INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM follows f"
     "  JOIN unfanned_authors u ON u.author = f.followee;",
 };
@@ -153,10 +171,9 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_PASSWORD_SET] = "WITH u AS (UPDATE accounts SET password_hash = $2 WHERE id = $1 RETURNING id),"
                         " d AS (DELETE FROM sessions WHERE account_id IN (SELECT id FROM u) AND id <> $3 RETURNING 1)"
                         " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM d)",
-    /* after PG_LOCK_ACCOUNTS2: the follow, both counters, the backfill of the followee's
-     * fanned-out posts (docs/TIMELINES.md) and, for an unfanned followee, its unfanned_follows
-     * row, all only when the row was new (the lock orders this with the followee's posts: see
-     * PG_POST_CREATE) */
+    /* after PG_LOCK_ACCOUNTS2: the follow, both counters and the backfill of the followee's
+     * fanned-out posts (docs/TIMELINES.md), all only when the row was new (a trigger adds its
+     * unfanned_follows row: migration 3) */
     [PG_FOLLOW] = "WITH t AS (SELECT id FROM accounts WHERE id = $2),"
                   " ins AS (INSERT INTO follows(follower, followee, created_at) SELECT $1, id, $3 FROM t"
                   "   ON CONFLICT DO NOTHING RETURNING followee),"
@@ -165,9 +182,7 @@ static const char *const stmt_sql[PG__COUNT] = {
                   " c2 AS (UPDATE accounts SET following_count = following_count + 1"
                   "   WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)),"
                   " bf AS (INSERT INTO home(owner, post_id) SELECT $1, p.id FROM ins JOIN posts p"
-                  "   ON p.author = ins.followee AND p.fanout ON CONFLICT DO NOTHING),"
-                  " uf AS (INSERT INTO unfanned_follows SELECT $1, ins.followee FROM ins"
-                  "   JOIN unfanned_authors u ON u.author = ins.followee)"
+                  "   ON p.author = ins.followee AND p.fanout ON CONFLICT DO NOTHING)"
                   " SELECT EXISTS (SELECT 1 FROM t)",
     [PG_UNFOLLOW] = "WITH t AS (SELECT id FROM accounts WHERE id = $2),"
                     " del AS (DELETE FROM follows WHERE follower = $1 AND followee = $2 RETURNING followee),"
@@ -203,9 +218,8 @@ static const char *const stmt_sql[PG__COUNT] = {
     [PG_THR_FORGET] = "DELETE FROM throttle WHERE key = $1",
     /* after PG_LOCK_ACCOUNT(author): the Idempotency-Key lookup, the parent, the post, both
      * counters and the fan-out, decided on the author's current follower count; the first
-     * unfanned post lists its author in unfanned_authors and its follows in unfanned_follows
-     * (the lock is taken by an earlier statement, so this one's snapshot holds every follow
-     * committed before it, and a follow waits for the lock: none is missed). Columns: new id,
+     * unfanned post lists its author in unfanned_authors (whose trigger lists its follows in
+     * unfanned_follows: migration 3). Columns: new id,
      * id of the post with that key, whether its stored hash differs from $7, author exists,
      * parent exists. */
     [PG_POST_CREATE] =
@@ -219,9 +233,7 @@ static const char *const stmt_sql[PG__COUNT] = {
         " c1 AS (UPDATE accounts SET posts_count = posts_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)),"
         " c2 AS (UPDATE posts SET replies_count = replies_count + 1 WHERE id = (SELECT reply_to FROM ins)),"
         " h1 AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins),"
-        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING"
-        "   RETURNING author),"
-        " uf AS (INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM u JOIN follows f ON f.followee = $1),"
+        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
         " h2 AS (INSERT INTO home(owner, post_id) SELECT f.follower, ins.id FROM ins"
         "   JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
         " SELECT (SELECT id FROM ins), (SELECT id FROM k),"
@@ -244,9 +256,7 @@ static const char *const stmt_sql[PG__COUNT] = {
         "WITH a AS (SELECT followers_count FROM accounts WHERE id = $1),"
         " ins AS (INSERT INTO posts(author, text, created_at, fanout)"
         "   SELECT $1, $2, $3, a.followers_count < $4 FROM a RETURNING id, fanout),"
-        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING"
-        "   RETURNING author),"
-        " uf AS (INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM u JOIN follows f ON f.followee = $1),"
+        " u AS (INSERT INTO unfanned_authors SELECT $1 FROM ins WHERE NOT ins.fanout ON CONFLICT DO NOTHING),"
         " h AS (INSERT INTO home(owner, post_id) SELECT $1, id FROM ins UNION ALL"
         "   SELECT f.follower, ins.id FROM ins JOIN follows f ON f.followee = $1 WHERE ins.fanout)"
         " SELECT id FROM ins",

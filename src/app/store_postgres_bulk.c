@@ -246,11 +246,6 @@ static int finish(struct pg_store *s)
                       " ON CONFLICT DO NOTHING",
                       "listing the authors merged at read time", NULL)) != STORE_OK)
         return rc;
-    if ((rc = pg_exec(s,
-                      "INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM follows f"
-                      " JOIN unfanned_authors u ON u.author = f.followee ON CONFLICT DO NOTHING",
-                      "listing their follows", NULL)) != STORE_OK)
-        return rc;
     if ((rc = pg_exec(s, "INSERT INTO home(owner, post_id) SELECT author, id FROM posts ORDER BY 1, 2",
                       "filling own timelines", NULL)) != STORE_OK)
         return rc;

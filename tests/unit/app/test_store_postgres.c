@@ -1228,6 +1228,52 @@ static void test_unfanned_follows_track_follows(void **state)
     assert_int_equal(h.ids[1], p1);
 }
 
+/* The database keeps unfanned_follows whoever writes (migration 3's triggers): the statements
+ * of a binary older than migration 3, still running during an upgrade (a handoff's draining
+ * process), know nothing of the table, yet a follow of a listed author gets its row and an author
+ * newly listed gets all its follows; a multi-row insert as well as a COPY. Without the triggers
+ * these rows were missing for good and those followers' home pages lost the author's posts. */
+static void test_unfanned_follows_kept_for_writers_that_do_not_know_it(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 2);
+    int64_t star = account(st, "star"), rising = account(st, "rising"), a = account(st, "a"), b = account(st, "b"),
+            c = account(st, "c");
+    char sql[512];
+    /* what an older binary's post writes when star is unfanned: the author listed */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO follows VALUES (%lld, %lld, 1), (%lld, %lld, 1);"
+             " INSERT INTO unfanned_authors VALUES (%lld) ON CONFLICT DO NOTHING; SELECT 0",
+             (long long)a, (long long)star, (long long)b, (long long)star, (long long)star);
+    raw_int(f->url, sql);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 2);
+    /* an older binary's follow of a listed author, two rows in one statement */
+    snprintf(sql, sizeof sql, "INSERT INTO follows VALUES (%lld, %lld, 2), (%lld, %lld, 2); SELECT 0", (long long)c,
+             (long long)star, (long long)c, (long long)rising);
+    raw_int(f->url, sql);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 3);
+    /* a COPY (agora seed's way) */
+    PGconn *conn = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(conn), CONNECTION_OK);
+    PGresult *r = PQexec(conn, "COPY follows FROM STDIN");
+    assert_int_equal(PQresultStatus(r), PGRES_COPY_IN);
+    PQclear(r);
+    snprintf(sql, sizeof sql, "%lld\t%lld\t3\n%lld\t%lld\t3\n", (long long)b, (long long)rising, (long long)star,
+             (long long)rising);
+    assert_int_equal(PQputCopyData(conn, sql, (int)strlen(sql)), 1);
+    assert_int_equal(PQputCopyEnd(conn, NULL), 1);
+    r = PQgetResult(conn);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(conn);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 3); /* rising is not listed */
+    /* rising becomes unfanned: its three follows are listed */
+    snprintf(sql, sizeof sql, "INSERT INTO unfanned_authors VALUES (%lld); SELECT 0", (long long)rising);
+    raw_int(f->url, sql);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 6);
+    assert_unfanned_follows_exact(f->url);
+}
+
 /* pg_terminate_backend while plain posts are being written: every post acknowledged (STORE_OK)
  * exists once, none exists twice (a lost write is never sent again), a failed one is STORE_BUSY,
  * and posts_count equals the posts. */
@@ -1551,7 +1597,8 @@ static void test_ufr_migration_3_on_a_v2_database(void **state)
     assert_int_equal(store_follow(st, first_fan + 1, mid, 1, 5), STORE_OK); /* after mid was listed */
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 4 + 3);
     store_close(st);
-    raw_int(f->url, "DROP TABLE unfanned_follows; UPDATE schema_version SET version = 2");
+    raw_int(f->url, "DROP TABLE unfanned_follows; DROP FUNCTION agora_follows_added CASCADE;"
+                    " DROP FUNCTION agora_author_unfanned CASCADE; UPDATE schema_version SET version = 2");
     enum { N = 6 };
     pthread_t t[N];
     struct opener o[N];
@@ -1690,6 +1737,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_round_trip_per_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_home_merges_once_a_post_is_unfanned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unfanned_follows_track_follows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unfanned_follows_kept_for_writers_that_do_not_know_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_timeout_is_busy, setup, teardown),
