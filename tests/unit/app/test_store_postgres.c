@@ -1728,6 +1728,172 @@ static void test_ufr_same_pair_toggles_on_an_unfanned_author(void **state)
                      0);
 }
 
+/* ---- trigreview: migration 3's triggers (transition tables, snapshots, privileges) ---- */
+
+/* Runs sql on c, failing the test on an error; returns the first column of the first row. */
+static int64_t trg_exec(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    int64_t v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    return v;
+}
+
+static int64_t trg_pair(const char *url, int64_t follower, int64_t followee)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM unfanned_follows WHERE follower = %lld AND followee = %lld",
+             (long long)follower, (long long)followee);
+    return raw_int(url, sql);
+}
+
+/* A follow that already exists (ON CONFLICT DO NOTHING inserts nothing: the statement trigger
+ * fires with an empty transition table), duplicates inside one data-modifying CTE, and a follow
+ * statement rolled back and retried whole (what a deadlock or serialization failure's retry does):
+ * no error, exactly one unfanned_follows row per follow of a listed author. */
+static void test_trg_conflicts_and_retries(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 1);
+    int64_t star = account(st, "star"), a = account(st, "a"), b = account(st, "b"), c = account(st, "c");
+    assert_int_equal(store_follow(st, a, star, 1, 1), STORE_OK);
+    post(st, star, "p1");
+    post(st, star, "p2"); /* past the limit of 1: star is listed */
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_authors"), 1);
+    assert_int_equal(trg_pair(f->url, a, star), 1);
+    assert_int_equal(store_follow(st, a, star, 1, 2), STORE_OK); /* already there: empty transition table */
+    assert_int_equal(trg_pair(f->url, a, star), 1);
+    char sql[512];
+    PGconn *conn = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(conn), CONNECTION_OK);
+    /* the same pair twice and an existing one in one CTE statement: b's row once, a's untouched */
+    snprintf(sql, sizeof sql,
+             "WITH i AS (INSERT INTO follows VALUES (%lld, %lld, 3), (%lld, %lld, 3), (%lld, %lld, 3)"
+             " ON CONFLICT DO NOTHING RETURNING followee) SELECT count(*) FROM i",
+             (long long)b, (long long)star, (long long)b, (long long)star, (long long)a, (long long)star);
+    assert_int_equal(trg_exec(conn, sql), 1);
+    assert_int_equal(trg_pair(f->url, b, star), 1);
+    assert_int_equal(trg_pair(f->url, a, star), 1);
+    /* c's follow made, rolled back (the row goes with it), then retried whole and committed */
+    snprintf(sql, sizeof sql,
+             "WITH i AS (INSERT INTO follows VALUES (%lld, %lld, 4) ON CONFLICT DO NOTHING RETURNING followee)"
+             " SELECT count(*) FROM i",
+             (long long)c, (long long)star);
+    trg_exec(conn, "BEGIN");
+    assert_int_equal(trg_exec(conn, sql), 1);
+    snprintf(sql + 400, 100, "SELECT count(*) FROM unfanned_follows WHERE follower = %lld", (long long)c);
+    assert_int_equal(trg_exec(conn, sql + 400), 1); /* its own transaction sees the trigger's row */
+    trg_exec(conn, "ROLLBACK");
+    assert_int_equal(trg_pair(f->url, c, star), 0);
+    trg_exec(conn, "BEGIN");
+    assert_int_equal(trg_exec(conn, sql), 1);
+    trg_exec(conn, "COMMIT");
+    assert_int_equal(trg_exec(conn, sql), 0); /* and once more: already there, no error */
+    PQfinish(conn);
+    assert_int_equal(trg_pair(f->url, c, star), 1);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 3);
+    assert_unfanned_follows_exact(f->url);
+}
+
+/* The trigger's INSERT ... SELECT (plpgsql, READ COMMITTED) takes a snapshot of its own: one
+ * statement whose snapshot was taken before the other writer committed (it waited for the
+ * author's row lock inside the same statement) still lists the pair. first_lists: the first
+ * transaction lists the author (its first unfanned post) and the follow waits; else the follow
+ * is first and the listing waits. */
+static void trg_crossing(const char *url, struct store *st, int first_lists)
+{
+    int64_t star = account(st, first_lists ? "star1" : "star2"), fan = account(st, first_lists ? "fan1" : "fan2");
+    char sql[512];
+    PGconn *c1 = PQconnectdb(url), *c2 = PQconnectdb(url);
+    assert_int_equal(PQstatus(c1), CONNECTION_OK);
+    assert_int_equal(PQstatus(c2), CONNECTION_OK);
+    trg_exec(c1, "BEGIN");
+    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id = %lld FOR NO KEY UPDATE", (long long)star);
+    trg_exec(c1, sql);
+    if (first_lists)
+        snprintf(sql, sizeof sql, "INSERT INTO unfanned_authors VALUES (%lld)", (long long)star);
+    else
+        snprintf(sql, sizeof sql, "INSERT INTO follows VALUES (%lld, %lld, 1)", (long long)fan, (long long)star);
+    trg_exec(c1, sql);
+    /* one statement: its snapshot is taken now, then it waits for star's row */
+    if (first_lists)
+        snprintf(sql, sizeof sql,
+                 "WITH l AS (SELECT id FROM accounts WHERE id = %lld FOR NO KEY UPDATE)"
+                 " INSERT INTO follows SELECT %lld, id, 1 FROM l ON CONFLICT DO NOTHING",
+                 (long long)star, (long long)fan);
+    else
+        snprintf(sql, sizeof sql,
+                 "WITH l AS (SELECT id FROM accounts WHERE id = %lld FOR NO KEY UPDATE)"
+                 " INSERT INTO unfanned_authors SELECT id FROM l ON CONFLICT DO NOTHING",
+                 (long long)star);
+    assert_int_equal(PQsendQuery(c2, sql), 1);
+    usleep(300 * 1000);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()");
+    assert_int_equal(raw_int(url, sql), 1); /* c2 really waits */
+    trg_exec(c1, "COMMIT");
+    PGresult *r;
+    int results = 0;
+    while ((r = PQgetResult(c2)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fail_msg("%s", PQerrorMessage(c2));
+        results++;
+        PQclear(r);
+    }
+    assert_int_equal(results, 1);
+    PQfinish(c1);
+    PQfinish(c2);
+    assert_int_equal(trg_pair(url, fan, star), 1);
+    assert_unfanned_follows_exact(url);
+}
+
+static void test_trg_trigger_sees_a_commit_after_its_statement_began(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 1);
+    trg_crossing(f->url, st, 1);
+    trg_crossing(f->url, st, 0);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 2);
+}
+
+/* The store run by a non-superuser that owns its database: migrations 1-3 (plpgsql functions and
+ * triggers) succeed and the triggers keep unfanned_follows for that role. */
+static void test_trg_non_superuser_owner(void **state)
+{
+    struct fx *f = *state;
+    char name[64], user[80], sql[256], url[700];
+    snprintf(name, sizeof name, "trg_owner_%d", (int)getpid()); /* database and role */
+    snprintf(user, sizeof user, "user=%s", name);
+    snprintf(sql, sizeof sql, "CREATE ROLE %s LOGIN", name);
+    raw_int(cluster_url, sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s OWNER %s", name, name);
+    raw_int(cluster_url, sql);
+    url_of(name, url, sizeof url);
+    char *at = strstr(url, "user=agora");
+    assert_non_null(at);
+    memmove(at + strlen(user), at + strlen("user=agora"), strlen(at + strlen("user=agora")) + 1);
+    memcpy(at, user, strlen(user));
+    assert_int_equal(raw_int(url, "SELECT rolsuper::int FROM pg_roles WHERE rolname = current_user"), 0);
+    struct store *st = f->st = open_url(url, 1);
+    assert_int_equal(raw_int(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'unfanned_follows_of_%'"), 2);
+    int64_t star = account(st, "star"), a = account(st, "a"), b = account(st, "b");
+    assert_int_equal(store_follow(st, a, star, 1, 1), STORE_OK);
+    post(st, star, "p1");
+    post(st, star, "p2");
+    assert_int_equal(store_follow(st, b, star, 1, 2), STORE_OK);
+    assert_int_equal(trg_pair(url, a, star), 1);
+    assert_int_equal(trg_pair(url, b, star), 1);
+    assert_int_equal(raw_int(url, "SELECT count(*) FROM unfanned_follows"), 2);
+    store_close(st);
+    f->st = NULL;
+    snprintf(sql, sizeof sql, "DROP DATABASE %s", name);
+    raw_int(cluster_url, sql);
+    snprintf(sql, sizeof sql, "DROP ROLE %s", name);
+    raw_int(cluster_url, sql);
+}
+
 int main(void)
 {
     if (cluster_start() != 0)
@@ -1759,6 +1925,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ufr_migration_3_on_a_v2_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ufr_bulk_wipe_lists_and_vacuums_unfanned_follows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ufr_same_pair_toggles_on_an_unfanned_author, setup, teardown),
+        /* trigreview */
+        cmocka_unit_test_setup_teardown(test_trg_conflicts_and_retries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trg_trigger_sees_a_commit_after_its_statement_began, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trg_non_superuser_owner, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     cluster_destroy();
