@@ -136,6 +136,13 @@ static const char *const migrations[] = {
     "  RETURN NULL; END $$;"
     "CREATE TRIGGER unfanned_follows_of_author AFTER INSERT ON unfanned_authors"
     "  FOR EACH ROW EXECUTE FUNCTION agora_author_unfanned();"
+    /* trigreview: the functions name their tables unqualified and would resolve them through
+     * the writer's search_path (a session with another path wrote into a same-named table of
+     * another schema, or failed): pinned to the schema these tables were created in */
+    "DO $$ BEGIN"
+    "  EXECUTE format('ALTER FUNCTION agora_follows_added() SET search_path = %I, pg_temp', current_schema());"
+    "  EXECUTE format('ALTER FUNCTION agora_author_unfanned() SET search_path = %I, pg_temp', current_schema());"
+    " END $$;"
     "INSERT INTO unfanned_follows SELECT f.follower, f.followee FROM follows f"
     "  JOIN unfanned_authors u ON u.author = f.followee;",
 };

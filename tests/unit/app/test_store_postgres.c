@@ -1894,6 +1894,38 @@ static void test_trg_non_superuser_owner(void **state)
     raw_int(cluster_url, sql);
 }
 
+/* A writer whose search_path differs from the store's (a tool, a maintenance session, a role
+ * whose "$user" schema holds a table of the same name) inserting into the store's follows: the
+ * trigger functions name their tables unqualified, so they resolve through the caller's
+ * search_path. Wanted: the row lands in the store's own unfanned_follows, never elsewhere, and an
+ * insert with only pg_catalog on the path does not fail. */
+static void test_trg_search_path_of_the_writer(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_url(f->url, 1);
+    int64_t star = account(st, "star"), a = account(st, "a"), b = account(st, "b"), c0 = account(st, "c0");
+    assert_int_equal(store_follow(st, c0, star, 1, 1), STORE_OK); /* one follower: past the limit of 1 */
+    post(st, star, "p1");
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_authors"), 1);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "CREATE SCHEMA shadow; CREATE TABLE shadow.unfanned_follows (follower bigint, followee bigint);"
+             " CREATE TABLE shadow.unfanned_authors (author bigint); INSERT INTO shadow.unfanned_authors VALUES (%lld);"
+             " SET search_path = shadow, public; INSERT INTO public.follows VALUES (%lld, %lld, 1); SELECT 0",
+             (long long)star, (long long)a, (long long)star);
+    raw_int(f->url, sql);
+    assert_int_equal(raw_int(f->url, "SELECT count(*) FROM shadow.unfanned_follows"), 0);
+    assert_int_equal(trg_pair(f->url, a, star), 1);
+    PGconn *c = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    trg_exec(c, "SET search_path = pg_catalog");
+    snprintf(sql, sizeof sql, "INSERT INTO public.follows VALUES (%lld, %lld, 1)", (long long)b, (long long)star);
+    trg_exec(c, sql);
+    PQfinish(c);
+    assert_int_equal(trg_pair(f->url, b, star), 1);
+    assert_unfanned_follows_exact(f->url);
+}
+
 int main(void)
 {
     if (cluster_start() != 0)
@@ -1929,6 +1961,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trg_conflicts_and_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trg_trigger_sees_a_commit_after_its_statement_began, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trg_non_superuser_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trg_search_path_of_the_writer, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     cluster_destroy();
