@@ -385,6 +385,14 @@ static void px_fail_dispatch(struct px *px, int rc)
 /* How a try that failed or was abandoned may go on elsewhere. */
 enum move { MOVE_NO, MOVE_QUEUED, MOVE_REPLAY };
 
+/* Whether any byte of a response came on px's try: one not parsed yet, or an interim head (100
+ * Continue, 103 Early Hints), which the reader consumes without leaving its head phase. Either
+ * says the backend has the request: no stale connection, and no replay as if nothing came. */
+static int px_response_began(const struct px *px)
+{
+    return buf_used(&px->up->in) > 0 || px->resp.interim_bytes > 0 || px->resp.phase != HTTP_READER_HEAD;
+}
+
 /* Whether px's try may move to another server (a server still to be found): MOVE_QUEUED when
  * nothing reached the backend (any method: what is queued moves), MOVE_REPLAY when the request is
  * safe to repeat, every byte of it is in the replay buffer and no response byte came (a retry
@@ -398,7 +406,7 @@ static enum move px_movable(const struct px *px, enum lb_fail kind)
         return MOVE_NO;
     if (u->bytes_written == 0)
         return MOVE_QUEUED;
-    if (px->safe && px->replayable && buf_used(&u->in) == 0)
+    if (px->safe && px->replayable && !px_response_began(px))
         return MOVE_REPLAY;
     return MOVE_NO;
 }
@@ -472,7 +480,9 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
 {
     struct lb_worker *w = px->w;
     struct lb_upstream *u = px->up;
-    int stale = u && u->uses > 1 && kind == LB_FAIL_IO;
+    /* Stale: the connection was reused and died before a byte of answer (an interim head is one:
+     * a backend that sent 103 or 100 Continue and then closed had the request, and is failing). */
+    int stale = u && u->uses > 1 && kind == LB_FAIL_IO && !px_response_began(px);
     px_count_failure(px, kind, stale);
     enum move how = px_movable(px, kind);
     if (how == MOVE_REPLAY && !stale && !lb_retry_budget_take(&w->retry)) {
