@@ -799,6 +799,9 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     px->safe = h->method == HTTP_GET || h->method == HTTP_HEAD || h->method == HTTP_OPTIONS || h->method == HTTP_PUT ||
                h->method == HTTP_DELETE || h->method == HTTP_TRACE || http_find_header(h, "idempotency-key") != NULL;
     px->safe = px->safe && !px->upgrade; /* an upgrade is never sent twice */
+    /* ...so it takes no pooled connection either: one the backend closed as it was taken (a
+     * keep-alive timeout) would fail it with a 502 where any other GET is sent again. */
+    px->fresh = px->upgrade;
     px->replayable = px->safe && cfg->replay_buffer > 0;
     struct buf b = {0};
     px->req_chunked = lb_rewrite_request(&b, h, http_conn_remote_ip(c), s->host_header, cfg->trust_forwarded,

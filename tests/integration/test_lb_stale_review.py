@@ -11,6 +11,7 @@ the backend saw, exactly.
 
 import socket
 import threading
+import time
 
 from helpers import LOCALHOST, RawConnection
 
@@ -204,5 +205,48 @@ def test_a_stale_get_goes_once_more_on_a_new_connection_never_more(lb_factory):
         # Connection k answers p(k-1) and dies on p(k), which connection k+1 answers.
         assert [(c, line) for c, line, _ in backend.requests] == [(1, "GET /p0 HTTP/1.1")] + [
             (c, "GET /p%d HTTP/1.1" % i) for i in range(1, 4) for c in (i, i + 1)]
+    finally:
+        backend.close()
+
+
+def head_then_close(sock, head, rest):
+    """Reads the head only, then closes: the body (if any) never reached it."""
+    return rest
+
+
+def test_a_websocket_upgrade_takes_a_new_connection_never_a_pooled_one(lb_factory):
+    # An upgrade is never sent twice (px->safe), so one that met a dead pooled connection got
+    # 502 where any other GET is sent again: it takes a new connection at once (the backend here
+    # answers it with a plain 200: no tunnel opens). Before: 502 after conn 1 read it.
+    backend = SecondRequestBackend(read_then_close)
+    try:
+        lb = lb_factory([backend.port], *LB_FLAGS)
+        with RawConnection(lb.port, timeout=5) as conn:
+            conn.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert conn.read_response()[::2] == (200, b"first\n")
+            conn.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                      b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            assert conn.read_response()[::2] == (200, b"first\n")
+        assert [(c, line) for c, line, _ in backend.requests] == [(1, "GET /warm HTTP/1.1"), (2, "GET /ws HTTP/1.1")]
+    finally:
+        backend.close()
+
+
+def test_an_expect_continue_put_on_a_stale_connection_is_sent_whole_on_a_new_one(lb_factory):
+    # The PUT's head (Expect: 100-continue) meets a dead pooled connection before its body left
+    # the client: the head goes again on a new connection, and the body, sent by the client
+    # when no 100 came, follows it there whole.
+    backend = SecondRequestBackend(head_then_close)
+    try:
+        lb = lb_factory([backend.port], *LB_FLAGS)
+        with RawConnection(lb.port, timeout=5) as conn:
+            conn.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert conn.read_response()[::2] == (200, b"first\n")
+            conn.send(b"PUT /doc HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            time.sleep(0.3)  # no 100 Continue: a client sends its body anyway after a while
+            conn.send(b"hello")
+            assert conn.read_response()[::2] == (200, b"first\n")
+        assert backend.requests == [(1, "GET /warm HTTP/1.1", b""), (1, "PUT /doc HTTP/1.1", b""),
+                                    (2, "PUT /doc HTTP/1.1", b"hello")]
     finally:
         backend.close()
