@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from helpers import LOCALHOST, RawConnection
+from helpers import LOCALHOST, RawConnection, backend_url, lb_server_stats
 
 
 class SecondRequestBackend:
@@ -250,3 +250,32 @@ def test_an_expect_continue_put_on_a_stale_connection_is_sent_whole_on_a_new_one
                                     (2, "PUT /doc HTTP/1.1", b"hello")]
     finally:
         backend.close()
+
+
+def cut_mid_body(sock, head, rest):
+    """Answers with a head and part of the body, then dies."""
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    return b""
+
+
+def test_a_response_cut_mid_body_on_a_reused_connection_is_a_server_failure(lb_factory):
+    # Only a connection that dies before any byte of answer is stale (no verdict on the server).
+    # One that dies in the middle of a response is a failing server, reused connection or not:
+    # passive health ejects it as it does after a reset (before: "stale", never ejected).
+    a = SecondRequestBackend(cut_mid_body)
+    b = SecondRequestBackend(read_then_close)
+    try:
+        lb = lb_factory([a.port, b.port], "--policy", "round-robin", "--retries", "2")
+        with RawConnection(lb.port, timeout=5) as conn:
+            for path in (b"/a0", b"/b0"):  # one pooled connection at each
+                conn.send(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path)
+                assert conn.read_response()[::2] == (200, b"first\n")
+            conn.send(b"GET /a1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert conn.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
+            assert conn.read_until_closed() == b"0123456789"  # the response cannot be completed
+        assert [(c, line) for c, line, _ in a.requests] == [(1, "GET /a0 HTTP/1.1"), (1, "GET /a1 HTTP/1.1")]
+        server = lb_server_stats(lb.port)[backend_url(a.port)]
+        assert (server["healthy"], server["ejections"]) == (False, 1)
+    finally:
+        a.close()
+        b.close()
