@@ -13,7 +13,10 @@ import socket
 import threading
 import time
 
+from h2raw import H2
 from helpers import LOCALHOST, RawConnection, backend_url, lb_server_stats
+from test_lb_h2 import h2_lb  # noqa: F401 (fixture)
+from test_lb_tls import certs  # noqa: F401 (fixture)
 
 
 class SecondRequestBackend:
@@ -279,3 +282,33 @@ def test_a_response_cut_mid_body_on_a_reused_connection_is_a_server_failure(lb_f
     finally:
         a.close()
         b.close()
+
+
+def test_h2_streams_at_once_on_a_backend_dropping_every_reused_connection(h2_lb):
+    # Rounds of 6 streams at once on one HTTP/2 connection; the only backend drops every pooled
+    # connection it is sent a request on. Every stream is answered from a new connection: a
+    # stream that met a pooled one is sent once more (new connection), never a third time.
+    backend = SecondRequestBackend(read_then_close)
+    try:
+        lb = h2_lb("--passive-health", "off", "--retries", "2", "--retry-budget", "0", backends=[backend.port])
+        c = H2(lb.tls_port, lb.ca)
+        try:
+            for r in range(4):
+                sids = {c.request("/r%d-%d" % (r, k)): k for k in range(6)}
+                got = [c.wait_stream(sid)[:2] for sid in sids]
+                assert got == [(200, b"first\n")] * 6, r
+        finally:
+            c.close()
+        seen = {}
+        for conn, line, _ in backend.requests:
+            seen.setdefault(line, []).append(conn)
+        first_of = {}
+        for conn, line, _ in backend.requests:
+            first_of.setdefault(conn, line)
+        assert sorted(seen) == sorted("GET /r%d-%d HTTP/1.1" % (r, k) for r in range(4) for k in range(6))
+        for line, conns in seen.items():
+            # Once, on a new connection; or first on a pooled one, then on a new one.
+            assert len(conns) in (1, 2) and first_of[conns[-1]] == line, (line, conns)
+        assert max(len(v) for v in seen.values()) == 2  # pooled connections were met, and dropped
+    finally:
+        backend.close()
