@@ -358,12 +358,15 @@ static int px_dispatch(struct px *px, struct buf *pending)
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&px->server->connect_failures, 1, memory_order_relaxed);
         px_passive_fail(px, LB_FAIL_CONNECT);
-        struct lb_server *failed = px->server; /* w->set holds a reference */
+        struct lb_server *failed = px->server; /* kept alive: see px_move */
+        lb_server_ref(failed);
         px_release_server(px);
         struct lb_server *s = px->tried.n <= (int)w->sh->cfg->retries ? pick_server(px) : NULL;
+        if (s)
+            atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
+        lb_server_unref(failed);
         if (!s)
             break;
-        atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
         px->retry_reasons |= 1u << LB_RETRY_CONNECT;
         atomic_fetch_add_explicit(&w->sh->counters.retries[LB_RETRY_CONNECT], 1, memory_order_relaxed);
         px_use_server(px, s);
@@ -439,12 +442,17 @@ static void px_move(struct px *px, enum lb_fail kind, enum move how, struct lb_s
         buf_append(&pending, buf_head(&px->replay), buf_used(&px->replay));
     }
     px_close_upstream(px);
-    struct lb_server *failed = px->server; /* w->set holds a reference */
+    /* Not w->set's to keep alive: a server removed meanwhile left it when the worker took a newer
+     * set, and px's reference (released now) may then be the last the worker holds. */
+    struct lb_server *failed = px->server;
+    if (failed)
+        lb_server_ref(failed);
     px_release_server(px);
     if (!s)
         s = pick_server_for(px, kind);
     if (s && failed)
         atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
+    lb_server_unref(failed);
     int rc = -1;
     if (s) {
         enum lb_retry_reason r = retry_reason(kind);
@@ -456,6 +464,15 @@ static void px_move(struct px *px, enum lb_fail kind, enum move how, struct lb_s
     }
     buf_free(&pending);
     px_fail_dispatch(px, rc);
+}
+
+/* Whether s is in set, this very server (not one added again under its key): a server removed
+ * (admin API, reload) after px took it is not tried again, and w->set's reference keeps it alive
+ * while px_move drops px's own. */
+static int in_set(const struct lb_set *set, const struct lb_server *s)
+{
+    int i = lb_set_find(set, s->key);
+    return i >= 0 && set->servers[i] == s;
 }
 
 /* Counts a failure of px's try on its server: errors, connect failures, passive health (not for
@@ -497,7 +514,7 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
              * on a new connection this time. */
             px->fresh = 1;
             s = pick_server_for(px, kind);
-            if (!s && px->server && lb_server_usable(px->server))
+            if (!s && px->server && lb_server_usable(px->server) && in_set(w->set, px->server))
                 s = px->server;
         }
         px_move(px, kind, how, s);

@@ -14,7 +14,8 @@ import threading
 import time
 
 from h2raw import H2
-from helpers import LOCALHOST, RawConnection, backend_url, lb_server_stats
+from agora_test.lb import admin_request
+from helpers import LOCALHOST, RawConnection, backend_url, free_port, http_request, lb_server_stats
 from test_lb_h2 import h2_lb  # noqa: F401 (fixture)
 from test_lb_tls import certs  # noqa: F401 (fixture)
 
@@ -312,3 +313,37 @@ def test_h2_streams_at_once_on_a_backend_dropping_every_reused_connection(h2_lb)
         assert max(len(v) for v in seen.values()) == 2  # pooled connections were met, and dropped
     finally:
         backend.close()
+
+
+def test_a_server_removed_while_its_request_waits_gets_no_stale_retry(lb_factory):
+    # A request waits on a pooled connection to A; the admin API removes A and another request
+    # makes the worker take the new set; then A drops the connection unanswered. A is out of the
+    # set: the request is not sent there again (before: retried on the removed A, 200).
+    gate, held = threading.Event(), threading.Event()
+
+    def hold_then_close(sock, head, rest):
+        held.set()
+        gate.wait(10)
+        return b""
+
+    a = SecondRequestBackend(hold_then_close)
+    dead = free_port()  # B: refused, down from its first check; no panic mode
+    admin_port = free_port()
+    try:
+        lb = lb_factory([a.port, dead], "--passive-health", "off", "--retries", "2", "--panic-threshold", "0",
+                        "--admin-listen", "%s:%d" % (LOCALHOST, admin_port))
+        with RawConnection(lb.port, timeout=5) as conn:
+            conn.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert conn.read_response()[::2] == (200, b"first\n")
+            conn.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert held.wait(5)
+            assert admin_request(admin_port, "DELETE", "/servers/%s:%d" % (LOCALHOST, a.port))[0] == 200
+            # Another client: the worker takes the set without A (B is down: 503).
+            assert http_request(LOCALHOST, lb.port, "GET", "/other")[0] == 503
+            gate.set()
+            status, _, _ = conn.read_response()
+        assert status == 502
+        assert [(c, line) for c, line, _ in a.requests] == [(1, "GET /warm HTTP/1.1"), (1, "GET /held HTTP/1.1")]
+    finally:
+        gate.set()
+        a.close()
