@@ -68,7 +68,7 @@ struct px {
     struct lb_upstream *up;
     struct lb_server *server; /* reference held while counted in inflight */
     struct lb_tried tried;
-    int fresh;       /* a pooled connection went stale: every later try opens a new one */
+    int fresh;       /* an upgrade, or a pooled connection went stale: every (later) try opens a new one */
     int req_chunked; /* request body is sent chunked to the backend */
     int safe;        /* may be sent again after a failure: idempotent or Idempotency-Key */
     int replayable;  /* `replay` holds every request byte sent so far */

@@ -358,12 +358,15 @@ static int px_dispatch(struct px *px, struct buf *pending)
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&px->server->connect_failures, 1, memory_order_relaxed);
         px_passive_fail(px, LB_FAIL_CONNECT);
-        struct lb_server *failed = px->server; /* w->set holds a reference */
+        struct lb_server *failed = px->server; /* kept alive: see px_move */
+        lb_server_ref(failed);
         px_release_server(px);
         struct lb_server *s = px->tried.n <= (int)w->sh->cfg->retries ? pick_server(px) : NULL;
+        if (s)
+            atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
+        lb_server_unref(failed);
         if (!s)
             break;
-        atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
         px->retry_reasons |= 1u << LB_RETRY_CONNECT;
         atomic_fetch_add_explicit(&w->sh->counters.retries[LB_RETRY_CONNECT], 1, memory_order_relaxed);
         px_use_server(px, s);
@@ -385,6 +388,14 @@ static void px_fail_dispatch(struct px *px, int rc)
 /* How a try that failed or was abandoned may go on elsewhere. */
 enum move { MOVE_NO, MOVE_QUEUED, MOVE_REPLAY };
 
+/* Whether any byte of a response came on px's try: one not parsed yet, or an interim head (100
+ * Continue, 103 Early Hints), which the reader consumes without leaving its head phase. Either
+ * says the backend has the request: no stale connection, and no replay as if nothing came. */
+static int px_response_began(const struct px *px)
+{
+    return buf_used(&px->up->in) > 0 || px->resp.interim_bytes > 0 || px->resp.phase != HTTP_READER_HEAD;
+}
+
 /* Whether px's try may move to another server (a server still to be found): MOVE_QUEUED when
  * nothing reached the backend (any method: what is queued moves), MOVE_REPLAY when the request is
  * safe to repeat, every byte of it is in the replay buffer and no response byte came (a retry
@@ -398,7 +409,7 @@ static enum move px_movable(const struct px *px, enum lb_fail kind)
         return MOVE_NO;
     if (u->bytes_written == 0)
         return MOVE_QUEUED;
-    if (px->safe && px->replayable && buf_used(&u->in) == 0)
+    if (px->safe && px->replayable && !px_response_began(px))
         return MOVE_REPLAY;
     return MOVE_NO;
 }
@@ -431,12 +442,17 @@ static void px_move(struct px *px, enum lb_fail kind, enum move how, struct lb_s
         buf_append(&pending, buf_head(&px->replay), buf_used(&px->replay));
     }
     px_close_upstream(px);
-    struct lb_server *failed = px->server; /* w->set holds a reference */
+    /* Not w->set's to keep alive: a server removed meanwhile left it when the worker took a newer
+     * set, and px's reference (released now) may then be the last the worker holds. */
+    struct lb_server *failed = px->server;
+    if (failed)
+        lb_server_ref(failed);
     px_release_server(px);
     if (!s)
         s = pick_server_for(px, kind);
     if (s && failed)
         atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
+    lb_server_unref(failed);
     int rc = -1;
     if (s) {
         enum lb_retry_reason r = retry_reason(kind);
@@ -448,6 +464,15 @@ static void px_move(struct px *px, enum lb_fail kind, enum move how, struct lb_s
     }
     buf_free(&pending);
     px_fail_dispatch(px, rc);
+}
+
+/* Whether s is in set, this very server (not one added again under its key): a server removed
+ * (admin API, reload) after px took it is not tried again, and w->set's reference keeps it alive
+ * while px_move drops px's own. */
+static int in_set(const struct lb_set *set, const struct lb_server *s)
+{
+    int i = lb_set_find(set, s->key);
+    return i >= 0 && set->servers[i] == s;
 }
 
 /* Counts a failure of px's try on its server: errors, connect failures, passive health (not for
@@ -472,7 +497,9 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
 {
     struct lb_worker *w = px->w;
     struct lb_upstream *u = px->up;
-    int stale = u && u->uses > 1 && kind == LB_FAIL_IO;
+    /* Stale: the connection was reused and died before a byte of answer (an interim head is one:
+     * a backend that sent 103 or 100 Continue and then closed had the request, and is failing). */
+    int stale = u && u->uses > 1 && kind == LB_FAIL_IO && !px_response_began(px);
     px_count_failure(px, kind, stale);
     enum move how = px_movable(px, kind);
     if (how == MOVE_REPLAY && !stale && !lb_retry_budget_take(&w->retry)) {
@@ -487,7 +514,7 @@ void px_backend_failed(struct px *px, enum lb_fail kind)
              * on a new connection this time. */
             px->fresh = 1;
             s = pick_server_for(px, kind);
-            if (!s && px->server && lb_server_usable(px->server))
+            if (!s && px->server && lb_server_usable(px->server) && in_set(w->set, px->server))
                 s = px->server;
         }
         px_move(px, kind, how, s);
@@ -789,6 +816,9 @@ static void on_request(void *ctx, struct http_conn *c, const struct http_head *h
     px->safe = h->method == HTTP_GET || h->method == HTTP_HEAD || h->method == HTTP_OPTIONS || h->method == HTTP_PUT ||
                h->method == HTTP_DELETE || h->method == HTTP_TRACE || http_find_header(h, "idempotency-key") != NULL;
     px->safe = px->safe && !px->upgrade; /* an upgrade is never sent twice */
+    /* ...so it takes no pooled connection either: one the backend closed as it was taken (a
+     * keep-alive timeout) would fail it with a 502 where any other GET is sent again. */
+    px->fresh = px->upgrade;
     px->replayable = px->safe && cfg->replay_buffer > 0;
     struct buf b = {0};
     px->req_chunked = lb_rewrite_request(&b, h, http_conn_remote_ip(c), s->host_header, cfg->trust_forwarded,
