@@ -16,11 +16,12 @@ import time
 from h2raw import H2
 from agora_test.lb import admin_request
 from helpers import LOCALHOST, RawConnection, backend_url, free_port, http_request, lb_server_stats
+from test_lb_errors import ScriptBackend
 from test_lb_h2 import h2_lb  # noqa: F401 (fixture)
 from test_lb_tls import certs  # noqa: F401 (fixture)
 
 
-class SecondRequestBackend:
+class SecondRequestBackend(ScriptBackend):
     """Answers the first request on each connection with 200 "first\\n" (keep-alive); on the
     second one (a pooled connection reused) runs second(sock, request) and closes. Health checks
     (GET /health) get 200 and a close. .requests: (connection number, request line, body) of
@@ -31,17 +32,7 @@ class SecondRequestBackend:
         self.requests = []
         self._lock = threading.Lock()
         self._nconn = 0
-        self.listener = socket.create_server((LOCALHOST, 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+        super().__init__(None)  # listens and accepts, each connection on its own thread (_serve)
 
     @staticmethod
     def _read_head(sock, buf):
@@ -98,8 +89,14 @@ class SecondRequestBackend:
             except OSError:
                 return
 
-    def close(self):
-        self.listener.close()
+
+def warm_then(conn, request):
+    """Sends GET /warm (the backend's first request on its connection: answered, and the connection
+    pooled), then request, which the balancer sends on that pooled connection; -> its response."""
+    conn.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert conn.read_response()[::2] == (200, b"first\n")
+    conn.send(request)
+    return conn.read_response()
 
 
 def hint_then_close(sock, head, rest):
@@ -132,10 +129,7 @@ def test_an_interim_response_then_a_close_is_not_a_stale_connection(lb_factory):
     try:
         lb = lb_factory([backend.port], *LB_FLAGS)
         with RawConnection(lb.port, timeout=5) as conn:
-            conn.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert conn.read_response()[::2] == (200, b"first\n")
-            conn.send(b"GET /hinted HTTP/1.1\r\nHost: t\r\n\r\n")
-            status, _, _ = conn.read_response()
+            status, _, _ = warm_then(conn, b"GET /hinted HTTP/1.1\r\nHost: t\r\n\r\n")
         assert status == 502
         assert [(c, line) for c, line, _ in backend.requests] == [(1, "GET /warm HTTP/1.1"),
                                                                   (1, "GET /hinted HTTP/1.1")]
@@ -170,10 +164,7 @@ def test_a_post_on_a_stale_connection_is_not_replayed_on_the_same_server(lb_fact
     try:
         lb = lb_factory([backend.port], *LB_FLAGS)
         with RawConnection(lb.port, timeout=5) as conn:
-            conn.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert conn.read_response()[::2] == (200, b"first\n")
-            conn.send(b"POST /pay HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n100")
-            status, _, _ = conn.read_response()
+            status, _, _ = warm_then(conn, b"POST /pay HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n100")
         assert status == 502
         assert backend.requests == [(1, "GET /warm HTTP/1.1", b""), (1, "POST /pay HTTP/1.1", b"100")]
     finally:
@@ -186,10 +177,7 @@ def test_a_stale_connection_with_retries_0_is_not_retried(lb_factory):
     try:
         lb = lb_factory([backend.port], "--passive-health", "off", "--retries", "0")
         with RawConnection(lb.port, timeout=5) as conn:
-            conn.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert conn.read_response()[::2] == (200, b"first\n")
-            conn.send(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
-            status, _, _ = conn.read_response()
+            status, _, _ = warm_then(conn, b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
         assert status == 502
         assert [(c, line) for c, line, _ in backend.requests] == [(1, "GET /warm HTTP/1.1"), (1, "GET /again HTTP/1.1")]
     finally:

@@ -180,24 +180,31 @@ static void *open_at_once(void *arg)
     return NULL;
 }
 
-static void test_concurrent_open_migrates_once(void **state)
+/* n stores opened on url at the same moment (a barrier), each on its own thread; fails the test
+ * if any open fails */
+static void open_at_once_n(const char *url, int n)
 {
-    struct fx *f = *state;
-    enum { N = 12 };
-    pthread_t t[N];
-    struct opener o[N];
+    pthread_t t[16];
+    struct opener o[16];
     pthread_barrier_t go;
-    pthread_barrier_init(&go, NULL, N);
-    for (int i = 0; i < N; i++) {
-        o[i] = (struct opener){.url = f->url, .go = &go};
+    assert_true(n <= 16);
+    pthread_barrier_init(&go, NULL, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        o[i] = (struct opener){.url = url, .go = &go};
         pthread_create(&t[i], NULL, open_at_once, &o[i]);
     }
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < n; i++) {
         pthread_join(t[i], NULL);
         if (!o[i].ok)
             fail_msg("opener %d: %s", i, o[i].err);
     }
     pthread_barrier_destroy(&go);
+}
+
+static void test_concurrent_open_migrates_once(void **state)
+{
+    struct fx *f = *state;
+    open_at_once_n(f->url, 12);
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM schema_version"), 1);
     assert_int_equal(raw_int(f->url, "SELECT version FROM schema_version"), 3);
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 10);
@@ -1599,21 +1606,7 @@ static void test_ufr_migration_3_on_a_v2_database(void **state)
     store_close(st);
     raw_int(f->url, "DROP TABLE unfanned_follows; DROP FUNCTION agora_follows_added CASCADE;"
                     " DROP FUNCTION agora_author_unfanned CASCADE; UPDATE schema_version SET version = 2");
-    enum { N = 6 };
-    pthread_t t[N];
-    struct opener o[N];
-    pthread_barrier_t go;
-    pthread_barrier_init(&go, NULL, N);
-    for (int i = 0; i < N; i++) {
-        o[i] = (struct opener){.url = f->url, .go = &go};
-        pthread_create(&t[i], NULL, open_at_once, &o[i]);
-    }
-    for (int i = 0; i < N; i++) {
-        pthread_join(t[i], NULL);
-        if (!o[i].ok)
-            fail_msg("opener %d: %s", i, o[i].err);
-    }
-    pthread_barrier_destroy(&go);
+    open_at_once_n(f->url, 6);
     assert_int_equal(raw_int(f->url, "SELECT version FROM schema_version"), 3);
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 4 + 3);
     assert_unfanned_follows_exact(f->url);
