@@ -1629,7 +1629,7 @@ static void test_ufr_bulk_wipe_lists_and_vacuums_unfanned_follows(void **state)
     struct store *st = f->st = open_url(f->url, 2);
     int64_t old = account(st, "old"), ids[6], p = 0;
     for (int i = 0; i < 2; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof name, "oldfan%d", i);
         assert_int_equal(store_follow(st, account(st, name), old, 1, 1), STORE_OK);
     }
@@ -1637,7 +1637,7 @@ static void test_ufr_bulk_wipe_lists_and_vacuums_unfanned_follows(void **state)
     assert_int_equal(raw_int(f->url, "SELECT count(*) FROM unfanned_follows"), 2);
     assert_int_equal(store_bulk_begin(st, 1), STORE_OK);
     for (int i = 0; i < 6; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof name, "u%d", i);
         assert_int_equal(store_bulk_account(st, name, name, "h", 1, &ids[i]), STORE_OK);
     }
