@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1286,7 +1287,7 @@ static void test_unfanned_follows_kept_for_writers_that_do_not_know_it(void **st
  * and posts_count equals the posts. */
 struct killer {
     const char *url;
-    volatile int stop;
+    atomic_int stop; /* set by the main thread when the writers are done */
     int kills;
 };
 
@@ -1294,7 +1295,7 @@ static void *kill_agora_backends(void *arg)
 {
     struct killer *k = arg;
     PGconn *c = PQconnectdb(k->url);
-    for (int i = 0; i < 1000 && !k->stop; i++) {
+    for (int i = 0; i < 1000 && !atomic_load(&k->stop); i++) {
         PGresult *r = PQexec(c, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                                 " WHERE datname = current_database() AND application_name = 'agora'"
                                 " AND pid <> pg_backend_pid()) x");
@@ -1335,7 +1336,7 @@ static void test_plain_posts_under_backend_kills(void **state)
             fail_msg("post %d: %d %s", i, rc, store_errmsg(w));
         usleep(1000);
     }
-    k.stop = 1;
+    atomic_store(&k.stop, 1);
     pthread_join(t, NULL);
     store_close(w);
     print_message("  %d acknowledged, %d busy, %d backends killed\n", ok, busy, k.kills);
