@@ -207,6 +207,28 @@ static void px_release_server(struct px *px)
     px->server = NULL;
 }
 
+/* Releases px's server for another try and returns it with a reference of the caller's (NULL when
+ * px had none): not w->set's to keep alive, since a server removed meanwhile left it when the
+ * worker took a newer set, and px's reference may have been the last the worker held. The caller
+ * ends with px_retried. */
+static struct lb_server *px_leave_server(struct px *px)
+{
+    struct lb_server *failed = px->server;
+    if (failed)
+        lb_server_ref(failed);
+    px_release_server(px);
+    return failed;
+}
+
+/* Counts a retry of failed when the request goes on to next (NULL: it does not), and drops the
+ * reference px_leave_server gave. */
+static void px_retried(struct lb_server *failed, const struct lb_server *next)
+{
+    if (failed && next)
+        atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
+    lb_server_unref(failed);
+}
+
 /* A failure of px's server (passive health), unless px has none. */
 static void px_passive_fail(struct px *px, enum lb_fail kind)
 {
@@ -358,13 +380,9 @@ static int px_dispatch(struct px *px, struct buf *pending)
         atomic_fetch_add_explicit(&px->server->errors, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&px->server->connect_failures, 1, memory_order_relaxed);
         px_passive_fail(px, LB_FAIL_CONNECT);
-        struct lb_server *failed = px->server; /* kept alive: see px_move */
-        lb_server_ref(failed);
-        px_release_server(px);
+        struct lb_server *failed = px_leave_server(px);
         struct lb_server *s = px->tried.n <= (int)w->sh->cfg->retries ? pick_server(px) : NULL;
-        if (s)
-            atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
-        lb_server_unref(failed);
+        px_retried(failed, s);
         if (!s)
             break;
         px->retry_reasons |= 1u << LB_RETRY_CONNECT;
@@ -442,17 +460,10 @@ static void px_move(struct px *px, enum lb_fail kind, enum move how, struct lb_s
         buf_append(&pending, buf_head(&px->replay), buf_used(&px->replay));
     }
     px_close_upstream(px);
-    /* Not w->set's to keep alive: a server removed meanwhile left it when the worker took a newer
-     * set, and px's reference (released now) may then be the last the worker holds. */
-    struct lb_server *failed = px->server;
-    if (failed)
-        lb_server_ref(failed);
-    px_release_server(px);
+    struct lb_server *failed = px_leave_server(px);
     if (!s)
         s = pick_server_for(px, kind);
-    if (s && failed)
-        atomic_fetch_add_explicit(&failed->retries, 1, memory_order_relaxed);
-    lb_server_unref(failed);
+    px_retried(failed, s);
     int rc = -1;
     if (s) {
         enum lb_retry_reason r = retry_reason(kind);
