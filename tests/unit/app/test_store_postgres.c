@@ -878,6 +878,26 @@ static void *post_in_background(void *arg)
     return NULL;
 }
 
+/* A follow of star by fan in progress on a connection of its own, as PG_LOCK_ACCOUNTS2 and
+ * PG_FOLLOW leave it before the commit: both rows locked, the follow row and both counters
+ * written, the transaction open. The caller commits (PQexec "COMMIT") and PQfinish-es it. */
+static PGconn *follow_in_progress(const char *url, int64_t fan, int64_t star)
+{
+    char sql[256];
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id IN (%lld, %lld) ORDER BY id FOR NO KEY UPDATE",
+             (long long)star, (long long)fan);
+    PQclear(PQexec(c, sql));
+    snprintf(sql, sizeof sql,
+             "INSERT INTO follows VALUES (%lld, %lld, 1); UPDATE accounts SET followers_count = 1 WHERE id = %lld;"
+             "UPDATE accounts SET following_count = 1 WHERE id = %lld",
+             (long long)fan, (long long)star, (long long)star, (long long)fan);
+    PQclear(PQexec(c, sql));
+    return c;
+}
+
 /* Deterministic form of the race the lock statement closes: a follow is in progress (the
  * followee's row locked, the follow row written, the backfill done from a snapshot that cannot
  * see the new post) while the followee posts. The post must wait for the follow and then fan out
@@ -889,17 +909,7 @@ static void test_post_during_a_follow_reaches_the_follower(void **state)
     struct store *st = f->st = open_url(f->url, 0);
     int64_t star = account(st, "star"), fan = account(st, "fan");
     char sql[256];
-    PGconn *c = PQconnectdb(f->url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PQclear(PQexec(c, "BEGIN"));
-    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id IN (%lld, %lld) ORDER BY id FOR NO KEY UPDATE",
-             (long long)star, (long long)fan);
-    PQclear(PQexec(c, sql));
-    snprintf(sql, sizeof sql,
-             "INSERT INTO follows VALUES (%lld, %lld, 1); UPDATE accounts SET followers_count = 1 WHERE id = %lld;"
-             "UPDATE accounts SET following_count = 1 WHERE id = %lld",
-             (long long)fan, (long long)star, (long long)star, (long long)fan);
-    PQclear(PQexec(c, sql));
+    PGconn *c = follow_in_progress(f->url, fan, star);
     struct bg_post b = {f->url, star, 0, -99};
     pthread_t t;
     pthread_create(&t, NULL, post_in_background, &b);
@@ -1160,17 +1170,7 @@ static void test_plain_post_crossing_the_fanout_limit_during_a_follow(void **sta
     struct store *st = f->st = open_url(f->url, 1);
     int64_t star = account(st, "star"), fan = account(st, "fan");
     char sql[256];
-    PGconn *c = PQconnectdb(f->url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PQclear(PQexec(c, "BEGIN"));
-    snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE id IN (%lld, %lld) ORDER BY id FOR NO KEY UPDATE",
-             (long long)star, (long long)fan);
-    PQclear(PQexec(c, sql));
-    snprintf(sql, sizeof sql,
-             "INSERT INTO follows VALUES (%lld, %lld, 1); UPDATE accounts SET followers_count = 1 WHERE id = %lld;"
-             "UPDATE accounts SET following_count = 1 WHERE id = %lld",
-             (long long)fan, (long long)star, (long long)star, (long long)fan);
-    PQclear(PQexec(c, sql));
+    PGconn *c = follow_in_progress(f->url, fan, star);
     struct bg_get b = {f->url, star, 0, {0, 0, 0}, -1, -99};
     pthread_t t;
     pthread_create(&t, NULL, post_get_in_background, &b);
