@@ -29,7 +29,9 @@
 /* Internal outcomes of one attempt (never returned by a store call). */
 #define RETRY       (RC_MODULE - 20) /* serialization failure or deadlock: run the transaction again */
 #define FKEY        (RC_MODULE - 21) /* foreign-key violation */
+#define TIMEOUT     (RC_MODULE - 22) /* await: no reply within s->timeout_ms */
 #define LOST_UNSENT 2                /* batch_once's *lost: dropped, and nothing was committed (25006) */
+#define LOST_SILENT 3                /* batch_once's *lost: the server did not answer in time (TIMEOUT) */
 
 /* POST_OWN_COLS without liked (read as false: stream_posts): for no viewer */
 #define POST_OWN_COLS_UNLIKED "p.id, p.text, p.created_at, p.reply_to, p.likes_count, p.replies_count"
@@ -530,9 +532,9 @@ static void drop(struct pg_store *s)
     s->conn = NULL;
 }
 
-/* Waits until the next result can be read without blocking, at most s->timeout_ms. STORE_OK, or
- * STORE_BUSY when the connection failed or the server did not answer in time (the connection is
- * then useless: the caller drops it). */
+/* Waits until the next result can be read without blocking, at most s->timeout_ms. STORE_OK,
+ * STORE_BUSY when the connection failed, or TIMEOUT when the server did not answer in time (the
+ * connection is then useless either way: the caller drops it). */
 static int await(struct pg_store *s)
 {
     struct timespec t0, t;
@@ -541,7 +543,7 @@ static int await(struct pg_store *s)
         clock_gettime(CLOCK_MONOTONIC, &t);
         long left = s->timeout_ms - ((t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L);
         if (left <= 0)
-            return pg_fail(s, STORE_BUSY, "the database did not answer within %d ms", s->timeout_ms);
+            return pg_fail(s, TIMEOUT, "the database did not answer within %d ms", s->timeout_ms);
         struct pollfd p = {PQsocket(s->conn), POLLIN, 0};
         if (poll(&p, 1, (int)left) < 0)
             continue; /* EINTR */
@@ -757,7 +759,7 @@ static int connect_db(struct pg_store *s, int mode)
         rc = pg_fail(s, STORE_ERROR, "preparing: %s", PQerrorMessage(s->conn));
     if (rc != STORE_OK) {
         drop(s);
-        return rc == RETRY || rc == FKEY ? STORE_ERROR : rc;
+        return rc == RETRY || rc == FKEY ? STORE_ERROR : rc == TIMEOUT ? STORE_BUSY : rc;
     }
     s->timeout_ms = (int)(timeout > 0 && timeout < 3600000 ? timeout : 3600000) + REPLY_SLACK_MS;
     return STORE_OK;
@@ -786,14 +788,15 @@ static int read_only_error(const PGresult *r)
     return st != NULL && strcmp(st, "25006") == 0;
 }
 
-/* One attempt: sends the batch, reads every result. *lost is set when the connection failed, or
- * to LOST_UNSENT when it turned out read-only (the caller drops it either way). With position,
+/* One attempt: sends the batch, reads every result. *lost is set when the connection failed, to
+ * LOST_SILENT when the server did not answer within s->timeout_ms, or to LOST_UNSENT when it
+ * turned out read-only (the caller drops it in every case). With position,
  * PG_POSITION_SQL follows the batch's Sync as a transaction of its own, with a Sync of its own, in
  * the same flush: its result sets s->position (store_postgres.h). */
 static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *what, int position, int *lost)
 {
     char name[16];
-    int rc = STORE_OK, unsent = 0;
+    int rc = STORE_OK, unsent = 0, w = STORE_OK; /* w: await's failure */
     PGresult *r;
     if (!PQenterPipelineMode(s->conn))
         goto lost;
@@ -809,7 +812,7 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
         goto lost;
     s->round_trips++;
     for (int i = 0; i < n; i++) {
-        if (await(s) != STORE_OK)
+        if ((w = await(s)) != STORE_OK)
             goto gone;
         if ((r = PQgetResult(s->conn)) == NULL)
             goto lost;
@@ -824,7 +827,7 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
             if (PQstatus(s->conn) != CONNECTION_OK)
                 goto lost;
         }
-        if (await(s) != STORE_OK)
+        if ((w = await(s)) != STORE_OK)
             goto gone;
         if ((r = PQgetResult(s->conn)) != NULL) { /* each query's results end with NULL */
             PQclear(r);
@@ -832,7 +835,7 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
             goto lost;
         }
     }
-    if (await(s) != STORE_OK)
+    if ((w = await(s)) != STORE_OK)
         goto gone;
     if ((r = PQgetResult(s->conn)) == NULL)
         goto lost;
@@ -844,7 +847,7 @@ static int batch_once(struct pg_store *s, struct pg_q *q, int n, const char *wha
         goto lost;
     }
     for (int k = 0; position && k < 3; k++) { /* the position's result, its end (NULL), its Sync */
-        if (await(s) != STORE_OK)
+        if ((w = await(s)) != STORE_OK)
             goto gone;
         r = PQgetResult(s->conn);
         int got = r != NULL;
@@ -867,7 +870,7 @@ lost:
     if (rc == STORE_OK || s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)
         pg_fail(s, STORE_BUSY, "%s: connection lost: %s", what, s->conn ? PQerrorMessage(s->conn) : "");
 gone: /* await() said why */
-    *lost = 1;
+    *lost = w == TIMEOUT ? LOST_SILENT : 1;
     return STORE_BUSY;
 }
 
@@ -987,6 +990,16 @@ int pg_batch(struct pg_store *s, struct pg_q *q, int n, int flags, const char *w
         pg_q_clear(q, n);
         if (lost) {
             drop(s);
+            /* A connection found closed or reset (a restart, a terminated backend) is replaced at
+             * once and a read sent again on the new one. A server that did not answer at all
+             * (frozen, a cut link) would most likely not answer a new connection either: trying
+             * one would stack connect_timeout on the reply timeout already waited (7 + 3 s, past
+             * a client's 10 s). So answer STORE_BUSY now (a replica's read then goes to the
+             * primary: app/replica.h) and keep the next calls from trying for a moment. */
+            if (lost == LOST_SILENT) {
+                s->retry_at_us = now_us() + RECONNECT_PAUSE_MS * 1000;
+                return STORE_BUSY;
+            }
             if (((flags & PG_RESEND) || lost == LOST_UNSENT) && !resent && !s->in_bulk) {
                 resent = 1;
                 continue;

@@ -36,11 +36,13 @@
  * that did not come within the client-side timeout → STORE_BUSY; the connection is dropped and
  * the next call reconnects (when that fails, calls answer STORE_BUSY at once for 250 ms rather
  * than each waiting for its own attempt). A read (and an idempotent write) whose connection turns
- * out to be dead is reconnected and sent again once. A write refused as read-only (25006: the
- * server became a standby) drops the connection and is sent again once on a new one (nothing was
- * committed). With target_session_attrs=read-write in the URL (several hosts: a failover pair)
- * reads fall back to a read-only server while none accepts writes (store_postgres.c, "failover";
- * docs/CONFIG.md). Ids come from sequences: they grow in
+ * out to be dead (closed or reset) is reconnected and sent again once; not one whose server did
+ * not answer in time: a new connection would likely wait connect_timeout more on top, so that
+ * call answers STORE_BUSY and the next ones at once for 250 ms. A write refused as read-only
+ * (25006: the server became a standby) drops the connection and is sent again once on a new one
+ * (nothing was committed). With target_session_attrs=read-write in the URL (several hosts: a
+ * failover pair) reads fall back to a read-only server while none accepts writes
+ * (store_postgres.c, "failover"; docs/CONFIG.md). Ids come from sequences: they grow in
  * insertion order, but two transactions may commit in the other order (one author's posts never
  * do: creating a post locks the author's row).
  *
@@ -125,7 +127,7 @@ struct pg_q {
 };
 
 /* pg_batch flags */
-#define PG_RESEND 1 /* the batch may be sent again on a new connection if the old one was dead */
+#define PG_RESEND 1 /* the batch may be sent again on a new connection if the old one was closed */
 #define PG_WRITE  2 /* retry serialization failures and deadlocks */
 #define PG_RACY   4 /* also retry foreign-key (23503) and unique (23505) violations */
 
