@@ -766,6 +766,41 @@ static void test_a_frozen_server_gives_busy_not_a_hang(void **state)
         fail_msg("after SIGCONT: %d %s", rc, store_errmsg(st));
 }
 
+/* The whole server frozen (postmaster and backend: SIGSTOP, as a replica whose host hangs): a read
+ * that may be sent again (PG_RESEND) waits for one reply timeout (statement_timeout 300 ms + 2 s)
+ * and answers STORE_BUSY, rather than then waiting connect_timeout (3 s) more for a new connection
+ * to the same frozen server (tests/integration/test_replica.py: a frozen replica's read must move
+ * to the primary within a client's patience). Thawed, the store works again by itself. */
+static void test_a_frozen_server_delays_a_read_by_one_timeout(void **state)
+{
+    struct fx *f = *state;
+    if (own_dir[0] == '\0') {
+        print_message("skipped: needs a cluster of its own (AGORA_TEST_PG is set)\n");
+        skip();
+    }
+    char url[700];
+    snprintf(url, sizeof url, "%s&options=-c%%20statement_timeout%%3D300&application_name=frozen", f->url);
+    struct store *st = f->st = open_url(url, 0);
+    struct store_account acc;
+    account(st, "alice");
+    int64_t backend = backend_of(f->url, "frozen"), postmaster = postmaster_pid();
+    assert_true(backend > 0 && postmaster > 0);
+    assert_int_equal(kill((pid_t)postmaster, SIGSTOP), 0);
+    assert_int_equal(kill((pid_t)backend, SIGSTOP), 0);
+    double t0 = now_s();
+    int rc = store_account_by_name(st, "alice", &acc);
+    double took = now_s() - t0;
+    kill((pid_t)backend, SIGCONT);
+    kill((pid_t)postmaster, SIGCONT);
+    if (rc != STORE_BUSY || took >= 4.0)
+        fail_msg("a read of a frozen server: %d after %.2f s (one timeout: 2.3 s): %s", rc, took, store_errmsg(st));
+    assert_true(took >= 2.0);
+    usleep(300 * 1000); /* RECONNECT_PAUSE_MS */
+    rc = store_account_by_name(st, "alice", &acc);
+    if (rc != STORE_OK)
+        fail_msg("after SIGCONT: %d %s", rc, store_errmsg(st));
+}
+
 /* ---- concurrency ---- */
 
 struct worker {
@@ -1955,6 +1990,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plain_posts_under_backend_kills, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plain_post_killed_while_waiting_for_the_author, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_frozen_server_gives_busy_not_a_hang, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_frozen_server_delays_a_read_by_one_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_killed_and_restarted, setup, teardown),
         /* ufreview */
         cmocka_unit_test_setup_teardown(test_ufr_first_unfanned_post_races_follows, setup, teardown),
