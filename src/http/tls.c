@@ -18,10 +18,12 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -376,21 +378,116 @@ void http_tls_free(struct http_tls *t)
     free(t);
 }
 
-/* ---- connections ---- */
+/* ---- connections ----
+ *
+ * Reading ahead. Without it OpenSSL reads a record in two read(2)s (its header, then its body) and
+ * never past it, so a client's requests written as several records in one go (h2load's streams,
+ * a browser's pipelined frames) came out one record per readiness: each record after the first
+ * waited a whole loop iteration, and HTTP/2's p99 was 1.3x HAProxy's (bench/RESULTS.md, "Reading
+ * ahead"). With read-ahead on (once the handshake is done: the handshake must not swallow the
+ * request that follows it), one read(2) takes what the socket holds, up to OpenSSL's buffer
+ * (16 KB and a record's overhead). The price is that OpenSSL may then hold whole records the
+ * socket no longer reports, which a level-triggered loop would never come back for. So the
+ * connection's BIO (a socket BIO of our own, struct conn_bio) can be told to hold: it then
+ * answers "retry" instead of reading, and http_tls_read ends every call by decrypting, held,
+ * whatever whole records OpenSSL has left, which is at most one buffer. What stays in OpenSSL is
+ * part of a record whose rest is still to come through the socket, where the loop sees it. */
+
+/* The BIO's data: the descriptor, shifted left by one, and the hold bit. */
+#define BIO_HOLD 1
+
+static int conn_bio_read(BIO *bio, char *p, size_t n, size_t *got)
+{
+    intptr_t d = (intptr_t)BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    if (d & BIO_HOLD) {
+        BIO_set_retry_read(bio);
+        return 0;
+    }
+    ssize_t r = read((int)(d >> 1), p, n);
+    if (r > 0) {
+        *got = (size_t)r;
+        return 1;
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_read(bio);
+    return r == 0 ? 0 : -1; /* 0: the end of the stream; OpenSSL sees no retry flag */
+}
+
+static int conn_bio_write(BIO *bio, const char *p, size_t n, size_t *put)
+{
+    BIO_clear_retry_flags(bio);
+    ssize_t w = send((int)((intptr_t)BIO_get_data(bio) >> 1), p, n, MSG_NOSIGNAL);
+    if (w >= 0) {
+        *put = (size_t)w;
+        return 1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        BIO_set_retry_write(bio);
+    return -1;
+}
+
+static long conn_bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
+{
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: /* nothing is buffered here */
+        return 1;
+    case BIO_C_GET_FD:
+        if (ptr)
+            *(int *)ptr = (int)((intptr_t)BIO_get_data(bio) >> 1);
+        return (int)((intptr_t)BIO_get_data(bio) >> 1);
+    default:
+        return 0;
+    }
+}
+
+static int conn_bio_create(BIO *bio)
+{
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+static BIO_METHOD *conn_bio_method;
+static pthread_once_t conn_bio_once = PTHREAD_ONCE_INIT;
+
+/* Made once for the process and never changed afterwards (as OpenSSL's own methods). */
+static void conn_bio_method_make(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "agora socket");
+    if (m && BIO_meth_set_read_ex(m, conn_bio_read) == 1 && BIO_meth_set_write_ex(m, conn_bio_write) == 1 &&
+        BIO_meth_set_ctrl(m, conn_bio_ctrl) == 1 && BIO_meth_set_create(m, conn_bio_create) == 1) {
+        conn_bio_method = m;
+        return;
+    }
+    BIO_meth_free(m);
+}
+
+static void conn_bio_hold(SSL *ssl, int hold)
+{
+    BIO *bio = SSL_get_rbio(ssl);
+    intptr_t d = (intptr_t)BIO_get_data(bio);
+    BIO_set_data(bio, (void *)(hold ? d | BIO_HOLD : d & ~(intptr_t)BIO_HOLD));
+}
 
 SSL *http_tls_conn_new(struct http_tls *t, int fd)
 {
+    pthread_once(&conn_bio_once, conn_bio_method_make);
+    if (!conn_bio_method)
+        return NULL;
     pthread_mutex_lock(&t->mu);
     struct tls_set *s = t->cur;
     atomic_fetch_add(&s->refs, 1);
     pthread_mutex_unlock(&t->mu);
     SSL *ssl = SSL_new(s->ctx[0]);
-    if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+    BIO *bio = ssl ? BIO_new(conn_bio_method) : NULL;
+    if (!bio) {
         SSL_free(ssl);
         set_unref(s);
         ERR_clear_error();
         return NULL;
     }
+    BIO_set_data(bio, (void *)((intptr_t)fd << 1));
+    SSL_set_bio(ssl, bio, bio);
     SSL_set_app_data(ssl, s);
     SSL_set_accept_state(ssl);
     return ssl;
@@ -426,8 +523,10 @@ int http_tls_handshake(SSL *ssl)
 {
     ERR_clear_error();
     int r = SSL_do_handshake(ssl);
-    if (r == 1)
+    if (r == 1) {
+        SSL_set_read_ahead(ssl, 1); /* from now on: see "Reading ahead" above */
         return RC_OK;
+    }
     switch (SSL_get_error(ssl, r)) {
     case SSL_ERROR_WANT_READ:
         return HTTP_TLS_WANT_READ;
@@ -437,6 +536,19 @@ int http_tls_handshake(SSL *ssl)
         conn_failed(ssl);
         return RC_ERROR;
     }
+}
+
+/* A read that returns bytes leaves the end (close_notify) or an error it met after them to the
+ * next read. Without read-ahead that record was still in the socket, which stayed readable; now
+ * it may have been taken from a socket that holds nothing more, and a client that sends
+ * close_notify without closing the connection would never be read again. Shutting our reading
+ * side down makes the socket report the end: the next read meets OpenSSL's state again (0, or
+ * the error) and the connection closes as it did. */
+static void end_seen_again(SSL *ssl, int r)
+{
+    int e = SSL_get_error(ssl, r);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+        shutdown(SSL_get_fd(ssl), SHUT_RD);
 }
 
 ssize_t http_tls_read(SSL *ssl, struct buf *b, size_t max)
@@ -449,12 +561,14 @@ ssize_t http_tls_read(SSL *ssl, struct buf *b, size_t max)
         if (r == 1) {
             buf_commit(b, got);
             total += got;
-            if (got < want)
-                break; /* a whole record shorter than asked: as net_read, no read() only to see EAGAIN */
+            if (got < want && !SSL_has_pending(ssl))
+                break; /* what the socket held is taken: as net_read, no read() only to see EAGAIN */
             continue;
         }
-        if (total)
-            break; /* the error (or the end) is seen again by the next read */
+        if (total) {
+            end_seen_again(ssl, r);
+            break;
+        }
         switch (SSL_get_error(ssl, r)) {
         case SSL_ERROR_WANT_READ:
         case SSL_ERROR_WANT_WRITE:
@@ -466,16 +580,25 @@ ssize_t http_tls_read(SSL *ssl, struct buf *b, size_t max)
             return -EPROTO;
         }
     }
-    /* The rest of a record begun (at most 16 KB over max): OpenSSL reads no further than the
-     * record it needs (no read-ahead), so once this is taken it holds no decrypted byte that the
-     * socket would not report again, and the caller's level-triggered loop misses nothing. */
-    for (int pending; (pending = SSL_pending(ssl)) > 0;) {
-        size_t got = 0;
+    /* Whatever whole records OpenSSL still holds (read ahead, or the rest of a record begun), and
+     * no more from the socket: at most its buffer, 16 KB and some, past max. What it keeps after
+     * this is part of a record whose rest the socket has yet to bring, so the caller's
+     * level-triggered loop misses nothing. */
+    if (SSL_has_pending(ssl)) {
+        conn_bio_hold(ssl, 1);
+        for (;;) {
+            size_t got = 0;
+            ERR_clear_error();
+            int r = SSL_read_ex(ssl, buf_reserve(b, READ_STEP), READ_STEP, &got);
+            if (r != 1) {
+                end_seen_again(ssl, r);
+                break;
+            }
+            buf_commit(b, got);
+            total += got;
+        }
         ERR_clear_error();
-        if (SSL_read_ex(ssl, buf_reserve(b, (size_t)pending), (size_t)pending, &got) != 1)
-            break;
-        buf_commit(b, got);
-        total += got;
+        conn_bio_hold(ssl, 0);
     }
     return (ssize_t)total;
 }
