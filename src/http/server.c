@@ -212,9 +212,10 @@ static void conn_trim(struct http_conn *c)
  * (bench/instr.sh: 12,669 instructions per proxied request against 12,644 before TLS); a table of
  * function pointers would add an indirect call per read and write instead. TLS differs in one way
  * the rest of the file sees: the handshake comes first (conn_handshake, with its own mask and
- * deadline). OpenSSL never keeps decrypted bytes the socket would not report again, because a TLS
- * read takes the rest of a record it started (http_tls_read): level-triggered readiness stays the
- * whole truth. */
+ * deadline). OpenSSL never keeps a whole record the socket would not report again, because a TLS
+ * read ends by decrypting every whole record OpenSSL read ahead (http_tls_read), and an end or an
+ * error met after bytes shuts the socket's reading side so that it reports them: level-triggered
+ * readiness stays the whole truth. */
 
 /* Writes n bytes from p now: the count written, -EAGAIN when none could go, or -errno. */
 static inline ssize_t conn_send_now(struct http_conn *c, const void *p, size_t n)

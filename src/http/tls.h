@@ -67,10 +67,13 @@ void http_tls_conn_free(SSL *ssl);
 #define HTTP_TLS_WANT_READ  1
 #define HTTP_TLS_WANT_WRITE 2
 int http_tls_handshake(SSL *ssl);
-/* Reads decrypted bytes into b, up to max (as net_read) and then the rest of the last record
- * begun (at most 16 KB more), so that OpenSSL is left holding no decrypted byte: what is not read
- * yet is still in the socket, where the loop sees it. Returns the count, 0 at the end of the
- * stream (close_notify or EOF), -EAGAIN when nothing is readable yet, -EPROTO on a TLS error. */
+/* Reads decrypted bytes into b, up to max (as net_read), and then every whole record OpenSSL has
+ * read ahead (at most its buffer, 16 KB and a record's overhead, more), so that OpenSSL is left
+ * holding at most part of a record whose rest is still to come: what is not read yet is in the
+ * socket, where the loop sees it. An end or an error met after bytes were read is returned by the
+ * next read, which the socket then reports (its reading side is shut). Returns the count, 0 at the
+ * end of the stream (close_notify or EOF), -EAGAIN when nothing is readable yet, -EPROTO on a TLS
+ * error. */
 ssize_t http_tls_read(SSL *ssl, struct buf *b, size_t max);
 /* Writes n bytes from p (as send(2)): the count written (whole records), -EAGAIN when none could
  * go, -EPIPE on failure. Bytes not taken must be offered again, first in the next write. */
