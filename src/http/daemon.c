@@ -63,8 +63,7 @@ struct daemon {
 unsigned http_daemon_cpus(void)
 {
     /* The CPUs this process may run on (taskset, a container's cpuset), not the machine's: workers
-     * past those would share cores, and the balancer's one-worker setting (relay.c's read_soon)
-     * would be off on a one-core container. A CPU quota (cgroup cpu.max) is not looked at. */
+     * past those would share cores. A CPU quota (cgroup cpu.max) is not looked at. */
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
         return (unsigned)CPU_COUNT(&set);

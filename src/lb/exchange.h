@@ -152,9 +152,6 @@ void relay_io(struct lb_upstream *u, int events);
 int relay_flush(struct lb_upstream *u);
 /* Queues n bytes for the backend and writes what it can. */
 void relay_send(struct lb_upstream *u, const void *p, size_t n);
-/* The owner's request body ended (req_body_done set) with nothing more to send (a body with a
- * length): u is read at the end of this iteration if all is written (relay.c's read_soon). */
-void relay_request_done(struct lb_upstream *u);
 /* Relays what u->in holds (response head, body) to the owner's client. */
 void relay_process(struct lb_upstream *u);
 

@@ -901,8 +901,6 @@ static void on_body_end(void *ctx, struct http_conn *c)
         if (px->replayable)
             buf_append(&px->replay, "0\r\n\r\n", 5);
         relay_send(px->up, "0\r\n\r\n", 5);
-    } else if (px->up) {
-        relay_request_done(px->up);
     }
 }
 
@@ -962,8 +960,6 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     tunnel_worker_init(w);
     worker_register(w);
     lb_pools_init(&w->pools, loop, cfg->pool_idle_max, cfg->pool_idle_timeout_ms, relay_io);
-    /* relay.c's read_soon: with one worker only (see there) */
-    w->pools.read_soon = (cfg->workers ? cfg->workers : http_daemon_cpus()) == 1;
     lb_access_log_init(&w->log, loop, sh->access_log_fd,
                        strcmp(sh->cfg->access_log_format, "json") ? LB_LOG_COMBINED : LB_LOG_JSON);
     struct http_server_limits lim;

@@ -11,29 +11,7 @@
  * timeout bounds the wait for the head and then each gap in the body while the backend is read
  * (not while a slow client holds it up: the client's send timeout is for that). A backend that
  * stops reading the request may have answered early (a 413 to a body it will not take): that
- * answer is relayed if it came.
- *
- * Reading soon (read_soon): once a request is written, its connection is also read from a deferred
- * call at the end of the current loop iteration, without waiting for epoll (all of the request:
- * not after each piece of a body, which the backend cannot have answered yet). A backend on this
- * machine usually answers within microseconds (woken by the write, it often runs before the worker
- * does again), so the answer is read in the iteration that sent the request instead of the next
- * one, and an HTTP/2 answer goes out with that iteration's deferred sends (server.c's h2_kicked,
- * queued after it). An iteration grows with the number of busy connections: with one worker and 64
- * of them it lasted 0.3-1 ms, and that wait on every request set the tail (bench/RESULTS.md, "One
- * worker's p99"). When nothing has come yet the read finds EAGAIN and the answer comes through
- * epoll as before: a read() for nothing. So it is tried while it pays: each read that finds the
- * answer raises the worker's credit by one (up to READ_SOON_MAX), each that finds nothing lowers
- * it by READ_SOON_MISS, and below zero only one request in READ_SOON_SAMPLE tries, to notice when
- * it pays again. It pays while over two reads in three find their answer: with one worker 95% did
- * (HTTPS keep-alive; 80% over h2); with two workers on the two cores, whose iterations are shorter
- * while the backends wait for a core, 42% did over h2. The worker turns it on only when it is the
- * only one (lb_pools.read_soon, proxy.c): with two workers h2's p90 and p99 came out worse than
- * without it in every paired round, credit or not, for a reason not found yet (bench/RESULTS.md,
- * "One worker's p99"). */
-#define READ_SOON_MAX    64
-#define READ_SOON_MISS   2
-#define READ_SOON_SAMPLE 16
+ * answer is relayed if it came. */
 #include <errno.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -41,38 +19,7 @@
 #include "lb/exchange.h"
 #include "lb/rewrite.h"
 
-static void read_soon(struct loop *loop, void *data);
-
-/* 1 if a request just written should be read soon (the credit above). */
-static int read_soon_pays(struct lb_pools *p)
-{
-    if (!p->read_soon)
-        return 0;
-    if (p->read_soon_credit >= 0)
-        return 1;
-    return ++p->read_soon_skipped % READ_SOON_SAMPLE == 0;
-}
-
-/* Queues the read of u at the end of this iteration (read_soon, above) if the request of its
- * exchange is all written: not while its body is still coming, which the backend cannot have
- * answered yet (each such read would find nothing, and lower the credit for every client). */
-static void read_soon_after_write(struct lb_upstream *u)
-{
-    struct px *px = u->owner;
-    if (px && px->req_body_done && buf_used(&u->out) == 0 && u->reading && !u->read_soon && read_soon_pays(u->pools)) {
-        u->read_soon = 1; /* u is freed by a deferred call queued after this one */
-        loop_defer(u->pools->loop, read_soon, u);
-    }
-}
-
-void relay_request_done(struct lb_upstream *u)
-{
-    if (u->state == LB_UP_ACTIVE)
-        read_soon_after_write(u);
-}
-
-/* Writes u's queued bytes. Returns 0, or -1 if the exchange failed (px handled). Once the request
- * is all written, a read at the end of this iteration follows (read_soon_after_write). */
+/* Writes u's queued bytes. Returns 0, or -1 if the exchange failed (px handled). */
 int relay_flush(struct lb_upstream *u)
 {
     if (lb_upstream_flush(u) < 0) {
@@ -95,7 +42,6 @@ int relay_flush(struct lb_upstream *u)
     struct px *px = u->owner;
     if (px && buf_used(&u->out) < HIGH_WATER / 2 && !px->req_body_done)
         http_conn_pause_body(px->client, 0);
-    read_soon_after_write(u);
     return 0;
 }
 
@@ -253,30 +199,6 @@ static void relay_read(struct lb_upstream *u, ssize_t n)
     } else {
         lb_upstream_close(u);
     }
-}
-
-/* The deferred read of relay_flush. u is still allocated: a close frees it from a deferred call
- * queued after this one. It reads only for an exchange still waiting on a live connection; when
- * nothing has come (EAGAIN) it leaves everything as it was. */
-static void read_soon(struct loop *loop, void *data)
-{
-    struct lb_upstream *u = data;
-    u->read_soon = 0;
-    struct px *px = u->owner;
-    if (u->fd < 0 || u->state != LB_UP_ACTIVE || !px || !u->reading || u->parked || px->tunnel || px->client_paused)
-        return;
-    struct lb_pools *p = u->pools;
-    ssize_t n = lb_upstream_read(u);
-    if (n == -EAGAIN) {
-        if (buf_used(&u->in) == 0)
-            blockpool_buf_release(&p->bufs, &u->in);
-        if (p->read_soon_credit > -READ_SOON_MAX)
-            p->read_soon_credit -= READ_SOON_MISS;
-        return;
-    }
-    if (p->read_soon_credit < READ_SOON_MAX)
-        p->read_soon_credit++;
-    relay_read(u, n);
 }
 
 /* 1 if the connection failed (a reset) while its reads are paused. Without read interest the

@@ -38,7 +38,6 @@ struct lb_upstream {
     int reading;            /* read interest wanted */
     int parked;             /* not watched (lb_upstream_park) */
     int probed;             /* its peer was probed (net_probe_peer): never pooled again */
-    int read_soon;          /* a read is deferred to the end of this loop iteration (relay.c) */
     void *owner;            /* the exchange using it; NULL when idle or closed */
     struct loop_timer idle_timer;
 };
@@ -57,9 +56,6 @@ struct lb_pools {
     unsigned idle_max, idle_timeout_ms;
     lb_upstream_io_fn *on_io;
     struct blockpool bufs; /* input buffers of connections in use: an idle one holds none */
-    int read_soon;         /* relay.c's read_soon is used (set by the owner; off here) */
-    int read_soon_credit;  /* ... tried while it finds answers (zeroed here) */
-    unsigned read_soon_skipped;
 };
 
 /* Starts empty pools on loop; on_io gets the events of connections in use. */

@@ -1,9 +1,9 @@
-"""The balancer reads a backend connection at the end of the loop iteration that wrote its request
-(src/lb/relay.c, read_soon) as well as when epoll reports it. These tests drive the cases where
-that read meets something else than a plain answer: an answer and the backend's close arriving
-together, an answer that has not come yet (the read finds EAGAIN and epoll brings it), and one
-worker with many busy connections over HTTP/1.1 and HTTP/2, where every request must get its own
-answer. Latency itself is measured by the benchmarks (bench/RESULTS.md, "One worker's p99"), not here."""
+"""Answers a backend gives in awkward shapes, with one worker and many connections. Written for the
+balancer's former read_soon (a read of a backend connection at the end of the loop iteration that
+wrote its request; removed: bench/RESULTS.md, "Reading ahead"), they hold for every read path: an
+answer and the backend's close arriving together, an answer that comes later (epoll brings it),
+and one worker with many busy connections over HTTP/1.1 and HTTP/2, where every request must get
+its own answer. Latency itself is measured by the benchmarks, not here."""
 
 import http.client
 import shutil

@@ -1,10 +1,11 @@
-"""Review of the balancer's read_soon (src/lb/relay.c): the read of a backend connection at the end
-of the loop iteration that wrote a request, with one worker. Each test drives a case the review
-found wrong, or one it checked and found right, and asserts what the client or the backend saw
-(and, where the finding is a read for nothing, the balancer's own system calls under strace)."""
+"""From the review of the balancer's former read_soon (a read of a backend connection at the end of
+the loop iteration that wrote its request, with one worker; removed once TLS read ahead, when it
+made p99 worse in every paired round: bench/RESULTS.md, "Reading ahead"). The cases it found stay
+true of the balancer without it: no read of a backend before the request is all written, default
+workers that follow the CPUs the balancer may use, and pipelined requests answered in order. Each
+asserts what the client or the backend saw, or the balancer's own system calls under strace."""
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -53,12 +54,9 @@ class Strace:
 def test_a_body_sent_in_pieces_costs_no_read_of_the_backend_before_it_is_all_sent(lb_factory, tmp_path):
     """A request body arriving in 40 pieces, each in its own loop iteration (the next piece is sent
     only once the backend got the last one): the backend cannot answer before the body is all in,
-    so a read of its connection after each piece finds nothing (EAGAIN). read_soon is for a request
-    that has been written; a read per piece is a system call for nothing, and each such miss
-    lowers the worker's credit (two per miss, floor -64), which turns read_soon off for every
-    client of the worker for about a thousand requests: one slow upload (a hostile client's, or a
-    plain large POST) would keep it off. Expected: no recvfrom on the backend connection returns
-    EAGAIN while the body is being sent, and the response is whole."""
+    so a read of its connection after each piece would find nothing (EAGAIN): a system call for
+    nothing per piece, which a hostile slow upload could multiply. Expected: no recvfrom on the
+    backend connection returns EAGAIN while the body is being sent, and the response is whole."""
     got = []
     cond = threading.Condition()
 
@@ -104,94 +102,11 @@ def test_a_body_sent_in_pieces_costs_no_read_of_the_backend_before_it_is_all_sen
         backend.close()
 
 
-def calls_after_last_send(lines, port):
-    """The system calls (names, in order) that the thread which last sent to the backend on
-    `port` started after that send, from strace -f lines (continuations of interrupted calls,
-    "<... x resumed>", are not new calls). recvfrom calls on the backend are named "recv-backend"."""
-    to_backend = "->%s:%d]" % (LOCALHOST, port)
-    sends = [i for i, line in enumerate(lines) if "sendto(" in line and to_backend in line]
-    assert sends, lines
-    tid = lines[sends[-1]].split()[0]
-    out = []
-    for line in lines[sends[-1] + 1:]:
-        m = re.match(r"(\d+)\s+(\w+)\(", line)
-        if not m or m.group(1) != tid:
-            continue
-        out.append("recv-backend" if m.group(2) == "recvfrom" and to_backend in line else m.group(2))
-    return out
-
-
-@pytest.mark.skipif(STRACE is None, reason="strace is needed")
-def test_a_get_is_read_soon_on_a_new_connection(lb_factory, tmp_path):
-    """A GET on a new backend connection (written once connected, relay_io): the write is
-    followed by a read of the backend before the worker waits in epoll again. (A fresh balancer:
-    its credit is zero, so the read is tried whether or not the answer has come; a pooled
-    connection's request, px_start_upstream, takes the same relay_flush.)"""
-    def answer(sock):
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    backend = ScriptBackend(answer)
-    try:
-        lb = lb_factory([backend.port], workers=1)
-        tracer = Strace(lb.pid, str(tmp_path / "strace.txt"), "sendto,recvfrom,epoll_wait")
-        try:
-            with RawConnection(lb.port) as conn:
-                conn.send(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
-                status, headers, body = conn.read_response()
-                assert (status, body) == (200, b"ok")
-        finally:
-            lines = tracer.stop()
-        calls = [c for c in calls_after_last_send(lines, backend.port) if c in ("recv-backend", "epoll_wait")]
-        assert calls[:1] == ["recv-backend"], lines
-    finally:
-        backend.close()
-
-
-@pytest.mark.skipif(STRACE is None, reason="strace is needed")
-def test_a_body_with_a_length_is_read_soon_once_it_is_all_sent(lb_factory, tmp_path):
-    """The other side of the test above: a POST with a Content-Length whose body comes after its
-    head (another loop iteration) is still read at the end of the iteration that wrote its last
-    byte, before the worker waits in epoll again. (Before the review's change the head's write
-    scheduled a read that found nothing, the credit went below zero, and the body's write was
-    then not followed by a read: one iteration late, the very wait read_soon is there to save.)"""
-    head_in = threading.Event()
-
-    def answer(sock):
-        head_in.set()
-        data = b""
-        while len(data) < 10:
-            piece = sock.recv(65536)
-            if not piece:
-                return
-            data += piece
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    backend = ScriptBackend(answer)
-    try:
-        lb = lb_factory([backend.port], workers=1)
-        tracer = Strace(lb.pid, str(tmp_path / "strace.txt"), "sendto,recvfrom,epoll_wait")
-        try:
-            with RawConnection(lb.port) as conn:
-                conn.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
-                assert head_in.wait(10)
-                conn.send(b"0123456789")
-                status, headers, body = conn.read_response()
-                assert (status, body) == (200, b"ok")
-        finally:
-            lines = tracer.stop()
-        calls = [c for c in calls_after_last_send(lines, backend.port) if c in ("recv-backend", "epoll_wait")]
-        assert calls[:1] == ["recv-backend"], lines
-    finally:
-        backend.close()
-
-
 @pytest.mark.skipif(shutil.which("taskset") is None or os.cpu_count() < 2, reason="taskset and two CPUs are needed")
 def test_default_workers_follow_the_cpus_the_balancer_may_run_on(agora_bin, testbackend_factory):
-    """read_soon is on when the balancer has one worker, which by default (no --workers) is when it
-    has one CPU. A balancer confined to one CPU (taskset here; a container's cpuset the same way)
-    runs its workers on that CPU only: it must count one CPU and start one worker (read_soon on),
-    not one per CPU of the machine, which would put two workers on one core with read_soon off,
-    the setting bench/RESULTS.md found worst. The one worker answers."""
+    """A balancer confined to one CPU (taskset here; a container's cpuset the same way) runs its
+    workers on that CPU only: it must count one CPU and start one worker, not one per CPU of the
+    machine, which would put two workers on one core. The one worker answers."""
     backend = testbackend_factory("b0")
     port = socket.socket()
     port.bind((LOCALHOST, 0))
