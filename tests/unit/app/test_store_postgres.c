@@ -720,16 +720,23 @@ static int64_t backend_of(const char *url, const char *app)
     return raw_int(url, sql);
 }
 
-static void test_a_frozen_server_gives_busy_not_a_hang(void **state)
+/* The store of the frozen-server tests: statement_timeout 300 ms (a reply timeout of 2.3 s) and
+ * application_name "frozen" (backend_of). Skips the test without a cluster of its own. */
+static struct store *frozen_store(struct fx *f)
 {
-    struct fx *f = *state;
     if (own_dir[0] == '\0') {
         print_message("skipped: needs a cluster of its own (AGORA_TEST_PG is set)\n");
         skip();
     }
     char url[700];
     snprintf(url, sizeof url, "%s&options=-c%%20statement_timeout%%3D300&application_name=frozen", f->url);
-    struct store *st = f->st = open_url(url, 0);
+    return f->st = open_url(url, 0);
+}
+
+static void test_a_frozen_server_gives_busy_not_a_hang(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = frozen_store(f);
     struct store_account acc;
     int64_t alice = account(st, "alice"), id = 0;
 
@@ -774,13 +781,7 @@ static void test_a_frozen_server_gives_busy_not_a_hang(void **state)
 static void test_a_frozen_server_delays_a_read_by_one_timeout(void **state)
 {
     struct fx *f = *state;
-    if (own_dir[0] == '\0') {
-        print_message("skipped: needs a cluster of its own (AGORA_TEST_PG is set)\n");
-        skip();
-    }
-    char url[700];
-    snprintf(url, sizeof url, "%s&options=-c%%20statement_timeout%%3D300&application_name=frozen", f->url);
-    struct store *st = f->st = open_url(url, 0);
+    struct store *st = frozen_store(f);
     struct store_account acc;
     account(st, "alice");
     int64_t backend = backend_of(f->url, "frozen"), postmaster = postmaster_pid();
