@@ -24,9 +24,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -141,6 +144,12 @@ struct http_server {
     struct http_limits plim;
     struct http_conn *conns;
     unsigned nconns;
+    /* spreading (server.h): nconns and the connections queued to this server, for the other members;
+     * the queue and spread_efd's wake-ups, under the group's lock */
+    atomic_uint spread_load;
+    int spread_efd;
+    struct spread_fd *inbox;
+    unsigned ninbox, capinbox;
     unsigned nstreams;     /* HTTP/2 streams with a conn: each may hold a backend connection, so they
                             * count against lim.max_conns as connections do (h2.h) */
     struct blockpool bufs; /* IO_BLOCK blocks for the connections' in and out buffers */
@@ -539,6 +548,7 @@ static void conn_close(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    atomic_fetch_sub_explicit(&s->spread_load, 1, memory_order_relaxed);
     if (s->lim.stats)
         atomic_fetch_sub_explicit(&s->lim.stats->conns, 1, memory_order_relaxed);
     loop_defer(s->loop, conn_free, c);
@@ -1301,6 +1311,234 @@ static void accept_pause(struct http_server *s, int err)
     }
 }
 
+/* Serves fd, a connection just accepted (here, or by another member of the group: spreading). */
+static void adopt(struct http_server *s, int fd, const struct sockaddr_storage *ss)
+{
+    struct loop *loop = s->loop;
+    net_tune(fd);
+    char ip[48];
+    net_format_ip((const struct sockaddr *)ss, ip, sizeof(ip));
+    int counted = 0;
+    if (http_climits_conn_limited(s->lim.climits)) {
+        if (!http_climits_conn_open(s->lim.climits, ip)) {
+            /* Refused cleanly: a short answer, then close (as nginx's limit_conn does). */
+            static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                                      "Content-Length: 39\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                                      "too many connections from your address\n";
+            ssize_t w = s->lim.tls ? 0 : send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL); /* none in TLS */
+            (void)w;
+            close(fd);
+            if (s->lim.stats)
+                http_answers_count(&s->lim.stats->answers, 503);
+            return;
+        }
+        counted = 1;
+    }
+    struct http_conn *c = alloc_calloc(1, sizeof(*c));
+    c->srv = s;
+    c->fd = fd;
+    c->state = ST_HEAD;
+    c->keep_alive = 1;
+    c->counted = counted;
+    memcpy(c->ip, ip, sizeof(c->ip));
+    c->timer.fn = on_timer;
+    c->timer.data = c;
+    if (s->lim.tls) {
+        c->ssl = http_tls_conn_new(s->lim.tls, fd);
+        c->handshaking = 1;
+    }
+    if ((s->lim.tls && !c->ssl) || loop_watch(loop, fd, LOOP_READ, on_conn_io, c) < 0) {
+        http_tls_conn_free(c->ssl);
+        close(fd);
+        if (counted)
+            http_climits_conn_close(s->lim.climits, ip);
+        free(c);
+        return;
+    }
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    atomic_fetch_add_explicit(&s->spread_load, 1, memory_order_relaxed);
+    if (s->lim.stats)
+        atomic_fetch_add_explicit(&s->lim.stats->conns, 1, memory_order_relaxed);
+    if (c->handshaking)
+        loop_timer_arm(loop, &c->timer, s->lim.handshake_timeout_ms); /* then closed (on_timer) */
+    else
+        conn_arm_timer(c);
+}
+
+/* ---- spreading (server.h) ---- */
+
+#define SPREAD_MAX    64 /* servers in a group: one per worker */
+#define SPREAD_MARGIN 2  /* a connection moves only when this many more are held here */
+
+struct spread_fd {
+    int fd;
+    struct sockaddr_storage ss;
+};
+
+struct http_spread {
+    pthread_mutex_t mu;
+    struct http_server *m[SPREAD_MAX];
+    atomic_uint n;
+    atomic_ulong handed;
+};
+
+struct http_spread *http_spread_new(void)
+{
+    struct http_spread *g = alloc_calloc(1, sizeof(*g));
+    pthread_mutex_init(&g->mu, NULL);
+    return g;
+}
+
+void http_spread_free(struct http_spread *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+unsigned long http_spread_handed(struct http_spread *g)
+{
+    return g ? atomic_load_explicit(&g->handed, memory_order_relaxed) : 0;
+}
+
+unsigned http_spread_loads(struct http_spread *g, unsigned *workers, unsigned *conns, unsigned max)
+{
+    if (!g)
+        return 0;
+    pthread_mutex_lock(&g->mu);
+    unsigned n = atomic_load_explicit(&g->n, memory_order_relaxed);
+    n = n < max ? n : max;
+    for (unsigned i = 0; i < n; i++) {
+        workers[i] = g->m[i]->lim.worker;
+        conns[i] = atomic_load_explicit(&g->m[i]->spread_load, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return n;
+}
+
+/* 1 if fd went to a less loaded member (whose loop then adopts it), 0 if s keeps it. */
+static int spread_pass(struct http_server *s, int fd, const struct sockaddr_storage *ss)
+{
+    struct http_spread *g = s->lim.spread;
+    if (!g || atomic_load_explicit(&g->n, memory_order_relaxed) < 2)
+        return 0;
+    unsigned mine = atomic_load_explicit(&s->spread_load, memory_order_relaxed);
+    if (mine < SPREAD_MARGIN)
+        return 0;
+    pthread_mutex_lock(&g->mu);
+    struct http_server *to = NULL;
+    unsigned least = mine;
+    unsigned n = atomic_load_explicit(&g->n, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        struct http_server *m = g->m[i];
+        unsigned load = atomic_load_explicit(&m->spread_load, memory_order_relaxed);
+        if (m != s && load + SPREAD_MARGIN <= least && (!m->lim.max_conns || load < m->lim.max_conns)) {
+            to = m;
+            least = load;
+        }
+    }
+    if (to && to->ninbox == to->capinbox) {
+        unsigned cap = to->capinbox ? to->capinbox * 2 : 16;
+        struct spread_fd *q = realloc(to->inbox, cap * sizeof(*q));
+        if (q) {
+            to->inbox = q;
+            to->capinbox = cap;
+        } else {
+            to = NULL;
+        }
+    }
+    if (to) {
+        to->inbox[to->ninbox++] = (struct spread_fd){fd, *ss};
+        atomic_fetch_add_explicit(&to->spread_load, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&g->handed, 1, memory_order_relaxed);
+        uint64_t one = 1;
+        ssize_t w = write(to->spread_efd, &one, sizeof(one)); /* under the lock: `to` cannot leave meanwhile */
+        (void)w;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return to != NULL;
+}
+
+/* Takes what other members queued to s (under the group's lock) and serves it, or closes it (as a
+ * refused connection) when s is being freed or is full since it was chosen. */
+static void spread_take(struct http_server *s, int serve)
+{
+    struct http_spread *g = s->lim.spread;
+    pthread_mutex_lock(&g->mu);
+    struct spread_fd *q = s->inbox;
+    unsigned n = s->ninbox;
+    s->inbox = NULL;
+    s->ninbox = s->capinbox = 0;
+    atomic_fetch_sub_explicit(&s->spread_load, n, memory_order_relaxed);
+    pthread_mutex_unlock(&g->mu);
+    for (unsigned i = 0; i < n; i++) {
+        if (!serve || (s->lim.max_conns && s->nconns + s->nstreams >= s->lim.max_conns))
+            close(q[i].fd);
+        else
+            adopt(s, q[i].fd, &q[i].ss);
+    }
+    free(q);
+}
+
+static void on_spread(struct loop *loop, int fd, int events, void *data)
+{
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof(v));
+    (void)r;
+    spread_take(data, 1);
+}
+
+static void spread_join(struct http_server *s)
+{
+    struct http_spread *g = s->lim.spread;
+    s->spread_efd = -1;
+    if (!g)
+        return;
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0 || loop_watch(s->loop, efd, LOOP_READ, on_spread, s) < 0) {
+        if (efd >= 0)
+            close(efd);
+        s->lim.spread = NULL; /* serves alone: only its own listening socket's connections */
+        return;
+    }
+    s->spread_efd = efd;
+    pthread_mutex_lock(&g->mu);
+    unsigned n = atomic_load_explicit(&g->n, memory_order_relaxed);
+    if (n < SPREAD_MAX) {
+        g->m[n] = s;
+        atomic_store_explicit(&g->n, n + 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Leaves the group (no connection is queued to s afterwards); what was queued is served (a
+ * graceful stop: as connections accepted just before it) or closed (s is being freed). */
+static void spread_leave(struct http_server *s, int serve)
+{
+    struct http_spread *g = s->lim.spread;
+    if (!g || s->spread_efd < 0)
+        return;
+    pthread_mutex_lock(&g->mu);
+    unsigned n = atomic_load_explicit(&g->n, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        if (g->m[i] == s) {
+            g->m[i] = g->m[n - 1];
+            atomic_store_explicit(&g->n, n - 1, memory_order_relaxed);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    spread_take(s, serve);
+    loop_unwatch(s->loop, s->spread_efd);
+    close(s->spread_efd);
+    s->spread_efd = -1;
+}
+
 static void on_accept(struct loop *loop, int lfd, int events, void *data)
 {
     struct http_server *s = data;
@@ -1317,57 +1555,9 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
                 accept_pause(s, errno);
             break; /* EAGAIN (or an error of the client's): wait for the next event */
         }
-        net_tune(fd);
-        char ip[48];
-        net_format_ip((struct sockaddr *)&ss, ip, sizeof(ip));
-        int counted = 0;
-        if (http_climits_conn_limited(s->lim.climits)) {
-            if (!http_climits_conn_open(s->lim.climits, ip)) {
-                /* Refused cleanly: a short answer, then close (as nginx's limit_conn does). */
-                static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                                          "Content-Length: 39\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-                                          "too many connections from your address\n";
-                ssize_t w = s->lim.tls ? 0 : send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL); /* none in TLS */
-                (void)w;
-                close(fd);
-                if (s->lim.stats)
-                    http_answers_count(&s->lim.stats->answers, 503);
-                continue;
-            }
-            counted = 1;
-        }
-        struct http_conn *c = alloc_calloc(1, sizeof(*c));
-        c->srv = s;
-        c->fd = fd;
-        c->state = ST_HEAD;
-        c->keep_alive = 1;
-        c->counted = counted;
-        memcpy(c->ip, ip, sizeof(c->ip));
-        c->timer.fn = on_timer;
-        c->timer.data = c;
-        if (s->lim.tls) {
-            c->ssl = http_tls_conn_new(s->lim.tls, fd);
-            c->handshaking = 1;
-        }
-        if ((s->lim.tls && !c->ssl) || loop_watch(loop, fd, LOOP_READ, on_conn_io, c) < 0) {
-            http_tls_conn_free(c->ssl);
-            close(fd);
-            if (counted)
-                http_climits_conn_close(s->lim.climits, ip);
-            free(c);
+        if (spread_pass(s, fd, &ss))
             continue;
-        }
-        c->next = s->conns;
-        if (s->conns)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
-        if (s->lim.stats)
-            atomic_fetch_add_explicit(&s->lim.stats->conns, 1, memory_order_relaxed);
-        if (c->handshaking)
-            loop_timer_arm(loop, &c->timer, s->lim.handshake_timeout_ms); /* then closed (on_timer) */
-        else
-            conn_arm_timer(c);
+        adopt(s, fd, &ss);
     }
     server_maybe_accept(s);
 }
@@ -1404,6 +1594,7 @@ struct http_server *http_server_create(struct loop *loop, int listen_fd, const s
         return NULL;
     }
     s->accepting = 1;
+    spread_join(s);
     return s;
 }
 
@@ -1417,6 +1608,7 @@ void http_server_shutdown(struct http_server *s)
         close(s->lfd);
         s->lfd = -1;
     }
+    spread_leave(s, 1);
     /* Idle keep-alive connections are closed after a short grace, not at once: a client may have
      * a request on its way on one (closing under it would fail that request); such a request is
      * answered, with Connection: close. */
@@ -1440,6 +1632,7 @@ void http_server_free(struct http_server *s)
     if (!s)
         return;
     loop_timer_cancel(s->loop, &s->accept_timer);
+    spread_leave(s, 0);
     if (s->lfd >= 0) {
         loop_unwatch(s->loop, s->lfd);
         close(s->lfd);

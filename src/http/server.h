@@ -90,7 +90,28 @@ struct http_server_limits {
     unsigned handshake_timeout_ms;   /* TLS handshake deadline from accept, then close; default 10000 */
     int h2c;                         /* a plain connection that starts with the HTTP/2 preface speaks HTTP/2 (h2.h) */
     unsigned h2_max_requests;        /* streams per HTTP/2 connection, then GOAWAY; default H2_MAX_REQUESTS_DEF */
+    struct http_spread *spread;      /* the servers of this listener on the other workers; NULL = none */
+    unsigned worker;                 /* this server's worker, as spreading's counts name it */
 };
+
+/* Spreading accepted connections over the workers of one listener. Each worker has its own
+ * SO_REUSEPORT listening socket, so the kernel spreads new connections by a hash of their
+ * addresses, blind to load: h2load's 16 connections came out 11/5 or 4/13 as often as 8/8, and
+ * the busier worker's streams waited longer (bench/RESULTS.md, "Two workers over h2"). The
+ * servers given the same group (http_server_limits.spread) share their connection counts; one
+ * that accepts a connection while it holds SPREAD_MARGIN or more above the least loaded member
+ * hands the connection, before reading a byte of it, to that member's loop (a queue under the
+ * group's lock and an eventfd), as HAProxy's listeners pass a connection to the least loaded
+ * thread. A server leaves its group when it shuts down or is freed; the group must outlive its
+ * servers. */
+struct http_spread;
+struct http_spread *http_spread_new(void);
+void http_spread_free(struct http_spread *g);
+/* Connections handed from one worker to another so far (for /metrics). */
+unsigned long http_spread_handed(struct http_spread *g);
+/* Each member's worker (http_server_limits.worker) and open connections, at most max of them, in
+ * no set order: the count written. */
+unsigned http_spread_loads(struct http_spread *g, unsigned *workers, unsigned *conns, unsigned max);
 
 struct http_server_ops {
     /* A request head is complete. h is valid until http_conn_response_done() or on_abort. */

@@ -279,6 +279,12 @@ int lb_main(int argc, char **argv)
         lb->cfg.listen, workers, lb->sh.policy->name, n, lb->cfg.max_connections);
     if (lb->sh.tls)
         fprintf(stderr, "agora lb: TLS on %s, %u certificate(s)\n", lb->cfg.tls_listen, lb->cfg.ntls_cert);
+    if (workers > 1) {
+        lb->sh.spread = http_spread_new();
+        lb->sh.spread_tls = lb->sh.tls ? http_spread_new() : NULL;
+        lb->sh.counters.spread[0] = lb->sh.spread;
+        lb->sh.counters.spread[1] = lb->sh.spread_tls;
+    }
     struct http_daemon_config dc = {.listen = lb->cfg.listen,
                                     .listen2 = lb->cfg.tls_listen[0] ? lb->cfg.tls_listen : NULL,
                                     .workers = workers,
@@ -301,6 +307,8 @@ int lb_main(int argc, char **argv)
         close(lb->sh.access_log_fd);
     lb_registry_destroy(&lb->sh.registry);
     http_climits_free(lb->sh.climits);
+    http_spread_free(lb->sh.spread); /* the servers are freed: they left */
+    http_spread_free(lb->sh.spread_tls);
     http_tls_free(lb->sh.tls);
     if (rc == 0)
         fprintf(stderr, "agora lb: stopped\n");

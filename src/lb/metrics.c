@@ -91,6 +91,24 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
     prom_family(out, "agora_lb_client_connections", "gauge", "Open client connections, all workers.");
     int conns = LOAD(c->http.conns);
     buf_printf(out, "agora_lb_client_connections %d\n", conns > 0 ? conns : 0);
+    prom_family(out, "agora_lb_worker_client_connections", "gauge",
+                "Open client connections of each worker, by listener (with two workers or more; a connection "
+                "queued from one worker to another counts for the second).");
+    static const char *const listener[2] = {"http", "https"};
+    for (int l = 0; l < 2; l++) {
+        unsigned workers[64], wconns[64];
+        unsigned n = http_spread_loads(c->spread[l], workers, wconns, 64);
+        for (unsigned i = 0; i < n; i++)
+            buf_printf(out, "agora_lb_worker_client_connections{listener=\"%s\",worker=\"%u\"} %u\n", listener[l],
+                       workers[i], wconns[i]);
+    }
+    prom_family(out, "agora_lb_connections_spread_total", "counter",
+                "Client connections a worker passed, before reading them, to a worker holding fewer (each "
+                "worker's own listening socket gets connections by a hash of their addresses, blind to load).");
+    for (int l = 0; l < 2; l++)
+        if (c->spread[l])
+            buf_printf(out, "agora_lb_connections_spread_total{listener=\"%s\"} %lu\n", listener[l],
+                       http_spread_handed(c->spread[l]));
     prom_family(out, "agora_lb_tls_handshake_failures_total", "counter",
                 "TLS handshakes on --tls-listen that failed (not TLS, no common protocol or cipher, an error) or "
                 "missed the handshake deadline.");

@@ -41,6 +41,7 @@ const char *lb_retry_reason_name(enum lb_retry_reason r);
 struct lb_counters {
     struct http_answers answers;              /* made by the balancer's request path */
     struct http_server_stats http;            /* its HTTP layer's: client connections, answers it made */
+    struct http_spread *spread[2];            /* the plain and TLS listeners' groups (proxy.h), or NULL */
     atomic_uint_fast64_t budget_refusals;     /* retries the retry budget refused */
     atomic_uint_fast64_t retries[LB_RETRY_N]; /* retries made, by reason */
     atomic_uint_fast64_t reloads;             /* successful SIGHUP reloads */

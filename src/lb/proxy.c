@@ -966,6 +966,8 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
     lb_config_client_limits(cfg, &lim);
     lim.climits = sh->climits;
     lim.stats = &sh->counters.http;
+    lim.spread = sh->spread;
+    lim.worker = id;
     worker_refresh(w);
     w->srv = http_server_create(loop, listen_fd, &proxy_ops, w, &lim);
     if (w->srv && tls_fd >= 0) {
@@ -973,6 +975,7 @@ struct lb_worker *lb_worker_create(struct lb_shared *sh, struct loop *loop, int 
         w->tls_port = colon ? (unsigned)atoi(colon + 1) : 443;
         lim.tls = sh->tls;
         lim.extra_headers = sh->hsts; /* on the answers the server makes itself */
+        lim.spread = sh->spread_tls;
         w->tls_srv = http_server_create(loop, tls_fd, &proxy_ops, w, &lim);
     }
     if (!w->srv || (tls_fd >= 0 && !w->tls_srv)) {

@@ -37,6 +37,9 @@ struct lb_shared {
     struct lb_events *events;     /* the event log (events.h), for the dashboard */
     struct http_tls *tls;         /* the TLS listener's certificates (http/tls.h), NULL = none */
     const char *hsts;             /* "Strict-Transport-Security: ...\r\n" for TLS responses, or NULL */
+    /* the workers' servers of each listener, which spread their connections (http/server.h);
+     * NULL with one worker */
+    struct http_spread *spread, *spread_tls;
     /* the workers, for lb_proxy_servers_down: a list through lb_worker's next, under workers_mu
      * (initialised with lb_shared_init) */
     pthread_mutex_t workers_mu;
