@@ -2,19 +2,21 @@
 
 - a TLS 1.3 KeyUpdate from the client among requests, and while the balancer's socket is full
   (OpenSSL 3 answers it with the next write, so a held read never waits on a write);
-- a TCP half-close without a close_notify after a request (the BIO must report the socket's end).
+- a TCP half-close without a close_notify after a request (the BIO must report the socket's end);
+- a body paused under backpressure, then a pipelined request and close_notify (nothing stranded).
 """
 
 import ctypes
 import socket
 import ssl
+import threading
 import time
 
 import pytest
-from test_lb_tls import certs, client_ctx, tls_lb  # noqa: F401 (fixtures)
+from test_lb_tls import certs, client_ctx, tls_flags, tls_lb  # noqa: F401 (fixtures)
 from test_lb_tls_read_ahead import MemTLS, answered
 
-from helpers import LOCALHOST
+from helpers import LOCALHOST, free_port
 
 
 _libssl = ctypes.CDLL("libssl.so.3")
@@ -118,3 +120,46 @@ def test_a_request_then_a_tcp_half_close_without_close_notify_is_answered(tls_lb
     got = c.read_until(lambda g: False, timeout=10)  # to the end of the stream
     assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:200]
     c.close()
+
+
+@pytest.mark.parametrize("notify", [False, True])
+@pytest.mark.parametrize("recsize", [16384, 37])
+def test_a_paused_body_resumes_with_the_pipelined_request_and_close_notify(lb_factory, testbackend_factory, certs,
+                                                                           notify, recsize):
+    """A 3 MB body to a --serial backend busy with another request for 1.5 s, so the balancer
+    pauses reading it, then a pipelined request and (with notify) the client's close_notify, all
+    in one go with the TCP connection left open. Whatever OpenSSL read ahead before the pause is
+    decrypted into the connection's buffer, not stranded: the body arrives whole once the backend
+    reads, the second request is answered after it."""
+    backend = testbackend_factory("S", "--serial")
+    port = free_port()
+    lb_factory([backend], "--tls-listen", "%s:%d" % (LOCALHOST, port), *tls_flags(certs), workers=1)
+    hold = MemTLS(port, client_ctx(certs))
+    hold.write(b"GET /delay?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+    hold.flush()
+    time.sleep(0.2)
+    c = MemTLS(port, client_ctx(certs))
+    n = 3 * 1024 * 1024 + 7
+    c.write(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n)
+    body = bytes(n)
+    chunks = []
+    for off in range(0, n, recsize):
+        c.write(body[off:off + recsize])
+        if off % (256 * recsize) == 0:
+            chunks.append(c.out.read())
+    c.write(b"GET /echo?after HTTP/1.1\r\nHost: x\r\n\r\n")
+    if notify:
+        try:
+            c.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # our close_notify is written
+    chunks.append(c.out.read())
+    sender = threading.Thread(target=c.raw.sendall, args=(b"".join(chunks),))
+    sender.start()
+    got = c.read_until(lambda g: b'"target":"/echo?after"' in g and g.endswith(b"}\n"), timeout=30)
+    sender.join()
+    assert b'{"received": %d, "chunked": false}\n' % n in got, got[-300:]
+    assert b'"target":"/echo?after"' in got
+    assert b"delayed 1500 ms" in hold.read_until(lambda g: b"delayed" in g)
+    c.close()
+    hold.close()
