@@ -411,7 +411,9 @@ static int conn_bio_read(BIO *bio, char *p, size_t n, size_t *got)
     }
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         BIO_set_retry_read(bio);
-    return r == 0 ? 0 : -1; /* 0: the end of the stream; OpenSSL sees no retry flag */
+    if (r == 0)
+        BIO_set_flags(bio, BIO_FLAGS_IN_EOF); /* for BIO_CTRL_EOF, as OpenSSL's socket BIO */
+    return r == 0 ? 0 : -1;                   /* 0: the end of the stream; OpenSSL sees no retry flag */
 }
 
 static int conn_bio_write(BIO *bio, const char *p, size_t n, size_t *put)
@@ -432,6 +434,12 @@ static long conn_bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
     switch (cmd) {
     case BIO_CTRL_FLUSH: /* nothing is buffered here */
         return 1;
+    case BIO_CTRL_EOF:
+        /* OpenSSL asks this when a read returns nothing without a retry: a socket's end without a
+         * close_notify is the clean end SSL_OP_IGNORE_UNEXPECTED_EOF makes it (SSL_ERROR_ZERO_RETURN)
+         * only if the BIO says so; otherwise it is an error, and a request waiting for its answer
+         * is dropped instead of answered after a half-close (as over plain HTTP). */
+        return BIO_test_flags(bio, BIO_FLAGS_IN_EOF) != 0;
     case BIO_C_GET_FD:
         if (ptr)
             *(int *)ptr = (int)((intptr_t)BIO_get_data(bio) >> 1);

@@ -5,7 +5,8 @@
  * certificate, not PEM), a reload that fails leaving the running set and one that succeeds while
  * a connection still holds the old set, and the session-ticket keys: encryption under the current
  * key, rotation after HTTP_TLS_TICKET_ROTATE_S, the previous key still decrypting (renew), an
- * older one refused. */
+ * older one refused. Reading ahead: one http_tls_read of a flood of 1-byte records takes a bounded
+ * number of them (one connection does not hold the loop for tens of milliseconds). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,9 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -190,12 +194,99 @@ static void test_ticket_keys_rotate(void **state)
     http_tls_free(t);
 }
 
+/* A connected TCP pair on the loopback, with room for the flood below in the kernel. */
+static void tcp_pair(int fds[2])
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0), big = 1 << 20;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+    fds[1] = socket(AF_INET, SOCK_STREAM, 0);
+    setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    assert_int_equal(connect(fds[1], (struct sockaddr *)&a, sizeof(a)), 0);
+    fds[0] = accept(l, NULL, NULL);
+    assert_true(fds[0] >= 0);
+    setsockopt(fds[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+    close(l);
+    for (int i = 0; i < 2; i++)
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+}
+
+static void test_read_ahead_bounded(void **state)
+{
+    struct dir *d = *state;
+    const char *ca[] = {d->a_crt}, *ka[] = {d->a_key};
+    char err[512];
+    struct http_tls *t = http_tls_new(ca, ka, 1, err, sizeof(err));
+    assert_non_null(t);
+    int fds[2];
+    tcp_pair(fds);
+    SSL *srv = http_tls_conn_new(t, fds[0]);
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *cli = SSL_new(cctx);
+    SSL_set_fd(cli, fds[1]);
+    SSL_set_connect_state(cli);
+    int sdone = 0, cdone = 0;
+    for (int i = 0; i < 1000 && !(sdone && cdone); i++) {
+        if (!cdone)
+            cdone = SSL_do_handshake(cli) == 1;
+        if (!sdone)
+            sdone = http_tls_handshake(srv) == RC_OK;
+        poll(NULL, 0, 1);
+    }
+    assert_true(sdone && cdone);
+    /* 20,000 records of one byte (22 bytes each on the wire), made in memory and sent at once. */
+    BIO *mem = BIO_new(BIO_s_mem());
+    SSL_set0_wbio(cli, mem);
+    enum { N = 20000 };
+    for (int i = 0; i < N; i++)
+        assert_int_equal(SSL_write(cli, "x", 1), 1);
+    char *p;
+    long len = BIO_get_mem_data(mem, &p);
+    assert_true(len > N * 20);
+    for (long off = 0; off < len;) {
+        ssize_t w = send(fds[1], p + off, (size_t)(len - off), 0);
+        if (w > 0)
+            off += w;
+        else
+            poll(NULL, 0, 1);
+    }
+    poll(NULL, 0, 50);
+    /* One read of the server's largest (4 x 16 KB) while the socket holds 440 KB of them: about
+     * one read-ahead buffer of records (some 700, half a millisecond), not 20,000 nor 64 K of
+     * them, which at about a microsecond each would hold the loop for tens of milliseconds. */
+    struct buf b = {0};
+    ssize_t n = http_tls_read(srv, &b, 65536);
+    assert_true(n > 0);
+    assert_true(n <= 2048);
+    /* The rest comes with the next reads, none lost. */
+    size_t total = (size_t)n;
+    for (int i = 0; i < 100000 && total < N; i++) {
+        n = http_tls_read(srv, &b, 65536);
+        if (n > 0)
+            total += (size_t)n;
+        else if (n != -EAGAIN)
+            break;
+    }
+    assert_int_equal(total, N);
+    assert_int_equal(buf_used(&b), N);
+    buf_free(&b);
+    SSL_free(cli);
+    SSL_CTX_free(cctx);
+    http_tls_conn_free(srv);
+    close(fds[0]);
+    close(fds[1]);
+    http_tls_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_self_signed_files),  cmocka_unit_test(test_names),
         cmocka_unit_test(test_start_errors),       cmocka_unit_test(test_reload),
-        cmocka_unit_test(test_ticket_keys_rotate),
+        cmocka_unit_test(test_ticket_keys_rotate), cmocka_unit_test(test_read_ahead_bounded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
