@@ -147,6 +147,9 @@ struct http_server {
     /* spreading (server.h): nconns and the connections queued to this server, for the other members;
      * the queue and spread_efd's wake-ups, under the group's lock */
     atomic_uint spread_load;
+    /* nstreams, for the other members: with nconns it fills lim.max_conns, so a member it filled
+     * is not chosen (spread_pass) while its spread_load still looks light */
+    atomic_uint spread_streams;
     int spread_efd;
     struct spread_fd *inbox;
     unsigned ninbox, capinbox;
@@ -1150,6 +1153,7 @@ struct http_conn *http_conn_stream_new(struct http_conn *parent, struct h2_strea
     struct http_conn *c = alloc_calloc(1, sizeof(*c));
     c->srv = parent->srv;
     c->srv->nstreams++;
+    atomic_store_explicit(&c->srv->spread_streams, c->srv->nstreams, memory_order_relaxed);
     c->h2s = st;
     c->fd = -1;
     c->keep_alive = 1;
@@ -1168,14 +1172,17 @@ void http_conn_stream_answered(struct http_conn *c)
         return;
     c->answered = 1;
     c->srv->nstreams--;
+    atomic_store_explicit(&c->srv->spread_streams, c->srv->nstreams, memory_order_relaxed);
     server_maybe_accept(c->srv);
 }
 
 void http_conn_stream_free(struct http_conn *c)
 {
     struct http_server *s = c->srv;
-    if (!c->answered)
+    if (!c->answered) {
         s->nstreams--;
+        atomic_store_explicit(&s->spread_streams, s->nstreams, memory_order_relaxed);
+    }
     free(c);
     server_maybe_accept(s);
 }
@@ -1437,7 +1444,10 @@ static int spread_pass(struct http_server *s, int fd, const struct sockaddr_stor
     for (unsigned i = 0; i < n; i++) {
         struct http_server *m = g->m[i];
         unsigned load = atomic_load_explicit(&m->spread_load, memory_order_relaxed);
-        if (m != s && load + SPREAD_MARGIN <= least && (!m->lim.max_conns || load < m->lim.max_conns)) {
+        /* room as on_accept counts it: connections (with those queued) and HTTP/2 streams; a member
+         * its streams filled has paused accepting, and would close what it is handed (spread_take) */
+        unsigned busy = load + atomic_load_explicit(&m->spread_streams, memory_order_relaxed);
+        if (m != s && load + SPREAD_MARGIN <= least && (!m->lim.max_conns || busy < m->lim.max_conns)) {
             to = m;
             least = load;
         }
