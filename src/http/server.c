@@ -1475,7 +1475,7 @@ static int spread_pass(struct http_server *s, int fd, const struct sockaddr_stor
 }
 
 /* Takes what other members queued to s (under the group's lock) and serves it, or closes it (as a
- * refused connection) when s is being freed or is full since it was chosen. */
+ * refused connection) when s is being freed. */
 static void spread_take(struct http_server *s, int serve)
 {
     struct http_spread *g = s->lim.spread;
@@ -1487,7 +1487,12 @@ static void spread_take(struct http_server *s, int serve)
     atomic_fetch_sub_explicit(&s->spread_load, n, memory_order_relaxed);
     pthread_mutex_unlock(&g->mu);
     for (unsigned i = 0; i < n; i++) {
-        if (!serve || (s->lim.max_conns && s->nconns + s->nstreams >= s->lim.max_conns))
+        /* Not closed when s filled up since it was chosen (its own accepts got in between): the
+         * connection is accepted already, its descriptor held, and the member that accepted it had
+         * room; closing it unread dropped a client that the backlog would have kept waiting. Going
+         * over max_conns by the few accepted meanwhile is the smaller harm (each was chosen while
+         * s had room, spread_pass). */
+        if (!serve)
             close(q[i].fd);
         else
             adopt(s, q[i].fd, &q[i].ss);
