@@ -223,3 +223,45 @@ def test_a_connection_handed_to_a_worker_filled_meanwhile_is_not_dropped(lb_fact
         outcomes += burst(lb.port, 14)
         time.sleep(0.2)  # the closes are seen: the next burst starts from empty workers
     assert outcomes.count("dropped") == 0, {k: outcomes.count(k) for k in ("answered", "waiting", "dropped")}
+
+
+def test_per_address_limit_and_failed_handshakes_across_handovers(h2_lb, testbackend_factory):
+    """A check (no finding): --max-conns-per-ip 6 with 2 workers. 10 connections from one address
+    (handed over or not): 6 served, 4 answered 503 by whichever worker adopted them; closed, the
+    address gets its 6 slots back. On the TLS listener, 12 connections that fail their handshake
+    (plain bytes), 6 h2 connections with a stream each, then all closed: every worker's counts
+    are back to 0, none wrapped below."""
+    backend = testbackend_factory("A")
+    admin_port = free_port()
+    lb = h2_lb("--max-conns-per-ip", "6", "--admin-listen", "%s:%d" % (LOCALHOST, admin_port),
+               backends=[backend], workers=2)
+    for _ in range(2):
+        socks, statuses = [], []
+        for i in range(10):
+            s = socket.create_connection((LOCALHOST, lb.port), timeout=10, source_address=("127.0.0.7", 0))
+            s.sendall(b"GET /echo?i=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            statuses.append(s.recv(4096)[:12])
+            socks.append(s)
+        assert sorted(statuses) == [b"HTTP/1.1 200"] * 6 + [b"HTTP/1.1 503"] * 4, statuses
+        for s in socks:
+            s.close()
+        assert wait_for(lambda: sum(per_worker(scrape(admin_port), "http").values()) == 0, 5)
+        time.sleep(0.2)
+    bad = []
+    for i in range(12):
+        s = socket.create_connection((LOCALHOST, lb.tls_port), timeout=10, source_address=("127.0.0.8", 0))
+        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        bad.append(s)
+    conns = [H2(lb.tls_port, lb.ca, source="127.0.0.%d" % (2 + i % 4)) for i in range(6)]
+    for c in conns:
+        assert c.wait_stream(c.request("/echo"), 10)[0] == 200
+    for c in conns:
+        c.close()
+    for s in bad:
+        s.close()
+
+    def settled():
+        counts = per_worker(scrape(admin_port), "https")
+        return sum(counts.values()) == 0 and all(v < 1 << 31 for v in counts.values())
+
+    assert wait_for(settled, 5), per_worker(scrape(admin_port), "https")
