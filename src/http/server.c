@@ -1378,8 +1378,8 @@ static void adopt(struct http_server *s, int fd, const struct sockaddr_storage *
 
 /* ---- spreading (server.h) ---- */
 
-#define SPREAD_MAX    64 /* servers in a group: one per worker */
-#define SPREAD_MARGIN 2  /* a connection moves only when this many more are held here */
+#define SPREAD_MAX    HTTP_SPREAD_MAX
+#define SPREAD_MARGIN 2 /* a connection moves only when this many more are held here */
 
 struct spread_fd {
     int fd;

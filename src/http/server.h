@@ -102,9 +102,13 @@ struct http_server_limits {
  * that accepts a connection while it holds SPREAD_MARGIN or more above the least loaded member
  * hands the connection, before reading a byte of it, to that member's loop (a queue under the
  * group's lock and an eventfd), as HAProxy's listeners pass a connection to the least loaded
- * thread. A server leaves its group when it shuts down or is freed; the group must outlive its
- * servers. */
+ * thread. A member whose connections and HTTP/2 streams fill its max_conns is not chosen; one
+ * that filled up after it was chosen still serves what it was handed (it is accepted already).
+ * A server leaves its group when it shuts down or is freed; the group must outlive its servers. */
 struct http_spread;
+/* Servers in a group, one per worker: as many as `agora lb --workers` allows (lb/config.c), so that
+ * no worker is left out of the spreading or of the per-worker counts (it was 64) */
+#define HTTP_SPREAD_MAX 256
 struct http_spread *http_spread_new(void);
 void http_spread_free(struct http_spread *g);
 /* Connections handed from one worker to another so far (for /metrics). */

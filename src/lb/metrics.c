@@ -96,8 +96,8 @@ void lb_metrics_write(const struct lb_set *set, const struct lb_counters *c, str
                 "queued from one worker to another counts for the second).");
     static const char *const listener[2] = {"http", "https"};
     for (int l = 0; l < 2; l++) {
-        unsigned workers[64], wconns[64];
-        unsigned n = http_spread_loads(c->spread[l], workers, wconns, 64);
+        unsigned workers[HTTP_SPREAD_MAX], wconns[HTTP_SPREAD_MAX]; /* every worker, not the first 64 */
+        unsigned n = http_spread_loads(c->spread[l], workers, wconns, HTTP_SPREAD_MAX);
         for (unsigned i = 0; i < n; i++)
             buf_printf(out, "agora_lb_worker_client_connections{listener=\"%s\",worker=\"%u\"} %u\n", listener[l],
                        workers[i], wconns[i]);

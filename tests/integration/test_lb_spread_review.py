@@ -265,3 +265,15 @@ def test_per_address_limit_and_failed_handshakes_across_handovers(h2_lb, testbac
         return sum(counts.values()) == 0 and all(v < 1 << 31 for v in counts.values())
 
     assert wait_for(settled, 5), per_worker(scrape(admin_port), "https")
+
+
+def test_every_worker_of_many_is_in_the_group_and_in_metrics(lb_factory, testbackend_factory):
+    """F3. --workers accepts up to 256, but a group held 64 servers (SPREAD_MAX) and /metrics read
+    64: with --workers 80, workers 64-79 never joined, so they were never handed a connection
+    however idle, and agora_lb_worker_client_connections ("each worker") left them out. Now all
+    80 are listed."""
+    backend = testbackend_factory("A")
+    admin_port = free_port()
+    lb_factory([backend], "--admin-listen", "%s:%d" % (LOCALHOST, admin_port), workers=80)
+    counts = per_worker(scrape(admin_port), "http")
+    assert sorted(counts, key=int) == [str(w) for w in range(80)], sorted(counts, key=int)
