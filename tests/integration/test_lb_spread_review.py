@@ -13,6 +13,7 @@ import pytest
 
 from h2raw import H2
 from test_lb_h2 import h2_lb  # noqa: F401 (a fixture)
+from test_lb_websocket import ws_backend_factory  # noqa: F401 (a fixture)
 from test_lb_spread import family, open_used, per_worker, scrape
 from test_lb_tls import certs  # noqa: F401 (a fixture)
 
@@ -277,3 +278,28 @@ def test_every_worker_of_many_is_in_the_group_and_in_metrics(lb_factory, testbac
     lb_factory([backend], "--admin-listen", "%s:%d" % (LOCALHOST, admin_port), workers=80)
     counts = per_worker(scrape(admin_port), "http")
     assert sorted(counts, key=int) == [str(w) for w in range(80)], sorted(counts, key=int)
+
+
+def test_websocket_tunnels_are_spread_and_counted_until_they_end(ws_backend_factory, lb_factory):
+    """A check (no finding): 12 WebSocket tunnels over 2 workers (each one's connection handed
+    over or not, before its handshake) echo, the workers hold 6 each within the margin; closed,
+    every count is back to 0."""
+    from test_lb_websocket import open_tunnel
+
+    from helpers import OP_TEXT
+
+    backend = ws_backend_factory()
+    admin_port = free_port()
+    lb = lb_factory([backend], "--admin-listen", "%s:%d" % (LOCALHOST, admin_port), workers=2)
+    tunnels = [open_tunnel(lb.port) for _ in range(12)]
+    try:
+        counts = per_worker(scrape(admin_port), "http")
+        assert sum(counts.values()) == 12 and max(counts.values()) - min(counts.values()) <= 2, counts
+        for i, t in enumerate(tunnels):
+            t.send(OP_TEXT, b"hi %d" % i)
+            assert t.recv()[1] == b"hi %d" % i
+    finally:
+        for t in tunnels:
+            t.close()
+    assert wait_for(lambda: sum(per_worker(scrape(admin_port), "http").values()) == 0, 5), \
+        per_worker(scrape(admin_port), "http")
