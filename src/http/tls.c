@@ -393,18 +393,21 @@ void http_tls_free(struct http_tls *t)
  * whatever whole records OpenSSL has left, which is at most one buffer. What stays in OpenSSL is
  * part of a record whose rest is still to come through the socket, where the loop sees it. */
 
-/* The BIO's data: the descriptor, shifted left by one, and the hold bit. */
+/* The BIO's data: the descriptor (as unsigned: no shift of a negative value), shifted left by
+ * one, and the hold bit. */
 #define BIO_HOLD 1
+
+static int bio_fd(BIO *bio) { return (int)(unsigned)((uintptr_t)BIO_get_data(bio) >> 1); }
 
 static int conn_bio_read(BIO *bio, char *p, size_t n, size_t *got)
 {
-    intptr_t d = (intptr_t)BIO_get_data(bio);
+    uintptr_t d = (uintptr_t)BIO_get_data(bio);
     BIO_clear_retry_flags(bio);
     if (d & BIO_HOLD) {
         BIO_set_retry_read(bio);
         return 0;
     }
-    ssize_t r = read((int)(d >> 1), p, n);
+    ssize_t r = read(bio_fd(bio), p, n);
     if (r > 0) {
         *got = (size_t)r;
         return 1;
@@ -419,7 +422,7 @@ static int conn_bio_read(BIO *bio, char *p, size_t n, size_t *got)
 static int conn_bio_write(BIO *bio, const char *p, size_t n, size_t *put)
 {
     BIO_clear_retry_flags(bio);
-    ssize_t w = send((int)((intptr_t)BIO_get_data(bio) >> 1), p, n, MSG_NOSIGNAL);
+    ssize_t w = send(bio_fd(bio), p, n, MSG_NOSIGNAL);
     if (w >= 0) {
         *put = (size_t)w;
         return 1;
@@ -442,8 +445,8 @@ static long conn_bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
         return BIO_test_flags(bio, BIO_FLAGS_IN_EOF) != 0;
     case BIO_C_GET_FD:
         if (ptr)
-            *(int *)ptr = (int)((intptr_t)BIO_get_data(bio) >> 1);
-        return (int)((intptr_t)BIO_get_data(bio) >> 1);
+            *(int *)ptr = bio_fd(bio);
+        return bio_fd(bio);
     default:
         return 0;
     }
@@ -473,8 +476,8 @@ static void conn_bio_method_make(void)
 static void conn_bio_hold(SSL *ssl, int hold)
 {
     BIO *bio = SSL_get_rbio(ssl);
-    intptr_t d = (intptr_t)BIO_get_data(bio);
-    BIO_set_data(bio, (void *)(hold ? d | BIO_HOLD : d & ~(intptr_t)BIO_HOLD));
+    uintptr_t d = (uintptr_t)BIO_get_data(bio);
+    BIO_set_data(bio, (void *)(hold ? d | BIO_HOLD : d & ~(uintptr_t)BIO_HOLD));
 }
 
 SSL *http_tls_conn_new(struct http_tls *t, int fd)
@@ -494,7 +497,7 @@ SSL *http_tls_conn_new(struct http_tls *t, int fd)
         ERR_clear_error();
         return NULL;
     }
-    BIO_set_data(bio, (void *)((intptr_t)fd << 1));
+    BIO_set_data(bio, (void *)((uintptr_t)(unsigned)fd << 1));
     SSL_set_bio(ssl, bio, bio);
     SSL_set_app_data(ssl, s);
     SSL_set_accept_state(ssl);
