@@ -57,8 +57,9 @@ class MemTLS:
         if data:
             self.raw.sendall(data)
 
-    def read_until(self, pred, timeout=10.0):
-        """Reads decrypted bytes until pred(all so far) holds or the connection ends."""
+    def read_until(self, pred, timeout=10.0, keep=None):
+        """Reads decrypted bytes until pred(all so far) holds or the connection ends; with keep,
+        only the last keep bytes are kept (and given to pred): for answers of many megabytes."""
         got = b""
         deadline = time.monotonic() + timeout
         while not pred(got):
@@ -66,7 +67,7 @@ class MemTLS:
                 chunk = self.obj.read(65536)
                 if not chunk:
                     break
-                got += chunk
+                got = (got + chunk)[-keep:] if keep else got + chunk
                 continue
             except ssl.SSLWantReadError:
                 pass

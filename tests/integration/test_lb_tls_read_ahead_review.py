@@ -75,34 +75,9 @@ def test_key_update_while_the_socket_is_full_then_a_request(tls_lb, certs):
     c.close()
 
 
-
 def read_tail(c, needle, timeout):
     """Reads decrypted bytes until needle appears in the last ones read; returns the last 64 KB."""
-    tail = b""
-    deadline = time.monotonic() + timeout
-    while needle not in tail:
-        try:
-            chunk = c.obj.read(65536)
-            if not chunk:
-                break
-            tail = (tail + chunk)[-65536:]
-            continue
-        except ssl.SSLWantReadError:
-            pass
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            break
-        left = deadline - time.monotonic()
-        assert left > 0, "no answer within %.0f s: %r" % (timeout, tail[-200:])
-        c.raw.settimeout(left)
-        try:
-            data = c.raw.recv(65536)
-        except socket.timeout:
-            raise AssertionError("no answer within %.0f s: %r" % (timeout, tail[-200:]))
-        if not data:
-            c.inc.write_eof()
-        else:
-            c.inc.write(data)
-    return tail
+    return c.read_until(lambda tail: needle in tail, timeout=timeout, keep=65536)
 
 
 def test_a_request_then_a_tcp_half_close_without_close_notify_is_answered(tls_lb, certs):
