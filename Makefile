@@ -58,10 +58,10 @@ $(BUILD)/%: tests/support/%.c
 $(BUILD)/idlehold: bench/idlehold.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $<
-# The open-loop load generator of the benchmarks (bench/openloop.sh); standalone, libc only.
+# The open-loop load generator of the benchmarks (bench/openloop.sh, bench/tls.sh); libc and OpenSSL.
 $(BUILD)/openloop: bench/openloop.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< -lm
+	$(CC) $(CFLAGS) -o $@ $< -lssl -lcrypto -lm
 # The TLS handshake load generator of bench/tls.sh (full and resumed handshakes); OpenSSL only.
 $(BUILD)/tlsload: bench/tlsload.c
 	@mkdir -p $(dir $@)

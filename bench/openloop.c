@@ -20,12 +20,19 @@
  * carrying it is closed); a connection that fails or breaks the protocol counts one error. Every
  * request ends as completed, error or timeout, so a run lasts at most duration + timeout.
  *
+ * TLS (--tls): the same over TLS (OpenSSL; ALPN http/1.1, the server's certificate not checked:
+ * a benchmark client on loopback). A connection's handshake comes before its first request is
+ * written, so a request that has to open a connection waits for a handshake, counted from its due
+ * time like any other wait. --preconnect opens --conns connections (handshakes included) before
+ * the first request falls due, so that a keep-alive comparison does not start with a burst of
+ * handshakes.
+ *
  * Output: a short summary for people, then one machine-readable line of key=value pairs starting
  * with "openloop:" (see print_results()); with --log FILE, also one line per completed request
  * (due time since the start, latency, status), to see when in a run the slow requests fell due.
  * Exit status 0 when the run finished (whatever the errors), 1 on a setup failure, 2 on bad usage.
  *
- * Standalone on purpose: only libc, no project headers.
+ * Standalone on purpose: only libc and OpenSSL, no project headers.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,6 +41,8 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,15 +70,16 @@ enum { OK = 0, ERROR = -1, AGAIN = -2 };
 #define MAX_REQS    100000000.0
 
 /* What a connection is doing. */
-enum cstate { C_FREE, C_CONNECTING, C_SENDING, C_READING, C_IDLE };
+enum cstate { C_FREE, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_READING, C_IDLE };
 
 /* Where the response parser is: the head, then one of the body framings. */
 enum phase { P_HEAD, P_LENGTH, P_CHUNK_SIZE, P_CHUNK_DATA, P_CHUNK_CRLF, P_TRAILER, P_UNTIL_CLOSE };
 
 struct conn {
     int fd;
+    SSL *ssl; /* --tls: the connection's TLS; NULL otherwise */
     enum cstate state;
-    int64_t due;    /* due time of the request carried, ns */
+    int64_t due;    /* due time of the request carried, ns; -1 when none (a preconnection) */
     size_t sent;    /* bytes of the request written */
     bool out_armed; /* EPOLLOUT is registered (connecting, or a write would block) */
     int prev, next; /* idle list links (indices), -1 at the ends */
@@ -92,6 +102,7 @@ struct options {
     double rate, duration, timeout;
     int max_conns;
     const char *log_path; /* --log FILE, or NULL */
+    bool tls, preconnect; /* --tls, --preconnect */
 };
 
 struct gen {
@@ -110,6 +121,7 @@ struct gen {
     int64_t max_lag;
     struct hist hist;
     FILE *log;      /* per-request lines (--log), or NULL */
+    SSL_CTX *tls;   /* --tls */
     bool no_pwait2; /* epoll_pwait2 is missing (old kernel, valgrind): epoll_wait in ms */
 };
 
@@ -206,6 +218,8 @@ static void conn_close(struct gen *g, int i)
         idle_remove(g, i);
     else if (c->state != C_FREE)
         g->busy--;
+    SSL_free(c->ssl);
+    c->ssl = NULL;
     close(c->fd);
     c->fd = -1;
     c->state = C_FREE;
@@ -231,7 +245,17 @@ static int conn_send(struct gen *g, int i)
 {
     struct conn *c = &g->conns[i];
     while (c->sent < g->req_len) {
-        ssize_t n = send(c->fd, g->req + c->sent, g->req_len - c->sent, MSG_NOSIGNAL);
+        ssize_t n;
+        if (c->ssl) {
+            /* A write that did not go is retried with the same bytes, as OpenSSL requires. */
+            ERR_clear_error();
+            int w = SSL_write(c->ssl, g->req + c->sent, (int)(g->req_len - c->sent));
+            int e = w > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, w);
+            n = w > 0 ? w : -1;
+            errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+        } else {
+            n = send(c->fd, g->req + c->sent, g->req_len - c->sent, MSG_NOSIGNAL);
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN) {
@@ -271,8 +295,61 @@ static void conn_start(struct gen *g, int i, int64_t due, int64_t now)
         g->max_lag = now - due;
     if (now - due > LATE_NS)
         g->late++;
-    if (c->state != C_CONNECTING)
+    if (c->state != C_CONNECTING && c->state != C_HANDSHAKE)
         conn_send(g, i);
+}
+
+/* Connection i is up (TCP, and TLS with --tls): writes the request it carries or, a
+ * preconnection, makes it idle. Returns OK, or ERROR after counting the error and closing. */
+static int conn_ready(struct gen *g, int i)
+{
+    struct conn *c = &g->conns[i];
+    c->state = C_SENDING;
+    if (c->due >= 0)
+        return conn_send(g, i);
+    if ((c->out_armed || c->ssl) && set_events(g, i, EPOLLIN) < 0) {
+        conn_fail(g, i);
+        return ERROR;
+    }
+    c->out_armed = false;
+    g->busy--;
+    idle_push(g, i);
+    return OK;
+}
+
+/* Drives connection i's TLS handshake. Once done, the request it carries is written, or (a
+ * preconnection) it becomes idle. Returns OK, or ERROR after counting the error and closing. */
+static int conn_handshake(struct gen *g, int i)
+{
+    struct conn *c = &g->conns[i];
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1)
+        return conn_ready(g, i);
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        bool out = e == SSL_ERROR_WANT_WRITE;
+        if (out != c->out_armed && set_events(g, i, out ? EPOLLOUT : EPOLLIN) < 0)
+            goto fail;
+        c->out_armed = out;
+        return OK;
+    }
+fail:
+    conn_fail(g, i);
+    return ERROR;
+}
+
+/* Starts connection i's TLS (the TCP connection is up). Returns OK or ERROR as conn_handshake. */
+static int conn_tls(struct gen *g, int i)
+{
+    struct conn *c = &g->conns[i];
+    c->state = C_HANDSHAKE;
+    if (!(c->ssl = SSL_new(g->tls)) || SSL_set_fd(c->ssl, c->fd) != 1) {
+        conn_fail(g, i);
+        return ERROR;
+    }
+    SSL_set_connect_state(c->ssl);
+    return conn_handshake(g, i);
 }
 
 /* Opens a new connection in a free slot; returns its index, or ERROR after counting an error. */
@@ -294,14 +371,17 @@ static int conn_open(struct gen *g)
     if (epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
         goto fail;
     c->fd = fd;
-    c->state = pending ? C_CONNECTING : C_SENDING;
+    c->state = pending ? C_CONNECTING : g->tls ? C_HANDSHAKE : C_SENDING;
     c->out_armed = pending;
     c->prev = c->next = -1;
+    c->due = -1;
     g->open++;
     g->busy++;
     g->opened++;
     if (g->open > g->peak_open)
         g->peak_open = g->open;
+    if (c->state == C_HANDSHAKE && conn_tls(g, i) != OK)
+        return ERROR; /* counted and closed */
     return i;
 fail:
     if (fd >= 0)
@@ -485,21 +565,38 @@ static int parse(struct conn *c)
 }
 
 /* Reads what connection i has to give and advances its response. */
+/* SSL_read with recv's contract: bytes, 0 at the peer's close_notify or TCP end, -1 with errno
+ * EAGAIN (nothing decrypted yet) or EPIPE. */
+static ssize_t tls_read(struct conn *c, char *b, size_t n)
+{
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, b, (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0))
+        return 0;
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : EPIPE;
+    return -1;
+}
+
 static void conn_read(struct gen *g, int i, int64_t now)
 {
     struct conn *c = &g->conns[i];
     if (c->state == C_IDLE) {
         /* The server closed an idle keep-alive connection (or sent something unasked, which no
-         * request is charged with): close it. */
+         * request is charged with): close it. Over TLS the readiness may be only a TLS 1.3
+         * session ticket, which OpenSSL takes in and reports as "want read". */
         char b[1];
-        ssize_t n = recv(c->fd, b, 1, MSG_PEEK);
+        ssize_t n = c->ssl ? tls_read(c, b, 1) : recv(c->fd, b, 1, MSG_PEEK);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         conn_close(g, i);
         return;
     }
     for (;;) {
-        ssize_t n = recv(c->fd, c->in + c->in_len, IN_SIZE - c->in_len, 0);
+        ssize_t n = c->ssl ? tls_read(c, c->in + c->in_len, IN_SIZE - c->in_len)
+                           : recv(c->fd, c->in + c->in_len, IN_SIZE - c->in_len, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
@@ -542,7 +639,14 @@ static void conn_event(struct gen *g, int i, uint32_t events, int64_t now)
             conn_fail(g, i);
             return;
         }
-        conn_send(g, i);
+        if (g->tls)
+            conn_tls(g, i);
+        else
+            conn_ready(g, i);
+        return;
+    }
+    if (c->state == C_HANDSHAKE) {
+        conn_handshake(g, i);
         return;
     }
     if (c->state == C_SENDING && (events & EPOLLOUT)) {
@@ -593,11 +697,44 @@ static void check_timeouts(struct gen *g, int64_t now)
     int64_t timeout = (int64_t)(g->opt.timeout * 1e9);
     for (int i = 0; i < g->opt.max_conns; i++) {
         struct conn *c = &g->conns[i];
-        if (c->state != C_FREE && c->state != C_IDLE && now - c->due >= timeout) {
+        if (c->state != C_FREE && c->state != C_IDLE && c->due >= 0 && now - c->due >= timeout) {
             g->timeouts++;
             conn_close(g, i);
         }
     }
+}
+
+/* --preconnect: opens --conns connections and waits (up to --timeout) until each is idle, its
+ * handshake done. ERROR with a message when one could not be made. */
+static int preconnect(struct gen *g)
+{
+    struct epoll_event ev[EVENTS];
+    for (int k = 0; k < g->opt.max_conns; k++) {
+        int i = conn_open(g);
+        if (i >= 0 && g->conns[i].state == C_SENDING) /* plain TCP, connected at once */
+            conn_ready(g, i);
+    }
+    int64_t deadline = now_ns() + (int64_t)(g->opt.timeout * 1e9);
+    while (g->busy > 0 && g->errors == 0) {
+        int64_t now = now_ns();
+        if (now >= deadline) {
+            fprintf(stderr, "openloop: --preconnect: %d of %d connections not ready after --timeout\n", g->busy,
+                    g->opt.max_conns);
+            return ERROR;
+        }
+        int n = epoll_wait(g->ep, ev, EVENTS, 100);
+        if (n < 0 && errno != EINTR) {
+            perror("openloop: epoll_wait");
+            return ERROR;
+        }
+        for (int k = 0; k < n; k++)
+            conn_event(g, (int)ev[k].data.u32, ev[k].events, now);
+    }
+    if (g->errors) {
+        fprintf(stderr, "openloop: --preconnect: %" PRIu64 " of %d connections failed\n", g->errors, g->opt.max_conns);
+        return ERROR;
+    }
+    return OK;
 }
 
 static int run(struct gen *g)
@@ -647,9 +784,9 @@ static void print_results(const struct gen *g, int64_t end)
     double span = secs > g->opt.duration ? secs : g->opt.duration;
     double achieved = span > 0 ? (double)g->completed / span : 0;
     double mean = h->n ? (double)h->sum_us / (double)h->n / 1000.0 : 0;
-    printf("open loop: %.1f req/s for %.1f s to http://%s:%u%s (%" PRIu64 " requests, up to %d connections)\n",
-           g->opt.rate, g->opt.duration, g->opt.host, ntohs(g->opt.addr.sin_port), g->opt.path, g->total,
-           g->opt.max_conns);
+    printf("open loop: %.1f req/s for %.1f s to %s://%s:%u%s (%" PRIu64 " requests, up to %d connections)\n",
+           g->opt.rate, g->opt.duration, g->opt.tls ? "https" : "http", g->opt.host, ntohs(g->opt.addr.sin_port),
+           g->opt.path, g->total, g->opt.max_conns);
     printf("  completed %" PRIu64 " (%.1f req/s), non-2xx %" PRIu64 ", errors %" PRIu64 ", timeouts %" PRIu64
            "; %" PRIu64 " connections opened (at most %d open)\n",
            g->completed, achieved, g->non2xx, g->errors, g->timeouts, g->opened, g->peak_open);
@@ -680,6 +817,8 @@ static void usage(FILE *out)
           "  --conns N        most connections open at once (default 1024)\n"
           "  --timeout S      a request unanswered S seconds after its due time is a timeout (default 10)\n"
           "  --log FILE       write \"DUE_MS LATENCY_MS STATUS\" per completed request (due time from the start)\n"
+          "  --tls            HTTPS: TLS 1.2 or 1.3, ALPN http/1.1, the certificate not checked\n"
+          "  --preconnect     open --conns connections (and their handshakes) before the first request is due\n"
           "Prints a summary and one line \"openloop: key=value ...\".\n",
           out);
 }
@@ -699,11 +838,18 @@ static double parse_num(const char *s, double min, double max, const char *what)
 static void parse_options(int argc, char **argv, struct options *o)
 {
     static const struct option opts[] = {
-        {"host", required_argument, NULL, 'H'},     {"port", required_argument, NULL, 'p'},
-        {"path", required_argument, NULL, 'P'},     {"rate", required_argument, NULL, 'r'},
-        {"duration", required_argument, NULL, 'd'}, {"conns", required_argument, NULL, 'c'},
-        {"timeout", required_argument, NULL, 't'},  {"log", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"path", required_argument, NULL, 'P'},
+        {"rate", required_argument, NULL, 'r'},
+        {"duration", required_argument, NULL, 'd'},
+        {"conns", required_argument, NULL, 'c'},
+        {"timeout", required_argument, NULL, 't'},
+        {"log", required_argument, NULL, 'l'},
+        {"tls", no_argument, NULL, 'T'},
+        {"preconnect", no_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int port = -1, opt;
     o->host = "127.0.0.1";
@@ -736,6 +882,12 @@ static void parse_options(int argc, char **argv, struct options *o)
             break;
         case 't':
             o->timeout = parse_num(optarg, 0.001, 3600, "--timeout");
+            break;
+        case 'T':
+            o->tls = true;
+            break;
+        case 'C':
+            o->preconnect = true;
             break;
         case 'h':
             usage(stdout);
@@ -806,15 +958,30 @@ int main(int argc, char **argv)
         g.free_slots[g.nfree++] = i;
     }
     g.idle_head = -1;
+    if (g.opt.tls) {
+        static const unsigned char alpn[] = "\x08http/1.1";
+        if (!(g.tls = SSL_CTX_new(TLS_client_method())) || !SSL_CTX_set_min_proto_version(g.tls, TLS1_2_VERSION) ||
+            SSL_CTX_set_alpn_protos(g.tls, alpn, sizeof(alpn) - 1) != 0) {
+            fprintf(stderr, "openloop: TLS set-up failed\n");
+            goto out;
+        }
+        SSL_CTX_set_verify(g.tls, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_session_cache_mode(g.tls, SSL_SESS_CACHE_OFF);
+    }
     g.total = (uint64_t)floor(g.opt.rate * g.opt.duration + 1e-9);
+    if (g.opt.preconnect && preconnect(&g) != OK)
+        goto out;
     if (run(&g) != OK)
         goto out;
     print_results(&g, g.last_done);
     rc = 0;
 out:
-    for (int i = 0; g.conns && i < g.opt.max_conns; i++)
+    for (int i = 0; g.conns && i < g.opt.max_conns; i++) {
+        SSL_free(g.conns[i].ssl);
         if (g.conns[i].fd >= 0)
             close(g.conns[i].fd);
+    }
+    SSL_CTX_free(g.tls);
     if (g.ep >= 0)
         close(g.ep);
     if (g.log && fclose(g.log) != 0 && rc == 0) {

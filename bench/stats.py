@@ -8,7 +8,8 @@ Subcommands:
   slow-table RUNS.tsv     scenario 2 tables: per policy, ratios against HAProxy leastconn, targets
   tls-table RUNS.tsv      issue 14's TLS tables (bench/tls.sh): per group (worker count, certificate, measure)
                           median rate, p50, p99, errors, CPU per unit per proxy, agora ratios, targets;
-                          reads wrk, bench/tlsload.c (wrk-shaped) and h2load outputs (*.h2load.txt)
+                          reads wrk, bench/tlsload.c (wrk-shaped), h2load (*.h2load.txt) and
+                          bench/openloop.c (*.openloop.txt) outputs
   idle-table MEM.tsv RUNS.tsv
                           scenario 4 (bench/idle.sh): bytes per idle connection per proxy (MEM.tsv:
                           proxy <TAB> VmRSS kB before <TAB> connections held <TAB> VmRSS kB with
@@ -73,7 +74,7 @@ def read_runs(path, keep_tail=False):
             raise ParseError("%s:%d: expected 4 to 6 tab-separated fields" % (path, n))
         group, label, _round, wrk_file = parts[:4]
         wrk_file = resolve(wrk_file)
-        run = parse_h2load(wrk_file) if wrk_file.endswith(".h2load.txt") else parse_wrk(wrk_file)
+        run = parse_output(wrk_file)
         if keep_tail:
             run["tail"] = run["text"][-400:]
         del run["text"]
@@ -136,6 +137,35 @@ def parse_h2load(path):
     return {"rps": float(fin.group(1)), "p50": p50, "p99": p99,
             "requests": ok, "errors": int(req.group(2)) + int(req.group(4)) + int(codes.group(3)) + int(codes.group(4)),
             "text": text}
+
+
+def parse_openloop(path):
+    """Parses one bench/openloop.c output like parse_wrk: the achieved rate, p50 and p99 timed from
+    each request's due time, and as errors the failed, timed-out and non-2xx requests."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        raise ParseError("%s: %s" % (path, e.strerror))
+    m = re.search(r"^openloop: (.*)$", text, re.M)
+    if not m:
+        raise ParseError("%s: not an openloop output (no 'openloop:' line)" % path)
+    try:
+        kv = dict(pair.split("=", 1) for pair in m.group(1).split())
+        return {"rps": float(kv["achieved_rps"]), "p50": float(kv["p50_ms"]), "p99": float(kv["p99_ms"]),
+                "requests": int(kv["completed"]), "offered": float(kv["rate"]),
+                "errors": int(kv["errors"]) + int(kv["timeouts"]) + int(kv["non2xx"]), "text": text}
+    except (KeyError, ValueError):
+        raise ParseError("%s: incomplete 'openloop:' line" % path)
+
+
+def parse_output(path):
+    """A load tool's output, by its name: NAME.h2load.txt, NAME.openloop.txt, else wrk's."""
+    if path.endswith(".h2load.txt"):
+        return parse_h2load(path)
+    if path.endswith(".openloop.txt"):
+        return parse_openloop(path)
+    return parse_wrk(path)
 
 
 def cpu_us_per_request(ticks, requests):
@@ -393,7 +423,7 @@ def main(argv):
             print(" ".join(str(p) for p in free_ports(args.n)))
         elif args.cmd == "parse":
             h2 = args.file.endswith(".h2load.txt")
-            r = parse_h2load(args.file) if h2 else parse_wrk(args.file)
+            r = parse_output(args.file)
             if h2 and r["p99"] is None:
                 line = "%.0f req/s  mean %.2f ms  errors %d" % (r["rps"], r["p50"], r["errors"])
             else:

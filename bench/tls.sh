@@ -12,12 +12,14 @@
 #   h2        h2load -c$BENCH_H2_CONNS -m$BENCH_H2_STREAMS over h2, for the proxies whose ALPN
 #             offers h2 (all three since agora's src/http/h2.c; one that does not is reported as
 #             not measured)
-#   keepalive-rate, h2-rate
-#             the same two loads at one offered rate for every proxy (h2load --rps, --h1 for
-#             keep-alive): $BENCH_TLS_RATE_SHARE of the rate HAProxy reaches closed-loop in a
-#             $BENCH_TLS_RATE_PROBE s probe at the start of each worker/certificate block. A
-#             closed loop measures each proxy's p99 at its own rate (a faster proxy drives the
-#             client and the backends harder); these compare latency under the same load
+#   keepalive-rate
+#             HTTPS keep-alive at one offered rate for every proxy: build/openloop --tls
+#             --preconnect --conns $BENCH_CONNS, each request timed from its due time, so a stall
+#             or a proxy that falls behind shows in the percentiles. The rate is
+#             $BENCH_TLS_RATE_SHARE of the lower of agora's and HAProxy's closed-loop rates in a
+#             $BENCH_TLS_RATE_PROBE s wrk probe at the start of each worker/certificate block. A
+#             closed loop measures each proxy's p99 at its own rate (the faster proxy drives the
+#             client and the backends harder); this compares latency under the same load
 # with the proxy's CPU time from /proc (bench_cpu_ticks) per connection or per request. The
 # three proxies get the same TLS 1.2 list, TLS 1.3 suites and groups and all follow the client's
 # order (HAProxy: prefer-client-ciphers), so each client gets the same cryptography from all
@@ -34,13 +36,20 @@ bench_init tls
 TLSLOAD=${BENCH_TLSLOAD:-$BENCH_ROOT/build/tlsload}
 : "${BENCH_TLS_WORKERS:=1 2}" "${BENCH_TLS_CERTS:=rsa2048}" "${BENCH_TLS_ROUNDS:=$BENCH_ROUNDS}"
 : "${BENCH_TLS_CLIENTS:=8}" "${BENCH_H2_CONNS:=16}" "${BENCH_H2_STREAMS:=10}"
-: "${BENCH_TLS_MEASURES:=full resumed keepalive h2 keepalive-rate h2-rate}"
+: "${BENCH_TLS_MEASURES:=full resumed keepalive h2 keepalive-rate}"
 : "${BENCH_TLS_RATE_SHARE:=0.7}" "${BENCH_TLS_RATE_PROBE:=3}"
+OPENLOOP=${BENCH_OPENLOOP:-$BENCH_ROOT/build/openloop}
 [ -x "$TLSLOAD" ] || bench_die "$TLSLOAD not found: build it with 'make build' (bench/tlsload.c)"
+[ -x "$OPENLOOP" ] || bench_die "$OPENLOOP not found: build it with 'make build' (bench/openloop.c)"
+awk -v s="$BENCH_TLS_RATE_SHARE" 'BEGIN { exit !(s + 0 > 0 && s + 0 <= 1) }' ||
+    bench_die "BENCH_TLS_RATE_SHARE must be a number in (0, 1], not '$BENCH_TLS_RATE_SHARE'"
 command -v openssl >/dev/null || bench_die "openssl not found (run: sh scripts/install-deps.sh bench)"
 HAVE_H2LOAD=0
 declare -A TITLE=([full]="full handshakes" [resumed]="resumed handshakes" [keepalive]="https keep-alive" [h2]="h2"
-    [keepalive-rate]="https keep-alive, set rate" [h2-rate]="h2, set rate")
+    [keepalive-rate]="https keep-alive, set rate")
+for measure in $BENCH_TLS_MEASURES; do
+    [ -n "${TITLE[$measure]:-}" ] || bench_die "unknown measure '$measure' in BENCH_TLS_MEASURES (${!TITLE[*]})"
+done
 command -v h2load >/dev/null && HAVE_H2LOAD=1
 
 # Mozilla "intermediate" TLS 1.2 list and OpenSSL's TLS 1.3 suites: agora's fixed settings
@@ -81,12 +90,8 @@ tls_run() {
             cmd=(h2load -t1 -c"$BENCH_H2_CONNS" -m"$BENCH_H2_STREAMS" -D "$BENCH_DURATION" --log-file "$RAW/$file.h2log.tsv" "https://127.0.0.1:$port/")
             file+=.h2load.txt ;;
         keepalive-rate)
-            cmd=(h2load --h1 -t1 -c"$BENCH_CONNS" -m1 --rps="$RPS_KA" -D "$BENCH_DURATION" --log-file "$RAW/$file.h2log.tsv" "https://127.0.0.1:$port/")
-            file+=.h2load.txt ;;
-        h2-rate)
-            cmd=(h2load -t1 -c"$BENCH_H2_CONNS" -m"$BENCH_H2_STREAMS" --rps="$RPS_H2" -D "$BENCH_DURATION" --log-file "$RAW/$file.h2log.tsv" "https://127.0.0.1:$port/")
-            file+=.h2load.txt ;;
-        *) bench_die "unknown measure '$measure' in BENCH_TLS_MEASURES" ;;
+            cmd=("$OPENLOOP" --tls --preconnect --conns "$BENCH_CONNS" --port "$port" --rate "$RATE_KA" --duration "$BENCH_DURATION" --timeout 5)
+            file+=.openloop.txt ;;
     esac
     echo "$measure: ${cmd[*]} > $file" >>"$RAW/commands.txt"
     bench_alive "$label" "$pid" "$log"
@@ -104,17 +109,16 @@ tls_run() {
     printf '  %-34s %-8s round %s: %s\n' "$group" "$label" "$round" "$summary"
 }
 
-# set_rate TITLE CONNS CMD...: runs the probe CMD (an h2load against HAProxy), logs the rate it
-# reached and prints the per-connection --rps for $BENCH_TLS_RATE_SHARE of it.
-set_rate() {
-    local title=$1 conns=$2 out rate rps
-    shift 2
-    out=$(timeout --foreground $((BENCH_TLS_RATE_PROBE + 30)) "$@" 2>&1) || { echo "$out" | tail -5 >&2; bench_die "$title: the rate probe against HAProxy failed"; }
-    rate=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
-    [ -n "$rate" ] || bench_die "$title: no rate in the probe's output"
-    rps=$(awk -v r="$rate" -v s="$BENCH_TLS_RATE_SHARE" -v c="$conns" 'BEGIN { x = int(r * s / c + 0.5); print x < 1 ? 1 : x }')
-    bench_log "  $title, set rate: HAProxy reached $rate req/s closed-loop in ${BENCH_TLS_RATE_PROBE}s; offered $rps req/s per connection x $conns = $((rps * conns)) req/s" >&2
-    echo "$rps"
+# probe_rate PROXY: a closed-loop wrk of $BENCH_TLS_RATE_PROBE s against PROXY's TLS port (the
+# keep-alive load); prints its requests per second. Output kept in $RAW.
+probe_rate() {
+    local out="$RAW/probe-$CERT-w$W-$1.wrk.txt" rate
+    local cmd=(wrk -t"$BENCH_THREADS" -c"$BENCH_CONNS" -d"${BENCH_TLS_RATE_PROBE}s" "https://127.0.0.1:${TPORT[$1]}/")
+    echo "probe: ${cmd[*]} > ${out##*/}" >>"$RAW/commands.txt"
+    timeout --foreground $((BENCH_TLS_RATE_PROBE + 30)) "${cmd[@]}" >"$out" 2>&1 || { bench_tail "$out"; bench_die "the rate probe against $1 failed"; }
+    rate=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$out")
+    [ -n "$rate" ] || bench_die "no rate in the probe's output ($out)"
+    echo "$rate"
 }
 
 bench_ports B1 B2 B3
@@ -175,14 +179,17 @@ for CERT in $BENCH_TLS_CERTS; do
             wrk -t1 -c"$BENCH_CONNS" -d"${BENCH_WARMUP}s" "https://127.0.0.1:${TPORT[$proxy]}/" >"$RAW/warmup-$CERT-w$W-$proxy.wrk.txt" 2>&1 || true
             "$TLSLOAD" --port "${TPORT[$proxy]}" --threads 2 --seconds "$BENCH_WARMUP" --resume >"$RAW/warmup-$CERT-w$W-$proxy.tlsload.txt" 2>&1 || true
         done
-        # The set rates: a share of what HAProxy reaches closed-loop, per client connection.
-        RPS_KA= RPS_H2=
-        if [[ " $BENCH_TLS_MEASURES " == *" keepalive-rate "* ]]; then
-            RPS_KA=$(set_rate "https keep-alive" "$BENCH_CONNS" h2load --h1 -t1 -c"$BENCH_CONNS" -m1 -D "$BENCH_TLS_RATE_PROBE" "https://127.0.0.1:${TPORT[haproxy]}/") || exit 1
-        fi
-        if [[ " $BENCH_TLS_MEASURES " == *" h2-rate "* ]] && [ "${H2[haproxy]}" = 1 ]; then
-            RPS_H2=$(set_rate h2 "$BENCH_H2_CONNS" h2load -t1 -c"$BENCH_H2_CONNS" -m"$BENCH_H2_STREAMS" -D "$BENCH_TLS_RATE_PROBE" "https://127.0.0.1:${TPORT[haproxy]}/") || exit 1
-        fi
+        # The set rate: a share of the lower of agora's and HAProxy's closed-loop rates.
+        RATE_KA=
+        for measure in $BENCH_TLS_MEASURES; do
+            [ "$measure" = keepalive-rate ] || continue
+            ra=$(probe_rate agora)
+            rh=$(probe_rate haproxy)
+            RATE_KA=$(awk -v a="$ra" -v h="$rh" -v s="$BENCH_TLS_RATE_SHARE" 'BEGIN { printf "%d", (a < h ? a : h) * s }')
+            [ "$RATE_KA" -gt 0 ] || bench_die "set rate of 0 req/s (probes: agora $ra, HAProxy $rh req/s)"
+            bench_log "  set rate: closed-loop probes ${BENCH_TLS_RATE_PROBE}s: agora $ra, HAProxy $rh req/s; every proxy is offered $BENCH_TLS_RATE_SHARE x the lower = $RATE_KA req/s"
+            echo "w$W $CERT: set rate $RATE_KA req/s (probes: agora $ra, HAProxy $rh req/s)" >>"$RAW/notes.txt"
+        done
         for ((round = 1; round <= BENCH_TLS_ROUNDS; round++)); do
             # Rotated by one each round: ABC, CAB, BCA, ...
             n=${#PROXIES[@]}
@@ -190,8 +197,7 @@ for CERT in $BENCH_TLS_CERTS; do
             for ((i = 0; i < n; i++)); do order+=("${PROXIES[(i - round + 1 + 3 * n) % n]}"); done
             for measure in $BENCH_TLS_MEASURES; do
                 for proxy in "${order[@]}"; do
-                    if [[ $measure == h2* ]] && [ "${H2[$proxy]}" = 0 ]; then continue; fi
-                    if [ "$measure" = h2-rate ] && [ -z "${RPS_H2:-}" ]; then continue; fi
+                    if [ "$measure" = h2 ] && [ "${H2[$proxy]}" = 0 ]; then continue; fi
                     tls_run "w$W $CERT: ${TITLE[$measure]}" "$proxy" "$round" "$measure" "${TPORT[$proxy]}" "${PID[$proxy]}" "${LOG[$proxy]}"
                 done
             done
@@ -211,6 +217,6 @@ echo
 {
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     [ -f "$RAW/notes.txt" ] && sort -u "$RAW/notes.txt"
-    NOTE="full/resumed: tlsload --threads $BENCH_TLS_CLIENTS, TLS 1.3 + 1 GET per connection; keepalive: wrk -t$BENCH_THREADS -c$BENCH_CONNS https; h2: h2load -c$BENCH_H2_CONNS -m$BENCH_H2_STREAMS; set rate: h2load --rps at $BENCH_TLS_RATE_SHARE x HAProxy's closed-loop rate; ${BENCH_DURATION}s runs"
+    NOTE="full/resumed: tlsload --threads $BENCH_TLS_CLIENTS, TLS 1.3 + 1 GET per connection; keepalive: wrk -t$BENCH_THREADS -c$BENCH_CONNS https; h2: h2load -c$BENCH_H2_CONNS -m$BENCH_H2_STREAMS; set rate: openloop --tls -c$BENCH_CONNS at $BENCH_TLS_RATE_SHARE x the lower closed-loop rate of agora and HAProxy, latency from due time; ${BENCH_DURATION}s runs"
     "$PY" "$STATS" tls-table "$RAW/runs.tsv" --note "$NOTE"
 } | tee "$RAW/summary.txt"

@@ -5,7 +5,9 @@ Checked against build/testbackend on loopback: the request count and the rate, a
 time (p50 of --delay-ms 10 is 10 ms), the coordinated-omission case (a backend that stalls once
 for 500 ms: every request due during the stall must show its wait, not only the few that were in
 flight), every response framing (Content-Length, chunked, until close, Connection: close), non-2xx
-answers, refused connections, timeouts and the connection cap. Each run is a few seconds at most.
+answers, refused connections, timeouts and the connection cap; and over TLS (--tls, bench/tls.sh's
+set-rate keep-alive) through agora lb's TLS listener, with --preconnect. Each run is a few seconds
+at most.
 Run: make build && sh scripts/run-integration.sh tests/integration/test_bench_openloop.py
 """
 
@@ -17,6 +19,7 @@ import time
 import pytest
 
 from helpers import LOCALHOST, free_port, http_request, record_lines
+from test_lb_tls import certs, tls_lb  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +28,13 @@ def openloop(build_dir):
     if not path.exists():
         pytest.fail("%s is missing: run `make build`" % path)
 
-    def run(port, rate, duration, *args, path_="/", timeout=60):
+    def run(port, rate, duration, *args, path_="/", timeout=60, status=0):
         argv = [str(path), "--port", str(port), "--rate", str(rate), "--duration", str(duration),
                 "--path", path_] + [str(a) for a in args]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == status, out.stderr
+        if status != 0:
+            return out
         lines = [l for l in out.stdout.splitlines() if l.startswith("openloop: ")]
         assert len(lines) == 1, out.stdout
         result = {}
@@ -209,3 +214,58 @@ def test_timeouts_and_connection_cap(openloop, testbackend_factory):
 def test_bad_usage(openloop, args):
     out = subprocess.run([str(openloop.path)] + args, capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and "openloop" in out.stderr and out.stdout == ""
+
+
+# ---- over TLS (bench/tls.sh, "https keep-alive, set rate") ----
+
+def test_tls_preconnect_opens_every_connection_before_the_first_request(openloop, tls_lb, tmp_path):
+    lb = tls_lb(workers=1)
+    rec = tmp_path / "latencies"
+    r = openloop(lb.tls_port, 200, 1, "--tls", "--preconnect", "--conns", 8, "--log", rec)
+    assert r["requests"] == 200 and r["completed"] == 200 and r["non2xx"] == 0 and accounted(r), r["text"]
+    # the 8 were made (handshakes done) first; no request needed another
+    assert r["conns"] == 8 and r["peak_conns"] == 8, r["text"]
+    assert "to https://127.0.0.1:%d/" % lb.tls_port in r["text"]
+    rows = [line.split() for line in rec.read_text().splitlines()]
+    assert len(rows) == 200 and all(status == "200" for _, _, status in rows)
+
+
+def test_tls_opens_connections_on_demand_and_idle_ones_survive_session_tickets(openloop, tls_lb):
+    # Without --preconnect a due request with no idle connection opens one and waits for its
+    # handshake. TLS 1.3 servers send session tickets after the handshake, onto connections that
+    # may be idle by then: openloop must take them in, not mistake them for the server closing or
+    # for bytes nobody asked for (which would close the connection and open others).
+    lb = tls_lb(workers=1)
+    r = openloop(lb.tls_port, 50, 1, "--tls", "--conns", 4)
+    assert r["completed"] == 50 and r["errors"] == 0 and r["timeouts"] == 0, r["text"]
+    assert 1 <= r["conns"] <= 4 and r["conns"] == r["peak_conns"], r["text"]
+
+
+def test_tls_stall_is_not_hidden(openloop, tls_lb):
+    # One request in 20 ms held 500 ms at the backend, through agora lb's TLS listener, on at most
+    # 2 connections: the requests that fell due behind it wait for a connection, and their wait
+    # counts (latency from the due time), as in the plain test_stall_is_not_hidden.
+    lb = tls_lb(workers=1)
+    r = openloop(lb.tls_port, 50, 1, "--tls", "--preconnect", "--conns", 2, path_="/delay?ms=300")
+    assert r["completed"] == 50 and r["errors"] == 0, r["text"]
+    # 2 connections each answer one request per 300 ms: 50 due over 1 s finish only after
+    # ~25 x 300 ms; the last fell due at 0.98 s, so its latency is well over 5 s
+    assert r["max_ms"] > 5000 and r["p50_ms"] > 2000, r["text"]
+
+
+def test_tls_preconnect_to_a_plain_port_fails_with_a_message(openloop, tls_lb, testbackend_factory):
+    # agora's plain listener answers the ClientHello with 400 and closes: the handshakes fail
+    lb = tls_lb(workers=1)
+    out = openloop(lb.port, 10, 0.5, "--tls", "--preconnect", "--conns", 3, "--timeout", 3, status=1)
+    assert out.stderr.startswith("openloop: --preconnect: ") and "of 3 connections failed" in out.stderr, out.stderr
+    assert out.stdout == ""
+    # testbackend waits for the end of a request head that never comes: not ready in time
+    backend = testbackend_factory("p")
+    out = openloop(backend.port, 10, 0.5, "--tls", "--preconnect", "--conns", 3, "--timeout", 1, status=1)
+    assert out.stderr == "openloop: --preconnect: 3 of 3 connections not ready after --timeout\n", out.stderr
+
+
+def test_tls_to_a_plain_port_counts_errors(openloop, tls_lb):
+    lb = tls_lb(workers=1)
+    r = openloop(lb.port, 20, 0.5, "--tls", "--conns", 2, "--timeout", 3)
+    assert r["requests"] == 10 and r["errors"] == 10 and r["completed"] == 0 and accounted(r), r["text"]
