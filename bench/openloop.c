@@ -25,7 +25,8 @@
  * written, so a request that has to open a connection waits for a handshake, counted from its due
  * time like any other wait. --preconnect opens --conns connections (handshakes included) before
  * the first request falls due, so that a keep-alive comparison does not start with a burst of
- * handshakes.
+ * handshakes, and then uses them in turn (least recently idle first) so that the load goes
+ * round all of them, as a closed loop's does.
  *
  * Output: a short summary for people, then one machine-readable line of key=value pairs starting
  * with "openloop:" (see print_results()); with --log FILE, also one line per completed request
@@ -114,6 +115,7 @@ struct gen {
     int *free_slots;    /* stack of C_FREE slot indices */
     int nfree;
     int idle_head; /* most recently idle connection, -1 if none */
+    int idle_tail; /* least recently idle connection, -1 if none */
     int open, busy, peak_open;
     uint64_t total, next_due, next_send;
     int64_t t0, interval_ns, last_done;
@@ -194,6 +196,8 @@ static void idle_push(struct gen *g, int i)
     c->next = g->idle_head;
     if (g->idle_head >= 0)
         g->conns[g->idle_head].prev = i;
+    else
+        g->idle_tail = i;
     g->idle_head = i;
 }
 
@@ -206,6 +210,8 @@ static void idle_remove(struct gen *g, int i)
         g->idle_head = c->next;
     if (c->next >= 0)
         g->conns[c->next].prev = c->prev;
+    else
+        g->idle_tail = c->prev;
     c->prev = c->next = -1;
 }
 
@@ -244,6 +250,13 @@ static int set_events(struct gen *g, int i, uint32_t events)
 static int conn_send(struct gen *g, int i)
 {
     struct conn *c = &g->conns[i];
+    if (c->sent == 0) { /* how late the request goes out (after a connect or handshake, if any) */
+        int64_t lag = now_ns() - c->due;
+        if (lag > g->max_lag)
+            g->max_lag = lag;
+        if (lag > LATE_NS)
+            g->late++;
+    }
     while (c->sent < g->req_len) {
         ssize_t n;
         if (c->ssl) {
@@ -282,7 +295,7 @@ fail:
 }
 
 /* Gives request `due` to connection i (idle or just connected) and starts sending it. */
-static void conn_start(struct gen *g, int i, int64_t due, int64_t now)
+static void conn_start(struct gen *g, int i, int64_t due)
 {
     struct conn *c = &g->conns[i];
     c->due = due;
@@ -291,10 +304,6 @@ static void conn_start(struct gen *g, int i, int64_t due, int64_t now)
     c->in_len = 0;
     c->status = 0;
     c->close_after = false;
-    if (now - due > g->max_lag)
-        g->max_lag = now - due;
-    if (now - due > LATE_NS)
-        g->late++;
     if (c->state != C_CONNECTING && c->state != C_HANDSHAKE)
         conn_send(g, i);
 }
@@ -397,6 +406,7 @@ fail:
 static void conn_done(struct gen *g, int i, int64_t now)
 {
     struct conn *c = &g->conns[i];
+    now = now_ns(); /* not the batch's: decrypting the events before this one took time */
     int64_t lat = now - c->due;
     if (c->in_len > 0) {
         conn_fail(g, i);
@@ -672,7 +682,11 @@ static void schedule(struct gen *g, int64_t now)
         g->next_send++;
     }
     while (g->next_send < g->next_due) {
-        int i = g->idle_head;
+        /* The most recently idle connection (warm, and the others may be closed as idle by the
+         * server); with --preconnect the least recently idle one, so that the load goes round
+         * all --conns connections as a closed loop's does (each may be a different worker of
+         * the server), not over the two or three a low rate keeps busy. */
+        int i = g->opt.preconnect ? g->idle_tail : g->idle_head;
         if (i >= 0) {
             idle_remove(g, i);
             g->conns[i].state = C_SENDING;
@@ -687,7 +701,7 @@ static void schedule(struct gen *g, int64_t now)
         } else {
             return;
         }
-        conn_start(g, i, due_of(g, g->next_send), now);
+        conn_start(g, i, due_of(g, g->next_send));
         g->next_send++;
     }
 }
@@ -715,7 +729,7 @@ static int preconnect(struct gen *g)
             conn_ready(g, i);
     }
     int64_t deadline = now_ns() + (int64_t)(g->opt.timeout * 1e9);
-    while (g->busy > 0 && g->errors == 0) {
+    while (g->busy > 0) {
         int64_t now = now_ns();
         if (now >= deadline) {
             fprintf(stderr, "openloop: --preconnect: %d of %d connections not ready after --timeout\n", g->busy,
@@ -818,7 +832,8 @@ static void usage(FILE *out)
           "  --timeout S      a request unanswered S seconds after its due time is a timeout (default 10)\n"
           "  --log FILE       write \"DUE_MS LATENCY_MS STATUS\" per completed request (due time from the start)\n"
           "  --tls            HTTPS: TLS 1.2 or 1.3, ALPN http/1.1, the certificate not checked\n"
-          "  --preconnect     open --conns connections (and their handshakes) before the first request is due\n"
+          "  --preconnect     open --conns connections (and their handshakes) before the first request is due,\n"
+          "                   and use them in turn (least recently used first)\n"
           "Prints a summary and one line \"openloop: key=value ...\".\n",
           out);
 }
@@ -957,7 +972,7 @@ int main(int argc, char **argv)
         g.conns[i].fd = -1;
         g.free_slots[g.nfree++] = i;
     }
-    g.idle_head = -1;
+    g.idle_head = g.idle_tail = -1;
     if (g.opt.tls) {
         static const unsigned char alpn[] = "\x08http/1.1";
         if (!(g.tls = SSL_CTX_new(TLS_client_method())) || !SSL_CTX_set_min_proto_version(g.tls, TLS1_2_VERSION) ||
@@ -966,6 +981,9 @@ int main(int argc, char **argv)
             goto out;
         }
         SSL_CTX_set_verify(g.tls, SSL_VERIFY_NONE, NULL);
+        /* A TCP end without close_notify reads as 0 (OpenSSL 3 would report an error): an
+         * answer delimited by the connection's close ends there, as over plain TCP. */
+        SSL_CTX_set_options(g.tls, SSL_OP_IGNORE_UNEXPECTED_EOF);
         SSL_CTX_set_session_cache_mode(g.tls, SSL_SESS_CACHE_OFF);
     }
     g.total = (uint64_t)floor(g.opt.rate * g.opt.duration + 1e-9);

@@ -147,7 +147,7 @@ def parse_openloop(path):
             text = f.read()
     except OSError as e:
         raise ParseError("%s: %s" % (path, e.strerror))
-    m = re.search(r"^openloop: (.*)$", text, re.M)
+    m = re.search(r"^openloop: (rate=.*)$", text, re.M)
     if not m:
         raise ParseError("%s: not an openloop output (no 'openloop:' line)" % path)
     try:

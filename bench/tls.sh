@@ -112,12 +112,12 @@ tls_run() {
 # probe_rate PROXY: a closed-loop wrk of $BENCH_TLS_RATE_PROBE s against PROXY's TLS port (the
 # keep-alive load); prints its requests per second. Output kept in $RAW.
 probe_rate() {
-    local out="$RAW/probe-$CERT-w$W-$1.wrk.txt" rate
+    local probe_file="$RAW/probe-$CERT-w$W-$1.wrk.txt" rate
     local cmd=(wrk -t"$BENCH_THREADS" -c"$BENCH_CONNS" -d"${BENCH_TLS_RATE_PROBE}s" "https://127.0.0.1:${TPORT[$1]}/")
-    echo "probe: ${cmd[*]} > ${out##*/}" >>"$RAW/commands.txt"
-    timeout --foreground $((BENCH_TLS_RATE_PROBE + 30)) "${cmd[@]}" >"$out" 2>&1 || { bench_tail "$out"; bench_die "the rate probe against $1 failed"; }
-    rate=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$out")
-    [ -n "$rate" ] || bench_die "no rate in the probe's output ($out)"
+    echo "probe: ${cmd[*]} > ${probe_file##*/}" >>"$RAW/commands.txt"
+    timeout --foreground $((BENCH_TLS_RATE_PROBE + 30)) "${cmd[@]}" >"$probe_file" 2>&1 || { bench_tail "$probe_file"; bench_die "the rate probe against $1 failed"; }
+    rate=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$probe_file")
+    [ -n "$rate" ] || bench_die "no rate in the probe's output ($probe_file)"
     echo "$rate"
 }
 
@@ -217,6 +217,6 @@ echo
 {
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     [ -f "$RAW/notes.txt" ] && sort -u "$RAW/notes.txt"
-    NOTE="full/resumed: tlsload --threads $BENCH_TLS_CLIENTS, TLS 1.3 + 1 GET per connection; keepalive: wrk -t$BENCH_THREADS -c$BENCH_CONNS https; h2: h2load -c$BENCH_H2_CONNS -m$BENCH_H2_STREAMS; set rate: openloop --tls -c$BENCH_CONNS at $BENCH_TLS_RATE_SHARE x the lower closed-loop rate of agora and HAProxy, latency from due time; ${BENCH_DURATION}s runs"
+    NOTE="full/resumed: tlsload --threads $BENCH_TLS_CLIENTS, TLS 1.3 + 1 GET per connection; keepalive: wrk -t$BENCH_THREADS -c$BENCH_CONNS https; h2: h2load -c$BENCH_H2_CONNS -m$BENCH_H2_STREAMS; set rate: openloop --tls --preconnect --conns $BENCH_CONNS at $BENCH_TLS_RATE_SHARE x the lower closed-loop rate of agora and HAProxy, latency from due time; ${BENCH_DURATION}s runs"
     "$PY" "$STATS" tls-table "$RAW/runs.tsv" --note "$NOTE"
 } | tee "$RAW/summary.txt"
