@@ -36,7 +36,7 @@ def parse_openloop(path):
             text = f.read()
     except OSError as e:
         raise ParseError("%s: %s" % (path, e.strerror))
-    m = re.search(r"^openloop: (.*)$", text, re.M)
+    m = re.search(r"^openloop: (rate=.*)$", text, re.M)  # not one of its error messages
     if not m:
         raise ParseError("%s: no 'openloop:' result line" % path)
     out = {}
@@ -46,7 +46,8 @@ def parse_openloop(path):
             out[key] = float(value)
         except ValueError:
             raise ParseError("%s: bad field %r" % (path, field))
-    for key in ("requests", "completed", "errors", "timeouts", "p50_ms", "p99_ms", "p999_ms", "max_ms"):
+    for key in ("rate", "achieved_rps", "requests", "completed", "errors", "timeouts", "p50_ms", "p99_ms", "p999_ms",
+                "max_ms"):
         if key not in out:
             raise ParseError("%s: field %s missing" % (path, key))
     out["failed"] = out["errors"] + out["timeouts"] + out.get("non2xx", 0)

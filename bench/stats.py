@@ -34,6 +34,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wrk_output import ParseError, duration_ms, parse_wrk, tsv_rows  # noqa: E402  (bench/wrk_output.py)
+import openloop_stats  # noqa: E402  (bench/openloop_stats.py: the openloop output reader)
 
 # A run whose failed requests exceed this share of all requests is marked invalid.
 MAX_ERROR_SHARE = 0.01
@@ -140,23 +141,14 @@ def parse_h2load(path):
 
 
 def parse_openloop(path):
-    """Parses one bench/openloop.c output like parse_wrk: the achieved rate, p50 and p99 timed from
-    each request's due time, and as errors the failed, timed-out and non-2xx requests."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError as e:
-        raise ParseError("%s: %s" % (path, e.strerror))
-    m = re.search(r"^openloop: (rate=.*)$", text, re.M)
-    if not m:
-        raise ParseError("%s: not an openloop output (no 'openloop:' line)" % path)
-    try:
-        kv = dict(pair.split("=", 1) for pair in m.group(1).split())
-        return {"rps": float(kv["achieved_rps"]), "p50": float(kv["p50_ms"]), "p99": float(kv["p99_ms"]),
-                "requests": int(kv["completed"]), "offered": float(kv["rate"]),
-                "errors": int(kv["errors"]) + int(kv["timeouts"]) + int(kv["non2xx"]), "text": text}
-    except (KeyError, ValueError):
-        raise ParseError("%s: incomplete 'openloop:' line" % path)
+    """Parses one bench/openloop.c output like parse_wrk (its fields from openloop_stats.py's
+    reader): the achieved rate, p50 and p99 timed from each request's due time, and as errors the
+    failed, timed-out and non-2xx requests."""
+    r = openloop_stats.parse_openloop(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    return {"rps": r["achieved_rps"], "p50": r["p50_ms"], "p99": r["p99_ms"], "requests": int(r["completed"]),
+            "offered": r["rate"], "errors": int(r["failed"]), "text": text}
 
 
 def parse_output(path):
