@@ -403,10 +403,10 @@ fail:
 /* Called when the response on connection i is complete: records it, then keeps the connection
  * idle or closes it. Bytes after the response are a protocol error (one request at a time): the
  * request then counts as an error, not as completed. */
-static void conn_done(struct gen *g, int i, int64_t now)
+static void conn_done(struct gen *g, int i)
 {
     struct conn *c = &g->conns[i];
-    now = now_ns(); /* not the batch's: decrypting the events before this one took time */
+    int64_t now = now_ns(); /* not the batch's: decrypting the events before this one took time */
     int64_t lat = now - c->due;
     if (c->in_len > 0) {
         conn_fail(g, i);
@@ -574,9 +574,9 @@ static int parse(struct conn *c)
     }
 }
 
-/* Reads what connection i has to give and advances its response. */
-/* SSL_read with recv's contract: bytes, 0 at the peer's close_notify or TCP end, -1 with errno
- * EAGAIN (nothing decrypted yet) or EPIPE. */
+/* SSL_read with recv's contract: bytes, 0 at the peer's close_notify or TCP end (the context
+ * takes an end without close_notify as one: SSL_OP_IGNORE_UNEXPECTED_EOF), -1 with errno EAGAIN
+ * (nothing decrypted yet) or EPIPE. */
 static ssize_t tls_read(struct conn *c, char *b, size_t n)
 {
     ERR_clear_error();
@@ -584,13 +584,14 @@ static ssize_t tls_read(struct conn *c, char *b, size_t n)
     if (r > 0)
         return r;
     int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0))
+    if (e == SSL_ERROR_ZERO_RETURN)
         return 0;
     errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : EPIPE;
     return -1;
 }
 
-static void conn_read(struct gen *g, int i, int64_t now)
+/* Reads what connection i has to give and advances its response. */
+static void conn_read(struct gen *g, int i)
 {
     struct conn *c = &g->conns[i];
     if (c->state == C_IDLE) {
@@ -618,7 +619,7 @@ static void conn_read(struct gen *g, int i, int64_t now)
         if (n == 0) {
             if (c->phase == P_UNTIL_CLOSE) {
                 c->close_after = true;
-                conn_done(g, i, now);
+                conn_done(g, i);
             } else {
                 conn_fail(g, i);
             }
@@ -631,13 +632,13 @@ static void conn_read(struct gen *g, int i, int64_t now)
             return;
         }
         if (rc == OK) {
-            conn_done(g, i, now);
+            conn_done(g, i);
             return;
         }
     }
 }
 
-static void conn_event(struct gen *g, int i, uint32_t events, int64_t now)
+static void conn_event(struct gen *g, int i, uint32_t events)
 {
     struct conn *c = &g->conns[i];
     if (c->state == C_FREE)
@@ -664,7 +665,7 @@ static void conn_event(struct gen *g, int i, uint32_t events, int64_t now)
             return;
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-        conn_read(g, i, now);
+        conn_read(g, i);
 }
 
 /* ---------------------------------------------------------------- the schedule */
@@ -742,7 +743,7 @@ static int preconnect(struct gen *g)
             return ERROR;
         }
         for (int k = 0; k < n; k++)
-            conn_event(g, (int)ev[k].data.u32, ev[k].events, now);
+            conn_event(g, (int)ev[k].data.u32, ev[k].events);
     }
     if (g->errors) {
         fprintf(stderr, "openloop: --preconnect: %" PRIu64 " of %d connections failed\n", g->errors, g->opt.max_conns);
@@ -783,9 +784,8 @@ static int run(struct gen *g)
             perror("openloop: epoll_pwait2");
             return ERROR;
         }
-        now = now_ns();
         for (int k = 0; k < n; k++)
-            conn_event(g, (int)ev[k].data.u32, ev[k].events, now);
+            conn_event(g, (int)ev[k].data.u32, ev[k].events);
     }
 }
 

@@ -36,6 +36,11 @@ def parse_openloop(path):
             text = f.read()
     except OSError as e:
         raise ParseError("%s: %s" % (path, e.strerror))
+    return parse_openloop_text(text, path)
+
+
+def parse_openloop_text(text, path):
+    """parse_openloop on an output already read (path for the messages)."""
     m = re.search(r"^openloop: (rate=.*)$", text, re.M)  # not one of its error messages
     if not m:
         raise ParseError("%s: no 'openloop:' result line" % path)

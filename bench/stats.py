@@ -144,9 +144,12 @@ def parse_openloop(path):
     """Parses one bench/openloop.c output like parse_wrk (its fields from openloop_stats.py's
     reader): the achieved rate, p50 and p99 timed from each request's due time, and as errors the
     failed, timed-out and non-2xx requests."""
-    r = openloop_stats.parse_openloop(path)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        raise ParseError("%s: %s" % (path, e.strerror))
+    r = openloop_stats.parse_openloop_text(text, path)
     return {"rps": r["achieved_rps"], "p50": r["p50_ms"], "p99": r["p99_ms"], "requests": int(r["completed"]),
             "offered": r["rate"], "errors": int(r["failed"]), "text": text}
 

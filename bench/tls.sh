@@ -181,15 +181,14 @@ for CERT in $BENCH_TLS_CERTS; do
         done
         # The set rate: a share of the lower of agora's and HAProxy's closed-loop rates.
         RATE_KA=
-        for measure in $BENCH_TLS_MEASURES; do
-            [ "$measure" = keepalive-rate ] || continue
+        if [[ " ${BENCH_TLS_MEASURES//[[:space:]]/ } " == *" keepalive-rate "* ]]; then
             ra=$(probe_rate agora)
             rh=$(probe_rate haproxy)
             RATE_KA=$(awk -v a="$ra" -v h="$rh" -v s="$BENCH_TLS_RATE_SHARE" 'BEGIN { printf "%d", (a < h ? a : h) * s }')
             [ "$RATE_KA" -gt 0 ] || bench_die "set rate of 0 req/s (probes: agora $ra, HAProxy $rh req/s)"
             bench_log "  set rate: closed-loop probes ${BENCH_TLS_RATE_PROBE}s: agora $ra, HAProxy $rh req/s; every proxy is offered $BENCH_TLS_RATE_SHARE x the lower = $RATE_KA req/s"
             echo "w$W $CERT: set rate $RATE_KA req/s (probes: agora $ra, HAProxy $rh req/s)" >>"$RAW/notes.txt"
-        done
+        fi
         for ((round = 1; round <= BENCH_TLS_ROUNDS; round++)); do
             # Rotated by one each round: ABC, CAB, BCA, ...
             n=${#PROXIES[@]}
