@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -37,6 +38,10 @@ struct loop {
     size_t ndefer, capdefer;
     loop_call_fn *wake_fn;
     void *wake_data;
+    unsigned yield_us;    /* loop_yield_after; 0 = never */
+    unsigned yield_now;   /* the current amount: yield_us, doubled after each slow yield */
+    unsigned yield_quick; /* quick yields in a row since yield_now last changed */
+    uint64_t busy_us;     /* time spent in iterations since the last yield */
 };
 
 uint64_t loop_clock_us(void)
@@ -65,6 +70,7 @@ struct loop *loop_create(int initial_fds)
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wakefd, &ev) < 0)
         goto fail;
     loop->now_ms = clock_ms();
+    loop->yield_us = loop->yield_now = LOOP_YIELD_US;
     return loop;
 fail:
     loop_destroy(loop);
@@ -281,6 +287,29 @@ void loop_wake(struct loop *loop)
 
 void loop_stop(struct loop *loop) { loop->stop = 1; }
 
+void loop_yield_after(struct loop *loop, unsigned us) { loop->yield_us = loop->yield_now = us; }
+
+/* Yields the CPU (see "Yielding" in loop.h). A yield that kept the loop off the CPU for
+ * LOOP_YIELD_SLOW_US or more went to a task that used a whole time slice, not to one that had a
+ * quick answer to give: the amount of work before the next yield doubles (up to
+ * LOOP_YIELD_MAX_US), so a busy neighbour cannot take the CPU every 100 µs. LOOP_YIELD_QUICK_N
+ * quick yields in a row halve it again, down to yield_us (a busy neighbour that has had more
+ * than its share lets some yields return at once: one quick yield proves nothing). */
+static void loop_yield(struct loop *loop)
+{
+    uint64_t before = loop_clock_us();
+    sched_yield();
+    uint64_t took = loop_clock_us() - before;
+    unsigned most = loop->yield_us > LOOP_YIELD_MAX_US ? loop->yield_us : LOOP_YIELD_MAX_US;
+    if (took >= LOOP_YIELD_SLOW_US) {
+        loop->yield_now = loop->yield_now > most / 2 ? most : loop->yield_now * 2;
+        loop->yield_quick = 0;
+    } else if (loop->yield_now > loop->yield_us && ++loop->yield_quick == LOOP_YIELD_QUICK_N) {
+        loop->yield_now = loop->yield_now / 2 > loop->yield_us ? loop->yield_now / 2 : loop->yield_us;
+        loop->yield_quick = 0;
+    }
+}
+
 int loop_run(struct loop *loop)
 {
     struct epoll_event evs[256];
@@ -297,7 +326,8 @@ int loop_run(struct loop *loop)
         int n = epoll_wait(loop->epfd, evs, 256, timeout);
         if (n < 0 && errno != EINTR)
             return -errno;
-        loop->now_ms = clock_ms();
+        uint64_t start_us = loop_clock_us();
+        loop->now_ms = start_us / 1000u;
         for (int i = 0; i < n; i++) {
             if (evs[i].data.u64 == UINT64_MAX) {
                 uint64_t v;
@@ -327,6 +357,12 @@ int loop_run(struct loop *loop)
         }
         run_timers(loop);
         run_deferred(loop);
+        /* Yielding (loop.h): a task this iteration woke onto this CPU runs now, not at the tick. */
+        loop->busy_us += loop_clock_us() - start_us;
+        if (loop->yield_us && loop->busy_us >= loop->yield_now && !loop->stop) {
+            loop->busy_us = 0;
+            loop_yield(loop);
+        }
     }
     return 0;
 }

@@ -7,7 +7,20 @@
  * Deferred calls (loop_defer) run after every callback of the current iteration has returned:
  * that is where connections are freed, so no callback ever sees a freed object.
  * Any descriptor number the process can open can be watched: the watch table grows on demand, so
- * the only limit is the process's descriptor limit (RLIMIT_NOFILE). */
+ * the only limit is the process's descriptor limit (RLIMIT_NOFILE).
+ *
+ * Yielding: once the loop has spent LOOP_YIELD_US in its iterations (callbacks, timers, deferred
+ * calls; the time blocked in epoll_wait does not count) since it last yielded, it calls
+ * sched_yield() at the end of the iteration. A busy loop is rarely blocked, and a task its writes
+ * woke (a backend or web server on the same machine, a local client) is often queued on the
+ * loop's own CPU, where the scheduler lets the loop run on until its tick, milliseconds later;
+ * the yield lets that task run now. With nothing else runnable on the CPU it returns at once: the
+ * cost is one system call per LOOP_YIELD_US of work. A yield that took LOOP_YIELD_SLOW_US or more
+ * gave the CPU to a busy task for a whole time slice: the amount of work before the next yield
+ * then doubles, up to LOOP_YIELD_MAX_US, and LOOP_YIELD_QUICK_N quick yields in a row halve it
+ * again, so a CPU-bound neighbour (a password hash, another worker) does not get the CPU every
+ * 100 µs. loop_yield_after
+ * changes the base amount. */
 #ifndef AGORA_LOOP_H
 #define AGORA_LOOP_H
 #include <stddef.h>
@@ -15,6 +28,11 @@
 
 #define LOOP_READ  1
 #define LOOP_WRITE 2
+
+#define LOOP_YIELD_US      100    /* work between two yields (see above) */
+#define LOOP_YIELD_SLOW_US 1000   /* a yield this long backs off */
+#define LOOP_YIELD_QUICK_N 8      /* quick yields in a row that undo one back-off */
+#define LOOP_YIELD_MAX_US  100000 /* the most work between two yields after backing off */
 
 struct loop;
 struct loop_timer;
@@ -69,5 +87,8 @@ int loop_run(struct loop *loop);
 /* Makes loop_run() return after the current iteration (same thread only; use loop_wake + an
  * on-wake function from other threads). */
 void loop_stop(struct loop *loop);
+/* Yields the CPU after every us microseconds of work (see the top of this file), doubled while
+ * yields are slow; 0 never yields. The default is LOOP_YIELD_US. */
+void loop_yield_after(struct loop *loop, unsigned us);
 
 #endif

@@ -1,5 +1,6 @@
 /* test_loop.c — unit tests for the event loop (src/core/loop.h): timer order, re-arming and
- * cancelling, deferred calls, descriptor watches on pipes, and cross-thread wake-ups.
+ * cancelling, deferred calls, descriptor watches on pipes, cross-thread wake-ups, and yielding
+ * (sched_yield is wrapped at link time, -Wl,--wrap=sched_yield in the Makefile, to count calls).
  *
  * Every loop_run() is bounded by a watchdog timer (WATCHDOG_MS) that stops the loop and fails the
  * test if the expected event never came; no test sleeps, and the timers used are 0-5 ms. */
@@ -12,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -809,6 +811,109 @@ static void test_timer_lazy_heap_random(void **state)
     loop_destroy(loop);
 }
 
+/* ---- yielding ---- */
+
+static unsigned yields;      /* calls of sched_yield, counted by the wrapper the linker puts in */
+static unsigned slow_yields; /* the next calls that take 2 ms, as a yield to a busy task does */
+
+static void spin(unsigned us)
+{
+    uint64_t until = loop_clock_us() + us;
+    while (loop_clock_us() < until)
+        ;
+}
+
+int __wrap_sched_yield(void);
+int __wrap_sched_yield(void)
+{
+    yields++;
+    if (slow_yields) {
+        slow_yields--;
+        spin(2000);
+    }
+    return 0;
+}
+
+#define SPIN_N 5
+
+/* Iteration i (the pipe stays readable) works spin_us[i] microseconds and notes how many yields
+ * came before it; the last one stops the loop. */
+struct spinner {
+    unsigned spin_us[SPIN_N];
+    unsigned yields_before[SPIN_N];
+    int n, iters;
+};
+
+static void on_spin(struct loop *loop, int fd, int events, void *data)
+{
+    struct spinner *s = data;
+    s->yields_before[s->n] = yields;
+    spin(s->spin_us[s->n]);
+    if (++s->n == s->iters)
+        loop_stop(loop);
+}
+
+/* Runs s on a fresh loop whose yield amount is us (UINT_MAX: the default). */
+static void run_spinner(struct spinner *s, unsigned us)
+{
+    struct loop *loop = loop_create(64);
+    struct log l = {0};
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(write(p[1], "x", 1), 1); /* never read: readable at every iteration */
+    if (us != UINT_MAX)
+        loop_yield_after(loop, us);
+    assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_spin, s), 0);
+    yields = 0;
+    run_bounded(loop, &l);
+    assert_int_equal(s->n, s->iters);
+    close(p[0]);
+    close(p[1]);
+    loop_destroy(loop);
+}
+
+/* By default an iteration of 300 µs of work (over LOOP_YIELD_US) ends with one yield. */
+static void test_yield_after_work(void **state)
+{
+    struct spinner s = {.spin_us = {300, 0}, .iters = 2};
+    run_spinner(&s, UINT_MAX);
+    assert_int_equal(s.yields_before[0], 0);
+    assert_int_equal(s.yields_before[1], 1);
+}
+
+/* The work adds up over iterations, and the count starts again after a yield: with 50 ms, two
+ * iterations of 30 ms yield once, after the second. */
+static void test_yield_counts_work_across_iterations(void **state)
+{
+    struct spinner s = {.spin_us = {30000, 30000, 0}, .iters = 3};
+    run_spinner(&s, 50000);
+    assert_int_equal(s.yields_before[0], 0);
+    assert_int_equal(s.yields_before[1], 0);
+    assert_int_equal(s.yields_before[2], 1);
+}
+
+/* A slow yield (2 ms, over LOOP_YIELD_SLOW_US) doubles the work before the next one, a quick one
+ * halves it back: with 10 ms and iterations of 12 ms, the first yields (slowly), the second does
+ * not (12 of 20 ms), the third does (quickly), and so does the fourth (12 of 10 ms). */
+static void test_yield_backs_off_after_a_slow_yield(void **state)
+{
+    struct spinner s = {.spin_us = {12000, 12000, 12000, 12000, 0}, .iters = 5};
+    slow_yields = 1;
+    run_spinner(&s, 10000);
+    const unsigned want[SPIN_N] = {0, 1, 1, 2, 3};
+    assert_memory_equal(s.yields_before, want, sizeof(want));
+    assert_int_equal(slow_yields, 0);
+}
+
+/* loop_yield_after(loop, 0): never. */
+static void test_yield_off(void **state)
+{
+    struct spinner s = {.spin_us = {300, 300}, .iters = 2};
+    run_spinner(&s, 0);
+    assert_int_equal(s.yields_before[1], 0);
+    assert_int_equal(yields, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -831,6 +936,10 @@ int main(void)
         cmocka_unit_test(test_watch_high_fd),
         cmocka_unit_test(test_wake_from_thread),
         cmocka_unit_test(test_clock),
+        cmocka_unit_test(test_yield_after_work),
+        cmocka_unit_test(test_yield_counts_work_across_iterations),
+        cmocka_unit_test(test_yield_backs_off_after_a_slow_yield),
+        cmocka_unit_test(test_yield_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
