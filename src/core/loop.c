@@ -287,15 +287,20 @@ void loop_wake(struct loop *loop)
 
 void loop_stop(struct loop *loop) { loop->stop = 1; }
 
-void loop_yield_after(struct loop *loop, unsigned us) { loop->yield_us = loop->yield_now = us; }
+void loop_yield_after(struct loop *loop, unsigned us)
+{
+    loop->yield_us = loop->yield_now = us;
+    loop->yield_quick = 0;
+    loop->busy_us = 0;
+}
 
 /* Yields the CPU (see "Yielding" in loop.h). A yield that kept the loop off the CPU for
  * LOOP_YIELD_SLOW_US or more went to a task that used a whole time slice, not to one that had a
- * quick answer to give: the amount of work before the next yield doubles (up to
- * LOOP_YIELD_MAX_US), so a busy neighbour cannot take the CPU every 100 µs. LOOP_YIELD_QUICK_N
+ * quick answer to give: the amount of work before the next yield doubles (up to LOOP_YIELD_MAX_US,
+ * or the base if that is more), so a busy neighbour cannot take the CPU every 100 µs. LOOP_YIELD_QUICK_N
  * quick yields in a row halve it again, down to yield_us (a busy neighbour that has had more
  * than its share lets some yields return at once: one quick yield proves nothing). */
-static void loop_yield(struct loop *loop)
+static void yield_cpu(struct loop *loop)
 {
     uint64_t before = loop_clock_us();
     sched_yield();
@@ -361,7 +366,7 @@ int loop_run(struct loop *loop)
         loop->busy_us += loop_clock_us() - start_us;
         if (loop->yield_us && loop->busy_us >= loop->yield_now && !loop->stop) {
             loop->busy_us = 0;
-            loop_yield(loop);
+            yield_cpu(loop);
         }
     }
     return 0;

@@ -19,8 +19,10 @@
  * gave the CPU to a busy task for a whole time slice: the amount of work before the next yield
  * then doubles, up to LOOP_YIELD_MAX_US, and LOOP_YIELD_QUICK_N quick yields in a row halve it
  * again, so a CPU-bound neighbour (a password hash, another worker) does not get the CPU every
- * 100 µs. loop_yield_after
- * changes the base amount. */
+ * 100 µs. loop_yield_after changes the base amount.
+ * Limits: the time is wall-clock time, so an iteration in which the loop was preempted counts as
+ * work; a yield reorders only the loop's own cgroup (the scheduler picks between groups first), so
+ * a backend in another cgroup may not gain from it (such a yield returns at once, as a quick one). */
 #ifndef AGORA_LOOP_H
 #define AGORA_LOOP_H
 #include <stddef.h>

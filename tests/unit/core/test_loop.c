@@ -1,6 +1,7 @@
 /* test_loop.c — unit tests for the event loop (src/core/loop.h): timer order, re-arming and
  * cancelling, deferred calls, descriptor watches on pipes, cross-thread wake-ups, and yielding
- * (sched_yield is wrapped at link time, -Wl,--wrap=sched_yield in the Makefile, to count calls).
+ * (sched_yield and clock_gettime are wrapped at link time, -Wl,--wrap in the Makefile: the yield
+ * tests count the yields on a fake clock).
  *
  * Every loop_run() is bounded by a watchdog timer (WATCHDOG_MS) that stops the loop and fails the
  * test if the expected event never came; no test sleeps, and the timers used are 0-5 ms. */
@@ -17,6 +18,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/loop.h"
@@ -813,14 +815,22 @@ static void test_timer_lazy_heap_random(void **state)
 
 /* ---- yielding ---- */
 
-static unsigned yields;      /* calls of sched_yield, counted by the wrapper the linker puts in */
+/* The yield tests run on a fake monotonic clock (clock_gettime is wrapped as well): the callbacks'
+ * work and the slow yields advance it, so every count below is exact on any machine. */
+static int fake_clock; /* CLOCK_MONOTONIC reads fake_us */
+static uint64_t fake_us;
+static unsigned yields;      /* calls of sched_yield */
 static unsigned slow_yields; /* the next calls that take 2 ms, as a yield to a busy task does */
 
-static void spin(unsigned us)
+int __real_clock_gettime(clockid_t clk, struct timespec *ts);
+int __wrap_clock_gettime(clockid_t clk, struct timespec *ts);
+int __wrap_clock_gettime(clockid_t clk, struct timespec *ts)
 {
-    uint64_t until = loop_clock_us() + us;
-    while (loop_clock_us() < until)
-        ;
+    if (!fake_clock || clk != CLOCK_MONOTONIC)
+        return __real_clock_gettime(clk, ts);
+    ts->tv_sec = (time_t)(fake_us / 1000000u);
+    ts->tv_nsec = (long)(fake_us % 1000000u) * 1000;
+    return 0;
 }
 
 int __wrap_sched_yield(void);
@@ -829,12 +839,12 @@ int __wrap_sched_yield(void)
     yields++;
     if (slow_yields) {
         slow_yields--;
-        spin(2000);
+        fake_us += 2000;
     }
     return 0;
 }
 
-#define SPIN_N 5
+#define SPIN_N 12
 
 /* Iteration i (the pipe stays readable) works spin_us[i] microseconds and notes how many yields
  * came before it; the last one stops the loop. */
@@ -848,14 +858,19 @@ static void on_spin(struct loop *loop, int fd, int events, void *data)
 {
     struct spinner *s = data;
     s->yields_before[s->n] = yields;
-    spin(s->spin_us[s->n]);
+    fake_us += s->spin_us[s->n];
     if (++s->n == s->iters)
         loop_stop(loop);
 }
 
-/* Runs s on a fresh loop whose yield amount is us (UINT_MAX: the default). */
-static void run_spinner(struct spinner *s, unsigned us)
+/* Runs s on a fresh loop whose yield amount is us (UINT_MAX: the default), slow the first `slow`
+ * yields. Returns the yields made. */
+static unsigned run_spinner(struct spinner *s, unsigned us, unsigned slow)
 {
+    fake_clock = 1;
+    fake_us = 1000000000;
+    yields = 0;
+    slow_yields = slow;
     struct loop *loop = loop_create(64);
     struct log l = {0};
     int p[2];
@@ -864,54 +879,68 @@ static void run_spinner(struct spinner *s, unsigned us)
     if (us != UINT_MAX)
         loop_yield_after(loop, us);
     assert_int_equal(loop_watch(loop, p[0], LOOP_READ, on_spin, s), 0);
-    yields = 0;
     run_bounded(loop, &l);
     assert_int_equal(s->n, s->iters);
     close(p[0]);
     close(p[1]);
     loop_destroy(loop);
+    fake_clock = 0;
+    assert_int_equal(slow_yields, 0);
+    return yields;
 }
 
 /* By default an iteration of 300 µs of work (over LOOP_YIELD_US) ends with one yield. */
 static void test_yield_after_work(void **state)
 {
     struct spinner s = {.spin_us = {300, 0}, .iters = 2};
-    run_spinner(&s, UINT_MAX);
-    assert_int_equal(s.yields_before[0], 0);
+    assert_int_equal(run_spinner(&s, UINT_MAX, 0), 1);
     assert_int_equal(s.yields_before[1], 1);
 }
 
-/* The work adds up over iterations, and the count starts again after a yield: with 50 ms, two
- * iterations of 30 ms yield once, after the second. */
+/* The work adds up over iterations and counts again from 0 after a yield: with 1 ms, iterations
+ * of 0.6 ms yield after the second, not after the third. */
 static void test_yield_counts_work_across_iterations(void **state)
 {
-    struct spinner s = {.spin_us = {30000, 30000, 0}, .iters = 3};
-    run_spinner(&s, 50000);
-    assert_int_equal(s.yields_before[0], 0);
-    assert_int_equal(s.yields_before[1], 0);
-    assert_int_equal(s.yields_before[2], 1);
+    struct spinner s = {.spin_us = {600, 600, 600, 0}, .iters = 4};
+    assert_int_equal(run_spinner(&s, 1000, 0), 1);
+    const unsigned want[4] = {0, 0, 1, 1};
+    assert_memory_equal(s.yields_before, want, sizeof(want));
 }
 
-/* A slow yield (2 ms, over LOOP_YIELD_SLOW_US) doubles the work before the next one, a quick one
- * halves it back: with 10 ms and iterations of 12 ms, the first yields (slowly), the second does
- * not (12 of 20 ms), the third does (quickly), and so does the fourth (12 of 10 ms). */
+/* A slow yield (2 ms, over LOOP_YIELD_SLOW_US) doubles the work before the next one; seven quick
+ * ones in a row change nothing, the eighth halves it again. With 1 ms: 1 ms (slow yield, now 2 ms),
+ * seven of 2 ms (quick yields), 1 ms (none: 1 of 2 ms), 1 ms (the eighth quick yield, now 1 ms),
+ * 1 ms (a yield). */
 static void test_yield_backs_off_after_a_slow_yield(void **state)
 {
-    struct spinner s = {.spin_us = {12000, 12000, 12000, 12000, 0}, .iters = 5};
-    slow_yields = 1;
-    run_spinner(&s, 10000);
-    const unsigned want[SPIN_N] = {0, 1, 1, 2, 3};
+    struct spinner s = {.spin_us = {1000, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 1000, 1000, 1000, 0}, .iters = 12};
+    assert_int_equal(run_spinner(&s, 1000, 1), 10);
+    const unsigned want[SPIN_N] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10};
     assert_memory_equal(s.yields_before, want, sizeof(want));
-    assert_int_equal(slow_yields, 0);
+}
+
+/* Backing off stops at LOOP_YIELD_MAX_US: from 40 ms, two slow yields make it 80 ms, then 100 ms
+ * (not 160). */
+static void test_yield_back_off_is_capped(void **state)
+{
+    struct spinner s = {.spin_us = {40000, 80000, 99999, 1, 0}, .iters = 5};
+    assert_int_equal(run_spinner(&s, 40000, 2), 3);
+    const unsigned want[5] = {0, 1, 2, 2, 3};
+    assert_memory_equal(s.yields_before, want, sizeof(want));
 }
 
 /* loop_yield_after(loop, 0): never. */
 static void test_yield_off(void **state)
 {
-    struct spinner s = {.spin_us = {300, 300}, .iters = 2};
-    run_spinner(&s, 0);
-    assert_int_equal(s.yields_before[1], 0);
-    assert_int_equal(yields, 0);
+    struct spinner s = {.spin_us = {300, 300, 0}, .iters = 3};
+    assert_int_equal(run_spinner(&s, 0, 0), 0);
+}
+
+/* The iteration that stops the loop does not yield, however long it worked. */
+static void test_no_yield_after_stop(void **state)
+{
+    struct spinner s = {.spin_us = {0, 300}, .iters = 2};
+    assert_int_equal(run_spinner(&s, UINT_MAX, 0), 0);
 }
 
 int main(void)
@@ -939,7 +968,9 @@ int main(void)
         cmocka_unit_test(test_yield_after_work),
         cmocka_unit_test(test_yield_counts_work_across_iterations),
         cmocka_unit_test(test_yield_backs_off_after_a_slow_yield),
+        cmocka_unit_test(test_yield_back_off_is_capped),
         cmocka_unit_test(test_yield_off),
+        cmocka_unit_test(test_no_yield_after_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
