@@ -50,9 +50,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(UNIT_HDRS) $(BUILD)/libagora.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -Itests/unit/lb -o $@ $< $(BUILD)/libagora.a $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null) $(UNIT_LDFLAGS)
 
-# test_loop counts the loop's yields on a fake clock: sched_yield and clock_gettime are wrapped.
+# test_loop counts the loop's yields on a fake clock: sched_yield, clock_gettime and epoll_wait
+# are wrapped.
 UNIT_LDFLAGS :=
-$(BUILD)/tests/core/test_loop: UNIT_LDFLAGS = -Wl,--wrap=sched_yield -Wl,--wrap=clock_gettime
+$(BUILD)/tests/core/test_loop: UNIT_LDFLAGS = -Wl,--wrap=sched_yield -Wl,--wrap=clock_gettime -Wl,--wrap=epoll_wait
 
 $(BUILD)/%: tests/support/%.c
 	@mkdir -p $(dir $@)

@@ -41,7 +41,9 @@ struct loop {
     unsigned yield_us;    /* loop_yield_after; 0 = never */
     unsigned yield_now;   /* the current amount: yield_us, doubled after each slow yield */
     unsigned yield_quick; /* quick yields in a row since yield_now last changed */
-    uint64_t busy_us;     /* time spent in iterations since the last yield */
+    uint64_t busy_us;     /* time spent in iterations since the last yield or sleep */
+    uint64_t end_us;      /* when the last iteration ended */
+    uint64_t awake_us;    /* when the loop last woke from a sleep in epoll_wait */
 };
 
 uint64_t loop_clock_us(void)
@@ -304,7 +306,8 @@ static void yield_cpu(struct loop *loop)
 {
     uint64_t before = loop_clock_us();
     sched_yield();
-    uint64_t took = loop_clock_us() - before;
+    loop->end_us = loop_clock_us();
+    uint64_t took = loop->end_us - before;
     unsigned most = loop->yield_us > LOOP_YIELD_MAX_US ? loop->yield_us : LOOP_YIELD_MAX_US;
     if (took >= LOOP_YIELD_SLOW_US) {
         loop->yield_now = loop->yield_now > most / 2 ? most : loop->yield_now * 2;
@@ -333,6 +336,10 @@ int loop_run(struct loop *loop)
             return -errno;
         uint64_t start_us = loop_clock_us();
         loop->now_ms = start_us / 1000u;
+        if (start_us - loop->end_us >= LOOP_YIELD_SLEPT_US) {
+            loop->busy_us = 0; /* the loop slept (or was preempted): others have had the CPU */
+            loop->awake_us = start_us;
+        }
         for (int i = 0; i < n; i++) {
             if (evs[i].data.u64 == UINT64_MAX) {
                 uint64_t v;
@@ -363,8 +370,10 @@ int loop_run(struct loop *loop)
         run_timers(loop);
         run_deferred(loop);
         /* Yielding (loop.h): a task this iteration woke onto this CPU runs now, not at the tick. */
-        loop->busy_us += loop_clock_us() - start_us;
-        if (loop->yield_us && loop->busy_us >= loop->yield_now && !loop->stop) {
+        loop->end_us = loop_clock_us();
+        loop->busy_us += loop->end_us - start_us;
+        if (loop->yield_us && loop->busy_us >= loop->yield_now &&
+            loop->end_us - loop->awake_us >= LOOP_YIELD_AWAKE_US && !loop->stop) {
             loop->busy_us = 0;
             yield_cpu(loop);
         }

@@ -1,7 +1,7 @@
 /* test_loop.c — unit tests for the event loop (src/core/loop.h): timer order, re-arming and
  * cancelling, deferred calls, descriptor watches on pipes, cross-thread wake-ups, and yielding
- * (sched_yield and clock_gettime are wrapped at link time, -Wl,--wrap in the Makefile: the yield
- * tests count the yields on a fake clock).
+ * (sched_yield, clock_gettime and epoll_wait are wrapped at link time, -Wl,--wrap in the
+ * Makefile: the yield tests count the yields on a fake clock).
  *
  * Every loop_run() is bounded by a watchdog timer (WATCHDOG_MS) that stops the loop and fails the
  * test if the expected event never came; no test sleeps, and the timers used are 0-5 ms. */
@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -833,6 +834,18 @@ int __wrap_clock_gettime(clockid_t clk, struct timespec *ts)
     return 0;
 }
 
+static unsigned sleep_us; /* each epoll_wait takes this long on the fake clock */
+
+int __real_epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout);
+int __wrap_epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout);
+int __wrap_epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
+{
+    int n = __real_epoll_wait(epfd, evs, max, timeout);
+    if (fake_clock)
+        fake_us += sleep_us;
+    return n;
+}
+
 int __wrap_sched_yield(void);
 int __wrap_sched_yield(void)
 {
@@ -849,6 +862,7 @@ int __wrap_sched_yield(void)
 /* Iteration i (the pipe stays readable) works spin_us[i] microseconds and notes how many yields
  * came before it; the last one stops the loop. */
 struct spinner {
+    unsigned sleep_us; /* each wait in epoll_wait */
     unsigned spin_us[SPIN_N];
     unsigned yields_before[SPIN_N];
     int n, iters;
@@ -870,6 +884,7 @@ static unsigned run_spinner(struct spinner *s, unsigned us, unsigned slow)
     fake_clock = 1;
     fake_us = 1000000000;
     yields = 0;
+    sleep_us = s->sleep_us;
     slow_yields = slow;
     struct loop *loop = loop_create(64);
     struct log l = {0};
@@ -889,31 +904,33 @@ static unsigned run_spinner(struct spinner *s, unsigned us, unsigned slow)
     return yields;
 }
 
-/* By default an iteration of 300 µs of work (over LOOP_YIELD_US) ends with one yield. */
+/* By default: no yield before the loop has been awake for LOOP_YIELD_AWAKE_US (2 ms), then one
+ * at the end of every iteration of LOOP_YIELD_US (100 µs) of work or more. */
 static void test_yield_after_work(void **state)
 {
-    struct spinner s = {.spin_us = {300, 0}, .iters = 2};
-    assert_int_equal(run_spinner(&s, UINT_MAX, 0), 1);
-    assert_int_equal(s.yields_before[1], 1);
+    struct spinner s = {.spin_us = {LOOP_YIELD_AWAKE_US - 1, 1, 300, 0}, .iters = 4};
+    assert_int_equal(run_spinner(&s, UINT_MAX, 0), 2);
+    const unsigned want[4] = {0, 0, 1, 2};
+    assert_memory_equal(s.yields_before, want, sizeof(want));
 }
 
-/* The work adds up over iterations and counts again from 0 after a yield: with 1 ms, iterations
- * of 0.6 ms yield after the second, not after the third. */
+/* The work adds up over iterations and counts again from 0 after a yield: with 1 ms, after an
+ * iteration of 2 ms (a yield), iterations of 0.6 ms yield after the second, not the third. */
 static void test_yield_counts_work_across_iterations(void **state)
 {
-    struct spinner s = {.spin_us = {600, 600, 600, 0}, .iters = 4};
-    assert_int_equal(run_spinner(&s, 1000, 0), 1);
-    const unsigned want[4] = {0, 0, 1, 1};
+    struct spinner s = {.spin_us = {2000, 600, 600, 600, 0}, .iters = 5};
+    assert_int_equal(run_spinner(&s, 1000, 0), 2);
+    const unsigned want[5] = {0, 1, 1, 2, 2};
     assert_memory_equal(s.yields_before, want, sizeof(want));
 }
 
 /* A slow yield (2 ms, over LOOP_YIELD_SLOW_US) doubles the work before the next one; seven quick
- * ones in a row change nothing, the eighth halves it again. With 1 ms: 1 ms (slow yield, now 2 ms),
+ * ones in a row change nothing, the eighth halves it again. With 1 ms: 2 ms (slow yield, now 2 ms),
  * seven of 2 ms (quick yields), 1 ms (none: 1 of 2 ms), 1 ms (the eighth quick yield, now 1 ms),
  * 1 ms (a yield). */
 static void test_yield_backs_off_after_a_slow_yield(void **state)
 {
-    struct spinner s = {.spin_us = {1000, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 1000, 1000, 1000, 0}, .iters = 12};
+    struct spinner s = {.spin_us = {2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 1000, 1000, 1000, 0}, .iters = 12};
     assert_int_equal(run_spinner(&s, 1000, 1), 10);
     const unsigned want[SPIN_N] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10};
     assert_memory_equal(s.yields_before, want, sizeof(want));
@@ -929,17 +946,31 @@ static void test_yield_back_off_is_capped(void **state)
     assert_memory_equal(s.yields_before, want, sizeof(want));
 }
 
+/* A sleep in epoll_wait (LOOP_YIELD_SLEPT_US or more) gives the CPU away: the loop is awake again
+ * from 0 and its work counts from 0, so with 1 ms, iterations of 0.6 ms with such a sleep between
+ * them never yield. With waits of 1 µs less the loop stays awake: after 2 ms (the fourth
+ * iteration) its 2.4 ms of work make one yield. */
+static void test_yield_count_starts_again_after_a_sleep(void **state)
+{
+    struct spinner s = {.sleep_us = LOOP_YIELD_SLEPT_US, .spin_us = {600, 600, 600, 600, 0}, .iters = 5};
+    assert_int_equal(run_spinner(&s, 1000, 0), 0);
+    struct spinner t = {.sleep_us = LOOP_YIELD_SLEPT_US - 1, .spin_us = {600, 600, 600, 600, 0}, .iters = 5};
+    assert_int_equal(run_spinner(&t, 1000, 0), 1);
+    assert_int_equal(t.yields_before[3], 0);
+    assert_int_equal(t.yields_before[4], 1);
+}
+
 /* loop_yield_after(loop, 0): never. */
 static void test_yield_off(void **state)
 {
-    struct spinner s = {.spin_us = {300, 300, 0}, .iters = 3};
+    struct spinner s = {.spin_us = {3000, 3000, 0}, .iters = 3};
     assert_int_equal(run_spinner(&s, 0, 0), 0);
 }
 
 /* The iteration that stops the loop does not yield, however long it worked. */
 static void test_no_yield_after_stop(void **state)
 {
-    struct spinner s = {.spin_us = {0, 300}, .iters = 2};
+    struct spinner s = {.spin_us = {0, 3000}, .iters = 2};
     assert_int_equal(run_spinner(&s, UINT_MAX, 0), 0);
 }
 
@@ -969,6 +1000,7 @@ int main(void)
         cmocka_unit_test(test_yield_counts_work_across_iterations),
         cmocka_unit_test(test_yield_backs_off_after_a_slow_yield),
         cmocka_unit_test(test_yield_back_off_is_capped),
+        cmocka_unit_test(test_yield_count_starts_again_after_a_sleep),
         cmocka_unit_test(test_yield_off),
         cmocka_unit_test(test_no_yield_after_stop),
     };
