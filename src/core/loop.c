@@ -42,8 +42,8 @@ struct loop {
     unsigned yield_now;   /* the current amount: yield_us, doubled after each slow yield */
     unsigned yield_quick; /* quick yields in a row since yield_now last changed */
     uint64_t busy_us;     /* time spent in iterations since the last yield or sleep */
-    uint64_t end_us;      /* when the last iteration ended */
-    uint64_t awake_us;    /* when the loop last woke from a sleep in epoll_wait */
+    uint64_t end_us;      /* when the last iteration (or the yield after it) ended */
+    uint64_t awake_us;    /* when the loop last came back from a sleep (or a preemption) */
 };
 
 uint64_t loop_clock_us(void)
@@ -304,7 +304,7 @@ void loop_yield_after(struct loop *loop, unsigned us)
  * than its share lets some yields return at once: one quick yield proves nothing). */
 static void yield_cpu(struct loop *loop)
 {
-    uint64_t before = loop_clock_us();
+    uint64_t before = loop->end_us; /* read by loop_run just before */
     sched_yield();
     loop->end_us = loop_clock_us();
     uint64_t took = loop->end_us - before;
@@ -337,7 +337,7 @@ int loop_run(struct loop *loop)
         uint64_t start_us = loop_clock_us();
         loop->now_ms = start_us / 1000u;
         if (start_us - loop->end_us >= LOOP_YIELD_SLEPT_US) {
-            loop->busy_us = 0; /* the loop slept (or was preempted): others have had the CPU */
+            loop->busy_us = 0; /* the loop slept, or was preempted: others have had the CPU */
             loop->awake_us = start_us;
         }
         for (int i = 0; i < n; i++) {

@@ -9,19 +9,20 @@
  * Any descriptor number the process can open can be watched: the watch table grows on demand, so
  * the only limit is the process's descriptor limit (RLIMIT_NOFILE).
  *
- * Yielding: a loop that has stayed awake (not slept in epoll_wait for LOOP_YIELD_SLEPT_US or more)
- * for LOOP_YIELD_AWAKE_US calls sched_yield() at the end of an iteration once it has spent
- * LOOP_YIELD_US in its iterations (callbacks, timers, deferred calls) since it last yielded or
- * slept. A loop that stays busy is not blocked, and a task its writes woke (a backend or web
- * server on the same machine, a local client) is often queued on the loop's own CPU, where the
- * scheduler lets the loop run on until its tick, milliseconds later; the yield lets that task run
- * now. A loop that sleeps every few iterations gives the CPU away there, and does not yield. With
- * nothing else runnable on the CPU a yield returns at once: the cost is one system call per
- * LOOP_YIELD_US of work. A yield that took LOOP_YIELD_SLOW_US or more gave the CPU to a busy task
- * for a whole time slice: the amount of work before the next yield then doubles, up to
- * LOOP_YIELD_MAX_US, and LOOP_YIELD_QUICK_N quick yields in a row halve it again, so a CPU-bound
- * neighbour (a password hash, another worker) does not get the CPU every 100 µs. loop_yield_after
- * changes the base amount.
+ * Yielding: a loop that has stayed awake for LOOP_YIELD_AWAKE_US calls sched_yield() at the end of
+ * an iteration once it has done LOOP_YIELD_US of work (callbacks, timers, deferred calls) since it
+ * last yielded or slept. "Slept" is a gap of LOOP_YIELD_SLEPT_US or more between the end of one
+ * iteration and the start of the next: a wait in epoll_wait, or a preemption there. A loop that
+ * stays busy is not blocked, and a task its writes woke (a backend or web server on the same
+ * machine, a local client) is often queued on the loop's own CPU, where the scheduler lets the
+ * loop run on until its tick, milliseconds later; the yield lets that task run now. A loop that
+ * sleeps every few iterations gives the CPU away there, and does not yield. With nothing else
+ * runnable on the CPU a yield returns at once: the cost is one system call per LOOP_YIELD_US of
+ * work. A yield that took LOOP_YIELD_SLOW_US or more gave the CPU to a busy task for a whole time
+ * slice: the amount of work before the next yield then doubles, up to LOOP_YIELD_MAX_US (or the
+ * base, if that is more), and LOOP_YIELD_QUICK_N quick yields in a row halve it again, so a
+ * CPU-bound neighbour (a password hash, another worker) does not get the CPU every 100 µs. A yield
+ * is not a sleep: the loop stays awake. loop_yield_after changes the base amount.
  * Limits: the time is wall-clock time, so an iteration in which the loop was preempted counts as
  * work; a yield reorders only the loop's own cgroup (the scheduler picks between groups first), so
  * a backend in another cgroup may not gain from it (such a yield returns at once, as a quick one). */
@@ -36,8 +37,8 @@
 #define LOOP_YIELD_US       100    /* work between two yields (see above) */
 #define LOOP_YIELD_SLOW_US  1000   /* a yield this long backs off */
 #define LOOP_YIELD_QUICK_N  8      /* quick yields in a row that undo one back-off */
-#define LOOP_YIELD_SLEPT_US 30     /* a wait in epoll_wait this long is a sleep */
-#define LOOP_YIELD_AWAKE_US 2000   /* awake this long before the first yield */
+#define LOOP_YIELD_SLEPT_US 30     /* a gap between iterations this long is a sleep */
+#define LOOP_YIELD_AWAKE_US 2000   /* awake this long before yielding */
 #define LOOP_YIELD_MAX_US   100000 /* the most work between two yields after backing off */
 
 struct loop;
@@ -93,8 +94,9 @@ int loop_run(struct loop *loop);
 /* Makes loop_run() return after the current iteration (same thread only; use loop_wake + an
  * on-wake function from other threads). */
 void loop_stop(struct loop *loop);
-/* Yields the CPU after every us microseconds of work (see the top of this file), doubled while
- * yields are slow; 0 never yields. The default is LOOP_YIELD_US. */
+/* Sets the base amount of work between two yields (see the top of this file) to us
+ * microseconds, and counts the work again from 0; 0 never yields. The default is LOOP_YIELD_US.
+ * The rule of LOOP_YIELD_AWAKE_US still applies. */
 void loop_yield_after(struct loop *loop, unsigned us);
 
 #endif

@@ -817,7 +817,8 @@ static void test_timer_lazy_heap_random(void **state)
 /* ---- yielding ---- */
 
 /* The yield tests run on a fake monotonic clock (clock_gettime is wrapped as well): the callbacks'
- * work and the slow yields advance it, so every count below is exact on any machine. */
+ * work, the slow yields and the waits in epoll_wait (wrapped too) advance it, so every count below
+ * is exact on any machine. */
 static int fake_clock; /* CLOCK_MONOTONIC reads fake_us */
 static uint64_t fake_us;
 static unsigned yields;      /* calls of sched_yield */
@@ -862,7 +863,8 @@ int __wrap_sched_yield(void)
 /* Iteration i (the pipe stays readable) works spin_us[i] microseconds and notes how many yields
  * came before it; the last one stops the loop. */
 struct spinner {
-    unsigned sleep_us; /* each wait in epoll_wait */
+    unsigned sleep_us;            /* each wait in epoll_wait ... */
+    unsigned sleep_after[SPIN_N]; /* ... or, when not 0, the wait after iteration i */
     unsigned spin_us[SPIN_N];
     unsigned yields_before[SPIN_N];
     int n, iters;
@@ -873,6 +875,7 @@ static void on_spin(struct loop *loop, int fd, int events, void *data)
     struct spinner *s = data;
     s->yields_before[s->n] = yields;
     fake_us += s->spin_us[s->n];
+    sleep_us = s->sleep_after[s->n] ? s->sleep_after[s->n] : s->sleep_us;
     if (++s->n == s->iters)
         loop_stop(loop);
 }
@@ -946,6 +949,37 @@ static void test_yield_back_off_is_capped(void **state)
     assert_memory_equal(s.yields_before, want, sizeof(want));
 }
 
+/* Above LOOP_YIELD_MAX_US the base itself is the cap: from 150 ms a slow yield leaves it at
+ * 150 ms (a cap of 100 ms would make the next 149.999 ms yield). */
+static void test_yield_back_off_cap_is_the_base_when_more(void **state)
+{
+    struct spinner s = {.spin_us = {150000, 149999, 1, 0}, .iters = 4};
+    assert_int_equal(run_spinner(&s, 150000, 1), 2);
+    const unsigned want[4] = {0, 1, 1, 2};
+    assert_memory_equal(s.yields_before, want, sizeof(want));
+}
+
+/* A yield is not a sleep, even a slow one: the loop stays awake, so after a slow yield (now
+ * 200 µs) an iteration of 300 µs yields again at once. */
+static void test_yield_is_not_a_sleep(void **state)
+{
+    struct spinner s = {.spin_us = {2000, 300, 0}, .iters = 3};
+    assert_int_equal(run_spinner(&s, UINT_MAX, 1), 2);
+    const unsigned want[3] = {0, 1, 2};
+    assert_memory_equal(s.yields_before, want, sizeof(want));
+}
+
+/* One sleep between iterations of a loop that has been awake long enough counts the work from 0
+ * again: with 3 ms, 3 ms (a yield), 2 ms, a sleep, 2 ms (awake 2 ms, but 2 of 3 ms of work: none;
+ * without the sleep it would be 4 ms). */
+static void test_yield_work_counts_from_a_sleep(void **state)
+{
+    struct spinner s = {.sleep_after = {0, LOOP_YIELD_SLEPT_US}, .spin_us = {3000, 2000, 2000, 0}, .iters = 4};
+    assert_int_equal(run_spinner(&s, 3000, 0), 1);
+    const unsigned want[4] = {0, 1, 1, 1};
+    assert_memory_equal(s.yields_before, want, sizeof(want));
+}
+
 /* A sleep in epoll_wait (LOOP_YIELD_SLEPT_US or more) gives the CPU away: the loop is awake again
  * from 0 and its work counts from 0, so with 1 ms, iterations of 0.6 ms with such a sleep between
  * them never yield. With waits of 1 µs less the loop stays awake: after 2 ms (the fourth
@@ -974,6 +1008,13 @@ static void test_no_yield_after_stop(void **state)
     assert_int_equal(run_spinner(&s, UINT_MAX, 0), 0);
 }
 
+/* The fake clock is off again even when a yield test failed half-way (cmocka jumps out of it). */
+static int fake_clock_off(void **state)
+{
+    fake_clock = 0;
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -996,13 +1037,16 @@ int main(void)
         cmocka_unit_test(test_watch_high_fd),
         cmocka_unit_test(test_wake_from_thread),
         cmocka_unit_test(test_clock),
-        cmocka_unit_test(test_yield_after_work),
-        cmocka_unit_test(test_yield_counts_work_across_iterations),
-        cmocka_unit_test(test_yield_backs_off_after_a_slow_yield),
-        cmocka_unit_test(test_yield_back_off_is_capped),
-        cmocka_unit_test(test_yield_count_starts_again_after_a_sleep),
-        cmocka_unit_test(test_yield_off),
-        cmocka_unit_test(test_no_yield_after_stop),
+        cmocka_unit_test_teardown(test_yield_after_work, fake_clock_off),
+        cmocka_unit_test_teardown(test_yield_counts_work_across_iterations, fake_clock_off),
+        cmocka_unit_test_teardown(test_yield_backs_off_after_a_slow_yield, fake_clock_off),
+        cmocka_unit_test_teardown(test_yield_back_off_is_capped, fake_clock_off),
+        cmocka_unit_test_teardown(test_yield_back_off_cap_is_the_base_when_more, fake_clock_off),
+        cmocka_unit_test_teardown(test_yield_is_not_a_sleep, fake_clock_off),
+        cmocka_unit_test_teardown(test_yield_work_counts_from_a_sleep, fake_clock_off),
+        cmocka_unit_test_teardown(test_yield_count_starts_again_after_a_sleep, fake_clock_off),
+        cmocka_unit_test_teardown(test_yield_off, fake_clock_off),
+        cmocka_unit_test_teardown(test_no_yield_after_stop, fake_clock_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
