@@ -296,14 +296,12 @@ void loop_yield_after(struct loop *loop, unsigned us)
     loop->busy_us = 0;
 }
 
-/* Yields the CPU (see "Yielding" in loop.h). A yield that kept the loop off the CPU for
- * LOOP_YIELD_SLOW_US or more went to a task that used a whole time slice, not to one that had a
- * quick answer to give: the amount of work before the next yield doubles (up to LOOP_YIELD_MAX_US,
- * or the base if that is more), so a busy neighbour cannot take the CPU every 100 µs. LOOP_YIELD_QUICK_N
- * quick yields in a row halve it again, down to yield_us (a busy neighbour that has had more
- * than its share lets some yields return at once: one quick yield proves nothing). */
+/* Yields the CPU and adapts the amount of work before the next yield ("Yielding" in loop.h). One
+ * quick yield proves nothing (a busy neighbour that has had more than its share lets some return
+ * at once): only LOOP_YIELD_QUICK_N in a row undo a back-off. */
 static void yield_cpu(struct loop *loop)
 {
+    loop->busy_us = 0;
     uint64_t before = loop->end_us; /* read by loop_run just before */
     sched_yield();
     loop->end_us = loop_clock_us();
@@ -373,10 +371,8 @@ int loop_run(struct loop *loop)
         loop->end_us = loop_clock_us();
         loop->busy_us += loop->end_us - start_us;
         if (loop->yield_us && loop->busy_us >= loop->yield_now &&
-            loop->end_us - loop->awake_us >= LOOP_YIELD_AWAKE_US && !loop->stop) {
-            loop->busy_us = 0;
+            loop->end_us - loop->awake_us >= LOOP_YIELD_AWAKE_US && !loop->stop)
             yield_cpu(loop);
-        }
     }
     return 0;
 }

@@ -907,14 +907,21 @@ static unsigned run_spinner(struct spinner *s, unsigned us, unsigned slow)
     return yields;
 }
 
+/* Runs s (see run_spinner) and checks the yields made before each iteration against want; the
+ * last iteration stops the loop without a yield, so want's last entry is also the total. */
+static void check_yields(struct spinner *s, unsigned us, unsigned slow, const unsigned *want)
+{
+    assert_int_equal(run_spinner(s, us, slow), want[s->iters - 1]);
+    assert_memory_equal(s->yields_before, want, s->iters * sizeof(*want));
+}
+
 /* By default: no yield before the loop has been awake for LOOP_YIELD_AWAKE_US (2 ms), then one
  * at the end of every iteration of LOOP_YIELD_US (100 µs) of work or more. */
 static void test_yield_after_work(void **state)
 {
     struct spinner s = {.spin_us = {LOOP_YIELD_AWAKE_US - 1, 1, 300, 0}, .iters = 4};
-    assert_int_equal(run_spinner(&s, UINT_MAX, 0), 2);
     const unsigned want[4] = {0, 0, 1, 2};
-    assert_memory_equal(s.yields_before, want, sizeof(want));
+    check_yields(&s, UINT_MAX, 0, want);
 }
 
 /* The work adds up over iterations and counts again from 0 after a yield: with 1 ms, after an
@@ -922,9 +929,8 @@ static void test_yield_after_work(void **state)
 static void test_yield_counts_work_across_iterations(void **state)
 {
     struct spinner s = {.spin_us = {2000, 600, 600, 600, 0}, .iters = 5};
-    assert_int_equal(run_spinner(&s, 1000, 0), 2);
     const unsigned want[5] = {0, 1, 1, 2, 2};
-    assert_memory_equal(s.yields_before, want, sizeof(want));
+    check_yields(&s, 1000, 0, want);
 }
 
 /* A slow yield (2 ms, over LOOP_YIELD_SLOW_US) doubles the work before the next one; seven quick
@@ -934,9 +940,8 @@ static void test_yield_counts_work_across_iterations(void **state)
 static void test_yield_backs_off_after_a_slow_yield(void **state)
 {
     struct spinner s = {.spin_us = {2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 1000, 1000, 1000, 0}, .iters = 12};
-    assert_int_equal(run_spinner(&s, 1000, 1), 10);
     const unsigned want[SPIN_N] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10};
-    assert_memory_equal(s.yields_before, want, sizeof(want));
+    check_yields(&s, 1000, 1, want);
 }
 
 /* Backing off stops at LOOP_YIELD_MAX_US: from 40 ms, two slow yields make it 80 ms, then 100 ms
@@ -944,9 +949,8 @@ static void test_yield_backs_off_after_a_slow_yield(void **state)
 static void test_yield_back_off_is_capped(void **state)
 {
     struct spinner s = {.spin_us = {40000, 80000, 99999, 1, 0}, .iters = 5};
-    assert_int_equal(run_spinner(&s, 40000, 2), 3);
     const unsigned want[5] = {0, 1, 2, 2, 3};
-    assert_memory_equal(s.yields_before, want, sizeof(want));
+    check_yields(&s, 40000, 2, want);
 }
 
 /* Above LOOP_YIELD_MAX_US the base itself is the cap: from 150 ms a slow yield leaves it at
@@ -954,9 +958,8 @@ static void test_yield_back_off_is_capped(void **state)
 static void test_yield_back_off_cap_is_the_base_when_more(void **state)
 {
     struct spinner s = {.spin_us = {150000, 149999, 1, 0}, .iters = 4};
-    assert_int_equal(run_spinner(&s, 150000, 1), 2);
     const unsigned want[4] = {0, 1, 1, 2};
-    assert_memory_equal(s.yields_before, want, sizeof(want));
+    check_yields(&s, 150000, 1, want);
 }
 
 /* A yield is not a sleep, even a slow one: the loop stays awake, so after a slow yield (now
@@ -964,9 +967,8 @@ static void test_yield_back_off_cap_is_the_base_when_more(void **state)
 static void test_yield_is_not_a_sleep(void **state)
 {
     struct spinner s = {.spin_us = {2000, 300, 0}, .iters = 3};
-    assert_int_equal(run_spinner(&s, UINT_MAX, 1), 2);
     const unsigned want[3] = {0, 1, 2};
-    assert_memory_equal(s.yields_before, want, sizeof(want));
+    check_yields(&s, UINT_MAX, 1, want);
 }
 
 /* One sleep between iterations of a loop that has been awake long enough counts the work from 0
@@ -975,9 +977,8 @@ static void test_yield_is_not_a_sleep(void **state)
 static void test_yield_work_counts_from_a_sleep(void **state)
 {
     struct spinner s = {.sleep_after = {0, LOOP_YIELD_SLEPT_US}, .spin_us = {3000, 2000, 2000, 0}, .iters = 4};
-    assert_int_equal(run_spinner(&s, 3000, 0), 1);
     const unsigned want[4] = {0, 1, 1, 1};
-    assert_memory_equal(s.yields_before, want, sizeof(want));
+    check_yields(&s, 3000, 0, want);
 }
 
 /* A sleep in epoll_wait (LOOP_YIELD_SLEPT_US or more) gives the CPU away: the loop is awake again
