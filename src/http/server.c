@@ -1379,7 +1379,7 @@ static void adopt(struct http_server *s, int fd, const struct sockaddr_storage *
 /* ---- spreading (server.h) ---- */
 
 #define SPREAD_MAX    HTTP_SPREAD_MAX
-#define SPREAD_MARGIN 2 /* a connection moves only when this many more are held here */
+#define SPREAD_MARGIN 1 /* a connection moves when this many more are held here (server.h) */
 
 struct spread_fd {
     int fd;

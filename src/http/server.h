@@ -99,10 +99,13 @@ struct http_server_limits {
  * addresses, blind to load: h2load's 16 connections came out 11/5 or 4/13 as often as 8/8, and
  * the busier worker's streams waited longer (bench/RESULTS.md, "Two workers over h2"). The
  * servers given the same group (http_server_limits.spread) share their connection counts; one
- * that accepts a connection while it holds SPREAD_MARGIN or more above the least loaded member
- * hands the connection, before reading a byte of it, to that member's loop (a queue under the
- * group's lock and an eventfd), as HAProxy's listeners pass a connection to the least loaded
- * thread. A member whose connections and HTTP/2 streams fill its max_conns is not chosen; one
+ * that accepts a connection while it holds more than the least loaded member hands the
+ * connection, before reading a byte of it, to that member's loop (a queue under the group's lock
+ * and an eventfd), as HAProxy's listeners pass a connection to the least loaded thread. Counts
+ * opened one after another so stay within one of each other (closes may part them again, until
+ * the next accepts). Handing over only at two or more above, as at first, left two workers at
+ * 5/3 or 6/2 of 8 short TLS connections 18 % of the time, against 9 % (bench/RESULTS.md, "Spreading
+ * by one"). A member whose connections and HTTP/2 streams fill its max_conns is not chosen; one
  * that filled up after it was chosen still serves what it was handed (it is accepted already).
  * A server leaves its group when it shuts down or is freed; the group must outlive its servers. */
 struct http_spread;
