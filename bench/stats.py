@@ -73,9 +73,10 @@ def read_runs(path, keep_tail=False):
     for n, parts, resolve in tsv_rows(path):
         if len(parts) not in (4, 5, 6):
             raise ParseError("%s:%d: expected 4 to 6 tab-separated fields" % (path, n))
-        group, label, _round, wrk_file = parts[:4]
+        group, label, rnd, wrk_file = parts[:4]
         wrk_file = resolve(wrk_file)
         run = parse_output(wrk_file)
+        run["round"] = rnd
         if keep_tail:
             run["tail"] = run["text"][-400:]
         del run["text"]
@@ -299,6 +300,16 @@ def check_target(name, s, base, max_p99, min_rps):
         name, "MET" if met else "MISSED", s["p99"], base["p99"], p, max_p99, s["rps"], base["rps"], t, min_rps)
 
 
+def paired(a_runs, b_runs, key):
+    """Median over the rounds both ran of a's figure over b's in the same round, with the range:
+    rotated rounds put the two side by side in time, so this follows the machine's drift less
+    than the ratio of the two medians does. None without common rounds."""
+    b = {r["round"]: r[key] for r in b_runs}
+    xs = sorted(r[key] / b[r["round"]] for r in a_runs
+                if r["round"] in b and r[key] is not None and b[r["round"]] and r[key] == r[key])
+    return (statistics.median(xs), xs[0], xs[-1]) if xs else None
+
+
 def tls_resumed(runs):
     """Median share (%) of resumed handshakes over tlsload rounds; None for other tools."""
     shares = []
@@ -315,7 +326,7 @@ def tls_table(runs_path, note):
     worse; CPU per unit reported)."""
     out, targets = [], []
     for group, labels in read_runs(runs_path, keep_tail=True):
-        stats = {}
+        stats, by_label = {}, dict(labels)
         for label, runs in labels:
             st = summarise([dict(r, p99=r["p99"] if r["p99"] is not None else float("nan")) for r in runs])
             st["resumed"] = tls_resumed(runs)
@@ -339,6 +350,10 @@ def tls_table(runs_path, note):
                 if agora["cpu_us"] and o["cpu_us"]:
                     line += "   CPU per %s %.2fx" % (unit, agora["cpu_us"] / o["cpu_us"])
                 out.append(line + "   (rate > 1, p99 and CPU < 1 favour agora)")
+                pr, pp = (paired(by_label["agora"], by_label[other], k) for k in ("rps", "p99"))
+                if pr and pp:
+                    out.append("  agora/%-8s rate %.2fx (%.2f-%.2f)   p99 %.2fx (%.2f-%.2f)   (round by round: median, range)"
+                               % (other + ":", *pr, *pp))
         base = stats.get("agora-base")
         if agora and base:
             line = "  agora/agora-base: rate %.2fx   p99 %.2fx" % (ratio(agora["rps"], base["rps"]),
