@@ -1318,7 +1318,9 @@ static void accept_pause(struct http_server *s, int err)
     }
 }
 
-/* Serves fd, a connection just accepted (here, or by another member of the group: spreading). */
+/* Serves fd, a connection just accepted (here, or by another member of the group: spreading),
+ * counted in s->spread_load already (so that the other members never see s lighter than it is
+ * meanwhile); a connection refused here leaves the count again. */
 static void adopt(struct http_server *s, int fd, const struct sockaddr_storage *ss)
 {
     struct loop *loop = s->loop;
@@ -1335,6 +1337,7 @@ static void adopt(struct http_server *s, int fd, const struct sockaddr_storage *
             ssize_t w = s->lim.tls ? 0 : send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL); /* none in TLS */
             (void)w;
             close(fd);
+            atomic_fetch_sub_explicit(&s->spread_load, 1, memory_order_relaxed);
             if (s->lim.stats)
                 http_answers_count(&s->lim.stats->answers, 503);
             return;
@@ -1357,6 +1360,7 @@ static void adopt(struct http_server *s, int fd, const struct sockaddr_storage *
     if ((s->lim.tls && !c->ssl) || loop_watch(loop, fd, LOOP_READ, on_conn_io, c) < 0) {
         http_tls_conn_free(c->ssl);
         close(fd);
+        atomic_fetch_sub_explicit(&s->spread_load, 1, memory_order_relaxed);
         if (counted)
             http_climits_conn_close(s->lim.climits, ip);
         free(c);
@@ -1367,7 +1371,6 @@ static void adopt(struct http_server *s, int fd, const struct sockaddr_storage *
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    atomic_fetch_add_explicit(&s->spread_load, 1, memory_order_relaxed);
     if (s->lim.stats)
         atomic_fetch_add_explicit(&s->lim.stats->conns, 1, memory_order_relaxed);
     if (c->handshaking)
@@ -1434,12 +1437,11 @@ static int spread_pass(struct http_server *s, int fd, const struct sockaddr_stor
     struct http_spread *g = s->lim.spread;
     if (!g || atomic_load_explicit(&g->n, memory_order_relaxed) < 2)
         return 0;
-    unsigned mine = atomic_load_explicit(&s->spread_load, memory_order_relaxed);
-    if (mine < SPREAD_MARGIN)
+    if (atomic_load_explicit(&s->spread_load, memory_order_relaxed) < SPREAD_MARGIN)
         return 0;
     pthread_mutex_lock(&g->mu);
     struct http_server *to = NULL;
-    unsigned least = mine;
+    unsigned least = atomic_load_explicit(&s->spread_load, memory_order_relaxed); /* again, under the lock */
     unsigned n = atomic_load_explicit(&g->n, memory_order_relaxed);
     for (unsigned i = 0; i < n; i++) {
         struct http_server *m = g->m[i];
@@ -1484,7 +1486,8 @@ static void spread_take(struct http_server *s, int serve)
     unsigned n = s->ninbox;
     s->inbox = NULL;
     s->ninbox = s->capinbox = 0;
-    atomic_fetch_sub_explicit(&s->spread_load, n, memory_order_relaxed);
+    if (!serve) /* served ones stay counted: adopt takes them so */
+        atomic_fetch_sub_explicit(&s->spread_load, n, memory_order_relaxed);
     pthread_mutex_unlock(&g->mu);
     for (unsigned i = 0; i < n; i++) {
         /* Not closed when s filled up since it was chosen (its own accepts got in between): the
@@ -1572,6 +1575,7 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
         }
         if (spread_pass(s, fd, &ss))
             continue;
+        atomic_fetch_add_explicit(&s->spread_load, 1, memory_order_relaxed);
         adopt(s, fd, &ss);
     }
     server_maybe_accept(s);

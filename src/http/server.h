@@ -101,12 +101,14 @@ struct http_server_limits {
  * servers given the same group (http_server_limits.spread) share their connection counts; one
  * that accepts a connection while it holds more than the least loaded member hands the
  * connection, before reading a byte of it, to that member's loop (a queue under the group's lock
- * and an eventfd), as HAProxy's listeners pass a connection to the least loaded thread. Counts
- * opened one after another so stay within one of each other (closes may part them again, until
- * the next accepts). Handing over only at two or more above, as at first, left two workers at
- * 5/3 or 6/2 of 8 short TLS connections 18 % of the time, against 9 % (bench/RESULTS.md, "Spreading
- * by one"). A member whose connections and HTTP/2 streams fill its max_conns is not chosen; one
- * that filled up after it was chosen still serves what it was handed (it is accepted already).
+ * and an eventfd), as HAProxy's listeners pass a connection to the least loaded thread. A
+ * connection counts for its member from the moment it is accepted or queued to it until it
+ * closes, so counts opened one after another stay within one of each other unless a member is
+ * full (closes may part them again, until the next accepts). Handing over only at two or more
+ * above, as at first, left the two workers of 8 short TLS clients three or more apart 14-18 % of
+ * the time, against 9 % (bench/RESULTS.md, "Spreading by one"). A member whose connections and
+ * HTTP/2 streams fill its max_conns is not chosen; one that filled up after it was chosen still
+ * serves what it was handed (it is accepted already).
  * A server leaves its group when it shuts down or is freed; the group must outlive its servers. */
 struct http_spread;
 /* Servers in a group, one per worker: as many as `agora lb --workers` allows (lb/config.c), so that
