@@ -1431,14 +1431,17 @@ unsigned http_spread_loads(struct http_spread *g, unsigned *workers, unsigned *c
     return n;
 }
 
-/* 1 if fd went to a less loaded member (whose loop then adopts it), 0 if s keeps it. */
+/* Counts fd, just accepted by s, for the member that is to serve it: 1 if that is a less loaded
+ * one (whose loop then adopts it), 0 if s keeps it. Counted under the group's lock when the lock is
+ * taken, so that no other member reads s one short meanwhile. */
 static int spread_pass(struct http_server *s, int fd, const struct sockaddr_storage *ss)
 {
     struct http_spread *g = s->lim.spread;
-    if (!g || atomic_load_explicit(&g->n, memory_order_relaxed) < 2)
+    if (!g || atomic_load_explicit(&g->n, memory_order_relaxed) < 2 ||
+        atomic_load_explicit(&s->spread_load, memory_order_relaxed) < SPREAD_MARGIN) {
+        atomic_fetch_add_explicit(&s->spread_load, 1, memory_order_relaxed);
         return 0;
-    if (atomic_load_explicit(&s->spread_load, memory_order_relaxed) < SPREAD_MARGIN)
-        return 0;
+    }
     pthread_mutex_lock(&g->mu);
     struct http_server *to = NULL;
     unsigned least = atomic_load_explicit(&s->spread_load, memory_order_relaxed); /* again, under the lock */
@@ -1471,6 +1474,8 @@ static int spread_pass(struct http_server *s, int fd, const struct sockaddr_stor
         uint64_t one = 1;
         ssize_t w = write(to->spread_efd, &one, sizeof(one)); /* under the lock: `to` cannot leave meanwhile */
         (void)w;
+    } else {
+        atomic_fetch_add_explicit(&s->spread_load, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&g->mu);
     return to != NULL;
@@ -1575,7 +1580,6 @@ static void on_accept(struct loop *loop, int lfd, int events, void *data)
         }
         if (spread_pass(s, fd, &ss))
             continue;
-        atomic_fetch_add_explicit(&s->spread_load, 1, memory_order_relaxed);
         adopt(s, fd, &ss);
     }
     server_maybe_accept(s);
