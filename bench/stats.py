@@ -306,7 +306,7 @@ def paired(a_runs, b_runs, key):
     than the ratio of the two medians does. None without common rounds."""
     b = {r["round"]: r[key] for r in b_runs}
     xs = sorted(r[key] / b[r["round"]] for r in a_runs
-                if r["round"] in b and r[key] is not None and b[r["round"]] and r[key] == r[key])
+                if r["round"] in b and r[key] is not None and b[r["round"]])
     return (statistics.median(xs), xs[0], xs[-1]) if xs else None
 
 
