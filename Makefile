@@ -17,6 +17,8 @@ CFLAGS  ?= $(OPT)
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -pthread -Isrc $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -pthread -lm
 BUILD   ?= build
+# `make test` compiles its builds (plain, ASan, TSan, fuzz) with this many jobs; the suites run as before.
+JOBS    ?= $(shell nproc 2>/dev/null || echo 1)
 
 SRCS     := $(sort $(wildcard src/core/*.c src/http/*.c src/lb/*.c src/app/*.c src/cli/*.c))
 LIB_SRCS := $(filter-out src/cli/main.c,$(SRCS))
@@ -123,7 +125,7 @@ cluster-test: build
 
 # One PostgreSQL (scripts/with-pg.sh) serves every suite of the run; it is destroyed at the end.
 test: deps-test
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory -j$(JOBS) build $(UNIT_BINS)
 	@$(MAKE) --no-print-directory format-check
 	@sh scripts/with-pg.sh $(MAKE) --no-print-directory test-suites
 
@@ -181,7 +183,7 @@ TSAN_ENV     := TSAN_OPTIONS="log_path=$(CURDIR)/build-tsan/reports/tsan halt_on
 .PHONY: fuzz-build fuzz-smoke
 
 asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_OPT)" build
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-asan OPT="$(ASAN_OPT)" build $(UNIT_BINS:$(BUILD)/%=build-asan/%)
 	@$(MAKE) --no-print-directory BUILD=build build/testbackend
 	@fail=0; \
 	$(SAN_ENV) $(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_OPT)" unit || fail=1; \
@@ -191,7 +193,7 @@ asan:
 	exit $$fail
 
 tsan:
-	@$(MAKE) --no-print-directory BUILD=build-tsan OPT="$(TSAN_OPT)" build
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-tsan OPT="$(TSAN_OPT)" build $(UNIT_BINS:$(BUILD)/%=build-tsan/%)
 	@rm -rf build-tsan/reports && mkdir -p build-tsan/reports
 	@fail=0; \
 	$(TSAN_ENV) $(MAKE) --no-print-directory BUILD=build-tsan OPT="$(TSAN_OPT)" unit || fail=1; \
@@ -203,7 +205,7 @@ tsan:
 	[ $$fail -eq 0 ] && echo "tsan: no reports"; exit $$fail
 
 fuzz-build:
-	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) OPT="$(FUZZ_OPT) -fsanitize=fuzzer-no-link" \
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-fuzz CC=$(FUZZ_CC) OPT="$(FUZZ_OPT) -fsanitize=fuzzer-no-link" \
 		build-fuzz/libagora.a
 	@for n in $(FUZZ_NAMES); do \
 		echo "$(FUZZ_CC) ... -o build-fuzz/fuzz_$$n tests/fuzz/fuzz_$$n.c build-fuzz/libagora.a"; \
