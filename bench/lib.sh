@@ -187,6 +187,15 @@ bench_backend() {
     bench_wait_port "$name" "$SPAWNED" "$port" "$log"
 }
 
+# bench_pin_list N: with BENCH_PIN_CPUS set (a comma list of CPUs), "THREAD CPU" per line for
+# threads 1..N: thread i on the list's i-th CPU, in turn.
+bench_pin_list() {
+    [ -n "${BENCH_PIN_CPUS:-}" ] || return 0
+    local cpus i n=$1
+    IFS=, read -r -a cpus <<<"$BENCH_PIN_CPUS"
+    for ((i = 0; i < n; i++)); do echo "$((i + 1)) ${cpus[i % ${#cpus[@]}]}"; done
+}
+
 # bench_agora NAME PORT POLICY WORKERS BACKEND_PORT...: starts `agora lb` ($BENCH_BIN if set, else
 # $AGORA) and waits until it serves GET / with 200.
 bench_agora() {
@@ -202,6 +211,11 @@ bench_agora() {
     help=$("$bin" lb --help 2>&1) || true
     grep -q -- --admin-listen <<<"$help" && args+=(--admin-listen off)
     grep -q -- --slow-start <<<"$help" && args+=(--slow-start 0)
+    # BENCH_PIN_CPUS (a comma list): worker i on its i-th CPU, as HAProxy's cpu-map and nginx's
+    # worker_cpu_affinity below do.
+    if [ -n "${BENCH_PIN_CPUS:-}" ] && grep -q -- --cpu-affinity <<<"$help"; then
+        args+=(--cpu-affinity "$BENCH_PIN_CPUS")
+    fi
     # Extra options of one scenario (bench/idle.sh: the connection limits), word-split.
     # shellcheck disable=SC2206
     [ -z "${BENCH_AGORA_EXTRA:-}" ] || args+=($BENCH_AGORA_EXTRA)
@@ -224,6 +238,7 @@ bench_haproxy() {
         [ "${BENCH_HAPROXY_LOOSE:-0}" = 0 ] || printf '    no strict-limits\n'
         # bench/tls.sh: extra global lines (TLS defaults) and frontend lines (the ssl bind), verbatim.
         [ -z "${BENCH_HAPROXY_GLOBAL:-}" ] || printf '%s\n' "$BENCH_HAPROXY_GLOBAL"
+        bench_pin_list "$threads" | while read -r t c; do printf '    cpu-map 1/%s %s\n' "$t" "$c"; done
         printf '\n'
         printf 'defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n'
         printf '    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n'
@@ -257,6 +272,11 @@ bench_nginx() {
         printf 'pid %s/nginx.pid;\nerror_log %s/error.log warn;\n' "$dir" "$dir"
         [ "$(id -u)" = 0 ] && printf 'user root;\n'
         [ -z "${BENCH_NGINX_RLIMIT:-}" ] || printf 'worker_rlimit_nofile %s;\n' "$BENCH_NGINX_RLIMIT"
+        if [ -n "${BENCH_PIN_CPUS:-}" ]; then # one bit mask per worker, CPU 0 the rightmost bit
+            printf 'worker_cpu_affinity'
+            bench_pin_list "$workers" | while read -r t c; do printf ' 1%s' "$(printf '%*s' "$c" '' | tr ' ' 0)"; done
+            printf ';\n'
+        fi
         printf 'events { worker_connections %s; }\n\nhttp {\n' "${BENCH_NGINX_CONNS:-4096}"
         printf '    access_log off;\n    keepalive_requests 1000000;\n    keepalive_timeout 60s;\n'
         printf '    client_body_temp_path %s/tmp/body;\n    proxy_temp_path %s/tmp/proxy;\n' "$dir" "$dir"

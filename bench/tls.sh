@@ -25,6 +25,8 @@
 # order (HAProxy: prefer-client-ciphers), so each client gets the same cryptography from all
 # three: tlsload offers only TLS_AES_128_GCM_SHA256 and X25519; wrk and h2load OpenSSL's default
 # order (TLS_AES_256_GCM_SHA384 first, X25519). The negotiated parameters are logged at start.
+# At two workers or more (up to the CPUs there are) every proxy pins its workers one per CPU
+# (BENCH_TLS_PIN=0: none does).
 # With BENCH_AGORA_BASE=PATH another agora build runs as a fourth proxy ("agora-base") in the same
 # rounds, as in bench/lb.sh.
 # Raw outputs: build/bench/tls/. Usage: bash bench/tls.sh (knobs below and in bench/README.md).
@@ -37,7 +39,8 @@ TLSLOAD=${BENCH_TLSLOAD:-$BENCH_ROOT/build/tlsload}
 : "${BENCH_TLS_WORKERS:=1 2}" "${BENCH_TLS_CERTS:=rsa2048}" "${BENCH_TLS_ROUNDS:=$BENCH_ROUNDS}"
 : "${BENCH_TLS_CLIENTS:=8}" "${BENCH_H2_CONNS:=16}" "${BENCH_H2_STREAMS:=10}"
 : "${BENCH_TLS_MEASURES:=full resumed keepalive h2 keepalive-rate}"
-: "${BENCH_TLS_RATE_SHARE:=0.7}" "${BENCH_TLS_RATE_PROBE:=3}"
+: "${BENCH_TLS_RATE_SHARE:=0.7}" "${BENCH_TLS_RATE_PROBE:=3}" "${BENCH_TLS_PIN:=1}"
+read -r -a ALLOWED_CPUS <<<"$("$PY" -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')"
 OPENLOOP=${BENCH_OPENLOOP:-$BENCH_ROOT/build/openloop}
 [ -x "$TLSLOAD" ] || bench_die "$TLSLOAD not found: build it with 'make build' (bench/tlsload.c)"
 [ -x "$OPENLOOP" ] || bench_die "$OPENLOOP not found: build it with 'make build' (bench/openloop.c)"
@@ -132,6 +135,15 @@ for CERT in $BENCH_TLS_CERTS; do
     for W in $BENCH_TLS_WORKERS; do
         bench_ports PA PH PN TA TH TN
         bench_log "workers=$W cert=$CERT: agora :$PA/:$TA, haproxy :$PH/:$TH, nginx :$PN/:$TN (plain/TLS)"
+        # Two workers or more, one per CPU (BENCH_TLS_PIN=1, the default): each proxy pins worker
+        # i to the i-th CPU this script may run on, as an operator of a dedicated machine would
+        # (agora --cpu-affinity, HAProxy cpu-map, nginx worker_cpu_affinity); one worker is not.
+        export BENCH_PIN_CPUS=
+        if [ "$BENCH_TLS_PIN" = 1 ] && [ "$W" -ge 2 ] && [ "$W" -le "${#ALLOWED_CPUS[@]}" ]; then
+            BENCH_PIN_CPUS=$(IFS=,; echo "${ALLOWED_CPUS[*]:0:W}")
+            bench_log "  workers pinned to CPUs $BENCH_PIN_CPUS (BENCH_TLS_PIN=0: not pinned)"
+            echo "w$W: every proxy's workers pinned one per CPU ($BENCH_PIN_CPUS): agora --cpu-affinity, HAProxy cpu-map, nginx worker_cpu_affinity" >>"$RAW/notes.txt"
+        fi
         BENCH_DEFER=1
         BENCH_AGORA_EXTRA="--tls-listen 127.0.0.1:$TA --tls-cert $BENCH_TMP/$CERT.pem --tls-key $BENCH_TMP/$CERT.key" \
             bench_agora "agora-$CERT-w$W" "$PA" least-conn "$W" "$B1" "$B2" "$B3"

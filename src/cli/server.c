@@ -33,6 +33,7 @@
 #include "app/store.h"
 #include "cli/commands.h"
 #include "core/alloc.h"
+#include "core/cpus.h"
 #include "core/net.h"
 #include "core/opts.h"
 #include "core/prom.h"
@@ -49,6 +50,8 @@ struct server_opts {
     char served_by[128];
     char served_by_header[160]; /* "X-Served-By: ...\r\n" for responses the HTTP layer makes */
     unsigned workers;
+    char cpu_affinity[256]; /* off (default), auto or a CPU list (core/cpus.h) */
+    struct cpus cpus;
     unsigned idle_ms;
     unsigned threads; /* handler threads; 0 = the store's default (server_default_threads) */
     unsigned queue;   /* 0 = 32 per thread */
@@ -391,6 +394,9 @@ static const struct opts_def flags[] = {
         "a replica further behind than this is skipped (default 5s)"),
     ROW("workers", OPTS_UINT, workers, 1, 256, NULL, NULL,
         "event-loop threads (network I/O and HTTP; no database)\n(default: number of cores)"),
+    ROW("cpu-affinity", OPTS_STR, cpu_affinity, 0, 0, "CPUS", NULL,
+        "pin worker i to the i-th CPU of: off (default: not pinned),\nauto (the CPUs this process may run on) or a "
+        "list such as\n0,2-3; the handler threads are not pinned"),
     ROW("web", OPTS_STR, web, 0, 0, "DIR", NULL, "directory of the web UI files (default: the installed web/)"),
     ROW("served-by", OPTS_STR, served_by, 0, 0, "NAME", NULL,
         "value of the X-Served-By header (default: the listen address)"),
@@ -489,6 +495,7 @@ int cmd_server(int argc, char **argv)
     app_limits_default(&o.limits);
     client_trust_default(&o.trust);
     snprintf(o.listen, sizeof(o.listen), "127.0.0.1:8001");
+    snprintf(o.cpu_affinity, sizeof(o.cpu_affinity), "off");
     snprintf(o.db, sizeof(o.db), "sqlite:data/agora.db");
     cli_default_web_dir(o.web, sizeof(o.web));
     o.metrics_fd = -1;
@@ -507,6 +514,11 @@ int cmd_server(int argc, char **argv)
     if (o.db_replica[0] && strncmp(o.db, "postgres://", 11) != 0 && strncmp(o.db, "postgresql://", 13) != 0) {
         fprintf(stderr, "agora server: --db-replica needs a PostgreSQL --db (postgres://...): a replica is a "
                         "PostgreSQL hot standby of it\n");
+        return 1;
+    }
+    char perr[256];
+    if (cpus_parse(o.cpu_affinity, &o.cpus, perr, sizeof(perr)) < 0) {
+        fprintf(stderr, "agora server: %s\n", perr);
         return 1;
     }
     if (!o.served_by[0])
@@ -575,7 +587,7 @@ int cmd_server(int argc, char **argv)
                 o.metrics_token[0] ? "bearer token" : "loopback clients only");
     }
     struct http_daemon_config dc = {
-        .listen = o.listen, .workers = workers, .shutdown_ms = 10000, .name = "agora server"};
+        .listen = o.listen, .workers = workers, .shutdown_ms = 10000, .name = "agora server", .cpus = &o.cpus};
     struct http_daemon_ops ops = {
         .worker_create = worker_create,
         .worker_shutdown = worker_shutdown,

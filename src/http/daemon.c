@@ -416,6 +416,20 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         d.w[i].lfd = fd;
         d.w[i].lfd2 = fd2;
     }
+    if (cpus_of(cfg->cpus, 0) >= 0) {
+        char list[256];
+        struct cpus used = *cfg->cpus; /* the CPUs the workers take, not a longer list's rest */
+        if (used.n > d.n)
+            used.n = d.n;
+        cpus_format(&used, list, sizeof(list));
+        if (used.n == 1)
+            fprintf(stderr, "%s: %s pinned to CPU %s\n", cfg->name, d.n > 1 ? "workers" : "worker", list);
+        else if (d.n > used.n)
+            fprintf(stderr, "%s: workers pinned to CPUs %s, in turn (%u workers on %u CPUs)\n", cfg->name, list, d.n,
+                    used.n);
+        else
+            fprintf(stderr, "%s: workers pinned to CPUs %s, one each\n", cfg->name, list);
+    }
     unsigned started = 0;
     for (unsigned i = 0; i < d.n; i++) {
         struct worker_thread *wt = &d.w[i];
@@ -424,8 +438,22 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         wt->id = i;
         pthread_mutex_init(&wt->mu, NULL);
         pthread_cond_init(&wt->cv, NULL);
-        if (pthread_create(&wt->tid, NULL, worker_main, wt) != 0) {
-            fprintf(stderr, "%s: cannot start worker thread\n", cfg->name);
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        int cpu = cpus_of(cfg->cpus, i), e;
+        if (cpu >= 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
+        }
+        e = pthread_create(&wt->tid, &attr, worker_main, wt);
+        pthread_attr_destroy(&attr);
+        if (e != 0) {
+            if (cpu >= 0)
+                fprintf(stderr, "%s: cannot start worker %u on CPU %d: %s\n", cfg->name, i, cpu, strerror(e));
+            else
+                fprintf(stderr, "%s: cannot start worker thread: %s\n", cfg->name, strerror(e));
             break; /* its sockets are closed below, with those of the workers not started */
         }
         pthread_mutex_lock(&wt->mu);

@@ -16,6 +16,7 @@
 #define AGORA_HTTP_DAEMON_H
 #include <stddef.h>
 
+#include "core/cpus.h"
 #include "core/loop.h"
 
 struct http_daemon_ops {
@@ -51,6 +52,8 @@ struct http_daemon_config {
      * the first half are the listen sockets, the second the listen2 ones). */
     const char *handoff_path;
     const char *takeover_path;
+    /* Worker i runs only on CPU cpus_of(cpus, i) (core/cpus.h); NULL or off: not pinned. */
+    const struct cpus *cpus;
 };
 
 /* Raises the soft descriptor limit (RLIMIT_NOFILE) to the hard limit and reports the limit in

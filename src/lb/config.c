@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/cpus.h"
 #include "core/net.h"
 #include "core/opts.h"
 #include "http/server.h"
@@ -51,6 +52,9 @@ static const struct opts_def opts[] = {
     ROW("lb", "hash_key", "hash-key", OPTS_STR, O(hash_key), S(hash_key),
         "for --policy hash: client (default), header:NAME or cookie:NAME"),
     ROW("lb", "workers", "workers", OPTS_UINT, O(workers), 0, "worker threads (default: number of cores)"),
+    ROW("lb", "cpu_affinity", "cpu-affinity", OPTS_STR, O(cpu_affinity), S(cpu_affinity),
+        "pin worker i to the i-th CPU of: off (default: not pinned), auto (the CPUs this process may run on) or a "
+        "list such as 0,2-3"),
     ROW("lb", "access_log", "access-log", OPTS_STR, O(access_log), S(access_log),
         "off (default), stdout, or a file path"),
     ROW("lb", "upgrade_socket", "upgrade-socket", OPTS_STR, O(upgrade_socket), S(upgrade_socket),
@@ -183,6 +187,7 @@ void lb_config_defaults(struct lb_config *cfg)
     snprintf(cfg->policy, sizeof(cfg->policy), "least-conn");
     snprintf(cfg->hash_key, sizeof(cfg->hash_key), "client");
     snprintf(cfg->access_log, sizeof(cfg->access_log), "off");
+    snprintf(cfg->cpu_affinity, sizeof(cfg->cpu_affinity), "off");
     snprintf(cfg->access_log_format, sizeof(cfg->access_log_format), "combined");
     snprintf(cfg->health_path, sizeof(cfg->health_path), "/health");
     cfg->health_interval_ms = 10000;
@@ -325,6 +330,9 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "workers: at most 256");
         return -1;
     }
+    struct cpus cpus;
+    if (cpus_parse(cfg->cpu_affinity, &cpus, err, errlen) < 0)
+        return -1;
     if (strncmp(cfg->hash_key, "client", 7) && strncmp(cfg->hash_key, "header:", 7) &&
         strncmp(cfg->hash_key, "cookie:", 7)) {
         snprintf(err, errlen, "hash-key must be client, header:NAME or cookie:NAME");

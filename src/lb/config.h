@@ -23,6 +23,7 @@ struct lb_config {
     char policy[32];
     char hash_key[128];         /* "client", "header:NAME" or "cookie:NAME" */
     unsigned workers;           /* 0 = number of cores */
+    char cpu_affinity[256];     /* off (default), auto or a CPU list (core/cpus.h) */
     char access_log[512];       /* "off", "stdout" or a file path */
     char access_log_format[16]; /* "combined" or "json" (accesslog.h) */
     char upgrade_socket[256];   /* offer the listening sockets to a successor here ("" = off) */

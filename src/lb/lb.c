@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/cpus.h"
 #include "http/climits.h"
 #include "http/daemon.h"
 #include "http/tls.h"
@@ -31,7 +32,8 @@ struct lb {
     struct lb_health *health;
     struct lb_admin *admin;
     struct loop *main_loop;
-    char hsts[64]; /* sh.hsts points here */
+    char hsts[64];    /* sh.hsts points here */
+    struct cpus cpus; /* cfg.cpu_affinity */
     int argc;
     char **argv;
 };
@@ -175,8 +177,9 @@ static void reload(void *ctx)
     }
     lb->cfg.nbackends = next.nbackends;
     next.nbackends = 0;
-    if (strcmp(next.listen, lb->cfg.listen) || strcmp(next.policy, lb->cfg.policy) || next.workers != lb->cfg.workers)
-        fprintf(stderr, "agora lb: reload: listen, policy and workers changes need a restart\n");
+    if (strcmp(next.listen, lb->cfg.listen) || strcmp(next.policy, lb->cfg.policy) || next.workers != lb->cfg.workers ||
+        strcmp(next.cpu_affinity, lb->cfg.cpu_affinity))
+        fprintf(stderr, "agora lb: reload: listen, policy, workers and cpu-affinity changes need a restart\n");
     if (strcmp(next.tls_listen, lb->cfg.tls_listen) || next.redirect_https != lb->cfg.redirect_https ||
         next.hsts_s != lb->cfg.hsts_s)
         fprintf(stderr, "agora lb: reload: tls-listen, redirect-https and hsts changes need a restart\n");
@@ -218,6 +221,10 @@ int lb_main(int argc, char **argv)
         goto out;
     }
     if (r < 0) {
+        fprintf(stderr, "agora lb: %s\n", err);
+        goto out;
+    }
+    if (cpus_parse(lb->cfg.cpu_affinity, &lb->cpus, err, sizeof(err)) < 0) { /* checked with the rest: no error here */
         fprintf(stderr, "agora lb: %s\n", err);
         goto out;
     }
@@ -291,7 +298,8 @@ int lb_main(int argc, char **argv)
                                     .shutdown_ms = lb->cfg.shutdown_timeout_ms,
                                     .name = "agora lb",
                                     .handoff_path = lb->cfg.upgrade_socket[0] ? lb->cfg.upgrade_socket : NULL,
-                                    .takeover_path = lb->cfg.upgrade_from[0] ? lb->cfg.upgrade_from : NULL};
+                                    .takeover_path = lb->cfg.upgrade_from[0] ? lb->cfg.upgrade_from : NULL,
+                                    .cpus = &lb->cpus};
     struct http_daemon_ops ops = {
         .worker_create = worker_create,
         .worker_shutdown = worker_shutdown,
