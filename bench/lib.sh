@@ -196,6 +196,19 @@ bench_pin_list() {
     for ((i = 0; i < n; i++)); do echo "$((i + 1)) ${cpus[i % ${#cpus[@]}]}"; done
 }
 
+# bench_pinned PID: the CPUs each thread of PID and of its children may run on ("0-1 0 1"), to
+# show that a proxy really pinned its workers.
+bench_pinned() {
+    local t c out=()
+    for t in /proc/"$1"/task/*; do
+        out+=("$(awk '/^Cpus_allowed_list/ { print $2 }' "$t/status" 2>/dev/null)")
+        for c in $(cat "$t/children" 2>/dev/null); do
+            out+=("$(awk '/^Cpus_allowed_list/ { print $2 }' /proc/"$c"/status 2>/dev/null)")
+        done
+    done
+    echo "${out[*]}"
+}
+
 # bench_agora NAME PORT POLICY WORKERS BACKEND_PORT...: starts `agora lb` ($BENCH_BIN if set, else
 # $AGORA) and waits until it serves GET / with 200.
 bench_agora() {
@@ -215,6 +228,9 @@ bench_agora() {
     # worker_cpu_affinity below do.
     if [ -n "${BENCH_PIN_CPUS:-}" ] && grep -q -- --cpu-affinity <<<"$help"; then
         args+=(--cpu-affinity "$BENCH_PIN_CPUS")
+    elif [ -n "${BENCH_PIN_CPUS:-}" ]; then
+        bench_log "  $name: this build has no --cpu-affinity: its workers are NOT pinned, the others' are"
+        echo "$name: NOT pinned (the build has no --cpu-affinity)" >>"$RAW/notes.txt"
     fi
     # Extra options of one scenario (bench/idle.sh: the connection limits), word-split.
     # shellcheck disable=SC2206
@@ -238,7 +254,9 @@ bench_haproxy() {
         [ "${BENCH_HAPROXY_LOOSE:-0}" = 0 ] || printf '    no strict-limits\n'
         # bench/tls.sh: extra global lines (TLS defaults) and frontend lines (the ssl bind), verbatim.
         [ -z "${BENCH_HAPROXY_GLOBAL:-}" ] || printf '%s\n' "$BENCH_HAPROXY_GLOBAL"
-        bench_pin_list "$threads" | while read -r t c; do printf '    cpu-map 1/%s %s\n' "$t" "$c"; done
+        # HAProxy 2.6 ignores per-thread "cpu-map 1/N CPU" lines once one names thread 1 (a review
+        # found its threads unpinned); "auto:" maps thread i to the i-th CPU of the list.
+        [ -z "${BENCH_PIN_CPUS:-}" ] || printf '    cpu-map auto:1/1-%s %s\n' "$threads" "${BENCH_PIN_CPUS//,/ }"
         printf '\n'
         printf 'defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n'
         printf '    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n'

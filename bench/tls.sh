@@ -186,6 +186,12 @@ for CERT in $BENCH_TLS_CERTS; do
             bench_log "  $proxy: $(echo | timeout 5 openssl s_client -connect "127.0.0.1:${TPORT[$proxy]}" -alpn h2,http/1.1 2>/dev/null |
                 grep -aE '^(New|ALPN|Server Temp Key)' | tr '\n' ' ')"
         done
+        if [ -n "$BENCH_PIN_CPUS" ]; then # what each proxy's threads (nginx: its processes) may run on
+            for proxy in "${PROXIES[@]}"; do
+                bench_log "  $proxy: threads' CPUs $(bench_pinned "${PID[$proxy]}")"
+                echo "w$W $CERT: $proxy threads' (nginx: processes') CPUs: $(bench_pinned "${PID[$proxy]}")" >>"$RAW/notes.txt"
+            done
+        fi
         # Warm-up (discarded): pools filled, health checks passed, code paths paged in.
         for proxy in "${PROXIES[@]}"; do
             wrk -t1 -c"$BENCH_CONNS" -d"${BENCH_WARMUP}s" "https://127.0.0.1:${TPORT[$proxy]}/" >"$RAW/warmup-$CERT-w$W-$proxy.wrk.txt" 2>&1 || true

@@ -6,29 +6,41 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The CPUs this process may run on, ascending, into out (n = 0 if the kernel will not say). */
-static void allowed_cpus(struct cpus *out)
+#define HINT "(off, auto, or a list such as 0,2-3)"
+
+/* The CPUs this process may run on, ascending, into out. Returns -1 with a message when the
+ * kernel will not say or none is below CPUS_MAX. */
+static int allowed_cpus(struct cpus *out, char *err, size_t errlen)
 {
     cpu_set_t set;
     out->n = 0;
-    if (sched_getaffinity(0, sizeof(set), &set) != 0)
-        return;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        snprintf(err, errlen, "cpu-affinity: cannot read the CPUs this process may run on: %s", strerror(errno));
+        return -1;
+    }
     for (unsigned c = 0; c < CPUS_MAX && c < CPU_SETSIZE; c++)
         if (CPU_ISSET(c, &set))
             out->cpu[out->n++] = (unsigned short)c;
+    if (out->n == 0) {
+        snprintf(err, errlen, "cpu-affinity: none of the CPUs this process may run on is below %d", CPUS_MAX);
+        return -1;
+    }
+    return 0;
 }
 
-/* One CPU number at *p (digits only, at most CPUS_MAX - 1); advances *p. */
+static const char *skip_blanks(const char *p) { return p + strspn(p, " \t"); }
+
+/* One CPU number at *p (digits only, below CPUS_MAX); advances *p. */
 static int cpu_number(const char **p, unsigned *cpu, char *err, size_t errlen)
 {
     const char *s = *p;
     size_t len = strspn(s, "0123456789");
     if (len == 0) {
-        size_t bad = strcspn(s, ",-");
+        size_t bad = strcspn(s, ",- \t");
         if (bad == 0)
-            snprintf(err, errlen, "cpu-affinity: a CPU number is missing (off, auto, or a list such as 0,2-3)");
+            snprintf(err, errlen, "cpu-affinity: a CPU number is missing " HINT);
         else
-            snprintf(err, errlen, "cpu-affinity: '%.*s' is not a CPU number", (int)(bad > 32 ? 32 : bad), s);
+            snprintf(err, errlen, "cpu-affinity: '%.*s' is not a CPU number " HINT, (int)(bad > 32 ? 32 : bad), s);
         return -1;
     }
     unsigned long v = 0;
@@ -44,47 +56,60 @@ static int cpu_number(const char **p, unsigned *cpu, char *err, size_t errlen)
     return 0;
 }
 
+/* Is the trimmed value at p (len bytes) the word w? */
+static int is_word(const char *p, size_t len, const char *w) { return len == strlen(w) && !memcmp(p, w, len); }
+
+/* With out, each CPU must be one the process may run on and "auto" is expanded into out; with
+ * out NULL only the spelling is checked. */
 static int parse(const char *spec, struct cpus *out, char *err, size_t errlen)
 {
-    out->n = 0;
-    if (!strcmp(spec, "off"))
-        return 0;
     struct cpus allowed;
-    allowed_cpus(&allowed);
-    if (!strcmp(spec, "auto")) {
-        if (allowed.n == 0) {
-            snprintf(err, errlen, "cpu-affinity: cannot read the CPUs this process may run on: %s", strerror(errno));
-            return -1;
-        }
-        *out = allowed;
+    allowed.n = 0;
+    if (out)
+        out->n = 0;
+    const char *p = skip_blanks(spec);
+    size_t len = strlen(p);
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
+    if (len == 0) {
+        snprintf(err, errlen, "cpu-affinity: no value " HINT);
+        return -1;
+    }
+    if (is_word(p, len, "off"))
+        return 0;
+    if (out && allowed_cpus(&allowed, err, errlen) < 0)
+        return -1;
+    if (is_word(p, len, "auto")) {
+        if (out)
+            *out = allowed;
         return 0;
     }
     unsigned char seen[CPUS_MAX] = {0}, ok[CPUS_MAX] = {0};
     for (unsigned i = 0; i < allowed.n; i++)
         ok[allowed.cpu[i]] = 1;
-    const char *p = spec;
     for (;;) {
-        while (*p == ' ')
-            p++;
         unsigned lo, hi;
+        p = skip_blanks(p);
         if (cpu_number(&p, &lo, err, errlen) < 0)
             return -1;
         hi = lo;
+        p = skip_blanks(p);
         if (*p == '-') {
-            p++;
+            p = skip_blanks(p + 1);
             if (cpu_number(&p, &hi, err, errlen) < 0)
                 return -1;
             if (hi < lo) {
                 snprintf(err, errlen, "cpu-affinity: range %u-%u is backwards", lo, hi);
                 return -1;
             }
+            p = skip_blanks(p);
         }
         for (unsigned c = lo; c <= hi; c++) {
             if (seen[c]) {
                 snprintf(err, errlen, "cpu-affinity: CPU %u is listed twice", c);
                 return -1;
             }
-            if (!ok[c]) {
+            if (out && !ok[c]) {
                 char may[96];
                 cpus_format(&allowed, may, sizeof(may));
                 snprintf(err, errlen, "cpu-affinity: CPU %u is not one this process may run on (it may run on %s)", c,
@@ -92,14 +117,13 @@ static int parse(const char *spec, struct cpus *out, char *err, size_t errlen)
                 return -1;
             }
             seen[c] = 1;
-            out->cpu[out->n++] = (unsigned short)c;
+            if (out)
+                out->cpu[out->n++] = (unsigned short)c;
         }
-        while (*p == ' ')
-            p++;
         if (*p == '\0')
             return 0;
         if (*p != ',') {
-            snprintf(err, errlen, "cpu-affinity: '%.32s' is not a CPU list (off, auto, or a list such as 0,2-3)", spec);
+            snprintf(err, errlen, "cpu-affinity: '%.32s' is not part of a CPU list " HINT, p);
             return -1;
         }
         p++;
@@ -109,11 +133,17 @@ static int parse(const char *spec, struct cpus *out, char *err, size_t errlen)
 /* A failed parse leaves out off. */
 int cpus_parse(const char *spec, struct cpus *out, char *err, size_t errlen)
 {
-    out->n = 0;
     if (parse(spec, out, err, errlen) == 0)
         return 0;
     out->n = 0;
     return -1;
+}
+
+int cpus_check(const char *spec, char *err, size_t errlen) { return parse(spec, NULL, err, errlen); }
+
+int cpus_same(const struct cpus *a, const struct cpus *b)
+{
+    return a->n == b->n && !memcmp(a->cpu, b->cpu, a->n * sizeof(a->cpu[0]));
 }
 
 int cpus_of(const struct cpus *set, unsigned i) { return set && set->n ? set->cpu[i % set->n] : -1; }
@@ -124,14 +154,21 @@ void cpus_format(const struct cpus *set, char *buf, size_t len)
     if (len == 0)
         return;
     buf[0] = '\0';
-    for (unsigned i = 0; i < set->n && used < len;) {
+    for (unsigned i = 0; i < set->n;) {
         unsigned j = i;
         while (j + 1 < set->n && set->cpu[j + 1] == set->cpu[j] + 1)
             j++;
-        int w = j > i ? snprintf(buf + used, len - used, "%s%u-%u", i ? "," : "", set->cpu[i], set->cpu[j])
-                      : snprintf(buf + used, len - used, "%s%u", i ? "," : "", set->cpu[i]);
-        if (w < 0)
+        char one[16];
+        int w = j > i ? snprintf(one, sizeof(one), "%s%u-%u", i ? "," : "", set->cpu[i], set->cpu[j])
+                      : snprintf(one, sizeof(one), "%s%u", i ? "," : "", set->cpu[i]);
+        size_t need = (size_t)w + (j + 1 < set->n ? 4 : 0); /* this piece, and room for ",..." after */
+        if (used + need + 1 > len) {
+            const char *more = used ? ",..." : "...";
+            if (used + strlen(more) + 1 <= len)
+                memcpy(buf + used, more, strlen(more) + 1);
             return;
+        }
+        memcpy(buf + used, one, (size_t)w + 1);
         used += (size_t)w;
         i = j + 1;
     }

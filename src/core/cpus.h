@@ -12,10 +12,10 @@
  * machine) find them where they left them; but a busy neighbour on that CPU slows that worker
  * alone. HAProxy (cpu-map) and nginx pin nothing by default either.
  *
- * Errors (err, without a program name) name the value: "cpu-affinity: 'x' is not a CPU number",
- * "cpu-affinity: range 3-1 is backwards", "cpu-affinity: CPU 0 is listed twice",
- * "cpu-affinity: CPU 9 is not one this process may run on (it may run on 0-1)". Nothing here
- * allocates. */
+ * Errors (err, without a program name) name the value: "cpu-affinity: 'x' is not a CPU number
+ * (off, auto, or a list such as 0,2-3)", "cpu-affinity: range 3-1 is backwards", "cpu-affinity:
+ * CPU 0 is listed twice", "cpu-affinity: CPU 9 is not one this process may run on (it may run on
+ * 0-1)". Nothing here allocates. */
 #ifndef AGORA_CORE_CPUS_H
 #define AGORA_CORE_CPUS_H
 #include <stddef.h>
@@ -27,13 +27,22 @@ struct cpus {
     unsigned short cpu[CPUS_MAX];
 };
 
-/* Parses spec into *out. Returns 0, or -1 with a message in err. */
+/* Parses spec into *out: a list's CPUs must be ones this process may run on now, and auto is
+ * those. Blanks around the value and its parts are allowed. Returns 0, or -1 with a message in
+ * err and out off. */
 int cpus_parse(const char *spec, struct cpus *out, char *err, size_t errlen);
+
+/* The spelling alone, whatever CPUs the process may run on now (a reload checks a value that
+ * only a restart would apply). Returns 0 or -1 with a message in err. */
+int cpus_check(const char *spec, char *err, size_t errlen);
+
+/* Do a and b pin the same way (the same CPUs in the same order)? */
+int cpus_same(const struct cpus *a, const struct cpus *b);
 
 /* The CPU of worker i; -1 when set is NULL or off. */
 int cpus_of(const struct cpus *set, unsigned i);
 
-/* Writes the list as ranges ("0-3,6") into buf, truncated to len. */
+/* Writes the list as ranges ("0-3,6") into buf; one that does not fit in len ends with ",...". */
 void cpus_format(const struct cpus *set, char *buf, size_t len);
 
 #endif

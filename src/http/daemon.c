@@ -416,20 +416,6 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         d.w[i].lfd = fd;
         d.w[i].lfd2 = fd2;
     }
-    if (cpus_of(cfg->cpus, 0) >= 0) {
-        char list[256];
-        struct cpus used = *cfg->cpus; /* the CPUs the workers take, not a longer list's rest */
-        if (used.n > d.n)
-            used.n = d.n;
-        cpus_format(&used, list, sizeof(list));
-        if (used.n == 1)
-            fprintf(stderr, "%s: %s pinned to CPU %s\n", cfg->name, d.n > 1 ? "workers" : "worker", list);
-        else if (d.n > used.n)
-            fprintf(stderr, "%s: workers pinned to CPUs %s, in turn (%u workers on %u CPUs)\n", cfg->name, list, d.n,
-                    used.n);
-        else
-            fprintf(stderr, "%s: workers pinned to CPUs %s, one each\n", cfg->name, list);
-    }
     unsigned started = 0;
     for (unsigned i = 0; i < d.n; i++) {
         struct worker_thread *wt = &d.w[i];
@@ -440,14 +426,15 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
         pthread_cond_init(&wt->cv, NULL);
         pthread_attr_t attr;
         pthread_attr_init(&attr);
-        int cpu = cpus_of(cfg->cpus, i), e;
+        int cpu = cpus_of(cfg->cpus, i), e = 0;
         if (cpu >= 0) {
             cpu_set_t one;
             CPU_ZERO(&one);
             CPU_SET(cpu, &one);
-            pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
+            e = pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
         }
-        e = pthread_create(&wt->tid, &attr, worker_main, wt);
+        if (e == 0)
+            e = pthread_create(&wt->tid, &attr, worker_main, wt);
         pthread_attr_destroy(&attr);
         if (e != 0) {
             if (cpu >= 0)
@@ -469,6 +456,20 @@ int http_daemon_run(const struct http_daemon_config *cfg, const struct http_daem
     int ok = started == d.n;
     for (unsigned i = 0; ok && i < d.n; i++)
         ok = !d.w[i].failed;
+    if (ok && cpus_of(cfg->cpus, 0) >= 0) {
+        char list[256];
+        struct cpus used = *cfg->cpus; /* the CPUs the workers take, not a longer list's rest */
+        if (used.n > d.n)
+            used.n = d.n;
+        cpus_format(&used, list, sizeof(list));
+        if (used.n == 1)
+            fprintf(stderr, "%s: %s pinned to CPU %s\n", cfg->name, d.n > 1 ? "workers" : "worker", list);
+        else if (d.n > used.n)
+            fprintf(stderr, "%s: workers pinned to CPUs %s, in turn (%u workers on %u CPUs)\n", cfg->name, list, d.n,
+                    used.n);
+        else
+            fprintf(stderr, "%s: workers pinned to CPUs %s, one each\n", cfg->name, list);
+    }
     if (ok && cfg->handoff_path && handoff_start(&d) < 0)
         ok = 0; /* the workers are stopped below */
     if (ok) {

@@ -330,8 +330,7 @@ static int validate(struct lb_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "workers: at most 256");
         return -1;
     }
-    struct cpus cpus;
-    if (cpus_parse(cfg->cpu_affinity, &cpus, err, errlen) < 0)
+    if (cpus_check(cfg->cpu_affinity, err, errlen) < 0) /* the CPUs themselves: at start (lb_main) */
         return -1;
     if (strncmp(cfg->hash_key, "client", 7) && strncmp(cfg->hash_key, "header:", 7) &&
         strncmp(cfg->hash_key, "cookie:", 7)) {

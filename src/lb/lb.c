@@ -38,6 +38,18 @@ struct lb {
     char **argv;
 };
 
+/* Would cpu_affinity pin the workers as they are ("0-1" and "0,1" do, and auto and its CPUs)? A
+ * value naming a CPU the process may no longer run on does not. */
+static int same_pinning(const struct lb *lb, const char *cpu_affinity)
+{
+    static const struct cpus off;
+    struct cpus next = off;
+    char err[200];
+    if (!strcmp(cpu_affinity, lb->cfg.cpu_affinity))
+        return 1;
+    return cpus_parse(cpu_affinity, &next, err, sizeof(err)) == 0 && cpus_same(&next, &lb->cpus);
+}
+
 /* The certificate and key lists of cfg as arrays of pointers (into cfg) for http/tls.h. */
 static void tls_files(const struct lb_config *cfg, const char **certs, const char **keys)
 {
@@ -178,7 +190,7 @@ static void reload(void *ctx)
     lb->cfg.nbackends = next.nbackends;
     next.nbackends = 0;
     if (strcmp(next.listen, lb->cfg.listen) || strcmp(next.policy, lb->cfg.policy) || next.workers != lb->cfg.workers ||
-        strcmp(next.cpu_affinity, lb->cfg.cpu_affinity))
+        !same_pinning(lb, next.cpu_affinity))
         fprintf(stderr, "agora lb: reload: listen, policy, workers and cpu-affinity changes need a restart\n");
     if (strcmp(next.tls_listen, lb->cfg.tls_listen) || next.redirect_https != lb->cfg.redirect_https ||
         next.hsts_s != lb->cfg.hsts_s)
@@ -224,7 +236,7 @@ int lb_main(int argc, char **argv)
         fprintf(stderr, "agora lb: %s\n", err);
         goto out;
     }
-    if (cpus_parse(lb->cfg.cpu_affinity, &lb->cpus, err, sizeof(err)) < 0) { /* checked with the rest: no error here */
+    if (cpus_parse(lb->cfg.cpu_affinity, &lb->cpus, err, sizeof(err)) < 0) { /* the CPUs this process may use */
         fprintf(stderr, "agora lb: %s\n", err);
         goto out;
     }

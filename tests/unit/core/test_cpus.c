@@ -13,6 +13,8 @@
 
 #include "core/cpus.h"
 
+#define HINT " (off, auto, or a list such as 0,2-3)"
+
 static struct cpus set; /* 2 KiB: not on cmocka's stack */
 static unsigned allowed[CPUS_MAX], nallowed;
 
@@ -90,11 +92,13 @@ static void refused(const char *spec, const char *message)
 
 static void test_each_bad_value_is_refused_with_its_message(void **state)
 {
-    refused("", "cpu-affinity: a CPU number is missing (off, auto, or a list such as 0,2-3)");
-    refused("0,", "cpu-affinity: a CPU number is missing (off, auto, or a list such as 0,2-3)");
-    refused("-3", "cpu-affinity: a CPU number is missing (off, auto, or a list such as 0,2-3)");
-    refused("Auto", "cpu-affinity: 'Auto' is not a CPU number");
-    refused("0;1", "cpu-affinity: '0;1' is not a CPU list (off, auto, or a list such as 0,2-3)");
+    refused("", "cpu-affinity: no value" HINT);
+    refused(" \t", "cpu-affinity: no value" HINT);
+    refused("0,", "cpu-affinity: a CPU number is missing" HINT);
+    refused("-3", "cpu-affinity: a CPU number is missing" HINT);
+    refused("Auto", "cpu-affinity: 'Auto' is not a CPU number" HINT);
+    refused("0;1", "cpu-affinity: ';1' is not part of a CPU list" HINT);
+    refused("0 1", "cpu-affinity: '1' is not part of a CPU list" HINT);
     refused("5-2", "cpu-affinity: range 5-2 is backwards");
     refused("1024", "cpu-affinity: CPU 1024 is out of range (0-1023)");
     refused("0-1024", "cpu-affinity: CPU 1024 is out of range (0-1023)");
@@ -115,14 +119,52 @@ static void test_each_bad_value_is_refused_with_its_message(void **state)
     }
 }
 
+static void test_blanks_are_allowed_around_the_value_and_its_parts(void **state)
+{
+    char err[200] = "", spec[64];
+    assert_int_equal(cpus_parse(" \toff ", &set, err, sizeof(err)), 0);
+    assert_int_equal(set.n, 0);
+    assert_int_equal(cpus_parse("\tauto ", &set, err, sizeof(err)), 0);
+    assert_int_equal(set.n, nallowed);
+    snprintf(spec, sizeof(spec), " %u - %u ", allowed[0], allowed[0]);
+    assert_int_equal(cpus_parse(spec, &set, err, sizeof(err)), 0);
+    assert_int_equal(set.n, 1);
+    assert_int_equal(cpus_of(&set, 1), (int)allowed[0]);
+}
+
+static void test_check_looks_at_the_spelling_only_and_same_compares_pinnings(void **state)
+{
+    char err[200] = "";
+    assert_int_equal(cpus_check("1023, 0-3", err, sizeof(err)), 0); /* whatever this process may use */
+    assert_int_equal(cpus_check("auto", err, sizeof(err)), 0);
+    assert_int_equal(cpus_check("3-1", err, sizeof(err)), -1);
+    assert_string_equal(err, "cpu-affinity: range 3-1 is backwards");
+    static struct cpus a, b;
+    a.n = 2, a.cpu[0] = 0, a.cpu[1] = 1;
+    b.n = 2, b.cpu[0] = 0, b.cpu[1] = 1;
+    assert_true(cpus_same(&a, &b));
+    b.cpu[0] = 1, b.cpu[1] = 0; /* the same CPUs, another order: worker 0 moves */
+    assert_false(cpus_same(&a, &b));
+    b.n = 1;
+    assert_false(cpus_same(&a, &b));
+    a.n = b.n = 0;
+    assert_true(cpus_same(&a, &b));
+}
+
 static void test_format_writes_ranges_and_truncates(void **state)
 {
     struct cpus s = {.n = 6, .cpu = {0, 1, 2, 5, 7, 8}};
     char out[64];
     cpus_format(&s, out, sizeof(out));
     assert_string_equal(out, "0-2,5,7-8");
+    cpus_format(&s, out, 8); /* what fits, then ",..." */
+    assert_string_equal(out, "0-2,...");
     cpus_format(&s, out, 5);
-    assert_string_equal(out, "0-2,");
+    assert_string_equal(out, "...");
+    cpus_format(&s, out, 3);
+    assert_string_equal(out, "");
+    cpus_format(&s, out, 10); /* exactly fits */
+    assert_string_equal(out, "0-2,5,7-8");
     s.n = 0;
     cpus_format(&s, out, sizeof(out));
     assert_string_equal(out, "");
@@ -135,6 +177,8 @@ int main(void)
         cmocka_unit_test(test_auto_is_every_allowed_cpu_ascending_and_workers_take_them_in_turn),
         cmocka_unit_test(test_a_list_keeps_its_order_ranges_and_spaces),
         cmocka_unit_test(test_each_bad_value_is_refused_with_its_message),
+        cmocka_unit_test(test_blanks_are_allowed_around_the_value_and_its_parts),
+        cmocka_unit_test(test_check_looks_at_the_spelling_only_and_same_compares_pinnings),
         cmocka_unit_test(test_format_writes_ranges_and_truncates),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
