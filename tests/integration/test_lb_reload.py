@@ -142,7 +142,7 @@ def test_settings_that_need_a_restart_are_reported(abc, lb_factory, tmp_path):
 
     config.write_text(config.read_text().replace("round-robin", "least-conn") + "server = %s\n" % backend_url(b))
     reload(lb)
-    assert "agora lb: reload: listen, policy and workers changes need a restart" in lb.output()
+    assert "agora lb: reload: listen, policy, workers and cpu-affinity changes need a restart" in lb.output()
     assert RELOADED % 2 in lb.output()
     stats = lb_stats(lb.port)
     assert stats["policy"] == "round-robin"
