@@ -187,26 +187,15 @@ bench_backend() {
     bench_wait_port "$name" "$SPAWNED" "$port" "$log"
 }
 
-# bench_pin_list N: with BENCH_PIN_CPUS set (a comma list of CPUs), "THREAD CPU" per line for
-# threads 1..N: thread i on the list's i-th CPU, in turn.
-bench_pin_list() {
-    [ -n "${BENCH_PIN_CPUS:-}" ] || return 0
-    local cpus i n=$1
-    IFS=, read -r -a cpus <<<"$BENCH_PIN_CPUS"
-    for ((i = 0; i < n; i++)); do echo "$((i + 1)) ${cpus[i % ${#cpus[@]}]}"; done
-}
-
 # bench_pinned PID: the CPUs each thread of PID and of its children may run on ("0-1 0 1"), to
 # show that a proxy really pinned its workers.
 bench_pinned() {
-    local t c out=()
+    local t c status=()
     for t in /proc/"$1"/task/*; do
-        out+=("$(awk '/^Cpus_allowed_list/ { print $2 }' "$t/status" 2>/dev/null)")
-        for c in $(cat "$t/children" 2>/dev/null); do
-            out+=("$(awk '/^Cpus_allowed_list/ { print $2 }' /proc/"$c"/status 2>/dev/null)")
-        done
+        status+=("$t/status")
+        for c in $(cat "$t/children" 2>/dev/null); do status+=("/proc/$c/status"); done
     done
-    echo "${out[*]}"
+    awk '/^Cpus_allowed_list/ { printf "%s%s", sep, $2; sep = " " } END { print "" }' "${status[@]}" 2>/dev/null
 }
 
 # bench_agora NAME PORT POLICY WORKERS BACKEND_PORT...: starts `agora lb` ($BENCH_BIN if set, else
@@ -281,7 +270,7 @@ bench_haproxy() {
 # gets a shared memory zone, so that least_conn counts every worker's connections (without one,
 # each worker balances on its own counts only).
 bench_nginx() {
-    local name=$1 port=$2 workers=$3 p
+    local name=$1 port=$2 workers=$3 p cpus i
     shift 3
     local dir="$BENCH_TMP/$name"
     mkdir -p "$dir/tmp"
@@ -291,8 +280,9 @@ bench_nginx() {
         [ "$(id -u)" = 0 ] && printf 'user root;\n'
         [ -z "${BENCH_NGINX_RLIMIT:-}" ] || printf 'worker_rlimit_nofile %s;\n' "$BENCH_NGINX_RLIMIT"
         if [ -n "${BENCH_PIN_CPUS:-}" ]; then # one bit mask per worker, CPU 0 the rightmost bit
+            IFS=, read -r -a cpus <<<"$BENCH_PIN_CPUS"
             printf 'worker_cpu_affinity'
-            bench_pin_list "$workers" | while read -r t c; do printf ' 1%s' "$(printf '%*s' "$c" '' | tr ' ' 0)"; done
+            for ((i = 0; i < workers; i++)); do printf ' 1%s' "$(printf '%*s' "${cpus[i % ${#cpus[@]}]}" '' | tr ' ' 0)"; done
             printf ';\n'
         fi
         printf 'events { worker_connections %s; }\n\nhttp {\n' "${BENCH_NGINX_CONNS:-4096}"

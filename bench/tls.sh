@@ -188,8 +188,9 @@ for CERT in $BENCH_TLS_CERTS; do
         done
         if [ -n "$BENCH_PIN_CPUS" ]; then # what each proxy's threads (nginx: its processes) may run on
             for proxy in "${PROXIES[@]}"; do
-                bench_log "  $proxy: threads' CPUs $(bench_pinned "${PID[$proxy]}")"
-                echo "w$W $CERT: $proxy threads' (nginx: processes') CPUs: $(bench_pinned "${PID[$proxy]}")" >>"$RAW/notes.txt"
+                pinned=$(bench_pinned "${PID[$proxy]}")
+                bench_log "  $proxy: threads' CPUs $pinned"
+                echo "w$W $CERT: $proxy threads' (nginx: processes') CPUs: $pinned" >>"$RAW/notes.txt"
             done
         fi
         # Warm-up (discarded): pools filled, health checks passed, code paths paged in.

@@ -42,8 +42,7 @@ struct lb {
  * value naming a CPU the process may no longer run on does not. */
 static int same_pinning(const struct lb *lb, const char *cpu_affinity)
 {
-    static const struct cpus off;
-    struct cpus next = off;
+    struct cpus next; /* cpus_parse sets it, or leaves it off */
     char err[200];
     if (!strcmp(cpu_affinity, lb->cfg.cpu_affinity))
         return 1;
